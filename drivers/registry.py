@@ -1,0 +1,58 @@
+"""Devices are named by URL and opened here (one table of schemes per device kind).
+
+=================== ======================================================================
+``sim://NAME``      the in-process simulated device called NAME (:mod:`sim`)
+=================== ======================================================================
+
+Hardware schemes (``pcsc://``, ``camera://``, ``serial://``, ``escpos+…://``) register
+themselves in the same tables as their drivers land.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from drivers.errors import DeviceUrlError
+
+Opener = Callable[[str], Any]
+
+#: kind -> scheme -> opener(url)
+_TABLE: dict[str, dict[str, Opener]] = {}
+
+
+def register(kind: str, scheme: str, opener: Opener) -> None:
+    _TABLE.setdefault(kind, {})[scheme] = opener
+
+
+def schemes(kind: str) -> list[str]:
+    _load_builtin()
+    return sorted(_TABLE.get(kind, {}))
+
+
+def open_device(kind: str, url: str) -> Any:
+    """Open the device of ``kind`` ("reader", …) named by ``url``."""
+    _load_builtin()
+    scheme = urlsplit(url).scheme
+    if not scheme:
+        raise DeviceUrlError(f"{url!r} is not a device URL (expected scheme://…)")
+    try:
+        opener = _TABLE[kind][scheme]
+    except KeyError:
+        known = ", ".join(f"{s}://" for s in schemes(kind)) or "none"
+        raise DeviceUrlError(f"no {kind} driver for {scheme}:// (known: {known})") from None
+    return opener(url)
+
+
+_loaded = False
+
+
+def _load_builtin() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    from sim import reader as sim_reader
+
+    register("reader", "sim", sim_reader.open_url)

@@ -1,0 +1,120 @@
+"""The terminal's caches, fed by the server's delta feed: account snapshots (the hotlist is the
+``status`` column), cards, policy.  Kept in their own SQLite file (synchronous=NORMAL): they can
+always be pulled again, unlike the journal.
+
+Each account snapshot remembers ``as_of_seq``, this terminal's acked sequence number when the
+snapshot was taken, so the terminal adds exactly its own later records on top of it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from edge.db import Database, Migrations
+
+MIGRATIONS = Migrations()
+MIGRATIONS.add(
+    "0001-cache",
+    """
+    CREATE TABLE accounts (
+        id INTEGER PRIMARY KEY,
+        number TEXT NOT NULL,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        balance_fen INTEGER NOT NULL,
+        transition_fen INTEGER NOT NULL,
+        limit_fen INTEGER NOT NULL,
+        spent_day TEXT NOT NULL,
+        spent_fen INTEGER NOT NULL,
+        pin_tries INTEGER NOT NULL,
+        pin_verifier TEXT NOT NULL,
+        expires TEXT,
+        version INTEGER NOT NULL,
+        as_of_seq INTEGER NOT NULL
+    );
+    CREATE TABLE cards (
+        card_no TEXT PRIMARY KEY,
+        account_id INTEGER NOT NULL,
+        uid TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        status TEXT NOT NULL
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)
+    """,
+)
+
+_ACCOUNT_COLS = (
+    "id", "number", "name", "type", "status", "balance_fen", "transition_fen", "limit_fen",
+    "spent_day", "spent_fen", "pin_tries", "pin_verifier", "expires", "version",
+)
+
+
+class Cache:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        db.migrate(MIGRATIONS)
+        self._lock = threading.Lock()
+        self._policy: dict[str, Any] = json.loads(self._meta("policy") or "{}")
+
+    def _meta(self, key: str) -> str | None:
+        v = self.db.scalar("SELECT value FROM meta WHERE key = ?", (key,))
+        return None if v is None else str(v)
+
+    @property
+    def version(self) -> int:
+        return int(self._meta("version") or 0)
+
+    @property
+    def policy(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._policy)
+
+    def apply(self, delta: dict[str, Any]) -> int:
+        """Store one page of the delta feed; returns the new version."""
+        ack = int(delta.get("ack", 0))
+        cols = ", ".join((*_ACCOUNT_COLS, "as_of_seq"))
+        marks = ", ".join("?" * (len(_ACCOUNT_COLS) + 1))
+        with self.db.tx() as tx:
+            if delta.get("reset"):
+                tx.execute("DELETE FROM accounts")
+                tx.execute("DELETE FROM cards")
+            tx.executemany(
+                f"INSERT OR REPLACE INTO accounts ({cols}) VALUES ({marks})",
+                [tuple(a[c] for c in _ACCOUNT_COLS) + (ack,) for a in delta.get("accounts", [])],
+            )
+            tx.executemany(
+                "INSERT OR REPLACE INTO cards (card_no, account_id, uid, generation, status) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(c["card_no"], c["account_id"], c["uid"], c["generation"], c["status"])
+                 for c in delta.get("cards", [])],
+            )
+            meta = {"version": str(int(delta["version"]))}
+            if "policy" in delta:
+                meta["policy"] = json.dumps(delta["policy"])
+            for key in ("campus_id", "tz"):
+                if key in delta:
+                    meta[key] = str(delta[key])
+            tx.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(meta.items())
+            )
+        if "policy" in delta:
+            with self._lock:
+                self._policy = dict(delta["policy"])
+        return int(delta["version"])
+
+    def card(self, card_no: str) -> dict[str, Any] | None:
+        row = self.db.one("SELECT * FROM cards WHERE card_no = ?", (card_no,))
+        return None if row is None else dict(row)
+
+    def account(self, account_id: int) -> dict[str, Any] | None:
+        row = self.db.one("SELECT * FROM accounts WHERE id = ?", (account_id,))
+        return None if row is None else dict(row)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "accounts": int(self.db.scalar("SELECT COUNT(*) FROM accounts")),
+            "cards": int(self.db.scalar("SELECT COUNT(*) FROM cards")),
+        }

@@ -1,0 +1,243 @@
+"""The one SQLite wrapper of ykt (both the terminal and the central server use it).
+
+- ``Database(path | ":memory:" | sqlite3.Connection)``: WAL, ``synchronous`` chosen by the
+  caller (the journal needs FULL: an approval is shown only after its record is durable).
+- Every write goes through :meth:`Database.tx`, a ``BEGIN IMMEDIATE`` transaction that commits
+  or rolls back as a whole; reads may use :meth:`Database.all` / :meth:`Database.one`.
+- Migrations are registered in one :class:`Migrations` list per schema and applied in order,
+  each in its own transaction together with its bookkeeping row in ``_migrations``.
+- sqlite3 errors are converted to :class:`edge.errors.StoreError` here, where our code meets
+  the library.
+
+One connection per thread (sqlite3 connections are not shared across threads); ``:memory:``
+databases use a single connection behind a lock so every thread sees the same data.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.errors import StoreConflict, StoreError
+
+log = logging.getLogger(__name__)
+
+Row = Mapping[str, Any]
+Params = Sequence[Any] | Mapping[str, Any]
+
+
+class Tx:
+    """A transaction in progress: the only way to write."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; returns the number of rows changed."""
+        return self._conn.execute(sql, params).rowcount
+
+    def insert(self, sql: str, params: Params = ()) -> int:
+        """Run an INSERT and return the new row id."""
+        cur = self._conn.execute(sql, params)
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def executemany(self, sql: str, rows: Iterable[Params]) -> int:
+        return self._conn.executemany(sql, rows).rowcount
+
+    def all(self, sql: str, params: Params = ()) -> list[Row]:
+        return list(self._conn.execute(sql, params).fetchall())
+
+    def one(self, sql: str, params: Params = ()) -> Row | None:
+        row: Row | None = self._conn.execute(sql, params).fetchone()
+        return row
+
+    def scalar(self, sql: str, params: Params = ()) -> Any:
+        row = self._conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+
+@dataclass
+class Migrations:
+    """An ordered list of schema steps; ids are never reused or edited once released."""
+
+    steps: list[tuple[str, Callable[[Tx], None]]] = field(default_factory=list)
+
+    def add(self, step_id: str, sql: str) -> None:
+        def run(tx: Tx) -> None:
+            for stmt in (s.strip() for s in sql.split(";")):
+                if stmt:
+                    tx.execute(stmt)
+
+        self.steps.append((step_id, run))
+
+    def add_fn(self, step_id: str, fn: Callable[[Tx], None]) -> None:
+        self.steps.append((step_id, fn))
+
+
+class Database:
+    def __init__(
+        self,
+        target: str | Path | sqlite3.Connection,
+        *,
+        synchronous: str = "FULL",
+        migrations: Migrations | None = None,
+        busy_timeout_ms: int = 10_000,
+    ) -> None:
+        self._local = threading.local()
+        self._shared: sqlite3.Connection | None = None
+        self._shared_lock = threading.RLock()
+        self._sync = synchronous
+        self._busy = busy_timeout_ms
+        self._all_conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        if isinstance(target, sqlite3.Connection):
+            self.path = None
+            self._shared = target
+            self._prepare(target)
+        elif str(target) == ":memory:":
+            self.path = None
+            self._shared = self._connect(":memory:")
+        else:
+            self.path = Path(target)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn()  # open now so a bad path fails here
+        if migrations is not None:
+            self.migrate(migrations)
+
+    # -- connections ---------------------------------------------------------------------
+    def _connect(self, where: str) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {where}: {exc}") from exc
+        self._prepare(conn)
+        with self._conns_lock:
+            self._all_conns.append(conn)
+        return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(self._busy)}")
+            if self._shared is None and conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._sync}")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot prepare database: {exc}") from exc
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._shared is not None:
+            return self._shared
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            assert self.path is not None
+            conn = self._connect(str(self.path))
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _maybe_locked(self) -> Iterator[None]:
+        if self._shared is not None:
+            with self._shared_lock:
+                yield
+        else:
+            yield
+
+    # -- transactions and reads ------------------------------------------------------------
+    @contextmanager
+    def tx(self) -> Iterator[Tx]:
+        """A write transaction (``BEGIN IMMEDIATE``): commits on success, rolls back on error."""
+        with self._maybe_locked():
+            conn = self._conn()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot begin a transaction: {exc}") from exc
+            try:
+                yield Tx(conn)
+            except sqlite3.IntegrityError as exc:
+                conn.execute("ROLLBACK")
+                raise StoreConflict(str(exc)) from exc
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK")
+                raise StoreError(f"transaction failed: {exc}") from exc
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK")
+                raise StoreError(f"commit failed: {exc}") from exc
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        """A read transaction: every statement in it sees the same snapshot (WAL)."""
+        with self._maybe_locked():
+            conn = self._conn()
+            try:
+                conn.execute("BEGIN")
+                try:
+                    yield Tx(conn)
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"read failed: {exc}") from exc
+
+    def all(self, sql: str, params: Params = ()) -> list[Row]:
+        with self._maybe_locked():
+            try:
+                return list(self._conn().execute(sql, params).fetchall())
+            except sqlite3.Error as exc:
+                raise StoreError(f"query failed: {exc}") from exc
+
+    def one(self, sql: str, params: Params = ()) -> Row | None:
+        rows = self.all(sql, params)
+        return rows[0] if rows else None
+
+    def scalar(self, sql: str, params: Params = ()) -> Any:
+        row = self.one(sql, params)
+        return None if row is None else row[0]
+
+    # -- schema ------------------------------------------------------------------------------
+    def migrate(self, migrations: Migrations) -> list[str]:
+        """Apply the steps not yet applied; returns their ids."""
+        with self.tx() as tx:
+            tx.execute(
+                "CREATE TABLE IF NOT EXISTS _migrations (id TEXT PRIMARY KEY, applied_at TEXT)"
+            )
+        done = {r["id"] for r in self.all("SELECT id FROM _migrations")}
+        applied = []
+        for step_id, fn in migrations.steps:
+            if step_id in done:
+                continue
+            try:
+                with self.tx() as tx:
+                    fn(tx)
+                    tx.execute(
+                        "INSERT INTO _migrations (id, applied_at) VALUES (?, datetime('now'))",
+                        (step_id,),
+                    )
+            except sqlite3.Error as exc:
+                raise StoreError(f"migration {step_id} failed: {exc}") from exc
+            log.info("applied migration %s", step_id)
+            applied.append(step_id)
+        return applied
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for conn in self._all_conns:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._all_conns.clear()
+        self._local = threading.local()

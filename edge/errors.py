@@ -1,0 +1,47 @@
+"""Exceptions of the terminal core.
+
+::
+
+    EdgeError
+    ├── MoneyError          an amount that is not a valid number of fen
+    ├── RuleError           input that breaks a rule of the card system (R1-R20)
+    │   └── IdCardError     an ID-card number that is malformed or fails GB 11643
+    ├── ConfigError         a configuration file or option that cannot be used
+    ├── StoreError          the local SQLite store failed (wraps sqlite3 errors)
+    │   └── StoreConflict   a uniqueness or foreign-key constraint refused a write
+    └── JournalError        the journal is damaged or cannot take a record
+"""
+
+from __future__ import annotations
+
+
+class EdgeError(Exception):
+    """Base of every error raised by the terminal core."""
+
+
+class MoneyError(EdgeError, ValueError):
+    pass
+
+
+class RuleError(EdgeError, ValueError):
+    pass
+
+
+class IdCardError(RuleError):
+    pass
+
+
+class ConfigError(EdgeError):
+    pass
+
+
+class StoreError(EdgeError):
+    pass
+
+
+class StoreConflict(StoreError):
+    pass
+
+
+class JournalError(EdgeError):
+    pass

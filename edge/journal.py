@@ -1,0 +1,191 @@
+"""The terminal journal: an append-only, signed, hash-chained, gapless outbox (SPEC §3).
+
+Stored in SQLite with WAL and ``synchronous=FULL``: :meth:`Journal.append` returns only after
+the record is durable, and the POS shows an approval only after that.  A crash at any instant
+leaves either no record (the sequence number is reused) or a durable record that will sync.
+
+Besides the signed body, each row keeps a few columns extracted from it (account, amount,
+campus day, offline flag, PIN fact) so offline decisions can query the journal by account.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from edge.clock import Clock, campus_date
+from edge.db import Database, Migrations
+from edge.errors import JournalError
+from sync import protocol
+from sync.crypto import SigningKey, VerifyKey, b64d, b64e
+from sync.errors import ProtocolError
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Migrations()
+MIGRATIONS.add(
+    "0001-journal",
+    """
+    CREATE TABLE journal (
+        seq INTEGER PRIMARY KEY,
+        hash TEXT NOT NULL,
+        body TEXT NOT NULL,
+        sig TEXT NOT NULL,
+        account_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        amount INTEGER NOT NULL,
+        day TEXT NOT NULL,
+        offline INTEGER NOT NULL,
+        pin TEXT NOT NULL
+    );
+    CREATE INDEX journal_account ON journal (account_id, seq);
+    CREATE TABLE sync_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO sync_state (key, value) VALUES ('acked', 0)
+    """,
+)
+
+
+@dataclass(frozen=True)
+class Appended:
+    seq: int
+    hash: str
+    record: dict[str, Any]
+
+
+class Journal:
+    def __init__(
+        self, db: Database, terminal_id: str, key: SigningKey, clock: Clock, tz: str
+    ) -> None:
+        self.db = db
+        db.migrate(MIGRATIONS)
+        self.terminal_id = terminal_id
+        self.key = key
+        self.clock = clock
+        self.tz = tz
+        self._lock = threading.Lock()
+        row = db.one("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1")
+        self._head_seq = int(row["seq"]) if row else 0
+        self._head_hash = str(row["hash"]) if row else protocol.genesis_hash(terminal_id)
+        self._acked = int(db.scalar("SELECT value FROM sync_state WHERE key = 'acked'"))
+        self._unsynced_offline = int(db.scalar(
+            "SELECT COALESCE(SUM(amount), 0) FROM journal "
+            "WHERE seq > ? AND offline = 1 AND kind = 'sale'",
+            (self._acked,),
+        ))
+
+    # -- writing ------------------------------------------------------------------------------
+    @property
+    def next_seq(self) -> int:
+        with self._lock:
+            return self._head_seq + 1
+
+    @property
+    def head_seq(self) -> int:
+        with self._lock:
+            return self._head_seq
+
+    def append(self, fields: dict[str, Any]) -> Appended:
+        """Seal ``fields`` (everything but v/term/seq/prev) as the next record; durable on return."""
+        with self._lock:
+            rec = dict(fields)
+            rec.update(
+                v=protocol.RECORD_VERSION,
+                term=self.terminal_id,
+                seq=self._head_seq + 1,
+                prev=self._head_hash,
+            )
+            try:
+                body, sig = protocol.seal(self.key, rec)
+            except ProtocolError as exc:
+                raise JournalError(f"cannot journal an invalid record: {exc}") from exc
+            h = protocol.record_hash(body)
+            day = campus_date(rec["ts"], self.tz)
+            with self.db.tx() as tx:
+                tx.execute(
+                    "INSERT INTO journal (seq, hash, body, sig, account_id, kind, amount, day,"
+                    " offline, pin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (rec["seq"], h, body.decode(), b64e(sig), rec["acct"], rec["kind"],
+                     rec["amt"], day, int(rec["off"]), rec["pin"]),
+                )
+            self._head_seq, self._head_hash = rec["seq"], h
+            if rec["off"] and rec["kind"] == "sale":
+                self._unsynced_offline += rec["amt"]
+            return Appended(rec["seq"], h, rec)
+
+    # -- syncing ------------------------------------------------------------------------------
+    @property
+    def acked(self) -> int:
+        with self._lock:
+            return self._acked
+
+    def unsent(self, limit: int = 500) -> list[dict[str, str]]:
+        rows = self.db.all(
+            "SELECT body, sig FROM journal WHERE seq > ? ORDER BY seq LIMIT ?",
+            (self.acked, limit),
+        )
+        return [{"body": r["body"], "sig": r["sig"]} for r in rows]
+
+    def set_acked(self, seq: int) -> None:
+        with self._lock:
+            if seq <= self._acked:
+                return
+            if seq > self._head_seq:
+                raise JournalError(f"server acked {seq}, beyond the journal head {self._head_seq}")
+            drained = int(self.db.scalar(
+                "SELECT COALESCE(SUM(amount), 0) FROM journal "
+                "WHERE seq > ? AND seq <= ? AND offline = 1 AND kind = 'sale'",
+                (self._acked, seq),
+            ))
+            with self.db.tx() as tx:
+                tx.execute("UPDATE sync_state SET value = ? WHERE key = 'acked'", (seq,))
+            self._acked = seq
+            self._unsynced_offline -= drained
+
+    @property
+    def queued(self) -> int:
+        with self._lock:
+            return self._head_seq - self._acked
+
+    @property
+    def unsynced_offline_fen(self) -> int:
+        with self._lock:
+            return self._unsynced_offline
+
+    # -- queries for offline decisions --------------------------------------------------------
+    def account_records(self, account_id: int, after_seq: int) -> list[dict[str, Any]]:
+        """This terminal's records for an account after ``after_seq``, oldest first."""
+        return [
+            dict(r)
+            for r in self.db.all(
+                "SELECT seq, kind, amount, day, offline, pin FROM journal "
+                "WHERE account_id = ? AND seq > ? ORDER BY seq",
+                (account_id, after_seq),
+            )
+        ]
+
+    def offline_spent_on(self, account_id: int, day: str) -> int:
+        return int(self.db.scalar(
+            "SELECT COALESCE(SUM(amount), 0) FROM journal "
+            "WHERE account_id = ? AND day = ? AND offline = 1 AND kind = 'sale'",
+            (account_id, day),
+        ))
+
+    # -- integrity ----------------------------------------------------------------------------
+    def verify(self, public: VerifyKey | None = None) -> int:
+        """Walk the whole chain (and every signature); returns the number of records."""
+        public = public or self.key.public
+        prev, n = protocol.genesis_hash(self.terminal_id), 0
+        for r in self.db.all("SELECT seq, hash, body, sig FROM journal ORDER BY seq"):
+            n += 1
+            body = r["body"].encode()
+            rec = protocol.parse_body(body)
+            if r["seq"] != n or rec["seq"] != n:
+                raise JournalError(f"journal has a gap or a reordered record at {n}")
+            if rec["prev"] != prev or protocol.record_hash(body) != r["hash"]:
+                raise JournalError(f"journal chain is broken at record {n}")
+            if not public.ok(b64d(r["sig"]), body):
+                raise JournalError(f"record {n} has a bad signature")
+            prev = r["hash"]
+        return n

@@ -1,0 +1,1 @@
+"""The canteen POS agent: transaction engine, decisions (online and offline), control API."""

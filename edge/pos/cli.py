@@ -1,0 +1,111 @@
+"""``ykt pos``: run a canteen POS agent."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from edge.errors import ConfigError
+from edge.pos.agent import PosAgent, PosConfig
+from edge.systemd import Watchdog, notify
+
+log = logging.getLogger(__name__)
+
+CONFIG_KEYS = {
+    "server": str, "enroll": str, "data": str, "reader": str, "control_host": str,
+    "control_port": int, "operator": str,
+}
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "pos",
+        help="run a canteen POS agent (card reader, journal, sync, control API and screens)",
+        description="Run a POS agent.  The first start enrolls the terminal with a one-time "
+        "token; later starts reuse DATA/terminal.json and DATA/terminal.key.  Options may also "
+        "come from a TOML file (--config); options on the command line win.",
+    )
+    p.add_argument("--config", type=Path, help="TOML file with any of the options below")
+    p.add_argument("--server", help="central server URL, e.g. http://127.0.0.1:8700")
+    p.add_argument("--enroll", metavar="TOKEN", help="one-time enrollment token (first start)")
+    p.add_argument("--data", type=Path, help="state directory (identity, key, journal, caches)")
+    p.add_argument("--reader", help="card reader URL (default sim://r1)")
+    p.add_argument("--control-host", help="control API address (default 127.0.0.1)")
+    p.add_argument("--control-port", type=int, help="control API port (default 8701)")
+    p.add_argument("--operator", help="cashier id recorded in the journal")
+    p.add_argument("--seed", type=int, help="seed for backoff jitter (tests)")
+    p.set_defaults(func=run)
+
+
+def load_config(args: argparse.Namespace) -> PosConfig:
+    values: dict[str, Any] = {}
+    if args.config:
+        try:
+            raw = tomllib.loads(args.config.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config {args.config}: {exc}") from exc
+        for key, val in raw.items():
+            if key not in CONFIG_KEYS:
+                raise ConfigError(f"{args.config}: unknown key {key!r} "
+                                  f"(known: {', '.join(sorted(CONFIG_KEYS))})")
+            if not isinstance(val, CONFIG_KEYS[key]) or isinstance(val, bool):
+                raise ConfigError(f"{args.config}: {key} must be a {CONFIG_KEYS[key].__name__}")
+            values[key] = val
+    for key in CONFIG_KEYS:
+        cli_val = getattr(args, key, None)
+        if cli_val is not None:
+            values[key] = cli_val
+    if "data" not in values:
+        raise ConfigError("--data DIR is required (or data = \"DIR\" in the config file)")
+    port = values.get("control_port", 8701)
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"control port {port} is not a port number")
+    return PosConfig(
+        data=Path(values["data"]),
+        server=values.get("server"),
+        enroll=values.get("enroll"),
+        reader=values.get("reader", "sim://r1"),
+        control_host=values.get("control_host", "127.0.0.1"),
+        control_port=port,
+        operator=values.get("operator", ""),
+        seed=args.seed,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import threading
+
+    import uvicorn
+
+    from edge.pos.control import create_control_app
+
+    cfg = load_config(args)
+    agent = PosAgent(cfg)
+    agent.start()
+    app = create_control_app(agent)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=cfg.control_host, port=cfg.control_port, log_level="warning", access_log=False,
+    ))
+
+    def announce() -> None:
+        while not server.started and not server.should_exit:
+            threading.Event().wait(0.02)
+        if server.started:
+            base = f"http://{cfg.control_host}:{cfg.control_port}"
+            print(f"ykt pos {agent.ident.terminal_id} ({agent.ident.name}) ready; reader "
+                  f"{cfg.reader}; cashier {base}/cashier; customer {base}/customer", flush=True)
+            notify("READY=1")
+
+    threading.Thread(target=announce, daemon=True).start()
+    dog = Watchdog(agent.alive)
+    dog.start()
+    try:
+        server.run()
+    finally:
+        dog.stop()
+        notify("STOPPING=1")
+        agent.stop()
+    return 0

@@ -1,0 +1,157 @@
+"""The POS agent's local control API (loopback only) and its screens.
+
+Used by the cashier screen, the customer screen (``kiosk_ui``) and ``ykt sim``:
+
+==========================  =====================================================
+``GET  /control/state``     the screen; ``?after=V&wait=S`` long-polls for a change
+``POST /control/amount``    key an amount (``{"amount_fen": 1250}``) and arm the reader
+``POST /control/pin``       key the consumption password (``{"pin": "013052"}``)
+``POST /control/cancel``    back to idle
+``GET  /control/status``    terminal id, link, queue, feed version, reader
+``POST /control/sim/card``  put a simulated card on a ``sim://`` reader
+``GET  /cashier``, ``/customer``   the screens
+==========================  =====================================================
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from edge.errors import EdgeError
+from edge.money import MAX_AMOUNT_FEN
+from edge.pos.agent import PosAgent
+from edge.pos.engine import EngineError
+from kiosk_ui import page
+from sim import reader as sim_reader
+from sim.errors import SimError
+
+
+class AmountIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount_fen: int = Field(gt=0, le=MAX_AMOUNT_FEN)
+    confirm: bool = True
+
+
+class PinIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pin: str = Field(pattern=r"^\d{6}$")
+
+
+class SimCardIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    card_no: str = Field(min_length=1, max_length=32)
+    uid: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{8,20}$")
+
+
+def _err(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _loopback(host: str | None) -> bool:
+    if host in (None, "testclient", "localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_control_app(agent: PosAgent) -> FastAPI:
+    app = FastAPI(title="ykt POS control API", version="1")
+    engine = agent.engine
+
+    @app.middleware("http")
+    async def loopback_only(request: Request, call_next: Any) -> Any:
+        if not _loopback(request.client.host if request.client else None):
+            return _err(403, "loopback_only", "the control API answers only on loopback")
+        return await call_next(request)
+
+    @app.exception_handler(EngineError)
+    async def _engine_error(request: Request, exc: EngineError) -> JSONResponse:
+        return _err(409, "bad_state", str(exc))
+
+    @app.exception_handler(EdgeError)
+    async def _edge_error(request: Request, exc: EdgeError) -> JSONResponse:
+        return _err(422, "invalid", str(exc))
+
+    @app.exception_handler(SimError)
+    async def _sim_error(request: Request, exc: SimError) -> JSONResponse:
+        return _err(409, "sim", str(exc))
+
+    @app.get("/control/state")
+    async def state(
+        after: Annotated[int, Query(ge=-1)] = -1,
+        wait: Annotated[float, Query(ge=0, le=60)] = 0,
+    ) -> dict[str, Any]:
+        if after < 0 or wait == 0:
+            return engine.screen()
+        return await run_in_threadpool(engine.wait, after, wait)
+
+    @app.post("/control/amount")
+    def amount(body: AmountIn) -> dict[str, Any]:
+        return engine.key_amount(body.amount_fen, confirm=body.confirm)
+
+    @app.post("/control/confirm")
+    def confirm() -> dict[str, Any]:
+        return engine.confirm()
+
+    @app.post("/control/pin")
+    def pin(body: PinIn) -> dict[str, Any]:
+        out = engine.key_pin(body.pin)
+        agent.uplink.kick()
+        return out
+
+    @app.post("/control/cancel")
+    def cancel() -> dict[str, Any]:
+        return engine.cancel()
+
+    @app.get("/control/status")
+    def status() -> dict[str, Any]:
+        return agent.status()
+
+    @app.post("/control/sim/card")
+    def sim_card(body: SimCardIn) -> dict[str, Any]:
+        """Put a simulated card on this agent's ``sim://`` reader.  Without a UID the card
+        carries the UID the server issued it with (as the real card would)."""
+        if not agent.cfg.reader.startswith("sim://"):
+            raise SimError(f"this agent reads {agent.cfg.reader}, not a simulated reader")
+        reader = agent.reader
+        if not isinstance(reader, sim_reader.SimReader):
+            raise SimError("the simulated reader is not open yet")
+        uid = body.uid
+        if uid is None:
+            known = agent.cache.card(body.card_no)
+            uid = known["uid"] if known else "00000000"
+        tap = reader.present(body.card_no, uid)
+        return {"presented": tap.card_no, "uid": tap.uid, "reader": tap.reader}
+
+    @app.post("/control/sim/remove")
+    def sim_remove() -> dict[str, Any]:
+        reader = agent.reader
+        if isinstance(reader, sim_reader.SimReader):
+            reader.remove()
+        return {"removed": True}
+
+    @app.get("/cashier", response_class=HTMLResponse)
+    def cashier() -> str:
+        return page("cashier.html")
+
+    @app.get("/customer", response_class=HTMLResponse)
+    def customer() -> str:
+        return page("customer.html")
+
+    @app.get("/static/screen.js")
+    def screen_js() -> Response:
+        return Response(page("screen.js"), media_type="text/javascript")
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        return page("index.html")
+
+    return app

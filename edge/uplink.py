@@ -1,0 +1,146 @@
+"""The terminal's background link to the server: pushes the journal in batches and pulls the
+delta feed (long-poll), with exponential backoff and jitter while the server is unreachable.
+It resumes after restarts from the journal's acked sequence and the cache's feed version.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+
+from edge.cache import Cache
+from edge.journal import Journal
+from edge.link import Link
+from sync.client import ServerClient
+from sync.errors import ApiError, ProtocolError, SyncError
+
+log = logging.getLogger(__name__)
+
+
+class Backoff:
+    """Exponential backoff with jitter: ``min(cap, base·2ⁿ)`` scaled by a random 0.5–1.0."""
+
+    def __init__(self, rng: random.Random, base: float = 0.25, cap: float = 15.0) -> None:
+        self.rng, self.base, self.cap, self.n = rng, base, cap, 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.base * (2**self.n)) * (0.5 + self.rng.random() / 2)
+        self.n = min(self.n + 1, 30)
+        return delay
+
+    def reset(self) -> None:
+        self.n = 0
+
+
+class Uplink:
+    def __init__(
+        self,
+        journal: Journal,
+        cache: Cache,
+        client_factory: Callable[[], ServerClient],
+        link: Link,
+        rng: random.Random,
+        batch: int = 500,
+        poll_wait_s: float = 20.0,
+    ) -> None:
+        self.journal = journal
+        self.cache = cache
+        self.client_factory = client_factory
+        self.link = link
+        self.rng = rng
+        self.batch = batch
+        self.poll_wait_s = poll_wait_s
+        self._stop = threading.Event()
+        self._kick = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.synced = threading.Condition()  # notified after every ack and every feed page
+        self.last_push_error = ""
+
+    def start(self) -> None:
+        for name, fn in (("uplink-push", self._push_loop), ("uplink-feed", self._feed_loop)):
+            t = threading.Thread(target=fn, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._kick.set()
+
+    def kick(self) -> None:
+        """A record was journaled: push now."""
+        self._kick.set()
+
+    def alive(self) -> bool:
+        return all(t.is_alive() for t in self._threads)
+
+    def _notify(self) -> None:
+        with self.synced:
+            self.synced.notify_all()
+
+    # -- push ---------------------------------------------------------------------------------
+    def _push_loop(self) -> None:
+        client = self.client_factory()
+        backoff = Backoff(self.rng)
+        while not self._stop.is_set():
+            self._kick.wait(timeout=5.0)
+            self._kick.clear()
+            while self.journal.queued > 0 and not self._stop.is_set():
+                batch = self.journal.unsent(self.batch)
+                before = self.journal.acked
+                try:
+                    resp = client.push(batch)
+                except SyncError as exc:
+                    self.last_push_error = str(exc)
+                    if not isinstance(exc, ApiError | ProtocolError) or (
+                        isinstance(exc, ApiError) and exc.status >= 500
+                    ):
+                        self.link.down(str(exc))
+                    delay = backoff.next()
+                    log.warning("journal push failed (%s); retrying in %.1fs", exc, delay)
+                    self._stop.wait(delay)
+                    continue
+                self.link.up()
+                for alarm in resp.get("alarms", []):
+                    log.error("server raised an alarm on our journal: %s", alarm)
+                try:
+                    self.journal.set_acked(int(resp["ack"]))
+                except (KeyError, ValueError, SyncError) as exc:
+                    log.error("bad ack from server: %s", exc)
+                self._notify()
+                if self.journal.acked <= before:
+                    delay = backoff.next()
+                    log.warning("server did not advance the ack (%s); retrying in %.1fs",
+                                resp.get("alarms"), delay)
+                    self._stop.wait(delay)
+                else:
+                    backoff.reset()
+                    self.last_push_error = ""
+
+    # -- feed ---------------------------------------------------------------------------------
+    def _feed_loop(self) -> None:
+        client = self.client_factory()
+        backoff = Backoff(self.rng)
+        while not self._stop.is_set():
+            wait = self.poll_wait_s if self.link.online else 0
+            try:
+                resp = client.feed(self.cache.version, wait=wait)
+                self.cache.apply(resp)
+            except SyncError as exc:
+                self.link.down(str(exc))
+                delay = backoff.next()
+                log.warning("feed pull failed (%s); retrying in %.1fs", exc, delay)
+                self._stop.wait(delay)
+                continue
+            except (KeyError, TypeError, ValueError) as exc:
+                delay = backoff.next()
+                log.error("malformed feed page (%s); retrying in %.1fs", exc, delay)
+                self._stop.wait(delay)
+                continue
+            was_online = self.link.online
+            self.link.up()
+            backoff.reset()
+            self._notify()
+            if not was_online:
+                self.kick()  # back online: drain the queue now

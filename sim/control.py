@@ -1,0 +1,99 @@
+"""A client of an agent's local control API, for test engineers and tests."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import requests
+
+from sim.errors import SimError, SimUsageError
+
+FINAL = ("approved", "declined")
+
+
+class AgentControl:
+    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+        self.base = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+
+    def _call(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> dict[str, Any]:
+        try:
+            resp = self.session.request(method, self.base + path, json=body, timeout=timeout)
+        except requests.RequestException as exc:
+            raise SimError(f"cannot reach the agent at {self.base}: {exc}") from exc
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise SimError(f"agent answered {resp.status_code} without JSON") from exc
+        if resp.status_code >= 400:
+            err = data.get("error", {}) if isinstance(data, dict) else {}
+            msg = err.get("message") or str(data)
+            raise SimUsageError(f"agent refused {path}: {msg}")
+        return dict(data)
+
+    def state(self) -> dict[str, Any]:
+        return self._call("GET", "/control/state")
+
+    def status(self) -> dict[str, Any]:
+        return self._call("GET", "/control/status")
+
+    def wait(self, after: int, until: tuple[str, ...], timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SimError(f"no outcome within {timeout:.0f}s (agent state unchanged)")
+            s = self._call("GET", f"/control/state?after={after}&wait={min(left, 25):.2f}",
+                           timeout=left + 5)
+            if s["version"] > after and s["state"] in until:
+                return s
+            after = max(after, s["version"])
+
+    def amount(self, amount_fen: int) -> dict[str, Any]:
+        return self._call("POST", "/control/amount", {"amount_fen": amount_fen})
+
+    def pin(self, pin: str) -> dict[str, Any]:
+        return self._call("POST", "/control/pin", {"pin": pin})
+
+    def cancel(self) -> dict[str, Any]:
+        return self._call("POST", "/control/cancel")
+
+    def present(self, card_no: str, uid: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"card_no": card_no}
+        if uid:
+            body["uid"] = uid
+        return self._call("POST", "/control/sim/card", body)
+
+    def sale(
+        self, amount_fen: int, card_no: str, uid: str | None = None, pin: str | None = None
+    ) -> dict[str, Any]:
+        """Key the amount, tap the card, key the PIN when asked; the outcome as a dict."""
+        keyed = self.amount(amount_fen)
+        self.present(card_no, uid)
+        s = self.wait(keyed["version"], (*FINAL, "wait_pin"), self.timeout)
+        if s["state"] == "wait_pin":
+            if pin is None:
+                self.cancel()
+                return outcome(s, needs_pin=True)
+            self.pin(pin)
+            s = self.wait(s["version"], FINAL, self.timeout)
+        return outcome(s)
+
+
+def outcome(s: dict[str, Any], needs_pin: bool = False) -> dict[str, Any]:
+    return {
+        "approved": bool(s.get("approved")),
+        "state": s["state"],
+        "code": s.get("code"),
+        "reason": s.get("reason"),
+        "needs_pin": needs_pin,
+        "amount_fen": s.get("amount_fen"),
+        "balance_fen": s.get("balance_fen"),
+        "method": s.get("method"),
+        "offline": s.get("offline"),
+        "seq": s.get("seq"),
+        "account": s.get("account") or {},
+        "tries_left": s.get("tries_left"),
+    }

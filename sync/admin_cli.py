@@ -1,0 +1,278 @@
+"""``ykt admin``: the service desk and operator commands, over HTTP with the admin token."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from edge.errors import ConfigError
+from edge.money import format_fen, parse_amount
+from sync.client import ServerClient
+from sync.errors import SyncError
+
+Sub = argparse._SubParsersAction  # type: ignore[type-arg]
+
+
+class AdminClient(ServerClient):
+    def __init__(self, base_url: str, token: str) -> None:
+        super().__init__(base_url)
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        return self.request(method, path, body=body, signed=False, timeout=(3.0, 300.0))
+
+
+def _client(args: argparse.Namespace) -> AdminClient:
+    server = args.server or os.environ.get("YKT_SERVER")
+    token_file = args.token_file or os.environ.get("YKT_ADMIN_TOKEN_FILE")
+    if not server:
+        raise ConfigError("--server URL is required (or YKT_SERVER)")
+    if not token_file:
+        raise ConfigError("--token-file FILE is required (or YKT_ADMIN_TOKEN_FILE)")
+    try:
+        token = Path(token_file).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the admin token: {exc}") from exc
+    return AdminClient(server, token)
+
+
+def _amount(text: str) -> int:
+    try:
+        return parse_amount(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _acct_path(number: str) -> str:
+    return f"/v1/admin/accounts/{quote(number, safe='')}"
+
+
+def _print_account(a: dict[str, Any]) -> None:
+    print(f"{a['number']}  {a['name']}  ({a['type']})  status {a['status']}")
+    print(f"  balance {format_fen(a['balance_fen'])}  transition {format_fen(a['transition_fen'])}"
+          f"  limit {format_fen(a['limit_fen'])}/day  spent today {format_fen(a['spent_today_fen'])}")
+    if a.get("pin_locked"):
+        print("  consumption password LOCKED (desk: ykt admin account pin-reset)")
+    for c in a.get("cards", []):
+        print(f"  card {c['card_no']}  uid {c['uid']}  generation {c['generation']}  {c['status']}")
+    if "bills" in a:
+        print("  bills (账单):")
+        for b in a["bills"] or [{"time": "", "kind": "(none)", "amount_fen": 0, "memo": ""}]:
+            print(f"    {b['time']}  {b['kind']:<8} {format_fen(b['amount_fen']):>10}  {b['memo']}")
+    if "flow" in a:
+        print("  transaction flow (交易流水):")
+        for f in a["flow"]:
+            money = format_fen(f["amount_fen"]) if "amount_fen" in f else ""
+            print(f"    {f['time']}  {f['kind']:<10} {money:>10}  {f.get('memo') or f.get('detail', '')}")
+
+
+def _out(args: argparse.Namespace, data: dict[str, Any], text: Any = None) -> int:
+    if getattr(args, "json", False) or text is None:
+        print(json.dumps(data, ensure_ascii=False, indent=None if args.json else 2))
+    else:
+        text(data)
+    return 0
+
+
+# -- commands -----------------------------------------------------------------------------------
+def account_add(args: argparse.Namespace) -> int:
+    body = {"number": args.number, "name": args.name, "type": args.type, "id_card": args.id_card}
+    if args.limit is not None:
+        body["limit_fen"] = args.limit
+    if args.expires:
+        body["expires"] = args.expires
+    return _out(args, _client(args).call("POST", "/v1/admin/accounts", body), _print_account)
+
+
+def account_show(args: argparse.Namespace) -> int:
+    return _out(args, _client(args).call("GET", _acct_path(args.number)), _print_account)
+
+
+def account_status(args: argparse.Namespace) -> int:
+    data = _client(args).call("POST", _acct_path(args.number) + "/status", {"action": args.action})
+    return _out(args, data, _print_account)
+
+
+def account_pin_reset(args: argparse.Namespace) -> int:
+    data = _client(args).call("POST", _acct_path(args.number) + "/pin-reset")
+    return _out(args, data, _print_account)
+
+
+def roster_import(args: argparse.Namespace) -> int:
+    try:
+        text = Path(args.file).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read roster {args.file}: {exc}") from exc
+    data = _client(args).call("POST", "/v1/admin/roster", {"csv": text})
+
+    def show(d: dict[str, Any]) -> None:
+        print(f"added {d['added']} accounts")
+        for e in d["errors"]:
+            print(f"  line {e['line']}: {e['error']}")
+
+    return _out(args, data, show)
+
+
+def card_issue(args: argparse.Namespace) -> int:
+    body = {"uid": args.uid} if args.uid else {}
+    data = _client(args).call("POST", _acct_path(args.number) + "/cards", body)
+    return _out(args, data, lambda d: print(
+        f"card {d['card_no']} (uid {d['uid']}, generation {d['generation']}) issued to {d['number']}"
+    ))
+
+
+def topup(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"amount_fen": args.amount, "channel": args.channel}
+    if args.request_id:
+        body["request_id"] = args.request_id
+    data = _client(args).call("POST", _acct_path(args.number) + "/topups", body)
+    return _out(args, data, _print_account)
+
+
+def terminal_enroll(args: argparse.Namespace) -> int:
+    data = _client(args).call("POST", "/v1/admin/terminals/tokens",
+                              {"role": args.role, "name": args.name})
+    return _out(args, data, lambda d: print(d["token"]))
+
+
+def terminal_list(args: argparse.Namespace) -> int:
+    data = _client(args).call("GET", "/v1/admin/terminals")
+
+    def show(d: dict[str, Any]) -> None:
+        for t in d["terminals"]:
+            print(f"{t['id']}  {t['name']:<16} {t['role']:<6} {t['status']:<8} head {t['head_seq']}")
+
+    return _out(args, data, show)
+
+
+def terminal_revoke(args: argparse.Namespace) -> int:
+    data = _client(args).call("POST", f"/v1/admin/terminals/{quote(args.terminal_id)}/revoke")
+    return _out(args, data, lambda d: print(f"{d['terminal_id']} revoked"))
+
+
+def ledger_check(args: argparse.Namespace) -> int:
+    data = _client(args).call("GET", "/v1/admin/ledger/check")
+    _out(args, data, lambda d: print(
+        f"ledger {'OK' if d['ok'] else 'NOT BALANCED'}: {d['transfers']} transfers, "
+        f"sum {d['sum_fen']} fen, {len(d['mismatched'])} mismatched accounts"
+    ))
+    return 0 if data["ok"] else 1
+
+
+def alarms(args: argparse.Namespace) -> int:
+    data = _client(args).call("GET", "/v1/admin/alarms")
+
+    def show(d: dict[str, Any]) -> None:
+        for a in d["alarms"]:
+            print(f"{a['ts_ms']}  {a['terminal_id'] or '-'}  {a['kind']}: {a['detail']}")
+
+    return _out(args, data, show)
+
+
+def policy_show(args: argparse.Namespace) -> int:
+    return _out(args, _client(args).call("GET", "/v1/admin/policy"))
+
+
+def policy_set(args: argparse.Namespace) -> int:
+    values: dict[str, Any] = {}
+    for item in args.values:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            values[key] = json.loads(raw)
+        except ValueError:
+            values[key] = raw
+    return _out(args, _client(args).call("PUT", "/v1/admin/policy", {"values": values}))
+
+
+def add_parser(sub: Sub) -> None:
+    p = sub.add_parser(
+        "admin",
+        help="service-desk and operator commands against the central server",
+        description="Talks to the server over HTTP with the admin token the server wrote "
+        "to DATA/admin.token on its first start.",
+    )
+    p.add_argument("--server", help="server URL (or YKT_SERVER)")
+    p.add_argument("--token-file", help="admin token file (or YKT_ADMIN_TOKEN_FILE)")
+    groups = p.add_subparsers(dest="admin_command", metavar="SUBJECT", required=True)
+
+    def cmd(parent: Sub, name: str, fn: Any, help_text: str) -> argparse.ArgumentParser:
+        c: argparse.ArgumentParser = parent.add_parser(name, help=help_text, description=help_text)
+        c.add_argument("--json", action="store_true", help="print one JSON object")
+        c.set_defaults(func=lambda a: _wrap(fn, a))
+        return c
+
+    acct = groups.add_parser("account", help="card-holder accounts").add_subparsers(
+        dest="sub", metavar="ACTION", required=True)
+    c = cmd(acct, "add", account_add, "add one account (R1 type; R3 initial passwords)")
+    c.add_argument("--number", required=True, help="student/staff number (card number for temporary)")
+    c.add_argument("--name", required=True)
+    c.add_argument("--type", required=True, choices=["temporary", "student", "staff", "consumer"])
+    c.add_argument("--id-card", required=True, help="ID-card number (18 characters, GB 11643)")
+    c.add_argument("--limit", type=_amount, help="daily limit in yuan (default 50.00, R6)")
+    c.add_argument("--expires", help="card validity end, YYYY-MM-DD (R13)")
+    c = cmd(acct, "show", account_show, "balance, transition balance, limit, status, bills, flow (R9)")
+    c.add_argument("--number", required=True)
+    for action, text in (
+        ("report-loss", "report the card lost: blocks card and phone codes (R10)"),
+        ("unlock", "undo a loss report (R10)"),
+        ("freeze", "freeze the account (R12)"),
+        ("unfreeze", "unfreeze after checking (R12, desk only)"),
+    ):
+        c = cmd(acct, action, account_status, text)
+        c.add_argument("--number", required=True)
+        c.set_defaults(action=action)
+    c = cmd(acct, "pin-reset", account_pin_reset, "clear a consumption-password lockout (R5)")
+    c.add_argument("--number", required=True)
+
+    roster = groups.add_parser("roster", help="roster CSV import").add_subparsers(
+        dest="sub", metavar="ACTION", required=True)
+    c = cmd(roster, "import", roster_import,
+            "import accounts from a CSV with columns number,name,type,id_card[,limit][,expires]")
+    c.add_argument("file")
+
+    card = groups.add_parser("card", help="cards").add_subparsers(
+        dest="sub", metavar="ACTION", required=True)
+    c = cmd(card, "issue", card_issue, "issue a card; earlier cards of the account stop working (R11)")
+    c.add_argument("--number", required=True)
+    c.add_argument("--uid", help="the card's UID in hex (default: a generated one, for simulated cards)")
+
+    c = cmd(groups, "topup", topup, "top up an account (R7; alipay lands in the transition balance)")
+    c.add_argument("--number", required=True)
+    c.add_argument("--amount", required=True, type=_amount, help="yuan, e.g. 100.00")
+    c.add_argument("--channel", required=True, choices=["cash", "app", "wechat", "alipay", "bank"])
+    c.add_argument("--request-id", help="idempotency key: a retried top-up with it applies once")
+
+    term = groups.add_parser("terminal", help="terminals").add_subparsers(
+        dest="sub", metavar="ACTION", required=True)
+    c = cmd(term, "enroll", terminal_enroll, "create a one-time enrollment token (printed alone)")
+    c.add_argument("--role", required=True, choices=["pos", "kiosk", "gate"])
+    c.add_argument("--name", required=True)
+    cmd(term, "list", terminal_list, "list terminals")
+    c = cmd(term, "revoke", terminal_revoke, "revoke a terminal's key")
+    c.add_argument("terminal_id")
+
+    led = groups.add_parser("ledger", help="the ledger").add_subparsers(
+        dest="sub", metavar="ACTION", required=True)
+    cmd(led, "check", ledger_check, "check money conservation (exit 1 when it does not hold)")
+    cmd(groups, "alarms", alarms, "tamper and integrity alarms raised by journal ingest")
+    pol = groups.add_parser("policy", help="terminal policy").add_subparsers(
+        dest="sub", metavar="ACTION", required=True)
+    cmd(pol, "show", policy_show, "show the policy terminals receive")
+    c = cmd(pol, "set", policy_set, "set policy values, e.g. offline_max_purchase_fen=3000")
+    c.add_argument("values", nargs="+", metavar="KEY=VALUE")
+
+
+def _wrap(fn: Any, args: argparse.Namespace) -> int:
+    try:
+        rc: int = fn(args)
+        return rc
+    except SyncError as exc:
+        print(f"ykt admin: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,110 @@
+"""Ed25519 keys and signatures (``cryptography``), and key files.
+
+Private keys are generated where they are used and never leave that machine: the key file is
+written with mode 0600 before any byte of the key goes into it.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from sync.errors import ProtocolError, SignatureError
+
+
+def b64e(b: bytes) -> str:
+    return base64.b64encode(b).decode("ascii")
+
+
+def b64d(s: str) -> bytes:
+    try:
+        return base64.b64decode(s, validate=True)
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError("not valid base64") from exc
+
+
+class SigningKey:
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> SigningKey:
+        """A deterministic key from 32 bytes (tests and simulators with a seed)."""
+        return cls(Ed25519PrivateKey.from_private_bytes(seed))
+
+    def sign(self, message: bytes) -> bytes:
+        return self._key.sign(message)
+
+    @property
+    def public(self) -> VerifyKey:
+        return VerifyKey(self._key.public_key())
+
+    def save(self, path: Path) -> None:
+        """Write the key as PKCS#8 PEM, mode 0600, atomically."""
+        pem = self._key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, pem)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> SigningKey:
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (ValueError, TypeError) as exc:
+            raise ProtocolError(f"{path} is not an Ed25519 private key") from exc
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ProtocolError(f"{path} is not an Ed25519 private key")
+        return cls(key)
+
+
+class VerifyKey:
+    def __init__(self, key: Ed25519PublicKey) -> None:
+        self._key = key
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> VerifyKey:
+        if len(raw) != 32:
+            raise ProtocolError("an Ed25519 public key is 32 bytes")
+        return cls(Ed25519PublicKey.from_public_bytes(raw))
+
+    @classmethod
+    def from_b64(cls, text: str) -> VerifyKey:
+        return cls.from_bytes(b64d(text))
+
+    def to_bytes(self) -> bytes:
+        return self._key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+    def to_b64(self) -> str:
+        return b64e(self.to_bytes())
+
+    def verify(self, signature: bytes, message: bytes) -> None:
+        """Raise :class:`SignatureError` unless ``signature`` signs ``message``."""
+        try:
+            self._key.verify(signature, message)
+        except InvalidSignature as exc:
+            raise SignatureError("signature does not verify") from exc
+
+    def ok(self, signature: bytes, message: bytes) -> bool:
+        try:
+            self._key.verify(signature, message)
+        except InvalidSignature:
+            return False
+        return True

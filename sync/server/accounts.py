@@ -1,0 +1,446 @@
+"""Card holders' accounts, their cards, top-ups and status changes (R1-R3, R6, R7, R9-R12)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from edge import rules
+from edge.clock import iso
+from edge.db import Tx
+from edge.errors import MoneyError, RuleError, StoreConflict
+from edge.money import check_fen
+from edge.passwords import hash_password
+from edge.rules import AccountStatus, CardType
+from sync.server import ledger
+from sync.server.context import Context, next_version
+from sync.server.errors import Conflict, Invalid, NotFound
+
+_NUMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+_UID = re.compile(r"^(?:[0-9A-F]{8}|[0-9A-F]{14}|[0-9A-F]{20})$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _check_number(number: str) -> str:
+    if not _NUMBER.match(number or ""):
+        raise Invalid(
+            "number must be 1-32 letters, digits, '-' or '_' (student/staff or card number)",
+            "bad_number",
+        )
+    return number
+
+
+def _check_name(name: str) -> str:
+    name = (name or "").strip()
+    if not 1 <= len(name) <= 64:
+        raise Invalid("name must be 1-64 characters", "bad_name")
+    return name
+
+
+def _check_type(kind: str) -> CardType:
+    try:
+        return CardType(kind)
+    except ValueError:
+        raise Invalid(
+            f"card type must be one of {', '.join(t.value for t in CardType)} (R1)", "bad_type"
+        ) from None
+
+
+def _check_limit(limit_fen: int | None) -> int:
+    if limit_fen is None:
+        return rules.DEFAULT_DAILY_LIMIT_FEN
+    try:
+        return check_fen(limit_fen)
+    except MoneyError as exc:
+        raise Invalid(str(exc), "bad_amount") from exc
+
+
+def _check_date(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if not _DATE.match(value):
+        raise Invalid("dates are YYYY-MM-DD", "bad_date")
+    return value
+
+
+def event(tx: Tx, ctx: Context, account_id: int, kind: str, detail: str, actor: str) -> None:
+    """Record an account operation for the transaction flow (R9)."""
+    tx.execute(
+        "INSERT INTO account_events (account_id, ts_ms, kind, detail, actor) VALUES (?, ?, ?, ?, ?)",
+        (account_id, ctx.now_ms(), kind, detail, actor),
+    )
+
+
+def get_account(ctx: Context, number: str) -> dict[str, Any]:
+    row = ctx.db.one("SELECT * FROM accounts WHERE number = ?", (number,))
+    if row is None:
+        raise NotFound(f"no account with number {number!r}", "no_account")
+    return dict(row)
+
+
+def _validated(
+    number: str, name: str, kind: str, id_card: str, limit_fen: int | None, expires: str | None
+) -> dict[str, Any]:
+    try:
+        idc = rules.validate_id_card(id_card)
+        initial = rules.initial_password(idc)  # R3
+    except RuleError as exc:
+        raise Invalid(str(exc), "bad_id_card") from exc
+    return {
+        "number": _check_number(number),
+        "name": _check_name(name),
+        "type": _check_type(kind).value,
+        "id_card": idc,
+        "limit_fen": _check_limit(limit_fen),
+        "expires": _check_date(expires),
+        "initial": initial,
+    }
+
+
+def _insert(ctx: Context, tx: Tx, v: dict[str, Any], pw_hash: str, actor: str) -> int:
+    version = next_version(tx)
+    try:
+        acct_id = tx.insert(
+            "INSERT INTO accounts (number, name, type, id_card, limit_fen, query_pw, consume_pw,"
+            " expires, created_ms, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                v["number"],
+                v["name"],
+                v["type"],
+                v["id_card"],
+                v["limit_fen"],
+                pw_hash,
+                pw_hash,  # R3: both passwords start equal; each gets its own hash when changed
+                v["expires"],
+                ctx.now_ms(),
+                version,
+            ),
+        )
+    except StoreConflict:
+        raise Conflict(f"an account with number {v['number']!r} exists", "duplicate") from None
+    ledger.ensure(tx, ledger.wallet(acct_id), "wallet", acct_id)
+    ledger.ensure(tx, ledger.transition(acct_id), "transition", acct_id)
+    event(tx, ctx, acct_id, "open", f"{v['type']} account opened", actor)
+    return acct_id
+
+
+def add_account(
+    ctx: Context,
+    *,
+    number: str,
+    name: str,
+    type: str,  # noqa: A002 - the field is called "type" in the API
+    id_card: str,
+    limit_fen: int | None = None,
+    expires: str | None = None,
+    actor: str = "admin",
+) -> dict[str, Any]:
+    v = _validated(number, name, type, id_card, limit_fen, expires)
+    if ctx.db.one("SELECT 1 FROM accounts WHERE number = ?", (v["number"],)):
+        raise Conflict(f"an account with number {v['number']!r} exists", "duplicate")
+    pw_hash = hash_password(v["initial"], log2_n=ctx.config.password_log2_n)
+    with ctx.db.tx() as tx:
+        _insert(ctx, tx, v, pw_hash, actor)
+    ctx.notifier.notify()
+    return show_account(ctx, v["number"], history=False)
+
+
+ROSTER_COLUMNS = ("number", "name", "type", "id_card")
+
+
+def import_roster(ctx: Context, text: str, actor: str = "admin") -> dict[str, Any]:
+    """Import a roster CSV (header: number,name,type,id_card[,limit][,expires]).
+
+    Every good line is added; every bad line is reported with its line number and nothing of
+    it is written."""
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    fields = [f.strip() for f in (reader.fieldnames or [])]
+    missing = [c for c in ROSTER_COLUMNS if c not in fields]
+    if missing:
+        raise Invalid(f"roster CSV lacks columns: {', '.join(missing)}", "bad_roster")
+    errors: list[dict[str, Any]] = []
+    good: list[tuple[int, dict[str, Any]]] = []
+    seen: set[str] = set()
+    for lineno, raw in enumerate(reader, start=2):
+        row = {(k or "").strip(): (val or "").strip() for k, val in raw.items() if k}
+        try:
+            limit = row.get("limit") or None
+            limit_fen = None
+            if limit:
+                from edge.money import parse_amount
+
+                limit_fen = parse_amount(limit)
+            v = _validated(
+                row["number"], row["name"], row["type"], row["id_card"], limit_fen,
+                row.get("expires") or None,
+            )
+            if v["number"] in seen:
+                raise Conflict(f"number {v['number']!r} appears twice in the roster", "duplicate")
+            seen.add(v["number"])
+            good.append((lineno, v))
+        except (Invalid, Conflict, MoneyError) as exc:
+            errors.append({"line": lineno, "error": str(exc)})
+    existing = {
+        r["number"] for r in ctx.db.all("SELECT number FROM accounts")
+    } if good else set()
+    fresh = []
+    for lineno, v in good:
+        if v["number"] in existing:
+            errors.append({"line": lineno, "error": f"an account with number {v['number']!r} exists"})
+        else:
+            fresh.append(v)
+    with ThreadPoolExecutor(max_workers=4) as pool:  # scrypt releases the GIL
+        hashes = list(
+            pool.map(lambda v: hash_password(v["initial"], log2_n=ctx.config.password_log2_n), fresh)
+        )
+    with ctx.db.tx() as tx:
+        for v, h in zip(fresh, hashes, strict=True):
+            _insert(ctx, tx, v, h, actor)
+    ctx.notifier.notify()
+    return {"added": len(fresh), "errors": errors}
+
+
+def _card_rows(ctx: Context, account_id: int) -> list[dict[str, Any]]:
+    return [
+        dict(r)
+        for r in ctx.db.all(
+            "SELECT card_no, uid, generation, status, issued_ms FROM cards "
+            "WHERE account_id = ? ORDER BY generation",
+            (account_id,),
+        )
+    ]
+
+
+def show_account(ctx: Context, number: str, *, history: bool = True) -> dict[str, Any]:
+    """An account as the desk sees it: balances, limit, status, cards, and with ``history`` the
+    bills and the transaction flow (R9)."""
+    a = get_account(ctx, number)
+    bal, trans = ledger.balances(ctx.db, a["id"])
+    tracker = rules.LimitTracker(a["spent_day"], a["spent_fen"])
+    policy = ctx.policy()
+    out: dict[str, Any] = {
+        "id": a["id"],
+        "number": a["number"],
+        "name": a["name"],
+        "type": a["type"],
+        "status": a["status"],
+        "balance_fen": bal,
+        "transition_fen": trans,
+        "limit_fen": a["limit_fen"],
+        "spent_today_fen": tracker.spent_on(ctx.today()),
+        "pin_tries": a["pin_tries"],
+        "pin_locked": a["pin_tries"] >= policy["pin_max_tries"],
+        "expires": a["expires"],
+        "flags": [f for f in a["flags"].split(",") if f],
+        "cards": _card_rows(ctx, a["id"]),
+    }
+    if history:
+        out["bills"] = bills(ctx, a["id"])
+        out["flow"] = flow(ctx, a["id"])
+    return out
+
+
+def _transfer_rows(ctx: Context, account_id: int, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
+    marks = ",".join("?" * len(kinds))
+    rows = ctx.db.all(
+        f"SELECT id, ts_ms, debit, credit, amount, kind, memo FROM transfers "
+        f"WHERE account_id = ? AND kind IN ({marks}) ORDER BY ts_ms, id",
+        (account_id, *kinds),
+    )
+    out = []
+    own = {ledger.wallet(account_id), ledger.transition(account_id)}
+    for r in rows:
+        sign = 1 if r["credit"] in own and r["debit"] not in own else -1
+        if r["credit"] in own and r["debit"] in own:
+            sign = 0
+        out.append(
+            {
+                "id": r["id"],
+                "time": iso(r["ts_ms"], ctx.config.tz),
+                "ts_ms": r["ts_ms"],
+                "kind": r["kind"],
+                "amount_fen": sign * r["amount"] if sign else r["amount"],
+                "from": r["debit"],
+                "to": r["credit"],
+                "memo": r["memo"],
+            }
+        )
+    return out
+
+
+def bills(ctx: Context, account_id: int) -> list[dict[str, Any]]:
+    """R9 bills (账单): top-ups and purchases."""
+    return _transfer_rows(ctx, account_id, ("topup", "sale"))
+
+
+def flow(ctx: Context, account_id: int) -> list[dict[str, Any]]:
+    """R9 transaction flow (交易流水): account operations, top-ups and purchases."""
+    items = _transfer_rows(ctx, account_id, ("topup", "sale", "transition"))
+    for r in ctx.db.all(
+        "SELECT id, ts_ms, kind, detail, actor FROM account_events WHERE account_id = ?",
+        (account_id,),
+    ):
+        items.append(
+            {
+                "id": f"e{r['id']}",
+                "time": iso(r["ts_ms"], ctx.config.tz),
+                "ts_ms": r["ts_ms"],
+                "kind": r["kind"],
+                "detail": r["detail"],
+                "actor": r["actor"],
+            }
+        )
+    items.sort(key=lambda i: (i["ts_ms"], i["id"]))
+    return items
+
+
+# --- status changes (R10 loss/unlock, R12 freeze/unfreeze) ------------------------------------
+_TRANSITIONS = {
+    # action: (allowed from, to, event detail)
+    "report-loss": ({AccountStatus.NORMAL}, AccountStatus.LOST, "card reported lost (R10)"),
+    "unlock": ({AccountStatus.LOST}, AccountStatus.NORMAL, "loss unlocked (R10)"),
+    "freeze": (
+        {AccountStatus.NORMAL, AccountStatus.LOST},
+        AccountStatus.FROZEN,
+        "account frozen (R12)",
+    ),
+    "unfreeze": ({AccountStatus.FROZEN}, AccountStatus.NORMAL, "account unfrozen (R12)"),
+}
+
+
+def change_status(ctx: Context, number: str, action: str, actor: str = "admin") -> dict[str, Any]:
+    if action not in _TRANSITIONS:
+        raise Invalid(f"unknown status action {action!r}", "bad_action")
+    allowed, target, detail = _TRANSITIONS[action]
+    with ctx.db.tx() as tx:
+        a = tx.one("SELECT id, status FROM accounts WHERE number = ?", (number,))
+        if a is None:
+            raise NotFound(f"no account with number {number!r}", "no_account")
+        if AccountStatus(a["status"]) not in allowed:
+            raise Conflict(f"cannot {action} an account that is {a['status']}", "bad_status")
+        set_status(ctx, tx, a["id"], target, detail, actor)
+    ctx.notifier.notify()
+    return show_account(ctx, number, history=False)
+
+
+def set_status(
+    ctx: Context, tx: Tx, account_id: int, status: AccountStatus, detail: str, actor: str
+) -> None:
+    tx.execute(
+        "UPDATE accounts SET status = ?, version = ? WHERE id = ?",
+        (status.value, next_version(tx), account_id),
+    )
+    event(tx, ctx, account_id, status.value if status != AccountStatus.NORMAL else "restore",
+          detail, actor)
+
+
+def reset_pin_tries(ctx: Context, number: str, actor: str = "admin") -> dict[str, Any]:
+    """R5: only the desk clears a consumption-password lockout."""
+    with ctx.db.tx() as tx:
+        a = tx.one("SELECT id FROM accounts WHERE number = ?", (number,))
+        if a is None:
+            raise NotFound(f"no account with number {number!r}", "no_account")
+        tx.execute(
+            "UPDATE accounts SET pin_tries = 0, version = ? WHERE id = ?",
+            (next_version(tx), a["id"]),
+        )
+        event(tx, ctx, a["id"], "pin_reset", "consumption password tries cleared (R5)", actor)
+    ctx.notifier.notify()
+    return show_account(ctx, number, history=False)
+
+
+# --- cards ---------------------------------------------------------------------------------
+def issue_card(
+    ctx: Context, number: str, uid: str | None = None, actor: str = "admin"
+) -> dict[str, Any]:
+    """Issue a card to an account.  A new card replaces every earlier card of the account at
+    once (R11: the old card stops working the moment the new one exists)."""
+    if uid is not None:
+        uid = uid.strip().upper().replace(":", "")
+        if not _UID.match(uid):
+            raise Invalid("a card UID is 4, 7 or 10 bytes of hex", "bad_uid")
+    else:
+        uid = "%08X" % ctx.rng.getrandbits(32)
+    with ctx.db.tx() as tx:
+        a = tx.one("SELECT id, status FROM accounts WHERE number = ?", (number,))
+        if a is None:
+            raise NotFound(f"no account with number {number!r}", "no_account")
+        if a["status"] == AccountStatus.CANCELLED:
+            raise Conflict("the account is cancelled (R14)", "bad_status")
+        if tx.one("SELECT 1 FROM cards WHERE uid = ? AND status = 'active'", (uid,)):
+            raise Conflict(f"a card with UID {uid} is already in use", "duplicate_uid")
+        gen = int(tx.scalar(
+            "SELECT COALESCE(MAX(generation), 0) FROM cards WHERE account_id = ?", (a["id"],)
+        )) + 1
+        seq = int(tx.scalar("SELECT COUNT(*) FROM cards")) + 1
+        card_no = f"{10_000_000 + seq}"
+        version = next_version(tx)
+        tx.execute(
+            "UPDATE cards SET status = 'replaced', version = ? "
+            "WHERE account_id = ? AND status = 'active'",
+            (version, a["id"]),
+        )
+        tx.execute(
+            "INSERT INTO cards (card_no, account_id, uid, generation, issued_ms, version) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (card_no, a["id"], uid, gen, ctx.now_ms(), version),
+        )
+        event(tx, ctx, a["id"], "card_issue", f"card {card_no} generation {gen} issued", actor)
+    ctx.notifier.notify()
+    return {
+        "card_no": card_no,
+        "uid": uid,
+        "generation": gen,
+        "account_id": a["id"],
+        "number": number,
+    }
+
+
+# --- top-up (R7) ------------------------------------------------------------------------------
+def topup(
+    ctx: Context,
+    number: str,
+    amount_fen: int,
+    channel: str,
+    request_id: str | None = None,
+    actor: str = "admin",
+) -> dict[str, Any]:
+    try:
+        ch = rules.Channel(channel)
+        check_fen(amount_fen)
+    except ValueError as exc:
+        raise Invalid(str(exc), "bad_topup") from exc
+    if not ctx.policy()["channels"].get(ch.value, False):
+        raise Conflict(f"top-up channel {ch.value} is switched off (R7)", "channel_off")
+    a = get_account(ctx, number)
+    if a["status"] == AccountStatus.CANCELLED:
+        raise Conflict("the account is cancelled (R14)", "bad_status")
+    target = (
+        ledger.transition(a["id"]) if rules.lands_in_transition(ch) else ledger.wallet(a["id"])
+    )
+    tid = f"topup:{request_id}" if request_id else f"topup:{ctx.rng.getrandbits(64):016x}"
+    with ctx.db.tx() as tx:
+        ledger.ensure(tx, ledger.channel(ch.value), "channel")
+        applied = ledger.transfer(
+            tx,
+            ledger.Transfer(
+                id=tid,
+                ts_ms=ctx.now_ms(),
+                debit=ledger.channel(ch.value),
+                credit=target,
+                amount=amount_fen,
+                kind="topup",
+                account_id=a["id"],
+                memo=f"{ch.value} top-up by {actor}",
+            ),
+        )
+        if applied:
+            tx.execute("UPDATE accounts SET version = ? WHERE id = ?", (next_version(tx), a["id"]))
+    ctx.notifier.notify()
+    out = show_account(ctx, number, history=False)
+    out["transfer_id"] = tid
+    out["applied"] = applied
+    return out

@@ -1,0 +1,132 @@
+"""Online authorization of a POS sale (SPEC §3: the server is authoritative for balances).
+
+The POS asks before it journals: the server checks the credential (R11 card generation, R2
+account status, R13 expiry), the daily limit (R6, with the consumption password R5 when over
+it), and the balance, and puts a *hold* on the amount under the record's id (terminal,
+sequence).  No money moves here: the charge is the journal record, applied when it syncs, and
+applying it releases the hold.  A terminal that crashes before journaling reuses the sequence
+number, which replaces the hold; an abandoned hold expires.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge import rules
+from edge.money import format_fen
+from edge.passwords import verify_password
+from edge.rules import AccountStatus
+from sync.server import ledger
+from sync.server.accounts import event, set_status
+from sync.server.context import Context, next_version
+from sync.server.errors import Invalid
+
+
+def _decline(reason: str, code: str = "declined", **extra: Any) -> dict[str, Any]:
+    return {"approved": False, "code": code, "reason": reason, **extra}
+
+
+def lookup_card(ctx: Context, card_no: str) -> dict[str, Any] | None:
+    row = ctx.db.one(
+        "SELECT c.card_no, c.uid, c.generation, c.status AS card_status, a.* "
+        "FROM cards c JOIN accounts a ON a.id = c.account_id WHERE c.card_no = ?",
+        (card_no,),
+    )
+    return None if row is None else dict(row)
+
+
+def credential_refusal(ctx: Context, row: dict[str, Any], uid: str | None) -> str | None:
+    """Why a card may not pay, or None (R2, R11, R13)."""
+    if uid is not None and uid.upper() != row["uid"]:
+        return "card UID does not match the issued card (clone?)"
+    if row["card_status"] != "active":
+        return "card replaced by a newer card (R11)"
+    reason = rules.blocking_reason(row["status"])
+    if reason:
+        return reason
+    if row["expires"] and ctx.today() > row["expires"]:
+        return "card expired (R13): see the service desk"
+    return None
+
+
+def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
+    tid = terminal["id"]
+    seq, amount = req["seq"], req["amount_fen"]
+    if seq < 1:
+        raise Invalid("seq starts at 1", "bad_seq")
+    row = lookup_card(ctx, req["card_no"])
+    if row is None:
+        return _decline("unknown card")
+    base = {"account_id": row["id"], "number": row["number"], "name": row["name"]}
+    refusal = credential_refusal(ctx, row, req.get("uid"))
+    if refusal:
+        return _decline(refusal, **base)
+    policy = ctx.policy()
+    now, today = ctx.now_ms(), ctx.today()
+    aid = row["id"]
+    with ctx.db.tx() as tx:
+        holds = int(tx.scalar(
+            "SELECT COALESCE(SUM(amount), 0) FROM holds WHERE account_id = ? AND expires_ms > ? "
+            "AND NOT (terminal_id = ? AND seq = ?)",
+            (aid, now, tid, seq),
+        ))
+        acct = tx.one("SELECT spent_day, spent_fen, pin_tries, consume_pw, status, limit_fen "
+                      "FROM accounts WHERE id = ?", (aid,))
+        assert acct is not None
+        tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"] + holds)
+        pin_ok = False
+        if tracker.needs_password(today, amount, acct["limit_fen"]):  # R6
+            tries_left = policy["pin_max_tries"] - acct["pin_tries"]
+            if tries_left <= 0:
+                return _decline("consumption password locked (R5): see the service desk",
+                                "pin_locked", **base)
+            pin = req.get("pin")
+            if pin is None:
+                return _decline(
+                    f"over the daily limit {format_fen(acct['limit_fen'])}: "
+                    "consumption password required (R6)",
+                    "needs_pin", tries_left=tries_left, **base,
+                )
+            if not verify_password(pin, acct["consume_pw"]):
+                tries = acct["pin_tries"] + 1
+                tx.execute("UPDATE accounts SET pin_tries = ?, version = ? WHERE id = ?",
+                           (tries, next_version(tx), aid))
+                event(tx, ctx, aid, "pin_fail", f"wrong consumption password at {tid}", tid)
+                left = policy["pin_max_tries"] - tries
+                if left <= 0 and policy["auto_freeze_pin_lockout"]:
+                    set_status(ctx, tx, aid, AccountStatus.FROZEN,
+                               "frozen after repeated wrong passwords (R12)", "system")
+                ctx.notifier.notify()
+                return _decline(
+                    "wrong consumption password (R5)"
+                    + (f", {left} tries left" if left > 0 else "; now locked"),
+                    "wrong_pin", tries_left=max(left, 0), **base,
+                )
+            pin_ok = True
+        wallet, trans = ledger.balances(tx, aid)
+        usable = wallet + (trans if rules.moves_transition(req.get("method", "card")) else 0)
+        available = usable - holds
+        if amount > available:
+            return _decline(
+                f"insufficient balance ({format_fen(max(available, 0))})", "insufficient",
+                balance_fen=available, **base,
+            )
+        tx.execute(
+            "INSERT INTO holds (terminal_id, seq, account_id, amount, expires_ms) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (terminal_id, seq) DO UPDATE SET "
+            "account_id = excluded.account_id, amount = excluded.amount, "
+            "expires_ms = excluded.expires_ms",
+            (tid, seq, aid, amount, now + policy["hold_ttl_s"] * 1000),
+        )
+    spent_before = 0 if pin_ok else tracker.spent_on(today)
+    return {
+        "approved": True,
+        "code": "ok",
+        "reason": "approved",
+        "auth_id": f"{tid}:{seq}",
+        "balance_fen": available - amount,
+        "limit_fen": acct["limit_fen"],
+        "spent_fen": spent_before,
+        "pin": "ok" if pin_ok else "none",
+        **base,
+    }

@@ -1,0 +1,105 @@
+"""``ykt server``: run the central server."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+
+from edge.systemd import Watchdog, notify
+from sync.server.context import Context, ServerConfig
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "server",
+        help="run the central server (API, ledger, journal ingest, delta feed)",
+        description="Run the central server.  On first start it writes an admin token to "
+        "DATA/admin.token (mode 0600) for `ykt admin --token-file`.",
+    )
+    p.add_argument("--data", type=Path, required=True, help="state directory (SQLite database, admin token)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8700, help="port to listen on (default 8700)")
+    p.add_argument("--campus", default="ynart", help="campus id (default ynart)")
+    p.add_argument("--tz", default="Asia/Shanghai", help="campus time zone (default Asia/Shanghai)")
+    p.add_argument(
+        "--password-cost", type=int, default=15, metavar="LOG2N",
+        help="scrypt cost for new password hashes, log2 N (default 15; 12 for tests)",
+    )
+    p.add_argument("--seed", type=int, default=None, help="seed for generated ids (tests)")
+    p.set_defaults(func=run)
+
+
+def ensure_admin_token(ctx: Context) -> tuple[Path, bool]:
+    """Create the admin credential on first start; returns its path and whether it is new."""
+    path = ctx.config.data_dir / "admin.token"
+    known = ctx.setting("admin_token_sha256")
+    if known and path.exists():
+        return path, False
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    with ctx.db.tx() as tx:
+        ctx.put_setting(tx, "admin_token_sha256", hashlib.sha256(token.encode()).hexdigest())
+    return path, True
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from sync.server.app import create_app
+
+    config = ServerConfig(
+        data_dir=args.data,
+        campus_id=args.campus,
+        tz=args.tz,
+        password_log2_n=args.password_cost,
+        seed=args.seed,
+    )
+    ctx = Context.open(config)
+    token_path, created = ensure_admin_token(ctx)
+    if created:
+        print(f"admin credential created: {token_path}", flush=True)
+    else:
+        print(f"admin credential: {token_path}", flush=True)
+    app = create_app(ctx)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    )
+
+    def announce() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.02)
+        if server.started:
+            print(f"ykt server listening on http://{args.host}:{args.port} "
+                  f"(data {args.data})", flush=True)
+            notify("READY=1")
+
+    def alive() -> bool:
+        """The watchdog is fed only while the server answers its own health check."""
+        import requests
+
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+        try:
+            return bool(server.started) and requests.get(
+                f"http://{host}:{args.port}/v1/health", timeout=5
+            ).ok
+        except requests.RequestException:
+            return False
+
+    threading.Thread(target=announce, daemon=True).start()
+    dog = Watchdog(alive)
+    dog.start()
+    server.run()
+    dog.stop()
+    notify("STOPPING=1")
+    ctx.db.close()
+    return 0

@@ -1,0 +1,48 @@
+"""Errors of the central server's services; each maps to one HTTP status and a stable code.
+
+::
+
+    ServiceError            (status, code, message): the error shape of the API
+    ├── Invalid             422 a field that breaks a rule or a format
+    ├── Unauthorized        401 missing or bad credentials, bad request signature
+    ├── Forbidden           403 authenticated, but not allowed (revoked terminal, wrong role)
+    ├── NotFound            404 no such account, card, terminal
+    └── Conflict            409 a duplicate, or a state that does not allow the operation
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    status = 400
+    default_code = "bad_request"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+
+
+class Invalid(ServiceError):
+    status = 422
+    default_code = "invalid"
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    default_code = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status = 403
+    default_code = "forbidden"
+
+
+class NotFound(ServiceError):
+    status = 404
+    default_code = "not_found"
+
+
+class Conflict(ServiceError):
+    status = 409
+    default_code = "conflict"

@@ -1,0 +1,292 @@
+"""Journal ingest: batches of signed, hash-chained records from one terminal (SPEC §3).
+
+For each batch:
+
+1. every body is decoded and validated, and must name the sending terminal;
+2. records at or below the terminal's head are duplicates: harmless when identical to the
+   stored record, a tamper alarm when not;
+3. records above the head are merged with any held back earlier, and the contiguous run from
+   ``head + 1`` is checked link by link (``prev`` = SHA-256 of the previous body);
+4. the signature of the newest record of the run is verified: it authenticates every record
+   behind it (a bad one makes us walk back to the newest record whose signature holds);
+5. the run is applied exactly once, in one transaction (records, transfers, holds released,
+   R6 tracking, R5 wrong tries, R12 flags), and the head moves;
+6. records after a gap are held in ``pending_records`` until the gap is filled.
+
+The answer acks the highest contiguous sequence number.  Nothing that fails a check is ever
+applied; every failure is an alarm.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge import rules
+from edge.db import Tx
+from edge.rules import AccountStatus
+from sync import protocol
+from sync.crypto import VerifyKey
+from sync.errors import ProtocolError
+from sync.server import ledger
+from sync.server.accounts import event, set_status
+from sync.server.context import Context, next_version
+from sync.server.errors import Invalid
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 2000
+MAX_PENDING = 20000
+
+
+@dataclass
+class Incoming:
+    seq: int
+    body: bytes
+    sig: str
+    rec: dict[str, Any]
+    hash: str = ""
+
+
+@dataclass
+class Result:
+    ack: int
+    applied: int = 0
+    duplicates: int = 0
+    pending: int = 0
+    alarms: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ack": self.ack,
+            "applied": self.applied,
+            "duplicates": self.duplicates,
+            "pending": self.pending,
+            "alarms": self.alarms,
+        }
+
+
+def _decode(terminal_id: str, wire: list[dict[str, Any]]) -> list[Incoming]:
+    if len(wire) > MAX_BATCH:
+        raise Invalid(f"a batch holds at most {MAX_BATCH} records", "batch_too_large")
+    out = []
+    for i, w in enumerate(wire):
+        body_text, sig = w.get("body"), w.get("sig")
+        if not isinstance(body_text, str) or not isinstance(sig, str):
+            raise Invalid(f"record {i}: body and sig must be strings", "bad_record")
+        body = body_text.encode()
+        try:
+            rec = protocol.parse_body(body)
+        except ProtocolError as exc:
+            raise Invalid(f"record {i}: {exc}", "bad_record") from exc
+        if protocol.canonical(rec) != body:
+            raise Invalid(f"record {i}: body is not in canonical form", "bad_record")
+        if rec["term"] != terminal_id:
+            raise Invalid(f"record {i} belongs to terminal {rec['term']}", "foreign_record")
+        out.append(Incoming(rec["seq"], body, sig, rec))
+    return out
+
+
+def _sig_ok(key: VerifyKey, item: Incoming) -> bool:
+    try:
+        sig = base64.b64decode(item.sig, validate=True)
+    except ValueError:
+        return False
+    return len(sig) == 64 and key.ok(sig, item.body)
+
+
+def _alarm(tx: Tx, ctx: Context, res: Result, tid: str, kind: str, detail: str) -> None:
+    log.warning("alarm %s from %s: %s", kind, tid, detail)
+    tx.execute(
+        "INSERT INTO alarms (ts_ms, terminal_id, kind, detail) VALUES (?, ?, ?, ?)",
+        (ctx.now_ms(), tid, kind, detail),
+    )
+    res.alarms.append({"kind": kind, "detail": detail})
+
+
+def ingest(ctx: Context, terminal: dict[str, Any], wire: list[dict[str, Any]]) -> dict[str, Any]:
+    tid = terminal["id"]
+    items = _decode(tid, wire)
+    key = VerifyKey.from_b64(terminal["pubkey"])
+    with ctx.db.tx() as tx:
+        head_row = tx.one("SELECT head_seq, head_hash FROM terminals WHERE id = ?", (tid,))
+        assert head_row is not None
+        head, head_hash = int(head_row["head_seq"]), str(head_row["head_hash"])
+        res = Result(ack=head)
+
+        # 2. duplicates
+        dups = [i for i in items if i.seq <= head]
+        if dups:
+            lo, hi = min(d.seq for d in dups), max(d.seq for d in dups)
+            stored = {
+                r["seq"]: r["hash"]
+                for r in tx.all(
+                    "SELECT seq, hash FROM records WHERE terminal_id = ? AND seq BETWEEN ? AND ?",
+                    (tid, lo, hi),
+                )
+            }
+            for d in dups:
+                if stored.get(d.seq) != protocol.record_hash(d.body):
+                    _alarm(tx, ctx, res, tid, "tamper",
+                           f"record {d.seq} differs from the one stored under the same id")
+                else:
+                    res.duplicates += 1
+
+        # 3. merge with held-back records; find the contiguous run
+        fresh: dict[int, Incoming] = {}
+        for r in tx.all(
+            "SELECT seq, body, sig FROM pending_records WHERE terminal_id = ? ORDER BY seq", (tid,)
+        ):
+            body = r["body"].encode()
+            fresh[r["seq"]] = Incoming(r["seq"], body, r["sig"], protocol.parse_body(body))
+        for i in items:
+            if i.seq <= head:
+                continue
+            held = fresh.get(i.seq)
+            if held is not None and held.body != i.body:
+                _alarm(tx, ctx, res, tid, "tamper",
+                       f"two different records with sequence {i.seq}")
+                continue
+            fresh[i.seq] = i
+        run: list[Incoming] = []
+        rejected: set[int] = set()
+        prev, seq = head_hash, head + 1
+        while seq in fresh:
+            item = fresh[seq]
+            if item.rec["prev"] != prev:
+                _alarm(tx, ctx, res, tid, "broken_chain",
+                       f"record {seq} does not chain to record {seq - 1}")
+                rejected.add(seq)
+                break
+            item.hash = protocol.record_hash(item.body)
+            run.append(item)
+            prev, seq = item.hash, seq + 1
+
+        # 4. the newest signature authenticates the run
+        if run and not _sig_ok(key, run[-1]):
+            _alarm(tx, ctx, res, tid, "bad_signature",
+                   f"record {run[-1].seq} is not signed by terminal {tid}")
+            while run and not _sig_ok(key, run[-1]):
+                rejected.add(run.pop().seq)
+
+        # 5. apply
+        if run:
+            _apply(ctx, tx, tid, run, res)
+            res.ack = run[-1].seq
+            tx.execute(
+                "UPDATE terminals SET head_seq = ?, head_hash = ?, last_seen_ms = ? WHERE id = ?",
+                (run[-1].seq, run[-1].hash, ctx.now_ms(), tid),
+            )
+
+        # 6. hold back what lies beyond a gap (never what failed a check)
+        keep = [i for s, i in sorted(fresh.items()) if s > res.ack and s not in rejected]
+        tx.execute("DELETE FROM pending_records WHERE terminal_id = ?", (tid,))
+        tx.executemany(
+            "INSERT INTO pending_records (terminal_id, seq, body, sig) VALUES (?, ?, ?, ?)",
+            [(tid, i.seq, i.body.decode(), i.sig) for i in keep[:MAX_PENDING]],
+        )
+        res.pending = min(len(keep), MAX_PENDING)
+    if res.applied:
+        ctx.notifier.notify()
+    return res.as_dict()
+
+
+def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> None:
+    now = ctx.now_ms()
+    policy = ctx.policy()
+    acct_ids = sorted({i.rec["acct"] for i in run})
+    marks = ",".join("?" * len(acct_ids))
+    accounts = {
+        r["id"]: dict(r)
+        for r in tx.all(
+            f"SELECT id, status, spent_day, spent_fen, pin_tries, flags FROM accounts "
+            f"WHERE id IN ({marks})",
+            acct_ids,
+        )
+    }
+    ledger_ids = [ledger.transition(a) for a in accounts] + [ledger.wallet(a) for a in accounts]
+    marks = ",".join("?" * len(ledger_ids))
+    bal = {
+        r["id"]: int(r["balance"])
+        for r in tx.all(f"SELECT id, balance FROM ledger_accounts WHERE id IN ({marks})", ledger_ids)
+    }
+    transfers: list[ledger.Transfer] = []
+    merchant = ledger.merchant(tid)
+    touched: set[int] = set()
+    for item in run:
+        rec = item.rec
+        acct = accounts.get(rec["acct"])
+        if acct is None:
+            _alarm(tx, ctx, res, tid, "unknown_account",
+                   f"record {item.seq} names account {rec['acct']}, which does not exist")
+            continue
+        aid = acct["id"]
+        day = ctx.date_of(rec["ts"])
+        if rec["kind"] == "sale":
+            w, t = ledger.wallet(aid), ledger.transition(aid)
+            if rules.moves_transition(rec["method"]) and bal.get(t, 0) > 0:  # R7
+                transfers.append(ledger.Transfer(
+                    f"trans:{tid}:{item.seq}", rec["ts"], t, w, bal[t], "transition", aid,
+                    "transition balance moved in at a card transaction (R7)",
+                ))
+                bal[w] = bal.get(w, 0) + bal[t]
+                bal[t] = 0
+            transfers.append(ledger.Transfer(
+                f"sale:{tid}:{item.seq}", rec["ts"], w, merchant, rec["amt"], "sale", aid,
+                f"{rec['method']} sale at {tid}" + (" (offline)" if rec["off"] else ""),
+            ))
+            bal[w] = bal.get(w, 0) - rec["amt"]
+            # R6 tracking at account level: records of a past day do not move today's amount
+            if day >= acct["spent_day"]:
+                tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"])
+                after = tracker.after_purchase(day, rec["amt"], rec["pin"] == "ok")
+                acct["spent_day"], acct["spent_fen"] = after.day, after.spent_fen
+            if rec["pin"] == "ok":
+                acct["pin_tries"] = 0
+            if bal[w] < 0 and "overdrawn" not in acct["flags"].split(","):
+                acct["flags"] = ",".join(f for f in [*acct["flags"].split(","), "overdrawn"] if f)
+                event(tx, ctx, aid, "flag",
+                      f"balance negative after offline sale {tid}:{item.seq} (R12)", "system")
+                if policy["auto_freeze_negative_balance"] and acct["status"] == AccountStatus.NORMAL:
+                    acct["status"] = AccountStatus.FROZEN.value
+                    acct["frozen_now"] = True
+        elif rec["kind"] == "pin_fail" and rec["off"]:
+            # R5: wrong passwords keyed offline count toward the lockout once they sync
+            # (online ones were counted when the server checked them)
+            acct["pin_tries"] += 1
+            if (
+                policy["auto_freeze_pin_lockout"]
+                and acct["pin_tries"] >= policy["pin_max_tries"]
+                and acct["status"] == AccountStatus.NORMAL
+            ):
+                acct["status"] = AccountStatus.FROZEN.value
+                acct["frozen_now"] = True
+        touched.add(aid)
+    ledger.apply_many(tx, transfers)
+    tx.executemany(
+        "INSERT INTO records (terminal_id, seq, hash, body, sig, received_ms) VALUES (?, ?, ?, ?, ?, ?)",
+        [(tid, i.seq, i.hash, i.body.decode(), i.sig, now) for i in run],
+    )
+    tx.execute(
+        "DELETE FROM holds WHERE terminal_id = ? AND seq BETWEEN ? AND ?",
+        (tid, run[0].seq, run[-1].seq),
+    )
+    if touched:
+        version = next_version(tx)
+        for aid in touched:
+            a = accounts[aid]
+            if a.pop("frozen_now", False):
+                set_status(ctx, tx, aid, AccountStatus.FROZEN,
+                           "frozen automatically by a rule (R12)", "system")
+        tx.executemany(
+            "UPDATE accounts SET spent_day = ?, spent_fen = ?, pin_tries = ?, flags = ?, "
+            "version = ? WHERE id = ?",
+            [
+                (accounts[a]["spent_day"], accounts[a]["spent_fen"], accounts[a]["pin_tries"],
+                 accounts[a]["flags"], version, a)
+                for a in touched
+            ],
+        )
+    res.applied = len(run)

@@ -1,0 +1,133 @@
+"""The double-entry ledger (SPEC §3).
+
+Every movement of money is a transfer from one ledger account to another with a unique id,
+applied at most once, never edited or deleted.  Ledger accounts:
+
+============== ============================================================
+``w:<id>``     a card holder's wallet (the card balance)
+``t:<id>``     a card holder's transition balance (过渡余额, R7)
+``m:<term>``   the merchant behind a POS terminal
+``c:<channel>`` a top-up channel (R7): cash, app, wechat, alipay, bank
+``fee``        fee income (R11 reissue fee)
+============== ============================================================
+
+Balances are kept on the ledger accounts; the sum over all of them is zero at every commit,
+and :func:`check` recomputes every balance from the transfers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from edge.db import Database, Tx
+
+
+def wallet(account_id: int) -> str:
+    return f"w:{account_id}"
+
+
+def transition(account_id: int) -> str:
+    return f"t:{account_id}"
+
+
+def merchant(terminal_id: str) -> str:
+    return f"m:{terminal_id}"
+
+
+def channel(name: str) -> str:
+    return f"c:{name}"
+
+
+FEE = "fee"
+
+
+def ensure(tx: Tx, ledger_id: str, kind: str, owner: int | None = None) -> None:
+    tx.execute(
+        "INSERT INTO ledger_accounts (id, kind, owner) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        (ledger_id, kind, owner),
+    )
+
+
+@dataclass(frozen=True)
+class Transfer:
+    id: str
+    ts_ms: int
+    debit: str
+    credit: str
+    amount: int
+    kind: str
+    account_id: int | None
+    memo: str = ""
+
+
+def transfer(tx: Tx, t: Transfer) -> bool:
+    """Apply one transfer; False (and nothing changes) when its id was already applied."""
+    if t.amount <= 0:
+        raise ValueError("a transfer moves a positive amount")
+    if tx.one("SELECT 1 FROM transfers WHERE id = ?", (t.id,)) is not None:
+        return False
+    apply_many(tx, [t])
+    return True
+
+
+def apply_many(tx: Tx, transfers: Iterable[Transfer]) -> None:
+    """Insert new transfers and move the balances, one UPDATE per ledger account touched.
+
+    The transfer ids must be new: a repeated id fails the whole transaction (applied at most
+    once is enforced by the primary key)."""
+    rows = []
+    delta: dict[str, int] = defaultdict(int)
+    for t in transfers:
+        rows.append((t.id, t.ts_ms, t.debit, t.credit, t.amount, t.kind, t.account_id, t.memo))
+        delta[t.debit] -= t.amount
+        delta[t.credit] += t.amount
+    if not rows:
+        return
+    tx.executemany(
+        "INSERT INTO transfers (id, ts_ms, debit, credit, amount, kind, account_id, memo) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    tx.executemany(
+        "UPDATE ledger_accounts SET balance = balance + ? WHERE id = ?",
+        [(d, lid) for lid, d in delta.items() if d],
+    )
+
+
+def balances(tx: Tx | Database, account_id: int) -> tuple[int, int]:
+    """(wallet, transition) balances of a card holder."""
+    rows = tx.all(
+        "SELECT id, balance FROM ledger_accounts WHERE id IN (?, ?)",
+        (wallet(account_id), transition(account_id)),
+    )
+    got = {r["id"]: int(r["balance"]) for r in rows}
+    return got.get(wallet(account_id), 0), got.get(transition(account_id), 0)
+
+
+def check(db: Database) -> dict[str, Any]:
+    """Money conservation: the sum of all balances is zero, and every stored balance equals
+    what its transfers add up to."""
+    total = int(db.scalar("SELECT COALESCE(SUM(balance), 0) FROM ledger_accounts"))
+    mismatched = db.all(
+        """
+        SELECT la.id, la.balance, COALESCE(f.s, 0) AS computed
+        FROM ledger_accounts la
+        LEFT JOIN (
+            SELECT id, SUM(d) AS s FROM (
+                SELECT credit AS id, amount AS d FROM transfers
+                UNION ALL
+                SELECT debit AS id, -amount AS d FROM transfers
+            ) GROUP BY id
+        ) f ON f.id = la.id
+        """
+    )
+    bad = [
+        {"account": r["id"], "balance": r["balance"], "computed": r["computed"]}
+        for r in mismatched
+        if r["balance"] != r["computed"]
+    ]
+    n = int(db.scalar("SELECT COUNT(*) FROM transfers"))
+    return {"ok": total == 0 and not bad, "sum_fen": total, "mismatched": bad, "transfers": n}

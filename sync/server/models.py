@@ -1,0 +1,77 @@
+"""Request bodies of the server's API (pydantic models; they make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.money import MAX_AMOUNT_FEN
+
+Fen = Field(gt=0, le=MAX_AMOUNT_FEN, description="an amount in fen (分), positive")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AccountIn(Strict):
+    number: str = Field(min_length=1, max_length=32, description="student/staff or card number")
+    name: str = Field(min_length=1, max_length=64)
+    type: Literal["temporary", "student", "staff", "consumer"]
+    id_card: str = Field(min_length=15, max_length=24, description="ID-card number (GB 11643)")
+    limit_fen: int | None = Field(default=None, gt=0, le=MAX_AMOUNT_FEN)
+    expires: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+
+
+class RosterIn(Strict):
+    csv: str = Field(max_length=10_000_000, description="CSV text: number,name,type,id_card[,limit][,expires]")
+
+
+class StatusIn(Strict):
+    action: Literal["report-loss", "unlock", "freeze", "unfreeze"]
+
+
+class CardIn(Strict):
+    uid: str | None = Field(default=None, max_length=32, description="card UID in hex")
+
+
+class TopupIn(Strict):
+    amount_fen: int = Fen
+    channel: Literal["app", "wechat", "alipay", "bank", "cash"]
+    request_id: str | None = Field(
+        default=None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+        description="makes a retried top-up harmless",
+    )
+
+
+class TokenIn(Strict):
+    role: Literal["pos", "kiosk", "gate"]
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+
+
+class PolicyIn(Strict):
+    values: dict[str, Any]
+
+
+class EnrollIn(Strict):
+    token: str = Field(min_length=8, max_length=128)
+    public_key: str = Field(min_length=40, max_length=64, description="Ed25519 public key, base64")
+
+
+class AuthorizeIn(Strict):
+    seq: int = Field(ge=1, le=2**62)
+    card_no: str = Field(min_length=1, max_length=32)
+    uid: str | None = Field(default=None, max_length=32)
+    amount_fen: int = Fen
+    method: Literal["card"] = "card"
+    pin: str | None = Field(default=None, pattern=r"^\d{6}$")
+
+
+class WireRecord(Strict):
+    body: str = Field(max_length=4096)
+    sig: str = Field(max_length=128)
+
+
+class JournalIn(Strict):
+    records: list[WireRecord] = Field(max_length=2000)

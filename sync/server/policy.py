@@ -1,0 +1,35 @@
+"""Changing the policy terminals receive (risk limits, channels R7, fee R11, freeze rules R12)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sync.server.context import DEFAULT_POLICY, Context, next_version
+from sync.server.errors import Invalid
+
+
+def set_policy(ctx: Context, values: dict[str, Any]) -> dict[str, Any]:
+    stored = dict(ctx.setting("policy", {}) or {})
+    for key, val in values.items():
+        if key not in DEFAULT_POLICY:
+            raise Invalid(f"unknown policy key {key!r}", "bad_policy")
+        default = DEFAULT_POLICY[key]
+        if key == "channels":
+            if not isinstance(val, dict) or not all(
+                k in default and isinstance(v, bool) for k, v in val.items()
+            ):
+                raise Invalid(f"channels: an object of {sorted(default)} to true/false", "bad_policy")
+            stored["channels"] = {**stored.get("channels", {}), **val}
+        elif isinstance(default, bool):
+            if not isinstance(val, bool):
+                raise Invalid(f"{key} must be true or false", "bad_policy")
+            stored[key] = val
+        else:
+            if isinstance(val, bool) or not isinstance(val, int) or val < 0:
+                raise Invalid(f"{key} must be a non-negative integer", "bad_policy")
+            stored[key] = val
+    with ctx.db.tx() as tx:
+        ctx.put_setting(tx, "policy", stored)
+        ctx.put_setting(tx, "policy_version", next_version(tx))
+    ctx.notifier.notify()
+    return ctx.policy()

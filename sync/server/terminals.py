@@ -1,0 +1,165 @@
+"""Terminals: one-time enrollment tokens, Ed25519 enrollment, signed-request checks, revocation.
+
+A terminal generates its key pair itself; the admin gives it a one-time token; the terminal
+sends its public key with the token and from then on signs every request
+(:func:`sync.protocol.sign_request`).  Unsigned, stale, replayed or foreign-signed requests are
+refused here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+from sync import protocol
+from sync.crypto import VerifyKey
+from sync.errors import ProtocolError, SignatureError
+from sync.server.context import Context
+from sync.server.errors import Forbidden, Invalid, NotFound, Unauthorized
+
+ROLES = ("pos", "kiosk", "gate")
+TOKEN_TTL_MS = 24 * 3600 * 1000
+_NAME = re.compile(r"^[\w.-]{1,64}$")
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_enroll_token(ctx: Context, role: str, name: str) -> dict[str, Any]:
+    if role not in ROLES:
+        raise Invalid(f"role must be one of {', '.join(ROLES)}", "bad_role")
+    if not _NAME.match(name or ""):
+        raise Invalid("terminal name: 1-64 letters, digits, '.', '_' or '-'", "bad_name")
+    token = secrets.token_urlsafe(18)
+    now = ctx.now_ms()
+    with ctx.db.tx() as tx:
+        tx.execute(
+            "INSERT INTO enroll_tokens (token_hash, role, name, created_ms, expires_ms) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (_token_hash(token), role, name, now, now + TOKEN_TTL_MS),
+        )
+    return {"token": token, "role": role, "name": name, "expires_ms": now + TOKEN_TTL_MS}
+
+
+def enroll(ctx: Context, token: str, public_key: str) -> dict[str, Any]:
+    try:
+        VerifyKey.from_b64(public_key)
+    except ProtocolError as exc:
+        raise Invalid(f"public_key: {exc}", "bad_key") from exc
+    now = ctx.now_ms()
+    with ctx.db.tx() as tx:
+        row = tx.one("SELECT * FROM enroll_tokens WHERE token_hash = ?", (_token_hash(token),))
+        if row is None or row["expires_ms"] < now:
+            raise Unauthorized("enrollment token is unknown or expired", "bad_token")
+        if row["used_by"] is not None:
+            raise Unauthorized("enrollment token was already used", "token_used")
+        n = int(tx.scalar("SELECT COUNT(*) FROM terminals")) + 1
+        tid = f"T{n:05d}"
+        tx.execute(
+            "INSERT INTO terminals (id, name, role, pubkey, head_hash, enrolled_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (tid, row["name"], row["role"], public_key, protocol.genesis_hash(tid), now),
+        )
+        tx.execute(
+            "INSERT INTO ledger_accounts (id, kind) VALUES (?, 'merchant') "
+            "ON CONFLICT (id) DO NOTHING",
+            (f"m:{tid}",),
+        )
+        tx.execute("UPDATE enroll_tokens SET used_by = ? WHERE token_hash = ?", (tid, row["token_hash"]))
+    return {
+        "terminal_id": tid,
+        "name": row["name"],
+        "role": row["role"],
+        "campus_id": ctx.config.campus_id,
+        "tz": ctx.config.tz,
+        "server_time_ms": now,
+    }
+
+
+def list_terminals(ctx: Context) -> list[dict[str, Any]]:
+    return [
+        dict(r)
+        for r in ctx.db.all(
+            "SELECT id, name, role, status, head_seq, enrolled_ms, last_seen_ms FROM terminals "
+            "ORDER BY id"
+        )
+    ]
+
+
+def revoke(ctx: Context, terminal_id: str) -> dict[str, Any]:
+    with ctx.db.tx() as tx:
+        if tx.execute("UPDATE terminals SET status = 'revoked' WHERE id = ?", (terminal_id,)) == 0:
+            raise NotFound(f"no terminal {terminal_id}", "no_terminal")
+    return {"terminal_id": terminal_id, "status": "revoked"}
+
+
+class NonceCache:
+    """Nonces seen inside the freshness window.  Requests stamped before this process started
+    are refused too, so a restart does not reopen the window for replays."""
+
+    def __init__(self, started_ms: int, window_ms: int) -> None:
+        self.started_ms = started_ms
+        self.window_ms = window_ms
+        self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def claim(self, terminal_id: str, nonce: str, time_ms: int, now_ms: int) -> bool:
+        with self._lock:
+            while self._seen:
+                key, ts = next(iter(self._seen.items()))
+                if ts >= now_ms - 2 * self.window_ms:
+                    break
+                self._seen.popitem(last=False)
+            if time_ms < self.started_ms - 1000:
+                return False
+            k = (terminal_id, nonce)
+            if k in self._seen:
+                return False
+            self._seen[k] = now_ms
+            return True
+
+
+class TerminalAuth:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.nonces = NonceCache(ctx.now_ms(), ctx.config.max_skew_ms)
+        self._keys: dict[tuple[str, str], VerifyKey] = {}
+
+    def authenticate(
+        self, method: str, target: str, body: bytes, headers: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """The terminal row of a correctly signed, fresh, unreplayed request."""
+        tid = headers.get(protocol.H_TERMINAL)
+        if not tid:
+            raise Unauthorized("request is not signed by a terminal", "unsigned")
+        row = self.ctx.db.one(
+            "SELECT id, name, role, pubkey, status FROM terminals WHERE id = ?", (tid,)
+        )
+        if row is None:
+            raise Unauthorized(f"unknown terminal {tid}", "unknown_terminal")
+        if row["status"] != "active":
+            raise Forbidden(f"terminal {tid} is revoked", "terminal_revoked")
+        key = self._keys.get((tid, row["pubkey"]))
+        if key is None:
+            key = self._keys[(tid, row["pubkey"])] = VerifyKey.from_b64(row["pubkey"])
+        try:
+            time_ms, nonce = protocol.verify_request(key, method, target, body, headers)
+        except SignatureError as exc:
+            raise Unauthorized(f"bad request signature: {exc}", "bad_signature") from exc
+        now = self.ctx.now_ms()
+        if abs(now - time_ms) > self.ctx.config.max_skew_ms:
+            raise Unauthorized("request is stale (check the terminal's clock)", "stale_request")
+        if not self.nonces.claim(tid, nonce, time_ms, now):
+            raise Unauthorized("request was replayed", "replayed_request")
+        return dict(row)
+
+
+def require_role(terminal: Mapping[str, Any], *roles: str) -> None:
+    if terminal["role"] not in roles:
+        raise Forbidden(f"a {terminal['role']} terminal cannot do this", "wrong_role")

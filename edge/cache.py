@@ -47,8 +47,20 @@ MIGRATIONS.add(
 )
 
 _ACCOUNT_COLS = (
-    "id", "number", "name", "type", "status", "balance_fen", "transition_fen", "limit_fen",
-    "spent_day", "spent_fen", "pin_tries", "pin_verifier", "expires", "version",
+    "id",
+    "number",
+    "name",
+    "type",
+    "status",
+    "balance_fen",
+    "transition_fen",
+    "limit_fen",
+    "spent_day",
+    "spent_fen",
+    "pin_tries",
+    "pin_verifier",
+    "expires",
+    "version",
 )
 
 
@@ -83,13 +95,15 @@ class Cache:
                 tx.execute("DELETE FROM cards")
             tx.executemany(
                 f"INSERT OR REPLACE INTO accounts ({cols}) VALUES ({marks})",
-                [tuple(a[c] for c in _ACCOUNT_COLS) + (ack,) for a in delta.get("accounts", [])],
+                [(*(a[c] for c in _ACCOUNT_COLS), ack) for a in delta.get("accounts", [])],
             )
             tx.executemany(
                 "INSERT OR REPLACE INTO cards (card_no, account_id, uid, generation, status) "
                 "VALUES (?, ?, ?, ?, ?)",
-                [(c["card_no"], c["account_id"], c["uid"], c["generation"], c["status"])
-                 for c in delta.get("cards", [])],
+                [
+                    (c["card_no"], c["account_id"], c["uid"], c["generation"], c["status"])
+                    for c in delta.get("cards", [])
+                ],
             )
             meta = {"version": str(int(delta["version"]))}
             if "policy" in delta:

@@ -28,8 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
         "admin and simulator commands.",
     )
     parser.add_argument(
-        "--log-level", default="WARNING",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default WARNING)",
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level (default WARNING)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     server_cli.add_parser(sub)

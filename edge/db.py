@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from edge.errors import StoreConflict, StoreError
 
@@ -205,7 +205,7 @@ class Database:
 
     def scalar(self, sql: str, params: Params = ()) -> Any:
         row = self.one(sql, params)
-        return None if row is None else row[0]
+        return None if row is None else cast(Any, row)[0]
 
     # -- schema ------------------------------------------------------------------------------
     def migrate(self, migrations: Migrations) -> list[str]:

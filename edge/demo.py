@@ -55,7 +55,9 @@ def _start_server(data: Path, port: int) -> subprocess.Popen[bytes]:
     log = open(data / "server.log", "ab")  # noqa: SIM115 - the child keeps it
     proc = subprocess.Popen(
         _ykt("server", "--data", str(data / "server"), "--port", str(port)),
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     (data / "server.pid").write_text(str(proc.pid))
     _wait_http(f"http://127.0.0.1:{port}/v1/health", 30, proc)
@@ -63,8 +65,13 @@ def _start_server(data: Path, port: int) -> subprocess.Popen[bytes]:
 
 
 def _admin(server: str, token: Path, method: str, path: str, body: Any = None) -> dict[str, Any]:
-    resp = requests.request(method, server + path, json=body, timeout=60,
-                            headers={"Authorization": f"Bearer {token.read_text().strip()}"})
+    resp = requests.request(
+        method,
+        server + path,
+        json=body,
+        timeout=60,
+        headers={"Authorization": f"Bearer {token.read_text().strip()}"},
+    )
     if resp.status_code >= 400:
         raise ConfigError(f"demo setup: {method} {path}: {resp.text}")
     return dict(resp.json())
@@ -77,15 +84,25 @@ def _setup(data: Path, server: str) -> dict[str, Any]:
     token = data / "server" / "admin.token"
     cards = []
     for number, name, kind, idc in DEMO_ACCOUNTS:
-        _admin(server, token, "POST", "/v1/admin/accounts",
-               {"number": number, "name": name, "type": kind, "id_card": idc})
-        _admin(server, token, "POST", f"/v1/admin/accounts/{number}/topups",
-               {"amount_fen": 10000, "channel": "cash", "request_id": f"demo-{number}"})
+        _admin(
+            server,
+            token,
+            "POST",
+            "/v1/admin/accounts",
+            {"number": number, "name": name, "type": kind, "id_card": idc},
+        )
+        _admin(
+            server,
+            token,
+            "POST",
+            f"/v1/admin/accounts/{number}/topups",
+            {"amount_fen": 10000, "channel": "cash", "request_id": f"demo-{number}"},
+        )
         card = _admin(server, token, "POST", f"/v1/admin/accounts/{number}/cards", {})
-        cards.append({**card, "name": name, "type": kind,
-                      "password": rules.initial_password(idc)})
-    enroll = _admin(server, token, "POST", "/v1/admin/terminals/tokens",
-                    {"role": "pos", "name": "canteen-1"})
+        cards.append({**card, "name": name, "type": kind, "password": rules.initial_password(idc)})
+    enroll = _admin(
+        server, token, "POST", "/v1/admin/terminals/tokens", {"role": "pos", "name": "canteen-1"}
+    )
     state = {"cards": cards, "pos_token": enroll["token"]}
     state_path.write_text(json.dumps(state, ensure_ascii=False, indent=2))
     return state
@@ -103,10 +120,24 @@ def run(args: argparse.Namespace) -> int:
         state = _setup(data, server)
         pos_log = open(data / "pos.log", "ab")  # noqa: SIM115 - the child keeps it
         pos = subprocess.Popen(
-            _ykt("pos", "--server", server, "--enroll", state["pos_token"], "--data",
-                 str(data / "pos1"), "--reader", "sim://r1", "--control-port",
-                 str(args.control_port), "--operator", "demo"),
-            stdout=pos_log, stderr=subprocess.STDOUT, start_new_session=True,
+            _ykt(
+                "pos",
+                "--server",
+                server,
+                "--enroll",
+                state["pos_token"],
+                "--data",
+                str(data / "pos1"),
+                "--reader",
+                "sim://r1",
+                "--control-port",
+                str(args.control_port),
+                "--operator",
+                "demo",
+            ),
+            stdout=pos_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         procs.append(pos)
         _wait_http(f"{agent}/control/status", 30, pos)
@@ -143,19 +174,24 @@ ykt demo is running (state in {data}; Ctrl-C stops it).
 
 Demo cards (each ¥100.00; passwords by R3 from the ID-card number):""")
     for c in state["cards"]:
-        print(f"  {c['card_no']}  {c['number']:<9} {c['name']}  {c['type']:<9} "
-              f"password {c['password']}")
-    print(f"""
+        print(
+            f"  {c['card_no']}  {c['number']:<9} {c['name']}  {c['type']:<9} "
+            f"password {c['password']}"
+        )
+    print(
+        f"""
 From a second shell (with the virtualenv: . .venv/bin/activate):
-  ykt sim sale --agent {agent} --card {first['card_no']} --amount 12.50
-  ykt sim sale --agent {agent} --card {first['card_no']} --amount 45.00 --pin {first['password']}
-  {a} account show --number {first['number']}
+  ykt sim sale --agent {agent} --card {first["card_no"]} --amount 12.50
+  ykt sim sale --agent {agent} --card {first["card_no"]} --amount 45.00 --pin {first["password"]}
+  {a} account show --number {first["number"]}
 Network outage:
   ykt demo server stop --data {data}     # the POS keeps selling offline
-  ykt sim sale --agent {agent} --card {first['card_no']} --amount 8.00
+  ykt sim sale --agent {agent} --card {first["card_no"]} --amount 8.00
   ykt demo server start --data {data}    # the queue drains within seconds
   {a} ledger check
-""", flush=True)
+""",
+        flush=True,
+    )
 
 
 def _stop_pidfile(data: Path) -> bool:
@@ -196,7 +232,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data", type=Path, default=Path(".demo"), help="state directory (default .demo)")
+    p.add_argument(
+        "--data", type=Path, default=Path(".demo"), help="state directory (default .demo)"
+    )
     p.add_argument("--server-port", type=int, default=8700)
     p.add_argument("--control-port", type=int, default=8701)
     p.set_defaults(func=run)

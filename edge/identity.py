@@ -65,8 +65,12 @@ def enroll(data: Path, server: str, token: str, role: str) -> tuple[Identity, Si
         )
     key.save(key_path)
     ident = Identity(
-        terminal_id=resp["terminal_id"], name=resp["name"], role=resp["role"], server=server,
-        campus_id=resp["campus_id"], tz=resp["tz"],
+        terminal_id=resp["terminal_id"],
+        name=resp["name"],
+        role=resp["role"],
+        server=server,
+        campus_id=resp["campus_id"],
+        tz=resp["tz"],
     )
     tmp = ident_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(ident), indent=2, ensure_ascii=False))

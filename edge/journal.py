@@ -69,11 +69,13 @@ class Journal:
         self._head_seq = int(row["seq"]) if row else 0
         self._head_hash = str(row["hash"]) if row else protocol.genesis_hash(terminal_id)
         self._acked = int(db.scalar("SELECT value FROM sync_state WHERE key = 'acked'"))
-        self._unsynced_offline = int(db.scalar(
-            "SELECT COALESCE(SUM(amount), 0) FROM journal "
-            "WHERE seq > ? AND offline = 1 AND kind = 'sale'",
-            (self._acked,),
-        ))
+        self._unsynced_offline = int(
+            db.scalar(
+                "SELECT COALESCE(SUM(amount), 0) FROM journal "
+                "WHERE seq > ? AND offline = 1 AND kind = 'sale'",
+                (self._acked,),
+            )
+        )
 
     # -- writing ------------------------------------------------------------------------------
     @property
@@ -106,8 +108,18 @@ class Journal:
                 tx.execute(
                     "INSERT INTO journal (seq, hash, body, sig, account_id, kind, amount, day,"
                     " offline, pin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (rec["seq"], h, body.decode(), b64e(sig), rec["acct"], rec["kind"],
-                     rec["amt"], day, int(rec["off"]), rec["pin"]),
+                    (
+                        rec["seq"],
+                        h,
+                        body.decode(),
+                        b64e(sig),
+                        rec["acct"],
+                        rec["kind"],
+                        rec["amt"],
+                        day,
+                        int(rec["off"]),
+                        rec["pin"],
+                    ),
                 )
             self._head_seq, self._head_hash = rec["seq"], h
             if rec["off"] and rec["kind"] == "sale":
@@ -133,11 +145,13 @@ class Journal:
                 return
             if seq > self._head_seq:
                 raise JournalError(f"server acked {seq}, beyond the journal head {self._head_seq}")
-            drained = int(self.db.scalar(
-                "SELECT COALESCE(SUM(amount), 0) FROM journal "
-                "WHERE seq > ? AND seq <= ? AND offline = 1 AND kind = 'sale'",
-                (self._acked, seq),
-            ))
+            drained = int(
+                self.db.scalar(
+                    "SELECT COALESCE(SUM(amount), 0) FROM journal "
+                    "WHERE seq > ? AND seq <= ? AND offline = 1 AND kind = 'sale'",
+                    (self._acked, seq),
+                )
+            )
             with self.db.tx() as tx:
                 tx.execute("UPDATE sync_state SET value = ? WHERE key = 'acked'", (seq,))
             self._acked = seq
@@ -166,11 +180,13 @@ class Journal:
         ]
 
     def offline_spent_on(self, account_id: int, day: str) -> int:
-        return int(self.db.scalar(
-            "SELECT COALESCE(SUM(amount), 0) FROM journal "
-            "WHERE account_id = ? AND day = ? AND offline = 1 AND kind = 'sale'",
-            (account_id, day),
-        ))
+        return int(
+            self.db.scalar(
+                "SELECT COALESCE(SUM(amount), 0) FROM journal "
+                "WHERE account_id = ? AND day = ? AND offline = 1 AND kind = 'sale'",
+                (account_id, day),
+            )
+        )
 
     # -- integrity ----------------------------------------------------------------------------
     def verify(self, public: VerifyKey | None = None) -> int:

@@ -26,7 +26,7 @@ class Backoff:
         self.rng, self.base, self.cap, self.n = rng, base, cap, 0
 
     def next(self) -> float:
-        delay = min(self.cap, self.base * (2**self.n)) * (0.5 + self.rng.random() / 2)
+        delay: float = min(self.cap, self.base * (2.0**self.n)) * (0.5 + self.rng.random() / 2)
         self.n = min(self.n + 1, 30)
         return delay
 
@@ -111,8 +111,11 @@ class Uplink:
                 self._notify()
                 if self.journal.acked <= before:
                     delay = backoff.next()
-                    log.warning("server did not advance the ack (%s); retrying in %.1fs",
-                                resp.get("alarms"), delay)
+                    log.warning(
+                        "server did not advance the ack (%s); retrying in %.1fs",
+                        resp.get("alarms"),
+                        delay,
+                    )
                     self._stop.wait(delay)
                 else:
                     backoff.reset()

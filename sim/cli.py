@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, TypeAlias
 
 from edge.money import format_fen, parse_amount
 from sim.control import AgentControl
 from sim.errors import SimError
 
-Sub = argparse._SubParsersAction  # type: ignore[type-arg]
+Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _amount(text: str) -> int:
@@ -51,7 +51,9 @@ def sale(args: argparse.Namespace) -> int:
 
 def tap(args: argparse.Namespace) -> int:
     out = AgentControl(args.agent).present(args.card, args.uid)
-    print(json.dumps(out, ensure_ascii=False) if args.json else f"card {out['presented']} presented")
+    print(
+        json.dumps(out, ensure_ascii=False) if args.json else f"card {out['presented']} presented"
+    )
     return 0
 
 
@@ -72,12 +74,16 @@ def add_parser(sub: Sub) -> None:
 
     def cmd(name: str, fn: Any, help_text: str) -> argparse.ArgumentParser:
         c: argparse.ArgumentParser = cmds.add_parser(name, help=help_text, description=help_text)
-        c.add_argument("--agent", required=True, help="agent control URL, e.g. http://127.0.0.1:8701")
+        c.add_argument(
+            "--agent", required=True, help="agent control URL, e.g. http://127.0.0.1:8701"
+        )
         c.add_argument("--json", action="store_true", help="print one JSON object")
         c.set_defaults(func=lambda a: _wrap(fn, a))
         return c
 
-    c = cmd("sale", sale, "key an amount, tap a card (and key the PIN when asked); print the outcome")
+    c = cmd(
+        "sale", sale, "key an amount, tap a card (and key the PIN when asked); print the outcome"
+    )
     c.add_argument("--amount", required=True, type=_amount, help="yuan, e.g. 12.50")
     c.add_argument("--card", required=True, help="card number of the simulated card to tap")
     c.add_argument("--uid", help="UID the simulated card reports (default: the issued UID)")

@@ -18,7 +18,9 @@ class AgentControl:
         self.timeout = timeout
         self.session = requests.Session()
 
-    def _call(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> dict[str, Any]:
+    def _call(
+        self, method: str, path: str, body: Any = None, timeout: float = 10.0
+    ) -> dict[str, Any]:
         try:
             resp = self.session.request(method, self.base + path, json=body, timeout=timeout)
         except requests.RequestException as exc:
@@ -45,8 +47,9 @@ class AgentControl:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise SimError(f"no outcome within {timeout:.0f}s (agent state unchanged)")
-            s = self._call("GET", f"/control/state?after={after}&wait={min(left, 25):.2f}",
-                           timeout=left + 5)
+            s = self._call(
+                "GET", f"/control/state?after={after}&wait={min(left, 25):.2f}", timeout=left + 5
+            )
             if s["version"] > after and s["state"] in until:
                 return s
             after = max(after, s["version"])

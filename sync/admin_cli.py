@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import quote
 
 from edge.errors import ConfigError
@@ -15,7 +15,7 @@ from edge.money import format_fen, parse_amount
 from sync.client import ServerClient
 from sync.errors import SyncError
 
-Sub = argparse._SubParsersAction  # type: ignore[type-arg]
+Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 class AdminClient(ServerClient):
@@ -54,8 +54,10 @@ def _acct_path(number: str) -> str:
 
 def _print_account(a: dict[str, Any]) -> None:
     print(f"{a['number']}  {a['name']}  ({a['type']})  status {a['status']}")
-    print(f"  balance {format_fen(a['balance_fen'])}  transition {format_fen(a['transition_fen'])}"
-          f"  limit {format_fen(a['limit_fen'])}/day  spent today {format_fen(a['spent_today_fen'])}")
+    print(
+        f"  balance {format_fen(a['balance_fen'])}  transition {format_fen(a['transition_fen'])}"
+        f"  limit {format_fen(a['limit_fen'])}/day  spent today {format_fen(a['spent_today_fen'])}"
+    )
     if a.get("pin_locked"):
         print("  consumption password LOCKED (desk: ykt admin account pin-reset)")
     for c in a.get("cards", []):
@@ -68,7 +70,9 @@ def _print_account(a: dict[str, Any]) -> None:
         print("  transaction flow (交易流水):")
         for f in a["flow"]:
             money = format_fen(f["amount_fen"]) if "amount_fen" in f else ""
-            print(f"    {f['time']}  {f['kind']:<10} {money:>10}  {f.get('memo') or f.get('detail', '')}")
+            print(
+                f"    {f['time']}  {f['kind']:<10} {money:>10}  {f.get('memo') or f.get('detail', '')}"
+            )
 
 
 def _out(args: argparse.Namespace, data: dict[str, Any], text: Any = None) -> int:
@@ -121,9 +125,13 @@ def roster_import(args: argparse.Namespace) -> int:
 def card_issue(args: argparse.Namespace) -> int:
     body = {"uid": args.uid} if args.uid else {}
     data = _client(args).call("POST", _acct_path(args.number) + "/cards", body)
-    return _out(args, data, lambda d: print(
-        f"card {d['card_no']} (uid {d['uid']}, generation {d['generation']}) issued to {d['number']}"
-    ))
+    return _out(
+        args,
+        data,
+        lambda d: print(
+            f"card {d['card_no']} (uid {d['uid']}, generation {d['generation']}) issued to {d['number']}"
+        ),
+    )
 
 
 def topup(args: argparse.Namespace) -> int:
@@ -135,8 +143,9 @@ def topup(args: argparse.Namespace) -> int:
 
 
 def terminal_enroll(args: argparse.Namespace) -> int:
-    data = _client(args).call("POST", "/v1/admin/terminals/tokens",
-                              {"role": args.role, "name": args.name})
+    data = _client(args).call(
+        "POST", "/v1/admin/terminals/tokens", {"role": args.role, "name": args.name}
+    )
     return _out(args, data, lambda d: print(d["token"]))
 
 
@@ -145,7 +154,9 @@ def terminal_list(args: argparse.Namespace) -> int:
 
     def show(d: dict[str, Any]) -> None:
         for t in d["terminals"]:
-            print(f"{t['id']}  {t['name']:<16} {t['role']:<6} {t['status']:<8} head {t['head_seq']}")
+            print(
+                f"{t['id']}  {t['name']:<16} {t['role']:<6} {t['status']:<8} head {t['head_seq']}"
+            )
 
     return _out(args, data, show)
 
@@ -157,10 +168,14 @@ def terminal_revoke(args: argparse.Namespace) -> int:
 
 def ledger_check(args: argparse.Namespace) -> int:
     data = _client(args).call("GET", "/v1/admin/ledger/check")
-    _out(args, data, lambda d: print(
-        f"ledger {'OK' if d['ok'] else 'NOT BALANCED'}: {d['transfers']} transfers, "
-        f"sum {d['sum_fen']} fen, {len(d['mismatched'])} mismatched accounts"
-    ))
+    _out(
+        args,
+        data,
+        lambda d: print(
+            f"ledger {'OK' if d['ok'] else 'NOT BALANCED'}: {d['transfers']} transfers, "
+            f"sum {d['sum_fen']} fen, {len(d['mismatched'])} mismatched accounts"
+        ),
+    )
     return 0 if data["ok"] else 1
 
 
@@ -209,15 +224,20 @@ def add_parser(sub: Sub) -> None:
         return c
 
     acct = groups.add_parser("account", help="card-holder accounts").add_subparsers(
-        dest="sub", metavar="ACTION", required=True)
+        dest="sub", metavar="ACTION", required=True
+    )
     c = cmd(acct, "add", account_add, "add one account (R1 type; R3 initial passwords)")
-    c.add_argument("--number", required=True, help="student/staff number (card number for temporary)")
+    c.add_argument(
+        "--number", required=True, help="student/staff number (card number for temporary)"
+    )
     c.add_argument("--name", required=True)
     c.add_argument("--type", required=True, choices=["temporary", "student", "staff", "consumer"])
     c.add_argument("--id-card", required=True, help="ID-card number (18 characters, GB 11643)")
     c.add_argument("--limit", type=_amount, help="daily limit in yuan (default 50.00, R6)")
     c.add_argument("--expires", help="card validity end, YYYY-MM-DD (R13)")
-    c = cmd(acct, "show", account_show, "balance, transition balance, limit, status, bills, flow (R9)")
+    c = cmd(
+        acct, "show", account_show, "balance, transition balance, limit, status, bills, flow (R9)"
+    )
     c.add_argument("--number", required=True)
     for action, text in (
         ("report-loss", "report the card lost: blocks card and phone codes (R10)"),
@@ -232,25 +252,38 @@ def add_parser(sub: Sub) -> None:
     c.add_argument("--number", required=True)
 
     roster = groups.add_parser("roster", help="roster CSV import").add_subparsers(
-        dest="sub", metavar="ACTION", required=True)
-    c = cmd(roster, "import", roster_import,
-            "import accounts from a CSV with columns number,name,type,id_card[,limit][,expires]")
+        dest="sub", metavar="ACTION", required=True
+    )
+    c = cmd(
+        roster,
+        "import",
+        roster_import,
+        "import accounts from a CSV with columns number,name,type,id_card[,limit][,expires]",
+    )
     c.add_argument("file")
 
     card = groups.add_parser("card", help="cards").add_subparsers(
-        dest="sub", metavar="ACTION", required=True)
-    c = cmd(card, "issue", card_issue, "issue a card; earlier cards of the account stop working (R11)")
+        dest="sub", metavar="ACTION", required=True
+    )
+    c = cmd(
+        card, "issue", card_issue, "issue a card; earlier cards of the account stop working (R11)"
+    )
     c.add_argument("--number", required=True)
-    c.add_argument("--uid", help="the card's UID in hex (default: a generated one, for simulated cards)")
+    c.add_argument(
+        "--uid", help="the card's UID in hex (default: a generated one, for simulated cards)"
+    )
 
-    c = cmd(groups, "topup", topup, "top up an account (R7; alipay lands in the transition balance)")
+    c = cmd(
+        groups, "topup", topup, "top up an account (R7; alipay lands in the transition balance)"
+    )
     c.add_argument("--number", required=True)
     c.add_argument("--amount", required=True, type=_amount, help="yuan, e.g. 100.00")
     c.add_argument("--channel", required=True, choices=["cash", "app", "wechat", "alipay", "bank"])
     c.add_argument("--request-id", help="idempotency key: a retried top-up with it applies once")
 
     term = groups.add_parser("terminal", help="terminals").add_subparsers(
-        dest="sub", metavar="ACTION", required=True)
+        dest="sub", metavar="ACTION", required=True
+    )
     c = cmd(term, "enroll", terminal_enroll, "create a one-time enrollment token (printed alone)")
     c.add_argument("--role", required=True, choices=["pos", "kiosk", "gate"])
     c.add_argument("--name", required=True)
@@ -259,11 +292,13 @@ def add_parser(sub: Sub) -> None:
     c.add_argument("terminal_id")
 
     led = groups.add_parser("ledger", help="the ledger").add_subparsers(
-        dest="sub", metavar="ACTION", required=True)
+        dest="sub", metavar="ACTION", required=True
+    )
     cmd(led, "check", ledger_check, "check money conservation (exit 1 when it does not hold)")
     cmd(groups, "alarms", alarms, "tamper and integrity alarms raised by journal ingest")
     pol = groups.add_parser("policy", help="terminal policy").add_subparsers(
-        dest="sub", metavar="ACTION", required=True)
+        dest="sub", metavar="ACTION", required=True
+    )
     cmd(pol, "show", policy_show, "show the policy terminals receive")
     c = cmd(pol, "set", policy_set, "set policy values, e.g. offline_max_purchase_fen=3000")
     c.add_argument("values", nargs="+", metavar="KEY=VALUE")

@@ -79,7 +79,10 @@ class ServerClient:
             )
         try:
             resp = self.session.request(
-                method, self.base_url + target, data=data or None, headers=headers,
+                method,
+                self.base_url + target,
+                data=data or None,
+                headers=headers,
                 timeout=timeout or self.timeout,
             )
         except requests.RequestException as exc:
@@ -99,7 +102,9 @@ class ServerClient:
 
     def enroll(self, token: str, public_key: str) -> dict[str, Any]:
         return self.request(
-            "POST", "/v1/terminals/enroll", body={"token": token, "public_key": public_key},
+            "POST",
+            "/v1/terminals/enroll",
+            body={"token": token, "public_key": public_key},
             signed=False,
         )
 
@@ -111,6 +116,8 @@ class ServerClient:
 
     def feed(self, since: int, wait: float = 0) -> dict[str, Any]:
         return self.request(
-            "GET", "/v1/feed", params={"since": since, "wait": wait},
+            "GET",
+            "/v1/feed",
+            params={"since": since, "wait": wait},
             timeout=(2.0, wait + 15.0),
         )

@@ -49,19 +49,31 @@ class PosAgent:
         self.ident, key = identity.load_or_enroll(cfg.data, cfg.server, cfg.enroll, "pos")
         self.journal = Journal(
             Database(cfg.data / "journal.db", synchronous="FULL"),
-            self.ident.terminal_id, key, self.clock, self.ident.tz,
+            self.ident.terminal_id,
+            key,
+            self.clock,
+            self.ident.tz,
         )
         self.cache = Cache(Database(cfg.data / "cache.db", synchronous="NORMAL"))
         self.link = Link(self.clock)
 
         def client() -> ServerClient:
-            return ServerClient(self.ident.server, terminal_id=self.ident.terminal_id, key=key,
-                                clock=self.clock)
+            return ServerClient(
+                self.ident.server, terminal_id=self.ident.terminal_id, key=key, clock=self.clock
+            )
 
-        self.uplink = Uplink(self.journal, self.cache, client, self.link, self.rng,
-                             poll_wait_s=cfg.poll_wait_s)
-        self.decider = Decider(self.journal, self.cache, client(), self.link, self.clock,
-                               self.ident.tz, operator=cfg.operator)
+        self.uplink = Uplink(
+            self.journal, self.cache, client, self.link, self.rng, poll_wait_s=cfg.poll_wait_s
+        )
+        self.decider = Decider(
+            self.journal,
+            self.cache,
+            client(),
+            self.link,
+            self.clock,
+            self.ident.tz,
+            operator=cfg.operator,
+        )
         self.engine = Engine(self.decider, self.clock)
         self.reader: CardReader | None = None
         self.reader_error = ""

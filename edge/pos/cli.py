@@ -15,8 +15,13 @@ from edge.systemd import Watchdog, notify
 log = logging.getLogger(__name__)
 
 CONFIG_KEYS = {
-    "server": str, "enroll": str, "data": str, "reader": str, "control_host": str,
-    "control_port": int, "operator": str,
+    "server": str,
+    "enroll": str,
+    "data": str,
+    "reader": str,
+    "control_host": str,
+    "control_port": int,
+    "operator": str,
 }
 
 
@@ -49,8 +54,9 @@ def load_config(args: argparse.Namespace) -> PosConfig:
             raise ConfigError(f"cannot read config {args.config}: {exc}") from exc
         for key, val in raw.items():
             if key not in CONFIG_KEYS:
-                raise ConfigError(f"{args.config}: unknown key {key!r} "
-                                  f"(known: {', '.join(sorted(CONFIG_KEYS))})")
+                raise ConfigError(
+                    f"{args.config}: unknown key {key!r} (known: {', '.join(sorted(CONFIG_KEYS))})"
+                )
             if not isinstance(val, CONFIG_KEYS[key]) or isinstance(val, bool):
                 raise ConfigError(f"{args.config}: {key} must be a {CONFIG_KEYS[key].__name__}")
             values[key] = val
@@ -59,7 +65,7 @@ def load_config(args: argparse.Namespace) -> PosConfig:
         if cli_val is not None:
             values[key] = cli_val
     if "data" not in values:
-        raise ConfigError("--data DIR is required (or data = \"DIR\" in the config file)")
+        raise ConfigError('--data DIR is required (or data = "DIR" in the config file)')
     port = values.get("control_port", 8701)
     if not 1 <= port <= 65535:
         raise ConfigError(f"control port {port} is not a port number")
@@ -86,17 +92,27 @@ def run(args: argparse.Namespace) -> int:
     agent = PosAgent(cfg)
     agent.start()
     app = create_control_app(agent)
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=cfg.control_host, port=cfg.control_port, log_level="warning", access_log=False,
-    ))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=cfg.control_host,
+            port=cfg.control_port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )
+    )
 
     def announce() -> None:
         while not server.started and not server.should_exit:
             threading.Event().wait(0.02)
         if server.started:
             base = f"http://{cfg.control_host}:{cfg.control_port}"
-            print(f"ykt pos {agent.ident.terminal_id} ({agent.ident.name}) ready; reader "
-                  f"{cfg.reader}; cashier {base}/cashier; customer {base}/customer", flush=True)
+            print(
+                f"ykt pos {agent.ident.terminal_id} ({agent.ident.name}) ready; reader "
+                f"{cfg.reader}; cashier {base}/cashier; customer {base}/customer",
+                flush=True,
+            )
             notify("READY=1")
 
     threading.Thread(target=announce, daemon=True).start()

@@ -97,20 +97,39 @@ class Decider:
     # -- online -------------------------------------------------------------------------------
     def _online(self, tap: CardTap, amount: int, pin: str | None) -> Outcome:
         seq = self.journal.next_seq
-        req: dict[str, Any] = {"seq": seq, "card_no": tap.card_no, "uid": tap.uid,
-                               "amount_fen": amount, "method": "card"}
+        req: dict[str, Any] = {
+            "seq": seq,
+            "card_no": tap.card_no,
+            "uid": tap.uid,
+            "amount_fen": amount,
+            "method": "card",
+        }
         if pin is not None:
             req["pin"] = pin
         resp = self.client.authorize(req)
         self.link.up()
-        account = {k: resp[k] for k in ("account_id", "number", "name") if k in resp}
+        account: dict[str, Any] = {
+            k: resp[k] for k in ("account_id", "number", "name") if k in resp
+        }
         if not resp["approved"]:
-            return Outcome(False, resp["code"], resp["reason"], False,
-                           balance_fen=resp.get("balance_fen"), account=account,
-                           tries_left=resp.get("tries_left"))
+            return Outcome(
+                False,
+                resp["code"],
+                resp["reason"],
+                False,
+                balance_fen=resp.get("balance_fen"),
+                account=account,
+                tries_left=resp.get("tries_left"),
+            )
         rec = self._record(
-            tap, resp["account_id"], amount, pin=resp["pin"], spent=resp["spent_fen"],
-            lim=resp["limit_fen"], bal=resp["balance_fen"], auth=resp["auth_id"],
+            tap,
+            resp["account_id"],
+            amount,
+            pin=resp["pin"],
+            spent=resp["spent_fen"],
+            lim=resp["limit_fen"],
+            bal=resp["balance_fen"],
+            auth=resp["auth_id"],
         )
         done = self.journal.append(rec)  # durable before the approval is shown
         return Outcome(True, "ok", "approved", False, resp["balance_fen"], done.seq, account)
@@ -130,7 +149,11 @@ class Decider:
         acct = self.cache.account(card["account_id"])
         if acct is None:
             return no("declined", "no account data for this card (offline)")
-        account = {"account_id": acct["id"], "number": acct["number"], "name": acct["name"]}
+        account: dict[str, Any] = {
+            "account_id": acct["id"],
+            "number": acct["number"],
+            "name": acct["name"],
+        }
         reason = rules.blocking_reason(acct["status"])  # R2
         now = self.clock.now_ms()
         today = campus_date(now, self.tz)
@@ -141,16 +164,27 @@ class Decider:
 
         policy = self.cache.policy
         if amount > policy.get("offline_max_purchase_fen", 0):
-            return no("risk_limit", "over the offline limit per purchase "
-                      f"({format_fen(policy.get('offline_max_purchase_fen', 0))})", account=account)
+            return no(
+                "risk_limit",
+                "over the offline limit per purchase "
+                f"({format_fen(policy.get('offline_max_purchase_fen', 0))})",
+                account=account,
+            )
         if self.journal.offline_spent_on(acct["id"], today) + amount > policy.get(
             "offline_max_card_day_fen", 0
         ):
-            return no("risk_limit", "over the offline limit per card per day "
-                      f"({format_fen(policy.get('offline_max_card_day_fen', 0))})", account=account)
+            return no(
+                "risk_limit",
+                "over the offline limit per card per day "
+                f"({format_fen(policy.get('offline_max_card_day_fen', 0))})",
+                account=account,
+            )
         if self.journal.unsynced_offline_fen + amount > policy.get("offline_max_total_fen", 0):
-            return no("risk_limit", "this terminal holds too much unsynced offline money; "
-                      "waiting for the network", account=account)
+            return no(
+                "risk_limit",
+                "this terminal holds too much unsynced offline money; waiting for the network",
+                account=account,
+            )
 
         # what this terminal did after the snapshot: R6 tracking, balance, wrong tries
         tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"])
@@ -167,30 +201,58 @@ class Decider:
         max_tries = int(policy.get("pin_max_tries", rules.DEFAULT_PIN_MAX_TRIES))
         if tracker.needs_password(today, amount, acct["limit_fen"]):  # R6
             if tries >= max_tries:
-                return no("pin_locked", "consumption password locked (R5): see the service desk",
-                          account=account)
+                return no(
+                    "pin_locked",
+                    "consumption password locked (R5): see the service desk",
+                    account=account,
+                )
             if pin is None:
-                return no("needs_pin", f"over the daily limit {format_fen(acct['limit_fen'])}: "
-                          "consumption password required (R6)", account=account,
-                          tries_left=max_tries - tries)
+                return no(
+                    "needs_pin",
+                    f"over the daily limit {format_fen(acct['limit_fen'])}: "
+                    "consumption password required (R6)",
+                    account=account,
+                    tries_left=max_tries - tries,
+                )
             if not verify_password(pin, acct["pin_verifier"]):
-                self.journal.append(self._record(
-                    tap, acct["id"], 0, kind="pin_fail", off=True, pin="fail",
-                    spent=tracker.spent_on(today), lim=acct["limit_fen"],
-                ))
+                self.journal.append(
+                    self._record(
+                        tap,
+                        acct["id"],
+                        0,
+                        kind="pin_fail",
+                        off=True,
+                        pin="fail",
+                        spent=tracker.spent_on(today),
+                        lim=acct["limit_fen"],
+                    )
+                )
                 left = max_tries - tries - 1
-                return no("wrong_pin", "wrong consumption password (R5)"
-                          + (f", {left} tries left" if left > 0 else "; now locked"),
-                          account=account, tries_left=max(left, 0))
+                return no(
+                    "wrong_pin",
+                    "wrong consumption password (R5)"
+                    + (f", {left} tries left" if left > 0 else "; now locked"),
+                    account=account,
+                    tries_left=max(left, 0),
+                )
             pin_fact = "ok"
         available = acct["balance_fen"] + acct["transition_fen"] - spent_local
         if amount > available:
-            return no("insufficient", f"insufficient balance ({format_fen(max(available, 0))})",
-                      account=account, balance_fen=available)
+            return no(
+                "insufficient",
+                f"insufficient balance ({format_fen(max(available, 0))})",
+                account=account,
+                balance_fen=available,
+            )
         rec = self._record(
-            tap, acct["id"], amount, off=True, pin=pin_fact,
+            tap,
+            acct["id"],
+            amount,
+            off=True,
+            pin=pin_fact,
             spent=0 if pin_fact == "ok" else tracker.spent_on(today),
-            lim=acct["limit_fen"], bal=available - amount,
+            lim=acct["limit_fen"],
+            bal=available - amount,
         )
         done = self.journal.append(rec)  # durable before the approval is shown
         return Outcome(True, "ok", "approved offline", True, available - amount, done.seq, account)

@@ -98,8 +98,9 @@ class Engine:
     # -- transitions --------------------------------------------------------------------------
     def _set(self, state: State, **kw: Any) -> None:
         """Move to ``state``; caller holds the condition."""
-        s = Screen(version=self._screen.version + 1, state=state.value,
-                   since_ms=self.clock.now_ms(), **kw)
+        s = Screen(
+            version=self._screen.version + 1, state=state.value, since_ms=self.clock.now_ms(), **kw
+        )
         self._screen = s
         log.info("pos state %s %s", state.value, kw.get("reason") or kw.get("message") or "")
         self._cond.notify_all()
@@ -107,16 +108,23 @@ class Engine:
     def _expire_pin(self) -> None:
         s = self._screen
         if s.state == State.WAIT_PIN and self.clock.now_ms() - s.since_ms > PIN_TIMEOUT_MS:
-            self._set(State.DECLINED, amount_fen=s.amount_fen, approved=False, code="pin_timeout",
-                      reason="no consumption password keyed in time", account=s.account,
-                      message="超时 / timed out")
+            self._set(
+                State.DECLINED,
+                amount_fen=s.amount_fen,
+                approved=False,
+                code="pin_timeout",
+                reason="no consumption password keyed in time",
+                account=s.account,
+                message="超时 / timed out",
+            )
 
     def key_amount(self, amount_fen: int, confirm: bool = True) -> dict[str, Any]:
         with self._cond:
             if self._screen.state in (State.WAIT_PIN,):
                 raise EngineError("a sale is waiting for the consumption password; cancel first")
-            self._set(State.AMOUNT_KEYED, amount_fen=amount_fen,
-                      message=f"金额 {format_fen(amount_fen)}")
+            self._set(
+                State.AMOUNT_KEYED, amount_fen=amount_fen, message=f"金额 {format_fen(amount_fen)}"
+            )
             if confirm:
                 self._confirm()
             return self._screen.as_dict()
@@ -125,8 +133,11 @@ class Engine:
         s = self._screen
         if s.state != State.AMOUNT_KEYED:
             raise EngineError(f"nothing to confirm in state {s.state}")
-        self._set(State.WAIT_CREDENTIAL, amount_fen=s.amount_fen,
-                  message=f"请刷卡 / tap card: {format_fen(s.amount_fen or 0)}")
+        self._set(
+            State.WAIT_CREDENTIAL,
+            amount_fen=s.amount_fen,
+            message=f"请刷卡 / tap card: {format_fen(s.amount_fen or 0)}",
+        )
 
     def confirm(self) -> dict[str, Any]:
         with self._cond:
@@ -172,17 +183,34 @@ class Engine:
                 self._show(out, amount)
 
     def _show(self, out: Outcome, amount: int) -> None:
-        common = dict(amount_fen=amount, code=out.code, reason=out.reason, method="card",
-                      offline=out.offline, account=out.account, balance_fen=out.balance_fen,
-                      tries_left=out.tries_left)
+        common = dict(
+            amount_fen=amount,
+            code=out.code,
+            reason=out.reason,
+            method="card",
+            offline=out.offline,
+            account=out.account,
+            balance_fen=out.balance_fen,
+            tries_left=out.tries_left,
+        )
         if out.approved:
             self._tap = None
-            self._set(State.APPROVED, approved=True, seq=out.seq,
-                      message=f"成功 / approved {format_fen(amount)}", **common)
+            self._set(
+                State.APPROVED,
+                approved=True,
+                seq=out.seq,
+                message=f"成功 / approved {format_fen(amount)}",
+                **common,
+            )
         elif out.code == "needs_pin":
-            self._set(State.WAIT_PIN, approved=None,
-                      message="请输入消费密码 / key the consumption password", **common)
+            self._set(
+                State.WAIT_PIN,
+                approved=None,
+                message="请输入消费密码 / key the consumption password",
+                **common,
+            )
         else:
             self._tap = None
-            self._set(State.DECLINED, approved=False, message=f"失败 / declined: {out.reason}",
-                      **common)
+            self._set(
+                State.DECLINED, approved=False, message=f"失败 / declined: {out.reason}", **common
+            )

@@ -174,7 +174,11 @@ def import_roster(ctx: Context, text: str, actor: str = "admin") -> dict[str, An
 
                 limit_fen = parse_amount(limit)
             v = _validated(
-                row["number"], row["name"], row["type"], row["id_card"], limit_fen,
+                row["number"],
+                row["name"],
+                row["type"],
+                row["id_card"],
+                limit_fen,
                 row.get("expires") or None,
             )
             if v["number"] in seen:
@@ -183,18 +187,20 @@ def import_roster(ctx: Context, text: str, actor: str = "admin") -> dict[str, An
             good.append((lineno, v))
         except (Invalid, Conflict, MoneyError) as exc:
             errors.append({"line": lineno, "error": str(exc)})
-    existing = {
-        r["number"] for r in ctx.db.all("SELECT number FROM accounts")
-    } if good else set()
+    existing = {r["number"] for r in ctx.db.all("SELECT number FROM accounts")} if good else set()
     fresh = []
     for lineno, v in good:
         if v["number"] in existing:
-            errors.append({"line": lineno, "error": f"an account with number {v['number']!r} exists"})
+            errors.append(
+                {"line": lineno, "error": f"an account with number {v['number']!r} exists"}
+            )
         else:
             fresh.append(v)
     with ThreadPoolExecutor(max_workers=4) as pool:  # scrypt releases the GIL
         hashes = list(
-            pool.map(lambda v: hash_password(v["initial"], log2_n=ctx.config.password_log2_n), fresh)
+            pool.map(
+                lambda v: hash_password(v["initial"], log2_n=ctx.config.password_log2_n), fresh
+            )
         )
     with ctx.db.tx() as tx:
         for v, h in zip(fresh, hashes, strict=True):
@@ -333,8 +339,14 @@ def set_status(
         "UPDATE accounts SET status = ?, version = ? WHERE id = ?",
         (status.value, next_version(tx), account_id),
     )
-    event(tx, ctx, account_id, status.value if status != AccountStatus.NORMAL else "restore",
-          detail, actor)
+    event(
+        tx,
+        ctx,
+        account_id,
+        status.value if status != AccountStatus.NORMAL else "restore",
+        detail,
+        actor,
+    )
 
 
 def reset_pin_tries(ctx: Context, number: str, actor: str = "admin") -> dict[str, Any]:
@@ -363,7 +375,7 @@ def issue_card(
         if not _UID.match(uid):
             raise Invalid("a card UID is 4, 7 or 10 bytes of hex", "bad_uid")
     else:
-        uid = "%08X" % ctx.rng.getrandbits(32)
+        uid = f"{ctx.rng.getrandbits(32):08X}"
     with ctx.db.tx() as tx:
         a = tx.one("SELECT id, status FROM accounts WHERE number = ?", (number,))
         if a is None:
@@ -372,9 +384,15 @@ def issue_card(
             raise Conflict("the account is cancelled (R14)", "bad_status")
         if tx.one("SELECT 1 FROM cards WHERE uid = ? AND status = 'active'", (uid,)):
             raise Conflict(f"a card with UID {uid} is already in use", "duplicate_uid")
-        gen = int(tx.scalar(
-            "SELECT COALESCE(MAX(generation), 0) FROM cards WHERE account_id = ?", (a["id"],)
-        )) + 1
+        gen = (
+            int(
+                tx.scalar(
+                    "SELECT COALESCE(MAX(generation), 0) FROM cards WHERE account_id = ?",
+                    (a["id"],),
+                )
+            )
+            + 1
+        )
         seq = int(tx.scalar("SELECT COUNT(*) FROM cards")) + 1
         card_no = f"{10_000_000 + seq}"
         version = next_version(tx)
@@ -418,9 +436,7 @@ def topup(
     a = get_account(ctx, number)
     if a["status"] == AccountStatus.CANCELLED:
         raise Conflict("the account is cancelled (R14)", "bad_status")
-    target = (
-        ledger.transition(a["id"]) if rules.lands_in_transition(ch) else ledger.wallet(a["id"])
-    )
+    target = ledger.transition(a["id"]) if rules.lands_in_transition(ch) else ledger.wallet(a["id"])
     tid = f"topup:{request_id}" if request_id else f"topup:{ctx.rng.getrandbits(64):016x}"
     with ctx.db.tx() as tx:
         ledger.ensure(tx, ledger.channel(ch.value), "channel")

@@ -5,7 +5,6 @@ Error shape, for every error: ``{"error": {"code": "...", "message": "..."}}`` w
 of :mod:`sync.server.errors`.
 """
 
-
 import asyncio
 import hashlib
 import hmac
@@ -73,8 +72,9 @@ def create_app(ctx: Context) -> FastAPI:
         details = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
         first = details[0] if details else {}
         where = ".".join(str(p) for p in first.get("loc", []))
-        return _error(422, "invalid", f"{where}: {first.get('msg', 'invalid request')}",
-                      details=details)
+        return _error(
+            422, "invalid", f"{where}: {first.get('msg', 'invalid request')}", details=details
+        )
 
     @app.exception_handler(StoreError)
     async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
@@ -105,8 +105,12 @@ def create_app(ctx: Context) -> FastAPI:
     # -- public -------------------------------------------------------------------------------
     @app.get("/v1/health", tags=["public"])
     def health() -> dict[str, Any]:
-        return {"ok": True, "campus_id": ctx.config.campus_id, "time_ms": ctx.now_ms(),
-                "version": current_version(ctx.db)}
+        return {
+            "ok": True,
+            "campus_id": ctx.config.campus_id,
+            "time_ms": ctx.now_ms(),
+            "version": current_version(ctx.db),
+        }
 
     # -- admin --------------------------------------------------------------------------------
     @app.post("/v1/admin/accounts", tags=["admin"], status_code=201)

@@ -65,42 +65,60 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
     now, today = ctx.now_ms(), ctx.today()
     aid = row["id"]
     with ctx.db.tx() as tx:
-        holds = int(tx.scalar(
-            "SELECT COALESCE(SUM(amount), 0) FROM holds WHERE account_id = ? AND expires_ms > ? "
-            "AND NOT (terminal_id = ? AND seq = ?)",
-            (aid, now, tid, seq),
-        ))
-        acct = tx.one("SELECT spent_day, spent_fen, pin_tries, consume_pw, status, limit_fen "
-                      "FROM accounts WHERE id = ?", (aid,))
+        holds = int(
+            tx.scalar(
+                "SELECT COALESCE(SUM(amount), 0) FROM holds WHERE account_id = ? AND expires_ms > ? "
+                "AND NOT (terminal_id = ? AND seq = ?)",
+                (aid, now, tid, seq),
+            )
+        )
+        acct = tx.one(
+            "SELECT spent_day, spent_fen, pin_tries, consume_pw, status, limit_fen "
+            "FROM accounts WHERE id = ?",
+            (aid,),
+        )
         assert acct is not None
         tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"] + holds)
         pin_ok = False
         if tracker.needs_password(today, amount, acct["limit_fen"]):  # R6
             tries_left = policy["pin_max_tries"] - acct["pin_tries"]
             if tries_left <= 0:
-                return _decline("consumption password locked (R5): see the service desk",
-                                "pin_locked", **base)
+                return _decline(
+                    "consumption password locked (R5): see the service desk", "pin_locked", **base
+                )
             pin = req.get("pin")
             if pin is None:
                 return _decline(
                     f"over the daily limit {format_fen(acct['limit_fen'])}: "
                     "consumption password required (R6)",
-                    "needs_pin", tries_left=tries_left, **base,
+                    "needs_pin",
+                    tries_left=tries_left,
+                    **base,
                 )
             if not verify_password(pin, acct["consume_pw"]):
                 tries = acct["pin_tries"] + 1
-                tx.execute("UPDATE accounts SET pin_tries = ?, version = ? WHERE id = ?",
-                           (tries, next_version(tx), aid))
+                tx.execute(
+                    "UPDATE accounts SET pin_tries = ?, version = ? WHERE id = ?",
+                    (tries, next_version(tx), aid),
+                )
                 event(tx, ctx, aid, "pin_fail", f"wrong consumption password at {tid}", tid)
                 left = policy["pin_max_tries"] - tries
                 if left <= 0 and policy["auto_freeze_pin_lockout"]:
-                    set_status(ctx, tx, aid, AccountStatus.FROZEN,
-                               "frozen after repeated wrong passwords (R12)", "system")
+                    set_status(
+                        ctx,
+                        tx,
+                        aid,
+                        AccountStatus.FROZEN,
+                        "frozen after repeated wrong passwords (R12)",
+                        "system",
+                    )
                 ctx.notifier.notify()
                 return _decline(
                     "wrong consumption password (R5)"
                     + (f", {left} tries left" if left > 0 else "; now locked"),
-                    "wrong_pin", tries_left=max(left, 0), **base,
+                    "wrong_pin",
+                    tries_left=max(left, 0),
+                    **base,
                 )
             pin_ok = True
         wallet, trans = ledger.balances(tx, aid)
@@ -108,8 +126,10 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
         available = usable - holds
         if amount > available:
             return _decline(
-                f"insufficient balance ({format_fen(max(available, 0))})", "insufficient",
-                balance_fen=available, **base,
+                f"insufficient balance ({format_fen(max(available, 0))})",
+                "insufficient",
+                balance_fen=available,
+                **base,
             )
         tx.execute(
             "INSERT INTO holds (terminal_id, seq, account_id, amount, expires_ms) "

@@ -24,13 +24,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Run the central server.  On first start it writes an admin token to "
         "DATA/admin.token (mode 0600) for `ykt admin --token-file`.",
     )
-    p.add_argument("--data", type=Path, required=True, help="state directory (SQLite database, admin token)")
+    p.add_argument(
+        "--data", type=Path, required=True, help="state directory (SQLite database, admin token)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8700, help="port to listen on (default 8700)")
     p.add_argument("--campus", default="ynart", help="campus id (default ynart)")
     p.add_argument("--tz", default="Asia/Shanghai", help="campus time zone (default Asia/Shanghai)")
     p.add_argument(
-        "--password-cost", type=int, default=15, metavar="LOG2N",
+        "--password-cost",
+        type=int,
+        default=15,
+        metavar="LOG2N",
         help="scrypt cost for new password hashes, log2 N (default 15; 12 for tests)",
     )
     p.add_argument("--seed", type=int, default=None, help="seed for generated ids (tests)")
@@ -72,15 +77,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"admin credential: {token_path}", flush=True)
     app = create_app(ctx)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        uvicorn.Config(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=2,  # long-polls must not hold a stop
+        )
     )
 
     def announce() -> None:
         while not server.started and not server.should_exit:
             time.sleep(0.02)
         if server.started:
-            print(f"ykt server listening on http://{args.host}:{args.port} "
-                  f"(data {args.data})", flush=True)
+            print(
+                f"ykt server listening on http://{args.host}:{args.port} (data {args.data})",
+                flush=True,
+            )
             notify("READY=1")
 
     def alive() -> bool:
@@ -89,9 +103,10 @@ def run(args: argparse.Namespace) -> int:
 
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
         try:
-            return bool(server.started) and requests.get(
-                f"http://{host}:{args.port}/v1/health", timeout=5
-            ).ok
+            return (
+                bool(server.started)
+                and requests.get(f"http://{host}:{args.port}/v1/health", timeout=5).ok
+            )
         except requests.RequestException:
             return False
 

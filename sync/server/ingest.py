@@ -129,8 +129,14 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: list[dict[str, Any]]) -
             }
             for d in dups:
                 if stored.get(d.seq) != protocol.record_hash(d.body):
-                    _alarm(tx, ctx, res, tid, "tamper",
-                           f"record {d.seq} differs from the one stored under the same id")
+                    _alarm(
+                        tx,
+                        ctx,
+                        res,
+                        tid,
+                        "tamper",
+                        f"record {d.seq} differs from the one stored under the same id",
+                    )
                 else:
                     res.duplicates += 1
 
@@ -146,8 +152,7 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: list[dict[str, Any]]) -
                 continue
             held = fresh.get(i.seq)
             if held is not None and held.body != i.body:
-                _alarm(tx, ctx, res, tid, "tamper",
-                       f"two different records with sequence {i.seq}")
+                _alarm(tx, ctx, res, tid, "tamper", f"two different records with sequence {i.seq}")
                 continue
             fresh[i.seq] = i
         run: list[Incoming] = []
@@ -156,8 +161,14 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: list[dict[str, Any]]) -
         while seq in fresh:
             item = fresh[seq]
             if item.rec["prev"] != prev:
-                _alarm(tx, ctx, res, tid, "broken_chain",
-                       f"record {seq} does not chain to record {seq - 1}")
+                _alarm(
+                    tx,
+                    ctx,
+                    res,
+                    tid,
+                    "broken_chain",
+                    f"record {seq} does not chain to record {seq - 1}",
+                )
                 rejected.add(seq)
                 break
             item.hash = protocol.record_hash(item.body)
@@ -166,8 +177,14 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: list[dict[str, Any]]) -
 
         # 4. the newest signature authenticates the run
         if run and not _sig_ok(key, run[-1]):
-            _alarm(tx, ctx, res, tid, "bad_signature",
-                   f"record {run[-1].seq} is not signed by terminal {tid}")
+            _alarm(
+                tx,
+                ctx,
+                res,
+                tid,
+                "bad_signature",
+                f"record {run[-1].seq} is not signed by terminal {tid}",
+            )
             while run and not _sig_ok(key, run[-1]):
                 rejected.add(run.pop().seq)
 
@@ -210,7 +227,9 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> 
     marks = ",".join("?" * len(ledger_ids))
     bal = {
         r["id"]: int(r["balance"])
-        for r in tx.all(f"SELECT id, balance FROM ledger_accounts WHERE id IN ({marks})", ledger_ids)
+        for r in tx.all(
+            f"SELECT id, balance FROM ledger_accounts WHERE id IN ({marks})", ledger_ids
+        )
     }
     transfers: list[ledger.Transfer] = []
     merchant = ledger.merchant(tid)
@@ -219,24 +238,46 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> 
         rec = item.rec
         acct = accounts.get(rec["acct"])
         if acct is None:
-            _alarm(tx, ctx, res, tid, "unknown_account",
-                   f"record {item.seq} names account {rec['acct']}, which does not exist")
+            _alarm(
+                tx,
+                ctx,
+                res,
+                tid,
+                "unknown_account",
+                f"record {item.seq} names account {rec['acct']}, which does not exist",
+            )
             continue
         aid = acct["id"]
         day = ctx.date_of(rec["ts"])
         if rec["kind"] == "sale":
             w, t = ledger.wallet(aid), ledger.transition(aid)
             if rules.moves_transition(rec["method"]) and bal.get(t, 0) > 0:  # R7
-                transfers.append(ledger.Transfer(
-                    f"trans:{tid}:{item.seq}", rec["ts"], t, w, bal[t], "transition", aid,
-                    "transition balance moved in at a card transaction (R7)",
-                ))
+                transfers.append(
+                    ledger.Transfer(
+                        f"trans:{tid}:{item.seq}",
+                        rec["ts"],
+                        t,
+                        w,
+                        bal[t],
+                        "transition",
+                        aid,
+                        "transition balance moved in at a card transaction (R7)",
+                    )
+                )
                 bal[w] = bal.get(w, 0) + bal[t]
                 bal[t] = 0
-            transfers.append(ledger.Transfer(
-                f"sale:{tid}:{item.seq}", rec["ts"], w, merchant, rec["amt"], "sale", aid,
-                f"{rec['method']} sale at {tid}" + (" (offline)" if rec["off"] else ""),
-            ))
+            transfers.append(
+                ledger.Transfer(
+                    f"sale:{tid}:{item.seq}",
+                    rec["ts"],
+                    w,
+                    merchant,
+                    rec["amt"],
+                    "sale",
+                    aid,
+                    f"{rec['method']} sale at {tid}" + (" (offline)" if rec["off"] else ""),
+                )
+            )
             bal[w] = bal.get(w, 0) - rec["amt"]
             # R6 tracking at account level: records of a past day do not move today's amount
             if day >= acct["spent_day"]:
@@ -247,9 +288,18 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> 
                 acct["pin_tries"] = 0
             if bal[w] < 0 and "overdrawn" not in acct["flags"].split(","):
                 acct["flags"] = ",".join(f for f in [*acct["flags"].split(","), "overdrawn"] if f)
-                event(tx, ctx, aid, "flag",
-                      f"balance negative after offline sale {tid}:{item.seq} (R12)", "system")
-                if policy["auto_freeze_negative_balance"] and acct["status"] == AccountStatus.NORMAL:
+                event(
+                    tx,
+                    ctx,
+                    aid,
+                    "flag",
+                    f"balance negative after offline sale {tid}:{item.seq} (R12)",
+                    "system",
+                )
+                if (
+                    policy["auto_freeze_negative_balance"]
+                    and acct["status"] == AccountStatus.NORMAL
+                ):
                     acct["status"] = AccountStatus.FROZEN.value
                     acct["frozen_now"] = True
         elif rec["kind"] == "pin_fail" and rec["off"]:
@@ -278,14 +328,26 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> 
         for aid in touched:
             a = accounts[aid]
             if a.pop("frozen_now", False):
-                set_status(ctx, tx, aid, AccountStatus.FROZEN,
-                           "frozen automatically by a rule (R12)", "system")
+                set_status(
+                    ctx,
+                    tx,
+                    aid,
+                    AccountStatus.FROZEN,
+                    "frozen automatically by a rule (R12)",
+                    "system",
+                )
         tx.executemany(
             "UPDATE accounts SET spent_day = ?, spent_fen = ?, pin_tries = ?, flags = ?, "
             "version = ? WHERE id = ?",
             [
-                (accounts[a]["spent_day"], accounts[a]["spent_fen"], accounts[a]["pin_tries"],
-                 accounts[a]["flags"], version, a)
+                (
+                    accounts[a]["spent_day"],
+                    accounts[a]["spent_fen"],
+                    accounts[a]["pin_tries"],
+                    accounts[a]["flags"],
+                    version,
+                    a,
+                )
                 for a in touched
             ],
         )

@@ -25,7 +25,9 @@ class AccountIn(Strict):
 
 
 class RosterIn(Strict):
-    csv: str = Field(max_length=10_000_000, description="CSV text: number,name,type,id_card[,limit][,expires]")
+    csv: str = Field(
+        max_length=10_000_000, description="CSV text: number,name,type,id_card[,limit][,expires]"
+    )
 
 
 class StatusIn(Strict):
@@ -40,7 +42,10 @@ class TopupIn(Strict):
     amount_fen: int = Fen
     channel: Literal["app", "wechat", "alipay", "bank", "cash"]
     request_id: str | None = Field(
-        default=None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+        default=None,
+        min_length=8,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
         description="makes a retried top-up harmless",
     )
 

@@ -18,7 +18,9 @@ def set_policy(ctx: Context, values: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(val, dict) or not all(
                 k in default and isinstance(v, bool) for k, v in val.items()
             ):
-                raise Invalid(f"channels: an object of {sorted(default)} to true/false", "bad_policy")
+                raise Invalid(
+                    f"channels: an object of {sorted(default)} to true/false", "bad_policy"
+                )
             stored["channels"] = {**stored.get("channels", {}), **val}
         elif isinstance(default, bool):
             if not isinstance(val, bool):

@@ -71,7 +71,9 @@ def enroll(ctx: Context, token: str, public_key: str) -> dict[str, Any]:
             "ON CONFLICT (id) DO NOTHING",
             (f"m:{tid}",),
         )
-        tx.execute("UPDATE enroll_tokens SET used_by = ? WHERE token_hash = ?", (tid, row["token_hash"]))
+        tx.execute(
+            "UPDATE enroll_tokens SET used_by = ? WHERE token_hash = ?", (tid, row["token_hash"])
+        )
     return {
         "terminal_id": tid,
         "name": row["name"],
@@ -112,7 +114,7 @@ class NonceCache:
     def claim(self, terminal_id: str, nonce: str, time_ms: int, now_ms: int) -> bool:
         with self._lock:
             while self._seen:
-                key, ts = next(iter(self._seen.items()))
+                _key, ts = next(iter(self._seen.items()))
                 if ts >= now_ms - 2 * self.window_ms:
                     break
                 self._seen.popitem(last=False)

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import PosProc, ServerProc
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProc]:
+    """A real `ykt server` on loopback with a fresh SQLite database."""
+    s = ServerProc(tmp_path / "server").start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def pos(tmp_path: Path, server: ServerProc) -> Iterator[PosProc]:
+    """A real `ykt pos` agent on a simulated reader, enrolled at `server`."""
+    p = PosProc(tmp_path / "pos", server, token=server.enroll_token("canteen-1")).start()
+    yield p
+    p.stop()

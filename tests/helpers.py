@@ -1,0 +1,226 @@
+"""Test harness: real `ykt server` and `ykt pos` processes on loopback, and small helpers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from sync.admin_cli import AdminClient
+
+ROOT = Path(__file__).resolve().parent.parent
+_W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+
+
+def id_card(n: int, birth: str = "20040101") -> str:
+    """A valid (GB 11643) ID-card number, different for every n."""
+    body = f"510102{birth}{n % 1000:03d}"
+    return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, _W, strict=True)) % 11]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ykt_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edge.cli", *args]
+
+
+def wait_until(pred: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll a condition that has no event to await (another process's state)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            return requests.get(url, timeout=1).ok
+        except requests.RequestException:
+            return False
+
+    wait_until(up, timeout, 0.05)
+
+
+@dataclass
+class ServerProc:
+    data: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    extra: tuple[str, ...] = ()
+    log: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def token_file(self) -> Path:
+        return self.data / "admin.token"
+
+    def start(self) -> ServerProc:
+        self.data.mkdir(parents=True, exist_ok=True)
+        log = self.data.parent / f"{self.data.name}.log"
+        self.proc = subprocess.Popen(
+            ykt_cmd(
+                "server",
+                "--data",
+                str(self.data),
+                "--port",
+                str(self.port),
+                "--password-cost",
+                "10",
+                *self.extra,
+            ),
+            stdout=self._open_log(log),
+            stderr=subprocess.STDOUT,
+        )
+        _wait_http(self.url + "/v1/health", self.proc, log)
+        return self
+
+    def _open_log(self, path: Path) -> Any:
+        if self.log is None:
+            self.log = open(path, "ab")  # noqa: SIM115 - closed in stop()
+        return self.log
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.log is not None and (self.proc is None or self.proc.poll() is not None):
+            self.log.close()
+            self.log = None
+
+    def admin(self) -> AdminClient:
+        return AdminClient(self.url, self.token_file.read_text().strip())
+
+    def add_account(
+        self, number: str, n: int, kind: str = "student", topup_fen: int = 0, **kw: Any
+    ) -> dict[str, Any]:
+        """An account with a card (and money); returns the card."""
+        a = self.admin()
+        a.call(
+            "POST",
+            "/v1/admin/accounts",
+            {"number": number, "name": f"测试{n}", "type": kind, "id_card": id_card(n), **kw},
+        )
+        if topup_fen:
+            a.call(
+                "POST",
+                f"/v1/admin/accounts/{number}/topups",
+                {"amount_fen": topup_fen, "channel": "cash"},
+            )
+        card = a.call("POST", f"/v1/admin/accounts/{number}/cards", {})
+        return {**card, "password": id_card(n)[-7:-1] if id_card(n)[-1] == "X" else id_card(n)[-6:]}
+
+    def account(self, number: str) -> dict[str, Any]:
+        return self.admin().call("GET", f"/v1/admin/accounts/{number}")
+
+    def enroll_token(self, name: str, role: str = "pos") -> str:
+        return str(
+            self.admin().call("POST", "/v1/admin/terminals/tokens", {"role": role, "name": name})[
+                "token"
+            ]
+        )
+
+
+@dataclass
+class PosProc:
+    data: Path
+    server: ServerProc
+    token: str | None = None
+    port: int = field(default_factory=free_port)
+    reader: str = "sim://r1"
+    proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    log: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> PosProc:
+        log = self.data.parent / f"{self.data.name}.log"
+        args = [
+            "pos",
+            "--server",
+            self.server.url,
+            "--data",
+            str(self.data),
+            "--reader",
+            self.reader,
+            "--control-port",
+            str(self.port),
+            "--seed",
+            "7",
+        ]
+        if self.token:
+            args += ["--enroll", self.token]
+        self.proc = subprocess.Popen(
+            ykt_cmd("--log-level", "INFO", *args),
+            stdout=self._open_log(log),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+        )
+        _wait_http(self.url + "/control/status", self.proc, log)
+        return self
+
+    def _open_log(self, path: Path) -> Any:
+        if self.log is None:
+            self.log = open(path, "ab")  # noqa: SIM115 - closed in stop()
+        return self.log
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.log is not None and (self.proc is None or self.proc.poll() is not None):
+            self.log.close()
+            self.log = None
+
+    def status(self) -> dict[str, Any]:
+        return dict(requests.get(self.url + "/control/status", timeout=5).json())
+
+    def wait_synced(self, timeout: float = 15.0) -> dict[str, Any]:
+        return dict(
+            wait_until(
+                lambda: (s := self.status())["queued"] == 0 and s["online"] and s, timeout, 0.05
+            )
+        )
+
+    def wait_card_known(self, card_no: str, timeout: float = 10.0) -> None:
+        """Wait until the delta feed has brought this card to the terminal's cache."""
+        from edge.cache import Cache
+        from edge.db import Database
+
+        cache = Cache(Database(self.data / "cache.db", synchronous="NORMAL"))
+        try:
+            wait_until(lambda: cache.card(card_no) is not None, timeout, 0.05)
+        finally:
+            cache.db.close()

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from edge.errors import StoreError
-from sync.server import accounts, authorize, feed, ingest, ledger, policy, terminals
+from sync.server import accounts, authorize, feed, holders, ingest, ledger, policy, terminals
 from sync.server.context import Context, current_version
 from sync.server.errors import ServiceError, Unauthorized
 from sync.server.models import (
@@ -29,6 +29,7 @@ from sync.server.models import (
     CardIn,
     EnrollIn,
     JournalIn,
+    LoginIn,
     PolicyIn,
     RosterIn,
     StatusIn,
@@ -99,8 +100,18 @@ def create_app(ctx: Context) -> FastAPI:
             auth.authenticate, request.method, target, body, request.headers
         )
 
+    def bearer(request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("bearer "):
+            raise Unauthorized("sign in first (Authorization: Bearer <session>)", "bad_session")
+        return header[7:]
+
+    def holder(request: Request) -> dict[str, Any]:
+        return holders.session_account(ctx, bearer(request))
+
     Admin = Annotated[str, Depends(admin)]
     Terminal = Annotated[dict[str, Any], Depends(terminal)]
+    Holder = Annotated[dict[str, Any], Depends(holder)]
 
     # -- public -------------------------------------------------------------------------------
     @app.get("/v1/health", tags=["public"])
@@ -169,6 +180,22 @@ def create_app(ctx: Context) -> FastAPI:
     @app.put("/v1/admin/policy", tags=["admin"])
     def put_policy(body: PolicyIn, actor: Admin) -> dict[str, Any]:
         return policy.set_policy(ctx, body.values)
+
+    # -- card holders (the app, WeChat, the website) ------------------------------------------
+    @app.post("/v1/app/login", tags=["app"])
+    def app_login(body: LoginIn) -> dict[str, Any]:
+        """R16: staff/student number (card number for temporary and consumer cards) + query
+        password."""
+        return holders.login(ctx, body.number, body.password)
+
+    @app.post("/v1/app/logout", tags=["app"])
+    def app_logout(request: Request, who: Holder) -> dict[str, Any]:
+        return holders.logout(ctx, bearer(request))
+
+    @app.get("/v1/app/me", tags=["app"])
+    def app_me(who: Holder) -> dict[str, Any]:
+        """The signed-in holder's account: balance, transition balance, limit, status."""
+        return accounts.show_account(ctx, who["number"], history=False)
 
     # -- terminals ----------------------------------------------------------------------------
     @app.post("/v1/terminals/enroll", tags=["terminal"], status_code=201)

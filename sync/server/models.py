@@ -59,6 +59,11 @@ class PolicyIn(Strict):
     values: dict[str, Any]
 
 
+class LoginIn(Strict):
+    number: str = Field(min_length=1, max_length=32, description="staff/student or card number")
+    password: str = Field(min_length=1, max_length=64, description="query password (R4)")
+
+
 class EnrollIn(Strict):
     token: str = Field(min_length=8, max_length=128)
     public_key: str = Field(min_length=40, max_length=64, description="Ed25519 public key, base64")

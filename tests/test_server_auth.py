@@ -168,3 +168,17 @@ def test_admin_api_needs_the_admin_token(module_server: ServerProc) -> None:
     term = HandTerminal.enroll(module_server, "auth-admin")
     resp = requests.get(url, headers=signed_get(term, "/v1/admin/ledger/check"), timeout=5)
     refused(resp, 401, "bad_admin_token")
+
+
+def test_replay_protection_survives_a_restart_and_lagging_clocks_are_fine(
+    server: ServerProc,
+) -> None:
+    term = HandTerminal.enroll(server, "auth-restart")
+    headers = signed_get(term, "/v1/feed")
+    assert requests.get(term.url + "/v1/feed", headers=headers, timeout=5).status_code == 200
+    server.stop()
+    server.start()
+    refused(requests.get(term.url + "/v1/feed", headers=headers, timeout=5), 401, "replayed_request")
+    # a terminal whose clock runs 30 s behind is inside the window, even right after a start
+    term.client.clock = ManualClock(SystemClock().now_ms() - 30_000)
+    assert term.client.feed(0)["ack"] == 0

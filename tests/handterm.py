@@ -36,7 +36,9 @@ class HandTerminal:
         enrolled = ServerClient(url).enroll(token, self.key.public.to_b64())
         self.terminal_id: str = enrolled["terminal_id"]
         self.role: str = enrolled["role"]
-        self.client = ServerClient(url, terminal_id=self.terminal_id, key=self.key, clock=self.clock)
+        self.client = ServerClient(
+            url, terminal_id=self.terminal_id, key=self.key, clock=self.clock
+        )
         #: every record sealed so far, in sequence order: (record, wire form)
         self.journal: list[tuple[dict[str, Any], dict[str, str]]] = []
 

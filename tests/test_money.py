@@ -81,7 +81,8 @@ def test_custom_maximum() -> None:
 
 
 @pytest.mark.parametrize(
-    ("fen", "text"), [(1250, "¥12.50"), (5, "¥0.05"), (0, "¥0.00"), (-5, "-¥0.05"), (-1250, "-¥12.50")]
+    ("fen", "text"),
+    [(1250, "¥12.50"), (5, "¥0.05"), (0, "¥0.00"), (-5, "-¥0.05"), (-1250, "-¥12.50")],
 )
 def test_format_fen(fen: int, text: str) -> None:
     assert format_fen(fen) == text

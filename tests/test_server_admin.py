@@ -242,7 +242,11 @@ def test_topup_request_id_makes_a_retry_harmless(module_server: ServerProc) -> N
     assert (first["applied"], again["applied"]) == (True, False)
     assert again["balance_fen"] == 500
     # the same id for a different top-up is an operator error, not a silent no-op
-    refused(admin_raw(module_server, "POST", path, {**body, "amount_fen": 600}), 409, "request_id_reused")
+    refused(
+        admin_raw(module_server, "POST", path, {**body, "amount_fen": 600}),
+        409,
+        "request_id_reused",
+    )
     other = fresh_account(module_server)
     refused(
         admin_raw(module_server, "POST", f"/v1/admin/accounts/{other['number']}/topups", body),
@@ -258,7 +262,12 @@ def test_topup_request_id_makes_a_retry_harmless(module_server: ServerProc) -> N
 # --- terminals and policy -----------------------------------------------------------------------
 @pytest.mark.parametrize(
     "body",
-    [{"role": "atm", "name": "x"}, {"role": "pos", "name": ""}, {"role": "pos", "name": "a b"}, {"role": "pos"}],
+    [
+        {"role": "atm", "name": "x"},
+        {"role": "pos", "name": ""},
+        {"role": "pos", "name": "a b"},
+        {"role": "pos"},
+    ],
 )
 def test_bad_enrollment_token_requests(module_server: ServerProc, body: dict[str, Any]) -> None:
     refused(admin_raw(module_server, "POST", "/v1/admin/terminals/tokens", body), 422, "invalid")
@@ -268,7 +277,12 @@ def test_terminals_listed(module_server: ServerProc) -> None:
     term = HandTerminal.enroll(module_server, "admin-list")
     rows = admin_raw(module_server, "GET", "/v1/admin/terminals").json()["terminals"]
     row = next(t for t in rows if t["id"] == term.terminal_id)
-    assert (row["name"], row["role"], row["status"], row["head_seq"]) == ("admin-list", "pos", "active", 0)
+    assert (row["name"], row["role"], row["status"], row["head_seq"]) == (
+        "admin-list",
+        "pos",
+        "active",
+        0,
+    )
     assert "pubkey" not in row
 
 
@@ -334,7 +348,9 @@ def test_roster_r3_passwords_work(module_server: ServerProc) -> None:
 def test_roster_that_cannot_be_read_is_refused_whole(
     module_server: ServerProc, csv: str, what: str
 ) -> None:
-    err = refused(admin_raw(module_server, "POST", "/v1/admin/roster", {"csv": csv}), 422, "bad_roster")
+    err = refused(
+        admin_raw(module_server, "POST", "/v1/admin/roster", {"csv": csv}), 422, "bad_roster"
+    )
     assert what in err["message"]
     assert not exists(module_server, "A1")
 

@@ -54,7 +54,9 @@ def test_missing_or_garbled_signature_headers(module_server: ServerProc) -> None
     good = signed_get(term, "/v1/feed")
     for drop in (protocol.H_TIME, protocol.H_NONCE, protocol.H_SIGNATURE):
         headers = {k: v for k, v in good.items() if k != drop}
-        refused(requests.get(term.url + "/v1/feed", headers=headers, timeout=5), 401, "bad_signature")
+        refused(
+            requests.get(term.url + "/v1/feed", headers=headers, timeout=5), 401, "bad_signature"
+        )
     for name, value in (
         (protocol.H_SIGNATURE, "***"),
         (protocol.H_SIGNATURE, "AAAA"),
@@ -62,7 +64,9 @@ def test_missing_or_garbled_signature_headers(module_server: ServerProc) -> None
         (protocol.H_NONCE, "x"),
     ):
         headers = {**signed_get(term, "/v1/feed"), name: value}
-        refused(requests.get(term.url + "/v1/feed", headers=headers, timeout=5), 401, "bad_signature")
+        refused(
+            requests.get(term.url + "/v1/feed", headers=headers, timeout=5), 401, "bad_signature"
+        )
 
 
 def test_stale_request_is_refused(module_server: ServerProc) -> None:
@@ -125,7 +129,9 @@ def test_revoked_terminal_is_refused(module_server: ServerProc) -> None:
     assert (err.value.status, err.value.code) == (403, "terminal_revoked")
     rows = module_server.admin().call("GET", "/v1/admin/terminals")["terminals"]
     assert next(t for t in rows if t["id"] == term.terminal_id)["status"] == "revoked"
-    refused(admin_raw(module_server, "POST", "/v1/admin/terminals/T99999/revoke"), 404, "no_terminal")
+    refused(
+        admin_raw(module_server, "POST", "/v1/admin/terminals/T99999/revoke"), 404, "no_terminal"
+    )
 
 
 def test_enrollment_token_is_one_time(module_server: ServerProc) -> None:
@@ -163,7 +169,11 @@ def test_wrong_role_cannot_authorize(module_server: ServerProc) -> None:
 def test_admin_api_needs_the_admin_token(module_server: ServerProc) -> None:
     url = module_server.url + "/v1/admin/ledger/check"
     refused(requests.get(url, timeout=5), 401, "bad_admin_token")
-    refused(requests.get(url, headers={"Authorization": "Bearer nope"}, timeout=5), 401, "bad_admin_token")
+    refused(
+        requests.get(url, headers={"Authorization": "Bearer nope"}, timeout=5),
+        401,
+        "bad_admin_token",
+    )
     # a terminal's signature is no admin credential
     term = HandTerminal.enroll(module_server, "auth-admin")
     resp = requests.get(url, headers=signed_get(term, "/v1/admin/ledger/check"), timeout=5)
@@ -178,7 +188,9 @@ def test_replay_protection_survives_a_restart_and_lagging_clocks_are_fine(
     assert requests.get(term.url + "/v1/feed", headers=headers, timeout=5).status_code == 200
     server.stop()
     server.start()
-    refused(requests.get(term.url + "/v1/feed", headers=headers, timeout=5), 401, "replayed_request")
+    refused(
+        requests.get(term.url + "/v1/feed", headers=headers, timeout=5), 401, "replayed_request"
+    )
     # a terminal whose clock runs 30 s behind is inside the window, even right after a start
     term.client.clock = ManualClock(SystemClock().now_ms() - 30_000)
     assert term.client.feed(0)["ack"] == 0

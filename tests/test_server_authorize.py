@@ -229,7 +229,9 @@ def test_r7_alipay_lands_in_transition_and_moves_at_the_next_card_sale(
 ) -> None:
     acct = fresh_account(module_server)
     a = module_server.admin().call(
-        "POST", f"/v1/admin/accounts/{acct['number']}/topups", {"amount_fen": 3000, "channel": "alipay"}
+        "POST",
+        f"/v1/admin/accounts/{acct['number']}/topups",
+        {"amount_fen": 3000, "channel": "alipay"},
     )
     assert (a["balance_fen"], a["transition_fen"]) == (0, 3000)
     out = term.authorize(1, acct["card_no"], 2000)  # a card sale may use it
@@ -247,7 +249,9 @@ def test_r7_phone_payments_do_not_move_the_transition_balance(
 ) -> None:
     acct = fresh_account(module_server, topup_fen=5000)
     module_server.admin().call(
-        "POST", f"/v1/admin/accounts/{acct['number']}/topups", {"amount_fen": 3000, "channel": "alipay"}
+        "POST",
+        f"/v1/admin/accounts/{acct['number']}/topups",
+        {"amount_fen": 3000, "channel": "alipay"},
     )
     term.record(acct["id"], 1000, method="qr-forward")
     term.push(term.wire([1]))

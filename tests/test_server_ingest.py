@@ -243,7 +243,7 @@ def test_records_of_another_terminal_are_refused(setup: Any) -> None:
 
 
 def test_record_naming_an_unknown_account_moves_no_money(setup: Any) -> None:
-    server, term, acct = setup
+    server, term, _acct = setup
     term.record(999_999, 100)
     out = term.push(term.wire([1]))
     assert out["ack"] == 1
@@ -304,7 +304,7 @@ def test_malformed_bodies_get_a_clear_422(setup: Any, why: str, make: Any) -> No
 
 
 def test_body_that_is_not_json_at_all(setup: Any) -> None:
-    server, term, acct = setup
+    server, term, _acct = setup
     for raw in (
         b"",
         b"{",

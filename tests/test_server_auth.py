@@ -3,6 +3,9 @@ unsigned, stale, replayed or foreign-signed requests are refused), enrollment to
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import requests
 from pytest import raises
 
@@ -11,8 +14,10 @@ from sync import protocol
 from sync.client import ServerClient
 from sync.crypto import SigningKey, b64e
 from sync.errors import ApiError, AuthError
+from sync.server import terminals
 from tests.handterm import HandTerminal, admin_raw, error_of, fresh_account
 from tests.helpers import ServerProc
+from tests.inproc import make_context
 
 SKEW_MS = 120_000  # the server's default freshness window
 
@@ -194,3 +199,14 @@ def test_replay_protection_survives_a_restart_and_lagging_clocks_are_fine(
     # a terminal whose clock runs 30 s behind is inside the window, even right after a start
     term.client.clock = ManualClock(SystemClock().now_ms() - 30_000)
     assert term.client.feed(0)["ack"] == 0
+
+
+def test_enrollment_token_never_starts_with_a_dash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ykt pos --enroll TOKEN` must read it as a value (argparse takes "-…" for an option);
+    token_urlsafe starts one token in 64 with "-"."""
+    ctx = make_context(tmp_path)
+    drawn = iter(["-leading-dash-token", "-again", "plain-token_123"])
+    monkeypatch.setattr(terminals.secrets, "token_urlsafe", lambda n: next(drawn))
+    assert terminals.create_enroll_token(ctx, "pos", "t")["token"] == "plain-token_123"

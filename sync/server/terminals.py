@@ -36,6 +36,8 @@ def create_enroll_token(ctx: Context, role: str, name: str) -> dict[str, Any]:
     if not _NAME.match(name or ""):
         raise Invalid("terminal name: 1-64 letters, digits, '.', '_' or '-'", "bad_name")
     token = secrets.token_urlsafe(18)
+    while token.startswith("-"):  # `ykt pos --enroll -x…` would read it as an option
+        token = secrets.token_urlsafe(18)
     now = ctx.now_ms()
     with ctx.db.tx() as tx:
         tx.execute(

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import PosProc, ServerProc
+from tests.live import Live, open_live
 
 
 @pytest.fixture
@@ -22,3 +23,11 @@ def pos(tmp_path: Path, server: ServerProc) -> Iterator[PosProc]:
     p = PosProc(tmp_path / "pos", server, token=server.enroll_token("canteen-1")).start()
     yield p
     p.stop()
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Live]:
+    """The real server app on loopback in this process (uvicorn in a thread)."""
+    s = open_live(tmp_path / "live")
+    yield s
+    s.stop()

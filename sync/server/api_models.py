@@ -71,6 +71,7 @@ class ErrorOut(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": text}
     for status, text in (
+        (400, "a body that cannot be read (not UTF-8 JSON text)"),
         (401, "missing or bad credentials (bad_session, bad_admin_token, unsigned, …)"),
         (403, "not allowed (wrong_role, not_permitted, locked, bad_card_proof, …)"),
         (404, "no such account, card, room, order, …"),

@@ -16,6 +16,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge.errors import StoreError
 from sync.server import accounts, authorize, feed, holders, ingest, ledger, policy, terminals
@@ -104,6 +105,18 @@ def create_app(ctx: Context) -> FastAPI:
         return _error(
             422, "invalid", f"{where}: {first.get('msg', 'invalid request')}", details=details
         )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # the framework's own refusals (a body that is not JSON text, an unknown path, a wrong
+        # method) in the same shape as ours
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
+        resp = _error(exc.status_code, code, str(exc.detail))
+        for key, val in (exc.headers or {}).items():
+            resp.headers[key] = val
+        return resp
 
     @app.exception_handler(StoreError)
     async def _store_error(request: Request, exc: StoreError) -> JSONResponse:

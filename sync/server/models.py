@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.money import MAX_AMOUNT_FEN
+from sync.server.api_models import IdCard
 
 Fen = Field(gt=0, le=MAX_AMOUNT_FEN, description="an amount in fen (分), positive")
 
@@ -19,7 +20,7 @@ class AccountIn(Strict):
     number: str = Field(min_length=1, max_length=32, description="student/staff or card number")
     name: str = Field(min_length=1, max_length=64)
     type: Literal["temporary", "student", "staff", "consumer"]
-    id_card: str = Field(min_length=15, max_length=24, description="ID-card number (GB 11643)")
+    id_card: IdCard
     limit_fen: int | None = Field(default=None, gt=0, le=MAX_AMOUNT_FEN)
     expires: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
 

@@ -251,3 +251,18 @@ def test_r16_consumer_and_temporary_cards_sign_in_by_card_number(live: Live, kin
     """R16: everyone but students and staff signs in with the card number."""
     card = live.add_account(f"X-{kind}", 22 if kind == "consumer" else 23, kind=kind)
     assert me(live, live.login(card["card_no"], card["password"]))["type"] == kind
+
+
+def test_r8_card_payments_move_the_transition_balance_qr_payments_do_not(live: Live) -> None:
+    """R8 payment methods: card, QR forward scan, QR reverse scan; R7: only a *card*
+    transaction moves the transition balance in.  Online authorization here is by card (the
+    phone codes are issue 4's)."""
+    assert rules.moves_transition("card")
+    assert not rules.moves_transition("qr-forward") and not rules.moves_transition("qr-reverse")
+    card = live.add_account("S12", 24)
+    pos = live.terminal("pos")
+    body = {"seq": 1, "card_no": card["card_no"], "amount_fen": 100, "method": "qr-forward"}
+    r = live.call("POST", "/v1/pos/authorize", body)
+    assert r.status_code == 401  # unsigned
+    with pytest.raises(Exception, match="422"):
+        pos.authorize(body)

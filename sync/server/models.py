@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.money import MAX_AMOUNT_FEN
-from sync.server.api_models import IdCard
+from sync.server.api_models import IdCard, Number, Password6, Uid
 
 Fen = Field(gt=0, le=MAX_AMOUNT_FEN, description="an amount in fen (分), positive")
 
@@ -17,7 +17,7 @@ class Strict(BaseModel):
 
 
 class AccountIn(Strict):
-    number: str = Field(min_length=1, max_length=32, description="student/staff or card number")
+    number: Number
     name: str = Field(min_length=1, max_length=64)
     type: Literal["temporary", "student", "staff", "consumer"]
     id_card: IdCard
@@ -36,7 +36,7 @@ class StatusIn(Strict):
 
 
 class CardIn(Strict):
-    uid: str | None = Field(default=None, max_length=32, description="card UID in hex")
+    uid: Uid | None = None
 
 
 class TopupIn(Strict):
@@ -62,7 +62,7 @@ class PolicyIn(Strict):
 
 class LoginIn(Strict):
     number: str = Field(min_length=1, max_length=32, description="staff/student or card number")
-    password: str = Field(min_length=1, max_length=64, description="query password (R4)")
+    password: Password6 = Field(description="query password (R4)")
 
 
 class EnrollIn(Strict):

@@ -34,6 +34,7 @@ class Live:
     server: uvicorn.Server | None = None
     thread: threading.Thread | None = None
     token: str = ""
+    clients: list[ServerClient] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -52,6 +53,8 @@ class Live:
         return self
 
     def stop(self) -> None:
+        for c in self.clients:
+            c.close()
         if self.server is not None:
             self.server.should_exit = True
         if self.thread is not None:
@@ -103,6 +106,7 @@ class Live:
         )["token"]
         key = SigningKey.generate()
         client = ServerClient(self.url, clock=self.ctx.clock)
+        self.clients.append(client)
         got = client.enroll(tok, key.public.to_b64())
         client.terminal_id, client.key = got["terminal_id"], key
         return client

@@ -81,6 +81,8 @@ def fuzz_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
         "pos": SigningSession(live.terminal("pos", "fuzz-pos")),
     }
     yield world
+    world["kiosk"].close()
+    world["pos"].close()
     live.stop()
 
 

@@ -114,7 +114,9 @@ def _setup(url: str, token: str, accounts: int) -> dict[str, Any]:
         ).json()["token"]
         seed = os.urandom(32)
         key = SigningKey.from_seed(seed)
-        tid = ServerClient(url).enroll(tok, key.public.to_b64())["terminal_id"]
+        enroller = ServerClient(url)
+        tid = enroller.enroll(tok, key.public.to_b64())["terminal_id"]
+        enroller.close()
         terminals.append({"id": tid, "seed": seed.hex()})
     return {"people": people, "terminals": terminals}
 

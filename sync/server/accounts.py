@@ -290,12 +290,12 @@ def _transfer_rows(ctx: Context, account_id: int, kinds: tuple[str, ...]) -> lis
 
 def bills(ctx: Context, account_id: int) -> list[dict[str, Any]]:
     """R9 bills (账单): top-ups and purchases."""
-    return _transfer_rows(ctx, account_id, ("topup", "sale"))
+    return _transfer_rows(ctx, account_id, rules.BILL_KINDS)
 
 
 def flow(ctx: Context, account_id: int) -> list[dict[str, Any]]:
     """R9 transaction flow (交易流水): account operations, top-ups and purchases."""
-    items = _transfer_rows(ctx, account_id, ("topup", "sale", "transition"))
+    items = _transfer_rows(ctx, account_id, rules.FLOW_MONEY_KINDS)
     for r in ctx.db.all(
         "SELECT id, ts_ms, kind, detail, actor FROM account_events WHERE account_id = ?",
         (account_id,),
@@ -376,55 +376,69 @@ def reset_pin_tries(ctx: Context, number: str, actor: str = "admin") -> dict[str
 
 
 # --- cards ---------------------------------------------------------------------------------
+def check_uid(uid: str | None, ctx: Context) -> str:
+    """A card UID as stored: upper-case hex of 4, 7 or 10 bytes (a generated one when None)."""
+    if uid is None:
+        return f"{ctx.rng.getrandbits(32):08X}"
+    uid = uid.strip().upper().replace(":", "")
+    if not _UID.match(uid):
+        raise Invalid("a card UID is 4, 7 or 10 bytes of hex", "bad_uid")
+    return uid
+
+
 def issue_card(
     ctx: Context, number: str, uid: str | None = None, actor: str = "admin"
 ) -> dict[str, Any]:
     """Issue a card to an account.  A new card replaces every earlier card of the account at
     once (R11: the old card stops working the moment the new one exists)."""
-    if uid is not None:
-        uid = uid.strip().upper().replace(":", "")
-        if not _UID.match(uid):
-            raise Invalid("a card UID is 4, 7 or 10 bytes of hex", "bad_uid")
-    else:
-        uid = f"{ctx.rng.getrandbits(32):08X}"
+    uid = check_uid(uid, ctx)
     with ctx.db.tx() as tx:
         a = tx.one("SELECT id, status FROM accounts WHERE number = ?", (number,))
         if a is None:
             raise NotFound(f"no account with number {number!r}", "no_account")
         if a["status"] == AccountStatus.CANCELLED:
             raise Conflict("the account is cancelled (R14)", "bad_status")
-        if tx.one("SELECT 1 FROM cards WHERE uid = ? AND status = 'active'", (uid,)):
-            raise Conflict(f"a card with UID {uid} is already in use", "duplicate_uid")
-        gen = (
-            int(
-                tx.scalar(
-                    "SELECT COALESCE(MAX(generation), 0) FROM cards WHERE account_id = ?",
-                    (a["id"],),
-                )
-            )
-            + 1
-        )
-        seq = int(tx.scalar("SELECT COUNT(*) FROM cards")) + 1
-        card_no = f"{10_000_000 + seq}"
-        version = next_version(tx)
-        tx.execute(
-            "UPDATE cards SET status = 'replaced', version = ? "
-            "WHERE account_id = ? AND status = 'active'",
-            (version, a["id"]),
-        )
-        tx.execute(
-            "INSERT INTO cards (card_no, account_id, uid, generation, issued_ms, version) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (card_no, a["id"], uid, gen, ctx.now_ms(), version),
-        )
-        event(tx, ctx, a["id"], "card_issue", f"card {card_no} generation {gen} issued", actor)
+        card = issue_card_tx(ctx, tx, a["id"], uid, actor)
     ctx.notifier.notify()
+    return {**card, "number": number}
+
+
+def issue_card_tx(ctx: Context, tx: Tx, account_id: int, uid: str, actor: str) -> dict[str, Any]:
+    """Inside a transaction: a new card for the account; its earlier cards become 'replaced'.
+    Returns the card with its proof tag (what the encoder writes onto it, see cardproof)."""
+    from sync.server import cardproof
+
+    if tx.one("SELECT 1 FROM cards WHERE uid = ? AND status = 'active'", (uid,)):
+        raise Conflict(f"a card with UID {uid} is already in use", "duplicate_uid")
+    gen = (
+        int(
+            tx.scalar(
+                "SELECT COALESCE(MAX(generation), 0) FROM cards WHERE account_id = ?",
+                (account_id,),
+            )
+        )
+        + 1
+    )
+    seq = int(tx.scalar("SELECT COUNT(*) FROM cards")) + 1
+    card_no = f"{10_000_000 + seq}"
+    version = next_version(tx)
+    tx.execute(
+        "UPDATE cards SET status = 'replaced', version = ? "
+        "WHERE account_id = ? AND status = 'active'",
+        (version, account_id),
+    )
+    tx.execute(
+        "INSERT INTO cards (card_no, account_id, uid, generation, issued_ms, version) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (card_no, account_id, uid, gen, ctx.now_ms(), version),
+    )
+    event(tx, ctx, account_id, "card_issue", f"card {card_no} generation {gen} issued", actor)
     return {
         "card_no": card_no,
         "uid": uid,
         "generation": gen,
-        "account_id": a["id"],
-        "number": number,
+        "account_id": account_id,
+        "tag": cardproof.card_tag(cardproof.tag_key(tx), ctx.config.campus_id, card_no, uid, gen),
     }
 
 

@@ -108,6 +108,7 @@ class Engine:
     def _expire_pin(self) -> None:
         s = self._screen
         if s.state == State.WAIT_PIN and self.clock.now_ms() - s.since_ms > PIN_TIMEOUT_MS:
+            self._tap = None
             self._set(
                 State.DECLINED,
                 amount_fen=s.amount_fen,
@@ -120,6 +121,7 @@ class Engine:
 
     def key_amount(self, amount_fen: int, confirm: bool = True) -> dict[str, Any]:
         with self._cond:
+            self._expire_pin()  # a timed-out password prompt does not block the next sale
             if self._screen.state in (State.WAIT_PIN,):
                 raise EngineError("a sale is waiting for the consumption password; cancel first")
             self._set(

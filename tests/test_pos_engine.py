@@ -8,7 +8,9 @@ against the real server, and an :class:`edge.clock.ManualClock`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import pytest
 import requests
 
 from drivers.reader.base import CardTap
+from edge.errors import RuleError
 from edge.pos.engine import PIN_TIMEOUT_MS, EngineError, State
 from sim.control import AgentControl
 from sim.errors import SimUsageError
@@ -244,3 +247,88 @@ def test_offline_decision_in_process(shop: tuple[ServerProc, PosProc], rig: Rig)
     s = eng.screen()
     assert s["state"] == State.APPROVED and s["offline"] is True and s["balance_fen"] == 19300
     assert rig.journal.unsynced_offline_fen == 700
+
+
+def test_concurrent_pins_charge_once(shop: tuple[ServerProc, PosProc], ctl: AgentControl) -> None:
+    """A PIN keyed twice at once (a double press, two screens) decides the sale once."""
+    server, pos = shop
+    card = new_card(shop)
+    s = ctl.amount(6000)
+    ctl.present(card["card_no"])
+    ctl.wait(s["version"], ("wait_pin",), 10)
+    gate = threading.Barrier(4)
+
+    def press() -> int:
+        gate.wait()
+        return post(pos, "/control/pin", {"pin": card["password"]}).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        codes = sorted(pool.map(lambda _: press(), range(4)))
+    assert codes.count(200) >= 1 and set(codes) <= {200, 409}, codes
+    assert ctl.state()["state"] == State.APPROVED
+    pos.wait_synced()
+    acct = server.account(card["number"])
+    assert [b["amount_fen"] for b in acct["bills"] if b["kind"] == "sale"] == [-6000]
+    assert acct["balance_fen"] == 14000
+
+
+def test_amount_or_cancel_while_deciding_is_refused(
+    shop: tuple[ServerProc, PosProc], rig: Rig
+) -> None:
+    """While a decision is being made the screen cannot be changed under it."""
+    card = new_card(shop)
+    eng = rig.engine
+    eng.key_amount(500)
+    entered, release = threading.Event(), threading.Event()
+    real = rig.decider.decide
+
+    def slow(*a: Any) -> Any:
+        entered.set()
+        release.wait(5)
+        return real(*a)
+
+    rig.decider.decide = slow  # type: ignore[method-assign]
+    t = threading.Thread(target=eng.on_card, args=(tap_of(card),))
+    t.start()
+    try:
+        assert entered.wait(5)
+        for action in (lambda: eng.key_amount(100), eng.cancel, eng.confirm):
+            with pytest.raises(EngineError, match="being decided"):
+                action()
+        eng.on_card(tap_of(card))  # a second tap meanwhile is ignored
+    finally:
+        release.set()
+        t.join(5)
+    s = eng.screen()
+    assert s["state"] == State.APPROVED and s["amount_fen"] == 500 and rig.journal.head_seq == 1
+
+
+def test_a_failing_decision_is_shown_and_the_engine_moves_on(
+    shop: tuple[ServerProc, PosProc], rig: Rig
+) -> None:
+    card = new_card(shop)
+    eng = rig.engine
+    real = rig.decider.decide
+
+    def broken(*a: Any) -> Any:
+        raise KeyError("approved")  # e.g. a malformed answer from the server
+
+    rig.decider.decide = broken  # type: ignore[method-assign]
+    eng.key_amount(500)
+    eng.on_card(tap_of(card))
+    s = eng.screen()
+    assert s["state"] == State.DECLINED and s["code"] == "error" and "KeyError" in s["reason"]
+    rig.decider.decide = real  # type: ignore[method-assign]
+    eng.key_amount(500)
+    eng.on_card(tap_of(card))
+    assert eng.screen()["state"] == State.APPROVED
+
+
+def test_non_ascii_digits_are_not_a_password(shop: tuple[ServerProc, PosProc], rig: Rig) -> None:
+    card = new_card(shop)
+    eng = rig.engine
+    eng.key_amount(6000)
+    eng.on_card(tap_of(card))
+    with pytest.raises(RuleError):
+        eng.key_pin("١٢٣٤٥٦")
+    assert eng.screen()["state"] == State.WAIT_PIN

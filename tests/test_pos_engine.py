@@ -8,6 +8,7 @@ against the real server, and an :class:`edge.clock.ManualClock`.
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc,
     pos = PosProc(tmp / "pos", server, token=server.enroll_token("engine-1")).start()
     yield server, pos
     pos.stop()
-    server.stop()
+    server.stop(signal.SIGKILL)  # a graceful stop waits out long-polls
 
 
 @pytest.fixture

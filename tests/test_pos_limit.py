@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from drivers.reader.base import CardTap
 from edge.rules import DEFAULT_DAILY_LIMIT_FEN
 from sim.control import AgentControl
 from tests.helpers import PosProc, ServerProc
 from tests.posutil import (
+    Rig,
     admin_args,
     journal_rows,
     restart_server,
@@ -221,3 +224,42 @@ def test_online_wrong_tries_carry_into_offline(shop: tuple[ServerProc, PosProc])
     finally:
         come_back(server, pos)
     assert server.account(card["number"])["pin_tries"] == 3
+
+
+# -- R6 online before the sales have synced ---------------------------------------------------
+# The in-process engine (tests.posutil.Rig) pushes nothing, so the server knows the sales only
+# as holds on the amounts it authorized: exactly the window between a sale and its sync.
+@pytest.fixture
+def rig(shop: tuple[ServerProc, PosProc], tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(shop[0], tmp_path / "rig")
+    yield r
+    r.close()
+
+
+def rig_sale(rig: Rig, card: dict[str, Any], fen: int, pin: str | None = None) -> dict[str, Any]:
+    eng = rig.engine
+    eng.key_amount(fen)
+    eng.on_card(CardTap(uid=card["uid"], card_no=card["card_no"], reader="t"))
+    s = eng.screen()
+    if s["state"] == "wait_pin" and pin is not None:
+        s = eng.key_pin(pin)
+    if s["state"] == "wait_pin":
+        eng.cancel()
+    return s
+
+
+def test_online_limit_counts_sales_not_yet_synced(
+    shop: tuple[ServerProc, PosProc], rig: Rig
+) -> None:
+    card = new_card(shop)
+    assert rig_sale(rig, card, 3000)["state"] == "approved"
+    assert rig_sale(rig, card, 3000)["state"] == "wait_pin"  # 3000 + 3000 > 5000 today
+
+
+def test_online_pin_reset_holds_before_sync(shop: tuple[ServerProc, PosProc], rig: Rig) -> None:
+    card = new_card(shop)
+    assert rig_sale(rig, card, 3000)["state"] == "approved"
+    assert rig_sale(rig, card, 3000, pin=card["password"])["state"] == "approved"
+    # the password reset the tracked amount: 3000 + 2000 reaches the limit, one fen passes it
+    assert rig_sale(rig, card, 2000)["state"] == "approved"
+    assert rig_sale(rig, card, 1)["state"] == "wait_pin"

@@ -148,3 +148,11 @@ MIGRATIONS.add(
     CREATE INDEX sessions_account ON sessions (account_id)
     """,
 )
+
+MIGRATIONS.add(
+    "0003-hold-pin",
+    """
+    ALTER TABLE holds ADD COLUMN pin_ok INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE holds ADD COLUMN created_ms INTEGER NOT NULL DEFAULT 0
+    """,
+)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -333,3 +334,19 @@ def test_non_ascii_digits_are_not_a_password(shop: tuple[ServerProc, PosProc], r
     with pytest.raises(RuleError):
         eng.key_pin("١٢٣٤٥٦")
     assert eng.screen()["state"] == State.WAIT_PIN
+
+
+def test_a_long_poll_returns_when_the_pin_times_out(
+    shop: tuple[ServerProc, PosProc], rig: Rig
+) -> None:
+    card = new_card(shop)
+    eng = rig.engine
+    eng.key_amount(6000)
+    eng.on_card(tap_of(card))
+    asked = eng.screen()
+    assert asked["state"] == State.WAIT_PIN
+    rig.clock.advance(PIN_TIMEOUT_MS + 1)
+    t0 = time.monotonic()
+    s = eng.wait(asked["version"], 5.0)  # the screen's long-poll
+    assert s["state"] == State.DECLINED and s["code"] == "pin_timeout"
+    assert time.monotonic() - t0 < 1.0  # not after the whole wait

@@ -9,10 +9,12 @@ are journaled as ``pin_fail`` and counted by the server when they sync.
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -23,6 +25,7 @@ from tests.helpers import PosProc, ServerProc
 from tests.posutil import (
     Rig,
     admin_args,
+    dead_url,
     journal_rows,
     restart_server,
     sale_amounts,
@@ -263,3 +266,24 @@ def test_online_pin_reset_holds_before_sync(shop: tuple[ServerProc, PosProc], ri
     # the password reset the tracked amount: 3000 + 2000 reaches the limit, one fen passes it
     assert rig_sale(rig, card, 2000)["state"] == "approved"
     assert rig_sale(rig, card, 1)["state"] == "wait_pin"
+
+
+def test_offline_tracked_amount_starts_again_at_campus_midnight(
+    shop: tuple[ServerProc, PosProc], rig: Rig
+) -> None:
+    """R6 offline with the injected clock: the amount tracked today does not carry past the
+    campus midnight (Asia/Shanghai), whatever the UTC date."""
+    card = new_card(shop)
+    rig.pull()
+    rig.client.base_url = dead_url()
+    now = dt.datetime.fromtimestamp(rig.clock.now_ms() / 1000, ZoneInfo("Asia/Shanghai"))
+    # the sales happen at 23:50 campus time, the next one at 00:05
+    evening = now.replace(hour=23, minute=50, second=0, microsecond=0)
+    rig.clock.set(int(evening.timestamp() * 1000))
+    first = rig_sale(rig, card, 4000)
+    assert first["state"] == "approved" and first["offline"] is True
+    assert rig_sale(rig, card, 2000)["state"] == "wait_pin"  # 6000 > 5000 the same day
+    rig.clock.advance(15 * 60 * 1000)
+    after = rig_sale(rig, card, 2000)
+    assert after["state"] == "approved" and after["offline"] is True, after
+    assert rig_sale(rig, card, 3001)["state"] == "wait_pin"  # 2000 + 3001 > 5000 the new day

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -92,11 +93,22 @@ class Engine:
             return self._screen.as_dict()
 
     def wait(self, after_version: int, timeout: float) -> dict[str, Any]:
-        """The screen once its version is past ``after_version`` (or after ``timeout``)."""
+        """The screen once its version is past ``after_version`` (or after ``timeout``).
+
+        A password prompt that times out meanwhile is a change too: the wait wakes at its
+        deadline, so a long-polling screen shows the timeout when it happens."""
+        deadline = time.monotonic() + timeout
         with self._cond:
-            self._cond.wait_for(lambda: self._screen.version > after_version, timeout)
-            self._expire_pin()
-            return self._screen.as_dict()
+            while True:
+                self._expire_pin()
+                s = self._screen
+                left = deadline - time.monotonic()
+                if s.version > after_version or left <= 0:
+                    return s.as_dict()
+                if s.state == State.WAIT_PIN:
+                    pin_left = (s.since_ms + PIN_TIMEOUT_MS + 1 - self.clock.now_ms()) / 1000
+                    left = min(left, max(pin_left, 0.001))
+                self._cond.wait(left)
 
     # -- transitions --------------------------------------------------------------------------
     def _set(self, state: State, **kw: Any) -> None:

@@ -192,3 +192,40 @@ def test_killed_agent_restarts_with_its_offline_queue(tmp_path: Path) -> None:
     finally:
         pos.stop(signal.SIGKILL)
         server.stop(signal.SIGKILL)
+
+
+def test_a_lost_journal_is_reported_and_the_agent_lives_on(tmp_path: Path) -> None:
+    """The journal is lost (deleted, restored from an old backup) while the identity remains:
+    the server refuses the new records under old sequence numbers as tampering and acks a
+    sequence beyond the new head.  The agent reports it and keeps running (and retrying)."""
+    server = ServerProc(tmp_path / "server").start()
+    pos = PosProc(tmp_path / "pos", server, token=server.enroll_token("lost-1")).start()
+    pos.token = None
+    try:
+        card = server.add_account("R3", 3, topup_fen=10000)
+        pos.wait_card_known(card["card_no"])
+        ctl = AgentControl(pos.url)
+        for fen in (100, 200):
+            assert ctl.sale(fen, card["card_no"])["approved"]
+        pos.wait_synced()
+        pos.stop()
+        for f in pos.data.glob("journal.db*"):
+            f.unlink()
+        server.stop(signal.SIGKILL)
+        pos.start()
+        assert AgentControl(pos.url).sale(300, card["card_no"])["offline"]
+        restart_server(server)
+
+        def alarms() -> list[dict[str, object]]:
+            got = server.admin().call("GET", "/v1/admin/alarms")["alarms"]
+            return [a for a in got if a["kind"] == "tamper"]
+
+        wait_until(lambda: pos.status()["push_error"], 15, 0.05)
+        wait_until(lambda: len(alarms()) >= 2, 15, 0.1)  # it tried again: the pusher lives
+        assert pos.proc is not None and pos.proc.poll() is None
+        st = pos.status()
+        assert st["queued"] == 1 and "ack" in st["push_error"]
+        assert sale_amounts(server.account("R3")) == [100, 200]  # nothing refused was applied
+    finally:
+        pos.stop(signal.SIGKILL)
+        server.stop(signal.SIGKILL)

@@ -74,12 +74,11 @@ def test_risk_limits_decline_offline_and_the_queue_drains(tmp_path: Path) -> Non
         restart_server(server)
         st = pos.wait_synced(15)
         assert st["queued"] == 0 and st["unsynced_offline_fen"] == 0
+        r = ykt(*admin_args(server), "account", "show", "--number", cards["a"]["number"], "--json")
+        assert r.returncode == 0, r.stderr
+        assert sale_amounts(json.loads(r.stdout)) == [3000, 2000]
         for who, sales in (("a", [3000, 2000]), ("b", [3000, 1000]), ("c", [])):
-            r = ykt(
-                *admin_args(server), "account", "show", "--number", cards[who]["number"], "--json"
-            )
-            assert r.returncode == 0, r.stderr
-            acct = json.loads(r.stdout)
+            acct = server.account(cards[who]["number"])
             assert sale_amounts(acct) == sales
             assert acct["balance_fen"] == 20000 - sum(sales)
         r = ykt(*admin_args(server), "ledger", "check", "--json")

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 
 from edge.cache import Cache
+from edge.errors import EdgeError
 from edge.journal import Journal
 from edge.link import Link
 from sync.client import ServerClient
@@ -107,10 +108,17 @@ class Uplink:
                     log.error("server raised an alarm on our journal: %s", alarm)
                 try:
                     self.journal.set_acked(int(resp["ack"]))
-                except (KeyError, ValueError, SyncError) as exc:
+                except (KeyError, ValueError, SyncError, EdgeError) as exc:
+                    # e.g. an ack beyond our head: this journal is not the one the server
+                    # knows (restored or replaced); the operator must look, the thread goes on
                     log.error("bad ack from server: %s", exc)
+                    self.last_push_error = f"bad ack from server: {exc}"
                 self._notify()
                 if self.journal.acked <= before:
+                    if not self.last_push_error:
+                        self.last_push_error = (
+                            f"server did not advance the ack: {resp.get('alarms')}"
+                        )
                     delay = backoff.next()
                     log.warning(
                         "server did not advance the ack (%s); retrying in %.1fs",

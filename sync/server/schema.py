@@ -243,3 +243,12 @@ def _card_tag_key(tx: Tx) -> None:
 
 
 MIGRATIONS.add_fn("0004-card-tag-key", _card_tag_key)
+
+
+MIGRATIONS.add(
+    "0005-hold-pin",
+    """
+    ALTER TABLE holds ADD COLUMN pin_ok INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE holds ADD COLUMN created_ms INTEGER NOT NULL DEFAULT 0
+    """,
+)

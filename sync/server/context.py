@@ -1,10 +1,19 @@
 """Everything a server operation needs: the database, the clock, randomness, configuration,
-the policy terminals receive, and the notifier that wakes long-polling terminals."""
+the policy terminals receive, and the notifier that wakes long-polling terminals.
+
+Nothing here is state of its own process that other server processes would need: several
+``ykt server`` processes can share one database (SPEC §7).  What must be shared lives in the
+database (feed versions, nonces, rate limits, sessions, counters); the notifier hears of
+changes made by the other processes (PostgreSQL LISTEN/NOTIFY, or a short poll of the feed
+version on SQLite); each process's random generator is seeded apart (:func:`boot_number`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import random
 import secrets
 import threading
@@ -17,6 +26,13 @@ from edge.db import Database, Tx
 from edge.passwords import DEFAULT_LOG2_N
 from edge.rules import DEFAULT_CHANNELS, DEFAULT_PIN_MAX_TRIES
 from sync.server.schema import MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+#: the PostgreSQL notification channel of feed changes
+FEED_CHANNEL = "ykt_feed"
+#: how often a process polls the feed version when the database cannot notify (SQLite)
+POLL_S = 0.25
 
 #: The policy the server sends to terminals (SPEC §3 offline risk limits, R7 channels, R11 fee,
 #: R12 automatic freeze rules).  Operators change it with ``ykt admin policy set``.
@@ -37,6 +53,7 @@ DEFAULT_POLICY: dict[str, Any] = {
 @dataclass
 class ServerConfig:
     data_dir: Path
+    #: ``postgresql://…`` to keep the data in PostgreSQL; None: SQLite in ``data_dir``
     db_url: str | None = None
     campus_id: str = "ynart"
     tz: str = DEFAULT_TZ
@@ -53,25 +70,75 @@ class ServerConfig:
     def db_path(self) -> Path:
         return self.data_dir / "ykt.db"
 
+    @property
+    def db_target(self) -> str | Path:
+        return self.db_url or self.db_path
+
 
 class Notifier:
-    """Wakes long-polling requests when the feed version moves (thread-safe ``notify``)."""
+    """Wakes long-polling requests when the feed version moves, whichever server process moved
+    it.  ``notify`` (thread-safe) wakes this process's waiters and, on PostgreSQL, sends a
+    NOTIFY that wakes every process's; on SQLite each process polls the version instead."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
         self._lock = threading.Lock()
+        self._db: Database | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    def attach(self, db: Database) -> None:
+        self._db = db
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
             self._loop = loop
             self._event = asyncio.Event()
+        db = self._db
+        if db is None:
+            return
+        if db.can_listen():
+            db.listen(FEED_CHANNEL, self._wake)
+        else:
+            self._watch = loop.create_task(self._poll(db))
+
+    async def unbind(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+
+    async def _poll(self, db: Database) -> None:
+        """SQLite: another process may have moved the version; look every POLL_S."""
+        from starlette.concurrency import run_in_threadpool
+
+        seen: int | None = None
+        while True:
+            try:
+                now = await run_in_threadpool(current_version, db)
+                if seen is not None and now != seen:
+                    self._fire()
+                seen = now
+            except Exception as exc:  # the database is busy or gone: try again later
+                log.debug("feed version poll: %s", exc)
+            await asyncio.sleep(POLL_S)
 
     def notify(self) -> None:
+        db = self._db
+        if db is not None and db.can_listen():
+            try:
+                db.notify(FEED_CHANNEL)
+            except Exception as exc:  # waiters still wake at their next check
+                log.warning("cannot notify other server processes: %s", exc)
+        self._wake()
+
+    def _wake(self) -> None:
         with self._lock:
             loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._fire)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._fire)
 
     def _fire(self) -> None:
         ev = self._event
@@ -98,13 +165,18 @@ class Context:
     rng: random.Random = field(default_factory=secrets.SystemRandom)
     notifier: Notifier = field(default_factory=Notifier)
 
+    def __post_init__(self) -> None:
+        self.notifier.attach(self.db)
+
     @classmethod
     def open(cls, config: ServerConfig, clock: Clock | None = None) -> Context:
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        db = Database(config.db_path, synchronous="FULL", migrations=MIGRATIONS)
-        rng: random.Random = (
-            random.Random(config.seed) if config.seed is not None else secrets.SystemRandom()
-        )
+        db = Database(config.db_target, synchronous="FULL", migrations=MIGRATIONS)
+        rng: random.Random = secrets.SystemRandom()
+        if config.seed is not None:
+            boot = boot_number(db)
+            # processes sharing the database, and restarts, must not draw the same ids
+            rng = random.Random(config.seed if boot == 1 else f"{config.seed}/{boot}")
         return cls(config=config, db=db, clock=clock or SystemClock(), rng=rng)
 
     def now_ms(self) -> int:
@@ -143,6 +215,16 @@ def next_version(tx: Tx) -> int:
     The UPDATE also takes the write lock on the counter, so versions become visible in order."""
     tx.execute("UPDATE versions SET value = value + 1 WHERE name = 'feed'")
     return int(tx.scalar("SELECT value FROM versions WHERE name = 'feed'"))
+
+
+def boot_number(db: Database) -> int:
+    """Count this start of a server process on the database (1 for the first ever)."""
+    with db.tx() as tx:
+        tx.execute(
+            "INSERT INTO versions (name, value) VALUES ('boot', 1) "
+            "ON CONFLICT (name) DO UPDATE SET value = versions.value + 1"
+        )
+        return int(tx.scalar("SELECT value FROM versions WHERE name = 'boot'"))
 
 
 def current_version(db: Database) -> int:

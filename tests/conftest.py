@@ -32,7 +32,8 @@ BOTH_DBS = {
     "test_conservation",
     "test_acceptance_holder",
     "test_sso",
-    "test_postgres",
+    "test_server_processes",
+    "test_db",
 }
 
 

@@ -190,10 +190,15 @@ class Database:
 
     # -- transactions and reads ------------------------------------------------------------
     @contextmanager
-    def tx(self) -> Iterator[Tx]:
-        """A write transaction (``BEGIN IMMEDIATE``): commits on success, rolls back on error."""
+    def tx(self, *, exclusive: bool = True) -> Iterator[Tx]:
+        """A write transaction (``BEGIN IMMEDIATE``): commits on success, rolls back on error.
+
+        ``exclusive=False`` lets a PostgreSQL transaction run beside other writers (it skips
+        the writer lock; SQLite ignores it): only for transactions whose every statement is
+        right on its own, whatever commits beside it (``INSERT … ON CONFLICT DO NOTHING``, a
+        ``DELETE`` by a condition), never read-then-write."""
         if self._pg is not None:
-            with self._pg.write() as pg_conn:
+            with self._pg.write(exclusive) as pg_conn:
                 yield Tx(pg_conn)
             return
         with self._maybe_locked():

@@ -25,6 +25,7 @@ are ``REPEATABLE READ READ ONLY``: one snapshot, like SQLite's WAL read transact
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -112,6 +113,13 @@ class _BoolDumper(Dumper):
 
 
 # -- cursors and connections -------------------------------------------------------------------
+#: ``INSERT INTO t (…) VALUES (%s, …)`` with nothing after: executemany sends COPY for these
+#: when there are COPY_ROWS rows or more (psycopg's executemany costs a few dozen µs of Python
+#: per row)
+_PLAIN_INSERT = re.compile(
+    r"^INSERT\s+INTO\s+\S+\s*\([^()]*\)\s*VALUES\s*\((?:\s*%s\s*,)*\s*%s\s*\)$", re.IGNORECASE
+)
+COPY_ROWS = 20
 
 
 class Cursor:
@@ -201,10 +209,28 @@ class Connection:
             return Cursor(0, [])
         stmt, text = self._prepare(sql, batch[0])
         ident = self._identity(stmt)
+        plain = (
+            len(batch) >= COPY_ROWS
+            and not stmt.returning
+            and bool(stmt.columns)
+            and not isinstance(batch[0], Mapping)
+            and _PLAIN_INSERT.match(text) is not None
+        )
         try:
-            with self.raw.cursor() as cur:
-                cur.executemany(text, batch)
-                rowcount = cur.rowcount
+            if plain:  # COPY: a journal batch inserts a thousand rows under the writer lock
+                assert stmt.insert_into is not None
+                cols = ", ".join(stmt.columns)
+                with (
+                    self.raw.cursor() as cur,
+                    cur.copy(f"COPY {stmt.insert_into} ({cols}) FROM STDIN") as copy,
+                ):
+                    for row in batch:
+                        copy.write_row(row)
+                rowcount = len(batch)
+            else:
+                with self.raw.cursor() as cur:
+                    cur.executemany(text, batch)
+                    rowcount = cur.rowcount
             if ident is not None and ident in stmt.columns:
                 self._bump_identity(stmt.insert_into, ident)
         except psycopg.Error as exc:
@@ -406,8 +432,11 @@ class Backend:
             raise
         self._put(conn)
 
-    def write(self) -> Any:
-        """A write transaction: waits its turn on the writer lock (``BEGIN IMMEDIATE``)."""
+    def write(self, exclusive: bool = True) -> Any:
+        """A write transaction: waits its turn on the writer lock (``BEGIN IMMEDIATE``), unless
+        ``exclusive`` is False (see :meth:`edge.db.Database.tx`)."""
+        if not exclusive:
+            return self._session("BEGIN")
         return self._session(f"BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})")
 
     def read(self) -> Any:

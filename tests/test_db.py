@@ -72,6 +72,34 @@ def test_the_tx_api_is_the_same_on_both(db: Database) -> None:
     assert db.scalar("SELECT COUNT(*) FROM things") == 4
 
 
+def test_many_rows_at_once(db: Database) -> None:
+    """executemany of many rows (PostgreSQL sends those as COPY): NULLs, bools, big numbers,
+    quotes and tabs survive; explicit ids move the identity; a duplicate fails it all."""
+    rows = [(i, f"n{i}\t'\"\\", i * 2**40, None if i % 2 else True) for i in range(1, 51)]
+    with db.tx() as tx:
+        assert (
+            tx.executemany(
+                "INSERT INTO things (id, name, big, flag) VALUES (?, ?, ?, 0)",
+                [r[:3] for r in rows],
+            )
+            == 50
+        )
+        assert tx.insert("INSERT INTO things (name) VALUES ('after')") == 51
+        tx.executemany(
+            "INSERT INTO pairs (a, b, v) VALUES (?, ?, ?)",
+            [("p", i, r[3]) for i, r in enumerate(rows)],
+        )
+    got = db.all("SELECT id, name, big FROM things WHERE id <= 50 ORDER BY id")
+    assert [tuple(r) for r in got] == [r[:3] for r in rows]
+    assert db.scalar("SELECT COUNT(*) FROM pairs WHERE v IS NULL") == 25
+    assert db.scalar("SELECT COUNT(*) FROM pairs WHERE v = '1'") == 25
+    with pytest.raises(StoreConflict), db.tx() as tx:
+        tx.executemany(
+            "INSERT INTO pairs (a, b, v) VALUES (?, ?, ?)", [("q", i % 30, "x") for i in range(40)]
+        )
+    assert db.scalar("SELECT COUNT(*) FROM pairs WHERE a = 'q'") == 0
+
+
 def test_text_compares_and_sorts_by_bytes_and_like_ignores_ascii_case(db: Database) -> None:
     names = ["b", "B", "a:2", "a-1", "aa", "Z", "é"]
     with db.tx() as tx:

@@ -1,11 +1,19 @@
 """Devices are named by URL and opened here (one table of schemes per device kind).
 
-=================== ======================================================================
-``sim://NAME``      the in-process simulated device called NAME (:mod:`sim`)
-=================== ======================================================================
+=========== =========================== ===================================================
+kind        scheme                      device
+=========== =========================== ===================================================
+``reader``  ``sim://NAME``              the in-process simulated card reader (:mod:`sim`)
+``qr``      ``sim://NAME``              the in-process simulated camera (:mod:`sim.camera`)
+``qr``      ``camera:///dev/video0``    a camera through OpenCV (:mod:`drivers.qr.camera`)
+``qr``      ``camera://file/PATH``      a video, image or image folder through OpenCV
+``qr``      ``serial:///dev/ttyACM0``   a serial QR scanner on pyserial
+                                        (:mod:`drivers.qr.serial_scanner`)
+=========== =========================== ===================================================
 
-Hardware schemes (``pcsc://``, ``camera://``, ``serial://``, ``escpos+…://``) register
-themselves in the same tables as their drivers land.
+Other hardware schemes (``pcsc://``, ``escpos+…://``) register themselves in the same tables
+as their drivers land.  Optional libraries (OpenCV, zxing-cpp, pyzbar, pyserial) are imported
+only when a device that needs them is opened.
 """
 
 from __future__ import annotations
@@ -53,6 +61,11 @@ def _load_builtin() -> None:
     if _loaded:
         return
     _loaded = True
+    from drivers.qr import camera, serial_scanner
+    from sim import camera as sim_camera
     from sim import reader as sim_reader
 
     register("reader", "sim", sim_reader.open_url)
+    register("qr", "sim", sim_camera.open_url)
+    register("qr", "camera", camera.open_url)
+    register("qr", "serial", serial_scanner.open_url)

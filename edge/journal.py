@@ -46,6 +46,18 @@ MIGRATIONS.add(
     """,
 )
 
+MIGRATIONS.add(
+    "0002-seen-codes",
+    """
+    CREATE TABLE seen_codes (
+        serial INTEGER NOT NULL,
+        counter INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (serial, counter)
+    )
+    """,
+)
+
 
 @dataclass(frozen=True)
 class Appended:
@@ -88,8 +100,11 @@ class Journal:
         with self._lock:
             return self._head_seq
 
-    def append(self, fields: dict[str, Any]) -> Appended:
-        """Seal ``fields`` (everything but v/term/seq/prev) as the next record; durable on return."""
+    def append(self, fields: dict[str, Any], code: tuple[int, int] | None = None) -> Appended:
+        """Seal ``fields`` (everything but v/term/seq/prev) as the next record; durable on return.
+
+        ``code`` (certificate serial, counter) enters the seen-set of phone codes in the same
+        transaction, so a code is spent exactly when its sale is journaled."""
         with self._lock:
             rec = dict(fields)
             rec.update(
@@ -121,6 +136,11 @@ class Journal:
                         rec["pin"],
                     ),
                 )
+                if code is not None:
+                    tx.execute(
+                        "INSERT INTO seen_codes (serial, counter, seq) VALUES (?, ?, ?)",
+                        (code[0], code[1], rec["seq"]),
+                    )
             self._head_seq, self._head_hash = rec["seq"], h
             if rec["off"] and rec["kind"] == "sale":
                 self._unsynced_offline += rec["amt"]
@@ -178,6 +198,22 @@ class Journal:
                 (account_id, after_seq),
             )
         ]
+
+    def next_order(self) -> int:
+        """A new reverse-scan order number, unique on this terminal and across restarts."""
+        with self.db.tx() as tx:
+            tx.execute(
+                "INSERT INTO sync_state (key, value) VALUES ('order', 1) "
+                "ON CONFLICT (key) DO UPDATE SET value = value + 1"
+            )
+            return int(tx.scalar("SELECT value FROM sync_state WHERE key = 'order'"))
+
+    def code_seen(self, serial: int, counter: int) -> int | None:
+        """The sequence number of the sale that spent this phone code, or None."""
+        seq = self.db.scalar(
+            "SELECT seq FROM seen_codes WHERE serial = ? AND counter = ?", (serial, counter)
+        )
+        return None if seq is None else int(seq)
 
     def offline_spent_on(self, account_id: int, day: str) -> int:
         return int(

@@ -11,6 +11,7 @@ from typing import Any, TypeAlias
 from edge.money import format_fen
 from sim import wallet as wallet_mod
 from sim.errors import SimError
+from sim.wallet_codes_cli import add_code_commands
 
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -51,7 +52,8 @@ def add_wallet_parser(cmds: Sub) -> None:
     p = cmds.add_parser(
         "wallet",
         help="the simulated phone app of a card holder",
-        description="The simulated phone app (学付宝): sign in, balance, codes.",
+        description="The simulated phone app (学付宝): sign in, balance, payment and "
+        "authentication codes, scan (reverse scan).",
     )
     sub = p.add_subparsers(dest="wallet_command", metavar="ACTION", required=True)
 
@@ -74,6 +76,7 @@ def add_wallet_parser(cmds: Sub) -> None:
     c.add_argument("--password", required=True, help="query password (R4)")
     cmd("balance", balance, "balance, transition balance and status of the signed-in account")
     cmd("logout", logout, "end the wallet's session")
+    add_code_commands(cmd)  # pay-code, auth-code, scan (sim/wallet_codes_cli.py)
 
 
 def _wrap(fn: Any, args: argparse.Namespace) -> int:

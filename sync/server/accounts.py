@@ -278,13 +278,13 @@ def _transfer_rows(ctx: Context, account_id: int, kinds: tuple[str, ...]) -> lis
 
 
 def bills(ctx: Context, account_id: int) -> list[dict[str, Any]]:
-    """R9 bills (账单): top-ups and purchases."""
-    return _transfer_rows(ctx, account_id, ("topup", "sale"))
+    """R9 bills (账单): top-ups and purchases (and reversed purchases)."""
+    return _transfer_rows(ctx, account_id, ("topup", "sale", "reversal"))
 
 
 def flow(ctx: Context, account_id: int) -> list[dict[str, Any]]:
     """R9 transaction flow (交易流水): account operations, top-ups and purchases."""
-    items = _transfer_rows(ctx, account_id, ("topup", "sale", "transition"))
+    items = _transfer_rows(ctx, account_id, ("topup", "sale", "reversal", "transition"))
     for r in ctx.db.all(
         "SELECT id, ts_ms, kind, detail, actor FROM account_events WHERE account_id = ?",
         (account_id,),

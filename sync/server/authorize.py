@@ -16,7 +16,9 @@ from edge import rules
 from edge.money import format_fen
 from edge.passwords import verify_password
 from edge.rules import AccountStatus
-from sync.server import ledger
+from sync.codes import Verified
+from sync.errors import CodeError
+from sync.server import codes, ledger
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version
 from sync.server.errors import Invalid
@@ -54,11 +56,21 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
     seq, amount = req["seq"], req["amount_fen"]
     if seq < 1:
         raise Invalid("seq starts at 1", "bad_seq")
-    row = lookup_card(ctx, req["card_no"])
-    if row is None:
-        return _decline("unknown card")
-    base = {"account_id": row["id"], "number": row["number"], "name": row["name"]}
-    refusal = credential_refusal(ctx, row, req.get("uid"))
+    qr: Verified | None = None
+    if req.get("method") == "qr-forward":  # R8 forward scan: the phone's payment code
+        try:
+            qr, row = codes.check_payment_code(ctx, req.get("qr") or "")
+        except CodeError as exc:
+            return _decline(exc.message, exc.reason)
+        base = {"account_id": row["id"], "number": row["number"], "name": row["name"]}
+        refusal = codes.account_refusal(ctx, row)  # R2: the account blocks its codes too
+    else:
+        card = lookup_card(ctx, req["card_no"])
+        if card is None:
+            return _decline("unknown card")
+        row = card
+        base = {"account_id": row["id"], "number": row["number"], "name": row["name"]}
+        refusal = credential_refusal(ctx, row, req.get("uid"))
     if refusal:
         return _decline(refusal, **base)
     policy = ctx.policy()
@@ -80,7 +92,28 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
         assert acct is not None
         tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"] + holds)
         pin_ok = False
-        if tracker.needs_password(today, amount, acct["limit_fen"]):  # R6
+        if qr is not None:
+            used = tx.one(
+                "SELECT terminal_id, seq FROM code_uses WHERE serial = ? AND counter = ?",
+                (qr.code.serial, qr.code.counter),
+            )
+            if used is not None and (used["terminal_id"], used["seq"]) != (tid, seq):
+                return _decline(
+                    "this code was already used: refresh the code on the phone",
+                    "replayed",
+                    **base,
+                )
+        if qr is not None and tracker.needs_password(today, amount, acct["limit_fen"]):
+            # R6: over the limit the phone must have confirmed with the query password
+            if not qr.code.confirmed:
+                return _decline(
+                    f"over the daily limit {format_fen(acct['limit_fen'])}: confirm on the "
+                    "phone with the query password and show the new code (R6)",
+                    "needs_confirm",
+                    **base,
+                )
+            pin_ok = True
+        elif tracker.needs_password(today, amount, acct["limit_fen"]):  # R6
             tries_left = policy["pin_max_tries"] - acct["pin_tries"]
             if tries_left <= 0:
                 return _decline(
@@ -138,6 +171,12 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
             "expires_ms = excluded.expires_ms",
             (tid, seq, aid, amount, now + policy["hold_ttl_s"] * 1000),
         )
+        if qr is not None:  # the server's seen-set: this code is spent on (tid, seq)
+            tx.execute(
+                "INSERT INTO code_uses (serial, counter, kind, terminal_id, seq, ts_ms) "
+                "VALUES (?, ?, 'pay', ?, ?, ?) ON CONFLICT (serial, counter) DO NOTHING",
+                (qr.code.serial, qr.code.counter, tid, seq, now),
+            )
     spent_before = 0 if pin_ok else tracker.spent_on(today)
     return {
         "approved": True,
@@ -148,5 +187,6 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
         "limit_fen": acct["limit_fen"],
         "spent_fen": spent_before,
         "pin": "ok" if pin_ok else "none",
+        **({"cred": qr.code.cred, "confirmed": qr.code.confirmed} if qr is not None else {}),
         **base,
     }

@@ -67,7 +67,11 @@ def check_query_password(ctx: Context, number: str, password: str) -> dict[str, 
     return acct
 
 
-def login(ctx: Context, number: str, password: str) -> dict[str, Any]:
+def login(
+    ctx: Context, number: str, password: str, public_key: str | None = None
+) -> dict[str, Any]:
+    """R16 sign-in.  With ``public_key`` (the phone's own Ed25519 key) the server also
+    certifies that key for the account until the session ends (wallet enrollment, R18)."""
     acct = check_query_password(ctx, number, password)
     token = secrets.token_urlsafe(32)
     now = ctx.now_ms()
@@ -77,7 +81,7 @@ def login(ctx: Context, number: str, password: str) -> dict[str, Any]:
             "VALUES (?, ?, ?, ?)",
             (_digest(token), acct["id"], now, now + SESSION_TTL_MS),
         )
-    return {
+    out: dict[str, Any] = {
         "token": token,
         "expires_ms": now + SESSION_TTL_MS,
         "account": {
@@ -88,6 +92,13 @@ def login(ctx: Context, number: str, password: str) -> dict[str, Any]:
             "status": acct["status"],
         },
     }
+    if public_key is not None:
+        from sync.server import codes
+
+        out["wallet"] = codes.certify(
+            ctx, acct["id"], _digest(token), public_key, now + SESSION_TTL_MS
+        )
+    return out
 
 
 def session_account(ctx: Context, token: str) -> dict[str, Any]:
@@ -104,6 +115,9 @@ def session_account(ctx: Context, token: str) -> dict[str, Any]:
 
 
 def logout(ctx: Context, token: str) -> dict[str, Any]:
+    from sync.server import codes
+
     with ctx.db.tx() as tx:
         tx.execute("UPDATE sessions SET revoked = 1 WHERE token_hash = ?", (_digest(token),))
-    return {"logged_out": True}
+    revoked = codes.revoke_session(ctx, _digest(token))  # the phone's certificate dies too
+    return {"logged_out": True, "certificates_revoked": revoked}

@@ -49,8 +49,9 @@ def make_code(
     if confirm_password is not None:
         if kind is not codes.Kind.PAY:
             raise SimUsageError("only a payment code is confirmed with the query password")
-        w.call("POST", "/v1/app/codes/confirm", {"password": confirm_password})
+        got = w.call("POST", "/v1/app/codes/confirm", {"password": confirm_password})
         confirmed = True
+        st["grant"], st["grant_expires_ms"] = got.get("grant"), got.get("expires_ms")
     st["counter"] = int(st.get("counter", 0)) + 1
     w.save(path)  # the counter is spent before the code exists
     now_s = (clock or SystemClock()).now_ms() // 1000 + offset_s
@@ -78,15 +79,31 @@ def make_code(
     }
 
 
-def scan(w: Wallet, text: str, confirm_password: str | None = None) -> dict[str, Any]:
-    """扫一扫: pay a terminal's payment request (reverse scan) online; returns the proof."""
+def scan(
+    w: Wallet,
+    text: str,
+    confirm_password: str | None = None,
+    path: Path | None = None,
+    clock: Clock | None = None,
+) -> dict[str, Any]:
+    """扫一扫: pay a terminal's payment request (reverse scan) online; returns the proof.
+
+    Over the daily limit the server wants the query password (R6): ``confirm_password``, or a
+    confirmation the phone made in the last minutes (``pay-code --confirm-password``)."""
+    now_ms = (clock or SystemClock()).now_ms()
     text = text.strip()
     try:
         req = codes.parse_request(codes.unpack_text(text))
     except CodeError as exc:
         raise SimUsageError(f"not a payment request: {exc.message}") from exc
     body: dict[str, Any] = {"request": text}
+    st = w.extra.get("codes") or {}
     if confirm_password is not None:
         body["password"] = confirm_password
+    elif st.get("grant") and int(st.get("grant_expires_ms") or 0) > now_ms:
+        body["grant"] = st["grant"]  # a recent confirmation with the query password (R6)
     out = w.call("POST", "/v1/app/reverse/pay", body)
+    if "grant" in body and out.get("confirmed") and path is not None:
+        st.pop("grant", None)  # the server spent it on this payment
+        w.save(path)
     return {**out, "scanned": {"terminal_id": req.terminal_id, "order": req.order}}

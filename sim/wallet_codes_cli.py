@@ -128,7 +128,7 @@ def scan(args: argparse.Namespace) -> int:
         if not found:
             raise SimUsageError(f"no QR code found in {args.image}")
         text = found[0]
-    out = wallet_codes.scan(w, text, args.confirm_password)
+    out = wallet_codes.scan(w, text, args.confirm_password, args.wallet)
     if args.png:
         from sim import phone_screen
 

@@ -214,10 +214,10 @@ def create_app(ctx: Context) -> FastAPI:
     # -- phone codes (R8, R18; docs/codes.md) -------------------------------------------------
     @app.post("/v1/app/codes/confirm", tags=["app"])
     def app_confirm(body: ConfirmIn, who: Holder) -> dict[str, Any]:
-        """R6: the holder confirms with the query password before a payment code that goes
-        over the daily limit (wrong passwords count toward the sign-in lockout)."""
-        holders.check_query_password(ctx, who["number"], body.password)
-        return {"confirmed": True}
+        """R6: the holder confirms with the query password before a payment that goes over
+        the daily limit (wrong passwords count toward the sign-in lockout).  The grant it
+        returns covers one over-limit reverse-scan payment for ``confirm_ttl_s``."""
+        return codes.confirm(ctx, who, body.password)
 
     @app.post("/v1/app/reverse/describe", tags=["app"])
     def app_reverse_describe(body: ReversePayIn, who: Holder) -> dict[str, Any]:
@@ -228,7 +228,7 @@ def create_app(ctx: Context) -> FastAPI:
     def app_reverse_pay(body: ReversePayIn, who: Holder) -> dict[str, Any]:
         """Reverse scan: pay an offline terminal's payment request; returns the proof (QR text
         and short code) the terminal verifies offline.  Paying twice charges once."""
-        return reverse.pay(ctx, who, body.request, body.password)
+        return reverse.pay(ctx, who, body.request, body.password, body.grant)
 
     @app.get("/v1/codes/keys", tags=["public"])
     def code_keys() -> dict[str, Any]:

@@ -94,6 +94,39 @@ def public_info(ctx: Context) -> dict[str, Any]:
     }
 
 
+# --- R6 confirmations ------------------------------------------------------------------------
+def _grant_hash(grant: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(b"ykt-grant:" + grant.encode()).hexdigest()
+
+
+def confirm(ctx: Context, holder: dict[str, Any], password: str) -> dict[str, Any]:
+    """R6/R4: check the query password; returns a grant for one over-limit payment."""
+    from sync.server.holders import check_query_password
+
+    check_query_password(ctx, holder["number"], password)
+    grant = secrets.token_urlsafe(24)
+    expires = ctx.now_ms() + int(ctx.policy()["confirm_ttl_s"]) * 1000
+    with ctx.db.tx() as tx:
+        tx.execute("DELETE FROM confirmations WHERE expires_ms < ?", (ctx.now_ms(),))
+        tx.execute(
+            "INSERT INTO confirmations (grant_hash, account_id, expires_ms) VALUES (?, ?, ?)",
+            (_grant_hash(grant), holder["id"], expires),
+        )
+    return {"confirmed": True, "grant": grant, "expires_ms": expires}
+
+
+def use_grant(ctx: Context, tx: Any, account_id: int, grant: str) -> bool:
+    """Spend a confirmation grant of this account (in the caller's transaction)."""
+    n = tx.execute(
+        "UPDATE confirmations SET used = 1 WHERE grant_hash = ? AND account_id = ? "
+        "AND used = 0 AND expires_ms >= ?",
+        (_grant_hash(grant), account_id, ctx.now_ms()),
+    )
+    return bool(n)
+
+
 # --- wallet certificates --------------------------------------------------------------------
 def certify(
     ctx: Context, account_id: int, session_hash: str, public_key: str, not_after_ms: int

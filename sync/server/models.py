@@ -87,6 +87,12 @@ class ReversePayIn(Strict):
         max_length=64,
         description="query password, when the payment goes over the daily limit (R6)",
     )
+    grant: str | None = Field(
+        default=None,
+        min_length=8,
+        max_length=128,
+        description="a recent confirmation (POST /v1/app/codes/confirm) instead of the password",
+    )
 
 
 class EnrollIn(Strict):

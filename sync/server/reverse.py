@@ -19,7 +19,7 @@ from sync import codes
 from sync.crypto import VerifyKey
 from sync.errors import CodeError
 from sync.server import ledger
-from sync.server.codes import account_refusal, campus, issuer, proof_key
+from sync.server.codes import account_refusal, campus, issuer, proof_key, use_grant
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid
 from sync.server.holders import check_query_password
@@ -83,7 +83,13 @@ def describe(ctx: Context, text: str) -> dict[str, Any]:
     }
 
 
-def pay(ctx: Context, holder: dict[str, Any], text: str, password: str | None) -> dict[str, Any]:
+def pay(
+    ctx: Context,
+    holder: dict[str, Any],
+    text: str,
+    password: str | None,
+    grant: str | None = None,
+) -> dict[str, Any]:
     req = check_request(ctx, text)
     tid, aid = req.terminal_id, holder["id"]
     req_b64 = base64.b64encode(req.raw).decode()
@@ -104,6 +110,7 @@ def pay(ctx: Context, holder: dict[str, Any], text: str, password: str | None) -
                 **_proof(ctx, req, {"account_id": aid, "id": paid["id"]}),
                 "balance_fen": wallet_bal,
                 "already_paid": True,
+                "confirmed": False,
             }
         acct = tx.one("SELECT * FROM accounts WHERE id = ?", (aid,))
         assert acct is not None
@@ -119,7 +126,7 @@ def pay(ctx: Context, holder: dict[str, Any], text: str, password: str | None) -
         tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"] + holds)
         confirmed = False
         if tracker.needs_password(today, req.amount_fen, acct["limit_fen"]):  # R6
-            if password is None:
+            if password is None and not (grant and use_grant(ctx, tx, aid, grant)):
                 raise Conflict(
                     f"over the daily limit {format_fen(acct['limit_fen'])}: confirm with the "
                     "query password (R6)",
@@ -163,4 +170,5 @@ def pay(ctx: Context, holder: dict[str, Any], text: str, password: str | None) -
         **_proof(ctx, req, {"account_id": aid, "id": pay_id}),
         "balance_fen": wallet_bal - req.amount_fen,
         "already_paid": False,
+        "confirmed": confirmed,
     }

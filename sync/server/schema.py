@@ -185,6 +185,12 @@ MIGRATIONS.add(
         paid_ms INTEGER NOT NULL,
         journal_seq INTEGER,
         UNIQUE (terminal_id, order_no)
+    );
+    CREATE TABLE confirmations (
+        grant_hash TEXT PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts (id),
+        expires_ms INTEGER NOT NULL,
+        used INTEGER NOT NULL DEFAULT 0
     )
     """,
 )

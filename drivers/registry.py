@@ -18,6 +18,7 @@ only when a device that needs them is opened.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -54,13 +55,19 @@ def open_device(kind: str, url: str) -> Any:
 
 
 _loaded = False
+_load_lock = threading.Lock()
 
 
 def _load_builtin() -> None:
+    """Register the built-in drivers once (threads may open devices at the same time)."""
     global _loaded
-    if _loaded:
-        return
-    _loaded = True
+    with _load_lock:
+        if not _loaded:
+            _register_builtin()
+            _loaded = True
+
+
+def _register_builtin() -> None:
     from drivers.qr import camera, serial_scanner
     from sim import camera as sim_camera
     from sim import reader as sim_reader

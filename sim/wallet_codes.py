@@ -91,7 +91,7 @@ def scan(
     Over the daily limit the server wants the query password (R6): ``confirm_password``, or a
     confirmation the phone made in the last minutes (``pay-code --confirm-password``)."""
     now_ms = (clock or SystemClock()).now_ms()
-    text = text.strip()
+    text = text.strip("\r\n\t")
     try:
         req = codes.parse_request(codes.unpack_text(text))
     except CodeError as exc:

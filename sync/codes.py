@@ -112,7 +112,7 @@ def unpack_text(text: str) -> bytes:
     """The bytes behind a code's QR text (Base45 or decimal)."""
     if not isinstance(text, str):
         raise CodeError("garbage", "a code is text")
-    text = text.strip()
+    text = text.strip("\r\n\t")  # never spaces: a Base45 text may begin or end with one
     if not text:
         raise CodeError("garbage", "empty code")
     if len(text) > MAX_TEXT:

@@ -93,6 +93,10 @@ class SerialScanner:
             if self._skipping:  # the rest of an over-long line
                 self._skipping = False
                 continue
+            if len(line) > MAX_LINE:
+                log.warning("%s: a line over %d bytes: serial noise, dropped", self.name, MAX_LINE)
+                self._noise += 1
+                continue
             return line
 
     def read(self, timeout: float) -> QrRead | None:
@@ -119,7 +123,7 @@ class SerialScanner:
 
     def _check(self, line: bytes) -> str | None:
         self._lines += 1
-        line = line.strip()
+        line = line.strip(b"\r\n")  # not spaces: Base45 texts may begin or end with one
         if not line:
             return None
         try:

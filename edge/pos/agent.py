@@ -129,19 +129,24 @@ class PosAgent:
             url += ("&" if "?" in url else "?") + f"decoder={self.cfg.decoder}"
         return url
 
+    def _open_camera(self) -> bool:
+        try:
+            self.camera = open_device("qr", self._camera_url())
+        except DriverError as exc:
+            self.camera_error = str(exc)
+            log.error("QR source %s unavailable: %s", self.cfg.camera, exc)
+            return False
+        self.camera_error = ""
+        log.info("QR source %s ready", self.cfg.camera)
+        return True
+
     def _camera_loop(self) -> None:
         while not self._stop.is_set():
             self._camera_beat = time.monotonic()
-            if self.camera is None:
-                try:
-                    self.camera = open_device("qr", self._camera_url())
-                    self.camera_error = ""
-                    log.info("QR source %s ready", self.cfg.camera)
-                except DriverError as exc:
-                    self.camera_error = str(exc)
-                    log.error("QR source %s unavailable: %s", self.cfg.camera, exc)
-                    self._stop.wait(2.0)
-                    continue
+            if self.camera is None and not self._open_camera():
+                self._stop.wait(2.0)
+                continue
+            assert self.camera is not None
             try:
                 read = self.camera.read(0.5)
             except DriverError as exc:
@@ -180,6 +185,7 @@ class PosAgent:
         self._reader_thread.start()
         self._camera_thread: threading.Thread | None = None
         if self.cfg.camera:
+            self._open_camera()  # first try now, so the camera is there when the API answers
             self._camera_thread = threading.Thread(
                 target=self._camera_loop, name="camera", daemon=True
             )

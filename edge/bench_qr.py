@@ -39,7 +39,7 @@ def _pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
-def _setup() -> tuple[str, Any, set[tuple[int, int]]]:
+def _setup() -> tuple[str, Any, set[tuple[int, int]], int]:
     from sync import codes
     from sync.crypto import SigningKey
 
@@ -53,7 +53,7 @@ def _setup() -> tuple[str, Any, set[tuple[int, int]]]:
     verifier = codes.CodeVerifier(
         campus, {1: issuer.public}, lambda s: codes.KnownCert(cert) if s == 7 else None
     )
-    return text, verifier, set()
+    return text, verifier, set(), now * 1000
 
 
 def run_suite(presentations: int, decoder_name: str, seed: int = 1) -> dict[str, Any]:
@@ -62,12 +62,12 @@ def run_suite(presentations: int, decoder_name: str, seed: int = 1) -> dict[str,
     from sync.errors import CodeError
 
     decoder = get_decoder(decoder_name)
-    text, verifier, seen = _setup()
+    text, verifier, seen, at_ms = _setup()
 
     def decide(frame: Any) -> bool:
         for t in decoder.decode(frame):
             try:
-                v = verifier.verify(t, int(time.time() * 1000))
+                v = verifier.verify(t, at_ms)  # the moment the code was shown, however long we run
             except CodeError:
                 continue
             # the seen-set look-up (a POS then spends the code; here every frame decides afresh)

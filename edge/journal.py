@@ -6,6 +6,8 @@ leaves either no record (the sequence number is reused) or a durable record that
 
 Besides the signed body, each row keeps a few columns extracted from it (account, amount,
 campus day, offline flag, PIN fact) so offline decisions can query the journal by account.
+The ``offline`` column counts money at risk: a reverse-scan sale (paid online by the phone)
+is not.
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ class Journal:
                         rec["kind"],
                         rec["amt"],
                         day,
-                        int(rec["off"]),
+                        int(rec["off"] and rec["method"] != "qr-reverse"),  # money at risk
                         rec["pin"],
                     ),
                 )
@@ -142,7 +144,7 @@ class Journal:
                         (code[0], code[1], rec["seq"]),
                     )
             self._head_seq, self._head_hash = rec["seq"], h
-            if rec["off"] and rec["kind"] == "sale":
+            if rec["off"] and rec["kind"] == "sale" and rec["method"] != "qr-reverse":
                 self._unsynced_offline += rec["amt"]
             return Appended(rec["seq"], h, rec)
 

@@ -8,6 +8,13 @@ Journal records
     authenticates every record behind it, and a deleted, altered or reordered record breaks
     the chain.
 
+Phone-code sales (docs/codes.md)
+    ``qr-forward``: ``cred`` is ``qr:<certificate serial>:<counter>`` and ``x.code`` the code's
+    text, so the server re-checks the phone's signature and catches a code used twice.
+    ``qr-reverse``: ``cred`` is ``qr-reverse:<order>``, ``x.order`` the order number and
+    ``x.payment`` the server's payment id (``x.proof = "code"`` when the short code was keyed;
+    ``acct`` is then 0): the money moved when the phone paid, the record moves none.
+
 Signed requests
     Every terminal request carries ``X-Ykt-Terminal``, ``X-Ykt-Time`` (epoch ms),
     ``X-Ykt-Nonce`` and ``X-Ykt-Signature`` over :func:`request_message`.

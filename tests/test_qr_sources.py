@@ -218,3 +218,16 @@ def test_sim_camera_says_whether_a_picture_held_a_code() -> None:
     t.join(6)
     assert done["read"] is None
     cam.close()
+
+
+def test_rearm_reports_a_code_still_in_view_again() -> None:
+    src = FrameSource("t", get_decoder("zxing"))
+    img = frame(size=(640, 480))
+    src.put_frame(img)
+    assert src.read(1.0) is not None
+    src.put_frame(img)
+    assert src.read(0.5) is None  # still in view: not a new presentation
+    src.rearm()  # the POS starts waiting for a credential
+    src.put_frame(img)
+    got = src.read(1.0)
+    assert got is not None and got.text == CODE

@@ -35,6 +35,11 @@ class QrSource(Protocol):
         """Counters: frames seen, decoded, dropped, reads …"""
         ...
 
+    def rearm(self) -> None:
+        """Forget what is in view: a code still held up is reported again (the POS calls this
+        when a sale starts waiting for a credential, so a phone shown early still pays)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -131,6 +131,10 @@ class FrameSource:
             if time.monotonic() >= deadline:
                 return None
 
+    def rearm(self) -> None:
+        with self._cond:
+            self._fresh_presentation = True
+
     def decoded(self, frame_no: int, texts: list[str], ms: float) -> None:
         """Hook: frame ``frame_no`` was decoded (subclasses may record it)."""
 

@@ -141,6 +141,9 @@ class SerialScanner:
     def status(self) -> str:
         return "closed" if self._closed else "ready"
 
+    def rearm(self) -> None:
+        """Nothing to forget: every line a scanner sends is a presentation."""
+
     def stats(self) -> dict[str, Any]:
         return {"lines": self._lines, "noise": self._noise, "reads": self._reads}
 

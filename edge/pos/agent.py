@@ -84,7 +84,7 @@ class PosAgent:
         self.qr = QrDecider(
             self.decider, self.ident.terminal_id, self.ident.campus_id, key, self.rng
         )
-        self.engine = Engine(self.decider, self.clock, self.qr)
+        self.engine = Engine(self.decider, self.clock, self.qr, on_armed=self._rearm_camera)
         self.reader: CardReader | None = None
         self.camera: QrSource | None = None
         self.camera_error = ""
@@ -161,6 +161,11 @@ class PosAgent:
             except Exception:  # the agent never dies on one bad code
                 log.exception("code from %s failed", read.source)
             self.uplink.kick()
+
+    def _rearm_camera(self) -> None:
+        cam = self.camera
+        if cam is not None:
+            cam.rearm()
 
     def _close_camera(self) -> None:
         if self.camera is not None:

@@ -266,7 +266,7 @@ class QrDecider:
     def start_reverse(self, amount: int) -> Pending:
         """A signed payment request for ``amount`` (refused while the server is reachable)."""
         b = self.base
-        if b.link.online:
+        if b.link.online or self._server_answers():
             raise ReverseRefused(
                 "reverse scan only while offline (R8): the terminal is online, "
                 "use the card or the payment code"
@@ -285,6 +285,14 @@ class QrDecider:
             self.rng.getrandbits(64).to_bytes(8, "big"),
         )
         return Pending(codes.parse_request(req_raw), codes.to_text(req_raw, numeric=True))
+
+    def _server_answers(self) -> bool:
+        """A quick probe: reverse scan is for a terminal that cannot reach the server."""
+        try:
+            self.base.client.request("GET", "/v1/health", signed=False, timeout=(0.5, 1.0))
+        except (NetworkError, ApiError, ProtocolError):
+            return False
+        return True
 
     def accept_proof_text(self, pending: Pending, text: str) -> Outcome:
         """A proof shown to the camera: the server's signature over this very request."""

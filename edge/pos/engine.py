@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -81,9 +82,16 @@ class EngineError(EdgeError):
 
 
 class Engine:
-    def __init__(self, decider: Decider, clock: Clock, qr: QrDecider | None = None) -> None:
+    def __init__(
+        self,
+        decider: Decider,
+        clock: Clock,
+        qr: QrDecider | None = None,
+        on_armed: Callable[[], None] | None = None,
+    ) -> None:
         self.decider = decider
         self.qr = qr
+        self.on_armed = on_armed  # a sale now waits for a credential (the camera re-arms)
         self._pending: Pending | None = None
         self.clock = clock
         self._cond = threading.Condition()
@@ -149,6 +157,7 @@ class Engine:
             amount_fen=s.amount_fen,
             message=f"请刷卡 / tap card: {format_fen(s.amount_fen or 0)}",
         )
+        self._armed()
 
     def confirm(self) -> dict[str, Any]:
         with self._cond:
@@ -249,6 +258,7 @@ class Engine:
                 order=pending.request.order,
                 message=f"请用手机扫码支付 / scan with the phone to pay {format_fen(amount)}",
             )
+            self._armed()
             return self._screen.as_dict()
 
     def key_proof_code(self, digits: str) -> dict[str, Any]:
@@ -264,6 +274,13 @@ class Engine:
             lambda: qr.accept_proof_code(pending, digits), pending.request.amount_fen, "qr-reverse"
         )
         return self.screen()
+
+    def _armed(self) -> None:
+        if self.on_armed is not None:
+            try:
+                self.on_armed()
+            except Exception:  # a camera problem never blocks a sale
+                log.exception("re-arming the camera failed")
 
     def _run(self, fn: Any, amount: int, method: str) -> None:
         with self._busy:

@@ -1,8 +1,9 @@
 """Online authorization of a POS sale (SPEC §3: the server is authoritative for balances).
 
-The POS asks before it journals: the server checks the credential (R11 card generation, R2
-account status, R13 expiry), the daily limit (R6, with the consumption password R5 when over
-it), and the balance, and puts a *hold* on the amount under the record's id (terminal,
+The POS asks before it journals: the server checks the credential (a card: R11 generation;
+a phone's payment code: :func:`sync.server.codes.check_payment_code` and the seen-set), R2
+account status, R13 expiry, the daily limit (R6: over it the consumption password R5 for a
+card, the query-password confirmation carried by a payment code), and the balance, and puts a *hold* on the amount under the record's id (terminal,
 sequence).  No money moves here: the charge is the journal record, applied when it syncs, and
 applying it releases the hold.  A terminal that crashes before journaling reuses the sequence
 number, which replaces the hold; an abandoned hold expires.

@@ -57,9 +57,11 @@ def test_decoders_never_raise_on_odd_frames(name: str) -> None:
 
 def test_still_image_passes_read_hard_angled_blurred_glare_pictures() -> None:
     dec = get_decoder("zxing")
-    look = phone_screen.Look(code_px=230, tilt_x=18, tilt_y=-22, roll=12, blur=2.6, glare=0.7)
-    img = phone_screen.render(CODE, look, seed=5)
-    assert dec.decode_still(img) == [CODE]
+    look = phone_screen.Look(code_px=230, tilt_x=18, tilt_y=-22, roll=12, blur=2.3, glare=0.7)
+    imgs = [phone_screen.render(CODE, look, seed=s) for s in range(8)]
+    one_pass = sum(dec.decode(img) == [CODE] for img in imgs)
+    still = sum(dec.decode_still(img) == [CODE] for img in imgs)
+    assert one_pass <= 2 and still >= 5, (one_pass, still)  # deblurring makes the difference
 
 
 def test_unknown_decoder_is_a_clear_error() -> None:

@@ -215,9 +215,17 @@ def decode_image_bytes(data: bytes, what: str = "image") -> Any:
     img = None
     if data:
         try:
-            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         except cv2.error:
             img = None
     if img is None:
         raise ValueError(f"{what} is not an image OpenCV can read")
-    return img
+    if img.dtype != np.uint8:  # 16-bit PNGs and the like
+        img = cv2.convertScaleAbs(img, alpha=255.0 / max(1.0, float(img.max())))
+    if img.ndim == 3 and img.shape[2] in (2, 4):  # transparency: lay it on a white screen
+        alpha = img[:, :, -1:].astype(np.float32) / 255.0
+        color = img[:, :, :-1].astype(np.float32)
+        img = (color * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+        if img.shape[2] == 1:
+            img = img[:, :, 0]
+    return to_gray(img)

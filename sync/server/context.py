@@ -34,10 +34,10 @@ DEFAULT_POLICY: dict[str, Any] = {
     # authentication codes, how long a reverse-scan payment request can be paid, how long a
     # query-password confirmation (R6) covers one over-limit reverse-scan payment, and the R12
     # rule for a code used twice (found at sync)
-    "code_valid_s": 180,
-    "code_skew_s": 30,
+    "code_valid_s": 300,
+    "code_skew_s": 60,
     "reverse_valid_s": 600,
-    "confirm_ttl_s": 300,
+    "confirm_ttl_s": 600,
     "auto_freeze_double_spend": True,
 }
 

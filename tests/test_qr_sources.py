@@ -14,6 +14,8 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.errors import DeviceUnavailable, DeviceUrlError
 from drivers.qr.base import QrSource
@@ -233,3 +235,34 @@ def test_rearm_reports_a_code_still_in_view_again() -> None:
     src.put_frame(img)
     got = src.read(1.0)
     assert got is not None and got.text == CODE
+
+
+class _Port:
+    """A pyserial-like port that hands out scripted bytes (for the property test)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = bytearray(data)
+
+    @property
+    def in_waiting(self) -> int:
+        return len(self.data)
+
+    def read(self, n: int) -> bytes:
+        out = bytes(self.data[:n])
+        del self.data[:n]
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=300) | st.sampled_from([b"\r\n", b"\n", CODE.encode()])))
+def test_no_serial_noise_crashes_the_scanner_or_passes_through(chunks: list[bytes]) -> None:
+    scanner = SerialScanner("serial:///dev/ttyFAKE?baud=9600", port=_Port(b"".join(chunks)))
+    reads = []
+    while (got := scanner.read(0.0)) is not None:
+        reads.append(got.text)
+    assert all(t.isascii() and t.isprintable() and 0 < len(t) <= MAX_LINE for t in reads)
+    complete = b"".join(chunks).replace(b"\r", b"\n").split(b"\n")[:-1]
+    assert reads.count(CODE) == sum(1 for line in complete if line == CODE.encode())

@@ -110,15 +110,15 @@ class SerialScanner:
                         self._reads += 1
                         return QrRead(text, self.name, self._lines, 0.0)
                     line = self._take_line()
-                if time.monotonic() >= deadline:
-                    return None
-                try:
+                try:  # blocks up to the port's timeout (0.1 s)
                     chunk = self._port.read(max(1, getattr(self._port, "in_waiting", 0) or 1))
                 except self._serial_error() as exc:
                     raise DeviceUnavailable(f"{self.name}: {exc}") from exc
                 if chunk:
                     log.debug("%s <<< %s", self.name, bytes(chunk).hex())
                     self._buf += chunk
+                elif time.monotonic() >= deadline:
+                    return None
         return None
 
     def _check(self, line: bytes) -> str | None:

@@ -18,9 +18,23 @@ def test_r16_student_signs_in_with_number_and_query_password(
 ) -> None:
     card = server.add_account("S2023002", 2, topup_fen=2000)
     out = subprocess.run(
-        ykt_cmd("sim", "wallet", "login", "--server", server.url, "--number", "S2023002",
-                "--password", card["password"], "--wallet", str(tmp_path / "w.json"), "--json"),
-        capture_output=True, text=True, check=True,
+        ykt_cmd(
+            "sim",
+            "wallet",
+            "login",
+            "--server",
+            server.url,
+            "--number",
+            "S2023002",
+            "--password",
+            card["password"],
+            "--wallet",
+            str(tmp_path / "w.json"),
+            "--json",
+        ),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert json.loads(out.stdout)["account"]["number"] == "S2023002"
     assert (tmp_path / "w.json").stat().st_mode & 0o777 == 0o600

@@ -210,7 +210,7 @@ def test_reverse_scan_with_the_terminal_network_cut(server: ServerProc, tmp_path
         other = phone.scan(ctl.state()["request_text"])  # still the same request on screen
         assert other["already_paid"]
         ok = ctl.proof_code(paid["proof_code"])
-        assert ok["approved"] and ok["method"] == "qr-reverse"
+        assert ok["approved"] and ok["method"] == "qr-reverse", ok
         with pytest.raises(CodeError):
             codes.check_proof_code(
                 b"k" * 32, codes.parse_request(codes.unpack_text(s["request_text"])), "1"

@@ -9,7 +9,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -18,6 +18,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge.errors import StoreError
 from sync.server import (
@@ -56,8 +57,12 @@ log = logging.getLogger(__name__)
 MAX_WAIT_S = 30.0
 
 
-def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
+def _error(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message, **extra}}, status_code=status, headers=headers
+    )
 
 
 def create_app(ctx: Context) -> FastAPI:
@@ -82,9 +87,20 @@ def create_app(ctx: Context) -> FastAPI:
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
         return _error(exc.status, exc.code, exc.message)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. nested too deep)
+            return _error(422, "invalid", "the request body is not JSON that can be read")
+        code = {404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, f"http_{exc.status_code}"
+        )
+        return _error(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
+        # the offending input is not echoed back: it may be huge, secret or not even Unicode
+        errors = [{k: v for k, v in e.items() if k not in ("input", "url")} for e in exc.errors()]
+        details = jsonable_encoder(errors, custom_encoder={Exception: str})
         first = details[0] if details else {}
         where = ".".join(str(p) for p in first.get("loc", []))
         return _error(

@@ -22,7 +22,7 @@ from sync.errors import CodeError
 from sync.server import codes, ledger
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version
-from sync.server.errors import Invalid
+from sync.server.errors import Conflict, Invalid
 
 
 def _decline(reason: str, code: str = "declined", **extra: Any) -> dict[str, Any]:
@@ -78,6 +78,11 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
     now, today = ctx.now_ms(), ctx.today()
     aid = row["id"]
     with ctx.db.tx() as tx:
+        head = int(tx.scalar("SELECT head_seq FROM terminals WHERE id = ?", (tid,)))
+        if seq <= head:  # a hold under it would never be released by an ingest
+            raise Conflict(
+                f"sequence number {seq} is already journaled here (head {head})", "seq_used"
+            )
         holds = int(
             tx.scalar(
                 "SELECT COALESCE(SUM(amount), 0) FROM holds WHERE account_id = ? AND expires_ms > ? "
@@ -91,7 +96,10 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
             (aid,),
         )
         assert acct is not None
-        tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"] + holds)
+        # R6: what was spent today plus what is held for sales not yet journaled here (a hold
+        # counts today even when the account has not spent anything yet today)
+        spent_today = rules.LimitTracker(acct["spent_day"], acct["spent_fen"]).spent_on(today)
+        tracker = rules.LimitTracker(today, spent_today + holds)
         pin_ok = False
         if qr is not None:
             used = tx.one(

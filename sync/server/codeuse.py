@@ -6,7 +6,10 @@
     ``code_uses``.  A code already claimed by another sale (two offline terminals, or one
     offline terminal and an online one) is a double spend: the sale is applied as recorded and
     then reversed by a new correcting transfer, and the account is flagged and, by the R12
-    policy ``auto_freeze_double_spend``, frozen.
+    policy ``auto_freeze_double_spend``, frozen.  A code that is not genuine (the phone's
+    signature fails: a faulty or tampered terminal) is reversed the same way and raised as an
+    alarm, without blaming the account.  A record that names no phone code is applied as the
+    terminal recorded it (the terminal vouches for it, as for a card sale).
 ``qr-reverse``
     The money moved when the phone paid (:mod:`sync.server.reverse`); the record is linked to
     that payment through ``x.order`` and moves nothing.  A record without a payment is an
@@ -34,8 +37,8 @@ def forward_problem(tx: Tx, tid: str, seq: int, rec: dict[str, Any], now_ms: int
     """Claim the code of a qr-forward sale; ``None`` when this sale may keep its charge, else
     why the charge is reversed (``double_spend: …`` or ``bad_code: …``)."""
     ids = _parse_cred(rec["cred"])
-    if ids is None:
-        return f"bad_code: credential {rec['cred']!r} does not name a phone code"
+    if ids is None:  # names no phone code: applied as the terminal recorded it, like a card sale
+        return None
     serial, counter = ids
     text = (rec.get("x") or {}).get("code")
     try:

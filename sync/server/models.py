@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge.money import MAX_AMOUNT_FEN
 
-Fen = Field(gt=0, le=MAX_AMOUNT_FEN, description="an amount in fen (分), positive")
+#: Integers are strict: ``true``, ``"100"`` and ``100.0`` are not amounts.
+Fen = Field(gt=0, le=MAX_AMOUNT_FEN, strict=True, description="an amount in fen (分), positive")
 
 
 class Strict(BaseModel):
@@ -20,7 +21,7 @@ class AccountIn(Strict):
     name: str = Field(min_length=1, max_length=64)
     type: Literal["temporary", "student", "staff", "consumer"]
     id_card: str = Field(min_length=15, max_length=24, description="ID-card number (GB 11643)")
-    limit_fen: int | None = Field(default=None, gt=0, le=MAX_AMOUNT_FEN)
+    limit_fen: int | None = Field(default=None, gt=0, le=MAX_AMOUNT_FEN, strict=True)
     expires: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -101,7 +102,7 @@ class EnrollIn(Strict):
 
 
 class AuthorizeIn(Strict):
-    seq: int = Field(ge=1, le=2**62)
+    seq: int = Field(ge=1, le=2**62, strict=True)
     card_no: str | None = Field(default=None, min_length=1, max_length=32)
     uid: str | None = Field(default=None, max_length=32)
     amount_fen: int = Fen

@@ -123,7 +123,9 @@ def pay(
                 (aid, now),
             )
         )
-        tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"] + holds)
+        # R6: spent today plus what is held for sales not yet journaled (as authorize does)
+        spent_today = rules.LimitTracker(acct["spent_day"], acct["spent_fen"]).spent_on(today)
+        tracker = rules.LimitTracker(today, spent_today + holds)
         confirmed = False
         if tracker.needs_password(today, req.amount_fen, acct["limit_fen"]):  # R6
             if password is None and not (grant and use_grant(ctx, tx, aid, grant)):

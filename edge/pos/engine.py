@@ -8,7 +8,9 @@
       │                                   ┌──── over the limit (R6) ─────────┤
       │                                   ▼                                  ▼
       │                               WAIT_PIN ──pin──► (decide) ──► APPROVED | DECLINED
-      └────────────────── key_amount / cancel / display timeout ◄────────────┘
+      └──────────────────────── key_amount / cancel ◄────────────────────────┘
+
+The outcome stays on the screens until the cashier keys the next amount or cancels.
 
 Every transition bumps ``version`` and wakes waiters, so the cashier screen, the customer
 screen and ``ykt sim`` long-poll :meth:`Engine.wait` instead of sleeping.

@@ -253,7 +253,7 @@ def create_app(ctx: Context) -> FastAPI:
         "/v1/terminals/enroll", tags=["terminal"], status_code=201, response_model=EnrolledOut
     )
     def enroll(body: EnrollIn) -> dict[str, Any]:
-        return terminals.enroll(ctx, body.token, body.public_key)
+        return terminals.enroll(ctx, body.token, body.public_key, body.role)
 
     @app.post("/v1/pos/authorize", tags=["terminal"])
     def pos_authorize(body: AuthorizeIn, term: Terminal) -> dict[str, Any]:

@@ -73,6 +73,11 @@ class LoginIn(Strict):
 class EnrollIn(Strict):
     token: str = Field(min_length=8, max_length=128)
     public_key: str = Field(min_length=40, max_length=64, description="Ed25519 public key, base64")
+    role: Literal["pos", "kiosk", "gate"] | None = Field(
+        default=None,
+        description="the role the enrolling agent is; a token for another role "
+        "is refused without being used up",
+    )
 
 
 class AuthorizeIn(Strict):

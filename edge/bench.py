@@ -1,36 +1,19 @@
-"""``ykt bench``: benchmarks that print figures (SPEC §5); they never fail on a timing.
-
-Suites are modules with ``add_arguments(parser)`` and ``main(args) -> int``, registered in
-:data:`SUITES`; ``--suite NAME`` runs one (repeatable), the default runs them all.
-"""
+"""``ykt bench``: benchmarks that print figures (SPEC §5); they never fail on a timing."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
-
-#: suite name -> module
-SUITES: dict[str, str] = {
-    "qr": "edge.bench_qr",  # phone codes: QR frame → decision (issue 4)
-}
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="run the benchmarks and print figures (SPEC §5)")
-    p.add_argument(
-        "--suite",
-        action="append",
-        choices=sorted(SUITES),
-        help="run only this suite (repeatable; default: all)",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON object per suite")
-    for module in SUITES.values():
-        importlib.import_module(module).add_arguments(p)
+    p.add_argument("--only", action="append", help="run only this benchmark (e.g. api)")
+    p.add_argument("--seconds", type=float, default=5.0, help="load time per measurement")
+    p.add_argument("--json", action="store_true", help="one JSON object per figure")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    rc = 0
-    for name in args.suite or list(SUITES):
-        rc |= int(importlib.import_module(SUITES[name]).main(args))
-    return rc
+    from edge import benchmarks
+
+    return benchmarks.main(args)

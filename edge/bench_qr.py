@@ -1,4 +1,4 @@
-"""``ykt bench --suite qr``: QR frame → decision on realistic phone-screen frames (SPEC §5).
+"""``ykt bench --only qr``: QR frame → decision on realistic phone-screen frames (SPEC §5).
 
 For 640×480 and 1280×720 and each condition of :mod:`sim.phone_screen` (clean, tilt, blur,
 low light, glare, small, dark-mode inverted, mixed) it renders presentations (a phone held up
@@ -11,7 +11,6 @@ per frame and per presentation.  Figures only: nothing here fails on a timing.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -19,17 +18,6 @@ from typing import Any
 
 SIZES = ((640, 480), (1280, 720))
 FRAMES_PER_PRESENTATION = 12
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("qr suite")
-    g.add_argument(
-        "--presentations",
-        type=int,
-        default=25,
-        help="qr: presentations per condition and size (12 frames each; default 25)",
-    )
-    g.add_argument("--decoder", choices=["zxing", "zbar"], default="zxing", help="qr: decoder")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -120,28 +108,42 @@ def run_suite(presentations: int, decoder_name: str, seed: int = 1) -> dict[str,
     return out
 
 
-def main(args: argparse.Namespace) -> int:
-    res = run_suite(max(1, args.presentations), args.decoder)
-    if getattr(args, "json", False):
-        print(json.dumps({"qr": res}))
-        return 0
+def run(seconds: float = 5.0, as_json: bool = False) -> list[dict[str, Any]]:
+    """zxing-cpp (the default decoder) with ``5 × seconds`` presentations per condition and
+    size, pyzbar with a third of that for comparison; one figure per decoder."""
+    n = max(1, round(seconds * 5))
+    figures = []
+    for decoder, presentations in (("zxing", n), ("zbar", max(1, n // 3))):
+        res = {
+            "benchmark": "qr",
+            "presentations": presentations,
+            **run_suite(presentations, decoder),
+        }
+        figures.append(res)
+        if as_json:
+            print(json.dumps(res), flush=True)
+        else:
+            _print(res)
+    return figures
+
+
+def _print(res: dict[str, Any]) -> None:
     print(
         f"QR frame → decision (decode with {res['decoder']} + verify), one core; "
         f"code {res['code_chars']} chars, QR version {res['qr_version']}; "
-        f"{args.presentations} presentations × {FRAMES_PER_PRESENTATION} frames per condition"
+        f"{res['presentations']} presentations × {FRAMES_PER_PRESENTATION} frames per condition"
     )
     for label, r in res["sizes"].items():
         print(
-            f"\n{label}: frame→decision p50 {r['frame_to_decision_p50_ms']:.2f} ms, "
+            f"  {label}: frame→decision p50 {r['frame_to_decision_p50_ms']:.2f} ms, "
             f"p99 {r['frame_to_decision_p99_ms']:.2f} ms; empty frame p50 "
             f"{r['empty_frame_p50_ms']:.2f} ms, p99 {r['empty_frame_p99_ms']:.2f} ms"
         )
         print(
-            f"  {'condition':<10} {'per frame':>9} {'per present.':>12} {'p50 ms':>7} {'p99 ms':>7}"
+            f"    {'condition':<10} {'per frame':>9} {'per present.':>12} {'p50 ms':>7} {'p99 ms':>7}"
         )
         for cond, c in r["conditions"].items():
             print(
-                f"  {cond:<10} {c['per_frame'] * 100:8.1f}% {c['per_presentation'] * 100:11.1f}% "
+                f"    {cond:<10} {c['per_frame'] * 100:8.1f}% {c['per_presentation'] * 100:11.1f}% "
                 f"{c['p50_ms']:7.2f} {c['p99_ms']:7.2f}"
             )
-    return 0

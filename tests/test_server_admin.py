@@ -125,11 +125,17 @@ def test_duplicate_number(module_server: ServerProc) -> None:
         ("POST", "/v1/admin/accounts/NOPE/pin-reset", None),
         ("POST", "/v1/admin/accounts/NOPE/cards", {}),
         ("POST", "/v1/admin/accounts/NOPE/topups", {"amount_fen": 100, "channel": "cash"}),
-        ("GET", "/v1/admin/accounts/%E5%BC%A0%E4%B8%89", None),
     ],
 )
 def test_unknown_account(module_server: ServerProc, method: str, path: str, body: Any) -> None:
     refused(admin_raw(module_server, method, path, body), 404, "no_account")
+
+
+def test_malformed_account_number_in_the_path(module_server: ServerProc) -> None:
+    """A number no account can have is refused as malformed, before any lookup."""
+    refused(
+        admin_raw(module_server, "GET", "/v1/admin/accounts/%E5%BC%A0%E4%B8%89"), 422, "bad_number"
+    )
 
 
 def test_unknown_route_and_method_keep_the_error_shape(module_server: ServerProc) -> None:
@@ -358,3 +364,20 @@ def test_roster_that_cannot_be_read_is_refused_whole(
 def test_roster_body_checks(module_server: ServerProc) -> None:
     refused(admin_raw(module_server, "POST", "/v1/admin/roster", {"csv": 5}), 422, "invalid")
     refused(admin_raw(module_server, "POST", "/v1/admin/roster", {}), 422, "invalid")
+
+
+def test_unfreezing_a_lost_account_keeps_the_card_lost(module_server: ServerProc) -> None:
+    """R10 + R12: a card reported lost and then frozen is still lost after the unfreeze; only
+    the holder's unlock restores it."""
+    acct = fresh_account(module_server)
+    path = f"/v1/admin/accounts/{acct['number']}/status"
+
+    def act(action: str) -> Any:
+        return admin_raw(module_server, "POST", path, {"action": action})
+
+    assert act("report-loss").json()["status"] == "lost"
+    assert act("freeze").json()["status"] == "frozen"
+    assert act("unfreeze").json()["status"] == "lost"
+    assert act("unlock").json()["status"] == "normal"
+    assert act("freeze").json()["status"] == "frozen"
+    assert act("unfreeze").json()["status"] == "normal"

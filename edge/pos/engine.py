@@ -9,8 +9,9 @@
       │                                   ┌──── over the limit (R6) ──────────────────┤
       │                                   ▼                                           ▼
       │                               WAIT_PIN ──pin──► (decide) ──► APPROVED | DECLINED
-      └────────────────── key_amount / cancel / display timeout ◄─────────────────────┘
+      └──────────────────────────── key_amount / cancel ◄─────────────────────────────┘
 
+The outcome stays on the screens until the cashier keys the next amount or cancels.
 Payment codes (forward scan) and reverse scan are decided by :mod:`edge.pos.decide_qr`.
 
 Every transition bumps ``version`` and wakes waiters, so the cashier screen, the customer
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -97,7 +99,10 @@ class Engine:
         self._cond = threading.Condition()
         self._screen = Screen(since_ms=clock.now_ms())
         self._tap: CardTap | None = None
-        self._busy = threading.Lock()  # one decision at a time
+        # One decision at a time: set (under the condition) by whoever starts a decision,
+        # cleared when its outcome is shown.  While it is set the sale cannot be changed,
+        # cancelled or decided a second time (a PIN keyed twice would charge twice).
+        self._deciding = False
 
     # -- reading ------------------------------------------------------------------------------
     def screen(self) -> dict[str, Any]:
@@ -106,11 +111,22 @@ class Engine:
             return self._screen.as_dict()
 
     def wait(self, after_version: int, timeout: float) -> dict[str, Any]:
-        """The screen once its version is past ``after_version`` (or after ``timeout``)."""
+        """The screen once its version is past ``after_version`` (or after ``timeout``).
+
+        A password prompt that times out meanwhile is a change too: the wait wakes at its
+        deadline, so a long-polling screen shows the timeout when it happens."""
+        deadline = time.monotonic() + timeout
         with self._cond:
-            self._cond.wait_for(lambda: self._screen.version > after_version, timeout)
-            self._expire_pin()
-            return self._screen.as_dict()
+            while True:
+                self._expire_pin()
+                s = self._screen
+                left = deadline - time.monotonic()
+                if s.version > after_version or left <= 0:
+                    return s.as_dict()
+                if s.state == State.WAIT_PIN:
+                    pin_left = (s.since_ms + PIN_TIMEOUT_MS + 1 - self.clock.now_ms()) / 1000
+                    left = min(left, max(pin_left, 0.001))
+                self._cond.wait(left)
 
     # -- transitions --------------------------------------------------------------------------
     def _set(self, state: State, **kw: Any) -> None:
@@ -122,9 +138,18 @@ class Engine:
         log.info("pos state %s %s", state.value, kw.get("reason") or kw.get("message") or "")
         self._cond.notify_all()
 
+    def _check_not_deciding(self) -> None:
+        if self._deciding:
+            raise EngineError("a sale is being decided; wait for its outcome")
+
     def _expire_pin(self) -> None:
         s = self._screen
-        if s.state == State.WAIT_PIN and self.clock.now_ms() - s.since_ms > PIN_TIMEOUT_MS:
+        if (
+            s.state == State.WAIT_PIN
+            and not self._deciding
+            and self.clock.now_ms() - s.since_ms > PIN_TIMEOUT_MS
+        ):
+            self._tap = None
             self._set(
                 State.DECLINED,
                 amount_fen=s.amount_fen,
@@ -137,6 +162,8 @@ class Engine:
 
     def key_amount(self, amount_fen: int, confirm: bool = True) -> dict[str, Any]:
         with self._cond:
+            self._check_not_deciding()
+            self._expire_pin()  # a timed-out password prompt does not block the next sale
             if self._screen.state in (State.WAIT_PIN,):
                 raise EngineError("a sale is waiting for the consumption password; cancel first")
             if self._screen.state == State.WAIT_PROOF:
@@ -161,11 +188,13 @@ class Engine:
 
     def confirm(self) -> dict[str, Any]:
         with self._cond:
+            self._check_not_deciding()
             self._confirm()
             return self._screen.as_dict()
 
     def cancel(self) -> dict[str, Any]:
         with self._cond:
+            self._check_not_deciding()
             self._tap = None
             if self._pending is not None:
                 log.warning(
@@ -180,33 +209,44 @@ class Engine:
         """A card arrived on the reader."""
         with self._cond:
             s = self._screen
-            if s.state != State.WAIT_CREDENTIAL or s.amount_fen is None:
+            if self._deciding or s.state != State.WAIT_CREDENTIAL or s.amount_fen is None:
                 log.info("card %s tapped in state %s: ignored", tap.card_no, s.state)
                 return
             amount = s.amount_fen
             self._tap = tap
+            self._deciding = True
         self._decide(tap, amount, None)
 
     def key_pin(self, pin: str) -> dict[str, Any]:
         check_password_format(pin)
         with self._cond:
+            self._check_not_deciding()
             self._expire_pin()
             s = self._screen
             if s.state != State.WAIT_PIN or self._tap is None or s.amount_fen is None:
                 raise EngineError(f"no consumption password is asked for in state {s.state}")
             tap, amount = self._tap, s.amount_fen
+            self._deciding = True
         self._decide(tap, amount, pin)
         return self.screen()
 
     def _decide(self, tap: CardTap, amount: int, pin: str | None) -> None:
-        with self._busy:
+        """Decide and show the outcome; the caller has set ``_deciding``."""
+        try:
             try:
                 out = self.decider.decide(tap, amount, pin)
             except EdgeError as exc:  # e.g. the journal cannot take the record: nothing sold
                 log.error("sale failed: %s", exc)
                 out = Outcome(False, "error", f"terminal error, nothing charged: {exc}", True)
+            except Exception as exc:  # a bug or a malformed answer must not wedge the till
+                log.exception("sale decision failed")
+                out = Outcome(False, "error", f"terminal error: {exc.__class__.__name__}", True)
             with self._cond:
+                self._deciding = False  # in the same hold as the outcome a waiter wakes to
                 self._show(out, amount)
+        finally:
+            with self._cond:
+                self._deciding = False
 
     # -- phone codes (R8, R18) ------------------------------------------------------------------
     def on_code(self, text: str) -> None:
@@ -215,33 +255,46 @@ class Engine:
         with self._cond:
             s = self._screen
             pending = self._pending
-            if self.qr is None:
+            qr = self.qr
+            if qr is None:
                 log.info("code read but this terminal has no code decider: ignored")
+                return
+            if self._deciding:
+                log.info("code read while a sale is being decided: ignored")
                 return
             if s.state == State.WAIT_PROOF and pending is not None:
                 amount = pending.request.amount_fen
-                qr = self.qr
-                fn = lambda: qr.accept_proof_text(pending, text)  # noqa: E731
+
+                def fn() -> Outcome:
+                    return qr.accept_proof_text(pending, text)
+
+                method = "qr-reverse"
             elif s.state == State.WAIT_CREDENTIAL and s.amount_fen is not None:
                 amount = s.amount_fen
-                qr = self.qr
-                fn = lambda: qr.decide_forward(text, amount)  # noqa: E731
+                method = "qr-forward"
+
+                def fn() -> Outcome:
+                    return qr.decide_forward(text, amount)
+
             else:
                 log.info("code read in state %s: ignored", s.state)
                 return
-        self._run(fn, amount, "qr-forward" if pending is None else "qr-reverse")
+            self._deciding = True
+        self._run(fn, amount, method)
 
     def start_reverse(self) -> dict[str, Any]:
         """Reverse scan (offline only, R8): show a signed payment request for the keyed amount."""
         if self.qr is None:
             raise EngineError("this terminal cannot take phone payments")
         with self._cond:
+            self._check_not_deciding()
             s = self._screen
             if s.state not in (State.AMOUNT_KEYED, State.WAIT_CREDENTIAL) or s.amount_fen is None:
                 raise EngineError(f"key an amount before reverse scan (state {s.state})")
             amount = s.amount_fen
         pending = self.qr.start_reverse(amount)  # ReverseRefused (RuleError) while online
         with self._cond:
+            self._check_not_deciding()
             if self._screen.amount_fen != amount or self._screen.state not in (
                 State.AMOUNT_KEYED,
                 State.WAIT_CREDENTIAL,
@@ -264,14 +317,17 @@ class Engine:
     def key_proof_code(self, digits: str) -> dict[str, Any]:
         """The cashier keys the proof's short code shown on the phone."""
         with self._cond:
-            pending = self._pending
-            if self._screen.state != State.WAIT_PROOF or pending is None or self.qr is None:
+            self._check_not_deciding()
+            pending, qr = self._pending, self.qr
+            if self._screen.state != State.WAIT_PROOF or pending is None or qr is None:
                 raise EngineError(
                     f"no reverse-scan sale waits for a proof (state {self._screen.state})"
                 )
-            qr = self.qr
+            self._deciding = True
         self._run(
-            lambda: qr.accept_proof_code(pending, digits), pending.request.amount_fen, "qr-reverse"
+            lambda: qr.accept_proof_code(pending, digits),
+            pending.request.amount_fen,
+            "qr-reverse",
         )
         return self.screen()
 
@@ -282,8 +338,9 @@ class Engine:
             except Exception:  # a camera problem never blocks a sale
                 log.exception("re-arming the camera failed")
 
-    def _run(self, fn: Any, amount: int, method: str) -> None:
-        with self._busy:
+    def _run(self, fn: Callable[[], Outcome], amount: int, method: str) -> None:
+        """Decide a phone-code sale and show it; the caller has set ``_deciding``."""
+        try:
             try:
                 out = fn()
             except EdgeError as exc:  # e.g. the journal cannot take the record: nothing sold
@@ -291,13 +348,22 @@ class Engine:
                 out = Outcome(
                     False, "error", f"terminal error, nothing charged: {exc}", True, method=method
                 )
+            except Exception as exc:  # a bug or a malformed answer must not wedge the till
+                log.exception("phone-code decision failed")
+                out = Outcome(
+                    False, "error", f"terminal error: {exc.__class__.__name__}", True, method=method
+                )
             with self._cond:
+                self._deciding = False
                 if method == "qr-reverse" and not out.approved:
                     self._proof_refused(out)
                 else:
                     if method == "qr-reverse":
                         self._pending = None
                     self._show(out, amount)
+        finally:
+            with self._cond:
+                self._deciding = False
 
     def _proof_refused(self, out: Outcome) -> None:
         """A wrong proof keeps the request on screen (until too many keyed codes)."""

@@ -117,15 +117,17 @@ def pay(
         refusal = account_refusal(ctx, dict(acct))  # R2
         if refusal:
             raise Conflict(refusal, "account_blocked")
-        holds = int(
-            tx.scalar(
-                "SELECT COALESCE(SUM(amount), 0) FROM holds WHERE account_id = ? AND expires_ms > ?",
-                (aid, now),
-            )
+        held = tx.all(
+            "SELECT amount, pin_ok FROM holds WHERE account_id = ? AND expires_ms > ? "
+            "ORDER BY created_ms, terminal_id, seq",
+            (aid, now),
         )
-        # R6: spent today plus what is held for sales not yet journaled (as authorize does)
-        spent_today = rules.LimitTracker(acct["spent_day"], acct["spent_fen"]).spent_on(today)
-        tracker = rules.LimitTracker(today, spent_today + holds)
+        holds = sum(int(h["amount"]) for h in held)
+        # R6 as online authorization counts it: today's tracked amount, then the holds in order
+        synced = rules.LimitTracker(acct["spent_day"], acct["spent_fen"])
+        tracker = rules.LimitTracker(today, synced.spent_on(today))
+        for h in held:
+            tracker = tracker.after_purchase(today, int(h["amount"]), bool(h["pin_ok"]))
         confirmed = False
         if tracker.needs_password(today, req.amount_fen, acct["limit_fen"]):  # R6
             if password is None and not (grant and use_grant(ctx, tx, aid, grant)):

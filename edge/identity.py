@@ -57,7 +57,7 @@ def enroll(data: Path, server: str, token: str, role: str) -> tuple[Identity, Si
     key = SigningKey.generate()
     client = ServerClient(server)
     try:
-        resp = client.enroll(token, key.public.to_b64())
+        resp = client.enroll(token, key.public.to_b64(), role)
     except SyncError as exc:
         raise ConfigError(f"enrollment at {server} failed: {exc}") from exc
     finally:

@@ -55,6 +55,7 @@ class Uplink:
         self.poll_wait_s = poll_wait_s
         self._stop = threading.Event()
         self._kick = threading.Event()
+        self._feed_wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self.synced = threading.Condition()  # notified after every ack and every feed page
         self.last_push_error = ""
@@ -68,6 +69,7 @@ class Uplink:
     def stop(self) -> None:
         self._stop.set()
         self._kick.set()
+        self._feed_wake.set()
 
     def kick(self) -> None:
         """A record was journaled: push now."""
@@ -104,6 +106,7 @@ class Uplink:
                     self._kick.clear()
                     continue
                 self.link.up()
+                self._feed_wake.set()  # the server is back: the feed need not sit out its backoff
                 for alarm in resp.get("alarms", []):
                     log.error("server raised an alarm on our journal: %s", alarm)
                 try:
@@ -143,7 +146,8 @@ class Uplink:
                 self.link.down(str(exc))
                 delay = backoff.next()
                 log.warning("feed pull failed (%s); retrying in %.1fs", exc, delay)
-                self._stop.wait(delay)
+                self._feed_wake.clear()
+                self._feed_wake.wait(delay)  # a successful push (or stop) ends the wait
                 continue
             except (KeyError, TypeError, ValueError) as exc:
                 delay = backoff.next()

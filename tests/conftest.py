@@ -33,6 +33,7 @@ BOTH_DBS = {
     "test_acceptance_holder",
     "test_sso",
     "test_server_processes",
+    "test_phone_codes_server",
     "test_db",
 }
 

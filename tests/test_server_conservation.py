@@ -56,6 +56,7 @@ class Holder:
     transition: int = 0
     status: str = "normal"
     overdrawn: bool = False
+    lost_before_freeze: bool = False  # R10/R12: unfreezing a frozen lost card leaves it lost
     cards: list[str] = field(default_factory=list)
 
 
@@ -158,6 +159,10 @@ class Conservation(RuleBasedStateMachine):
                 assert exc.code == "bad_status"
                 return
             raise AssertionError(f"{action} went through from {h.status}")
+        if action == "freeze":
+            h.lost_before_freeze = h.status == "lost"
+        elif action == "unfreeze" and h.lost_before_freeze:
+            target, h.lost_before_freeze = "lost", False
         assert accounts.change_status(self.ctx, h.number, action)["status"] == target
         h.status = target
 
@@ -214,7 +219,9 @@ class Conservation(RuleBasedStateMachine):
     @rule(
         i=st.integers(0, 9),
         amount=st.integers(1, 6000),
-        method=st.sampled_from(["card", "card", "qr-forward", "qr-reverse"]),
+        # qr-reverse records move no money (the phone paid online, docs/codes.md): they are
+        # covered in tests/test_phone_codes_e2e.py
+        method=st.sampled_from(["card", "card", "qr-forward"]),
     )
     def sell_offline(self, i: int, amount: int, method: str) -> None:
         """Offline sales are applied at sync even when they overdraw (SPEC §3)."""

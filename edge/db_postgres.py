@@ -404,7 +404,14 @@ class Backend:
                 break
             except StoreError:
                 broken = conn.broken
-                self._discard(conn) if broken else self._put(conn)
+                if broken:
+                    self._discard(conn)
+                else:  # e.g. the writer lock timed out: end the aborted transaction
+                    try:
+                        conn.run("ROLLBACK")
+                    except StoreError:
+                        conn.close()
+                    self._put(conn)
                 if not broken or attempt == 2:
                     raise
                 log.warning("database connection to %s lost; reconnecting", self.name)

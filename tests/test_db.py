@@ -178,6 +178,35 @@ def test_a_read_transaction_sees_one_snapshot(db: Database) -> None:
     assert db.scalar("SELECT COUNT(*) FROM things") == before + 1
 
 
+def test_a_writer_waits_its_turn_then_gives_up_clearly(tmp_path: Path) -> None:
+    """A second writer waits for the first (SQLite's busy timeout, PostgreSQL's lock_timeout on
+    the writer lock) and then fails with a StoreError; its connection is fine afterwards."""
+    url = dbs.fresh_url()
+    db = dbs.opened(url, Database(url or tmp_path / "t.db", migrations=SCHEMA, busy_timeout_ms=300))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db.tx() as tx:
+            tx.execute("INSERT INTO things (name) VALUES ('first')")
+            holding.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert holding.wait(10)
+    try:
+        with pytest.raises(StoreError), db.tx() as tx:
+            tx.execute("INSERT INTO things (name) VALUES ('second')")
+    finally:
+        release.set()
+        t.join(10)
+    for _ in range(3):  # the same thread's connection works again
+        with db.tx() as tx:
+            tx.execute("UPDATE things SET n = n + 1")
+    assert [tuple(r) for r in db.all("SELECT name, n FROM things")] == [("first", 3)]
+    db.close()
+
+
 def test_reads_inside_a_write_transaction_see_its_writes(db: Database) -> None:
     with db.tx() as tx:
         tx.execute("INSERT INTO things (name) VALUES ('mine')")

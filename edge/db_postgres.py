@@ -28,9 +28,10 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, ClassVar
 
 import psycopg
@@ -119,7 +120,23 @@ class _BoolDumper(Dumper):
 _PLAIN_INSERT = re.compile(
     r"^INSERT\s+INTO\s+\S+\s*\([^()]*\)\s*VALUES\s*\((?:\s*%s\s*,)*\s*%s\s*\)$", re.IGNORECASE
 )
+#: the same with many rows in one statement (``VALUES (%s, %s), (%s, %s), …``)
+_MULTI_ROW_INSERT = re.compile(
+    r"^INSERT\s+INTO\s+\S+\s*\([^()]*\)\s*VALUES\s*"
+    r"\((?:\s*%s\s*,)*\s*%s\s*\)(?:\s*,\s*\((?:\s*%s\s*,)*\s*%s\s*\))*$",
+    re.IGNORECASE,
+)
 COPY_ROWS = 20
+
+
+@lru_cache(maxsize=256)
+def _copy_rows(text: str, n_columns: int) -> int:
+    """How many rows a multi-row ``INSERT … VALUES (%s, …), …`` holds (0: not one to COPY)."""
+    if n_columns == 0 or text.count("(") < COPY_ROWS or not _MULTI_ROW_INSERT.match(text):
+        return 0
+    values = text[text.upper().index(" VALUES") :]
+    rows, placeholders = values.count("("), values.count("%s")
+    return rows if placeholders == rows * n_columns else 0
 
 
 class Cursor:
@@ -183,6 +200,15 @@ class Connection:
 
     def execute(self, sql: str, params: Any = ()) -> Cursor:
         stmt, text = self._prepare(sql, params)
+        if stmt.insert_into is not None and not stmt.returning and isinstance(params, Sequence):
+            n = _copy_rows(text, len(stmt.columns))
+            if n >= COPY_ROWS and len(params) == n * len(stmt.columns):
+                width = len(stmt.columns)  # many rows in one INSERT: COPY them
+                split = [params[i : i + width] for i in range(0, len(params), width)]
+                try:
+                    return Cursor(self._copy(stmt, split), [])
+                except psycopg.Error as exc:
+                    raise convert(exc, "query failed") from exc
         ident = self._identity(stmt)
         add_returning = ident is not None and not stmt.returning and ident not in stmt.columns
         if add_returning:
@@ -218,24 +244,31 @@ class Connection:
         )
         try:
             if plain:  # COPY: a journal batch inserts a thousand rows under the writer lock
-                assert stmt.insert_into is not None
-                cols = ", ".join(stmt.columns)
-                with (
-                    self.raw.cursor() as cur,
-                    cur.copy(f"COPY {stmt.insert_into} ({cols}) FROM STDIN") as copy,
-                ):
-                    for row in batch:
-                        copy.write_row(row)
-                rowcount = len(batch)
+                rowcount = self._copy(stmt, batch)
             else:
                 with self.raw.cursor() as cur:
                     cur.executemany(text, batch)
                     rowcount = cur.rowcount
-            if ident is not None and ident in stmt.columns:
-                self._bump_identity(stmt.insert_into, ident)
+                if ident is not None and ident in stmt.columns:
+                    self._bump_identity(stmt.insert_into, ident)
         except psycopg.Error as exc:
             raise convert(exc, "query failed") from exc
         return Cursor(rowcount, [])
+
+    def _copy(self, stmt: Statement, rows: list[Any]) -> int:
+        """COPY rows into the INSERT's table and columns; the identity moves past given ids."""
+        assert stmt.insert_into is not None
+        cols = ", ".join(stmt.columns)
+        with (
+            self.raw.cursor() as cur,
+            cur.copy(f"COPY {stmt.insert_into} ({cols}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+        ident = self._identity(stmt)
+        if ident is not None and ident in stmt.columns:
+            self._bump_identity(stmt.insert_into, ident)
+        return len(rows)
 
     def _bump_identity(self, table: str | None, column: str) -> None:
         """An INSERT gave the identity value itself: the next generated one must lie past it."""

@@ -93,6 +93,13 @@ def test_many_rows_at_once(db: Database) -> None:
     assert [tuple(r) for r in got] == [r[:3] for r in rows]
     assert db.scalar("SELECT COUNT(*) FROM pairs WHERE v IS NULL") == 25
     assert db.scalar("SELECT COUNT(*) FROM pairs WHERE v = '1'") == 25
+    with db.tx() as tx:  # many rows in one INSERT statement (PostgreSQL: COPY as well)
+        sql = "INSERT INTO pairs (a, b, v) VALUES " + ", ".join(["(?, ?, ?)"] * 30)
+        assert tx.execute(sql, [v for i in range(30) for v in ("m", i, f"m{i}")]) == 30
+        sql = "INSERT INTO things (id, name) VALUES " + ", ".join(["(?, ?)"] * 25)
+        tx.execute(sql, [v for i in range(25) for v in (100 + i, f"t{i}")])
+        assert tx.insert("INSERT INTO things (name) VALUES ('after many')") == 125
+    assert db.scalar("SELECT v FROM pairs WHERE a = 'm' AND b = 29") == "m29"
     with pytest.raises(StoreConflict), db.tx() as tx:
         tx.executemany(
             "INSERT INTO pairs (a, b, v) VALUES (?, ?, ?)", [("q", i % 30, "x") for i in range(40)]

@@ -34,6 +34,7 @@ BOTH_DBS = {
     "test_sso",
     "test_server_processes",
     "test_phone_codes_server",
+    "test_bench_db",
     "test_db",
 }
 

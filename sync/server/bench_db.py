@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,8 @@ def measure_ingest(
 def _print(f: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(f, ensure_ascii=False), flush=True)
+    elif "skipped" in f:
+        print(f"PostgreSQL figures skipped: {f['skipped']}", flush=True)
     elif f.get("bench") == "ingest":
         print(
             f"ingest on {f['db']}, {f['server_processes']} server process(es), "
@@ -212,32 +215,42 @@ def _print(f: dict[str, Any], as_json: bool) -> None:
         )
 
 
-def run(seconds: float = 5.0, as_json: bool = False) -> list[dict[str, Any]]:
+def measure_all(
+    seconds: float = 5.0, report: Callable[[dict[str, Any]], None] | None = None
+) -> list[dict[str, Any]]:
+    """Every figure: ingest and API, SQLite then PostgreSQL, 1 and 2 server processes; each
+    figure goes to ``report`` as soon as it is measured.  Without Debian's postgresql the
+    PostgreSQL figures are left out (a figure with ``skipped`` says why)."""
     from sync.server.pgtemp import PgUnavailable, TempCluster
 
     figures: list[dict[str, Any]] = []
 
-    def both(db_url: str | None, fresh: Any) -> None:
-        for n in (1, 2):
-            f = measure_ingest(n, seconds, fresh() if db_url else None)
-            _print(f, as_json)
-            figures.append(f)
-            g = bench_api.measure(n, seconds, db_url=fresh() if db_url else None)
-            g["bench"] = "api"
-            _print(g, as_json)
-            figures.append(g)
+    def keep(f: dict[str, Any]) -> None:
+        figures.append(f)
+        if report is not None:
+            report(f)
 
-    both(None, None)
+    def both(fresh: Callable[[], str] | None) -> None:
+        for n in (1, 2):
+            keep(measure_ingest(n, seconds, fresh() if fresh else None))
+            g = bench_api.measure(n, seconds, db_url=fresh() if fresh else None)
+            keep({"bench": "api", **g})
+
+    both(None)
     try:
         cluster = TempCluster(durable=True).start()
     except PgUnavailable as exc:
-        print(f"PostgreSQL figures skipped: {exc}", flush=True)
+        keep({"bench": "postgresql", "skipped": str(exc)})
         return figures
     try:
-        both(cluster.url(), cluster.create_database)
+        both(cluster.create_database)
     finally:
         cluster.stop()
     return figures
+
+
+def run(seconds: float = 5.0, as_json: bool = False) -> list[dict[str, Any]]:
+    return measure_all(seconds, lambda f: _print(f, as_json))
 
 
 if __name__ == "__main__":

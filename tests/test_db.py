@@ -349,3 +349,21 @@ def test_translation(sqlite: str, postgres: str | None) -> None:
 def test_sqlite_only_sql_is_refused_clearly(sql: str) -> None:
     with pytest.raises(SqlError):
         translate(sql)
+
+
+@pytest.mark.postgres
+def test_server_refuses_a_db_url_it_cannot_use(tmp_path: Path, db_kind: str) -> None:
+    import subprocess
+
+    from tests.helpers import ykt_cmd
+
+    bad = ["mysql://u@h/db", "/var/lib/ykt/ykt.db"]
+    for url in bad:
+        done = subprocess.run(
+            ykt_cmd("server", "--data", str(tmp_path), "--db", url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2 and "postgresql://" in done.stderr, done.stderr
+    assert not (tmp_path / "ykt.db").exists()

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+from edge.db import is_postgres_url
 from edge.errors import ConfigError
 from edge.passwords import MAX_LOG2_N, MIN_LOG2_N
 from edge.systemd import Watchdog, notify
@@ -106,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
 
     from sync.server.app import create_app
 
+    if args.db is not None and not is_postgres_url(args.db):
+        raise ConfigError(f"--db takes a postgresql://USER@HOST/DB URL, not {args.db!r}")
     config = ServerConfig(
         data_dir=args.data,
         db_url=args.db,

@@ -44,6 +44,14 @@ class SigningKey:
     def sign(self, message: bytes) -> bytes:
         return self._key.sign(message)
 
+    def seed(self) -> bytes:
+        """The 32-byte private seed, for key files only (never log it)."""
+        return self._key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+
     @property
     def public(self) -> VerifyKey:
         return VerifyKey(self._key.public_key())

@@ -9,12 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from edge import rules
+from edge.card import layout
 from edge.clock import iso
 from edge.db import Tx
 from edge.errors import MoneyError, RuleError, StoreConflict
 from edge.money import check_fen
 from edge.passwords import hash_password
 from edge.rules import AccountStatus, CardType
+from sync.crypto import b64e
 from sync.server import ledger
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid, NotFound
@@ -355,8 +357,10 @@ def reset_pin_tries(ctx: Context, number: str, actor: str = "admin") -> dict[str
         a = tx.one("SELECT id FROM accounts WHERE number = ?", (number,))
         if a is None:
             raise NotFound(f"no account with number {number!r}", "no_account")
+        # pin_epoch tells terminals to clear the wrong tries kept on the card at its next tap
         tx.execute(
-            "UPDATE accounts SET pin_tries = 0, version = ? WHERE id = ?",
+            "UPDATE accounts SET pin_tries = 0, pin_epoch = pin_epoch + 1, version = ? "
+            "WHERE id = ?",
             (next_version(tx), a["id"]),
         )
         event(tx, ctx, a["id"], "pin_reset", "consumption password tries cleared (R5)", actor)
@@ -369,21 +373,32 @@ def issue_card(
     ctx: Context, number: str, uid: str | None = None, actor: str = "admin"
 ) -> dict[str, Any]:
     """Issue a card to an account.  A new card replaces every earlier card of the account at
-    once (R11: the old card stops working the moment the new one exists)."""
+    once (R11: the old card stops working the moment the new one exists).
+
+    The server is the card issuer: the answer carries ``identity``, the signed data the desk
+    writes on the card (:func:`edge.card.layout.issue_blob`).  Issuing again to the card that
+    is already the account's active card (same UID) returns that card unchanged, so a desk
+    whose write was interrupted can simply run the same command again."""
     if uid is not None:
         uid = uid.strip().upper().replace(":", "")
         if not _UID.match(uid):
             raise Invalid("a card UID is 4, 7 or 10 bytes of hex", "bad_uid")
     else:
         uid = f"{ctx.rng.getrandbits(32):08X}"
-    with ctx.db.tx() as tx:
-        a = tx.one("SELECT id, status FROM accounts WHERE number = ?", (number,))
-        if a is None:
-            raise NotFound(f"no account with number {number!r}", "no_account")
-        if a["status"] == AccountStatus.CANCELLED:
-            raise Conflict("the account is cancelled (R14)", "bad_status")
-        if tx.one("SELECT 1 FROM cards WHERE uid = ? AND status = 'active'", (uid,)):
+    a = get_account(ctx, number)
+    if a["status"] == AccountStatus.CANCELLED:
+        raise Conflict("the account is cancelled (R14)", "bad_status")
+    existing = ctx.db.one(
+        "SELECT card_no, uid, generation, account_id, identity FROM cards "
+        "WHERE uid = ? AND status = 'active'",
+        (uid,),
+    )
+    if existing is not None:
+        if existing["account_id"] != a["id"] or not existing["identity"]:
             raise Conflict(f"a card with UID {uid} is already in use", "duplicate_uid")
+        return _card_out(dict(existing), a, again=True)
+    verifier = _card_verifier(ctx, a)
+    with ctx.db.tx() as tx:
         gen = (
             int(
                 tx.scalar(
@@ -395,6 +410,15 @@ def issue_card(
         )
         seq = int(tx.scalar("SELECT COUNT(*) FROM cards")) + 1
         card_no = f"{10_000_000 + seq}"
+        ident = layout.Identity(
+            card_no=card_no,
+            account_id=a["id"],
+            card_type=a["type"],
+            generation=gen,
+            expires=a["expires"],
+            issued=ctx.today(),
+        )
+        blob = layout.issue_blob(ctx.card_keys, bytes.fromhex(uid), ident, verifier)
         version = next_version(tx)
         tx.execute(
             "UPDATE cards SET status = 'replaced', version = ? "
@@ -402,19 +426,43 @@ def issue_card(
             (version, a["id"]),
         )
         tx.execute(
-            "INSERT INTO cards (card_no, account_id, uid, generation, issued_ms, version) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (card_no, a["id"], uid, gen, ctx.now_ms(), version),
+            "INSERT INTO cards (card_no, account_id, uid, generation, issued_ms, version, identity) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (card_no, a["id"], uid, gen, ctx.now_ms(), version, b64e(blob)),
         )
         event(tx, ctx, a["id"], "card_issue", f"card {card_no} generation {gen} issued", actor)
     ctx.notifier.notify()
+    return _card_out({"card_no": card_no, "uid": uid, "generation": gen, "identity": b64e(blob)}, a)
+
+
+def _card_out(card: dict[str, Any], a: dict[str, Any], again: bool = False) -> dict[str, Any]:
     return {
-        "card_no": card_no,
-        "uid": uid,
-        "generation": gen,
+        "card_no": card["card_no"],
+        "uid": card["uid"],
+        "generation": card["generation"],
         "account_id": a["id"],
-        "number": number,
+        "number": a["number"],
+        "type": a["type"],
+        "expires": a["expires"],
+        "identity": card["identity"],
+        "already_issued": again,
     }
+
+
+def _card_verifier(ctx: Context, a: dict[str, Any]) -> bytes:
+    """The account's consumption-password verifier for its cards (R5), kept on the server so
+    every new card of the account gets it.  Made from the R3 initial password the first time
+    (a password change must store a new one: ``card_verifier``)."""
+    if a["card_verifier"]:
+        return bytes.fromhex(a["card_verifier"])
+    verifier = layout.make_verifier(ctx.card_keys, a["id"], rules.initial_password(a["id_card"]))
+    with ctx.db.tx() as tx:
+        tx.execute(
+            "UPDATE accounts SET card_verifier = ? WHERE id = ? AND card_verifier IS NULL",
+            (verifier.hex(), a["id"]),
+        )
+        stored = tx.scalar("SELECT card_verifier FROM accounts WHERE id = ?", (a["id"],))
+    return bytes.fromhex(stored)
 
 
 # --- top-up (R7) ------------------------------------------------------------------------------

@@ -153,6 +153,14 @@ def create_app(ctx: Context) -> FastAPI:
     def revoke_terminal(terminal_id: str, actor: Admin) -> dict[str, Any]:
         return terminals.revoke(ctx, terminal_id)
 
+    @app.get("/v1/admin/keystore", tags=["admin"])
+    def admin_keystore(
+        actor: Admin, role: Annotated[str, Query(pattern=r"^(desk|kiosk|pos|gate)$")] = "desk"
+    ) -> dict[str, Any]:
+        """A role-limited card keystore (for a service desk's ``card issue --reader``, or to
+        install a terminal by hand); the issuer's private key never leaves the server."""
+        return ctx.card_keys.for_role(role).to_dict()
+
     @app.get("/v1/admin/ledger/check", tags=["admin"])
     def ledger_check(actor: Admin) -> dict[str, Any]:
         return ledger.check(ctx.db)
@@ -174,6 +182,11 @@ def create_app(ctx: Context) -> FastAPI:
     @app.post("/v1/terminals/enroll", tags=["terminal"], status_code=201)
     def enroll(body: EnrollIn) -> dict[str, Any]:
         return terminals.enroll(ctx, body.token, body.public_key)
+
+    @app.get("/v1/terminals/keystore", tags=["terminal"])
+    def terminal_keystore(term: Terminal) -> dict[str, Any]:
+        """The card keys this terminal's role needs (a POS: read identities, keep counters)."""
+        return ctx.card_keys.for_role(term["role"]).to_dict()
 
     @app.post("/v1/pos/authorize", tags=["terminal"])
     def pos_authorize(body: AuthorizeIn, term: Terminal) -> dict[str, Any]:

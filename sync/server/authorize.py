@@ -1,9 +1,15 @@
 """Online authorization of a POS sale (SPEC §3: the server is authoritative for balances).
 
 The POS asks before it journals: the server checks the credential (R11 card generation, R2
-account status, R13 expiry), the daily limit (R6, with the consumption password R5 when over
-it), and the balance, and puts a *hold* on the amount under the record's id (terminal,
-sequence).  No money moves here: the charge is the journal record, applied when it syncs, and
+account status, R13 expiry), the daily limit (R6), and the balance, and puts a *hold* on the
+amount under the record's id (terminal, sequence).
+
+R6 with a card: the POS sends the card's own facts (``card``: generation, the tracked day
+and amount from the card's counters, whether the consumption password was checked correct
+against the card's verifier).  The limit is then decided from those facts, so it holds
+across offline terminals, and the password never reaches the server.  Without card facts
+(credentials that carry no counters) R6 is decided at account level as before, with the
+consumption password checked here (R5).  No money moves here: the charge is the journal record, applied when it syncs, and
 applying it releases the hold.  A terminal that crashes before journaling reuses the sequence
 number, which replaces the hold; an abandoned hold expires.
 """
@@ -61,6 +67,9 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
     refusal = credential_refusal(ctx, row, req.get("uid"))
     if refusal:
         return _decline(refusal, **base)
+    facts = req.get("card")
+    if facts is not None and facts["generation"] != row["generation"]:
+        return _decline("card replaced by a newer card (R11: old generation)", **base)
     policy = ctx.policy()
     now, today = ctx.now_ms(), ctx.today()
     aid = row["id"]
@@ -73,14 +82,26 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
             )
         )
         acct = tx.one(
-            "SELECT spent_day, spent_fen, pin_tries, consume_pw, status, limit_fen "
+            "SELECT spent_day, spent_fen, pin_tries, consume_pw, status, limit_fen, pin_epoch "
             "FROM accounts WHERE id = ?",
             (aid,),
         )
         assert acct is not None
-        tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"] + holds)
         pin_ok = False
-        if tracker.needs_password(today, amount, acct["limit_fen"]):  # R6
+        if facts is not None:  # R6 from the card's counters
+            tracker = rules.LimitTracker(facts.get("day") or "", facts["spent_fen"])
+            pin_ok = facts.get("pin") == "ok"
+            if not pin_ok and tracker.needs_password(today, amount, acct["limit_fen"]):
+                return _decline(
+                    f"over the daily limit {format_fen(acct['limit_fen'])}: "
+                    "consumption password required (R6)",
+                    "needs_pin",
+                    limit_fen=acct["limit_fen"],
+                    **base,
+                )
+        else:
+            tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"] + holds)
+        if facts is None and tracker.needs_password(today, amount, acct["limit_fen"]):  # R6
             tries_left = policy["pin_max_tries"] - acct["pin_tries"]
             if tries_left <= 0:
                 return _decline(
@@ -148,5 +169,6 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
         "limit_fen": acct["limit_fen"],
         "spent_fen": spent_before,
         "pin": "ok" if pin_ok else "none",
+        "pin_epoch": acct["pin_epoch"],
         **base,
     }

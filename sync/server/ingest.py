@@ -302,9 +302,10 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> 
                 ):
                     acct["status"] = AccountStatus.FROZEN.value
                     acct["frozen_now"] = True
-        elif rec["kind"] == "pin_fail" and rec["off"]:
-            # R5: wrong passwords keyed offline count toward the lockout once they sync
-            # (online ones were counted when the server checked them)
+        elif rec["kind"] == "pin_fail" and (rec["off"] or "card" in rec.get("x", {})):
+            # R5: wrong passwords keyed offline, or checked against the card (whose own
+            # counter locks it), count toward the lockout once they sync (online passwords
+            # checked by the server itself were counted when it checked them)
             acct["pin_tries"] += 1
             if (
                 policy["auto_freeze_pin_lockout"]

@@ -64,6 +64,16 @@ class EnrollIn(Strict):
     public_key: str = Field(min_length=40, max_length=64, description="Ed25519 public key, base64")
 
 
+class CardFactsIn(Strict):
+    """What the POS read from the card (R6 counters, R11 generation) and decided with it."""
+
+    generation: int = Field(ge=0, le=65535)
+    day: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+    spent_fen: int = Field(ge=0, le=2**24)
+    taps: int = Field(ge=0, le=2**24)
+    pin: Literal["none", "ok"] = "none"
+
+
 class AuthorizeIn(Strict):
     seq: int = Field(ge=1, le=2**62)
     card_no: str = Field(min_length=1, max_length=32)
@@ -71,6 +81,9 @@ class AuthorizeIn(Strict):
     amount_fen: int = Fen
     method: Literal["card"] = "card"
     pin: str | None = Field(default=None, pattern=r"^\d{6}$")
+    card: CardFactsIn | None = Field(
+        default=None, description="the card's own facts; R6 is then decided from them"
+    )
 
 
 class WireRecord(Strict):

@@ -132,3 +132,12 @@ MIGRATIONS.add(
     )
     """,
 )
+
+MIGRATIONS.add(
+    "0002-card-path",
+    """
+    ALTER TABLE cards ADD COLUMN identity TEXT NOT NULL DEFAULT '';
+    ALTER TABLE accounts ADD COLUMN pin_epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE accounts ADD COLUMN card_verifier TEXT
+    """,
+)

@@ -2,6 +2,8 @@
 
 =================== ======================================================================
 ``sim://NAME``      the in-process simulated device called NAME (:mod:`sim`)
+``pcsc://``         the first PC/SC reader pcscd lists (:mod:`drivers.reader.pcsc`)
+``pcsc://NAME``     the PC/SC reader called NAME (or whose name starts with NAME)
 =================== ======================================================================
 
 Hardware schemes (``pcsc://``, ``camera://``, ``serial://``, ``escpos+…://``) register
@@ -56,3 +58,10 @@ def _load_builtin() -> None:
     from sim import reader as sim_reader
 
     register("reader", "sim", sim_reader.open_url)
+    register("reader", "pcsc", _open_pcsc)
+
+
+def _open_pcsc(url: str) -> Any:
+    from drivers.reader import pcsc  # imports pyscard (optional) only when asked for
+
+    return pcsc.open_url(url)

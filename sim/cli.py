@@ -1,4 +1,9 @@
-"""``ykt sim``: drive simulated hardware on a running agent."""
+"""``ykt sim``: drive simulated hardware.
+
+- on a running agent, through its control API: ``sale``, ``tap``, ``state``;
+- virtual PC/SC readers in a private pcscd: ``reader start|stop|restart|status``;
+- simulated MIFARE Classic 1K cards as image files: ``card new|present|remove|tear|dump``.
+"""
 
 from __future__ import annotations
 
@@ -85,7 +90,11 @@ def add_parser(sub: Sub) -> None:
         "sale", sale, "key an amount, tap a card (and key the PIN when asked); print the outcome"
     )
     c.add_argument("--amount", required=True, type=_amount, help="yuan, e.g. 12.50")
-    c.add_argument("--card", required=True, help="card number of the simulated card to tap")
+    c.add_argument(
+        "--card",
+        help="card number of the simulated card to tap (sim:// readers); without it the card "
+        "on the agent's reader pays (pcsc:// readers: ykt sim card present …)",
+    )
     c.add_argument("--uid", help="UID the simulated card reports (default: the issued UID)")
     c.add_argument("--pin", help="consumption password to key if the sale asks for it (R6)")
     c.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the outcome")
@@ -93,6 +102,9 @@ def add_parser(sub: Sub) -> None:
     c.add_argument("--card", required=True)
     c.add_argument("--uid")
     cmd("state", state, "print the agent's screen and status")
+    from sim import cardcli
+
+    cardcli.add_parsers(cmds)
 
 
 def _wrap(fn: Any, args: argparse.Namespace) -> int:

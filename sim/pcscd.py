@@ -93,6 +93,9 @@ class VirtualReaders:
 
     dir: Path
 
+    def __post_init__(self) -> None:
+        self.dir = Path(os.path.abspath(self.dir))  # pcscd runs from /
+
     @property
     def state_path(self) -> Path:
         return self.dir / STATE
@@ -248,7 +251,9 @@ class VirtualReaders:
     def stop(self) -> None:
         st = self.state()
         for n in range(len(st["slots"])):
-            stop_card(self, n)
+            cst = card_state(self, n)
+            if cst is not None:
+                _kill_card(self, n, cst, 5.0)
         self._kill_pcscd(int(st["pid"]))
         self.socket_path.unlink(missing_ok=True)
         self.state_path.unlink(missing_ok=True)
@@ -278,6 +283,38 @@ def list_readers(socket_path: Path) -> list[str] | None:
     return [line for line in out.stdout.splitlines() if line]
 
 
+def wait_slot(socket_path: Path, reader: str, present: bool, timeout: float = 5.0) -> bool:
+    """Wait until pcscd reports ``reader`` with (``present``) or without a card; False when it
+    does not within ``timeout`` (or pcscd does not answer)."""
+    code = (
+        "import sys, time\n"
+        "from smartcard import scard as s\n"
+        "rv, c = s.SCardEstablishContext(s.SCARD_SCOPE_USER)\n"
+        "if rv: raise SystemExit(3)\n"
+        "want = s.SCARD_STATE_PRESENT if sys.argv[2] == '1' else s.SCARD_STATE_EMPTY\n"
+        "deadline = time.monotonic() + float(sys.argv[3]); state = 0\n"
+        "while time.monotonic() < deadline:\n"
+        "    left = int((deadline - time.monotonic()) * 1000)\n"
+        "    rv, st = s.SCardGetStatusChange(c, max(left, 1), [(sys.argv[1], state)])\n"
+        "    if rv not in (0, s.SCARD_E_TIMEOUT): raise SystemExit(4)\n"
+        "    if rv == 0:\n"
+        "        state = st[0][1] & ~s.SCARD_STATE_CHANGED\n"
+        "        if state & want: raise SystemExit(0)\n"
+        "raise SystemExit(1)\n"
+    )
+    env = {**os.environ, "PCSCLITE_CSOCK_NAME": str(socket_path)}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code, reader, "1" if present else "0", str(timeout)],
+            env=env,
+            capture_output=True,
+            timeout=timeout + 10,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return out.returncode == 0
+
+
 # -- simulated cards on slots --------------------------------------------------------------------
 def _slot_state_path(readers: VirtualReaders, n: int) -> Path:
     return readers.dir / f"slot-{n}.json"
@@ -291,10 +328,18 @@ def card_state(readers: VirtualReaders, n: int) -> dict[str, Any] | None:
 
 
 def stop_card(readers: VirtualReaders, n: int, timeout: float = 5.0) -> bool:
-    """Take the card off slot ``n``; True when there was one."""
+    """Take the card off slot ``n`` and wait until pcscd has noticed; True when there was one."""
     st = card_state(readers, n)
     if st is None:
         return False
+    was = _kill_card(readers, n, st, timeout)
+    if readers.running():
+        slot = readers.slot(n)
+        wait_slot(Path(readers.state()["socket"]), slot["name"], False, timeout)
+    return was
+
+
+def _kill_card(readers: VirtualReaders, n: int, st: dict[str, Any], timeout: float) -> bool:
     pid = int(st.get("pid", 0))
     was = pid > 0 and _pid_alive(pid)
     if was:
@@ -323,6 +368,9 @@ def present_card(
     slot = readers.slot(n)
     cardimage.load(image)  # a bad image fails here, with its line number
     stop_card(readers, n)
+    # a card that just left (torn) must be gone for pcscd before the next one comes, or
+    # pcscd sees no removal and no arrival
+    wait_slot(Path(readers.state()["socket"]), slot["name"], False, timeout)
     state_path = _slot_state_path(readers, n)
     args = [
         sys.executable,

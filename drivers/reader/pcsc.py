@@ -136,6 +136,8 @@ class PcscCard:
         except _scard.error as exc:  # pyscard's own exception for bad arguments
             raise CardIOError(f"transmit: {exc}") from exc
         _raise_for(rv, "transmit")
+        if not resp:  # vpcd answers nothing when the card left mid-exchange
+            raise CardGone("the card did not answer (it left the reader)")
         return bytes(resp)
 
     @contextmanager

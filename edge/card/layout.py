@@ -266,6 +266,12 @@ class Counters:
         body, mac = block[:12], block[12:16]
         if not hmac.compare_digest(_ctr_mac(keys, uid, body), mac):
             return None
+        return cls.parse(block)
+
+    @classmethod
+    def parse(cls, block: bytes) -> Counters:
+        """The fields of a slot, unchecked (for dumps: the MAC needs the ctr_mac key)."""
+        body = block[:12]
         day = int.from_bytes(body[2:4], "big")
         return cls(
             seq=int.from_bytes(body[0:2], "big"),

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import SimError, SimUsageError
+from sim.spawn import spawn_detached
 
 VPCD_DRIVER_CANDIDATES = (
     "/usr/lib/pcsc/drivers/serial/libifdvpcd.so",
@@ -154,8 +155,7 @@ class VirtualReaders:
             raise SimError(f"pcscd needs /run/pcscd to exist (create it as root): {exc}") from exc
         if shutil.which("pcscd") is None and not Path("/usr/sbin/pcscd").exists():
             raise SimError("pcscd is not installed (Debian: apt-get install pcscd)")
-        log = open(self.dir / "pcscd.log", "ab")  # noqa: SIM115 - the child keeps it
-        proc = subprocess.Popen(
+        return spawn_detached(
             [
                 sys.executable,
                 "-m",
@@ -163,13 +163,8 @@ class VirtualReaders:
                 str(self.socket_path),
                 str(self.dir / "reader.conf.d"),
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            self.dir / "pcscd.log",
         )
-        log.close()
-        return proc.pid
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(
@@ -385,18 +380,14 @@ def present_card(
     ]
     if tear_after is not None:
         args += ["--tear-after", str(tear_after), "--tear-mode", tear_mode]
-    log = open(readers.dir / f"slot-{n}.log", "ab")  # noqa: SIM115 - the child keeps it
-    proc = subprocess.Popen(
-        args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-    )
-    log.close()
+    pid = spawn_detached(args, readers.dir / f"slot-{n}.log")
     deadline = time.monotonic() + timeout
     while True:
         st = card_state(readers, n)
-        if st and st.get("pid") == proc.pid and st.get("status") in ("in", "torn"):
+        if st and st.get("pid") == pid and st.get("status") in ("in", "torn"):
             return {**st, "slot": n, "reader": slot["name"]}
-        if proc.poll() is not None:
-            raise SimError(f"the card process ended ({proc.returncode}); see slot-{n}.log")
+        if not _pid_alive(pid):
+            raise SimError(f"the card process ended; see slot-{n}.log")
         if time.monotonic() > deadline:
             raise SimError(f"pcscd did not pick up the card on slot {n} within {timeout}s")
         time.sleep(0.01)

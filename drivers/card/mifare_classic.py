@@ -43,9 +43,13 @@ def hexs(data: bytes) -> str:
 
 
 def _masked(apdu: bytes) -> str:
-    """The APDU for the log: LOAD KEY's key bytes are masked."""
+    """The APDU for the log, key bytes masked: LOAD KEY's key, and the keys A and B of a
+    sector-trailer write."""
     if apdu[:2] == b"\xff\x82" and len(apdu) > 5:
         return hexs(apdu[:5]) + " " + " ".join("**" for _ in apdu[5:])
+    if apdu[:2] == b"\xff\xd6" and len(apdu) == 21 and apdu[3] % 4 == 3:
+        stars = " ".join("**" for _ in range(6))
+        return f"{hexs(apdu[:5])} {stars} {hexs(apdu[11:15])} {stars}"
     return hexs(apdu)
 
 

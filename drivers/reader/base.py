@@ -22,9 +22,13 @@ from typing import Protocol
 
 class PresentCard(Protocol):
     reader: str  # the reader's name
-    uid: bytes  # the UID the reader read (PC/SC Part 3 GET DATA, FF CA)
     atr: bytes
     detected_ns: int  # time.time_ns() when the reader reported the card (benchmarks)
+
+    @property
+    def uid(self) -> bytes:
+        """The UID the reader reads (PC/SC Part 3 GET DATA, ``FF CA``); may raise CardGone."""
+        ...
 
     def transmit(self, apdu: bytes) -> bytes:
         """Send one APDU; return the response data followed by SW1 SW2."""

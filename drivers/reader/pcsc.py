@@ -124,8 +124,23 @@ class PcscCard:
         self.reader = owner.reader_name or ""
         self.atr = atr
         self.detected_ns = detected_ns
-        self.uid = b""
+        self._uid: bytes | None = None
         self._closed = False
+
+    @property
+    def uid(self) -> bytes:
+        """The UID (PC/SC Part 3 GET DATA), asked for the first time it is needed: a card
+        nobody wants to talk to costs no APDU.  A card that cannot tell raises CardGone if it
+        left, else gives b""."""
+        if self._uid is None:
+            try:
+                self._uid = _get_uid(self)
+            except CardGone:
+                raise
+            except DriverError as exc:
+                log.warning("card on %s did not tell its UID: %s", self.reader, exc)
+                self._uid = b""
+        return self._uid
 
     def transmit(self, apdu: bytes) -> bytes:
         assert _scard is not None
@@ -269,7 +284,7 @@ class PcscReader:
         if chosen is None:
             self._problem = f"reader {self.name_filter or '(any)'} not found"
             raise ReaderNotFound(
-                f"no PC/SC reader matches {self.name_filter or '(any)'!r}; present: "
+                f"reader {self.name_filter or '(any)'!r} not found; present: "
                 + (", ".join(repr(n) for n in names) or "none")
             )
         others = [n for n in names if n != chosen]
@@ -370,15 +385,7 @@ class PcscReader:
             return None
         _raise_for(rv, f"connect to the card on {reader}")
         rv, _rname, _state, _proto, atr = _scard.SCardStatus(hcard)
-        card = PcscCard(self, hcard, proto, bytes(atr) if _u32(rv) == 0 else b"", detected_ns)
-        try:
-            card.uid = _get_uid(card)
-        except CardGone:
-            card.close()
-            return None
-        except DriverError as exc:
-            log.warning("card on %s did not tell its UID: %s", reader, exc)
-        return card
+        return PcscCard(self, hcard, proto, bytes(atr) if _u32(rv) == 0 else b"", detected_ns)
 
     def current_card(self) -> PcscCard | None:
         try:

@@ -30,12 +30,19 @@ class DeskError(EdgeError):
     pass
 
 
+def _has_uid(card: PresentCard | None) -> bool:
+    try:
+        return card is not None and bool(card.uid)
+    except DriverError:
+        return False
+
+
 def wait_card(reader: CardReader, timeout: float) -> PresentCard:
     """The card on the reader, or the first one put on it within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         card = reader.current_card()
-        if card is not None and card.uid:
+        if card is not None and _has_uid(card):
             return card
         left = deadline - time.monotonic()
         if left <= 0:
@@ -46,7 +53,7 @@ def wait_card(reader: CardReader, timeout: float) -> PresentCard:
             log.info("waiting for the reader: %s", exc)
             time.sleep(min(max(left, 0), 0.2))
             continue
-        if card is not None and card.uid:
+        if card is not None and _has_uid(card):
             return card
 
 

@@ -161,7 +161,7 @@ class PosAgent:
             if not self.engine.on_card(card):
                 card.close()
         except Exception:  # the agent never dies on one bad tap
-            log.exception("tap of card %s failed", card.uid.hex())
+            log.exception("tap of a card on %s failed", card.reader)
         self.uplink.kick()
 
     def _problem(self, text: str) -> None:

@@ -84,23 +84,25 @@ class Decider:
             keys = self.keys.get()
         except CardRefused as exc:
             return Outcome(False, "no_keys", f"terminal has no card keys: {exc.reason}", False)
-        app = CampusCard(card, keys)
+        app: CampusCard | None = None
         t: dict[str, int] = {}
         try:
             with card.exclusive():
+                app = CampusCard(card, keys)
                 out = self._decide(app, amount_fen, pin, t)
         except CardGone:
             out = Outcome(
                 False, "card_gone", "card removed too early: nothing charged, tap again", False
             )
         except BadSignature as exc:
+            assert app is not None
             out = self._bad_signature(app, exc)
         except CardRefused as exc:
             out = Outcome(False, exc.code, exc.reason, False)
         except DriverError as exc:
             log.warning("card error: %s", exc)
             out = Outcome(False, "card_error", f"card could not be read ({exc}); tap again", False)
-        out.timing = {"card_io": app.io_ns, **t}
+        out.timing = {"card_io": app.io_ns if app else 0, **t}
         return out
 
     def _bad_signature(self, app: CampusCard, exc: BadSignature) -> Outcome:

@@ -228,7 +228,7 @@ class Engine:
         with self._cond:
             s = self._screen
             if s.state != State.WAIT_CREDENTIAL or s.amount_fen is None:
-                log.info("card %s presented in state %s: ignored", card.uid.hex(), s.state)
+                log.info("card presented on %s in state %s: ignored", card.reader, s.state)
                 return False
             amount = s.amount_fen
             self._card = card
@@ -256,7 +256,7 @@ class Engine:
                     again = self.card_source()
                 except DriverError:
                     again = None
-                if again is not None and again.uid == card.uid:
+                if again is not None and _same_card(again, card):
                     with self._cond:
                         self._card = again
                     card = again
@@ -326,3 +326,10 @@ class Engine:
             if self._card is card:
                 self._card = None
             card.close()
+
+
+def _same_card(a: PresentCard, b: PresentCard) -> bool:
+    try:
+        return bool(a.uid) and a.uid == b.uid
+    except DriverError:
+        return False

@@ -98,7 +98,9 @@ def card_tear(args: argparse.Namespace) -> int:
 
 
 def card_remove(args: argparse.Namespace) -> int:
-    was = pcscd.stop_card(pcscd.VirtualReaders(args.dir), args.slot)
+    vr = pcscd.VirtualReaders(args.dir)
+    vr.slot(args.slot)  # the readers and the slot must exist
+    was = pcscd.stop_card(vr, args.slot)
     return _print(
         args,
         {"removed": was, "slot": args.slot},

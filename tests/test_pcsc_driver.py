@@ -154,6 +154,7 @@ def test_card_gone_mid_exchange_and_removal_event(
 def test_card_lying_on_the_reader_and_reset(readers: pcscd.VirtualReaders) -> None:
     card = Scripted(UID)
     vc = present(readers, card, slot=1)
+    assert pcscd.wait_slot(readers.socket_path, readers.slot(1)["name"], True)
     r = pcsc.open_url("pcsc://" + readers.slot(1)["name"])
     try:
         assert r.wait_for_card(0.6) is None  # lying there before we looked: no arrival

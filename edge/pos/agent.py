@@ -227,9 +227,19 @@ class PosAgent:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
+        if not self.keys.loaded():  # fetch the card keys now, not at the first tap
+            threading.Thread(target=self._prefetch_keys, name="keys", daemon=True).start()
         self.uplink.start()
         self._reader_thread = threading.Thread(target=self._reader_loop, name="reader", daemon=True)
         self._reader_thread.start()
+
+    def _prefetch_keys(self) -> None:
+        from edge.errors import CardRefused
+
+        try:
+            self.keys.get()
+        except CardRefused as exc:
+            log.warning("card keys not available yet (%s); retried at the next tap", exc.reason)
 
     def stop(self) -> None:
         self._stop.set()

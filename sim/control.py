@@ -115,4 +115,5 @@ def outcome(s: dict[str, Any], needs_pin: bool = False) -> dict[str, Any]:
         "account": s.get("account") or {},
         "tries_left": s.get("tries_left"),
         "card_no": s.get("card_no"),
+        "detail": s.get("detail"),
     }

@@ -173,7 +173,7 @@ def test_refused_cards_with_clear_reasons(rig: Rig) -> None:
     issue_image(rig.server, "REF02", "04D0D0D1", rig.tmp / "new.img", rig.keys)
     new_no = rig.server.account("REF02")["cards"][-1]["card_no"]
     rig.pos.wait_card_known(new_no)
-    cases.append(("replaced", old, "declined", "R11"))
+    cases.append(("replaced", old, "replaced", "R11"))
     # an identity claiming an old generation of the current card number (signed: the
     # issuer's own mistake or a stolen key): still refused
     h = bytearray(layout.Identity.decode(bytes(old.blocks[4]), bytes(old.blocks[5])).header())
@@ -181,16 +181,17 @@ def test_refused_cards_with_clear_reasons(rig: Rig) -> None:
         new_no, int.from_bytes(h[8:12], "big"), "student", 1, None, "2026-01-01"
     )
     stale = layout.issue_blob(rig.keys, bytes.fromhex("04D0D0D1"), ident2, blob[32:48])
-    cases.append(("old generation", with_blob("04D0D0D1", stale), "declined", "R11"))
+    cases.append(("old generation", with_blob("04D0D0D1", stale), "replaced", "R11"))
     # expired (R13): the validity on the card is over
     rig.card("REF03", 304, "04E0E0E0", expires="2001-01-01")
     expired = cardimage.load(rig.tmp / "04E0E0E0.img")
-    cases.append(("expired", expired, "declined", "expired"))
+    cases.append(("expired", expired, "expired", "expired"))
 
     for what, card, code, words in cases:
         rig.present(card)
         out = rig.sale(100)
-        assert not out["approved"] and out["code"] == code, (what, out)
+        assert not out["approved"] and out["code"] == "declined", (what, out)
+        assert out["detail"] == code, (what, out)
         assert words.lower() in out["reason"].lower(), (what, out)
     rig.remove()
     assert rig.server.account("REF01")["balance_fen"] == 20000

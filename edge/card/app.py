@@ -103,7 +103,8 @@ class CampusCard:
         except CardAuthError:
             raise CardRefused(
                 "foreign_card",
-                "not a card of this campus: its keys do not match (blank, foreign or cloned card)",
+                "unknown card: not a card of this campus, its keys do not match "
+                "(blank, foreign or cloned card)",
             ) from None
         header, number, verifier = (self._read(b) for b in (4, 5, 6))
         self._auth(2, KEY_A, SLOT_ID)

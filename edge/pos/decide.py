@@ -53,6 +53,9 @@ class Outcome:
     tries_left: int | None = None
     card_no: str | None = None
     timing: dict[str, int] = field(default_factory=dict)  # ns: card_io, journal
+    #: why a card was refused, for machines: foreign_card, bad_signature, clone, bad_layout,
+    #: counters_damaged, replaced, expired, no_keys (``code`` stays "declined"/"error")
+    detail: str | None = None
 
 
 class Decider:
@@ -83,7 +86,9 @@ class Decider:
         try:
             keys = self.keys.get()
         except CardRefused as exc:
-            return Outcome(False, "no_keys", f"terminal has no card keys: {exc.reason}", False)
+            return Outcome(
+                False, "error", f"terminal has no card keys: {exc.reason}", False, detail="no_keys"
+            )
         app: CampusCard | None = None
         t: dict[str, int] = {}
         try:
@@ -98,7 +103,7 @@ class Decider:
             assert app is not None
             out = self._bad_signature(app, exc)
         except CardRefused as exc:
-            out = Outcome(False, exc.code, exc.reason, False)
+            out = Outcome(False, "declined", exc.reason, False, detail=exc.code)
         except DriverError as exc:
             log.warning("card error: %s", exc)
             out = Outcome(False, "card_error", f"card could not be read ({exc}); tap again", False)
@@ -110,12 +115,13 @@ class Decider:
         if known is not None and known["uid"] != app.uid.hex().upper():
             return Outcome(
                 False,
-                "clone",
+                "declined",
                 f"card data of card {exc.identity.card_no} on a card with another UID: "
                 "a clone, refused",
                 False,
+                detail="clone",
             )
-        return Outcome(False, exc.code, exc.reason, False)
+        return Outcome(False, "declined", exc.reason, False, detail=exc.code)
 
     # -- the decision -------------------------------------------------------------------------
     def _decide(self, app: CampusCard, amount: int, pin: str | None, t: dict[str, int]) -> Outcome:
@@ -136,11 +142,13 @@ class Decider:
         known = self.cache.card(ident.card_no)
         if known is not None:
             if known["uid"] != uid_hex:
-                return no("clone", "card UID does not match the issued card (clone?)")
+                return no(
+                    "declined", "card UID does not match the issued card (clone?)", detail="clone"
+                )
             if known["generation"] != ident.generation or known["status"] != "active":
-                return no("declined", "card replaced by a newer card (R11)")
+                return no("declined", "card replaced by a newer card (R11)", detail="replaced")
         if ident.expires and today > ident.expires:
-            return no("declined", "card expired (R13): see the service desk")
+            return no("declined", "card expired (R13): see the service desk", detail="expired")
 
         # R5: wrong tries live on the card; the desk's reset arrives as the account's epoch
         policy = self.cache.policy

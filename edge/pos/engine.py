@@ -72,6 +72,7 @@ class Screen:
     tries_left: int | None = None
     since_ms: int = 0
     card_no: str | None = None
+    detail: str | None = None  # why a card was refused (machine-readable; see Outcome)
     notice: str | None = None  # a device problem (reader, pcscd), shown until it is solved
 
     def as_dict(self) -> dict[str, Any]:
@@ -280,6 +281,7 @@ class Engine:
     def _show(self, out: Outcome, amount: int, card: PresentCard) -> None:
         common = dict(
             card_no=out.card_no,
+            detail=out.detail,
             amount_fen=amount,
             code=out.code,
             reason=out.reason,

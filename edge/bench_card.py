@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -167,11 +168,15 @@ def main(args: argparse.Namespace) -> int:
                         raise RuntimeError("the POS did not see the card leave")
                     time.sleep(0.01)
 
+            rng = random.Random(int(getattr(args, "seed", 0) or 0))
+
             def run(n: int) -> tuple[list[int], list[str]]:
                 connected: list[int] = []
                 codes: list[str] = []
                 for _ in range(n):
                     keyed = ctl.amount(100)
+                    # a person does not tap in step with pcscd's 400 ms poll
+                    time.sleep(rng.uniform(0, 0.4))
                     vc = VirtualCard(card, slot["port"]).start()
                     out = ctl.wait(keyed["version"], ("approved", "declined"), 10)
                     codes.append(out["code"])

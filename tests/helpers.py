@@ -156,6 +156,7 @@ class PosProc:
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
     log: Any = None
+    extra: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -178,6 +179,7 @@ class PosProc:
         ]
         if self.token:
             args += ["--enroll", self.token]
+        args += self.extra
         self.proc = subprocess.Popen(
             ykt_cmd("--log-level", "INFO", *args),
             stdout=self._open_log(log),

@@ -82,3 +82,43 @@ def test_clone_and_unknown_cards_are_refused(server: ServerProc, pos: PosProc) -
     old = ctl.sale(100, card["card_no"])
     assert not old["approved"] and "R11" in old["reason"]
     assert ctl.sale(100, new["card_no"])["approved"]
+
+
+def test_pos_with_a_keystore_installed_by_hand(server: ServerProc, tmp_path: Path) -> None:
+    import json
+    import stat
+    import subprocess
+
+    from tests.helpers import ykt_cmd
+
+    keys = tmp_path / "pos-keys.json"
+    admin = ["admin", "--server", server.url, "--token-file", str(server.token_file)]
+    out = subprocess.run(
+        ykt_cmd(*admin, "keys", "export", "--role", "pos", "--out", str(keys), "--json"),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(out.stdout)["keys"] == ["ctr_mac", "ctr_write", "id_read", "pin"]
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+    assert "issuer_private" not in keys.read_text()
+    card = server.add_account("S4", 14, topup_fen=5000)
+    pos = PosProc(
+        tmp_path / "pos2",
+        server,
+        token=server.enroll_token("hand"),
+        extra=("--keystore", str(keys)),
+    ).start()
+    try:
+        assert AgentControl(pos.url).sale(100, card["card_no"])["approved"]
+        assert not (pos.data / "card-keys.json").exists()  # nothing fetched
+        assert pos.status()["card_keys"] == "loaded"
+    finally:
+        pos.stop()
+    missing = subprocess.run(
+        ykt_cmd("pos", "--data", str(pos.data), "--keystore", str(tmp_path / "no.json")),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert missing.returncode == 2 and "no card keystore" in missing.stderr

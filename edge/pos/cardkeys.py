@@ -40,6 +40,8 @@ class KeyProvider:
         self.error = ""
         if path.exists():
             self._keys = Keystore.load(path)  # a bad file is a configuration error at start
+        elif fetch is None:
+            raise ConfigError(f"no card keystore at {path} (ykt admin keys export --role pos)")
 
     def get(self) -> Keystore:
         with self._lock:

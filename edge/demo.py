@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -51,7 +52,26 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = 
     raise ConfigError(f"{url} did not answer within {timeout:.0f}s")
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _require_free(port: int, what: str, option: str) -> None:
+    if not _port_free(port):
+        raise ConfigError(
+            f"port {port} for the demo's {what} is in use (another demo running?); "
+            f"stop it or pick another with {option}"
+        )
+
+
 def _start_server(data: Path, port: int) -> subprocess.Popen[bytes]:
+    _require_free(port, "server", "--server-port")
     log = open(data / "server.log", "ab")  # noqa: SIM115 - the child keeps it
     proc = subprocess.Popen(
         _ykt("server", "--data", str(data / "server"), "--port", str(port)),
@@ -115,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
     data.mkdir(parents=True, exist_ok=True)
     server = f"http://127.0.0.1:{args.server_port}"
     agent = f"http://127.0.0.1:{args.control_port}"
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the children as Ctrl-C does
+    _require_free(args.control_port, "POS control API", "--control-port")
     procs: list[subprocess.Popen[bytes]] = [_start_server(data, args.server_port)]
     try:
         state = _setup(data, server)
@@ -194,7 +216,8 @@ Network outage:
     )
 
 
-def _stop_pidfile(data: Path) -> bool:
+def _stop_pidfile(data: Path, port: int | None = None) -> bool:
+    """Stop the demo's server; with ``port``, wait until it has let go of the port."""
     pidfile = data / "server.pid"
     if not pidfile.exists():
         return False
@@ -204,13 +227,17 @@ def _stop_pidfile(data: Path) -> bool:
     except (ProcessLookupError, ValueError):
         stopped = False
     pidfile.unlink(missing_ok=True)
+    deadline = time.monotonic() + 15
+    while stopped and port is not None and not _port_free(port) and time.monotonic() < deadline:
+        time.sleep(0.1)
     return stopped
 
 
 def server_ctl(args: argparse.Namespace) -> int:
     data: Path = args.data.resolve()
     if args.action == "stop":
-        print("demo server stopped" if _stop_pidfile(data) else "the demo server was not running")
+        stopped = _stop_pidfile(data, args.server_port)
+        print("demo server stopped" if stopped else "the demo server was not running")
         return 0
     pidfile = data / "server.pid"
     if pidfile.exists():
@@ -243,3 +270,4 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     s.add_argument("action", choices=["stop", "start"])
     s.add_argument("--data", type=Path, default=Path(".demo"))
     s.add_argument("--server-port", type=int, default=8700)
+    s.set_defaults(func=server_ctl)

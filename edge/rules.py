@@ -7,6 +7,7 @@ Every function names the rule it implements.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -61,8 +62,8 @@ _GB11643_CHECK = "10X98765432"
 
 
 def normalize_id_card(id_card: str) -> str:
-    """Strip spaces and upper-case a trailing x."""
-    return re.sub(r"\s+", "", id_card).upper()
+    """Strip spaces, read full-width characters as ASCII (NFKC) and upper-case a trailing x."""
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", id_card)).upper()
 
 
 def validate_id_card(id_card: str) -> str:
@@ -71,7 +72,7 @@ def validate_id_card(id_card: str) -> str:
     The last character is the GB 11643 (ISO 7064 MOD 11-2) check digit.
     """
     n = normalize_id_card(id_card)
-    if not re.fullmatch(r"\d{17}[\dX]", n):
+    if not re.fullmatch(r"[0-9]{17}[0-9X]", n):
         raise IdCardError(f"ID-card number must be 17 digits and a digit or X, got {id_card!r}")
     total = sum(int(d) * w for d, w in zip(n[:17], _GB11643_WEIGHTS, strict=True))
     if _GB11643_CHECK[total % 11] != n[17]:
@@ -90,7 +91,7 @@ def initial_password(id_card: str) -> str:
     if n and n[-1].isalpha():
         n = n[:-1]
     tail = n[-6:]
-    if len(tail) < 6 or not tail.isdigit():
+    if not re.fullmatch(r"[0-9]{6}", tail):
         raise IdCardError(
             f"cannot take an initial password from {id_card!r}: need six digits at the end"
         )
@@ -99,7 +100,7 @@ def initial_password(id_card: str) -> str:
 
 def check_password_format(pw: str) -> str:
     """R3/R4/R5: passwords are exactly six digits."""
-    if not re.fullmatch(r"\d{6}", pw or ""):
+    if not re.fullmatch(r"[0-9]{6}", pw or ""):
         raise RuleError("a password is exactly six digits")
     return pw
 

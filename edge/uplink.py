@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class Backoff:
     """Exponential backoff with jitter: ``min(cap, base·2ⁿ)`` scaled by a random 0.5–1.0."""
 
-    def __init__(self, rng: random.Random, base: float = 0.25, cap: float = 15.0) -> None:
+    def __init__(self, rng: random.Random, base: float = 0.25, cap: float = 5.0) -> None:
         self.rng, self.base, self.cap, self.n = rng, base, cap, 0
 
     def next(self) -> float:
@@ -99,7 +99,8 @@ class Uplink:
                         self.link.down(str(exc))
                     delay = backoff.next()
                     log.warning("journal push failed (%s); retrying in %.1fs", exc, delay)
-                    self._stop.wait(delay)
+                    self._kick.wait(delay)  # a new sale (or stop) retries at once
+                    self._kick.clear()
                     continue
                 self.link.up()
                 for alarm in resp.get("alarms", []):

@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 from edge.money import format_fen, parse_amount
 from sim.control import AgentControl
 from sim.errors import SimError
+from sim.wallet_cli import add_wallet_parser
 
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -102,6 +103,7 @@ def add_parser(sub: Sub) -> None:
     c.add_argument("--card", required=True)
     c.add_argument("--uid")
     cmd("state", state, "print the agent's screen and status")
+    add_wallet_parser(cmds)
     from sim import cardcli
 
     cardcli.add_parsers(cmds)

@@ -22,3 +22,12 @@ def pos(tmp_path: Path, server: ServerProc) -> Iterator[PosProc]:
     p = PosProc(tmp_path / "pos", server, token=server.enroll_token("canteen-1")).start()
     yield p
     p.stop()
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
+    """One real `ykt server` shared by a test module whose tests each make their own accounts
+    and terminals (starting a server per test would cost a second each)."""
+    s = ServerProc(tmp_path_factory.mktemp("server") / "server").start()
+    yield s
+    s.stop()

@@ -66,6 +66,7 @@ class ServerProc:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     extra: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
     log: Any = None
 
     @property
@@ -92,6 +93,7 @@ class ServerProc:
             ),
             stdout=self._open_log(log),
             stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
         )
         _wait_http(self.url + "/v1/health", self.proc, log)
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -63,8 +64,12 @@ def _check_limit(limit_fen: int | None) -> int:
 def _check_date(value: str | None) -> str | None:
     if value is None or value == "":
         return None
-    if not _DATE.match(value):
-        raise Invalid("dates are YYYY-MM-DD", "bad_date")
+    try:
+        if not _DATE.match(value):
+            raise ValueError(value)
+        dt.date.fromisoformat(value)
+    except ValueError:
+        raise Invalid(f"dates are YYYY-MM-DD, got {value!r}", "bad_date") from None
     return value
 
 
@@ -159,14 +164,20 @@ def import_roster(ctx: Context, text: str, actor: str = "admin") -> dict[str, An
     Every good line is added; every bad line is reported with its line number and nothing of
     it is written."""
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    fields = [f.strip() for f in (reader.fieldnames or [])]
+    try:
+        fields = [f.strip() for f in (reader.fieldnames or [])]
+        rows = [(reader.line_num, row) for row in reader]  # physical line numbers
+    except csv.Error as exc:  # e.g. a field over the csv module's size limit
+        raise Invalid(
+            f"roster CSV cannot be read near line {reader.line_num}: {exc}", "bad_roster"
+        ) from exc
     missing = [c for c in ROSTER_COLUMNS if c not in fields]
     if missing:
         raise Invalid(f"roster CSV lacks columns: {', '.join(missing)}", "bad_roster")
     errors: list[dict[str, Any]] = []
     good: list[tuple[int, dict[str, Any]]] = []
     seen: set[str] = set()
-    for lineno, raw in enumerate(reader, start=2):
+    for lineno, raw in rows:
         row = {(k or "").strip(): (val or "").strip() for k, val in raw.items() if k}
         try:
             limit = row.get("limit") or None
@@ -208,7 +219,7 @@ def import_roster(ctx: Context, text: str, actor: str = "admin") -> dict[str, An
         for v, h in zip(fresh, hashes, strict=True):
             _insert(ctx, tx, v, h, actor)
     ctx.notifier.notify()
-    return {"added": len(fresh), "errors": errors}
+    return {"added": len(fresh), "errors": sorted(errors, key=lambda e: int(e["line"]))}
 
 
 def _card_rows(ctx: Context, account_id: int) -> list[dict[str, Any]]:
@@ -503,6 +514,16 @@ def topup(
         )
         if applied:
             tx.execute("UPDATE accounts SET version = ? WHERE id = ?", (next_version(tx), a["id"]))
+        else:
+            done = tx.one("SELECT debit, credit, amount FROM transfers WHERE id = ?", (tid,))
+            if done is None or (done["debit"], done["credit"], done["amount"]) != (
+                ledger.channel(ch.value),
+                target,
+                amount_fen,
+            ):
+                raise Conflict(
+                    f"request_id {request_id!r} was used for another top-up", "request_id_reused"
+                )
     ctx.notifier.notify()
     out = show_account(ctx, number, history=False)
     out["transfer_id"] = tid

@@ -9,7 +9,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -18,9 +18,10 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge.errors import StoreError
-from sync.server import accounts, authorize, feed, ingest, ledger, policy, terminals
+from sync.server import accounts, authorize, feed, holders, ingest, ledger, policy, terminals
 from sync.server.context import Context, current_version
 from sync.server.errors import ServiceError, Unauthorized
 from sync.server.models import (
@@ -29,6 +30,7 @@ from sync.server.models import (
     CardIn,
     EnrollIn,
     JournalIn,
+    LoginIn,
     PolicyIn,
     RosterIn,
     StatusIn,
@@ -41,8 +43,12 @@ log = logging.getLogger(__name__)
 MAX_WAIT_S = 30.0
 
 
-def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
+def _error(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message, **extra}}, status_code=status, headers=headers
+    )
 
 
 def create_app(ctx: Context) -> FastAPI:
@@ -67,9 +73,20 @@ def create_app(ctx: Context) -> FastAPI:
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
         return _error(exc.status, exc.code, exc.message)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. nested too deep)
+            return _error(422, "invalid", "the request body is not JSON that can be read")
+        code = {404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, f"http_{exc.status_code}"
+        )
+        return _error(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
+        # the offending input is not echoed back: it may be huge, secret or not even Unicode
+        errors = [{k: v for k, v in e.items() if k not in ("input", "url")} for e in exc.errors()]
+        details = jsonable_encoder(errors, custom_encoder={Exception: str})
         first = details[0] if details else {}
         where = ".".join(str(p) for p in first.get("loc", []))
         return _error(
@@ -99,8 +116,18 @@ def create_app(ctx: Context) -> FastAPI:
             auth.authenticate, request.method, target, body, request.headers
         )
 
+    def bearer(request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("bearer "):
+            raise Unauthorized("sign in first (Authorization: Bearer <session>)", "bad_session")
+        return header[7:]
+
+    def holder(request: Request) -> dict[str, Any]:
+        return holders.session_account(ctx, bearer(request))
+
     Admin = Annotated[str, Depends(admin)]
     Terminal = Annotated[dict[str, Any], Depends(terminal)]
+    Holder = Annotated[dict[str, Any], Depends(holder)]
 
     # -- public -------------------------------------------------------------------------------
     @app.get("/v1/health", tags=["public"])
@@ -177,6 +204,22 @@ def create_app(ctx: Context) -> FastAPI:
     @app.put("/v1/admin/policy", tags=["admin"])
     def put_policy(body: PolicyIn, actor: Admin) -> dict[str, Any]:
         return policy.set_policy(ctx, body.values)
+
+    # -- card holders (the app, WeChat, the website) ------------------------------------------
+    @app.post("/v1/app/login", tags=["app"])
+    def app_login(body: LoginIn) -> dict[str, Any]:
+        """R16: staff/student number (card number for temporary and consumer cards) + query
+        password."""
+        return holders.login(ctx, body.number, body.password)
+
+    @app.post("/v1/app/logout", tags=["app"])
+    def app_logout(request: Request, who: Holder) -> dict[str, Any]:
+        return holders.logout(ctx, bearer(request))
+
+    @app.get("/v1/app/me", tags=["app"])
+    def app_me(who: Holder) -> dict[str, Any]:
+        """The signed-in holder's account: balance, transition balance, limit, status."""
+        return accounts.show_account(ctx, who["number"], history=False)
 
     # -- terminals ----------------------------------------------------------------------------
     @app.post("/v1/terminals/enroll", tags=["terminal"], status_code=201)

@@ -25,7 +25,7 @@ from edge.rules import AccountStatus
 from sync.server import ledger
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version
-from sync.server.errors import Invalid
+from sync.server.errors import Conflict, Invalid
 
 
 def _decline(reason: str, code: str = "declined", **extra: Any) -> dict[str, Any]:
@@ -74,6 +74,11 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
     now, today = ctx.now_ms(), ctx.today()
     aid = row["id"]
     with ctx.db.tx() as tx:
+        head = int(tx.scalar("SELECT head_seq FROM terminals WHERE id = ?", (tid,)))
+        if seq <= head:  # a hold under it would never be released by an ingest
+            raise Conflict(
+                f"sequence number {seq} is already journaled here (head {head})", "seq_used"
+            )
         holds = int(
             tx.scalar(
                 "SELECT COALESCE(SUM(amount), 0) FROM holds WHERE account_id = ? AND expires_ms > ? "
@@ -100,7 +105,10 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
                     **base,
                 )
         else:
-            tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"] + holds)
+            # R6: what was spent today plus what is held for sales not yet journaled here (a
+            # hold counts today even when the account has not spent anything yet today)
+            spent_today = rules.LimitTracker(acct["spent_day"], acct["spent_fen"]).spent_on(today)
+            tracker = rules.LimitTracker(today, spent_today + holds)
         if facts is None and tracker.needs_password(today, amount, acct["limit_fen"]):  # R6
             tries_left = policy["pin_max_tries"] - acct["pin_tries"]
             if tries_left <= 0:

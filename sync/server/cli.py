@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+from edge.passwords import MAX_LOG2_N, MIN_LOG2_N
 from edge.systemd import Watchdog, notify
 from sync.server.context import Context, ServerConfig
 
@@ -34,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--password-cost",
         type=int,
+        choices=range(MIN_LOG2_N, MAX_LOG2_N + 1),
         default=15,
         metavar="LOG2N",
         help="scrypt cost for new password hashes, log2 N (default 15; 12 for tests)",

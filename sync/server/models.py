@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.money import MAX_AMOUNT_FEN
 
-Fen = Field(gt=0, le=MAX_AMOUNT_FEN, description="an amount in fen (分), positive")
+#: Integers are strict: ``true``, ``"100"`` and ``100.0`` are not amounts.
+Fen = Field(gt=0, le=MAX_AMOUNT_FEN, strict=True, description="an amount in fen (分), positive")
 
 
 class Strict(BaseModel):
@@ -20,7 +21,7 @@ class AccountIn(Strict):
     name: str = Field(min_length=1, max_length=64)
     type: Literal["temporary", "student", "staff", "consumer"]
     id_card: str = Field(min_length=15, max_length=24, description="ID-card number (GB 11643)")
-    limit_fen: int | None = Field(default=None, gt=0, le=MAX_AMOUNT_FEN)
+    limit_fen: int | None = Field(default=None, gt=0, le=MAX_AMOUNT_FEN, strict=True)
     expires: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -59,6 +60,11 @@ class PolicyIn(Strict):
     values: dict[str, Any]
 
 
+class LoginIn(Strict):
+    number: str = Field(min_length=1, max_length=32, description="staff/student or card number")
+    password: str = Field(min_length=1, max_length=64, description="query password (R4)")
+
+
 class EnrollIn(Strict):
     token: str = Field(min_length=8, max_length=128)
     public_key: str = Field(min_length=40, max_length=64, description="Ed25519 public key, base64")
@@ -75,7 +81,7 @@ class CardFactsIn(Strict):
 
 
 class AuthorizeIn(Strict):
-    seq: int = Field(ge=1, le=2**62)
+    seq: int = Field(ge=1, le=2**62, strict=True)
     card_no: str = Field(min_length=1, max_length=32)
     uid: str | None = Field(default=None, max_length=32)
     amount_fen: int = Fen

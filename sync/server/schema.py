@@ -134,7 +134,23 @@ MIGRATIONS.add(
 )
 
 MIGRATIONS.add(
-    "0002-card-path",
+    "0002-holder-sessions",
+    """
+    ALTER TABLE accounts ADD COLUMN query_tries INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE accounts ADD COLUMN query_locked_until_ms INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts (id),
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX sessions_account ON sessions (account_id)
+    """,
+)
+
+MIGRATIONS.add(
+    "0003-card-path",
     """
     ALTER TABLE cards ADD COLUMN identity TEXT NOT NULL DEFAULT '';
     ALTER TABLE accounts ADD COLUMN pin_epoch INTEGER NOT NULL DEFAULT 0;

@@ -1,0 +1,74 @@
+"""The simulated phone app (学付宝) of a card holder: a wallet file with its server, session and
+(later) its own keys, and calls to the server's app API.
+
+The wallet file is JSON, mode 0600 (it holds a session token and the phone's private key).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sim.errors import SimError, SimUsageError
+from sync.client import ServerClient
+from sync.errors import SyncError
+
+
+@dataclass
+class Wallet:
+    server: str
+    number: str
+    token: str
+    account: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> Wallet:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(**data)
+        except FileNotFoundError:
+            raise SimUsageError(f"no wallet at {path}: run `ykt sim wallet login` first") from None
+        except (OSError, ValueError, TypeError) as exc:
+            raise SimUsageError(f"wallet file {path} is damaged: {exc}") from exc
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(asdict(self), f, ensure_ascii=False, indent=2)
+        os.replace(tmp, path)
+
+    def client(self) -> ServerClient:
+        c = ServerClient(self.server)
+        c.session.headers["Authorization"] = f"Bearer {self.token}"
+        return c
+
+    def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        """A call to the app API with this wallet's session."""
+        client = self.client()
+        try:
+            return client.request(method, path, body=body, signed=False)
+        except SyncError as exc:
+            raise SimError(str(exc)) from exc
+        finally:
+            client.close()
+
+
+def login(server: str, number: str, password: str) -> Wallet:
+    """R16: sign in with number + query password; returns a new wallet."""
+    client = ServerClient(server)
+    try:
+        resp = client.request(
+            "POST", "/v1/app/login", body={"number": number, "password": password}, signed=False
+        )
+    except SyncError as exc:
+        raise SimError(f"login failed: {exc}") from exc
+    finally:
+        client.close()
+    return Wallet(
+        server=server.rstrip("/"), number=number, token=resp["token"], account=resp["account"]
+    )

@@ -1,0 +1,85 @@
+"""``ykt sim wallet …``: the simulated phone app of a card holder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from edge.money import format_fen
+from sim import wallet as wallet_mod
+from sim.errors import SimError
+
+Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> int:
+    print(json.dumps(data, ensure_ascii=False) if args.json else text)
+    return 0
+
+
+def login(args: argparse.Namespace) -> int:
+    w = wallet_mod.login(args.server, args.number, args.password)
+    w.save(args.wallet)
+    a = w.account
+    return _emit(
+        args,
+        {"wallet": str(args.wallet), "account": a},
+        f"signed in as {a['number']} {a['name']} ({a['type']}); wallet {args.wallet}",
+    )
+
+
+def balance(args: argparse.Namespace) -> int:
+    me = wallet_mod.Wallet.load(args.wallet).call("GET", "/v1/app/me")
+    return _emit(
+        args,
+        me,
+        f"{me['number']} {me['name']}: balance {format_fen(me['balance_fen'])}"
+        f", transition {format_fen(me['transition_fen'])}, status {me['status']}",
+    )
+
+
+def logout(args: argparse.Namespace) -> int:
+    w = wallet_mod.Wallet.load(args.wallet)
+    out = w.call("POST", "/v1/app/logout")
+    return _emit(args, out, "signed out")
+
+
+def add_wallet_parser(cmds: Sub) -> None:
+    p = cmds.add_parser(
+        "wallet",
+        help="the simulated phone app of a card holder",
+        description="The simulated phone app (学付宝): sign in, balance, codes.",
+    )
+    sub = p.add_subparsers(dest="wallet_command", metavar="ACTION", required=True)
+
+    def cmd(
+        name: str, fn: Any, help_text: str, needs_wallet: bool = True
+    ) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_text, description=help_text)
+        c.add_argument("--wallet", type=Path, required=True, help="wallet file (JSON, 0600)")
+        c.add_argument("--json", action="store_true", help="print one JSON object")
+        c.set_defaults(func=lambda a: _wrap(fn, a))
+        return c
+
+    c = cmd("login", login, "sign in with number + query password (R16) into a new wallet file")
+    c.add_argument("--server", required=True, help="central server URL")
+    c.add_argument(
+        "--number",
+        required=True,
+        help="staff/student number; card number for temporary and consumer cards",
+    )
+    c.add_argument("--password", required=True, help="query password (R4)")
+    cmd("balance", balance, "balance, transition balance and status of the signed-in account")
+    cmd("logout", logout, "end the wallet's session")
+
+
+def _wrap(fn: Any, args: argparse.Namespace) -> int:
+    try:
+        rc: int = fn(args)
+        return rc
+    except SimError as exc:
+        print(f"ykt sim wallet: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,109 @@
+"""Card holders signing in (R16) and their sessions: the phone app, the WeChat account, the
+website and card-less kiosk operations authenticate this way.
+
+Students and staff sign in with their staff/student number; everyone else with their
+(temporary) card number; both with the query password (R4).  Wrong passwords are counted; after
+``query_max_tries`` in a row the account's sign-in locks for ``query_lock_s`` seconds.
+Sessions are random bearer tokens stored only as SHA-256 digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+from edge.passwords import verify_password
+from edge.rules import CardType
+from sync.server.context import Context
+from sync.server.errors import Forbidden, Invalid, Unauthorized
+
+SESSION_TTL_MS = 30 * 24 * 3600 * 1000
+QUERY_MAX_TRIES = 5
+QUERY_LOCK_S = 15 * 60
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def find_holder(ctx: Context, number: str) -> dict[str, Any] | None:
+    """R16: the account signed in to by ``number``: a staff/student (or any account) number,
+    or the card number of a temporary or consumer card."""
+    row = ctx.db.one("SELECT * FROM accounts WHERE number = ?", (number,))
+    if row is None:
+        row = ctx.db.one(
+            "SELECT a.* FROM cards c JOIN accounts a ON a.id = c.account_id "
+            "WHERE c.card_no = ? AND c.status = 'active' AND a.type IN (?, ?)",
+            (number, CardType.TEMPORARY.value, CardType.CONSUMER.value),
+        )
+    return None if row is None else dict(row)
+
+
+def check_query_password(ctx: Context, number: str, password: str) -> dict[str, Any]:
+    """The account, if ``password`` is its query password (R4); counts wrong tries and locks."""
+    if not number or len(number) > 32 or not password or len(password) > 64:
+        raise Invalid("number and password are required", "bad_credentials")
+    acct = find_holder(ctx, number)
+    now = ctx.now_ms()
+    if acct is None:
+        # same answer as a wrong password: do not reveal which numbers exist
+        raise Unauthorized("wrong number or query password", "bad_credentials")
+    if acct["query_locked_until_ms"] > now:
+        left = (acct["query_locked_until_ms"] - now) // 1000 + 1
+        raise Forbidden(f"too many wrong passwords: sign-in locked for {left} s", "locked")
+    if not verify_password(password, acct["query_pw"]):
+        tries = acct["query_tries"] + 1
+        locked = now + QUERY_LOCK_S * 1000 if tries >= QUERY_MAX_TRIES else 0
+        with ctx.db.tx() as tx:
+            tx.execute(
+                "UPDATE accounts SET query_tries = ?, query_locked_until_ms = ? WHERE id = ?",
+                (0 if locked else tries, locked, acct["id"]),
+            )
+        raise Unauthorized("wrong number or query password", "bad_credentials")
+    if acct["query_tries"]:
+        with ctx.db.tx() as tx:
+            tx.execute("UPDATE accounts SET query_tries = 0 WHERE id = ?", (acct["id"],))
+    return acct
+
+
+def login(ctx: Context, number: str, password: str) -> dict[str, Any]:
+    acct = check_query_password(ctx, number, password)
+    token = secrets.token_urlsafe(32)
+    now = ctx.now_ms()
+    with ctx.db.tx() as tx:
+        tx.execute(
+            "INSERT INTO sessions (token_hash, account_id, created_ms, expires_ms) "
+            "VALUES (?, ?, ?, ?)",
+            (_digest(token), acct["id"], now, now + SESSION_TTL_MS),
+        )
+    return {
+        "token": token,
+        "expires_ms": now + SESSION_TTL_MS,
+        "account": {
+            "id": acct["id"],
+            "number": acct["number"],
+            "name": acct["name"],
+            "type": acct["type"],
+            "status": acct["status"],
+        },
+    }
+
+
+def session_account(ctx: Context, token: str) -> dict[str, Any]:
+    """The account behind a session token, or 401."""
+    row = ctx.db.one(
+        "SELECT a.*, s.expires_ms AS session_expires, s.revoked AS session_revoked, "
+        "s.token_hash AS session FROM sessions s JOIN accounts a ON a.id = s.account_id "
+        "WHERE s.token_hash = ?",
+        (_digest(token),),
+    )
+    if row is None or row["session_revoked"] or row["session_expires"] < ctx.now_ms():
+        raise Unauthorized("sign in first (session unknown or expired)", "bad_session")
+    return dict(row)
+
+
+def logout(ctx: Context, token: str) -> dict[str, Any]:
+    with ctx.db.tx() as tx:
+        tx.execute("UPDATE sessions SET revoked = 1 WHERE token_hash = ?", (_digest(token),))
+    return {"logged_out": True}

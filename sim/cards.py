@@ -23,10 +23,13 @@ from sim import cardimage
 from sim.mifare import MifareClassic1K, blank_blocks
 
 
-def encoded_card(uid: bytes, identity_b64: str, keys: Keystore) -> MifareClassic1K:
+def encoded_card(
+    uid: bytes, identity_b64: str, keys: Keystore, tag: bytes | None = None
+) -> MifareClassic1K:
     blob = base64.b64decode(identity_b64)
     blocks = blank_blocks(uid)
-    for n, data in layout.card_blocks(uid, blob, keys, missing_key=os.urandom(6)).items():
+    made = layout.card_blocks(uid, blob, keys, missing_key=os.urandom(6), tag=tag)
+    for n, data in made.items():
         blocks[n] = bytearray(data)
     return MifareClassic1K(uid, blocks)
 

@@ -23,6 +23,7 @@ MEANING = {
     12: "ykt issuer signature 48-63",
     layout.B_SLOTS[0]: "ykt counters slot A",
     layout.B_SLOTS[1]: "ykt counters slot B",
+    layout.B_TAG: "ykt card proof tag (kiosks)",
 }
 
 

@@ -28,7 +28,9 @@ def issue_image(
 ) -> dict[str, Any]:
     """Issue a card with this UID on the server and write the card image a desk would write."""
     rec = server.admin().call("POST", f"/v1/admin/accounts/{number}/cards", {"uid": uid})
-    card = encoded_card(bytes.fromhex(uid), rec["identity"], keys or server_keys(server))
+    card = encoded_card(
+        bytes.fromhex(uid), rec["identity"], keys or server_keys(server), bytes.fromhex(rec["tag"])
+    )
     cardimage.save(card, path)
     return dict(rec)
 

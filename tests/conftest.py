@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import PosProc, ServerProc
+from tests.live import Live, open_live
 
 
 @pytest.fixture
@@ -29,5 +30,13 @@ def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     """One real `ykt server` shared by a test module whose tests each make their own accounts
     and terminals (starting a server per test would cost a second each)."""
     s = ServerProc(tmp_path_factory.mktemp("server") / "server").start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Live]:
+    """The real server app on loopback in this process (uvicorn in a thread)."""
+    s = open_live(tmp_path / "live")
     yield s
     s.stop()

@@ -265,3 +265,22 @@ def _b64(b: bytes) -> str:
     import base64
 
     return base64.b64encode(b).decode()
+
+
+def test_proof_tag_is_readable_by_desk_and_kiosk_keys_only() -> None:
+    tag = bytes(range(16))
+    card = cardimage.new_card(UID)
+    reader = SimReader("t")
+    CampusCard(reader.present(card), DESK).encode(BLOB, tag)
+    proof = CampusCard(reader.current_card(), KEYS.for_role("kiosk")).read_proof()  # type: ignore[arg-type]
+    assert proof == {
+        "card_no": "10000001",
+        "uid": "04A1B2C3",
+        "generation": 1,
+        "tag": tag.hex().upper(),
+    }
+    assert not POS.has("tag_read")
+    with pytest.raises(ConfigError):
+        CampusCard(reader.current_card(), POS).read_proof()  # type: ignore[arg-type]
+    # the POS reads the rest of the card as usual
+    assert CampusCard(reader.current_card(), POS).read().identity == IDENT  # type: ignore[arg-type]

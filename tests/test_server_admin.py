@@ -125,11 +125,17 @@ def test_duplicate_number(module_server: ServerProc) -> None:
         ("POST", "/v1/admin/accounts/NOPE/pin-reset", None),
         ("POST", "/v1/admin/accounts/NOPE/cards", {}),
         ("POST", "/v1/admin/accounts/NOPE/topups", {"amount_fen": 100, "channel": "cash"}),
-        ("GET", "/v1/admin/accounts/%E5%BC%A0%E4%B8%89", None),
     ],
 )
 def test_unknown_account(module_server: ServerProc, method: str, path: str, body: Any) -> None:
     refused(admin_raw(module_server, method, path, body), 404, "no_account")
+
+
+def test_malformed_account_number_in_the_path(module_server: ServerProc) -> None:
+    """A number no account can have is refused as malformed, before any lookup."""
+    refused(
+        admin_raw(module_server, "GET", "/v1/admin/accounts/%E5%BC%A0%E4%B8%89"), 422, "bad_number"
+    )
 
 
 def test_unknown_route_and_method_keep_the_error_shape(module_server: ServerProc) -> None:

@@ -136,6 +136,21 @@ class CampusCard:
             return
         raise BadSignature(ident)
 
+    def read_proof(self) -> dict[str, object]:
+        """What a kiosk sends as the card proof (sync.server.cardproof): number, UID,
+        generation from the checked identity, and the proof tag (sector 5; a POS keystore
+        cannot open it)."""
+        view = self.read()
+        self._timed(self.mf.load_key, 0, self.keys.sector_key("tag_read", self.uid))
+        self._auth(layout.TAG_SECTOR, KEY_A, 0)
+        tag = self._read(layout.B_TAG)
+        return {
+            "card_no": view.identity.card_no,
+            "uid": view.uid_hex,
+            "generation": view.identity.generation,
+            "tag": tag.hex().upper(),
+        }
+
     # -- the consumption password (R5) ------------------------------------------------------
     def check_pin(self, view: CardView, pin: str) -> bool:
         return layout.check_verifier(self.keys, view.identity.account_id, view.verifier, pin)
@@ -150,18 +165,19 @@ class CampusCard:
         view.counters, view.slot = new, 1 - view.slot
 
     # -- the desk: encode a blank card ------------------------------------------------------
-    def encode(self, blob: bytes) -> None:
+    def encode(self, blob: bytes, tag: bytes | None = None) -> None:
         """Write an issued identity (``blob`` from the issuer) and fresh counters, with this
         campus's diversified keys in every trailer.  Sector by sector: data blocks first, the
         trailer last, so a card pulled away mid-way can be encoded again (each sector opens
         either with the transport key or already with ours)."""
         uid = self.uid
-        blocks = layout.card_blocks(uid, blob, self.keys)
+        blocks = layout.card_blocks(uid, blob, self.keys, tag=tag)
         plan = {
             1: ("id_write", (4, 5, 6)),
             2: ("id_write", (8, 9, 10)),
             3: ("id_write", (12, 13, 14)),
             4: ("ctr_write", (16, 17, 18)),
+            5: ("id_write", (20, 21, 22)),
         }
         for sector, (key_name, data_blocks) in plan.items():
             self._open_for_writing(sector, self.keys.sector_key(key_name, uid))

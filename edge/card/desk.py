@@ -78,9 +78,10 @@ def issue_on_reader(
         uid = card.uid.hex().upper()
         rec = issue(uid)
         blob = base64.b64decode(rec["identity"])
+        tag = bytes.fromhex(rec["tag"]) if rec.get("tag") else None
         try:
             with card.exclusive():
-                CampusCard(card, keys).encode(blob)
+                CampusCard(card, keys).encode(blob, tag)
                 check = CampusCard(card, keys).read()
         except CardGone as exc:
             raise DeskError(

@@ -16,6 +16,7 @@ master         used for                                             held by
 ``ctr_write``  key B of the counter sector 4 (read and write)        server, desk/kiosk, POS
 ``ctr_mac``    MAC of each counter slot                             server, desk/kiosk, POS
 ``pin``        salt of the consumption-password verifier (R5)       server, desk/kiosk, POS
+``tag_read``   key A of the proof-tag sector 5 (kiosk card proofs)  server, desk/kiosk
 issuer key     Ed25519 signature over identity ‖ verifier ‖ UID     server (private), all (public)
 =============  ===================================================  =========================
 
@@ -41,7 +42,7 @@ from edge.errors import ConfigError
 from sync.crypto import SigningKey, VerifyKey, b64d, b64e
 
 FORMAT = "ykt-card-keystore"
-MASTERS = ("id_read", "id_write", "ctr_read", "ctr_write", "ctr_mac", "pin")
+MASTERS = ("id_read", "id_write", "ctr_read", "ctr_write", "ctr_mac", "pin", "tag_read")
 ROLE_MASTERS: dict[str, tuple[str, ...]] = {
     "server": MASTERS,
     "desk": MASTERS,

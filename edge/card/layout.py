@@ -14,10 +14,12 @@ sector block   content                                                          
 3      13-14   reserved (zero)
 4      16, 17  offline counters, slot A and slot B (R6)                             ctr_read /
 4      18      reserved (zero)                                                      ctr_write
-5-15           unused (transport keys, free for other applications)
+5      20      card proof tag for kiosks (sync.server.cardproof)                    tag_read /
+5      21-22   reserved (zero)                                                      id_write
+6-15           unused (transport keys, free for other applications)
 ====== ======= ==================================================================== ===========
 
-Access bits of sectors 1-4: ``78 77 88`` (data: read with A or B, write with B only; trailer:
+Access bits of sectors 1-5: ``78 77 88`` (data: read with A or B, write with B only; trailer:
 keys and access bits written with B only; key B never readable).
 
 The issuer signature (Ed25519, the central server's issuer key) covers
@@ -57,8 +59,10 @@ IDENTITY_SECTORS = (1, 2, 3)
 COUNTER_SECTOR = 4
 B_HEADER, B_CARDNO, B_VERIFIER = 4, 5, 6
 B_SIGNATURE = (8, 9, 10, 12)
-B_RESERVED = (13, 14, 18)
+B_RESERVED = (13, 14, 18, 21, 22)
 B_SLOTS = (16, 17)
+TAG_SECTOR = 5
+B_TAG = 20
 
 #: data blocks: read A|B, write B; trailer: keys/access written with B, key B not readable.
 ACCESS: Conditions = ((1, 0, 0), (1, 0, 0), (1, 0, 0), (0, 1, 1))
@@ -200,11 +204,17 @@ def split_blob(blob: bytes) -> tuple[bytes, bytes, bytes, bytes]:
 
 
 def card_blocks(
-    uid: bytes, blob: bytes, keys: Keystore, missing_key: bytes | None = None
+    uid: bytes,
+    blob: bytes,
+    keys: Keystore,
+    missing_key: bytes | None = None,
+    tag: bytes | None = None,
 ) -> dict[int, bytes]:
-    """Every block ykt writes on a card: identity, signature, counters, trailers.
+    """Every block ykt writes on a card: identity, signature, counters, proof tag, trailers.
 
     ``missing_key`` stands in for keys this keystore does not hold (simulated cards only)."""
+    if tag is not None and len(tag) != 16:
+        raise ValueError("a card proof tag is 16 bytes")
     header, number, verifier, sig = split_blob(blob)
 
     def key(name: str) -> bytes:
@@ -225,6 +235,9 @@ def card_blocks(
         13: bytes(16),
         14: bytes(16),
         18: bytes(16),
+        B_TAG: tag or bytes(16),
+        21: bytes(16),
+        22: bytes(16),
         B_SLOTS[0]: Counters(seq=1).encode(keys, uid),
         B_SLOTS[1]: Counters(seq=0).encode(keys, uid),
     }
@@ -232,6 +245,7 @@ def card_blocks(
     for s in IDENTITY_SECTORS:
         blocks[s * 4 + 3] = id_trailer
     blocks[COUNTER_SECTOR * 4 + 3] = trailer(key("ctr_read"), ACCESS, key("ctr_write"))
+    blocks[TAG_SECTOR * 4 + 3] = trailer(key("tag_read"), ACCESS, key("id_write"))
     return blocks
 
 

@@ -292,12 +292,12 @@ def _transfer_rows(ctx: Context, account_id: int, kinds: tuple[str, ...]) -> lis
 
 def bills(ctx: Context, account_id: int) -> list[dict[str, Any]]:
     """R9 bills (账单): top-ups and purchases."""
-    return _transfer_rows(ctx, account_id, ("topup", "sale"))
+    return _transfer_rows(ctx, account_id, rules.BILL_KINDS)
 
 
 def flow(ctx: Context, account_id: int) -> list[dict[str, Any]]:
     """R9 transaction flow (交易流水): account operations, top-ups and purchases."""
-    items = _transfer_rows(ctx, account_id, ("topup", "sale", "transition"))
+    items = _transfer_rows(ctx, account_id, rules.FLOW_MONEY_KINDS)
     for r in ctx.db.all(
         "SELECT id, ts_ms, kind, detail, actor FROM account_events WHERE account_id = ?",
         (account_id,),
@@ -380,100 +380,148 @@ def reset_pin_tries(ctx: Context, number: str, actor: str = "admin") -> dict[str
 
 
 # --- cards ---------------------------------------------------------------------------------
+def check_uid(uid: str | None, ctx: Context) -> str:
+    """A card UID as stored: upper-case hex of 4, 7 or 10 bytes (a generated one when None)."""
+    if uid is None:
+        return f"{ctx.rng.getrandbits(32):08X}"
+    uid = uid.strip().upper().replace(":", "")
+    if not _UID.match(uid):
+        raise Invalid("a card UID is 4, 7 or 10 bytes of hex", "bad_uid")
+    return uid
+
+
 def issue_card(
     ctx: Context, number: str, uid: str | None = None, actor: str = "admin"
 ) -> dict[str, Any]:
     """Issue a card to an account.  A new card replaces every earlier card of the account at
     once (R11: the old card stops working the moment the new one exists).
 
-    The server is the card issuer: the answer carries ``identity``, the signed data the desk
-    writes on the card (:func:`edge.card.layout.issue_blob`).  Issuing again to the card that
-    is already the account's active card (same UID) returns that card unchanged, so a desk
-    whose write was interrupted can simply run the same command again."""
-    if uid is not None:
-        uid = uid.strip().upper().replace(":", "")
-        if not _UID.match(uid):
-            raise Invalid("a card UID is 4, 7 or 10 bytes of hex", "bad_uid")
-    else:
-        uid = f"{ctx.rng.getrandbits(32):08X}"
-    a = get_account(ctx, number)
-    if a["status"] == AccountStatus.CANCELLED:
-        raise Conflict("the account is cancelled (R14)", "bad_status")
-    existing = ctx.db.one(
-        "SELECT card_no, uid, generation, account_id, identity FROM cards "
-        "WHERE uid = ? AND status = 'active'",
-        (uid,),
-    )
-    if existing is not None:
-        if existing["account_id"] != a["id"] or not existing["identity"]:
-            raise Conflict(f"a card with UID {uid} is already in use", "duplicate_uid")
-        return _card_out(dict(existing), a, again=True)
-    verifier = _card_verifier(ctx, a)
+    The server is the card issuer: the answer carries ``identity``, the signed data the encoder
+    writes on the card (:func:`edge.card.layout.issue_blob`), and ``tag``, the card proof
+    (:mod:`sync.server.cardproof`).  Issuing again to the card that is already the account's
+    active card (same UID) returns that card unchanged, so a desk whose write was interrupted
+    can simply run the same command again."""
+    uid = check_uid(uid, ctx)
     with ctx.db.tx() as tx:
-        gen = (
-            int(
-                tx.scalar(
-                    "SELECT COALESCE(MAX(generation), 0) FROM cards WHERE account_id = ?",
-                    (a["id"],),
-                )
+        a = tx.one("SELECT id, status FROM accounts WHERE number = ?", (number,))
+        if a is None:
+            raise NotFound(f"no account with number {number!r}", "no_account")
+        if a["status"] == AccountStatus.CANCELLED:
+            raise Conflict("the account is cancelled (R14)", "bad_status")
+        same = tx.one(
+            "SELECT card_no, uid, generation, account_id, identity FROM cards "
+            "WHERE uid = ? AND status = 'active' AND account_id = ? AND identity != ''",
+            (uid, a["id"]),
+        )
+        if same is not None:
+            card = _card_answer(ctx, tx, dict(same), again=True)
+        else:
+            card = issue_card_tx(ctx, tx, a["id"], uid, actor)
+    if same is None:
+        ctx.notifier.notify()
+    return {**card, "number": number}
+
+
+def issue_card_tx(ctx: Context, tx: Tx, account_id: int, uid: str, actor: str) -> dict[str, Any]:
+    """Inside a transaction: a new card for the account; its earlier cards become 'replaced'.
+    Returns the card with its signed identity and its proof tag (what the encoder writes onto
+    it: docs/card-format.md, sync.server.cardproof)."""
+    if tx.one("SELECT 1 FROM cards WHERE uid = ? AND status = 'active'", (uid,)):
+        raise Conflict(f"a card with UID {uid} is already in use", "duplicate_uid")
+    gen = (
+        int(
+            tx.scalar(
+                "SELECT COALESCE(MAX(generation), 0) FROM cards WHERE account_id = ?",
+                (account_id,),
             )
-            + 1
         )
-        seq = int(tx.scalar("SELECT COUNT(*) FROM cards")) + 1
-        card_no = f"{10_000_000 + seq}"
-        ident = layout.Identity(
-            card_no=card_no,
-            account_id=a["id"],
-            card_type=a["type"],
-            generation=gen,
-            expires=a["expires"],
-            issued=ctx.today(),
-        )
-        blob = layout.issue_blob(ctx.card_keys, bytes.fromhex(uid), ident, verifier)
-        version = next_version(tx)
-        tx.execute(
-            "UPDATE cards SET status = 'replaced', version = ? "
-            "WHERE account_id = ? AND status = 'active'",
-            (version, a["id"]),
-        )
-        tx.execute(
-            "INSERT INTO cards (card_no, account_id, uid, generation, issued_ms, version, identity) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (card_no, a["id"], uid, gen, ctx.now_ms(), version, b64e(blob)),
-        )
-        event(tx, ctx, a["id"], "card_issue", f"card {card_no} generation {gen} issued", actor)
-    ctx.notifier.notify()
-    return _card_out({"card_no": card_no, "uid": uid, "generation": gen, "identity": b64e(blob)}, a)
+        + 1
+    )
+    seq = int(tx.scalar("SELECT COUNT(*) FROM cards")) + 1
+    card_no = f"{10_000_000 + seq}"
+    identity = card_identity(ctx, tx, account_id, card_no, uid, gen)
+    version = next_version(tx)
+    tx.execute(
+        "UPDATE cards SET status = 'replaced', version = ? "
+        "WHERE account_id = ? AND status = 'active'",
+        (version, account_id),
+    )
+    tx.execute(
+        "INSERT INTO cards (card_no, account_id, uid, generation, issued_ms, version, identity) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (card_no, account_id, uid, gen, ctx.now_ms(), version, identity),
+    )
+    event(tx, ctx, account_id, "card_issue", f"card {card_no} generation {gen} issued", actor)
+    card = {"card_no": card_no, "uid": uid, "generation": gen, "account_id": account_id}
+    return _card_answer(ctx, tx, {**card, "identity": identity})
 
 
-def _card_out(card: dict[str, Any], a: dict[str, Any], again: bool = False) -> dict[str, Any]:
+def _card_answer(ctx: Context, tx: Tx, card: dict[str, Any], again: bool = False) -> dict[str, Any]:
+    from sync.server import cardproof
+
     return {
         "card_no": card["card_no"],
         "uid": card["uid"],
         "generation": card["generation"],
-        "account_id": a["id"],
-        "number": a["number"],
-        "type": a["type"],
-        "expires": a["expires"],
+        "account_id": card["account_id"],
+        "tag": cardproof.card_tag(
+            cardproof.tag_key(tx),
+            ctx.config.campus_id,
+            card["card_no"],
+            card["uid"],
+            card["generation"],
+        ),
         "identity": card["identity"],
         "already_issued": again,
     }
 
 
-def _card_verifier(ctx: Context, a: dict[str, Any]) -> bytes:
-    """The account's consumption-password verifier for its cards (R5), kept on the server so
-    every new card of the account gets it.  Made from the R3 initial password the first time
-    (a password change must store a new one: ``card_verifier``)."""
+def card_identity(
+    ctx: Context, tx: Tx, account_id: int, card_no: str, uid: str, generation: int
+) -> str:
+    """The issuer-signed identity of a card (base64; docs/card-format.md): the account's type,
+    expiry (R13) and consumption-password verifier (R5) as they are now."""
+    a = tx.one(
+        "SELECT type, expires, id_card, card_verifier FROM accounts WHERE id = ?", (account_id,)
+    )
+    assert a is not None
     if a["card_verifier"]:
-        return bytes.fromhex(a["card_verifier"])
-    verifier = layout.make_verifier(ctx.card_keys, a["id"], rules.initial_password(a["id_card"]))
-    with ctx.db.tx() as tx:
-        tx.execute(
-            "UPDATE accounts SET card_verifier = ? WHERE id = ? AND card_verifier IS NULL",
-            (verifier.hex(), a["id"]),
+        verifier = bytes.fromhex(a["card_verifier"])
+    else:  # the first card: from the R3 initial password
+        verifier = layout.make_verifier(
+            ctx.card_keys, account_id, rules.initial_password(a["id_card"])
         )
-        stored = tx.scalar("SELECT card_verifier FROM accounts WHERE id = ?", (a["id"],))
-    return bytes.fromhex(stored)
+        tx.execute(
+            "UPDATE accounts SET card_verifier = ? WHERE id = ?", (verifier.hex(), account_id)
+        )
+    ident = layout.Identity(
+        card_no=card_no,
+        account_id=account_id,
+        card_type=a["type"],
+        generation=generation,
+        expires=a["expires"],
+        issued=ctx.today(),
+    )
+    return b64e(layout.issue_blob(ctx.card_keys, bytes.fromhex(uid), ident, verifier))
+
+
+def set_card_password(ctx: Context, tx: Tx, account_id: int, password: str) -> str | None:
+    """R5: a new consumption password for the account's cards: store its card verifier and
+    re-sign the active card's identity (returned, for the kiosk or desk to write)."""
+    verifier = layout.make_verifier(ctx.card_keys, account_id, password)
+    tx.execute("UPDATE accounts SET card_verifier = ? WHERE id = ?", (verifier.hex(), account_id))
+    card = tx.one(
+        "SELECT card_no, uid, generation FROM cards WHERE account_id = ? AND status = 'active'",
+        (account_id,),
+    )
+    if card is None:
+        return None
+    identity = card_identity(ctx, tx, account_id, card["card_no"], card["uid"], card["generation"])
+    tx.execute(
+        "UPDATE cards SET identity = ?, version = ? WHERE card_no = ?",
+        (identity, next_version(tx), card["card_no"]),
+    )
+    return identity
 
 
 # --- top-up (R7) ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import secrets
 import threading
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.card.keys import Keystore
+from edge.card.keys import MASTERS, Keystore
 from edge.clock import DEFAULT_TZ, Clock, SystemClock, campus_date
 from edge.db import Database, Tx
 from edge.passwords import DEFAULT_LOG2_N
@@ -30,6 +31,7 @@ DEFAULT_POLICY: dict[str, Any] = {
     "channels": dict(DEFAULT_CHANNELS),
     "auto_freeze_negative_balance": True,
     "auto_freeze_pin_lockout": False,
+    "auto_freeze_query_lockout": False,
     "hold_ttl_s": 600,
 }
 
@@ -43,6 +45,11 @@ class ServerConfig:
     password_log2_n: int = DEFAULT_LOG2_N
     max_skew_ms: int = 120_000
     seed: int | None = None
+    #: campus single sign-on (R16), an OpenID Connect provider; None: off
+    sso_issuer: str | None = None
+    sso_client_id: str = ""
+    sso_client_secret: str = ""
+    sso_claim: str = "preferred_username"
 
     @property
     def db_path(self) -> Path:
@@ -113,7 +120,12 @@ class Context:
                 path = self.config.data_dir / "card-keys.json"
                 if not path.exists():
                     Keystore.generate(self.config.campus_id).save(path)
-                self._card_keys = Keystore.load(path)
+                keys = Keystore.load(path)
+                missing = [m for m in MASTERS if m not in keys.masters]
+                if missing:  # keys added by a later version: made once, kept
+                    keys.masters.update({m: os.urandom(16) for m in missing})
+                    keys.save(path)
+                self._card_keys = keys
             return self._card_keys
 
     def now_ms(self) -> int:

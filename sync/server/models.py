@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.money import MAX_AMOUNT_FEN
+from sync.server.api_models import IdCard, Number, Password6
 
 #: Integers are strict: ``true``, ``"100"`` and ``100.0`` are not amounts.
 Fen = Field(gt=0, le=MAX_AMOUNT_FEN, strict=True, description="an amount in fen (分), positive")
@@ -17,10 +18,10 @@ class Strict(BaseModel):
 
 
 class AccountIn(Strict):
-    number: str = Field(min_length=1, max_length=32, description="student/staff or card number")
+    number: Number
     name: str = Field(min_length=1, max_length=64)
     type: Literal["temporary", "student", "staff", "consumer"]
-    id_card: str = Field(min_length=15, max_length=24, description="ID-card number (GB 11643)")
+    id_card: IdCard
     limit_fen: int | None = Field(default=None, gt=0, le=MAX_AMOUNT_FEN, strict=True)
     expires: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
 
@@ -36,7 +37,11 @@ class StatusIn(Strict):
 
 
 class CardIn(Strict):
-    uid: str | None = Field(default=None, max_length=32, description="card UID in hex")
+    uid: str | None = Field(
+        default=None,
+        pattern=r"^[0-9A-Fa-f:]{8,29}$",
+        description="card UID in hex, 4, 7 or 10 bytes (colons allowed: 04:A1:B2:C3)",
+    )
 
 
 class TopupIn(Strict):
@@ -62,7 +67,7 @@ class PolicyIn(Strict):
 
 class LoginIn(Strict):
     number: str = Field(min_length=1, max_length=32, description="staff/student or card number")
-    password: str = Field(min_length=1, max_length=64, description="query password (R4)")
+    password: Password6 = Field(description="query password (R4)")
 
 
 class EnrollIn(Strict):

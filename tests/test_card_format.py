@@ -284,3 +284,19 @@ def test_proof_tag_is_readable_by_desk_and_kiosk_keys_only() -> None:
         CampusCard(reader.current_card(), POS).read_proof()  # type: ignore[arg-type]
     # the POS reads the rest of the card as usual
     assert CampusCard(reader.current_card(), POS).read().identity == IDENT  # type: ignore[arg-type]
+
+
+def test_identity_rewritten_keeps_the_counters() -> None:
+    card = encoded_card(UID, _b64(BLOB), KEYS)
+    reader, app = _on_reader(card)
+    view = app.read()
+    app.write_counters(view, view.counters.next(day="2026-01-02", spent_fen=700, taps=3))
+    new_verifier = layout.make_verifier(KEYS, 7, "654321", log2n=10)
+    blob2 = layout.issue_blob(KEYS, UID, IDENT, new_verifier)
+    CampusCard(reader.current_card(), DESK).write_identity(blob2)  # type: ignore[arg-type]
+    app2 = CampusCard(reader.current_card(), POS)  # type: ignore[arg-type]
+    view2 = app2.read()
+    assert app2.check_pin(view2, "654321") and not app2.check_pin(view2, "013052")
+    assert view2.counters.spent_fen == 700 and view2.counters.taps == 3
+    with pytest.raises(ConfigError, match="id_write"):  # a POS cannot write an identity
+        CampusCard(reader.current_card(), POS).write_identity(blob2)  # type: ignore[arg-type]

@@ -185,6 +185,23 @@ class CampusCard:
                 self._timed(self.mf.write_block, b, blocks[b])
             self._timed(self.mf.write_block, sector * 4 + 3, blocks[sector * 4 + 3])
 
+    def write_identity(self, blob: bytes) -> None:
+        """Rewrite the identity of a card of this campus (a kiosk's R5 password change or R20
+        correction), leaving its counters alone.  Header and verifier (sector 1) go last, so a
+        card pulled away mid-way keeps a consistent older identity or fails its signature
+        check (the kiosk writes it again); it never gets a valid mix."""
+        header, number, verifier, sig = layout.split_blob(blob)
+        uid = self.uid
+        self._timed(self.mf.load_key, 1, self.keys.sector_key("id_write", uid))
+        for sector, blocks in (
+            (2, {8: sig[0:16], 9: sig[16:32], 10: sig[32:48]}),
+            (3, {12: sig[48:64]}),
+            (1, {4: header, 5: number, 6: verifier}),
+        ):
+            self._auth(sector, KEY_B, 1)
+            for b, data in blocks.items():
+                self._timed(self.mf.write_block, b, data)
+
     def _open_for_writing(self, sector: int, campus_key_b: bytes) -> None:
         self._timed(self.mf.load_key, 0, TRANSPORT_KEY)
         try:

@@ -147,7 +147,10 @@ class Decider:
                 )
             if known["generation"] != ident.generation or known["status"] != "active":
                 return no("declined", "card replaced by a newer card (R11)", detail="replaced")
-        if ident.expires and today > ident.expires:
+        # R13: the account's validity when this terminal knows it (a desk extension applies at
+        # once; the card is corrected later, R20), else the one written on the card
+        expires = acct["expires"] if acct is not None else ident.expires
+        if expires and today > expires:
             return no("declined", "card expired (R13): see the service desk", detail="expired")
 
         # R5: wrong tries live on the card; the desk's reset arrives as the account's epoch

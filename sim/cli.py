@@ -47,6 +47,16 @@ def _print_outcome(o: dict[str, Any]) -> None:
 
 def sale(args: argparse.Namespace) -> int:
     ctl = AgentControl(args.agent, timeout=args.timeout)
+    if args.card is None:
+        reader = str(ctl.status().get("reader", ""))
+        if reader.startswith("sim://"):
+            print(
+                f"ykt sim: --card CARD_NO is needed: this agent reads {reader}, a simulated "
+                "reader only --card puts a card on (on a pcsc:// reader the card lying on it "
+                "pays without --card)",
+                file=sys.stderr,
+            )
+            return 2
     out = ctl.sale(args.amount, args.card, uid=args.uid, pin=args.pin)
     if args.json:
         print(json.dumps(out, ensure_ascii=False))

@@ -7,6 +7,8 @@ from typing import Any
 
 import requests
 
+from edge.errors import RuleError
+from edge.rules import check_password_format
 from sim.errors import SimError, SimUsageError
 
 FINAL = ("approved", "declined")
@@ -77,27 +79,44 @@ class AgentControl:
         pin: str | None = None,
     ) -> dict[str, Any]:
         """Key the amount, tap the card (``card_no`` on a ``sim://`` reader; otherwise the card
-        on the reader pays), key the PIN when asked; the outcome as a dict."""
+        on the reader pays), key the PIN when asked; the outcome as a dict.
+
+        A PIN that is not six digits is refused before anything is keyed; a sale this call
+        started and could not finish is cancelled, so it never leaves the terminal waiting."""
+        if pin is not None:
+            try:
+                check_password_format(pin)
+            except RuleError as exc:
+                raise SimUsageError(f"--pin: {exc}") from None
         keyed = self.amount(amount_fen)
-        if card_no is not None:
-            self.present(card_no, uid)
         try:
-            s = self.wait(keyed["version"], (*FINAL, "wait_pin"), self.timeout)
+            if card_no is not None:
+                self.present(card_no, uid)
+            try:
+                s = self.wait(keyed["version"], (*FINAL, "wait_pin"), self.timeout)
+            except SimError:
+                if card_no is None:
+                    raise SimError(
+                        f"no card was read within {self.timeout:.0f}s (is a card on the "
+                        "agent's reader? ykt sim card present …)"
+                    ) from None
+                raise
+            if s["state"] == "wait_pin":
+                if pin is None:
+                    self.cancel()
+                    return outcome(s, needs_pin=True)
+                self.pin(pin)
+                s = self.wait(s["version"], FINAL, self.timeout)
         except SimError:
-            if card_no is None:
-                self.cancel()
-                raise SimError(
-                    f"no card was read within {self.timeout:.0f}s (is a card on the agent's "
-                    "reader? ykt sim card present …)"
-                ) from None
+            self._cancel_quietly()
             raise
-        if s["state"] == "wait_pin":
-            if pin is None:
-                self.cancel()
-                return outcome(s, needs_pin=True)
-            self.pin(pin)
-            s = self.wait(s["version"], FINAL, self.timeout)
         return outcome(s)
+
+    def _cancel_quietly(self) -> None:
+        try:
+            self.cancel()
+        except SimError:
+            pass
 
 
 def outcome(s: dict[str, Any], needs_pin: bool = False) -> dict[str, Any]:

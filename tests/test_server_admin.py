@@ -364,3 +364,20 @@ def test_roster_that_cannot_be_read_is_refused_whole(
 def test_roster_body_checks(module_server: ServerProc) -> None:
     refused(admin_raw(module_server, "POST", "/v1/admin/roster", {"csv": 5}), 422, "invalid")
     refused(admin_raw(module_server, "POST", "/v1/admin/roster", {}), 422, "invalid")
+
+
+def test_unfreezing_a_lost_account_keeps_the_card_lost(module_server: ServerProc) -> None:
+    """R10 + R12: a card reported lost and then frozen is still lost after the unfreeze; only
+    the holder's unlock restores it."""
+    acct = fresh_account(module_server)
+    path = f"/v1/admin/accounts/{acct['number']}/status"
+
+    def act(action: str) -> Any:
+        return admin_raw(module_server, "POST", path, {"action": action})
+
+    assert act("report-loss").json()["status"] == "lost"
+    assert act("freeze").json()["status"] == "frozen"
+    assert act("unfreeze").json()["status"] == "lost"
+    assert act("unlock").json()["status"] == "normal"
+    assert act("freeze").json()["status"] == "frozen"
+    assert act("unfreeze").json()["status"] == "normal"

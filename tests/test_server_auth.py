@@ -210,3 +210,19 @@ def test_enrollment_token_never_starts_with_a_dash(
     drawn = iter(["-leading-dash-token", "-again", "plain-token_123"])
     monkeypatch.setattr(terminals.secrets, "token_urlsafe", lambda n: next(drawn))
     assert terminals.create_enroll_token(ctx, "pos", "t")["token"] == "plain-token_123"
+
+
+def test_a_token_for_another_role_is_refused_and_not_used_up(module_server: ServerProc) -> None:
+    """An agent says what it is; a kiosk token offered by a POS is refused and stays usable."""
+    from sync.client import ServerClient
+    from sync.crypto import SigningKey
+    from sync.errors import ApiError
+
+    token = module_server.enroll_token("role-check", role="kiosk")
+    client = ServerClient(module_server.url)
+    key = SigningKey.generate().public.to_b64()
+    with pytest.raises(ApiError) as err:
+        client.enroll(token, key, "pos")
+    assert (err.value.status, err.value.code) == (409, "wrong_role")
+    assert client.enroll(token, key, "kiosk")["role"] == "kiosk"
+    client.close()

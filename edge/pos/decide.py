@@ -30,7 +30,7 @@ from edge.cache import Cache
 from edge.card.app import BadSignature, CampusCard, CardView
 from edge.card.layout import Counters
 from edge.clock import Clock, campus_date
-from edge.errors import CardRefused
+from edge.errors import CardRefused, EdgeError
 from edge.journal import Journal
 from edge.link import Link
 from edge.money import format_fen
@@ -102,8 +102,9 @@ class Decider:
         except BadSignature as exc:
             assert app is not None
             out = self._bad_signature(app, exc)
+            out.offline = not self._reachable()
         except CardRefused as exc:
-            out = Outcome(False, "declined", exc.reason, False, detail=exc.code)
+            out = Outcome(False, "declined", exc.reason, not self._reachable(), detail=exc.code)
         except DriverError as exc:
             log.warning("card error: %s", exc)
             out = Outcome(False, "card_error", f"card could not be read ({exc}); tap again", False)
@@ -137,7 +138,8 @@ class Decider:
             account.update(number=acct["number"], name=acct["name"])
 
         def no(code: str, reason: str, **kw: Any) -> Outcome:
-            return Outcome(False, code, reason, not self.link.online, account=account, **kw)
+            # "offline": whether the server could have been asked (it is probed when in doubt)
+            return Outcome(False, code, reason, not self._reachable(), account=account, **kw)
 
         known = self.cache.card(ident.card_no)
         if known is not None:
@@ -164,12 +166,14 @@ class Decider:
             if counters.tries:
                 log.info("card %s: wrong tries cleared by the desk", uid_hex)
             counters = replace(counters, tries=0, epoch=epoch)
-        if counters.tries >= max_tries:
-            return no("pin_locked", "consumption password locked (R5): see the service desk")
+        locked = counters.tries >= max_tries
 
-        # R6 from the card's counters
+        # R6 from the card's counters; a locked password blocks only what needs it (R5)
         limit = None if acct is None else int(acct["limit_fen"])
         tracker = rules.LimitTracker(counters.day or "", counters.spent_fen)
+        needs = limit is not None and tracker.needs_password(today, amount, limit)
+        if locked and (needs or pin is not None):
+            return no("pin_locked", "consumption password locked (R5): see the service desk")
         pin_fact = "none"
         if pin is not None:
             if not app.check_pin(view, pin):
@@ -182,13 +186,15 @@ class Decider:
                         ident.account_id,
                         0,
                         kind="pin_fail",
-                        off=not self.link.online,
+                        off=not self._reachable(),
                         pin="fail",
                         spent=tracker.spent_on(today),
                         lim=limit or 0,
                         x=self._card_x(view, new),
                     )
                 )
+                if self.link.online:
+                    self._push_now()  # the desk sees the count (and a lockout) at once
                 left = max_tries - new.tries
                 return no(
                     "wrong_pin",
@@ -197,7 +203,7 @@ class Decider:
                     tries_left=max(left, 0),
                 )
             pin_fact = "ok"
-        elif limit is not None and tracker.needs_password(today, amount, limit):
+        elif needs and limit is not None:
             return no(
                 "needs_pin",
                 f"over the daily limit {format_fen(limit)}: consumption password required (R6)",
@@ -211,6 +217,10 @@ class Decider:
             got = self._online(view, counters, amount, pin_fact, account)
             if isinstance(got, Outcome):
                 if got.code == "needs_pin":
+                    if locked:
+                        return no(
+                            "pin_locked", "consumption password locked (R5): see the service desk"
+                        )
                     got.tries_left = max_tries - counters.tries
                 return got
             auth = got
@@ -298,6 +308,7 @@ class Decider:
                 "ctr": new.seq,
                 "taps": new.taps,
                 "tries": new.tries,
+                "ep": new.epoch,
             }
         }
 
@@ -315,6 +326,28 @@ class Decider:
                 "card %s: counters of the interrupted sale put back (nothing was charged)",
                 view.uid_hex,
             )
+
+    def _reachable(self) -> bool:
+        """Whether the server answers now (a cheap probe; the link remembers a failure, so a
+        terminal that just failed does not probe at every tap)."""
+        if not self.link.try_online():
+            return False
+        try:
+            self.client.health()
+        except SyncError as exc:
+            self.link.down(str(exc))
+            return False
+        self.link.up()
+        return True
+
+    def _push_now(self) -> None:
+        """Push the journal now, on this thread (the uplink would a moment later; a record
+        sent twice is harmless)."""
+        try:
+            resp = self.client.push(self.journal.unsent())
+            self.journal.set_acked(int(resp["ack"]))
+        except (SyncError, EdgeError, KeyError, TypeError, ValueError) as exc:
+            log.info("immediate push failed (the uplink retries): %s", exc)
 
     def refresh(self) -> bool:
         """Pull the feed now (a locked card may have been cleared by the desk a moment ago)."""
@@ -349,6 +382,8 @@ class Decider:
                 "day": counters.day,
                 "spent_fen": counters.spent_fen,
                 "taps": counters.taps,
+                "tries": counters.tries,
+                "epoch": counters.epoch,
                 "pin": pin_fact,
             },
         }

@@ -8,7 +8,9 @@
       │                                   ┌──── over the limit (R6) ─────────┤
       │                                   ▼                                  ▼
       │                               WAIT_PIN ──pin──► (decide) ──► APPROVED | DECLINED
-      └────────────────── key_amount / cancel / display timeout ◄────────────┘
+      └──────────────────────── key_amount / cancel ◄────────────────────────┘
+
+The outcome stays on the screens until the cashier keys the next amount or cancels.
 
 Every transition bumps ``version`` and wakes waiters, so the cashier screen, the customer
 screen and ``ykt sim`` long-poll :meth:`Engine.wait` instead of sleeping.
@@ -124,7 +126,10 @@ class Engine:
         self._cond = threading.Condition()
         self._screen = Screen(since_ms=clock.now_ms())
         self._card: PresentCard | None = None
-        self._busy = threading.Lock()  # one decision at a time
+        # One decision at a time: set (under the condition) by whoever starts a decision,
+        # cleared when its outcome is shown.  While it is set the sale cannot be changed,
+        # cancelled or decided a second time (a PIN keyed twice would charge twice).
+        self._deciding = False
         self._notice: str | None = None
         self.timings: list[TapTiming] = []
 
@@ -135,11 +140,22 @@ class Engine:
             return self._screen.as_dict()
 
     def wait(self, after_version: int, timeout: float) -> dict[str, Any]:
-        """The screen once its version is past ``after_version`` (or after ``timeout``)."""
+        """The screen once its version is past ``after_version`` (or after ``timeout``).
+
+        A password prompt that times out meanwhile is a change too: the wait wakes at its
+        deadline, so a long-polling screen shows the timeout when it happens."""
+        deadline = time.monotonic() + timeout
         with self._cond:
-            self._cond.wait_for(lambda: self._screen.version > after_version, timeout)
-            self._expire_pin()
-            return self._screen.as_dict()
+            while True:
+                self._expire_pin()
+                s = self._screen
+                left = deadline - time.monotonic()
+                if s.version > after_version or left <= 0:
+                    return s.as_dict()
+                if s.state == State.WAIT_PIN:
+                    pin_left = (s.since_ms + PIN_TIMEOUT_MS + 1 - self.clock.now_ms()) / 1000
+                    left = min(left, max(pin_left, 0.001))
+                self._cond.wait(left)
 
     # -- transitions --------------------------------------------------------------------------
     def _set(self, state: State, **kw: Any) -> None:
@@ -172,9 +188,17 @@ class Engine:
         if card is not None:
             self.submit(card.close)
 
+    def _check_not_deciding(self) -> None:
+        if self._deciding:
+            raise EngineError("a sale is being decided; wait for its outcome")
+
     def _expire_pin(self) -> None:
         s = self._screen
-        if s.state == State.WAIT_PIN and self.clock.now_ms() - s.since_ms > PIN_TIMEOUT_MS:
+        if (
+            s.state == State.WAIT_PIN
+            and not self._deciding
+            and self.clock.now_ms() - s.since_ms > PIN_TIMEOUT_MS
+        ):
             self._let_go()
             self._set(
                 State.DECLINED,
@@ -188,6 +212,8 @@ class Engine:
 
     def key_amount(self, amount_fen: int, confirm: bool = True) -> dict[str, Any]:
         with self._cond:
+            self._check_not_deciding()
+            self._expire_pin()  # a timed-out password prompt does not block the next sale
             if self._screen.state in (State.WAIT_PIN,):
                 raise EngineError("a sale is waiting for the consumption password; cancel first")
             self._set(
@@ -209,11 +235,13 @@ class Engine:
 
     def confirm(self) -> dict[str, Any]:
         with self._cond:
+            self._check_not_deciding()
             self._confirm()
             return self._screen.as_dict()
 
     def cancel(self) -> dict[str, Any]:
         with self._cond:
+            self._check_not_deciding()
             self._let_go()
             self._set(State.IDLE)
             return self._screen.as_dict()
@@ -221,49 +249,54 @@ class Engine:
     @property
     def waiting_for_card(self) -> bool:
         with self._cond:
-            return self._screen.state == State.WAIT_CREDENTIAL
+            return not self._deciding and self._screen.state == State.WAIT_CREDENTIAL
 
     def on_card(self, card: PresentCard) -> bool:
         """A card arrived on the reader (called on the card thread).  False when no sale is
         waiting for one: the caller lets go of the card."""
         with self._cond:
             s = self._screen
-            if s.state != State.WAIT_CREDENTIAL or s.amount_fen is None:
+            if self._deciding or s.state != State.WAIT_CREDENTIAL or s.amount_fen is None:
                 log.info("card presented on %s in state %s: ignored", card.reader, s.state)
                 return False
             amount = s.amount_fen
             self._card = card
-        self._decide(card, amount, None)
+            self._deciding = True
+        self._finish(self._run_decider(card, amount, None), amount, card)
         return True
 
     def key_pin(self, pin: str) -> dict[str, Any]:
         check_password_format(pin)
         with self._cond:
+            self._check_not_deciding()
             self._expire_pin()
             s = self._screen
             if s.state != State.WAIT_PIN or self._card is None or s.amount_fen is None:
                 raise EngineError(f"no consumption password is asked for in state {s.state}")
             card, amount = self._card, s.amount_fen
-        self.submit(lambda: self._pin_on_card(card, amount, pin)).result()
+            self._deciding = True
+        try:
+            self.submit(lambda: self._pin_on_card(card, amount, pin)).result()
+        finally:
+            with self._cond:
+                self._deciding = False
         return self.screen()
 
     def _pin_on_card(self, card: PresentCard, amount: int, pin: str) -> None:
-        with self._busy:
-            out = self._run_decider(card, amount, pin)
-            if out.code == "card_gone" and self.card_source is not None:
-                # the card was lifted and put back while the password was keyed: use it
-                # again if it is the same card
-                try:
-                    again = self.card_source()
-                except DriverError:
-                    again = None
-                if again is not None and _same_card(again, card):
-                    with self._cond:
-                        self._card = again
-                    card = again
-                    out = self._run_decider(card, amount, pin)
-            with self._cond:
-                self._show(out, amount, card)
+        out = self._run_decider(card, amount, pin)
+        if out.code == "card_gone" and self.card_source is not None:
+            # the card was lifted and put back while the password was keyed: use it again
+            # if it is the same card
+            try:
+                again = self.card_source()
+            except DriverError:
+                again = None
+            if again is not None and _same_card(again, card):
+                with self._cond:
+                    self._card = again
+                card = again
+                out = self._run_decider(card, amount, pin)
+        self._finish(out, amount, card)
 
     def _run_decider(self, card: PresentCard, amount: int, pin: str | None) -> Outcome:
         try:
@@ -271,12 +304,19 @@ class Engine:
         except EdgeError as exc:  # e.g. the journal cannot take the record: nothing sold
             log.error("sale failed: %s", exc)
             return Outcome(False, "error", f"terminal error, nothing charged: {exc}", True)
+        except Exception as exc:  # a bug or a malformed answer must not wedge the till
+            log.exception("sale decision failed")
+            return Outcome(False, "error", f"terminal error: {exc.__class__.__name__}", True)
 
-    def _decide(self, card: PresentCard, amount: int, pin: str | None) -> None:
-        with self._busy:
-            out = self._run_decider(card, amount, pin)
+    def _finish(self, out: Outcome, amount: int, card: PresentCard) -> None:
+        """Show the outcome; the caller has set ``_deciding``."""
+        try:
             with self._cond:
+                self._deciding = False  # in the same hold as the outcome a waiter wakes to
                 self._show(out, amount, card)
+        finally:
+            with self._cond:
+                self._deciding = False
 
     def _show(self, out: Outcome, amount: int, card: PresentCard) -> None:
         common = dict(

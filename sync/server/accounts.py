@@ -317,6 +317,9 @@ def flow(ctx: Context, account_id: int) -> list[dict[str, Any]]:
 
 
 # --- status changes (R10 loss/unlock, R12 freeze/unfreeze) ------------------------------------
+#: flag kept while a lost account is frozen, so unfreezing does not unblock the lost card
+LOST_BEFORE_FREEZE = "lost_before_freeze"
+
 _TRANSITIONS = {
     # action: (allowed from, to, event detail)
     "report-loss": ({AccountStatus.NORMAL}, AccountStatus.LOST, "card reported lost (R10)"),
@@ -335,11 +338,19 @@ def change_status(ctx: Context, number: str, action: str, actor: str = "admin") 
         raise Invalid(f"unknown status action {action!r}", "bad_action")
     allowed, target, detail = _TRANSITIONS[action]
     with ctx.db.tx() as tx:
-        a = tx.one("SELECT id, status FROM accounts WHERE number = ?", (number,))
+        a = tx.one("SELECT id, status, flags FROM accounts WHERE number = ?", (number,))
         if a is None:
             raise NotFound(f"no account with number {number!r}", "no_account")
         if AccountStatus(a["status"]) not in allowed:
             raise Conflict(f"cannot {action} an account that is {a['status']}", "bad_status")
+        # R10/R12: a card reported lost stays lost through a freeze and its unfreeze
+        flags = [f for f in a["flags"].split(",") if f]
+        if action == "freeze" and a["status"] == AccountStatus.LOST:
+            flags.append(LOST_BEFORE_FREEZE)
+        elif action == "unfreeze" and LOST_BEFORE_FREEZE in flags:
+            flags.remove(LOST_BEFORE_FREEZE)
+            target, detail = AccountStatus.LOST, "account unfrozen; the card is still reported lost"
+        tx.execute("UPDATE accounts SET flags = ? WHERE id = ?", (",".join(flags), a["id"]))
         set_status(ctx, tx, a["id"], target, detail, actor)
     ctx.notifier.notify()
     return show_account(ctx, number, history=False)

@@ -264,7 +264,7 @@ def create_app(ctx: Context) -> FastAPI:
         "/v1/terminals/enroll", tags=["terminal"], status_code=201, response_model=EnrolledOut
     )
     def enroll(body: EnrollIn) -> dict[str, Any]:
-        return terminals.enroll(ctx, body.token, body.public_key)
+        return terminals.enroll(ctx, body.token, body.public_key, body.role)
 
     @app.get("/v1/terminals/keystore", tags=["terminal"], response_model=KeystoreOut)
     def terminal_keystore(term: Terminal) -> dict[str, Any]:

@@ -79,13 +79,12 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
             raise Conflict(
                 f"sequence number {seq} is already journaled here (head {head})", "seq_used"
             )
-        holds = int(
-            tx.scalar(
-                "SELECT COALESCE(SUM(amount), 0) FROM holds WHERE account_id = ? AND expires_ms > ? "
-                "AND NOT (terminal_id = ? AND seq = ?)",
-                (aid, now, tid, seq),
-            )
+        held = tx.all(
+            "SELECT amount, pin_ok FROM holds WHERE account_id = ? AND expires_ms > ? "
+            "AND NOT (terminal_id = ? AND seq = ?) ORDER BY created_ms, terminal_id, seq",
+            (aid, now, tid, seq),
         )
+        holds = sum(int(h["amount"]) for h in held)
         acct = tx.one(
             "SELECT spent_day, spent_fen, pin_tries, consume_pw, status, limit_fen, pin_epoch "
             "FROM accounts WHERE id = ?",
@@ -94,6 +93,15 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
         assert acct is not None
         pin_ok = False
         if facts is not None:  # R6 from the card's counters
+            tries = int(facts.get("tries") or 0)
+            if (
+                facts.get("epoch") == acct["pin_epoch"] & 0xFF and tries > acct["pin_tries"]
+            ):  # R5: the card's wrong tries, known here at once (the journal follows)
+                tx.execute(
+                    "UPDATE accounts SET pin_tries = ?, version = ? WHERE id = ?",
+                    (tries, next_version(tx), aid),
+                )
+                ctx.notifier.notify()
             tracker = rules.LimitTracker(facts.get("day") or "", facts["spent_fen"])
             pin_ok = facts.get("pin") == "ok"
             if not pin_ok and tracker.needs_password(today, amount, acct["limit_fen"]):
@@ -105,10 +113,13 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
                     **base,
                 )
         else:
-            # R6: what was spent today plus what is held for sales not yet journaled here (a
-            # hold counts today even when the account has not spent anything yet today)
-            spent_today = rules.LimitTracker(acct["spent_day"], acct["spent_fen"]).spent_on(today)
-            tracker = rules.LimitTracker(today, spent_today + holds)
+            # R6: today's tracked amount, then the sales authorized but not yet synced (holds),
+            # in order: they count today (even before the account's first synced sale of the
+            # day), and a correct password among them reset the amount
+            synced = rules.LimitTracker(acct["spent_day"], acct["spent_fen"])
+            tracker = rules.LimitTracker(today, synced.spent_on(today))
+            for h in held:
+                tracker = tracker.after_purchase(today, int(h["amount"]), bool(h["pin_ok"]))
         if facts is None and tracker.needs_password(today, amount, acct["limit_fen"]):  # R6
             tries_left = policy["pin_max_tries"] - acct["pin_tries"]
             if tries_left <= 0:
@@ -161,11 +172,12 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
                 **base,
             )
         tx.execute(
-            "INSERT INTO holds (terminal_id, seq, account_id, amount, expires_ms) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (terminal_id, seq) DO UPDATE SET "
-            "account_id = excluded.account_id, amount = excluded.amount, "
-            "expires_ms = excluded.expires_ms",
-            (tid, seq, aid, amount, now + policy["hold_ttl_s"] * 1000),
+            "INSERT INTO holds (terminal_id, seq, account_id, amount, expires_ms, pin_ok,"
+            " created_ms) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (terminal_id, seq) DO UPDATE"
+            " SET account_id = excluded.account_id, amount = excluded.amount, "
+            "expires_ms = excluded.expires_ms, pin_ok = excluded.pin_ok, "
+            "created_ms = excluded.created_ms",
+            (tid, seq, aid, amount, now + policy["hold_ttl_s"] * 1000, int(pin_ok), now),
         )
     spent_before = 0 if pin_ok else tracker.spent_on(today)
     return {

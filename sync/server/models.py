@@ -73,6 +73,11 @@ class LoginIn(Strict):
 class EnrollIn(Strict):
     token: str = Field(min_length=8, max_length=128)
     public_key: str = Field(min_length=40, max_length=64, description="Ed25519 public key, base64")
+    role: Literal["pos", "kiosk", "gate"] | None = Field(
+        default=None,
+        description="the role the enrolling agent is; a token for another role "
+        "is refused without being used up",
+    )
 
 
 class CardFactsIn(Strict):
@@ -82,6 +87,10 @@ class CardFactsIn(Strict):
     day: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
     spent_fen: int = Field(ge=0, le=2**24)
     taps: int = Field(ge=0, le=2**24)
+    tries: int = Field(default=0, ge=0, le=255, description="wrong consumption passwords (R5)")
+    epoch: int | None = Field(
+        default=None, ge=0, le=255, description="the desk reset the tries count from"
+    )
     pin: Literal["none", "ok"] = "none"
 
 

@@ -245,7 +245,15 @@ def _card_tag_key(tx: Tx) -> None:
 MIGRATIONS.add_fn("0004-card-tag-key", _card_tag_key)
 
 MIGRATIONS.add(
-    "0005-card-path",
+    "0005-hold-pin",
+    """
+    ALTER TABLE holds ADD COLUMN pin_ok INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE holds ADD COLUMN created_ms INTEGER NOT NULL DEFAULT 0
+    """,
+)
+
+MIGRATIONS.add(
+    "0006-card-path",
     """
     ALTER TABLE cards ADD COLUMN identity TEXT NOT NULL DEFAULT '';
     ALTER TABLE accounts ADD COLUMN pin_epoch INTEGER NOT NULL DEFAULT 0;

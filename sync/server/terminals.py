@@ -19,7 +19,7 @@ from sync import protocol
 from sync.crypto import VerifyKey
 from sync.errors import ProtocolError, SignatureError
 from sync.server.context import Context
-from sync.server.errors import Forbidden, Invalid, NotFound, Unauthorized
+from sync.server.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 
 ROLES = ("pos", "kiosk", "gate")
 TOKEN_TTL_MS = 24 * 3600 * 1000
@@ -48,7 +48,7 @@ def create_enroll_token(ctx: Context, role: str, name: str) -> dict[str, Any]:
     return {"token": token, "role": role, "name": name, "expires_ms": now + TOKEN_TTL_MS}
 
 
-def enroll(ctx: Context, token: str, public_key: str) -> dict[str, Any]:
+def enroll(ctx: Context, token: str, public_key: str, role: str | None = None) -> dict[str, Any]:
     try:
         VerifyKey.from_b64(public_key)
     except ProtocolError as exc:
@@ -60,6 +60,12 @@ def enroll(ctx: Context, token: str, public_key: str) -> dict[str, Any]:
             raise Unauthorized("enrollment token is unknown or expired", "bad_token")
         if row["used_by"] is not None:
             raise Unauthorized("enrollment token was already used", "token_used")
+        if role is not None and row["role"] != role:
+            raise Conflict(
+                f"the token enrolls a {row['role']} terminal, but this is a {role} agent "
+                "(the token is not used up)",
+                "wrong_role",
+            )
         n = int(tx.scalar("SELECT COUNT(*) FROM terminals")) + 1
         tid = f"T{n:05d}"
         tx.execute(

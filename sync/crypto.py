@@ -44,8 +44,9 @@ class SigningKey:
     def sign(self, message: bytes) -> bytes:
         return self._key.sign(message)
 
-    def seed(self) -> bytes:
-        """The 32-byte private seed, for key files only (never log it)."""
+    def to_seed(self) -> bytes:
+        """The 32-byte private seed (for a key kept inside a 0600 file of its own, like the
+        simulated phone's wallet)."""
         return self._key.private_bytes(
             serialization.Encoding.Raw,
             serialization.PrivateFormat.Raw,

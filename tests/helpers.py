@@ -161,6 +161,8 @@ class PosProc:
     env: dict[str, str] = field(default_factory=dict)
     log: Any = None
     extra: tuple[str, ...] = ()
+    camera: str | None = None  # QR source URL (phone codes)
+    server_url: str | None = None  # talk to this URL instead (e.g. a dead port: network cut)
 
     @property
     def url(self) -> str:
@@ -171,7 +173,7 @@ class PosProc:
         args = [
             "pos",
             "--server",
-            self.server.url,
+            self.server_url or self.server.url,
             "--data",
             str(self.data),
             "--reader",
@@ -183,6 +185,8 @@ class PosProc:
         ]
         if self.token:
             args += ["--enroll", self.token]
+        if self.camera:
+            args += ["--camera", self.camera]
         args += self.extra
         self.proc = subprocess.Popen(
             ykt_cmd("--log-level", "INFO", *args),

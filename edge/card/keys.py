@@ -137,7 +137,7 @@ class Keystore:
             "masters": {k: v.hex() for k, v in sorted(self.masters.items())},
         }
         if self.issuer is not None:
-            d["issuer_private"] = b64e(self.issuer.seed())
+            d["issuer_private"] = b64e(self.issuer.to_seed())
         return d
 
     @classmethod

@@ -1,5 +1,5 @@
-"""The POS agent process: identity, journal, caches, card keys, reader, engine, uplink,
-control API.
+"""The POS agent process: identity, journal, caches, card keys, reader, camera (QR source),
+engine, uplink, control API.
 
 The reader thread owns the card reader: it waits for card arrivals and runs every other card
 job (the consumption password keyed on the control API, a card already lying on the reader
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.errors import DriverError
+from drivers.qr.base import QrSource
 from drivers.reader.base import CardReader, PresentCard
 from drivers.registry import open_device
 from edge import identity
@@ -33,6 +34,7 @@ from edge.journal import Journal
 from edge.link import Link
 from edge.pos.cardkeys import KeyProvider
 from edge.pos.decide import Decider
+from edge.pos.decide_qr import QrDecider
 from edge.pos.engine import Engine
 from edge.uplink import Uplink
 from sync.client import ServerClient
@@ -47,6 +49,10 @@ class PosConfig:
     enroll: str | None = None
     reader: str = "sim://r1"
     keystore: Path | None = None
+    camera: str | None = (
+        None  # QR source: camera:///dev/video0, camera://file/…, serial://…, sim://…
+    )
+    decoder: str = "zxing"
     control_host: str = "127.0.0.1"
     control_port: int = 8701
     operator: str = ""
@@ -97,8 +103,22 @@ class PosAgent:
         )
         self._jobs: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
         self._reader_thread: threading.Thread | None = None
-        self.engine = Engine(self.decider, self.clock, submit=self.submit, card_source=self._lying)
+        self.qr = QrDecider(
+            self.decider, self.ident.terminal_id, self.ident.campus_id, key, self.rng
+        )
+        self.engine = Engine(
+            self.decider,
+            self.clock,
+            self.qr,
+            on_armed=self._rearm_camera,
+            submit=self.submit,
+            card_source=self._lying,
+        )
         self.reader: CardReader | None = None
+        self.camera: QrSource | None = None
+        self.camera_error = ""
+        self._camera_beat = time.monotonic()
+        self._camera_thread: threading.Thread | None = None
         self.reader_error = ""
         self.reader_events: deque[dict[str, str]] = deque(maxlen=50)
         self._problem_since: float | None = None
@@ -217,6 +237,59 @@ class PosAgent:
                 self._on_card(card)
         self._run_jobs()
 
+    # -- camera (QR source) -------------------------------------------------------------------
+    def _camera_url(self) -> str:
+        url = self.cfg.camera or ""
+        if url.startswith(("camera:", "sim:")) and "decoder=" not in url:
+            url += ("&" if "?" in url else "?") + f"decoder={self.cfg.decoder}"
+        return url
+
+    def _open_camera(self) -> bool:
+        try:
+            self.camera = open_device("qr", self._camera_url())
+        except DriverError as exc:
+            self.camera_error = str(exc)
+            log.error("QR source %s unavailable: %s", self.cfg.camera, exc)
+            return False
+        self.camera_error = ""
+        log.info("QR source %s ready", self.cfg.camera)
+        return True
+
+    def _camera_loop(self) -> None:
+        while not self._stop.is_set():
+            self._camera_beat = time.monotonic()
+            if self.camera is None and not self._open_camera():
+                self._stop.wait(2.0)
+                continue
+            assert self.camera is not None
+            try:
+                read = self.camera.read(0.5)
+            except DriverError as exc:
+                self.camera_error = str(exc)
+                log.error("QR source error: %s (reopening)", exc)
+                self._close_camera()
+                continue
+            if read is None:
+                continue
+            try:
+                self.engine.on_code(read.text)
+            except Exception:  # the agent never dies on one bad code
+                log.exception("code from %s failed", read.source)
+            self.uplink.kick()
+
+    def _rearm_camera(self) -> None:
+        cam = self.camera
+        if cam is not None:
+            cam.rearm()
+
+    def _close_camera(self) -> None:
+        if self.camera is not None:
+            try:
+                self.camera.close()
+            except DriverError:
+                pass
+            self.camera = None
+
     def _close_reader(self) -> None:
         if self.reader is not None:
             try:
@@ -232,6 +305,12 @@ class PosAgent:
         self.uplink.start()
         self._reader_thread = threading.Thread(target=self._reader_loop, name="reader", daemon=True)
         self._reader_thread.start()
+        if self.cfg.camera:
+            self._open_camera()  # first try now, so the camera is there when the API answers
+            self._camera_thread = threading.Thread(
+                target=self._camera_loop, name="camera", daemon=True
+            )
+            self._camera_thread.start()
 
     def _prefetch_keys(self) -> None:
         from edge.errors import CardRefused
@@ -250,10 +329,15 @@ class PosAgent:
         if self._reader_thread is not None:
             self._reader_thread.join(5)
         self._close_reader()
+        self._close_camera()
 
     def alive(self) -> bool:
+        camera_ok = self._camera_thread is None or (
+            self._camera_thread.is_alive() and time.monotonic() - self._camera_beat < 10
+        )
         return (
-            self.uplink.alive()
+            camera_ok
+            and self.uplink.alive()
             and self._reader_thread is not None
             and self._reader_thread.is_alive()
             and time.monotonic() - self._reader_beat < 10
@@ -299,4 +383,8 @@ class PosAgent:
             "reader_error": self.reader_error,
             "reader_events": list(self.reader_events),
             "card_keys": "loaded" if self.keys.loaded() else f"missing: {self.keys.error}",
+            "camera": self.cfg.camera,
+            "camera_status": self.camera.status() if self.camera else "unavailable",
+            "camera_error": self.camera_error,
+            "camera_stats": self.camera.stats() if self.camera else {},
         }

@@ -21,6 +21,8 @@ CONFIG_KEYS = {
     "data": str,
     "reader": str,
     "keystore": str,
+    "camera": str,
+    "decoder": str,
     "control_host": str,
     "control_port": int,
     "operator": str,
@@ -48,6 +50,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--keystore",
         help="card keystore file (ykt admin keys export --role pos); default: fetched from "
         "the server into DATA/card-keys.json",
+    )
+    p.add_argument(
+        "--camera",
+        help="QR source for phone codes: camera:///dev/video0, camera://file/PATH (video, "
+        "image or image folder), serial:///dev/ttyACM0?baud=9600, or sim://NAME (default: none)",
+    )
+    p.add_argument(
+        "--decoder", choices=["zxing", "zbar"], help="QR decoder for cameras (default zxing)"
     )
     p.add_argument("--control-host", help="control API address (default 127.0.0.1)")
     p.add_argument("--control-port", type=int, help="control API port (default 8701)")
@@ -78,6 +88,8 @@ def load_config(args: argparse.Namespace) -> PosConfig:
             values[key] = cli_val
     if "data" not in values:
         raise ConfigError('--data DIR is required (or data = "DIR" in the config file)')
+    if values.get("decoder", "zxing") not in ("zxing", "zbar"):
+        raise ConfigError(f"decoder must be zxing or zbar, not {values['decoder']!r}")
     port = values.get("control_port", 8701)
     if not 1 <= port <= 65535:
         raise ConfigError(f"control port {port} is not a port number")
@@ -87,6 +99,8 @@ def load_config(args: argparse.Namespace) -> PosConfig:
         enroll=values.get("enroll"),
         reader=values.get("reader", "sim://r1"),
         keystore=Path(values["keystore"]) if values.get("keystore") else None,
+        camera=values.get("camera"),
+        decoder=values.get("decoder", "zxing"),
         control_host=values.get("control_host", "127.0.0.1"),
         control_port=port,
         operator=values.get("operator", ""),
@@ -148,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
             base = f"http://{cfg.control_host}:{cfg.control_port}"
             print(
                 f"ykt pos {agent.ident.terminal_id} ({agent.ident.name}) ready; reader "
-                f"{cfg.reader}; cashier {base}/cashier; customer {base}/customer",
+                f"{cfg.reader}; camera {cfg.camera or 'none'}; cashier {base}/cashier; "
+                f"customer {base}/customer",
                 flush=True,
             )
             notify("READY=1")

@@ -56,6 +56,7 @@ class Outcome:
     #: why a card was refused, for machines: foreign_card, bad_signature, clone, bad_layout,
     #: counters_damaged, replaced, expired, no_keys (``code`` stays "declined"/"error")
     detail: str | None = None
+    method: str = "card"
 
 
 class Decider:
@@ -418,6 +419,42 @@ class Decider:
             )
         return resp
 
+    # -- offline ------------------------------------------------------------------------------
+    def risk_refusal(self, account_id: int, amount: int, today: str) -> str | None:
+        """SPEC §3 offline risk limits: why this offline sale is too risky, or None."""
+        policy = self.cache.policy
+        if amount > policy.get("offline_max_purchase_fen", 0):
+            return (
+                "over the offline limit per purchase "
+                f"({format_fen(policy.get('offline_max_purchase_fen', 0))})"
+            )
+        if self.journal.offline_spent_on(account_id, today) + amount > policy.get(
+            "offline_max_card_day_fen", 0
+        ):
+            return (
+                "over the offline limit per card per day "
+                f"({format_fen(policy.get('offline_max_card_day_fen', 0))})"
+            )
+        if self.journal.unsynced_offline_fen + amount > policy.get("offline_max_total_fen", 0):
+            return "this terminal holds too much unsynced offline money; waiting for the network"
+        return None
+
+    def local_view(self, acct: dict[str, Any]) -> tuple[rules.LimitTracker, int, int]:
+        """The account snapshot plus what this terminal did after it: R6 tracking at account
+        level (phone codes; cards carry their own counters), amount spent here (for the
+        balance), wrong consumption passwords."""
+        tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"])
+        spent_local, tries = 0, acct["pin_tries"]
+        for r in self.journal.account_records(acct["id"], acct["as_of_seq"]):
+            if r["kind"] == "sale":
+                tracker = tracker.after_purchase(r["day"], r["amount"], r["pin"] == "ok")
+                spent_local += r["amount"]
+                if r["pin"] == "ok":
+                    tries = 0
+            elif r["kind"] == "pin_fail" and r["offline"]:
+                tries += 1
+        return tracker, spent_local, tries
+
     def _offline_checks(
         self, acct: dict[str, Any] | None, account_id: int, amount: int, today: str
     ) -> int | Outcome:
@@ -433,31 +470,10 @@ class Decider:
             reason = "card expired (R13): see the service desk"
         if reason:
             return no("declined", reason)
-        policy = self.cache.policy
-        if amount > policy.get("offline_max_purchase_fen", 0):
-            return no(
-                "risk_limit",
-                "over the offline limit per purchase "
-                f"({format_fen(policy.get('offline_max_purchase_fen', 0))})",
-            )
-        if self.journal.offline_spent_on(account_id, today) + amount > policy.get(
-            "offline_max_card_day_fen", 0
-        ):
-            return no(
-                "risk_limit",
-                "over the offline limit per card per day "
-                f"({format_fen(policy.get('offline_max_card_day_fen', 0))})",
-            )
-        if self.journal.unsynced_offline_fen + amount > policy.get("offline_max_total_fen", 0):
-            return no(
-                "risk_limit",
-                "this terminal holds too much unsynced offline money; waiting for the network",
-            )
-        spent_local = sum(
-            r["amount"]
-            for r in self.journal.account_records(account_id, acct["as_of_seq"])
-            if r["kind"] == "sale"
-        )
+        risk = self.risk_refusal(account_id, amount, today)
+        if risk:
+            return no("risk_limit", risk)
+        _tracker, spent_local, _tries = self.local_view(acct)
         available = acct["balance_fen"] + acct["transition_fen"] - spent_local
         if amount > available:
             return no(

@@ -335,6 +335,7 @@ def create_app(ctx: Context) -> FastAPI:
 
     @app.get("/v1/feed", tags=["terminal"])
     async def pull_feed(
+        request: Request,
         term: Terminal,
         since: Annotated[int, Query(ge=0, le=2**62)] = 0,
         wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
@@ -344,7 +345,9 @@ def create_app(ctx: Context) -> FastAPI:
         while True:
             current = await run_in_threadpool(current_version, ctx.db)
             remaining = deadline - loop.time()
-            if current != since or remaining <= 0:
+            if current != since or remaining <= 0 or ctx.notifier.closing:
+                break
+            if await request.is_disconnected():  # the terminal went away: stop waiting
                 break
             await ctx.notifier.wait(min(remaining, 1.0))
         return await run_in_threadpool(feed.delta, ctx, term, since)

@@ -125,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
             notify("READY=1")
+        while not server.should_exit:
+            time.sleep(0.05)
+        ctx.notifier.close()  # answer the long-polls so the stop is not held up by them
 
     def alive() -> bool:
         """The watchdog is fed only while the server answers its own health check."""

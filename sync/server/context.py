@@ -72,6 +72,11 @@ class Notifier:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
         self._lock = threading.Lock()
+        self.closing = False  # the server is stopping: long-polls answer at once
+
+    def close(self) -> None:
+        self.closing = True
+        self.notify()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:

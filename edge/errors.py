@@ -10,7 +10,9 @@
     ├── StoreError          the database failed (wraps sqlite3 and psycopg errors)
     │   ├── StoreConflict   a uniqueness or foreign-key constraint refused a write
     │   └── StoreRefused    a value the database cannot hold (PostgreSQL: text with NUL)
-    └── JournalError        the journal is damaged or cannot take a record
+    ├── JournalError        the journal is damaged or cannot take a record
+    └── CardRefused         a campus card whose data may not be used (``code`` says why:
+                            foreign_card, bad_signature, clone, bad_layout, counters_damaged)
 """
 
 from __future__ import annotations
@@ -51,3 +53,10 @@ class StoreRefused(StoreError):
 
 class JournalError(EdgeError):
     pass
+
+
+class CardRefused(EdgeError):
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 import secrets
 import threading
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.card.keys import MASTERS, Keystore
 from edge.clock import DEFAULT_TZ, Clock, SystemClock, campus_date
 from edge.db import Database, Tx
 from edge.passwords import DEFAULT_LOG2_N
@@ -178,6 +180,8 @@ class Context:
     clock: Clock = field(default_factory=SystemClock)
     rng: random.Random = field(default_factory=secrets.SystemRandom)
     notifier: Notifier = field(default_factory=Notifier)
+    _card_keys: Keystore | None = None
+    _keys_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.notifier.attach(self.db)
@@ -192,6 +196,23 @@ class Context:
             # processes sharing the database, and restarts, must not draw the same ids
             rng = random.Random(config.seed if boot == 1 else f"{config.seed}/{boot}")
         return cls(config=config, db=db, clock=clock or SystemClock(), rng=rng)
+
+    @property
+    def card_keys(self) -> Keystore:
+        """The campus card keys (master keys and the issuer key), in DATA/card-keys.json
+        (mode 0600), made on first use: the server is the card issuer."""
+        with self._keys_lock:
+            if self._card_keys is None:
+                path = self.config.data_dir / "card-keys.json"
+                if not path.exists():
+                    Keystore.generate(self.config.campus_id).save(path)
+                keys = Keystore.load(path)
+                missing = [m for m in MASTERS if m not in keys.masters]
+                if missing:  # keys added by a later version: made once, kept
+                    keys.masters.update({m: os.urandom(16) for m in missing})
+                    keys.save(path)
+                self._card_keys = keys
+            return self._card_keys
 
     def now_ms(self) -> int:
         return self.clock.now_ms()

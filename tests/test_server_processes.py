@@ -9,20 +9,23 @@ numbers, terminal ids, feed versions).
 from __future__ import annotations
 
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from edge.card.keys import Keystore
 from sync import protocol
 from sync.client import ServerClient
 from sync.crypto import SigningKey
 from tests.handterm import HandTerminal, admin_raw, fresh_account, ledger_ok
-from tests.helpers import ServerProc, id_card
+from tests.helpers import ServerProc, id_card, ykt_cmd
 
 FEE = 2000  # the default R11 reissue fee
 
@@ -342,3 +345,29 @@ def test_feed_versions_never_skip_a_row_under_concurrent_writers(pair: list[Serv
 def acct_id_card(acct: dict[str, Any]) -> str:
     """The ID-card number of an account made by ``fresh_account`` (number ``U<n>``)."""
     return id_card(int(acct["number"][1:]))
+
+
+def test_every_process_issues_and_reads_cards_with_the_same_keys(
+    pair: list[ServerProc], tmp_path: Path
+) -> None:
+    """The campus card keys live in the database: a POS that fetched its keystore from one
+    process reads the cards the other process issued."""
+    terms = [HandTerminal.enroll(s, f"keys-{s.port}") for s in pair]
+    got = [t.client.request("GET", "/v1/terminals/keystore") for t in terms]
+    assert got[0] == got[1] and got[0]["masters"]
+    desk = [s.admin().call("GET", "/v1/admin/keystore?role=kiosk") for s in pair]
+    assert desk[0] == desk[1]
+    files = [(s.data / "card-keys.json").read_text() for s in pair]
+    assert files[0] == files[1]
+    if pair[0].db_url:  # a third machine whose data directory has keys of its own: refused
+        other = tmp_path / "other"
+        other.mkdir()
+        shutil.copy(pair[0].token_file, other / "admin.token")
+        Keystore.generate("ynart").save(other / "card-keys.json")
+        done = subprocess.run(
+            ykt_cmd("server", "--data", str(other), "--port", "1", "--db", pair[0].db_url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2 and "other card keys" in done.stderr, done.stderr

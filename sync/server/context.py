@@ -25,6 +25,7 @@ from typing import Any
 from edge.card.keys import MASTERS, Keystore
 from edge.clock import DEFAULT_TZ, Clock, SystemClock, campus_date
 from edge.db import Database, Tx
+from edge.errors import ConfigError
 from edge.passwords import DEFAULT_LOG2_N
 from edge.rules import DEFAULT_CHANNELS, DEFAULT_PIN_MAX_TRIES
 from sync.server.schema import MIGRATIONS
@@ -199,20 +200,45 @@ class Context:
 
     @property
     def card_keys(self) -> Keystore:
-        """The campus card keys (master keys and the issuer key), in DATA/card-keys.json
-        (mode 0600), made on first use: the server is the card issuer."""
+        """The campus card keys (master keys and the issuer key): the server is the card
+        issuer.  Made on first use and kept in the database (so every server process sharing
+        it issues and reads cards with the same keys), with a copy in DATA/card-keys.json
+        (mode 0600) for the operator."""
         with self._keys_lock:
             if self._card_keys is None:
-                path = self.config.data_dir / "card-keys.json"
-                if not path.exists():
-                    Keystore.generate(self.config.campus_id).save(path)
-                keys = Keystore.load(path)
-                missing = [m for m in MASTERS if m not in keys.masters]
-                if missing:  # keys added by a later version: made once, kept
-                    keys.masters.update({m: os.urandom(16) for m in missing})
-                    keys.save(path)
-                self._card_keys = keys
+                self._card_keys = self._shared_card_keys()
             return self._card_keys
+
+    def _shared_card_keys(self) -> Keystore:
+        path = self.config.data_dir / "card-keys.json"
+        with self.db.tx() as tx:  # processes starting together agree on one keystore
+            raw = tx.scalar("SELECT value FROM settings WHERE key = 'card_keystore'")
+            if raw is not None:
+                keys = Keystore.from_dict(json.loads(raw), "the database's card keystore")
+            elif path.exists():  # made before the keys moved into the database: keep them
+                keys = Keystore.load(path)
+            else:
+                keys = Keystore.generate(self.config.campus_id)
+            missing = [m for m in MASTERS if m not in keys.masters]
+            if missing:  # keys added by a later version: made once, kept
+                keys.masters.update({m: os.urandom(16) for m in missing})
+            if raw is None or missing:
+                self.put_setting(tx, "card_keystore", keys.to_dict())
+            if path.exists():
+                on_file = Keystore.load(path)
+                same = on_file.issuer_public.to_b64() == keys.issuer_public.to_b64() and all(
+                    keys.masters.get(m) == v for m, v in on_file.masters.items()
+                )
+                if not same:
+                    raise ConfigError(
+                        f"{path} holds other card keys than the database {self.db.name}: "
+                        "cards issued with them would not be read; move the file away"
+                    )
+                if on_file.masters != keys.masters:
+                    keys.save(path)
+            else:
+                keys.save(path)
+        return keys
 
     def now_ms(self) -> int:
         return self.clock.now_ms()

@@ -30,7 +30,9 @@ def make_context(data: Path, seed: int = 1) -> Context:
     db = dbs.opened(
         config.db_url, Database(config.db_target, synchronous="OFF", migrations=MIGRATIONS)
     )
-    return Context(config=config, db=db, clock=ManualClock(NOON_MS), rng=random.Random(seed))
+    ctx = Context(config=config, db=db, clock=ManualClock(NOON_MS), rng=random.Random(seed))
+    ctx.shared_keys()
+    return ctx
 
 
 class InProcTerminal:

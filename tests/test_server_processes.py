@@ -347,18 +347,22 @@ def acct_id_card(acct: dict[str, Any]) -> str:
     return id_card(int(acct["number"][1:]))
 
 
-def test_every_process_issues_and_reads_cards_with_the_same_keys(
+def test_every_process_issues_and_reads_cards_and_codes_with_the_same_keys(
     pair: list[ServerProc], tmp_path: Path
 ) -> None:
-    """The campus card keys live in the database: a POS that fetched its keystore from one
-    process reads the cards the other process issued."""
+    """The campus card keys and the phone-code issuer live in the database: a POS that fetched
+    its keystore from one process reads the cards the other process issued, and phone codes
+    certified by one verify with the keys the other hands out."""
     terms = [HandTerminal.enroll(s, f"keys-{s.port}") for s in pair]
     got = [t.client.request("GET", "/v1/terminals/keystore") for t in terms]
     assert got[0] == got[1] and got[0]["masters"]
     desk = [s.admin().call("GET", "/v1/admin/keystore?role=kiosk") for s in pair]
     assert desk[0] == desk[1]
-    files = [(s.data / "card-keys.json").read_text() for s in pair]
-    assert files[0] == files[1]
+    for name in ("card-keys.json", "code-issuer.key", "code-proof.secret"):
+        files = [(s.data / name).read_bytes() for s in pair]
+        assert files[0] == files[1], name
+    info = [requests.get(s.url + "/v1/codes/keys", timeout=10).json() for s in pair]
+    assert info[0] == info[1]  # the phone codes' issuer too
     if pair[0].db_url:  # a third machine whose data directory has keys of its own: refused
         other = tmp_path / "other"
         other.mkdir()

@@ -123,7 +123,6 @@ def run(args: argparse.Namespace) -> int:
     )
     ctx = Context.open(config)
     token_path, created = ensure_admin_token(ctx)
-    ctx.card_keys  # noqa: B018 - made (DATA/card-keys.json, 0600) before the first request
     if created:
         print(f"admin credential created: {token_path}", flush=True)
     else:

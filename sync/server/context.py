@@ -196,7 +196,18 @@ class Context:
             boot = boot_number(db)
             # processes sharing the database, and restarts, must not draw the same ids
             rng = random.Random(config.seed if boot == 1 else f"{config.seed}/{boot}")
-        return cls(config=config, db=db, clock=clock or SystemClock(), rng=rng)
+        ctx = cls(config=config, db=db, clock=clock or SystemClock(), rng=rng)
+        ctx.shared_keys()
+        return ctx
+
+    def shared_keys(self) -> None:
+        """Make (or check) the keys every server process shares — the card keys and the
+        phone-code issuer, kept in the database — before they are needed inside a transaction
+        (making them takes one of its own)."""
+        from sync.server import codes
+
+        self.card_keys  # noqa: B018
+        codes.issuer(self)
 
     @property
     def card_keys(self) -> Keystore:
@@ -210,9 +221,15 @@ class Context:
             return self._card_keys
 
     def _shared_card_keys(self) -> Keystore:
-        path = self.config.data_dir / "card-keys.json"
+        raw = self.db.scalar("SELECT value FROM settings WHERE key = 'card_keystore'")
+        if raw is not None:  # the usual case; a read works inside a caller's transaction too
+            keys = Keystore.from_dict(json.loads(raw), "the database's card keystore")
+            if all(m in keys.masters for m in MASTERS):
+                self._card_keys_file(keys)
+                return keys
         with self.db.tx() as tx:  # processes starting together agree on one keystore
             raw = tx.scalar("SELECT value FROM settings WHERE key = 'card_keystore'")
+            path = self.config.data_dir / "card-keys.json"
             if raw is not None:
                 keys = Keystore.from_dict(json.loads(raw), "the database's card keystore")
             elif path.exists():  # made before the keys moved into the database: keep them
@@ -224,21 +241,26 @@ class Context:
                 keys.masters.update({m: os.urandom(16) for m in missing})
             if raw is None or missing:
                 self.put_setting(tx, "card_keystore", keys.to_dict())
-            if path.exists():
-                on_file = Keystore.load(path)
-                same = on_file.issuer_public.to_b64() == keys.issuer_public.to_b64() and all(
-                    keys.masters.get(m) == v for m, v in on_file.masters.items()
-                )
-                if not same:
-                    raise ConfigError(
-                        f"{path} holds other card keys than the database {self.db.name}: "
-                        "cards issued with them would not be read; move the file away"
-                    )
-                if on_file.masters != keys.masters:
-                    keys.save(path)
-            else:
-                keys.save(path)
+            self._card_keys_file(keys)
         return keys
+
+    def _card_keys_file(self, keys: Keystore) -> None:
+        """DATA/card-keys.json: written when missing; one with other keys is refused."""
+        path = self.config.data_dir / "card-keys.json"
+        if not path.exists():
+            keys.save(path)
+            return
+        on_file = Keystore.load(path)
+        same = on_file.issuer_public.to_b64() == keys.issuer_public.to_b64() and all(
+            keys.masters.get(m) == v for m, v in on_file.masters.items()
+        )
+        if not same:
+            raise ConfigError(
+                f"{path} holds other card keys than the database {self.db.name}: "
+                "cards issued with them would not be read; move the file away"
+            )
+        if on_file.masters != keys.masters:
+            keys.save(path)
 
     def now_ms(self) -> int:
         return self.clock.now_ms()

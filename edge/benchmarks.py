@@ -11,6 +11,7 @@ BENCHMARKS: dict[str, str] = {
     "api": "sync.server.bench_api",  # API requests/s on SQLite, 1 and 2 server processes
     "qr": "edge.bench_qr",  # phone codes: QR frame → decision on rendered phone screens
     "card": "edge.bench_card",  # a tap through pcscd: latency split, detection delay
+    "db": "sync.server.bench_db",  # ingest records/s and API requests/s, SQLite and PostgreSQL
 }
 
 

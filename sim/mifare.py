@@ -113,6 +113,9 @@ class MifareClassic1K:
         self.on_write = on_write
         self.keys: dict[int, bytes] = {}
         self.auth: tuple[int, str] | None = None  # (sector, "A" | "B")
+        # A real card stops answering after a failed authentication or a refused access
+        # until it is selected again (MF1S50: it goes back to idle / HALT).
+        self.halted = False
         self.apdus = 0  # APDUs answered since the last tear_after()
         self.log: list[tuple[bytes, bytes]] = []  # (command, response), newest last
         self._tear_at: int | None = None
@@ -122,6 +125,7 @@ class MifareClassic1K:
     def power_on(self) -> None:
         """Card selected again (power-up, reset, re-presentation): authentication is gone."""
         self.auth = None
+        self.halted = False
 
     def tear_after(self, n: int | None, mode: str = "partial") -> None:
         if mode not in TEAR_MODES:
@@ -161,6 +165,8 @@ class MifareClassic1K:
                 return FAIL
             self.keys[p2] = bytes(body)
             return OK
+        if self.halted and ins in (0x86, 0x88, 0xB0, 0xD6):
+            return FAIL  # the card no longer answers until it is selected again
         if ins == 0x86:  # GENERAL AUTHENTICATE
             if cmd[4] != 5 or len(body) != 5 or body[0] != 0x01:
                 return FAIL
@@ -174,11 +180,17 @@ class MifareClassic1K:
             if p1 != 0x00 or le not in (0x00, 0x10):
                 return FAIL
             data = self._read(p2)
-            return FAIL if data is None else data + OK
+            if data is None:
+                self.halted, self.auth = True, None
+                return FAIL
+            return data + OK
         if ins == 0xD6:  # UPDATE BINARY
             if p1 != 0x00 or cmd[4] != 0x10 or len(body) != 16:
                 return FAIL
-            return OK if self._write(p2, bytes(body), partial) else FAIL
+            if self._write(p2, bytes(body), partial):
+                return OK
+            self.halted, self.auth = True, None
+            return FAIL
         if ins == 0x00 and p1 == 0x40:  # ACR122U LED and buzzer control
             return b"\x90" + bytes([p2 & 0x0F])
         return NOT_SUPPORTED
@@ -190,6 +202,7 @@ class MifareClassic1K:
         t = self.blocks[(block // 4) * 4 + 3]
         stored = bytes(t[0:6]) if key_type == KEY_A else bytes(t[10:16])
         if stored != self.keys[slot]:
+            self.halted = True
             return FAIL
         self.auth = (block // 4, "A" if key_type == KEY_A else "B")
         return OK

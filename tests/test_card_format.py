@@ -243,6 +243,9 @@ def test_emulator_enforces_access_conditions() -> None:
     # key A reads the identity but may not write it; the trailer shows no key A, no key B
     assert run("FF82000006" + ka.hex(), "FF860000050100046000", "FFB0000410")[2].endswith("9000")
     assert run("FFD6000410" + "00" * 16) == ["6300"]
+    # like a real card, a refused access halts it until it is selected again
+    assert run("FF860000050100046000") == ["6300"]
+    card.power_on()
     assert run("FF860000050100046000", "FFB0000710") == [
         "9000",
         "000000000000787788690000000000009000".upper(),

@@ -3,7 +3,8 @@
 - ``Database(path | ":memory:" | sqlite3.Connection)``: WAL, ``synchronous`` chosen by the
   caller (the journal needs FULL: an approval is shown only after its record is durable).
 - Every write goes through :meth:`Database.tx`, a ``BEGIN IMMEDIATE`` transaction that commits
-  or rolls back as a whole; reads may use :meth:`Database.all` / :meth:`Database.one`.
+  or rolls back as a whole (the writers of one process take turns on a lock before they ask
+  SQLite for its write lock); reads may use :meth:`Database.all` / :meth:`Database.one`.
 - Migrations are registered in one :class:`Migrations` list per schema and applied in order,
   each in its own transaction together with its bookkeeping row in ``_migrations``.
 - sqlite3 errors are converted to :class:`edge.errors.StoreError` here, where our code meets
@@ -51,6 +52,27 @@ class Tx:
     def executemany(self, sql: str, rows: Iterable[Params]) -> int:
         return self._conn.executemany(sql, rows).rowcount
 
+    def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], chunk: int = 100
+    ) -> int:
+        """INSERT ``rows`` with multi-row ``VALUES`` statements of up to ``chunk`` rows.
+
+        For the hot bulk inserts: sqlite3 lets go of the GIL around every statement step, so
+        ``executemany`` must win the GIL back once per row, and in a process whose other
+        threads are busy (a server parsing requests) each win can wait out a whole switch
+        interval (5 ms): 1000 rows went from 2.5 to 43 µs a row.  Here it is once per chunk.
+        """
+        cols = ", ".join(columns)
+        one = "(" + ", ".join("?" * len(columns)) + ")"
+        n = 0
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            n += self._conn.execute(
+                f"INSERT INTO {table} ({cols}) VALUES " + ", ".join([one] * len(part)),
+                [v for row in part for v in row],
+            ).rowcount
+        return n
+
     def all(self, sql: str, params: Params = ()) -> list[Row]:
         return list(self._conn.execute(sql, params).fetchall())
 
@@ -93,6 +115,9 @@ class Database:
         self._local = threading.local()
         self._shared: sqlite3.Connection | None = None
         self._shared_lock = threading.RLock()
+        # Writers of this process queue here instead of in SQLite's busy handler, which sleeps
+        # in growing steps (up to 100 ms) and lets a waiting writer starve for seconds.
+        self._write_lock = threading.RLock()
         self._sync = synchronous
         self._busy = busy_timeout_ms
         self._all_conns: list[sqlite3.Connection] = []
@@ -155,7 +180,7 @@ class Database:
     @contextmanager
     def tx(self) -> Iterator[Tx]:
         """A write transaction (``BEGIN IMMEDIATE``): commits on success, rolls back on error."""
-        with self._maybe_locked():
+        with self._write_lock, self._maybe_locked():
             conn = self._conn()
             try:
                 conn.execute("BEGIN IMMEDIATE")

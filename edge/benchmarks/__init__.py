@@ -83,6 +83,8 @@ def main(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = {"machine": machine(), "quick": bool(args.quick), "benchmarks": {}}
     started = time.perf_counter()
+    if not args.json:
+        print(report.header(out), flush=True)
     try:
         opts = Options(quick=bool(args.quick), cache_dir=cache_dir)
         for name in names:
@@ -101,5 +103,5 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, ensure_ascii=False))
     else:
-        print(report.render_machine(out), flush=True)
+        print(f"done in {out['seconds']} s; figures only, nothing passes or fails on a timing")
     return 0

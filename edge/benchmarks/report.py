@@ -1,14 +1,116 @@
-"""Text rendering of the benchmark figures (``ykt bench`` without ``--json``)."""
+"""Text rendering of the benchmark figures (``ykt bench`` without ``--json``).
+
+Budgets from SPEC §5 are printed next to the figures for reading; nothing here passes or fails.
+"""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from typing import Any
 
 
+def _lat(s: dict[str, Any]) -> str:
+    if not s.get("n"):
+        return "no samples"
+    return f"p50 {s['p50_ms']:7.3f} ms  p99 {s['p99_ms']:7.3f} ms  max {s['max_ms']:8.3f} ms"
+
+
+def _x(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}×"
+
+
+def header(out: dict[str, Any]) -> str:
+    m = out["machine"]
+    load = m["loadavg_at_start"]
+    lines = [
+        f"ykt bench{' --quick (small counts: a smoke test, not figures to quote)' if out['quick'] else ''}",
+        f"machine: {m['cpus']} cores ({m['cpu_model']}), Python {m['python']}, SQLite "
+        f"{m['sqlite']}, cryptography {m['cryptography']}",
+        f"load average at start: {load[0]} {load[1]} {load[2]}"
+        + ("  (the machine is busy: figures will be slower and noisier)" if load[0] > 0.7 else ""),
+    ]
+    return "\n".join(lines)
+
+
+def sqlite(f: dict[str, Any]) -> list[str]:
+    return [
+        "SQLite floor (raw sqlite3, WAL, synchronous=FULL, journal-shaped rows)",
+        f"  one-row commit          {_lat(f['commit'])}  (n={f['commit']['n']})",
+        f"  batched insert, small rows    {f['batch_small_rows']['rows_per_s']:>12,.0f} rows/s",
+        f"  batched insert, journal rows  {f['batch_journal_rows']['rows_per_s']:>12,.0f} rows/s",
+    ]
+
+
+def journal(f: dict[str, Any]) -> list[str]:
+    e, q, fx = f["empty"], f["at_queue"], f["fixture"]
+    made = (
+        f"cached file {fx['cache_file']}"
+        if fx.get("cached")
+        else f"built in {fx.get('build_s')} s"
+        + (f", cached as {fx['cache_file']}" if fx.get("cache_file") else "")
+    )
+    return [
+        f"Journal durable append (Journal.append, real file, synchronous=FULL; {f['appends']} "
+        "appends, each interleaved with one floor commit)",
+        f"  floor commit            {_lat(f['floor'])}",
+        f"  append, empty journal   {_lat(e['append'])}  = {_x(e['ratio_p50'])} / "
+        f"{_x(e['ratio_p99'])} the floor (p50/p99)   budget ≤ 1.2×",
+        f"  append, {q['queued']:,} queued  {_lat(q['append'])}  = {_x(q['ratio_p50'])} / "
+        f"{_x(q['ratio_p99'])} the floor",
+        f"  flat up to {q['queued']:,}: {_x(f['flat_p50'])} (p50) / {_x(f['flat_p99'])} (p99) "
+        f"of the empty journal's figures; opening it took {q['open_s']} s",
+        f"  large journal: {fx['how']}; {made}",
+    ]
+
+
+def ingest(f: dict[str, Any]) -> list[str]:
+    i, h = f["in_process"], f["http"]
+    v = h["verified"]
+    return [
+        "Server ingest (signed, chained 500-record batches)",
+        f"  ykt server over loopback: {h['terminals']} terminals, {h['batches']} batches, "
+        f"{h['records']:,} records, {h['accounts']} accounts",
+        f"    {h['records_per_s']:>10,.0f} records/s   budget ≥ 20,000 on 2 cores",
+        f"    batch ack {_lat(h['ack'])}   budget p99 ≤ 250 ms",
+        f"    server CPU {h['server_cpu_us_per_record']} µs/record; afterwards: every head at its "
+        f"last record, {v['alarms']} alarms, ledger conserved ({v['transfers']:,} transfers)",
+        f"  sync.server.ingest.ingest alone (in process): {i['records_per_s']:,.0f} records/s, "
+        f"batch {_lat(i['batch'])}",
+    ]
+
+
+def sale(f: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Sale latency, tap → decision shown ({f['reader']}; ¥{f['amount_fen'] / 100:.2f} sales)",
+    ]
+    for mode in ("online", "offline"):
+        m = f[mode]
+        note = " (real server on loopback)" if mode == "online" else " (server stopped)"
+        lines += [
+            f"  {mode}{note}: {m['sales']} sales, {m['decided_offline']} decided offline",
+            f"    total      {_lat(m['total'])}",
+            f"    decision   {_lat(m['decision'])}"
+            + ("  (authorize round trip)" if mode == "online" else "  (cache and journal queries)"),
+            f"    append     {_lat(m['append'])}",
+            f"    rest       {_lat(m['rest'])}",
+            f"    agent CPU per tap (thread, no I/O waits)  {_lat(m['cpu_thread'])}   budget p99 ≤ 3 ms",
+            f"    process CPU over the tap                  {_lat(m['cpu_process'])}",
+        ]
+    lines.append(
+        "  (SPEC's 15 ms tap budget is through pcscd with a card write; this reader is in-process)"
+    )
+    return lines
+
+
+RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "sqlite": sqlite,
+    "journal": journal,
+    "ingest": ingest,
+    "sale": sale,
+}
+
+
 def render(name: str, figures: dict[str, Any]) -> str:
-    return f"== {name}\n" + json.dumps(figures, indent=2, ensure_ascii=False)
-
-
-def render_machine(out: dict[str, Any]) -> str:
-    return "machine: " + json.dumps(out["machine"], ensure_ascii=False)
+    lines = RENDERERS[name](figures)
+    lines[0] = f"== {name}: {lines[0]}  [{figures['seconds']} s]"
+    return "\n".join(lines)

@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--quick",
         action="store_true",
-        help="small counts (about 20 s in all): a smoke test, not figures to quote",
+        help="small counts (about 15 s in all): a smoke test, not figures to quote",
     )
     p.add_argument(
         "--only",
@@ -34,8 +34,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--dir",
         type=Path,
         default=None,
-        help="where the benchmark databases go (default: a fresh temporary directory, removed "
-        "afterwards); put it on the disk you want to measure",
+        help="put the benchmark databases in a fresh directory under DIR (default: under "
+        "TMPDIR), removed afterwards; choose DIR on the disk you want to measure",
     )
     p.add_argument(
         "--cache-dir",

@@ -87,6 +87,7 @@ def test_only_and_text_output(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "== sqlite" in done.stdout and "one-row commit" in done.stdout
     assert "== journal" not in done.stdout
+    assert list((tmp_path / "work").iterdir()) == []  # each run's databases are removed
     bad = _bench(tmp_path, "--only", "nosuch")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
 

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.benchmarks import report
+from edge.benchmarks.errors import BenchmarkError
+from sync.errors import SyncError
 
 
 def machine() -> dict[str, Any]:
@@ -78,9 +80,9 @@ def main(args: argparse.Namespace) -> int:
     cache_dir: Path | None = None
     if not args.no_cache:
         cache_dir = args.cache_dir or Path(tempfile.gettempdir()) / "ykt-bench-cache"
-    own_dir = args.dir is None
-    work = Path(tempfile.mkdtemp(prefix="ykt-bench-")) if own_dir else args.dir
-    work.mkdir(parents=True, exist_ok=True)
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="ykt-bench-", dir=args.dir))  # fresh for every run
     out: dict[str, Any] = {"machine": machine(), "quick": bool(args.quick), "benchmarks": {}}
     started = time.perf_counter()
     if not args.json:
@@ -91,14 +93,16 @@ def main(args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"running {name} …", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
-            figures = _run(name, work, opts)
+            try:
+                figures = _run(name, work, opts)
+            except SyncError as exc:  # the server under test answered wrongly or not at all
+                raise BenchmarkError(f"{name} benchmark: {exc}") from exc
             figures["seconds"] = round(time.perf_counter() - t0, 1)
             out["benchmarks"][name] = figures
             if not args.json:
                 print(report.render(name, figures), flush=True)
     finally:
-        if own_dir:
-            shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     out["seconds"] = round(time.perf_counter() - started, 1)
     if args.json:
         print(json.dumps(out, ensure_ascii=False))

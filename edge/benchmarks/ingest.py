@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from edge.benchmarks.errors import BenchmarkError
 from edge.benchmarks.records import Chain, key_from_seed, wire
 from edge.benchmarks.server import BenchServer, account_number, cpu_seconds, roster_csv
 from edge.benchmarks.stats import rate, summary_ms
-from edge.errors import ConfigError
 from sync import protocol
 from sync.crypto import SigningKey
 from sync.server import accounts, ingest, ledger, terminals
@@ -145,7 +145,7 @@ def over_http(work: Path, quick: bool) -> dict[str, Any]:
         server_cpu = cpu_seconds(srv.pid) - cpu0
         client_cpu = time.process_time() - own0
         if errors:
-            raise ConfigError("ingest benchmark: " + "; ".join(errors[:3]))
+            raise BenchmarkError("ingest benchmark: " + "; ".join(errors[:3]))
         check = _verify(srv, tids, n_batches * BATCH)
     total = n_terms * n_batches * BATCH
     return {
@@ -178,7 +178,7 @@ def _verify(srv: BenchServer, tids: list[str], per_terminal: int) -> dict[str, A
         admin.close()
     bad = {t: heads.get(t) for t in tids if heads.get(t) != per_terminal}
     if bad or alarms or not check["ok"]:
-        raise ConfigError(
+        raise BenchmarkError(
             f"ingest benchmark: server state is wrong (heads {bad}, {len(alarms)} alarms, "
             f"ledger ok={check['ok']})"
         )
@@ -220,10 +220,10 @@ def in_process(work: Path, quick: bool) -> dict[str, Any]:
                 got = ingest.ingest(ctx, rows[tid], batches[i][b])
                 lat.append(time.perf_counter_ns() - s0)
                 if got["ack"] != (b + 1) * BATCH or got["alarms"]:
-                    raise ConfigError(f"ingest benchmark: unexpected answer {got}")
+                    raise BenchmarkError(f"ingest benchmark: unexpected answer {got}")
         wall = time.perf_counter() - t0
         if not ledger.check(ctx.db)["ok"]:
-            raise ConfigError("ingest benchmark: the ledger does not balance")
+            raise BenchmarkError("ingest benchmark: the ledger does not balance")
     finally:
         ctx.db.close()
     total = n_terms * n_batches * BATCH

@@ -119,7 +119,7 @@ def obtain(dest: Path, n: int, cache_dir: Path | None) -> dict[str, Any]:
         except (EdgeError, SyncError) as exc:  # a damaged cache is rebuilt, never used
             info["cache_rejected"] = str(exc)
     if not info.get("cached"):
-        tmp = cached.with_suffix(".building")
+        tmp = cached.with_name(f"{cached.name}.{os.getpid()}.building")
         info.update(cached=False, build_s=round(build(tmp, n), 1))
         os.replace(tmp, cached)
     t0 = time.perf_counter()

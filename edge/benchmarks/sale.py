@@ -30,9 +30,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge.benchmarks.errors import BenchmarkError
 from edge.benchmarks.server import BenchServer, wait_until
 from edge.benchmarks.stats import summary_ms
-from edge.errors import ConfigError
 from edge.pos.agent import PosAgent, PosConfig
 from sim.reader import SimReader
 
@@ -98,7 +98,7 @@ def _tap(agent: PosAgent, reader: SimReader, probe: Probe, card: dict[str, Any])
     screen = agent.engine.wait(keyed["version"], 10.0)
     cur = dict(probe.cur)
     if "shown" not in cur:
-        raise ConfigError(f"sale benchmark: no decision within 10 s (screen {screen['state']})")
+        raise BenchmarkError(f"sale benchmark: no decision within 10 s (screen {screen['state']})")
     total = cur["shown"] - t0
     append = cur.get("append", 0)
     decision = cur["authorize"] if "authorize" in cur else cur.get("offline", 0) - append
@@ -127,7 +127,7 @@ def _series(
     for i in range(WARMUP + n):
         t = _tap(agent, reader, probe, cards[i % len(cards)])
         if not t["approved"]:
-            raise ConfigError(f"sale benchmark: a sale was declined: {t['reason']}")
+            raise BenchmarkError(f"sale benchmark: a sale was declined: {t['reason']}")
         if i >= WARMUP:
             taps.append(t)
         if settle is not None:
@@ -183,7 +183,7 @@ def run(work: Path, opts: Options) -> dict[str, Any]:
                     lambda: a.cache.counts()["cards"] >= n_cards and a.link.online, 30
                 )
             if not ok:
-                raise ConfigError("sale benchmark: the agent did not receive the cards")
+                raise BenchmarkError("sale benchmark: the agent did not receive the cards")
             reader = a.reader
             assert isinstance(reader, SimReader)
             client = a.decider.client

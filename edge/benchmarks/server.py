@@ -15,8 +15,8 @@ from typing import IO, Any
 
 import requests
 
+from edge.benchmarks.errors import BenchmarkError
 from edge.benchmarks.records import key_from_seed
-from edge.errors import ConfigError
 from sync.admin_cli import AdminClient
 from sync.client import ServerClient
 from sync.crypto import SigningKey
@@ -45,7 +45,7 @@ def wait_until(pred: Any, timeout: float, what: str, interval: float = 0.02) -> 
         if got:
             return got
         if time.monotonic() > deadline:
-            raise ConfigError(f"benchmark setup: {what} did not happen within {timeout:.0f}s")
+            raise BenchmarkError(f"benchmark setup: {what} did not happen within {timeout:.0f}s")
         time.sleep(interval)
 
 
@@ -81,7 +81,7 @@ class BenchServer:
         def up() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise ConfigError(f"benchmark server exited with {self.proc.returncode}")
+                raise BenchmarkError(f"benchmark server exited with {self.proc.returncode}")
             try:
                 return requests.get(self.url + "/v1/health", timeout=1).ok
             except requests.RequestException:

@@ -157,54 +157,32 @@ def _quiet() -> Iterator[None]:
 def run(work: Path, opts: Options) -> dict[str, Any]:
     n_cards, n = (20, 30) if opts.quick else (100, 300)
     work.mkdir(parents=True, exist_ok=True)
-    srv = BenchServer(work / "server").start()
-    agent: PosAgent | None = None
-    try:
-        cards = srv.populate(n_cards, 100_000, cards=True)
-        admin = srv.admin()
-        token = admin.call("POST", "/v1/admin/terminals/tokens", {"role": "pos", "name": "bench"})
-        admin.close()
-        cfg = PosConfig(
-            data=work / "pos",
-            server=srv.url,
-            enroll=token["token"],
-            reader=f"sim://bench-{os.getpid()}",
-            seed=1,
-        )
-        agent = PosAgent(cfg)
-        probe = Probe()
-        instrument(agent, probe)
-        with _quiet():
+    with _quiet():
+        srv = BenchServer(work / "server").start()
+        agent: PosAgent | None = None
+        try:
+            cards = srv.populate(n_cards, 100_000, cards=True)
+            admin = srv.admin()
+            token = admin.call(
+                "POST", "/v1/admin/terminals/tokens", {"role": "pos", "name": "bench"}
+            )
+            admin.close()
+            cfg = PosConfig(
+                data=work / "pos",
+                server=srv.url,
+                enroll=token["token"],
+                reader=f"sim://bench-{os.getpid()}",
+                seed=1,
+            )
+            agent = PosAgent(cfg)
+            probe = Probe()
+            instrument(agent, probe)
             agent.start()
-            a = agent
-            wait_until(lambda: isinstance(a.reader, SimReader), 10, "the simulated reader opening")
-            with a.uplink.synced:
-                ok = a.uplink.synced.wait_for(
-                    lambda: a.cache.counts()["cards"] >= n_cards and a.link.online, 30
-                )
-            if not ok:
-                raise BenchmarkError("sale benchmark: the agent did not receive the cards")
-            reader = a.reader
-            assert isinstance(reader, SimReader)
-            client = a.decider.client
-
-            def settle() -> None:
-                """Wait for the ack and the feed page that follow a sale."""
-                with a.uplink.synced:
-                    a.uplink.synced.wait_for(lambda: a.journal.queued == 0, 10)
-                version = client.health()["version"]
-                with a.uplink.synced:
-                    a.uplink.synced.wait_for(lambda: a.cache.version >= version, 10)
-
-            online = _series(a, reader, probe, cards, n, settle)
+            online, offline, queued = _measure(agent, probe, srv, cards, n)
+        finally:
+            if agent is not None:
+                agent.stop()
             srv.stop()
-            wait_until(lambda: not a.link.online, 30, "the agent noticing the server is gone")
-            offline = _series(a, reader, probe, cards, n, None)
-            queued = a.journal.queued
-    finally:
-        if agent is not None:
-            agent.stop()
-        srv.stop()
     return {
         "reader": "sim:// (in-process)",
         "amount_fen": AMOUNT_FEN,
@@ -212,3 +190,32 @@ def run(work: Path, opts: Options) -> dict[str, Any]:
         "offline": offline,
         "queued_after_offline": queued,
     }
+
+
+def _measure(
+    a: PosAgent, probe: Probe, srv: BenchServer, cards: list[dict[str, Any]], n: int
+) -> tuple[dict[str, Any], dict[str, Any], int]:
+    wait_until(lambda: isinstance(a.reader, SimReader), 10, "the simulated reader opening")
+    with a.uplink.synced:
+        ok = a.uplink.synced.wait_for(
+            lambda: a.cache.counts()["cards"] >= len(cards) and a.link.online, 30
+        )
+    if not ok:
+        raise BenchmarkError("sale benchmark: the agent did not receive the cards")
+    reader = a.reader
+    assert isinstance(reader, SimReader)
+    client = a.decider.client
+
+    def settle() -> None:
+        """Wait for the ack and the feed page that follow a sale."""
+        with a.uplink.synced:
+            a.uplink.synced.wait_for(lambda: a.journal.queued == 0, 10)
+        version = client.health()["version"]
+        with a.uplink.synced:
+            a.uplink.synced.wait_for(lambda: a.cache.version >= version, 10)
+
+    online = _series(a, reader, probe, cards, n, settle)
+    srv.stop()
+    wait_until(lambda: not a.link.online, 30, "the agent noticing the server is gone")
+    offline = _series(a, reader, probe, cards, n, None)
+    return online, offline, a.journal.queued

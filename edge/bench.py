@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-NAMES = ("sqlite", "journal", "ingest", "sale")
+from edge.benchmarks import MODULES
+
+NAMES = tuple(MODULES)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,6 +26,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument(
         "--only",
+        "--suite",
+        dest="only",
         action="append",
         choices=NAMES,
         metavar="NAME",

@@ -59,6 +59,7 @@ class Options:
 
 
 #: benchmark name -> module of edge.benchmarks with ``run(work: Path, opts: Options) -> dict``
+#: (in the order they run; ``report.RENDERERS`` may hold a text renderer for each)
 MODULES = {
     "sqlite": "sqlite_floor",
     "journal": "journal_append",
@@ -74,9 +75,7 @@ def _run(name: str, work: Path, opts: Options) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edge.bench import NAMES
-
-    names = [n for n in NAMES if not args.only or n in args.only]
+    names = [n for n in MODULES if not args.only or n in args.only]
     cache_dir: Path | None = None
     if not args.no_cache:
         cache_dir = args.cache_dir or Path(tempfile.gettempdir()) / "ykt-bench-cache"

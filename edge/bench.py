@@ -15,9 +15,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "bench",
         help="run the benchmarks and print figures (SPEC §5)",
         description="Measure this machine: the SQLite commit floor, journal durable append "
-        "(empty and with 1,000,000 queued records), server ingest over loopback, and sale "
-        "latency on the simulated reader.  Prints figures next to the SPEC §5 budgets; the "
-        "exit status never depends on a timing.",
+        "(empty and with 1,000,000 queued records), server ingest over loopback, sale latency "
+        "on the simulated reader, and API requests/s with 1 and 2 server processes.  Prints "
+        "figures next to the SPEC §5 budgets; the exit status never depends on a timing.",
     )
     p.add_argument(
         "--quick",
@@ -34,6 +34,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help=f"run only this benchmark (repeatable): {', '.join(NAMES)}",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object with all figures")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="api: load time per measurement (default 5 s; 1 s with --quick)",
+    )
     p.add_argument(
         "--dir",
         type=Path,

@@ -48,13 +48,16 @@ def load(data: Path) -> tuple[Identity, SigningKey] | None:
 
 def enroll(data: Path, server: str, token: str, role: str) -> tuple[Identity, SigningKey]:
     """Generate the key, enroll it with the one-time token, and store the identity."""
-    data.mkdir(parents=True, exist_ok=True)
-    os.chmod(data, 0o700)
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        os.chmod(data, 0o700)
+    except OSError as exc:
+        raise ConfigError(f"cannot use {data} as the terminal's state directory: {exc}") from exc
     ident_path, key_path = _paths(data)
     key = SigningKey.generate()
     client = ServerClient(server)
     try:
-        resp = client.enroll(token, key.public.to_b64())
+        resp = client.enroll(token, key.public.to_b64(), role)
     except SyncError as exc:
         raise ConfigError(f"enrollment at {server} failed: {exc}") from exc
     finally:

@@ -6,13 +6,15 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from edge.errors import MoneyError
 
 #: The largest amount any single operation may carry (¥100,000.00); keeps bad input bounded.
 MAX_AMOUNT_FEN = 10_000_000
 
-_AMOUNT = re.compile(r"^(?:¥|￥)?\s*(\d{1,9})(?:\.(\d{1,2}))?$")
+#: ASCII digits only (after NFKC, so full-width ``１２.５０`` and ``￥`` are read as typed).
+_AMOUNT = re.compile(r"^¥?\s*([0-9]{1,9})(?:\.([0-9]{1,2}))?$", re.ASCII)
 
 
 def parse_amount(text: str, *, allow_zero: bool = False, max_fen: int = MAX_AMOUNT_FEN) -> int:
@@ -21,7 +23,7 @@ def parse_amount(text: str, *, allow_zero: bool = False, max_fen: int = MAX_AMOU
     Raises :class:`MoneyError` for anything else: negatives, more than two decimals, exponents,
     empty strings, amounts over ``max_fen``.
     """
-    m = _AMOUNT.match(text.strip())
+    m = _AMOUNT.fullmatch(unicodedata.normalize("NFKC", text).strip())
     if not m:
         raise MoneyError(f"not an amount in yuan with at most two decimals: {text!r}")
     whole, frac = m.group(1), (m.group(2) or "")

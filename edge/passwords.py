@@ -13,6 +13,8 @@ import hmac
 import os
 
 DEFAULT_LOG2_N = 15  # about 75 ms on the 2-core build machines
+#: The costs :func:`verify_password` accepts; :func:`hash_password` refuses to make others.
+MIN_LOG2_N, MAX_LOG2_N = 10, 20
 
 
 def _b64(b: bytes) -> str:
@@ -20,6 +22,8 @@ def _b64(b: bytes) -> str:
 
 
 def hash_password(pw: str, *, log2_n: int = DEFAULT_LOG2_N, salt: bytes | None = None) -> str:
+    if not MIN_LOG2_N <= log2_n <= MAX_LOG2_N:
+        raise ValueError(f"scrypt cost log2 N must be {MIN_LOG2_N} to {MAX_LOG2_N}, got {log2_n}")
     salt = salt if salt is not None else os.urandom(16)
     r, p = 8, 1
     dk = hashlib.scrypt(
@@ -32,7 +36,7 @@ def verify_password(pw: str, stored: str) -> bool:
     """True when ``pw`` matches ``stored``; False for a mismatch or a malformed hash."""
     try:
         scheme, log2_n, r, p, salt, dk = stored.split("$")
-        if scheme != "scrypt" or not 10 <= int(log2_n) <= 20:
+        if scheme != "scrypt" or not MIN_LOG2_N <= int(log2_n) <= MAX_LOG2_N:
             return False
         want = base64.b64decode(dk)
         got = hashlib.scrypt(

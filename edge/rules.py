@@ -7,6 +7,7 @@ Every function names the rule it implements.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -61,8 +62,8 @@ _GB11643_CHECK = "10X98765432"
 
 
 def normalize_id_card(id_card: str) -> str:
-    """Strip spaces and upper-case a trailing x."""
-    return re.sub(r"\s+", "", id_card).upper()
+    """Strip spaces, read full-width characters as ASCII (NFKC) and upper-case a trailing x."""
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", id_card)).upper()
 
 
 def validate_id_card(id_card: str) -> str:
@@ -71,7 +72,7 @@ def validate_id_card(id_card: str) -> str:
     The last character is the GB 11643 (ISO 7064 MOD 11-2) check digit.
     """
     n = normalize_id_card(id_card)
-    if not re.fullmatch(r"\d{17}[\dX]", n):
+    if not re.fullmatch(r"[0-9]{17}[0-9X]", n):
         raise IdCardError(f"ID-card number must be 17 digits and a digit or X, got {id_card!r}")
     total = sum(int(d) * w for d, w in zip(n[:17], _GB11643_WEIGHTS, strict=True))
     if _GB11643_CHECK[total % 11] != n[17]:
@@ -90,7 +91,7 @@ def initial_password(id_card: str) -> str:
     if n and n[-1].isalpha():
         n = n[:-1]
     tail = n[-6:]
-    if len(tail) < 6 or not tail.isdigit():
+    if not re.fullmatch(r"[0-9]{6}", tail):
         raise IdCardError(
             f"cannot take an initial password from {id_card!r}: need six digits at the end"
         )
@@ -99,7 +100,7 @@ def initial_password(id_card: str) -> str:
 
 def check_password_format(pw: str) -> str:
     """R3/R4/R5: passwords are exactly six digits."""
-    if not re.fullmatch(r"\d{6}", pw or ""):
+    if not re.fullmatch(r"[0-9]{6}", pw or ""):
         raise RuleError("a password is exactly six digits")
     return pw
 
@@ -160,3 +161,79 @@ class Method(StrEnum):
 def moves_transition(method: str) -> bool:
     """R7: the transition balance moves into the balance at the next *card* transaction."""
     return Method(method) is Method.CARD
+
+
+# --- R9 queries: what the bills and the transaction flow hold ---------------------------------
+#: R9 bills (账单): top-ups and purchases.  A purchase is a sale at a POS, a transfer to a dorm
+#: room's electricity account (R15) and a refund, which corrects a purchase or a top-up.
+BILL_KINDS = ("topup", "sale", "electricity", "refund")
+#: R9 transaction flow (交易流水): account operations, top-ups and purchases.  Beside the bills'
+#: money it holds the account's own money operations (the transition balance moving in R7, the
+#: reissue fee R11, the pay-out at cancellation R14) and every non-money account operation
+#: (loss, unlock, freeze, password and limit changes, cards, extension, …).
+FLOW_MONEY_KINDS = (*BILL_KINDS, "transition", "fee", "payout")
+
+
+# --- R10 loss and unlock: card-less, rate limited ---------------------------------------------
+#: R10: card-less loss/unlock requests allowed per number, and per client address, per window.
+CARDLESS_PER_NUMBER = 5
+CARDLESS_PER_CLIENT = 30
+CARDLESS_WINDOW_S = 600
+
+
+# --- R11 reissue -------------------------------------------------------------------------------
+#: R11: self-service kiosks reissue only student and staff cards; others go to the desk.
+KIOSK_REISSUE_TYPES = frozenset({CardType.STUDENT, CardType.STAFF})
+
+
+def kiosk_may_reissue(card_type: str) -> bool:
+    """R11: a self-service reissue kiosk reissues student and staff cards only."""
+    return CardType(card_type) in KIOSK_REISSUE_TYPES
+
+
+def reissue_identity_ok(card_type: str, via: str) -> bool:
+    """R11: student and staff cards: number + ID-card number, or the app's code; temporary
+    (and, at the desk, consumer) cards: card number + ID card."""
+    if CardType(card_type) in KIOSK_REISSUE_TYPES:
+        return via in ("number+id_card", "auth_code")
+    return via == "card_no+id_card"
+
+
+# --- R12 freeze --------------------------------------------------------------------------------
+#: R12: the automatic freeze rules an operator can switch on or off (policy keys).
+AUTO_FREEZE_RULES = {
+    "auto_freeze_negative_balance": "a negative balance after offline purchases",
+    "auto_freeze_pin_lockout": "repeated wrong consumption passwords",
+    "auto_freeze_query_lockout": "repeated wrong query passwords",
+}
+
+
+# --- R13 extension, R14 cancellation -------------------------------------------------------------
+def extension_status(status: str) -> AccountStatus:
+    """R13: extending an expired account makes it usable again; other states are kept."""
+    st = AccountStatus(status)
+    return AccountStatus.NORMAL if st is AccountStatus.EXPIRED else st
+
+
+#: R14: on cancellation the remaining balance (card and transition balance) is paid out to the
+#: holder in cash at the desk; a negative balance must be settled (cash top-up) first.
+CANCEL_PAYOUT_CHANNEL = Channel.CASH
+
+
+# --- R15 electricity, R16 login, R17 found cards ---------------------------------------------------
+def may_spend_online(status: str) -> bool:
+    """R2/R15: the app may move money out of an account that is normal or only reported lost
+    (the holder signed in with the query password); frozen, expired and cancelled accounts
+    may not."""
+    return AccountStatus(status) in (AccountStatus.NORMAL, AccountStatus.LOST)
+
+
+def sso_allowed(card_type: str) -> bool:
+    """R16: campus single sign-on is for students and staff; everyone else signs in with the
+    temporary card number and the query password."""
+    return CardType(card_type) in (CardType.STUDENT, CardType.STAFF)
+
+
+def found_card_lookup_allowed(status: str) -> bool:
+    """R17: the owner looks a found card up after reporting the loss."""
+    return AccountStatus(status) is AccountStatus.LOST

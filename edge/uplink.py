@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 
 from edge.cache import Cache
+from edge.errors import EdgeError
 from edge.journal import Journal
 from edge.link import Link
 from sync.client import ServerClient
@@ -54,6 +55,7 @@ class Uplink:
         self.poll_wait_s = poll_wait_s
         self._stop = threading.Event()
         self._kick = threading.Event()
+        self._feed_wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self.synced = threading.Condition()  # notified after every ack and every feed page
         self.last_push_error = ""
@@ -67,6 +69,7 @@ class Uplink:
     def stop(self) -> None:
         self._stop.set()
         self._kick.set()
+        self._feed_wake.set()
 
     def kick(self) -> None:
         """A record was journaled: push now."""
@@ -103,14 +106,22 @@ class Uplink:
                     self._kick.clear()
                     continue
                 self.link.up()
+                self._feed_wake.set()  # the server is back: the feed need not sit out its backoff
                 for alarm in resp.get("alarms", []):
                     log.error("server raised an alarm on our journal: %s", alarm)
                 try:
                     self.journal.set_acked(int(resp["ack"]))
-                except (KeyError, ValueError, SyncError) as exc:
+                except (KeyError, ValueError, SyncError, EdgeError) as exc:
+                    # e.g. an ack beyond our head: this journal is not the one the server
+                    # knows (restored or replaced); the operator must look, the thread goes on
                     log.error("bad ack from server: %s", exc)
+                    self.last_push_error = f"bad ack from server: {exc}"
                 self._notify()
                 if self.journal.acked <= before:
+                    if not self.last_push_error:
+                        self.last_push_error = (
+                            f"server did not advance the ack: {resp.get('alarms')}"
+                        )
                     delay = backoff.next()
                     log.warning(
                         "server did not advance the ack (%s); retrying in %.1fs",
@@ -135,7 +146,8 @@ class Uplink:
                 self.link.down(str(exc))
                 delay = backoff.next()
                 log.warning("feed pull failed (%s); retrying in %.1fs", exc, delay)
-                self._stop.wait(delay)
+                self._feed_wake.clear()
+                self._feed_wake.wait(delay)  # a successful push (or stop) ends the wait
                 continue
             except (KeyError, TypeError, ValueError) as exc:
                 delay = backoff.next()

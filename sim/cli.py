@@ -95,6 +95,9 @@ def add_parser(sub: Sub) -> None:
     c.add_argument("--uid")
     cmd("state", state, "print the agent's screen and status")
     add_wallet_parser(cmds)
+    from sim.idp import add_idp_parser
+
+    add_idp_parser(cmds)
 
 
 def _wrap(fn: Any, args: argparse.Namespace) -> int:

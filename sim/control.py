@@ -7,6 +7,8 @@ from typing import Any
 
 import requests
 
+from edge.errors import RuleError
+from edge.rules import check_password_format
 from sim.errors import SimError, SimUsageError
 
 FINAL = ("approved", "declined")
@@ -72,17 +74,35 @@ class AgentControl:
     def sale(
         self, amount_fen: int, card_no: str, uid: str | None = None, pin: str | None = None
     ) -> dict[str, Any]:
-        """Key the amount, tap the card, key the PIN when asked; the outcome as a dict."""
+        """Key the amount, tap the card, key the PIN when asked; the outcome as a dict.
+
+        A PIN that is not six digits is refused before anything is keyed; a sale this call
+        started and could not finish is cancelled, so it never leaves the terminal waiting."""
+        if pin is not None:
+            try:
+                check_password_format(pin)
+            except RuleError as exc:
+                raise SimUsageError(f"--pin: {exc}") from None
         keyed = self.amount(amount_fen)
-        self.present(card_no, uid)
-        s = self.wait(keyed["version"], (*FINAL, "wait_pin"), self.timeout)
-        if s["state"] == "wait_pin":
-            if pin is None:
-                self.cancel()
-                return outcome(s, needs_pin=True)
-            self.pin(pin)
-            s = self.wait(s["version"], FINAL, self.timeout)
+        try:
+            self.present(card_no, uid)
+            s = self.wait(keyed["version"], (*FINAL, "wait_pin"), self.timeout)
+            if s["state"] == "wait_pin":
+                if pin is None:
+                    self.cancel()
+                    return outcome(s, needs_pin=True)
+                self.pin(pin)
+                s = self.wait(s["version"], FINAL, self.timeout)
+        except SimError:
+            self._cancel_quietly()
+            raise
         return outcome(s)
+
+    def _cancel_quietly(self) -> None:
+        try:
+            self.cancel()
+        except SimError:
+            pass
 
 
 def outcome(s: dict[str, Any], needs_pin: bool = False) -> dict[str, Any]:

@@ -51,7 +51,8 @@ def add_wallet_parser(cmds: Sub) -> None:
     p = cmds.add_parser(
         "wallet",
         help="the simulated phone app of a card holder",
-        description="The simulated phone app (学付宝): sign in, balance, codes.",
+        description="The simulated phone app (学付宝): sign in, balance, loss/unlock, bills, "
+        "flow, top-up, electricity, found cards, codes.",
     )
     sub = p.add_subparsers(dest="wallet_command", metavar="ACTION", required=True)
 
@@ -74,6 +75,9 @@ def add_wallet_parser(cmds: Sub) -> None:
     c.add_argument("--password", required=True, help="query password (R4)")
     cmd("balance", balance, "balance, transition balance and status of the signed-in account")
     cmd("logout", logout, "end the wallet's session")
+    from sim import wallet_business_cli  # loss/unlock, bills, flow, electricity, found cards, …
+
+    wallet_business_cli.add_commands(sub, cmd)
 
 
 def _wrap(fn: Any, args: argparse.Namespace) -> int:

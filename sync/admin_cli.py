@@ -211,10 +211,11 @@ def add_parser(sub: Sub) -> None:
         "admin",
         help="service-desk and operator commands against the central server",
         description="Talks to the server over HTTP with the admin token the server wrote "
-        "to DATA/admin.token on its first start.",
+        "to DATA/admin.token on its first start (the superuser), or with a staff token made "
+        "by `ykt admin staff add` (what it may do depends on the staff role).",
     )
     p.add_argument("--server", help="server URL (or YKT_SERVER)")
-    p.add_argument("--token-file", help="admin token file (or YKT_ADMIN_TOKEN_FILE)")
+    p.add_argument("--token-file", help="admin or staff token file (or YKT_ADMIN_TOKEN_FILE)")
     groups = p.add_subparsers(dest="admin_command", metavar="SUBJECT", required=True)
 
     def cmd(parent: Sub, name: str, fn: Any, help_text: str) -> argparse.ArgumentParser:
@@ -250,6 +251,9 @@ def add_parser(sub: Sub) -> None:
         c.set_defaults(action=action)
     c = cmd(acct, "pin-reset", account_pin_reset, "clear a consumption-password lockout (R5)")
     c.add_argument("--number", required=True)
+    from sync import admin_desk_cli  # the desk's business: reissue, extend, cancel, staff, …
+
+    admin_desk_cli.add_commands(groups, acct, cmd)
 
     roster = groups.add_parser("roster", help="roster CSV import").add_subparsers(
         dest="sub", metavar="ACTION", required=True

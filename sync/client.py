@@ -100,13 +100,11 @@ class ServerClient:
     def health(self) -> dict[str, Any]:
         return self.request("GET", "/v1/health", signed=False, timeout=(1.0, 2.0))
 
-    def enroll(self, token: str, public_key: str) -> dict[str, Any]:
-        return self.request(
-            "POST",
-            "/v1/terminals/enroll",
-            body={"token": token, "public_key": public_key},
-            signed=False,
-        )
+    def enroll(self, token: str, public_key: str, role: str | None = None) -> dict[str, Any]:
+        body = {"token": token, "public_key": public_key}
+        if role is not None:
+            body["role"] = role
+        return self.request("POST", "/v1/terminals/enroll", body=body, signed=False)
 
     def authorize(self, req: dict[str, Any], timeout: float = 1.5) -> dict[str, Any]:
         return self.request("POST", "/v1/pos/authorize", body=req, timeout=(0.5, timeout))

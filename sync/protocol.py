@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -53,6 +54,19 @@ RECORD_FIELDS: dict[str, tuple[type, ...]] = {
 }
 OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {"x": (dict,)}
 
+#: Bounds of the integer fields (inclusive), so every value fits a 64-bit database column and
+#: a terminal time is a real instant (0 .. the end of year 9999).
+INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "seq": (1, 2**62),
+    "ts": (0, 253_402_300_799_999),
+    "acct": (1, 2**62),
+    "amt": (0, 2**62),
+    "spent": (-(2**62), 2**62),
+    "lim": (-(2**62), 2**62),
+    "bal": (-(2**62), 2**62),
+}
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
 H_TERMINAL = "X-Ykt-Terminal"
 H_TIME = "X-Ykt-Time"
 H_NONCE = "X-Ykt-Nonce"
@@ -63,8 +77,12 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 
 
 def canonical(obj: Any) -> bytes:
-    """Sorted keys, no spaces, UTF-8 (one encoder for every call: it is on the ingest path)."""
-    return _CANONICAL.encode(obj).encode()
+    """Sorted keys, no spaces, UTF-8 (one encoder for every call: it is on the ingest path);
+    :class:`ProtocolError` for what UTF-8 cannot hold."""
+    try:
+        return _CANONICAL.encode(obj).encode()
+    except UnicodeEncodeError as exc:
+        raise ProtocolError("text that is not valid Unicode (a lone surrogate)") from exc
 
 
 def sha256_hex(data: bytes) -> str:
@@ -97,10 +115,12 @@ def check_fields(rec: Mapping[str, Any]) -> dict[str, Any]:
                 raise ProtocolError(f"record has unknown field {name!r}")
     if "x" in rec and not isinstance(rec["x"], dict):
         raise ProtocolError("record field 'x' must be an object")
+    for name, (lo, hi) in INT_BOUNDS.items():
+        val = rec[name]
+        if val is not None and not lo <= val <= hi:
+            raise ProtocolError(f"record field {name!r} is out of range")
     if rec["v"] != RECORD_VERSION:
         raise ProtocolError(f"record version {rec['v']} is not supported")
-    if rec["seq"] < 1:
-        raise ProtocolError("record sequence numbers start at 1")
     if rec["kind"] not in KINDS:
         raise ProtocolError(f"unknown record kind {rec['kind']!r}")
     if rec["method"] not in METHODS:
@@ -109,7 +129,7 @@ def check_fields(rec: Mapping[str, Any]) -> dict[str, Any]:
         raise ProtocolError(f"unknown PIN fact {rec['pin']!r}")
     if rec["amt"] < 0 or (rec["kind"] == "sale" and rec["amt"] == 0):
         raise ProtocolError("a sale's amount must be positive")
-    if len(rec["prev"]) != 64:
+    if not _HEX64.fullmatch(rec["prev"]):
         raise ProtocolError("prev must be a SHA-256 hex digest")
     return dict(rec)
 
@@ -120,7 +140,12 @@ def parse_body(body: str | bytes) -> dict[str, Any]:
         rec = json.loads(body)
     except (ValueError, TypeError) as exc:
         raise ProtocolError("record body is not JSON") from exc
-    return check_fields(rec)
+    except RecursionError as exc:
+        raise ProtocolError("record body is nested too deeply") from exc
+    out = check_fields(rec)
+    if (b"\\u" in body) if isinstance(body, bytes) else ("\\u" in body):
+        canonical(out)  # an escaped lone surrogate is not Unicode: ProtocolError
+    return out
 
 
 def seal(key: SigningKey, rec: Mapping[str, Any]) -> tuple[bytes, bytes]:

@@ -116,7 +116,9 @@ class ServerProc:
             self.log = None
 
     def admin(self) -> AdminClient:
-        return AdminClient(self.url, self.token_file.read_text().strip())
+        client = AdminClient(self.url, self.token_file.read_text().strip())
+        client.session.headers["Connection"] = "close"  # no socket outlives the call
+        return client
 
     def add_account(
         self, number: str, n: int, kind: str = "student", topup_fen: int = 0, **kw: Any

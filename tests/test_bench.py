@@ -42,7 +42,7 @@ def test_quick_json_has_every_figure(tmp_path: Path) -> None:
     out = json.loads(done.stdout)  # one JSON object, nothing else on stdout
     assert out["quick"] is True and out["machine"]["cpus"] >= 1
     b = out["benchmarks"]
-    assert list(b) == ["sqlite", "journal", "ingest", "sale"]
+    assert list(b) == ["sqlite", "journal", "ingest", "sale", "api"]
 
     _latency(b["sqlite"]["commit"], 200)
     assert b["sqlite"]["batch_small_rows"]["rows_per_s"] > 0
@@ -80,6 +80,13 @@ def test_quick_json_has_every_figure(tmp_path: Path) -> None:
     assert s["online"]["decided_offline"] == 0
     assert s["offline"]["decided_offline"] == s["offline"]["sales"]
     assert s["queued_after_offline"] >= s["offline"]["sales"]
+
+    runs = b["api"]["runs"]
+    assert [r["server_processes"] for r in runs] == [1, 2]
+    for r in runs:
+        assert r["db"] == "sqlite" and r["requests"] > 0 and r["requests_per_s"] > 0
+        assert set(r["latency_ms"]) == {"me", "bills", "authorize", "topup"}
+        assert isinstance(r["errors"], int)
 
 
 def test_only_and_text_output(tmp_path: Path) -> None:

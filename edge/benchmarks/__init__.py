@@ -6,6 +6,7 @@ of them passes or fails on a timing.
 ``journal``       :mod:`.journal_append`: Journal.append, empty and with 1,000,000 queued
 ``ingest``        :mod:`.ingest`: a real ``ykt server`` fed 500-record batches; ingest alone
 ``sale``          :mod:`.sale`: tap → decision on the simulated reader, online and offline
+``api``           :mod:`.api`: API requests/s with 1 and 2 server processes (sync.server.bench_api)
 ================  ===========================================================================
 """
 
@@ -56,6 +57,7 @@ def machine() -> dict[str, Any]:
 class Options:
     quick: bool
     cache_dir: Path | None
+    seconds: float | None = None  # api: load time per measurement
 
 
 #: benchmark name -> module of edge.benchmarks with ``run(work: Path, opts: Options) -> dict``
@@ -65,6 +67,7 @@ MODULES = {
     "journal": "journal_append",
     "ingest": "ingest",
     "sale": "sale",
+    "api": "api",
 }
 
 
@@ -87,7 +90,9 @@ def main(args: argparse.Namespace) -> int:
     if not args.json:
         print(report.header(out), flush=True)
     try:
-        opts = Options(quick=bool(args.quick), cache_dir=cache_dir)
+        opts = Options(
+            quick=bool(args.quick), cache_dir=cache_dir, seconds=getattr(args, "seconds", None)
+        )
         for name in names:
             if not args.json:
                 print(f"running {name} …", file=sys.stderr, flush=True)

@@ -103,11 +103,25 @@ def sale(f: dict[str, Any]) -> list[str]:
     return lines
 
 
+def api(f: dict[str, Any]) -> list[str]:
+    lines = ["API requests/s on SQLite (a mix of app, authorize and top-up requests)"]
+    for r in f["runs"]:
+        lat = "  ".join(f"{k} {v['p50']}/{v['p99']}" for k, v in r["latency_ms"].items())
+        lines += [
+            f"  {r['server_processes']} server process(es), {r['client_processes']} client "
+            f"processes: {r['requests_per_s']:,.0f} requests/s ({r['requests']:,} in "
+            f"{r['seconds']} s, {r['errors']} errors)",
+            f"    p50/p99 ms: {lat}",
+        ]
+    return lines
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "sqlite": sqlite,
     "journal": journal,
     "ingest": ingest,
     "sale": sale,
+    "api": api,
 }
 
 

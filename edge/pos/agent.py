@@ -145,6 +145,7 @@ class PosAgent:
             "journal_head": self.journal.head_seq,
             "acked": self.journal.acked,
             "queued": self.journal.queued,
+            "push_error": self.uplink.last_push_error,
             "unsynced_offline_fen": self.journal.unsynced_offline_fen,
             "feed_version": self.cache.version,
             "cache": self.cache.counts(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,8 @@ def load_config(args: argparse.Namespace) -> PosConfig:
                     f"{args.config}: unknown key {key!r} (known: {', '.join(sorted(CONFIG_KEYS))})"
                 )
             if not isinstance(val, CONFIG_KEYS[key]) or isinstance(val, bool):
-                raise ConfigError(f"{args.config}: {key} must be a {CONFIG_KEYS[key].__name__}")
+                kind = "an integer" if CONFIG_KEYS[key] is int else "a string"
+                raise ConfigError(f"{args.config}: {key} must be {kind}, got {val!r}")
             values[key] = val
     for key in CONFIG_KEYS:
         cli_val = getattr(args, key, None)
@@ -81,6 +83,26 @@ def load_config(args: argparse.Namespace) -> PosConfig:
     )
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """Take the control API's address before anything else starts, so a busy port is a clear
+    configuration error (exit 2) rather than an agent that enrolls and then dies."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        # the protocol must say TCP, or asyncio does not set TCP_NODELAY on accepted
+        # connections and every control call waits out a delayed ACK (~40 ms)
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} for the control API: {exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(128)
+        return sock
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} for the control API: {exc}") from exc
+
+
 def run(args: argparse.Namespace) -> int:
     import threading
 
@@ -89,7 +111,12 @@ def run(args: argparse.Namespace) -> int:
     from edge.pos.control import create_control_app
 
     cfg = load_config(args)
-    agent = PosAgent(cfg)
+    sock = listen(cfg.control_host, cfg.control_port)
+    try:
+        agent = PosAgent(cfg)
+    except BaseException:
+        sock.close()
+        raise
     agent.start()
     app = create_control_app(agent)
     server = uvicorn.Server(
@@ -119,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     dog = Watchdog(agent.alive)
     dog.start()
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
         dog.stop()
         notify("STOPPING=1")

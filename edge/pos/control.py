@@ -19,9 +19,11 @@ import ipaddress
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from edge.errors import EdgeError
 from edge.money import MAX_AMOUNT_FEN
@@ -32,21 +34,22 @@ from sim import reader as sim_reader
 from sim.errors import SimError
 
 
+# Strict types: money is an integer number of fen, never "12" or true (edge.money).
 class AmountIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    amount_fen: int = Field(gt=0, le=MAX_AMOUNT_FEN)
-    confirm: bool = True
+    amount_fen: StrictInt = Field(gt=0, le=MAX_AMOUNT_FEN)
+    confirm: StrictBool = True
 
 
 class PinIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    pin: str = Field(pattern=r"^\d{6}$")
+    pin: StrictStr = Field(pattern=r"^[0-9]{6}$")  # ASCII digits only (a PIN pad's keys)
 
 
 class SimCardIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    card_no: str = Field(min_length=1, max_length=32)
-    uid: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{8,20}$")
+    card_no: StrictStr = Field(min_length=1, max_length=32)
+    uid: StrictStr | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{8,20}$")
 
 
 def _err(status: int, code: str, message: str) -> JSONResponse:
@@ -71,6 +74,16 @@ def create_control_app(agent: PosAgent) -> FastAPI:
         if not _loopback(request.client.host if request.client else None):
             return _err(403, "loopback_only", "the control API answers only on loopback")
         return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _err(422, "invalid", f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        return _err(exc.status_code, "http", f"{request.method} {request.url.path}: {exc.detail}")
 
     @app.exception_handler(EngineError)
     async def _engine_error(request: Request, exc: EngineError) -> JSONResponse:

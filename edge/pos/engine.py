@@ -8,7 +8,9 @@
       │                                   ┌──── over the limit (R6) ─────────┤
       │                                   ▼                                  ▼
       │                               WAIT_PIN ──pin──► (decide) ──► APPROVED | DECLINED
-      └────────────────── key_amount / cancel / display timeout ◄────────────┘
+      └──────────────────────── key_amount / cancel ◄────────────────────────┘
+
+The outcome stays on the screens until the cashier keys the next amount or cancels.
 
 Every transition bumps ``version`` and wakes waiters, so the cashier screen, the customer
 screen and ``ykt sim`` long-poll :meth:`Engine.wait` instead of sleeping.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -80,7 +83,10 @@ class Engine:
         self._cond = threading.Condition()
         self._screen = Screen(since_ms=clock.now_ms())
         self._tap: CardTap | None = None
-        self._busy = threading.Lock()  # one decision at a time
+        # One decision at a time: set (under the condition) by whoever starts a decision,
+        # cleared when its outcome is shown.  While it is set the sale cannot be changed,
+        # cancelled or decided a second time (a PIN keyed twice would charge twice).
+        self._deciding = False
 
     # -- reading ------------------------------------------------------------------------------
     def screen(self) -> dict[str, Any]:
@@ -89,11 +95,22 @@ class Engine:
             return self._screen.as_dict()
 
     def wait(self, after_version: int, timeout: float) -> dict[str, Any]:
-        """The screen once its version is past ``after_version`` (or after ``timeout``)."""
+        """The screen once its version is past ``after_version`` (or after ``timeout``).
+
+        A password prompt that times out meanwhile is a change too: the wait wakes at its
+        deadline, so a long-polling screen shows the timeout when it happens."""
+        deadline = time.monotonic() + timeout
         with self._cond:
-            self._cond.wait_for(lambda: self._screen.version > after_version, timeout)
-            self._expire_pin()
-            return self._screen.as_dict()
+            while True:
+                self._expire_pin()
+                s = self._screen
+                left = deadline - time.monotonic()
+                if s.version > after_version or left <= 0:
+                    return s.as_dict()
+                if s.state == State.WAIT_PIN:
+                    pin_left = (s.since_ms + PIN_TIMEOUT_MS + 1 - self.clock.now_ms()) / 1000
+                    left = min(left, max(pin_left, 0.001))
+                self._cond.wait(left)
 
     # -- transitions --------------------------------------------------------------------------
     def _set(self, state: State, **kw: Any) -> None:
@@ -105,9 +122,18 @@ class Engine:
         log.info("pos state %s %s", state.value, kw.get("reason") or kw.get("message") or "")
         self._cond.notify_all()
 
+    def _check_not_deciding(self) -> None:
+        if self._deciding:
+            raise EngineError("a sale is being decided; wait for its outcome")
+
     def _expire_pin(self) -> None:
         s = self._screen
-        if s.state == State.WAIT_PIN and self.clock.now_ms() - s.since_ms > PIN_TIMEOUT_MS:
+        if (
+            s.state == State.WAIT_PIN
+            and not self._deciding
+            and self.clock.now_ms() - s.since_ms > PIN_TIMEOUT_MS
+        ):
+            self._tap = None
             self._set(
                 State.DECLINED,
                 amount_fen=s.amount_fen,
@@ -120,6 +146,8 @@ class Engine:
 
     def key_amount(self, amount_fen: int, confirm: bool = True) -> dict[str, Any]:
         with self._cond:
+            self._check_not_deciding()
+            self._expire_pin()  # a timed-out password prompt does not block the next sale
             if self._screen.state in (State.WAIT_PIN,):
                 raise EngineError("a sale is waiting for the consumption password; cancel first")
             self._set(
@@ -141,11 +169,13 @@ class Engine:
 
     def confirm(self) -> dict[str, Any]:
         with self._cond:
+            self._check_not_deciding()
             self._confirm()
             return self._screen.as_dict()
 
     def cancel(self) -> dict[str, Any]:
         with self._cond:
+            self._check_not_deciding()
             self._tap = None
             self._set(State.IDLE)
             return self._screen.as_dict()
@@ -154,33 +184,44 @@ class Engine:
         """A card arrived on the reader."""
         with self._cond:
             s = self._screen
-            if s.state != State.WAIT_CREDENTIAL or s.amount_fen is None:
+            if self._deciding or s.state != State.WAIT_CREDENTIAL or s.amount_fen is None:
                 log.info("card %s tapped in state %s: ignored", tap.card_no, s.state)
                 return
             amount = s.amount_fen
             self._tap = tap
+            self._deciding = True
         self._decide(tap, amount, None)
 
     def key_pin(self, pin: str) -> dict[str, Any]:
         check_password_format(pin)
         with self._cond:
+            self._check_not_deciding()
             self._expire_pin()
             s = self._screen
             if s.state != State.WAIT_PIN or self._tap is None or s.amount_fen is None:
                 raise EngineError(f"no consumption password is asked for in state {s.state}")
             tap, amount = self._tap, s.amount_fen
+            self._deciding = True
         self._decide(tap, amount, pin)
         return self.screen()
 
     def _decide(self, tap: CardTap, amount: int, pin: str | None) -> None:
-        with self._busy:
+        """Decide and show the outcome; the caller has set ``_deciding``."""
+        try:
             try:
                 out = self.decider.decide(tap, amount, pin)
             except EdgeError as exc:  # e.g. the journal cannot take the record: nothing sold
                 log.error("sale failed: %s", exc)
                 out = Outcome(False, "error", f"terminal error, nothing charged: {exc}", True)
+            except Exception as exc:  # a bug or a malformed answer must not wedge the till
+                log.exception("sale decision failed")
+                out = Outcome(False, "error", f"terminal error: {exc.__class__.__name__}", True)
             with self._cond:
+                self._deciding = False  # in the same hold as the outcome a waiter wakes to
                 self._show(out, amount)
+        finally:
+            with self._cond:
+                self._deciding = False
 
     def _show(self, out: Outcome, amount: int) -> None:
         common = dict(

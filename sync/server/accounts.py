@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -61,8 +62,12 @@ def _check_limit(limit_fen: int | None) -> int:
 def _check_date(value: str | None) -> str | None:
     if value is None or value == "":
         return None
-    if not _DATE.match(value):
-        raise Invalid("dates are YYYY-MM-DD", "bad_date")
+    try:
+        if not _DATE.match(value):
+            raise ValueError(value)
+        dt.date.fromisoformat(value)
+    except ValueError:
+        raise Invalid(f"dates are YYYY-MM-DD, got {value!r}", "bad_date") from None
     return value
 
 
@@ -157,14 +162,20 @@ def import_roster(ctx: Context, text: str, actor: str = "admin") -> dict[str, An
     Every good line is added; every bad line is reported with its line number and nothing of
     it is written."""
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    fields = [f.strip() for f in (reader.fieldnames or [])]
+    try:
+        fields = [f.strip() for f in (reader.fieldnames or [])]
+        rows = [(reader.line_num, row) for row in reader]  # physical line numbers
+    except csv.Error as exc:  # e.g. a field over the csv module's size limit
+        raise Invalid(
+            f"roster CSV cannot be read near line {reader.line_num}: {exc}", "bad_roster"
+        ) from exc
     missing = [c for c in ROSTER_COLUMNS if c not in fields]
     if missing:
         raise Invalid(f"roster CSV lacks columns: {', '.join(missing)}", "bad_roster")
     errors: list[dict[str, Any]] = []
     good: list[tuple[int, dict[str, Any]]] = []
     seen: set[str] = set()
-    for lineno, raw in enumerate(reader, start=2):
+    for lineno, raw in rows:
         row = {(k or "").strip(): (val or "").strip() for k, val in raw.items() if k}
         try:
             limit = row.get("limit") or None
@@ -206,7 +217,7 @@ def import_roster(ctx: Context, text: str, actor: str = "admin") -> dict[str, An
         for v, h in zip(fresh, hashes, strict=True):
             _insert(ctx, tx, v, h, actor)
     ctx.notifier.notify()
-    return {"added": len(fresh), "errors": errors}
+    return {"added": len(fresh), "errors": sorted(errors, key=lambda e: int(e["line"]))}
 
 
 def _card_rows(ctx: Context, account_id: int) -> list[dict[str, Any]]:
@@ -279,12 +290,12 @@ def _transfer_rows(ctx: Context, account_id: int, kinds: tuple[str, ...]) -> lis
 
 def bills(ctx: Context, account_id: int) -> list[dict[str, Any]]:
     """R9 bills (账单): top-ups and purchases."""
-    return _transfer_rows(ctx, account_id, ("topup", "sale"))
+    return _transfer_rows(ctx, account_id, rules.BILL_KINDS)
 
 
 def flow(ctx: Context, account_id: int) -> list[dict[str, Any]]:
     """R9 transaction flow (交易流水): account operations, top-ups and purchases."""
-    items = _transfer_rows(ctx, account_id, ("topup", "sale", "transition"))
+    items = _transfer_rows(ctx, account_id, rules.FLOW_MONEY_KINDS)
     for r in ctx.db.all(
         "SELECT id, ts_ms, kind, detail, actor FROM account_events WHERE account_id = ?",
         (account_id,),
@@ -304,6 +315,9 @@ def flow(ctx: Context, account_id: int) -> list[dict[str, Any]]:
 
 
 # --- status changes (R10 loss/unlock, R12 freeze/unfreeze) ------------------------------------
+#: flag kept while a lost account is frozen, so unfreezing does not unblock the lost card
+LOST_BEFORE_FREEZE = "lost_before_freeze"
+
 _TRANSITIONS = {
     # action: (allowed from, to, event detail)
     "report-loss": ({AccountStatus.NORMAL}, AccountStatus.LOST, "card reported lost (R10)"),
@@ -322,11 +336,19 @@ def change_status(ctx: Context, number: str, action: str, actor: str = "admin") 
         raise Invalid(f"unknown status action {action!r}", "bad_action")
     allowed, target, detail = _TRANSITIONS[action]
     with ctx.db.tx() as tx:
-        a = tx.one("SELECT id, status FROM accounts WHERE number = ?", (number,))
+        a = tx.one("SELECT id, status, flags FROM accounts WHERE number = ?", (number,))
         if a is None:
             raise NotFound(f"no account with number {number!r}", "no_account")
         if AccountStatus(a["status"]) not in allowed:
             raise Conflict(f"cannot {action} an account that is {a['status']}", "bad_status")
+        # R10/R12: a card reported lost stays lost through a freeze and its unfreeze
+        flags = [f for f in a["flags"].split(",") if f]
+        if action == "freeze" and a["status"] == AccountStatus.LOST:
+            flags.append(LOST_BEFORE_FREEZE)
+        elif action == "unfreeze" and LOST_BEFORE_FREEZE in flags:
+            flags.remove(LOST_BEFORE_FREEZE)
+            target, detail = AccountStatus.LOST, "account unfrozen; the card is still reported lost"
+        tx.execute("UPDATE accounts SET flags = ? WHERE id = ?", (",".join(flags), a["id"]))
         set_status(ctx, tx, a["id"], target, detail, actor)
     ctx.notifier.notify()
     return show_account(ctx, number, history=False)
@@ -365,55 +387,69 @@ def reset_pin_tries(ctx: Context, number: str, actor: str = "admin") -> dict[str
 
 
 # --- cards ---------------------------------------------------------------------------------
+def check_uid(uid: str | None, ctx: Context) -> str:
+    """A card UID as stored: upper-case hex of 4, 7 or 10 bytes (a generated one when None)."""
+    if uid is None:
+        return f"{ctx.rng.getrandbits(32):08X}"
+    uid = uid.strip().upper().replace(":", "")
+    if not _UID.match(uid):
+        raise Invalid("a card UID is 4, 7 or 10 bytes of hex", "bad_uid")
+    return uid
+
+
 def issue_card(
     ctx: Context, number: str, uid: str | None = None, actor: str = "admin"
 ) -> dict[str, Any]:
     """Issue a card to an account.  A new card replaces every earlier card of the account at
     once (R11: the old card stops working the moment the new one exists)."""
-    if uid is not None:
-        uid = uid.strip().upper().replace(":", "")
-        if not _UID.match(uid):
-            raise Invalid("a card UID is 4, 7 or 10 bytes of hex", "bad_uid")
-    else:
-        uid = f"{ctx.rng.getrandbits(32):08X}"
+    uid = check_uid(uid, ctx)
     with ctx.db.tx() as tx:
         a = tx.one("SELECT id, status FROM accounts WHERE number = ?", (number,))
         if a is None:
             raise NotFound(f"no account with number {number!r}", "no_account")
         if a["status"] == AccountStatus.CANCELLED:
             raise Conflict("the account is cancelled (R14)", "bad_status")
-        if tx.one("SELECT 1 FROM cards WHERE uid = ? AND status = 'active'", (uid,)):
-            raise Conflict(f"a card with UID {uid} is already in use", "duplicate_uid")
-        gen = (
-            int(
-                tx.scalar(
-                    "SELECT COALESCE(MAX(generation), 0) FROM cards WHERE account_id = ?",
-                    (a["id"],),
-                )
-            )
-            + 1
-        )
-        seq = int(tx.scalar("SELECT COUNT(*) FROM cards")) + 1
-        card_no = f"{10_000_000 + seq}"
-        version = next_version(tx)
-        tx.execute(
-            "UPDATE cards SET status = 'replaced', version = ? "
-            "WHERE account_id = ? AND status = 'active'",
-            (version, a["id"]),
-        )
-        tx.execute(
-            "INSERT INTO cards (card_no, account_id, uid, generation, issued_ms, version) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (card_no, a["id"], uid, gen, ctx.now_ms(), version),
-        )
-        event(tx, ctx, a["id"], "card_issue", f"card {card_no} generation {gen} issued", actor)
+        card = issue_card_tx(ctx, tx, a["id"], uid, actor)
     ctx.notifier.notify()
+    return {**card, "number": number}
+
+
+def issue_card_tx(ctx: Context, tx: Tx, account_id: int, uid: str, actor: str) -> dict[str, Any]:
+    """Inside a transaction: a new card for the account; its earlier cards become 'replaced'.
+    Returns the card with its proof tag (what the encoder writes onto it, see cardproof)."""
+    from sync.server import cardproof
+
+    if tx.one("SELECT 1 FROM cards WHERE uid = ? AND status = 'active'", (uid,)):
+        raise Conflict(f"a card with UID {uid} is already in use", "duplicate_uid")
+    gen = (
+        int(
+            tx.scalar(
+                "SELECT COALESCE(MAX(generation), 0) FROM cards WHERE account_id = ?",
+                (account_id,),
+            )
+        )
+        + 1
+    )
+    seq = int(tx.scalar("SELECT COUNT(*) FROM cards")) + 1
+    card_no = f"{10_000_000 + seq}"
+    version = next_version(tx)
+    tx.execute(
+        "UPDATE cards SET status = 'replaced', version = ? "
+        "WHERE account_id = ? AND status = 'active'",
+        (version, account_id),
+    )
+    tx.execute(
+        "INSERT INTO cards (card_no, account_id, uid, generation, issued_ms, version) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (card_no, account_id, uid, gen, ctx.now_ms(), version),
+    )
+    event(tx, ctx, account_id, "card_issue", f"card {card_no} generation {gen} issued", actor)
     return {
         "card_no": card_no,
         "uid": uid,
         "generation": gen,
-        "account_id": a["id"],
-        "number": number,
+        "account_id": account_id,
+        "tag": cardproof.card_tag(cardproof.tag_key(tx), ctx.config.campus_id, card_no, uid, gen),
     }
 
 
@@ -455,6 +491,16 @@ def topup(
         )
         if applied:
             tx.execute("UPDATE accounts SET version = ? WHERE id = ?", (next_version(tx), a["id"]))
+        else:
+            done = tx.one("SELECT debit, credit, amount FROM transfers WHERE id = ?", (tid,))
+            if done is None or (done["debit"], done["credit"], done["amount"]) != (
+                ledger.channel(ch.value),
+                target,
+                amount_fen,
+            ):
+                raise Conflict(
+                    f"request_id {request_id!r} was used for another top-up", "request_id_reused"
+                )
     ctx.notifier.notify()
     out = show_account(ctx, number, history=False)
     out["transfer_id"] = tid

@@ -6,23 +6,40 @@ of :mod:`sync.server.errors`.
 """
 
 import asyncio
-import hashlib
-import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge.errors import StoreError
 from sync.server import accounts, authorize, feed, holders, ingest, ledger, policy, terminals
+from sync.server.api_auth import ApiAuth, bearer
+from sync.server.api_models import (
+    ERROR_RESPONSES,
+    AccountHistoryOut,
+    AccountOut,
+    AlarmsOut,
+    EnrolledOut,
+    EnrollTokenOut,
+    HealthOut,
+    IssuedCardOut,
+    LedgerCheckOut,
+    LoginOut,
+    LogoutOut,
+    RevokedOut,
+    RosterOut,
+    TerminalsOut,
+    TopupOut,
+)
 from sync.server.context import Context, current_version
-from sync.server.errors import ServiceError, Unauthorized
+from sync.server.errors import ServiceError, TooManyRequests
 from sync.server.models import (
     AccountIn,
     AuthorizeIn,
@@ -36,18 +53,30 @@ from sync.server.models import (
     TokenIn,
     TopupIn,
 )
+from sync.server.routes_business import create_router
+from sync.server.staff import Actor
 
 log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 30.0
+NumberPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")]
+TerminalPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 
 
-def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
+def _error(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message, **extra}}, status_code=status, headers=headers
+    )
+
+
+#: The stable error code of a request field that fails validation (else "invalid").
+FIELD_CODES = {"number": "bad_number", "id_card": "bad_id_card", "uid": "bad_uid"}
 
 
 def create_app(ctx: Context) -> FastAPI:
-    auth = terminals.TerminalAuth(ctx)
+    api_auth = ApiAuth(ctx)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -58,23 +87,47 @@ def create_app(ctx: Context) -> FastAPI:
         title="ykt central server",
         version="1",
         description="Accounts, ledger, terminals, journal ingest and delta feed of the campus "
-        "one-card system.  Terminal requests are signed (X-Ykt-* headers); admin requests "
-        "carry the admin token as a bearer token.",
+        "one-card system, and the business of card holders (app, WeChat, website: "
+        "`/v1/app/…`, card-less `/v1/holder/…`), kiosks (card-present, `/v1/kiosk/…`) and the "
+        "service desk (`/v1/admin/…`).  Terminal requests are signed (X-Ykt-* headers); staff "
+        "requests carry a staff token and card holders a session token as a bearer token.  "
+        'Every error is `{"error": {"code": …, "message": …}}` with a stable code.',
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     app.state.ctx = ctx
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        if isinstance(exc, TooManyRequests):
+            resp = _error(exc.status, exc.code, exc.message, retry_after_s=exc.retry_after_s)
+            resp.headers["Retry-After"] = str(exc.retry_after_s)
+            return resp
         return _error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. nested too deep)
+            return _error(422, "invalid", "the request body is not JSON that can be read")
+        code = {404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, f"http_{exc.status_code}"
+        )
+        return _error(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
+        # the offending input is not echoed back: it may be huge, secret or not even Unicode
+        errors = [{k: v for k, v in e.items() if k not in ("input", "url")} for e in exc.errors()]
+        details = jsonable_encoder(errors, custom_encoder={Exception: str})
         first = details[0] if details else {}
-        where = ".".join(str(p) for p in first.get("loc", []))
+        loc = [str(p) for p in first.get("loc", [])]
+        kind = str(first.get("type", ""))
+        malformed = kind not in ("missing", "json_invalid", "string_unicode") and not kind.endswith(
+            ("_type", "_parsing")
+        )  # present and of the right type, but not a valid value: the field's own code
+        code = FIELD_CODES.get(loc[-1], "invalid") if malformed and len(loc) >= 2 else "invalid"
         return _error(
-            422, "invalid", f"{where}: {first.get('msg', 'invalid request')}", details=details
+            422, code, f"{'.'.join(loc)}: {first.get('msg', 'invalid request')}", details=details
         )
 
     @app.exception_handler(StoreError)
@@ -82,39 +135,22 @@ def create_app(ctx: Context) -> FastAPI:
         log.error("store error on %s: %s", request.url.path, exc)
         return _error(503, "store_unavailable", "the database is unavailable; retry later")
 
-    # -- authentication ----------------------------------------------------------------------
-    admin_hash = ctx.setting("admin_token_sha256")
-
-    def admin(request: Request) -> str:
-        header = request.headers.get("authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else ""
-        digest = hashlib.sha256(token.encode()).hexdigest()
-        if not token or not admin_hash or not hmac.compare_digest(digest, admin_hash):
-            raise Unauthorized("admin token required (Authorization: Bearer …)", "bad_admin_token")
-        return "admin"
-
-    async def terminal(request: Request) -> dict[str, Any]:
-        body = await request.body()
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return await run_in_threadpool(
-            auth.authenticate, request.method, target, body, request.headers
-        )
-
-    def bearer(request: Request) -> str:
-        header = request.headers.get("authorization", "")
-        if not header.lower().startswith("bearer "):
-            raise Unauthorized("sign in first (Authorization: Bearer <session>)", "bad_session")
-        return header[7:]
-
-    def holder(request: Request) -> dict[str, Any]:
-        return holders.session_account(ctx, bearer(request))
-
-    Admin = Annotated[str, Depends(admin)]
-    Terminal = Annotated[dict[str, Any], Depends(terminal)]
-    Holder = Annotated[dict[str, Any], Depends(holder)]
+    # -- authentication (sync.server.api_auth) ----------------------------------------------
+    Terminal = Annotated[dict[str, Any], Depends(api_auth.terminal)]
+    Holder = Annotated[dict[str, Any], Depends(api_auth.holder)]
+    # staff with one permission each (sync.server.staff); every call is audited
+    Reader = Annotated[Actor, api_auth.staff("accounts.read")]
+    Writer = Annotated[Actor, api_auth.staff("accounts.write")]
+    StatusDesk = Annotated[Actor, api_auth.staff("status")]
+    Cards = Annotated[Actor, api_auth.staff("cards")]
+    Topups = Annotated[Actor, api_auth.staff("topup.cash")]
+    Terminals = Annotated[Actor, api_auth.staff("terminals")]
+    LedgerRead = Annotated[Actor, api_auth.staff("ledger")]
+    PolicyRead = Annotated[Actor, api_auth.staff("policy.read")]
+    PolicyWrite = Annotated[Actor, api_auth.staff("policy.write")]
 
     # -- public -------------------------------------------------------------------------------
-    @app.get("/v1/health", tags=["public"])
+    @app.get("/v1/health", tags=["public"], response_model=HealthOut)
     def health() -> dict[str, Any]:
         return {
             "ok": True,
@@ -123,84 +159,101 @@ def create_app(ctx: Context) -> FastAPI:
             "version": current_version(ctx.db),
         }
 
-    # -- admin --------------------------------------------------------------------------------
-    @app.post("/v1/admin/accounts", tags=["admin"], status_code=201)
-    def add_account(body: AccountIn, actor: Admin) -> dict[str, Any]:
-        return accounts.add_account(ctx, actor=actor, **body.model_dump())
+    # -- admin (service desk and operators) ---------------------------------------------------
+    @app.post("/v1/admin/accounts", tags=["admin"], status_code=201, response_model=AccountOut)
+    def add_account(body: AccountIn, actor: Writer) -> dict[str, Any]:
+        return accounts.add_account(ctx, actor=actor.name, **body.model_dump())
 
-    @app.post("/v1/admin/roster", tags=["admin"])
-    def import_roster(body: RosterIn, actor: Admin) -> dict[str, Any]:
-        return accounts.import_roster(ctx, body.csv, actor=actor)
+    @app.post("/v1/admin/roster", tags=["admin"], response_model=RosterOut)
+    def import_roster(body: RosterIn, actor: Writer) -> dict[str, Any]:
+        """A roster CSV for a new intake: number,name,type,id_card[,limit][,expires]."""
+        return accounts.import_roster(ctx, body.csv, actor=actor.name)
 
-    @app.get("/v1/admin/accounts/{number}", tags=["admin"])
-    def show_account(number: str, actor: Admin) -> dict[str, Any]:
+    @app.get("/v1/admin/accounts/{number}", tags=["admin"], response_model=AccountHistoryOut)
+    def show_account(number: NumberPath, actor: Reader) -> dict[str, Any]:
+        """Balances, limit, status, cards, bills and flow (R9)."""
         return accounts.show_account(ctx, number)
 
-    @app.post("/v1/admin/accounts/{number}/status", tags=["admin"])
-    def change_status(number: str, body: StatusIn, actor: Admin) -> dict[str, Any]:
-        return accounts.change_status(ctx, number, body.action, actor=actor)
+    @app.post("/v1/admin/accounts/{number}/status", tags=["admin"], response_model=AccountOut)
+    def change_status(number: NumberPath, body: StatusIn, actor: StatusDesk) -> dict[str, Any]:
+        """report-loss / unlock (R10), freeze / unfreeze (R12; only the desk unfreezes)."""
+        return accounts.change_status(ctx, number, body.action, actor=actor.name)
 
-    @app.post("/v1/admin/accounts/{number}/pin-reset", tags=["admin"])
-    def pin_reset(number: str, actor: Admin) -> dict[str, Any]:
-        return accounts.reset_pin_tries(ctx, number, actor=actor)
+    @app.post("/v1/admin/accounts/{number}/pin-reset", tags=["admin"], response_model=AccountOut)
+    def pin_reset(number: NumberPath, actor: Writer) -> dict[str, Any]:
+        return accounts.reset_pin_tries(ctx, number, actor=actor.name)
 
-    @app.post("/v1/admin/accounts/{number}/cards", tags=["admin"], status_code=201)
-    def issue_card(number: str, body: CardIn, actor: Admin) -> dict[str, Any]:
-        return accounts.issue_card(ctx, number, body.uid, actor=actor)
+    @app.post(
+        "/v1/admin/accounts/{number}/cards",
+        tags=["admin"],
+        status_code=201,
+        response_model=IssuedCardOut,
+    )
+    def issue_card(number: NumberPath, body: CardIn, actor: Cards) -> dict[str, Any]:
+        return accounts.issue_card(ctx, number, body.uid, actor=actor.name)
 
-    @app.post("/v1/admin/accounts/{number}/topups", tags=["admin"])
-    def topup(number: str, body: TopupIn, actor: Admin) -> dict[str, Any]:
-        return accounts.topup(ctx, number, body.amount_fen, body.channel, body.request_id, actor)
+    @app.post("/v1/admin/accounts/{number}/topups", tags=["admin"], response_model=TopupOut)
+    def topup(number: NumberPath, body: TopupIn, actor: Topups) -> dict[str, Any]:
+        """R7: cash at the desk; other channels need the finance permission (topup.any)."""
+        if body.channel != "cash":
+            actor.require("topup.any")
+        return accounts.topup(
+            ctx, number, body.amount_fen, body.channel, body.request_id, actor.name
+        )
 
-    @app.post("/v1/admin/terminals/tokens", tags=["admin"], status_code=201)
-    def enroll_token(body: TokenIn, actor: Admin) -> dict[str, Any]:
+    @app.post(
+        "/v1/admin/terminals/tokens",
+        tags=["admin"],
+        status_code=201,
+        response_model=EnrollTokenOut,
+    )
+    def enroll_token(body: TokenIn, actor: Terminals) -> dict[str, Any]:
         return terminals.create_enroll_token(ctx, body.role, body.name)
 
-    @app.get("/v1/admin/terminals", tags=["admin"])
-    def list_terminals(actor: Admin) -> dict[str, Any]:
+    @app.get("/v1/admin/terminals", tags=["admin"], response_model=TerminalsOut)
+    def list_terminals(actor: Terminals) -> dict[str, Any]:
         return {"terminals": terminals.list_terminals(ctx)}
 
-    @app.post("/v1/admin/terminals/{terminal_id}/revoke", tags=["admin"])
-    def revoke_terminal(terminal_id: str, actor: Admin) -> dict[str, Any]:
+    @app.post("/v1/admin/terminals/{terminal_id}/revoke", tags=["admin"], response_model=RevokedOut)
+    def revoke_terminal(terminal_id: TerminalPath, actor: Terminals) -> dict[str, Any]:
         return terminals.revoke(ctx, terminal_id)
 
-    @app.get("/v1/admin/ledger/check", tags=["admin"])
-    def ledger_check(actor: Admin) -> dict[str, Any]:
+    @app.get("/v1/admin/ledger/check", tags=["admin"], response_model=LedgerCheckOut)
+    def ledger_check(actor: LedgerRead) -> dict[str, Any]:
         return ledger.check(ctx.db)
 
-    @app.get("/v1/admin/alarms", tags=["admin"])
-    def alarms(actor: Admin) -> dict[str, Any]:
+    @app.get("/v1/admin/alarms", tags=["admin"], response_model=AlarmsOut)
+    def alarms(actor: LedgerRead) -> dict[str, Any]:
         rows = ctx.db.all("SELECT * FROM alarms ORDER BY id DESC LIMIT 500")
         return {"alarms": [dict(r) for r in rows]}
 
     @app.get("/v1/admin/policy", tags=["admin"])
-    def get_policy(actor: Admin) -> dict[str, Any]:
+    def get_policy(actor: PolicyRead) -> dict[str, Any]:
+        """The policy terminals receive: offline risk limits, channels (R7), reissue fee
+        (R11), automatic freeze rules (R12)."""
         return ctx.policy()
 
     @app.put("/v1/admin/policy", tags=["admin"])
-    def put_policy(body: PolicyIn, actor: Admin) -> dict[str, Any]:
+    def put_policy(body: PolicyIn, actor: PolicyWrite) -> dict[str, Any]:
         return policy.set_policy(ctx, body.values)
 
-    # -- card holders (the app, WeChat, the website) ------------------------------------------
-    @app.post("/v1/app/login", tags=["app"])
+    # -- card holders (the app, WeChat, the website): sign-in ---------------------------------
+    @app.post("/v1/app/login", tags=["app"], response_model=LoginOut)
     def app_login(body: LoginIn) -> dict[str, Any]:
         """R16: staff/student number (card number for temporary and consumer cards) + query
         password."""
         return holders.login(ctx, body.number, body.password)
 
-    @app.post("/v1/app/logout", tags=["app"])
+    @app.post("/v1/app/logout", tags=["app"], response_model=LogoutOut)
     def app_logout(request: Request, who: Holder) -> dict[str, Any]:
         return holders.logout(ctx, bearer(request))
 
-    @app.get("/v1/app/me", tags=["app"])
-    def app_me(who: Holder) -> dict[str, Any]:
-        """The signed-in holder's account: balance, transition balance, limit, status."""
-        return accounts.show_account(ctx, who["number"], history=False)
-
     # -- terminals ----------------------------------------------------------------------------
-    @app.post("/v1/terminals/enroll", tags=["terminal"], status_code=201)
+    @app.post(
+        "/v1/terminals/enroll", tags=["terminal"], status_code=201, response_model=EnrolledOut
+    )
     def enroll(body: EnrollIn) -> dict[str, Any]:
-        return terminals.enroll(ctx, body.token, body.public_key)
+        return terminals.enroll(ctx, body.token, body.public_key, body.role)
 
     @app.post("/v1/pos/authorize", tags=["terminal"])
     def pos_authorize(body: AuthorizeIn, term: Terminal) -> dict[str, Any]:
@@ -216,7 +269,7 @@ def create_app(ctx: Context) -> FastAPI:
     @app.get("/v1/feed", tags=["terminal"])
     async def pull_feed(
         term: Terminal,
-        since: Annotated[int, Query(ge=0)] = 0,
+        since: Annotated[int, Query(ge=0, le=2**62)] = 0,
         wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -229,4 +282,6 @@ def create_app(ctx: Context) -> FastAPI:
             await ctx.notifier.wait(min(remaining, 1.0))
         return await run_in_threadpool(feed.delta, ctx, term, since)
 
+    # -- the business of card holders, kiosks and the desk (sync.server.routes_business) ------
+    app.include_router(create_router(ctx, api_auth))
     return app

@@ -19,7 +19,7 @@ from edge.rules import AccountStatus
 from sync.server import ledger
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version
-from sync.server.errors import Invalid
+from sync.server.errors import Conflict, Invalid
 
 
 def _decline(reason: str, code: str = "declined", **extra: Any) -> dict[str, Any]:
@@ -65,20 +65,30 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
     now, today = ctx.now_ms(), ctx.today()
     aid = row["id"]
     with ctx.db.tx() as tx:
-        holds = int(
-            tx.scalar(
-                "SELECT COALESCE(SUM(amount), 0) FROM holds WHERE account_id = ? AND expires_ms > ? "
-                "AND NOT (terminal_id = ? AND seq = ?)",
-                (aid, now, tid, seq),
+        head = int(tx.scalar("SELECT head_seq FROM terminals WHERE id = ?", (tid,)))
+        if seq <= head:  # a hold under it would never be released by an ingest
+            raise Conflict(
+                f"sequence number {seq} is already journaled here (head {head})", "seq_used"
             )
+        held = tx.all(
+            "SELECT amount, pin_ok FROM holds WHERE account_id = ? AND expires_ms > ? "
+            "AND NOT (terminal_id = ? AND seq = ?) ORDER BY created_ms, terminal_id, seq",
+            (aid, now, tid, seq),
         )
+        holds = sum(int(h["amount"]) for h in held)
         acct = tx.one(
             "SELECT spent_day, spent_fen, pin_tries, consume_pw, status, limit_fen "
             "FROM accounts WHERE id = ?",
             (aid,),
         )
         assert acct is not None
-        tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"] + holds)
+        # R6: today's tracked amount, then the sales authorized but not yet synced (holds), in
+        # order: they count today (even before the account's first synced sale of the day), and
+        # a correct password among them reset the amount
+        synced = rules.LimitTracker(acct["spent_day"], acct["spent_fen"])
+        tracker = rules.LimitTracker(today, synced.spent_on(today))
+        for h in held:
+            tracker = tracker.after_purchase(today, int(h["amount"]), bool(h["pin_ok"]))
         pin_ok = False
         if tracker.needs_password(today, amount, acct["limit_fen"]):  # R6
             tries_left = policy["pin_max_tries"] - acct["pin_tries"]
@@ -132,11 +142,12 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
                 **base,
             )
         tx.execute(
-            "INSERT INTO holds (terminal_id, seq, account_id, amount, expires_ms) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (terminal_id, seq) DO UPDATE SET "
-            "account_id = excluded.account_id, amount = excluded.amount, "
-            "expires_ms = excluded.expires_ms",
-            (tid, seq, aid, amount, now + policy["hold_ttl_s"] * 1000),
+            "INSERT INTO holds (terminal_id, seq, account_id, amount, expires_ms, pin_ok,"
+            " created_ms) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (terminal_id, seq) DO UPDATE"
+            " SET account_id = excluded.account_id, amount = excluded.amount, "
+            "expires_ms = excluded.expires_ms, pin_ok = excluded.pin_ok, "
+            "created_ms = excluded.created_ms",
+            (tid, seq, aid, amount, now + policy["hold_ttl_s"] * 1000, int(pin_ok), now),
         )
     spent_before = 0 if pin_ok else tracker.spent_on(today)
     return {

@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+from edge.errors import ConfigError
+from edge.passwords import MAX_LOG2_N, MIN_LOG2_N
 from edge.systemd import Watchdog, notify
 from sync.server.context import Context, ServerConfig
 
@@ -34,12 +36,34 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--password-cost",
         type=int,
+        choices=range(MIN_LOG2_N, MAX_LOG2_N + 1),
         default=15,
         metavar="LOG2N",
         help="scrypt cost for new password hashes, log2 N (default 15; 12 for tests)",
     )
     p.add_argument("--seed", type=int, default=None, help="seed for generated ids (tests)")
+    p.add_argument(
+        "--sso-issuer", help="campus single sign-on (R16): the OpenID Connect issuer URL"
+    )
+    p.add_argument("--sso-client-id", default="ykt", help="client id at the issuer")
+    p.add_argument(
+        "--sso-client-secret-file", type=Path, help="file holding the client secret (0600)"
+    )
+    p.add_argument(
+        "--sso-claim",
+        default="preferred_username",
+        help="ID-token claim that holds the staff/student number",
+    )
     p.set_defaults(func=run)
+
+
+def _secret(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the SSO client secret: {exc}") from exc
 
 
 def ensure_admin_token(ctx: Context) -> tuple[Path, bool]:
@@ -68,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
         tz=args.tz,
         password_log2_n=args.password_cost,
         seed=args.seed,
+        sso_issuer=args.sso_issuer,
+        sso_client_id=args.sso_client_id,
+        sso_client_secret=_secret(args.sso_client_secret_file),
+        sso_claim=args.sso_claim,
     )
     ctx = Context.open(config)
     token_path, created = ensure_admin_token(ctx)

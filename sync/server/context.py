@@ -29,6 +29,7 @@ DEFAULT_POLICY: dict[str, Any] = {
     "channels": dict(DEFAULT_CHANNELS),
     "auto_freeze_negative_balance": True,
     "auto_freeze_pin_lockout": False,
+    "auto_freeze_query_lockout": False,
     "hold_ttl_s": 600,
 }
 
@@ -42,6 +43,11 @@ class ServerConfig:
     password_log2_n: int = DEFAULT_LOG2_N
     max_skew_ms: int = 120_000
     seed: int | None = None
+    #: campus single sign-on (R16), an OpenID Connect provider; None: off
+    sso_issuer: str | None = None
+    sso_client_id: str = ""
+    sso_client_secret: str = ""
+    sso_claim: str = "preferred_username"
 
     @property
     def db_path(self) -> Path:

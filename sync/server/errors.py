@@ -7,7 +7,8 @@
     ├── Unauthorized        401 missing or bad credentials, bad request signature
     ├── Forbidden           403 authenticated, but not allowed (revoked terminal, wrong role)
     ├── NotFound            404 no such account, card, terminal
-    └── Conflict            409 a duplicate, or a state that does not allow the operation
+    ├── Conflict            409 a duplicate, or a state that does not allow the operation
+    └── TooManyRequests     429 a rate limit (card-less operations, R10)
 """
 
 from __future__ import annotations
@@ -46,3 +47,12 @@ class NotFound(ServiceError):
 class Conflict(ServiceError):
     status = 409
     default_code = "conflict"
+
+
+class TooManyRequests(ServiceError):
+    status = 429
+    default_code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: int, code: str | None = None) -> None:
+        super().__init__(message, code)
+        self.retry_after_s = retry_after_s

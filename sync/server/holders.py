@@ -14,7 +14,8 @@ import secrets
 from typing import Any
 
 from edge.passwords import verify_password
-from edge.rules import CardType
+from edge.rules import AccountStatus, CardType
+from sync.server.accounts import set_status
 from sync.server.context import Context
 from sync.server.errors import Forbidden, Invalid, Unauthorized
 
@@ -45,10 +46,17 @@ def check_query_password(ctx: Context, number: str, password: str) -> dict[str, 
     if not number or len(number) > 32 or not password or len(password) > 64:
         raise Invalid("number and password are required", "bad_credentials")
     acct = find_holder(ctx, number)
-    now = ctx.now_ms()
     if acct is None:
         # same answer as a wrong password: do not reveal which numbers exist
         raise Unauthorized("wrong number or query password", "bad_credentials")
+    verify_query_password(ctx, acct, password)
+    return acct
+
+
+def verify_query_password(ctx: Context, acct: dict[str, Any], password: str) -> None:
+    """R4: check the query password of a known account; wrong tries count toward a lockout
+    (and, when the operator switched the rule on, an automatic freeze, R12)."""
+    now = ctx.now_ms()
     if acct["query_locked_until_ms"] > now:
         left = (acct["query_locked_until_ms"] - now) // 1000 + 1
         raise Forbidden(f"too many wrong passwords: sign-in locked for {left} s", "locked")
@@ -60,15 +68,35 @@ def check_query_password(ctx: Context, number: str, password: str) -> dict[str, 
                 "UPDATE accounts SET query_tries = ?, query_locked_until_ms = ? WHERE id = ?",
                 (0 if locked else tries, locked, acct["id"]),
             )
+            if (
+                locked
+                and ctx.policy().get("auto_freeze_query_lockout")
+                and acct["status"] in (AccountStatus.NORMAL, AccountStatus.LOST)
+            ):
+                set_status(
+                    ctx,
+                    tx,
+                    acct["id"],
+                    AccountStatus.FROZEN,
+                    "frozen after repeated wrong query passwords (R12)",
+                    "system",
+                )
+        if locked:
+            ctx.notifier.notify()
         raise Unauthorized("wrong number or query password", "bad_credentials")
     if acct["query_tries"]:
         with ctx.db.tx() as tx:
             tx.execute("UPDATE accounts SET query_tries = 0 WHERE id = ?", (acct["id"],))
-    return acct
 
 
 def login(ctx: Context, number: str, password: str) -> dict[str, Any]:
-    acct = check_query_password(ctx, number, password)
+    return open_session(ctx, check_query_password(ctx, number, password))
+
+
+def open_session(ctx: Context, acct: dict[str, Any]) -> dict[str, Any]:
+    """A new session for an account whose holder has proved who they are (R16)."""
+    if acct["status"] == AccountStatus.CANCELLED:
+        raise Forbidden("the account is cancelled (R14)", "cancelled")
     token = secrets.token_urlsafe(32)
     now = ctx.now_ms()
     with ctx.db.tx() as tx:

@@ -78,12 +78,13 @@ def _decode(terminal_id: str, wire: Sequence[Mapping[str, Any]]) -> list[Incomin
         body_text, sig = w.get("body"), w.get("sig")
         if not isinstance(body_text, str) or not isinstance(sig, str):
             raise Invalid(f"record {i}: body and sig must be strings", "bad_record")
-        body = body_text.encode()
         try:
-            rec = protocol.parse_body(body_text)
-        except ProtocolError as exc:
+            body = body_text.encode()
+            rec = protocol.parse_body(body_text)  # str: json.loads skips detecting the encoding
+            canonical = protocol.canonical(rec)
+        except (ProtocolError, UnicodeEncodeError) as exc:
             raise Invalid(f"record {i}: {exc}", "bad_record") from exc
-        if protocol.canonical(rec) != body:
+        if canonical != body:
             raise Invalid(f"record {i}: body is not in canonical form", "bad_record")
         if rec["term"] != terminal_id:
             raise Invalid(f"record {i} belongs to terminal {rec['term']}", "foreign_record")
@@ -99,20 +100,27 @@ def _sig_ok(key: VerifyKey, item: Incoming) -> bool:
     return len(sig) == 64 and key.ok(sig, item.body)
 
 
-def _alarm(tx: Tx, ctx: Context, res: Result, tid: str, kind: str, detail: str) -> None:
+def _alarm(tx: Tx, ctx: Context, res: Result | None, tid: str, kind: str, detail: str) -> None:
     log.warning("alarm %s from %s: %s", kind, tid, detail)
     tx.execute(
         "INSERT INTO alarms (ts_ms, terminal_id, kind, detail) VALUES (?, ?, ?, ?)",
         (ctx.now_ms(), tid, kind, detail),
     )
-    res.alarms.append({"kind": kind, "detail": detail})
+    if res is not None:
+        res.alarms.append({"kind": kind, "detail": detail})
 
 
 def ingest(
     ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any]:
     tid = terminal["id"]
-    items = _decode(tid, wire)
+    try:
+        items = _decode(tid, wire)
+    except Invalid as exc:
+        if exc.code == "foreign_record":  # another terminal's records: a cloned or forged sender
+            with ctx.db.tx() as tx:
+                _alarm(tx, ctx, None, tid, "foreign_record", exc.message)
+        raise
     key = VerifyKey.from_b64(terminal["pubkey"])
     with ctx.db.tx() as tx:
         head_row = tx.one("SELECT head_seq, head_hash FROM terminals WHERE id = ?", (tid,))

@@ -8,8 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, with_config
 from typing_extensions import TypedDict  # pydantic wants this one before Python 3.12
 
 from edge.money import MAX_AMOUNT_FEN
+from sync.server.api_models import IdCard, Number, Password6
 
-Fen = Field(gt=0, le=MAX_AMOUNT_FEN, description="an amount in fen (分), positive")
+#: Integers are strict: ``true``, ``"100"`` and ``100.0`` are not amounts.
+Fen = Field(gt=0, le=MAX_AMOUNT_FEN, strict=True, description="an amount in fen (分), positive")
 
 
 class Strict(BaseModel):
@@ -17,11 +19,11 @@ class Strict(BaseModel):
 
 
 class AccountIn(Strict):
-    number: str = Field(min_length=1, max_length=32, description="student/staff or card number")
+    number: Number
     name: str = Field(min_length=1, max_length=64)
     type: Literal["temporary", "student", "staff", "consumer"]
-    id_card: str = Field(min_length=15, max_length=24, description="ID-card number (GB 11643)")
-    limit_fen: int | None = Field(default=None, gt=0, le=MAX_AMOUNT_FEN)
+    id_card: IdCard
+    limit_fen: int | None = Field(default=None, gt=0, le=MAX_AMOUNT_FEN, strict=True)
     expires: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -36,7 +38,11 @@ class StatusIn(Strict):
 
 
 class CardIn(Strict):
-    uid: str | None = Field(default=None, max_length=32, description="card UID in hex")
+    uid: str | None = Field(
+        default=None,
+        pattern=r"^[0-9A-Fa-f:]{8,29}$",
+        description="card UID in hex, 4, 7 or 10 bytes (colons allowed: 04:A1:B2:C3)",
+    )
 
 
 class TopupIn(Strict):
@@ -62,16 +68,21 @@ class PolicyIn(Strict):
 
 class LoginIn(Strict):
     number: str = Field(min_length=1, max_length=32, description="staff/student or card number")
-    password: str = Field(min_length=1, max_length=64, description="query password (R4)")
+    password: Password6 = Field(description="query password (R4)")
 
 
 class EnrollIn(Strict):
     token: str = Field(min_length=8, max_length=128)
     public_key: str = Field(min_length=40, max_length=64, description="Ed25519 public key, base64")
+    role: Literal["pos", "kiosk", "gate"] | None = Field(
+        default=None,
+        description="the role the enrolling agent is; a token for another role "
+        "is refused without being used up",
+    )
 
 
 class AuthorizeIn(Strict):
-    seq: int = Field(ge=1, le=2**62)
+    seq: int = Field(ge=1, le=2**62, strict=True)
     card_no: str = Field(min_length=1, max_length=32)
     uid: str | None = Field(default=None, max_length=32)
     amount_fen: int = Fen

@@ -7,6 +7,10 @@ from typing import Any
 from sync.server.context import DEFAULT_POLICY, Context, next_version
 from sync.server.errors import Invalid
 
+#: The largest value of an integer policy key (fen or seconds); it keeps every computation
+#: with it (e.g. a hold's expiry in ms) inside a 64-bit database integer.
+MAX_VALUE = 10**12
+
 
 def set_policy(ctx: Context, values: dict[str, Any]) -> dict[str, Any]:
     stored = dict(ctx.setting("policy", {}) or {})
@@ -27,8 +31,8 @@ def set_policy(ctx: Context, values: dict[str, Any]) -> dict[str, Any]:
                 raise Invalid(f"{key} must be true or false", "bad_policy")
             stored[key] = val
         else:
-            if isinstance(val, bool) or not isinstance(val, int) or val < 0:
-                raise Invalid(f"{key} must be a non-negative integer", "bad_policy")
+            if isinstance(val, bool) or not isinstance(val, int) or not 0 <= val <= MAX_VALUE:
+                raise Invalid(f"{key} must be an integer from 0 to {MAX_VALUE}", "bad_policy")
             stored[key] = val
     with ctx.db.tx() as tx:
         ctx.put_setting(tx, "policy", stored)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from edge.db import Migrations
+import base64
+import json
+import secrets
+
+from edge.db import Migrations, Tx
 
 MIGRATIONS = Migrations()
 
@@ -146,5 +150,105 @@ MIGRATIONS.add(
         revoked INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX sessions_account ON sessions (account_id)
+    """,
+)
+
+MIGRATIONS.add(
+    "0003-holder-and-desk-business",
+    """
+    CREATE TABLE staff (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL DEFAULT 'active',
+        created_ms INTEGER NOT NULL,
+        created_by TEXT NOT NULL
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        ts_ms INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        role TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL DEFAULT '',
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX audit_ts ON audit (ts_ms);
+    CREATE TABLE rate_limits (
+        key TEXT PRIMARY KEY,
+        window_start_ms INTEGER NOT NULL,
+        hits INTEGER NOT NULL
+    );
+    CREATE TABLE buildings (
+        code TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE rooms (
+        building TEXT NOT NULL REFERENCES buildings (code),
+        room TEXT NOT NULL,
+        PRIMARY KEY (building, room)
+    );
+    CREATE TABLE found_cards (
+        id INTEGER PRIMARY KEY,
+        card_no TEXT NOT NULL,
+        account_id INTEGER NOT NULL REFERENCES accounts (id),
+        place TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT '',
+        finder TEXT NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT 'open'
+    );
+    CREATE INDEX found_cards_account ON found_cards (account_id);
+    CREATE TABLE reissue_orders (
+        order_id TEXT PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts (id),
+        via TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        card_no TEXT NOT NULL,
+        fee_fen INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        done_ms INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE refunds (
+        transfer_id TEXT PRIMARY KEY REFERENCES transfers (id),
+        original TEXT NOT NULL REFERENCES transfers (id),
+        amount INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        request_id TEXT UNIQUE,
+        actor TEXT NOT NULL,
+        ts_ms INTEGER NOT NULL
+    );
+    CREATE INDEX refunds_original ON refunds (original);
+    CREATE TABLE sso_states (
+        state_hash TEXT PRIMARY KEY,
+        nonce TEXT NOT NULL,
+        redirect_uri TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        used INTEGER NOT NULL DEFAULT 0
+    )
+    """,
+)
+
+
+def _card_tag_key(tx: Tx) -> None:
+    """The server's secret for card proof tags (sync.server.cardproof), made once per
+    database."""
+    tx.execute(
+        "INSERT INTO settings (key, value) VALUES ('card_tag_key', ?) ON CONFLICT (key) DO NOTHING",
+        (json.dumps(base64.b64encode(secrets.token_bytes(32)).decode()),),
+    )
+
+
+MIGRATIONS.add_fn("0004-card-tag-key", _card_tag_key)
+
+
+MIGRATIONS.add(
+    "0005-hold-pin",
+    """
+    ALTER TABLE holds ADD COLUMN pin_ok INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE holds ADD COLUMN created_ms INTEGER NOT NULL DEFAULT 0
     """,
 )

@@ -12,7 +12,6 @@ import hashlib
 import re
 import secrets
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +19,7 @@ from sync import protocol
 from sync.crypto import VerifyKey
 from sync.errors import ProtocolError, SignatureError
 from sync.server.context import Context
-from sync.server.errors import Forbidden, Invalid, NotFound, Unauthorized
+from sync.server.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 
 ROLES = ("pos", "kiosk", "gate")
 TOKEN_TTL_MS = 24 * 3600 * 1000
@@ -37,6 +36,8 @@ def create_enroll_token(ctx: Context, role: str, name: str) -> dict[str, Any]:
     if not _NAME.match(name or ""):
         raise Invalid("terminal name: 1-64 letters, digits, '.', '_' or '-'", "bad_name")
     token = secrets.token_urlsafe(18)
+    while token.startswith("-"):  # `ykt pos --enroll -x…` would read it as an option
+        token = secrets.token_urlsafe(18)
     now = ctx.now_ms()
     with ctx.db.tx() as tx:
         tx.execute(
@@ -47,7 +48,7 @@ def create_enroll_token(ctx: Context, role: str, name: str) -> dict[str, Any]:
     return {"token": token, "role": role, "name": name, "expires_ms": now + TOKEN_TTL_MS}
 
 
-def enroll(ctx: Context, token: str, public_key: str) -> dict[str, Any]:
+def enroll(ctx: Context, token: str, public_key: str, role: str | None = None) -> dict[str, Any]:
     try:
         VerifyKey.from_b64(public_key)
     except ProtocolError as exc:
@@ -59,6 +60,12 @@ def enroll(ctx: Context, token: str, public_key: str) -> dict[str, Any]:
             raise Unauthorized("enrollment token is unknown or expired", "bad_token")
         if row["used_by"] is not None:
             raise Unauthorized("enrollment token was already used", "token_used")
+        if role is not None and row["role"] != role:
+            raise Conflict(
+                f"the token enrolls a {row['role']} terminal, but this is a {role} agent "
+                "(the token is not used up)",
+                "wrong_role",
+            )
         n = int(tx.scalar("SELECT COUNT(*) FROM terminals")) + 1
         tid = f"T{n:05d}"
         tx.execute(
@@ -102,35 +109,39 @@ def revoke(ctx: Context, terminal_id: str) -> dict[str, Any]:
 
 
 class NonceCache:
-    """Nonces seen inside the freshness window.  Requests stamped before this process started
-    are refused too, so a restart does not reopen the window for replays."""
+    """Nonces seen inside the freshness window, kept in the database (``nonces``), so neither
+    a restart nor a second server process reopens the window for replays, and a terminal whose
+    clock runs a little behind is not refused after a restart.  A nonce is forgotten once the
+    time it was stamped with has left the window: the request would be stale by then."""
 
-    def __init__(self, started_ms: int, window_ms: int) -> None:
-        self.started_ms = started_ms
+    def __init__(self, ctx: Context, window_ms: int) -> None:
+        self.ctx = ctx
         self.window_ms = window_ms
-        self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._pruned_ms = 0
         self._lock = threading.Lock()
 
     def claim(self, terminal_id: str, nonce: str, time_ms: int, now_ms: int) -> bool:
         with self._lock:
-            while self._seen:
-                _key, ts = next(iter(self._seen.items()))
-                if ts >= now_ms - 2 * self.window_ms:
-                    break
-                self._seen.popitem(last=False)
-            if time_ms < self.started_ms - 1000:
-                return False
-            k = (terminal_id, nonce)
-            if k in self._seen:
-                return False
-            self._seen[k] = now_ms
-            return True
+            prune = now_ms - self._pruned_ms > self.window_ms // 4
+            if prune:
+                self._pruned_ms = now_ms
+        with self.ctx.db.tx() as tx:
+            if prune:
+                tx.execute("DELETE FROM nonces WHERE ts_ms < ?", (now_ms - self.window_ms,))
+            return (
+                tx.execute(
+                    "INSERT INTO nonces (terminal_id, nonce, ts_ms) VALUES (?, ?, ?) "
+                    "ON CONFLICT (terminal_id, nonce) DO NOTHING",
+                    (terminal_id, nonce, time_ms),
+                )
+                == 1
+            )
 
 
 class TerminalAuth:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.nonces = NonceCache(ctx.now_ms(), ctx.config.max_skew_ms)
+        self.nonces = NonceCache(ctx, ctx.config.max_skew_ms)
         self._keys: dict[tuple[str, str], VerifyKey] = {}
 
     def authenticate(

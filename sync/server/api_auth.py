@@ -1,0 +1,98 @@
+"""Who is calling, for every route of the API (FastAPI dependencies):
+
+- **staff** (``Authorization: Bearer <staff token>``; the bootstrap admin token is the
+  superuser): :meth:`ApiAuth.staff` checks one permission of :mod:`sync.server.staff` and writes
+  the request, with its outcome, to the audit log;
+- **card holders** (``Authorization: Bearer <session>`` from ``/v1/app/login``, R16);
+- **terminals** (signed requests, :mod:`sync.server.terminals`), with a role check for kiosks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sync.server import holders, staff, terminals
+from sync.server.context import Context
+from sync.server.errors import ServiceError, Unauthorized
+from sync.server.staff import Actor
+
+
+def bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("bearer "):
+        raise Unauthorized("sign in first (Authorization: Bearer …)", "bad_session")
+    return header[7:].strip()
+
+
+class ApiAuth:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.terminal_auth = terminals.TerminalAuth(ctx)
+
+    # -- terminals ---------------------------------------------------------------------------
+    async def terminal(self, request: Request) -> dict[str, Any]:
+        body = await request.body()
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return await run_in_threadpool(
+            self.terminal_auth.authenticate, request.method, target, body, request.headers
+        )
+
+    async def kiosk(self, request: Request) -> dict[str, Any]:
+        """A kiosk terminal; a POS (or gate) gets 403 wrong_role."""
+        term = await self.terminal(request)
+        terminals.require_role(term, "kiosk")
+        return term
+
+    # -- card holders ------------------------------------------------------------------------
+    def holder(self, request: Request) -> dict[str, Any]:
+        token = bearer(request)
+        return holders.session_account(self.ctx, token)
+
+    # -- staff -------------------------------------------------------------------------------
+    def staff(self, permission: str) -> Any:
+        """A dependency: the staff member, who must hold ``permission``; every call is audited."""
+        ctx = self.ctx
+
+        async def dep(request: Request) -> AsyncIterator[Actor]:
+            header = request.headers.get("authorization", "")
+            token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+            actor = await run_in_threadpool(staff.authenticate, ctx, token)
+            route = request.scope.get("route")
+            action = getattr(route, "name", None) or f"{request.method} {request.url.path}"
+            target = ",".join(str(v) for v in request.path_params.values())
+            raw = await request.body()
+            try:
+                detail: Any = json.loads(raw) if raw else None
+            except ValueError:
+                detail = {"body": "(not JSON)"}
+            if request.url.query:
+                detail = {"query": str(request.url.query)[:500], "body": detail}
+
+            async def log(outcome: str) -> None:
+                await run_in_threadpool(staff.audit, ctx, actor, action, target, outcome, detail)
+
+            try:
+                actor.require(permission)
+            except ServiceError as exc:
+                await log(f"denied: {exc.code}")
+                raise
+            try:
+                yield actor
+            except ServiceError as exc:
+                await log(f"error: {exc.code}")
+                raise
+            except StarletteHTTPException as exc:
+                await log(f"error: http_{exc.status_code}")
+                raise
+            except Exception:
+                await log("error: internal")
+                raise
+            await log("ok")
+
+        return Depends(dep, scope="function")

@@ -1,0 +1,217 @@
+"""Service-desk operations beyond the account basics of :mod:`sync.server.accounts`:
+extension (R13), cancellation (R14), refunds (correcting transfers).  Reissue of any card type
+goes through :mod:`sync.server.reissue` with ``at_kiosk=False``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from edge import rules
+from edge.money import check_fen, format_fen
+from edge.rules import AccountStatus
+from sync.server import ledger
+from sync.server.accounts import event, get_account, set_status, show_account
+from sync.server.context import Context, next_version
+from sync.server.errors import Conflict, Invalid, NotFound
+
+_RID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+REFUNDABLE = ("sale", "topup", "electricity", "fee")
+
+
+def extend(ctx: Context, number: str, expires: str, actor: str) -> dict[str, Any]:
+    """R13: desk staff extend a card's validity; the phone's virtual card follows (it is valid
+    as long as the account: the feed and the app carry the new date)."""
+    try:
+        new = dt.date.fromisoformat(expires)
+    except (TypeError, ValueError):
+        raise Invalid("expires is a date YYYY-MM-DD", "bad_date") from None
+    if new.isoformat() < ctx.today():
+        raise Invalid("an extension ends today or later", "bad_date")
+    with ctx.db.tx() as tx:
+        a = tx.one("SELECT id, status, expires FROM accounts WHERE number = ?", (number,))
+        if a is None:
+            raise NotFound(f"no account with number {number!r}", "no_account")
+        if a["status"] == AccountStatus.CANCELLED:
+            raise Conflict("the account is cancelled (R14)", "bad_status")
+        tx.execute(
+            "UPDATE accounts SET expires = ?, version = ? WHERE id = ?",
+            (new.isoformat(), next_version(tx), a["id"]),
+        )
+        target = rules.extension_status(a["status"])
+        if target.value != a["status"]:
+            set_status(ctx, tx, a["id"], target, "expired account extended (R13)", actor)
+        event(
+            tx,
+            ctx,
+            a["id"],
+            "extend",
+            f"validity {a['expires'] or '(none)'} -> {new.isoformat()} (R13)",
+            actor,
+        )
+    ctx.notifier.notify()
+    return show_account(ctx, number, history=False)
+
+
+def cancel(ctx: Context, number: str, actor: str) -> dict[str, Any]:
+    """R14: on the day of the leaving procedure the account's functions are cancelled.  The
+    transition balance moves into the balance, and the balance is paid out in cash at the desk
+    (a ``payout`` transfer to the cash channel).  A negative balance is settled first."""
+    with ctx.db.tx() as tx:
+        a = tx.one("SELECT id, status FROM accounts WHERE number = ?", (number,))
+        if a is None:
+            raise NotFound(f"no account with number {number!r}", "no_account")
+        if a["status"] == AccountStatus.CANCELLED:
+            raise Conflict("the account is already cancelled (R14)", "bad_status")
+        aid = a["id"]
+        wallet, trans = ledger.balances(tx, aid)
+        if wallet + trans < 0:
+            raise Conflict(
+                f"the balance is {format_fen(wallet + trans)}: settle it (cash top-up) before "
+                "cancelling (R14)",
+                "negative_balance",
+            )
+        now = ctx.now_ms()
+        if trans > 0:
+            ledger.transfer(
+                tx,
+                ledger.Transfer(
+                    f"cancel-trans:{aid}",
+                    now,
+                    ledger.transition(aid),
+                    ledger.wallet(aid),
+                    trans,
+                    "transition",
+                    aid,
+                    "transition balance moved in at cancellation (R14)",
+                ),
+            )
+        paid = wallet + trans
+        if paid > 0:
+            cash = ledger.channel(rules.CANCEL_PAYOUT_CHANNEL.value)
+            ledger.ensure(tx, cash, "channel")
+            ledger.transfer(
+                tx,
+                ledger.Transfer(
+                    f"payout:{aid}",
+                    now,
+                    ledger.wallet(aid),
+                    cash,
+                    paid,
+                    "payout",
+                    aid,
+                    f"remaining balance paid out in cash by {actor} (R14)",
+                ),
+            )
+        set_status(ctx, tx, aid, AccountStatus.CANCELLED, "account cancelled (R14)", actor)
+        tx.execute("UPDATE sessions SET revoked = 1 WHERE account_id = ?", (aid,))
+        tx.execute("DELETE FROM holds WHERE account_id = ?", (aid,))
+    ctx.notifier.notify()
+    out = show_account(ctx, number, history=False)
+    out["paid_out_fen"] = paid
+    return out
+
+
+def refund(
+    ctx: Context,
+    transfer_id: str,
+    amount_fen: int | None,
+    reason: str,
+    request_id: str | None,
+    actor: str,
+) -> dict[str, Any]:
+    """A refund is a correcting transfer: the original (a sale, top-up, electricity transfer
+    or fee) is never edited; a new transfer moves (part of) its amount back.  The refunds of
+    one original never add up to more than it."""
+    reason = (reason or "").strip()
+    if not 1 <= len(reason) <= 200:
+        raise Invalid("reason: 1-200 characters", "bad_reason")
+    if request_id is not None and not _RID.match(request_id):
+        raise Invalid("request_id: 8-64 letters, digits, '_' or '-'", "bad_request_id")
+    if amount_fen is not None:
+        try:
+            check_fen(amount_fen)
+        except ValueError as exc:
+            raise Invalid(str(exc), "bad_amount") from exc
+    with ctx.db.tx() as tx:
+        if request_id is not None:
+            done = tx.one("SELECT transfer_id FROM refunds WHERE request_id = ?", (request_id,))
+            if done is not None:
+                return _refund_answer(ctx, tx, str(done["transfer_id"]), applied=False)
+        orig = tx.one("SELECT * FROM transfers WHERE id = ?", (transfer_id,))
+        if orig is None:
+            raise NotFound(f"no transfer {transfer_id!r}", "no_transfer")
+        if orig["kind"] not in REFUNDABLE or orig["account_id"] is None:
+            raise Conflict(f"a {orig['kind']} transfer cannot be refunded", "not_refundable")
+        already = int(
+            tx.scalar(
+                "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE original = ?", (transfer_id,)
+            )
+        )
+        left = int(orig["amount"]) - already
+        amount = left if amount_fen is None else amount_fen
+        if amount <= 0 or amount > left:
+            raise Conflict(
+                f"at most {format_fen(max(left, 0))} of this transfer is left to refund",
+                "over_refund",
+            )
+        aid = int(orig["account_id"])
+        debit, credit = orig["credit"], orig["debit"]
+        if orig["kind"] == "topup" and debit == ledger.transition(aid):
+            # the Alipay money may have moved into the balance already (R7)
+            _w, t = ledger.balances(tx, aid)
+            if t < amount:
+                debit = ledger.wallet(aid)
+        if debit in (ledger.wallet(aid), ledger.transition(aid)):
+            w, t = ledger.balances(tx, aid)
+            have = w if debit == ledger.wallet(aid) else t
+            if have < amount:
+                raise Conflict(
+                    f"the account holds {format_fen(max(have, 0))}: cannot take back "
+                    f"{format_fen(amount)}",
+                    "insufficient",
+                )
+        n = int(tx.scalar("SELECT COUNT(*) FROM refunds WHERE original = ?", (transfer_id,)))
+        rid = f"refund:{transfer_id}:{n + 1}"
+        ledger.transfer(
+            tx,
+            ledger.Transfer(
+                rid, ctx.now_ms(), debit, credit, amount, "refund", aid, f"refund: {reason}"
+            ),
+        )
+        tx.execute(
+            "INSERT INTO refunds (transfer_id, original, amount, reason, request_id, actor, "
+            "ts_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (rid, transfer_id, amount, reason, request_id, actor, ctx.now_ms()),
+        )
+        tx.execute("UPDATE accounts SET version = ? WHERE id = ?", (next_version(tx), aid))
+        out = _refund_answer(ctx, tx, rid, applied=True)
+    ctx.notifier.notify()
+    return out
+
+
+def _refund_answer(ctx: Context, tx: Any, rid: str, applied: bool) -> dict[str, Any]:
+    r = tx.one(
+        "SELECT r.transfer_id, r.original, r.amount, r.reason, t.account_id FROM refunds r "
+        "JOIN transfers t ON t.id = r.transfer_id WHERE r.transfer_id = ?",
+        (rid,),
+    )
+    assert r is not None
+    wallet, trans = ledger.balances(tx, int(r["account_id"]))
+    number = tx.scalar("SELECT number FROM accounts WHERE id = ?", (r["account_id"],))
+    return {
+        "transfer_id": r["transfer_id"],
+        "original": r["original"],
+        "amount_fen": int(r["amount"]),
+        "reason": r["reason"],
+        "applied": applied,
+        "number": str(number),
+        "balance_fen": wallet,
+        "transition_fen": trans,
+    }
+
+
+def account_id_of(ctx: Context, number: str) -> int:
+    return int(get_account(ctx, number)["id"])

@@ -1,0 +1,147 @@
+"""Card-present operations of a self-service kiosk (R20), each with the card's proof
+(:mod:`sync.server.cardproof`) inside the kiosk's signed request:
+
+- read the card's account: balance, transition balance, limit, status (R20, R9 balance);
+- change the query password (R4), given the old one;
+- change the consumption password (R5) and the daily limit (R6), given the query password:
+  the server records the change and answers what the kiosk writes onto the card;
+- card correction (R20): the card's basic data and validity as the server has them;
+- register a found card (R17) by putting it on the reader.
+
+Reissue (R11) is in :mod:`sync.server.reissue`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge import rules
+from edge.errors import RuleError
+from edge.money import MAX_AMOUNT_FEN, format_fen
+from edge.passwords import hash_password
+from edge.rules import AccountStatus
+from sync.server import cardproof, found_cards, holder_ops, holders, ledger
+from sync.server.accounts import event
+from sync.server.context import Context, next_version
+from sync.server.errors import Conflict, Invalid
+
+
+def _usable(row: dict[str, Any]) -> None:
+    if row["status"] == AccountStatus.CANCELLED:
+        raise Conflict("the account is cancelled (R14)", "bad_status")
+
+
+def read(ctx: Context, terminal: dict[str, Any], proof: dict[str, Any]) -> dict[str, Any]:
+    row = cardproof.verify(ctx, proof)
+    bal, trans = ledger.balances(ctx.db, row["id"])
+    return {
+        "card_no": row["card_no"],
+        "number": row["number"],
+        "name": row["name"],
+        "type": row["type"],
+        "status": row["status"],
+        "balance_fen": bal,
+        "transition_fen": trans,
+        "limit_fen": row["limit_fen"],
+        "expires": row["expires"],
+    }
+
+
+def change_query_password(
+    ctx: Context, terminal: dict[str, Any], proof: dict[str, Any], old: str, new: str
+) -> dict[str, Any]:
+    row = cardproof.verify(ctx, proof)
+    _usable(row)
+    return holder_ops.change_query_password(ctx, row, old, new, actor=terminal["id"])
+
+
+def change_consume_password(
+    ctx: Context,
+    terminal: dict[str, Any],
+    proof: dict[str, Any],
+    query_password: str,
+    new: str,
+) -> dict[str, Any]:
+    """R5: the consumption password is written on the card; it changes only with the card."""
+    row = cardproof.verify(ctx, proof)
+    _usable(row)
+    try:
+        rules.check_password_format(new)
+    except RuleError as exc:
+        raise Invalid(str(exc), "bad_password") from exc
+    holders.verify_query_password(ctx, row, query_password)
+    verifier = hash_password(new, log2_n=ctx.config.password_log2_n)
+    with ctx.db.tx() as tx:
+        tx.execute(
+            "UPDATE accounts SET consume_pw = ?, pin_tries = 0, version = ? WHERE id = ?",
+            (verifier, next_version(tx), row["id"]),
+        )
+        event(
+            tx,
+            ctx,
+            row["id"],
+            "consume_password",
+            f"consumption password changed with card {row['card_no']} (R5)",
+            terminal["id"],
+        )
+    ctx.notifier.notify()
+    return {
+        "card_no": row["card_no"],
+        "changed": "consume_password",
+        "write": {"pin_verifier": verifier, "pin_tries": 0},
+    }
+
+
+def change_limit(
+    ctx: Context,
+    terminal: dict[str, Any],
+    proof: dict[str, Any],
+    query_password: str,
+    limit_fen: int,
+) -> dict[str, Any]:
+    """R6: the daily limit changes only with the card at a kiosk (or by desk staff)."""
+    row = cardproof.verify(ctx, proof)
+    _usable(row)
+    if isinstance(limit_fen, bool) or not 0 < limit_fen <= MAX_AMOUNT_FEN:
+        raise Invalid(f"limit_fen: 1 to {MAX_AMOUNT_FEN}", "bad_amount")
+    holders.verify_query_password(ctx, row, query_password)
+    with ctx.db.tx() as tx:
+        tx.execute(
+            "UPDATE accounts SET limit_fen = ?, version = ? WHERE id = ?",
+            (limit_fen, next_version(tx), row["id"]),
+        )
+        event(
+            tx,
+            ctx,
+            row["id"],
+            "limit",
+            f"daily limit {format_fen(row['limit_fen'])} -> {format_fen(limit_fen)} (R6)",
+            terminal["id"],
+        )
+    ctx.notifier.notify()
+    return {"card_no": row["card_no"], "changed": "limit", "write": {"limit_fen": limit_fen}}
+
+
+def correction(ctx: Context, terminal: dict[str, Any], proof: dict[str, Any]) -> dict[str, Any]:
+    """R20 card correction (卡片校正): what the server has for the card, to rewrite onto it."""
+    row = cardproof.verify(ctx, proof)
+    _usable(row)
+    with ctx.db.tx() as tx:
+        data = cardproof.card_data(ctx, tx, row["id"])
+        event(
+            tx,
+            ctx,
+            row["id"],
+            "correction",
+            f"card {row['card_no']} corrected (R20)",
+            terminal["id"],
+        )
+    return {"card_no": row["card_no"], "changed": "correction", "write": data}
+
+
+def register_found(
+    ctx: Context, terminal: dict[str, Any], proof: dict[str, Any], place: str
+) -> dict[str, Any]:
+    """R17 at a kiosk: the finder puts the found card on the reader."""
+    row = cardproof.verify(ctx, proof)
+    return found_cards.register(ctx, row["card_no"], place, "", f"kiosk {terminal['id']}")

@@ -1,0 +1,198 @@
+"""R11 reissue (补办) as an idempotent *order*: at a self-service kiosk (student and staff cards,
+identity by number + ID-card number or a phone authentication code) or at the desk (any card
+type, identity checked by staff).
+
+One order, one charge: the order id comes from the kiosk (or desk) and is the key of the fee
+transfer, so a kiosk whose encoding failed retries with the same order id and is never charged
+twice; a retry may name another blank card (UID) as long as the order is not done.  The new card
+exists, and every earlier card of the account is replaced (refused everywhere, R11), the moment
+the order is created.  A reported loss (R10) ends with the reissue.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Callable
+from typing import Any
+
+from edge import rules
+from edge.db import Tx
+from edge.money import format_fen
+from edge.rules import AccountStatus
+from sync.server import cardproof, ledger, ratelimit
+from sync.server.accounts import check_uid, event, issue_card_tx, set_status
+from sync.server.context import Context, next_version
+from sync.server.errors import Conflict, Forbidden, Invalid, NotFound
+
+_ORDER = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+
+#: R11 "or a scan of the app's code": the phone authentication code verifier (issue 4,
+#: phone codes) plugs in here: ``verifier(ctx, code) -> account id``.  None: not available.
+AUTH_CODE_VERIFIER: Callable[[Context, str], int] | None = None
+
+
+def identify_at_kiosk(
+    ctx: Context, *, number: str | None, id_card: str | None, auth_code: str | None
+) -> dict[str, Any]:
+    """R11: who asks for a reissue at a kiosk: number + ID-card number, or a phone code."""
+    if auth_code:
+        if AUTH_CODE_VERIFIER is None:
+            raise Conflict(
+                "phone authentication codes are not available on this server", "no_auth_codes"
+            )
+        aid = AUTH_CODE_VERIFIER(ctx, auth_code)
+        row = ctx.db.one("SELECT * FROM accounts WHERE id = ?", (aid,))
+        via = "auth_code"
+    else:
+        if not number or not id_card:
+            raise Invalid("give number and id_card, or auth_code (R11)", "bad_identity")
+        ratelimit.hit(ctx, f"r11:num:{number[:32]}", 5, rules.CARDLESS_WINDOW_S, "reissue attempts")
+        row = ctx.db.one("SELECT * FROM accounts WHERE number = ?", (number,))
+        wrong = Forbidden("number and ID-card number do not match (R11)", "identity_mismatch")
+        if row is None:
+            raise wrong
+        given = rules.normalize_id_card(id_card)
+        if not hmac.compare_digest(given.encode(), str(row["id_card"]).encode()):
+            raise wrong
+        via = "number+id_card"
+    if row is None:
+        raise NotFound("no such account", "no_account")
+    acct = dict(row)
+    if not rules.kiosk_may_reissue(acct["type"]):
+        raise Conflict(
+            f"{acct['type']} cards are reissued at the service desk, not at a kiosk (R11)",
+            "desk_only",
+        )
+    if not rules.reissue_identity_ok(acct["type"], via):
+        raise Forbidden("this identity does not allow a reissue (R11)", "identity_mismatch")
+    acct["via"] = via
+    return acct
+
+
+def reissue(
+    ctx: Context,
+    account_id: int,
+    *,
+    order_id: str,
+    uid: str | None,
+    via: str,
+    actor: str,
+    charge_fee: bool = True,
+    at_kiosk: bool = True,
+) -> dict[str, Any]:
+    if not _ORDER.match(order_id or ""):
+        raise Invalid("order_id: 8-64 letters, digits, '_' or '-'", "bad_order")
+    new_uid = check_uid(uid, ctx)
+    fee = int(ctx.policy()["reissue_fee_fen"]) if charge_fee else 0
+    with ctx.db.tx() as tx:
+        order = tx.one("SELECT * FROM reissue_orders WHERE order_id = ?", (order_id,))
+        if order is not None:
+            if order["account_id"] != account_id:
+                raise Conflict("this order id belongs to another reissue", "order_conflict")
+            card = tx.one("SELECT uid, status FROM cards WHERE card_no = ?", (order["card_no"],))
+            assert card is not None
+            if uid is not None and new_uid != card["uid"]:
+                if order["status"] == "done":
+                    raise Conflict("this reissue order is done: its card exists", "order_done")
+                if card["status"] != "active":
+                    raise Conflict("a newer card replaced this order's card", "order_stale")
+                if tx.one("SELECT 1 FROM cards WHERE uid = ? AND status = 'active'", (new_uid,)):
+                    raise Conflict(f"a card with UID {new_uid} is already in use", "duplicate_uid")
+                tx.execute(
+                    "UPDATE cards SET uid = ?, version = ? WHERE card_no = ?",
+                    (new_uid, next_version(tx), order["card_no"]),
+                )
+                event(tx, ctx, account_id, "reissue_retry", f"order {order_id}: new blank", actor)
+            return _answer(ctx, tx, order_id, account_id, order["status"], order["fee_fen"], False)
+        a = tx.one("SELECT status FROM accounts WHERE id = ?", (account_id,))
+        if a is None:
+            raise NotFound("no such account", "no_account")
+        status = AccountStatus(a["status"])
+        if status is AccountStatus.CANCELLED:
+            raise Conflict("the account is cancelled (R14)", "bad_status")
+        if at_kiosk and status in (AccountStatus.FROZEN, AccountStatus.EXPIRED):
+            raise Conflict(f"the account is {status.value}: see the service desk", "bad_status")
+        if fee:
+            wallet, _t = ledger.balances(tx, account_id)
+            held = int(
+                tx.scalar(
+                    "SELECT COALESCE(SUM(amount), 0) FROM holds WHERE account_id = ? "
+                    "AND expires_ms > ?",
+                    (account_id, ctx.now_ms()),
+                )
+            )
+            if wallet - held < fee:
+                raise Conflict(
+                    f"the reissue fee {format_fen(fee)} is more than the balance "
+                    f"{format_fen(max(wallet - held, 0))}: top up first (R11)",
+                    "insufficient",
+                )
+            ledger.ensure(tx, ledger.FEE, "fee")
+            ledger.transfer(
+                tx,
+                ledger.Transfer(
+                    id=f"fee:reissue:{order_id}",
+                    ts_ms=ctx.now_ms(),
+                    debit=ledger.wallet(account_id),
+                    credit=ledger.FEE,
+                    amount=fee,
+                    kind="fee",
+                    account_id=account_id,
+                    memo=f"reissue fee (R11), order {order_id}",
+                ),
+            )
+        card = issue_card_tx(ctx, tx, account_id, new_uid, actor)
+        if status is AccountStatus.LOST:
+            set_status(ctx, tx, account_id, AccountStatus.NORMAL, "loss ended by reissue", actor)
+        tx.execute(
+            "INSERT INTO reissue_orders (order_id, account_id, via, actor, card_no, fee_fen, "
+            "status, created_ms) VALUES (?, ?, ?, ?, ?, ?, 'open', ?)",
+            (order_id, account_id, via, actor, card["card_no"], fee, ctx.now_ms()),
+        )
+        event(
+            tx,
+            ctx,
+            account_id,
+            "reissue",
+            f"reissued as card {card['card_no']} (order {order_id}, {via}) (R11)",
+            actor,
+        )
+        tx.execute("UPDATE accounts SET version = ? WHERE id = ?", (next_version(tx), account_id))
+        out = _answer(ctx, tx, order_id, account_id, "open", fee, True)
+    ctx.notifier.notify()
+    return out
+
+
+def _answer(
+    ctx: Context, tx: Tx, order_id: str, account_id: int, status: str, fee: int, created: bool
+) -> dict[str, Any]:
+    wallet, trans = ledger.balances(tx, account_id)
+    order = tx.one("SELECT card_no FROM reissue_orders WHERE order_id = ?", (order_id,))
+    data = cardproof.card_data(ctx, tx, account_id)
+    if order is not None and data["card_no"] != order["card_no"]:
+        raise Conflict("a newer card replaced this order's card", "order_stale")
+    return {
+        "order_id": order_id,
+        "status": status,
+        "created": created,
+        "fee_fen": fee,
+        "balance_fen": wallet,
+        "transition_fen": trans,
+        "card": data,
+    }
+
+
+def finish(ctx: Context, order_id: str, account_id: int | None, actor: str) -> dict[str, Any]:
+    """The kiosk (or desk) encoded the card: the order is done."""
+    with ctx.db.tx() as tx:
+        order = tx.one("SELECT * FROM reissue_orders WHERE order_id = ?", (order_id,))
+        if order is None or (account_id is not None and order["account_id"] != account_id):
+            raise NotFound(f"no reissue order {order_id!r}", "no_order")
+        if order["status"] != "done":
+            tx.execute(
+                "UPDATE reissue_orders SET status = 'done', done_ms = ? WHERE order_id = ?",
+                (ctx.now_ms(), order_id),
+            )
+            event(tx, ctx, order["account_id"], "reissue_done", f"order {order_id} encoded", actor)
+        return _answer(ctx, tx, order_id, order["account_id"], "done", order["fee_fen"], False)

@@ -1,0 +1,201 @@
+"""Helpers for the POS-side tests: read an agent's caches and journal, read what the server
+stored for a terminal, switch the server off and on, drive ``ykt`` as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from edge import identity
+from edge.cache import Cache
+from edge.clock import ManualClock, SystemClock
+from edge.db import Database
+from edge.journal import Journal
+from edge.link import Link
+from edge.pos.decide import Decider
+from edge.pos.engine import Engine
+from sync import protocol
+from sync.client import ServerClient
+from sync.crypto import VerifyKey, b64d
+from tests.helpers import PosProc, ServerProc, free_port, wait_until, ykt_cmd
+
+
+def ykt(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run ``ykt ARGS`` as a process; its exit code, stdout and stderr."""
+    return subprocess.run(ykt_cmd(*args), capture_output=True, text=True, timeout=timeout)
+
+
+def admin_args(server: ServerProc) -> list[str]:
+    return ["admin", "--server", server.url, "--token-file", str(server.token_file)]
+
+
+def set_policy(server: ServerProc, **values: Any) -> dict[str, Any]:
+    """``PUT /v1/admin/policy`` (what ``ykt admin policy set`` sends)."""
+    return server.admin().call("PUT", "/v1/admin/policy", {"values": values})
+
+
+def status_action(server: ServerProc, number: str, action: str) -> dict[str, Any]:
+    """report-loss | unlock | freeze | unfreeze (R10, R12), as the desk does it."""
+    return server.admin().call("POST", f"/v1/admin/accounts/{number}/status", {"action": action})
+
+
+@contextmanager
+def agent_cache(pos: PosProc) -> Iterator[Cache]:
+    """The agent's cache database, opened read-side by the test (WAL: safe while it runs)."""
+    cache = Cache(Database(pos.data / "cache.db", synchronous="NORMAL"))
+    try:
+        yield cache
+    finally:
+        cache.db.close()
+
+
+def wait_cached(
+    pos: PosProc, pred: Callable[[Cache], Any], timeout: float = 10.0, what: str = ""
+) -> Any:
+    """Wait until the delta feed has brought the agent's cache to a state ``pred`` accepts."""
+    with agent_cache(pos) as cache:
+        try:
+            return wait_until(lambda: pred(cache), timeout, 0.05)
+        except AssertionError as exc:
+            raise AssertionError(f"agent cache never got {what or pred}: {exc}") from None
+
+
+def wait_feed_current(server: ServerProc, pos: PosProc, timeout: float = 15.0) -> int:
+    """Wait until the agent has pulled the delta feed up to the server's current version
+    (every change made so far has reached its caches)."""
+    import requests
+
+    version = int(requests.get(server.url + "/v1/health", timeout=5).json()["version"])
+    wait_until(lambda: pos.status()["feed_version"] >= version, timeout, 0.05)
+    return version
+
+
+def wait_account_cached(pos: PosProc, account_id: int, **expect: Any) -> dict[str, Any]:
+    """Wait until the agent's snapshot of an account has the expected column values."""
+
+    def ok(cache: Cache) -> dict[str, Any] | None:
+        a = cache.account(account_id)
+        return a if a and all(a[k] == v for k, v in expect.items()) else None
+
+    got: dict[str, Any] = wait_cached(pos, ok, what=f"account {account_id} with {expect}")
+    return got
+
+
+def wait_policy_cached(pos: PosProc, **expect: Any) -> None:
+    def ok(cache: Cache) -> bool:
+        raw = cache.db.scalar("SELECT value FROM meta WHERE key = 'policy'")
+        pol = json.loads(raw) if raw else {}
+        return all(pol.get(k) == v for k, v in expect.items())
+
+    wait_cached(pos, ok, what=f"policy {expect}")
+
+
+def open_journal(data: Path) -> Journal:
+    """The agent's journal, opened with its own identity (for ``verify`` and queries)."""
+    found = identity.load(data)
+    assert found is not None, f"{data} holds no terminal identity"
+    ident, key = found
+    return Journal(
+        Database(data / "journal.db", synchronous="FULL"),
+        ident.terminal_id,
+        key,
+        SystemClock(),
+        ident.tz,
+    )
+
+
+def journal_rows(data: Path) -> list[dict[str, Any]]:
+    """Every record of the agent's journal (parsed body + signature), oldest first."""
+    j = open_journal(data)
+    try:
+        return [
+            {**protocol.parse_body(r["body"]), "_body": r["body"], "_sig": r["sig"]}
+            for r in j.db.all("SELECT body, sig FROM journal ORDER BY seq")
+        ]
+    finally:
+        j.db.close()
+
+
+def server_records(server: ServerProc, terminal_id: str) -> list[dict[str, Any]]:
+    """The journal records the server stored for a terminal, as stored (body, sig, hash)."""
+    conn = sqlite3.connect(f"file:{server.data / 'ykt.db'}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = conn.execute(
+            "SELECT seq, hash, body, sig FROM records WHERE terminal_id = ? ORDER BY seq",
+            (terminal_id,),
+        ).fetchall()
+        pub = conn.execute("SELECT pubkey FROM terminals WHERE id = ?", (terminal_id,)).fetchone()
+    finally:
+        conn.close()
+    assert pub is not None, f"server knows no terminal {terminal_id}"
+    return [{**dict(r), "pubkey": pub["pubkey"]} for r in rows]
+
+
+def verify_server_chain(server: ServerProc, terminal_id: str) -> int:
+    """Walk the chain the server stored for a terminal: gapless from 1, each record linked to
+    the one before by hash, each signed by the terminal's key.  Returns the record count."""
+    rows = server_records(server, terminal_id)
+    if not rows:
+        return 0
+    key = VerifyKey.from_b64(rows[0]["pubkey"])
+    prev = protocol.genesis_hash(terminal_id)
+    for n, r in enumerate(rows, start=1):
+        body = r["body"].encode()
+        rec = protocol.parse_body(body)
+        assert r["seq"] == n == rec["seq"], f"server chain has a gap at {n}"
+        assert rec["prev"] == prev, f"server chain broken at {n}"
+        assert protocol.record_hash(body) == r["hash"], f"server hash wrong at {n}"
+        assert key.ok(b64d(r["sig"]), body), f"server record {n} has a bad signature"
+        prev = r["hash"]
+    return len(rows)
+
+
+def sale_amounts(account: dict[str, Any]) -> list[int]:
+    """The sales on an account's bills (R9), as positive fen, oldest first."""
+    return [-b["amount_fen"] for b in account["bills"] if b["kind"] == "sale"]
+
+
+def restart_server(server: ServerProc) -> ServerProc:
+    """Start a stopped server again on the same port and data directory."""
+    server.proc = None
+    return server.start()
+
+
+def dead_url() -> str:
+    """A loopback URL nothing listens on."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+class Rig:
+    """A POS engine built in-process on the real decider, journal and cache, enrolled at a
+    real server, with a clock the test moves and no background sync (the test pulls the feed
+    with :meth:`pull`; nothing is pushed)."""
+
+    def __init__(self, server: ServerProc, data: Path) -> None:
+        self.clock = ManualClock(SystemClock().now_ms())  # the server checks request times
+        ident, key = identity.enroll(data, server.url, server.enroll_token(data.name), "pos")
+        self.journal = Journal(
+            Database(data / "journal.db"), ident.terminal_id, key, self.clock, ident.tz
+        )
+        self.cache = Cache(Database(data / "cache.db", synchronous="NORMAL"))
+        self.client = ServerClient(
+            server.url, terminal_id=ident.terminal_id, key=key, clock=self.clock
+        )
+        self.decider = Decider(
+            self.journal, self.cache, self.client, Link(self.clock), self.clock, ident.tz
+        )
+        self.engine = Engine(self.decider, self.clock)
+
+    def pull(self) -> None:
+        self.cache.apply(self.client.feed(self.cache.version))
+
+    def close(self) -> None:
+        self.client.close()
+        self.journal.db.close()
+        self.cache.db.close()

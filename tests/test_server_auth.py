@@ -1,0 +1,228 @@
+"""Terminal request authentication on the real server (SPEC §3: terminal requests are signed;
+unsigned, stale, replayed or foreign-signed requests are refused), enrollment tokens, roles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import requests
+from pytest import raises
+
+from edge.clock import ManualClock, SystemClock
+from sync import protocol
+from sync.client import ServerClient
+from sync.crypto import SigningKey, b64e
+from sync.errors import ApiError, AuthError
+from sync.server import terminals
+from tests.handterm import HandTerminal, admin_raw, error_of, fresh_account
+from tests.helpers import ServerProc
+from tests.inproc import make_context
+
+SKEW_MS = 120_000  # the server's default freshness window
+
+
+def refused(resp: requests.Response, status: int, code: str) -> None:
+    assert resp.status_code == status, resp.text
+    assert error_of(resp)["code"] == code
+
+
+def signed_get(term: HandTerminal, target: str, time_ms: int | None = None) -> dict[str, str]:
+    return protocol.sign_request(
+        term.key, term.terminal_id, "GET", target, b"", time_ms or SystemClock().now_ms()
+    )
+
+
+def test_signed_request_is_accepted(module_server: ServerProc) -> None:
+    term = HandTerminal.enroll(module_server, "auth-ok")
+    out = term.client.feed(0)
+    assert out["version"] >= 0 and out["ack"] == 0
+
+
+def test_unsigned_request_is_refused(module_server: ServerProc) -> None:
+    for path in ("/v1/feed", "/v1/journal", "/v1/pos/authorize"):
+        method = "GET" if path == "/v1/feed" else "POST"
+        resp = requests.request(method, module_server.url + path, json={}, timeout=5)
+        refused(resp, 401, "unsigned")
+
+
+def test_unknown_terminal_is_refused(module_server: ServerProc) -> None:
+    key = SigningKey.generate()
+    client = ServerClient(module_server.url, terminal_id="T99999", key=key)
+    with raises(AuthError) as err:
+        client.feed(0)
+    assert (err.value.status, err.value.code) == (401, "unknown_terminal")
+
+
+def test_missing_or_garbled_signature_headers(module_server: ServerProc) -> None:
+    term = HandTerminal.enroll(module_server, "auth-headers")
+    good = signed_get(term, "/v1/feed")
+    for drop in (protocol.H_TIME, protocol.H_NONCE, protocol.H_SIGNATURE):
+        headers = {k: v for k, v in good.items() if k != drop}
+        refused(
+            requests.get(term.url + "/v1/feed", headers=headers, timeout=5), 401, "bad_signature"
+        )
+    for name, value in (
+        (protocol.H_SIGNATURE, "***"),
+        (protocol.H_SIGNATURE, "AAAA"),
+        (protocol.H_TIME, "yesterday"),
+        (protocol.H_NONCE, "x"),
+    ):
+        headers = {**signed_get(term, "/v1/feed"), name: value}
+        refused(
+            requests.get(term.url + "/v1/feed", headers=headers, timeout=5), 401, "bad_signature"
+        )
+
+
+def test_stale_request_is_refused(module_server: ServerProc) -> None:
+    """A clock skewed beyond the window in either direction; inside the window is fine."""
+    term = HandTerminal.enroll(module_server, "auth-stale")
+    now = SystemClock().now_ms()
+    for skew in (-SKEW_MS - 5_000, SKEW_MS + 5_000, -10 * 24 * 3600 * 1000):
+        term.client.clock = ManualClock(now + skew)
+        with raises(AuthError) as err:
+            term.client.feed(0)
+        assert (err.value.status, err.value.code) == (401, "stale_request")
+    term.client.clock = ManualClock(now - SKEW_MS // 2)
+    assert term.client.feed(0)["ack"] == 0
+
+
+def test_replayed_nonce_is_refused(module_server: ServerProc) -> None:
+    term = HandTerminal.enroll(module_server, "auth-replay")
+    acct = fresh_account(module_server, topup_fen=10_000)
+    body = protocol.canonical({"records": [term.record(acct["id"], 100)]})
+    headers = protocol.sign_request(
+        term.key, term.terminal_id, "POST", "/v1/journal", body, SystemClock().now_ms()
+    )
+    headers["Content-Type"] = "application/json"
+    first = requests.post(term.url + "/v1/journal", data=body, headers=headers, timeout=5)
+    assert first.status_code == 200 and first.json()["applied"] == 1
+    again = requests.post(term.url + "/v1/journal", data=body, headers=headers, timeout=5)
+    refused(again, 401, "replayed_request")
+    # the same nonce on another, correctly signed request is a replay too
+    other = protocol.canonical({"records": []})
+    msg = protocol.request_message(
+        "POST", "/v1/journal", other, int(headers[protocol.H_TIME]), headers[protocol.H_NONCE]
+    )
+    h2 = {**headers, protocol.H_SIGNATURE: b64e(term.key.sign(msg))}
+    resp = requests.post(term.url + "/v1/journal", data=other, headers=h2, timeout=5)
+    refused(resp, 401, "replayed_request")
+    assert module_server.account(acct["number"])["balance_fen"] == 10_000 - 100
+
+
+def test_request_signed_by_another_key_is_refused(module_server: ServerProc) -> None:
+    term = HandTerminal.enroll(module_server, "auth-foreign")
+    term.client.key = SigningKey.generate()
+    with raises(AuthError) as err:
+        term.client.feed(0)
+    assert (err.value.status, err.value.code) == (401, "bad_signature")
+
+
+def test_request_altered_in_transit_is_refused(module_server: ServerProc) -> None:
+    term = HandTerminal.enroll(module_server, "auth-altered")
+    headers = signed_get(term, "/v1/feed?since=0&wait=0")
+    resp = requests.get(term.url + "/v1/feed?since=5&wait=0", headers=headers, timeout=5)
+    refused(resp, 401, "bad_signature")
+
+
+def test_revoked_terminal_is_refused(module_server: ServerProc) -> None:
+    term = HandTerminal.enroll(module_server, "auth-revoked")
+    assert term.client.feed(0)["ack"] == 0
+    module_server.admin().call("POST", f"/v1/admin/terminals/{term.terminal_id}/revoke")
+    with raises(AuthError) as err:
+        term.client.feed(0)
+    assert (err.value.status, err.value.code) == (403, "terminal_revoked")
+    rows = module_server.admin().call("GET", "/v1/admin/terminals")["terminals"]
+    assert next(t for t in rows if t["id"] == term.terminal_id)["status"] == "revoked"
+    refused(
+        admin_raw(module_server, "POST", "/v1/admin/terminals/T99999/revoke"), 404, "no_terminal"
+    )
+
+
+def test_enrollment_token_is_one_time(module_server: ServerProc) -> None:
+    token = module_server.enroll_token("auth-once")
+    HandTerminal(module_server.url, token)
+    with raises(AuthError) as err:
+        HandTerminal(module_server.url, token)
+    assert (err.value.status, err.value.code) == (401, "token_used")
+
+
+def test_unknown_enrollment_token_and_bad_key(module_server: ServerProc) -> None:
+    with raises(AuthError) as err:
+        HandTerminal(module_server.url, "no-such-token-at-all")
+    assert (err.value.status, err.value.code) == (401, "bad_token")
+    token = module_server.enroll_token("auth-badkey")
+    client = ServerClient(module_server.url)
+    with raises(ApiError) as api:
+        client.enroll(token, "A" * 40 + "==")  # base64, but 31 bytes
+    assert (api.value.status, api.value.code) == (422, "bad_key")
+    # the token was not spent by the failed attempt
+    HandTerminal(module_server.url, token)
+
+
+def test_wrong_role_cannot_authorize(module_server: ServerProc) -> None:
+    """A kiosk's key is good for its own requests, not for selling at a POS."""
+    kiosk = HandTerminal.enroll(module_server, "auth-kiosk", role="kiosk")
+    assert kiosk.role == "kiosk"
+    acct = fresh_account(module_server, topup_fen=10_000)
+    with raises(AuthError) as err:
+        kiosk.authorize(1, acct["card_no"], 100)
+    assert (err.value.status, err.value.code) == (403, "wrong_role")
+    assert module_server.account(acct["number"])["balance_fen"] == 10_000
+
+
+def test_admin_api_needs_the_admin_token(module_server: ServerProc) -> None:
+    url = module_server.url + "/v1/admin/ledger/check"
+    refused(requests.get(url, timeout=5), 401, "bad_admin_token")
+    refused(
+        requests.get(url, headers={"Authorization": "Bearer nope"}, timeout=5),
+        401,
+        "bad_admin_token",
+    )
+    # a terminal's signature is no admin credential
+    term = HandTerminal.enroll(module_server, "auth-admin")
+    resp = requests.get(url, headers=signed_get(term, "/v1/admin/ledger/check"), timeout=5)
+    refused(resp, 401, "bad_admin_token")
+
+
+def test_replay_protection_survives_a_restart_and_lagging_clocks_are_fine(
+    server: ServerProc,
+) -> None:
+    term = HandTerminal.enroll(server, "auth-restart")
+    headers = signed_get(term, "/v1/feed")
+    assert requests.get(term.url + "/v1/feed", headers=headers, timeout=5).status_code == 200
+    server.stop()
+    server.start()
+    refused(
+        requests.get(term.url + "/v1/feed", headers=headers, timeout=5), 401, "replayed_request"
+    )
+    # a terminal whose clock runs 30 s behind is inside the window, even right after a start
+    term.client.clock = ManualClock(SystemClock().now_ms() - 30_000)
+    assert term.client.feed(0)["ack"] == 0
+
+
+def test_enrollment_token_never_starts_with_a_dash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ykt pos --enroll TOKEN` must read it as a value (argparse takes "-…" for an option);
+    token_urlsafe starts one token in 64 with "-"."""
+    ctx = make_context(tmp_path)
+    drawn = iter(["-leading-dash-token", "-again", "plain-token_123"])
+    monkeypatch.setattr(terminals.secrets, "token_urlsafe", lambda n: next(drawn))
+    assert terminals.create_enroll_token(ctx, "pos", "t")["token"] == "plain-token_123"
+
+
+def test_a_token_for_another_role_is_refused_and_not_used_up(module_server: ServerProc) -> None:
+    """An agent says what it is; a kiosk token offered by a POS is refused and stays usable."""
+    from sync.client import ServerClient
+    from sync.crypto import SigningKey
+    from sync.errors import ApiError
+
+    token = module_server.enroll_token("role-check", role="kiosk")
+    client = ServerClient(module_server.url)
+    key = SigningKey.generate().public.to_b64()
+    with pytest.raises(ApiError) as err:
+        client.enroll(token, key, "pos")
+    assert (err.value.status, err.value.code) == (409, "wrong_role")
+    assert client.enroll(token, key, "kiosk")["role"] == "kiosk"
+    client.close()

@@ -1,0 +1,293 @@
+"""Money conservation over random sequences of operations (SPEC §3; hypothesis).
+
+Why in-process: hypothesis needs dozens of examples of dozens of steps each, every one on a
+fresh database; through HTTP to a server process that is minutes, not seconds.  The test calls
+the same service functions the API routes call (``sync.server.accounts``, ``authorize``,
+``ingest``) on a temporary SQLite file, with a hand-built terminal that seals real signed,
+chained records.  The HTTP layer itself is covered by the loopback tests.
+
+After every step: ``ledger.check`` holds (every balance equals its transfers, the sum is zero),
+the card holders' money (wallets and transition balances) equals top-ups minus applied sales,
+and each account's wallet, transition balance (R7) and status (R2, R10, R12) equal a model's.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from edge.clock import ManualClock
+from sync.server import accounts, authorize, ledger, policy
+from sync.server.context import DEFAULT_POLICY
+from sync.server.errors import Conflict
+from tests.helpers import id_card
+from tests.inproc import InProcTerminal, make_context
+
+HOLD_TTL_MS = DEFAULT_POLICY["hold_ttl_s"] * 1000
+TRANSITIONS = {  # R10, R12: action -> (allowed from, to)
+    "report-loss": ({"normal"}, "lost"),
+    "unlock": ({"lost"}, "normal"),
+    "freeze": ({"normal", "lost"}, "frozen"),
+    "unfreeze": ({"frozen"}, "normal"),
+}
+
+
+@dataclass
+class Holder:
+    id: int
+    number: str
+    password: str
+    wallet: int = 0
+    transition: int = 0
+    status: str = "normal"
+    overdrawn: bool = False
+    cards: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Sealed:
+    seq: int
+    wire: dict[str, str]
+    acct: int
+    amt: int
+    method: str
+    online_at: int | None  # when the server approved it (its hold), None for offline sales
+
+
+class Conservation(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix="ykt-conservation-"))
+        self.ctx = make_context(self.dir)
+        clock = self.ctx.clock
+        assert isinstance(clock, ManualClock)
+        self.clock = clock
+        self.term = InProcTerminal(self.ctx)
+        self.holders: list[Holder] = []
+        self.sealed: list[Sealed] = []
+        self.acked = 0
+        self.topups = 0
+        self.sales = 0
+        self.bank_on = False
+
+    def teardown(self) -> None:
+        self.ctx.db.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def pick(self, i: int) -> Holder:
+        return self.holders[i % len(self.holders)]
+
+    # -- accounts -----------------------------------------------------------------------------
+    @initialize(money=st.lists(st.integers(0, 20_000), min_size=1, max_size=3))
+    def start(self, money: list[int]) -> None:
+        """A few card holders with a card and some money, so sales happen from the start."""
+        for fen in money:
+            self.add_account("student")
+            self.issue_card(len(self.holders) - 1)
+            if fen:
+                self.topup(len(self.holders) - 1, fen, "cash")
+
+    @precondition(lambda self: len(self.holders) < 5)
+    @rule(kind=st.sampled_from(["temporary", "student", "staff", "consumer"]))
+    def add_account(self, kind: str) -> None:
+        n = len(self.holders) + 1
+        out = accounts.add_account(
+            self.ctx, number=f"C{n}", name=f"持卡人{n}", type=kind, id_card=id_card(n)
+        )
+        pw = id_card(n)[-7:-1] if id_card(n).endswith("X") else id_card(n)[-6:]
+        self.holders.append(Holder(out["id"], f"C{n}", pw))
+
+    @precondition(lambda self: self.holders)
+    @rule(i=st.integers(0, 9))
+    def issue_card(self, i: int) -> None:
+        h = self.pick(i)
+        h.cards.append(accounts.issue_card(self.ctx, h.number)["card_no"])  # R11
+
+    @precondition(lambda self: self.holders)
+    @rule(
+        i=st.integers(0, 9),
+        amount=st.integers(1, 20_000),
+        channel=st.sampled_from(["app", "wechat", "alipay", "bank", "cash"]),
+    )
+    def topup(self, i: int, amount: int, channel: str) -> None:
+        h = self.pick(i)
+        if channel == "bank" and not self.bank_on:  # R7: off by default
+            try:
+                accounts.topup(self.ctx, h.number, amount, channel)
+            except Conflict as exc:
+                assert exc.code == "channel_off"
+                return
+            raise AssertionError("a top-up through a switched-off channel went through")
+        out = accounts.topup(self.ctx, h.number, amount, channel)
+        assert out["applied"]
+        if channel == "alipay":  # R7: lands in the transition balance
+            h.transition += amount
+        else:
+            h.wallet += amount
+        self.topups += amount
+
+    @rule(on=st.booleans())
+    def switch_bank(self, on: bool) -> None:
+        policy.set_policy(self.ctx, {"channels": {"bank": on}})
+        self.bank_on = on
+
+    @precondition(lambda self: self.holders)
+    @rule(i=st.integers(0, 9), action=st.sampled_from(sorted(TRANSITIONS)))
+    def change_status(self, i: int, action: str) -> None:
+        h = self.pick(i)
+        allowed, target = TRANSITIONS[action]
+        if h.status not in allowed:
+            try:
+                accounts.change_status(self.ctx, h.number, action)
+            except Conflict as exc:
+                assert exc.code == "bad_status"
+                return
+            raise AssertionError(f"{action} went through from {h.status}")
+        assert accounts.change_status(self.ctx, h.number, action)["status"] == target
+        h.status = target
+
+    @rule(minutes=st.sampled_from([1, 11, 60 * 13]))
+    def time_passes(self, minutes: int) -> None:
+        self.clock.advance(minutes * 60_000)
+
+    # -- sales ---------------------------------------------------------------------------------
+    def held(self, acct: int) -> int:
+        now = self.clock.now_ms()
+        return sum(
+            s.amt
+            for s in self.sealed
+            if s.seq > self.acked
+            and s.acct == acct
+            and s.online_at is not None
+            and s.online_at + HOLD_TTL_MS > now
+        )
+
+    @precondition(lambda self: any(h.cards for h in self.holders))
+    @rule(
+        i=st.integers(0, 9),
+        amount=st.integers(1, 6000),
+        old_card=st.sampled_from([False, False, False, True]),
+        pin=st.sampled_from(["right", "right", "wrong", "none"]),
+    )
+    def sell_online(self, i: int, amount: int, old_card: bool, pin: str) -> None:
+        h = next(h for h in self.holders[i % len(self.holders) :] + self.holders if h.cards)
+        card = h.cards[0] if old_card else h.cards[-1]
+        seq = len(self.sealed) + 1
+        req: dict[str, Any] = {"seq": seq, "card_no": card, "amount_fen": amount, "uid": None}
+        req["method"], req["pin"] = "card", None
+        out = authorize.authorize(self.ctx, self.term.row, req)
+        if out["code"] == "needs_pin" and pin != "none":
+            req["pin"] = h.password if pin == "right" else "000000"
+            out = authorize.authorize(self.ctx, self.term.row, req)
+        event(f"authorize: {out['code']}")
+        available = h.wallet + h.transition - self.held(h.id)
+        if card != h.cards[-1] or h.status != "normal":  # R11, R2
+            assert not out["approved"] and out["code"] == "declined", out
+            return
+        if out["code"] == "insufficient":
+            assert amount > available, (out, available)
+            return
+        if not out["approved"]:
+            assert out["code"] in {"needs_pin", "wrong_pin", "pin_locked"}, out
+            return
+        assert amount <= available, (out, available)  # holds: never more than the balance
+        assert out["balance_fen"] == available - amount
+        wire = self.term.record(h.id, amount, off=False, pin=out["pin"], auth=out["auth_id"])
+        self.sealed.append(Sealed(seq, wire, h.id, amount, "card", self.clock.now_ms()))
+
+    @precondition(lambda self: self.holders)
+    @rule(
+        i=st.integers(0, 9),
+        amount=st.integers(1, 6000),
+        method=st.sampled_from(["card", "card", "qr-forward", "qr-reverse"]),
+    )
+    def sell_offline(self, i: int, amount: int, method: str) -> None:
+        """Offline sales are applied at sync even when they overdraw (SPEC §3)."""
+        h = self.pick(i)
+        wire = self.term.record(h.id, amount, method=method, off=True)
+        self.sealed.append(Sealed(len(self.sealed) + 1, wire, h.id, amount, method, None))
+
+    # -- sync ---------------------------------------------------------------------------------
+    def pushed(self, out: dict[str, Any]) -> None:
+        assert out["alarms"] == [], out
+        assert out["ack"] >= self.acked
+        for s in self.sealed[self.acked : out["ack"]]:
+            self.apply(s)
+        self.acked = out["ack"]
+
+    def apply(self, s: Sealed) -> None:
+        h = next(h for h in self.holders if h.id == s.acct)
+        if s.method == "card":  # R7: the transition balance moves in at a card transaction
+            h.wallet += h.transition
+            h.transition = 0
+        h.wallet -= s.amt
+        self.sales += s.amt
+        if h.wallet < 0 and not h.overdrawn:  # R12: flagged once, frozen when it was normal
+            event("an offline sale overdrew an account")
+            h.overdrawn = True
+            if h.status == "normal":
+                h.status = "frozen"
+
+    @precondition(lambda self: self.sealed)
+    @rule(how=st.sampled_from(["all", "out of order", "duplicates"]), data=st.data())
+    def push(self, how: str, data: st.DataObject) -> None:
+        unsent = self.sealed[self.acked :]
+        if how == "out of order" and len(unsent) > 1:
+            # a later part first (held behind the gap), then the rest, itself reversed
+            cut = data.draw(st.integers(1, len(unsent) - 1))
+            out = self.term.push([s.wire for s in unsent[cut:]])
+            assert out["ack"] == self.acked and out["pending"] == len(unsent) - cut
+            self.pushed(self.term.push([s.wire for s in reversed(unsent[:cut])]))
+            assert self.acked == len(self.sealed)
+        elif how == "duplicates" and self.acked:
+            out = self.term.push([s.wire for s in self.sealed[: self.acked]])
+            assert out["duplicates"] == self.acked and out["applied"] == 0
+            self.pushed(out)
+        else:
+            self.pushed(self.term.push([s.wire for s in unsent]))
+            assert self.acked == len(self.sealed)
+
+    # -- invariants -----------------------------------------------------------------------------
+    @invariant()
+    def money_is_conserved(self) -> None:
+        check = ledger.check(self.ctx.db)
+        assert check["ok"], check
+        holders = self.ctx.db.scalar(
+            "SELECT COALESCE(SUM(balance), 0) FROM ledger_accounts WHERE kind IN "
+            "('wallet', 'transition')"
+        )
+        assert holders == self.topups - self.sales
+        merchant = self.ctx.db.scalar(
+            "SELECT COALESCE(SUM(balance), 0) FROM ledger_accounts WHERE kind = 'merchant'"
+        )
+        assert merchant == self.sales
+
+    @invariant()
+    def accounts_match_the_model(self) -> None:
+        for h in self.holders:
+            a = accounts.show_account(self.ctx, h.number, history=False)
+            assert (a["balance_fen"], a["transition_fen"]) == (h.wallet, h.transition), h
+            assert a["status"] == h.status, h
+            assert ("overdrawn" in a["flags"]) == h.overdrawn
+
+
+TestConservation = Conservation.TestCase
+TestConservation.settings = settings(
+    max_examples=100,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)

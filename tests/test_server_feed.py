@@ -1,0 +1,231 @@
+"""The delta feed (SPEC §3): version paging, long-poll, hotlist in the snapshots, policy."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from sync.errors import ApiError
+from sync.server import accounts, feed, policy
+from sync.server.context import Context, current_version
+from tests.handterm import HandTerminal, admin_raw, error_of, fresh_account
+from tests.helpers import ServerProc, id_card
+from tests.inproc import InProcTerminal, make_context
+
+
+# --- paging (in-process: the page size is not an API knob) ----------------------------------------
+@pytest.fixture(scope="module")
+def busy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Context, InProcTerminal]:
+    """A server whose history has versions of one row and versions of many rows."""
+    ctx = make_context(tmp_path_factory.mktemp("feed"))
+    term = InProcTerminal(ctx)
+    ids = []
+    for n in range(1, 9):  # one version per account
+        ids.append(
+            accounts.add_account(ctx, number=f"F{n}", name="n", type="student", id_card=id_card(n))[
+                "id"
+            ]
+        )
+        accounts.topup(ctx, f"F{n}", 10_000, "cash")
+    for n in range(1, 9):
+        accounts.issue_card(ctx, f"F{n}")
+    accounts.issue_card(ctx, "F1")  # one version: the old card replaced, the new one issued
+    # one ingest touching five accounts: five account rows with a single version
+    term.push([term.record(i, 100) for i in ids[:5]])
+    accounts.change_status(ctx, "F7", "report-loss")
+    policy.set_policy(ctx, {"offline_max_purchase_fen": 3000})  # a version with no rows
+    accounts.topup(ctx, "F8", 100, "cash")
+    return ctx, term
+
+
+def rows_of(out: dict[str, Any]) -> list[tuple[str, Any, int]]:
+    return [("a", a["id"], a["version"]) for a in out["accounts"]] + [
+        ("c", c["card_no"], c["version"]) for c in out["cards"]
+    ]
+
+
+def all_rows(ctx: Context) -> list[tuple[str, Any, int]]:
+    return [
+        ("a", r["id"], r["version"]) for r in ctx.db.all("SELECT id, version FROM accounts")
+    ] + [
+        ("c", r["card_no"], r["version"]) for r in ctx.db.all("SELECT card_no, version FROM cards")
+    ]
+
+
+@pytest.mark.parametrize("page", [1, 2, 3, 4, 7, 100])
+def test_paging_never_splits_a_version(busy: tuple[Context, InProcTerminal], page: int) -> None:
+    ctx, term = busy
+    everything = all_rows(ctx)
+    by_version: dict[int, set[tuple[str, Any, int]]] = {}
+    for r in everything:
+        by_version.setdefault(r[2], set()).add(r)
+    assert max(len(v) for v in by_version.values()) >= 5  # the case that matters exists
+
+    since, seen, pages = 0, [], 0
+    while True:
+        out = feed.delta(ctx, term.row, since, page=page)
+        got = rows_of(out)
+        pages += 1
+        assert not out["reset"]
+        for v in {r[2] for r in got}:
+            assert by_version[v] <= set(got), f"version {v} split across pages"
+            assert since < v <= out["version"]
+        if len({r[2] for r in got}) > 1:
+            assert len(got) <= page  # only a single version may exceed the page
+        seen += got
+        assert out["version"] > since or not out["more"]
+        since = out["version"]
+        if not out["more"]:
+            break
+    assert since == current_version(ctx.db)
+    assert sorted(seen) == sorted(everything)  # every row once, none missed
+    if page < len(everything):
+        assert pages > 1
+
+
+def test_policy_in_the_page_that_covers_its_version(busy: tuple[Context, InProcTerminal]) -> None:
+    ctx, term = busy
+    pv = int(ctx.setting("policy_version"))
+    since, carried = 0, []
+    while True:
+        out = feed.delta(ctx, term.row, since, page=2)
+        if "policy" in out:
+            carried.append((since, out["version"]))
+            assert out["policy"]["offline_max_purchase_fen"] == 3000
+        since = out["version"]
+        if not out["more"]:
+            break
+    assert carried[0][0] == 0  # the first pull always carries the policy
+    assert any(lo < pv <= hi for lo, hi in carried)
+    assert "policy" not in feed.delta(ctx, term.row, pv)
+
+
+def test_since_beyond_the_server_resets(busy: tuple[Context, InProcTerminal]) -> None:
+    ctx, term = busy
+    out = feed.delta(ctx, term.row, current_version(ctx.db) + 50)
+    assert out["reset"] and "policy" in out
+    assert sorted(rows_of(out)) == sorted(all_rows(ctx))
+
+
+def test_snapshot_carries_what_offline_decisions_need(busy: tuple[Context, InProcTerminal]) -> None:
+    ctx, term = busy
+    out = feed.delta(ctx, term.row, 0)
+    snap = {a["number"]: a for a in out["accounts"]}
+    assert snap["F7"]["status"] == "lost"
+    assert snap["F1"]["balance_fen"] == 10_000 - 100
+    assert snap["F1"]["spent_fen"] == 100 and snap["F1"]["spent_day"] == ctx.today()
+    assert snap["F8"]["balance_fen"] == 10_100
+    assert snap["F1"]["pin_verifier"].startswith("scrypt$")
+    cards = [c for c in out["cards"] if c["account_id"] == snap["F1"]["id"]]
+    assert sorted((c["generation"], c["status"]) for c in cards) == [(1, "replaced"), (2, "active")]
+    assert out["ack"] == 5
+
+
+# --- over loopback ------------------------------------------------------------------------------
+def test_long_poll_returns_soon_after_a_loss_report(module_server: ServerProc) -> None:
+    term = HandTerminal.enroll(module_server, "feed-poll")
+    acct = fresh_account(module_server, topup_fen=1000)
+    since = term.client.feed(0)["version"]
+    got: dict[str, Any] = {}
+
+    def poll() -> None:
+        got["out"] = term.client.feed(since, wait=20)
+        got["at"] = time.monotonic()
+
+    t = threading.Thread(target=poll)
+    t.start()
+    # no event tells that the server has parked the poll; give it a moment (the assertion
+    # below shows the poll was still waiting when the change came)
+    time.sleep(0.3)
+    assert t.is_alive()
+    changed = time.monotonic()
+    module_server.admin().call(
+        "POST", f"/v1/admin/accounts/{acct['number']}/status", {"action": "report-loss"}
+    )
+    t.join(10)
+    assert not t.is_alive()
+    assert got["at"] - changed < 1.5
+    snap = {a["number"]: a for a in got["out"]["accounts"]}
+    assert snap[acct["number"]]["status"] == "lost"
+
+
+def test_long_poll_without_change_waits_then_answers(module_server: ServerProc) -> None:
+    term = HandTerminal.enroll(module_server, "feed-idle")
+    since = term.client.feed(0)["version"]
+    t0 = time.monotonic()
+    out = term.client.feed(since, wait=1)
+    took = time.monotonic() - t0
+    assert out["version"] == since and out["accounts"] == [] and out["cards"] == []
+    assert 0.9 <= took < 3
+
+
+@pytest.mark.parametrize(("action", "status"), [("report-loss", "lost"), ("freeze", "frozen")])
+def test_hotlist_status_in_the_snapshot(
+    module_server: ServerProc, action: str, status: str
+) -> None:
+    term = HandTerminal.enroll(module_server, "feed-hot")
+    acct = fresh_account(module_server)
+    since = term.client.feed(0)["version"]
+    module_server.admin().call(
+        "POST", f"/v1/admin/accounts/{acct['number']}/status", {"action": action}
+    )
+    out = term.client.feed(since)
+    assert [(a["number"], a["status"]) for a in out["accounts"]] == [(acct["number"], status)]
+
+
+def test_replaced_card_in_the_feed(module_server: ServerProc) -> None:
+    term = HandTerminal.enroll(module_server, "feed-card")
+    acct = fresh_account(module_server)
+    since = term.client.feed(0)["version"]
+    new = module_server.admin().call("POST", f"/v1/admin/accounts/{acct['number']}/cards", {})
+    cards = {c["card_no"]: c["status"] for c in term.client.feed(since)["cards"]}
+    assert cards == {acct["card_no"]: "replaced", new["card_no"]: "active"}
+
+
+def test_policy_appears_when_changed(module_server: ServerProc) -> None:
+    term = HandTerminal.enroll(module_server, "feed-policy")
+    first = term.client.feed(0)
+    assert "policy" in first
+    since = first["version"]
+    assert "policy" not in term.client.feed(since)
+    resp = admin_raw(
+        module_server, "PUT", "/v1/admin/policy", {"values": {"offline_max_total_fen": 123_400}}
+    )
+    assert resp.status_code == 200 and resp.json()["offline_max_total_fen"] == 123_400
+    out = term.client.feed(since)
+    assert out["policy"]["offline_max_total_fen"] == 123_400
+    assert "policy" not in term.client.feed(out["version"])
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"no_such_key": 1},
+        {"offline_max_total_fen": -1},
+        {"offline_max_total_fen": True},
+        {"offline_max_total_fen": "100"},
+        {"hold_ttl_s": 10**30},
+        {"pin_max_tries": 2**63},
+        {"auto_freeze_pin_lockout": 1},
+        {"channels": {"bank": "yes"}},
+        {"channels": {"paypal": True}},
+        {"channels": []},
+    ],
+)
+def test_bad_policy_is_refused(module_server: ServerProc, values: dict[str, Any]) -> None:
+    before = admin_raw(module_server, "GET", "/v1/admin/policy").json()
+    resp = admin_raw(module_server, "PUT", "/v1/admin/policy", {"values": values})
+    assert resp.status_code == 422, resp.text
+    assert error_of(resp)["code"] == "bad_policy"
+    assert admin_raw(module_server, "GET", "/v1/admin/policy").json() == before
+
+
+def test_feed_query_is_checked(module_server: ServerProc) -> None:
+    term = HandTerminal.enroll(module_server, "feed-query")
+    for params in ({"since": -1}, {"since": "x"}, {"wait": 31}, {"wait": -1}):
+        with pytest.raises(ApiError) as err:
+            term.client.request("GET", "/v1/feed", params=params)
+        assert (err.value.status, err.value.code) == (422, "invalid")

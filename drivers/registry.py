@@ -1,15 +1,24 @@
 """Devices are named by URL and opened here (one table of schemes per device kind).
 
-=================== ======================================================================
-``sim://NAME``      the in-process simulated device called NAME (:mod:`sim`)
-=================== ======================================================================
+=========== =========================== ===================================================
+kind        scheme                      device
+=========== =========================== ===================================================
+``reader``  ``sim://NAME``              the in-process simulated card reader (:mod:`sim`)
+``qr``      ``sim://NAME``              the in-process simulated camera (:mod:`sim.camera`)
+``qr``      ``camera:///dev/video0``    a camera through OpenCV (:mod:`drivers.qr.camera`)
+``qr``      ``camera://file/PATH``      a video, image or image folder through OpenCV
+``qr``      ``serial:///dev/ttyACM0``   a serial QR scanner on pyserial
+                                        (:mod:`drivers.qr.serial_scanner`)
+=========== =========================== ===================================================
 
-Hardware schemes (``pcsc://``, ``camera://``, ``serial://``, ``escpos+…://``) register
-themselves in the same tables as their drivers land.
+Other hardware schemes (``pcsc://``, ``escpos+…://``) register themselves in the same tables
+as their drivers land.  Optional libraries (OpenCV, zxing-cpp, pyzbar, pyserial) are imported
+only when a device that needs them is opened.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,13 +55,24 @@ def open_device(kind: str, url: str) -> Any:
 
 
 _loaded = False
+_load_lock = threading.Lock()
 
 
 def _load_builtin() -> None:
+    """Register the built-in drivers once (threads may open devices at the same time)."""
     global _loaded
-    if _loaded:
-        return
-    _loaded = True
+    with _load_lock:
+        if not _loaded:
+            _register_builtin()
+            _loaded = True
+
+
+def _register_builtin() -> None:
+    from drivers.qr import camera, serial_scanner
+    from sim import camera as sim_camera
     from sim import reader as sim_reader
 
     register("reader", "sim", sim_reader.open_url)
+    register("qr", "sim", sim_camera.open_url)
+    register("qr", "camera", camera.open_url)
+    register("qr", "serial", serial_scanner.open_url)

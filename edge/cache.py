@@ -1,5 +1,5 @@
 """The terminal's caches, fed by the server's delta feed: account snapshots (the hotlist is the
-``status`` column), cards, policy.  Kept in their own SQLite file (synchronous=NORMAL): they can
+``status`` column), cards, wallet certificates and code keys (phone codes), policy.  Kept in their own SQLite file (synchronous=NORMAL): they can
 always be pulled again, unlike the journal.
 
 Each account snapshot remembers ``as_of_seq``, this terminal's acked sequence number when the
@@ -8,6 +8,7 @@ snapshot was taken, so the terminal adds exactly its own later records on top of
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from typing import Any
@@ -46,6 +47,18 @@ MIGRATIONS.add(
     """,
 )
 
+MIGRATIONS.add(
+    "0002-phone-codes",
+    """
+    CREATE TABLE certs (
+        serial INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL,
+        raw TEXT NOT NULL,
+        revoked INTEGER NOT NULL
+    )
+    """,
+)
+
 _ACCOUNT_COLS = (
     "id",
     "number",
@@ -70,6 +83,7 @@ class Cache:
         db.migrate(MIGRATIONS)
         self._lock = threading.Lock()
         self._policy: dict[str, Any] = json.loads(self._meta("policy") or "{}")
+        self._codes: dict[str, Any] = json.loads(self._meta("codes") or "{}")
 
     def _meta(self, key: str) -> str | None:
         v = self.db.scalar("SELECT value FROM meta WHERE key = ?", (key,))
@@ -93,6 +107,7 @@ class Cache:
             if delta.get("reset"):
                 tx.execute("DELETE FROM accounts")
                 tx.execute("DELETE FROM cards")
+                tx.execute("DELETE FROM certs")
             tx.executemany(
                 f"INSERT OR REPLACE INTO accounts ({cols}) VALUES ({marks})",
                 [(*(a[c] for c in _ACCOUNT_COLS), ack) for a in delta.get("accounts", [])],
@@ -105,7 +120,17 @@ class Cache:
                     for c in delta.get("cards", [])
                 ],
             )
+            tx.executemany(
+                "INSERT OR REPLACE INTO certs (serial, account_id, raw, revoked) "
+                "VALUES (?, ?, ?, ?)",
+                [
+                    (c["serial"], c["account_id"], c["raw"], int(c["revoked"]))
+                    for c in delta.get("certs", [])
+                ],
+            )
             meta = {"version": str(int(delta["version"]))}
+            if "codes" in delta:
+                meta["codes"] = json.dumps(delta["codes"])
             if "policy" in delta:
                 meta["policy"] = json.dumps(delta["policy"])
             for key in ("campus_id", "tz"):
@@ -114,10 +139,25 @@ class Cache:
             tx.executemany(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(meta.items())
             )
-        if "policy" in delta:
-            with self._lock:
+        with self._lock:
+            if "policy" in delta:
                 self._policy = dict(delta["policy"])
+            if "codes" in delta:
+                self._codes = dict(delta["codes"])
         return int(delta["version"])
+
+    @property
+    def codes(self) -> dict[str, Any]:
+        """Phone-code parameters from the feed: campus tag, issuer keys, proof key, window."""
+        with self._lock:
+            return dict(self._codes)
+
+    def cert(self, serial: int) -> tuple[bytes, bool] | None:
+        """A wallet certificate (its bytes, revoked?) as the feed delivered it."""
+        row = self.db.one("SELECT raw, revoked FROM certs WHERE serial = ?", (serial,))
+        if row is None:
+            return None
+        return base64.b64decode(row["raw"]), bool(row["revoked"])
 
     def card(self, card_no: str) -> dict[str, Any] | None:
         row = self.db.one("SELECT * FROM cards WHERE card_no = ?", (card_no,))
@@ -131,4 +171,5 @@ class Cache:
         return {
             "accounts": int(self.db.scalar("SELECT COUNT(*) FROM accounts")),
             "cards": int(self.db.scalar("SELECT COUNT(*) FROM cards")),
+            "certs": int(self.db.scalar("SELECT COUNT(*) FROM certs")),
         }

@@ -16,7 +16,7 @@ from edge.errors import ConfigError, EdgeError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edge import bench, demo
+    from edge import bench, demo, verify_cli
     from edge.pos import cli as pos_cli
     from sim import cli as sim_cli
     from sync import admin_cli
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin_cli.add_parser(sub)
     sim_cli.add_parser(sub)
     demo.add_parser(sub)
+    verify_cli.add_parser(sub)
     bench.add_parser(sub)
     return parser
 

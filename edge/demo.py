@@ -152,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
                 str(data / "pos1"),
                 "--reader",
                 "sim://r1",
+                "--camera",
+                "sim://cam1",
                 "--control-port",
                 str(args.control_port),
                 "--operator",
@@ -206,6 +208,10 @@ From a second shell (with the virtualenv: . .venv/bin/activate):
   ykt sim sale --agent {agent} --card {first["card_no"]} --amount 12.50
   ykt sim sale --agent {agent} --card {first["card_no"]} --amount 45.00 --pin {first["password"]}
   {a} account show --number {first["number"]}
+Phone payment code (the simulated phone signs in; its code is shown to the POS camera):
+  ykt sim wallet login --server {server} --number {first["number"]} --password {first["password"]} --wallet W.json
+  ykt sim wallet pay-code --wallet W.json --png CODE.png
+  ykt sim sale --agent {agent} --amount 9.00 --qr CODE.png
 Network outage:
   ykt demo server stop --data {data}     # the POS keeps selling offline
   ykt sim sale --agent {agent} --card {first["card_no"]} --amount 8.00

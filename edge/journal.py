@@ -6,6 +6,8 @@ leaves either no record (the sequence number is reused) or a durable record that
 
 Besides the signed body, each row keeps a few columns extracted from it (account, amount,
 campus day, offline flag, PIN fact) so offline decisions can query the journal by account.
+The ``offline`` column counts money at risk: a reverse-scan sale (paid online by the phone)
+is not.
 """
 
 from __future__ import annotations
@@ -46,6 +48,18 @@ MIGRATIONS.add(
     """,
 )
 
+MIGRATIONS.add(
+    "0002-seen-codes",
+    """
+    CREATE TABLE seen_codes (
+        serial INTEGER NOT NULL,
+        counter INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (serial, counter)
+    )
+    """,
+)
+
 
 INSERT = (
     "INSERT INTO journal (seq, hash, body, sig, account_id, kind, amount, day, offline, pin)"
@@ -64,7 +78,7 @@ def row(rec: dict[str, Any], body: bytes, sig: bytes, h: str, tz: str) -> tuple[
         rec["kind"],
         rec["amt"],
         campus_date(rec["ts"], tz),
-        int(rec["off"]),
+        int(rec["off"] and rec["method"] != "qr-reverse"),  # money at risk
         rec["pin"],
     )
 
@@ -110,8 +124,11 @@ class Journal:
         with self._lock:
             return self._head_seq
 
-    def append(self, fields: dict[str, Any]) -> Appended:
-        """Seal ``fields`` (everything but v/term/seq/prev) as the next record; durable on return."""
+    def append(self, fields: dict[str, Any], code: tuple[int, int] | None = None) -> Appended:
+        """Seal ``fields`` (everything but v/term/seq/prev) as the next record; durable on return.
+
+        ``code`` (certificate serial, counter) enters the seen-set of phone codes in the same
+        transaction, so a code is spent exactly when its sale is journaled."""
         with self._lock:
             rec = dict(fields)
             rec.update(
@@ -127,8 +144,13 @@ class Journal:
             h = protocol.record_hash(body)
             with self.db.tx() as tx:
                 tx.execute(INSERT, row(rec, body, sig, h, self.tz))
+                if code is not None:
+                    tx.execute(
+                        "INSERT INTO seen_codes (serial, counter, seq) VALUES (?, ?, ?)",
+                        (code[0], code[1], rec["seq"]),
+                    )
             self._head_seq, self._head_hash = rec["seq"], h
-            if rec["off"] and rec["kind"] == "sale":
+            if rec["off"] and rec["kind"] == "sale" and rec["method"] != "qr-reverse":
                 self._unsynced_offline += rec["amt"]
             return Appended(rec["seq"], h, rec)
 
@@ -184,6 +206,22 @@ class Journal:
                 (account_id, after_seq),
             )
         ]
+
+    def next_order(self) -> int:
+        """A new reverse-scan order number, unique on this terminal and across restarts."""
+        with self.db.tx() as tx:
+            tx.execute(
+                "INSERT INTO sync_state (key, value) VALUES ('order', 1) "
+                "ON CONFLICT (key) DO UPDATE SET value = value + 1"
+            )
+            return int(tx.scalar("SELECT value FROM sync_state WHERE key = 'order'"))
+
+    def code_seen(self, serial: int, counter: int) -> int | None:
+        """The sequence number of the sale that spent this phone code, or None."""
+        seq = self.db.scalar(
+            "SELECT seq FROM seen_codes WHERE serial = ? AND counter = ?", (serial, counter)
+        )
+        return None if seq is None else int(seq)
 
     def offline_spent_on(self, account_id: int, day: str) -> int:
         return int(

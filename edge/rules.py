@@ -165,8 +165,9 @@ def moves_transition(method: str) -> bool:
 
 # --- R9 queries: what the bills and the transaction flow hold ---------------------------------
 #: R9 bills (账单): top-ups and purchases.  A purchase is a sale at a POS, a transfer to a dorm
-#: room's electricity account (R15) and a refund, which corrects a purchase or a top-up.
-BILL_KINDS = ("topup", "sale", "electricity", "refund")
+#: room's electricity account (R15) and a refund, which corrects a purchase or a top-up; a
+#: reversal corrects a phone-code sale found at sync to be a double spend (R12, docs/codes.md).
+BILL_KINDS = ("topup", "sale", "electricity", "refund", "reversal")
 #: R9 transaction flow (交易流水): account operations, top-ups and purchases.  Beside the bills'
 #: money it holds the account's own money operations (the transition balance moving in R7, the
 #: reissue fee R11, the pay-out at cancellation R14) and every non-money account operation

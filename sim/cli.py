@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, TypeAlias
 
 from edge.money import format_fen, parse_amount
 from sim.control import AgentControl
-from sim.errors import SimError
+from sim.errors import SimError, SimUsageError
 from sim.wallet_cli import add_wallet_parser
 
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -40,11 +41,59 @@ def _print_outcome(o: dict[str, Any]) -> None:
     print(line + (f"  ({', '.join(extras)})" if extras else ""))
 
 
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SimUsageError(f"cannot read {path}: {exc}") from exc
+
+
 def sale(args: argparse.Namespace) -> int:
     ctl = AgentControl(args.agent, timeout=args.timeout)
-    out = ctl.sale(args.amount, args.card, uid=args.uid, pin=args.pin)
+    if args.reverse:
+        return _reverse(args, ctl)
+    if args.qr is not None:
+        out = ctl.sale_qr(args.amount, _read_file(args.qr))
+    else:
+        out = ctl.sale(args.amount, args.card, uid=args.uid, pin=args.pin)
     if args.json:
         print(json.dumps(out, ensure_ascii=False))
+    else:
+        _print_outcome(out)
+    return 0
+
+
+def _reverse(args: argparse.Namespace, ctl: AgentControl) -> int:
+    """Reverse scan: key the amount, show the payment request; the agent then waits for the
+    proof (``ykt sim proof``)."""
+    s = ctl.reverse(args.amount)
+    out = {
+        "request_text": s["request_text"],
+        "order": s["order"],
+        "amount_fen": s["amount_fen"],
+        "state": s["state"],
+    }
+    if args.png:
+        from sim.phone_screen import qr_png
+
+        qr_png(s["request_text"], args.png)
+        out["png"] = str(args.png)
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False))
+    else:
+        print(f"payment request for {format_fen(s['amount_fen'])} (order {s['order']}):")
+        print(s["request_text"])
+        print("the agent waits for the proof: ykt sim proof --agent … --qr PROOF.png | --code N")
+    return 0
+
+
+def proof(args: argparse.Namespace) -> int:
+    ctl = AgentControl(args.agent, timeout=args.timeout)
+    out = ctl.proof_image(_read_file(args.qr)) if args.qr else ctl.proof_code(args.code)
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False))
+    elif out["state"] == "wait_proof":
+        print(f"PROOF REFUSED: {out['reason']}  (the request is still shown)")
     else:
         _print_outcome(out)
     return 0
@@ -68,7 +117,7 @@ def state(args: argparse.Namespace) -> int:
 def add_parser(sub: Sub) -> None:
     p = sub.add_parser(
         "sim",
-        help="simulated hardware: tap cards and sell on a running agent",
+        help="simulated hardware and phone: tap cards, show codes, sell on a running agent",
         description="Drive the simulated devices of a running agent through its control API.",
     )
     cmds = p.add_subparsers(dest="sim_command", metavar="ACTION", required=True)
@@ -83,12 +132,40 @@ def add_parser(sub: Sub) -> None:
         return c
 
     c = cmd(
-        "sale", sale, "key an amount, tap a card (and key the PIN when asked); print the outcome"
+        "sale",
+        sale,
+        "key an amount, then tap a card (and key the PIN when asked), or show a payment code "
+        "picture to the camera (--qr), or start a reverse scan (--reverse); print the outcome",
     )
     c.add_argument("--amount", required=True, type=_amount, help="yuan, e.g. 12.50")
-    c.add_argument("--card", required=True, help="card number of the simulated card to tap")
+    how = c.add_mutually_exclusive_group(required=True)
+    how.add_argument("--card", help="card number of the simulated card to tap")
+    how.add_argument(
+        "--qr",
+        type=Path,
+        metavar="PNG",
+        help="picture of a payment code: shown to the agent's sim:// camera (other cameras: "
+        "decoded here and handed over as a scanner would)",
+    )
+    how.add_argument(
+        "--reverse",
+        action="store_true",
+        help="reverse scan (offline only, R8): print the payment request {request_text, …} "
+        "and leave the agent waiting for the proof (ykt sim proof)",
+    )
+    c.add_argument("--png", type=Path, help="with --reverse: also write the request's QR here")
     c.add_argument("--uid", help="UID the simulated card reports (default: the issued UID)")
     c.add_argument("--pin", help="consumption password to key if the sale asks for it (R6)")
+    c.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the outcome")
+    c = cmd(
+        "proof",
+        proof,
+        "complete a reverse-scan sale: show the phone's proof picture to the camera (--qr) or "
+        "key its short code on the PIN pad (--code)",
+    )
+    how = c.add_mutually_exclusive_group(required=True)
+    how.add_argument("--qr", type=Path, metavar="PNG", help="picture of the payment proof")
+    how.add_argument("--code", metavar="DIGITS", help="the proof's 8-digit code")
     c.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the outcome")
     c = cmd("tap", tap, "put a simulated card on the agent's reader")
     c.add_argument("--card", required=True)

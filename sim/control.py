@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from typing import Any
 
@@ -104,6 +105,69 @@ class AgentControl:
         except SimError:
             pass
 
+    # -- phone codes ---------------------------------------------------------------------------
+    def show_image(self, data: bytes, wait: float = 5.0) -> dict[str, Any]:
+        """Show a picture to the agent's ``sim://`` camera; ``read`` says if it found a code."""
+        body = {"image_b64": base64.b64encode(data).decode(), "wait": wait}
+        return self._call("POST", "/control/sim/frame", body, timeout=wait + 10)
+
+    def code_text(self, text: str) -> dict[str, Any]:
+        return self._call("POST", "/control/qr", {"text": text})
+
+    def present_code(self, image: bytes) -> dict[str, Any]:
+        """Show a code picture to the agent: to its ``sim://`` camera when it has one,
+        otherwise decoded here with the same decoder and handed over as a scanner would."""
+        try:
+            return {"via": "camera", **self.show_image(image)}
+        except SimUsageError as exc:
+            if "not_sim_camera" not in str(exc) and "not a simulated camera" not in str(exc):
+                raise
+        from drivers.errors import DriverError
+        from drivers.qr.decoders import decode_image_bytes, get_decoder
+
+        try:
+            texts = get_decoder().decode_still(decode_image_bytes(image, "the picture"))
+        except (ValueError, DriverError) as exc:
+            raise SimUsageError(str(exc)) from exc
+        if not texts:
+            return {"via": "decoded here", "read": False}
+        self.code_text(texts[0])
+        return {"via": "decoded here", "read": True}
+
+    def sale_qr(self, amount_fen: int, image: bytes) -> dict[str, Any]:
+        """Key the amount and show the payment code picture; the outcome as a dict."""
+        keyed = self.amount(amount_fen)
+        shown = self.present_code(image)
+        if shown.get("read") is False:
+            self._cancel_quietly()
+            return {
+                **outcome({**keyed, "state": "declined"}),
+                "code": "unreadable",
+                "reason": "the camera found no QR code in the picture",
+                "method": "qr-forward",
+            }
+        s = self.wait(keyed["version"], FINAL, self.timeout)
+        return outcome(s)
+
+    def reverse(self, amount_fen: int) -> dict[str, Any]:
+        """Key the amount and switch to reverse scan; the request as the screen shows it."""
+        self.amount(amount_fen)
+        return self._call("POST", "/control/reverse")
+
+    def proof_image(self, image: bytes) -> dict[str, Any]:
+        before = self.state()
+        if before["state"] != "wait_proof":
+            raise SimUsageError(f"the agent waits for no proof (state {before['state']})")
+        shown = self.present_code(image)
+        if shown.get("read") is False:
+            raise SimUsageError("the camera found no QR code in the proof picture")
+        s = self.wait(before["version"], (*FINAL, "wait_proof"), self.timeout)
+        return outcome(s)
+
+    def proof_code(self, digits: str) -> dict[str, Any]:
+        s = self._call("POST", "/control/proof", {"code": digits})
+        return outcome(s)
+
 
 def outcome(s: dict[str, Any], needs_pin: bool = False) -> dict[str, Any]:
     return {
@@ -119,4 +183,5 @@ def outcome(s: dict[str, Any], needs_pin: bool = False) -> dict[str, Any]:
         "seq": s.get("seq"),
         "account": s.get("account") or {},
         "tries_left": s.get("tries_left"),
+        "order": s.get("order"),
     }

@@ -1,5 +1,6 @@
-"""The simulated phone app (学付宝) of a card holder: a wallet file with its server, session and
-(later) its own keys, and calls to the server's app API.
+"""The simulated phone app (学付宝) of a card holder: a wallet file with its server, session, its
+own Ed25519 key and the server's certificate for it (``extra["codes"]``), and calls to the
+server's app API.
 
 The wallet file is JSON, mode 0600 (it holds a session token and the phone's private key).
 """
@@ -14,6 +15,7 @@ from typing import Any
 
 from sim.errors import SimError, SimUsageError
 from sync.client import ServerClient
+from sync.crypto import SigningKey, b64e
 from sync.errors import SyncError
 
 
@@ -59,16 +61,31 @@ class Wallet:
 
 
 def login(server: str, number: str, password: str) -> Wallet:
-    """R16: sign in with number + query password; returns a new wallet."""
+    """R16: sign in with number + query password; returns a new wallet.
+
+    The phone makes its own Ed25519 key here and sends only the public half; the server
+    certifies it for the account (wallet enrollment, for payment and authentication codes:
+    :mod:`sim.wallet_codes`).  The key and certificate live in the wallet file."""
+    key = SigningKey.generate()
     client = ServerClient(server)
     try:
         resp = client.request(
-            "POST", "/v1/app/login", body={"number": number, "password": password}, signed=False
+            "POST",
+            "/v1/app/login",
+            body={"number": number, "password": password, "public_key": key.public.to_b64()},
+            signed=False,
         )
     except SyncError as exc:
         raise SimError(f"login failed: {exc}") from exc
     finally:
         client.close()
-    return Wallet(
+    w = Wallet(
         server=server.rstrip("/"), number=number, token=resp["token"], account=resp["account"]
     )
+    if "wallet" in resp:
+        w.extra["codes"] = {
+            "phone_key": b64e(key.to_seed()),
+            "counter": 0,
+            **resp["wallet"],
+        }
+    return w

@@ -11,6 +11,7 @@ from typing import Any, TypeAlias
 from edge.money import format_fen
 from sim import wallet as wallet_mod
 from sim.errors import SimError
+from sim.wallet_codes_cli import add_code_commands
 
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -52,7 +53,8 @@ def add_wallet_parser(cmds: Sub) -> None:
         "wallet",
         help="the simulated phone app of a card holder",
         description="The simulated phone app (学付宝): sign in, balance, loss/unlock, bills, "
-        "flow, top-up, electricity, found cards, codes.",
+        "flow, top-up, electricity, found cards, payment and authentication codes, scan "
+        "(reverse scan).",
     )
     sub = p.add_subparsers(dest="wallet_command", metavar="ACTION", required=True)
 
@@ -78,6 +80,7 @@ def add_wallet_parser(cmds: Sub) -> None:
     from sim import wallet_business_cli  # loss/unlock, bills, flow, electricity, found cards, …
 
     wallet_business_cli.add_commands(sub, cmd)
+    add_code_commands(cmd)  # pay-code, auth-code, scan (sim/wallet_codes_cli.py)
 
 
 def _wrap(fn: Any, args: argparse.Namespace) -> int:

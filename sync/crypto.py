@@ -44,6 +44,15 @@ class SigningKey:
     def sign(self, message: bytes) -> bytes:
         return self._key.sign(message)
 
+    def to_seed(self) -> bytes:
+        """The 32-byte private seed (for a key kept inside a 0600 file of its own, like the
+        simulated phone's wallet)."""
+        return self._key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+
     @property
     def public(self) -> VerifyKey:
         return VerifyKey(self._key.public_key())

@@ -4,6 +4,7 @@
 
     SyncError
     ├── ProtocolError       bytes that are not a valid record, request or response
+    │   └── CodeError       a phone code, payment request or proof that is refused (reason code)
     ├── SignatureError      a signature that does not verify (forged, altered, wrong key)
     ├── NetworkError        the server could not be reached (connection refused, timeout)
     └── ApiError            the server answered with an error (status, code, message)
@@ -19,6 +20,18 @@ class SyncError(Exception):
 
 class ProtocolError(SyncError, ValueError):
     pass
+
+
+class CodeError(ProtocolError):
+    """A QR code (payment/authentication code, payment request, proof) that is refused.
+
+    ``reason`` is a stable machine-readable code (``forged``, ``expired``, ``replayed`` …, listed
+    in docs/codes.md); the message says the same for people."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
 
 class SignatureError(SyncError):

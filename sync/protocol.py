@@ -8,6 +8,13 @@ Journal records
     authenticates every record behind it, and a deleted, altered or reordered record breaks
     the chain.
 
+Phone-code sales (docs/codes.md)
+    ``qr-forward``: ``cred`` is ``qr:<certificate serial>:<counter>`` and ``x.code`` the code's
+    text, so the server re-checks the phone's signature and catches a code used twice.
+    ``qr-reverse``: ``cred`` is ``qr-reverse:<order>``, ``x.order`` the order number and
+    ``x.payment`` the server's payment id (``x.proof = "code"`` when the short code was keyed;
+    ``acct`` is then 0): the money moved when the phone paid, the record moves none.
+
 Signed requests
     Every terminal request carries ``X-Ykt-Terminal``, ``X-Ykt-Time`` (epoch ms),
     ``X-Ykt-Nonce`` and ``X-Ykt-Signature`` over :func:`request_message`.
@@ -117,6 +124,8 @@ def check_fields(rec: Mapping[str, Any]) -> dict[str, Any]:
         raise ProtocolError("record field 'x' must be an object")
     for name, (lo, hi) in INT_BOUNDS.items():
         val = rec[name]
+        if name == "acct" and val == 0 and rec.get("method") == "qr-reverse":
+            continue  # a reverse-scan proof keyed as a short code: the server knows who paid
         if val is not None and not lo <= val <= hi:
             raise ProtocolError(f"record field {name!r} is out of range")
     if rec["v"] != RECORD_VERSION:

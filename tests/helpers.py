@@ -160,6 +160,8 @@ class PosProc:
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
     log: Any = None
+    camera: str | None = None  # QR source URL (phone codes)
+    server_url: str | None = None  # talk to this URL instead (e.g. a dead port: network cut)
 
     @property
     def url(self) -> str:
@@ -170,7 +172,7 @@ class PosProc:
         args = [
             "pos",
             "--server",
-            self.server.url,
+            self.server_url or self.server.url,
             "--data",
             str(self.data),
             "--reader",
@@ -182,6 +184,8 @@ class PosProc:
         ]
         if self.token:
             args += ["--enroll", self.token]
+        if self.camera:
+            args += ["--camera", self.camera]
         self.proc = subprocess.Popen(
             ykt_cmd("--log-level", "INFO", *args),
             stdout=self._open_log(log),

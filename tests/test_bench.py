@@ -42,7 +42,7 @@ def test_quick_json_has_every_figure(tmp_path: Path) -> None:
     out = json.loads(done.stdout)  # one JSON object, nothing else on stdout
     assert out["quick"] is True and out["machine"]["cpus"] >= 1
     b = out["benchmarks"]
-    assert list(b) == ["sqlite", "journal", "ingest", "sale", "api"]
+    assert list(b) == ["sqlite", "journal", "ingest", "sale", "api", "qr"]
 
     _latency(b["sqlite"]["commit"], 200)
     assert b["sqlite"]["batch_small_rows"]["rows_per_s"] > 0
@@ -87,6 +87,12 @@ def test_quick_json_has_every_figure(tmp_path: Path) -> None:
         assert r["db"] == "sqlite" and r["requests"] > 0 and r["requests_per_s"] > 0
         assert set(r["latency_ms"]) == {"me", "bills", "authorize", "topup"}
         assert isinstance(r["errors"], int)
+
+    (zxing,) = b["qr"]["runs"]  # --quick: one presentation, zxing-cpp only
+    assert zxing["decoder"] == "zxing" and zxing["presentations"] == 1
+    assert set(zxing["sizes"]) == {"640x480", "1280x720"}
+    for size in zxing["sizes"].values():
+        assert 0 < size["frame_to_decision_p50_ms"] <= size["frame_to_decision_p99_ms"]
 
 
 def test_only_and_text_output(tmp_path: Path) -> None:

@@ -212,7 +212,9 @@ class Conservation(RuleBasedStateMachine):
     @rule(
         i=st.integers(0, 9),
         amount=st.integers(1, 6000),
-        method=st.sampled_from(["card", "card", "qr-forward", "qr-reverse"]),
+        # qr-reverse records move no money (the phone paid online, docs/codes.md): they are
+        # covered in tests/test_phone_codes_e2e.py
+        method=st.sampled_from(["card", "card", "qr-forward"]),
     )
     def sell_offline(self, i: int, amount: int, method: str) -> None:
         """Offline sales are applied at sync even when they overdraw (SPEC §3)."""

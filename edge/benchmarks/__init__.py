@@ -7,6 +7,7 @@ of them passes or fails on a timing.
 ``ingest``        :mod:`.ingest`: a real ``ykt server`` fed 500-record batches; ingest alone
 ``sale``          :mod:`.sale`: tap → decision on the simulated reader, online and offline
 ``api``           :mod:`.api`: API requests/s with 1 and 2 server processes (sync.server.bench_api)
+``qr``            :mod:`.qr`: QR frame → decision on rendered phone screens (edge.bench_qr)
 ================  ===========================================================================
 """
 
@@ -68,6 +69,7 @@ MODULES = {
     "ingest": "ingest",
     "sale": "sale",
     "api": "api",
+    "qr": "qr",
 }
 
 

@@ -116,12 +116,32 @@ def api(f: dict[str, Any]) -> list[str]:
     return lines
 
 
+def qr(f: dict[str, Any]) -> list[str]:
+    lines = ["QR frame → decision (decode + verify), one core, rendered phone screens"]
+    for r in f["runs"]:
+        lines.append(
+            f"  {r['decoder']}: {r['presentations']} presentations × "
+            f"{f['frames_per_presentation']} frames per condition; code {r['code_chars']} "
+            f"chars, QR version {r['qr_version']}   budget p99 ≤ 10 ms, empty ≤ 4 ms"
+        )
+        for label, z in r["sizes"].items():
+            worst = min(c["per_presentation"] for c in z["conditions"].values())
+            lines.append(
+                f"    {label}: p50 {z['frame_to_decision_p50_ms']:.2f} ms  p99 "
+                f"{z['frame_to_decision_p99_ms']:.2f} ms; empty frame p99 "
+                f"{z['empty_frame_p99_ms']:.2f} ms; presentations read, worst condition "
+                f"{worst * 100:.1f} %"
+            )
+    return lines
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "sqlite": sqlite,
     "journal": journal,
     "ingest": ingest,
     "sale": sale,
     "api": api,
+    "qr": qr,
 }
 
 

@@ -20,6 +20,8 @@ CONFIG_KEYS = {
     "enroll": str,
     "data": str,
     "reader": str,
+    "camera": str,
+    "decoder": str,
     "control_host": str,
     "control_port": int,
     "operator": str,
@@ -39,6 +41,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--enroll", metavar="TOKEN", help="one-time enrollment token (first start)")
     p.add_argument("--data", type=Path, help="state directory (identity, key, journal, caches)")
     p.add_argument("--reader", help="card reader URL (default sim://r1)")
+    p.add_argument(
+        "--camera",
+        help="QR source for phone codes: camera:///dev/video0, camera://file/PATH (video, "
+        "image or image folder), serial:///dev/ttyACM0?baud=9600, or sim://NAME (default: none)",
+    )
+    p.add_argument(
+        "--decoder", choices=["zxing", "zbar"], help="QR decoder for cameras (default zxing)"
+    )
     p.add_argument("--control-host", help="control API address (default 127.0.0.1)")
     p.add_argument("--control-port", type=int, help="control API port (default 8701)")
     p.add_argument("--operator", help="cashier id recorded in the journal")
@@ -68,6 +78,8 @@ def load_config(args: argparse.Namespace) -> PosConfig:
             values[key] = cli_val
     if "data" not in values:
         raise ConfigError('--data DIR is required (or data = "DIR" in the config file)')
+    if values.get("decoder", "zxing") not in ("zxing", "zbar"):
+        raise ConfigError(f"decoder must be zxing or zbar, not {values['decoder']!r}")
     port = values.get("control_port", 8701)
     if not 1 <= port <= 65535:
         raise ConfigError(f"control port {port} is not a port number")
@@ -76,6 +88,8 @@ def load_config(args: argparse.Namespace) -> PosConfig:
         server=values.get("server"),
         enroll=values.get("enroll"),
         reader=values.get("reader", "sim://r1"),
+        camera=values.get("camera"),
+        decoder=values.get("decoder", "zxing"),
         control_host=values.get("control_host", "127.0.0.1"),
         control_port=port,
         operator=values.get("operator", ""),
@@ -137,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
             base = f"http://{cfg.control_host}:{cfg.control_port}"
             print(
                 f"ykt pos {agent.ident.terminal_id} ({agent.ident.name}) ready; reader "
-                f"{cfg.reader}; cashier {base}/cashier; customer {base}/customer",
+                f"{cfg.reader}; camera {cfg.camera or 'none'}; cashier {base}/cashier; "
+                f"customer {base}/customer",
                 flush=True,
             )
             notify("READY=1")

@@ -15,6 +15,7 @@ Used by the cashier screen, the customer screen (``kiosk_ui``) and ``ykt sim``:
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from typing import Annotated, Any
 
@@ -25,11 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from edge.errors import EdgeError
+from edge.errors import EdgeError, RuleError
 from edge.money import MAX_AMOUNT_FEN
 from edge.pos.agent import PosAgent
+from edge.pos.decide_qr import ReverseRefused
 from edge.pos.engine import EngineError
 from kiosk_ui import page
+from sim import camera as sim_camera
 from sim import reader as sim_reader
 from sim.errors import SimError
 
@@ -44,6 +47,22 @@ class AmountIn(BaseModel):
 class PinIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     pin: StrictStr = Field(pattern=r"^[0-9]{6}$")  # ASCII digits only (a PIN pad's keys)
+
+
+class CodeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=1000)
+
+
+class ProofCodeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(min_length=1, max_length=32)
+
+
+class FrameIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image_b64: str = Field(min_length=1, max_length=20_000_000)
+    wait: float = Field(default=5.0, ge=0, le=30)
 
 
 class SimCardIn(BaseModel):
@@ -88,6 +107,10 @@ def create_control_app(agent: PosAgent) -> FastAPI:
     @app.exception_handler(EngineError)
     async def _engine_error(request: Request, exc: EngineError) -> JSONResponse:
         return _err(409, "bad_state", str(exc))
+
+    @app.exception_handler(ReverseRefused)
+    async def _reverse_refused(request: Request, exc: ReverseRefused) -> JSONResponse:
+        return _err(409, "reverse_refused", str(exc))
 
     @app.exception_handler(EdgeError)
     async def _edge_error(request: Request, exc: EdgeError) -> JSONResponse:
@@ -150,6 +173,58 @@ def create_control_app(agent: PosAgent) -> FastAPI:
         if isinstance(reader, sim_reader.SimReader):
             reader.remove()
         return {"removed": True}
+
+    # -- phone codes -------------------------------------------------------------------------
+    @app.post("/control/qr")
+    def qr_text(body: CodeIn) -> dict[str, Any]:
+        """A code read by other means (a keyboard-wedge scanner, a test): decided like a code
+        from the camera."""
+        engine.on_code(body.text)
+        agent.uplink.kick()
+        return engine.screen()
+
+    @app.post("/control/reverse")
+    def reverse() -> dict[str, Any]:
+        return engine.start_reverse()
+
+    @app.post("/control/proof")
+    def proof(body: ProofCodeIn) -> dict[str, Any]:
+        out = engine.key_proof_code(body.code)
+        agent.uplink.kick()
+        return out
+
+    @app.get("/control/request.svg")
+    def request_svg() -> Response:
+        text = engine.screen().get("request_text")
+        if not text:
+            return _err(404, "no_request", "no reverse-scan request is shown")
+        import io
+
+        import segno
+
+        buf = io.BytesIO()
+        segno.make(text, error="m", micro=False).save(buf, kind="svg", scale=6, border=4)
+        return Response(buf.getvalue(), media_type="image/svg+xml")
+
+    @app.post("/control/sim/frame")
+    def sim_frame(body: FrameIn) -> dict[str, Any]:
+        """Show a picture to this agent's ``sim://`` camera; waits (up to ``wait`` s) for the
+        camera to decode it and says whether it read a code."""
+        cam = agent.camera
+        if not (agent.cfg.camera or "").startswith("sim://"):
+            raise SimError(
+                f"not_sim_camera: this agent's camera is {agent.cfg.camera or 'none'}, "
+                "not a simulated camera"
+            )
+        if not isinstance(cam, sim_camera.SimCamera):
+            raise SimError("the simulated camera is not open yet")
+        try:
+            data = base64.b64decode(body.image_b64, validate=True)
+        except ValueError:
+            raise RuleError("image_b64 is not base64") from None
+        shown = cam.show_image(data)
+        result = cam.wait_result(shown["presentation"], body.wait)
+        return {**shown, **result}
 
     @app.get("/cashier", response_class=HTMLResponse)
     def cashier() -> str:

@@ -36,6 +36,7 @@ class Outcome:
     seq: int | None = None
     account: dict[str, Any] = field(default_factory=dict)
     tries_left: int | None = None
+    method: str = "card"
 
 
 class Decider:
@@ -135,6 +136,40 @@ class Decider:
         return Outcome(True, "ok", "approved", False, resp["balance_fen"], done.seq, account)
 
     # -- offline ------------------------------------------------------------------------------
+    def risk_refusal(self, account_id: int, amount: int, today: str) -> str | None:
+        """SPEC §3 offline risk limits: why this offline sale is too risky, or None."""
+        policy = self.cache.policy
+        if amount > policy.get("offline_max_purchase_fen", 0):
+            return (
+                "over the offline limit per purchase "
+                f"({format_fen(policy.get('offline_max_purchase_fen', 0))})"
+            )
+        if self.journal.offline_spent_on(account_id, today) + amount > policy.get(
+            "offline_max_card_day_fen", 0
+        ):
+            return (
+                "over the offline limit per card per day "
+                f"({format_fen(policy.get('offline_max_card_day_fen', 0))})"
+            )
+        if self.journal.unsynced_offline_fen + amount > policy.get("offline_max_total_fen", 0):
+            return "this terminal holds too much unsynced offline money; waiting for the network"
+        return None
+
+    def local_view(self, acct: dict[str, Any]) -> tuple[rules.LimitTracker, int, int]:
+        """The account snapshot plus what this terminal did after it: R6 tracking, amount
+        spent here (for the balance), wrong consumption passwords."""
+        tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"])
+        spent_local, tries = 0, acct["pin_tries"]
+        for r in self.journal.account_records(acct["id"], acct["as_of_seq"]):
+            if r["kind"] == "sale":
+                tracker = tracker.after_purchase(r["day"], r["amount"], r["pin"] == "ok")
+                spent_local += r["amount"]
+                if r["pin"] == "ok":
+                    tries = 0
+            elif r["kind"] == "pin_fail" and r["offline"]:
+                tries += 1
+        return tracker, spent_local, tries
+
     def _offline(self, tap: CardTap, amount: int, pin: str | None) -> Outcome:
         def no(code: str, reason: str, **kw: Any) -> Outcome:
             return Outcome(False, code, reason, True, **kw)
@@ -163,40 +198,10 @@ class Decider:
             return no("declined", reason, account=account)
 
         policy = self.cache.policy
-        if amount > policy.get("offline_max_purchase_fen", 0):
-            return no(
-                "risk_limit",
-                "over the offline limit per purchase "
-                f"({format_fen(policy.get('offline_max_purchase_fen', 0))})",
-                account=account,
-            )
-        if self.journal.offline_spent_on(acct["id"], today) + amount > policy.get(
-            "offline_max_card_day_fen", 0
-        ):
-            return no(
-                "risk_limit",
-                "over the offline limit per card per day "
-                f"({format_fen(policy.get('offline_max_card_day_fen', 0))})",
-                account=account,
-            )
-        if self.journal.unsynced_offline_fen + amount > policy.get("offline_max_total_fen", 0):
-            return no(
-                "risk_limit",
-                "this terminal holds too much unsynced offline money; waiting for the network",
-                account=account,
-            )
-
-        # what this terminal did after the snapshot: R6 tracking, balance, wrong tries
-        tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"])
-        spent_local, tries = 0, acct["pin_tries"]
-        for r in self.journal.account_records(acct["id"], acct["as_of_seq"]):
-            if r["kind"] == "sale":
-                tracker = tracker.after_purchase(r["day"], r["amount"], r["pin"] == "ok")
-                spent_local += r["amount"]
-                if r["pin"] == "ok":
-                    tries = 0
-            elif r["kind"] == "pin_fail" and r["offline"]:
-                tries += 1
+        risk = self.risk_refusal(acct["id"], amount, today)
+        if risk:
+            return no("risk_limit", risk, account=account)
+        tracker, spent_local, tries = self.local_view(acct)
         pin_fact = "none"
         max_tries = int(policy.get("pin_max_tries", rules.DEFAULT_PIN_MAX_TRIES))
         if tracker.needs_password(today, amount, acct["limit_fen"]):  # R6

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from edge import rules
 from edge.money import MAX_AMOUNT_FEN
+from sync.server.codes_models import WalletOut
 
 # -- field types ---------------------------------------------------------------------------------
 Fen = Annotated[int, Field(gt=0, le=MAX_AMOUNT_FEN, description="an amount in fen (分), positive")]
@@ -157,10 +158,16 @@ class LoginOut(BaseModel):
     token: str
     expires_ms: int
     account: HolderAccount
+    wallet: WalletOut | None = Field(
+        default=None,
+        description="with public_key: the phone's certificate for payment and authentication "
+        "codes (docs/codes.md)",
+    )
 
 
 class LogoutOut(BaseModel):
     logged_out: bool
+    certificates_revoked: int = Field(default=0, description="phone certificates revoked")
 
 
 class PageLine(BaseModel):

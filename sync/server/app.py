@@ -19,7 +19,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge.errors import StoreError
-from sync.server import accounts, authorize, feed, holders, ingest, ledger, policy, terminals
+from sync.server import (
+    accounts,
+    authorize,
+    codes,
+    feed,
+    holders,
+    ingest,
+    ledger,
+    policy,
+    reverse,
+    terminals,
+)
 from sync.server.api_auth import ApiAuth, bearer
 from sync.server.api_models import (
     ERROR_RESPONSES,
@@ -38,16 +49,26 @@ from sync.server.api_models import (
     TerminalsOut,
     TopupOut,
 )
+from sync.server.codes_models import (
+    CodeKeysOut,
+    CodeVerifyOut,
+    ConfirmOut,
+    ReversePaidOut,
+    ReverseRequestOut,
+)
 from sync.server.context import Context, current_version
 from sync.server.errors import ServiceError, TooManyRequests
 from sync.server.models import (
     AccountIn,
     AuthorizeIn,
     CardIn,
+    CodeTextIn,
+    ConfirmIn,
     EnrollIn,
     JournalIn,
     LoginIn,
     PolicyIn,
+    ReversePayIn,
     RosterIn,
     StatusIn,
     TokenIn,
@@ -242,11 +263,41 @@ def create_app(ctx: Context) -> FastAPI:
     def app_login(body: LoginIn) -> dict[str, Any]:
         """R16: staff/student number (card number for temporary and consumer cards) + query
         password."""
-        return holders.login(ctx, body.number, body.password)
+        return holders.login(ctx, body.number, body.password, body.public_key)
 
     @app.post("/v1/app/logout", tags=["app"], response_model=LogoutOut)
     def app_logout(request: Request, who: Holder) -> dict[str, Any]:
         return holders.logout(ctx, bearer(request))
+
+    # -- phone codes (R8, R18; docs/codes.md) -------------------------------------------------
+    @app.post("/v1/app/codes/confirm", tags=["app"], response_model=ConfirmOut)
+    def app_confirm(body: ConfirmIn, who: Holder) -> dict[str, Any]:
+        """R6: the holder confirms with the query password before a payment that goes over
+        the daily limit (wrong passwords count toward the sign-in lockout).  The grant it
+        returns covers one over-limit reverse-scan payment for ``confirm_ttl_s``."""
+        return codes.confirm(ctx, who, body.password)
+
+    @app.post("/v1/app/reverse/describe", tags=["app"], response_model=ReverseRequestOut)
+    def app_reverse_describe(body: ReversePayIn, who: Holder) -> dict[str, Any]:
+        """What a scanned payment request asks for (terminal, amount), before paying it."""
+        return reverse.describe(ctx, body.request)
+
+    @app.post("/v1/app/reverse/pay", tags=["app"], response_model=ReversePaidOut)
+    def app_reverse_pay(body: ReversePayIn, who: Holder) -> dict[str, Any]:
+        """Reverse scan: pay an offline terminal's payment request; returns the proof (QR text
+        and short code) the terminal verifies offline.  Paying twice charges once."""
+        return reverse.pay(ctx, who, body.request, body.password, body.grant)
+
+    @app.get("/v1/codes/keys", tags=["public"], response_model=CodeKeysOut)
+    def code_keys() -> dict[str, Any]:
+        """The campus id, tag, code-issuer public keys and validity window of phone codes."""
+        return codes.public_info(ctx)
+
+    @app.post("/v1/codes/verify", tags=["public"], response_model=CodeVerifyOut)
+    def code_verify(body: CodeTextIn) -> dict[str, Any]:
+        """R18: verify an authentication code (as a gate does): who it is and whether access
+        is allowed.  Each code is admitted once."""
+        return codes.verify_auth_code(ctx, body.text)
 
     # -- terminals ----------------------------------------------------------------------------
     @app.post(

@@ -1,8 +1,9 @@
 """Online authorization of a POS sale (SPEC §3: the server is authoritative for balances).
 
-The POS asks before it journals: the server checks the credential (R11 card generation, R2
-account status, R13 expiry), the daily limit (R6, with the consumption password R5 when over
-it), and the balance, and puts a *hold* on the amount under the record's id (terminal,
+The POS asks before it journals: the server checks the credential (a card: R11 generation;
+a phone's payment code: :func:`sync.server.codes.check_payment_code` and the seen-set), R2
+account status, R13 expiry, the daily limit (R6: over it the consumption password R5 for a
+card, the query-password confirmation carried by a payment code), and the balance, and puts a *hold* on the amount under the record's id (terminal,
 sequence).  No money moves here: the charge is the journal record, applied when it syncs, and
 applying it releases the hold.  A terminal that crashes before journaling reuses the sequence
 number, which replaces the hold; an abandoned hold expires.
@@ -16,7 +17,9 @@ from edge import rules
 from edge.money import format_fen
 from edge.passwords import verify_password
 from edge.rules import AccountStatus
-from sync.server import ledger
+from sync.codes import Verified
+from sync.errors import CodeError
+from sync.server import codes, ledger
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid
@@ -54,11 +57,21 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
     seq, amount = req["seq"], req["amount_fen"]
     if seq < 1:
         raise Invalid("seq starts at 1", "bad_seq")
-    row = lookup_card(ctx, req["card_no"])
-    if row is None:
-        return _decline("unknown card")
-    base = {"account_id": row["id"], "number": row["number"], "name": row["name"]}
-    refusal = credential_refusal(ctx, row, req.get("uid"))
+    qr: Verified | None = None
+    if req.get("method") == "qr-forward":  # R8 forward scan: the phone's payment code
+        try:
+            qr, row = codes.check_payment_code(ctx, req.get("qr") or "")
+        except CodeError as exc:
+            return _decline(exc.message, exc.reason)
+        base = {"account_id": row["id"], "number": row["number"], "name": row["name"]}
+        refusal = codes.account_refusal(ctx, row)  # R2: the account blocks its codes too
+    else:
+        card = lookup_card(ctx, req["card_no"])
+        if card is None:
+            return _decline("unknown card")
+        row = card
+        base = {"account_id": row["id"], "number": row["number"], "name": row["name"]}
+        refusal = credential_refusal(ctx, row, req.get("uid"))
     if refusal:
         return _decline(refusal, **base)
     policy = ctx.policy()
@@ -90,7 +103,28 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
         for h in held:
             tracker = tracker.after_purchase(today, int(h["amount"]), bool(h["pin_ok"]))
         pin_ok = False
-        if tracker.needs_password(today, amount, acct["limit_fen"]):  # R6
+        if qr is not None:
+            used = tx.one(
+                "SELECT terminal_id, seq FROM code_uses WHERE serial = ? AND counter = ?",
+                (qr.code.serial, qr.code.counter),
+            )
+            if used is not None and (used["terminal_id"], used["seq"]) != (tid, seq):
+                return _decline(
+                    "this code was already used: refresh the code on the phone",
+                    "replayed",
+                    **base,
+                )
+        if qr is not None and tracker.needs_password(today, amount, acct["limit_fen"]):
+            # R6: over the limit the phone must have confirmed with the query password
+            if not qr.code.confirmed:
+                return _decline(
+                    f"over the daily limit {format_fen(acct['limit_fen'])}: confirm on the "
+                    "phone with the query password and show the new code (R6)",
+                    "needs_confirm",
+                    **base,
+                )
+            pin_ok = True
+        elif tracker.needs_password(today, amount, acct["limit_fen"]):  # R6
             tries_left = policy["pin_max_tries"] - acct["pin_tries"]
             if tries_left <= 0:
                 return _decline(
@@ -149,6 +183,12 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
             "created_ms = excluded.created_ms",
             (tid, seq, aid, amount, now + policy["hold_ttl_s"] * 1000, int(pin_ok), now),
         )
+        if qr is not None:  # the server's seen-set: this code is spent on (tid, seq)
+            tx.execute(
+                "INSERT INTO code_uses (serial, counter, kind, terminal_id, seq, ts_ms) "
+                "VALUES (?, ?, 'pay', ?, ?, ?) ON CONFLICT (serial, counter) DO NOTHING",
+                (qr.code.serial, qr.code.counter, tid, seq, now),
+            )
     spent_before = 0 if pin_ok else tracker.spent_on(today)
     return {
         "approved": True,
@@ -159,5 +199,6 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
         "limit_fen": acct["limit_fen"],
         "spent_fen": spent_before,
         "pin": "ok" if pin_ok else "none",
+        **({"cred": qr.code.cred, "confirmed": qr.code.confirmed} if qr is not None else {}),
         **base,
     }

@@ -31,6 +31,15 @@ DEFAULT_POLICY: dict[str, Any] = {
     "auto_freeze_pin_lockout": False,
     "auto_freeze_query_lockout": False,
     "hold_ttl_s": 600,
+    # phone codes (docs/codes.md): validity window and clock-skew tolerance of payment and
+    # authentication codes, how long a reverse-scan payment request can be paid, how long a
+    # query-password confirmation (R6) covers one over-limit reverse-scan payment, and the R12
+    # rule for a code used twice (found at sync)
+    "code_valid_s": 300,
+    "code_skew_s": 60,
+    "reverse_valid_s": 600,
+    "confirm_ttl_s": 600,
+    "auto_freeze_double_spend": True,
 }
 
 

@@ -1,5 +1,6 @@
 """The delta feed terminals pull by version (SPEC §3): hotlist and account snapshots for
-offline decisions, cards (generations, replaced cards), and policy.
+offline decisions, cards (generations, replaced cards), wallet certificates and the code keys
+(phone codes, docs/codes.md), and policy.
 
 Every change takes the next feed version (:func:`sync.server.context.next_version`) and stamps
 the rows it touches, so "everything since version V" is one indexed query per table.  A page
@@ -8,8 +9,10 @@ never splits a version, so a terminal that stores the returned version never mis
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
+from sync.server import codes
 from sync.server.context import Context
 
 PAGE = 2000
@@ -24,9 +27,10 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
         upto = current
         cut = rd.scalar(
             "SELECT version FROM (SELECT version FROM accounts WHERE version > ? "
-            "UNION ALL SELECT version FROM cards WHERE version > ?) "
+            "UNION ALL SELECT version FROM cards WHERE version > ? "
+            "UNION ALL SELECT version FROM wallet_certs WHERE version > ?) "
             "ORDER BY version LIMIT 1 OFFSET ?",
-            (since, since, page),
+            (since, since, since, page),
         )
         if cut is not None:
             upto = int(cut) - 1 if int(cut) - 1 > since else int(cut)
@@ -63,6 +67,20 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
                 (since, upto),
             )
         ]
+        certs = [
+            {
+                "serial": r["serial"],
+                "account_id": r["account_id"],
+                "raw": r["raw"],
+                "revoked": bool(r["revoked"]),
+                "version": r["version"],
+            }
+            for r in rd.all(
+                "SELECT serial, account_id, raw, revoked, version FROM wallet_certs "
+                "WHERE version > ? AND version <= ? ORDER BY version, serial",
+                (since, upto),
+            )
+        ]
         ack = int(rd.scalar("SELECT head_seq FROM terminals WHERE id = ?", (terminal["id"],)))
         policy_version = int(
             rd.scalar(
@@ -76,6 +94,11 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
         "ack": ack,
         "accounts": accounts,
         "cards": cards,
+        "certs": certs,
+        "codes": {
+            **codes.public_info(ctx),
+            "proof_key": base64.b64encode(codes.proof_key(ctx, terminal["id"])).decode(),
+        },
         "campus_id": ctx.config.campus_id,
         "tz": ctx.config.tz,
         "server_time_ms": ctx.now_ms(),

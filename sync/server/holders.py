@@ -89,12 +89,19 @@ def verify_query_password(ctx: Context, acct: dict[str, Any], password: str) -> 
             tx.execute("UPDATE accounts SET query_tries = 0 WHERE id = ?", (acct["id"],))
 
 
-def login(ctx: Context, number: str, password: str) -> dict[str, Any]:
-    return open_session(ctx, check_query_password(ctx, number, password))
+def login(
+    ctx: Context, number: str, password: str, public_key: str | None = None
+) -> dict[str, Any]:
+    """R16 sign-in.  With ``public_key`` (the phone's own Ed25519 key) the server also
+    certifies that key for the account until the session ends (wallet enrollment, R18)."""
+    return open_session(ctx, check_query_password(ctx, number, password), public_key)
 
 
-def open_session(ctx: Context, acct: dict[str, Any]) -> dict[str, Any]:
-    """A new session for an account whose holder has proved who they are (R16)."""
+def open_session(
+    ctx: Context, acct: dict[str, Any], public_key: str | None = None
+) -> dict[str, Any]:
+    """A new session for an account whose holder has proved who they are (R16); with the
+    phone's public key, its certificate for phone codes (docs/codes.md)."""
     if acct["status"] == AccountStatus.CANCELLED:
         raise Forbidden("the account is cancelled (R14)", "cancelled")
     token = secrets.token_urlsafe(32)
@@ -105,7 +112,7 @@ def open_session(ctx: Context, acct: dict[str, Any]) -> dict[str, Any]:
             "VALUES (?, ?, ?, ?)",
             (_digest(token), acct["id"], now, now + SESSION_TTL_MS),
         )
-    return {
+    out: dict[str, Any] = {
         "token": token,
         "expires_ms": now + SESSION_TTL_MS,
         "account": {
@@ -116,6 +123,13 @@ def open_session(ctx: Context, acct: dict[str, Any]) -> dict[str, Any]:
             "status": acct["status"],
         },
     }
+    if public_key is not None:
+        from sync.server import codes
+
+        out["wallet"] = codes.certify(
+            ctx, acct["id"], _digest(token), public_key, now + SESSION_TTL_MS
+        )
+    return out
 
 
 def session_account(ctx: Context, token: str) -> dict[str, Any]:
@@ -132,6 +146,9 @@ def session_account(ctx: Context, token: str) -> dict[str, Any]:
 
 
 def logout(ctx: Context, token: str) -> dict[str, Any]:
+    from sync.server import codes
+
     with ctx.db.tx() as tx:
         tx.execute("UPDATE sessions SET revoked = 1 WHERE token_hash = ?", (_digest(token),))
-    return {"logged_out": True}
+    revoked = codes.revoke_session(ctx, _digest(token))  # the phone's certificate dies too
+    return {"logged_out": True, "certificates_revoked": revoked}

@@ -10,7 +10,9 @@ For each batch:
 4. the signature of the newest record of the run is verified: it authenticates every record
    behind it (a bad one makes us walk back to the newest record whose signature holds);
 5. the run is applied exactly once, in one transaction (records, transfers, holds released,
-   R6 tracking, R5 wrong tries, R12 flags), and the head moves;
+   R6 tracking, R5 wrong tries, R12 flags; phone-code sales through
+   :mod:`sync.server.codeuse`: a code used twice is reversed, a reverse-scan record is linked
+   to the phone's payment and charges nothing), and the head moves;
 6. records after a gap are held in ``pending_records`` until the gap is filled.
 
 The answer acks the highest contiguous sequence number.  Nothing that fails a check is ever
@@ -32,7 +34,7 @@ from edge.rules import AccountStatus
 from sync import protocol
 from sync.crypto import VerifyKey
 from sync.errors import ProtocolError
-from sync.server import ledger
+from sync.server import codeuse, ledger
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version
 from sync.server.errors import Invalid
@@ -249,6 +251,12 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> 
     touched: set[int] = set()
     for item in run:
         rec = item.rec
+        if rec["kind"] == "sale" and rec["method"] == "qr-reverse":
+            # the phone's online payment moved the money already: link, never charge twice
+            problem = codeuse.reverse_problem(tx, tid, item.seq, rec)
+            if problem:
+                _alarm(tx, ctx, res, tid, "reverse_unpaid", f"record {item.seq}: {problem}")
+            continue
         acct = accounts.get(rec["acct"])
         if acct is None:
             _alarm(
@@ -292,12 +300,43 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> 
                 )
             )
             bal[w] = bal.get(w, 0) - rec["amt"]
+            problem = None
+            if rec["method"] == "qr-forward":
+                problem = codeuse.forward_problem(tx, tid, item.seq, rec, now)
+            if problem:  # a code used twice (or not genuine): a new correcting transfer
+                transfers.append(
+                    ledger.Transfer(
+                        f"reversal:{tid}:{item.seq}",
+                        now,
+                        merchant,
+                        w,
+                        rec["amt"],
+                        "reversal",
+                        aid,
+                        f"charge of {tid}:{item.seq} reversed: {problem}",
+                    )
+                )
+                bal[w] += rec["amt"]
+                flag = problem.split(":", 1)[0]
+                _alarm(tx, ctx, res, tid, flag, f"record {item.seq}: {problem}")
+                event(tx, ctx, aid, "reversal", f"{problem}; charge reversed", "system")
+                if flag == "double_spend":  # R12: the holder's code was used twice
+                    if flag not in acct["flags"].split(","):
+                        acct["flags"] = ",".join(f for f in [*acct["flags"].split(","), flag] if f)
+                    if (
+                        policy["auto_freeze_double_spend"]
+                        and acct["status"] == AccountStatus.NORMAL
+                    ):
+                        acct["status"] = AccountStatus.FROZEN.value
+                        acct["frozen_now"] = True
+                touched.add(aid)
+                continue
             # R6 tracking at account level: records of a past day do not move today's amount
             if day >= acct["spent_day"]:
                 tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"])
                 after = tracker.after_purchase(day, rec["amt"], rec["pin"] == "ok")
                 acct["spent_day"], acct["spent_fen"] = after.day, after.spent_fen
-            if rec["pin"] == "ok":
+            if rec["pin"] == "ok" and rec["method"] == "card":  # R5 tries are the card's
                 acct["pin_tries"] = 0
             if bal[w] < 0 and "overdrawn" not in acct["flags"].split(","):
                 acct["flags"] = ",".join(f for f in [*acct["flags"].split(","), "overdrawn"] if f)

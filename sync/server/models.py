@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, with_config
+from pydantic import BaseModel, ConfigDict, Field, model_validator, with_config
 from typing_extensions import TypedDict  # pydantic wants this one before Python 3.12
 
 from edge.money import MAX_AMOUNT_FEN
@@ -69,6 +69,35 @@ class PolicyIn(Strict):
 class LoginIn(Strict):
     number: str = Field(min_length=1, max_length=32, description="staff/student or card number")
     password: Password6 = Field(description="query password (R4)")
+    public_key: str | None = Field(
+        default=None,
+        min_length=40,
+        max_length=64,
+        description="the phone's Ed25519 public key, base64: certify it for payment and "
+        "authentication codes (wallet enrollment, R18)",
+    )
+
+
+class ConfirmIn(Strict):
+    password: Password6 = Field(description="query password (R4)")
+
+
+class CodeTextIn(Strict):
+    text: str = Field(min_length=1, max_length=1000, description="the code's QR text")
+
+
+class ReversePayIn(Strict):
+    request: str = Field(min_length=1, max_length=1000, description="the terminal's QR text")
+    password: Password6 | None = Field(
+        default=None,
+        description="query password, when the payment goes over the daily limit (R6)",
+    )
+    grant: str | None = Field(
+        default=None,
+        min_length=8,
+        max_length=128,
+        description="a recent confirmation (POST /v1/app/codes/confirm) instead of the password",
+    )
 
 
 class EnrollIn(Strict):
@@ -83,11 +112,22 @@ class EnrollIn(Strict):
 
 class AuthorizeIn(Strict):
     seq: int = Field(ge=1, le=2**62, strict=True)
-    card_no: str = Field(min_length=1, max_length=32)
+    card_no: str | None = Field(default=None, min_length=1, max_length=32)
     uid: str | None = Field(default=None, max_length=32)
     amount_fen: int = Fen
-    method: Literal["card"] = "card"
+    method: Literal["card", "qr-forward"] = "card"
     pin: str | None = Field(default=None, pattern=r"^\d{6}$")
+    qr: str | None = Field(
+        default=None, min_length=1, max_length=1000, description="payment code text (qr-forward)"
+    )
+
+    @model_validator(mode="after")
+    def _credential(self) -> AuthorizeIn:
+        if self.method == "card" and self.card_no is None:
+            raise ValueError("a card sale needs card_no")
+        if self.method == "qr-forward" and self.qr is None:
+            raise ValueError("a qr-forward sale needs qr (the payment code's text)")
+        return self
 
 
 @with_config(ConfigDict(extra="forbid"))

@@ -252,3 +252,49 @@ MIGRATIONS.add(
     ALTER TABLE holds ADD COLUMN created_ms INTEGER NOT NULL DEFAULT 0
     """,
 )
+
+MIGRATIONS.add(
+    "0006-phone-codes",
+    """
+    CREATE TABLE wallet_certs (
+        serial INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts (id),
+        session_hash TEXT,
+        pubkey TEXT NOT NULL,
+        raw TEXT NOT NULL,
+        not_after_ms INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0,
+        version INTEGER NOT NULL
+    );
+    CREATE INDEX wallet_certs_version ON wallet_certs (version);
+    CREATE INDEX wallet_certs_session ON wallet_certs (session_hash);
+    CREATE TABLE code_uses (
+        serial INTEGER NOT NULL,
+        counter INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        terminal_id TEXT,
+        seq INTEGER,
+        ts_ms INTEGER NOT NULL,
+        PRIMARY KEY (serial, counter)
+    );
+    CREATE TABLE reverse_payments (
+        id INTEGER PRIMARY KEY,
+        terminal_id TEXT NOT NULL,
+        order_no INTEGER NOT NULL,
+        account_id INTEGER NOT NULL REFERENCES accounts (id),
+        amount INTEGER NOT NULL,
+        request TEXT NOT NULL,
+        transfer_id TEXT NOT NULL,
+        paid_ms INTEGER NOT NULL,
+        journal_seq INTEGER,
+        UNIQUE (terminal_id, order_no)
+    );
+    CREATE TABLE confirmations (
+        grant_hash TEXT PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts (id),
+        expires_ms INTEGER NOT NULL,
+        used INTEGER NOT NULL DEFAULT 0
+    )
+    """,
+)

@@ -1,0 +1,1 @@
+"""QR sources: cameras read through OpenCV, serial QR scanners, and the decoders behind them."""

@@ -1,0 +1,231 @@
+"""QR decoders behind one interface (:class:`drivers.qr.base.Decoder`).
+
+=========== ==============================================================================
+``zxing``   zxing-cpp ``read_barcodes`` restricted to QR (the default: 10-12× faster than
+            all formats, and the best read rate measured on phone screens, SPEC §5)
+``zbar``    pyzbar on Debian's ``libzbar0``, with an inverted pass for dark-mode codes
+=========== ==============================================================================
+
+Both libraries are optional (the ``camera`` extra); :func:`get_decoder` says how to install a
+missing one.  Library errors never escape a decoder: a frame it cannot read is no code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from drivers.errors import DeviceUnavailable
+
+log = logging.getLogger(__name__)
+
+DEFAULT = "zxing"
+
+
+def _still_variants(gray: Any) -> list[Any]:
+    """Extra looks at a still image, in the order that read most of the hard rendered frames
+    (blur is the hard case; glare next): unsharp-masked, adaptive threshold, gently
+    sharpened, local contrast (CLAHE), flattened illumination, halved."""
+    import cv2
+    import numpy as np
+
+    def sharpen(sigma: float, amount: float) -> Any:
+        soft = cv2.GaussianBlur(gray, (0, 0), sigma)
+        return cv2.addWeighted(gray, 1 + amount, soft, -amount, 0)
+
+    out = [
+        sharpen(3.0, 2.0),
+        cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY, 31, 5),
+        sharpen(2.0, 1.0),
+        cv2.createCLAHE(3.0, (8, 8)).apply(gray),
+    ]
+    light = cv2.GaussianBlur(gray.astype(np.float32), (0, 0), 25)
+    out.append(np.clip(gray.astype(np.float32) / (light + 1) * 128, 0, 255).astype(np.uint8))
+    h, w = gray.shape[:2]
+    if min(h, w) >= 240:
+        out.append(cv2.resize(gray, (w // 2, h // 2), interpolation=cv2.INTER_AREA))
+    return out
+
+
+#: (Gaussian sigma in pixels, regularization) tried by :func:`_deblurred`, the most useful first
+_WIENER = ((2.5, 0.001), (3.0, 0.001), (2.0, 0.001), (3.5, 0.001), (2.5, 0.003), (3.0, 0.003))
+
+
+def _hard_looks(gray: Any) -> Iterator[Any]:
+    """Every extra look of a still picture, cheapest first: the variants, then deblurred, then
+    deblurred after flattening the light (blur and glare together)."""
+    yield from _still_variants(gray)
+    if gray.ndim != 2 or gray.size > 4096 * 4096:
+        return
+    yield from _deblurred(gray)
+    import cv2
+    import numpy as np
+
+    light = cv2.GaussianBlur(gray.astype(np.float32), (0, 0), 8)
+    flat = np.clip(gray.astype(np.float32) / (light + 1) * 128, 0, 255).astype(np.uint8)
+    yield from _deblurred(flat)
+
+
+def _deblurred(gray: Any) -> Iterator[Any]:
+    """Wiener deconvolution of a Gaussian blur for a few guessed widths (an out-of-focus phone
+    is the hardest case; on rendered angled, blurred frames it rescued 9 in 10 of the pictures
+    the other passes missed)."""
+    import numpy as np
+
+    img = gray.astype(np.float32)
+    h, w = img.shape[:2]
+    spectrum = np.fft.rfft2(img)
+    f2 = (np.fft.fftfreq(h)[:, None] ** 2 + np.fft.rfftfreq(w)[None, :] ** 2).astype(np.float32)
+    for sigma, k in _WIENER:
+        otf = np.exp(-2 * np.pi**2 * sigma**2 * f2)
+        out = np.fft.irfft2(spectrum * (otf / (otf * otf + k)), s=(h, w))
+        yield np.clip(out, 0, 255).astype(np.uint8)
+
+
+class ZxingDecoder:
+    name = "zxing"
+
+    def __init__(self) -> None:
+        try:
+            import zxingcpp
+        except ImportError as exc:
+            raise DeviceUnavailable(
+                "zxing-cpp is not installed: pip install 'ykt[camera]'"
+            ) from exc
+        self._z = zxingcpp
+        self._fmt = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
+
+    def _read(self, gray: Any, **kw: Any) -> list[str]:
+        try:
+            found = self._z.read_barcodes(gray, formats=self._fmt, **kw)
+        except Exception as exc:  # the library's own errors: no code in this frame
+            log.debug("zxing-cpp failed on a frame: %s", exc)
+            return []
+        return [b.text for b in found if b.valid and b.text]
+
+    def decode(self, gray: Any) -> list[str]:
+        return self._read(gray)
+
+    def decode_still(self, gray: Any) -> list[str]:
+        got = self._read(gray) or self._read(gray, binarizer=self._z.Binarizer.GlobalHistogram)
+        for look in _hard_looks(gray):
+            if got:
+                break
+            got = self._read(look)
+        return got
+
+
+class ZbarDecoder:
+    name = "zbar"
+
+    def __init__(self) -> None:
+        try:
+            from pyzbar import pyzbar
+        except ImportError as exc:  # pyzbar missing, or Debian's libzbar0 missing
+            raise DeviceUnavailable(
+                f"pyzbar is unusable ({exc}): pip install 'ykt[camera]' and apt-get install "
+                "--no-install-recommends libzbar0"
+            ) from exc
+        self._zbar = pyzbar
+        self._symbols = [pyzbar.ZBarSymbol.QRCODE]
+
+    def _read(self, gray: Any) -> list[str]:
+        try:
+            found = self._zbar.decode(gray, symbols=self._symbols)
+        except Exception as exc:
+            log.debug("zbar failed on a frame: %s", exc)
+            return []
+        out = []
+        for sym in found:
+            try:
+                out.append(sym.data.decode("utf-8"))
+            except UnicodeDecodeError:
+                continue
+        return out
+
+    def decode(self, gray: Any) -> list[str]:
+        got = self._read(gray)
+        if not got:  # dark mode: zbar reads only dark-on-light codes
+            got = self._read(255 - gray)
+        return got
+
+    def decode_still(self, gray: Any) -> list[str]:
+        got = self.decode(gray)
+        for look in _hard_looks(gray):
+            if got:
+                break
+            got = self.decode(look)
+        return got
+
+
+DECODERS: dict[str, type[ZxingDecoder] | type[ZbarDecoder]] = {
+    "zxing": ZxingDecoder,
+    "zbar": ZbarDecoder,
+}
+
+
+def get_decoder(name: str = DEFAULT) -> ZxingDecoder | ZbarDecoder:
+    """A decoder by name (``zxing`` or ``zbar``); :class:`DeviceUnavailable` when its library
+    is missing, :class:`ValueError` for an unknown name."""
+    try:
+        cls = DECODERS[name]
+    except KeyError:
+        raise ValueError(f"unknown QR decoder {name!r} (known: {', '.join(DECODERS)})") from None
+    return cls()
+
+
+def to_gray(image: Any) -> Any:
+    """A grayscale ``uint8`` view of a camera frame (BGR, BGRA or already gray)."""
+    import cv2
+
+    if image.ndim == 2:
+        return image
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+def yuyv_luma(frame: Any, width: int, height: int) -> Any:
+    """The Y plane of a raw YUYV (YUY2) frame: every other byte (0.1 ms, cheaper than any
+    colour conversion or MJPEG decode)."""
+    import numpy as np
+
+    flat = np.asarray(frame, dtype=np.uint8).reshape(-1)
+    if flat.size != width * height * 2:
+        raise ValueError(f"a {width}x{height} YUYV frame is {width * height * 2} bytes")
+    return flat.reshape(height, width * 2)[:, 0::2]
+
+
+def read_image(path: Any) -> Any:
+    """A grayscale image from a file (PNG, JPEG …) through OpenCV; ValueError if unreadable."""
+    import numpy as np
+
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from exc
+    return decode_image_bytes(data.tobytes(), str(path))
+
+
+def decode_image_bytes(data: bytes, what: str = "image") -> Any:
+    import cv2
+    import numpy as np
+
+    img = None
+    if data:
+        try:
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            img = None
+    if img is None:
+        raise ValueError(f"{what} is not an image OpenCV can read")
+    if img.dtype != np.uint8:  # 16-bit PNGs and the like
+        img = cv2.convertScaleAbs(img, alpha=255.0 / max(1.0, float(img.max())))
+    if img.ndim == 3 and img.shape[2] in (2, 4):  # transparency: lay it on a white screen
+        alpha = img[:, :, -1:].astype(np.float32) / 255.0
+        color = img[:, :, :-1].astype(np.float32)
+        img = (color * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+        if img.shape[2] == 1:
+            img = img[:, :, 0]
+    return to_gray(img)

@@ -1,0 +1,355 @@
+"""How a POS decides a phone-code sale (R8, R18; docs/codes.md).
+
+Forward scan (正扫)
+    The camera read a payment code.  Cheap checks first (format, kind, campus, this terminal's
+    seen-set); then online the server authorizes it (it verifies the code, claims it in its
+    seen-set and holds the amount), or offline the terminal verifies it itself: certificate
+    chain, signature, validity window, hotlist (R2), risk limits, R6 (over the limit the phone
+    must have confirmed with the query password: the code's flag), balance.  The code enters
+    the seen-set in the same transaction as its journal record.
+Reverse scan (反扫, only while offline, R8)
+    The terminal shows a payment request signed with its own key; the phone pays it online
+    and shows the server's proof (QR, checked against the issuer key) or the cashier keys the
+    proof's short code (an HMAC under the key this terminal shares with the server).  The
+    sale is journaled with method ``qr-reverse``; the money moved when the phone paid.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from edge import rules
+from edge.clock import campus_date
+from edge.errors import RuleError
+from edge.money import format_fen
+from edge.pos.decide import Decider, Outcome
+from sync import codes
+from sync.crypto import SigningKey, VerifyKey
+from sync.errors import ApiError, AuthError, CodeError, NetworkError, ProtocolError
+
+log = logging.getLogger(__name__)
+
+MAX_PROOF_TRIES = 5
+
+
+@dataclass
+class Pending:
+    """A reverse-scan payment request shown on the customer screen."""
+
+    request: codes.PaymentRequest
+    text: str
+    tries: int = 0
+
+
+class ReverseRefused(RuleError):
+    """Reverse scan cannot start (online, or no code keys yet)."""
+
+
+class QrDecider:
+    def __init__(
+        self,
+        base: Decider,
+        terminal_id: str,
+        campus_id: str,
+        key: SigningKey,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.base = base
+        self.terminal_id = terminal_id
+        self.campus = codes.campus_tag(campus_id)
+        self.key = key
+        self.rng = rng or random.SystemRandom()
+        self._order_lock = threading.Lock()
+
+    # -- what the feed gave us ----------------------------------------------------------------
+    def _issuer_keys(self) -> dict[int, VerifyKey]:
+        info = self.base.cache.codes
+        out = {}
+        for k in info.get("keys", []):
+            try:
+                out[int(k["kid"])] = VerifyKey.from_b64(k["public_key"])
+            except (KeyError, TypeError, ValueError, ProtocolError):
+                log.error("bad code key in the feed: %r", k)
+        return out
+
+    def verifier(self) -> codes.CodeVerifier:
+        policy = self.base.cache.policy
+        cache = self.base.cache
+
+        def lookup(serial: int) -> codes.KnownCert | None:
+            got = cache.cert(serial)
+            return None if got is None else codes.KnownCert(got[0], got[1])
+
+        return codes.CodeVerifier(
+            campus=self.campus,
+            issuer_keys=self._issuer_keys(),
+            lookup_cert=lookup,
+            valid_s=int(policy.get("code_valid_s", 60)),
+            skew_s=int(policy.get("code_skew_s", 30)),
+        )
+
+    # -- forward scan -------------------------------------------------------------------------
+    def decide_forward(self, text: str, amount: int) -> Outcome:
+        online_possible = self.base.link.try_online()
+
+        def no(code: str, reason: str, offline: bool = not online_possible, **kw: Any) -> Outcome:
+            return Outcome(False, code, reason, offline, method="qr-forward", **kw)
+
+        try:
+            code = codes.parse_code(codes.unpack_text(text), (codes.Kind.PAY, codes.Kind.AUTH))
+        except CodeError as exc:
+            return no(exc.reason, exc.message)
+        if code.kind is codes.Kind.AUTH:
+            return no("wrong_kind", "this is an authentication code: show the payment code")
+        if code.campus != self.campus:
+            return no("other_campus", "code of another campus")
+        if self.base.journal.code_seen(code.serial, code.counter) is not None:
+            return no("replayed", "this code was already used: refresh the code on the phone")
+        if online_possible:
+            try:
+                return self._online(text, code, amount)
+            except NetworkError as exc:
+                self.base.link.down(str(exc))
+                log.warning("server unreachable, deciding the code offline: %s", exc)
+            except AuthError as exc:
+                self.base.link.down(str(exc))
+                log.error("server refused this terminal (%s); deciding offline", exc)
+            except (ApiError, ProtocolError) as exc:
+                if isinstance(exc, ApiError) and exc.status < 500:
+                    return no("declined", f"server refused the sale: {exc}", False)
+                self.base.link.down(str(exc))
+                log.warning("server error, deciding the code offline: %s", exc)
+        return self._offline(text, amount)
+
+    def _online(self, text: str, code: codes.PhoneCode, amount: int) -> Outcome:
+        b = self.base
+        seq = b.journal.next_seq
+        resp = b.client.authorize(
+            {"seq": seq, "amount_fen": amount, "method": "qr-forward", "qr": text}
+        )
+        b.link.up()
+        account: dict[str, Any] = {
+            k: resp[k] for k in ("account_id", "number", "name") if k in resp
+        }
+        if not resp["approved"]:
+            return Outcome(
+                False,
+                resp["code"],
+                resp["reason"],
+                False,
+                balance_fen=resp.get("balance_fen"),
+                account=account,
+                method="qr-forward",
+            )
+        rec = self._record(
+            code,
+            text,
+            resp["account_id"],
+            amount,
+            pin=resp["pin"],
+            spent=resp["spent_fen"],
+            lim=resp["limit_fen"],
+            bal=resp["balance_fen"],
+            auth=resp["auth_id"],
+        )
+        done = b.journal.append(rec, code=(code.serial, code.counter))
+        return Outcome(
+            True,
+            "ok",
+            "approved",
+            False,
+            resp["balance_fen"],
+            done.seq,
+            account,
+            method="qr-forward",
+        )
+
+    def _record(
+        self, code: codes.PhoneCode, text: str, acct_id: int, amount: int, **kw: Any
+    ) -> dict[str, Any]:
+        rec = {
+            "ts": self.base.clock.now_ms(),
+            "kind": "sale",
+            "acct": acct_id,
+            "cred": code.cred,
+            "amt": amount,
+            "method": "qr-forward",
+            "off": False,
+            "pin": "none",
+            "spent": 0,
+            "lim": 0,
+            "bal": None,
+            "op": self.base.operator,
+            "auth": None,
+            "x": {"code": text},
+        }
+        rec.update(kw)
+        return rec
+
+    def _offline(self, text: str, amount: int) -> Outcome:
+        b = self.base
+
+        def no(code: str, reason: str, **kw: Any) -> Outcome:
+            return Outcome(False, code, reason, True, method="qr-forward", **kw)
+
+        now = b.clock.now_ms()
+        try:
+            verified = self.verifier().verify(text, now, (codes.Kind.PAY,))
+        except CodeError as exc:
+            return no(exc.reason, exc.message)
+        code = verified.code
+        acct = b.cache.account(verified.account_id)
+        if acct is None:
+            return no("declined", "no account data for this code (offline)")
+        account: dict[str, Any] = {
+            "account_id": acct["id"],
+            "number": acct["number"],
+            "name": acct["name"],
+        }
+        today = campus_date(now, b.tz)
+        reason = rules.blocking_reason(acct["status"])  # R2: the account blocks its codes
+        if reason is None and acct["expires"] and today > acct["expires"]:
+            reason = "card expired (R13): see the service desk"
+        if reason:
+            return no("declined", reason, account=account)
+        risk = b.risk_refusal(acct["id"], amount, today)
+        if risk:
+            return no("risk_limit", risk, account=account)
+        tracker, spent_local, _tries = b.local_view(acct)
+        confirmed = False
+        if tracker.needs_password(today, amount, acct["limit_fen"]):  # R6
+            if not code.confirmed:
+                return no(
+                    "needs_confirm",
+                    f"over the daily limit {format_fen(acct['limit_fen'])}: confirm on the "
+                    "phone with the query password and show the new code (R6)",
+                    account=account,
+                )
+            confirmed = True
+        available = acct["balance_fen"] - spent_local  # R7: the transition balance is the card's
+        if amount > available:
+            return no(
+                "insufficient",
+                f"insufficient balance ({format_fen(max(available, 0))})",
+                account=account,
+                balance_fen=available,
+            )
+        rec = self._record(
+            code,
+            text,
+            acct["id"],
+            amount,
+            off=True,
+            pin="ok" if confirmed else "none",
+            spent=0 if confirmed else tracker.spent_on(today),
+            lim=acct["limit_fen"],
+            bal=available - amount,
+        )
+        done = b.journal.append(rec, code=(code.serial, code.counter))
+        return Outcome(
+            True,
+            "ok",
+            "approved offline",
+            True,
+            available - amount,
+            done.seq,
+            account,
+            method="qr-forward",
+        )
+
+    # -- reverse scan -------------------------------------------------------------------------
+    def start_reverse(self, amount: int) -> Pending:
+        """A signed payment request for ``amount`` (refused while the server is reachable)."""
+        b = self.base
+        if b.link.online or self._server_answers():
+            raise ReverseRefused(
+                "reverse scan only while offline (R8): the terminal is online, "
+                "use the card or the payment code"
+            )
+        if not self._issuer_keys() or not b.cache.codes.get("proof_key"):
+            raise ReverseRefused("this terminal has not received the code keys yet (sync once)")
+        with self._order_lock:
+            order = b.journal.next_order()
+        req_raw = codes.make_request(
+            self.key,
+            self.campus,
+            codes.terminal_number(self.terminal_id),
+            order,
+            amount,
+            b.clock.now_ms() // 1000,
+            self.rng.getrandbits(64).to_bytes(8, "big"),
+        )
+        return Pending(codes.parse_request(req_raw), codes.to_text(req_raw, numeric=True))
+
+    def _server_answers(self) -> bool:
+        """A quick probe: reverse scan is for a terminal that cannot reach the server."""
+        try:
+            self.base.client.request("GET", "/v1/health", signed=False, timeout=(0.5, 1.0))
+        except (NetworkError, ApiError, ProtocolError):
+            return False
+        return True
+
+    def accept_proof_text(self, pending: Pending, text: str) -> Outcome:
+        """A proof shown to the camera: the server's signature over this very request."""
+        try:
+            proof = codes.parse_proof(codes.unpack_text(text))
+            codes.check_proof(proof, self._issuer_keys(), pending.request)
+        except CodeError as exc:
+            return Outcome(False, exc.reason, exc.message, True, method="qr-reverse")
+        return self._reverse_sale(pending, proof.account_id, {"payment": proof.payment})
+
+    def accept_proof_code(self, pending: Pending, digits: str) -> Outcome:
+        """A proof keyed on the PIN pad (8 digits)."""
+        try:
+            key = base64.b64decode(self.base.cache.codes.get("proof_key", ""), validate=True)
+            codes.check_proof_code(key, pending.request, digits)
+        except (CodeError, ValueError) as exc:
+            pending.tries += 1
+            msg = getattr(exc, "message", str(exc))
+            left = MAX_PROOF_TRIES - pending.tries
+            return Outcome(
+                False,
+                getattr(exc, "reason", "garbage"),
+                f"{msg}" + (f", {left} tries left" if left > 0 else "; request cancelled"),
+                True,
+                method="qr-reverse",
+                tries_left=max(left, 0),
+            )
+        return self._reverse_sale(pending, 0, {"proof": "code"})
+
+    def _reverse_sale(self, pending: Pending, acct_id: int, extra: dict[str, Any]) -> Outcome:
+        b = self.base
+        req = pending.request
+        rec = {
+            "ts": b.clock.now_ms(),
+            "kind": "sale",
+            "acct": acct_id,  # 0 when only the short code was keyed: the server knows who
+            "cred": f"qr-reverse:{req.order}",
+            "amt": req.amount_fen,
+            "method": "qr-reverse",
+            "off": True,
+            "pin": "none",
+            "spent": 0,
+            "lim": 0,
+            "bal": None,
+            "op": b.operator,
+            "auth": None,
+            "x": {"order": req.order, **extra},
+        }
+        done = b.journal.append(rec)
+        account = {"account_id": acct_id} if acct_id else {}
+        return Outcome(
+            True,
+            "ok",
+            "paid by phone (reverse scan)",
+            True,
+            None,
+            done.seq,
+            account,
+            method="qr-reverse",
+        )

@@ -1,0 +1,276 @@
+"""Phone codes on the server (R18, docs/codes.md): the code-issuer key, wallet certificates,
+and the server's run of the one verification path (:class:`sync.codes.CodeVerifier`).
+
+- The code-issuer key (Ed25519) is made on first use and kept in ``DATA/code-issuer.key``
+  (0600).  Its public half reaches terminals through the delta feed and anyone through
+  ``GET /v1/codes/keys``.  ``DATA/code-proof.secret`` derives each terminal's key for short
+  reverse-scan proof codes.
+- A wallet certificate binds a phone's public key to an account until the session ends.  It
+  dies with the session (logout revokes it) and follows the account's state (R2: a blocked
+  account blocks its codes wherever the account's status is checked).
+- ``code_uses`` is the server's seen-set: every payment code authorized online or synced from
+  a journal, every authentication code verified here, under (certificate serial, counter).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge import rules
+from sync import codes
+from sync.crypto import SigningKey, VerifyKey
+from sync.errors import CodeError
+from sync.server.context import Context, next_version
+
+ISSUER_KID = 1
+
+
+@dataclass(frozen=True)
+class Issuer:
+    kid: int
+    key: SigningKey
+    proof_secret: bytes
+
+    def public_keys(self) -> dict[int, VerifyKey]:
+        return {self.kid: self.key.public}
+
+
+_issuers: dict[Path, Issuer] = {}
+_lock = threading.Lock()
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def issuer(ctx: Context) -> Issuer:
+    """The campus's code issuer (created on first use)."""
+    data = ctx.config.data_dir
+    with _lock:
+        found = _issuers.get(data)
+        if found is not None:
+            return found
+        key_path, secret_path = data / "code-issuer.key", data / "code-proof.secret"
+        if not key_path.exists():
+            SigningKey.generate().save(key_path)
+        if not secret_path.exists():
+            _write_secret(secret_path, secrets.token_bytes(32))
+        found = Issuer(ISSUER_KID, SigningKey.load(key_path), secret_path.read_bytes())
+        _issuers[data] = found
+        return found
+
+
+def campus(ctx: Context) -> int:
+    return codes.campus_tag(ctx.config.campus_id)
+
+
+def proof_key(ctx: Context, terminal_id: str) -> bytes:
+    return codes.derive_proof_key(issuer(ctx).proof_secret, terminal_id)
+
+
+def public_info(ctx: Context) -> dict[str, Any]:
+    """What a verifier needs besides certificates: campus, issuer keys, window."""
+    pol = ctx.policy()
+    iss = issuer(ctx)
+    return {
+        "campus_id": ctx.config.campus_id,
+        "campus_tag": campus(ctx),
+        "keys": [{"kid": iss.kid, "public_key": iss.key.public.to_b64()}],
+        "code_valid_s": pol["code_valid_s"],
+        "code_skew_s": pol["code_skew_s"],
+    }
+
+
+# --- R6 confirmations ------------------------------------------------------------------------
+def _grant_hash(grant: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(b"ykt-grant:" + grant.encode()).hexdigest()
+
+
+def confirm(ctx: Context, holder: dict[str, Any], password: str) -> dict[str, Any]:
+    """R6/R4: check the query password; returns a grant for one over-limit payment."""
+    from sync.server.holders import check_query_password
+
+    check_query_password(ctx, holder["number"], password)
+    grant = secrets.token_urlsafe(24)
+    expires = ctx.now_ms() + int(ctx.policy()["confirm_ttl_s"]) * 1000
+    with ctx.db.tx() as tx:
+        tx.execute("DELETE FROM confirmations WHERE expires_ms < ?", (ctx.now_ms(),))
+        tx.execute(
+            "INSERT INTO confirmations (grant_hash, account_id, expires_ms) VALUES (?, ?, ?)",
+            (_grant_hash(grant), holder["id"], expires),
+        )
+    return {"confirmed": True, "grant": grant, "expires_ms": expires}
+
+
+def use_grant(ctx: Context, tx: Any, account_id: int, grant: str) -> bool:
+    """Spend a confirmation grant of this account (in the caller's transaction)."""
+    n = tx.execute(
+        "UPDATE confirmations SET used = 1 WHERE grant_hash = ? AND account_id = ? "
+        "AND used = 0 AND expires_ms >= ?",
+        (_grant_hash(grant), account_id, ctx.now_ms()),
+    )
+    return bool(n)
+
+
+# --- wallet certificates --------------------------------------------------------------------
+def certify(
+    ctx: Context, account_id: int, session_hash: str, public_key: str, not_after_ms: int
+) -> dict[str, Any]:
+    """Certify a phone's key for an account until ``not_after_ms`` (wallet enrollment)."""
+    from sync.server.errors import Invalid
+
+    try:
+        phone = VerifyKey.from_b64(public_key)
+    except Exception as exc:  # ProtocolError, or a key cryptography refuses
+        raise Invalid(f"public_key: {exc}", "bad_key") from exc
+    iss = issuer(ctx)
+    now = ctx.now_ms()
+    with ctx.db.tx() as tx:
+        serial = int(tx.scalar("SELECT COALESCE(MAX(serial), 0) FROM wallet_certs")) + 1
+        if serial >= 2**32:
+            raise Invalid("wallet certificate serials are exhausted", "cert_serials")
+        raw = codes.make_cert(
+            iss.key,
+            iss.kid,
+            campus(ctx),
+            serial,
+            account_id,
+            now // 1000,
+            not_after_ms // 1000,
+            phone.to_bytes(),
+        )
+        tx.execute(
+            "INSERT INTO wallet_certs (serial, account_id, session_hash, pubkey, raw, "
+            "not_after_ms, created_ms, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                serial,
+                account_id,
+                session_hash,
+                public_key,
+                base64.b64encode(raw).decode(),
+                not_after_ms,
+                now,
+                next_version(tx),
+            ),
+        )
+    ctx.notifier.notify()
+    return {
+        "cert": base64.b64encode(raw).decode(),
+        "serial": serial,
+        "not_after_ms": not_after_ms,
+        **public_info(ctx),
+    }
+
+
+def revoke_session(ctx: Context, session_hash: str) -> int:
+    """Logout: the wallet certificates made under this session stop working."""
+    with ctx.db.tx() as tx:
+        n = tx.execute(
+            "UPDATE wallet_certs SET revoked = 1, version = ? "
+            "WHERE session_hash = ? AND revoked = 0",
+            (next_version(tx), session_hash),
+        )
+    if n:
+        ctx.notifier.notify()
+    return n
+
+
+def _known(ctx: Context, serial: int) -> codes.KnownCert | None:
+    row = ctx.db.one("SELECT raw, revoked FROM wallet_certs WHERE serial = ?", (serial,))
+    if row is None:
+        return None
+    return codes.KnownCert(base64.b64decode(row["raw"]), bool(row["revoked"]))
+
+
+def verifier(ctx: Context) -> codes.CodeVerifier:
+    pol = ctx.policy()
+    return codes.CodeVerifier(
+        campus=campus(ctx),
+        issuer_keys=issuer(ctx).public_keys(),
+        lookup_cert=lambda serial: _known(ctx, serial),
+        valid_s=int(pol["code_valid_s"]),
+        skew_s=int(pol["code_skew_s"]),
+    )
+
+
+def account_refusal(ctx: Context, acct: dict[str, Any]) -> str | None:
+    """R2/R13: the account's state blocks its phone codes as it blocks its cards."""
+    reason = rules.blocking_reason(acct["status"])
+    if reason is None and acct["expires"] and ctx.today() > acct["expires"]:
+        reason = "card expired (R13): see the service desk"
+    return reason
+
+
+def check_payment_code(ctx: Context, text: str) -> tuple[codes.Verified, dict[str, Any]]:
+    """Verify a payment code (format, campus, window, chain, signature) and find its account.
+    Raises :class:`CodeError`.  The seen-set is checked by the caller, in its transaction."""
+    verified = verifier(ctx).verify(text, ctx.now_ms(), (codes.Kind.PAY,))
+    row = ctx.db.one("SELECT * FROM accounts WHERE id = ?", (verified.account_id,))
+    if row is None:
+        raise CodeError("unknown_account", "the code's account does not exist")
+    return verified, dict(row)
+
+
+def verify_auth_code(ctx: Context, text: str) -> dict[str, Any]:
+    """R18: who an authentication code belongs to and whether access is allowed.  A code is
+    admitted once (a screenshot cannot be replayed)."""
+    now = ctx.now_ms()
+    try:
+        verified = verifier(ctx).verify(text, now, (codes.Kind.AUTH,))
+    except CodeError as exc:
+        return {"valid": False, "allowed": False, "code": exc.reason, "reason": exc.message}
+    acct = ctx.db.one(
+        "SELECT id, number, name, type, status, expires FROM accounts WHERE id = ?",
+        (verified.account_id,),
+    )
+    if acct is None:
+        return {
+            "valid": False,
+            "allowed": False,
+            "code": "unknown_account",
+            "reason": "the code's account does not exist",
+        }
+    who = {k: acct[k] for k in ("number", "name", "type", "status")}
+    out: dict[str, Any] = {
+        "valid": True,
+        "kind": "authentication",
+        "account": who,
+        "cert": verified.code.serial,
+        "counter": verified.code.counter,
+        "code_time_ms": verified.code.time * 1000,
+    }
+    refusal = account_refusal(ctx, dict(acct))
+    if refusal:
+        return {**out, "allowed": False, "code": "account_blocked", "reason": refusal}
+    with ctx.db.tx() as tx:
+        used = tx.one(
+            "SELECT ts_ms FROM code_uses WHERE serial = ? AND counter = ?",
+            (verified.code.serial, verified.code.counter),
+        )
+        if used is not None:
+            return {
+                **out,
+                "allowed": False,
+                "code": "replayed",
+                "reason": "this code was already used: refresh the code on the phone",
+            }
+        tx.execute(
+            "INSERT INTO code_uses (serial, counter, kind, ts_ms) VALUES (?, ?, 'auth', ?)",
+            (verified.code.serial, verified.code.counter, now),
+        )
+    return {**out, "allowed": True, "code": "ok", "reason": "access allowed"}

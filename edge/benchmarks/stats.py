@@ -7,9 +7,7 @@ Percentiles use the nearest-rank method on the sorted samples, so a p99 of 200 s
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -37,31 +35,6 @@ def summary_ms(samples_ns: Iterable[int]) -> dict[str, Any]:
 
 def rate(count: int, seconds: float) -> float:
     return round(count / seconds, 1) if seconds > 0 else 0.0
-
-
-@dataclass
-class Samples:
-    """Named lists of nanosecond samples, filled by timing wrappers."""
-
-    values: dict[str, list[int]] = field(default_factory=dict)
-
-    def add(self, name: str, ns: int) -> None:
-        self.values.setdefault(name, []).append(ns)
-
-    def get(self, name: str) -> list[int]:
-        return self.values.get(name, [])
-
-    def timed(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """``fn`` wrapped so that every call adds its wall time under ``name``."""
-
-        def wrapper(*args: Any, **kw: Any) -> Any:
-            t0 = time.perf_counter_ns()
-            try:
-                return fn(*args, **kw)
-            finally:
-                self.add(name, time.perf_counter_ns() - t0)
-
-        return wrapper
 
 
 def ratio(a: float, b: float) -> float | None:

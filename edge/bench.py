@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--quick",
         action="store_true",
-        help="small counts (about 15 s in all): a smoke test, not figures to quote",
+        help="small counts (about 25 s in all): a smoke test, not figures to quote",
     )
     p.add_argument(
         "--only",

@@ -1,5 +1,10 @@
 """Devices are named by URL and opened here (one table of schemes per device kind).
 
+``sim://NAME``      the in-process simulated device called NAME (:mod:`sim`)
+``pcsc://``         the first PC/SC reader pcscd lists (:mod:`drivers.reader.pcsc`)
+``pcsc://NAME``     the PC/SC reader called NAME (or whose name starts with NAME)
+=================== ======================================================================
+=======
 =========== =========================== ===================================================
 kind        scheme                      device
 =========== =========================== ===================================================
@@ -9,6 +14,9 @@ kind        scheme                      device
 ``qr``      ``camera://file/PATH``      a video, image or image folder through OpenCV
 ``qr``      ``serial:///dev/ttyACM0``   a serial QR scanner on pyserial
                                         (:mod:`drivers.qr.serial_scanner`)
+``reader``  ``pcsc://``                 the first PC/SC reader pcscd lists
+                                        (:mod:`drivers.reader.pcsc`)
+``reader``  ``pcsc://NAME``             the PC/SC reader called NAME (or whose name starts so)
 =========== =========================== ===================================================
 
 Other hardware schemes (``pcsc://``, ``escpos+…://``) register themselves in the same tables
@@ -76,3 +84,10 @@ def _register_builtin() -> None:
     register("qr", "sim", sim_camera.open_url)
     register("qr", "camera", camera.open_url)
     register("qr", "serial", serial_scanner.open_url)
+    register("reader", "pcsc", _open_pcsc)
+
+
+def _open_pcsc(url: str) -> Any:
+    from drivers.reader import pcsc  # imports pyscard (optional) only when asked for
+
+    return pcsc.open_url(url)

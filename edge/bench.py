@@ -16,14 +16,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="run the benchmarks and print figures (SPEC §5)",
         description="Measure this machine: the SQLite commit floor, journal durable append "
         "(empty and with 1,000,000 queued records), server ingest over loopback, sale latency "
-        "on the simulated reader, API requests/s with 1 and 2 server processes, and QR frame "
-        "to decision on rendered phone screens.  Prints "
+        "on the simulated reader, API requests/s with 1 and 2 server processes, QR frame to "
+        "decision on rendered phone screens, and a card tap through pcscd.  Prints "
         "figures next to the SPEC §5 budgets; the exit status never depends on a timing.",
     )
     p.add_argument(
         "--quick",
         action="store_true",
-        help="small counts (about 25 s in all): a smoke test, not figures to quote",
+        help="small counts (about a minute in all): a smoke test, not figures to quote",
     )
     p.add_argument(
         "--only",
@@ -39,8 +39,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--seconds",
         type=float,
         default=None,
-        help="api: load time per measurement; qr: 5 presentations per second (default 5 s; "
-        "with --quick 1 s for api and one presentation for qr)",
+        help="api: load time per measurement; qr: 5 presentations per second; card: 8 taps per "
+        "second (default 5 s; with --quick 1 s, and one presentation for qr)",
     )
     p.add_argument(
         "--dir",

@@ -59,6 +59,14 @@ MIGRATIONS.add(
     """,
 )
 
+MIGRATIONS.add(
+    "0003-card-path",
+    """
+    ALTER TABLE accounts ADD COLUMN pin_epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE cards ADD COLUMN identity TEXT NOT NULL DEFAULT ''
+    """,
+)
+
 _ACCOUNT_COLS = (
     "id",
     "number",
@@ -74,7 +82,10 @@ _ACCOUNT_COLS = (
     "pin_verifier",
     "expires",
     "version",
+    "pin_epoch",
 )
+#: columns a server of an older version may not send, with what they mean then
+_DEFAULTS = {"pin_epoch": 0, "identity": ""}
 
 
 class Cache:
@@ -110,13 +121,23 @@ class Cache:
                 tx.execute("DELETE FROM certs")
             tx.executemany(
                 f"INSERT OR REPLACE INTO accounts ({cols}) VALUES ({marks})",
-                [(*(a[c] for c in _ACCOUNT_COLS), ack) for a in delta.get("accounts", [])],
+                [
+                    (*(a.get(c, _DEFAULTS.get(c)) for c in _ACCOUNT_COLS), ack)
+                    for a in delta.get("accounts", [])
+                ],
             )
             tx.executemany(
-                "INSERT OR REPLACE INTO cards (card_no, account_id, uid, generation, status) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO cards (card_no, account_id, uid, generation, status,"
+                " identity) VALUES (?, ?, ?, ?, ?, ?)",
                 [
-                    (c["card_no"], c["account_id"], c["uid"], c["generation"], c["status"])
+                    (
+                        c["card_no"],
+                        c["account_id"],
+                        c["uid"],
+                        c["generation"],
+                        c["status"],
+                        c.get("identity", ""),
+                    )
                     for c in delta.get("cards", [])
                 ],
             )

@@ -9,7 +9,9 @@
     ├── ConfigError         a configuration file or option that cannot be used
     ├── StoreError          the local SQLite store failed (wraps sqlite3 errors)
     │   └── StoreConflict   a uniqueness or foreign-key constraint refused a write
-    └── JournalError        the journal is damaged or cannot take a record
+    ├── JournalError        the journal is damaged or cannot take a record
+    └── CardRefused         a campus card whose data may not be used (``code`` says why:
+                            foreign_card, bad_signature, clone, bad_layout, counters_damaged)
 """
 
 from __future__ import annotations
@@ -45,3 +47,10 @@ class StoreConflict(StoreError):
 
 class JournalError(EdgeError):
     pass
+
+
+class CardRefused(EdgeError):
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason

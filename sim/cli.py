@@ -1,4 +1,9 @@
-"""``ykt sim``: drive simulated hardware on a running agent."""
+"""``ykt sim``: drive simulated hardware.
+
+- on a running agent, through its control API: ``sale``, ``tap``, ``state``;
+- virtual PC/SC readers in a private pcscd: ``reader start|stop|restart|status``;
+- simulated MIFARE Classic 1K cards as image files: ``card new|present|remove|tear|dump``.
+"""
 
 from __future__ import annotations
 
@@ -55,6 +60,16 @@ def sale(args: argparse.Namespace) -> int:
     if args.qr is not None:
         out = ctl.sale_qr(args.amount, _read_file(args.qr))
     else:
+        if args.card is None:
+            reader = str(ctl.status().get("reader", ""))
+            if reader.startswith("sim://"):
+                print(
+                    f"ykt sim: --card CARD_NO is needed: this agent reads {reader}, a "
+                    "simulated reader only --card puts a card on (on a pcsc:// reader the card "
+                    "lying on it pays without --card)",
+                    file=sys.stderr,
+                )
+                return 2
         out = ctl.sale(args.amount, args.card, uid=args.uid, pin=args.pin)
     if args.json:
         print(json.dumps(out, ensure_ascii=False))
@@ -138,8 +153,13 @@ def add_parser(sub: Sub) -> None:
         "picture to the camera (--qr), or start a reverse scan (--reverse); print the outcome",
     )
     c.add_argument("--amount", required=True, type=_amount, help="yuan, e.g. 12.50")
-    how = c.add_mutually_exclusive_group(required=True)
-    how.add_argument("--card", help="card number of the simulated card to tap")
+    how = c.add_mutually_exclusive_group()
+    how.add_argument(
+        "--card",
+        help="card number of the simulated card to tap (sim:// readers); with none of --card, "
+        "--qr, --reverse the card lying on the agent's pcsc:// reader pays "
+        "(ykt sim card present …)",
+    )
     how.add_argument(
         "--qr",
         type=Path,
@@ -175,6 +195,9 @@ def add_parser(sub: Sub) -> None:
     from sim.idp import add_idp_parser
 
     add_idp_parser(cmds)
+    from sim import cardcli
+
+    cardcli.add_parsers(cmds)
 
 
 def _wrap(fn: Any, args: argparse.Namespace) -> int:

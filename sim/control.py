@@ -73,9 +73,14 @@ class AgentControl:
         return self._call("POST", "/control/sim/card", body)
 
     def sale(
-        self, amount_fen: int, card_no: str, uid: str | None = None, pin: str | None = None
+        self,
+        amount_fen: int,
+        card_no: str | None = None,
+        uid: str | None = None,
+        pin: str | None = None,
     ) -> dict[str, Any]:
-        """Key the amount, tap the card, key the PIN when asked; the outcome as a dict.
+        """Key the amount, tap the card (``card_no`` on a ``sim://`` reader; otherwise the card
+        on the reader pays), key the PIN when asked; the outcome as a dict.
 
         A PIN that is not six digits is refused before anything is keyed; a sale this call
         started and could not finish is cancelled, so it never leaves the terminal waiting."""
@@ -86,8 +91,17 @@ class AgentControl:
                 raise SimUsageError(f"--pin: {exc}") from None
         keyed = self.amount(amount_fen)
         try:
-            self.present(card_no, uid)
-            s = self.wait(keyed["version"], (*FINAL, "wait_pin"), self.timeout)
+            if card_no is not None:
+                self.present(card_no, uid)
+            try:
+                s = self.wait(keyed["version"], (*FINAL, "wait_pin"), self.timeout)
+            except SimError:
+                if card_no is None:
+                    raise SimError(
+                        f"no card was read within {self.timeout:.0f}s (is a card on the "
+                        "agent's reader? ykt sim card present …)"
+                    ) from None
+                raise
             if s["state"] == "wait_pin":
                 if pin is None:
                     self.cancel()
@@ -183,5 +197,7 @@ def outcome(s: dict[str, Any], needs_pin: bool = False) -> dict[str, Any]:
         "seq": s.get("seq"),
         "account": s.get("account") or {},
         "tries_left": s.get("tries_left"),
+        "card_no": s.get("card_no"),
+        "detail": s.get("detail"),
         "order": s.get("order"),
     }

@@ -1,9 +1,12 @@
 """An in-process simulated card reader (``sim://NAME``) implementing
-:class:`drivers.reader.base.CardReader`.
+:class:`drivers.reader.base.CardReader`, with simulated MIFARE Classic 1K cards
+(:class:`sim.mifare.MifareClassic1K`, the same emulator that sits behind pcscd's vpcd).
 
-Cards are put on it with :meth:`SimReader.present` (by the agent's control API, which
-``ykt sim sale`` uses) and taken away with :meth:`SimReader.remove`.  Every reader is kept in a
-process-wide table by name so the control API finds the one the agent opened.
+A test (or the agent's control API, which ``ykt sim sale`` uses) puts a card on it with
+:meth:`SimReader.present`; that is a *tap*: the card stays while the application works with
+it and leaves when the application lets go of it (:meth:`SimCard.close`) or when
+:meth:`SimReader.remove` takes it away.  Readers are kept in a process-wide table by name so
+the control API finds the one the agent opened.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
-from drivers.errors import DeviceUrlError
-from drivers.reader.base import CardTap
+from drivers.errors import CardGone, DeviceUrlError
 from sim.errors import SimUsageError
+from sim.mifare import MifareClassic1K, Torn
 
 log = logging.getLogger(__name__)
 
@@ -24,45 +30,105 @@ _LOCK = threading.Lock()
 _NAME = re.compile(r"^[\w.-]{1,64}$")
 
 
+class SimCard:
+    """A simulated card on a simulated reader (implements ``PresentCard``)."""
+
+    def __init__(self, reader: SimReader, emu: MifareClassic1K) -> None:
+        self._reader = reader
+        self.emu = emu
+        self.reader = reader.name
+        self.uid = emu.uid
+        self.atr = emu.atr
+        self.detected_ns = time.time_ns()
+        self.feedback_log: list[bool] = []
+        self.gone = False
+
+    def transmit(self, apdu: bytes) -> bytes:
+        if self.gone:
+            raise CardGone("the simulated card left the reader")
+        try:
+            return self.emu.apdu(apdu)
+        except Torn as exc:
+            self._reader.remove(self)
+            raise CardGone(f"the simulated card left the reader: {exc}") from exc
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._reader.io_lock:
+            yield
+
+    def reset(self) -> None:
+        if self.gone:
+            raise CardGone("the simulated card left the reader")
+        self.emu.power_on()
+
+    def feedback(self, ok: bool) -> None:
+        self.feedback_log.append(ok)
+
+    def close(self) -> None:
+        """The application is done: the simulated hand takes the card away (end of a tap)."""
+        self._reader.remove(self)
+
+
 class SimReader:
     def __init__(self, name: str) -> None:
         self.name = name
+        self.io_lock = threading.RLock()
         self._cond = threading.Condition()
-        self._present: CardTap | None = None
+        self._card: SimCard | None = None
         self._fresh = False  # an arrival not yet reported
+        self._woken = False
         self._closed = False
         self.taps = 0
 
-    def present(self, card_no: str, uid: str = "00000000") -> CardTap:
-        """Put a card on the reader (replacing any card already there)."""
-        if not card_no or len(card_no) > 32:
-            raise SimUsageError("a simulated card needs a card number of 1-32 characters")
-        tap = CardTap(uid=uid.upper(), card_no=card_no, reader=self.name)
+    def present(self, emu: MifareClassic1K) -> SimCard:
+        """Put a card on the reader (replacing any card already there): an arrival."""
+        card = SimCard(self, emu)
+        emu.power_on()
         with self._cond:
-            self._present = tap
+            if self._card is not None:
+                self._card.gone = True
+            self._card = card
             self._fresh = True
             self.taps += 1
             self._cond.notify_all()
-        log.debug("sim reader %s: card %s presented", self.name, card_no)
-        return tap
+        log.debug("sim reader %s: card %s presented", self.name, emu.uid.hex())
+        return card
 
-    def remove(self) -> None:
+    def remove(self, card: SimCard | None = None) -> None:
+        """Take the card (or only ``card``, if it is still the one there) away."""
         with self._cond:
-            self._present = None
-            self._fresh = False
+            if self._card is not None and (card is None or self._card is card):
+                self._card.gone = True
+                self._card = None
+                self._fresh = False
 
-    def wait_for_tap(self, timeout: float) -> CardTap | None:
+    def wait_for_card(self, timeout: float) -> SimCard | None:
         with self._cond:
             if not self._fresh:
-                self._cond.wait_for(lambda: self._fresh or self._closed, timeout)
+                self._cond.wait_for(lambda: self._fresh or self._closed or self._woken, timeout)
+            self._woken = False
             if not self._fresh or self._closed:
                 return None
             self._fresh = False
-            return self._present
+            return self._card
+
+    def current_card(self) -> SimCard | None:
+        with self._cond:
+            self._fresh = False  # handed out: not an arrival to report again
+            return self._card
+
+    def wake(self) -> None:
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
 
     def status(self) -> str:
         with self._cond:
-            return "card present" if self._present else "ready"
+            return "card present" if self._card else "ready"
+
+    def healthy(self) -> bool:
+        return not self._closed
 
     def close(self) -> None:
         with self._cond:

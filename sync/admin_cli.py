@@ -122,14 +122,75 @@ def roster_import(args: argparse.Namespace) -> int:
     return _out(args, data, show)
 
 
+def _desk_keys(args: argparse.Namespace, client: AdminClient | None) -> Any:
+    """The desk keystore: --keystore FILE, or fetched from the server (kept in memory only)."""
+    from edge.card.keys import Keystore
+
+    if args.keystore:
+        return Keystore.load(Path(args.keystore))
+    client = client or _client(args)
+    return Keystore.from_dict(client.call("GET", "/v1/admin/keystore?role=desk"), "keystore")
+
+
 def card_issue(args: argparse.Namespace) -> int:
-    body = {"uid": args.uid} if args.uid else {}
-    data = _client(args).call("POST", _acct_path(args.number) + "/cards", body)
+    client = _client(args)
+    path = _acct_path(args.number) + "/cards"
+
+    def show(d: dict[str, Any]) -> None:
+        where = f" and written on the card on {d['reader']}" if d.get("written") else ""
+        print(
+            f"card {d['card_no']} (uid {d['uid']}, generation {d['generation']}) issued to "
+            f"{d['number']}{where}"
+        )
+
+    if not args.reader:
+        body = {"uid": args.uid} if args.uid else {}
+        return _out(args, client.call("POST", path, body), show)
+    from edge.card.desk import issue_on_reader
+
+    keys = _desk_keys(args, client)
+    data = issue_on_reader(
+        args.reader, lambda uid: client.call("POST", path, {"uid": uid}), keys, args.wait
+    )
+    return _out(args, data, show)
+
+
+def card_read(args: argparse.Namespace) -> int:
+    from edge.card.desk import read_on_reader
+
+    keys = _desk_keys(args, None)
+    data = read_on_reader(args.reader, keys, args.wait)
+
+    def show(d: dict[str, Any]) -> None:
+        if not d["ok"]:
+            print(f"card {d['uid']}: {d['reason']}")
+            return
+        c = d["counters"]
+        print(
+            f"card {d['card_no']} (uid {d['uid']}, generation {d['generation']}, {d['type']}, "
+            f"expires {d['expires'] or 'never'}): today's tracked amount "
+            f"{format_fen(c['spent_fen'])} on {c['day'] or '-'}, {c['taps']} taps, "
+            f"{c['pin_tries']} wrong passwords"
+        )
+
+    return _out(args, data, show)
+
+
+def keys_export(args: argparse.Namespace) -> int:
+    from edge.card.keys import Keystore
+
+    client = _client(args)
+    keys = Keystore.from_dict(
+        client.call("GET", f"/v1/admin/keystore?role={args.role}"), "the server's keystore"
+    )
+    out = Path(args.out)
+    keys.save(out)
+    data = {"role": keys.role, "out": str(out), "keys": sorted(keys.masters), "mode": "0600"}
     return _out(
         args,
         data,
         lambda d: print(
-            f"card {d['card_no']} (uid {d['uid']}, generation {d['generation']}) issued to {d['number']}"
+            f"{d['role']} keystore written to {d['out']} (mode 0600): {', '.join(d['keys'])}"
         ),
     )
 
@@ -276,6 +337,33 @@ def add_parser(sub: Sub) -> None:
     c.add_argument(
         "--uid", help="the card's UID in hex (default: a generated one, for simulated cards)"
     )
+    c.add_argument(
+        "--reader",
+        help="encode the blank card lying on this reader (pcsc:// or pcsc://NAME): the card's "
+        "UID is recorded and the signed identity, keys and counters are written on it",
+    )
+    c.add_argument(
+        "--keystore", help="desk keystore file (default: fetched from the server, kept in memory)"
+    )
+    c.add_argument(
+        "--wait", type=float, default=10.0, help="seconds to wait for a card on the reader"
+    )
+    c = cmd(card, "read", card_read, "read the campus card lying on a reader (identity, counters)")
+    c.add_argument("--reader", required=True, help="pcsc:// or pcsc://NAME")
+    c.add_argument("--keystore", help="keystore file (default: fetched from the server)")
+    c.add_argument("--wait", type=float, default=10.0)
+
+    keys = groups.add_parser("keys", help="card keys").add_subparsers(
+        dest="sub", metavar="ACTION", required=True
+    )
+    c = cmd(
+        keys,
+        "export",
+        keys_export,
+        "write a role-limited card keystore (mode 0600) for a terminal or a desk",
+    )
+    c.add_argument("--role", required=True, choices=["pos", "desk", "kiosk", "gate"])
+    c.add_argument("--out", required=True, help="file to write (mode 0600)")
 
     c = cmd(
         groups, "topup", topup, "top up an account (R7; alipay lands in the transition balance)"
@@ -309,9 +397,11 @@ def add_parser(sub: Sub) -> None:
 
 
 def _wrap(fn: Any, args: argparse.Namespace) -> int:
+    from drivers.errors import DriverError
+
     try:
         rc: int = fn(args)
         return rc
-    except SyncError as exc:
+    except (SyncError, DriverError) as exc:
         print(f"ykt admin: {exc}", file=sys.stderr)
         return 1

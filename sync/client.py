@@ -109,6 +109,10 @@ class ServerClient:
     def authorize(self, req: dict[str, Any], timeout: float = 1.5) -> dict[str, Any]:
         return self.request("POST", "/v1/pos/authorize", body=req, timeout=(0.5, timeout))
 
+    def keystore(self) -> dict[str, Any]:
+        """The card keystore for this terminal's role (signed request)."""
+        return self.request("GET", "/v1/terminals/keystore", timeout=(2.0, 10.0))
+
     def push(self, records: list[dict[str, str]]) -> dict[str, Any]:
         return self.request("POST", "/v1/journal", body={"records": records}, timeout=(2.0, 30.0))
 

@@ -160,6 +160,7 @@ class PosProc:
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
     log: Any = None
+    extra: tuple[str, ...] = ()
     camera: str | None = None  # QR source URL (phone codes)
     server_url: str | None = None  # talk to this URL instead (e.g. a dead port: network cut)
 
@@ -186,6 +187,7 @@ class PosProc:
             args += ["--enroll", self.token]
         if self.camera:
             args += ["--camera", self.camera]
+        args += self.extra
         self.proc = subprocess.Popen(
             ykt_cmd("--log-level", "INFO", *args),
             stdout=self._open_log(log),

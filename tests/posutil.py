@@ -11,14 +11,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from drivers.reader.base import PresentCard
 from edge import identity
 from edge.cache import Cache
 from edge.clock import ManualClock, SystemClock
 from edge.db import Database
 from edge.journal import Journal
 from edge.link import Link
+from edge.pos.cardkeys import KeyProvider
 from edge.pos.decide import Decider
 from edge.pos.engine import Engine
+from sim.cards import encoded_card
+from sim.mifare import MifareClassic1K
+from sim.reader import SimCard, SimReader
 from sync import protocol
 from sync.client import ServerClient
 from sync.crypto import VerifyKey, b64d
@@ -187,10 +192,34 @@ class Rig:
         self.client = ServerClient(
             server.url, terminal_id=ident.terminal_id, key=key, clock=self.clock
         )
+        self.keys = KeyProvider(data / "card-keys.json", self.client.keystore, ident.role)
+        self.keys.get()  # now, while the server answers
         self.decider = Decider(
-            self.journal, self.cache, self.client, Link(self.clock), self.clock, ident.tz
+            self.journal,
+            self.cache,
+            self.client,
+            Link(self.clock),
+            self.clock,
+            ident.tz,
+            self.keys,
         )
         self.engine = Engine(self.decider, self.clock)
+        self.reader = SimReader(data.name)
+        self._cards: dict[str, MifareClassic1K] = {}
+        self._on: dict[str, SimCard] = {}
+
+    def tap(self, card: dict[str, Any]) -> PresentCard:
+        """Put the (simulated) card the server issued on the rig's reader: a tap.  The same
+        card keeps its counters from tap to tap."""
+        on = self._on.get(card["card_no"])
+        if on is not None and not on.gone:
+            return on  # still lying on the reader: the same card again
+        emu = self._cards.get(card["card_no"])
+        if emu is None:
+            emu = encoded_card(bytes.fromhex(card["uid"]), card["identity"], self.keys.get())
+            self._cards[card["card_no"]] = emu
+        self._on[card["card_no"]] = self.reader.present(emu)
+        return self._on[card["card_no"]]
 
     def pull(self) -> None:
         self.cache.apply(self.client.feed(self.cache.version))

@@ -25,7 +25,7 @@ def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         ],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,
         cwd=ROOT,
     )
 
@@ -36,13 +36,14 @@ def _latency(s: dict, n: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # every benchmark once, small: about a minute on a busy machine
 def test_quick_json_has_every_figure(tmp_path: Path) -> None:
     done = _bench(tmp_path, "--quick", "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout)  # one JSON object, nothing else on stdout
     assert out["quick"] is True and out["machine"]["cpus"] >= 1
     b = out["benchmarks"]
-    assert list(b) == ["sqlite", "journal", "ingest", "sale", "api", "qr"]
+    assert list(b) == ["sqlite", "journal", "ingest", "sale", "api", "qr", "card"]
 
     _latency(b["sqlite"]["commit"], 200)
     assert b["sqlite"]["batch_small_rows"]["rows_per_s"] > 0
@@ -74,8 +75,9 @@ def test_quick_json_has_every_figure(tmp_path: Path) -> None:
     s = b["sale"]
     for mode in ("online", "offline"):
         m = s[mode]
-        for part in ("total", "decision", "append", "cpu_thread", "cpu_process"):
+        for part in ("total", "decision", "card_io", "append", "cpu_thread", "cpu_process"):
             _latency(m[part], m["sales"])
+        assert m["cpu_agent"]["n"] == m["sales"]
         assert m["rest"]["n"] == m["sales"]
     assert s["online"]["decided_offline"] == 0
     assert s["offline"]["decided_offline"] == s["offline"]["sales"]
@@ -93,6 +95,15 @@ def test_quick_json_has_every_figure(tmp_path: Path) -> None:
     assert set(zxing["sizes"]) == {"640x480", "1280x720"}
     for size in zxing["sizes"].values():
         assert 0 < size["frame_to_decision_p50_ms"] <= size["frame_to_decision_p99_ms"]
+
+    card = b["card"]
+    if card["modes"]:  # through pcscd + vpcd (pyscard installed)
+        assert [m["mode"] for m in card["modes"]] == ["online", "offline"]
+        for m in card["modes"]:
+            assert m["taps"] >= 10 and 0 <= m["approved"] <= m["taps"]
+            assert set(m["latency_ms"]) == {"present_to_shown", "card_io", "journal", "rest"}
+    else:
+        assert "skipped" in card["skipped"]
 
 
 def test_only_and_text_output(tmp_path: Path) -> None:

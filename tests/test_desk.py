@@ -196,6 +196,23 @@ def test_refunds_are_correcting_transfers_never_more_than_the_original(live: Liv
     assert live.admin("GET", "/v1/admin/ledger/check")["ok"]
 
 
+def test_r14_no_refund_goes_back_into_a_cancelled_account(live: Live) -> None:
+    """R14: after cancellation the balance was paid out; a later refund cannot land in it."""
+    card = live.add_account("D8", 58, topup_fen=3000)
+    Pos(live.terminal("pos")).sell(card, 1000)
+    sale = next(
+        b for b in live.admin("GET", "/v1/admin/accounts/D8")["bills"] if b["kind"] == "sale"
+    )
+    assert live.admin("POST", "/v1/admin/accounts/D8/cancel")["paid_out_fen"] == 2000
+    r = live.call(
+        "POST", "/v1/admin/refunds", {"transfer_id": sale["id"], "reason": "late"}, live.token
+    )
+    assert r.status_code == 409 and r.json()["error"]["code"] == "bad_status"
+    acct = live.admin("GET", "/v1/admin/accounts/D8")
+    assert (acct["balance_fen"], acct["status"]) == (0, "cancelled")
+    assert live.admin("GET", "/v1/admin/ledger/check")["ok"]
+
+
 def test_r1_r3_roster_import_for_a_new_intake(live: Live) -> None:
     """R1 card types, R3 initial passwords; bad lines reported, good ones added."""
     rows = [

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 import requests
 
-from drivers.reader.base import CardTap
 from edge.errors import RuleError
 from edge.pos.engine import PIN_TIMEOUT_MS, EngineError, State
 from sim.control import AgentControl
@@ -160,16 +159,12 @@ def rig(shop: tuple[ServerProc, PosProc], tmp_path: Path) -> Iterator[Rig]:
     r.close()
 
 
-def tap_of(card: dict[str, Any]) -> CardTap:
-    return CardTap(uid=card["uid"], card_no=card["card_no"], reader="t")
-
-
 def test_pin_timeout_uses_the_injected_clock(shop: tuple[ServerProc, PosProc], rig: Rig) -> None:
     server, _ = shop
     card = new_card(shop)
     eng = rig.engine
     eng.key_amount(6000)
-    eng.on_card(tap_of(card))
+    eng.on_card(rig.tap(card))
     assert eng.screen()["state"] == State.WAIT_PIN
     rig.clock.advance(PIN_TIMEOUT_MS)
     assert eng.screen()["state"] == State.WAIT_PIN  # not yet: exactly at the limit
@@ -190,12 +185,12 @@ def test_pin_timeout_frees_the_engine_for_the_next_sale(
     card = new_card(shop)
     eng = rig.engine
     eng.key_amount(6000)
-    eng.on_card(tap_of(card))
+    eng.on_card(rig.tap(card))
     assert eng.screen()["state"] == State.WAIT_PIN
     rig.clock.advance(PIN_TIMEOUT_MS + 1)
     s = eng.key_amount(1000)
     assert s["state"] == State.WAIT_CREDENTIAL and s["amount_fen"] == 1000
-    eng.on_card(tap_of(card))
+    eng.on_card(rig.tap(card))
     assert eng.screen()["state"] == State.APPROVED
 
 
@@ -203,7 +198,7 @@ def test_pin_in_time_is_accepted(shop: tuple[ServerProc, PosProc], rig: Rig) -> 
     card = new_card(shop)
     eng = rig.engine
     eng.key_amount(6000)
-    eng.on_card(tap_of(card))
+    eng.on_card(rig.tap(card))
     rig.clock.advance(PIN_TIMEOUT_MS - 1)
     s = eng.key_pin(card["password"])
     assert s["state"] == State.APPROVED and s["balance_fen"] == 14000
@@ -214,7 +209,7 @@ def test_key_amount_while_pin_asked_is_refused(shop: tuple[ServerProc, PosProc],
     card = new_card(shop)
     eng = rig.engine
     eng.key_amount(6000)
-    eng.on_card(tap_of(card))
+    eng.on_card(rig.tap(card))
     with pytest.raises(EngineError, match="cancel first"):
         eng.key_amount(100)
     assert eng.screen()["state"] == State.WAIT_PIN
@@ -226,15 +221,15 @@ def test_in_process_tap_in_idle_and_after_outcome_is_ignored(
     card = new_card(shop)
     eng = rig.engine
     v = eng.screen()["version"]
-    eng.on_card(tap_of(card))  # idle
+    eng.on_card(rig.tap(card))  # idle
     assert eng.screen()["version"] == v and rig.journal.head_seq == 0
     eng.key_amount(500, confirm=False)
-    eng.on_card(tap_of(card))  # amount keyed but not confirmed
+    eng.on_card(rig.tap(card))  # amount keyed but not confirmed
     assert eng.screen()["state"] == State.AMOUNT_KEYED and rig.journal.head_seq == 0
     eng.confirm()
-    eng.on_card(tap_of(card))
+    eng.on_card(rig.tap(card))
     assert eng.screen()["state"] == State.APPROVED and rig.journal.head_seq == 1
-    eng.on_card(tap_of(card))  # a second tap after the approval charges nothing
+    eng.on_card(rig.tap(card))  # a second tap after the approval charges nothing
     assert eng.screen()["state"] == State.APPROVED and rig.journal.head_seq == 1
 
 
@@ -245,7 +240,7 @@ def test_offline_decision_in_process(shop: tuple[ServerProc, PosProc], rig: Rig)
     rig.client.base_url = "http://127.0.0.1:9"  # nothing listens on the discard port
     eng = rig.engine
     eng.key_amount(700)
-    eng.on_card(tap_of(card))
+    eng.on_card(rig.tap(card))
     s = eng.screen()
     assert s["state"] == State.APPROVED and s["offline"] is True and s["balance_fen"] == 19300
     assert rig.journal.unsynced_offline_fen == 700
@@ -290,14 +285,14 @@ def test_amount_or_cancel_while_deciding_is_refused(
         return real(*a)
 
     rig.decider.decide = slow  # type: ignore[method-assign]
-    t = threading.Thread(target=eng.on_card, args=(tap_of(card),))
+    t = threading.Thread(target=eng.on_card, args=(rig.tap(card),))
     t.start()
     try:
         assert entered.wait(5)
         for action in (lambda: eng.key_amount(100), eng.cancel, eng.confirm):
             with pytest.raises(EngineError, match="being decided"):
                 action()
-        eng.on_card(tap_of(card))  # a second tap meanwhile is ignored
+        eng.on_card(rig.tap(card))  # a second tap meanwhile is ignored
     finally:
         release.set()
         t.join(5)
@@ -317,12 +312,12 @@ def test_a_failing_decision_is_shown_and_the_engine_moves_on(
 
     rig.decider.decide = broken  # type: ignore[method-assign]
     eng.key_amount(500)
-    eng.on_card(tap_of(card))
+    eng.on_card(rig.tap(card))
     s = eng.screen()
     assert s["state"] == State.DECLINED and s["code"] == "error" and "KeyError" in s["reason"]
     rig.decider.decide = real  # type: ignore[method-assign]
     eng.key_amount(500)
-    eng.on_card(tap_of(card))
+    eng.on_card(rig.tap(card))
     assert eng.screen()["state"] == State.APPROVED
 
 
@@ -330,7 +325,7 @@ def test_non_ascii_digits_are_not_a_password(shop: tuple[ServerProc, PosProc], r
     card = new_card(shop)
     eng = rig.engine
     eng.key_amount(6000)
-    eng.on_card(tap_of(card))
+    eng.on_card(rig.tap(card))
     with pytest.raises(RuleError):
         eng.key_pin("١٢٣٤٥٦")
     assert eng.screen()["state"] == State.WAIT_PIN
@@ -342,7 +337,7 @@ def test_a_long_poll_returns_when_the_pin_times_out(
     card = new_card(shop)
     eng = rig.engine
     eng.key_amount(6000)
-    eng.on_card(tap_of(card))
+    eng.on_card(rig.tap(card))
     asked = eng.screen()
     assert asked["state"] == State.WAIT_PIN
     rig.clock.advance(PIN_TIMEOUT_MS + 1)

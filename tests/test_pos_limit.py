@@ -18,7 +18,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from drivers.reader.base import CardTap
 from edge.rules import DEFAULT_DAILY_LIMIT_FEN
 from sim.control import AgentControl
 from tests.helpers import PosProc, ServerProc
@@ -242,7 +241,7 @@ def rig(shop: tuple[ServerProc, PosProc], tmp_path: Path) -> Iterator[Rig]:
 def rig_sale(rig: Rig, card: dict[str, Any], fen: int, pin: str | None = None) -> dict[str, Any]:
     eng = rig.engine
     eng.key_amount(fen)
-    eng.on_card(CardTap(uid=card["uid"], card_no=card["card_no"], reader="t"))
+    eng.on_card(rig.tap(card))
     s = eng.screen()
     if s["state"] == "wait_pin" and pin is not None:
         s = eng.key_pin(pin)

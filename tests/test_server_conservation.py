@@ -54,6 +54,7 @@ class Holder:
     transition: int = 0
     status: str = "normal"
     overdrawn: bool = False
+    lost_before_freeze: bool = False  # R10/R12: unfreezing a frozen lost card leaves it lost
     cards: list[str] = field(default_factory=list)
 
 
@@ -156,6 +157,10 @@ class Conservation(RuleBasedStateMachine):
                 assert exc.code == "bad_status"
                 return
             raise AssertionError(f"{action} went through from {h.status}")
+        if action == "freeze":
+            h.lost_before_freeze = h.status == "lost"
+        elif action == "unfreeze" and h.lost_before_freeze:
+            target, h.lost_before_freeze = "lost", False
         assert accounts.change_status(self.ctx, h.number, action)["status"] == target
         h.status = target
 

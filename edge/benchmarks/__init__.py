@@ -8,6 +8,7 @@ of them passes or fails on a timing.
 ``sale``          :mod:`.sale`: tap → decision on the simulated reader, online and offline
 ``api``           :mod:`.api`: API requests/s with 1 and 2 server processes (sync.server.bench_api)
 ``qr``            :mod:`.qr`: QR frame → decision on rendered phone screens (edge.bench_qr)
+``card``          :mod:`.card`: a tap through pcscd + vpcd, online and offline (edge.bench_card)
 ================  ===========================================================================
 """
 
@@ -70,6 +71,7 @@ MODULES = {
     "sale": "sale",
     "api": "api",
     "qr": "qr",
+    "card": "card",
 }
 
 

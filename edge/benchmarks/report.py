@@ -91,10 +91,16 @@ def sale(f: dict[str, Any]) -> list[str]:
             f"  {mode}{note}: {m['sales']} sales, {m['decided_offline']} decided offline",
             f"    total      {_lat(m['total'])}",
             f"    decision   {_lat(m['decision'])}"
-            + ("  (authorize round trip)" if mode == "online" else "  (cache and journal queries)"),
+            + (
+                "  (authorize round trip)"
+                if mode == "online"
+                else "  (caches, journal, risk limits)"
+            ),
+            f"    card I/O   {_lat(m['card_io'])}  (simulated card, in process)",
             f"    append     {_lat(m['append'])}",
             f"    rest       {_lat(m['rest'])}",
-            f"    agent CPU per tap (thread, no I/O waits)  {_lat(m['cpu_thread'])}   budget p99 ≤ 3 ms",
+            f"    agent CPU per tap (no I/O waits)          {_lat(m['cpu_agent'])}   budget p99 ≤ 3 ms",
+            f"    card thread CPU, simulated card included  {_lat(m['cpu_thread'])}",
             f"    process CPU over the tap                  {_lat(m['cpu_process'])}",
         ]
     lines.append(
@@ -135,6 +141,26 @@ def qr(f: dict[str, Any]) -> list[str]:
     return lines
 
 
+def card(f: dict[str, Any]) -> list[str]:
+    lines = ["Card tap through pcscd + vpcd (present → decision shown)"]
+    if not f["modes"]:
+        return [*lines, f"  {f.get('skipped') or 'skipped'}"]
+    for m in f["modes"]:
+        lines.append(f"  {m['mode']}: {m['approved']}/{m['taps']} approved")
+        for name, key in (
+            ("tap latency", "present_to_shown"),
+            ("  card I/O", "card_io"),
+            ("  journal", "journal"),
+            ("  the rest", "rest"),
+        ):
+            v = m["latency_ms"][key]
+            lines.append(f"    {name:<14} p50 {v['p50']:8.2f} ms  p99 {v['p99']:8.2f} ms")
+        d = m["detection_delay_ms"]
+        lines.append(f"    {'detection':<14} p50 {d['p50']:8.2f} ms  p99 {d['p99']:8.2f} ms")
+    lines.append("  budget: tap latency p99 ≤ 15 ms; pcscd polls a vpcd slot every 400 ms")
+    return lines
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "sqlite": sqlite,
     "journal": journal,
@@ -142,6 +168,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "sale": sale,
     "api": api,
     "qr": qr,
+    "card": card,
 }
 
 

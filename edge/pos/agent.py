@@ -1,26 +1,38 @@
-"""The POS agent process: identity, journal, caches, reader, camera (QR source), engine,
-uplink, control API."""
+"""The POS agent process: identity, journal, caches, card keys, reader, camera (QR source),
+engine, uplink, control API.
+
+The reader thread owns the card reader: it waits for card arrivals and runs every other card
+job (the consumption password keyed on the control API, a card already lying on the reader
+when an amount is keyed) from a queue, waking the reader's wait to do so.  A reader or pcscd
+problem is logged once when it starts and once when it is over (with how long it lasted),
+kept in ``reader_events`` and shown on the screens as a notice meanwhile (SPEC §6).
+"""
 
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from drivers.errors import DriverError
 from drivers.qr.base import QrSource
-from drivers.reader.base import CardReader
+from drivers.reader.base import CardReader, PresentCard
 from drivers.registry import open_device
 from edge import identity
 from edge.cache import Cache
-from edge.clock import Clock, SystemClock
+from edge.clock import Clock, SystemClock, iso
 from edge.db import Database
 from edge.journal import Journal
 from edge.link import Link
+from edge.pos.cardkeys import KeyProvider
 from edge.pos.decide import Decider
 from edge.pos.decide_qr import QrDecider
 from edge.pos.engine import Engine
@@ -36,6 +48,7 @@ class PosConfig:
     server: str | None = None
     enroll: str | None = None
     reader: str = "sim://r1"
+    keystore: Path | None = None
     camera: str | None = (
         None  # QR source: camera:///dev/video0, camera://file/…, serial://…, sim://…
     )
@@ -72,6 +85,12 @@ class PosAgent:
         self.uplink = Uplink(
             self.journal, self.cache, client, self.link, self.rng, poll_wait_s=cfg.poll_wait_s
         )
+        key_client = client()
+        self.keys = KeyProvider(
+            cfg.keystore or cfg.data / "card-keys.json",
+            None if cfg.keystore else key_client.keystore,
+            role=self.ident.role,
+        )
         self.decider = Decider(
             self.journal,
             self.cache,
@@ -79,48 +98,144 @@ class PosAgent:
             self.link,
             self.clock,
             self.ident.tz,
+            self.keys,
             operator=cfg.operator,
         )
+        self._jobs: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
+        self._reader_thread: threading.Thread | None = None
         self.qr = QrDecider(
             self.decider, self.ident.terminal_id, self.ident.campus_id, key, self.rng
         )
-        self.engine = Engine(self.decider, self.clock, self.qr, on_armed=self._rearm_camera)
+        self.engine = Engine(
+            self.decider,
+            self.clock,
+            self.qr,
+            on_armed=self._rearm_camera,
+            submit=self.submit,
+            card_source=self._lying,
+        )
         self.reader: CardReader | None = None
         self.camera: QrSource | None = None
         self.camera_error = ""
         self._camera_beat = time.monotonic()
+        self._camera_thread: threading.Thread | None = None
         self.reader_error = ""
+        self.reader_events: deque[dict[str, str]] = deque(maxlen=50)
+        self._problem_since: float | None = None
         self._stop = threading.Event()
         self._reader_beat = time.monotonic()
 
-    # -- reader -------------------------------------------------------------------------------
+    # -- the card thread ----------------------------------------------------------------------
+    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Run ``fn`` on the reader thread (at once when called there)."""
+        fut: Future[Any] = Future()
+        if threading.current_thread() is self._reader_thread or self._reader_thread is None:
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:
+                fut.set_exception(exc)
+            return fut
+        self._jobs.put((fn, fut))
+        reader = self.reader
+        if reader is not None:
+            reader.wake()
+        return fut
+
+    def _run_jobs(self) -> None:
+        while True:
+            try:
+                fn, fut = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:  # handed to the waiting thread
+                fut.set_exception(exc)
+
+    def _lying(self) -> PresentCard | None:
+        """The card lying on the reader now (card thread)."""
+        if self.reader is None:
+            return None
+        try:
+            return self.reader.current_card()
+        except DriverError as exc:
+            log.warning("cannot reach the card on the reader: %s", exc)
+            return None
+
+    def amount_keyed(self) -> None:
+        """An amount was keyed: a card already lying on the reader pays (card thread)."""
+
+        def job() -> None:
+            if not self.engine.waiting_for_card:
+                return
+            card = self._lying()
+            if card is not None:
+                self._on_card(card)
+
+        self.submit(job)
+
+    def _on_card(self, card: PresentCard) -> None:
+        try:
+            if not self.engine.on_card(card):
+                card.close()
+        except Exception:  # the agent never dies on one bad tap
+            log.exception("tap of a card on %s failed", card.reader)
+        self.uplink.kick()
+
+    def _problem(self, text: str) -> None:
+        if text == self.reader_error:
+            return
+        if self._problem_since is None:
+            self._problem_since = time.monotonic()
+        self.reader_error = text
+        log.error("card reader %s: %s", self.cfg.reader, text)
+        self._event(f"problem: {text}")
+        self.engine.set_notice(f"读卡器故障 / card reader problem: {text}")
+
+    def _solved(self) -> None:
+        if self._problem_since is None:
+            return
+        lasted = time.monotonic() - self._problem_since
+        log.warning(
+            "card reader %s works again after %.1f s (was: %s)",
+            self.cfg.reader,
+            lasted,
+            self.reader_error,
+        )
+        self._event(f"recovered after {lasted:.1f} s (was: {self.reader_error})")
+        self._problem_since = None
+        self.reader_error = ""
+        self.engine.set_notice(None)
+
+    def _event(self, text: str) -> None:
+        self.reader_events.append({"time": iso(self.clock.now_ms(), self.ident.tz), "event": text})
+
     def _reader_loop(self) -> None:
         while not self._stop.is_set():
             self._reader_beat = time.monotonic()
+            self._run_jobs()
             if self.reader is None:
                 try:
                     self.reader = open_device("reader", self.cfg.reader)
-                    self.reader_error = ""
-                    log.info("reader %s ready", self.cfg.reader)
+                    log.info("reader %s open", self.cfg.reader)
                 except DriverError as exc:
-                    self.reader_error = str(exc)
-                    log.error("reader %s unavailable: %s", self.cfg.reader, exc)
-                    self._stop.wait(2.0)
+                    self._problem(str(exc))
+                    self._stop.wait(0.5)
                     continue
             try:
-                tap = self.reader.wait_for_tap(0.5)
+                card = self.reader.wait_for_card(0.5)
             except DriverError as exc:
-                self.reader_error = str(exc)
-                log.error("reader error: %s (reopening)", exc)
-                self._close_reader()
+                self._problem(str(exc))
+                self._run_jobs()
+                self._stop.wait(0.25)
                 continue
-            if tap is None:
-                continue
-            try:
-                self.engine.on_card(tap)
-            except Exception:  # the agent never dies on one bad tap
-                log.exception("tap of card %s failed", tap.card_no)
-            self.uplink.kick()
+            if self.reader_error and self.reader.healthy():
+                self._solved()
+            if card is not None:
+                self._on_card(card)
+        self._run_jobs()
 
     # -- camera (QR source) -------------------------------------------------------------------
     def _camera_url(self) -> str:
@@ -185,10 +300,11 @@ class PosAgent:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
+        if not self.keys.loaded():  # fetch the card keys now, not at the first tap
+            threading.Thread(target=self._prefetch_keys, name="keys", daemon=True).start()
         self.uplink.start()
         self._reader_thread = threading.Thread(target=self._reader_loop, name="reader", daemon=True)
         self._reader_thread.start()
-        self._camera_thread: threading.Thread | None = None
         if self.cfg.camera:
             self._open_camera()  # first try now, so the camera is there when the API answers
             self._camera_thread = threading.Thread(
@@ -196,9 +312,22 @@ class PosAgent:
             )
             self._camera_thread.start()
 
+    def _prefetch_keys(self) -> None:
+        from edge.errors import CardRefused
+
+        try:
+            self.keys.get()
+        except CardRefused as exc:
+            log.warning("card keys not available yet (%s); retried at the next tap", exc.reason)
+
     def stop(self) -> None:
         self._stop.set()
         self.uplink.stop()
+        reader = self.reader
+        if reader is not None:
+            reader.wake()
+        if self._reader_thread is not None:
+            self._reader_thread.join(5)
         self._close_reader()
         self._close_camera()
 
@@ -207,11 +336,33 @@ class PosAgent:
             self._camera_thread.is_alive() and time.monotonic() - self._camera_beat < 10
         )
         return (
-            self.uplink.alive()
+            camera_ok
+            and self.uplink.alive()
+            and self._reader_thread is not None
             and self._reader_thread.is_alive()
             and time.monotonic() - self._reader_beat < 10
-            and camera_ok
         )
+
+    def sim_card(self, card_no: str, uid: str | None) -> Any:
+        """A simulated card for ``card_no`` (``sim://`` readers; see :mod:`sim.cards`)."""
+        from edge.errors import CardRefused
+        from sim import cards
+        from sim.errors import SimError
+
+        record = self.cache.card(card_no)
+        if record is None and self.link.online:
+            # issued a moment ago: the feed may not be here yet (pulled on the card thread,
+            # whose server client is not shared)
+            self.submit(self.decider.refresh).result(timeout=15)
+            record = self.cache.card(card_no)
+        try:
+            keys = self.keys.get()
+        except CardRefused as exc:
+            raise SimError(f"cannot make a simulated card: {exc.reason}") from exc
+        return cards.card_for(self.cfg.data / "sim-cards", card_no, record, keys, uid)
+
+    def timings(self) -> list[dict[str, Any]]:
+        return [t.__dict__ for t in list(self.engine.timings)]
 
     def status(self) -> dict[str, Any]:
         return {
@@ -230,6 +381,8 @@ class PosAgent:
             "reader": self.cfg.reader,
             "reader_status": self.reader.status() if self.reader else "unavailable",
             "reader_error": self.reader_error,
+            "reader_events": list(self.reader_events),
+            "card_keys": "loaded" if self.keys.loaded() else f"missing: {self.keys.error}",
             "camera": self.cfg.camera,
             "camera_status": self.camera.status() if self.camera else "unavailable",
             "camera_error": self.camera_error,

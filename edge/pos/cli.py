@@ -20,6 +20,7 @@ CONFIG_KEYS = {
     "enroll": str,
     "data": str,
     "reader": str,
+    "keystore": str,
     "camera": str,
     "decoder": str,
     "control_host": str,
@@ -40,7 +41,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--server", help="central server URL, e.g. http://127.0.0.1:8700")
     p.add_argument("--enroll", metavar="TOKEN", help="one-time enrollment token (first start)")
     p.add_argument("--data", type=Path, help="state directory (identity, key, journal, caches)")
-    p.add_argument("--reader", help="card reader URL (default sim://r1)")
+    p.add_argument(
+        "--reader",
+        help="card reader URL: pcsc:// (first PC/SC reader), pcsc://NAME, or sim://NAME "
+        "(in-process simulator; the default is sim://r1)",
+    )
+    p.add_argument(
+        "--keystore",
+        help="card keystore file (ykt admin keys export --role pos); default: fetched from "
+        "the server into DATA/card-keys.json",
+    )
     p.add_argument(
         "--camera",
         help="QR source for phone codes: camera:///dev/video0, camera://file/PATH (video, "
@@ -88,6 +98,7 @@ def load_config(args: argparse.Namespace) -> PosConfig:
         server=values.get("server"),
         enroll=values.get("enroll"),
         reader=values.get("reader", "sim://r1"),
+        keystore=Path(values["keystore"]) if values.get("keystore") else None,
         camera=values.get("camera"),
         decoder=values.get("decoder", "zxing"),
         control_host=values.get("control_host", "127.0.0.1"),

@@ -4,11 +4,15 @@ Used by the cashier screen, the customer screen (``kiosk_ui``) and ``ykt sim``:
 
 ==========================  =====================================================
 ``GET  /control/state``     the screen; ``?after=V&wait=S`` long-polls for a change
-``POST /control/amount``    key an amount (``{"amount_fen": 1250}``) and arm the reader
+``POST /control/amount``    key an amount (``{"amount_fen": 1250}``) and arm the reader (a card
+                            already lying on it pays at once)
 ``POST /control/pin``       key the consumption password (``{"pin": "013052"}``)
 ``POST /control/cancel``    back to idle
 ``GET  /control/status``    terminal id, link, queue, feed version, reader
-``POST /control/sim/card``  put a simulated card on a ``sim://`` reader
+``POST /control/sim/card``  tap a simulated card on a ``sim://`` reader (made from the
+                            server's record of that card number)
+``POST /control/sim/remove`` take the simulated card away
+``GET  /control/timings``   where the time of the last card decisions went (benchmarks)
 ``GET  /cashier``, ``/customer``   the screens
 ==========================  =====================================================
 """
@@ -131,11 +135,15 @@ def create_control_app(agent: PosAgent) -> FastAPI:
 
     @app.post("/control/amount")
     def amount(body: AmountIn) -> dict[str, Any]:
-        return engine.key_amount(body.amount_fen, confirm=body.confirm)
+        out = engine.key_amount(body.amount_fen, confirm=body.confirm)
+        agent.amount_keyed()
+        return out
 
     @app.post("/control/confirm")
     def confirm() -> dict[str, Any]:
-        return engine.confirm()
+        out = engine.confirm()
+        agent.amount_keyed()
+        return out
 
     @app.post("/control/pin")
     def pin(body: PinIn) -> dict[str, Any]:
@@ -151,21 +159,25 @@ def create_control_app(agent: PosAgent) -> FastAPI:
     def status() -> dict[str, Any]:
         return agent.status()
 
+    @app.get("/control/timings")
+    def timings() -> dict[str, Any]:
+        return {"taps": agent.timings()}
+
     @app.post("/control/sim/card")
     def sim_card(body: SimCardIn) -> dict[str, Any]:
-        """Put a simulated card on this agent's ``sim://`` reader.  Without a UID the card
+        """Tap a simulated card on this agent's ``sim://`` reader.  Without a UID the card
         carries the UID the server issued it with (as the real card would)."""
         if not agent.cfg.reader.startswith("sim://"):
-            raise SimError(f"this agent reads {agent.cfg.reader}, not a simulated reader")
+            raise SimError(
+                f"this agent reads {agent.cfg.reader}, not a simulated reader (sim://): put "
+                "cards on a pcsc:// reader with `ykt sim card present`"
+            )
         reader = agent.reader
         if not isinstance(reader, sim_reader.SimReader):
             raise SimError("the simulated reader is not open yet")
-        uid = body.uid
-        if uid is None:
-            known = agent.cache.card(body.card_no)
-            uid = known["uid"] if known else "00000000"
-        tap = reader.present(body.card_no, uid)
-        return {"presented": tap.card_no, "uid": tap.uid, "reader": tap.reader}
+        emu = agent.sim_card(body.card_no, body.uid)
+        reader.present(emu)
+        return {"presented": body.card_no, "uid": emu.uid.hex().upper(), "reader": reader.name}
 
     @app.post("/control/sim/remove")
     def sim_remove() -> dict[str, Any]:

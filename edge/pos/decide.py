@@ -1,27 +1,42 @@
-"""How a POS decides a sale: online (ask the server, which holds the amount) or, when the
-server cannot be reached, offline from the caches, the journal and the risk limits (SPEC §3).
+"""How a POS decides a card sale (SPEC §3, §4; R2, R5, R6, R11, R13).
 
-Either way an approval is journaled (durably) before it is returned.  Rules come from
-:mod:`edge.rules`: R2 (blocking statuses), R5/R6 (limit and consumption password), R11 (replaced
-cards), R13 (expiry).
+1. Read the card (:class:`edge.card.app.CampusCard`): identity checked against the issuer
+   signature and the UID (a clone or altered data is refused), counters from the newest valid
+   slot.
+2. Card-level checks that work offline: the card number's issued UID and generation from
+   the cache (R11), the card's expiry (R13), the consumption-password lockout kept on the card
+   (R5; the desk's reset arrives as the account's ``pin_epoch`` and clears it).
+3. R6 from the card's counters: over the limit, ask for the consumption password; check it
+   against the card's verifier; a wrong one is counted *on the card* (then journaled).
+4. Authorize: online, the server checks status, generation, holds and balance with the card's
+   facts (it no longer re-decides R6 at account level); offline, the caches, the journal and
+   the risk limits decide.
+5. Write the new counters to the card (tear-safe: the other slot), then journal (durably),
+   then approve.  A card pulled away during the write is declined with nothing charged; if
+   the write did land, the counters are put back the next time the card is seen here.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from drivers.reader.base import CardTap
+from drivers.errors import CardGone, DriverError
+from drivers.reader.base import PresentCard
 from edge import rules
 from edge.cache import Cache
+from edge.card.app import BadSignature, CampusCard, CardView
+from edge.card.layout import Counters
 from edge.clock import Clock, campus_date
+from edge.errors import CardRefused, EdgeError
 from edge.journal import Journal
 from edge.link import Link
 from edge.money import format_fen
-from edge.passwords import verify_password
+from edge.pos.cardkeys import KeyProvider
 from sync.client import ServerClient
-from sync.errors import ApiError, AuthError, NetworkError, ProtocolError
+from sync.errors import ApiError, AuthError, NetworkError, ProtocolError, SyncError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +51,11 @@ class Outcome:
     seq: int | None = None
     account: dict[str, Any] = field(default_factory=dict)
     tries_left: int | None = None
+    card_no: str | None = None
+    timing: dict[str, int] = field(default_factory=dict)  # ns: card_io, journal
+    #: why a card was refused, for machines: foreign_card, bad_signature, clone, bad_layout,
+    #: counters_damaged, replaced, expired, no_keys (``code`` stays "declined"/"error")
+    detail: str | None = None
     method: str = "card"
 
 
@@ -48,6 +68,7 @@ class Decider:
         link: Link,
         clock: Clock,
         tz: str,
+        keys: KeyProvider,
         operator: str = "",
     ) -> None:
         self.journal = journal
@@ -56,32 +77,216 @@ class Decider:
         self.link = link
         self.clock = clock
         self.tz = tz
+        self.keys = keys
         self.operator = operator
+        #: uid -> (counters we tried to write, counters before) of sales torn mid-write
+        self._torn: dict[bytes, tuple[Counters, Counters]] = {}
 
     # -- entry --------------------------------------------------------------------------------
-    def decide(self, tap: CardTap, amount_fen: int, pin: str | None) -> Outcome:
-        if self.link.try_online():
-            try:
-                return self._online(tap, amount_fen, pin)
-            except NetworkError as exc:
-                self.link.down(str(exc))
-                log.warning("server unreachable, deciding offline: %s", exc)
-            except AuthError as exc:
-                self.link.down(str(exc))
-                log.error("server refused this terminal (%s); deciding offline", exc)
-            except (ApiError, ProtocolError) as exc:
-                if isinstance(exc, ApiError) and exc.status < 500:
-                    return Outcome(False, "declined", f"server refused the sale: {exc}", False)
-                self.link.down(str(exc))
-                log.warning("server error, deciding offline: %s", exc)
-        return self._offline(tap, amount_fen, pin)
+    def decide(self, card: PresentCard, amount_fen: int, pin: str | None) -> Outcome:
+        try:
+            keys = self.keys.get()
+        except CardRefused as exc:
+            return Outcome(
+                False, "error", f"terminal has no card keys: {exc.reason}", False, detail="no_keys"
+            )
+        app: CampusCard | None = None
+        t: dict[str, int] = {}
+        try:
+            with card.exclusive():
+                app = CampusCard(card, keys)
+                out = self._decide(app, amount_fen, pin, t)
+        except CardGone:
+            out = Outcome(
+                False, "card_gone", "card removed too early: nothing charged, tap again", False
+            )
+        except BadSignature as exc:
+            assert app is not None
+            out = self._bad_signature(app, exc)
+            out.offline = not self._reachable()
+        except CardRefused as exc:
+            out = Outcome(False, "declined", exc.reason, not self._reachable(), detail=exc.code)
+        except DriverError as exc:
+            log.warning("card error: %s", exc)
+            out = Outcome(False, "card_error", f"card could not be read ({exc}); tap again", False)
+        out.timing = {"card_io": app.io_ns if app else 0, **t}
+        return out
 
-    def _record(self, tap: CardTap, acct_id: int, amount: int, **kw: Any) -> dict[str, Any]:
+    def _bad_signature(self, app: CampusCard, exc: BadSignature) -> Outcome:
+        known = self.cache.card(exc.identity.card_no)
+        if known is not None and known["uid"] != app.uid.hex().upper():
+            return Outcome(
+                False,
+                "declined",
+                f"card data of card {exc.identity.card_no} on a card with another UID: "
+                "a clone, refused",
+                False,
+                detail="clone",
+            )
+        return Outcome(False, "declined", exc.reason, False, detail=exc.code)
+
+    # -- the decision -------------------------------------------------------------------------
+    def _decide(self, app: CampusCard, amount: int, pin: str | None, t: dict[str, int]) -> Outcome:
+        view = app.read()
+        self._recover_torn(app, view)
+        ident = view.identity
+        uid_hex = view.uid_hex
+        now = self.clock.now_ms()
+        today = campus_date(now, self.tz)
+        acct = self.cache.account(ident.account_id)
+        account: dict[str, Any] = {"account_id": ident.account_id}
+        if acct is not None:
+            account.update(number=acct["number"], name=acct["name"])
+
+        def no(code: str, reason: str, **kw: Any) -> Outcome:
+            # "offline": whether the server could have been asked (it is probed when in doubt)
+            return Outcome(False, code, reason, not self._reachable(), account=account, **kw)
+
+        known = self.cache.card(ident.card_no)
+        if known is not None:
+            if known["uid"] != uid_hex:
+                return no(
+                    "declined", "card UID does not match the issued card (clone?)", detail="clone"
+                )
+            if known["generation"] != ident.generation or known["status"] != "active":
+                return no("declined", "card replaced by a newer card (R11)", detail="replaced")
+        # R13: the account's validity when this terminal knows it (a desk extension applies at
+        # once; the card is corrected later, R20), else the one written on the card
+        expires = acct["expires"] if acct is not None else ident.expires
+        if expires and today > expires:
+            return no("declined", "card expired (R13): see the service desk", detail="expired")
+
+        # R5: wrong tries live on the card; the desk's reset arrives as the account's epoch
+        policy = self.cache.policy
+        max_tries = int(policy.get("pin_max_tries", rules.DEFAULT_PIN_MAX_TRIES))
+        counters = view.counters
+        if counters.tries >= max_tries and self.link.online and self.refresh():
+            acct = self.cache.account(ident.account_id)
+        epoch = None if acct is None else int(acct.get("pin_epoch") or 0) & 0xFF
+        if epoch is not None and epoch != counters.epoch:
+            if counters.tries:
+                log.info("card %s: wrong tries cleared by the desk", uid_hex)
+            counters = replace(counters, tries=0, epoch=epoch)
+        locked = counters.tries >= max_tries
+
+        # R6 from the card's counters; a locked password blocks only what needs it (R5)
+        limit = None if acct is None else int(acct["limit_fen"])
+        tracker = rules.LimitTracker(counters.day or "", counters.spent_fen)
+        needs = limit is not None and tracker.needs_password(today, amount, limit)
+        if locked and (needs or pin is not None):
+            return no("pin_locked", "consumption password locked (R5): see the service desk")
+        pin_fact = "none"
+        if pin is not None:
+            if not app.check_pin(view, pin):
+                new = counters.next(tries=counters.tries + 1)
+                app.write_counters(view, new)  # counted on the card first
+                self.journal.append(
+                    self._record(
+                        ident.card_no,
+                        uid_hex,
+                        ident.account_id,
+                        0,
+                        kind="pin_fail",
+                        off=not self._reachable(),
+                        pin="fail",
+                        spent=tracker.spent_on(today),
+                        lim=limit or 0,
+                        x=self._card_x(view, new),
+                    )
+                )
+                if self.link.online:
+                    self._push_now()  # the desk sees the count (and a lockout) at once
+                left = max_tries - new.tries
+                return no(
+                    "wrong_pin",
+                    "wrong consumption password (R5)"
+                    + (f", {left} tries left" if left > 0 else "; now locked"),
+                    tries_left=max(left, 0),
+                )
+            pin_fact = "ok"
+        elif needs and limit is not None:
+            return no(
+                "needs_pin",
+                f"over the daily limit {format_fen(limit)}: consumption password required (R6)",
+                tries_left=max_tries - counters.tries,
+            )
+        spent_before = 0 if pin_fact == "ok" else tracker.spent_on(today)
+
+        # authorize
+        auth: dict[str, Any] | None = None
+        if self.link.try_online():
+            got = self._online(view, counters, amount, pin_fact, account)
+            if isinstance(got, Outcome):
+                if got.code == "needs_pin":
+                    if locked:
+                        return no(
+                            "pin_locked", "consumption password locked (R5): see the service desk"
+                        )
+                    got.tries_left = max_tries - counters.tries
+                return got
+            auth = got
+        if auth is None:
+            checked = self._offline_checks(acct, ident.account_id, amount, today)
+            if isinstance(checked, Outcome):
+                checked.account = account
+                return checked
+            balance, limit = checked, int(acct["limit_fen"]) if acct else 0
+            off = True
+        else:
+            balance, limit, off = int(auth["balance_fen"]), int(auth["limit_fen"]), False
+            account.update({k: auth[k] for k in ("account_id", "number", "name") if k in auth})
+
+        # the card first (tear-safe), then the journal, then the approval
+        after = tracker.after_purchase(today, amount, pin_fact == "ok")
+        new = counters.next(
+            day=today,
+            spent_fen=after.spent_fen,
+            taps=counters.taps + 1,
+            tries=0 if pin_fact == "ok" else counters.tries,
+        )
+        before = view.counters
+        try:
+            app.write_counters(view, new)
+        except CardGone:
+            self._torn[view.uid] = (new, before)
+            log.warning("card %s left during the counter write: sale declined", uid_hex)
+            raise
+        t0 = time.perf_counter_ns()
+        rec = self._record(
+            ident.card_no,
+            uid_hex,
+            ident.account_id,
+            amount,
+            off=off,
+            pin=pin_fact,
+            spent=spent_before,
+            lim=limit,
+            bal=balance,
+            auth=None if auth is None else auth["auth_id"],
+            x=self._card_x(view, new),
+        )
+        done = self.journal.append(rec)  # durable before the approval is shown
+        t["journal"] = time.perf_counter_ns() - t0
+        return Outcome(
+            True,
+            "ok",
+            "approved offline" if off else "approved",
+            off,
+            balance,
+            done.seq,
+            account,
+            card_no=ident.card_no,
+        )
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _record(
+        self, card_no: str, uid: str, acct_id: int, amount: int, **kw: Any
+    ) -> dict[str, Any]:
         rec = {
             "ts": self.clock.now_ms(),
             "kind": "sale",
             "acct": acct_id,
-            "cred": f"card:{tap.card_no}:{tap.uid}",
+            "cred": f"card:{card_no}:{uid}",
             "amt": amount,
             "method": "card",
             "off": False,
@@ -95,45 +300,124 @@ class Decider:
         rec.update(kw)
         return rec
 
-    # -- online -------------------------------------------------------------------------------
-    def _online(self, tap: CardTap, amount: int, pin: str | None) -> Outcome:
-        seq = self.journal.next_seq
+    @staticmethod
+    def _card_x(view: CardView, new: Counters) -> dict[str, Any]:
+        return {
+            "card": {
+                "uid": view.uid_hex,
+                "gen": view.identity.generation,
+                "ctr": new.seq,
+                "taps": new.taps,
+                "tries": new.tries,
+                "ep": new.epoch,
+            }
+        }
+
+    def _recover_torn(self, app: CampusCard, view: CardView) -> None:
+        """A sale declined because the card left during its counter write, whose write did
+        land after all: put the counters back (nothing was charged)."""
+        torn = self._torn.pop(view.uid, None)
+        if torn is None:
+            return
+        attempted, before = torn
+        if view.counters == attempted:
+            restored = replace(before, seq=(attempted.seq + 1) & 0xFFFF)
+            app.write_counters(view, restored)
+            log.warning(
+                "card %s: counters of the interrupted sale put back (nothing was charged)",
+                view.uid_hex,
+            )
+
+    def _reachable(self) -> bool:
+        """Whether the server answers now (a cheap probe; the link remembers a failure, so a
+        terminal that just failed does not probe at every tap)."""
+        if not self.link.try_online():
+            return False
+        try:
+            self.client.health()
+        except SyncError as exc:
+            self.link.down(str(exc))
+            return False
+        self.link.up()
+        return True
+
+    def _push_now(self) -> None:
+        """Push the journal now, on this thread (the uplink would a moment later; a record
+        sent twice is harmless)."""
+        try:
+            resp = self.client.push(self.journal.unsent())
+            self.journal.set_acked(int(resp["ack"]))
+        except (SyncError, EdgeError, KeyError, TypeError, ValueError) as exc:
+            log.info("immediate push failed (the uplink retries): %s", exc)
+
+    def refresh(self) -> bool:
+        """Pull the feed now (a locked card may have been cleared by the desk a moment ago)."""
+        try:
+            while True:
+                page = self.client.feed(self.cache.version, wait=0)
+                self.cache.apply(page)
+                if not page.get("more"):
+                    return True
+        except (SyncError, KeyError, TypeError, ValueError) as exc:
+            log.info("feed refresh failed: %s", exc)
+            return False
+
+    def _online(
+        self,
+        view: CardView,
+        counters: Counters,
+        amount: int,
+        pin_fact: str,
+        account: dict[str, Any],
+    ) -> dict[str, Any] | Outcome | None:
+        """The server's answer (approved: a dict with the hold), a decline, or None when
+        the server cannot decide (the caller goes offline)."""
         req: dict[str, Any] = {
-            "seq": seq,
-            "card_no": tap.card_no,
-            "uid": tap.uid,
+            "seq": self.journal.next_seq,
+            "card_no": view.identity.card_no,
+            "uid": view.uid_hex,
             "amount_fen": amount,
             "method": "card",
+            "card": {
+                "generation": view.identity.generation,
+                "day": counters.day,
+                "spent_fen": counters.spent_fen,
+                "taps": counters.taps,
+                "tries": counters.tries,
+                "epoch": counters.epoch,
+                "pin": pin_fact,
+            },
         }
-        if pin is not None:
-            req["pin"] = pin
-        resp = self.client.authorize(req)
+        try:
+            resp = self.client.authorize(req)
+        except NetworkError as exc:
+            self.link.down(str(exc))
+            log.warning("server unreachable, deciding offline: %s", exc)
+            return None
+        except AuthError as exc:
+            self.link.down(str(exc))
+            log.error("server refused this terminal (%s); deciding offline", exc)
+            return None
+        except (ApiError, ProtocolError) as exc:
+            if isinstance(exc, ApiError) and exc.status < 500:
+                return Outcome(
+                    False, "declined", f"server refused the sale: {exc}", False, account=account
+                )
+            self.link.down(str(exc))
+            log.warning("server error, deciding offline: %s", exc)
+            return None
         self.link.up()
-        account: dict[str, Any] = {
-            k: resp[k] for k in ("account_id", "number", "name") if k in resp
-        }
-        if not resp["approved"]:
+        if not resp.get("approved"):
+            account.update({k: resp[k] for k in ("account_id", "number", "name") if k in resp})
             return Outcome(
                 False,
-                resp["code"],
-                resp["reason"],
+                str(resp.get("code", "declined")),
+                str(resp.get("reason", "declined")),
                 False,
                 balance_fen=resp.get("balance_fen"),
                 account=account,
-                tries_left=resp.get("tries_left"),
             )
-        rec = self._record(
-            tap,
-            resp["account_id"],
-            amount,
-            pin=resp["pin"],
-            spent=resp["spent_fen"],
-            lim=resp["limit_fen"],
-            bal=resp["balance_fen"],
-            auth=resp["auth_id"],
-        )
-        done = self.journal.append(rec)  # durable before the approval is shown
-        return Outcome(True, "ok", "approved", False, resp["balance_fen"], done.seq, account)
+        return resp
 
     # -- offline ------------------------------------------------------------------------------
     def risk_refusal(self, account_id: int, amount: int, today: str) -> str | None:
@@ -156,8 +440,9 @@ class Decider:
         return None
 
     def local_view(self, acct: dict[str, Any]) -> tuple[rules.LimitTracker, int, int]:
-        """The account snapshot plus what this terminal did after it: R6 tracking, amount
-        spent here (for the balance), wrong consumption passwords."""
+        """The account snapshot plus what this terminal did after it: R6 tracking at account
+        level (phone codes; cards carry their own counters), amount spent here (for the
+        balance), wrong consumption passwords."""
         tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"])
         spent_local, tries = 0, acct["pin_tries"]
         for r in self.journal.account_records(acct["id"], acct["as_of_seq"]):
@@ -170,94 +455,30 @@ class Decider:
                 tries += 1
         return tracker, spent_local, tries
 
-    def _offline(self, tap: CardTap, amount: int, pin: str | None) -> Outcome:
+    def _offline_checks(
+        self, acct: dict[str, Any] | None, account_id: int, amount: int, today: str
+    ) -> int | Outcome:
+        """The balance left after the sale, or why an offline sale is refused."""
+
         def no(code: str, reason: str, **kw: Any) -> Outcome:
             return Outcome(False, code, reason, True, **kw)
 
-        card = self.cache.card(tap.card_no)
-        if card is None:
-            return no("declined", "unknown card (offline: not in this terminal's list)")
-        if card["uid"] != tap.uid.upper():
-            return no("declined", "card UID does not match the issued card (clone?)")
-        if card["status"] != "active":
-            return no("declined", "card replaced by a newer card (R11)")
-        acct = self.cache.account(card["account_id"])
         if acct is None:
-            return no("declined", "no account data for this card (offline)")
-        account: dict[str, Any] = {
-            "account_id": acct["id"],
-            "number": acct["number"],
-            "name": acct["name"],
-        }
+            return no("declined", "unknown card (offline: not in this terminal's list)")
         reason = rules.blocking_reason(acct["status"])  # R2
-        now = self.clock.now_ms()
-        today = campus_date(now, self.tz)
         if reason is None and acct["expires"] and today > acct["expires"]:
             reason = "card expired (R13): see the service desk"
         if reason:
-            return no("declined", reason, account=account)
-
-        policy = self.cache.policy
-        risk = self.risk_refusal(acct["id"], amount, today)
+            return no("declined", reason)
+        risk = self.risk_refusal(account_id, amount, today)
         if risk:
-            return no("risk_limit", risk, account=account)
-        tracker, spent_local, tries = self.local_view(acct)
-        pin_fact = "none"
-        max_tries = int(policy.get("pin_max_tries", rules.DEFAULT_PIN_MAX_TRIES))
-        if tracker.needs_password(today, amount, acct["limit_fen"]):  # R6
-            if tries >= max_tries:
-                return no(
-                    "pin_locked",
-                    "consumption password locked (R5): see the service desk",
-                    account=account,
-                )
-            if pin is None:
-                return no(
-                    "needs_pin",
-                    f"over the daily limit {format_fen(acct['limit_fen'])}: "
-                    "consumption password required (R6)",
-                    account=account,
-                    tries_left=max_tries - tries,
-                )
-            if not verify_password(pin, acct["pin_verifier"]):
-                self.journal.append(
-                    self._record(
-                        tap,
-                        acct["id"],
-                        0,
-                        kind="pin_fail",
-                        off=True,
-                        pin="fail",
-                        spent=tracker.spent_on(today),
-                        lim=acct["limit_fen"],
-                    )
-                )
-                left = max_tries - tries - 1
-                return no(
-                    "wrong_pin",
-                    "wrong consumption password (R5)"
-                    + (f", {left} tries left" if left > 0 else "; now locked"),
-                    account=account,
-                    tries_left=max(left, 0),
-                )
-            pin_fact = "ok"
+            return no("risk_limit", risk)
+        _tracker, spent_local, _tries = self.local_view(acct)
         available = acct["balance_fen"] + acct["transition_fen"] - spent_local
         if amount > available:
             return no(
                 "insufficient",
                 f"insufficient balance ({format_fen(max(available, 0))})",
-                account=account,
                 balance_fen=available,
             )
-        rec = self._record(
-            tap,
-            acct["id"],
-            amount,
-            off=True,
-            pin=pin_fact,
-            spent=0 if pin_fact == "ok" else tracker.spent_on(today),
-            lim=acct["limit_fen"],
-            bal=available - amount,
-        )
-        done = self.journal.append(rec)  # durable before the approval is shown
-        return Outcome(True, "ok", "approved offline", True, available - amount, done.seq, account)
+        return int(available - amount)

@@ -16,6 +16,12 @@ Payment codes (forward scan) and reverse scan are decided by :mod:`edge.pos.deci
 
 Every transition bumps ``version`` and wakes waiters, so the cashier screen, the customer
 screen and ``ykt sim`` long-poll :meth:`Engine.wait` instead of sleeping.
+
+Card I/O happens on one thread, the agent's reader thread (PC/SC contexts are not shared
+between threads): arrivals are handled there, and the consumption password keyed on the
+control API is checked there through ``submit`` (a function that runs a job on that thread
+and returns a future).  The card stays with the engine while it waits for the password and
+is let go (``close``) when the sale is final.
 """
 
 from __future__ import annotations
@@ -24,11 +30,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from drivers.reader.base import CardTap
+from drivers.errors import DriverError
+from drivers.reader.base import PresentCard
 from edge.clock import Clock
 from edge.errors import EdgeError
 from edge.money import format_fen
@@ -71,6 +79,9 @@ class Screen:
     since_ms: int = 0
     request_text: str | None = None  # reverse scan: the payment request's QR text
     order: int | None = None  # reverse scan: the request's order number
+    card_no: str | None = None
+    detail: str | None = None  # why a card was refused (machine-readable; see Outcome)
+    notice: str | None = None  # a device problem (reader, pcscd), shown until it is solved
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -83,6 +94,29 @@ class EngineError(EdgeError):
     """An action that the current state does not allow (the control API answers 409)."""
 
 
+Submit = Callable[[Callable[[], Any]], "Future[Any]"]
+
+
+def _inline(fn: Callable[[], Any]) -> Future[Any]:
+    fut: Future[Any] = Future()
+    try:
+        fut.set_result(fn())
+    except BaseException as exc:
+        fut.set_exception(exc)
+    return fut
+
+
+@dataclass(frozen=True)
+class TapTiming:
+    """Where the time of one card decision went (ns; ``detected`` is wall-clock)."""
+
+    detected_ns: int
+    shown_ns: int
+    card_io_ns: int
+    journal_ns: int
+    code: str
+
+
 class Engine:
     def __init__(
         self,
@@ -90,19 +124,25 @@ class Engine:
         clock: Clock,
         qr: QrDecider | None = None,
         on_armed: Callable[[], None] | None = None,
+        submit: Submit | None = None,
+        card_source: Callable[[], PresentCard | None] | None = None,
     ) -> None:
         self.decider = decider
+        self.clock = clock
         self.qr = qr
         self.on_armed = on_armed  # a sale now waits for a credential (the camera re-arms)
+        self.submit: Submit = submit or _inline
+        self.card_source = card_source
         self._pending: Pending | None = None
-        self.clock = clock
         self._cond = threading.Condition()
         self._screen = Screen(since_ms=clock.now_ms())
-        self._tap: CardTap | None = None
+        self._card: PresentCard | None = None
         # One decision at a time: set (under the condition) by whoever starts a decision,
         # cleared when its outcome is shown.  While it is set the sale cannot be changed,
         # cancelled or decided a second time (a PIN keyed twice would charge twice).
         self._deciding = False
+        self._notice: str | None = None
+        self.timings: list[TapTiming] = []
 
     # -- reading ------------------------------------------------------------------------------
     def screen(self) -> dict[str, Any]:
@@ -132,11 +172,32 @@ class Engine:
     def _set(self, state: State, **kw: Any) -> None:
         """Move to ``state``; caller holds the condition."""
         s = Screen(
-            version=self._screen.version + 1, state=state.value, since_ms=self.clock.now_ms(), **kw
+            version=self._screen.version + 1,
+            state=state.value,
+            since_ms=self.clock.now_ms(),
+            notice=self._notice,
+            **kw,
         )
         self._screen = s
         log.info("pos state %s %s", state.value, kw.get("reason") or kw.get("message") or "")
         self._cond.notify_all()
+
+    def set_notice(self, notice: str | None) -> None:
+        """Show (or clear) a device problem on the screens."""
+        with self._cond:
+            if notice == self._notice:
+                return
+            self._notice = notice
+            s = self._screen
+            s.notice = notice
+            s.version += 1
+            self._cond.notify_all()
+
+    def _let_go(self) -> None:
+        """Let go of the card we hold (on the card thread); caller holds the condition."""
+        card, self._card = self._card, None
+        if card is not None:
+            self.submit(card.close)
 
     def _check_not_deciding(self) -> None:
         if self._deciding:
@@ -149,7 +210,7 @@ class Engine:
             and not self._deciding
             and self.clock.now_ms() - s.since_ms > PIN_TIMEOUT_MS
         ):
-            self._tap = None
+            self._let_go()
             self._set(
                 State.DECLINED,
                 amount_fen=s.amount_fen,
@@ -195,7 +256,7 @@ class Engine:
     def cancel(self) -> dict[str, Any]:
         with self._cond:
             self._check_not_deciding()
-            self._tap = None
+            self._let_go()
             if self._pending is not None:
                 log.warning(
                     "reverse-scan request %d cancelled while waiting for its proof",
@@ -205,17 +266,24 @@ class Engine:
             self._set(State.IDLE)
             return self._screen.as_dict()
 
-    def on_card(self, tap: CardTap) -> None:
-        """A card arrived on the reader."""
+    @property
+    def waiting_for_card(self) -> bool:
+        with self._cond:
+            return not self._deciding and self._screen.state == State.WAIT_CREDENTIAL
+
+    def on_card(self, card: PresentCard) -> bool:
+        """A card arrived on the reader (called on the card thread).  False when no sale is
+        waiting for one: the caller lets go of the card."""
         with self._cond:
             s = self._screen
             if self._deciding or s.state != State.WAIT_CREDENTIAL or s.amount_fen is None:
-                log.info("card %s tapped in state %s: ignored", tap.card_no, s.state)
-                return
+                log.info("card presented on %s in state %s: ignored", card.reader, s.state)
+                return False
             amount = s.amount_fen
-            self._tap = tap
+            self._card = card
             self._deciding = True
-        self._decide(tap, amount, None)
+        self._finish(self._run_decider(card, amount, None), amount, card)
+        return True
 
     def key_pin(self, pin: str) -> dict[str, Any]:
         check_password_format(pin)
@@ -223,27 +291,49 @@ class Engine:
             self._check_not_deciding()
             self._expire_pin()
             s = self._screen
-            if s.state != State.WAIT_PIN or self._tap is None or s.amount_fen is None:
+            if s.state != State.WAIT_PIN or self._card is None or s.amount_fen is None:
                 raise EngineError(f"no consumption password is asked for in state {s.state}")
-            tap, amount = self._tap, s.amount_fen
+            card, amount = self._card, s.amount_fen
             self._deciding = True
-        self._decide(tap, amount, pin)
+        try:
+            self.submit(lambda: self._pin_on_card(card, amount, pin)).result()
+        finally:
+            with self._cond:
+                self._deciding = False
         return self.screen()
 
-    def _decide(self, tap: CardTap, amount: int, pin: str | None) -> None:
-        """Decide and show the outcome; the caller has set ``_deciding``."""
-        try:
+    def _pin_on_card(self, card: PresentCard, amount: int, pin: str) -> None:
+        out = self._run_decider(card, amount, pin)
+        if out.code == "card_gone" and self.card_source is not None:
+            # the card was lifted and put back while the password was keyed: use it again
+            # if it is the same card
             try:
-                out = self.decider.decide(tap, amount, pin)
-            except EdgeError as exc:  # e.g. the journal cannot take the record: nothing sold
-                log.error("sale failed: %s", exc)
-                out = Outcome(False, "error", f"terminal error, nothing charged: {exc}", True)
-            except Exception as exc:  # a bug or a malformed answer must not wedge the till
-                log.exception("sale decision failed")
-                out = Outcome(False, "error", f"terminal error: {exc.__class__.__name__}", True)
+                again = self.card_source()
+            except DriverError:
+                again = None
+            if again is not None and _same_card(again, card):
+                with self._cond:
+                    self._card = again
+                card = again
+                out = self._run_decider(card, amount, pin)
+        self._finish(out, amount, card)
+
+    def _run_decider(self, card: PresentCard, amount: int, pin: str | None) -> Outcome:
+        try:
+            return self.decider.decide(card, amount, pin)
+        except EdgeError as exc:  # e.g. the journal cannot take the record: nothing sold
+            log.error("sale failed: %s", exc)
+            return Outcome(False, "error", f"terminal error, nothing charged: {exc}", True)
+        except Exception as exc:  # a bug or a malformed answer must not wedge the till
+            log.exception("sale decision failed")
+            return Outcome(False, "error", f"terminal error: {exc.__class__.__name__}", True)
+
+    def _finish(self, out: Outcome, amount: int, card: PresentCard) -> None:
+        """Show the outcome; the caller has set ``_deciding``."""
+        try:
             with self._cond:
                 self._deciding = False  # in the same hold as the outcome a waiter wakes to
-                self._show(out, amount)
+                self._show(out, amount, card)
         finally:
             with self._cond:
                 self._deciding = False
@@ -301,7 +391,7 @@ class Engine:
             ):
                 raise EngineError("the sale changed while the request was made; try again")
             self._pending = pending
-            self._tap = None
+            self._let_go()
             self._set(
                 State.WAIT_PROOF,
                 amount_fen=amount,
@@ -396,8 +486,10 @@ class Engine:
             message=f"凭证无效 / proof refused: {out.reason}",
         )
 
-    def _show(self, out: Outcome, amount: int) -> None:
+    def _show(self, out: Outcome, amount: int, card: PresentCard | None = None) -> None:
         common = dict(
+            card_no=out.card_no,
+            detail=out.detail,
             amount_fen=amount,
             code=out.code,
             reason=out.reason,
@@ -407,8 +499,8 @@ class Engine:
             balance_fen=out.balance_fen,
             tries_left=out.tries_left,
         )
+        final = out.code != "needs_pin"
         if out.approved:
-            self._tap = None
             self._set(
                 State.APPROVED,
                 approved=True,
@@ -424,7 +516,32 @@ class Engine:
                 **common,
             )
         else:
-            self._tap = None
             self._set(
                 State.DECLINED, approved=False, message=f"失败 / declined: {out.reason}", **common
             )
+        if card is None:
+            return
+        self.timings.append(
+            TapTiming(
+                card.detected_ns,
+                time.time_ns(),
+                out.timing.get("card_io", 0),
+                out.timing.get("journal", 0),
+                out.code,
+            )
+        )
+        del self.timings[:-2000]
+        if final:
+            feedback = getattr(card, "feedback", None)
+            if feedback is not None:
+                feedback(out.approved)
+            if self._card is card:
+                self._card = None
+            card.close()
+
+
+def _same_card(a: PresentCard, b: PresentCard) -> bool:
+    try:
+        return bool(a.uid) and a.uid == b.uid
+    except DriverError:
+        return False

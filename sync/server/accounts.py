@@ -10,12 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from edge import rules
+from edge.card import layout
 from edge.clock import iso
 from edge.db import Tx
 from edge.errors import MoneyError, RuleError, StoreConflict
 from edge.money import check_fen
 from edge.passwords import hash_password
 from edge.rules import AccountStatus, CardType
+from sync.crypto import b64e
 from sync.server import ledger
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid, NotFound
@@ -377,8 +379,10 @@ def reset_pin_tries(ctx: Context, number: str, actor: str = "admin") -> dict[str
         a = tx.one("SELECT id FROM accounts WHERE number = ?", (number,))
         if a is None:
             raise NotFound(f"no account with number {number!r}", "no_account")
+        # pin_epoch tells terminals to clear the wrong tries kept on the card at its next tap
         tx.execute(
-            "UPDATE accounts SET pin_tries = 0, version = ? WHERE id = ?",
+            "UPDATE accounts SET pin_tries = 0, pin_epoch = pin_epoch + 1, version = ? "
+            "WHERE id = ?",
             (next_version(tx), a["id"]),
         )
         event(tx, ctx, a["id"], "pin_reset", "consumption password tries cleared (R5)", actor)
@@ -401,7 +405,13 @@ def issue_card(
     ctx: Context, number: str, uid: str | None = None, actor: str = "admin"
 ) -> dict[str, Any]:
     """Issue a card to an account.  A new card replaces every earlier card of the account at
-    once (R11: the old card stops working the moment the new one exists)."""
+    once (R11: the old card stops working the moment the new one exists).
+
+    The server is the card issuer: the answer carries ``identity``, the signed data the encoder
+    writes on the card (:func:`edge.card.layout.issue_blob`), and ``tag``, the card proof
+    (:mod:`sync.server.cardproof`).  Issuing again to the card that is already the account's
+    active card (same UID) returns that card unchanged, so a desk whose write was interrupted
+    can simply run the same command again."""
     uid = check_uid(uid, ctx)
     with ctx.db.tx() as tx:
         a = tx.one("SELECT id, status FROM accounts WHERE number = ?", (number,))
@@ -409,16 +419,24 @@ def issue_card(
             raise NotFound(f"no account with number {number!r}", "no_account")
         if a["status"] == AccountStatus.CANCELLED:
             raise Conflict("the account is cancelled (R14)", "bad_status")
-        card = issue_card_tx(ctx, tx, a["id"], uid, actor)
-    ctx.notifier.notify()
+        same = tx.one(
+            "SELECT card_no, uid, generation, account_id, identity FROM cards "
+            "WHERE uid = ? AND status = 'active' AND account_id = ? AND identity != ''",
+            (uid, a["id"]),
+        )
+        if same is not None:
+            card = _card_answer(ctx, tx, dict(same), again=True)
+        else:
+            card = issue_card_tx(ctx, tx, a["id"], uid, actor)
+    if same is None:
+        ctx.notifier.notify()
     return {**card, "number": number}
 
 
 def issue_card_tx(ctx: Context, tx: Tx, account_id: int, uid: str, actor: str) -> dict[str, Any]:
     """Inside a transaction: a new card for the account; its earlier cards become 'replaced'.
-    Returns the card with its proof tag (what the encoder writes onto it, see cardproof)."""
-    from sync.server import cardproof
-
+    Returns the card with its signed identity and its proof tag (what the encoder writes onto
+    it: docs/card-format.md, sync.server.cardproof)."""
     if tx.one("SELECT 1 FROM cards WHERE uid = ? AND status = 'active'", (uid,)):
         raise Conflict(f"a card with UID {uid} is already in use", "duplicate_uid")
     gen = (
@@ -432,6 +450,7 @@ def issue_card_tx(ctx: Context, tx: Tx, account_id: int, uid: str, actor: str) -
     )
     seq = int(tx.scalar("SELECT COUNT(*) FROM cards")) + 1
     card_no = f"{10_000_000 + seq}"
+    identity = card_identity(ctx, tx, account_id, card_no, uid, gen)
     version = next_version(tx)
     tx.execute(
         "UPDATE cards SET status = 'replaced', version = ? "
@@ -439,18 +458,81 @@ def issue_card_tx(ctx: Context, tx: Tx, account_id: int, uid: str, actor: str) -
         (version, account_id),
     )
     tx.execute(
-        "INSERT INTO cards (card_no, account_id, uid, generation, issued_ms, version) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (card_no, account_id, uid, gen, ctx.now_ms(), version),
+        "INSERT INTO cards (card_no, account_id, uid, generation, issued_ms, version, identity) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (card_no, account_id, uid, gen, ctx.now_ms(), version, identity),
     )
     event(tx, ctx, account_id, "card_issue", f"card {card_no} generation {gen} issued", actor)
+    card = {"card_no": card_no, "uid": uid, "generation": gen, "account_id": account_id}
+    return _card_answer(ctx, tx, {**card, "identity": identity})
+
+
+def _card_answer(ctx: Context, tx: Tx, card: dict[str, Any], again: bool = False) -> dict[str, Any]:
+    from sync.server import cardproof
+
     return {
-        "card_no": card_no,
-        "uid": uid,
-        "generation": gen,
-        "account_id": account_id,
-        "tag": cardproof.card_tag(cardproof.tag_key(tx), ctx.config.campus_id, card_no, uid, gen),
+        "card_no": card["card_no"],
+        "uid": card["uid"],
+        "generation": card["generation"],
+        "account_id": card["account_id"],
+        "tag": cardproof.card_tag(
+            cardproof.tag_key(tx),
+            ctx.config.campus_id,
+            card["card_no"],
+            card["uid"],
+            card["generation"],
+        ),
+        "identity": card["identity"],
+        "already_issued": again,
     }
+
+
+def card_identity(
+    ctx: Context, tx: Tx, account_id: int, card_no: str, uid: str, generation: int
+) -> str:
+    """The issuer-signed identity of a card (base64; docs/card-format.md): the account's type,
+    expiry (R13) and consumption-password verifier (R5) as they are now."""
+    a = tx.one(
+        "SELECT type, expires, id_card, card_verifier FROM accounts WHERE id = ?", (account_id,)
+    )
+    assert a is not None
+    if a["card_verifier"]:
+        verifier = bytes.fromhex(a["card_verifier"])
+    else:  # the first card: from the R3 initial password
+        verifier = layout.make_verifier(
+            ctx.card_keys, account_id, rules.initial_password(a["id_card"])
+        )
+        tx.execute(
+            "UPDATE accounts SET card_verifier = ? WHERE id = ?", (verifier.hex(), account_id)
+        )
+    ident = layout.Identity(
+        card_no=card_no,
+        account_id=account_id,
+        card_type=a["type"],
+        generation=generation,
+        expires=a["expires"],
+        issued=ctx.today(),
+    )
+    return b64e(layout.issue_blob(ctx.card_keys, bytes.fromhex(uid), ident, verifier))
+
+
+def set_card_password(ctx: Context, tx: Tx, account_id: int, password: str) -> str | None:
+    """R5: a new consumption password for the account's cards: store its card verifier and
+    re-sign the active card's identity (returned, for the kiosk or desk to write)."""
+    verifier = layout.make_verifier(ctx.card_keys, account_id, password)
+    tx.execute("UPDATE accounts SET card_verifier = ? WHERE id = ?", (verifier.hex(), account_id))
+    card = tx.one(
+        "SELECT card_no, uid, generation FROM cards WHERE account_id = ? AND status = 'active'",
+        (account_id,),
+    )
+    if card is None:
+        return None
+    identity = card_identity(ctx, tx, account_id, card["card_no"], card["uid"], card["generation"])
+    tx.execute(
+        "UPDATE cards SET identity = ?, version = ? WHERE card_no = ?",
+        (identity, next_version(tx), card["card_no"]),
+    )
+    return identity
 
 
 # --- top-up (R7) ------------------------------------------------------------------------------

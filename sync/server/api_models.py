@@ -359,6 +359,9 @@ class CardData(BaseModel):
     expires: str | None
     limit_fen: int
     tag: str
+    identity: str = Field(
+        description="the issuer-signed identity to write (base64; docs/card-format.md)"
+    )
 
 
 class CardWriteOut(BaseModel):
@@ -462,6 +465,13 @@ class IssuedCardOut(BaseModel):
     account_id: int
     number: str
     tag: str = Field(description="the card's proof tag, written onto the card (R20)")
+    identity: str = Field(
+        description="the issuer-signed identity written onto the card (base64: blocks 4-6 "
+        "and the signature, docs/card-format.md)"
+    )
+    already_issued: bool = Field(
+        default=False, description="this UID was already the account's card: the same card again"
+    )
 
 
 class RosterError(BaseModel):
@@ -472,6 +482,18 @@ class RosterError(BaseModel):
 class RosterOut(BaseModel):
     added: int
     errors: list[RosterError]
+
+
+class KeystoreOut(BaseModel):
+    """A role-limited card keystore (docs/card-format.md); secret: store it with mode 0600."""
+
+    format: str
+    version: int
+    campus_id: str
+    role: str
+    key_version: int
+    issuer_public: str = Field(description="the issuer's Ed25519 public key, base64")
+    masters: dict[str, str] = Field(description="master keys by name, hex")
 
 
 class EnrollTokenOut(BaseModel):

@@ -41,6 +41,7 @@ from sync.server.api_models import (
     EnrollTokenOut,
     HealthOut,
     IssuedCardOut,
+    KeystoreOut,
     LedgerCheckOut,
     LoginOut,
     LogoutOut,
@@ -239,6 +240,16 @@ def create_app(ctx: Context) -> FastAPI:
     def revoke_terminal(terminal_id: TerminalPath, actor: Terminals) -> dict[str, Any]:
         return terminals.revoke(ctx, terminal_id)
 
+    @app.get("/v1/admin/keystore", tags=["admin"], response_model=KeystoreOut)
+    def admin_keystore(
+        actor: Cards, role: Annotated[str, Query(pattern=r"^(desk|kiosk|pos|gate)$")] = "desk"
+    ) -> dict[str, Any]:
+        """A role-limited card keystore (for a service desk's ``card issue --reader``, or to
+        install a terminal by hand); the issuer's private key never leaves the server."""
+        if role in ("pos", "gate"):
+            actor.require("terminals")
+        return ctx.card_keys.for_role(role).to_dict()
+
     @app.get("/v1/admin/ledger/check", tags=["admin"], response_model=LedgerCheckOut)
     def ledger_check(actor: LedgerRead) -> dict[str, Any]:
         return ledger.check(ctx.db)
@@ -306,6 +317,11 @@ def create_app(ctx: Context) -> FastAPI:
     def enroll(body: EnrollIn) -> dict[str, Any]:
         return terminals.enroll(ctx, body.token, body.public_key, body.role)
 
+    @app.get("/v1/terminals/keystore", tags=["terminal"], response_model=KeystoreOut)
+    def terminal_keystore(term: Terminal) -> dict[str, Any]:
+        """The card keys this terminal's role needs (a POS: read identities, keep counters)."""
+        return ctx.card_keys.for_role(term["role"]).to_dict()
+
     @app.post("/v1/pos/authorize", tags=["terminal"])
     def pos_authorize(body: AuthorizeIn, term: Terminal) -> dict[str, Any]:
         terminals.require_role(term, "pos")
@@ -319,6 +335,7 @@ def create_app(ctx: Context) -> FastAPI:
 
     @app.get("/v1/feed", tags=["terminal"])
     async def pull_feed(
+        request: Request,
         term: Terminal,
         since: Annotated[int, Query(ge=0, le=2**62)] = 0,
         wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
@@ -328,7 +345,9 @@ def create_app(ctx: Context) -> FastAPI:
         while True:
             current = await run_in_threadpool(current_version, ctx.db)
             remaining = deadline - loop.time()
-            if current != since or remaining <= 0:
+            if current != since or remaining <= 0 or ctx.notifier.closing:
+                break
+            if await request.is_disconnected():  # the terminal went away: stop waiting
                 break
             await ctx.notifier.wait(min(remaining, 1.0))
         return await run_in_threadpool(feed.delta, ctx, term, since)

@@ -3,10 +3,18 @@
 The POS asks before it journals: the server checks the credential (a card: R11 generation;
 a phone's payment code: :func:`sync.server.codes.check_payment_code` and the seen-set), R2
 account status, R13 expiry, the daily limit (R6: over it the consumption password R5 for a
-card, the query-password confirmation carried by a payment code), and the balance, and puts a *hold* on the amount under the record's id (terminal,
-sequence).  No money moves here: the charge is the journal record, applied when it syncs, and
-applying it releases the hold.  A terminal that crashes before journaling reuses the sequence
-number, which replaces the hold; an abandoned hold expires.
+card, the query-password confirmation carried by a payment code), and the balance, and puts
+a *hold* on the amount under the record's id (terminal, sequence).  No money moves here: the
+charge is the journal record, applied when it syncs, and applying it releases the hold.  A
+terminal that crashes before journaling reuses the sequence number, which replaces the hold;
+an abandoned hold expires.
+
+R6 with a card: the POS sends the card's own facts (``card``: generation, the tracked day
+and amount from the card's counters, the wrong tries, whether the consumption password was
+checked correct against the card's verifier).  The limit is then decided from those facts, so
+it holds across offline terminals, and the password never reaches the server.  Without card
+facts (legacy card requests) R6 is decided at account level, with the consumption password
+checked here (R5).
 """
 
 from __future__ import annotations
@@ -74,6 +82,9 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
         refusal = credential_refusal(ctx, row, req.get("uid"))
     if refusal:
         return _decline(refusal, **base)
+    facts = req.get("card")
+    if facts is not None and facts["generation"] != row["generation"]:
+        return _decline("card replaced by a newer card (R11: old generation)", **base)
     policy = ctx.policy()
     now, today = ctx.now_ms(), ctx.today()
     aid = row["id"]
@@ -90,19 +101,40 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
         )
         holds = sum(int(h["amount"]) for h in held)
         acct = tx.one(
-            "SELECT spent_day, spent_fen, pin_tries, consume_pw, status, limit_fen "
+            "SELECT spent_day, spent_fen, pin_tries, consume_pw, status, limit_fen, pin_epoch "
             "FROM accounts WHERE id = ?",
             (aid,),
         )
         assert acct is not None
-        # R6: today's tracked amount, then the sales authorized but not yet synced (holds), in
-        # order: they count today (even before the account's first synced sale of the day), and
-        # a correct password among them reset the amount
-        synced = rules.LimitTracker(acct["spent_day"], acct["spent_fen"])
-        tracker = rules.LimitTracker(today, synced.spent_on(today))
-        for h in held:
-            tracker = tracker.after_purchase(today, int(h["amount"]), bool(h["pin_ok"]))
         pin_ok = False
+        if facts is not None:  # R6 from the card's counters
+            tries = int(facts.get("tries") or 0)
+            if (
+                facts.get("epoch") == acct["pin_epoch"] & 0xFF and tries > acct["pin_tries"]
+            ):  # R5: the card's wrong tries, known here at once (the journal follows)
+                tx.execute(
+                    "UPDATE accounts SET pin_tries = ?, version = ? WHERE id = ?",
+                    (tries, next_version(tx), aid),
+                )
+                ctx.notifier.notify()
+            tracker = rules.LimitTracker(facts.get("day") or "", facts["spent_fen"])
+            pin_ok = facts.get("pin") == "ok"
+            if not pin_ok and tracker.needs_password(today, amount, acct["limit_fen"]):
+                return _decline(
+                    f"over the daily limit {format_fen(acct['limit_fen'])}: "
+                    "consumption password required (R6)",
+                    "needs_pin",
+                    limit_fen=acct["limit_fen"],
+                    **base,
+                )
+        else:
+            # R6: today's tracked amount, then the sales authorized but not yet synced (holds),
+            # in order: they count today (even before the account's first synced sale of the
+            # day), and a correct password among them reset the amount
+            synced = rules.LimitTracker(acct["spent_day"], acct["spent_fen"])
+            tracker = rules.LimitTracker(today, synced.spent_on(today))
+            for h in held:
+                tracker = tracker.after_purchase(today, int(h["amount"]), bool(h["pin_ok"]))
         if qr is not None:
             used = tx.one(
                 "SELECT terminal_id, seq FROM code_uses WHERE serial = ? AND counter = ?",
@@ -124,7 +156,7 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
                     **base,
                 )
             pin_ok = True
-        elif tracker.needs_password(today, amount, acct["limit_fen"]):  # R6
+        elif facts is None and tracker.needs_password(today, amount, acct["limit_fen"]):  # R6
             tries_left = policy["pin_max_tries"] - acct["pin_tries"]
             if tries_left <= 0:
                 return _decline(
@@ -199,6 +231,7 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
         "limit_fen": acct["limit_fen"],
         "spent_fen": spent_before,
         "pin": "ok" if pin_ok else "none",
+        "pin_epoch": acct["pin_epoch"],
         **({"cred": qr.code.cred, "confirmed": qr.code.confirmed} if qr is not None else {}),
         **base,
     }

@@ -56,7 +56,19 @@ def card_data(ctx: Context, tx: Tx, account_id: int) -> dict[str, Any]:
     )
     if row is None:
         raise Conflict("the account has no active card", "no_card")
+    from sync.server.accounts import card_identity
+    from sync.server.context import next_version
+
+    # the identity signed afresh: type, validity (R13) and verifier (R5) as the server has them
+    identity = card_identity(ctx, tx, row["id"], row["card_no"], row["uid"], row["generation"])
+    stored = tx.scalar("SELECT identity FROM cards WHERE card_no = ?", (row["card_no"],))
+    if stored != identity:
+        tx.execute(
+            "UPDATE cards SET identity = ?, version = ? WHERE card_no = ?",
+            (identity, next_version(tx), row["card_no"]),
+        )
     return {
+        "identity": identity,
         "card_no": row["card_no"],
         "uid": row["uid"],
         "generation": row["generation"],

@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     )
     ctx = Context.open(config)
     token_path, created = ensure_admin_token(ctx)
+    ctx.card_keys  # noqa: B018 - made (DATA/card-keys.json, 0600) before the first request
     if created:
         print(f"admin credential created: {token_path}", flush=True)
     else:
@@ -124,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
             notify("READY=1")
+        while not server.should_exit:
+            time.sleep(0.05)
+        ctx.notifier.close()  # answer the long-polls so the stop is not held up by them
 
     def alive() -> bool:
         """The watchdog is fed only while the server answers its own health check."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import secrets
 import threading
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.card.keys import MASTERS, Keystore
 from edge.clock import DEFAULT_TZ, Clock, SystemClock, campus_date
 from edge.db import Database, Tx
 from edge.passwords import DEFAULT_LOG2_N
@@ -70,6 +72,11 @@ class Notifier:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
         self._lock = threading.Lock()
+        self.closing = False  # the server is stopping: long-polls answer at once
+
+    def close(self) -> None:
+        self.closing = True
+        self.notify()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
@@ -106,6 +113,8 @@ class Context:
     clock: Clock = field(default_factory=SystemClock)
     rng: random.Random = field(default_factory=secrets.SystemRandom)
     notifier: Notifier = field(default_factory=Notifier)
+    _card_keys: Keystore | None = None
+    _keys_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def open(cls, config: ServerConfig, clock: Clock | None = None) -> Context:
@@ -115,6 +124,23 @@ class Context:
             random.Random(config.seed) if config.seed is not None else secrets.SystemRandom()
         )
         return cls(config=config, db=db, clock=clock or SystemClock(), rng=rng)
+
+    @property
+    def card_keys(self) -> Keystore:
+        """The campus card keys (master keys and the issuer key), in DATA/card-keys.json
+        (mode 0600), made on first use: the server is the card issuer."""
+        with self._keys_lock:
+            if self._card_keys is None:
+                path = self.config.data_dir / "card-keys.json"
+                if not path.exists():
+                    Keystore.generate(self.config.campus_id).save(path)
+                keys = Keystore.load(path)
+                missing = [m for m in MASTERS if m not in keys.masters]
+                if missing:  # keys added by a later version: made once, kept
+                    keys.masters.update({m: os.urandom(16) for m in missing})
+                    keys.save(path)
+                self._card_keys = keys
+            return self._card_keys
 
     def now_ms(self) -> int:
         return self.clock.now_ms()

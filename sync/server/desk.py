@@ -159,6 +159,15 @@ def refund(
             )
         aid = int(orig["account_id"])
         debit, credit = orig["credit"], orig["debit"]
+        status = tx.scalar("SELECT status FROM accounts WHERE id = ?", (aid,))
+        if status == AccountStatus.CANCELLED and credit in (
+            ledger.wallet(aid),
+            ledger.transition(aid),
+        ):
+            # R14: a cancelled account holds no money; the desk pays such a refund in cash
+            raise Conflict(
+                "the account is cancelled (R14): a refund cannot go back into it", "bad_status"
+            )
         if orig["kind"] == "topup" and debit == ledger.transition(aid):
             # the Alipay money may have moved into the balance already (R7)
             _w, t = ledger.balances(tx, aid)

@@ -48,6 +48,7 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
                 "spent_fen": r["spent_fen"],
                 "pin_tries": r["pin_tries"],
                 "pin_verifier": r["consume_pw"],
+                "pin_epoch": r["pin_epoch"],
                 "expires": r["expires"],
                 "version": r["version"],
             }
@@ -62,7 +63,7 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
         cards = [
             dict(r)
             for r in rd.all(
-                "SELECT card_no, account_id, uid, generation, status, version FROM cards "
+                "SELECT card_no, account_id, uid, generation, status, version, identity FROM cards "
                 "WHERE version > ? AND version <= ? ORDER BY version, card_no",
                 (since, upto),
             )

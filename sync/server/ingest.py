@@ -232,7 +232,7 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> 
     accounts = {
         r["id"]: dict(r)
         for r in tx.all(
-            f"SELECT id, status, spent_day, spent_fen, pin_tries, flags FROM accounts "
+            f"SELECT id, status, spent_day, spent_fen, pin_tries, pin_epoch, flags FROM accounts "
             f"WHERE id IN ({marks})",
             acct_ids,
         )
@@ -354,10 +354,17 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> 
                 ):
                     acct["status"] = AccountStatus.FROZEN.value
                     acct["frozen_now"] = True
-        elif rec["kind"] == "pin_fail" and rec["off"]:
-            # R5: wrong passwords keyed offline count toward the lockout once they sync
-            # (online ones were counted when the server checked them)
-            acct["pin_tries"] += 1
+        elif rec["kind"] == "pin_fail" and (rec["off"] or "card" in rec.get("x", {})):
+            # R5: wrong passwords keyed offline count toward the lockout once they sync (online
+            # passwords checked by the server itself were counted when it checked them).  A
+            # password checked against the card carries the card's own count: the server
+            # mirrors it, unless the desk has reset the tries since (another epoch).
+            card = rec.get("x", {}).get("card")
+            if isinstance(card, dict) and isinstance(card.get("tries"), int):
+                if card.get("ep", acct["pin_epoch"] & 0xFF) == acct["pin_epoch"] & 0xFF:
+                    acct["pin_tries"] = max(acct["pin_tries"], card["tries"])
+            else:
+                acct["pin_tries"] += 1
             if (
                 policy["auto_freeze_pin_lockout"]
                 and acct["pin_tries"] >= policy["pin_max_tries"]

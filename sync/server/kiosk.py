@@ -21,7 +21,7 @@ from edge.money import MAX_AMOUNT_FEN, format_fen
 from edge.passwords import hash_password
 from edge.rules import AccountStatus
 from sync.server import cardproof, found_cards, holder_ops, holders, ledger
-from sync.server.accounts import event
+from sync.server.accounts import event, set_card_password
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid
 
@@ -76,6 +76,8 @@ def change_consume_password(
             "UPDATE accounts SET consume_pw = ?, pin_tries = 0, version = ? WHERE id = ?",
             (verifier, next_version(tx), row["id"]),
         )
+        # the card's own verifier (docs/card-format.md) lives in its signed identity
+        identity = set_card_password(ctx, tx, row["id"], new)
         event(
             tx,
             ctx,
@@ -88,7 +90,7 @@ def change_consume_password(
     return {
         "card_no": row["card_no"],
         "changed": "consume_password",
-        "write": {"pin_verifier": verifier, "pin_tries": 0},
+        "write": {"pin_verifier": verifier, "pin_tries": 0, "identity": identity},
     }
 
 

@@ -110,6 +110,20 @@ class EnrollIn(Strict):
     )
 
 
+class CardFactsIn(Strict):
+    """What the POS read from the card (R6 counters, R11 generation) and decided with it."""
+
+    generation: int = Field(ge=0, le=65535)
+    day: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+    spent_fen: int = Field(ge=0, le=2**24)
+    taps: int = Field(ge=0, le=2**24)
+    tries: int = Field(default=0, ge=0, le=255, description="wrong consumption passwords (R5)")
+    epoch: int | None = Field(
+        default=None, ge=0, le=255, description="the desk reset the tries count from"
+    )
+    pin: Literal["none", "ok"] = "none"
+
+
 class AuthorizeIn(Strict):
     seq: int = Field(ge=1, le=2**62, strict=True)
     card_no: str | None = Field(default=None, min_length=1, max_length=32)
@@ -117,6 +131,9 @@ class AuthorizeIn(Strict):
     amount_fen: int = Fen
     method: Literal["card", "qr-forward"] = "card"
     pin: str | None = Field(default=None, pattern=r"^\d{6}$")
+    card: CardFactsIn | None = Field(
+        default=None, description="the card's own facts; R6 is then decided from them"
+    )
     qr: str | None = Field(
         default=None, min_length=1, max_length=1000, description="payment code text (qr-forward)"
     )

@@ -244,7 +244,6 @@ def _card_tag_key(tx: Tx) -> None:
 
 MIGRATIONS.add_fn("0004-card-tag-key", _card_tag_key)
 
-
 MIGRATIONS.add(
     "0005-hold-pin",
     """
@@ -296,5 +295,14 @@ MIGRATIONS.add(
         expires_ms INTEGER NOT NULL,
         used INTEGER NOT NULL DEFAULT 0
     )
+    """,
+)
+
+MIGRATIONS.add(
+    "0007-card-path",
+    """
+    ALTER TABLE cards ADD COLUMN identity TEXT NOT NULL DEFAULT '';
+    ALTER TABLE accounts ADD COLUMN pin_epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE accounts ADD COLUMN card_verifier TEXT
     """,
 )

@@ -1,0 +1,1 @@
+"""Card drivers: the commands of a card type, spoken over a :class:`~drivers.reader.base.PresentCard`."""

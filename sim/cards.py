@@ -1,0 +1,60 @@
+"""Simulated campus cards for the in-process ``sim://`` reader.
+
+``ykt sim sale --card CARD_NO`` names a card by number; the agent makes the card from the
+server's record of it (which carries the issuer-signed identity) and its own keystore, as a
+desk would have written it.  Keys the terminal does not hold (a POS has no identity write
+key) are random on such a card: nobody can rewrite its identity, as on a real one.  A UID other
+than the issued one makes a clone (same data, keys diversified for the other UID); an
+unknown number makes a blank card, which no campus key opens.
+
+The agent keeps each card as an image file (``DATA/sim-cards/``), so its counters survive
+between taps and restarts like a real card's.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+from edge.card import layout
+from edge.card.keys import Keystore
+from sim import cardimage
+from sim.mifare import MifareClassic1K, blank_blocks
+
+
+def encoded_card(
+    uid: bytes, identity_b64: str, keys: Keystore, tag: bytes | None = None
+) -> MifareClassic1K:
+    blob = base64.b64decode(identity_b64)
+    blocks = blank_blocks(uid)
+    made = layout.card_blocks(uid, blob, keys, missing_key=os.urandom(6), tag=tag)
+    for n, data in made.items():
+        blocks[n] = bytearray(data)
+    return MifareClassic1K(uid, blocks)
+
+
+def card_for(
+    folder: Path,
+    card_no: str,
+    record: dict[str, object] | None,
+    keys: Keystore,
+    uid_hex: str | None,
+) -> MifareClassic1K:
+    """The simulated card to tap for ``card_no`` (made once, then kept in ``folder``)."""
+    issued_uid = str(record["uid"]) if record else None
+    uid_hex = (uid_hex or issued_uid or f"{int.from_bytes(os.urandom(4), 'big'):08X}").upper()
+    uid = bytes.fromhex(uid_hex)
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in card_no)[:32]
+    path = folder / f"{safe}-{uid_hex}.img"
+    if path.exists():
+        card = cardimage.load(path)
+    elif record is not None and record.get("identity"):
+        card = encoded_card(uid, str(record["identity"]), keys)
+    else:
+        card = MifareClassic1K(uid, blank_blocks(uid))
+    card.on_write = lambda c: cardimage.save(c, path)
+    if not path.exists():
+        cardimage.save(card, path)
+    return card

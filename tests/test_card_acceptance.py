@@ -1,0 +1,99 @@
+"""Issue 3's acceptance path with the commands a new user runs (child processes only)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.card_helpers import ykt
+from tests.helpers import PosProc, ServerProc
+
+pytestmark = pytest.mark.slow
+
+
+def test_encode_sell_tear_and_sell_again_on_virtual_readers(tmp_path: Path) -> None:
+    r, img = tmp_path / "R", tmp_path / "C.img"
+    started = json.loads(ykt("sim", "reader", "start", "--slots", "2", "--dir", str(r), "--json"))
+    try:
+        assert Path(started["socket"]).is_socket() and len(started["slots"]) == 2
+        name = started["slots"][0]["name"]
+        env = {**os.environ, "PCSCLITE_CSOCK_NAME": started["socket"]}
+        ykt("sim", "card", "new", "--uid", "04A1B2C3", "--out", str(img))
+        ykt("sim", "card", "present", str(img), "--dir", str(r), "--slot", "0")
+
+        server = ServerProc(tmp_path / "D").start()
+        try:
+            admin = ["admin", "--server", server.url, "--token-file", str(server.token_file)]
+            add = ["--number", "S2023001", "--name", "张三", "--type", "student"]
+            ykt(*admin, "account", "add", *add, "--id-card", "510102199901013052")
+            ykt(*admin, "topup", "--number", "S2023001", "--amount", "100.00", "--channel", "cash")
+            issue = ["card", "issue", "--number", "S2023001", "--reader", f"pcsc://{name}"]
+            issued = json.loads(ykt(*admin, *issue, "--json", env=env))
+            assert issued["uid"] == "04A1B2C3" and issued["written"]
+            token = ykt(
+                *admin, "terminal", "enroll", "--role", "pos", "--name", "canteen-1"
+            ).strip()
+            pos = PosProc(
+                tmp_path / "P", server, token=token, reader=f"pcsc://{name}", env=env
+            ).start()
+            try:
+                sale = ["sim", "sale", "--agent", pos.url, "--json"]
+                first = json.loads(ykt(*sale, "--amount", "12.50"))
+                assert first["approved"] and first["balance_fen"] == 8750, first
+                ykt("sim", "card", "tear", str(img), "--dir", str(r), "--slot", "0", "--after", "5")
+                torn = json.loads(ykt(*sale, "--amount", "3.00"))
+                assert torn["state"] == "declined" and "nothing charged" in torn["reason"], torn
+                ykt("sim", "card", "present", str(img), "--dir", str(r), "--slot", "0")
+                again = json.loads(ykt(*sale, "--amount", "3.00"))
+                assert again["approved"] and again["balance_fen"] == 8450, again
+                over = json.loads(ykt(*sale, "--amount", "45.00", "--pin", "013052"))
+                assert over["approved"] and over["balance_fen"] == 3950, over
+                ykt("sim", "card", "remove", "--dir", str(r), "--slot", "0")
+                pos.wait_synced()
+            finally:
+                pos.stop()
+            acct = json.loads(ykt(*admin, "account", "show", "--number", "S2023001", "--json"))
+            assert acct["balance_fen"] == 3950
+            assert [b["amount_fen"] for b in acct["bills"]] == [10000, -1250, -300, -4500]
+        finally:
+            server.stop()
+
+        dump = json.loads(ykt("sim", "card", "dump", str(img), "--json"))
+        card = dump["campus_card"]
+        assert card["identity"]["card_no"] == issued["card_no"]
+        assert dump["sectors"][1]["trailer"]["access"] == "78778869"
+        newest = max(card["counters"], key=lambda c: c["seq"])
+        assert newest["taps"] == 3 and newest["spent_fen"] == 4500
+        text = ykt("sim", "card", "dump", str(img))
+        assert "ykt issuer signature" in text and "transport configuration" in text
+    finally:
+        ykt("sim", "reader", "stop", "--dir", str(r))
+    assert not Path(started["socket"]).exists()
+
+
+def test_sim_commands_explain_mistakes(tmp_path: Path) -> None:
+    out = ykt("sim", "card", "present", "nope.img", "--dir", str(tmp_path), check=False)
+    assert out == ""
+    bad = tmp_path / "bad.img"
+    bad.write_text("uid: 04A1B2C3\n00: 1234\n")
+    import subprocess
+
+    from tests.helpers import ykt_cmd
+
+    res = subprocess.run(ykt_cmd("sim", "card", "dump", str(bad)), capture_output=True, text=True)
+    assert res.returncode == 1 and "line 2" in res.stderr
+    res = subprocess.run(
+        ykt_cmd("sim", "card", "new", "--uid", "XYZ", "--out", str(tmp_path / "x.img")),
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 1 and "4 or 7 bytes" in res.stderr
+    res = subprocess.run(
+        ykt_cmd("sim", "card", "remove", "--dir", str(tmp_path / "none")),
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 1 and "ykt sim reader start" in res.stderr

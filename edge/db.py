@@ -1,17 +1,25 @@
-"""The one SQLite wrapper of ykt (both the terminal and the central server use it).
+"""The one database wrapper of ykt (the terminal and the central server both use it): SQLite,
+and for the central server also PostgreSQL.
 
-- ``Database(path | ":memory:" | sqlite3.Connection)``: WAL, ``synchronous`` chosen by the
-  caller (the journal needs FULL: an approval is shown only after its record is durable).
-- Every write goes through :meth:`Database.tx`, a ``BEGIN IMMEDIATE`` transaction that commits
-  or rolls back as a whole (the writers of one process take turns on a lock before they ask
-  SQLite for its write lock); reads may use :meth:`Database.all` / :meth:`Database.one`.
+- ``Database(path | ":memory:" | sqlite3.Connection)``: SQLite, WAL, ``synchronous`` chosen by
+  the caller (the journal needs FULL: an approval is shown only after its record is durable).
+- ``Database("postgresql://USER@HOST/DB")``: PostgreSQL through psycopg 3
+  (:mod:`edge.db_postgres`); the same :class:`Tx`, the same SQL (written in SQLite's dialect and
+  translated in one place, :mod:`edge.db_sql`; rules in docs/database.md), the same migrations.
+- Every write goes through :meth:`Database.tx`, a transaction that commits or rolls back as a
+  whole and runs while no other writer does (SQLite: the writers of one process take turns on
+  a lock, then ``BEGIN IMMEDIATE``; PostgreSQL: a transaction-scoped advisory lock, so writers
+  of every server process take turns); reads may
+  use :meth:`Database.all` / :meth:`Database.one`, or :meth:`Database.read` for one snapshot.
 - Migrations are registered in one :class:`Migrations` list per schema and applied in order,
-  each in its own transaction together with its bookkeeping row in ``_migrations``.
-- sqlite3 errors are converted to :class:`edge.errors.StoreError` here, where our code meets
-  the library.
+  each in its own transaction together with its bookkeeping row in ``_migrations`` (checked
+  again inside that transaction, so processes starting together apply each step once).
+- sqlite3 and psycopg errors are converted to :class:`edge.errors.StoreError` here, where our
+  code meets the library.
 
-One connection per thread (sqlite3 connections are not shared across threads); ``:memory:``
-databases use a single connection behind a lock so every thread sees the same data.
+SQLite: one connection per thread (sqlite3 connections are not shared across threads);
+``:memory:`` databases use a single connection behind a lock so every thread sees the same data.
+PostgreSQL: a pool of connections; a thread keeps one for the length of a transaction.
 """
 
 from __future__ import annotations
@@ -19,13 +27,18 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from edge.errors import StoreConflict, StoreError
+
+if TYPE_CHECKING:
+    from edge.db_postgres import Backend as PgBackend
+    from edge.db_postgres import Connection as PgConnection
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +49,7 @@ Params = Sequence[Any] | Mapping[str, Any]
 class Tx:
     """A transaction in progress: the only way to write."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection | PgConnection) -> None:
         self._conn = conn
 
     def execute(self, sql: str, params: Params = ()) -> int:
@@ -85,6 +98,10 @@ class Tx:
         return None if row is None else row[0]
 
 
+def is_postgres_url(target: object) -> bool:
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
 @dataclass
 class Migrations:
     """An ordered list of schema steps; ids are never reused or edited once released."""
@@ -122,7 +139,15 @@ class Database:
         self._busy = busy_timeout_ms
         self._all_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
-        if isinstance(target, sqlite3.Connection):
+        self._pg: PgBackend | None = None
+        if is_postgres_url(target):
+            from edge.db_postgres import Backend
+
+            self.path = None
+            self._pg = Backend(
+                str(target), synchronous=synchronous, busy_timeout_ms=busy_timeout_ms
+            )
+        elif isinstance(target, sqlite3.Connection):
             self.path = None
             self._shared = target
             self._prepare(target)
@@ -176,10 +201,31 @@ class Database:
         else:
             yield
 
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return "sqlite" if self._pg is None else "postgresql"
+
+    @property
+    def name(self) -> str:
+        """Where the data is, for messages (a PostgreSQL URL without its password)."""
+        if self._pg is not None:
+            return self._pg.name
+        return str(self.path) if self.path is not None else ":memory:"
+
     # -- transactions and reads ------------------------------------------------------------
     @contextmanager
-    def tx(self) -> Iterator[Tx]:
-        """A write transaction (``BEGIN IMMEDIATE``): commits on success, rolls back on error."""
+    def tx(self, *, exclusive: bool = True) -> Iterator[Tx]:
+        """A write transaction (``BEGIN IMMEDIATE``): commits on success, rolls back on error.
+
+        ``exclusive=False`` lets a PostgreSQL transaction run beside other writers (it skips
+        the writer lock; SQLite ignores it): only for transactions whose every statement is
+        right on its own, whatever commits beside it (``INSERT … ON CONFLICT DO NOTHING``, a
+        ``DELETE`` by a condition), never read-then-write."""
+        if self._pg is not None:
+            with self._pg.write(exclusive) as pg_conn:
+                yield Tx(pg_conn)
+            return
         with self._write_lock, self._maybe_locked():
             conn = self._conn()
             try:
@@ -206,6 +252,10 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Tx]:
         """A read transaction: every statement in it sees the same snapshot (WAL)."""
+        if self._pg is not None:
+            with self._pg.read() as pg_conn:
+                yield Tx(pg_conn)
+            return
         with self._maybe_locked():
             conn = self._conn()
             try:
@@ -218,6 +268,8 @@ class Database:
                 raise StoreError(f"read failed: {exc}") from exc
 
     def all(self, sql: str, params: Params = ()) -> list[Row]:
+        if self._pg is not None:
+            return list(self._pg.all(sql, params))
         with self._maybe_locked():
             try:
                 return list(self._conn().execute(sql, params).fetchall())
@@ -246,18 +298,41 @@ class Database:
                 continue
             try:
                 with self.tx() as tx:
+                    if tx.one("SELECT 1 FROM _migrations WHERE id = ?", (step_id,)):
+                        continue  # another process applied it meanwhile
                     fn(tx)
                     tx.execute(
-                        "INSERT INTO _migrations (id, applied_at) VALUES (?, datetime('now'))",
-                        (step_id,),
+                        "INSERT INTO _migrations (id, applied_at) VALUES (?, ?)",
+                        (step_id, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())),
                     )
             except sqlite3.Error as exc:
+                raise StoreError(f"migration {step_id} failed: {exc}") from exc
+            except StoreError as exc:
                 raise StoreError(f"migration {step_id} failed: {exc}") from exc
             log.info("applied migration %s", step_id)
             applied.append(step_id)
         return applied
 
+    # -- notifications between processes sharing the database --------------------------------
+    def notify(self, channel: str) -> None:
+        """PostgreSQL: NOTIFY ``channel`` (at commit when called inside a transaction).
+        SQLite: nothing (listeners there poll; see :meth:`can_listen`)."""
+        if self._pg is not None:
+            self._pg.notify(channel)
+
+    def can_listen(self) -> bool:
+        return self._pg is not None
+
+    def listen(self, channel: str, callback: Callable[[], None]) -> None:
+        """PostgreSQL only: call ``callback`` from a thread whenever ``channel`` is notified."""
+        if self._pg is None:
+            raise StoreError("SQLite has no notifications between processes")
+        self._pg.listen(channel, callback)
+
     def close(self) -> None:
+        if self._pg is not None:
+            self._pg.close()
+            return
         with self._conns_lock:
             for conn in self._all_conns:
                 try:

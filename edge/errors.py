@@ -7,8 +7,9 @@
     ├── RuleError           input that breaks a rule of the card system (R1-R20)
     │   └── IdCardError     an ID-card number that is malformed or fails GB 11643
     ├── ConfigError         a configuration file or option that cannot be used
-    ├── StoreError          the local SQLite store failed (wraps sqlite3 errors)
-    │   └── StoreConflict   a uniqueness or foreign-key constraint refused a write
+    ├── StoreError          the database failed (wraps sqlite3 and psycopg errors)
+    │   ├── StoreConflict   a uniqueness or foreign-key constraint refused a write
+    │   └── StoreRefused    a value the database cannot hold (PostgreSQL: text with NUL)
     ├── JournalError        the journal is damaged or cannot take a record
     └── CardRefused         a campus card whose data may not be used (``code`` says why:
                             foreign_card, bad_signature, clone, bad_layout, counters_damaged)
@@ -43,6 +44,11 @@ class StoreError(EdgeError):
 
 class StoreConflict(StoreError):
     pass
+
+
+class StoreRefused(StoreError):
+    """The database cannot hold a value it was given (PostgreSQL: a NUL character in text, a
+    number out of range): bad input, not an unavailable database."""
 
 
 class JournalError(EdgeError):

@@ -1,12 +1,88 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import dbs
 from tests.helpers import PosProc, ServerProc
 from tests.live import Live, open_live
+
+#: Test modules of the central server that run on SQLite and again on PostgreSQL (tests/dbs.py).
+#: A module-scoped fixture in them that starts a server must take ``db_kind`` as an argument, or
+#: pytest keeps the SQLite one for the PostgreSQL round.
+#: All of the server's own tests: together they take about 80 s on SQLite.  The POS, driver,
+#: protocol and CLI tests run on SQLite only: their server is only the far end of the link.
+BOTH_DBS = {
+    "test_server_admin",
+    "test_server_auth",
+    "test_server_authorize",
+    "test_server_conservation",
+    "test_server_feed",
+    "test_server_ingest",
+    "test_holder_business",
+    "test_holder_login",
+    "test_desk",
+    "test_access",
+    "test_kiosk_card_present",
+    "test_openapi",
+    "test_api_fuzz",
+    "test_conservation",
+    "test_acceptance_holder",
+    "test_sso",
+    "test_server_processes",
+    "test_phone_codes_server",
+    "test_bench_db",
+    "test_db",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--db",
+        choices=("both", "sqlite", "postgres"),
+        default=os.environ.get("YKT_TEST_DB", "both"),
+        help="which databases the server tests run on (default both; env YKT_TEST_DB)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "db_kind" not in metafunc.fixturenames:
+        return
+    choice = metafunc.config.getoption("--db")
+    if metafunc.definition.get_closest_marker("postgres"):
+        kinds = ["postgres"] if choice != "sqlite" else []
+    elif metafunc.module.__name__.rsplit(".", 1)[-1] in BOTH_DBS:
+        kinds = list(dbs.KINDS) if choice == "both" else [choice]
+    else:
+        return
+    metafunc.parametrize("db_kind", kinds, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def db_kind(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The database this module's servers use (``sqlite`` unless parametrized)."""
+    kind = getattr(request, "param", "sqlite")
+    dbs.set_current(kind)
+    mark = len(dbs.created)
+    yield kind
+    dbs.drop_since(mark)
+    dbs.set_current("sqlite")
+
+
+@pytest.fixture(autouse=True)
+def _drop_test_databases() -> Iterator[None]:
+    mark = len(dbs.created)
+    yield
+    dbs.drop_since(mark)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_cluster() -> Iterator[None]:
+    yield
+    dbs.stop()
 
 
 @pytest.fixture
@@ -26,7 +102,7 @@ def pos(tmp_path: Path, server: ServerProc) -> Iterator[PosProc]:
 
 
 @pytest.fixture(scope="module")
-def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
+def module_server(tmp_path_factory: pytest.TempPathFactory, db_kind: str) -> Iterator[ServerProc]:
     """One real `ykt server` shared by a test module whose tests each make their own accounts
     and terminals (starting a server per test would cost a second each)."""
     s = ServerProc(tmp_path_factory.mktemp("server") / "server").start()

@@ -15,6 +15,7 @@ from typing import Any
 import requests
 
 from sync.admin_cli import AdminClient
+from tests import dbs
 
 ROOT = Path(__file__).resolve().parent.parent
 _W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -68,6 +69,8 @@ class ServerProc:
     extra: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     log: Any = None
+    #: PostgreSQL database URL; None: SQLite in ``data`` (see tests/dbs.py)
+    db_url: str | None = field(default_factory=dbs.fresh_url)
 
     @property
     def url(self) -> str:
@@ -89,6 +92,7 @@ class ServerProc:
                 str(self.port),
                 "--password-cost",
                 "10",
+                *(("--db", self.db_url) if self.db_url else ()),
                 *self.extra,
             ),
             stdout=self._open_log(log),

@@ -1,6 +1,6 @@
-"""The central server's services called in-process, on a temporary SQLite database: for tests
-that need many examples (hypothesis) or a knob the HTTP API does not expose (feed page size).
-Everything else runs against the real server over loopback."""
+"""The central server's services called in-process, on a temporary database (SQLite or
+PostgreSQL): for tests that need many examples (hypothesis) or a knob the HTTP API does not
+expose (feed page size).  Everything else runs against the real server over loopback."""
 
 from __future__ import annotations
 
@@ -15,18 +15,24 @@ from sync.crypto import SigningKey
 from sync.server import ingest, terminals
 from sync.server.context import Context, ServerConfig
 from sync.server.schema import MIGRATIONS
+from tests import dbs
 
 #: A campus noon (Asia/Shanghai), far from midnight.
 NOON_MS = 1_780_027_200_000
 
 
 def make_context(data: Path, seed: int = 1) -> Context:
-    """A server context on a fresh SQLite file.  ``synchronous=OFF``: durability across power
-    loss is not what these tests check, and it keeps hypothesis fast."""
-    config = ServerConfig(data_dir=data, password_log2_n=10, seed=seed)
+    """A server context on a fresh database of the current kind (a SQLite file, or a new
+    PostgreSQL database: tests/dbs.py).  ``synchronous=OFF``: durability across power loss is
+    not what these tests check, and it keeps hypothesis fast."""
+    config = ServerConfig(data_dir=data, password_log2_n=10, seed=seed, db_url=dbs.fresh_url())
     data.mkdir(parents=True, exist_ok=True)
-    db = Database(config.db_path, synchronous="OFF", migrations=MIGRATIONS)
-    return Context(config=config, db=db, clock=ManualClock(NOON_MS), rng=random.Random(seed))
+    db = dbs.opened(
+        config.db_url, Database(config.db_target, synchronous="OFF", migrations=MIGRATIONS)
+    )
+    ctx = Context(config=config, db=db, clock=ManualClock(NOON_MS), rng=random.Random(seed))
+    ctx.shared_keys()
+    return ctx
 
 
 class InProcTerminal:

@@ -18,6 +18,7 @@ from sync.crypto import SigningKey
 from sync.server.app import create_app
 from sync.server.cli import ensure_admin_token
 from sync.server.context import Context, ServerConfig
+from tests import dbs
 from tests.helpers import free_port, id_card, wait_until
 
 
@@ -113,8 +114,11 @@ class Live:
 
 
 def open_live(tmp: Path, clock: Clock | None = None, **config: Any) -> Live:
+    """The server app on a fresh database of the current kind (tests/dbs.py)."""
+    config.setdefault("db_url", dbs.fresh_url())
     cfg = ServerConfig(data_dir=tmp, password_log2_n=10, seed=5, **config)
     ctx = Context.open(cfg, clock=clock or SystemClock())
+    dbs.opened(cfg.db_url, ctx.db)
     return Live(ctx).start()
 
 

@@ -66,7 +66,7 @@ class SigningSession(requests.Session):
 
 
 @pytest.fixture(scope="module")
-def fuzz_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def fuzz_live(tmp_path_factory: pytest.TempPathFactory, db_kind: str) -> Iterator[dict[str, Any]]:
     live = open_live(Path(tmp_path_factory.mktemp("fuzz")))
     card = live.add_account("S2023002", 2, topup_fen=50_000)
     live.add_account("S2023003", 3, kind="temporary", topup_fen=1000)

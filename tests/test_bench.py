@@ -43,7 +43,7 @@ def test_quick_json_has_every_figure(tmp_path: Path) -> None:
     out = json.loads(done.stdout)  # one JSON object, nothing else on stdout
     assert out["quick"] is True and out["machine"]["cpus"] >= 1
     b = out["benchmarks"]
-    assert list(b) == ["sqlite", "journal", "ingest", "sale", "api", "qr", "card"]
+    assert list(b) == ["sqlite", "journal", "ingest", "sale", "api", "qr", "card", "db"]
 
     _latency(b["sqlite"]["commit"], 200)
     assert b["sqlite"]["batch_small_rows"]["rows_per_s"] > 0
@@ -104,6 +104,10 @@ def test_quick_json_has_every_figure(tmp_path: Path) -> None:
             assert set(m["latency_ms"]) == {"present_to_shown", "card_io", "journal", "rest"}
     else:
         assert "skipped" in card["skipped"]
+
+    (db,) = b["db"]["figures"]  # --quick: a short ingest on SQLite, one server process
+    assert db["bench"] == "ingest" and db["db"] == "sqlite" and db["server_processes"] == 1
+    assert db["records"] > 0 and db["errors"] == 0
 
 
 def test_only_and_text_output(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from sync.server import (
 )
 from sync.server.context import Context, ServerConfig
 from sync.server.errors import ServiceError
+from tests import dbs
 from tests.helpers import id_card
 from tests.live import initial_pw
 
@@ -60,7 +61,8 @@ ops = st.one_of(
 def world() -> Iterator[dict[str, Any]]:
     d = Path(tempfile.mkdtemp(prefix="ykt-cons-"))
     clock = ManualClock()
-    ctx = Context.open(ServerConfig(data_dir=d, password_log2_n=10, seed=3), clock=clock)
+    config = ServerConfig(data_dir=d, password_log2_n=10, seed=3, db_url=dbs.fresh_url())
+    ctx = Context.open(config, clock=clock)
     try:
         numbers = []
         for i in range(N_ACCOUNTS):

@@ -298,11 +298,12 @@ def test_roster_import_reports_bad_lines_and_writes_nothing_of_them(
 ) -> None:
     taken = fresh_account(module_server)["number"]
     n = [next(N) for _ in range(4)]
+    wrong_check = "1" if id_card(n[1])[-1] == "0" else "0"
     csv = "\n".join(
         [
             "\ufeffnumber,name,type,id_card,limit,expires",
             f"R{n[0]},王五,student,{id_card(n[0])},80.00,2030-01-01",  # line 2: good
-            f"R{n[1]},赵六,staff,{id_card(n[1])[:-1]}0,,",  # 3: check digit
+            f"R{n[1]},赵六,staff,{id_card(n[1])[:-1]}{wrong_check},,",  # 3: check digit
             "",  # 4: blank (skipped, still counted)
             f"R{n[2]},孙七,teacher,{id_card(n[2])},,",  # 5: card type (R1)
             f"{taken},周八,student,{id_card(n[3])},,",  # 6: exists

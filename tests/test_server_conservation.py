@@ -3,7 +3,7 @@
 Why in-process: hypothesis needs dozens of examples of dozens of steps each, every one on a
 fresh database; through HTTP to a server process that is minutes, not seconds.  The test calls
 the same service functions the API routes call (``sync.server.accounts``, ``authorize``,
-``ingest``) on a temporary SQLite file, with a hand-built terminal that seals real signed,
+``ingest``) on a temporary database (SQLite; and PostgreSQL below), with a hand-built terminal that seals real signed,
 chained records.  The HTTP layer itself is covered by the loopback tests.
 
 After every step: ``ledger.check`` holds (every balance equals its transfers, the sum is zero),
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -27,6 +28,7 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
 from edge.clock import ManualClock
@@ -298,3 +300,18 @@ TestConservation.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+@pytest.mark.postgres
+def test_money_is_conserved_on_postgresql(db_kind: str) -> None:
+    """The same machine on PostgreSQL (tests/dbs.py): fewer examples, each a new database."""
+    assert db_kind == "postgres"
+    run_state_machine_as_test(
+        Conservation,
+        settings=settings(
+            max_examples=25,
+            stateful_step_count=50,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )

@@ -18,7 +18,7 @@ from tests.inproc import InProcTerminal, make_context
 
 # --- paging (in-process: the page size is not an API knob) ----------------------------------------
 @pytest.fixture(scope="module")
-def busy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Context, InProcTerminal]:
+def busy(tmp_path_factory: pytest.TempPathFactory, db_kind: str) -> tuple[Context, InProcTerminal]:
     """A server whose history has versions of one row and versions of many rows."""
     ctx = make_context(tmp_path_factory.mktemp("feed"))
     term = InProcTerminal(ctx)

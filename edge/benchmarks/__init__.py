@@ -9,6 +9,7 @@ of them passes or fails on a timing.
 ``api``           :mod:`.api`: API requests/s with 1 and 2 server processes (sync.server.bench_api)
 ``qr``            :mod:`.qr`: QR frame → decision on rendered phone screens (edge.bench_qr)
 ``card``          :mod:`.card`: a tap through pcscd + vpcd, online and offline (edge.bench_card)
+``db``            :mod:`.db`: ingest and API on SQLite and PostgreSQL (sync.server.bench_db)
 ================  ===========================================================================
 """
 
@@ -72,6 +73,7 @@ MODULES = {
     "api": "api",
     "qr": "qr",
     "card": "card",
+    "db": "db",
 }
 
 

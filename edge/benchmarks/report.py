@@ -161,6 +161,26 @@ def card(f: dict[str, Any]) -> list[str]:
     return lines
 
 
+def db(f: dict[str, Any]) -> list[str]:
+    lines = ["Ingest and API on SQLite and PostgreSQL, 1 and 2 server processes"]
+    for g in f["figures"]:
+        if "skipped" in g:
+            lines.append(f"  PostgreSQL figures skipped: {g['skipped']}")
+        elif g.get("bench") == "ingest":
+            lines.append(
+                f"  ingest on {g['db']}, {g['server_processes']} process(es), "
+                f"{g['client_processes']} terminals: {g['records_per_s']:,.0f} records/s, batch "
+                f"of {g['batch']} acked p50 {g['batch_ack_ms']['p50']} / p99 "
+                f"{g['batch_ack_ms']['p99']} ms ({g['errors']} errors)"
+            )
+        else:
+            lines.append(
+                f"  API on {g['db']}, {g['server_processes']} process(es): "
+                f"{g['requests_per_s']:,.0f} requests/s ({g['errors']} errors)"
+            )
+    return lines
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "sqlite": sqlite,
     "journal": journal,
@@ -169,6 +189,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "api": api,
     "qr": qr,
     "card": card,
+    "db": db,
 }
 
 

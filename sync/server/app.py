@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edge.errors import StoreError
+from edge.errors import StoreError, StoreRefused
 from sync.server import (
     accounts,
     authorize,
@@ -104,6 +104,7 @@ def create_app(ctx: Context) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.notifier.bind(asyncio.get_running_loop())
         yield
+        await ctx.notifier.unbind()
 
     app = FastAPI(
         title="ykt central server",
@@ -150,6 +151,13 @@ def create_app(ctx: Context) -> FastAPI:
         code = FIELD_CODES.get(loc[-1], "invalid") if malformed and len(loc) >= 2 else "invalid"
         return _error(
             422, code, f"{'.'.join(loc)}: {first.get('msg', 'invalid request')}", details=details
+        )
+
+    @app.exception_handler(StoreRefused)
+    async def _store_refused(request: Request, exc: StoreRefused) -> JSONResponse:
+        log.warning("value refused by the database on %s: %s", request.url.path, exc)
+        return _error(
+            422, "invalid", "a value in the request cannot be stored (e.g. a NUL character)"
         )
 
     @app.exception_handler(StoreError)

@@ -45,7 +45,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(data: Path, port: int) -> subprocess.Popen[bytes]:
+def _start(data: Path, port: int, db_url: str | None = None) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -58,6 +58,7 @@ def _start(data: Path, port: int) -> subprocess.Popen[bytes]:
             str(port),
             "--password-cost",
             "10",
+            *(["--db", db_url] if db_url else []),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -196,18 +197,19 @@ def measure(
     clients: int = 4,
     accounts: int = 50,
     max_requests: int = 200_000,
+    db_url: str | None = None,
 ) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="ykt-bench-api-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
         data = base / "server"
         ports: list[int] = [_free_port() for _ in range(processes)]
-        procs.append(_start(data, ports[0]))
+        procs.append(_start(data, ports[0], db_url))
         urls = [f"http://127.0.0.1:{port}" for port in ports]
         token = (data / "admin.token").read_text().strip()
         world = _setup(urls[0], token, accounts)
         for port in ports[1:]:
-            procs.append(_start(data, port))
+            procs.append(_start(data, port, db_url))
         ctx = mp.get_context("spawn")
         out = ctx.Queue()
         jobs = []
@@ -227,7 +229,7 @@ def measure(
         total = sum(r["n"] for r in results)
         lat = {k: [x for r in results for x in r["lat"][k]] for k in MIX}
         return {
-            "db": "sqlite",
+            "db": "postgresql" if db_url else "sqlite",
             "server_processes": processes,
             "client_processes": clients,
             "requests": total,

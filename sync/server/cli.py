@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -11,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+from edge.db import is_postgres_url
 from edge.errors import ConfigError
 from edge.passwords import MAX_LOG2_N, MIN_LOG2_N
 from edge.systemd import Watchdog, notify
@@ -24,10 +26,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "server",
         help="run the central server (API, ledger, journal ingest, delta feed)",
         description="Run the central server.  On first start it writes an admin token to "
-        "DATA/admin.token (mode 0600) for `ykt admin --token-file`.",
+        "DATA/admin.token (mode 0600) for `ykt admin --token-file`.  With --db postgresql://… "
+        "the data lives in PostgreSQL, and several server processes (behind a load balancer) "
+        "may share it.",
     )
     p.add_argument(
         "--data", type=Path, required=True, help="state directory (SQLite database, admin token)"
+    )
+    p.add_argument(
+        "--db",
+        metavar="URL",
+        help="keep the data in PostgreSQL: postgresql://USER[:PASSWORD]@HOST[:PORT]/DB "
+        "(libpq's PGPASSWORD and ~/.pgpass work too); default: SQLite DATA/ykt.db",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8700, help="port to listen on (default 8700)")
@@ -67,16 +77,27 @@ def _secret(path: Path | None) -> str:
 
 
 def ensure_admin_token(ctx: Context) -> tuple[Path, bool]:
-    """Create the admin credential on first start; returns its path and whether it is new."""
+    """Create the admin credential on first start; returns its path and whether it is new.
+
+    Decided inside a write transaction, so server processes starting together on one database
+    agree on one credential.  On SQLite a lost token file is replaced by a new credential; on
+    PostgreSQL, where other server processes (with other data directories) share the database,
+    the credential is never replaced behind their back: copy the file from the first server."""
     path = ctx.config.data_dir / "admin.token"
-    known = ctx.setting("admin_token_sha256")
-    if known and path.exists():
-        return path, False
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
     with ctx.db.tx() as tx:
+        raw = tx.scalar("SELECT value FROM settings WHERE key = 'admin_token_sha256'")
+        known = json.loads(raw) if raw else None
+        if known and path.exists():
+            return path, False
+        if known and ctx.db.dialect != "sqlite":
+            raise ConfigError(
+                f"the database {ctx.db.name} already has an admin credential and {path} does "
+                "not exist: copy admin.token from the server that created it"
+            )
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
         ctx.put_setting(tx, "admin_token_sha256", hashlib.sha256(token.encode()).hexdigest())
     return path, True
 
@@ -86,8 +107,11 @@ def run(args: argparse.Namespace) -> int:
 
     from sync.server.app import create_app
 
+    if args.db is not None and not is_postgres_url(args.db):
+        raise ConfigError(f"--db takes a postgresql://USER@HOST/DB URL, not {args.db!r}")
     config = ServerConfig(
         data_dir=args.data,
+        db_url=args.db,
         campus_id=args.campus,
         tz=args.tz,
         password_log2_n=args.password_cost,
@@ -99,7 +123,6 @@ def run(args: argparse.Namespace) -> int:
     )
     ctx = Context.open(config)
     token_path, created = ensure_admin_token(ctx)
-    ctx.card_keys  # noqa: B018 - made (DATA/card-keys.json, 0600) before the first request
     if created:
         print(f"admin credential created: {token_path}", flush=True)
     else:
@@ -121,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(0.02)
         if server.started:
             print(
-                f"ykt server listening on http://{args.host}:{args.port} (data {args.data})",
+                f"ykt server listening on http://{args.host}:{args.port} (data {args.data}, "
+                f"database {ctx.db.name})",
                 flush=True,
             )
             notify("READY=1")

@@ -1,10 +1,11 @@
 """Phone codes on the server (R18, docs/codes.md): the code-issuer key, wallet certificates,
 and the server's run of the one verification path (:class:`sync.codes.CodeVerifier`).
 
-- The code-issuer key (Ed25519) is made on first use and kept in ``DATA/code-issuer.key``
-  (0600).  Its public half reaches terminals through the delta feed and anyone through
-  ``GET /v1/codes/keys``.  ``DATA/code-proof.secret`` derives each terminal's key for short
-  reverse-scan proof codes.
+- The code-issuer key (Ed25519) is made on first use and kept in the database (so every server
+  process sharing it signs and checks with the same key), with copies in
+  ``DATA/code-issuer.key`` (0600).  Its public half reaches terminals through the delta feed and
+  anyone through ``GET /v1/codes/keys``.  The proof secret (database, and
+  ``DATA/code-proof.secret``) derives each terminal's key for short reverse-scan proof codes.
 - A wallet certificate binds a phone's public key to an account until the session ends.  It
   dies with the session (logout revokes it) and follows the account's state (R2: a blocked
   account blocks its codes wherever the account's status is checked).
@@ -15,6 +16,7 @@ and the server's run of the one verification path (:class:`sync.codes.CodeVerifi
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import threading
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edge import rules
+from edge.errors import ConfigError
 from sync import codes
 from sync.crypto import SigningKey, VerifyKey
 from sync.errors import CodeError
@@ -41,7 +44,7 @@ class Issuer:
         return {self.kid: self.key.public}
 
 
-_issuers: dict[Path, Issuer] = {}
+_issuers: dict[tuple[Path, str], Issuer] = {}
 _lock = threading.Lock()
 
 
@@ -60,17 +63,63 @@ def issuer(ctx: Context) -> Issuer:
     """The campus's code issuer (created on first use)."""
     data = ctx.config.data_dir
     with _lock:
-        found = _issuers.get(data)
-        if found is not None:
-            return found
-        key_path, secret_path = data / "code-issuer.key", data / "code-proof.secret"
-        if not key_path.exists():
-            SigningKey.generate().save(key_path)
-        if not secret_path.exists():
-            _write_secret(secret_path, secrets.token_bytes(32))
-        found = Issuer(ISSUER_KID, SigningKey.load(key_path), secret_path.read_bytes())
-        _issuers[data] = found
+        found = _issuers.get((data, ctx.db.name))
+        if found is None:
+            found = _issuers[(data, ctx.db.name)] = _shared_issuer(ctx)
         return found
+
+
+def _shared_issuer(ctx: Context) -> Issuer:
+    """The issuer kept in the database (settings ``code_issuer``); the files in DATA are the
+    operator's copies, and the source of keys made before they moved into the database."""
+    data = ctx.config.data_dir
+    key_path, secret_path = data / "code-issuer.key", data / "code-proof.secret"
+    raw = ctx.db.scalar("SELECT value FROM settings WHERE key = 'code_issuer'")
+    if raw is not None:  # the usual case; a read works inside a caller's transaction too
+        stored = json.loads(raw)
+        key = SigningKey.from_seed(base64.b64decode(stored["key"]))
+        secret = base64.b64decode(stored["proof_secret"])
+        _issuer_files(ctx, key, secret)
+        return Issuer(ISSUER_KID, key, secret)
+    with ctx.db.tx() as tx:  # processes starting together agree on one issuer
+        raw = tx.scalar("SELECT value FROM settings WHERE key = 'code_issuer'")
+        if raw is not None:
+            stored = json.loads(raw)
+            key = SigningKey.from_seed(base64.b64decode(stored["key"]))
+            secret = base64.b64decode(stored["proof_secret"])
+        else:
+            key = SigningKey.load(key_path) if key_path.exists() else SigningKey.generate()
+            secret = secret_path.read_bytes() if secret_path.exists() else secrets.token_bytes(32)
+            ctx.put_setting(
+                tx,
+                "code_issuer",
+                {
+                    "key": base64.b64encode(key.to_seed()).decode(),
+                    "proof_secret": base64.b64encode(secret).decode(),
+                },
+            )
+        _issuer_files(ctx, key, secret)
+    return Issuer(ISSUER_KID, key, secret)
+
+
+def _issuer_files(ctx: Context, key: SigningKey, secret: bytes) -> None:
+    """The copies in DATA: written when missing; files with other keys are refused."""
+    data = ctx.config.data_dir
+    key_path, secret_path = data / "code-issuer.key", data / "code-proof.secret"
+    if key_path.exists() and SigningKey.load(key_path).to_seed() != key.to_seed():
+        raise ConfigError(
+            f"{key_path} holds another code-issuer key than the database {ctx.db.name}: "
+            "move it away"
+        )
+    if secret_path.exists() and secret_path.read_bytes() != secret:
+        raise ConfigError(
+            f"{secret_path} holds another proof secret than the database {ctx.db.name}: "
+            "move it away"
+        )
+    if not key_path.exists():
+        key.save(key_path)
+    if not secret_path.exists():
+        _write_secret(secret_path, secret)
 
 
 def campus(ctx: Context) -> int:

@@ -1,10 +1,19 @@
 """Everything a server operation needs: the database, the clock, randomness, configuration,
-the policy terminals receive, and the notifier that wakes long-polling terminals."""
+the policy terminals receive, and the notifier that wakes long-polling terminals.
+
+Nothing here is state of its own process that other server processes would need: several
+``ykt server`` processes can share one database (SPEC §7).  What must be shared lives in the
+database (feed versions, nonces, rate limits, sessions, counters); the notifier hears of
+changes made by the other processes (PostgreSQL LISTEN/NOTIFY, or a short poll of the feed
+version on SQLite); each process's random generator is seeded apart (:func:`boot_number`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import random
 import secrets
@@ -16,9 +25,17 @@ from typing import Any
 from edge.card.keys import MASTERS, Keystore
 from edge.clock import DEFAULT_TZ, Clock, SystemClock, campus_date
 from edge.db import Database, Tx
+from edge.errors import ConfigError
 from edge.passwords import DEFAULT_LOG2_N
 from edge.rules import DEFAULT_CHANNELS, DEFAULT_PIN_MAX_TRIES
 from sync.server.schema import MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+#: the PostgreSQL notification channel of feed changes
+FEED_CHANNEL = "ykt_feed"
+#: how often a process polls the feed version when the database cannot notify (SQLite)
+POLL_S = 0.25
 
 #: The policy the server sends to terminals (SPEC §3 offline risk limits, R7 channels, R11 fee,
 #: R12 automatic freeze rules).  Operators change it with ``ykt admin policy set``.
@@ -48,6 +65,7 @@ DEFAULT_POLICY: dict[str, Any] = {
 @dataclass
 class ServerConfig:
     data_dir: Path
+    #: ``postgresql://…`` to keep the data in PostgreSQL; None: SQLite in ``data_dir``
     db_url: str | None = None
     campus_id: str = "ynart"
     tz: str = DEFAULT_TZ
@@ -64,30 +82,80 @@ class ServerConfig:
     def db_path(self) -> Path:
         return self.data_dir / "ykt.db"
 
+    @property
+    def db_target(self) -> str | Path:
+        return self.db_url or self.db_path
+
 
 class Notifier:
-    """Wakes long-polling requests when the feed version moves (thread-safe ``notify``)."""
+    """Wakes long-polling requests when the feed version moves, whichever server process moved
+    it.  ``notify`` (thread-safe) wakes this process's waiters and, on PostgreSQL, sends a
+    NOTIFY that wakes every process's; on SQLite each process polls the version instead."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
         self._lock = threading.Lock()
+        self._db: Database | None = None
+        self._watch: asyncio.Task[None] | None = None
         self.closing = False  # the server is stopping: long-polls answer at once
+
+    def attach(self, db: Database) -> None:
+        self._db = db
 
     def close(self) -> None:
         self.closing = True
-        self.notify()
+        self._wake()  # this process's long-polls only: the other processes go on
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
             self._loop = loop
             self._event = asyncio.Event()
+        db = self._db
+        if db is None:
+            return
+        if db.can_listen():
+            db.listen(FEED_CHANNEL, self._wake)
+        else:
+            self._watch = loop.create_task(self._poll(db))
+
+    async def unbind(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+
+    async def _poll(self, db: Database) -> None:
+        """SQLite: another process may have moved the version; look every POLL_S."""
+        from starlette.concurrency import run_in_threadpool
+
+        seen: int | None = None
+        while True:
+            try:
+                now = await run_in_threadpool(current_version, db)
+                if seen is not None and now != seen:
+                    self._fire()
+                seen = now
+            except Exception as exc:  # the database is busy or gone: try again later
+                log.debug("feed version poll: %s", exc)
+            await asyncio.sleep(POLL_S)
 
     def notify(self) -> None:
+        db = self._db
+        if db is not None and db.can_listen():
+            try:
+                db.notify(FEED_CHANNEL)
+            except Exception as exc:  # waiters still wake at their next check
+                log.warning("cannot notify other server processes: %s", exc)
+        self._wake()
+
+    def _wake(self) -> None:
         with self._lock:
             loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._fire)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._fire)
 
     def _fire(self) -> None:
         ev = self._event
@@ -116,31 +184,83 @@ class Context:
     _card_keys: Keystore | None = None
     _keys_lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __post_init__(self) -> None:
+        self.notifier.attach(self.db)
+
     @classmethod
     def open(cls, config: ServerConfig, clock: Clock | None = None) -> Context:
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        db = Database(config.db_path, synchronous="FULL", migrations=MIGRATIONS)
-        rng: random.Random = (
-            random.Random(config.seed) if config.seed is not None else secrets.SystemRandom()
-        )
-        return cls(config=config, db=db, clock=clock or SystemClock(), rng=rng)
+        db = Database(config.db_target, synchronous="FULL", migrations=MIGRATIONS)
+        rng: random.Random = secrets.SystemRandom()
+        if config.seed is not None:
+            boot = boot_number(db)
+            # processes sharing the database, and restarts, must not draw the same ids
+            rng = random.Random(config.seed if boot == 1 else f"{config.seed}/{boot}")
+        ctx = cls(config=config, db=db, clock=clock or SystemClock(), rng=rng)
+        ctx.shared_keys()
+        return ctx
+
+    def shared_keys(self) -> None:
+        """Make (or check) the keys every server process shares — the card keys and the
+        phone-code issuer, kept in the database — before they are needed inside a transaction
+        (making them takes one of its own)."""
+        from sync.server import codes
+
+        self.card_keys  # noqa: B018
+        codes.issuer(self)
 
     @property
     def card_keys(self) -> Keystore:
-        """The campus card keys (master keys and the issuer key), in DATA/card-keys.json
-        (mode 0600), made on first use: the server is the card issuer."""
+        """The campus card keys (master keys and the issuer key): the server is the card
+        issuer.  Made on first use and kept in the database (so every server process sharing
+        it issues and reads cards with the same keys), with a copy in DATA/card-keys.json
+        (mode 0600) for the operator."""
         with self._keys_lock:
             if self._card_keys is None:
-                path = self.config.data_dir / "card-keys.json"
-                if not path.exists():
-                    Keystore.generate(self.config.campus_id).save(path)
-                keys = Keystore.load(path)
-                missing = [m for m in MASTERS if m not in keys.masters]
-                if missing:  # keys added by a later version: made once, kept
-                    keys.masters.update({m: os.urandom(16) for m in missing})
-                    keys.save(path)
-                self._card_keys = keys
+                self._card_keys = self._shared_card_keys()
             return self._card_keys
+
+    def _shared_card_keys(self) -> Keystore:
+        raw = self.db.scalar("SELECT value FROM settings WHERE key = 'card_keystore'")
+        if raw is not None:  # the usual case; a read works inside a caller's transaction too
+            keys = Keystore.from_dict(json.loads(raw), "the database's card keystore")
+            if all(m in keys.masters for m in MASTERS):
+                self._card_keys_file(keys)
+                return keys
+        with self.db.tx() as tx:  # processes starting together agree on one keystore
+            raw = tx.scalar("SELECT value FROM settings WHERE key = 'card_keystore'")
+            path = self.config.data_dir / "card-keys.json"
+            if raw is not None:
+                keys = Keystore.from_dict(json.loads(raw), "the database's card keystore")
+            elif path.exists():  # made before the keys moved into the database: keep them
+                keys = Keystore.load(path)
+            else:
+                keys = Keystore.generate(self.config.campus_id)
+            missing = [m for m in MASTERS if m not in keys.masters]
+            if missing:  # keys added by a later version: made once, kept
+                keys.masters.update({m: os.urandom(16) for m in missing})
+            if raw is None or missing:
+                self.put_setting(tx, "card_keystore", keys.to_dict())
+            self._card_keys_file(keys)
+        return keys
+
+    def _card_keys_file(self, keys: Keystore) -> None:
+        """DATA/card-keys.json: written when missing; one with other keys is refused."""
+        path = self.config.data_dir / "card-keys.json"
+        if not path.exists():
+            keys.save(path)
+            return
+        on_file = Keystore.load(path)
+        same = on_file.issuer_public.to_b64() == keys.issuer_public.to_b64() and all(
+            keys.masters.get(m) == v for m, v in on_file.masters.items()
+        )
+        if not same:
+            raise ConfigError(
+                f"{path} holds other card keys than the database {self.db.name}: "
+                "cards issued with them would not be read; move the file away"
+            )
+        if on_file.masters != keys.masters:
+            keys.save(path)
 
     def now_ms(self) -> int:
         return self.clock.now_ms()
@@ -178,6 +298,16 @@ def next_version(tx: Tx) -> int:
     The UPDATE also takes the write lock on the counter, so versions become visible in order."""
     tx.execute("UPDATE versions SET value = value + 1 WHERE name = 'feed'")
     return int(tx.scalar("SELECT value FROM versions WHERE name = 'feed'"))
+
+
+def boot_number(db: Database) -> int:
+    """Count this start of a server process on the database (1 for the first ever)."""
+    with db.tx() as tx:
+        tx.execute(
+            "INSERT INTO versions (name, value) VALUES ('boot', 1) "
+            "ON CONFLICT (name) DO UPDATE SET value = versions.value + 1"
+        )
+        return int(tx.scalar("SELECT value FROM versions WHERE name = 'boot'"))
 
 
 def current_version(db: Database) -> int:

@@ -84,9 +84,7 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
         ]
         ack = int(rd.scalar("SELECT head_seq FROM terminals WHERE id = ?", (terminal["id"],)))
         policy_version = int(
-            rd.scalar(
-                "SELECT COALESCE((SELECT value FROM settings WHERE key = 'policy_version'), 0)"
-            )
+            rd.scalar("SELECT value FROM settings WHERE key = 'policy_version'") or 0
         )
     out: dict[str, Any] = {
         "version": upto,

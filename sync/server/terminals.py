@@ -125,7 +125,9 @@ class NonceCache:
             prune = now_ms - self._pruned_ms > self.window_ms // 4
             if prune:
                 self._pruned_ms = now_ms
-        with self.ctx.db.tx() as tx:
+        # not exclusive: each statement stands alone (the INSERT claims or finds the nonce), so
+        # a signed request does not queue behind a journal batch for the writer lock
+        with self.ctx.db.tx(exclusive=False) as tx:
             if prune:
                 tx.execute("DELETE FROM nonces WHERE ts_ms < ?", (now_ms - self.window_ms,))
             return (

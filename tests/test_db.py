@@ -1,0 +1,369 @@
+"""The one database wrapper (edge/db.py) on both of its backends: the same Tx API, rows,
+errors, transactions and migrations on SQLite and on PostgreSQL (tests/dbs.py), and the SQL
+translation (edge/db_sql.py) statement by statement."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge.db import Database, Migrations
+from edge.db_sql import SqlError, translate
+from edge.errors import StoreConflict, StoreError
+from sync.server.context import current_version, next_version
+from tests import dbs
+
+SCHEMA = Migrations()
+SCHEMA.add(
+    "0001",
+    """
+    CREATE TABLE things (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        n INTEGER NOT NULL DEFAULT 0,
+        big INTEGER,
+        flag INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE pairs (a TEXT NOT NULL, b INTEGER NOT NULL, v TEXT, PRIMARY KEY (a, b))
+        WITHOUT ROWID;
+    CREATE TABLE versions (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO versions (name, value) VALUES ('feed', 0)
+    """,
+)
+
+
+def open_db(tmp: Path, migrations: Migrations | None = SCHEMA) -> Database:
+    url = dbs.fresh_url()
+    return dbs.opened(url, Database(url or tmp / "t.db", migrations=migrations))
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    d = open_db(tmp_path)
+    yield d
+    d.close()
+
+
+def test_the_tx_api_is_the_same_on_both(db: Database) -> None:
+    with db.tx() as tx:
+        first = tx.insert("INSERT INTO things (name, n, big) VALUES (?, ?, ?)", ("a", 1, 2**62))
+        second = tx.insert("INSERT INTO things (name) VALUES (:name)", {"name": "b"})
+        assert (first, second) == (1, 2)
+        assert (
+            tx.executemany(
+                "INSERT INTO things (name, n, flag) VALUES (?, ?, ?)",
+                [("c", 3, True), ("d", 4, False)],
+            )
+            == 2
+        )
+        assert tx.execute("UPDATE things SET n = n + 10 WHERE n >= ?", (3,)) == 2
+        row = tx.one("SELECT * FROM things WHERE name = ?", ("a",))
+        assert row is not None
+        assert (row[0], row["name"], row["big"]) == (1, "a", 2**62)  # 64-bit integers
+        assert dict(row) == {"id": 1, "name": "a", "n": 1, "big": 2**62, "flag": 0}
+        assert [r["flag"] for r in tx.all("SELECT flag FROM things ORDER BY id")] == [0, 0, 1, 0]
+        assert tx.scalar("SELECT SUM(n) FROM things") == 1 + 0 + 13 + 14  # an int, not Decimal
+        assert type(tx.scalar("SELECT SUM(n) FROM things")) is int
+        assert tx.scalar("SELECT name FROM things WHERE id = ?", (99,)) is None
+    assert db.scalar("SELECT COUNT(*) FROM things") == 4
+
+
+def test_many_rows_at_once(db: Database) -> None:
+    """executemany of many rows (PostgreSQL sends those as COPY): NULLs, bools, big numbers,
+    quotes and tabs survive; explicit ids move the identity; a duplicate fails it all."""
+    rows = [(i, f"n{i}\t'\"\\", i * 2**40, None if i % 2 else True) for i in range(1, 51)]
+    with db.tx() as tx:
+        assert (
+            tx.executemany(
+                "INSERT INTO things (id, name, big, flag) VALUES (?, ?, ?, 0)",
+                [r[:3] for r in rows],
+            )
+            == 50
+        )
+        assert tx.insert("INSERT INTO things (name) VALUES ('after')") == 51
+        tx.executemany(
+            "INSERT INTO pairs (a, b, v) VALUES (?, ?, ?)",
+            [("p", i, r[3]) for i, r in enumerate(rows)],
+        )
+    got = db.all("SELECT id, name, big FROM things WHERE id <= 50 ORDER BY id")
+    assert [tuple(r) for r in got] == [r[:3] for r in rows]
+    assert db.scalar("SELECT COUNT(*) FROM pairs WHERE v IS NULL") == 25
+    assert db.scalar("SELECT COUNT(*) FROM pairs WHERE v = '1'") == 25
+    with db.tx() as tx:  # many rows in one INSERT statement (PostgreSQL: COPY as well)
+        sql = "INSERT INTO pairs (a, b, v) VALUES " + ", ".join(["(?, ?, ?)"] * 30)
+        assert tx.execute(sql, [v for i in range(30) for v in ("m", i, f"m{i}")]) == 30
+        sql = "INSERT INTO things (id, name) VALUES " + ", ".join(["(?, ?)"] * 25)
+        tx.execute(sql, [v for i in range(25) for v in (100 + i, f"t{i}")])
+        assert tx.insert("INSERT INTO things (name) VALUES ('after many')") == 125
+    assert db.scalar("SELECT v FROM pairs WHERE a = 'm' AND b = 29") == "m29"
+    with pytest.raises(StoreConflict), db.tx() as tx:
+        tx.executemany(
+            "INSERT INTO pairs (a, b, v) VALUES (?, ?, ?)", [("q", i % 30, "x") for i in range(40)]
+        )
+    assert db.scalar("SELECT COUNT(*) FROM pairs WHERE a = 'q'") == 0
+
+
+def test_text_compares_and_sorts_by_bytes_and_like_ignores_ascii_case(db: Database) -> None:
+    names = ["b", "B", "a:2", "a-1", "aa", "Z", "é"]
+    with db.tx() as tx:
+        tx.executemany("INSERT INTO things (name) VALUES (?)", [(n,) for n in names])
+    got = [r["name"] for r in db.all("SELECT name FROM things ORDER BY name")]
+    assert got == sorted(names)  # Python sorts str by code point = UTF-8 byte order
+    assert db.scalar("SELECT COUNT(*) FROM things WHERE name LIKE 'b'") == 2
+    assert db.scalar("SELECT COUNT(*) FROM things WHERE name > ?", ("Z",)) == 5
+
+
+def test_identity_moves_past_ids_given_explicitly(db: Database) -> None:
+    with db.tx() as tx:
+        tx.execute("INSERT INTO things (id, name) VALUES (?, ?)", (10, "ten"))
+        assert tx.insert("INSERT INTO things (name) VALUES (?)", ("next",)) == 11
+
+
+def test_constraint_violations_are_conflicts_and_roll_back_the_transaction(db: Database) -> None:
+    with db.tx() as tx:
+        tx.execute("INSERT INTO things (name) VALUES ('x')")
+    with pytest.raises(StoreConflict), db.tx() as tx:
+        tx.execute("INSERT INTO things (name) VALUES ('y')")
+        tx.execute("INSERT INTO things (name) VALUES ('x')")
+    assert db.scalar("SELECT COUNT(*) FROM things") == 1  # 'y' rolled back with it
+    with pytest.raises(RuntimeError), db.tx() as tx:
+        tx.execute("INSERT INTO things (name) VALUES ('z')")
+        raise RuntimeError("the body failed")
+    assert db.scalar("SELECT COUNT(*) FROM things") == 1
+
+
+def test_errors_are_store_errors_and_the_connection_survives(db: Database) -> None:
+    with pytest.raises(StoreError):
+        db.all("SELECT nope FROM things")
+    with pytest.raises(StoreError), db.tx() as tx:
+        tx.execute("SELECT * FROM no_such_table")
+    with pytest.raises(StoreError), db.tx(), db.tx():
+        pass  # no transaction inside a transaction
+    assert db.scalar("SELECT COUNT(*) FROM things") == 0
+
+
+def test_upserts_ignores_and_empty_lists(db: Database) -> None:
+    with db.tx() as tx:
+        for v in ("one", "two"):
+            tx.execute(
+                "INSERT INTO pairs (a, b, v) VALUES (?, ?, ?) "
+                "ON CONFLICT (a, b) DO UPDATE SET v = excluded.v",
+                ("k", 1, v),
+            )
+        assert tx.execute("INSERT OR IGNORE INTO pairs (a, b, v) VALUES ('k', 1, 'x')") == 0
+        tx.execute("INSERT OR REPLACE INTO pairs (a, b, v) VALUES ('k', 2, 'r1')")
+        tx.execute("INSERT OR REPLACE INTO pairs (a, b, v) VALUES ('k', 2, 'r2')")
+        assert [tuple(r) for r in tx.all("SELECT v FROM pairs ORDER BY b")] == [("two",), ("r2",)]
+        none: list[int] = []
+        marks = ",".join("?" * len(none))
+        assert tx.all(f"SELECT * FROM pairs WHERE b IN ({marks})", none) == []
+        assert tx.scalar(f"SELECT COUNT(*) FROM pairs WHERE b NOT IN ({marks})", none) == 2
+        sub = "SELECT COUNT(*) FROM (SELECT a FROM pairs UNION ALL SELECT name FROM things)"
+        assert tx.scalar(sub) == 2
+        assert tx.scalar("SELECT MAX(?, ?)", (3, 5)) == 5
+
+
+def test_a_read_transaction_sees_one_snapshot(db: Database) -> None:
+    with db.read() as rd:
+        before = rd.scalar("SELECT COUNT(*) FROM things")
+        done = threading.Event()
+
+        def write() -> None:
+            with db.tx() as tx:
+                tx.execute("INSERT INTO things (name) VALUES ('later')")
+            done.set()
+
+        t = threading.Thread(target=write)
+        t.start()
+        assert done.wait(10)  # a writer never waits for a reader
+        t.join()
+        assert rd.scalar("SELECT COUNT(*) FROM things") == before
+    assert db.scalar("SELECT COUNT(*) FROM things") == before + 1
+
+
+def test_a_writer_waits_its_turn_then_gives_up_clearly(tmp_path: Path) -> None:
+    """A second writer waits for the first (SQLite's busy timeout, PostgreSQL's lock_timeout on
+    the writer lock) and then fails with a StoreError; its connection is fine afterwards."""
+    url = dbs.fresh_url()
+    db = dbs.opened(url, Database(url or tmp_path / "t.db", migrations=SCHEMA, busy_timeout_ms=300))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db.tx() as tx:
+            tx.execute("INSERT INTO things (name) VALUES ('first')")
+            holding.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert holding.wait(10)
+    try:
+        with pytest.raises(StoreError), db.tx() as tx:
+            tx.execute("INSERT INTO things (name) VALUES ('second')")
+    finally:
+        release.set()
+        t.join(10)
+    for _ in range(3):  # the same thread's connection works again
+        with db.tx() as tx:
+            tx.execute("UPDATE things SET n = n + 1")
+    assert [tuple(r) for r in db.all("SELECT name, n FROM things")] == [("first", 3)]
+    db.close()
+
+
+def test_reads_inside_a_write_transaction_see_its_writes(db: Database) -> None:
+    with db.tx() as tx:
+        tx.execute("INSERT INTO things (name) VALUES ('mine')")
+        assert db.scalar("SELECT COUNT(*) FROM things") == 1  # same connection as the tx
+
+
+def test_processes_starting_together_apply_each_migration_once(tmp_path: Path) -> None:
+    url = dbs.fresh_url()
+    target = url or tmp_path / "t.db"
+    steps = Migrations()
+    steps.add("0001", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    steps.add("0002", "ALTER TABLE t ADD COLUMN w INTEGER NOT NULL DEFAULT 0")
+    steps.add("0003", "INSERT INTO t (v) VALUES ('once')")
+    gate = threading.Barrier(4)
+    errors: list[BaseException] = []
+    opened: list[Database] = []
+
+    def start() -> None:
+        gate.wait()
+        try:
+            opened.append(dbs.opened(url, Database(target, migrations=steps)))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert [tuple(r) for r in opened[0].all("SELECT v, w FROM t")] == [("once", 0)]
+    assert [r["id"] for r in opened[0].all("SELECT id FROM _migrations ORDER BY id")] == [
+        "0001",
+        "0002",
+        "0003",
+    ]
+    for d in opened:
+        d.close()
+
+
+def test_feed_versions_become_visible_in_order(db: Database) -> None:
+    """``next_version`` under concurrent writers: whenever a reader sees version V, it sees
+    every row stamped with a version up to V (a plain counter would let V+1 commit first)."""
+    stop = threading.Event()
+    bad: list[str] = []
+
+    def writer(w: int) -> None:
+        for i in range(40):
+            with db.tx() as tx:
+                v = next_version(tx)
+                tx.execute("INSERT INTO things (name, n) VALUES (?, ?)", (f"w{w}-{i}", v))
+
+    def reader() -> None:
+        while not stop.is_set():
+            with db.read() as rd:
+                top = int(rd.scalar("SELECT value FROM versions WHERE name = 'feed'"))
+                seen = {r["n"] for r in rd.all("SELECT n FROM things WHERE n <= ?", (top,))}
+            if seen != set(range(1, top + 1)):
+                bad.append(f"at {top}: missing {sorted(set(range(1, top + 1)) - seen)[:5]}")
+
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    writers = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for t in readers + writers:
+        t.start()
+    for t in writers:
+        t.join(60)
+    stop.set()
+    for t in readers:
+        t.join(10)
+    assert bad == []
+    assert current_version(db) == 160
+
+
+# -- the translation, statement by statement (no database needed) -------------------------------
+def _words(sql: str) -> str:
+    return re.sub(r"\s+", " ", sql)
+
+
+@pytest.mark.parametrize(
+    ("sqlite", "postgres"),
+    [
+        (
+            "SELECT * FROM t WHERE a = ? AND b LIKE '5%'",
+            "SELECT * FROM t WHERE a = %s AND b ILIKE '5%%'",
+        ),
+        ("SELECT ':x' || ? FROM t WHERE c = :x", None),
+        (
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT, b BLOB, r REAL) WITHOUT ROWID",
+            'CREATE TABLE t (id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, s TEXT COLLATE "C", b BYTEA, r DOUBLE PRECISION)',
+        ),
+        (
+            "SELECT IFNULL(a, 0), MAX(a, b), MAX(a), MIN(1, 2) FROM t",
+            "SELECT COALESCE(a, 0), GREATEST(a, b), MAX(a), LEAST(1, 2) FROM t",
+        ),
+        (
+            "SELECT x FROM (SELECT 1 AS x) ORDER BY x",
+            "SELECT x FROM (SELECT 1 AS x) AS _q1 ORDER BY x",
+        ),
+        ("SELECT x FROM (SELECT 1 AS x) q", "SELECT x FROM (SELECT 1 AS x) q"),
+        (
+            "SELECT * FROM t WHERE a IN () AND b NOT IN ()",
+            "SELECT * FROM t WHERE a = ANY ('{}') AND b <> ALL ('{}')",
+        ),
+        (
+            "INSERT OR IGNORE INTO t (a) VALUES (?)",
+            "INSERT  INTO t (a) VALUES (%s) ON CONFLICT DO NOTHING",
+        ),
+        (
+            "SELECT 'it''s ? here' -- and ? here\n FROM t",
+            "SELECT 'it''s ? here' -- and ? here\n FROM t",
+        ),
+        ("SELECT CAST(a AS INTEGER) FROM t", "SELECT CAST(a AS BIGINT) FROM t"),
+    ],
+)
+def test_translation(sqlite: str, postgres: str | None) -> None:
+    if postgres is None:
+        with pytest.raises(SqlError):
+            translate(sqlite, False)
+        assert translate(sqlite, True).sql == "SELECT ':x' || %s FROM t WHERE c = %(x)s"
+    else:
+        assert _words(translate(sqlite).sql) == _words(postgres)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "PRAGMA foreign_keys=ON",
+        "SELECT * FROM t WHERE a GLOB 'x*'",
+        "INSERT OR ROLLBACK INTO t VALUES (1)",
+        "SELECT ?1",
+    ],
+)
+def test_sqlite_only_sql_is_refused_clearly(sql: str) -> None:
+    with pytest.raises(SqlError):
+        translate(sql)
+
+
+@pytest.mark.postgres
+def test_server_refuses_a_db_url_it_cannot_use(tmp_path: Path, db_kind: str) -> None:
+    import subprocess
+
+    from tests.helpers import ykt_cmd
+
+    bad = ["mysql://u@h/db", "/var/lib/ykt/ykt.db"]
+    for url in bad:
+        done = subprocess.run(
+            ykt_cmd("server", "--data", str(tmp_path), "--db", url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2 and "postgresql://" in done.stderr, done.stderr
+    assert not (tmp_path / "ykt.db").exists()

@@ -215,6 +215,21 @@ class Database:
 
     # -- transactions and reads ------------------------------------------------------------
     @contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        """SQLite: the writers of this process take turns here, waking as soon as the turn is
+        free (SQLite's own busy handler sleeps in steps of up to 100 ms), and give up after
+        the busy timeout like SQLite would."""
+        if not self._write_lock.acquire(timeout=self._busy / 1000):
+            raise StoreError(
+                f"the database is busy: no turn to write within {self._busy} ms (another "
+                "writer of this process holds it)"
+            )
+        try:
+            yield
+        finally:
+            self._write_lock.release()
+
+    @contextmanager
     def tx(self, *, exclusive: bool = True) -> Iterator[Tx]:
         """A write transaction (``BEGIN IMMEDIATE``): commits on success, rolls back on error.
 
@@ -226,7 +241,7 @@ class Database:
             with self._pg.write(exclusive) as pg_conn:
                 yield Tx(pg_conn)
             return
-        with self._write_lock, self._maybe_locked():
+        with self._writer_turn(), self._maybe_locked():
             conn = self._conn()
             try:
                 conn.execute("BEGIN IMMEDIATE")

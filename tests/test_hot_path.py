@@ -1,5 +1,6 @@
 """Pieces the ingest hot path relies on: CampusDays, Tx.insert_rows, and writers taking
-turns on one database."""
+turns on one database (main's tests/test_db.py checks that a writer gives up after the busy
+timeout)."""
 
 from __future__ import annotations
 
@@ -38,21 +39,27 @@ def test_insert_rows_in_chunks(tmp_path: Path) -> None:
 
 
 def test_writers_of_one_process_take_turns(tmp_path: Path) -> None:
-    db = Database(tmp_path / "w.db", synchronous="OFF", busy_timeout_ms=1)
+    """Eight threads write at once and every transaction lands; a transaction that fails gives
+    its turn back (a kept turn would make every later writer time out)."""
+    db = Database(tmp_path / "w.db", synchronous="OFF", busy_timeout_ms=2000)
     with db.tx() as tx:
         tx.execute("CREATE TABLE t (k INTEGER PRIMARY KEY AUTOINCREMENT, who INTEGER)")
     errors: list[Exception] = []
 
     def writer(n: int) -> None:
         try:
-            for _ in range(60):
+            for i in range(60):
+                if i == 30:
+                    with pytest.raises(ZeroDivisionError), db.tx() as tx:
+                        tx.execute("INSERT INTO t (who) VALUES (?)", (-1,))
+                        _ = 1 / 0  # the transaction fails: rolled back, turn given back
                 with db.tx() as tx:
                     tx.execute("INSERT INTO t (who) VALUES (?)", (n,))
                     tx.all(  # hold the transaction a little, without the GIL
                         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
                         "WHERE x < 3000) SELECT COUNT(*) FROM c"
                     )
-        except Exception as exc:  # a busy timeout here would mean writers collided
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
@@ -62,3 +69,4 @@ def test_writers_of_one_process_take_turns(tmp_path: Path) -> None:
         t.join()
     assert errors == []
     assert db.scalar("SELECT COUNT(*) FROM t") == 480
+    assert db.scalar("SELECT COUNT(*) FROM t WHERE who = -1") == 0

@@ -45,8 +45,10 @@ lint: deps
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Figures, never pass/fail: `make bench`, or e.g. `make bench BENCH_ARGS="--quick --json"`.
+BENCH_ARGS ?=
 bench: deps
-	$(BIN)/ykt bench
+	$(BIN)/ykt bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

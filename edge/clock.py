@@ -53,3 +53,26 @@ def campus_date(ms: int, tz: str = DEFAULT_TZ) -> str:
 def iso(ms: int, tz: str = DEFAULT_TZ) -> str:
     """An epoch-ms instant as an ISO 8601 timestamp in the campus time zone."""
     return dt.datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).isoformat(timespec="seconds")
+
+
+class CampusDays:
+    """:func:`campus_date` for many instants close together (a batch of journal records): it
+    remembers the bounds of the last day it computed and answers from them while it can."""
+
+    def __init__(self, tz: str = DEFAULT_TZ) -> None:
+        self.tz = tz
+        self._zone = ZoneInfo(tz)
+        self._lo, self._hi, self._day = 1, 0, ""
+
+    def __call__(self, ms: int) -> str:
+        if self._lo <= ms < self._hi:
+            return self._day
+        day = dt.datetime.fromtimestamp(ms / 1000, self._zone).date()
+        lo = round(dt.datetime.combine(day, dt.time(), self._zone).timestamp() * 1000)
+        nxt = day + dt.timedelta(days=1)
+        hi = round(dt.datetime.combine(nxt, dt.time(), self._zone).timestamp() * 1000)
+        text = day.isoformat()
+        # keep the bounds only where they check out (a zone may skip or repeat a midnight)
+        if lo <= ms < hi and campus_date(lo, self.tz) == text == campus_date(hi - 1, self.tz):
+            self._lo, self._hi, self._day = lo, hi, text
+        return text

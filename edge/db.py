@@ -7,8 +7,9 @@ and for the central server also PostgreSQL.
   (:mod:`edge.db_postgres`); the same :class:`Tx`, the same SQL (written in SQLite's dialect and
   translated in one place, :mod:`edge.db_sql`; rules in docs/database.md), the same migrations.
 - Every write goes through :meth:`Database.tx`, a transaction that commits or rolls back as a
-  whole and runs while no other writer does (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a
-  transaction-scoped advisory lock, so writers of every server process take turns); reads may
+  whole and runs while no other writer does (SQLite: the writers of one process take turns on
+  a lock, then ``BEGIN IMMEDIATE``; PostgreSQL: a transaction-scoped advisory lock, so writers
+  of every server process take turns); reads may
   use :meth:`Database.all` / :meth:`Database.one`, or :meth:`Database.read` for one snapshot.
 - Migrations are registered in one :class:`Migrations` list per schema and applied in order,
   each in its own transaction together with its bookkeeping row in ``_migrations`` (checked
@@ -64,6 +65,27 @@ class Tx:
     def executemany(self, sql: str, rows: Iterable[Params]) -> int:
         return self._conn.executemany(sql, rows).rowcount
 
+    def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], chunk: int = 100
+    ) -> int:
+        """INSERT ``rows`` with multi-row ``VALUES`` statements of up to ``chunk`` rows.
+
+        For the hot bulk inserts: sqlite3 lets go of the GIL around every statement step, so
+        ``executemany`` must win the GIL back once per row, and in a process whose other
+        threads are busy (a server parsing requests) each win can wait out a whole switch
+        interval (5 ms): 500-row inserts went from 2.5 to 43 µs a row.  Here it is once per chunk.
+        """
+        cols = ", ".join(columns)
+        one = "(" + ", ".join("?" * len(columns)) + ")"
+        n = 0
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            n += self._conn.execute(
+                f"INSERT INTO {table} ({cols}) VALUES " + ", ".join([one] * len(part)),
+                [v for row in part for v in row],
+            ).rowcount
+        return n
+
     def all(self, sql: str, params: Params = ()) -> list[Row]:
         return list(self._conn.execute(sql, params).fetchall())
 
@@ -110,6 +132,9 @@ class Database:
         self._local = threading.local()
         self._shared: sqlite3.Connection | None = None
         self._shared_lock = threading.RLock()
+        # Writers of this process queue here instead of in SQLite's busy handler, which sleeps
+        # in growing steps (up to 100 ms) and lets a waiting writer starve for seconds.
+        self._write_lock = threading.RLock()
         self._sync = synchronous
         self._busy = busy_timeout_ms
         self._all_conns: list[sqlite3.Connection] = []
@@ -190,6 +215,21 @@ class Database:
 
     # -- transactions and reads ------------------------------------------------------------
     @contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        """SQLite: the writers of this process take turns here, waking as soon as the turn is
+        free (SQLite's own busy handler sleeps in steps of up to 100 ms), and give up after
+        the busy timeout like SQLite would."""
+        if not self._write_lock.acquire(timeout=self._busy / 1000):
+            raise StoreError(
+                f"the database is busy: no turn to write within {self._busy} ms (another "
+                "writer of this process holds it)"
+            )
+        try:
+            yield
+        finally:
+            self._write_lock.release()
+
+    @contextmanager
     def tx(self, *, exclusive: bool = True) -> Iterator[Tx]:
         """A write transaction (``BEGIN IMMEDIATE``): commits on success, rolls back on error.
 
@@ -201,7 +241,7 @@ class Database:
             with self._pg.write(exclusive) as pg_conn:
                 yield Tx(pg_conn)
             return
-        with self._maybe_locked():
+        with self._writer_turn(), self._maybe_locked():
             conn = self._conn()
             try:
                 conn.execute("BEGIN IMMEDIATE")

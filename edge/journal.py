@@ -61,6 +61,28 @@ MIGRATIONS.add(
 )
 
 
+INSERT = (
+    "INSERT INTO journal (seq, hash, body, sig, account_id, kind, amount, day, offline, pin)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def row(rec: dict[str, Any], body: bytes, sig: bytes, h: str, tz: str) -> tuple[Any, ...]:
+    """The journal row of a sealed record (for :data:`INSERT`)."""
+    return (
+        rec["seq"],
+        h,
+        body.decode(),
+        b64e(sig),
+        rec["acct"],
+        rec["kind"],
+        rec["amt"],
+        campus_date(rec["ts"], tz),
+        int(rec["off"] and rec["method"] != "qr-reverse"),  # money at risk
+        rec["pin"],
+    )
+
+
 @dataclass(frozen=True)
 class Appended:
     seq: int
@@ -120,24 +142,8 @@ class Journal:
             except ProtocolError as exc:
                 raise JournalError(f"cannot journal an invalid record: {exc}") from exc
             h = protocol.record_hash(body)
-            day = campus_date(rec["ts"], self.tz)
             with self.db.tx() as tx:
-                tx.execute(
-                    "INSERT INTO journal (seq, hash, body, sig, account_id, kind, amount, day,"
-                    " offline, pin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        rec["seq"],
-                        h,
-                        body.decode(),
-                        b64e(sig),
-                        rec["acct"],
-                        rec["kind"],
-                        rec["amt"],
-                        day,
-                        int(rec["off"] and rec["method"] != "qr-reverse"),  # money at risk
-                        rec["pin"],
-                    ),
-                )
+                tx.execute(INSERT, row(rec, body, sig, h, self.tz))
                 if code is not None:
                     tx.execute(
                         "INSERT INTO seen_codes (serial, counter, seq) VALUES (?, ?, ?)",

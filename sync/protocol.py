@@ -80,10 +80,14 @@ H_NONCE = "X-Ykt-Nonce"
 H_SIGNATURE = "X-Ykt-Signature"
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical(obj: Any) -> bytes:
-    """Sorted keys, no spaces, UTF-8; :class:`ProtocolError` for what UTF-8 cannot hold."""
+    """Sorted keys, no spaces, UTF-8 (one encoder for every call: it is on the ingest path);
+    :class:`ProtocolError` for what UTF-8 cannot hold."""
     try:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        return _CANONICAL.encode(obj).encode()
     except UnicodeEncodeError as exc:
         raise ProtocolError("text that is not valid Unicode (a lone surrogate)") from exc
 
@@ -106,16 +110,16 @@ def check_fields(rec: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(rec, dict):
         raise ProtocolError("a record body must be a JSON object")
     for name, types in RECORD_FIELDS.items():
-        if name not in rec:
-            raise ProtocolError(f"record lacks field {name!r}")
-        val = rec[name]
-        if isinstance(val, bool) and bool not in types:
+        try:
+            val = rec[name]
+        except KeyError:
+            raise ProtocolError(f"record lacks field {name!r}") from None
+        if (isinstance(val, bool) and bool not in types) or not isinstance(val, types):
             raise ProtocolError(f"record field {name!r} has the wrong type")
-        if not isinstance(val, types):
-            raise ProtocolError(f"record field {name!r} has the wrong type")
-    for name in rec:
-        if name not in RECORD_FIELDS and name not in OPTIONAL_FIELDS:
-            raise ProtocolError(f"record has unknown field {name!r}")
+    if len(rec) > len(RECORD_FIELDS):  # all required fields are here: only more can be unknown
+        for name in rec:
+            if name not in RECORD_FIELDS and name not in OPTIONAL_FIELDS:
+                raise ProtocolError(f"record has unknown field {name!r}")
     if "x" in rec and not isinstance(rec["x"], dict):
         raise ProtocolError("record field 'x' must be an object")
     for name, (lo, hi) in INT_BOUNDS.items():
@@ -140,7 +144,7 @@ def check_fields(rec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parse_body(body: str | bytes) -> dict[str, Any]:
-    """Decode and validate a record body received on the wire."""
+    """Decode and validate a record body received on the wire (``str`` is the faster input)."""
     try:
         rec = json.loads(body)
     except (ValueError, TypeError) as exc:

@@ -254,8 +254,8 @@ def test_a_video_read_through_opencv_pays_once(server: ServerProc, tmp_path: Pat
 
 
 def test_qr_benchmark_prints_figures() -> None:
-    out = ykt("bench", "--only", "qr", "--seconds", "0.2", "--json").stdout.strip().splitlines()
-    figures = [json.loads(line) for line in out]
+    out = json.loads(ykt("bench", "--only", "qr", "--seconds", "0.2", "--json").stdout)
+    figures = out["benchmarks"]["qr"]["runs"]  # one JSON object with every figure
     assert [f["decoder"] for f in figures] == ["zxing", "zbar"]
     sizes = figures[0]["sizes"]
     assert set(sizes) == {"640x480", "1280x720"}

@@ -339,7 +339,7 @@ def create_app(ctx: Context) -> FastAPI:
     def push_journal(body: JournalIn, term: Terminal) -> dict[str, Any]:
         full = ctx.db.one("SELECT * FROM terminals WHERE id = ?", (term["id"],))
         assert full is not None
-        return ingest.ingest(ctx, dict(full), [r.model_dump() for r in body.records])
+        return ingest.ingest(ctx, dict(full), body.records)
 
     @app.get("/v1/feed", tags=["terminal"])
     async def pull_feed(

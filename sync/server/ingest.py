@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from edge import rules
+from edge.clock import CampusDays
 from edge.db import Tx
 from edge.rules import AccountStatus
 from sync import protocol
@@ -70,7 +72,7 @@ class Result:
         }
 
 
-def _decode(terminal_id: str, wire: list[dict[str, Any]]) -> list[Incoming]:
+def _decode(terminal_id: str, wire: Sequence[Mapping[str, Any]]) -> list[Incoming]:
     if len(wire) > MAX_BATCH:
         raise Invalid(f"a batch holds at most {MAX_BATCH} records", "batch_too_large")
     out = []
@@ -80,7 +82,7 @@ def _decode(terminal_id: str, wire: list[dict[str, Any]]) -> list[Incoming]:
             raise Invalid(f"record {i}: body and sig must be strings", "bad_record")
         try:
             body = body_text.encode()
-            rec = protocol.parse_body(body)
+            rec = protocol.parse_body(body_text)  # str: json.loads skips detecting the encoding
             canonical = protocol.canonical(rec)
         except (ProtocolError, UnicodeEncodeError) as exc:
             raise Invalid(f"record {i}: {exc}", "bad_record") from exc
@@ -110,7 +112,9 @@ def _alarm(tx: Tx, ctx: Context, res: Result | None, tid: str, kind: str, detail
         res.alarms.append({"kind": kind, "detail": detail})
 
 
-def ingest(ctx: Context, terminal: dict[str, Any], wire: list[dict[str, Any]]) -> dict[str, Any]:
+def ingest(
+    ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
     tid = terminal["id"]
     try:
         items = _decode(tid, wire)
@@ -243,6 +247,7 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> 
     }
     transfers: list[ledger.Transfer] = []
     merchant = ledger.merchant(tid)
+    day_of = CampusDays(ctx.config.tz)
     touched: set[int] = set()
     for item in run:
         rec = item.rec
@@ -264,10 +269,10 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> 
             )
             continue
         aid = acct["id"]
-        day = ctx.date_of(rec["ts"])
+        day = day_of(rec["ts"])
         if rec["kind"] == "sale":
             w, t = ledger.wallet(aid), ledger.transition(aid)
-            if rules.moves_transition(rec["method"]) and bal.get(t, 0) > 0:  # R7
+            if bal.get(t, 0) > 0 and rules.moves_transition(rec["method"]):  # R7
                 transfers.append(
                     ledger.Transfer(
                         f"trans:{tid}:{item.seq}",
@@ -369,8 +374,9 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> 
                 acct["frozen_now"] = True
         touched.add(aid)
     ledger.apply_many(tx, transfers)
-    tx.executemany(
-        "INSERT INTO records (terminal_id, seq, hash, body, sig, received_ms) VALUES (?, ?, ?, ?, ?, ?)",
+    tx.insert_rows(
+        "records",
+        ("terminal_id", "seq", "hash", "body", "sig", "received_ms"),
         [(tid, i.seq, i.hash, i.body.decode(), i.sig, now) for i in run],
     )
     tx.execute(

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from edge.db import Database, Tx
 
@@ -51,8 +50,9 @@ def ensure(tx: Tx, ledger_id: str, kind: str, owner: int | None = None) -> None:
     )
 
 
-@dataclass(frozen=True)
-class Transfer:
+class Transfer(NamedTuple):
+    """One movement of money (immutable; a tuple because ingest makes one per record)."""
+
     id: str
     ts_ms: int
     debit: str
@@ -73,6 +73,9 @@ def transfer(tx: Tx, t: Transfer) -> bool:
     return True
 
 
+TRANSFER_COLUMNS = ("id", "ts_ms", "debit", "credit", "amount", "kind", "account_id", "memo")
+
+
 def apply_many(tx: Tx, transfers: Iterable[Transfer]) -> None:
     """Insert new transfers and move the balances, one UPDATE per ledger account touched.
 
@@ -86,11 +89,7 @@ def apply_many(tx: Tx, transfers: Iterable[Transfer]) -> None:
         delta[t.credit] += t.amount
     if not rows:
         return
-    tx.executemany(
-        "INSERT INTO transfers (id, ts_ms, debit, credit, amount, kind, account_id, memo) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
+    tx.insert_rows("transfers", TRANSFER_COLUMNS, rows)
     tx.executemany(
         "UPDATE ledger_accounts SET balance = balance + ? WHERE id = ?",
         [(d, lid) for lid, d in delta.items() if d],

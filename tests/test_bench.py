@@ -1,0 +1,141 @@
+"""`ykt bench`: the structure of its figures (never their values: benchmarks do not fail on
+timings), and the large-journal fixture it builds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.benchmarks import journal_fixture
+from edge.db import Database
+from tests.helpers import ROOT
+
+LATENCY_KEYS = {"n", "p50_ms", "p99_ms", "max_ms", "mean_ms"}
+
+
+def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            *(sys.executable, "-m", "edge.cli", "bench", "--dir", str(tmp_path / "work")),
+            *("--cache-dir", str(tmp_path / "cache"), *args),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+
+
+def _latency(s: dict, n: int) -> None:
+    assert set(s) == LATENCY_KEYS and s["n"] == n
+    assert 0 < s["p50_ms"] <= s["p99_ms"] <= s["max_ms"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # every benchmark once, small: about a minute on a busy machine
+def test_quick_json_has_every_figure(tmp_path: Path) -> None:
+    done = _bench(tmp_path, "--quick", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)  # one JSON object, nothing else on stdout
+    assert out["quick"] is True and out["machine"]["cpus"] >= 1
+    b = out["benchmarks"]
+    assert list(b) == ["sqlite", "journal", "ingest", "sale", "api", "qr", "card", "db"]
+
+    _latency(b["sqlite"]["commit"], 200)
+    assert b["sqlite"]["batch_small_rows"]["rows_per_s"] > 0
+    assert b["sqlite"]["batch_journal_rows"]["rows_per_s"] > 0
+
+    j = b["journal"]
+    _latency(j["floor"], j["appends"])
+    for where in ("empty", "at_queue"):
+        _latency(j[where]["append"], j["appends"])
+        assert j[where]["ratio_p50"] > 0 and j[where]["ratio_p99"] > 0
+    assert j["at_queue"]["queued"] == j["fixture"]["records"] == 20_000
+    assert j["fixture"]["cached"] is False and "seal" in j["fixture"]["how"]
+
+    ing = b["ingest"]
+    h = ing["http"]
+    assert h["records"] == h["batches"] * h["batch_size"] == ing["in_process"]["records"]
+    assert h["batch_size"] == 500 and h["terminals"] >= 2
+    _latency(h["ack"], h["batches"])
+    _latency(ing["in_process"]["batch"], h["batches"])
+    assert h["records_per_s"] > 0 and ing["in_process"]["records_per_s"] > 0
+    assert h["verified"] == {
+        "heads_ok": True,
+        "alarms": 0,
+        "ledger_ok": True,
+        "transfers": h["verified"]["transfers"],
+    }
+    assert h["verified"]["transfers"] >= h["records"]
+
+    s = b["sale"]
+    for mode in ("online", "offline"):
+        m = s[mode]
+        for part in ("total", "decision", "card_io", "append", "cpu_thread", "cpu_process"):
+            _latency(m[part], m["sales"])
+        assert m["cpu_agent"]["n"] == m["sales"]
+        assert m["rest"]["n"] == m["sales"]
+    assert s["online"]["decided_offline"] == 0
+    assert s["offline"]["decided_offline"] == s["offline"]["sales"]
+    assert s["queued_after_offline"] >= s["offline"]["sales"]
+
+    runs = b["api"]["runs"]
+    assert [r["server_processes"] for r in runs] == [1, 2]
+    for r in runs:
+        assert r["db"] == "sqlite" and r["requests"] > 0 and r["requests_per_s"] > 0
+        assert set(r["latency_ms"]) == {"me", "bills", "authorize", "topup"}
+        assert isinstance(r["errors"], int)
+
+    (zxing,) = b["qr"]["runs"]  # --quick: one presentation, zxing-cpp only
+    assert zxing["decoder"] == "zxing" and zxing["presentations"] == 1
+    assert set(zxing["sizes"]) == {"640x480", "1280x720"}
+    for size in zxing["sizes"].values():
+        assert 0 < size["frame_to_decision_p50_ms"] <= size["frame_to_decision_p99_ms"]
+
+    card = b["card"]
+    if card["modes"]:  # through pcscd + vpcd (pyscard installed)
+        assert [m["mode"] for m in card["modes"]] == ["online", "offline"]
+        for m in card["modes"]:
+            assert m["taps"] >= 10 and 0 <= m["approved"] <= m["taps"]
+            assert set(m["latency_ms"]) == {"present_to_shown", "card_io", "journal", "rest"}
+    else:
+        assert "skipped" in card["skipped"]
+
+    (db,) = b["db"]["figures"]  # --quick: a short ingest on SQLite, one server process
+    assert db["bench"] == "ingest" and db["db"] == "sqlite" and db["server_processes"] == 1
+    assert db["records"] > 0 and db["errors"] == 0
+
+
+def test_only_and_text_output(tmp_path: Path) -> None:
+    done = _bench(tmp_path, "--quick", "--only", "sqlite")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "== sqlite" in done.stdout and "one-row commit" in done.stdout
+    assert "== journal" not in done.stdout
+    assert list((tmp_path / "work").iterdir()) == []  # each run's databases are removed
+    bad = _bench(tmp_path, "--only", "nosuch")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_fixture_is_chained_signed_cached_and_rebuilt_when_damaged(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = journal_fixture.obtain(tmp_path / "a.db", 300, cache)
+    assert first["cached"] is False and first["records"] == 300
+    journal_fixture.spot_check(tmp_path / "a.db", 300)  # the copy verifies too
+
+    again = journal_fixture.obtain(tmp_path / "b.db", 300, cache)
+    assert again["cached"] is True
+
+    damaged = Path(again["cache_file"])
+    db = Database(damaged)
+    with db.tx() as tx:
+        tx.execute(
+            "UPDATE journal SET body = replace(body, '\"amt\":', '\"amt\":1') WHERE seq = 299"
+        )
+    db.close()
+    rebuilt = journal_fixture.obtain(tmp_path / "c.db", 300, cache)
+    assert rebuilt["cached"] is False and "chain broken" in rebuilt["cache_rejected"]
+    journal_fixture.spot_check(damaged, 300)

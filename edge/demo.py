@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
 def _print_instructions(data: Path, server: str, agent: str, state: dict[str, Any]) -> None:
     token = data / "server" / "admin.token"
     a = f"ykt admin --server {server} --token-file {token}"
-    first = state["cards"][0]
+    first, second = state["cards"][0], state["cards"][1]
     print(f"""
 ykt demo is running (state in {data}; Ctrl-C stops it).
 
@@ -208,10 +208,11 @@ From a second shell (with the virtualenv: . .venv/bin/activate):
   ykt sim sale --agent {agent} --card {first["card_no"]} --amount 12.50
   ykt sim sale --agent {agent} --card {first["card_no"]} --amount 45.00 --pin {first["password"]}
   {a} account show --number {first["number"]}
-Phone payment code (the simulated phone signs in; its code is shown to the POS camera):
-  ykt sim wallet login --server {server} --number {first["number"]} --password {first["password"]} --wallet W.json
+Phone payment code of {second["name"]} (the simulated phone signs in; its code goes to the POS camera):
+  ykt sim wallet login --server {server} --number {second["number"]} --password {second["password"]} --wallet W.json
   ykt sim wallet pay-code --wallet W.json --png CODE.png
   ykt sim sale --agent {agent} --amount 9.00 --qr CODE.png
+  (over the ¥50.00 daily limit the phone confirms first: pay-code --confirm-password {second["password"]})
 Network outage:
   ykt demo server stop --data {data}     # the POS keeps selling offline
   ykt sim sale --agent {agent} --card {first["card_no"]} --amount 8.00

@@ -43,7 +43,7 @@ def test_quick_json_has_every_figure(tmp_path: Path) -> None:
     out = json.loads(done.stdout)  # one JSON object, nothing else on stdout
     assert out["quick"] is True and out["machine"]["cpus"] >= 1
     b = out["benchmarks"]
-    assert list(b) == ["sqlite", "journal", "ingest", "sale", "api", "qr", "card", "db"]
+    assert list(b) == ["sqlite", "journal", "ingest", "sale", "api", "qr", "card", "db", "hotlist"]
 
     _latency(b["sqlite"]["commit"], 200)
     assert b["sqlite"]["batch_small_rows"]["rows_per_s"] > 0
@@ -108,6 +108,11 @@ def test_quick_json_has_every_figure(tmp_path: Path) -> None:
     (db,) = b["db"]["figures"]  # --quick: a short ingest on SQLite, one server process
     assert db["bench"] == "ingest" and db["db"] == "sqlite" and db["server_processes"] == 1
     assert db["records"] > 0 and db["errors"] == 0
+
+    h = b["hotlist"]  # --quick: 100 long-polling terminals, 2 loss reports; every one reached
+    assert (h["terminals"], h["reports"], h["missed"]) == (100, 2, 0)
+    _latency(h["delivered"], 200)
+    assert [r["terminals_reached"] for r in h["rounds"]] == [100, 100]
 
 
 def test_only_and_text_output(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ of them passes or fails on a timing.
 ``qr``            :mod:`.qr`: QR frame → decision on rendered phone screens (edge.bench_qr)
 ``card``          :mod:`.card`: a tap through pcscd + vpcd, online and offline (edge.bench_card)
 ``db``            :mod:`.db`: ingest and API on SQLite and PostgreSQL (sync.server.bench_db)
+``hotlist``       :mod:`.hotlist`: loss report → the card on the hotlist of 500 long-polling terminals
 ================  ===========================================================================
 """
 
@@ -74,6 +75,7 @@ MODULES = {
     "qr": "qr",
     "card": "card",
     "db": "db",
+    "hotlist": "hotlist",
 }
 
 

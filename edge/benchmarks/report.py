@@ -181,6 +181,23 @@ def db(f: dict[str, Any]) -> list[str]:
     return lines
 
 
+def hotlist(f: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Loss report → the card on every terminal's hotlist ({f['terminals']} simulated "
+        f"terminals long-polling the feed, wait {f['wait_s']:.0f} s; {f['reports']} reports)",
+        f"  delivered   {_lat(f['delivered'])}   budget p99 ≤ 3 s with 500 terminals",
+        f"  missed {f['missed']} (not reached within 30 s), feed poll errors {f['poll_errors']}",
+    ]
+    for i, r in enumerate(f["rounds"], 1):
+        lines.append(
+            f"    report {i}: {r['terminals_reached']} terminals, first/median/last at "
+            f"{r['first_ms']}/{r['median_ms']}/{r['last_ms']} ms; "
+            f"report acked in {r['report_ack_ms']} ms; server CPU {r['server_cpu_s']} s"
+        )
+    lines.append(f"  ({f['note']})")
+    return lines
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "sqlite": sqlite,
     "journal": journal,
@@ -190,6 +207,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "qr": qr,
     "card": card,
     "db": db,
+    "hotlist": hotlist,
 }
 
 

@@ -350,14 +350,19 @@ def create_app(ctx: Context) -> FastAPI:
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
+        notifier = ctx.notifier
+        seen = notifier.generation
+        current = await run_in_threadpool(current_version, ctx.db)
         while True:
-            current = await run_in_threadpool(current_version, ctx.db)
             remaining = deadline - loop.time()
-            if current != since or remaining <= 0 or ctx.notifier.closing:
+            if current != since or remaining <= 0 or notifier.closing:
                 break
             if await request.is_disconnected():  # the terminal went away: stop waiting
                 break
-            await ctx.notifier.wait(min(remaining, 1.0))
+            await notifier.wait(seen, min(remaining, 1.0))
+            if notifier.generation != seen:  # woken: the version may have moved
+                seen = notifier.generation
+                current = await run_in_threadpool(current_version, ctx.db)
         return await run_in_threadpool(feed.delta, ctx, term, since)
 
     # -- the business of card holders, kiosks and the desk (sync.server.routes_business) ------

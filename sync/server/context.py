@@ -90,7 +90,10 @@ class ServerConfig:
 class Notifier:
     """Wakes long-polling requests when the feed version moves, whichever server process moved
     it.  ``notify`` (thread-safe) wakes this process's waiters and, on PostgreSQL, sends a
-    NOTIFY that wakes every process's; on SQLite each process polls the version instead."""
+    NOTIFY that wakes every process's.  One watcher task per process also reads the version
+    every POLL_S (SQLite: the only way to see another process's change; PostgreSQL: a safety
+    net), so the waiters themselves never query the database while nothing changes: each wake
+    moves ``generation``, and a waiter reads the version only when it moved."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -99,6 +102,7 @@ class Notifier:
         self._db: Database | None = None
         self._watch: asyncio.Task[None] | None = None
         self.closing = False  # the server is stopping: long-polls answer at once
+        self.generation = 0  # moves at every wake (event loop thread only)
 
     def attach(self, db: Database) -> None:
         self._db = db
@@ -116,8 +120,7 @@ class Notifier:
             return
         if db.can_listen():
             db.listen(FEED_CHANNEL, self._wake)
-        else:
-            self._watch = loop.create_task(self._poll(db))
+        self._watch = loop.create_task(self._poll(db))
 
     async def unbind(self) -> None:
         if self._watch is not None:
@@ -127,7 +130,7 @@ class Notifier:
             self._watch = None
 
     async def _poll(self, db: Database) -> None:
-        """SQLite: another process may have moved the version; look every POLL_S."""
+        """Another process may have moved the version (SQLite cannot notify); look every POLL_S."""
         from starlette.concurrency import run_in_threadpool
 
         seen: int | None = None
@@ -158,13 +161,17 @@ class Notifier:
                 loop.call_soon_threadsafe(self._fire)
 
     def _fire(self) -> None:
+        self.generation += 1
         ev = self._event
         self._event = asyncio.Event()
         if ev is not None:
             ev.set()
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, generation: int, timeout: float) -> None:
+        """Until a wake after ``generation`` (read it before reading the version) or timeout."""
         ev = self._event
+        if self.generation != generation:
+            return
         if ev is None:
             await asyncio.sleep(timeout)
             return

@@ -6,8 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 # Debian packages the code and the tests use (installed when missing).  postgresql: the server
-# tests run on SQLite and again on a throwaway PostgreSQL cluster the tests start (tests/dbs.py).
-APT_PACKAGES := chromium libzbar0 pcscd vsmartcard-vpcd libpcsclite-dev python3-dev gcc postgresql
+# tests run on SQLite and again on a throwaway PostgreSQL cluster the tests start (tests/dbs.py);
+# systemd: systemd-analyze checks the units in systemd/.
+APT_PACKAGES := chromium libzbar0 pcscd vsmartcard-vpcd libpcsclite-dev python3-dev gcc postgresql systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps sysdeps demo test lint bench clean

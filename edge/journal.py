@@ -185,6 +185,27 @@ class Journal:
             self._acked = seq
             self._unsynced_offline -= drained
 
+    def rewind(self, seq: int) -> int:
+        """The server's ack fell below ours: it lost records it had acked (its database was
+        restored from a backup).  Records are never deleted here, so mark everything after
+        ``seq`` unsent again and push it again; the server applies each record once.  Returns
+        how many records are queued again."""
+        with self._lock:
+            if not 0 <= seq < self._acked:
+                return 0
+            again = int(
+                self.db.scalar(
+                    "SELECT COALESCE(SUM(amount), 0) FROM journal "
+                    "WHERE seq > ? AND seq <= ? AND offline = 1 AND kind = 'sale'",
+                    (seq, self._acked),
+                )
+            )
+            with self.db.tx() as tx:
+                tx.execute("UPDATE sync_state SET value = ? WHERE key = 'acked'", (seq,))
+            queued, self._acked = self._acked - seq, seq
+            self._unsynced_offline += again
+            return queued
+
     @property
     def queued(self) -> int:
         with self._lock:

@@ -109,6 +109,9 @@ class Uplink:
                 self._feed_wake.set()  # the server is back: the feed need not sit out its backoff
                 for alarm in resp.get("alarms", []):
                     log.error("server raised an alarm on our journal: %s", alarm)
+                if self._server_behind(resp.get("ack"), before):
+                    backoff.reset()
+                    continue  # push again from the server's ack
                 try:
                     self.journal.set_acked(int(resp["ack"]))
                 except (KeyError, ValueError, SyncError, EdgeError) as exc:
@@ -133,12 +136,29 @@ class Uplink:
                     backoff.reset()
                     self.last_push_error = ""
 
+    def _server_behind(self, ack: object, acked_before: int) -> bool:
+        """The server's ack is below what it had acked before the request was sent: its data
+        was restored from a backup and lost our later records.  Queue them again."""
+        if not isinstance(ack, int) or isinstance(ack, bool) or not 0 <= ack < acked_before:
+            return False
+        queued = self.journal.rewind(ack)
+        if queued:
+            log.warning(
+                "the server acks only up to record %d, below the %d it had acked (restored from "
+                "a backup?): sending %d records again",
+                ack,
+                acked_before,
+                queued,
+            )
+        return queued > 0
+
     # -- feed ---------------------------------------------------------------------------------
     def _feed_loop(self) -> None:
         client = self.client_factory()
         backoff = Backoff(self.rng)
         while not self._stop.is_set():
             wait = self.poll_wait_s if self.link.online else 0
+            acked = self.journal.acked
             try:
                 resp = client.feed(self.cache.version, wait=wait)
                 self.cache.apply(resp)
@@ -158,5 +178,5 @@ class Uplink:
             self.link.up()
             backoff.reset()
             self._notify()
-            if not was_online:
-                self.kick()  # back online: drain the queue now
+            if self._server_behind(resp.get("ack"), acked) or not was_online:
+                self.kick()  # drain the queue now

@@ -112,6 +112,39 @@ def _alarm(tx: Tx, ctx: Context, res: Result | None, tid: str, kind: str, detail
         res.alarms.append({"kind": kind, "detail": detail})
 
 
+def _gap_alarm(
+    tx: Tx,
+    ctx: Context,
+    res: Result,
+    tid: str,
+    items: Sequence[Incoming],
+    *,
+    had_pending: bool,
+    keep: Sequence[Incoming],
+) -> None:
+    """A gap is normal for a moment (batches crossing on the wire), but a terminal pushes from
+    the server's ack, so when records were already held behind the gap and the terminal pushes
+    again without the missing one, it no longer has it: the journal lost records and only the
+    operator can settle that.  Raised once per missing sequence number."""
+    if not (had_pending and keep and items) or min(i.seq for i in items) <= res.ack + 1:
+        return
+    missing = f"record {res.ack + 1} is missing"
+    if tx.scalar(
+        "SELECT 1 FROM alarms WHERE terminal_id = ? AND kind = 'journal_gap' AND detail LIKE ?",
+        (tid, missing + ",%"),
+    ):
+        return
+    _alarm(
+        tx,
+        ctx,
+        res,
+        tid,
+        "journal_gap",
+        f"{missing}, pushed again without it; records {keep[0].seq}–{keep[-1].seq} are held "
+        "behind the gap, not applied",
+    )
+
+
 def ingest(
     ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any]:
@@ -156,9 +189,10 @@ def ingest(
 
         # 3. merge with held-back records; find the contiguous run
         fresh: dict[int, Incoming] = {}
-        for r in tx.all(
+        held_before = tx.all(
             "SELECT seq, body, sig FROM pending_records WHERE terminal_id = ? ORDER BY seq", (tid,)
-        ):
+        )
+        for r in held_before:
             body = r["body"].encode()
             fresh[r["seq"]] = Incoming(r["seq"], body, r["sig"], protocol.parse_body(body))
         for i in items:
@@ -213,6 +247,7 @@ def ingest(
 
         # 6. hold back what lies beyond a gap (never what failed a check)
         keep = [i for s, i in sorted(fresh.items()) if s > res.ack and s not in rejected]
+        _gap_alarm(tx, ctx, res, tid, items, had_pending=bool(held_before), keep=keep)
         tx.execute("DELETE FROM pending_records WHERE terminal_id = ?", (tid,))
         tx.executemany(
             "INSERT INTO pending_records (terminal_id, seq, body, sig) VALUES (?, ?, ?, ?)",

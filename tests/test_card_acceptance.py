@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_encode_sell_tear_and_sell_again_on_virtual_readers(tmp_path: Path) -> None:
-    r, img = tmp_path / "R", tmp_path / "C.img"
+    r, img, img2 = tmp_path / "R", tmp_path / "C.img", tmp_path / "C2.img"
     started = json.loads(ykt("sim", "reader", "start", "--slots", "2", "--dir", str(r), "--json"))
     try:
         assert Path(started["socket"]).is_socket() and len(started["slots"]) == 2
@@ -53,11 +53,29 @@ def test_encode_sell_tear_and_sell_again_on_virtual_readers(tmp_path: Path) -> N
                 assert over["approved"] and over["balance_fen"] == 3950, over
                 ykt("sim", "card", "remove", "--dir", str(r), "--slot", "0")
                 pos.wait_synced()
+
+                # R11 + R6: the desk reissues on another card the same day; the new card
+                # starts with the day's tracked amount, so the limit does not start again
+                ykt("sim", "card", "new", "--uid", "04D1E2F3", "--out", str(img2))
+                ykt("sim", "card", "present", str(img2), "--dir", str(r), "--slot", "1")
+                slot1 = started["slots"][1]["name"]
+                issue2 = ["card", "issue", "--number", "S2023001", "--reader", f"pcsc://{slot1}"]
+                reissued = json.loads(ykt(*admin, *issue2, "--json", env=env))
+                assert reissued["written"] and reissued["counters"]["spent_fen"] == 4500
+                ykt("sim", "card", "remove", "--dir", str(r), "--slot", "1")
+                pos.wait_card_known(reissued["card_no"])
+                ykt("sim", "card", "present", str(img2), "--dir", str(r), "--slot", "0")
+                need = json.loads(ykt(*sale, "--amount", "6.00"))
+                assert need["code"] == "needs_pin" and "R6" in need["reason"], need
+                paid = json.loads(ykt(*sale, "--amount", "6.00", "--pin", "013052"))
+                assert paid["approved"] and paid["balance_fen"] == 3350, paid
+                ykt("sim", "card", "remove", "--dir", str(r), "--slot", "0")
+                pos.wait_synced()
             finally:
                 pos.stop()
             acct = json.loads(ykt(*admin, "account", "show", "--number", "S2023001", "--json"))
-            assert acct["balance_fen"] == 3950
-            assert [b["amount_fen"] for b in acct["bills"]] == [10000, -1250, -300, -4500]
+            assert acct["balance_fen"] == 3350
+            assert [b["amount_fen"] for b in acct["bills"]] == [10000, -1250, -300, -4500, -600]
         finally:
             server.stop()
 
@@ -67,6 +85,10 @@ def test_encode_sell_tear_and_sell_again_on_virtual_readers(tmp_path: Path) -> N
         assert dump["sectors"][1]["trailer"]["access"] == "78778869"
         newest = max(card["counters"], key=lambda c: c["seq"])
         assert newest["taps"] == 3 and newest["spent_fen"] == 4500
+        second = json.loads(ykt("sim", "card", "dump", str(img2), "--json"))["campus_card"]
+        newest = max(second["counters"], key=lambda c: c["seq"])
+        # carried 45.00, then 6.00 with the password: the amount counts from that sale
+        assert newest["taps"] == 1 and newest["spent_fen"] == 600
         text = ykt("sim", "card", "dump", str(img))
         assert "ykt issuer signature" in text and "transport configuration" in text
     finally:

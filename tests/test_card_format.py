@@ -159,6 +159,35 @@ def test_encode_read_pin_and_counters(caplog: pytest.LogCaptureFixture) -> None:
     assert "** ** ** ** ** **" in caplog.text
 
 
+def test_a_new_card_starts_with_the_counters_the_issuer_carries() -> None:
+    """R6 across a reissue: the issuer's tracked amount of the day goes onto the new card."""
+    card = cardimage.new_card(UID)
+    reader = SimReader("t")
+    carried = Counters.carried({"day": "2026-01-02", "spent_fen": 4500})
+    CampusCard(reader.present(card), DESK).encode(BLOB, counters=carried)
+    view = CampusCard(reader.current_card(), POS).read()  # type: ignore[arg-type]
+    assert view.counters == Counters(1, "2026-01-02", 4500)
+    assert Counters.carried(None) == Counters() == Counters.carried({"day": None})
+    assert Counters.carried({"day": "", "spent_fen": 99}) == Counters()  # no day: nothing
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ([], "must be an object"),
+        ({"day": 20260102}, "day must be a date"),
+        ({"day": "2026-13-40", "spent_fen": 1}, "month must be in 1..12"),
+        ({"day": "1999-12-31", "spent_fen": 1}, "outside 2000-01-01"),
+        ({"day": "2026-01-02", "spent_fen": -1}, "spent_fen must be"),
+        ({"day": "2026-01-02", "spent_fen": True}, "spent_fen must be"),
+        ({"day": "2026-01-02", "spent_fen": 2**24}, "spent_fen must be"),
+    ],
+)
+def test_carried_counters_that_a_card_cannot_hold_are_refused(given: object, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        Counters.carried(given)
+
+
 @pytest.mark.parametrize("mode", ["before", "after", "partial"])
 def test_encode_survives_being_pulled_away_at_every_step(mode: str) -> None:
     bricked = 0

@@ -165,13 +165,16 @@ class CampusCard:
         view.counters, view.slot = new, 1 - view.slot
 
     # -- the desk: encode a blank card ------------------------------------------------------
-    def encode(self, blob: bytes, tag: bytes | None = None) -> None:
-        """Write an issued identity (``blob`` from the issuer) and fresh counters, with this
+    def encode(
+        self, blob: bytes, tag: bytes | None = None, counters: layout.Counters | None = None
+    ) -> None:
+        """Write an issued identity (``blob`` from the issuer) and its first counters (R6:
+        the account's amount of the day, from the issuer; none when not given), with this
         campus's diversified keys in every trailer.  Sector by sector: data blocks first, the
         trailer last, so a card pulled away mid-way can be encoded again (each sector opens
         either with the transport key or already with ours)."""
         uid = self.uid
-        blocks = layout.card_blocks(uid, blob, self.keys, tag=tag)
+        blocks = layout.card_blocks(uid, blob, self.keys, tag=tag, counters=counters)
         plan = {
             1: ("id_write", (4, 5, 6)),
             2: ("id_write", (8, 9, 10)),

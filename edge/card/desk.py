@@ -80,8 +80,12 @@ def issue_on_reader(
         blob = base64.b64decode(rec["identity"])
         tag = bytes.fromhex(rec["tag"]) if rec.get("tag") else None
         try:
+            counters = Counters.carried(rec.get("counters"))
+        except ValueError as exc:
+            raise DeskError(f"the server's answer for card {uid}: {exc}") from exc
+        try:
             with card.exclusive():
-                CampusCard(card, keys).encode(blob, tag)
+                CampusCard(card, keys).encode(blob, tag, counters)
                 check = CampusCard(card, keys).read()
         except CardGone as exc:
             raise DeskError(

@@ -209,10 +209,12 @@ def card_blocks(
     keys: Keystore,
     missing_key: bytes | None = None,
     tag: bytes | None = None,
+    counters: Counters | None = None,
 ) -> dict[int, bytes]:
     """Every block ykt writes on a card: identity, signature, counters, proof tag, trailers.
 
-    ``missing_key`` stands in for keys this keystore does not hold (simulated cards only)."""
+    ``missing_key`` stands in for keys this keystore does not hold (simulated cards only);
+    ``counters`` are what the new card starts with (R6 carried from the account), else none."""
     if tag is not None and len(tag) != 16:
         raise ValueError("a card proof tag is 16 bytes")
     header, number, verifier, sig = split_blob(blob)
@@ -238,7 +240,7 @@ def card_blocks(
         B_TAG: tag or bytes(16),
         21: bytes(16),
         22: bytes(16),
-        B_SLOTS[0]: Counters(seq=1).encode(keys, uid),
+        B_SLOTS[0]: replace(counters or Counters(), seq=1).encode(keys, uid),
         B_SLOTS[1]: Counters(seq=0).encode(keys, uid),
     }
     id_trailer = trailer(key("id_read"), ACCESS, key("id_write"))
@@ -269,6 +271,23 @@ class Counters:
             + min(self.tries, 0xFF).to_bytes(1, "big")
             + (self.epoch & 0xFF).to_bytes(1, "big")
         )
+
+    @classmethod
+    def carried(cls, given: object) -> Counters:
+        """The counters a new card starts with, from the issuer's ``counters`` object
+        (``{"day": "YYYY-MM-DD" | None, "spent_fen": N}``); ValueError when it is malformed."""
+        if given is None:
+            return cls()
+        if not isinstance(given, dict):
+            raise ValueError("card counters must be an object")
+        day, spent = given.get("day"), given.get("spent_fen", 0)
+        if day is not None and not isinstance(day, str):
+            raise ValueError("card counters: day must be a date or null")
+        if isinstance(spent, bool) or not isinstance(spent, int) or not 0 <= spent <= 0xFFFFFF:
+            raise ValueError("card counters: spent_fen must be 0 … 16777215 fen")
+        if day:
+            day_number(day)  # a date the card can hold, or ValueError
+        return cls(day=day or None, spent_fen=spent if day else 0)
 
     def encode(self, keys: Keystore, uid: bytes) -> bytes:
         body = self.body()

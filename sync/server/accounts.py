@@ -467,6 +467,15 @@ def issue_card_tx(ctx: Context, tx: Tx, account_id: int, uid: str, actor: str) -
     return _card_answer(ctx, tx, {**card, "identity": identity})
 
 
+def card_counters(tx: Tx, account_id: int) -> dict[str, Any]:
+    """R6 carried onto a newly written card: the account's tracked amount of the day as the
+    server has it (spent since campus midnight or the last correct consumption password), so
+    a new card does not start the day's limit again (docs/card-format.md)."""
+    row = tx.one("SELECT spent_day, spent_fen FROM accounts WHERE id = ?", (account_id,))
+    day = str(row["spent_day"] or "") if row is not None else ""
+    return {"day": day or None, "spent_fen": int(row["spent_fen"]) if row and day else 0}
+
+
 def _card_answer(ctx: Context, tx: Tx, card: dict[str, Any], again: bool = False) -> dict[str, Any]:
     from sync.server import cardproof
 
@@ -483,6 +492,7 @@ def _card_answer(ctx: Context, tx: Tx, card: dict[str, Any], again: bool = False
             card["generation"],
         ),
         "identity": card["identity"],
+        "counters": card_counters(tx, card["account_id"]),
         "already_issued": again,
     }
 

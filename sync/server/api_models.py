@@ -346,6 +346,15 @@ class KioskReadOut(BaseModel):
     expires: str | None
 
 
+class CardCounters(BaseModel):
+    """The R6 counters a newly written card starts with (a correction leaves them alone)."""
+
+    day: str | None = Field(description="campus date the amount belongs to (None: nothing yet)")
+    spent_fen: int = Field(
+        ge=0, description="spent that day since midnight or the last correct consumption password"
+    )
+
+
 class CardData(BaseModel):
     """What is written onto a card (R11 reissue, R20 correction)."""
 
@@ -358,6 +367,7 @@ class CardData(BaseModel):
     type: str
     expires: str | None
     limit_fen: int
+    counters: CardCounters
     tag: str
     identity: str = Field(
         description="the issuer-signed identity to write (base64; docs/card-format.md)"
@@ -469,6 +479,7 @@ class IssuedCardOut(BaseModel):
         description="the issuer-signed identity written onto the card (base64: blocks 4-6 "
         "and the signature, docs/card-format.md)"
     )
+    counters: CardCounters
     already_issued: bool = Field(
         default=False, description="this UID was already the account's card: the same card again"
     )

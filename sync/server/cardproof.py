@@ -56,7 +56,7 @@ def card_data(ctx: Context, tx: Tx, account_id: int) -> dict[str, Any]:
     )
     if row is None:
         raise Conflict("the account has no active card", "no_card")
-    from sync.server.accounts import card_identity
+    from sync.server.accounts import card_counters, card_identity
     from sync.server.context import next_version
 
     # the identity signed afresh: type, validity (R13) and verifier (R5) as the server has them
@@ -78,6 +78,7 @@ def card_data(ctx: Context, tx: Tx, account_id: int) -> dict[str, Any]:
         "type": row["type"],
         "expires": row["expires"],
         "limit_fen": row["limit_fen"],
+        "counters": card_counters(tx, row["id"]),
         "tag": card_tag(
             tag_key(tx), ctx.config.campus_id, row["card_no"], row["uid"], row["generation"]
         ),

@@ -62,6 +62,7 @@ def _world(url: str, token: str, accounts: int, terminals: int) -> dict[str, Any
 def _pusher(args: tuple[int, list[str], dict[str, Any], int, float, Any, Any, Any]) -> None:
     """One terminal: seal its batches, wait for the start, push them until the time is up."""
     wid, urls, world, n_records, seconds, ready, go, out = args
+    from edge.benchmarks.records import offline_sale
     from sync import protocol
     from sync.client import ServerClient
     from sync.crypto import SigningKey
@@ -73,25 +74,16 @@ def _pusher(args: tuple[int, list[str], dict[str, Any], int, float, Any, Any, An
     for start in range(0, n_records, BATCH):
         batch = []
         for seq in range(start + 1, min(start + BATCH, n_records) + 1):
-            rec = {
-                "v": protocol.RECORD_VERSION,
-                "term": term["id"],
-                "seq": seq,
-                "prev": prev,
-                "ts": now,
-                "kind": "sale",
-                "acct": world["accounts"][(seq * 7 + wid) % len(world["accounts"])],
-                "cred": "card:bench",
-                "amt": 1 + seq % 9,
-                "method": "card",
-                "off": True,
-                "pin": "none",
-                "spent": 0,
-                "lim": 5000,
-                "bal": None,
-                "op": "",
-                "auth": None,
-            }
+            rec = offline_sale(
+                term=term["id"],
+                seq=seq,
+                prev=prev,
+                ts=now,
+                acct=world["accounts"][(seq * 7 + wid) % len(world["accounts"])],
+                amt=1 + seq % 9,
+                cred="card:bench",
+                lim=5000,
+            )
             body, sig = protocol.seal(key, rec)
             prev = protocol.record_hash(body)
             batch.append(protocol.wire_record(body, sig))

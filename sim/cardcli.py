@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any, TypeAlias
 
 from sim import cardimage, pcscd
-from sim.errors import SimError
+from sim.errors import SimError, run_command
 
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -136,7 +135,7 @@ def add_parsers(cmds: Sub) -> None:
     def cmd(parent: Sub, name: str, fn: Any, text: str) -> argparse.ArgumentParser:
         c: argparse.ArgumentParser = parent.add_parser(name, help=text, description=text)
         c.add_argument("--json", action="store_true", help="print one JSON object")
-        c.set_defaults(func=lambda a: _wrap(fn, a))
+        c.set_defaults(func=lambda a: run_command(fn, a))
         return c
 
     c = cmd(rs, "start", reader_start, "start a private pcscd with vpcd virtual readers")
@@ -185,12 +184,3 @@ def add_parsers(cmds: Sub) -> None:
     c = cmd(ks, "dump", card_dump, "print a card image: blocks, decoded where the layout is known")
     c.add_argument("image", type=Path)
     c.add_argument("--keystore", type=Path, help="a keystore, to check the counter MACs")
-
-
-def _wrap(fn: Any, args: argparse.Namespace) -> int:
-    try:
-        rc: int = fn(args)
-        return rc
-    except SimError as exc:
-        print(f"ykt sim: {exc}", file=sys.stderr)
-        return 1

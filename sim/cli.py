@@ -15,7 +15,7 @@ from typing import Any, TypeAlias
 
 from edge.money import format_fen, parse_amount
 from sim.control import AgentControl
-from sim.errors import SimError, SimUsageError
+from sim.errors import SimUsageError, run_command
 from sim.wallet_cli import add_wallet_parser
 
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -143,7 +143,7 @@ def add_parser(sub: Sub) -> None:
             "--agent", required=True, help="agent control URL, e.g. http://127.0.0.1:8701"
         )
         c.add_argument("--json", action="store_true", help="print one JSON object")
-        c.set_defaults(func=lambda a: _wrap(fn, a))
+        c.set_defaults(func=lambda a: run_command(fn, a))
         return c
 
     c = cmd(
@@ -198,12 +198,3 @@ def add_parser(sub: Sub) -> None:
     from sim import cardcli
 
     cardcli.add_parsers(cmds)
-
-
-def _wrap(fn: Any, args: argparse.Namespace) -> int:
-    try:
-        rc: int = fn(args)
-        return rc
-    except SimError as exc:
-        print(f"ykt sim: {exc}", file=sys.stderr)
-        return 1

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any, TypeAlias
 
 from edge.money import format_fen
 from sim import wallet as wallet_mod
-from sim.errors import SimError
+from sim.errors import run_command
 from sim.wallet_codes_cli import add_code_commands
 
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -84,9 +83,4 @@ def add_wallet_parser(cmds: Sub) -> None:
 
 
 def _wrap(fn: Any, args: argparse.Namespace) -> int:
-    try:
-        rc: int = fn(args)
-        return rc
-    except SimError as exc:
-        print(f"ykt sim wallet: {exc}", file=sys.stderr)
-        return 1
+    return run_command(fn, args, "ykt sim wallet")

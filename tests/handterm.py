@@ -14,6 +14,7 @@ from typing import Any
 
 import requests
 
+from edge.benchmarks.records import offline_sale
 from edge.clock import Clock, SystemClock
 from sync import protocol
 from sync.client import ServerClient
@@ -55,25 +56,16 @@ class HandTerminal:
 
     def fields(self, acct: int, amt: int, **kw: Any) -> dict[str, Any]:
         """The fields of the next record (not yet sealed)."""
-        rec: dict[str, Any] = {
-            "v": protocol.RECORD_VERSION,
-            "term": self.terminal_id,
-            "seq": len(self.journal) + 1,
-            "prev": self.head_hash,
-            "ts": self.clock.now_ms(),
-            "kind": "sale",
-            "acct": acct,
-            "cred": "card:test",
-            "amt": amt,
-            "method": "card",
-            "off": True,
-            "pin": "none",
-            "spent": 0,
-            "lim": 5000,
-            "bal": None,
-            "op": "",
-            "auth": None,
-        }
+        rec = offline_sale(
+            term=self.terminal_id,
+            seq=len(self.journal) + 1,
+            prev=self.head_hash,
+            ts=self.clock.now_ms(),
+            acct=acct,
+            amt=amt,
+            cred="card:test",
+            lim=5000,
+        )
         rec.update(kw)
         return rec
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from edge import procs
+from edge.procs import free_port
 from sync.admin_cli import AdminClient
 from tests import dbs
 
@@ -27,26 +27,16 @@ def id_card(n: int, birth: str = "20040101") -> str:
     return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, _W, strict=True)) % 11]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def ykt_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "edge.cli", *args]
 
 
 def wait_until(pred: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
     """Poll a condition that has no event to await (another process's state)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
+    got = procs.poll(pred, timeout, interval)
+    if not got:
+        raise AssertionError(f"condition not met within {timeout}s")
+    return got
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
@@ -61,8 +51,43 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     wait_until(up, timeout, 0.05)
 
 
+class _Child:
+    """What ServerProc and PosProc share: a ``ykt`` child process answering HTTP on a loopback
+    port, its output appended to a log file next to its data directory."""
+
+    data: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None
+    env: dict[str, str]
+    log: Any
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _spawn(self, args: list[str], health: str) -> None:
+        """Start ``ykt *args`` and wait until ``health`` (a path) answers."""
+        log = self.data.parent / f"{self.data.name}.log"
+        if self.log is None:
+            self.log = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            ykt_cmd(*args),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+        )
+        _wait_http(self.url + health, self.proc, log)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc:
+            procs.stop([self.proc], sig)
+        if self.log is not None and (self.proc is None or self.proc.poll() is not None):
+            self.log.close()
+            self.log = None
+
+
 @dataclass
-class ServerProc:
+class ServerProc(_Child):
     data: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -73,18 +98,13 @@ class ServerProc:
     db_url: str | None = field(default_factory=dbs.fresh_url)
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
     def token_file(self) -> Path:
         return self.data / "admin.token"
 
     def start(self) -> ServerProc:
         self.data.mkdir(parents=True, exist_ok=True)
-        log = self.data.parent / f"{self.data.name}.log"
-        self.proc = subprocess.Popen(
-            ykt_cmd(
+        self._spawn(
+            [
                 "server",
                 "--data",
                 str(self.data),
@@ -94,30 +114,10 @@ class ServerProc:
                 "10",
                 *(("--db", self.db_url) if self.db_url else ()),
                 *self.extra,
-            ),
-            stdout=self._open_log(log),
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env},
+            ],
+            "/v1/health",
         )
-        _wait_http(self.url + "/v1/health", self.proc, log)
         return self
-
-    def _open_log(self, path: Path) -> Any:
-        if self.log is None:
-            self.log = open(path, "ab")  # noqa: SIM115 - closed in stop()
-        return self.log
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.log is not None and (self.proc is None or self.proc.poll() is not None):
-            self.log.close()
-            self.log = None
 
     def admin(self) -> AdminClient:
         client = AdminClient(self.url, self.token_file.read_text().strip())
@@ -155,7 +155,7 @@ class ServerProc:
 
 
 @dataclass
-class PosProc:
+class PosProc(_Child):
     data: Path
     server: ServerProc
     token: str | None = None
@@ -168,12 +168,7 @@ class PosProc:
     camera: str | None = None  # QR source URL (phone codes)
     server_url: str | None = None  # talk to this URL instead (e.g. a dead port: network cut)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def start(self) -> PosProc:
-        log = self.data.parent / f"{self.data.name}.log"
         args = [
             "pos",
             "--server",
@@ -192,31 +187,8 @@ class PosProc:
         if self.camera:
             args += ["--camera", self.camera]
         args += self.extra
-        self.proc = subprocess.Popen(
-            ykt_cmd("--log-level", "INFO", *args),
-            stdout=self._open_log(log),
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env},
-        )
-        _wait_http(self.url + "/control/status", self.proc, log)
+        self._spawn(["--log-level", "INFO", *args], "/control/status")
         return self
-
-    def _open_log(self, path: Path) -> Any:
-        if self.log is None:
-            self.log = open(path, "ab")  # noqa: SIM115 - closed in stop()
-        return self.log
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.log is not None and (self.proc is None or self.proc.poll() is not None):
-            self.log.close()
-            self.log = None
 
     def status(self) -> dict[str, Any]:
         return dict(requests.get(self.url + "/control/status", timeout=5).json())

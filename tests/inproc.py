@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from edge.benchmarks.records import offline_sale
 from edge.clock import ManualClock
 from edge.db import Database
 from sync import protocol
@@ -54,25 +55,16 @@ class InProcTerminal:
 
     def record(self, acct: int, amt: int, **kw: Any) -> dict[str, str]:
         self.seq += 1
-        rec: dict[str, Any] = {
-            "v": 1,
-            "term": self.id,
-            "seq": self.seq,
-            "prev": self.head,
-            "ts": self.ctx.now_ms(),
-            "kind": "sale",
-            "acct": acct,
-            "cred": "card:test",
-            "amt": amt,
-            "method": "card",
-            "off": True,
-            "pin": "none",
-            "spent": 0,
-            "lim": 0,
-            "bal": None,
-            "op": "",
-            "auth": None,
-        }
+        rec = offline_sale(
+            term=self.id,
+            seq=self.seq,
+            prev=self.head,
+            ts=self.ctx.now_ms(),
+            acct=acct,
+            amt=amt,
+            cred="card:test",
+            lim=0,
+        )
         rec.update(kw)
         body, sig = protocol.seal(self.key, rec)
         self.head = protocol.record_hash(body)

@@ -30,6 +30,33 @@ def key_from_seed(seed: int) -> SigningKey:
     return SigningKey.from_seed(seed.to_bytes(32, "big"))
 
 
+def offline_sale(
+    *, term: str, seq: int, prev: str, ts: int, acct: int, amt: int, cred: str, lim: int
+) -> dict[str, Any]:
+    """The fields of an offline card sale without a password (nothing spent before, balance
+    unknown, no operator, no authorization), to seal: the record the server benchmarks and the
+    tests' hand-built terminals send."""
+    return {
+        "v": protocol.RECORD_VERSION,
+        "term": term,
+        "seq": seq,
+        "prev": prev,
+        "ts": ts,
+        "kind": "sale",
+        "acct": acct,
+        "cred": cred,
+        "amt": amt,
+        "method": "card",
+        "off": True,
+        "pin": "none",
+        "spent": 0,
+        "lim": lim,
+        "bal": None,
+        "op": "",
+        "auth": None,
+    }
+
+
 def _sign_chunk(seed: int, bodies: list[bytes]) -> list[bytes]:
     key = key_from_seed(seed)
     return [key.sign(b) for b in bodies]

@@ -5,16 +5,14 @@ fresh data directory), with helpers to populate it through the admin API and enr
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import IO, Any
 
 import requests
 
+from edge import procs
 from edge.benchmarks.errors import BenchmarkError
 from edge.benchmarks.records import key_from_seed
 from sync.admin_cli import AdminClient
@@ -31,22 +29,12 @@ def id_card(n: int) -> str:
     return body + check
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_until(pred: Any, timeout: float, what: str, interval: float = 0.02) -> Any:
     """Poll another process's state (there is no event to await across processes)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise BenchmarkError(f"benchmark setup: {what} did not happen within {timeout:.0f}s")
-        time.sleep(interval)
+    got = procs.poll(pred, timeout, interval)
+    if not got:
+        raise BenchmarkError(f"benchmark setup: {what} did not happen within {timeout:.0f}s")
+    return got
 
 
 def cpu_seconds(pid: int) -> float:
@@ -58,7 +46,7 @@ def cpu_seconds(pid: int) -> float:
 class BenchServer:
     def __init__(self, data: Path) -> None:
         self.data = data
-        self.port = free_port()
+        self.port = procs.free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -91,13 +79,8 @@ class BenchServer:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            procs.stop([self.proc])
         if self._log is not None:
             self._log.close()
             self._log = None

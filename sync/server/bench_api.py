@@ -24,6 +24,8 @@ from typing import Any
 
 import requests
 
+from edge import procs
+
 MIX = ("me", "bills", "authorize", "topup")
 _W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 
@@ -35,14 +37,6 @@ def _id_card(n: int) -> str:
 
 def _initial(idc: str) -> str:
     return idc[-7:-1] if idc[-1] == "X" else idc[-6:]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start(data: Path, port: int, db_url: str | None = None) -> subprocess.Popen[bytes]:
@@ -75,9 +69,6 @@ def _start(data: Path, port: int, db_url: str | None = None) -> subprocess.Popen
 
 
 def _setup(url: str, token: str, accounts: int) -> dict[str, Any]:
-    from sync.client import ServerClient
-    from sync.crypto import SigningKey
-
     s = requests.Session()
     s.headers["Authorization"] = f"Bearer {token}"
     people = []
@@ -106,20 +97,26 @@ def _setup(url: str, token: str, accounts: int) -> dict[str, Any]:
                 "password": _initial(idc),
             }
         )
-    terminals = []
-    for w in range(8):
-        tok = s.post(
-            f"{url}/v1/admin/terminals/tokens",
-            json={"role": "pos", "name": f"bench-{w}"},
-            timeout=10,
-        ).json()["token"]
-        seed = os.urandom(32)
-        key = SigningKey.from_seed(seed)
-        enroller = ServerClient(url)
-        tid = enroller.enroll(tok, key.public.to_b64())["terminal_id"]
-        enroller.close()
-        terminals.append({"id": tid, "seed": seed.hex()})
+    terminals = [_enroll(s, url, f"bench-{w}", timeout=10) for w in range(8)]
     return {"people": people, "terminals": terminals}
+
+
+def _enroll(s: requests.Session, url: str, name: str, timeout: float) -> dict[str, str]:
+    """A POS terminal with a fresh random key (``s`` speaks as the admin): its id and the key's
+    seed, in hex."""
+    from sync.client import ServerClient
+    from sync.crypto import SigningKey
+
+    tok = s.post(
+        f"{url}/v1/admin/terminals/tokens",
+        json={"role": "pos", "name": name},
+        timeout=timeout,
+    ).json()["token"]
+    seed = os.urandom(32)
+    enroller = ServerClient(url)
+    tid = enroller.enroll(tok, SigningKey.from_seed(seed).public.to_b64())["terminal_id"]
+    enroller.close()
+    return {"id": tid, "seed": seed.hex()}
 
 
 def _worker(args: tuple[int, list[str], dict[str, Any], float, int, Any]) -> None:
@@ -200,16 +197,16 @@ def measure(
     db_url: str | None = None,
 ) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="ykt-bench-api-"))
-    procs: list[subprocess.Popen[bytes]] = []
+    servers: list[subprocess.Popen[bytes]] = []
     try:
         data = base / "server"
-        ports: list[int] = [_free_port() for _ in range(processes)]
-        procs.append(_start(data, ports[0], db_url))
+        ports: list[int] = [procs.free_port() for _ in range(processes)]
+        servers.append(_start(data, ports[0], db_url))
         urls = [f"http://127.0.0.1:{port}" for port in ports]
         token = (data / "admin.token").read_text().strip()
         world = _setup(urls[0], token, accounts)
         for port in ports[1:]:
-            procs.append(_start(data, port, db_url))
+            servers.append(_start(data, port, db_url))
         ctx = mp.get_context("spawn")
         out = ctx.Queue()
         jobs = []
@@ -242,13 +239,7 @@ def measure(
             },
         }
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        procs.stop(servers)
         shutil.rmtree(base, ignore_errors=True)
 
 

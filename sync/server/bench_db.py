@@ -30,6 +30,7 @@ from typing import Any
 
 import requests
 
+from edge import procs
 from sync.server import bench_api
 
 BATCH = 500
@@ -39,9 +40,6 @@ MAX_RATE = 30_000
 
 
 def _world(url: str, token: str, accounts: int, terminals: int) -> dict[str, Any]:
-    from sync.client import ServerClient
-    from sync.crypto import SigningKey
-
     s = requests.Session()
     s.headers["Authorization"] = f"Bearer {token}"
     ids = []
@@ -56,18 +54,7 @@ def _world(url: str, token: str, accounts: int, terminals: int) -> dict[str, Any
             timeout=30,
         ).raise_for_status()
         ids.append(s.get(f"{url}/v1/admin/accounts/{number}", timeout=30).json()["id"])
-    terms = []
-    for w in range(terminals):
-        tok = s.post(
-            f"{url}/v1/admin/terminals/tokens",
-            json={"role": "pos", "name": f"ingest-{w}"},
-            timeout=30,
-        ).json()["token"]
-        seed = os.urandom(32)
-        client = ServerClient(url)
-        tid = client.enroll(tok, SigningKey.from_seed(seed).public.to_b64())["terminal_id"]
-        client.close()
-        terms.append({"id": tid, "seed": seed.hex()})
+    terms = [bench_api._enroll(s, url, f"ingest-{w}", timeout=30) for w in range(terminals)]
     s.close()
     return {"accounts": ids, "terminals": terms}
 
@@ -75,6 +62,7 @@ def _world(url: str, token: str, accounts: int, terminals: int) -> dict[str, Any
 def _pusher(args: tuple[int, list[str], dict[str, Any], int, float, Any, Any, Any]) -> None:
     """One terminal: seal its batches, wait for the start, push them until the time is up."""
     wid, urls, world, n_records, seconds, ready, go, out = args
+    from edge.benchmarks.records import offline_sale
     from sync import protocol
     from sync.client import ServerClient
     from sync.crypto import SigningKey
@@ -86,25 +74,16 @@ def _pusher(args: tuple[int, list[str], dict[str, Any], int, float, Any, Any, An
     for start in range(0, n_records, BATCH):
         batch = []
         for seq in range(start + 1, min(start + BATCH, n_records) + 1):
-            rec = {
-                "v": protocol.RECORD_VERSION,
-                "term": term["id"],
-                "seq": seq,
-                "prev": prev,
-                "ts": now,
-                "kind": "sale",
-                "acct": world["accounts"][(seq * 7 + wid) % len(world["accounts"])],
-                "cred": "card:bench",
-                "amt": 1 + seq % 9,
-                "method": "card",
-                "off": True,
-                "pin": "none",
-                "spent": 0,
-                "lim": 5000,
-                "bal": None,
-                "op": "",
-                "auth": None,
-            }
+            rec = offline_sale(
+                term=term["id"],
+                seq=seq,
+                prev=prev,
+                ts=now,
+                acct=world["accounts"][(seq * 7 + wid) % len(world["accounts"])],
+                amt=1 + seq % 9,
+                cred="card:bench",
+                lim=5000,
+            )
             body, sig = protocol.seal(key, rec)
             prev = protocol.record_hash(body)
             batch.append(protocol.wire_record(body, sig))
@@ -133,13 +112,13 @@ def measure_ingest(
     processes: int, seconds: float = 5.0, db_url: str | None = None, clients: int = CLIENTS
 ) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="ykt-bench-ingest-"))
-    procs: list[subprocess.Popen[bytes]] = []
+    servers: list[subprocess.Popen[bytes]] = []
     try:
         data = base / "server"
-        ports = [bench_api._free_port() for _ in range(processes)]
-        procs.append(bench_api._start(data, ports[0], db_url))
+        ports = [procs.free_port() for _ in range(processes)]
+        servers.append(bench_api._start(data, ports[0], db_url))
         for port in ports[1:]:
-            procs.append(bench_api._start(data, port, db_url))
+            servers.append(bench_api._start(data, port, db_url))
         urls = [f"http://127.0.0.1:{p}" for p in ports]
         token = (data / "admin.token").read_text().strip()
         world = _world(urls[0], token, accounts=40, terminals=clients)
@@ -180,13 +159,7 @@ def measure_ingest(
             },
         }
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        procs.stop(servers)
         shutil.rmtree(base, ignore_errors=True)
 
 

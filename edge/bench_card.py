@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,12 +33,7 @@ from typing import Any
 import requests
 
 from edge.card.keys import Keystore
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from edge.procs import free_port
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -89,7 +83,7 @@ def run(seconds: float = 5.0, as_json: bool = False) -> list[dict[str, Any]]:
         ykt = [sys.executable, "-m", "edge.cli"]
         log = open(tmp / "bench.log", "ab")  # noqa: SIM115 - closed below
         try:
-            sport, cport = _free_port(), _free_port()
+            sport, cport = free_port(), free_port()
             server = subprocess.Popen(
                 [
                     *ykt,

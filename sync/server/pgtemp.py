@@ -14,10 +14,11 @@ import logging
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from edge.procs import free_port
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +47,13 @@ def bin_dir() -> Path:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class TempCluster:
     """``with TempCluster() as pg: url = pg.create_database("t1")``."""
 
     def __init__(self, *, durable: bool = False, max_connections: int = 300) -> None:
         self.durable = durable
         self.max_connections = max_connections
-        self.port = _free_port()
+        self.port = free_port()
         self.base: Path | None = None
         self.user: str | None = None  # the OS user the server runs as (None: us)
         self._bin = bin_dir()

@@ -113,6 +113,7 @@ def test_quick_json_has_every_figure(tmp_path: Path) -> None:
     assert (h["terminals"], h["reports"], h["missed"]) == (100, 2, 0)
     _latency(h["delivered"], 200)
     assert [r["terminals_reached"] for r in h["rounds"]] == [100, 100]
+    assert h["idle_server_cpu"] >= 0 and h["poll_errors"] == 0
 
 
 def test_only_and_text_output(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 WAIT_S = 20.0  # the POS agent's long-poll wait (edge.uplink)
 ROUND_TIMEOUT_S = 30.0
+IDLE_S = 3.0  # seconds of parked terminals over which the server's idle CPU is measured
 
 
 @dataclass
@@ -109,6 +110,11 @@ async def _measure(
             asyncio.create_task(_poll(c, t, rounds)) for c, t in zip(clients, terms, strict=True)
         ]
         try:
+            await _all_parked(terms)
+            await asyncio.sleep(settle_s)
+            cpu0, t_idle = cpu_seconds(server.pid), time.perf_counter()
+            await asyncio.sleep(IDLE_S)  # what the parked long-polls cost the server
+            idle_cpu = (cpu_seconds(server.pid) - cpu0) / (time.perf_counter() - t_idle)
             for acct in accounts:
                 await _all_parked(terms)
                 await asyncio.sleep(settle_s)  # let the parked requests reach the server
@@ -142,6 +148,7 @@ async def _measure(
             await asyncio.gather(*tasks, return_exceptions=True)
     missed = sum(len(terms) - r["terminals_reached"] for r in per_round)
     return {
+        "idle_server_cpu": round(idle_cpu, 3),
         "delivered": summary_ms(samples),
         "missed": missed,
         "rounds": per_round,

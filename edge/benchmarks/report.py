@@ -187,6 +187,7 @@ def hotlist(f: dict[str, Any]) -> list[str]:
         f"terminals long-polling the feed, wait {f['wait_s']:.0f} s; {f['reports']} reports)",
         f"  delivered   {_lat(f['delivered'])}   budget p99 ≤ 3 s with 500 terminals",
         f"  missed {f['missed']} (not reached within 30 s), feed poll errors {f['poll_errors']}",
+        f"  server CPU while the terminals wait (no change): {f['idle_server_cpu']:.3f} s per s",
     ]
     for i, r in enumerate(f["rounds"], 1):
         lines.append(

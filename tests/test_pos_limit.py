@@ -20,6 +20,7 @@ import pytest
 
 from edge.rules import DEFAULT_DAILY_LIMIT_FEN
 from sim.control import AgentControl
+from tests.handterm import HandTerminal
 from tests.helpers import PosProc, ServerProc
 from tests.posutil import (
     Rig,
@@ -156,6 +157,31 @@ def test_offline_limit_pin_and_reset(shop: tuple[ServerProc, PosProc]) -> None:
     assert sale_amounts(acct) == [3000, 3000, 2000] and acct["balance_fen"] == 22000
     assert acct["spent_today_fen"] == 5000
     assert acct["pin_tries"] == 0  # the correct password after the wrong one cleared the count
+
+
+def test_offline_limit_counts_the_days_phone_payments(shop: tuple[ServerProc, PosProc]) -> None:
+    """R6 is the account's limit: the card's counters know nothing of phone payments, the
+    account snapshot does, so offline the card still asks once both together pass the limit."""
+    server, pos = shop
+    card = new_card(shop)
+    phone = HandTerminal.enroll(server, "limit-phone")
+    try:
+        phone.record(card["account_id"], 4500, method="qr-forward")  # paid by phone code today
+        assert phone.push(phone.wire([1]))["ack"] == 1
+    finally:
+        phone.close()
+    wait_account_cached(pos, card["account_id"], spent_fen=4500)
+    ctl = AgentControl(pos.url)
+    go_offline(server, pos)
+    try:
+        asked = ctl.sale(1000, card["card_no"])
+        assert asked["needs_pin"] and asked["offline"], asked
+        ok = ctl.sale(1000, card["card_no"], pin=card["password"])
+        assert ok["approved"] and ok["offline"], ok
+        assert ctl.sale(4000, card["card_no"])["approved"]  # counts from the password: 5000
+    finally:
+        come_back(server, pos)
+    assert sale_amounts(server.account(card["number"])) == [4500, 1000, 4000]
 
 
 def test_offline_wrong_pins_count_at_sync(shop: tuple[ServerProc, PosProc]) -> None:

@@ -197,6 +197,26 @@ def test_r6_holds_count_toward_the_limit_on_a_fresh_day(
     assert term.authorize(2, acct["card_no"], 3000, pin=acct["password"])["pin"] == "ok"
 
 
+def test_r6_is_the_accounts_limit_across_phone_payments_and_the_card(
+    module_server: ServerProc, term: HandTerminal
+) -> None:
+    """A card's counters hold its own sales; phone payments of the same day count too (R6)."""
+    acct = fresh_account(module_server, topup_fen=20_000)
+    term.record(acct["id"], 4500, method="qr-forward")  # paid by phone code today
+    term.push(term.wire([len(term.journal)]))
+    assert account(module_server, acct)["spent_today_fen"] == 4500
+    facts = {"generation": acct["generation"], "day": None, "spent_fen": 0, "taps": 0}
+    asked = term.authorize(next_seq(term), acct["card_no"], 1000, card=facts)
+    assert (asked["approved"], asked["code"]) == (False, "needs_pin"), asked
+    # the POS checked the password against the card
+    ok = term.authorize(next_seq(term), acct["card_no"], 1000, card={**facts, "pin": "ok"})
+    assert ok["approved"] and ok["pin"] == "ok", ok
+    # under the limit on both counts: no password
+    fresh = fresh_account(module_server, topup_fen=20_000)
+    facts = {"generation": fresh["generation"], "day": None, "spent_fen": 0, "taps": 0}
+    assert term.authorize(next_seq(term), fresh["card_no"], 1000, card=facts)["approved"]
+
+
 def test_r6_correct_password_resets_the_tracked_amount(
     module_server: ServerProc, term: HandTerminal
 ) -> None:

@@ -169,10 +169,19 @@ class Decider:
             counters = replace(counters, tries=0, epoch=epoch)
         locked = counters.tries >= max_tries
 
-        # R6 from the card's counters; a locked password blocks only what needs it (R5)
+        # R6 from the card's counters (its sales at every terminal, offline too) and from the
+        # account's amount (phone payments, every synced sale): the limit is the account's.
+        # A locked password blocks only what needs it (R5)
         limit = None if acct is None else int(acct["limit_fen"])
         tracker = rules.LimitTracker(counters.day or "", counters.spent_fen)
-        needs = limit is not None and tracker.needs_password(today, amount, limit)
+        needs = (
+            acct is not None
+            and limit is not None
+            and (
+                tracker.needs_password(today, amount, limit)
+                or self.local_view(acct)[0].needs_password(today, amount, limit)
+            )
+        )
         if locked and (needs or pin is not None):
             return no("pin_locked", "consumption password locked (R5): see the service desk")
         pin_fact = "none"

@@ -298,6 +298,7 @@ def test_r7_phone_payments_do_not_move_the_transition_balance(
         {"seq": 0, "card_no": "1", "amount_fen": 100},
         {"seq": 1, "card_no": "", "amount_fen": 100},
         {"seq": 1, "card_no": "1", "amount_fen": 100, "pin": "12345"},
+        {"seq": 1, "card_no": "1", "amount_fen": 100, "pin": "١٢٣٤٥٦"},  # not ASCII digits
         {"seq": 1, "card_no": "1", "amount_fen": 100, "method": "qr-forward"},
         {"seq": 1, "card_no": "1", "amount_fen": 100, "tip": 1},
         {"card_no": "1", "amount_fen": 100},

@@ -15,7 +15,7 @@ from sync.server.codes_models import WalletOut
 
 # -- field types ---------------------------------------------------------------------------------
 Fen = Annotated[int, Field(gt=0, le=MAX_AMOUNT_FEN, description="an amount in fen (分), positive")]
-Password6 = Annotated[str, Field(pattern=r"^\d{6}$", description="six digits (R3)")]
+Password6 = Annotated[str, Field(pattern=r"^[0-9]{6}$", description="six digits (R3)")]
 Number = Annotated[
     str,
     Field(
@@ -39,7 +39,7 @@ RequestId = Annotated[
         description="idempotency key: a retried request with it applies once",
     ),
 ]
-Date = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="YYYY-MM-DD")]
+Date = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", description="YYYY-MM-DD")]
 
 
 def _id_card(value: str) -> str:

@@ -24,7 +24,7 @@ class AccountIn(Strict):
     type: Literal["temporary", "student", "staff", "consumer"]
     id_card: IdCard
     limit_fen: int | None = Field(default=None, gt=0, le=MAX_AMOUNT_FEN, strict=True)
-    expires: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+    expires: str | None = Field(default=None, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 
 class RosterIn(Strict):
@@ -59,7 +59,12 @@ class TopupIn(Strict):
 
 class TokenIn(Strict):
     role: Literal["pos", "kiosk", "gate"]
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+    name: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",  # ASCII: what the OpenAPI (ECMA) pattern means too
+        description="the terminal's name: ASCII letters, digits, _ . -",
+    )
 
 
 class PolicyIn(Strict):
@@ -114,7 +119,7 @@ class CardFactsIn(Strict):
     """What the POS read from the card (R6 counters, R11 generation) and decided with it."""
 
     generation: int = Field(ge=0, le=65535)
-    day: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+    day: str | None = Field(default=None, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
     spent_fen: int = Field(ge=0, le=2**24)
     taps: int = Field(ge=0, le=2**24)
     tries: int = Field(default=0, ge=0, le=255, description="wrong consumption passwords (R5)")
@@ -130,7 +135,7 @@ class AuthorizeIn(Strict):
     uid: str | None = Field(default=None, max_length=32)
     amount_fen: int = Fen
     method: Literal["card", "qr-forward"] = "card"
-    pin: str | None = Field(default=None, pattern=r"^\d{6}$")
+    pin: str | None = Field(default=None, pattern=r"^[0-9]{6}$")
     card: CardFactsIn | None = Field(
         default=None, description="the card's own facts; R6 is then decided from them"
     )

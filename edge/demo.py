@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         )
         procs.append(pos)
         _wait_http(f"{agent}/control/status", 30, pos)
-        _print_instructions(data, server, agent, state)
+        _print_instructions(data, server, agent, state, args.server_port)
         while pos.poll() is None:
             time.sleep(0.5)
         print(f"the POS agent exited with {pos.returncode}; see {data / 'pos.log'}")
@@ -185,8 +185,11 @@ def run(args: argparse.Namespace) -> int:
                 p.kill()
 
 
-def _print_instructions(data: Path, server: str, agent: str, state: dict[str, Any]) -> None:
+def _print_instructions(
+    data: Path, server: str, agent: str, state: dict[str, Any], port: int
+) -> None:
     token = data / "server" / "admin.token"
+    ctl = f"ykt demo server {{}} --data {data}" + ("" if port == 8700 else f" --server-port {port}")
     a = f"ykt admin --server {server} --token-file {token}"
     first, second = state["cards"][0], state["cards"][1]
     print(f"""
@@ -214,9 +217,9 @@ Phone payment code of {second["name"]} (the simulated phone signs in; its code g
   ykt sim sale --agent {agent} --amount 9.00 --qr CODE.png
   (over the ¥50.00 daily limit the phone confirms first: pay-code --confirm-password {second["password"]})
 Network outage:
-  ykt demo server stop --data {data}     # the POS keeps selling offline
-  ykt sim sale --agent {agent} --card {first["card_no"]} --amount 8.00
-  ykt demo server start --data {data}    # the queue drains within seconds
+  {ctl.format("stop")}     # the POS keeps selling offline
+  ykt sim sale --agent {agent} --card {first["card_no"]} --amount 3.00
+  {ctl.format("start")}    # the queue drains within seconds
   {a} ledger check
 """,
         flush=True,

@@ -69,7 +69,7 @@ def _print_account(a: dict[str, Any]) -> None:
     if "flow" in a:
         print("  transaction flow (交易流水):")
         for f in a["flow"]:
-            money = format_fen(f["amount_fen"]) if "amount_fen" in f else ""
+            money = "" if f.get("amount_fen") is None else format_fen(f["amount_fen"])
             print(
                 f"    {f['time']}  {f['kind']:<10} {money:>10}  {f.get('memo') or f.get('detail', '')}"
             )

@@ -77,6 +77,10 @@ def test_risk_limits_decline_offline_and_the_queue_drains(tmp_path: Path) -> Non
         r = ykt(*admin_args(server), "account", "show", "--number", cards["a"]["number"], "--json")
         assert r.returncode == 0, r.stderr
         assert sale_amounts(json.loads(r.stdout)) == [3000, 2000]
+        # the same as text: bills, and a flow that has lines without money (the card's issue)
+        r = ykt(*admin_args(server), "account", "show", "--number", cards["a"]["number"])
+        assert r.returncode == 0, r.stderr
+        assert "-¥30.00" in r.stdout and "card_issue" in r.stdout, r.stdout
         for who, sales in (("a", [3000, 2000]), ("b", [3000, 1000]), ("c", [])):
             acct = server.account(cards[who]["number"])
             assert sale_amounts(acct) == sales

@@ -1,0 +1,86 @@
+"""`make demo` (`ykt demo`): it starts the server and a POS on simulated hardware, prints its
+instructions, and every command it prints works as printed, in order: card sales with and
+without the PIN, the account, a phone payment code, selling through a server outage, the
+queue draining and the ledger check."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import free_port, wait_until, ykt_cmd
+
+
+def _run(tmp_path: Path, line: str) -> str:
+    argv = shlex.split(line.split("#", 1)[0])
+    assert argv[0] == "ykt", line
+    done = subprocess.run(
+        ykt_cmd(*argv[1:]), cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_the_demo_runs_and_every_printed_command_works(tmp_path: Path) -> None:
+    data = tmp_path / ".demo"
+    sport, cport = free_port(), free_port()
+    demo = subprocess.Popen(
+        ykt_cmd(
+            *("demo", "--data", str(data)),
+            *("--server-port", str(sport), "--control-port", str(cport)),
+        ),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        printed: list[str] = []
+        for line in demo.stdout:  # the instructions end with the ledger check
+            printed.append(line)
+            if "ledger check" in line:
+                break
+        text = "".join(printed)
+        assert f"http://127.0.0.1:{cport}/cashier" in text, text
+        commands = [line.strip() for line in printed if line.startswith("  ykt ")]
+        assert len(commands) == 10, commands
+
+        out = {line: _run(tmp_path, line) for line in commands}
+        said = list(out.values())
+        assert "APPROVED ¥12.50" in said[0] and "balance ¥87.50" in said[0]
+        assert "APPROVED ¥45.00" in said[1] and "balance ¥42.50" in said[1]  # with the PIN (R6)
+        assert "bills (账单)" in said[2] and "-¥45.00" in said[2]
+        assert "signed in as" in said[3] and (tmp_path / "CODE.png").exists()
+        assert "APPROVED ¥9.00" in said[5] and "balance ¥91.00" in said[5]  # the phone's code
+        assert "stopped" in said[6]
+        assert "APPROVED ¥3.00" in said[7] and "offline" in said[7]  # through the outage
+        assert "started" in said[8]
+        assert "ledger OK" in said[9]
+
+        # the offline sale drains to the server, once
+        show = commands[2] + " --json"
+
+        def sales() -> list[int]:
+            bills = json.loads(_run(tmp_path, show))["bills"]
+            return [-b["amount_fen"] for b in bills if b["kind"] == "sale"]
+
+        assert wait_until(lambda: sales() == [1250, 4500, 300], timeout=30)
+        assert "ledger OK" in _run(tmp_path, commands[9])
+    finally:
+        demo.send_signal(signal.SIGINT)  # Ctrl-C stops the demo and what it started
+        try:
+            demo.wait(30)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            demo.wait()
+        if demo.stdout is not None:
+            demo.stdout.close()
+    assert demo.returncode is not None

@@ -10,7 +10,7 @@ from edge.card import layout
 from edge.card.keys import Keystore
 from sim import cardimage
 from sim.control import AgentControl
-from tests.helpers import PosProc, ServerProc
+from tests.helpers import PosProc, ServerProc, free_port, ykt_cmd
 
 
 def _card_counters(pos: PosProc, card: dict) -> layout.Counters:
@@ -89,8 +89,6 @@ def test_pos_with_a_keystore_installed_by_hand(server: ServerProc, tmp_path: Pat
     import stat
     import subprocess
 
-    from tests.helpers import ykt_cmd
-
     keys = tmp_path / "pos-keys.json"
     admin = ["admin", "--server", server.url, "--token-file", str(server.token_file)]
     out = subprocess.run(
@@ -116,7 +114,10 @@ def test_pos_with_a_keystore_installed_by_hand(server: ServerProc, tmp_path: Pat
     finally:
         pos.stop()
     missing = subprocess.run(
-        ykt_cmd("pos", "--data", str(pos.data), "--keystore", str(tmp_path / "no.json")),
+        ykt_cmd(
+            *("pos", "--data", str(pos.data), "--keystore", str(tmp_path / "no.json")),
+            *("--control-port", str(free_port())),  # not the default: a demo may be running
+        ),
         capture_output=True,
         text=True,
         timeout=30,

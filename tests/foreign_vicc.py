@@ -378,8 +378,8 @@ class ForeignVicc:
     def _recv_exact(self, sock: socket.socket, n: int) -> bytes | None:
         buf = b""
         while len(buf) < n:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-            try:
+            try:  # the socket may be closed under us (the card taken away): that is the end
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
                 chunk = sock.recv(n - len(buf))
             except OSError:
                 return None

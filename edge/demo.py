@@ -34,6 +34,9 @@ DEMO_ACCOUNTS = [
 ]
 
 
+SERVER_PORT, CONTROL_PORT = 8700, 8701  # the demo's defaults (README)
+
+
 def _ykt(*args: str) -> list[str]:
     return [sys.executable, "-m", "edge.cli", *args]
 
@@ -189,7 +192,8 @@ def _print_instructions(
     data: Path, server: str, agent: str, state: dict[str, Any], port: int
 ) -> None:
     token = data / "server" / "admin.token"
-    ctl = f"ykt demo server {{}} --data {data}" + ("" if port == 8700 else f" --server-port {port}")
+    port_opt = "" if port == SERVER_PORT else f" --server-port {port}"
+    stop, start = (f"ykt demo server {a} --data {data}{port_opt}" for a in ("stop", "start"))
     a = f"ykt admin --server {server} --token-file {token}"
     first, second = state["cards"][0], state["cards"][1]
     print(f"""
@@ -217,9 +221,9 @@ Phone payment code of {second["name"]} (the simulated phone signs in; its code g
   ykt sim sale --agent {agent} --amount 9.00 --qr CODE.png
   (over the ¥50.00 daily limit the phone confirms first: pay-code --confirm-password {second["password"]})
 Network outage:
-  {ctl.format("stop")}     # the POS keeps selling offline
+  {stop}     # the POS keeps selling offline
   ykt sim sale --agent {agent} --card {first["card_no"]} --amount 3.00
-  {ctl.format("start")}    # the queue drains within seconds
+  {start}    # the queue drains within seconds
   {a} ledger check
 """,
         flush=True,
@@ -272,12 +276,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--data", type=Path, default=Path(".demo"), help="state directory (default .demo)"
     )
-    p.add_argument("--server-port", type=int, default=8700)
-    p.add_argument("--control-port", type=int, default=8701)
+    p.add_argument("--server-port", type=int, default=SERVER_PORT)
+    p.add_argument("--control-port", type=int, default=CONTROL_PORT)
     p.set_defaults(func=run)
     ds = p.add_subparsers(dest="demo_command", metavar="ACTION")
     s = ds.add_parser("server", help="stop or start the demo's server (from another shell)")
     s.add_argument("action", choices=["stop", "start"])
     s.add_argument("--data", type=Path, default=Path(".demo"))
-    s.add_argument("--server-port", type=int, default=8700)
+    s.add_argument("--server-port", type=int, default=SERVER_PORT)
     s.set_defaults(func=server_ctl)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -131,6 +132,25 @@ class LimitTracker:
         """R6: a correct password resets the tracked amount; the purchase counts from zero."""
         base = 0 if password_ok else self.spent_on(today)
         return LimitTracker(today, base + amount_fen)
+
+    def then(self, today: str, purchases: Iterable[tuple[int, bool]]) -> LimitTracker:
+        """R6: this amount as of ``today``, then purchases it does not hold yet (amount,
+        password ok), in order: the server's holds, authorized but not yet synced."""
+        out = LimitTracker(today, self.spent_on(today))
+        for amount_fen, password_ok in purchases:
+            out = out.after_purchase(today, amount_fen, password_ok)
+        return out
+
+
+def card_tap_needs_password(
+    card: LimitTracker, account: LimitTracker, today: str, amount_fen: int, limit_fen: int
+) -> bool:
+    """R6 at a card tap: the limit is the account's.  The card's counters hold its sales at
+    every terminal (offline ones too), the account's amount the day's phone payments and every
+    synced sale; the password is asked for when either would pass the limit."""
+    return card.needs_password(today, amount_fen, limit_fen) or account.needs_password(
+        today, amount_fen, limit_fen
+    )
 
 
 # --- R7 top-up channels ------------------------------------------------------------------------

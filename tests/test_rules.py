@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from edge import rules
 from edge.errors import IdCardError, RuleError
-from edge.rules import LimitTracker
+from edge.rules import LimitTracker, card_tap_needs_password
 from tests.helpers import id_card
 
 
@@ -178,3 +178,19 @@ def test_r7_only_card_transactions_move_the_transition_balance() -> None:
     assert rules.moves_transition("card")
     assert not rules.moves_transition("qr-forward")
     assert not rules.moves_transition("qr-reverse")
+
+
+def test_r6_tracked_amount_then_the_holds_in_order() -> None:
+    # yesterday's amount does not count; a correct password among the holds resets it
+    assert LimitTracker(YESTERDAY, 4900).then(TODAY, [(1000, False)]) == LimitTracker(TODAY, 1000)
+    held = [(2000, False), (500, True), (700, False)]
+    assert LimitTracker(TODAY, 3000).then(TODAY, held) == LimitTracker(TODAY, 1200)
+    assert LimitTracker(TODAY, 3000).then(TODAY, []) == LimitTracker(TODAY, 3000)
+
+
+def test_r6_a_card_tap_asks_when_the_card_or_the_account_would_pass_the_limit() -> None:
+    empty, spent = LimitTracker("", 0), LimitTracker(TODAY, 4500)
+    assert not card_tap_needs_password(empty, empty, TODAY, 5000, 5000)
+    assert card_tap_needs_password(spent, empty, TODAY, 1000, 5000)  # the card's own sales
+    assert card_tap_needs_password(empty, spent, TODAY, 1000, 5000)  # e.g. phone payments
+    assert not card_tap_needs_password(spent, spent, TODAY, 500, 5000)

@@ -169,18 +169,15 @@ class Decider:
             counters = replace(counters, tries=0, epoch=epoch)
         locked = counters.tries >= max_tries
 
-        # R6 from the card's counters (its sales at every terminal, offline too) and from the
-        # account's amount (phone payments, every synced sale): the limit is the account's.
-        # A locked password blocks only what needs it (R5)
+        # R6 from the card's counters and the account's amount (the snapshot and this
+        # terminal's later records); a locked password blocks only what needs it (R5)
+        local = None if acct is None else self.local_view(acct)
         limit = None if acct is None else int(acct["limit_fen"])
         tracker = rules.LimitTracker(counters.day or "", counters.spent_fen)
         needs = (
-            acct is not None
+            local is not None
             and limit is not None
-            and (
-                tracker.needs_password(today, amount, limit)
-                or self.local_view(acct)[0].needs_password(today, amount, limit)
-            )
+            and rules.card_tap_needs_password(tracker, local[0], today, amount, limit)
         )
         if locked and (needs or pin is not None):
             return no("pin_locked", "consumption password locked (R5): see the service desk")
@@ -235,7 +232,7 @@ class Decider:
                 return got
             auth = got
         if auth is None:
-            checked = self._offline_checks(acct, ident.account_id, amount, today)
+            checked = self._offline_checks(acct, ident.account_id, amount, today, local)
             if isinstance(checked, Outcome):
                 checked.account = account
                 return checked
@@ -465,9 +462,15 @@ class Decider:
         return tracker, spent_local, tries
 
     def _offline_checks(
-        self, acct: dict[str, Any] | None, account_id: int, amount: int, today: str
+        self,
+        acct: dict[str, Any] | None,
+        account_id: int,
+        amount: int,
+        today: str,
+        local: tuple[rules.LimitTracker, int, int] | None = None,
     ) -> int | Outcome:
-        """The balance left after the sale, or why an offline sale is refused."""
+        """The balance left after the sale, or why an offline sale is refused.  ``local`` is
+        :meth:`local_view` of ``acct`` when the caller already has it."""
 
         def no(code: str, reason: str, **kw: Any) -> Outcome:
             return Outcome(False, code, reason, True, **kw)
@@ -482,7 +485,7 @@ class Decider:
         risk = self.risk_refusal(account_id, amount, today)
         if risk:
             return no("risk_limit", risk)
-        _tracker, spent_local, _tries = self.local_view(acct)
+        _tracker, spent_local, _tries = local or self.local_view(acct)
         available = acct["balance_fen"] + acct["transition_fen"] - spent_local
         if amount > available:
             return no(

@@ -107,17 +107,11 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
         )
         assert acct is not None
         pin_ok = False
-        # R6: today's tracked amount, then the sales authorized but not yet synced (holds),
-        # in order: they count today (even before the account's first synced sale of the
-        # day), and a correct password among them reset the amount
-        synced = rules.LimitTracker(acct["spent_day"], acct["spent_fen"])
-        account_tracker = rules.LimitTracker(today, synced.spent_on(today))
-        for h in held:
-            account_tracker = account_tracker.after_purchase(
-                today, int(h["amount"]), bool(h["pin_ok"])
-            )
-        tracker = account_tracker
-        if facts is not None:  # R6 from the card's counters
+        # R6: today's tracked amount, then the sales authorized but not yet synced (holds)
+        tracker = account_tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"]).then(
+            today, ((int(h["amount"]), bool(h["pin_ok"])) for h in held)
+        )
+        if facts is not None:  # R6 from the card's counters and the account's amount
             tries = int(facts.get("tries") or 0)
             if (
                 facts.get("epoch") == acct["pin_epoch"] & 0xFF and tries > acct["pin_tries"]
@@ -129,11 +123,8 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
                 ctx.notifier.notify()
             tracker = rules.LimitTracker(facts.get("day") or "", facts["spent_fen"])
             pin_ok = facts.get("pin") == "ok"
-            # the limit is the account's (R6): the card's counters hold its offline sales at
-            # every terminal, the account's amount its phone payments (and every synced sale)
-            if not pin_ok and (
-                tracker.needs_password(today, amount, acct["limit_fen"])
-                or account_tracker.needs_password(today, amount, acct["limit_fen"])
+            if not pin_ok and rules.card_tap_needs_password(
+                tracker, account_tracker, today, amount, acct["limit_fen"]
             ):
                 return _decline(
                     f"over the daily limit {format_fen(acct['limit_fen'])}: "

@@ -124,10 +124,9 @@ def pay(
         )
         holds = sum(int(h["amount"]) for h in held)
         # R6 as online authorization counts it: today's tracked amount, then the holds in order
-        synced = rules.LimitTracker(acct["spent_day"], acct["spent_fen"])
-        tracker = rules.LimitTracker(today, synced.spent_on(today))
-        for h in held:
-            tracker = tracker.after_purchase(today, int(h["amount"]), bool(h["pin_ok"]))
+        tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"]).then(
+            today, ((int(h["amount"]), bool(h["pin_ok"])) for h in held)
+        )
         confirmed = False
         if tracker.needs_password(today, req.amount_fen, acct["limit_fen"]):  # R6
             if password is None and not (grant and use_grant(ctx, tx, aid, grant)):

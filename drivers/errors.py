@@ -1,29 +1,58 @@
-"""Exceptions of the drivers package (pyscard's and the OS's errors are converted here).
+"""The root of every ykt exception, and the exceptions of the drivers package (pyscard's,
+pyserial's and the OS's errors are converted here).
+
+The root lives here, in the lowest layer, so that every package can derive from it while the
+dependencies point one way (docs/architecture.md).  Every error class says what it means to a
+person at a terminal (``exit_code``) and to an HTTP client (``http_status`` and ``code``);
+:func:`sync.errors.exit_code` and the HTTP handlers read those attributes, nothing else maps
+errors.  The other packages' trees: :mod:`sync.errors` (shared core and wire),
+:mod:`sync.server.errors` (the server's answers), :mod:`edge.errors` (the terminal),
+:mod:`sim.errors` (the simulator).
 
 ::
 
-    DriverError
-    ├── DeviceUrlError        a device URL with an unknown scheme or bad parameters
-    ├── DeviceUnavailable     the device is absent, unplugged, or its service is down
-    │   ├── ServiceUnavailable    the PC/SC service (pcscd) is not running or was restarted
-    │   └── ReaderNotFound        no reader matches the configured name (unplugged?)
-    └── CardError             a card-level failure
-        ├── CardGone              the card left the reader during an exchange
-        ├── CardIOError           the reader answered something that is not a response
-        └── CardStatusError       the card/reader answered a status word other than 90 00
-            ├── CardAuthError         authentication refused, or an access without it (keys)
-            └── CardNotSupported      the reader or card does not know the command
+    YktError                        base of every ykt error
+    └── DriverError                 a device failed
+        ├── DeviceUrlError              a device URL with an unknown scheme or bad parameters
+        ├── DeviceUnavailable           the device is absent, unplugged, or its service is down
+        │   ├── ServiceUnavailable          the PC/SC service (pcscd) is not running or restarted
+        │   └── ReaderNotFound              no reader matches the configured name (unplugged?)
+        └── CardError                   a card-level failure
+            ├── CardGone                    the card left the reader during an exchange
+            ├── CardIOError                 the reader answered something that is not a response
+            └── CardStatusError             a status word other than 90 00
+                ├── CardAuthError               authentication refused, or access without it
+                └── CardNotSupported            the reader or card does not know the command
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
 
-class DriverError(Exception):
+
+class YktError(Exception):
+    """Base of every ykt error.
+
+    ``exit_code``: what a command exits with when this error ends it (1: the operation failed;
+    2: bad usage or configuration).  ``http_status`` and ``code``: the answer of an HTTP API
+    that this error ends (the server's and the agents' control APIs)."""
+
+    exit_code: ClassVar[int] = 1
+    http_status: ClassVar[int] = 500
+    code: str = "error"
+
+
+class DriverError(YktError):
     """Base of every error raised by a driver."""
+
+    http_status = 503
+    code = "device_error"
 
 
 class DeviceUrlError(DriverError, ValueError):
-    pass
+    exit_code = 2
+    http_status = 422
+    code = "bad_device_url"
 
 
 class DeviceUnavailable(DriverError):

@@ -1,15 +1,8 @@
 """Devices are named by URL and opened here (one table of schemes per device kind).
 
-``sim://NAME``      the in-process simulated device called NAME (:mod:`sim`)
-``pcsc://``         the first PC/SC reader pcscd lists (:mod:`drivers.reader.pcsc`)
-``pcsc://NAME``     the PC/SC reader called NAME (or whose name starts with NAME)
-=================== ======================================================================
-=======
 =========== =========================== ===================================================
 kind        scheme                      device
 =========== =========================== ===================================================
-``reader``  ``sim://NAME``              the in-process simulated card reader (:mod:`sim`)
-``qr``      ``sim://NAME``              the in-process simulated camera (:mod:`sim.camera`)
 ``qr``      ``camera:///dev/video0``    a camera through OpenCV (:mod:`drivers.qr.camera`)
 ``qr``      ``camera://file/PATH``      a video, image or image folder through OpenCV
 ``qr``      ``serial:///dev/ttyACM0``   a serial QR scanner on pyserial
@@ -17,26 +10,50 @@ kind        scheme                      device
 ``reader``  ``pcsc://``                 the first PC/SC reader pcscd lists
                                         (:mod:`drivers.reader.pcsc`)
 ``reader``  ``pcsc://NAME``             the PC/SC reader called NAME (or whose name starts so)
+any         ``sim://NAME``              a simulated device, from the ``ykt.devices`` entry
+                                        point ``sim`` (the simulator, :mod:`sim.devices`)
 =========== =========================== ===================================================
 
-Other hardware schemes (``pcsc://``, ``escpos+…://``) register themselves in the same tables
-as their drivers land.  Optional libraries (OpenCV, zxing-cpp, pyzbar, pyserial) are imported
-only when a device that needs them is opened.
+Other packages add schemes without this module knowing them: an entry point in the group
+``ykt.devices`` named after the scheme points at a :class:`Provider`, loaded the first time a
+URL of that scheme is opened.  This is how ``sim://`` reaches the registry while nothing here
+imports the simulator.  Optional libraries (OpenCV, zxing-cpp, pyzbar, pyserial, pyscard) are
+imported only when a device that needs them is opened.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from importlib.metadata import entry_points
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from drivers.errors import DeviceUrlError
+from drivers.qr import camera, serial_scanner
+from drivers.reader import pcsc
 
 Opener = Callable[[str], Any]
 
+#: the entry-point group of device providers (name: the URL scheme)
+GROUP = "ykt.devices"
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Devices of one URL scheme, from another package (an entry point of :data:`GROUP`)."""
+
+    def open(self, kind: str, url: str) -> Any:
+        """The device of ``kind`` named by ``url``; :class:`DeviceUrlError` for a kind it
+        does not make."""
+        ...
+
+
 #: kind -> scheme -> opener(url)
 _TABLE: dict[str, dict[str, Opener]] = {}
+#: scheme -> entry point of its provider (loaded on first use)
+_ENTRY: dict[str, Any] = {}
+_PROVIDERS: dict[str, Provider] = {}
 
 
 def register(kind: str, scheme: str, opener: Opener) -> None:
@@ -45,49 +62,63 @@ def register(kind: str, scheme: str, opener: Opener) -> None:
 
 def schemes(kind: str) -> list[str]:
     _load_builtin()
-    return sorted(_TABLE.get(kind, {}))
+    return sorted(set(_TABLE.get(kind, {})) | set(_ENTRY))
 
 
-def open_device(kind: str, url: str) -> Any:
-    """Open the device of ``kind`` ("reader", …) named by ``url``."""
-    _load_builtin()
+def scheme_of(url: str) -> str:
     scheme = urlsplit(url).scheme
     if not scheme:
         raise DeviceUrlError(f"{url!r} is not a device URL (expected scheme://…)")
-    try:
-        opener = _TABLE[kind][scheme]
-    except KeyError:
+    return scheme
+
+
+def provider(url: str) -> Provider | None:
+    """The provider of ``url``'s scheme when another package provides it (``sim://``), else
+    None (a built-in driver)."""
+    _load_builtin()
+    scheme = scheme_of(url)
+    with _load_lock:
+        if scheme not in _PROVIDERS and scheme in _ENTRY:
+            loaded = _ENTRY[scheme].load()
+            if not isinstance(loaded, Provider):
+                raise DeviceUrlError(
+                    f"the {scheme}:// provider {_ENTRY[scheme].value} has no open()"
+                )
+            _PROVIDERS[scheme] = loaded
+        return _PROVIDERS.get(scheme)
+
+
+def open_device(kind: str, url: str) -> Any:
+    """Open the device of ``kind`` ("reader", "qr", …) named by ``url``."""
+    _load_builtin()
+    scheme = scheme_of(url)
+    opener = _TABLE.get(kind, {}).get(scheme)
+    if opener is not None:
+        return opener(url)
+    found = provider(url)
+    if found is None:
         known = ", ".join(f"{s}://" for s in schemes(kind)) or "none"
-        raise DeviceUrlError(f"no {kind} driver for {scheme}:// (known: {known})") from None
-    return opener(url)
+        raise DeviceUrlError(f"no {kind} driver for {scheme}:// (known: {known})")
+    return found.open(kind, url)
 
 
 _loaded = False
-_load_lock = threading.Lock()
+_load_lock = threading.RLock()
 
 
 def _load_builtin() -> None:
-    """Register the built-in drivers once (threads may open devices at the same time)."""
+    """Register the built-in drivers and find the providers once (threads may open devices at
+    the same time)."""
     global _loaded
     with _load_lock:
         if not _loaded:
             _register_builtin()
+            for ep in entry_points(group=GROUP):
+                _ENTRY.setdefault(ep.name, ep)
             _loaded = True
 
 
 def _register_builtin() -> None:
-    from drivers.qr import camera, serial_scanner
-    from sim import camera as sim_camera
-    from sim import reader as sim_reader
-
-    register("reader", "sim", sim_reader.open_url)
-    register("qr", "sim", sim_camera.open_url)
     register("qr", "camera", camera.open_url)
     register("qr", "serial", serial_scanner.open_url)
-    register("reader", "pcsc", _open_pcsc)
-
-
-def _open_pcsc(url: str) -> Any:
-    from drivers.reader import pcsc  # imports pyscard (optional) only when asked for
-
-    return pcsc.open_url(url)
+    register("reader", "pcsc", pcsc.open_url)

@@ -1,6 +1,6 @@
-"""ykt terminal core: money, rules of the card system, journal, caches, transaction engines.
+"""The terminal: transaction engines (POS; kiosk and gate to come), the signed journal, the
+caches, the uplink to the server and the agents that run them.
 
-Public surface: :mod:`edge.money`, :mod:`edge.rules`, :mod:`edge.clock`, :mod:`edge.db`,
-:mod:`edge.journal`, :mod:`edge.errors`.  The server (``sync.server``) imports the money, rules
-and database modules from here so that every rule of the card system lives in one place.
+Imports :mod:`sync` (the shared core, the wire and the client) and :mod:`drivers` (hardware),
+never :mod:`sim` (docs/architecture.md).
 """

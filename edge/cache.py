@@ -13,7 +13,7 @@ import json
 import threading
 from typing import Any
 
-from edge.db import Database, Migrations
+from sync.db import Database, Migrations
 
 MIGRATIONS = Migrations()
 MIGRATIONS.add(

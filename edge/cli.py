@@ -1,27 +1,35 @@
 """``ykt``: the one command, with a subcommand per job.
 
-Each subcommand lives next to the code it drives and registers itself here through
-``add_parser``; this module only assembles them and turns errors into exit codes:
-0 done, 1 the operation failed (message on stderr), 2 bad usage or configuration.
+Each subcommand lives next to the code it drives and registers itself through its module's
+``add_parser``; this module names those modules by path (so it imports none of them, the
+simulator's included, until the command line is read) and is the one place that turns an error
+into an exit status (:func:`sync.errors.exit_code`): 0 done, 1 the operation failed (message
+on stderr), 2 bad usage or configuration.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
-from edge.errors import ConfigError, EdgeError
+from sync.errors import YktError, exit_code
+
+#: the modules that add the subcommands, in the order ``ykt --help`` lists them
+COMMAND_MODULES = (
+    "sync.server.cli",  # ykt server
+    "edge.pos.cli",  # ykt pos
+    "sync.admin.cli",  # ykt admin
+    "sim.cli",  # ykt sim
+    "sim.demo",  # ykt demo
+    "edge.verify_cli",  # ykt verify
+    "sim.bench.cli",  # ykt bench
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edge import bench, demo, verify_cli
-    from edge.pos import cli as pos_cli
-    from sim import cli as sim_cli
-    from sync import admin_cli
-    from sync.server import cli as server_cli
-
     parser = argparse.ArgumentParser(
         prog="ykt",
         description="Campus one-card (校园一卡通) terminal software: central server, POS agent, "
@@ -34,13 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="log level (default WARNING)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    server_cli.add_parser(sub)
-    pos_cli.add_parser(sub)
-    admin_cli.add_parser(sub)
-    sim_cli.add_parser(sub)
-    demo.add_parser(sub)
-    verify_cli.add_parser(sub)
-    bench.add_parser(sub)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
     return parser
 
 
@@ -53,14 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         rc: int = args.func(args)
-    except ConfigError as exc:
+    except YktError as exc:
         print(f"ykt {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except EdgeError as exc:
-        print(f"ykt {args.command}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+        return exit_code(exc)
+    except KeyboardInterrupt as exc:
+        return exit_code(exc)
     return rc
 
 

@@ -1,62 +1,43 @@
-"""Exceptions of the terminal core.
+"""Exceptions of the terminal (edge/), in the tree :mod:`sync.errors` draws.
 
 ::
 
-    EdgeError
-    ├── MoneyError          an amount that is not a valid number of fen
-    ├── RuleError           input that breaks a rule of the card system (R1-R20)
-    │   └── IdCardError     an ID-card number that is malformed or fails GB 11643
-    ├── ConfigError         a configuration file or option that cannot be used
-    ├── StoreError          the database failed (wraps sqlite3 and psycopg errors)
-    │   ├── StoreConflict   a uniqueness or foreign-key constraint refused a write
-    │   └── StoreRefused    a value the database cannot hold (PostgreSQL: text with NUL)
-    ├── JournalError        the journal is damaged or cannot take a record
-    └── CardRefused         a campus card whose data may not be used (``code`` says why:
-                            foreign_card, bad_signature, clone, bad_layout, counters_damaged)
+    YktError                        (drivers.errors)
+    ├── RuleError                   (sync.errors)
+    │   └── ReverseRefused              reverse scan cannot start (online, or no code keys yet)
+    └── EdgeError                   the terminal's own failures
+        ├── JournalError                the journal is damaged or cannot take a record
+        ├── EngineError                 an action the engine's state does not allow (HTTP 409)
+        └── VerifyError                 ``ykt verify`` could not read or check a code
 """
 
 from __future__ import annotations
 
-
-class EdgeError(Exception):
-    """Base of every error raised by the terminal core."""
+from sync.errors import RuleError, YktError
 
 
-class MoneyError(EdgeError, ValueError):
-    pass
-
-
-class RuleError(EdgeError, ValueError):
-    pass
-
-
-class IdCardError(RuleError):
-    pass
-
-
-class ConfigError(EdgeError):
-    pass
-
-
-class StoreError(EdgeError):
-    pass
-
-
-class StoreConflict(StoreError):
-    pass
-
-
-class StoreRefused(StoreError):
-    """The database cannot hold a value it was given (PostgreSQL: a NUL character in text, a
-    number out of range): bad input, not an unavailable database."""
+class EdgeError(YktError):
+    """Base of the terminal's own errors."""
 
 
 class JournalError(EdgeError):
+    http_status = 500
+    code = "journal_error"
+
+
+class EngineError(EdgeError):
+    """An action that the current state does not allow (the control API answers 409)."""
+
+    http_status = 409
+    code = "bad_state"
+
+
+class VerifyError(EdgeError):
     pass
 
 
-class CardRefused(EdgeError):
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
+class ReverseRefused(RuleError):
+    """Reverse scan cannot start (online, or no code keys yet)."""
+
+    http_status = 409
+    code = "reverse_refused"

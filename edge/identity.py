@@ -12,10 +12,9 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edge.errors import ConfigError
 from sync.client import ServerClient
 from sync.crypto import SigningKey
-from sync.errors import SyncError
+from sync.errors import ConfigError, SyncError
 
 log = logging.getLogger(__name__)
 

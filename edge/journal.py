@@ -1,4 +1,4 @@
-"""The terminal journal: an append-only, signed, hash-chained, gapless outbox (SPEC §3).
+"""The terminal journal: an append-only, signed, hash-chained, gapless outbox (docs/architecture.md).
 
 Stored in SQLite with WAL and ``synchronous=FULL``: :meth:`Journal.append` returns only after
 the record is durable, and the POS shows an approval only after that.  A crash at any instant
@@ -17,11 +17,11 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from edge.clock import Clock, campus_date
-from edge.db import Database, Migrations
 from edge.errors import JournalError
 from sync import protocol
+from sync.clock import Clock, campus_date
 from sync.crypto import SigningKey, VerifyKey, b64d, b64e
+from sync.db import Database, Migrations
 from sync.errors import ProtocolError
 
 log = logging.getLogger(__name__)

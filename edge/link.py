@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from edge.clock import Clock
+from sync.clock import Clock
 
 
 class Link:

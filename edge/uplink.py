@@ -11,11 +11,10 @@ import threading
 from collections.abc import Callable
 
 from edge.cache import Cache
-from edge.errors import EdgeError
 from edge.journal import Journal
 from edge.link import Link
 from sync.client import ServerClient
-from sync.errors import ApiError, ProtocolError, SyncError
+from sync.errors import ApiError, ProtocolError, SyncError, YktError
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +113,7 @@ class Uplink:
                     continue  # push again from the server's ack
                 try:
                     self.journal.set_acked(int(resp["ack"]))
-                except (KeyError, ValueError, SyncError, EdgeError) as exc:
+                except (KeyError, ValueError, SyncError, YktError) as exc:
                     # e.g. an ack beyond our head: this journal is not the one the server
                     # knows (restored or replaced); the operator must look, the thread goes on
                     log.error("bad ack from server: %s", exc)

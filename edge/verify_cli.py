@@ -12,13 +12,11 @@ import argparse
 import json
 from pathlib import Path
 
-from edge.errors import ConfigError, EdgeError
+from drivers.errors import DriverError
+from drivers.qr.decoders import get_decoder, read_image
+from edge.errors import VerifyError
 from sync.client import ServerClient
-from sync.errors import SyncError
-
-
-class VerifyError(EdgeError):
-    pass
+from sync.errors import ConfigError, SyncError
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,8 +38,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _decode(path: Path, decoder: str) -> str:
-    from drivers.errors import DriverError
-    from drivers.qr.decoders import get_decoder, read_image
 
     try:
         texts = get_decoder(decoder).decode_still(read_image(path))

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from sim import cardimage, pcscd
-from sim.errors import SimError, run_command
+from sim.dump import dump
+from sim.errors import SimError
 
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -108,7 +109,6 @@ def card_remove(args: argparse.Namespace) -> int:
 
 
 def card_dump(args: argparse.Namespace) -> int:
-    from sim.dump import dump
 
     data = dump(cardimage.load(args.image), args.keystore)
     if args.json:
@@ -135,7 +135,7 @@ def add_parsers(cmds: Sub) -> None:
     def cmd(parent: Sub, name: str, fn: Any, text: str) -> argparse.ArgumentParser:
         c: argparse.ArgumentParser = parent.add_parser(name, help=text, description=text)
         c.add_argument("--json", action="store_true", help="print one JSON object")
-        c.set_defaults(func=lambda a: run_command(fn, a))
+        c.set_defaults(func=fn)
         return c
 
     c = cmd(rs, "start", reader_start, "start a private pcscd with vpcd virtual readers")

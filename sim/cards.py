@@ -17,10 +17,13 @@ import base64
 import os
 from pathlib import Path
 
-from edge.card import layout
-from edge.card.keys import Keystore
+from edge.devices import TerminalHost
 from sim import cardimage
+from sim.errors import SimError
 from sim.mifare import MifareClassic1K, blank_blocks
+from sync.card import layout
+from sync.card.keys import Keystore
+from sync.errors import CardRefused
 
 
 def encoded_card(
@@ -58,3 +61,15 @@ def card_for(
     if not path.exists():
         cardimage.save(card, path)
     return card
+
+
+def card_at(host: TerminalHost, card_no: str, uid_hex: str | None) -> MifareClassic1K:
+    """The simulated card ``card_no`` as a terminal would see it tapped: made from the server's
+    record of the card (the terminal's cache) with the terminal's keys, kept in its data
+    directory (``DATA/sim-cards``)."""
+    record = host.card_record(card_no)
+    try:
+        keys = host.card_keys()
+    except CardRefused as exc:
+        raise SimError(f"cannot make a simulated card: {exc.reason}") from exc
+    return card_for(host.data_dir / "sim-cards", card_no, record, keys, uid_hex)

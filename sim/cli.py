@@ -13,10 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from edge.money import format_fen, parse_amount
+from sim import cardcli
 from sim.control import AgentControl
-from sim.errors import SimUsageError, run_command
+from sim.errors import SimUsageError
+from sim.idp import add_idp_parser
+from sim.phone_screen import qr_png
 from sim.wallet_cli import add_wallet_parser
+from sync.money import format_fen, parse_amount
 
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -89,8 +92,6 @@ def _reverse(args: argparse.Namespace, ctl: AgentControl) -> int:
         "state": s["state"],
     }
     if args.png:
-        from sim.phone_screen import qr_png
-
         qr_png(s["request_text"], args.png)
         out["png"] = str(args.png)
     if args.json:
@@ -143,7 +144,7 @@ def add_parser(sub: Sub) -> None:
             "--agent", required=True, help="agent control URL, e.g. http://127.0.0.1:8701"
         )
         c.add_argument("--json", action="store_true", help="print one JSON object")
-        c.set_defaults(func=lambda a: run_command(fn, a))
+        c.set_defaults(func=fn)
         return c
 
     c = cmd(
@@ -192,9 +193,7 @@ def add_parser(sub: Sub) -> None:
     c.add_argument("--uid")
     cmd("state", state, "print the agent's screen and status")
     add_wallet_parser(cmds)
-    from sim.idp import add_idp_parser
 
     add_idp_parser(cmds)
-    from sim import cardcli
 
     cardcli.add_parsers(cmds)

@@ -8,9 +8,11 @@ from typing import Any
 
 import requests
 
-from edge.errors import RuleError
-from edge.rules import check_password_format
+from drivers.errors import DriverError
+from drivers.qr.decoders import decode_image_bytes, get_decoder
 from sim.errors import SimError, SimUsageError
+from sync.errors import RuleError
+from sync.rules import check_password_format
 
 FINAL = ("approved", "declined")
 
@@ -32,11 +34,27 @@ class AgentControl:
             data = resp.json()
         except ValueError as exc:
             raise SimError(f"agent answered {resp.status_code} without JSON") from exc
+        if resp.status_code == 404 and path.startswith("/control/sim/"):
+            raise SimUsageError(f"agent refused {path}: {self._not_simulated(path)}")
         if resp.status_code >= 400:
             err = data.get("error", {}) if isinstance(data, dict) else {}
             msg = err.get("message") or str(data)
             raise SimUsageError(f"agent refused {path}: {msg}")
         return dict(data)
+
+    def _not_simulated(self, path: str) -> str:
+        """Why an agent has no ``/control/sim/…`` route: the device is not simulated (the
+        routes exist only for ``sim://`` devices, sim.devices)."""
+        status = self.status()
+        if path == "/control/sim/frame":
+            return (
+                f"not_sim_camera: this agent's camera is {status.get('camera') or 'none'}, "
+                "not a simulated camera"
+            )
+        return (
+            f"this agent reads {status.get('reader')}, not a simulated reader (sim://): put "
+            "cards on a pcsc:// reader with `ykt sim card present`"
+        )
 
     def state(self) -> dict[str, Any]:
         return self._call("GET", "/control/state")
@@ -136,8 +154,6 @@ class AgentControl:
         except SimUsageError as exc:
             if "not_sim_camera" not in str(exc) and "not a simulated camera" not in str(exc):
                 raise
-        from drivers.errors import DriverError
-        from drivers.qr.decoders import decode_image_bytes, get_decoder
 
         try:
             texts = get_decoder().decode_still(decode_image_bytes(image, "the picture"))

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from drivers.card.mifare_classic import TRANSPORT_CONDITIONS, decode_access
-from edge.card import layout
-from edge.card.keys import Keystore
-from edge.errors import CardRefused
 from sim.mifare import MifareClassic1K
+from sync.card import layout
+from sync.card.keys import Keystore
+from sync.errors import CardRefused
 
 MEANING = {
     0: "manufacturer block (UID, BCC, SAK, ATQA)",

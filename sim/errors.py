@@ -1,34 +1,27 @@
-"""Exceptions of the simulator.
+"""Exceptions of the simulator, in the tree :mod:`sync.errors` draws.
 
 ::
 
-    SimError
-    └── SimUsageError       a simulator command used wrongly (unknown device, bad card)
+    YktError                        (drivers.errors)
+    └── SimError                    the simulator failed, or the thing it drives misbehaved
+        ├── SimUsageError               a simulator command used wrongly (unknown device, bad card)
+        ├── Torn                        (sim.mifare) a simulated card pulled away mid-write
+        ├── Closed                      (sim.vicc) vpcd closed the simulated card's connection
+        ├── BenchmarkError              (sim.bench.errors) the system under a benchmark misbehaved
+        └── PgUnavailable               (sim.harness.pg) no PostgreSQL to start a cluster with
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Callable
-from typing import Any
+from sync.errors import YktError
 
 
-class SimError(Exception):
+class SimError(YktError):
     """Base of every error raised by the simulator."""
+
+    http_status = 409
+    code = "sim"
 
 
 class SimUsageError(SimError):
     pass
-
-
-def run_command(
-    fn: Callable[[argparse.Namespace], Any], args: argparse.Namespace, prog: str = "ykt sim"
-) -> int:
-    """Run a command's function: its exit status, or 1 after a SimError's message on stderr."""
-    try:
-        rc: int = fn(args)
-        return rc
-    except SimError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 1

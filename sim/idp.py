@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from edge.errors import ConfigError
 from sync.crypto import SigningKey
+from sync.errors import ConfigError
 
 CODE_TTL_S = 60
 
@@ -141,7 +142,6 @@ def add_idp_parser(cmds: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run(args: argparse.Namespace) -> int:
-    import uvicorn
 
     try:
         secret = args.client_secret_file.read_text().strip()

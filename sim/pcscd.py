@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sim import cardimage
 from sim.errors import SimError, SimUsageError
 from sim.spawn import spawn_detached
 
@@ -358,7 +359,6 @@ def present_card(
 ) -> dict[str, Any]:
     """Put the card of ``image`` on slot ``n`` (replacing any card there); returns once pcscd
     has picked it up."""
-    from sim import cardimage
 
     slot = readers.slot(n)
     cardimage.load(image)  # a bad image fails here, with its line number

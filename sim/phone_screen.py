@@ -3,7 +3,7 @@ test engineers without a phone: the code is drawn on a phone screen (light or da
 phone is held at an angle (a perspective warp), and the camera adds what real ones add: blur,
 low light, glare, sensor noise, a small code far away.
 
-Conditions (as in the probe of SPEC §5): ``clean``, ``tilt``, ``blur``, ``low_light``,
+Conditions (as in the probe of docs/benchmarks.md): ``clean``, ``tilt``, ``blur``, ``low_light``,
 ``glare``, ``small``, ``inverted`` (dark mode), ``mixed`` (a bit of everything).
 Needs numpy and OpenCV (the ``camera`` extra) and segno.
 """

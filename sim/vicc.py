@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from sim import cardimage
 from sim.errors import SimError
 from sim.mifare import Torn
 
@@ -49,7 +50,7 @@ class Responder(Protocol):
     def apdu(self, cmd: bytes) -> bytes: ...
 
 
-class Closed(Exception):
+class Closed(SimError):
     pass
 
 
@@ -180,8 +181,6 @@ def _write_state(path: Path, **state: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sim import cardimage
-
     ap = argparse.ArgumentParser(prog="python -m sim.vicc", description=__doc__)
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--host", default="127.0.0.1")

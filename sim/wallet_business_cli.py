@@ -13,12 +13,11 @@ from urllib.parse import parse_qs, quote, urlencode, urlparse
 
 import requests
 
-from edge.money import format_fen, parse_amount
 from sim.errors import SimError
 from sim.wallet import Wallet
-from sim.wallet_cli import _wrap
 from sync.client import ServerClient
 from sync.errors import SyncError
+from sync.money import format_fen, parse_amount
 
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Cmd: TypeAlias = Callable[..., argparse.ArgumentParser]
@@ -249,7 +248,7 @@ def add_commands(sub: Sub, cmd: Cmd) -> None:
         c = fsub.add_parser(name, help=text, description=text)
         c.add_argument("--wallet", type=Path, required=True, help="wallet file (JSON, 0600)")
         c.add_argument("--json", action="store_true", help="print one JSON object")
-        c.set_defaults(func=lambda a: _wrap(fn, a))
+        c.set_defaults(func=fn)
         return c
 
     c = fcmd("register", found_register, "register a card you found")

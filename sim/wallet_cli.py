@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from edge.money import format_fen
 from sim import wallet as wallet_mod
-from sim.errors import run_command
+from sim import wallet_business_cli
 from sim.wallet_codes_cli import add_code_commands
+from sync.money import format_fen
 
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -63,7 +63,7 @@ def add_wallet_parser(cmds: Sub) -> None:
         c = sub.add_parser(name, help=help_text, description=help_text)
         c.add_argument("--wallet", type=Path, required=True, help="wallet file (JSON, 0600)")
         c.add_argument("--json", action="store_true", help="print one JSON object")
-        c.set_defaults(func=lambda a: _wrap(fn, a))
+        c.set_defaults(func=fn)
         return c
 
     c = cmd("login", login, "sign in with number + query password (R16) into a new wallet file")
@@ -76,11 +76,5 @@ def add_wallet_parser(cmds: Sub) -> None:
     c.add_argument("--password", required=True, help="query password (R4)")
     cmd("balance", balance, "balance, transition balance and status of the signed-in account")
     cmd("logout", logout, "end the wallet's session")
-    from sim import wallet_business_cli  # loss/unlock, bills, flow, electricity, found cards, …
-
-    wallet_business_cli.add_commands(sub, cmd)
+    wallet_business_cli.add_commands(sub, cmd)  # loss/unlock, bills, flow, electricity, …
     add_code_commands(cmd)  # pay-code, auth-code, scan (sim/wallet_codes_cli.py)
-
-
-def _wrap(fn: Any, args: argparse.Namespace) -> int:
-    return run_command(fn, args, "ykt sim wallet")

@@ -12,10 +12,10 @@ import base64
 from pathlib import Path
 from typing import Any
 
-from edge.clock import Clock, SystemClock
 from sim.errors import SimUsageError
 from sim.wallet import Wallet
 from sync import codes
+from sync.clock import Clock, SystemClock
 from sync.crypto import SigningKey
 from sync.errors import CodeError
 

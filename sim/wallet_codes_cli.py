@@ -9,11 +9,16 @@ import random
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from edge.money import format_fen
-from sim import wallet_codes
+import segno
+
+from drivers.errors import DriverError
+from drivers.qr.decoders import get_decoder, read_image
+from sim import phone_screen, wallet_codes
+from sim.control import AgentControl
 from sim.errors import SimUsageError
 from sim.wallet import Wallet
 from sync import codes
+from sync.money import format_fen
 
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Cmd: TypeAlias = "Any"
@@ -21,7 +26,6 @@ Cmd: TypeAlias = "Any"
 
 def _show(args: argparse.Namespace, out: dict[str, Any]) -> None:
     """Write the code where asked: PNG, video, the agent's camera, the terminal."""
-    from sim import phone_screen
 
     text = out["text"]
     out["qr_version"] = phone_screen.qr_version(text)
@@ -31,12 +35,8 @@ def _show(args: argparse.Namespace, out: dict[str, Any]) -> None:
     if args.video:
         out["video"] = str(write_video(text, args.video, args.condition, args.seed))
     if args.agent:
-        from sim.control import AgentControl
-
         buf = io.BytesIO()
         if args.condition == "screen":
-            import segno
-
             segno.make(text, error="m", micro=False).save(buf, kind="png", scale=8, border=4)
         else:
             import cv2
@@ -52,8 +52,6 @@ def write_video(text: str, path: Path, condition: str, seed: int) -> Path:
     """A short clip as a camera sees it: 1 s of scene, the phone held up for 1 s, 0.5 s of
     scene (MJPG in AVI, or mp4v for .mp4), 1280×720 at 25 fps."""
     import cv2
-
-    from sim import phone_screen
 
     cond = "clean" if condition == "screen" else condition
     fourcc = cv2.VideoWriter.fourcc(*("mp4v" if path.suffix.lower() == ".mp4" else "MJPG"))
@@ -77,8 +75,6 @@ def _emit(args: argparse.Namespace, out: dict[str, Any], lines: list[str]) -> in
         print(json.dumps(out, ensure_ascii=False))
         return 0
     if not (args.png or args.video or args.agent):
-        import segno
-
         segno.make(out["text"], error="m", micro=False).terminal(compact=True)
     print("\n".join(lines))
     return 0
@@ -118,9 +114,6 @@ def scan(args: argparse.Namespace) -> int:
     if args.text is not None:
         text = args.text
     else:
-        from drivers.errors import DriverError
-        from drivers.qr.decoders import get_decoder, read_image
-
         try:
             found = get_decoder().decode_still(read_image(args.image))
         except (ValueError, DriverError) as exc:
@@ -130,8 +123,6 @@ def scan(args: argparse.Namespace) -> int:
         text = found[0]
     out = wallet_codes.scan(w, text, args.confirm_password, args.wallet)
     if args.png:
-        from sim import phone_screen
-
         phone_screen.qr_png(out["proof_text"], args.png)
         out["png"] = str(args.png)
     if args.json:

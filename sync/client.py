@@ -14,8 +14,8 @@ from urllib.parse import urlencode
 
 import requests
 
-from edge.clock import Clock, SystemClock
 from sync import protocol
+from sync.clock import Clock, SystemClock
 from sync.crypto import SigningKey
 from sync.errors import ApiError, AuthError, NetworkError, ProtocolError
 

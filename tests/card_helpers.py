@@ -10,11 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.card import layout
-from edge.card.keys import Keystore
 from sim import cardimage, pcscd
 from sim.cards import encoded_card
 from sim.mifare import ATR_1K, MifareClassic1K
+from sync.card import layout
+from sync.card.keys import Keystore
 from tests.helpers import ServerProc, ykt_cmd
 
 

@@ -1,6 +1,6 @@
 """Which database the server under test keeps its data in: SQLite (a file in its data
 directory) or PostgreSQL (a fresh database in a throwaway cluster this test session starts on
-loopback from Debian's postgresql, :mod:`sync.server.pgtemp`).
+loopback from Debian's postgresql, :mod:`sim.harness.pg`).
 
 The modules in ``conftest.BOTH_DBS`` run once per database (``pytest --db both|sqlite|postgres``,
 default both).  Everything that starts a server in a test (``ServerProc``, ``open_live``,
@@ -13,8 +13,8 @@ from __future__ import annotations
 import atexit
 import threading
 
-from edge.db import Database
-from sync.server.pgtemp import TempCluster
+from sim.harness.pg import TempCluster
+from sync.db import Database
 
 KINDS = ("sqlite", "postgres")
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import requests
 
-from edge.benchmarks.records import offline_sale
-from edge.clock import Clock, SystemClock
+from sim.bench.records import offline_sale
 from sync import protocol
 from sync.client import ServerClient
+from sync.clock import Clock, SystemClock
 from sync.crypto import SigningKey
 from tests.helpers import ServerProc
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import requests
 
-from edge import procs
-from edge.procs import free_port
-from sync.admin_cli import AdminClient
+from sim.harness import procs
+from sim.harness.procs import free_port
+from sync.admin.common import AdminClient
 from tests import dbs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -203,7 +203,7 @@ class PosProc(_Child):
     def wait_card_known(self, card_no: str, timeout: float = 10.0) -> None:
         """Wait until the delta feed has brought this card to the terminal's cache."""
         from edge.cache import Cache
-        from edge.db import Database
+        from sync.db import Database
 
         cache = Cache(Database(self.data / "cache.db", synchronous="NORMAL"))
         try:

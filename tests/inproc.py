@@ -8,11 +8,11 @@ import random
 from pathlib import Path
 from typing import Any
 
-from edge.benchmarks.records import offline_sale
-from edge.clock import ManualClock
-from edge.db import Database
+from sim.bench.records import offline_sale
 from sync import protocol
+from sync.clock import ManualClock
 from sync.crypto import SigningKey
+from sync.db import Database
 from sync.server import ingest, terminals
 from sync.server.context import Context, ServerConfig
 from sync.server.schema import MIGRATIONS

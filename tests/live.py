@@ -12,8 +12,8 @@ from typing import Any
 import requests
 import uvicorn
 
-from edge.clock import Clock, SystemClock
 from sync.client import ServerClient
+from sync.clock import Clock, SystemClock
 from sync.crypto import SigningKey
 from sync.server.app import create_app
 from sync.server.cli import ensure_admin_token
@@ -160,7 +160,7 @@ class Pos:
         return resp
 
     def offline_sale(self, card: dict[str, Any], account_id: int, amount: int) -> None:
-        """A sale decided offline (SPEC §3): journaled and synced later, no authorization."""
+        """A sale decided offline (docs/architecture.md): journaled and synced later, no authorization."""
         self.journal(card, account_id, amount, None)
 
     def journal(

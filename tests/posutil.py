@@ -14,8 +14,6 @@ from typing import Any
 from drivers.reader.base import PresentCard
 from edge import identity
 from edge.cache import Cache
-from edge.clock import ManualClock, SystemClock
-from edge.db import Database
 from edge.journal import Journal
 from edge.link import Link
 from edge.pos.cardkeys import KeyProvider
@@ -26,7 +24,9 @@ from sim.mifare import MifareClassic1K
 from sim.reader import SimCard, SimReader
 from sync import protocol
 from sync.client import ServerClient
+from sync.clock import ManualClock, SystemClock
 from sync.crypto import VerifyKey, b64d
+from sync.db import Database
 from tests.helpers import PosProc, ServerProc, free_port, wait_until, ykt_cmd
 
 

@@ -22,9 +22,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from edge.db import Database
 from sync import protocol
 from sync.client import ServerClient
+from sync.db import Database
 from sync.server.app import create_app
 from sync.server.context import Context, ServerConfig
 from sync.server.schema import MIGRATIONS

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.benchmarks import journal_fixture
-from edge.db import Database
+from sim.bench import journal_fixture
+from sync.db import Database
 from tests.helpers import ROOT
 
 LATENCY_KEYS = {"n", "p50_ms", "p99_ms", "max_ms", "mean_ms"}

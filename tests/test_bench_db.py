@@ -3,7 +3,7 @@ not checked, only that it measures real work without errors."""
 
 from __future__ import annotations
 
-from sync.server import bench_db
+from sim.bench import db_load as bench_db
 from tests import dbs
 
 

@@ -18,15 +18,15 @@ from drivers.card.mifare_classic import (
     encode_access,
 )
 from drivers.errors import CardGone
-from edge.card import layout
-from edge.card.app import BadSignature, CampusCard
-from edge.card.keys import Keystore
-from edge.card.layout import Counters, Identity
-from edge.errors import CardRefused, ConfigError
 from sim import cardimage
 from sim.cards import encoded_card
 from sim.mifare import MifareClassic1K
 from sim.reader import SimReader
+from sync.card import layout
+from sync.card.app import BadSignature, CampusCard
+from sync.card.keys import Keystore
+from sync.card.layout import Counters, Identity
+from sync.errors import CardRefused, ConfigError
 
 KEYS = Keystore.generate("ynart")
 POS = KEYS.for_role("pos")

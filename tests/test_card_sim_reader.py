@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.card import layout
-from edge.card.keys import Keystore
 from sim import cardimage
 from sim.control import AgentControl
+from sync.card import layout
+from sync.card.keys import Keystore
 from tests.helpers import PosProc, ServerProc, free_port, ykt_cmd
 
 

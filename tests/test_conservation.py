@@ -1,4 +1,4 @@
-"""Money conservation (SPEC §3) after a random mix of every operation of the card holders,
+"""Money conservation (docs/architecture.md) after a random mix of every operation of the card holders,
 kiosks, POS terminals and the desk, on an in-process server Context over a temporary SQLite
 file: the ledger sums to zero and every balance equals its transfers, after every step."""
 
@@ -14,8 +14,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.clock import ManualClock
 from sync import protocol
+from sync.clock import ManualClock
 from sync.crypto import SigningKey
 from sync.server import (
     accounts,

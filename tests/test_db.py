@@ -1,6 +1,6 @@
-"""The one database wrapper (edge/db.py) on both of its backends: the same Tx API, rows,
+"""The one database wrapper (sync/db/__init__.py) on both of its backends: the same Tx API, rows,
 errors, transactions and migrations on SQLite and on PostgreSQL (tests/dbs.py), and the SQL
-translation (edge/db_sql.py) statement by statement."""
+translation (sync/db/sql.py) statement by statement."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.db import Database, Migrations
-from edge.db_sql import SqlError, translate
-from edge.errors import StoreConflict, StoreError
+from sync.db import Database, Migrations
+from sync.db.sql import SqlError, translate
+from sync.errors import StoreConflict, StoreError
 from sync.server.context import current_version, next_version
 from tests import dbs
 

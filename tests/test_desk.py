@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from edge.rules import AccountStatus
+from sync.rules import AccountStatus
 from tests.helpers import id_card
 from tests.live import Live, Pos
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from drivers.card.mifare_classic import decode_access
-from edge.card import layout
+from sync.card import layout
 from tests.card_helpers import ykt
 from tests.foreign_vicc import (
     ATR_CLASSIC_1K,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from edge import rules
+from sync import rules
 from tests.live import Live, Pos
 
 

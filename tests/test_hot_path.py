@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.clock import CampusDays, campus_date
-from edge.db import Database
+from sync.clock import CampusDays, campus_date
+from sync.db import Database
 
 
 @pytest.mark.parametrize(

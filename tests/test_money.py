@@ -1,4 +1,4 @@
-"""edge.money: yuan text <-> integer fen, and bad amounts refused with MoneyError."""
+"""sync.money: yuan text <-> integer fen, and bad amounts refused with MoneyError."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.errors import MoneyError
-from edge.money import MAX_AMOUNT_FEN, check_fen, format_fen, parse_amount
+from sync.errors import MoneyError
+from sync.money import MAX_AMOUNT_FEN, check_fen, format_fen, parse_amount
 
 
 @pytest.mark.parametrize(

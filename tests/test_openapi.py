@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.money import MAX_AMOUNT_FEN
+from sync.money import MAX_AMOUNT_FEN
 from sync.server.api_auth import ApiAuth
 from sync.server.app import FIELD_CODES, create_app
 from sync.server.routes_business import create_router

@@ -1,4 +1,4 @@
-"""edge.passwords: scrypt hashes of the query and consumption passwords (R4, R5)."""
+"""sync.passwords: scrypt hashes of the query and consumption passwords (R4, R5)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.passwords import MAX_LOG2_N, MIN_LOG2_N, hash_password, verify_password
+from sync.passwords import MAX_LOG2_N, MIN_LOG2_N, hash_password, verify_password
 
 CHEAP = MIN_LOG2_N
 

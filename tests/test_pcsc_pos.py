@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from edge.card import layout
-from edge.card.keys import Keystore
 from sim import cardimage, pcscd
 from sim.cards import encoded_card
 from sim.control import AgentControl
 from sim.mifare import MifareClassic1K
 from sim.vicc import VirtualCard
+from sync.card import layout
+from sync.card.keys import Keystore
 from tests.card_helpers import issue_image, server_keys
 from tests.helpers import PosProc, ServerProc, id_card, wait_until
 

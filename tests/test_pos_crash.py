@@ -1,4 +1,4 @@
-"""Exactly once under crashes, and restarts that resume (SPEC §3).
+"""Exactly once under crashes, and restarts that resume (docs/architecture.md).
 
 A stream of sales, online and offline (the server goes away part of the time), while the agent
 is killed with SIGKILL at random points (delays from a seeded RNG) and restarted with the same

@@ -3,7 +3,7 @@
 The walk through the states runs on a real agent process through its control API (the path the
 cashier screen and ``ykt sim`` use).  The consumption-password timeout needs a clock the test
 moves, so those tests build the engine in-process, with the real decider, journal and cache
-against the real server, and an :class:`edge.clock.ManualClock`.
+against the real server, and an :class:`sync.clock.ManualClock`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 import requests
 
-from edge.errors import RuleError
-from edge.pos.engine import PIN_TIMEOUT_MS, EngineError, State
+from edge.errors import EngineError
+from edge.pos.engine import PIN_TIMEOUT_MS, State
 from sim.control import AgentControl
 from sim.errors import SimUsageError
+from sync.errors import RuleError
 from tests.helpers import PosProc, ServerProc
 from tests.posutil import Rig
 

@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from edge.rules import DEFAULT_DAILY_LIMIT_FEN
 from sim.control import AgentControl
+from sync.rules import DEFAULT_DAILY_LIMIT_FEN
 from tests.handterm import HandTerminal
 from tests.helpers import PosProc, ServerProc
 from tests.posutil import (

@@ -1,4 +1,4 @@
-"""Offline selling (SPEC §3): with the server away the POS sells from its caches within the
+"""Offline selling (docs/architecture.md): with the server away the POS sells from its caches within the
 risk limits the policy sets (per purchase, per card per day, total unsynced amount); each limit
 declines with a clear reason; when the server returns the queue drains and every sale is on the
 ledger exactly once."""
@@ -130,7 +130,7 @@ def test_offline_balance_is_tracked_across_offline_sales(tmp_path: Path) -> None
 
 def test_offline_double_spend_on_two_terminals_is_applied_and_flagged(tmp_path: Path) -> None:
     """Two terminals each sell within the cached balance; at sync both sales are applied, the
-    balance goes negative and the account is flagged and frozen (SPEC §3, R12)."""
+    balance goes negative and the account is flagged and frozen (docs/architecture.md, R12)."""
     server = ServerProc(tmp_path / "server").start()
     one = PosProc(tmp_path / "pos1", server, token=server.enroll_token("off-3")).start()
     two = PosProc(tmp_path / "pos2", server, token=server.enroll_token("off-4")).start()

@@ -1,7 +1,7 @@
 """A central server restored from a backup has lost sales it had already acked.  The terminals
 still hold every record (the journal never deletes one), notice that the server's ack fell
 behind theirs (in the feed, or in the answer to a push) and send those records again: every
-sale ends up on the ledger exactly once (SPEC §3, nothing lost)."""
+sale ends up on the ledger exactly once (docs/architecture.md, nothing lost)."""
 
 from __future__ import annotations
 

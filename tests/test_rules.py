@@ -1,4 +1,4 @@
-"""edge.rules: R3 initial passwords and GB 11643 ID-card numbers, R6 LimitTracker, R2/R7/R8."""
+"""sync.rules: R3 initial passwords and GB 11643 ID-card numbers, R6 LimitTracker, R2/R7/R8."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge import rules
-from edge.errors import IdCardError, RuleError
-from edge.rules import LimitTracker, card_tap_needs_password
+from sync import rules
+from sync.errors import IdCardError, RuleError
+from sync.rules import LimitTracker, card_tap_needs_password
 from tests.helpers import id_card
 
 
@@ -19,7 +19,7 @@ from tests.helpers import id_card
         # the guide's two examples, masked as the guide writes them
         ("510*****9901013052", "013052"),
         ("510*****990101305X", "101305"),
-        # SPEC's unmasked, valid forms of the same two
+        # docs/rules.md's unmasked, valid forms of the same two
         ("510102199901013052", "013052"),
         ("51011919990101305X", "101305"),
         # odd inputs

@@ -1,4 +1,4 @@
-"""Terminal request authentication on the real server (SPEC §3: terminal requests are signed;
+"""Terminal request authentication on the real server (docs/architecture.md: terminal requests are signed;
 unsigned, stale, replayed or foreign-signed requests are refused), enrollment tokens, roles."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 import requests
 from pytest import raises
 
-from edge.clock import ManualClock, SystemClock
 from sync import protocol
 from sync.client import ServerClient
+from sync.clock import ManualClock, SystemClock
 from sync.crypto import SigningKey, b64e
 from sync.errors import ApiError, AuthError
 from sync.server import terminals

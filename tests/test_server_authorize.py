@@ -1,4 +1,4 @@
-"""Online authorization on the real server (SPEC §3): holds, R2 statuses, R11 replaced cards,
+"""Online authorization on the real server (docs/architecture.md): holds, R2 statuses, R11 replaced cards,
 R13 expiry, R5/R6 consumption password and lockout, R7 transition balance."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Money conservation over random sequences of operations (SPEC §3; hypothesis).
+"""Money conservation over random sequences of operations (docs/architecture.md; hypothesis).
 
 Why in-process: hypothesis needs dozens of examples of dozens of steps each, every one on a
 fresh database; through HTTP to a server process that is minutes, not seconds.  The test calls
@@ -31,7 +31,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from edge.clock import ManualClock
+from sync.clock import ManualClock
 from sync.server import accounts, authorize, ledger, policy
 from sync.server.context import DEFAULT_POLICY
 from sync.server.errors import Conflict
@@ -224,7 +224,7 @@ class Conservation(RuleBasedStateMachine):
         method=st.sampled_from(["card", "card", "qr-forward"]),
     )
     def sell_offline(self, i: int, amount: int, method: str) -> None:
-        """Offline sales are applied at sync even when they overdraw (SPEC §3)."""
+        """Offline sales are applied at sync even when they overdraw (docs/architecture.md)."""
         h = self.pick(i)
         wire = self.term.record(h.id, amount, method=method, off=True)
         self.sealed.append(Sealed(len(self.sealed) + 1, wire, h.id, amount, method, None))

@@ -1,4 +1,4 @@
-"""The delta feed (SPEC §3): version paging, long-poll, hotlist in the snapshots, policy."""
+"""The delta feed (docs/architecture.md): version paging, long-poll, hotlist in the snapshots, policy."""
 
 from __future__ import annotations
 

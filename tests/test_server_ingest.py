@@ -1,4 +1,4 @@
-"""Journal ingest on the real server over loopback, with a hand-built terminal (SPEC §3):
+"""Journal ingest on the real server over loopback, with a hand-built terminal (docs/architecture.md):
 exactly once by (terminal, sequence), gaps held until filled, and every tampered record
 refused with an alarm and never applied.  After each case: balances, the ledger check, alarms.
 """

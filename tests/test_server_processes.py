@@ -1,4 +1,4 @@
-"""Several ``ykt server`` processes on one database (SPEC §7: stateless processes behind a load
+"""Several ``ykt server`` processes on one database (docs/operations.md: stateless processes behind a load
 balancer), on PostgreSQL and on SQLite (tests/dbs.py).  Two real server processes on their own
 ports; each test sends the two sides of a race to different processes at the same moment and
 then checks that balances are right, nothing was applied twice, the ledger holds, and what
@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import requests
 
-from edge.card.keys import Keystore
 from sync import protocol
+from sync.card.keys import Keystore
 from sync.client import ServerClient
 from sync.crypto import SigningKey
 from tests.handterm import HandTerminal, admin_raw, fresh_account, ledger_ok
@@ -242,7 +242,7 @@ def test_long_poll_at_one_process_wakes_on_a_change_at_the_other(pair: list[Serv
         report.join()
     waited = time.monotonic() - t0
     assert [x["status"] for x in got["accounts"] if x["number"] == acct["number"]] == ["lost"]
-    assert waited < 3.0, waited  # SPEC §5: a loss reaches the terminals within 3 s
+    assert waited < 3.0, waited  # docs/benchmarks.md: a loss reaches the terminals within 3 s
 
 
 def test_terminal_ids_and_card_numbers_stay_unique_across_processes(

@@ -2,7 +2,7 @@
 
 =========== ==============================================================================
 ``zxing``   zxing-cpp ``read_barcodes`` restricted to QR (the default: 10-12× faster than
-            all formats, and the best read rate measured on phone screens, SPEC §5)
+            all formats, and the best read rate measured on phone screens, docs/benchmarks.md)
 ``zbar``    pyzbar on Debian's ``libzbar0``, with an inverted pass for dark-mode codes
 =========== ==============================================================================
 

@@ -5,7 +5,7 @@ whose name starts with NAME; percent-escapes allowed).  A name filter is the way
 no unexpected reader is used: an unmatched reader is never touched, and with ``pcsc://`` alone
 the reader chosen is logged together with every other reader that is present.
 
-What real deployments hit (SPEC §6), and what this driver does about it:
+What real deployments hit (docs/hardware.md), and what this driver does about it:
 
 - **pcscd restarted**: the PC/SC context dies with it (``SCARD_E_NO_SERVICE``,
   ``SCARD_E_SERVICE_STOPPED``, ``SCARD_E_INVALID_HANDLE``, ``SCARD_F_COMM_ERROR``).  The call
@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote
 
+from drivers.card.mifare_classic import MifareClassic
 from drivers.errors import (
     CardGone,
     CardIOError,
@@ -420,7 +421,6 @@ class PcscReader:
 
 def _get_uid(card: PcscCard) -> bytes:
     """PC/SC Part 3 GET DATA (``FF CA 00 00 00``): the card's UID."""
-    from drivers.card.mifare_classic import MifareClassic
 
     return MifareClassic(card).get_uid()
 

@@ -5,7 +5,7 @@ The reader thread owns the card reader: it waits for card arrivals and runs ever
 job (the consumption password keyed on the control API, a card already lying on the reader
 when an amount is keyed) from a queue, waking the reader's wait to do so.  A reader or pcscd
 problem is logged once when it starts and once when it is over (with how long it lasted),
-kept in ``reader_events`` and shown on the screens as a notice meanwhile (SPEC §6).
+kept in ``reader_events`` and shown on the screens as a notice meanwhile (docs/hardware.md).
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ from drivers.reader.base import CardReader, PresentCard
 from drivers.registry import open_device
 from edge import identity
 from edge.cache import Cache
-from edge.clock import Clock, SystemClock, iso
-from edge.db import Database
 from edge.journal import Journal
 from edge.link import Link
 from edge.pos.cardkeys import KeyProvider
@@ -37,7 +35,11 @@ from edge.pos.decide import Decider
 from edge.pos.decide_qr import QrDecider
 from edge.pos.engine import Engine
 from edge.uplink import Uplink
+from sync.card.keys import Keystore
 from sync.client import ServerClient
+from sync.clock import Clock, SystemClock, iso
+from sync.db import Database
+from sync.errors import CardRefused
 
 log = logging.getLogger(__name__)
 
@@ -313,8 +315,6 @@ class PosAgent:
             self._camera_thread.start()
 
     def _prefetch_keys(self) -> None:
-        from edge.errors import CardRefused
-
         try:
             self.keys.get()
         except CardRefused as exc:
@@ -343,23 +343,22 @@ class PosAgent:
             and time.monotonic() - self._reader_beat < 10
         )
 
-    def sim_card(self, card_no: str, uid: str | None) -> Any:
-        """A simulated card for ``card_no`` (``sim://`` readers; see :mod:`sim.cards`)."""
-        from edge.errors import CardRefused
-        from sim import cards
-        from sim.errors import SimError
+    # -- what device providers see (edge.devices.TerminalHost) ------------------------------
+    @property
+    def data_dir(self) -> Path:
+        return self.cfg.data
 
+    def card_record(self, card_no: str) -> dict[str, Any] | None:
         record = self.cache.card(card_no)
         if record is None and self.link.online:
             # issued a moment ago: the feed may not be here yet (pulled on the card thread,
             # whose server client is not shared)
             self.submit(self.decider.refresh).result(timeout=15)
             record = self.cache.card(card_no)
-        try:
-            keys = self.keys.get()
-        except CardRefused as exc:
-            raise SimError(f"cannot make a simulated card: {exc.reason}") from exc
-        return cards.card_for(self.cfg.data / "sim-cards", card_no, record, keys, uid)
+        return record
+
+    def card_keys(self) -> Keystore:
+        return self.keys.get()
 
     def timings(self) -> list[dict[str, Any]]:
         return [t.__dict__ for t in list(self.engine.timings)]

@@ -15,9 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.card.keys import Keystore
-from edge.errors import CardRefused, ConfigError
-from sync.errors import SyncError
+from sync.card.keys import Keystore
+from sync.errors import CardRefused, ConfigError, SyncError
 
 log = logging.getLogger(__name__)
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 import socket
+import threading
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from edge.errors import ConfigError
+import uvicorn
+
 from edge.pos.agent import PosAgent, PosConfig
-from edge.systemd import Watchdog, notify
+from edge.pos.control import create_control_app
+from sync.errors import ConfigError
+from sync.systemd import Watchdog, notify
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +133,6 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def run(args: argparse.Namespace) -> int:
-    import threading
-
-    import uvicorn
-
-    from edge.pos.control import create_control_app
 
     cfg = load_config(args)
     sock = listen(cfg.control_host, cfg.control_port)

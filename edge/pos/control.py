@@ -9,20 +9,21 @@ Used by the cashier screen, the customer screen (``kiosk_ui``) and ``ykt sim``:
 ``POST /control/pin``       key the consumption password (``{"pin": "013052"}``)
 ``POST /control/cancel``    back to idle
 ``GET  /control/status``    terminal id, link, queue, feed version, reader
-``POST /control/sim/card``  tap a simulated card on a ``sim://`` reader (made from the
-                            server's record of that card number)
-``POST /control/sim/remove`` take the simulated card away
 ``GET  /control/timings``   where the time of the last card decisions went (benchmarks)
 ``GET  /cashier``, ``/customer``   the screens
 ==========================  =====================================================
+
+Devices from a provider add their own routes (:mod:`edge.devices`): with a ``sim://`` reader or
+camera, the simulator's ``/control/sim/*`` (:mod:`sim.devices`); with real hardware, none.
 """
 
 from __future__ import annotations
 
-import base64
+import io
 import ipaddress
 from typing import Annotated, Any
 
+import segno
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -30,18 +31,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from edge.errors import EdgeError, RuleError
-from edge.money import MAX_AMOUNT_FEN
+from edge.devices import control_routers
 from edge.pos.agent import PosAgent
-from edge.pos.decide_qr import ReverseRefused
-from edge.pos.engine import EngineError
 from kiosk_ui import page
-from sim import camera as sim_camera
-from sim import reader as sim_reader
-from sim.errors import SimError
+from sync.errors import YktError
+from sync.money import MAX_AMOUNT_FEN
 
 
-# Strict types: money is an integer number of fen, never "12" or true (edge.money).
+# Strict types: money is an integer number of fen, never "12" or true (sync.money).
 class AmountIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     amount_fen: StrictInt = Field(gt=0, le=MAX_AMOUNT_FEN)
@@ -61,18 +58,6 @@ class CodeIn(BaseModel):
 class ProofCodeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     code: str = Field(min_length=1, max_length=32)
-
-
-class FrameIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    image_b64: str = Field(min_length=1, max_length=20_000_000)
-    wait: float = Field(default=5.0, ge=0, le=30)
-
-
-class SimCardIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    card_no: StrictStr = Field(min_length=1, max_length=32)
-    uid: StrictStr | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{8,20}$")
 
 
 def _err(status: int, code: str, message: str) -> JSONResponse:
@@ -108,21 +93,9 @@ def create_control_app(agent: PosAgent) -> FastAPI:
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         return _err(exc.status_code, "http", f"{request.method} {request.url.path}: {exc.detail}")
 
-    @app.exception_handler(EngineError)
-    async def _engine_error(request: Request, exc: EngineError) -> JSONResponse:
-        return _err(409, "bad_state", str(exc))
-
-    @app.exception_handler(ReverseRefused)
-    async def _reverse_refused(request: Request, exc: ReverseRefused) -> JSONResponse:
-        return _err(409, "reverse_refused", str(exc))
-
-    @app.exception_handler(EdgeError)
-    async def _edge_error(request: Request, exc: EdgeError) -> JSONResponse:
-        return _err(422, "invalid", str(exc))
-
-    @app.exception_handler(SimError)
-    async def _sim_error(request: Request, exc: SimError) -> JSONResponse:
-        return _err(409, "sim", str(exc))
+    @app.exception_handler(YktError)
+    async def _ykt_error(request: Request, exc: YktError) -> JSONResponse:
+        return _err(exc.http_status, exc.code, str(exc))
 
     @app.get("/control/state")
     async def state(
@@ -163,29 +136,6 @@ def create_control_app(agent: PosAgent) -> FastAPI:
     def timings() -> dict[str, Any]:
         return {"taps": agent.timings()}
 
-    @app.post("/control/sim/card")
-    def sim_card(body: SimCardIn) -> dict[str, Any]:
-        """Tap a simulated card on this agent's ``sim://`` reader.  Without a UID the card
-        carries the UID the server issued it with (as the real card would)."""
-        if not agent.cfg.reader.startswith("sim://"):
-            raise SimError(
-                f"this agent reads {agent.cfg.reader}, not a simulated reader (sim://): put "
-                "cards on a pcsc:// reader with `ykt sim card present`"
-            )
-        reader = agent.reader
-        if not isinstance(reader, sim_reader.SimReader):
-            raise SimError("the simulated reader is not open yet")
-        emu = agent.sim_card(body.card_no, body.uid)
-        reader.present(emu)
-        return {"presented": body.card_no, "uid": emu.uid.hex().upper(), "reader": reader.name}
-
-    @app.post("/control/sim/remove")
-    def sim_remove() -> dict[str, Any]:
-        reader = agent.reader
-        if isinstance(reader, sim_reader.SimReader):
-            reader.remove()
-        return {"removed": True}
-
     # -- phone codes -------------------------------------------------------------------------
     @app.post("/control/qr")
     def qr_text(body: CodeIn) -> dict[str, Any]:
@@ -210,33 +160,9 @@ def create_control_app(agent: PosAgent) -> FastAPI:
         text = engine.screen().get("request_text")
         if not text:
             return _err(404, "no_request", "no reverse-scan request is shown")
-        import io
-
-        import segno
-
         buf = io.BytesIO()
         segno.make(text, error="m", micro=False).save(buf, kind="svg", scale=6, border=4)
         return Response(buf.getvalue(), media_type="image/svg+xml")
-
-    @app.post("/control/sim/frame")
-    def sim_frame(body: FrameIn) -> dict[str, Any]:
-        """Show a picture to this agent's ``sim://`` camera; waits (up to ``wait`` s) for the
-        camera to decode it and says whether it read a code."""
-        cam = agent.camera
-        if not (agent.cfg.camera or "").startswith("sim://"):
-            raise SimError(
-                f"not_sim_camera: this agent's camera is {agent.cfg.camera or 'none'}, "
-                "not a simulated camera"
-            )
-        if not isinstance(cam, sim_camera.SimCamera):
-            raise SimError("the simulated camera is not open yet")
-        try:
-            data = base64.b64decode(body.image_b64, validate=True)
-        except ValueError:
-            raise RuleError("image_b64 is not base64") from None
-        shown = cam.show_image(data)
-        result = cam.wait_result(shown["presentation"], body.wait)
-        return {**shown, **result}
 
     @app.get("/cashier", response_class=HTMLResponse)
     def cashier() -> str:
@@ -254,4 +180,6 @@ def create_control_app(agent: PosAgent) -> FastAPI:
     def index() -> str:
         return page("index.html")
 
+    for router in control_routers({"reader": agent.cfg.reader, "qr": agent.cfg.camera}, agent):
+        app.include_router(router)
     return app

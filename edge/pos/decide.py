@@ -1,6 +1,6 @@
-"""How a POS decides a card sale (SPEC §3, §4; R2, R5, R6, R11, R13).
+"""How a POS decides a card sale (docs/architecture.md, docs/card-format.md; R2, R5, R6, R11, R13).
 
-1. Read the card (:class:`edge.card.app.CampusCard`): identity checked against the issuer
+1. Read the card (:class:`sync.card.app.CampusCard`): identity checked against the issuer
    signature and the UID (a clone or altered data is refused), counters from the newest valid
    slot.
 2. Card-level checks that work offline: the card number's issued UID and generation from
@@ -25,18 +25,25 @@ from typing import Any
 
 from drivers.errors import CardGone, DriverError
 from drivers.reader.base import PresentCard
-from edge import rules
 from edge.cache import Cache
-from edge.card.app import BadSignature, CampusCard, CardView
-from edge.card.layout import Counters
-from edge.clock import Clock, campus_date
-from edge.errors import CardRefused, EdgeError
 from edge.journal import Journal
 from edge.link import Link
-from edge.money import format_fen
 from edge.pos.cardkeys import KeyProvider
+from sync import rules
+from sync.card.app import BadSignature, CampusCard, CardView
+from sync.card.layout import Counters
 from sync.client import ServerClient
-from sync.errors import ApiError, AuthError, NetworkError, ProtocolError, SyncError
+from sync.clock import Clock, campus_date
+from sync.errors import (
+    ApiError,
+    AuthError,
+    CardRefused,
+    NetworkError,
+    ProtocolError,
+    SyncError,
+    YktError,
+)
+from sync.money import format_fen
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +360,7 @@ class Decider:
         try:
             resp = self.client.push(self.journal.unsent())
             self.journal.set_acked(int(resp["ack"]))
-        except (SyncError, EdgeError, KeyError, TypeError, ValueError) as exc:
+        except (SyncError, YktError, KeyError, TypeError, ValueError) as exc:
             log.info("immediate push failed (the uplink retries): %s", exc)
 
     def refresh(self) -> bool:
@@ -427,7 +434,7 @@ class Decider:
 
     # -- offline ------------------------------------------------------------------------------
     def risk_refusal(self, account_id: int, amount: int, today: str) -> str | None:
-        """SPEC §3 offline risk limits: why this offline sale is too risky, or None."""
+        """docs/architecture.md offline risk limits: why this offline sale is too risky, or None."""
         policy = self.cache.policy
         if amount > policy.get("offline_max_purchase_fen", 0):
             return (

@@ -23,14 +23,13 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from edge import rules
-from edge.clock import campus_date
-from edge.errors import RuleError
-from edge.money import format_fen
+from edge.errors import ReverseRefused
 from edge.pos.decide import Decider, Outcome
-from sync import codes
+from sync import codes, rules
+from sync.clock import campus_date
 from sync.crypto import SigningKey, VerifyKey
 from sync.errors import ApiError, AuthError, CodeError, NetworkError, ProtocolError
+from sync.money import format_fen
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +43,6 @@ class Pending:
     request: codes.PaymentRequest
     text: str
     tries: int = 0
-
-
-class ReverseRefused(RuleError):
-    """Reverse scan cannot start (online, or no code keys yet)."""
 
 
 class QrDecider:

@@ -37,12 +37,13 @@ from typing import Any
 
 from drivers.errors import DriverError
 from drivers.reader.base import PresentCard
-from edge.clock import Clock
-from edge.errors import EdgeError
-from edge.money import format_fen
+from edge.errors import EngineError
 from edge.pos.decide import Decider, Outcome
 from edge.pos.decide_qr import Pending, QrDecider
-from edge.rules import check_password_format
+from sync.clock import Clock
+from sync.errors import YktError
+from sync.money import format_fen
+from sync.rules import check_password_format
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +89,6 @@ class Screen:
         d["amount"] = None if self.amount_fen is None else format_fen(self.amount_fen)
         d["balance"] = None if self.balance_fen is None else format_fen(self.balance_fen)
         return d
-
-
-class EngineError(EdgeError):
-    """An action that the current state does not allow (the control API answers 409)."""
 
 
 Submit = Callable[[Callable[[], Any]], "Future[Any]"]
@@ -321,7 +318,7 @@ class Engine:
     def _run_decider(self, card: PresentCard, amount: int, pin: str | None) -> Outcome:
         try:
             return self.decider.decide(card, amount, pin)
-        except EdgeError as exc:  # e.g. the journal cannot take the record: nothing sold
+        except YktError as exc:  # e.g. the journal cannot take the record: nothing sold
             log.error("sale failed: %s", exc)
             return Outcome(False, "error", f"terminal error, nothing charged: {exc}", True)
         except Exception as exc:  # a bug or a malformed answer must not wedge the till
@@ -433,7 +430,7 @@ class Engine:
         try:
             try:
                 out = fn()
-            except EdgeError as exc:  # e.g. the journal cannot take the record: nothing sold
+            except YktError as exc:  # e.g. the journal cannot take the record: nothing sold
                 log.error("sale failed: %s", exc)
                 out = Outcome(
                     False, "error", f"terminal error, nothing charged: {exc}", True, method=method

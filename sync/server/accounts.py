@@ -9,16 +9,16 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from edge import rules
-from edge.card import layout
-from edge.clock import iso
-from edge.db import Tx
-from edge.errors import MoneyError, RuleError, StoreConflict
-from edge.money import check_fen
-from edge.passwords import hash_password
-from edge.rules import AccountStatus, CardType
+from sync import rules
+from sync.card import layout
+from sync.clock import iso
 from sync.crypto import b64e
-from sync.server import ledger
+from sync.db import Tx
+from sync.errors import MoneyError, RuleError, StoreConflict
+from sync.money import check_fen, parse_amount
+from sync.passwords import hash_password
+from sync.rules import AccountStatus, CardType
+from sync.server import cardproof, ledger
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid, NotFound
 
@@ -183,8 +183,6 @@ def import_roster(ctx: Context, text: str, actor: str = "admin") -> dict[str, An
             limit = row.get("limit") or None
             limit_fen = None
             if limit:
-                from edge.money import parse_amount
-
                 limit_fen = parse_amount(limit)
             v = _validated(
                 row["number"],
@@ -408,7 +406,7 @@ def issue_card(
     once (R11: the old card stops working the moment the new one exists).
 
     The server is the card issuer: the answer carries ``identity``, the signed data the encoder
-    writes on the card (:func:`edge.card.layout.issue_blob`), and ``tag``, the card proof
+    writes on the card (:func:`sync.card.layout.issue_blob`), and ``tag``, the card proof
     (:mod:`sync.server.cardproof`).  Issuing again to the card that is already the account's
     active card (same UID) returns that card unchanged, so a desk whose write was interrupted
     can simply run the same command again."""
@@ -477,8 +475,6 @@ def card_counters(tx: Tx, account_id: int) -> dict[str, Any]:
 
 
 def _card_answer(ctx: Context, tx: Tx, card: dict[str, Any], again: bool = False) -> dict[str, Any]:
-    from sync.server import cardproof
-
     return {
         "card_no": card["card_no"],
         "uid": card["uid"],
@@ -598,3 +594,44 @@ def topup(
     out["transfer_id"] = tid
     out["applied"] = applied
     return out
+
+
+def card_data(ctx: Context, tx: Tx, account_id: int) -> dict[str, Any]:
+    """What a kiosk writes onto the account's current card (R11 reissue, R20 correction):
+    identity, type, validity, limit, and the proof tag."""
+    row = tx.one(
+        "SELECT c.card_no, c.uid, c.generation, a.id, a.number, a.name, a.type, a.expires, "
+        "a.limit_fen FROM cards c JOIN accounts a ON a.id = c.account_id "
+        "WHERE c.account_id = ? AND c.status = 'active'",
+        (account_id,),
+    )
+    if row is None:
+        raise Conflict("the account has no active card", "no_card")
+    # the identity signed afresh: type, validity (R13) and verifier (R5) as the server has them
+    identity = card_identity(ctx, tx, row["id"], row["card_no"], row["uid"], row["generation"])
+    stored = tx.scalar("SELECT identity FROM cards WHERE card_no = ?", (row["card_no"],))
+    if stored != identity:
+        tx.execute(
+            "UPDATE cards SET identity = ?, version = ? WHERE card_no = ?",
+            (identity, next_version(tx), row["card_no"]),
+        )
+    return {
+        "identity": identity,
+        "card_no": row["card_no"],
+        "uid": row["uid"],
+        "generation": row["generation"],
+        "account_id": row["id"],
+        "number": row["number"],
+        "name": row["name"],
+        "type": row["type"],
+        "expires": row["expires"],
+        "limit_fen": row["limit_fen"],
+        "counters": card_counters(tx, row["id"]),
+        "tag": cardproof.card_tag(
+            cardproof.tag_key(tx),
+            ctx.config.campus_id,
+            row["card_no"],
+            row["uid"],
+            row["generation"],
+        ),
+    }

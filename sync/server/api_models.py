@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from edge import rules
-from edge.money import MAX_AMOUNT_FEN
+from sync import rules
+from sync.money import MAX_AMOUNT_FEN
 from sync.server.codes_models import WalletOut
 
 # -- field types ---------------------------------------------------------------------------------

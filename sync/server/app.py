@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edge.errors import StoreError, StoreRefused
+from sync.errors import StoreError, StoreRefused, YktError
 from sync.server import (
     accounts,
     authorize,
@@ -58,7 +58,7 @@ from sync.server.codes_models import (
     ReverseRequestOut,
 )
 from sync.server.context import Context, current_version
-from sync.server.errors import ServiceError, TooManyRequests
+from sync.server.errors import TooManyRequests
 from sync.server.models import (
     AccountIn,
     AuthorizeIn,
@@ -120,13 +120,26 @@ def create_app(ctx: Context) -> FastAPI:
     )
     app.state.ctx = ctx
 
-    @app.exception_handler(ServiceError)
-    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+    @app.exception_handler(YktError)
+    async def _ykt_error(request: Request, exc: YktError) -> JSONResponse:
+        """Every error of ours answers with its own status and code (sync.errors)."""
+        if isinstance(exc, StoreRefused):
+            log.warning("value refused by the database on %s: %s", request.url.path, exc)
+            return _error(
+                exc.http_status,
+                exc.code,
+                "a value in the request cannot be stored (e.g. a NUL character)",
+            )
+        if isinstance(exc, StoreError):
+            log.error("store error on %s: %s", request.url.path, exc)
+            return _error(exc.http_status, exc.code, "the database is unavailable; retry later")
         if isinstance(exc, TooManyRequests):
-            resp = _error(exc.status, exc.code, exc.message, retry_after_s=exc.retry_after_s)
+            resp = _error(exc.http_status, exc.code, str(exc), retry_after_s=exc.retry_after_s)
             resp.headers["Retry-After"] = str(exc.retry_after_s)
             return resp
-        return _error(exc.status, exc.code, exc.message)
+        if exc.http_status >= 500:
+            log.error("%s on %s: %s", type(exc).__name__, request.url.path, exc)
+        return _error(exc.http_status, exc.code, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -152,18 +165,6 @@ def create_app(ctx: Context) -> FastAPI:
         return _error(
             422, code, f"{'.'.join(loc)}: {first.get('msg', 'invalid request')}", details=details
         )
-
-    @app.exception_handler(StoreRefused)
-    async def _store_refused(request: Request, exc: StoreRefused) -> JSONResponse:
-        log.warning("value refused by the database on %s: %s", request.url.path, exc)
-        return _error(
-            422, "invalid", "a value in the request cannot be stored (e.g. a NUL character)"
-        )
-
-    @app.exception_handler(StoreError)
-    async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
-        log.error("store error on %s: %s", request.url.path, exc)
-        return _error(503, "store_unavailable", "the database is unavailable; retry later")
 
     # -- authentication (sync.server.api_auth) ----------------------------------------------
     Terminal = Annotated[dict[str, Any], Depends(api_auth.terminal)]
@@ -294,7 +295,7 @@ def create_app(ctx: Context) -> FastAPI:
         """R6: the holder confirms with the query password before a payment that goes over
         the daily limit (wrong passwords count toward the sign-in lockout).  The grant it
         returns covers one over-limit reverse-scan payment for ``confirm_ttl_s``."""
-        return codes.confirm(ctx, who, body.password)
+        return holders.confirm(ctx, who, body.password)
 
     @app.post("/v1/app/reverse/describe", tags=["app"], response_model=ReverseRequestOut)
     def app_reverse_describe(body: ReversePayIn, who: Holder) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Online authorization of a POS sale (SPEC §3: the server is authoritative for balances).
+"""Online authorization of a POS sale (docs/architecture.md: the server is authoritative for balances).
 
 The POS asks before it journals: the server checks the credential (a card: R11 generation;
 a phone's payment code: :func:`sync.server.codes.check_payment_code` and the seen-set), R2
@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge import rules
-from edge.money import format_fen
-from edge.passwords import verify_password
-from edge.rules import AccountStatus
+from sync import rules
 from sync.codes import Verified
 from sync.errors import CodeError
+from sync.money import format_fen
+from sync.passwords import verify_password
+from sync.rules import AccountStatus
 from sync.server import codes, ledger
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version

@@ -28,7 +28,7 @@ import hmac
 import json
 from typing import Any
 
-from edge.db import Database, Tx
+from sync.db import Database, Tx
 from sync.server.context import Context
 from sync.server.errors import Conflict, Forbidden
 
@@ -43,46 +43,6 @@ def tag_key(reader: Tx | Database) -> bytes:
 def card_tag(key: bytes, campus: str, card_no: str, uid: str, generation: int) -> str:
     msg = "|".join(("ykt-card-v1", campus, card_no, uid.upper(), str(generation))).encode()
     return hmac.new(key, msg, hashlib.sha256).digest()[:TAG_BYTES].hex().upper()
-
-
-def card_data(ctx: Context, tx: Tx, account_id: int) -> dict[str, Any]:
-    """What a kiosk writes onto the account's current card (R11 reissue, R20 correction):
-    identity, type, validity, limit, and the proof tag."""
-    row = tx.one(
-        "SELECT c.card_no, c.uid, c.generation, a.id, a.number, a.name, a.type, a.expires, "
-        "a.limit_fen FROM cards c JOIN accounts a ON a.id = c.account_id "
-        "WHERE c.account_id = ? AND c.status = 'active'",
-        (account_id,),
-    )
-    if row is None:
-        raise Conflict("the account has no active card", "no_card")
-    from sync.server.accounts import card_counters, card_identity
-    from sync.server.context import next_version
-
-    # the identity signed afresh: type, validity (R13) and verifier (R5) as the server has them
-    identity = card_identity(ctx, tx, row["id"], row["card_no"], row["uid"], row["generation"])
-    stored = tx.scalar("SELECT identity FROM cards WHERE card_no = ?", (row["card_no"],))
-    if stored != identity:
-        tx.execute(
-            "UPDATE cards SET identity = ?, version = ? WHERE card_no = ?",
-            (identity, next_version(tx), row["card_no"]),
-        )
-    return {
-        "identity": identity,
-        "card_no": row["card_no"],
-        "uid": row["uid"],
-        "generation": row["generation"],
-        "account_id": row["id"],
-        "number": row["number"],
-        "name": row["name"],
-        "type": row["type"],
-        "expires": row["expires"],
-        "limit_fen": row["limit_fen"],
-        "counters": card_counters(tx, row["id"]),
-        "tag": card_tag(
-            tag_key(tx), ctx.config.campus_id, row["card_no"], row["uid"], row["generation"]
-        ),
-    }
 
 
 def verify(ctx: Context, proof: dict[str, Any]) -> dict[str, Any]:

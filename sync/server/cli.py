@@ -12,11 +12,15 @@ import threading
 import time
 from pathlib import Path
 
-from edge.db import is_postgres_url
-from edge.errors import ConfigError
-from edge.passwords import MAX_LOG2_N, MIN_LOG2_N
-from edge.systemd import Watchdog, notify
+import requests
+import uvicorn
+
+from sync.db import is_postgres_url
+from sync.errors import ConfigError
+from sync.passwords import MAX_LOG2_N, MIN_LOG2_N
+from sync.server.app import create_app
 from sync.server.context import Context, ServerConfig
+from sync.systemd import Watchdog, notify
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +107,6 @@ def ensure_admin_token(ctx: Context) -> tuple[Path, bool]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from sync.server.app import create_app
 
     if args.db is not None and not is_postgres_url(args.db):
         raise ConfigError(f"--db takes a postgresql://USER@HOST/DB URL, not {args.db!r}")
@@ -155,7 +156,6 @@ def run(args: argparse.Namespace) -> int:
 
     def alive() -> bool:
         """The watchdog is fed only while the server answers its own health check."""
-        import requests
 
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
         try:

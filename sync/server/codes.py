@@ -16,110 +16,13 @@ and the server's run of the one verification path (:class:`sync.codes.CodeVerifi
 from __future__ import annotations
 
 import base64
-import json
-import os
-import secrets
-import threading
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from edge import rules
-from edge.errors import ConfigError
-from sync import codes
-from sync.crypto import SigningKey, VerifyKey
+from sync import codes, rules
+from sync.crypto import VerifyKey
 from sync.errors import CodeError
 from sync.server.context import Context, next_version
-
-ISSUER_KID = 1
-
-
-@dataclass(frozen=True)
-class Issuer:
-    kid: int
-    key: SigningKey
-    proof_secret: bytes
-
-    def public_keys(self) -> dict[int, VerifyKey]:
-        return {self.kid: self.key.public}
-
-
-_issuers: dict[tuple[Path, str], Issuer] = {}
-_lock = threading.Lock()
-
-
-def _write_secret(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def issuer(ctx: Context) -> Issuer:
-    """The campus's code issuer (created on first use)."""
-    data = ctx.config.data_dir
-    with _lock:
-        found = _issuers.get((data, ctx.db.name))
-        if found is None:
-            found = _issuers[(data, ctx.db.name)] = _shared_issuer(ctx)
-        return found
-
-
-def _shared_issuer(ctx: Context) -> Issuer:
-    """The issuer kept in the database (settings ``code_issuer``); the files in DATA are the
-    operator's copies, and the source of keys made before they moved into the database."""
-    data = ctx.config.data_dir
-    key_path, secret_path = data / "code-issuer.key", data / "code-proof.secret"
-    raw = ctx.db.scalar("SELECT value FROM settings WHERE key = 'code_issuer'")
-    if raw is not None:  # the usual case; a read works inside a caller's transaction too
-        stored = json.loads(raw)
-        key = SigningKey.from_seed(base64.b64decode(stored["key"]))
-        secret = base64.b64decode(stored["proof_secret"])
-        _issuer_files(ctx, key, secret)
-        return Issuer(ISSUER_KID, key, secret)
-    with ctx.db.tx() as tx:  # processes starting together agree on one issuer
-        raw = tx.scalar("SELECT value FROM settings WHERE key = 'code_issuer'")
-        if raw is not None:
-            stored = json.loads(raw)
-            key = SigningKey.from_seed(base64.b64decode(stored["key"]))
-            secret = base64.b64decode(stored["proof_secret"])
-        else:
-            key = SigningKey.load(key_path) if key_path.exists() else SigningKey.generate()
-            secret = secret_path.read_bytes() if secret_path.exists() else secrets.token_bytes(32)
-            ctx.put_setting(
-                tx,
-                "code_issuer",
-                {
-                    "key": base64.b64encode(key.to_seed()).decode(),
-                    "proof_secret": base64.b64encode(secret).decode(),
-                },
-            )
-        _issuer_files(ctx, key, secret)
-    return Issuer(ISSUER_KID, key, secret)
-
-
-def _issuer_files(ctx: Context, key: SigningKey, secret: bytes) -> None:
-    """The copies in DATA: written when missing; files with other keys are refused."""
-    data = ctx.config.data_dir
-    key_path, secret_path = data / "code-issuer.key", data / "code-proof.secret"
-    if key_path.exists() and SigningKey.load(key_path).to_seed() != key.to_seed():
-        raise ConfigError(
-            f"{key_path} holds another code-issuer key than the database {ctx.db.name}: "
-            "move it away"
-        )
-    if secret_path.exists() and secret_path.read_bytes() != secret:
-        raise ConfigError(
-            f"{secret_path} holds another proof secret than the database {ctx.db.name}: "
-            "move it away"
-        )
-    if not key_path.exists():
-        key.save(key_path)
-    if not secret_path.exists():
-        _write_secret(secret_path, secret)
+from sync.server.errors import Invalid
 
 
 def campus(ctx: Context) -> int:
@@ -127,13 +30,13 @@ def campus(ctx: Context) -> int:
 
 
 def proof_key(ctx: Context, terminal_id: str) -> bytes:
-    return codes.derive_proof_key(issuer(ctx).proof_secret, terminal_id)
+    return codes.derive_proof_key(ctx.code_issuer.proof_secret, terminal_id)
 
 
 def public_info(ctx: Context) -> dict[str, Any]:
     """What a verifier needs besides certificates: campus, issuer keys, window."""
     pol = ctx.policy()
-    iss = issuer(ctx)
+    iss = ctx.code_issuer
     return {
         "campus_id": ctx.config.campus_id,
         "campus_tag": campus(ctx),
@@ -143,51 +46,16 @@ def public_info(ctx: Context) -> dict[str, Any]:
     }
 
 
-# --- R6 confirmations ------------------------------------------------------------------------
-def _grant_hash(grant: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(b"ykt-grant:" + grant.encode()).hexdigest()
-
-
-def confirm(ctx: Context, holder: dict[str, Any], password: str) -> dict[str, Any]:
-    """R6/R4: check the query password; returns a grant for one over-limit payment."""
-    from sync.server.holders import check_query_password
-
-    check_query_password(ctx, holder["number"], password)
-    grant = secrets.token_urlsafe(24)
-    expires = ctx.now_ms() + int(ctx.policy()["confirm_ttl_s"]) * 1000
-    with ctx.db.tx() as tx:
-        tx.execute("DELETE FROM confirmations WHERE expires_ms < ?", (ctx.now_ms(),))
-        tx.execute(
-            "INSERT INTO confirmations (grant_hash, account_id, expires_ms) VALUES (?, ?, ?)",
-            (_grant_hash(grant), holder["id"], expires),
-        )
-    return {"confirmed": True, "grant": grant, "expires_ms": expires}
-
-
-def use_grant(ctx: Context, tx: Any, account_id: int, grant: str) -> bool:
-    """Spend a confirmation grant of this account (in the caller's transaction)."""
-    n = tx.execute(
-        "UPDATE confirmations SET used = 1 WHERE grant_hash = ? AND account_id = ? "
-        "AND used = 0 AND expires_ms >= ?",
-        (_grant_hash(grant), account_id, ctx.now_ms()),
-    )
-    return bool(n)
-
-
 # --- wallet certificates --------------------------------------------------------------------
 def certify(
     ctx: Context, account_id: int, session_hash: str, public_key: str, not_after_ms: int
 ) -> dict[str, Any]:
     """Certify a phone's key for an account until ``not_after_ms`` (wallet enrollment)."""
-    from sync.server.errors import Invalid
-
     try:
         phone = VerifyKey.from_b64(public_key)
     except Exception as exc:  # ProtocolError, or a key cryptography refuses
         raise Invalid(f"public_key: {exc}", "bad_key") from exc
-    iss = issuer(ctx)
+    iss = ctx.code_issuer
     now = ctx.now_ms()
     with ctx.db.tx() as tx:
         serial = int(tx.scalar("SELECT COALESCE(MAX(serial), 0) FROM wallet_certs")) + 1
@@ -250,7 +118,7 @@ def verifier(ctx: Context) -> codes.CodeVerifier:
     pol = ctx.policy()
     return codes.CodeVerifier(
         campus=campus(ctx),
-        issuer_keys=issuer(ctx).public_keys(),
+        issuer_keys=ctx.code_issuer.public_keys(),
         lookup_cert=lambda serial: _known(ctx, serial),
         valid_s=int(pol["code_valid_s"]),
         skew_s=int(pol["code_skew_s"]),

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.db import Tx
 from sync import codes
 from sync.crypto import VerifyKey
+from sync.db import Tx
 from sync.errors import CodeError, ProtocolError
 
 

@@ -2,7 +2,7 @@
 the policy terminals receive, and the notifier that wakes long-polling terminals.
 
 Nothing here is state of its own process that other server processes would need: several
-``ykt server`` processes can share one database (SPEC §7).  What must be shared lives in the
+``ykt server`` processes can share one database (docs/operations.md).  What must be shared lives in the
 database (feed versions, nonces, rate limits, sessions, counters); the notifier hears of
 changes made by the other processes (PostgreSQL LISTEN/NOTIFY, or a short poll of the feed
 version on SQLite); each process's random generator is seeded apart (:func:`boot_number`).
@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import random
 import secrets
 import threading
@@ -22,12 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.card.keys import MASTERS, Keystore
-from edge.clock import DEFAULT_TZ, Clock, SystemClock, campus_date
-from edge.db import Database, Tx
-from edge.errors import ConfigError
-from edge.passwords import DEFAULT_LOG2_N
-from edge.rules import DEFAULT_CHANNELS, DEFAULT_PIN_MAX_TRIES
+from starlette.concurrency import run_in_threadpool
+
+from sync.card.keys import Keystore
+from sync.clock import DEFAULT_TZ, Clock, SystemClock, campus_date
+from sync.db import Database, Tx
+from sync.passwords import DEFAULT_LOG2_N
+from sync.rules import DEFAULT_CHANNELS, DEFAULT_PIN_MAX_TRIES
+from sync.server import keys
 from sync.server.schema import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ FEED_CHANNEL = "ykt_feed"
 #: how often a process polls the feed version when the database cannot notify (SQLite)
 POLL_S = 0.25
 
-#: The policy the server sends to terminals (SPEC §3 offline risk limits, R7 channels, R11 fee,
+#: The policy the server sends to terminals (docs/architecture.md offline risk limits, R7 channels, R11 fee,
 #: R12 automatic freeze rules).  Operators change it with ``ykt admin policy set``.
 DEFAULT_POLICY: dict[str, Any] = {
     "offline_max_purchase_fen": 5000,
@@ -131,7 +132,6 @@ class Notifier:
 
     async def _poll(self, db: Database) -> None:
         """Another process may have moved the version (SQLite cannot notify); look every POLL_S."""
-        from starlette.concurrency import run_in_threadpool
 
         seen: int | None = None
         while True:
@@ -189,6 +189,7 @@ class Context:
     rng: random.Random = field(default_factory=secrets.SystemRandom)
     notifier: Notifier = field(default_factory=Notifier)
     _card_keys: Keystore | None = None
+    _code_issuer: keys.Issuer | None = None
     _keys_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -211,63 +212,27 @@ class Context:
         """Make (or check) the keys every server process shares — the card keys and the
         phone-code issuer, kept in the database — before they are needed inside a transaction
         (making them takes one of its own)."""
-        from sync.server import codes
-
         self.card_keys  # noqa: B018
-        codes.issuer(self)
+        self.code_issuer  # noqa: B018
 
     @property
     def card_keys(self) -> Keystore:
         """The campus card keys (master keys and the issuer key): the server is the card
-        issuer.  Made on first use and kept in the database (so every server process sharing
-        it issues and reads cards with the same keys), with a copy in DATA/card-keys.json
-        (mode 0600) for the operator."""
+        issuer (:func:`sync.server.keys.card_keys`)."""
         with self._keys_lock:
             if self._card_keys is None:
-                self._card_keys = self._shared_card_keys()
+                self._card_keys = keys.card_keys(
+                    self.config.data_dir, self.db, self.config.campus_id
+                )
             return self._card_keys
 
-    def _shared_card_keys(self) -> Keystore:
-        raw = self.db.scalar("SELECT value FROM settings WHERE key = 'card_keystore'")
-        if raw is not None:  # the usual case; a read works inside a caller's transaction too
-            keys = Keystore.from_dict(json.loads(raw), "the database's card keystore")
-            if all(m in keys.masters for m in MASTERS):
-                self._card_keys_file(keys)
-                return keys
-        with self.db.tx() as tx:  # processes starting together agree on one keystore
-            raw = tx.scalar("SELECT value FROM settings WHERE key = 'card_keystore'")
-            path = self.config.data_dir / "card-keys.json"
-            if raw is not None:
-                keys = Keystore.from_dict(json.loads(raw), "the database's card keystore")
-            elif path.exists():  # made before the keys moved into the database: keep them
-                keys = Keystore.load(path)
-            else:
-                keys = Keystore.generate(self.config.campus_id)
-            missing = [m for m in MASTERS if m not in keys.masters]
-            if missing:  # keys added by a later version: made once, kept
-                keys.masters.update({m: os.urandom(16) for m in missing})
-            if raw is None or missing:
-                self.put_setting(tx, "card_keystore", keys.to_dict())
-            self._card_keys_file(keys)
-        return keys
-
-    def _card_keys_file(self, keys: Keystore) -> None:
-        """DATA/card-keys.json: written when missing; one with other keys is refused."""
-        path = self.config.data_dir / "card-keys.json"
-        if not path.exists():
-            keys.save(path)
-            return
-        on_file = Keystore.load(path)
-        same = on_file.issuer_public.to_b64() == keys.issuer_public.to_b64() and all(
-            keys.masters.get(m) == v for m, v in on_file.masters.items()
-        )
-        if not same:
-            raise ConfigError(
-                f"{path} holds other card keys than the database {self.db.name}: "
-                "cards issued with them would not be read; move the file away"
-            )
-        if on_file.masters != keys.masters:
-            keys.save(path)
+    @property
+    def code_issuer(self) -> keys.Issuer:
+        """The campus's phone-code issuer (:func:`sync.server.keys.code_issuer`)."""
+        with self._keys_lock:
+            if self._code_issuer is None:
+                self._code_issuer = keys.code_issuer(self.config.data_dir, self.db)
+            return self._code_issuer
 
     def now_ms(self) -> int:
         return self.clock.now_ms()
@@ -283,13 +248,7 @@ class Context:
         raw = self.db.scalar("SELECT value FROM settings WHERE key = ?", (key,))
         return default if raw is None else json.loads(raw)
 
-    @staticmethod
-    def put_setting(tx: Tx, key: str, value: Any) -> None:
-        tx.execute(
-            "INSERT INTO settings (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, json.dumps(value, ensure_ascii=False)),
-        )
+    put_setting = staticmethod(keys.put_setting)
 
     def policy(self) -> dict[str, Any]:
         stored = self.setting("policy", {}) or {}

@@ -9,9 +9,9 @@ import datetime as dt
 import re
 from typing import Any
 
-from edge import rules
-from edge.money import check_fen, format_fen
-from edge.rules import AccountStatus
+from sync import rules
+from sync.money import check_fen, format_fen
+from sync.rules import AccountStatus
 from sync.server import ledger
 from sync.server.accounts import event, get_account, set_status, show_account
 from sync.server.context import Context, next_version

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from edge import rules
-from edge.money import format_fen
+from sync import rules
+from sync.money import format_fen
 from sync.server import ledger
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid, NotFound

@@ -1,21 +1,26 @@
-"""Errors of the central server's services; each maps to one HTTP status and a stable code.
+"""Errors of the central server's services; each maps to one HTTP status and a stable code
+(the tree of :mod:`sync.errors`; the app answers every :class:`YktError` with its
+``http_status`` and ``code``).
 
 ::
 
-    ServiceError            (status, code, message): the error shape of the API
-    ├── Invalid             422 a field that breaks a rule or a format
-    ├── Unauthorized        401 missing or bad credentials, bad request signature
-    ├── Forbidden           403 authenticated, but not allowed (revoked terminal, wrong role)
-    ├── NotFound            404 no such account, card, terminal
-    ├── Conflict            409 a duplicate, or a state that does not allow the operation
-    └── TooManyRequests     429 a rate limit (card-less operations, R10)
+    YktError                (drivers.errors)
+    └── ServiceError        (http_status, code, message): the error shape of the API
+        ├── Invalid             422 a field that breaks a rule or a format
+        ├── Unauthorized        401 missing or bad credentials, bad request signature
+        ├── Forbidden           403 authenticated, but not allowed (revoked terminal, wrong role)
+        ├── NotFound            404 no such account, card, terminal
+        ├── Conflict            409 a duplicate, or a state that does not allow the operation
+        └── TooManyRequests     429 a rate limit (card-less operations, R10)
 """
 
 from __future__ import annotations
 
+from sync.errors import YktError
 
-class ServiceError(Exception):
-    status = 400
+
+class ServiceError(YktError):
+    http_status = 400
     default_code = "bad_request"
 
     def __init__(self, message: str, code: str | None = None) -> None:
@@ -25,32 +30,32 @@ class ServiceError(Exception):
 
 
 class Invalid(ServiceError):
-    status = 422
+    http_status = 422
     default_code = "invalid"
 
 
 class Unauthorized(ServiceError):
-    status = 401
+    http_status = 401
     default_code = "unauthorized"
 
 
 class Forbidden(ServiceError):
-    status = 403
+    http_status = 403
     default_code = "forbidden"
 
 
 class NotFound(ServiceError):
-    status = 404
+    http_status = 404
     default_code = "not_found"
 
 
 class Conflict(ServiceError):
-    status = 409
+    http_status = 409
     default_code = "conflict"
 
 
 class TooManyRequests(ServiceError):
-    status = 429
+    http_status = 429
     default_code = "rate_limited"
 
     def __init__(self, message: str, retry_after_s: int, code: str | None = None) -> None:

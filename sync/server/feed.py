@@ -1,4 +1,4 @@
-"""The delta feed terminals pull by version (SPEC §3): hotlist and account snapshots for
+"""The delta feed terminals pull by version (docs/architecture.md): hotlist and account snapshots for
 offline decisions, cards (generations, replaced cards), wallet certificates and the code keys
 (phone codes, docs/codes.md), and policy.
 

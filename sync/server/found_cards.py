@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge import rules
-from edge.clock import iso
+from sync import rules
+from sync.clock import iso
 from sync.server import ratelimit
 from sync.server.accounts import event
 from sync.server.context import Context

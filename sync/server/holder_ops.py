@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge import rules
-from edge.errors import RuleError
-from edge.passwords import hash_password, verify_password
+from sync import rules
+from sync.errors import RuleError
+from sync.passwords import hash_password, verify_password
 from sync.server import accounts, holders, ratelimit
 from sync.server.context import Context
 from sync.server.errors import Conflict, Invalid

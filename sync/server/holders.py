@@ -13,8 +13,9 @@ import hashlib
 import secrets
 from typing import Any
 
-from edge.passwords import verify_password
-from edge.rules import AccountStatus, CardType
+from sync.passwords import verify_password
+from sync.rules import AccountStatus, CardType
+from sync.server import codes
 from sync.server.accounts import set_status
 from sync.server.context import Context
 from sync.server.errors import Forbidden, Invalid, Unauthorized
@@ -124,8 +125,6 @@ def open_session(
         },
     }
     if public_key is not None:
-        from sync.server import codes
-
         out["wallet"] = codes.certify(
             ctx, acct["id"], _digest(token), public_key, now + SESSION_TTL_MS
         )
@@ -146,9 +145,36 @@ def session_account(ctx: Context, token: str) -> dict[str, Any]:
 
 
 def logout(ctx: Context, token: str) -> dict[str, Any]:
-    from sync.server import codes
-
     with ctx.db.tx() as tx:
         tx.execute("UPDATE sessions SET revoked = 1 WHERE token_hash = ?", (_digest(token),))
     revoked = codes.revoke_session(ctx, _digest(token))  # the phone's certificate dies too
     return {"logged_out": True, "certificates_revoked": revoked}
+
+
+# --- R6 confirmations ------------------------------------------------------------------------
+def _grant_hash(grant: str) -> str:
+    return hashlib.sha256(b"ykt-grant:" + grant.encode()).hexdigest()
+
+
+def confirm(ctx: Context, holder: dict[str, Any], password: str) -> dict[str, Any]:
+    """R6/R4: check the query password; returns a grant for one over-limit payment."""
+    check_query_password(ctx, holder["number"], password)
+    grant = secrets.token_urlsafe(24)
+    expires = ctx.now_ms() + int(ctx.policy()["confirm_ttl_s"]) * 1000
+    with ctx.db.tx() as tx:
+        tx.execute("DELETE FROM confirmations WHERE expires_ms < ?", (ctx.now_ms(),))
+        tx.execute(
+            "INSERT INTO confirmations (grant_hash, account_id, expires_ms) VALUES (?, ?, ?)",
+            (_grant_hash(grant), holder["id"], expires),
+        )
+    return {"confirmed": True, "grant": grant, "expires_ms": expires}
+
+
+def use_grant(ctx: Context, tx: Any, account_id: int, grant: str) -> bool:
+    """Spend a confirmation grant of this account (in the caller's transaction)."""
+    n = tx.execute(
+        "UPDATE confirmations SET used = 1 WHERE grant_hash = ? AND account_id = ? "
+        "AND used = 0 AND expires_ms >= ?",
+        (_grant_hash(grant), account_id, ctx.now_ms()),
+    )
+    return bool(n)

@@ -1,4 +1,4 @@
-"""Journal ingest: batches of signed, hash-chained records from one terminal (SPEC §3).
+"""Journal ingest: batches of signed, hash-chained records from one terminal (docs/architecture.md).
 
 For each batch:
 
@@ -27,13 +27,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge import rules
-from edge.clock import CampusDays
-from edge.db import Tx
-from edge.rules import AccountStatus
-from sync import protocol
+from sync import protocol, rules
+from sync.clock import CampusDays
 from sync.crypto import VerifyKey
+from sync.db import Tx
 from sync.errors import ProtocolError
+from sync.rules import AccountStatus
 from sync.server import codeuse, ledger
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge import rules
-from edge.errors import RuleError
-from edge.money import MAX_AMOUNT_FEN, format_fen
-from edge.passwords import hash_password
-from edge.rules import AccountStatus
-from sync.server import cardproof, found_cards, holder_ops, holders, ledger
+from sync import rules
+from sync.errors import RuleError
+from sync.money import MAX_AMOUNT_FEN, format_fen
+from sync.passwords import hash_password
+from sync.rules import AccountStatus
+from sync.server import accounts, cardproof, found_cards, holder_ops, holders, ledger
 from sync.server.accounts import event, set_card_password
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid
@@ -129,7 +129,7 @@ def correction(ctx: Context, terminal: dict[str, Any], proof: dict[str, Any]) ->
     row = cardproof.verify(ctx, proof)
     _usable(row)
     with ctx.db.tx() as tx:
-        data = cardproof.card_data(ctx, tx, row["id"])
+        data = accounts.card_data(ctx, tx, row["id"])
         event(
             tx,
             ctx,

@@ -1,4 +1,4 @@
-"""The double-entry ledger (SPEC §3).
+"""The double-entry ledger (docs/architecture.md).
 
 Every movement of money is a transfer from one ledger account to another with a unique id,
 applied at most once, never edited or deleted.  Ledger accounts:
@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from edge.db import Database, Tx
+from sync.db import Database, Tx
 
 
 def wallet(account_id: int) -> str:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator, with_config
 from typing_extensions import TypedDict  # pydantic wants this one before Python 3.12
 
-from edge.money import MAX_AMOUNT_FEN
+from sync.money import MAX_AMOUNT_FEN
 from sync.server.api_models import IdCard, Number, Password6
 
 #: Integers are strict: ``true``, ``"100"`` and ``100.0`` are not amounts.

@@ -1,7 +1,7 @@
 """R9 queries for card holders: bills (账单) and the transaction flow (交易流水), newest first,
 with date filters (campus days) and keyset paging (an opaque cursor).
 
-What each holds is decided in :mod:`edge.rules` (``BILL_KINDS``, ``FLOW_MONEY_KINDS``): bills
+What each holds is decided in :mod:`sync.rules` (``BILL_KINDS``, ``FLOW_MONEY_KINDS``): bills
 are top-ups and purchases; the flow adds the account's own money operations and every account
 operation (loss, unlock, freeze, passwords, limit, cards, extension, cancellation).
 """
@@ -14,8 +14,8 @@ import json
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge import rules
-from edge.clock import iso
+from sync import rules
+from sync.clock import iso
 from sync.server import ledger
 from sync.server.context import Context
 from sync.server.errors import Invalid

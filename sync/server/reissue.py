@@ -16,11 +16,11 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from edge import rules
-from edge.db import Tx
-from edge.money import format_fen
-from edge.rules import AccountStatus
-from sync.server import cardproof, ledger, ratelimit
+from sync import rules
+from sync.db import Tx
+from sync.money import format_fen
+from sync.rules import AccountStatus
+from sync.server import accounts, ledger, ratelimit
 from sync.server.accounts import check_uid, event, issue_card_tx, set_status
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Forbidden, Invalid, NotFound
@@ -169,7 +169,7 @@ def _answer(
 ) -> dict[str, Any]:
     wallet, trans = ledger.balances(tx, account_id)
     order = tx.one("SELECT card_no FROM reissue_orders WHERE order_id = ?", (order_id,))
-    data = cardproof.card_data(ctx, tx, account_id)
+    data = accounts.card_data(ctx, tx, account_id)
     if order is not None and data["card_no"] != order["card_no"]:
         raise Conflict("a newer card replaced this order's card", "order_stale")
     return {

@@ -13,16 +13,15 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from edge import rules
-from edge.money import format_fen
-from sync import codes
+from sync import codes, rules
 from sync.crypto import VerifyKey
 from sync.errors import CodeError
+from sync.money import format_fen
 from sync.server import ledger
-from sync.server.codes import account_refusal, campus, issuer, proof_key, use_grant
+from sync.server.codes import account_refusal, campus, proof_key
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid
-from sync.server.holders import check_query_password
+from sync.server.holders import check_query_password, use_grant
 
 
 def _refuse(exc: CodeError) -> Invalid:
@@ -30,7 +29,7 @@ def _refuse(exc: CodeError) -> Invalid:
 
 
 def _proof(ctx: Context, req: codes.PaymentRequest, row: dict[str, Any]) -> dict[str, Any]:
-    iss = issuer(ctx)
+    iss = ctx.code_issuer
     proof = codes.make_proof(iss.key, iss.kid, req, row["account_id"], row["id"])
     return {
         "proof_text": codes.to_text(proof, numeric=True),

@@ -6,7 +6,7 @@ import base64
 import json
 import secrets
 
-from edge.db import Migrations, Tx
+from sync.db import Migrations, Tx
 
 MIGRATIONS = Migrations()
 

@@ -31,7 +31,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge import rules
+from sync import rules
+from sync.errors import YktError
 from sync.server import holders
 from sync.server.context import Context
 from sync.server.errors import Forbidden, Invalid, NotFound, Unauthorized
@@ -40,8 +41,11 @@ STATE_TTL_MS = 10 * 60 * 1000
 SKEW_S = 120
 
 
-class SsoError(Exception):
+class SsoError(YktError):
     """The provider could not be reached or answered something we cannot accept."""
+
+    http_status = 401
+    code = "sso_failed"
 
 
 class IdentityProvider(Protocol):

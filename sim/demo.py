@@ -1,0 +1,287 @@
+"""``ykt demo``: the whole system on one machine with embedded defaults.
+
+Starts the central server on SQLite and one POS agent on a simulated reader, creates one demo
+account per card type (R1) with a card and ¥100.00, and prints how to sell.  State lives in
+``--data`` (default ``.demo``) so a second start continues where the first stopped.
+``ykt demo server stop|start`` stops and restarts the demo's server from another shell, to
+watch the POS sell offline and drain its queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from sync import rules
+from sync.errors import ConfigError
+
+DEMO_ACCOUNTS = [
+    # number, name, type, ID-card number (valid GB 11643; R3 gives the initial passwords)
+    ("S2023001", "张三", "student", "510102199901013052"),
+    ("E1001", "李老师", "staff", "51011919990101305X"),
+    ("T90001", "王临时", "temporary", "11010519491231002X"),
+    ("C3001", "赵家属", "consumer", "440524188001010014"),
+]
+
+
+SERVER_PORT, CONTROL_PORT = 8700, 8701  # the demo's defaults (README)
+
+
+def _ykt(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edge.cli", *args]
+
+
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ConfigError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            if requests.get(url, timeout=1).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise ConfigError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _require_free(port: int, what: str, option: str) -> None:
+    if not _port_free(port):
+        raise ConfigError(
+            f"port {port} for the demo's {what} is in use (another demo running?); "
+            f"stop it or pick another with {option}"
+        )
+
+
+def _start_server(data: Path, port: int) -> subprocess.Popen[bytes]:
+    _require_free(port, "server", "--server-port")
+    log = open(data / "server.log", "ab")  # noqa: SIM115 - the child keeps it
+    proc = subprocess.Popen(
+        _ykt("server", "--data", str(data / "server"), "--port", str(port)),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    (data / "server.pid").write_text(str(proc.pid))
+    _wait_http(f"http://127.0.0.1:{port}/v1/health", 30, proc)
+    return proc
+
+
+def _admin(server: str, token: Path, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    resp = requests.request(
+        method,
+        server + path,
+        json=body,
+        timeout=60,
+        headers={"Authorization": f"Bearer {token.read_text().strip()}"},
+    )
+    if resp.status_code >= 400:
+        raise ConfigError(f"demo setup: {method} {path}: {resp.text}")
+    return dict(resp.json())
+
+
+def _setup(data: Path, server: str) -> dict[str, Any]:
+    state_path = data / "demo.json"
+    if state_path.exists():
+        return dict(json.loads(state_path.read_text()))
+    token = data / "server" / "admin.token"
+    cards = []
+    for number, name, kind, idc in DEMO_ACCOUNTS:
+        _admin(
+            server,
+            token,
+            "POST",
+            "/v1/admin/accounts",
+            {"number": number, "name": name, "type": kind, "id_card": idc},
+        )
+        _admin(
+            server,
+            token,
+            "POST",
+            f"/v1/admin/accounts/{number}/topups",
+            {"amount_fen": 10000, "channel": "cash", "request_id": f"demo-{number}"},
+        )
+        card = _admin(server, token, "POST", f"/v1/admin/accounts/{number}/cards", {})
+        cards.append({**card, "name": name, "type": kind, "password": rules.initial_password(idc)})
+    enroll = _admin(
+        server, token, "POST", "/v1/admin/terminals/tokens", {"role": "pos", "name": "canteen-1"}
+    )
+    state = {"cards": cards, "pos_token": enroll["token"]}
+    state_path.write_text(json.dumps(state, ensure_ascii=False, indent=2))
+    return state
+
+
+def run(args: argparse.Namespace) -> int:
+    if getattr(args, "demo_command", None) == "server":
+        return server_ctl(args)
+    data: Path = args.data.resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    server = f"http://127.0.0.1:{args.server_port}"
+    agent = f"http://127.0.0.1:{args.control_port}"
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the children as Ctrl-C does
+    _require_free(args.control_port, "POS control API", "--control-port")
+    procs: list[subprocess.Popen[bytes]] = [_start_server(data, args.server_port)]
+    try:
+        state = _setup(data, server)
+        pos_log = open(data / "pos.log", "ab")  # noqa: SIM115 - the child keeps it
+        pos = subprocess.Popen(
+            _ykt(
+                "pos",
+                "--server",
+                server,
+                "--enroll",
+                state["pos_token"],
+                "--data",
+                str(data / "pos1"),
+                "--reader",
+                "sim://r1",
+                "--camera",
+                "sim://cam1",
+                "--control-port",
+                str(args.control_port),
+                "--operator",
+                "demo",
+            ),
+            stdout=pos_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        procs.append(pos)
+        _wait_http(f"{agent}/control/status", 30, pos)
+        _print_instructions(data, server, agent, state, args.server_port)
+        while pos.poll() is None:
+            time.sleep(0.5)
+        print(f"the POS agent exited with {pos.returncode}; see {data / 'pos.log'}")
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping the demo…")
+        return 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        _stop_pidfile(data)
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _print_instructions(
+    data: Path, server: str, agent: str, state: dict[str, Any], port: int
+) -> None:
+    token = data / "server" / "admin.token"
+    port_opt = "" if port == SERVER_PORT else f" --server-port {port}"
+    stop, start = (f"ykt demo server {a} --data {data}{port_opt}" for a in ("stop", "start"))
+    a = f"ykt admin --server {server} --token-file {token}"
+    first, second = state["cards"][0], state["cards"][1]
+    print(f"""
+ykt demo is running (state in {data}; Ctrl-C stops it).
+
+  central server   {server}            (API docs {server}/docs)
+  POS cashier      {agent}/cashier
+  POS customer     {agent}/customer
+
+Demo cards (each ¥100.00; passwords by R3 from the ID-card number):""")
+    for c in state["cards"]:
+        print(
+            f"  {c['card_no']}  {c['number']:<9} {c['name']}  {c['type']:<9} "
+            f"password {c['password']}"
+        )
+    print(
+        f"""
+From a second shell (with the virtualenv: . .venv/bin/activate):
+  ykt sim sale --agent {agent} --card {first["card_no"]} --amount 12.50
+  ykt sim sale --agent {agent} --card {first["card_no"]} --amount 45.00 --pin {first["password"]}
+  {a} account show --number {first["number"]}
+Phone payment code of {second["name"]} (the simulated phone signs in; its code goes to the POS camera):
+  ykt sim wallet login --server {server} --number {second["number"]} --password {second["password"]} --wallet W.json
+  ykt sim wallet pay-code --wallet W.json --png CODE.png
+  ykt sim sale --agent {agent} --amount 9.00 --qr CODE.png
+  (over the ¥50.00 daily limit the phone confirms first: pay-code --confirm-password {second["password"]})
+Network outage:
+  {stop}     # the POS keeps selling offline
+  ykt sim sale --agent {agent} --card {first["card_no"]} --amount 3.00
+  {start}    # the queue drains within seconds
+  {a} ledger check
+""",
+        flush=True,
+    )
+
+
+def _stop_pidfile(data: Path, port: int | None = None) -> bool:
+    """Stop the demo's server; with ``port``, wait until it has let go of the port."""
+    pidfile = data / "server.pid"
+    if not pidfile.exists():
+        return False
+    try:
+        os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        stopped = True
+    except (ProcessLookupError, ValueError):
+        stopped = False
+    pidfile.unlink(missing_ok=True)
+    deadline = time.monotonic() + 15
+    while stopped and port is not None and not _port_free(port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return stopped
+
+
+def server_ctl(args: argparse.Namespace) -> int:
+    data: Path = args.data.resolve()
+    if args.action == "stop":
+        stopped = _stop_pidfile(data, args.server_port)
+        print("demo server stopped" if stopped else "the demo server was not running")
+        return 0
+    pidfile = data / "server.pid"
+    if pidfile.exists():
+        try:
+            os.kill(int(pidfile.read_text()), 0)
+            print("the demo server is already running")
+            return 0
+        except (ProcessLookupError, ValueError):
+            pass
+    _start_server(data, args.server_port)
+    print(f"demo server started on http://127.0.0.1:{args.server_port}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run the server and a POS agent on simulated hardware, with demo accounts",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--data", type=Path, default=Path(".demo"), help="state directory (default .demo)"
+    )
+    p.add_argument("--server-port", type=int, default=SERVER_PORT)
+    p.add_argument("--control-port", type=int, default=CONTROL_PORT)
+    p.set_defaults(func=run)
+    ds = p.add_subparsers(dest="demo_command", metavar="ACTION")
+    s = ds.add_parser("server", help="stop or start the demo's server (from another shell)")
+    s.add_argument("action", choices=["stop", "start"])
+    s.add_argument("--data", type=Path, default=Path(".demo"))
+    s.add_argument("--server-port", type=int, default=SERVER_PORT)
+    s.set_defaults(func=server_ctl)

@@ -1,0 +1,1 @@
+"""``ykt admin``: the service desk's and operators' commands, clients of the server's HTTP API."""

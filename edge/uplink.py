@@ -14,7 +14,8 @@ from edge.cache import Cache
 from edge.journal import Journal
 from edge.link import Link
 from sync.client import ServerClient
-from sync.errors import ApiError, ProtocolError, SyncError, YktError
+from sync.errors import ServerRefused, SyncError, YktError
+from sync.records import to_json
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +96,7 @@ class Uplink:
                     resp = client.push(batch)
                 except SyncError as exc:
                     self.last_push_error = str(exc)
-                    if not isinstance(exc, ApiError | ProtocolError) or (
-                        isinstance(exc, ApiError) and exc.status >= 500
-                    ):
+                    if not isinstance(exc, ServerRefused):  # refused: the server is up
                         self.link.down(str(exc))
                     delay = backoff.next()
                     log.warning("journal push failed (%s); retrying in %.1fs", exc, delay)
@@ -106,39 +105,36 @@ class Uplink:
                     continue
                 self.link.up()
                 self._feed_wake.set()  # the server is back: the feed need not sit out its backoff
-                for alarm in resp.get("alarms", []):
+                for alarm in resp.alarms:
                     log.error("server raised an alarm on our journal: %s", alarm)
-                if self._server_behind(resp.get("ack"), before):
+                if self._server_behind(resp.ack, before):
                     backoff.reset()
                     continue  # push again from the server's ack
                 try:
-                    self.journal.set_acked(int(resp["ack"]))
-                except (KeyError, ValueError, SyncError, YktError) as exc:
+                    self.journal.set_acked(resp.ack)
+                except YktError as exc:
                     # e.g. an ack beyond our head: this journal is not the one the server
                     # knows (restored or replaced); the operator must look, the thread goes on
                     log.error("bad ack from server: %s", exc)
                     self.last_push_error = f"bad ack from server: {exc}"
                 self._notify()
                 if self.journal.acked <= before:
+                    alarms = [to_json(a) for a in resp.alarms]
                     if not self.last_push_error:
-                        self.last_push_error = (
-                            f"server did not advance the ack: {resp.get('alarms')}"
-                        )
+                        self.last_push_error = f"server did not advance the ack: {alarms}"
                     delay = backoff.next()
                     log.warning(
-                        "server did not advance the ack (%s); retrying in %.1fs",
-                        resp.get("alarms"),
-                        delay,
+                        "server did not advance the ack (%s); retrying in %.1fs", alarms, delay
                     )
                     self._stop.wait(delay)
                 else:
                     backoff.reset()
                     self.last_push_error = ""
 
-    def _server_behind(self, ack: object, acked_before: int) -> bool:
+    def _server_behind(self, ack: int, acked_before: int) -> bool:
         """The server's ack is below what it had acked before the request was sent: its data
         was restored from a backup and lost our later records.  Queue them again."""
-        if not isinstance(ack, int) or isinstance(ack, bool) or not 0 <= ack < acked_before:
+        if not 0 <= ack < acked_before:
             return False
         queued = self.journal.rewind(ack)
         if queued:
@@ -160,7 +156,6 @@ class Uplink:
             acked = self.journal.acked
             try:
                 resp = client.feed(self.cache.version, wait=wait)
-                self.cache.apply(resp)
             except SyncError as exc:
                 self.link.down(str(exc))
                 delay = backoff.next()
@@ -168,14 +163,16 @@ class Uplink:
                 self._feed_wake.clear()
                 self._feed_wake.wait(delay)  # a successful push (or stop) ends the wait
                 continue
-            except (KeyError, TypeError, ValueError) as exc:
+            try:
+                self.cache.apply(resp)
+            except YktError as exc:  # a page the cache cannot take (e.g. a bad policy)
                 delay = backoff.next()
-                log.error("malformed feed page (%s); retrying in %.1fs", exc, delay)
+                log.error("feed page not stored (%s); retrying in %.1fs", exc, delay)
                 self._stop.wait(delay)
                 continue
             was_online = self.link.online
             self.link.up()
             backoff.reset()
             self._notify()
-            if self._server_behind(resp.get("ack"), acked) or not was_online:
+            if self._server_behind(resp.ack, acked) or not was_online:
                 self.kick()  # drain the queue now

@@ -13,7 +13,7 @@ from sync import protocol
 from sync.client import ServerClient
 from sync.clock import ManualClock, SystemClock
 from sync.crypto import SigningKey, b64e
-from sync.errors import ApiError, AuthError
+from sync.errors import AuthError, ServerRefused
 from sync.server import terminals
 from tests.handterm import HandTerminal, admin_raw, error_of, fresh_account
 from tests.helpers import ServerProc
@@ -153,7 +153,7 @@ def test_unknown_enrollment_token_and_bad_key(module_server: ServerProc) -> None
     assert (err.value.status, err.value.code) == (401, "bad_token")
     token = module_server.enroll_token("auth-badkey")
     client = ServerClient(module_server.url)
-    with raises(ApiError) as api:
+    with raises(ServerRefused) as api:
         client.enroll(token, "A" * 40 + "==")  # base64, but 31 bytes
     assert (api.value.status, api.value.code) == (422, "bad_key")
     # the token was not spent by the failed attempt
@@ -216,12 +216,12 @@ def test_a_token_for_another_role_is_refused_and_not_used_up(module_server: Serv
     """An agent says what it is; a kiosk token offered by a POS is refused and stays usable."""
     from sync.client import ServerClient
     from sync.crypto import SigningKey
-    from sync.errors import ApiError
+    from sync.errors import ServerRefused
 
     token = module_server.enroll_token("role-check", role="kiosk")
     client = ServerClient(module_server.url)
     key = SigningKey.generate().public.to_b64()
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(ServerRefused) as err:
         client.enroll(token, key, "pos")
     assert (err.value.status, err.value.code) == (409, "wrong_role")
     assert client.enroll(token, key, "kiosk")["role"] == "kiosk"

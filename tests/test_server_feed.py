@@ -8,12 +8,18 @@ from typing import Any
 
 import pytest
 
-from sync.errors import ApiError
+from sync.errors import ServerRefused
+from sync.records import to_json
 from sync.server import accounts, feed, policy
 from sync.server.context import Context, current_version
 from tests.handterm import HandTerminal, admin_raw, error_of, fresh_account
 from tests.helpers import ServerProc, id_card
 from tests.inproc import InProcTerminal, make_context
+
+
+def page_of(ctx: Context, terminal: dict[str, Any], since: int, page: int = feed.PAGE) -> Any:
+    """A feed page as the terminal receives it (JSON)."""
+    return to_json(feed.delta(ctx, terminal, since, page=page))
 
 
 # --- paging (in-process: the page size is not an API knob) ----------------------------------------
@@ -66,7 +72,7 @@ def test_paging_never_splits_a_version(busy: tuple[Context, InProcTerminal], pag
 
     since, seen, pages = 0, [], 0
     while True:
-        out = feed.delta(ctx, term.row, since, page=page)
+        out = page_of(ctx, term.row, since, page=page)
         got = rows_of(out)
         pages += 1
         assert not out["reset"]
@@ -91,7 +97,7 @@ def test_policy_in_the_page_that_covers_its_version(busy: tuple[Context, InProcT
     pv = int(ctx.setting("policy_version"))
     since, carried = 0, []
     while True:
-        out = feed.delta(ctx, term.row, since, page=2)
+        out = page_of(ctx, term.row, since, page=2)
         if "policy" in out:
             carried.append((since, out["version"]))
             assert out["policy"]["offline_max_purchase_fen"] == 3000
@@ -100,19 +106,19 @@ def test_policy_in_the_page_that_covers_its_version(busy: tuple[Context, InProcT
             break
     assert carried[0][0] == 0  # the first pull always carries the policy
     assert any(lo < pv <= hi for lo, hi in carried)
-    assert "policy" not in feed.delta(ctx, term.row, pv)
+    assert "policy" not in page_of(ctx, term.row, pv)
 
 
 def test_since_beyond_the_server_resets(busy: tuple[Context, InProcTerminal]) -> None:
     ctx, term = busy
-    out = feed.delta(ctx, term.row, current_version(ctx.db) + 50)
+    out = page_of(ctx, term.row, current_version(ctx.db) + 50)
     assert out["reset"] and "policy" in out
     assert sorted(rows_of(out)) == sorted(all_rows(ctx))
 
 
 def test_snapshot_carries_what_offline_decisions_need(busy: tuple[Context, InProcTerminal]) -> None:
     ctx, term = busy
-    out = feed.delta(ctx, term.row, 0)
+    out = page_of(ctx, term.row, 0)
     snap = {a["number"]: a for a in out["accounts"]}
     assert snap["F7"]["status"] == "lost"
     assert snap["F1"]["balance_fen"] == 10_000 - 100
@@ -226,6 +232,6 @@ def test_bad_policy_is_refused(module_server: ServerProc, values: dict[str, Any]
 def test_feed_query_is_checked(module_server: ServerProc) -> None:
     term = HandTerminal.enroll(module_server, "feed-query")
     for params in ({"since": -1}, {"since": "x"}, {"wait": 31}, {"wait": -1}):
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(ServerRefused) as err:
             term.client.request("GET", "/v1/feed", params=params)
         assert (err.value.status, err.value.code) == (422, "invalid")

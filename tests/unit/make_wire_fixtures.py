@@ -37,9 +37,10 @@ import json
 import random
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from edge.cache import Cache
 from edge.journal import Journal
@@ -53,10 +54,11 @@ from sim.reader import SimReader
 from sync import codes, protocol
 from sync.card import layout
 from sync.card.keys import MASTERS, Keystore
+from sync.client import MockTransport, Request, Response, ServerClient
 from sync.clock import ManualClock, campus_date
 from sync.crypto import SigningKey
 from sync.db import Database
-from sync.errors import NetworkError
+from sync.records import FeedPage
 
 HERE = Path(__file__).parent
 FIXTURE = HERE / "data" / "wire_records.json"
@@ -143,40 +145,28 @@ class ScriptedServer:
         return 404, {"error": {"code": "not_found", "message": path}}
 
 
-class _ScriptedClient:
-    """The server client of the code before the transport seam, duck-typed (the script was
-    first run then); :func:`client_for` builds the real one on a scripted transport."""
+def client_for(server: ScriptedServer, clock: ManualClock, key: SigningKey) -> ServerClient:
+    """The terminal's real client, on a transport that asks ``server``."""
 
-    def __init__(self, server: ScriptedServer) -> None:
-        self.server = server
+    def handler(req: Request) -> Response:
+        if server.down:
+            raise ConnectionError("refused")
+        status, out = server.handle(req.method, req.path, req.json())
+        return Response.of(status, out)
 
-    def request(self, method: str, path: str, *, body: Any = None, **_kw: Any) -> dict[str, Any]:
-        if self.server.down:
-            raise NetworkError(f"{method} {path}: ConnectionError: refused")
-        status, out = self.server.handle(method, path, body)
-        assert status == 200, out
-        return out
-
-    def health(self) -> dict[str, Any]:
-        return self.request("GET", "/v1/health")
-
-    def authorize(self, req: dict[str, Any], timeout: float = 1.5) -> dict[str, Any]:
-        return self.request("POST", "/v1/pos/authorize", body=req)
-
-    def push(self, records: list[dict[str, str]]) -> dict[str, Any]:
-        return self.request("POST", "/v1/journal", body={"records": records})
-
-
-def client_for(server: ScriptedServer) -> Any:
-    return _ScriptedClient(server)
+    return ServerClient(
+        "http://pos.invalid",
+        terminal_id=TERMINAL_ID,
+        key=key,
+        clock=clock,
+        transport=MockTransport(handler),
+    )
 
 
 class World:
     """One POS terminal, in-process."""
 
-    def __init__(
-        self, data: Path, make_client: Callable[[ScriptedServer], Any] = client_for
-    ) -> None:
+    def __init__(self, data: Path) -> None:
         self.clock = ManualClock(NOON_MS)
         self.today = campus_date(NOON_MS, TZ)
         self.key = SigningKey.from_seed(TERMINAL_SEED)
@@ -184,7 +174,7 @@ class World:
         self.cache = Cache(Database(":memory:"))
         self.link = Link(self.clock)
         self.server = ScriptedServer()
-        self.client = make_client(self.server)
+        self.client = client_for(self.server, self.clock, self.key)
         self.card_keys = card_keystore()
         self.issuer = seed_key(9)
         self.phone = seed_key(11)
@@ -200,50 +190,53 @@ class World:
             self.phone.public.to_bytes(),
         )
         self.cache.apply(
-            {
-                "version": 1,
-                "ack": 0,
-                "accounts": [
-                    account(CARD_ACCT, "S2026001", 50_000, 3000),
-                    account(PHONE_ACCT, "S2026002", 30_000, 5000),
-                ],
-                "cards": [
-                    {
-                        "card_no": CARD_NO,
-                        "account_id": CARD_ACCT,
-                        "uid": CARD_UID,
-                        "generation": 1,
-                        "status": "active",
-                        "identity": "",
-                    }
-                ],
-                "certs": [
-                    {
-                        "serial": 5001,
-                        "account_id": PHONE_ACCT,
-                        "raw": base64.b64encode(cert).decode(),
-                        "revoked": False,
-                    }
-                ],
-                "codes": {
+            msgspec.convert(
+                {
+                    "version": 1,
+                    "ack": 0,
+                    "accounts": [
+                        account(CARD_ACCT, "S2026001", 50_000, 3000),
+                        account(PHONE_ACCT, "S2026002", 30_000, 5000),
+                    ],
+                    "cards": [
+                        {
+                            "card_no": CARD_NO,
+                            "account_id": CARD_ACCT,
+                            "uid": CARD_UID,
+                            "generation": 1,
+                            "status": "active",
+                            "identity": "",
+                        }
+                    ],
+                    "certs": [
+                        {
+                            "serial": 5001,
+                            "account_id": PHONE_ACCT,
+                            "raw": base64.b64encode(cert).decode(),
+                            "revoked": False,
+                        }
+                    ],
+                    "codes": {
+                        "campus_id": CAMPUS,
+                        "campus_tag": self.campus,
+                        "keys": [{"kid": ISSUER_KID, "public_key": self.issuer.public.to_b64()}],
+                        "code_valid_s": 300,
+                        "code_skew_s": 60,
+                        "proof_key": base64.b64encode(PROOF_KEY).decode(),
+                    },
+                    "policy": {
+                        "offline_max_purchase_fen": 5000,
+                        "offline_max_card_day_fen": 10000,
+                        "offline_max_total_fen": 500000,
+                        "pin_max_tries": 3,
+                        "code_valid_s": 300,
+                        "code_skew_s": 60,
+                    },
                     "campus_id": CAMPUS,
-                    "campus_tag": self.campus,
-                    "keys": [{"kid": ISSUER_KID, "public_key": self.issuer.public.to_b64()}],
-                    "code_valid_s": 300,
-                    "code_skew_s": 60,
-                    "proof_key": base64.b64encode(PROOF_KEY).decode(),
+                    "tz": TZ,
                 },
-                "policy": {
-                    "offline_max_purchase_fen": 5000,
-                    "offline_max_card_day_fen": 10000,
-                    "offline_max_total_fen": 500000,
-                    "pin_max_tries": 3,
-                    "code_valid_s": 300,
-                    "code_skew_s": 60,
-                },
-                "campus_id": CAMPUS,
-                "tz": TZ,
-            }
+                FeedPage,
+            )
         )
         keyfile = data / "card-keys.json"
         self.card_keys.for_role("pos").save(keyfile)
@@ -309,10 +302,10 @@ def _expect(out: Outcome, code: str, offline: bool) -> None:
         raise AssertionError(f"expected {code} (offline={offline}), got {out}")
 
 
-def run_scenario(data: Path, make_client: Callable[[ScriptedServer], Any] = client_for) -> World:
+def run_scenario(data: Path) -> World:
     """The sales of the table in the module docstring, on a fresh :class:`World` keeping its
     card keystore in ``data``."""
-    w = World(data, make_client)
+    w = World(data)
     tick = w.clock.advance
     # 1 online card sale
     w.link.up()
@@ -398,12 +391,12 @@ def bench_chain() -> list[dict[str, Any]]:
     body, sig = protocol.seal(chain.key, rec)
     out = [
         {
-            "seq": s.rec["seq"],
+            "seq": s.rec.seq,
             "fields": json.loads(s.body),
             "body": s.body.decode(),
             "sig": base64.b64encode(s.sig).decode(),
             "hash": s.hash,
-            "prev": s.rec["prev"],
+            "prev": s.rec.prev,
         }
         for s in sealed
     ]
@@ -420,9 +413,9 @@ def bench_chain() -> list[dict[str, Any]]:
     return out
 
 
-def fixtures(make_client: Callable[[ScriptedServer], Any] = client_for) -> dict[str, Any]:
+def fixtures() -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ykt-fixtures-") as tmp:
-        w = run_scenario(Path(tmp), make_client)
+        w = run_scenario(Path(tmp))
     bench_key = bench_records.key_from_seed(BENCH_SEED)
     return {
         "about": "journal records signed by the POS code; written by "

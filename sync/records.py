@@ -113,7 +113,8 @@ class JournalRecord(Struct, frozen=True, forbid_unknown_fields=True):
     """One journal record: the signed body (docs/protocol.md).
 
     ``acct`` is 0 only on a ``qr-reverse`` record whose proof was keyed as a short code (the
-    server knows who paid); a sale's amount is positive."""
+    server knows who paid); a sale's amount is positive.  A record built in code is checked
+    when it is sealed (:meth:`checked_body`); one decoded from the wire, when it is decoded."""
 
     v: Literal[1]
     term: str
@@ -134,11 +135,13 @@ class JournalRecord(Struct, frozen=True, forbid_unknown_fields=True):
     auth: str | None
     x: dict[str, Any] | UnsetType = UNSET
 
-    def __post_init__(self) -> None:
+    def _checked(self) -> JournalRecord:
+        """The checks across fields (the types check the rest when a body is decoded)."""
         if self.acct == 0 and self.method != "qr-reverse":
-            raise ValueError("record field 'acct' is out of range")
+            raise ProtocolError("invalid record: 'acct' is out of range")
         if self.kind == "sale" and self.amt == 0:
-            raise ValueError("a sale's amount must be positive")
+            raise ProtocolError("invalid record: a sale's amount must be positive")
+        return self
 
     # -- the wire ---------------------------------------------------------------------------
     def body(self) -> bytes:
@@ -155,11 +158,11 @@ class JournalRecord(Struct, frozen=True, forbid_unknown_fields=True):
         """Decode and validate a body received on the wire (``str`` is the faster input);
         :class:`ProtocolError` for anything else."""
         try:
-            return _DECODER.decode(body)
+            return _DECODER.decode(body)._checked()
         except msgspec.ValidationError as exc:
             raise ProtocolError(f"invalid record: {exc}") from None
-        except msgspec.DecodeError:
-            pass  # what msgspec cannot read, json may (NaN, escapes): decide as before
+        except (msgspec.DecodeError, UnicodeEncodeError):
+            pass  # what msgspec cannot read, json may (NaN, surrogates): decide as before
         try:
             obj = json.loads(body)
         except (ValueError, TypeError) as exc:
@@ -167,7 +170,8 @@ class JournalRecord(Struct, frozen=True, forbid_unknown_fields=True):
         except RecursionError as exc:
             raise ProtocolError("record body is nested too deeply") from exc
         rec = cls.from_fields(obj)
-        rec.body()  # an escaped lone surrogate is not Unicode: ProtocolError
+        if (b"\\u" in body) if isinstance(body, bytes) else ("\\u" in body):
+            rec.body()  # an escaped lone surrogate is not Unicode: ProtocolError
         return rec
 
     @classmethod
@@ -176,9 +180,11 @@ class JournalRecord(Struct, frozen=True, forbid_unknown_fields=True):
         if not isinstance(fields, Mapping):
             raise ProtocolError("a record body must be a JSON object")
         try:
-            return msgspec.convert(fields, cls, strict=True)
+            return msgspec.convert(fields, cls, strict=True)._checked()
         except msgspec.ValidationError as exc:
             raise ProtocolError(f"invalid record: {exc}") from None
+        except UnicodeEncodeError:  # a lone surrogate where only a literal or hex may stand
+            raise ProtocolError("invalid record: text that is not valid Unicode") from None
 
     def checked_body(self) -> bytes:
         """The body, after checking every field of it (a struct built in code is not checked
@@ -263,29 +269,26 @@ class Entry(Struct, frozen=True, kw_only=True):
     def chained(self, term: str, seq: int, prev: str) -> JournalRecord:
         """The record at ``seq`` of terminal ``term``, after the body hashing to ``prev``
         (not yet validated: :func:`sync.protocol.seal` does that)."""
-        try:
-            return JournalRecord(
-                v=RECORD_VERSION,
-                term=term,
-                seq=seq,
-                prev=prev,
-                ts=self.ts,
-                kind=self.kind,
-                acct=self.acct,
-                cred=self.cred,
-                amt=self.amt,
-                method=self.method,
-                off=self.off,
-                pin=self.pin,
-                spent=self.spent,
-                lim=self.lim,
-                bal=self.bal,
-                op=self.op,
-                auth=self.auth,
-                x=self.x,
-            )
-        except ValueError as exc:
-            raise ProtocolError(str(exc)) from None
+        return JournalRecord(
+            v=RECORD_VERSION,
+            term=term,
+            seq=seq,
+            prev=prev,
+            ts=self.ts,
+            kind=self.kind,
+            acct=self.acct,
+            cred=self.cred,
+            amt=self.amt,
+            method=self.method,
+            off=self.off,
+            pin=self.pin,
+            spent=self.spent,
+            lim=self.lim,
+            bal=self.bal,
+            op=self.op,
+            auth=self.auth,
+            x=self.x,
+        )
 
 
 class CardX(Struct, frozen=True):

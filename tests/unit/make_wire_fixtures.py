@@ -34,267 +34,21 @@ from __future__ import annotations
 
 import base64
 import json
-import random
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
-from edge.cache import Cache
-from edge.journal import Journal
-from edge.link import Link
-from edge.pos.cardkeys import KeyProvider
-from edge.pos.decide import Decider, Outcome
-from edge.pos.decide_qr import QrDecider
+from edge.pos.decide import Outcome
 from sim.bench import records as bench_records
-from sim.cards import encoded_card
-from sim.reader import SimReader
 from sync import codes, protocol
-from sync.card import layout
-from sync.card.keys import MASTERS, Keystore
-from sync.client import MockTransport, Request, Response, ServerClient
-from sync.clock import ManualClock, campus_date
-from sync.crypto import SigningKey
-from sync.db import Database
-from sync.records import FeedPage
+from tests.unit.fakes import CARD_ACCT, ISSUER_KID, NOON_MS, PHONE_ACCT, PIN, PROOF_KEY, World
 
 HERE = Path(__file__).parent
 FIXTURE = HERE / "data" / "wire_records.json"
 
-TZ = "Asia/Shanghai"
-NOON_MS = 1_780_027_200_000  # a campus noon, far from midnight
-TERMINAL_ID = "T00042"
-TERMINAL_SEED = bytes(range(32))
 BENCH_TERMINAL = "T00043"
 BENCH_SEED = 4242
-OPERATOR = "收银员7"  # not ASCII: the body is UTF-8, never \\u escapes
-CAMPUS = "ynart"
-CARD_ACCT, CARD_NO, CARD_UID = 101, "20260001", "04A1B2C3"
-PHONE_ACCT = 102
-PIN = "135790"
-ISSUER_KID = 1
-PROOF_KEY = bytes(range(100, 132))
-
-
-def seed_key(tag: int) -> SigningKey:
-    return SigningKey.from_seed(bytes([tag]) * 32)
-
-
-def card_keystore() -> Keystore:
-    """The issuer's card keystore, from fixed bytes (the scenario must be repeatable)."""
-    issuer = seed_key(7)
-    return Keystore(
-        campus_id=CAMPUS,
-        role="server",
-        masters={m: bytes([i + 1]) * 16 for i, m in enumerate(MASTERS)},
-        issuer_public=issuer.public,
-        issuer=issuer,
-    )
-
-
-def issued_card(keys: Keystore) -> Any:
-    """The campus card of account 101 as a desk writes it (a 2^10 scrypt verifier: fast)."""
-    uid = bytes.fromhex(CARD_UID)
-    ident = layout.Identity(CARD_NO, CARD_ACCT, "student", 1, "2030-12-31", "2026-01-01")
-    verifier = layout.make_verifier(keys, CARD_ACCT, PIN, log2n=10)
-    blob = layout.issue_blob(keys, uid, ident, verifier)
-    return encoded_card(uid, base64.b64encode(blob).decode(), keys, tag=bytes(16))
-
-
-def account(aid: int, number: str, balance: int, limit: int) -> dict[str, Any]:
-    return {
-        "id": aid,
-        "number": number,
-        "name": f"持卡人{aid}",
-        "type": "student",
-        "status": "normal",
-        "balance_fen": balance,
-        "transition_fen": 0,
-        "limit_fen": limit,
-        "spent_day": "2026-05-29",
-        "spent_fen": 0,
-        "pin_tries": 0,
-        "pin_verifier": "",
-        "pin_epoch": 0,
-        "expires": "2030-12-31",
-        "version": 1,
-    }
-
-
-class ScriptedServer:
-    """The far end: answers ``(method, path, body)`` with ``(status, json)``; ``down`` makes
-    every request fail to connect.  ``auth`` answers authorize requests in order."""
-
-    def __init__(self) -> None:
-        self.down = False
-        self.auth: list[dict[str, Any]] = []
-        self.pushed: list[dict[str, str]] = []
-        self.requests: list[tuple[str, str, Any]] = []
-
-    def handle(self, method: str, path: str, body: Any) -> tuple[int, dict[str, Any]]:
-        self.requests.append((method, path, body))
-        if path == "/v1/health":
-            return 200, {"ok": True}
-        if path == "/v1/pos/authorize":
-            return 200, self.auth.pop(0)
-        if path == "/v1/journal":
-            self.pushed.extend(body["records"])
-            return 200, {"ack": 0, "applied": 0, "duplicates": 0, "pending": 0, "alarms": []}
-        return 404, {"error": {"code": "not_found", "message": path}}
-
-
-def client_for(server: ScriptedServer, clock: ManualClock, key: SigningKey) -> ServerClient:
-    """The terminal's real client, on a transport that asks ``server``."""
-
-    def handler(req: Request) -> Response:
-        if server.down:
-            raise ConnectionError("refused")
-        status, out = server.handle(req.method, req.path, req.json())
-        return Response.of(status, out)
-
-    return ServerClient(
-        "http://pos.invalid",
-        terminal_id=TERMINAL_ID,
-        key=key,
-        clock=clock,
-        transport=MockTransport(handler),
-    )
-
-
-class World:
-    """One POS terminal, in-process."""
-
-    def __init__(self, data: Path) -> None:
-        self.clock = ManualClock(NOON_MS)
-        self.today = campus_date(NOON_MS, TZ)
-        self.key = SigningKey.from_seed(TERMINAL_SEED)
-        self.journal = Journal(Database(":memory:"), TERMINAL_ID, self.key, self.clock, TZ)
-        self.cache = Cache(Database(":memory:"))
-        self.link = Link(self.clock)
-        self.server = ScriptedServer()
-        self.client = client_for(self.server, self.clock, self.key)
-        self.card_keys = card_keystore()
-        self.issuer = seed_key(9)
-        self.phone = seed_key(11)
-        self.campus = codes.campus_tag(CAMPUS)
-        cert = codes.make_cert(
-            self.issuer,
-            ISSUER_KID,
-            self.campus,
-            5001,
-            PHONE_ACCT,
-            NOON_MS // 1000 - 3600,
-            NOON_MS // 1000 + 86400,
-            self.phone.public.to_bytes(),
-        )
-        self.cache.apply(
-            msgspec.convert(
-                {
-                    "version": 1,
-                    "ack": 0,
-                    "accounts": [
-                        account(CARD_ACCT, "S2026001", 50_000, 3000),
-                        account(PHONE_ACCT, "S2026002", 30_000, 5000),
-                    ],
-                    "cards": [
-                        {
-                            "card_no": CARD_NO,
-                            "account_id": CARD_ACCT,
-                            "uid": CARD_UID,
-                            "generation": 1,
-                            "status": "active",
-                            "identity": "",
-                        }
-                    ],
-                    "certs": [
-                        {
-                            "serial": 5001,
-                            "account_id": PHONE_ACCT,
-                            "raw": base64.b64encode(cert).decode(),
-                            "revoked": False,
-                        }
-                    ],
-                    "codes": {
-                        "campus_id": CAMPUS,
-                        "campus_tag": self.campus,
-                        "keys": [{"kid": ISSUER_KID, "public_key": self.issuer.public.to_b64()}],
-                        "code_valid_s": 300,
-                        "code_skew_s": 60,
-                        "proof_key": base64.b64encode(PROOF_KEY).decode(),
-                    },
-                    "policy": {
-                        "offline_max_purchase_fen": 5000,
-                        "offline_max_card_day_fen": 10000,
-                        "offline_max_total_fen": 500000,
-                        "pin_max_tries": 3,
-                        "code_valid_s": 300,
-                        "code_skew_s": 60,
-                    },
-                    "campus_id": CAMPUS,
-                    "tz": TZ,
-                },
-                FeedPage,
-            )
-        )
-        keyfile = data / "card-keys.json"
-        self.card_keys.for_role("pos").save(keyfile)
-        self.keys = KeyProvider(keyfile, None, role="pos")
-        self.decider = Decider(
-            self.journal,
-            self.cache,
-            self.client,
-            self.link,
-            self.clock,
-            TZ,
-            self.keys,
-            operator=OPERATOR,
-        )
-        self.qr = QrDecider(self.decider, TERMINAL_ID, CAMPUS, self.key, random.Random(5))
-        self.reader = SimReader("fixture")
-        self.card = issued_card(self.card_keys)
-        self.counter = 0
-
-    # -- acts -------------------------------------------------------------------------------
-    def tap(self, amount: int, pin: str | None = None) -> Outcome:
-        present = self.reader.present(self.card)
-        try:
-            return self.decider.decide(present, amount, pin)
-        finally:
-            present.close()
-
-    def code(self, confirmed: bool = False) -> str:
-        self.counter += 1
-        raw = codes.make_code(
-            self.phone,
-            codes.Kind.PAY,
-            self.campus,
-            5001,
-            self.clock.now_ms() // 1000,
-            self.counter,
-            confirmed=confirmed,
-        )
-        return codes.to_text(raw)
-
-    def approve(self, acct: int, seq: int, balance: int, limit: int, **kw: Any) -> None:
-        self.server.auth.append(
-            {
-                "approved": True,
-                "code": "ok",
-                "reason": "approved",
-                "auth_id": f"{TERMINAL_ID}:{seq}",
-                "balance_fen": balance,
-                "limit_fen": limit,
-                "spent_fen": kw.pop("spent_fen", 0),
-                "pin": kw.pop("pin", "none"),
-                "pin_epoch": 0,
-                "account_id": acct,
-                "number": f"S2026{acct:03d}",
-                "name": f"持卡人{acct}",
-                **kw,
-            }
-        )
 
 
 def _expect(out: Outcome, code: str, offline: bool) -> None:
@@ -321,8 +75,7 @@ def run_scenario(data: Path) -> World:
     _expect(w.tap(2500, PIN), "ok", False)
     tick(60_000)
     # 4-6 the server is down
-    w.server.down = True
-    w.link.down("refused")
+    w.offline()
     tick(5_000)
     _expect(w.tap(400), "ok", True)
     tick(30_000)
@@ -331,14 +84,12 @@ def run_scenario(data: Path) -> World:
     _expect(w.tap(2900, PIN), "ok", True)
     tick(60_000)
     # 7 a payment code, online
-    w.server.down = False
-    w.link.up()
+    w.online()
     w.approve(PHONE_ACCT, 7, 28_800, 5000)
     _expect(w.qr.decide_forward(w.code(), 1200), "ok", False)
     tick(30_000)
     # 8, 9 offline: verified here; over the limit only with the phone's confirmation
-    w.server.down = True
-    w.link.down("refused")
+    w.offline()
     tick(4_000)
     _expect(w.qr.decide_forward(w.code(), 1000), "ok", True)
     tick(30_000)
@@ -421,10 +172,10 @@ def fixtures() -> dict[str, Any]:
         "about": "journal records signed by the POS code; written by "
         "tests/unit/make_wire_fixtures.py, checked by tests/unit/test_wire_fixtures.py",
         "pos": {
-            "terminal_id": TERMINAL_ID,
-            "key_seed_hex": TERMINAL_SEED.hex(),
+            "terminal_id": w.journal.terminal_id,
+            "key_seed_hex": w.key.to_seed().hex(),
             "public_key": w.key.public.to_b64(),
-            "genesis": protocol.genesis_hash(TERMINAL_ID),
+            "genesis": protocol.genesis_hash(w.journal.terminal_id),
             "pushed_online": w.server.pushed,
             "records": journal_records(w),
         },

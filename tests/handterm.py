@@ -19,7 +19,7 @@ from sync import protocol
 from sync.client import ServerClient
 from sync.clock import Clock, SystemClock
 from sync.crypto import SigningKey
-from sync.records import JournalRecord, offline_sale, to_json
+from sync.records import AuthorizeRequest, JournalRecord, offline_sale, to_json
 from tests.helpers import ServerProc
 
 
@@ -97,6 +97,15 @@ class HandTerminal:
         )
         headers["Content-Type"] = "application/json"
         return requests.post(self.url + "/v1/journal", data=body, headers=headers, timeout=10)
+
+    def feed(self, since: int, wait: float = 0) -> dict[str, Any]:
+        """A feed page (:class:`sync.records.FeedPage`) as JSON."""
+        return to_json(self.client.feed(since, wait=wait))
+
+    def authorize_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """What a POS sends (:class:`sync.records.AuthorizeRequest`); the answer as JSON."""
+        req = msgspec.convert(body, AuthorizeRequest)
+        return to_json(self.client.authorize(req, timeout=10))
 
     def authorize(self, seq: int, card_no: str, amount_fen: int, **kw: Any) -> dict[str, Any]:
         """Whatever request a test makes (not only what a POS sends); the answer as JSON."""

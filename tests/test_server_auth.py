@@ -35,7 +35,7 @@ def signed_get(term: HandTerminal, target: str, time_ms: int | None = None) -> d
 
 def test_signed_request_is_accepted(module_server: ServerProc) -> None:
     term = HandTerminal.enroll(module_server, "auth-ok")
-    out = term.client.feed(0)
+    out = term.feed(0)
     assert out["version"] >= 0 and out["ack"] == 0
 
 
@@ -81,10 +81,10 @@ def test_stale_request_is_refused(module_server: ServerProc) -> None:
     for skew in (-SKEW_MS - 5_000, SKEW_MS + 5_000, -10 * 24 * 3600 * 1000):
         term.client.clock = ManualClock(now + skew)
         with raises(AuthError) as err:
-            term.client.feed(0)
+            term.feed(0)
         assert (err.value.status, err.value.code) == (401, "stale_request")
     term.client.clock = ManualClock(now - SKEW_MS // 2)
-    assert term.client.feed(0)["ack"] == 0
+    assert term.feed(0)["ack"] == 0
 
 
 def test_replayed_nonce_is_refused(module_server: ServerProc) -> None:
@@ -114,7 +114,7 @@ def test_request_signed_by_another_key_is_refused(module_server: ServerProc) -> 
     term = HandTerminal.enroll(module_server, "auth-foreign")
     term.client.key = SigningKey.generate()
     with raises(AuthError) as err:
-        term.client.feed(0)
+        term.feed(0)
     assert (err.value.status, err.value.code) == (401, "bad_signature")
 
 
@@ -127,10 +127,10 @@ def test_request_altered_in_transit_is_refused(module_server: ServerProc) -> Non
 
 def test_revoked_terminal_is_refused(module_server: ServerProc) -> None:
     term = HandTerminal.enroll(module_server, "auth-revoked")
-    assert term.client.feed(0)["ack"] == 0
+    assert term.feed(0)["ack"] == 0
     module_server.admin().call("POST", f"/v1/admin/terminals/{term.terminal_id}/revoke")
     with raises(AuthError) as err:
-        term.client.feed(0)
+        term.feed(0)
     assert (err.value.status, err.value.code) == (403, "terminal_revoked")
     rows = module_server.admin().call("GET", "/v1/admin/terminals")["terminals"]
     assert next(t for t in rows if t["id"] == term.terminal_id)["status"] == "revoked"
@@ -198,7 +198,7 @@ def test_replay_protection_survives_a_restart_and_lagging_clocks_are_fine(
     )
     # a terminal whose clock runs 30 s behind is inside the window, even right after a start
     term.client.clock = ManualClock(SystemClock().now_ms() - 30_000)
-    assert term.client.feed(0)["ack"] == 0
+    assert term.feed(0)["ack"] == 0
 
 
 def test_enrollment_token_never_starts_with_a_dash(

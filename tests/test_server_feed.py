@@ -134,11 +134,11 @@ def test_snapshot_carries_what_offline_decisions_need(busy: tuple[Context, InPro
 def test_long_poll_returns_soon_after_a_loss_report(module_server: ServerProc) -> None:
     term = HandTerminal.enroll(module_server, "feed-poll")
     acct = fresh_account(module_server, topup_fen=1000)
-    since = term.client.feed(0)["version"]
+    since = term.feed(0)["version"]
     got: dict[str, Any] = {}
 
     def poll() -> None:
-        got["out"] = term.client.feed(since, wait=20)
+        got["out"] = term.feed(since, wait=20)
         got["at"] = time.monotonic()
 
     t = threading.Thread(target=poll)
@@ -160,9 +160,9 @@ def test_long_poll_returns_soon_after_a_loss_report(module_server: ServerProc) -
 
 def test_long_poll_without_change_waits_then_answers(module_server: ServerProc) -> None:
     term = HandTerminal.enroll(module_server, "feed-idle")
-    since = term.client.feed(0)["version"]
+    since = term.feed(0)["version"]
     t0 = time.monotonic()
-    out = term.client.feed(since, wait=1)
+    out = term.feed(since, wait=1)
     took = time.monotonic() - t0
     assert out["version"] == since and out["accounts"] == [] and out["cards"] == []
     assert 0.9 <= took < 3
@@ -174,36 +174,36 @@ def test_hotlist_status_in_the_snapshot(
 ) -> None:
     term = HandTerminal.enroll(module_server, "feed-hot")
     acct = fresh_account(module_server)
-    since = term.client.feed(0)["version"]
+    since = term.feed(0)["version"]
     module_server.admin().call(
         "POST", f"/v1/admin/accounts/{acct['number']}/status", {"action": action}
     )
-    out = term.client.feed(since)
+    out = term.feed(since)
     assert [(a["number"], a["status"]) for a in out["accounts"]] == [(acct["number"], status)]
 
 
 def test_replaced_card_in_the_feed(module_server: ServerProc) -> None:
     term = HandTerminal.enroll(module_server, "feed-card")
     acct = fresh_account(module_server)
-    since = term.client.feed(0)["version"]
+    since = term.feed(0)["version"]
     new = module_server.admin().call("POST", f"/v1/admin/accounts/{acct['number']}/cards", {})
-    cards = {c["card_no"]: c["status"] for c in term.client.feed(since)["cards"]}
+    cards = {c["card_no"]: c["status"] for c in term.feed(since)["cards"]}
     assert cards == {acct["card_no"]: "replaced", new["card_no"]: "active"}
 
 
 def test_policy_appears_when_changed(module_server: ServerProc) -> None:
     term = HandTerminal.enroll(module_server, "feed-policy")
-    first = term.client.feed(0)
+    first = term.feed(0)
     assert "policy" in first
     since = first["version"]
-    assert "policy" not in term.client.feed(since)
+    assert "policy" not in term.feed(since)
     resp = admin_raw(
         module_server, "PUT", "/v1/admin/policy", {"values": {"offline_max_total_fen": 123_400}}
     )
     assert resp.status_code == 200 and resp.json()["offline_max_total_fen"] == 123_400
-    out = term.client.feed(since)
+    out = term.feed(since)
     assert out["policy"]["offline_max_total_fen"] == 123_400
-    assert "policy" not in term.client.feed(out["version"])
+    assert "policy" not in term.feed(out["version"])
 
 
 @pytest.mark.parametrize(

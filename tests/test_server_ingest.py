@@ -109,7 +109,7 @@ def test_duplicate_that_differs_from_the_stored_record_is_a_tamper_alarm(setup: 
     sales(term, acct, 100, 200)
     term.push(term.wire([1, 2]))
     # a different record under an id already stored, even correctly signed by the terminal
-    rec = {**term.journal[1][0], "amt": 1}
+    rec = {**term.journal[1][0].to_dict(), "amt": 1}
     body, sig = protocol.seal(term.key, rec)
     out = term.push([protocol.wire_record(body, sig)])
     assert out["ack"] == 2 and out["applied"] == 0 and out["duplicates"] == 0

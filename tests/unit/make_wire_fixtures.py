@@ -1,9 +1,12 @@
 """Journal records as the POS signs them, kept as fixtures (``tests/unit/data/wire_records.json``).
 
-Run ``.venv/bin/python -m tests.unit.make_wire_fixtures`` to write the file again.  The file in
-the repository was written by the code *before* the journal record became typed
-(sync.records); ``tests/unit/test_wire_fixtures.py`` checks that today's code still makes the
-very same bytes and signatures from the same sales, and parses every stored body.
+The file in the repository was written by the code *before* the journal record became typed
+(sync.records) and before the server client had a transport seam (that first run handed the
+deciders a duck-typed client instead of :class:`sync.client.MockTransport`);
+``tests/unit/test_wire_fixtures.py`` checks that today's code still makes the very same bytes
+and signatures from the same sales, and parses every stored body.  Do not write the file again
+to make that test pass: ``.venv/bin/python -m tests.unit.make_wire_fixtures`` rewrites it (and
+``git diff`` then shows what changed on the wire).
 
 The scenario drives the real deciders (:class:`edge.pos.decide.Decider`,
 :class:`edge.pos.decide_qr.QrDecider`) and the real journal, in-process: a simulated MIFARE

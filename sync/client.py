@@ -206,18 +206,9 @@ class ServerClient:
             raise _failure(method, path, resp)
         return resp.content
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        params: Mapping[str, Any] | None = None,
-        signed: bool = True,
-        timeout: tuple[float, float] | float | None = None,
-    ) -> dict[str, Any]:
-        """A request whose answer is a JSON object (the generic API)."""
-        content = self.send(method, path, body=body, params=params, signed=signed, timeout=timeout)
+    def request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        """A request (the arguments of :meth:`send`) whose answer is a JSON object."""
+        content = self.send(method, path, **kw)
         try:
             out = json.loads(content)
         except ValueError:

@@ -26,12 +26,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, overload, runtime_checkable
 from urllib.parse import urlsplit
 
 from drivers.errors import DeviceUrlError
 from drivers.qr import camera, serial_scanner
+from drivers.qr.base import QrSource
 from drivers.reader import pcsc
+from drivers.reader.base import CardReader
 
 Opener = Callable[[str], Any]
 
@@ -88,18 +90,30 @@ def provider(url: str) -> Provider | None:
         return _PROVIDERS.get(scheme)
 
 
-def open_device(kind: str, url: str) -> Any:
-    """Open the device of ``kind`` ("reader", "qr", …) named by ``url``."""
+@overload
+def open_device(kind: Literal["reader"], url: str) -> CardReader: ...
+@overload
+def open_device(kind: Literal["qr"], url: str) -> QrSource: ...
+def open_device(kind: Literal["reader", "qr"], url: str) -> CardReader | QrSource:
+    """Open the device of ``kind`` named by ``url``: a :class:`CardReader` or a
+    :class:`QrSource` (:class:`DeviceUrlError` when the scheme has no driver of that kind, or
+    its provider made something else)."""
     _load_builtin()
     scheme = scheme_of(url)
     opener = _TABLE.get(kind, {}).get(scheme)
     if opener is not None:
-        return opener(url)
-    found = provider(url)
-    if found is None:
-        known = ", ".join(f"{s}://" for s in schemes(kind)) or "none"
-        raise DeviceUrlError(f"no {kind} driver for {scheme}:// (known: {known})")
-    return found.open(kind, url)
+        device = opener(url)
+    else:
+        found = provider(url)
+        if found is None:
+            known = ", ".join(f"{s}://" for s in schemes(kind)) or "none"
+            raise DeviceUrlError(f"no {kind} driver for {scheme}:// (known: {known})")
+        device = found.open(kind, url)
+    if kind == "reader" and isinstance(device, CardReader):
+        return device
+    if kind == "qr" and isinstance(device, QrSource):
+        return device
+    raise DeviceUrlError(f"{url}: the {scheme}:// driver made no {kind} ({device!r})")
 
 
 _loaded = False

@@ -11,9 +11,11 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from typing import Any
+
+import msgspec
 
 from sync.db import Database, Migrations
+from sync.records import UNSET, CachedAccount, CardRow, CodesInfo, FeedPage, TerminalPolicy
 
 MIGRATIONS = Migrations()
 MIGRATIONS.add(
@@ -84,8 +86,7 @@ _ACCOUNT_COLS = (
     "version",
     "pin_epoch",
 )
-#: columns a server of an older version may not send, with what they mean then
-_DEFAULTS = {"pin_epoch": 0, "identity": ""}
+_CARD_COLS = ("card_no", "account_id", "uid", "generation", "status", "identity")
 
 
 class Cache:
@@ -93,8 +94,8 @@ class Cache:
         self.db = db
         db.migrate(MIGRATIONS)
         self._lock = threading.Lock()
-        self._policy: dict[str, Any] = json.loads(self._meta("policy") or "{}")
-        self._codes: dict[str, Any] = json.loads(self._meta("codes") or "{}")
+        self._policy = TerminalPolicy.from_feed(json.loads(self._meta("policy") or "{}"))
+        self._codes = msgspec.json.decode(self._meta("codes") or "{}", type=CodesInfo)
 
     def _meta(self, key: str) -> str | None:
         v = self.db.scalar("SELECT value FROM meta WHERE key = ?", (key,))
@@ -105,73 +106,57 @@ class Cache:
         return int(self._meta("version") or 0)
 
     @property
-    def policy(self) -> dict[str, Any]:
+    def policy(self) -> TerminalPolicy:
         with self._lock:
-            return dict(self._policy)
+            return self._policy
 
-    def apply(self, delta: dict[str, Any]) -> int:
+    def apply(self, page: FeedPage) -> int:
         """Store one page of the delta feed; returns the new version."""
-        ack = int(delta.get("ack", 0))
+        policy = None if page.policy is UNSET else TerminalPolicy.from_feed(page.policy)
         cols = ", ".join((*_ACCOUNT_COLS, "as_of_seq"))
         marks = ", ".join("?" * (len(_ACCOUNT_COLS) + 1))
         with self.db.tx() as tx:
-            if delta.get("reset"):
+            if page.reset:
                 tx.execute("DELETE FROM accounts")
                 tx.execute("DELETE FROM cards")
                 tx.execute("DELETE FROM certs")
             tx.executemany(
                 f"INSERT OR REPLACE INTO accounts ({cols}) VALUES ({marks})",
-                [
-                    (*(a.get(c, _DEFAULTS.get(c)) for c in _ACCOUNT_COLS), ack)
-                    for a in delta.get("accounts", [])
-                ],
+                [(*(getattr(a, c) for c in _ACCOUNT_COLS), page.ack) for a in page.accounts],
             )
             tx.executemany(
-                "INSERT OR REPLACE INTO cards (card_no, account_id, uid, generation, status,"
-                " identity) VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        c["card_no"],
-                        c["account_id"],
-                        c["uid"],
-                        c["generation"],
-                        c["status"],
-                        c.get("identity", ""),
-                    )
-                    for c in delta.get("cards", [])
-                ],
+                f"INSERT OR REPLACE INTO cards ({', '.join(_CARD_COLS)}) VALUES (?, ?, ?, ?, ?, ?)",
+                [tuple(getattr(c, n) for n in _CARD_COLS) for c in page.cards],
             )
             tx.executemany(
                 "INSERT OR REPLACE INTO certs (serial, account_id, raw, revoked) "
                 "VALUES (?, ?, ?, ?)",
-                [
-                    (c["serial"], c["account_id"], c["raw"], int(c["revoked"]))
-                    for c in delta.get("certs", [])
-                ],
+                [(c.serial, c.account_id, c.raw, int(c.revoked)) for c in page.certs],
             )
-            meta = {"version": str(int(delta["version"]))}
-            if "codes" in delta:
-                meta["codes"] = json.dumps(delta["codes"])
-            if "policy" in delta:
-                meta["policy"] = json.dumps(delta["policy"])
+            meta = {"version": str(page.version)}
+            if page.codes is not UNSET:
+                meta["codes"] = msgspec.json.encode(page.codes).decode()
+            if page.policy is not UNSET:
+                meta["policy"] = json.dumps(page.policy)
             for key in ("campus_id", "tz"):
-                if key in delta:
-                    meta[key] = str(delta[key])
+                value = getattr(page, key)
+                if value is not UNSET:
+                    meta[key] = str(value)
             tx.executemany(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(meta.items())
             )
         with self._lock:
-            if "policy" in delta:
-                self._policy = dict(delta["policy"])
-            if "codes" in delta:
-                self._codes = dict(delta["codes"])
-        return int(delta["version"])
+            if policy is not None:
+                self._policy = policy
+            if page.codes is not UNSET:
+                self._codes = page.codes
+        return page.version
 
     @property
-    def codes(self) -> dict[str, Any]:
+    def codes(self) -> CodesInfo:
         """Phone-code parameters from the feed: campus tag, issuer keys, proof key, window."""
         with self._lock:
-            return dict(self._codes)
+            return self._codes
 
     def cert(self, serial: int) -> tuple[bytes, bool] | None:
         """A wallet certificate (its bytes, revoked?) as the feed delivered it."""
@@ -180,13 +165,16 @@ class Cache:
             return None
         return base64.b64decode(row["raw"]), bool(row["revoked"])
 
-    def card(self, card_no: str) -> dict[str, Any] | None:
-        row = self.db.one("SELECT * FROM cards WHERE card_no = ?", (card_no,))
-        return None if row is None else dict(row)
+    def card(self, card_no: str) -> CardRow | None:
+        row = self.db.one(
+            f"SELECT {', '.join(_CARD_COLS)} FROM cards WHERE card_no = ?", (card_no,)
+        )
+        return None if row is None else CardRow(**{n: row[n] for n in _CARD_COLS})
 
-    def account(self, account_id: int) -> dict[str, Any] | None:
-        row = self.db.one("SELECT * FROM accounts WHERE id = ?", (account_id,))
-        return None if row is None else dict(row)
+    def account(self, account_id: int) -> CachedAccount | None:
+        cols = (*_ACCOUNT_COLS, "as_of_seq")
+        row = self.db.one(f"SELECT {', '.join(cols)} FROM accounts WHERE id = ?", (account_id,))
+        return None if row is None else CachedAccount(**{c: row[c] for c in cols})
 
     def counts(self) -> dict[str, int]:
         return {

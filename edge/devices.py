@@ -11,12 +11,13 @@ provider sees the terminal only through :class:`TerminalHost`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from fastapi import APIRouter
 
 from drivers.registry import provider
 from sync.card.keys import Keystore
+from sync.records import CardRow
 
 
 class TerminalHost(Protocol):
@@ -27,7 +28,7 @@ class TerminalHost(Protocol):
         """The terminal's data directory (a provider keeps its own files under it)."""
         ...
 
-    def card_record(self, card_no: str) -> dict[str, Any] | None:
+    def card_record(self, card_no: str) -> CardRow | None:
         """The server's record of a card as the terminal caches it (fetched when missing and
         the server is reachable), or None."""
         ...

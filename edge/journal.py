@@ -23,6 +23,7 @@ from sync.clock import Clock, campus_date
 from sync.crypto import SigningKey, VerifyKey, b64d, b64e
 from sync.db import Database, Migrations
 from sync.errors import ProtocolError
+from sync.records import Entry, JournalRecord
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +68,19 @@ INSERT = (
 )
 
 
-def row(rec: dict[str, Any], body: bytes, sig: bytes, h: str, tz: str) -> tuple[Any, ...]:
+def row(rec: JournalRecord, body: bytes, sig: bytes, h: str, tz: str) -> tuple[Any, ...]:
     """The journal row of a sealed record (for :data:`INSERT`)."""
     return (
-        rec["seq"],
+        rec.seq,
         h,
         body.decode(),
         b64e(sig),
-        rec["acct"],
-        rec["kind"],
-        rec["amt"],
-        campus_date(rec["ts"], tz),
-        int(rec["off"] and rec["method"] != "qr-reverse"),  # money at risk
-        rec["pin"],
+        rec.acct,
+        rec.kind,
+        rec.amt,
+        campus_date(rec.ts, tz),
+        int(rec.at_risk),  # money at risk
+        rec.pin,
     )
 
 
@@ -87,7 +88,19 @@ def row(rec: dict[str, Any], body: bytes, sig: bytes, h: str, tz: str) -> tuple[
 class Appended:
     seq: int
     hash: str
-    record: dict[str, Any]
+    record: JournalRecord
+
+
+@dataclass(frozen=True)
+class LocalRecord:
+    """What offline decisions read of one of this terminal's records (its row's columns)."""
+
+    seq: int
+    kind: str
+    amount: int
+    day: str
+    offline: bool
+    pin: str
 
 
 class Journal:
@@ -124,20 +137,15 @@ class Journal:
         with self._lock:
             return self._head_seq
 
-    def append(self, fields: dict[str, Any], code: tuple[int, int] | None = None) -> Appended:
-        """Seal ``fields`` (everything but v/term/seq/prev) as the next record; durable on return.
+    def append(self, entry: Entry, code: tuple[int, int] | None = None) -> Appended:
+        """Seal ``entry`` as the next record (the journal adds v/term/seq/prev); durable on
+        return.
 
         ``code`` (certificate serial, counter) enters the seen-set of phone codes in the same
         transaction, so a code is spent exactly when its sale is journaled."""
         with self._lock:
-            rec = dict(fields)
-            rec.update(
-                v=protocol.RECORD_VERSION,
-                term=self.terminal_id,
-                seq=self._head_seq + 1,
-                prev=self._head_hash,
-            )
             try:
+                rec = entry.chained(self.terminal_id, self._head_seq + 1, self._head_hash)
                 body, sig = protocol.seal(self.key, rec)
             except ProtocolError as exc:
                 raise JournalError(f"cannot journal an invalid record: {exc}") from exc
@@ -147,12 +155,12 @@ class Journal:
                 if code is not None:
                     tx.execute(
                         "INSERT INTO seen_codes (serial, counter, seq) VALUES (?, ?, ?)",
-                        (code[0], code[1], rec["seq"]),
+                        (code[0], code[1], rec.seq),
                     )
-            self._head_seq, self._head_hash = rec["seq"], h
-            if rec["off"] and rec["kind"] == "sale" and rec["method"] != "qr-reverse":
-                self._unsynced_offline += rec["amt"]
-            return Appended(rec["seq"], h, rec)
+            self._head_seq, self._head_hash = rec.seq, h
+            if rec.at_risk and rec.kind == "sale":
+                self._unsynced_offline += rec.amt
+            return Appended(rec.seq, h, rec)
 
     # -- syncing ------------------------------------------------------------------------------
     @property
@@ -217,10 +225,17 @@ class Journal:
             return self._unsynced_offline
 
     # -- queries for offline decisions --------------------------------------------------------
-    def account_records(self, account_id: int, after_seq: int) -> list[dict[str, Any]]:
+    def account_records(self, account_id: int, after_seq: int) -> list[LocalRecord]:
         """This terminal's records for an account after ``after_seq``, oldest first."""
         return [
-            dict(r)
+            LocalRecord(
+                int(r["seq"]),
+                str(r["kind"]),
+                int(r["amount"]),
+                str(r["day"]),
+                bool(r["offline"]),
+                str(r["pin"]),
+            )
             for r in self.db.all(
                 "SELECT seq, kind, amount, day, offline, pin FROM journal "
                 "WHERE account_id = ? AND seq > ? ORDER BY seq",
@@ -261,10 +276,10 @@ class Journal:
         for r in self.db.all("SELECT seq, hash, body, sig FROM journal ORDER BY seq"):
             n += 1
             body = r["body"].encode()
-            rec = protocol.parse_body(body)
-            if r["seq"] != n or rec["seq"] != n:
+            rec = JournalRecord.parse(body)
+            if r["seq"] != n or rec.seq != n:
                 raise JournalError(f"journal has a gap or a reordered record at {n}")
-            if rec["prev"] != prev or protocol.record_hash(body) != r["hash"]:
+            if rec.prev != prev or protocol.record_hash(body) != r["hash"]:
                 raise JournalError(f"journal chain is broken at record {n}")
             if not public.ok(b64d(r["sig"]), body):
                 raise JournalError(f"record {n} has a bad signature")

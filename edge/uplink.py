@@ -9,12 +9,14 @@ import logging
 import random
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from edge.cache import Cache
 from edge.journal import Journal
 from edge.link import Link
 from sync.client import ServerClient
-from sync.errors import ApiError, ProtocolError, SyncError, YktError
+from sync.errors import ServerRefused, SyncError, YktError
+from sync.records import to_json
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,15 @@ class Backoff:
 
     def reset(self) -> None:
         self.n = 0
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Wait ``delay`` seconds before trying again; ``early``: a new record (a push) or a
+    successful push (a feed pull) ends the wait."""
+
+    delay: float
+    early: bool
 
 
 class Uplink:
@@ -89,56 +100,59 @@ class Uplink:
             self._kick.wait(timeout=5.0)
             self._kick.clear()
             while self.journal.queued > 0 and not self._stop.is_set():
-                batch = self.journal.unsent(self.batch)
-                before = self.journal.acked
-                try:
-                    resp = client.push(batch)
-                except SyncError as exc:
-                    self.last_push_error = str(exc)
-                    if not isinstance(exc, ApiError | ProtocolError) or (
-                        isinstance(exc, ApiError) and exc.status >= 500
-                    ):
-                        self.link.down(str(exc))
-                    delay = backoff.next()
-                    log.warning("journal push failed (%s); retrying in %.1fs", exc, delay)
-                    self._kick.wait(delay)  # a new sale (or stop) retries at once
-                    self._kick.clear()
+                retry = self.push_batch(client, backoff)
+                if retry is None:
                     continue
-                self.link.up()
-                self._feed_wake.set()  # the server is back: the feed need not sit out its backoff
-                for alarm in resp.get("alarms", []):
-                    log.error("server raised an alarm on our journal: %s", alarm)
-                if self._server_behind(resp.get("ack"), before):
-                    backoff.reset()
-                    continue  # push again from the server's ack
-                try:
-                    self.journal.set_acked(int(resp["ack"]))
-                except (KeyError, ValueError, SyncError, YktError) as exc:
-                    # e.g. an ack beyond our head: this journal is not the one the server
-                    # knows (restored or replaced); the operator must look, the thread goes on
-                    log.error("bad ack from server: %s", exc)
-                    self.last_push_error = f"bad ack from server: {exc}"
-                self._notify()
-                if self.journal.acked <= before:
-                    if not self.last_push_error:
-                        self.last_push_error = (
-                            f"server did not advance the ack: {resp.get('alarms')}"
-                        )
-                    delay = backoff.next()
-                    log.warning(
-                        "server did not advance the ack (%s); retrying in %.1fs",
-                        resp.get("alarms"),
-                        delay,
-                    )
-                    self._stop.wait(delay)
+                if retry.early:
+                    self._kick.wait(retry.delay)  # a new sale (or stop) retries at once
+                    self._kick.clear()
                 else:
-                    backoff.reset()
-                    self.last_push_error = ""
+                    self._stop.wait(retry.delay)
 
-    def _server_behind(self, ack: object, acked_before: int) -> bool:
+    def push_batch(self, client: ServerClient, backoff: Backoff) -> Retry | None:
+        """Push the oldest unsent batch and take the server's ack.  None: it went through
+        (push the next one now); else how long to wait before trying again."""
+        batch = self.journal.unsent(self.batch)
+        before = self.journal.acked
+        try:
+            resp = client.push(batch)
+        except SyncError as exc:
+            self.last_push_error = str(exc)
+            if not isinstance(exc, ServerRefused):  # refused: the server is up
+                self.link.down(str(exc))
+            delay = backoff.next()
+            log.warning("journal push failed (%s); retrying in %.1fs", exc, delay)
+            return Retry(delay, early=True)
+        self.link.up()
+        self._feed_wake.set()  # the server is back: the feed need not sit out its backoff
+        for alarm in resp.alarms:
+            log.error("server raised an alarm on our journal: %s", alarm)
+        if self._server_behind(resp.ack, before):
+            backoff.reset()
+            return None  # push again from the server's ack
+        try:
+            self.journal.set_acked(resp.ack)
+        except YktError as exc:
+            # e.g. an ack beyond our head: this journal is not the one the server knows
+            # (restored or replaced); the operator must look, the thread goes on
+            log.error("bad ack from server: %s", exc)
+            self.last_push_error = f"bad ack from server: {exc}"
+        self._notify()
+        if self.journal.acked <= before:
+            alarms = [to_json(a) for a in resp.alarms]
+            if not self.last_push_error:
+                self.last_push_error = f"server did not advance the ack: {alarms}"
+            delay = backoff.next()
+            log.warning("server did not advance the ack (%s); retrying in %.1fs", alarms, delay)
+            return Retry(delay, early=False)
+        backoff.reset()
+        self.last_push_error = ""
+        return None
+
+    def _server_behind(self, ack: int, acked_before: int) -> bool:
         """The server's ack is below what it had acked before the request was sent: its data
         was restored from a backup and lost our later records.  Queue them again."""
-        if not isinstance(ack, int) or isinstance(ack, bool) or not 0 <= ack < acked_before:
+        if not 0 <= ack < acked_before:
             return False
         queued = self.journal.rewind(ack)
         if queued:
@@ -156,26 +170,37 @@ class Uplink:
         client = self.client_factory()
         backoff = Backoff(self.rng)
         while not self._stop.is_set():
-            wait = self.poll_wait_s if self.link.online else 0
-            acked = self.journal.acked
-            try:
-                resp = client.feed(self.cache.version, wait=wait)
-                self.cache.apply(resp)
-            except SyncError as exc:
-                self.link.down(str(exc))
-                delay = backoff.next()
-                log.warning("feed pull failed (%s); retrying in %.1fs", exc, delay)
+            retry = self.pull_page(client, backoff)
+            if retry is None:
+                continue
+            if retry.early:
                 self._feed_wake.clear()
-                self._feed_wake.wait(delay)  # a successful push (or stop) ends the wait
-                continue
-            except (KeyError, TypeError, ValueError) as exc:
-                delay = backoff.next()
-                log.error("malformed feed page (%s); retrying in %.1fs", exc, delay)
-                self._stop.wait(delay)
-                continue
-            was_online = self.link.online
-            self.link.up()
-            backoff.reset()
-            self._notify()
-            if self._server_behind(resp.get("ack"), acked) or not was_online:
-                self.kick()  # drain the queue now
+                self._feed_wake.wait(retry.delay)  # a successful push (or stop) ends the wait
+            else:
+                self._stop.wait(retry.delay)
+
+    def pull_page(self, client: ServerClient, backoff: Backoff) -> Retry | None:
+        """Pull one page of the feed (a long poll while online) into the cache.  None: pull
+        the next one now; else how long to wait before trying again."""
+        wait = self.poll_wait_s if self.link.online else 0
+        acked = self.journal.acked
+        try:
+            resp = client.feed(self.cache.version, wait=wait)
+        except SyncError as exc:
+            self.link.down(str(exc))
+            delay = backoff.next()
+            log.warning("feed pull failed (%s); retrying in %.1fs", exc, delay)
+            return Retry(delay, early=True)
+        try:
+            self.cache.apply(resp)
+        except YktError as exc:  # a page the cache cannot take (e.g. a bad policy)
+            delay = backoff.next()
+            log.error("feed page not stored (%s); retrying in %.1fs", exc, delay)
+            return Retry(delay, early=False)
+        was_online = self.link.online
+        self.link.up()
+        backoff.reset()
+        self._notify()
+        if self._server_behind(resp.ack, acked) or not was_online:
+            self.kick()  # drain the queue now
+        return None

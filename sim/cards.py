@@ -24,6 +24,7 @@ from sim.mifare import MifareClassic1K, blank_blocks
 from sync.card import layout
 from sync.card.keys import Keystore
 from sync.errors import CardRefused
+from sync.records import CardRow
 
 
 def encoded_card(
@@ -40,12 +41,12 @@ def encoded_card(
 def card_for(
     folder: Path,
     card_no: str,
-    record: dict[str, object] | None,
+    record: CardRow | None,
     keys: Keystore,
     uid_hex: str | None,
 ) -> MifareClassic1K:
     """The simulated card to tap for ``card_no`` (made once, then kept in ``folder``)."""
-    issued_uid = str(record["uid"]) if record else None
+    issued_uid = record.uid if record else None
     uid_hex = (uid_hex or issued_uid or f"{int.from_bytes(os.urandom(4), 'big'):08X}").upper()
     uid = bytes.fromhex(uid_hex)
     folder.mkdir(parents=True, exist_ok=True)
@@ -53,8 +54,8 @@ def card_for(
     path = folder / f"{safe}-{uid_hex}.img"
     if path.exists():
         card = cardimage.load(path)
-    elif record is not None and record.get("identity"):
-        card = encoded_card(uid, str(record["identity"]), keys)
+    elif record is not None and record.identity:
+        card = encoded_card(uid, record.identity, keys)
     else:
         card = MifareClassic1K(uid, blank_blocks(uid))
     card.on_write = lambda c: cardimage.save(c, path)

@@ -45,9 +45,7 @@ class Wallet:
         os.replace(tmp, path)
 
     def client(self) -> ServerClient:
-        c = ServerClient(self.server)
-        c.session.headers["Authorization"] = f"Bearer {self.token}"
-        return c
+        return ServerClient(self.server, headers={"Authorization": f"Bearer {self.token}"})
 
     def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         """A call to the app API with this wallet's session."""

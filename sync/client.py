@@ -1,39 +1,145 @@
-"""The terminal side of the wire: an HTTP client that signs every request (requests).
+"""The terminal side of the wire: an HTTP client that signs every request, on a transport.
 
-One :class:`ServerClient` per thread (a ``requests.Session`` is not meant to be shared).
-``requests`` errors are converted here: unreachable → :class:`NetworkError`, an error answer →
-:class:`ApiError` (or :class:`AuthError` for 401/403) carrying the server's error code.
+A :class:`ServerClient` sends :class:`Request` objects through a :class:`Transport` (the way
+httpx takes ``transport=``): :class:`RequestsTransport` (``requests``, the default) on a
+terminal, :class:`MockTransport` (a function from request to response) in tests, so engines,
+deciders and the uplink run in-process without a server.
+
+What went wrong is decided here, once, for every caller:
+
+=====================================================  =====================================
+the transport raised ``OSError`` (no answer: refused,  :class:`ServerUnavailable`, status 0
+unreachable, timeout; every ``requests`` error is one)
+a 5xx answer                                           :class:`ServerUnavailable`
+a 2xx answer that is not the JSON asked for            :class:`ServerUnavailable`
+a 401 or 403 answer                                    :class:`AuthError`
+any other 4xx answer                                   :class:`ServerRefused`
+=====================================================  =====================================
+
+Errors carry the server's ``{"error": {"code", "message"}}`` when it sent one.  One client per
+thread (a ``requests.Session`` is not meant to be shared).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode
 
+import msgspec
 import requests
 
 from sync import protocol
+from sync.card.keys import Keystore
 from sync.clock import Clock, SystemClock
 from sync.crypto import SigningKey
-from sync.errors import ApiError, AuthError, NetworkError, ProtocolError
+from sync.errors import (
+    AuthError,
+    ProtocolError,
+    ServerRefused,
+    ServerUnavailable,
+)
+from sync.records import AuthorizeAnswer, AuthorizeRequest, FeedPage, PushAck, answer
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = (2.0, 10.0)
+T = TypeVar("T")
 
 
-def _raise_for(resp: requests.Response) -> None:
-    if resp.status_code < 400:
-        return
+@dataclass(frozen=True)
+class Request:
+    method: str
+    url: str
+    #: the path with its query string (what the signature covers)
+    target: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    content: bytes = b""
+    timeout: tuple[float, float] | float = DEFAULT_TIMEOUT
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    def json(self) -> Any:
+        return json.loads(self.content) if self.content else None
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    content: bytes = b""
+
+    @classmethod
+    def of(cls, status: int, obj: Any) -> Response:
+        """An answer with ``obj`` as its JSON body (typed values as their JSON)."""
+        return cls(status, msgspec.json.encode(obj))
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class Transport(Protocol):
+    """Sends one request and returns the server's answer, whatever its status; raises
+    ``OSError`` (``ConnectionError``, ``TimeoutError`` …) when no answer came."""
+
+    def send(self, request: Request) -> Response: ...
+
+    def close(self) -> None: ...
+
+
+class RequestsTransport:
+    """HTTP through a ``requests.Session`` (``requests``' errors are ``OSError``\\ s)."""
+
+    def __init__(self, headers: Mapping[str, str] | None = None) -> None:
+        self.session = requests.Session()
+        self.session.headers.update(headers or {})
+
+    def send(self, request: Request) -> Response:
+        resp = self.session.request(
+            request.method,
+            request.url,
+            data=request.content or None,
+            headers=dict(request.headers),
+            timeout=request.timeout,
+        )
+        return Response(resp.status_code, resp.content)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class MockTransport:
+    """Answers every request with ``handler(request)`` (tests): raise ``ConnectionError`` in
+    the handler for a server that cannot be reached.  Remembers the requests it was sent."""
+
+    def __init__(self, handler: Callable[[Request], Response]) -> None:
+        self.handler = handler
+        self.sent: list[Request] = []
+        self.closed = False
+
+    def send(self, request: Request) -> Response:
+        self.sent.append(request)
+        return self.handler(request)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _failure(method: str, path: str, resp: Response) -> ServerRefused | ServerUnavailable:
     try:
-        err = resp.json()["error"]
+        err = json.loads(resp.content)["error"]
         code, message = str(err["code"]), str(err["message"])
     except (ValueError, KeyError, TypeError):
-        code, message = "http_error", resp.text[:200]
-    cls = AuthError if resp.status_code in (401, 403) else ApiError
-    raise cls(resp.status_code, code, message)
+        code, message = "http_error", resp.content[:200].decode("utf-8", "replace")
+    if resp.status >= 500 or resp.status < 400:
+        return ServerUnavailable(resp.status, code, message)
+    if resp.status in (401, 403):
+        return AuthError(resp.status, code, message)
+    return ServerRefused(resp.status, code, message)
 
 
 class ServerClient:
@@ -45,30 +151,40 @@ class ServerClient:
         key: SigningKey | None = None,
         clock: Clock | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        transport: Transport | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
+        """``headers`` go with every request (a bearer token); ``transport`` defaults to
+        :class:`RequestsTransport`."""
         self.base_url = base_url.rstrip("/")
         self.terminal_id = terminal_id
         self.key = key
         self.clock = clock or SystemClock()
         self.timeout = timeout
-        self.session = requests.Session()
+        self.headers = dict(headers or {})
+        self.transport: Transport = transport or RequestsTransport()
 
     def close(self) -> None:
-        self.session.close()
+        self.transport.close()
 
-    def request(
+    def send(
         self,
         method: str,
         path: str,
         *,
         body: Any = None,
-        params: dict[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
         signed: bool = True,
         timeout: tuple[float, float] | float | None = None,
-    ) -> dict[str, Any]:
+    ) -> bytes:
+        """Send a request; the body of a 2xx answer, or the error the failure is."""
         target = path + (f"?{urlencode(params)}" if params else "")
+        if isinstance(body, msgspec.Struct):
+            body = msgspec.to_builtins(body)
         data = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+        headers = dict(self.headers)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         if signed:
             if self.key is None or self.terminal_id is None:
                 raise ProtocolError("this client is not enrolled: no terminal id or key")
@@ -77,24 +193,38 @@ class ServerClient:
                     self.key, self.terminal_id, method, target, data, self.clock.now_ms()
                 )
             )
+        req = Request(
+            method, self.base_url + target, target, headers, data, timeout or self.timeout
+        )
         try:
-            resp = self.session.request(
-                method,
-                self.base_url + target,
-                data=data or None,
-                headers=headers,
-                timeout=timeout or self.timeout,
-            )
-        except requests.RequestException as exc:
-            raise NetworkError(f"{method} {path}: {exc.__class__.__name__}: {exc}") from exc
-        _raise_for(resp)
+            resp = self.transport.send(req)
+        except OSError as exc:
+            raise ServerUnavailable(
+                0, "unreachable", f"{method} {path}: {exc.__class__.__name__}: {exc}"
+            ) from exc
+        if not 200 <= resp.status < 300:
+            raise _failure(method, path, resp)
+        return resp.content
+
+    def request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        """A request (the arguments of :meth:`send`) whose answer is a JSON object."""
+        content = self.send(method, path, **kw)
         try:
-            out = resp.json()
-        except ValueError as exc:
-            raise ProtocolError(f"{method} {path}: the server did not answer JSON") from exc
+            out = json.loads(content)
+        except ValueError:
+            out = None
         if not isinstance(out, dict):
-            raise ProtocolError(f"{method} {path}: the server did not answer a JSON object")
+            raise ServerUnavailable(
+                200, "bad_answer", f"{method} {path}: the server did not answer a JSON object"
+            )
         return out
+
+    def _typed(self, kind: type[T], method: str, path: str, **kw: Any) -> T:
+        content = self.send(method, path, **kw)
+        try:
+            return answer(content, kind)
+        except ProtocolError as exc:
+            raise ServerUnavailable(200, "bad_answer", f"{method} {path}: {exc}") from None
 
     # -- the terminal API ------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -106,18 +236,25 @@ class ServerClient:
             body["role"] = role
         return self.request("POST", "/v1/terminals/enroll", body=body, signed=False)
 
-    def authorize(self, req: dict[str, Any], timeout: float = 1.5) -> dict[str, Any]:
-        return self.request("POST", "/v1/pos/authorize", body=req, timeout=(0.5, timeout))
+    def authorize(self, req: AuthorizeRequest, timeout: float = 1.5) -> AuthorizeAnswer:
+        return self._typed(
+            AuthorizeAnswer, "POST", "/v1/pos/authorize", body=req, timeout=(0.5, timeout)
+        )
 
-    def keystore(self) -> dict[str, Any]:
-        """The card keystore for this terminal's role (signed request)."""
-        return self.request("GET", "/v1/terminals/keystore", timeout=(2.0, 10.0))
+    def keystore(self) -> Keystore:
+        """The card keystore for this terminal's role (signed request); a keystore the
+        terminal cannot use is :class:`sync.errors.ConfigError`."""
+        got = self.request("GET", "/v1/terminals/keystore", timeout=(2.0, 10.0))
+        return Keystore.from_dict(got, "the server's keystore")
 
-    def push(self, records: list[dict[str, str]]) -> dict[str, Any]:
-        return self.request("POST", "/v1/journal", body={"records": records}, timeout=(2.0, 30.0))
+    def push(self, records: list[dict[str, str]]) -> PushAck:
+        return self._typed(
+            PushAck, "POST", "/v1/journal", body={"records": records}, timeout=(2.0, 30.0)
+        )
 
-    def feed(self, since: int, wait: float = 0) -> dict[str, Any]:
-        return self.request(
+    def feed(self, since: int, wait: float = 0) -> FeedPage:
+        return self._typed(
+            FeedPage,
             "GET",
             "/v1/feed",
             params={"since": since, "wait": wait},

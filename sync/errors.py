@@ -26,8 +26,9 @@ edge.pos.control).
     │   ├── ProtocolError               bytes that are not a valid record, request or response
     │   │   └── CodeError                   a phone code, payment request or proof refused
     │   ├── SignatureError              a signature that does not verify
-    │   ├── NetworkError                the server could not be reached (refused, timeout)
-    │   └── ApiError                    the server answered with an error (status, code, message)
+    │   ├── ServerUnavailable           the server could not decide: unreachable, a timeout, a
+    │   │                               5xx, an answer that is not what was asked for
+    │   └── ServerRefused               the server said no: a 4xx (status, code, message)
     │       └── AuthError                   401/403: unknown terminal, bad or stale signature
     ├── ServiceError                (sync.server.errors) the server's answers, one per status
     ├── YktError                   (edge.errors) the terminal's own failures
@@ -39,7 +40,6 @@ from __future__ import annotations
 from drivers.errors import DriverError, YktError
 
 __all__ = [
-    "ApiError",
     "AuthError",
     "CardRefused",
     "CodeError",
@@ -48,9 +48,10 @@ __all__ = [
     "DriverError",
     "IdCardError",
     "MoneyError",
-    "NetworkError",
     "ProtocolError",
     "RuleError",
+    "ServerRefused",
+    "ServerUnavailable",
     "SignatureError",
     "SqlError",
     "StoreConflict",
@@ -149,12 +150,25 @@ class SignatureError(SyncError):
     code = "bad_signature"
 
 
-class NetworkError(SyncError):
+class ServerUnavailable(SyncError):
+    """The server could not decide: it was not reached or did not answer in time (``status``
+    0), answered 5xx, or answered something that is not what was asked for.  A terminal
+    decides offline and tries again later (:class:`sync.client.ServerClient` decides which
+    failure is which, once)."""
+
     http_status = 503
-    code = "unreachable"
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}" if status else message)
+        self.status = status
+        self.code = code
+        self.message = message
 
 
-class ApiError(SyncError):
+class ServerRefused(SyncError):
+    """The server answered and refused (a 4xx with its error ``code`` and ``message``): asking
+    again unchanged gets the same answer."""
+
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
@@ -162,8 +176,8 @@ class ApiError(SyncError):
         self.message = message
 
 
-class AuthError(ApiError):
-    pass
+class AuthError(ServerRefused):
+    """401/403: the server does not know or does not trust this terminal (or session)."""
 
 
 def exit_code(exc: BaseException) -> int:

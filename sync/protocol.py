@@ -1,8 +1,8 @@
 """The wire protocol shared by terminals and the server (documented in docs/protocol.md).
 
 Journal records
-    A record is a JSON object; its *body* is the canonical encoding (sorted keys, no spaces,
-    UTF-8).  The terminal signs the body with its Ed25519 key.  Each body names the SHA-256 of
+    A record (:class:`sync.records.JournalRecord`, typed there) is a JSON object; its *body* is
+    the canonical encoding (sorted keys, no spaces, UTF-8).  The terminal signs the body with its Ed25519 key.  Each body names the SHA-256 of
     the previous body (``prev``), the first one names :func:`genesis_hash` of its terminal, and
     sequence numbers are gapless from 1.  So a verified signature on the newest record
     authenticates every record behind it, and a deleted, altered or reordered record breaks
@@ -24,55 +24,40 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import secrets
 from collections.abc import Mapping
 from typing import Any
 
 from sync.crypto import SigningKey, VerifyKey, b64d, b64e
 from sync.errors import ProtocolError, SignatureError
+from sync.records import KINDS, METHODS, PIN_FACTS, RECORD_VERSION, JournalRecord
 
-RECORD_VERSION = 1
+__all__ = [
+    "H_NONCE",
+    "H_SIGNATURE",
+    "H_TERMINAL",
+    "H_TIME",
+    "KINDS",
+    "METHODS",
+    "PIN_FACTS",
+    "RECORD_FIELDS",
+    "RECORD_VERSION",
+    "JournalRecord",
+    "canonical",
+    "check_fields",
+    "genesis_hash",
+    "parse_body",
+    "record_hash",
+    "request_message",
+    "seal",
+    "sha256_hex",
+    "sign_request",
+    "verify_request",
+    "wire_record",
+]
 
-#: Record kinds: a sale, a wrong consumption password keyed offline (R5/R6 lockout counting).
-KINDS = frozenset({"sale", "pin_fail"})
-METHODS = frozenset({"card", "qr-forward", "qr-reverse"})
-PIN_FACTS = frozenset({"none", "ok", "fail"})
-
-#: field -> accepted Python types (bool is checked apart from int).
-RECORD_FIELDS: dict[str, tuple[type, ...]] = {
-    "v": (int,),
-    "term": (str,),
-    "seq": (int,),
-    "prev": (str,),
-    "ts": (int,),
-    "kind": (str,),
-    "acct": (int,),
-    "cred": (str,),
-    "amt": (int,),
-    "method": (str,),
-    "off": (bool,),
-    "pin": (str,),
-    "spent": (int,),
-    "lim": (int,),
-    "bal": (int, type(None)),
-    "op": (str,),
-    "auth": (str, type(None)),
-}
-OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {"x": (dict,)}
-
-#: Bounds of the integer fields (inclusive), so every value fits a 64-bit database column and
-#: a terminal time is a real instant (0 .. the end of year 9999).
-INT_BOUNDS: dict[str, tuple[int, int]] = {
-    "seq": (1, 2**62),
-    "ts": (0, 253_402_300_799_999),
-    "acct": (1, 2**62),
-    "amt": (0, 2**62),
-    "spent": (-(2**62), 2**62),
-    "lim": (-(2**62), 2**62),
-    "bal": (-(2**62), 2**62),
-}
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+#: The required fields of a record body (``x`` is optional): :class:`sync.records.JournalRecord`.
+RECORD_FIELDS = tuple(f for f in JournalRecord.__struct_fields__ if f != "x")
 
 H_TERMINAL = "X-Ykt-Terminal"
 H_TIME = "X-Ykt-Time"
@@ -106,60 +91,20 @@ def record_hash(body: bytes) -> str:
 
 
 def check_fields(rec: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate a decoded record; raise :class:`ProtocolError` with the first problem found."""
-    if not isinstance(rec, dict):
-        raise ProtocolError("a record body must be a JSON object")
-    for name, types in RECORD_FIELDS.items():
-        try:
-            val = rec[name]
-        except KeyError:
-            raise ProtocolError(f"record lacks field {name!r}") from None
-        if (isinstance(val, bool) and bool not in types) or not isinstance(val, types):
-            raise ProtocolError(f"record field {name!r} has the wrong type")
-    if len(rec) > len(RECORD_FIELDS):  # all required fields are here: only more can be unknown
-        for name in rec:
-            if name not in RECORD_FIELDS and name not in OPTIONAL_FIELDS:
-                raise ProtocolError(f"record has unknown field {name!r}")
-    if "x" in rec and not isinstance(rec["x"], dict):
-        raise ProtocolError("record field 'x' must be an object")
-    for name, (lo, hi) in INT_BOUNDS.items():
-        val = rec[name]
-        if name == "acct" and val == 0 and rec.get("method") == "qr-reverse":
-            continue  # a reverse-scan proof keyed as a short code: the server knows who paid
-        if val is not None and not lo <= val <= hi:
-            raise ProtocolError(f"record field {name!r} is out of range")
-    if rec["v"] != RECORD_VERSION:
-        raise ProtocolError(f"record version {rec['v']} is not supported")
-    if rec["kind"] not in KINDS:
-        raise ProtocolError(f"unknown record kind {rec['kind']!r}")
-    if rec["method"] not in METHODS:
-        raise ProtocolError(f"unknown payment method {rec['method']!r}")
-    if rec["pin"] not in PIN_FACTS:
-        raise ProtocolError(f"unknown PIN fact {rec['pin']!r}")
-    if rec["amt"] < 0 or (rec["kind"] == "sale" and rec["amt"] == 0):
-        raise ProtocolError("a sale's amount must be positive")
-    if not _HEX64.fullmatch(rec["prev"]):
-        raise ProtocolError("prev must be a SHA-256 hex digest")
-    return dict(rec)
+    """Validate decoded record fields; raise :class:`ProtocolError` with the problem found."""
+    return JournalRecord.from_fields(rec).to_dict()
 
 
 def parse_body(body: str | bytes) -> dict[str, Any]:
-    """Decode and validate a record body received on the wire (``str`` is the faster input)."""
-    try:
-        rec = json.loads(body)
-    except (ValueError, TypeError) as exc:
-        raise ProtocolError("record body is not JSON") from exc
-    except RecursionError as exc:
-        raise ProtocolError("record body is nested too deeply") from exc
-    out = check_fields(rec)
-    if (b"\\u" in body) if isinstance(body, bytes) else ("\\u" in body):
-        canonical(out)  # an escaped lone surrogate is not Unicode: ProtocolError
-    return out
+    """Decode and validate a record body received on the wire, as a dict (the typed form is
+    :meth:`JournalRecord.parse`)."""
+    return JournalRecord.parse(body).to_dict()
 
 
-def seal(key: SigningKey, rec: Mapping[str, Any]) -> tuple[bytes, bytes]:
+def seal(key: SigningKey, rec: JournalRecord | Mapping[str, Any]) -> tuple[bytes, bytes]:
     """Validate, encode and sign a record: ``(body, signature)``."""
-    body = canonical(check_fields(rec))
+    typed = rec if isinstance(rec, JournalRecord) else JournalRecord.from_fields(rec)
+    body = typed.checked_body()  # every field checked, on the very bytes that are signed
     return body, key.sign(body)
 
 

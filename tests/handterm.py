@@ -12,13 +12,14 @@ import itertools
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
 import requests
 
-from sim.bench.records import offline_sale
 from sync import protocol
 from sync.client import ServerClient
 from sync.clock import Clock, SystemClock
 from sync.crypto import SigningKey
+from sync.records import AuthorizeRequest, JournalRecord, offline_sale, to_json
 from tests.helpers import ServerProc
 
 
@@ -41,7 +42,7 @@ class HandTerminal:
             url, terminal_id=self.terminal_id, key=self.key, clock=self.clock
         )
         #: every record sealed so far, in sequence order: (record, wire form)
-        self.journal: list[tuple[dict[str, Any], dict[str, str]]] = []
+        self.journal: list[tuple[JournalRecord, dict[str, str]]] = []
 
     @classmethod
     def enroll(cls, server: ServerProc, name: str, role: str = "pos", **kw: Any) -> HandTerminal:
@@ -54,8 +55,9 @@ class HandTerminal:
             return protocol.genesis_hash(self.terminal_id)
         return protocol.record_hash(self.journal[-1][1]["body"].encode())
 
-    def fields(self, acct: int, amt: int, **kw: Any) -> dict[str, Any]:
-        """The fields of the next record (not yet sealed)."""
+    def next_record(self, acct: int, amt: int, **kw: Any) -> JournalRecord:
+        """The next record (an offline card sale unless ``kw`` changes fields; not yet
+        sealed or checked)."""
         rec = offline_sale(
             term=self.terminal_id,
             seq=len(self.journal) + 1,
@@ -66,12 +68,15 @@ class HandTerminal:
             cred="card:test",
             lim=5000,
         )
-        rec.update(kw)
-        return rec
+        return msgspec.structs.replace(rec, **kw)
+
+    def fields(self, acct: int, amt: int, **kw: Any) -> dict[str, Any]:
+        """The fields of the next record as JSON values, to send whatever a test likes."""
+        return {**self.next_record(acct, amt).to_dict(), **kw}
 
     def record(self, acct: int, amt: int, **kw: Any) -> dict[str, str]:
         """Seal the next record of this terminal's chain; returns its wire form."""
-        rec = self.fields(acct, amt, **kw)
+        rec = self.next_record(acct, amt, **kw)
         body, sig = protocol.seal(self.key, rec)
         wire = protocol.wire_record(body, sig)
         self.journal.append((rec, wire))
@@ -82,7 +87,8 @@ class HandTerminal:
 
     # -- requests -----------------------------------------------------------------------------
     def push(self, records: list[dict[str, str]]) -> dict[str, Any]:
-        return self.client.push(records)
+        """The server's answer (:class:`sync.records.PushAck`) as JSON."""
+        return to_json(self.client.push(records))
 
     def push_raw(self, body: bytes) -> requests.Response:
         """POST arbitrary bytes to /v1/journal, correctly signed."""
@@ -92,9 +98,22 @@ class HandTerminal:
         headers["Content-Type"] = "application/json"
         return requests.post(self.url + "/v1/journal", data=body, headers=headers, timeout=10)
 
+    def feed(self, since: int, wait: float = 0) -> dict[str, Any]:
+        """A feed page (:class:`sync.records.FeedPage`) as JSON."""
+        return to_json(self.client.feed(since, wait=wait))
+
+    def authorize_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """What a POS sends (:class:`sync.records.AuthorizeRequest`); the answer as JSON."""
+        req = msgspec.convert(body, AuthorizeRequest)
+        return to_json(self.client.authorize(req, timeout=10))
+
     def authorize(self, seq: int, card_no: str, amount_fen: int, **kw: Any) -> dict[str, Any]:
-        return self.client.authorize(
-            {"seq": seq, "card_no": card_no, "amount_fen": amount_fen, **kw}, timeout=10
+        """Whatever request a test makes (not only what a POS sends); the answer as JSON."""
+        return self.client.request(
+            "POST",
+            "/v1/pos/authorize",
+            body={"seq": seq, "card_no": card_no, "amount_fen": amount_fen, **kw},
+            timeout=(0.5, 10),
         )
 
     def close(self) -> None:

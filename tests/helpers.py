@@ -121,7 +121,7 @@ class ServerProc(_Child):
 
     def admin(self) -> AdminClient:
         client = AdminClient(self.url, self.token_file.read_text().strip())
-        client.session.headers["Connection"] = "close"  # no socket outlives the call
+        client.headers["Connection"] = "close"  # no socket outlives the call
         return client
 
     def add_account(

@@ -8,11 +8,13 @@ import random
 from pathlib import Path
 from typing import Any
 
-from sim.bench.records import offline_sale
+import msgspec
+
 from sync import protocol
 from sync.clock import ManualClock
 from sync.crypto import SigningKey
 from sync.db import Database
+from sync.records import offline_sale, to_json
 from sync.server import ingest, terminals
 from sync.server.context import Context, ServerConfig
 from sync.server.schema import MIGRATIONS
@@ -65,10 +67,9 @@ class InProcTerminal:
             cred="card:test",
             lim=0,
         )
-        rec.update(kw)
-        body, sig = protocol.seal(self.key, rec)
+        body, sig = protocol.seal(self.key, msgspec.structs.replace(rec, **kw))
         self.head = protocol.record_hash(body)
         return protocol.wire_record(body, sig)
 
     def push(self, records: list[dict[str, str]]) -> dict[str, Any]:
-        return ingest.ingest(self.ctx, self.row, records)
+        return to_json(ingest.ingest(self.ctx, self.row, records))

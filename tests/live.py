@@ -145,16 +145,17 @@ class Pos:
         self.prev = protocol.genesis_hash(client.terminal_id)
 
     def sell(self, card: dict[str, Any], amount: int, pin: str | None = None) -> dict[str, Any]:
-        req: dict[str, Any] = {
-            "seq": self.seq + 1,
-            "card_no": card["card_no"],
-            "uid": card["uid"],
-            "amount_fen": amount,
-            "method": "card",
-        }
-        if pin is not None:
-            req["pin"] = pin
-        resp = self.client.authorize(req)
+        from sync.records import UNSET, AuthorizeRequest, to_json
+
+        req = AuthorizeRequest(
+            seq=self.seq + 1,
+            card_no=card["card_no"],
+            uid=card["uid"],
+            amount_fen=amount,
+            method="card",
+            pin=UNSET if pin is None else pin,
+        )
+        resp = to_json(self.client.authorize(req))
         if resp["approved"]:
             self.journal(card, resp["account_id"], amount, resp)
         return resp
@@ -166,30 +167,28 @@ class Pos:
     def journal(
         self, card: dict[str, Any], account_id: int, amount: int, resp: dict[str, Any] | None
     ) -> None:
-        from sync import protocol
+        import msgspec
+
+        from sync import protocol, records
 
         self.seq += 1
         assert self.client.terminal_id is not None and self.client.key is not None
-        rec = {
-            "v": protocol.RECORD_VERSION,
-            "term": self.client.terminal_id,
-            "seq": self.seq,
-            "prev": self.prev,
-            "ts": self.client.clock.now_ms(),
-            "kind": "sale",
-            "acct": account_id,
-            "cred": f"card:{card['card_no']}:{card['uid']}",
-            "amt": amount,
-            "method": "card",
-            "off": resp is None,
-            "pin": resp["pin"] if resp else "none",
-            "spent": resp["spent_fen"] if resp else 0,
-            "lim": resp["limit_fen"] if resp else 0,
-            "bal": resp["balance_fen"] if resp else None,
-            "op": "",
-            "auth": resp["auth_id"] if resp else None,
-        }
+        rec = records.offline_sale(
+            term=self.client.terminal_id,
+            seq=self.seq,
+            prev=self.prev,
+            ts=self.client.clock.now_ms(),
+            acct=account_id,
+            cred=f"card:{card['card_no']}:{card['uid']}",
+            amt=amount,
+            off=resp is None,
+            lim=resp["limit_fen"] if resp else 0,
+            bal=resp["balance_fen"] if resp else None,
+            auth=resp["auth_id"] if resp else None,
+        )
+        if resp:
+            rec = msgspec.structs.replace(rec, pin=resp["pin"], spent=resp["spent_fen"])
         body, sig = protocol.seal(self.client.key, rec)
         self.prev = protocol.record_hash(body)
         ack = self.client.push([protocol.wire_record(body, sig)])
-        assert ack["ack"] == self.seq, ack
+        assert ack.ack == self.seq, ack

@@ -27,6 +27,7 @@ from sync.client import ServerClient
 from sync.clock import ManualClock, SystemClock
 from sync.crypto import VerifyKey, b64d
 from sync.db import Database
+from sync.records import to_json
 from tests.helpers import PosProc, ServerProc, free_port, wait_until, ykt_cmd
 
 
@@ -84,7 +85,8 @@ def wait_account_cached(pos: PosProc, account_id: int, **expect: Any) -> dict[st
     """Wait until the agent's snapshot of an account has the expected column values."""
 
     def ok(cache: Cache) -> dict[str, Any] | None:
-        a = cache.account(account_id)
+        got = cache.account(account_id)
+        a = None if got is None else to_json(got)
         return a if a and all(a[k] == v for k, v in expect.items()) else None
 
     got: dict[str, Any] = wait_cached(pos, ok, what=f"account {account_id} with {expect}")

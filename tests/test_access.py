@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sync.errors import ApiError
+from sync.errors import ServerRefused
 from tests.live import Live, Pos, proof
 
 
@@ -104,11 +104,11 @@ def test_a_pos_terminal_cannot_call_desk_or_kiosk_operations(
 ) -> None:
     pos = live.terminal("pos")
     for method, path in _ops(live, "/v1/admin/"):
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(ServerRefused) as err:
             pos.request(method, path, body={} if method != "GET" else None)
         assert err.value.status == 401, path
     for method, path in _ops(live, "/v1/kiosk/"):
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(ServerRefused) as err:
             pos.request(method, path, body={"card": proof(two["a"])})
         assert (err.value.status, err.value.code) == (403, "wrong_role"), path
     # and the POS still sells: the refusals did not break it
@@ -119,7 +119,7 @@ def test_a_revoked_kiosk_cannot_act_even_with_the_proof(live: Live, two: dict[st
     k = live.terminal("kiosk")
     k.request("POST", "/v1/kiosk/card", body={"card": proof(two["a"])})
     live.admin("POST", f"/v1/admin/terminals/{k.terminal_id}/revoke")
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(ServerRefused) as err:
         k.request("POST", "/v1/kiosk/card", body={"card": proof(two["a"])})
     assert err.value.code == "terminal_revoked"
 

@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sync import protocol
+from sync import protocol, records
 from sync.clock import ManualClock
 from sync.crypto import SigningKey
 from sync.server import (
@@ -104,31 +104,23 @@ def _card(ctx: Context, number: str) -> dict[str, Any]:
 def _journal(w: dict[str, Any], acct_id: int, card: dict[str, Any], amount: int, off: bool) -> None:
     ctx: Context = w["ctx"]
     w["seq"] += 1
-    rec = {
-        "v": protocol.RECORD_VERSION,
-        "term": w["tid"],
-        "seq": w["seq"],
-        "prev": w["prev"],
-        "ts": ctx.now_ms(),
-        "kind": "sale",
-        "acct": acct_id,
-        "cred": f"card:{card['card_no']}:{card['uid']}",
-        "amt": amount,
-        "method": "card",
-        "off": off,
-        "pin": "none",
-        "spent": 0,
-        "lim": 0,
-        "bal": None,
-        "op": "",
-        "auth": None,
-    }
+    rec = records.offline_sale(
+        term=w["tid"],
+        seq=w["seq"],
+        prev=w["prev"],
+        ts=ctx.now_ms(),
+        acct=acct_id,
+        cred=f"card:{card['card_no']}:{card['uid']}",
+        amt=amount,
+        off=off,
+        lim=0,
+    )
     body, sig = protocol.seal(w["key"], rec)
     w["prev"] = protocol.record_hash(body)
     term = ctx.db.one("SELECT * FROM terminals WHERE id = ?", (w["tid"],))
     assert term is not None
     out = ingest.ingest(ctx, dict(term), [protocol.wire_record(body, sig)])
-    assert out["ack"] == w["seq"]
+    assert out.ack == w["seq"]
 
 
 def step(w: dict[str, Any], op: tuple[Any, ...]) -> None:
@@ -145,7 +137,7 @@ def step(w: dict[str, Any], op: tuple[Any, ...]) -> None:
         req = {"seq": w["seq"] + 1, "card_no": card["card_no"], "uid": card["uid"]}
         req |= {"amount_fen": a, "method": "card", "pin": initial_pw(80 + i) if b else None}
         term = {"id": w["tid"], "role": "pos"}
-        if authorize.authorize(ctx, term, req)["approved"]:
+        if authorize.authorize(ctx, term, req).approved:
             _journal(w, acct["id"], card, a, off=False)
     elif kind == "offline_sale":
         _journal(w, acct["id"], _card(ctx, number), min(a, 5000), off=True)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from sync.client import ServerClient
-from sync.errors import ApiError, AuthError
+from sync.errors import AuthError, ServerRefused
 from tests.live import Live, Pos, proof
 
 
@@ -91,7 +91,7 @@ def test_r6_daily_limit_changed_with_the_card(live: Live) -> None:
     pos = Pos(live.terminal("pos"))
     assert pos.sell(card, 8000)["approved"]  # under the new limit: no password
     assert pos.sell(card, 3000)["code"] == "needs_pin"
-    with pytest.raises(ApiError) as err:  # amounts are positive and bounded
+    with pytest.raises(ServerRefused) as err:  # amounts are positive and bounded
         kcall(
             k,
             "/v1/kiosk/card/limit",
@@ -136,7 +136,7 @@ def test_r11_kiosk_reissue_is_idempotent_and_the_old_card_dies(live: Live) -> No
     assert again["status"] == "done" and again["balance_fen"] == 5000 - fee
     # the old card: refused at the POS and at the kiosk
     assert "replaced" in pos.sell(card, 100)["reason"]
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(ServerRefused) as err:
         kcall(k, "/v1/kiosk/card", {"card": proof(card)})
     assert err.value.code == "card_replaced"
     assert pos.sell(retry["card"], 100)["approved"]
@@ -155,21 +155,21 @@ def test_r11_kiosk_reissue_checks_identity_and_card_type(live: Live) -> None:
     with pytest.raises(AuthError) as err:
         kcall(k, "/v1/kiosk/reissue", wrong)
     assert err.value.code == "identity_mismatch"
-    with pytest.raises(ApiError) as err2:
+    with pytest.raises(ServerRefused) as err2:
         kcall(
             k,
             "/v1/kiosk/reissue",
             {**wrong, "number": "K9", "id_card": consumer["id_card"], "order_id": "order-0003"},
         )
     assert err2.value.code == "desk_only"
-    with pytest.raises(ApiError) as err3:  # GB 11643 checksum validated on the field
+    with pytest.raises(ServerRefused) as err3:  # GB 11643 checksum validated on the field
         kcall(k, "/v1/kiosk/reissue", {**wrong, "id_card": "510102200401010021"})
     assert err3.value.status == 422
 
 
 def test_r11_reissue_fee_needs_the_balance(live: Live) -> None:
     card = live.add_account("K10", 41)
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(ServerRefused) as err:
         kcall(
             live.terminal("kiosk"),
             "/v1/kiosk/reissue",

@@ -53,20 +53,20 @@ def test_online_authorization_of_payment_codes(module_server: ServerProc, tmp_pa
     acct, path = holder(module_server, tmp_path)
     term = HandTerminal.enroll(module_server, "qr-auth")
     text = code(path)
-    ok = term.client.authorize({"seq": 1, "amount_fen": 900, "method": "qr-forward", "qr": text})
+    ok = term.authorize_body({"seq": 1, "amount_fen": 900, "method": "qr-forward", "qr": text})
     assert ok["approved"] and ok["cred"].startswith("qr:") and ok["balance_fen"] == 4100
-    again = term.client.authorize({"seq": 2, "amount_fen": 900, "method": "qr-forward", "qr": text})
+    again = term.authorize_body({"seq": 2, "amount_fen": 900, "method": "qr-forward", "qr": text})
     assert again["code"] == "replayed"
-    over = term.client.authorize(
+    over = term.authorize_body(
         {"seq": 2, "amount_fen": 4500, "method": "qr-forward", "qr": code(path)}
     )
     assert over["code"] == "needs_confirm"  # R6: 900 held + 4500 > ¥50
     fine = code(path, confirm_password=acct["password"])
-    assert term.client.authorize(
-        {"seq": 2, "amount_fen": 4000, "method": "qr-forward", "qr": fine}
-    )["approved"]
+    assert term.authorize_body({"seq": 2, "amount_fen": 4000, "method": "qr-forward", "qr": fine})[
+        "approved"
+    ]
     auth = code(path, codes.Kind.AUTH)
-    wrong = term.client.authorize({"seq": 3, "amount_fen": 100, "method": "qr-forward", "qr": auth})
+    wrong = term.authorize_body({"seq": 3, "amount_fen": 100, "method": "qr-forward", "qr": auth})
     assert wrong["code"] == "wrong_kind"
     with pytest.raises(SimError, match="bad_credentials"):
         code(path, confirm_password="000000")
@@ -77,7 +77,7 @@ def test_the_feed_carries_certificates_and_their_revocation(
 ) -> None:
     acct, path = holder(module_server, tmp_path)
     term = HandTerminal.enroll(module_server, "qr-feed")
-    page = term.client.feed(0)
+    page = term.feed(0)
     serial = wallet.Wallet.load(path).extra["codes"]["serial"]
     mine = [c for c in page["certs"] if c["serial"] == serial]
     assert mine and not mine[0]["revoked"] and mine[0]["account_id"] == acct["id"]
@@ -86,7 +86,7 @@ def test_the_feed_carries_certificates_and_their_revocation(
     assert codes.campus_tag("ynart") == page["codes"]["campus_tag"] == cert.campus
     assert len(base64.b64decode(page["codes"]["proof_key"])) == 32 and keys
     wallet.Wallet.load(path).call("POST", "/v1/app/logout")
-    later = term.client.feed(page["version"])
+    later = term.feed(page["version"])
     assert [c["revoked"] for c in later["certs"] if c["serial"] == serial] == [True]
 
 
@@ -110,7 +110,7 @@ def test_reverse_scan_payment_rules(module_server: ServerProc, tmp_path: Path) -
     proof = codes.parse_proof(codes.unpack_text(first["proof_text"]))
     assert proof.account_id == acct["id"] and proof.amount_fen == 500
     assert first["proof_code"] == codes.proof_code(
-        base64.b64decode(term.client.feed(0)["codes"]["proof_key"]), req
+        base64.b64decode(term.feed(0)["codes"]["proof_key"]), req
     )
     # R6 over the daily limit: the query password, or a recent confirmation
     with pytest.raises(SimError, match="needs_confirm"):

@@ -13,7 +13,7 @@ from sync import protocol
 from sync.client import ServerClient
 from sync.clock import ManualClock, SystemClock
 from sync.crypto import SigningKey, b64e
-from sync.errors import ApiError, AuthError
+from sync.errors import AuthError, ServerRefused
 from sync.server import terminals
 from tests.handterm import HandTerminal, admin_raw, error_of, fresh_account
 from tests.helpers import ServerProc
@@ -35,7 +35,7 @@ def signed_get(term: HandTerminal, target: str, time_ms: int | None = None) -> d
 
 def test_signed_request_is_accepted(module_server: ServerProc) -> None:
     term = HandTerminal.enroll(module_server, "auth-ok")
-    out = term.client.feed(0)
+    out = term.feed(0)
     assert out["version"] >= 0 and out["ack"] == 0
 
 
@@ -81,10 +81,10 @@ def test_stale_request_is_refused(module_server: ServerProc) -> None:
     for skew in (-SKEW_MS - 5_000, SKEW_MS + 5_000, -10 * 24 * 3600 * 1000):
         term.client.clock = ManualClock(now + skew)
         with raises(AuthError) as err:
-            term.client.feed(0)
+            term.feed(0)
         assert (err.value.status, err.value.code) == (401, "stale_request")
     term.client.clock = ManualClock(now - SKEW_MS // 2)
-    assert term.client.feed(0)["ack"] == 0
+    assert term.feed(0)["ack"] == 0
 
 
 def test_replayed_nonce_is_refused(module_server: ServerProc) -> None:
@@ -114,7 +114,7 @@ def test_request_signed_by_another_key_is_refused(module_server: ServerProc) -> 
     term = HandTerminal.enroll(module_server, "auth-foreign")
     term.client.key = SigningKey.generate()
     with raises(AuthError) as err:
-        term.client.feed(0)
+        term.feed(0)
     assert (err.value.status, err.value.code) == (401, "bad_signature")
 
 
@@ -127,10 +127,10 @@ def test_request_altered_in_transit_is_refused(module_server: ServerProc) -> Non
 
 def test_revoked_terminal_is_refused(module_server: ServerProc) -> None:
     term = HandTerminal.enroll(module_server, "auth-revoked")
-    assert term.client.feed(0)["ack"] == 0
+    assert term.feed(0)["ack"] == 0
     module_server.admin().call("POST", f"/v1/admin/terminals/{term.terminal_id}/revoke")
     with raises(AuthError) as err:
-        term.client.feed(0)
+        term.feed(0)
     assert (err.value.status, err.value.code) == (403, "terminal_revoked")
     rows = module_server.admin().call("GET", "/v1/admin/terminals")["terminals"]
     assert next(t for t in rows if t["id"] == term.terminal_id)["status"] == "revoked"
@@ -153,7 +153,7 @@ def test_unknown_enrollment_token_and_bad_key(module_server: ServerProc) -> None
     assert (err.value.status, err.value.code) == (401, "bad_token")
     token = module_server.enroll_token("auth-badkey")
     client = ServerClient(module_server.url)
-    with raises(ApiError) as api:
+    with raises(ServerRefused) as api:
         client.enroll(token, "A" * 40 + "==")  # base64, but 31 bytes
     assert (api.value.status, api.value.code) == (422, "bad_key")
     # the token was not spent by the failed attempt
@@ -198,7 +198,7 @@ def test_replay_protection_survives_a_restart_and_lagging_clocks_are_fine(
     )
     # a terminal whose clock runs 30 s behind is inside the window, even right after a start
     term.client.clock = ManualClock(SystemClock().now_ms() - 30_000)
-    assert term.client.feed(0)["ack"] == 0
+    assert term.feed(0)["ack"] == 0
 
 
 def test_enrollment_token_never_starts_with_a_dash(
@@ -216,12 +216,12 @@ def test_a_token_for_another_role_is_refused_and_not_used_up(module_server: Serv
     """An agent says what it is; a kiosk token offered by a POS is refused and stays usable."""
     from sync.client import ServerClient
     from sync.crypto import SigningKey
-    from sync.errors import ApiError
+    from sync.errors import ServerRefused
 
     token = module_server.enroll_token("role-check", role="kiosk")
     client = ServerClient(module_server.url)
     key = SigningKey.generate().public.to_b64()
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(ServerRefused) as err:
         client.enroll(token, key, "pos")
     assert (err.value.status, err.value.code) == (409, "wrong_role")
     assert client.enroll(token, key, "kiosk")["role"] == "kiosk"

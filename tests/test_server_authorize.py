@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from sync import protocol
-from sync.errors import ApiError
+from sync.errors import ServerRefused
 from tests.handterm import HandTerminal, alarms_of, error_of, fresh_account, ledger_ok
 from tests.helpers import ServerProc
 
@@ -100,7 +100,7 @@ def test_authorizing_an_already_journaled_sequence_is_refused(
 ) -> None:
     acct = fresh_account(module_server, topup_fen=10_000, limit_fen=BIG_LIMIT)
     journal(term, acct, term.authorize(1, acct["card_no"], 100), 100)
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(ServerRefused) as err:
         term.authorize(1, acct["card_no"], 100)
     assert (err.value.status, err.value.code) == (409, "seq_used")
     assert term.authorize(2, acct["card_no"], 9900)["approved"]  # no hold was left behind

@@ -32,6 +32,7 @@ from hypothesis.stateful import (
 )
 
 from sync.clock import ManualClock
+from sync.records import to_json
 from sync.server import accounts, authorize, ledger, policy
 from sync.server.context import DEFAULT_POLICY
 from sync.server.errors import Conflict
@@ -195,10 +196,10 @@ class Conservation(RuleBasedStateMachine):
         seq = len(self.sealed) + 1
         req: dict[str, Any] = {"seq": seq, "card_no": card, "amount_fen": amount, "uid": None}
         req["method"], req["pin"] = "card", None
-        out = authorize.authorize(self.ctx, self.term.row, req)
+        out = to_json(authorize.authorize(self.ctx, self.term.row, req))
         if out["code"] == "needs_pin" and pin != "none":
             req["pin"] = h.password if pin == "right" else "000000"
-            out = authorize.authorize(self.ctx, self.term.row, req)
+            out = to_json(authorize.authorize(self.ctx, self.term.row, req))
         event(f"authorize: {out['code']}")
         available = h.wallet + h.transition - self.held(h.id)
         if card != h.cards[-1] or h.status != "normal":  # R11, R2

@@ -8,12 +8,18 @@ from typing import Any
 
 import pytest
 
-from sync.errors import ApiError
+from sync.errors import ServerRefused
+from sync.records import to_json
 from sync.server import accounts, feed, policy
 from sync.server.context import Context, current_version
 from tests.handterm import HandTerminal, admin_raw, error_of, fresh_account
 from tests.helpers import ServerProc, id_card
 from tests.inproc import InProcTerminal, make_context
+
+
+def page_of(ctx: Context, terminal: dict[str, Any], since: int, page: int = feed.PAGE) -> Any:
+    """A feed page as the terminal receives it (JSON)."""
+    return to_json(feed.delta(ctx, terminal, since, page=page))
 
 
 # --- paging (in-process: the page size is not an API knob) ----------------------------------------
@@ -66,7 +72,7 @@ def test_paging_never_splits_a_version(busy: tuple[Context, InProcTerminal], pag
 
     since, seen, pages = 0, [], 0
     while True:
-        out = feed.delta(ctx, term.row, since, page=page)
+        out = page_of(ctx, term.row, since, page=page)
         got = rows_of(out)
         pages += 1
         assert not out["reset"]
@@ -91,7 +97,7 @@ def test_policy_in_the_page_that_covers_its_version(busy: tuple[Context, InProcT
     pv = int(ctx.setting("policy_version"))
     since, carried = 0, []
     while True:
-        out = feed.delta(ctx, term.row, since, page=2)
+        out = page_of(ctx, term.row, since, page=2)
         if "policy" in out:
             carried.append((since, out["version"]))
             assert out["policy"]["offline_max_purchase_fen"] == 3000
@@ -100,19 +106,19 @@ def test_policy_in_the_page_that_covers_its_version(busy: tuple[Context, InProcT
             break
     assert carried[0][0] == 0  # the first pull always carries the policy
     assert any(lo < pv <= hi for lo, hi in carried)
-    assert "policy" not in feed.delta(ctx, term.row, pv)
+    assert "policy" not in page_of(ctx, term.row, pv)
 
 
 def test_since_beyond_the_server_resets(busy: tuple[Context, InProcTerminal]) -> None:
     ctx, term = busy
-    out = feed.delta(ctx, term.row, current_version(ctx.db) + 50)
+    out = page_of(ctx, term.row, current_version(ctx.db) + 50)
     assert out["reset"] and "policy" in out
     assert sorted(rows_of(out)) == sorted(all_rows(ctx))
 
 
 def test_snapshot_carries_what_offline_decisions_need(busy: tuple[Context, InProcTerminal]) -> None:
     ctx, term = busy
-    out = feed.delta(ctx, term.row, 0)
+    out = page_of(ctx, term.row, 0)
     snap = {a["number"]: a for a in out["accounts"]}
     assert snap["F7"]["status"] == "lost"
     assert snap["F1"]["balance_fen"] == 10_000 - 100
@@ -128,11 +134,11 @@ def test_snapshot_carries_what_offline_decisions_need(busy: tuple[Context, InPro
 def test_long_poll_returns_soon_after_a_loss_report(module_server: ServerProc) -> None:
     term = HandTerminal.enroll(module_server, "feed-poll")
     acct = fresh_account(module_server, topup_fen=1000)
-    since = term.client.feed(0)["version"]
+    since = term.feed(0)["version"]
     got: dict[str, Any] = {}
 
     def poll() -> None:
-        got["out"] = term.client.feed(since, wait=20)
+        got["out"] = term.feed(since, wait=20)
         got["at"] = time.monotonic()
 
     t = threading.Thread(target=poll)
@@ -154,9 +160,9 @@ def test_long_poll_returns_soon_after_a_loss_report(module_server: ServerProc) -
 
 def test_long_poll_without_change_waits_then_answers(module_server: ServerProc) -> None:
     term = HandTerminal.enroll(module_server, "feed-idle")
-    since = term.client.feed(0)["version"]
+    since = term.feed(0)["version"]
     t0 = time.monotonic()
-    out = term.client.feed(since, wait=1)
+    out = term.feed(since, wait=1)
     took = time.monotonic() - t0
     assert out["version"] == since and out["accounts"] == [] and out["cards"] == []
     assert 0.9 <= took < 3
@@ -168,36 +174,36 @@ def test_hotlist_status_in_the_snapshot(
 ) -> None:
     term = HandTerminal.enroll(module_server, "feed-hot")
     acct = fresh_account(module_server)
-    since = term.client.feed(0)["version"]
+    since = term.feed(0)["version"]
     module_server.admin().call(
         "POST", f"/v1/admin/accounts/{acct['number']}/status", {"action": action}
     )
-    out = term.client.feed(since)
+    out = term.feed(since)
     assert [(a["number"], a["status"]) for a in out["accounts"]] == [(acct["number"], status)]
 
 
 def test_replaced_card_in_the_feed(module_server: ServerProc) -> None:
     term = HandTerminal.enroll(module_server, "feed-card")
     acct = fresh_account(module_server)
-    since = term.client.feed(0)["version"]
+    since = term.feed(0)["version"]
     new = module_server.admin().call("POST", f"/v1/admin/accounts/{acct['number']}/cards", {})
-    cards = {c["card_no"]: c["status"] for c in term.client.feed(since)["cards"]}
+    cards = {c["card_no"]: c["status"] for c in term.feed(since)["cards"]}
     assert cards == {acct["card_no"]: "replaced", new["card_no"]: "active"}
 
 
 def test_policy_appears_when_changed(module_server: ServerProc) -> None:
     term = HandTerminal.enroll(module_server, "feed-policy")
-    first = term.client.feed(0)
+    first = term.feed(0)
     assert "policy" in first
     since = first["version"]
-    assert "policy" not in term.client.feed(since)
+    assert "policy" not in term.feed(since)
     resp = admin_raw(
         module_server, "PUT", "/v1/admin/policy", {"values": {"offline_max_total_fen": 123_400}}
     )
     assert resp.status_code == 200 and resp.json()["offline_max_total_fen"] == 123_400
-    out = term.client.feed(since)
+    out = term.feed(since)
     assert out["policy"]["offline_max_total_fen"] == 123_400
-    assert "policy" not in term.client.feed(out["version"])
+    assert "policy" not in term.feed(out["version"])
 
 
 @pytest.mark.parametrize(
@@ -226,6 +232,6 @@ def test_bad_policy_is_refused(module_server: ServerProc, values: dict[str, Any]
 def test_feed_query_is_checked(module_server: ServerProc) -> None:
     term = HandTerminal.enroll(module_server, "feed-query")
     for params in ({"since": -1}, {"since": "x"}, {"wait": 31}, {"wait": -1}):
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(ServerRefused) as err:
             term.client.request("GET", "/v1/feed", params=params)
         assert (err.value.status, err.value.code) == (422, "invalid")

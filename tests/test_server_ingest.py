@@ -12,7 +12,7 @@ import pytest
 
 from sync import protocol
 from sync.crypto import SigningKey, b64e
-from sync.errors import ApiError
+from sync.errors import ServerRefused
 from tests.handterm import HandTerminal, alarms_of, error_of, fresh_account, ledger_ok
 from tests.helpers import ServerProc
 
@@ -109,7 +109,7 @@ def test_duplicate_that_differs_from_the_stored_record_is_a_tamper_alarm(setup: 
     sales(term, acct, 100, 200)
     term.push(term.wire([1, 2]))
     # a different record under an id already stored, even correctly signed by the terminal
-    rec = {**term.journal[1][0], "amt": 1}
+    rec = {**term.journal[1][0].to_dict(), "amt": 1}
     body, sig = protocol.seal(term.key, rec)
     out = term.push([protocol.wire_record(body, sig)])
     assert out["ack"] == 2 and out["applied"] == 0 and out["duplicates"] == 0
@@ -232,12 +232,12 @@ def test_records_of_another_terminal_are_refused(setup: Any) -> None:
     server, term, acct = setup
     other = HandTerminal.enroll(server, "ingest-other")
     theirs = other.record(acct["id"], 100)  # sealed by the other terminal itself
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(ServerRefused) as err:
         term.push([theirs])
     assert (err.value.status, err.value.code) == (422, "foreign_record")
     # the same, sealed with this terminal's own key
     body, sig = protocol.seal(term.key, json.loads(theirs["body"]))
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(ServerRefused) as err:
         term.push([*sales(term, acct, 50), protocol.wire_record(body, sig)])
     assert (err.value.status, err.value.code) == (422, "foreign_record")
     assert balance(server, acct) == START

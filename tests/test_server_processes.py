@@ -24,6 +24,7 @@ from sync import protocol
 from sync.card.keys import Keystore
 from sync.client import ServerClient
 from sync.crypto import SigningKey
+from sync.records import to_json
 from tests.handterm import HandTerminal, admin_raw, fresh_account, ledger_ok
 from tests.helpers import ServerProc, id_card, ykt_cmd
 
@@ -161,7 +162,7 @@ def test_r10_loss_reported_while_a_batch_applies(pair: list[ServerProc]) -> None
     shown = b.account(acct["number"])
     assert shown["status"] == "lost"  # the batch did not undo the loss
     assert shown["balance_fen"] == 50_000 - 1500 * 3  # and every sale made before it applied
-    again = client_at(b, term).push(batch[-10:])  # a retry of the tail: nothing twice
+    again = to_json(client_at(b, term).push(batch[-10:]))  # a retry of the tail: nothing twice
     assert again["applied"] == 0 and again["duplicates"] == 10
     assert balance(a, acct["number"]) == 50_000 - 1500 * 3
     ledger_ok(b)
@@ -182,7 +183,8 @@ def test_many_terminals_ingest_at_once_and_nothing_is_applied_twice(
             total += sum(1 + (j % 5) for j in range(40))
             # every batch goes to both processes at once: one applies it, one sees duplicates
             outs = at_once(
-                lambda c=clients[0], b=batch: c.push(b), lambda c=clients[1], b=batch: c.push(b)
+                lambda c=clients[0], b=batch: to_json(c.push(b)),
+                lambda c=clients[1], b=batch: to_json(c.push(b)),
             )
             assert all(isinstance(o, dict) for o in outs), outs
             assert sum(o["applied"] for o in outs) == 40, outs
@@ -227,7 +229,7 @@ def test_long_poll_at_one_process_wakes_on_a_change_at_the_other(pair: list[Serv
     a, b = pair
     acct = fresh_account(a)
     term = HandTerminal.enroll(b, "poller")
-    since = term.client.feed(0)["version"]
+    since = term.feed(0)["version"]
     t0 = time.monotonic()
     report = threading.Timer(
         0.5,
@@ -237,7 +239,7 @@ def test_long_poll_at_one_process_wakes_on_a_change_at_the_other(pair: list[Serv
     )
     report.start()
     try:
-        got = term.client.feed(since, wait=20)
+        got = term.feed(since, wait=20)
     finally:
         report.join()
     waited = time.monotonic() - t0
@@ -292,7 +294,7 @@ def test_feed_versions_never_skip_a_row_under_concurrent_writers(pair: list[Serv
         n = 0
         while True:
             last = stop.is_set()  # every write committed before this pull began
-            got = clients[n % 2].feed(since, wait=0.0 if last else 0.5)
+            got = to_json(clients[n % 2].feed(since, wait=0.0 if last else 0.5))
             n += 1
             for x in got["accounts"]:
                 mine[x["number"]] = x
@@ -334,7 +336,7 @@ def test_feed_versions_never_skip_a_row_under_concurrent_writers(pair: list[Serv
     stop.set()
     puller.join(60)
     assert not puller.is_alive()
-    final = clients[0].feed(since)  # nothing new: the puller saw the last version
+    final = to_json(clients[0].feed(since))  # nothing new: the puller saw the last version
     assert final["accounts"] == [] and final["version"] == since
     for acct in accts:
         shown = pair[1].account(acct["number"])

@@ -9,7 +9,7 @@ held up for half a second is one read, not fifteen.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class QrRead:
     decode_ms: float  # time spent decoding that frame (0 for scanners that decode themselves)
 
 
+@runtime_checkable
 class QrSource(Protocol):
     name: str
 

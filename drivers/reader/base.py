@@ -17,7 +17,7 @@ went away (the caller closes the reader and opens it again later).
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class PresentCard(Protocol):
@@ -47,6 +47,7 @@ class PresentCard(Protocol):
         ...
 
 
+@runtime_checkable
 class CardReader(Protocol):
     name: str
 

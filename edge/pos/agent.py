@@ -40,6 +40,7 @@ from sync.client import ServerClient
 from sync.clock import Clock, SystemClock, iso
 from sync.db import Database
 from sync.errors import CardRefused
+from sync.records import CardRow
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +349,7 @@ class PosAgent:
     def data_dir(self) -> Path:
         return self.cfg.data
 
-    def card_record(self, card_no: str) -> dict[str, Any] | None:
+    def card_record(self, card_no: str) -> CardRow | None:
         record = self.cache.card(card_no)
         if record is None and self.link.online:
             # issued a moment ago: the feed may not be here yet (pulled on the card thread,

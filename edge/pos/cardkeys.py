@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from sync.card.keys import Keystore
 from sync.errors import CardRefused, ConfigError, SyncError
@@ -27,7 +26,7 @@ class KeyProvider:
     def __init__(
         self,
         path: Path,
-        fetch: Callable[[], dict[str, Any]] | None,
+        fetch: Callable[[], Keystore] | None,
         role: str = "pos",
     ) -> None:
         self.path = path
@@ -52,7 +51,7 @@ class KeyProvider:
                 raise CardRefused("no_keys", f"no card keys yet: {self.error}")
             self._last_try = time.monotonic()
             try:
-                keys = Keystore.from_dict(self.fetch(), "the server's keystore")
+                keys = self.fetch()
             except (SyncError, ConfigError) as exc:
                 self.error = str(exc)
                 log.warning("cannot fetch the card keystore: %s", exc)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from drivers.errors import CardGone, DriverError
 from drivers.reader.base import PresentCard
@@ -29,21 +29,21 @@ from edge.cache import Cache
 from edge.journal import Journal
 from edge.link import Link
 from edge.pos.cardkeys import KeyProvider
-from sync import rules
+from sync import records, rules
 from sync.card.app import BadSignature, CampusCard, CardView
 from sync.card.layout import Counters
 from sync.client import ServerClient
 from sync.clock import Clock, campus_date
 from sync.errors import (
-    ApiError,
     AuthError,
     CardRefused,
-    NetworkError,
-    ProtocolError,
+    ServerRefused,
+    ServerUnavailable,
     SyncError,
     YktError,
 )
 from sync.money import format_fen
+from sync.records import AuthorizeAnswer, CachedAccount
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class Decider:
 
     def _bad_signature(self, app: CampusCard, exc: BadSignature) -> Outcome:
         known = self.cache.card(exc.identity.card_no)
-        if known is not None and known["uid"] != app.uid.hex().upper():
+        if known is not None and known.uid != app.uid.hex().upper():
             return Outcome(
                 False,
                 "declined",
@@ -143,7 +143,7 @@ class Decider:
         acct = self.cache.account(ident.account_id)
         account: dict[str, Any] = {"account_id": ident.account_id}
         if acct is not None:
-            account.update(number=acct["number"], name=acct["name"])
+            account.update(number=acct.number, name=acct.name)
 
         def no(code: str, reason: str, **kw: Any) -> Outcome:
             # "offline": whether the server could have been asked (it is probed when in doubt)
@@ -151,25 +151,24 @@ class Decider:
 
         known = self.cache.card(ident.card_no)
         if known is not None:
-            if known["uid"] != uid_hex:
+            if known.uid != uid_hex:
                 return no(
                     "declined", "card UID does not match the issued card (clone?)", detail="clone"
                 )
-            if known["generation"] != ident.generation or known["status"] != "active":
+            if known.generation != ident.generation or known.status != "active":
                 return no("declined", "card replaced by a newer card (R11)", detail="replaced")
         # R13: the account's validity when this terminal knows it (a desk extension applies at
         # once; the card is corrected later, R20), else the one written on the card
-        expires = acct["expires"] if acct is not None else ident.expires
+        expires = acct.expires if acct is not None else ident.expires
         if expires and today > expires:
             return no("declined", "card expired (R13): see the service desk", detail="expired")
 
         # R5: wrong tries live on the card; the desk's reset arrives as the account's epoch
-        policy = self.cache.policy
-        max_tries = int(policy.get("pin_max_tries", rules.DEFAULT_PIN_MAX_TRIES))
+        max_tries = self.cache.policy.pin_max_tries
         counters = view.counters
         if counters.tries >= max_tries and self.link.online and self.refresh():
             acct = self.cache.account(ident.account_id)
-        epoch = None if acct is None else int(acct.get("pin_epoch") or 0) & 0xFF
+        epoch = None if acct is None else acct.pin_epoch & 0xFF
         if epoch is not None and epoch != counters.epoch:
             if counters.tries:
                 log.info("card %s: wrong tries cleared by the desk", uid_hex)
@@ -179,7 +178,7 @@ class Decider:
         # R6 from the card's counters and the account's amount (the snapshot and this
         # terminal's later records); a locked password blocks only what needs it (R5)
         local = None if acct is None else self.local_view(acct)
-        limit = None if acct is None else int(acct["limit_fen"])
+        limit = None if acct is None else acct.limit_fen
         tracker = rules.LimitTracker(counters.day or "", counters.spent_fen)
         needs = (
             local is not None
@@ -188,23 +187,21 @@ class Decider:
         )
         if locked and (needs or pin is not None):
             return no("pin_locked", "consumption password locked (R5): see the service desk")
-        pin_fact = "none"
+        pin_fact: Literal["none", "ok"] = "none"
         if pin is not None:
             if not app.check_pin(view, pin):
                 new = counters.next(tries=counters.tries + 1)
                 app.write_counters(view, new)  # counted on the card first
                 self.journal.append(
-                    self._record(
-                        ident.card_no,
-                        uid_hex,
-                        ident.account_id,
-                        0,
-                        kind="pin_fail",
+                    records.card_pin_fail(
+                        ts=self.clock.now_ms(),
+                        card_no=ident.card_no,
+                        card=self._card_x(view, new),
+                        acct=ident.account_id,
                         off=not self._reachable(),
-                        pin="fail",
                         spent=tracker.spent_on(today),
                         lim=limit or 0,
-                        x=self._card_x(view, new),
+                        op=self.operator,
                     )
                 )
                 if self.link.online:
@@ -226,7 +223,7 @@ class Decider:
         spent_before = 0 if pin_fact == "ok" else tracker.spent_on(today)
 
         # authorize
-        auth: dict[str, Any] | None = None
+        auth: AuthorizeAnswer | None = None
         if self.link.try_online():
             got = self._online(view, counters, amount, pin_fact, account)
             if isinstance(got, Outcome):
@@ -243,11 +240,12 @@ class Decider:
             if isinstance(checked, Outcome):
                 checked.account = account
                 return checked
-            balance, limit = checked, int(acct["limit_fen"]) if acct else 0
+            balance, limit = checked, acct.limit_fen if acct else 0
             off = True
         else:
-            balance, limit, off = int(auth["balance_fen"]), int(auth["limit_fen"]), False
-            account.update({k: auth[k] for k in ("account_id", "number", "name") if k in auth})
+            assert isinstance(auth.balance_fen, int) and isinstance(auth.limit_fen, int)
+            balance, limit, off = auth.balance_fen, auth.limit_fen, False
+            account.update(auth.account())
 
         # the card first (tear-safe), then the journal, then the approval
         after = tracker.after_purchase(today, amount, pin_fact == "ok")
@@ -265,18 +263,19 @@ class Decider:
             log.warning("card %s left during the counter write: sale declined", uid_hex)
             raise
         t0 = time.perf_counter_ns()
-        rec = self._record(
-            ident.card_no,
-            uid_hex,
-            ident.account_id,
-            amount,
+        rec = records.card_sale(
+            ts=self.clock.now_ms(),
+            card_no=ident.card_no,
+            card=self._card_x(view, new),
+            acct=ident.account_id,
+            amt=amount,
             off=off,
             pin=pin_fact,
             spent=spent_before,
             lim=limit,
             bal=balance,
-            auth=None if auth is None else auth["auth_id"],
-            x=self._card_x(view, new),
+            op=self.operator,
+            auth=None if auth is None else auth.get("auth_id"),
         )
         done = self.journal.append(rec)  # durable before the approval is shown
         t["journal"] = time.perf_counter_ns() - t0
@@ -292,39 +291,16 @@ class Decider:
         )
 
     # -- helpers ------------------------------------------------------------------------------
-    def _record(
-        self, card_no: str, uid: str, acct_id: int, amount: int, **kw: Any
-    ) -> dict[str, Any]:
-        rec = {
-            "ts": self.clock.now_ms(),
-            "kind": "sale",
-            "acct": acct_id,
-            "cred": f"card:{card_no}:{uid}",
-            "amt": amount,
-            "method": "card",
-            "off": False,
-            "pin": "none",
-            "spent": 0,
-            "lim": 0,
-            "bal": None,
-            "op": self.operator,
-            "auth": None,
-        }
-        rec.update(kw)
-        return rec
-
     @staticmethod
-    def _card_x(view: CardView, new: Counters) -> dict[str, Any]:
-        return {
-            "card": {
-                "uid": view.uid_hex,
-                "gen": view.identity.generation,
-                "ctr": new.seq,
-                "taps": new.taps,
-                "tries": new.tries,
-                "ep": new.epoch,
-            }
-        }
+    def _card_x(view: CardView, new: Counters) -> records.CardX:
+        return records.CardX(
+            uid=view.uid_hex,
+            gen=view.identity.generation,
+            ctr=new.seq,
+            taps=new.taps,
+            tries=new.tries,
+            ep=new.epoch,
+        )
 
     def _recover_torn(self, app: CampusCard, view: CardView) -> None:
         """A sale declined because the card left during its counter write, whose write did
@@ -358,9 +334,8 @@ class Decider:
         """Push the journal now, on this thread (the uplink would a moment later; a record
         sent twice is harmless)."""
         try:
-            resp = self.client.push(self.journal.unsent())
-            self.journal.set_acked(int(resp["ack"]))
-        except (SyncError, YktError, KeyError, TypeError, ValueError) as exc:
+            self.journal.set_acked(self.client.push(self.journal.unsent()).ack)
+        except YktError as exc:
             log.info("immediate push failed (the uplink retries): %s", exc)
 
     def refresh(self) -> bool:
@@ -369,9 +344,9 @@ class Decider:
             while True:
                 page = self.client.feed(self.cache.version, wait=0)
                 self.cache.apply(page)
-                if not page.get("more"):
+                if not page.more:
                     return True
-        except (SyncError, KeyError, TypeError, ValueError) as exc:
+        except SyncError as exc:
             log.info("feed refresh failed: %s", exc)
             return False
 
@@ -380,52 +355,40 @@ class Decider:
         view: CardView,
         counters: Counters,
         amount: int,
-        pin_fact: str,
+        pin_fact: Literal["none", "ok"],
         account: dict[str, Any],
-    ) -> dict[str, Any] | Outcome | None:
-        """The server's answer (approved: a dict with the hold), a decline, or None when
-        the server cannot decide (the caller goes offline)."""
-        req: dict[str, Any] = {
-            "seq": self.journal.next_seq,
-            "card_no": view.identity.card_no,
-            "uid": view.uid_hex,
-            "amount_fen": amount,
-            "method": "card",
-            "card": {
-                "generation": view.identity.generation,
-                "day": counters.day,
-                "spent_fen": counters.spent_fen,
-                "taps": counters.taps,
-                "tries": counters.tries,
-                "epoch": counters.epoch,
-                "pin": pin_fact,
-            },
-        }
+    ) -> AuthorizeAnswer | Outcome | None:
+        """The server's approval (with the hold), a decline, or None when the server cannot
+        decide (the caller goes offline)."""
+        req = records.AuthorizeRequest(
+            seq=self.journal.next_seq,
+            card_no=view.identity.card_no,
+            uid=view.uid_hex,
+            amount_fen=amount,
+            method="card",
+            card=records.CardFacts.read(view.identity.generation, counters, pin_fact),
+        )
         try:
             resp = self.client.authorize(req)
-        except NetworkError as exc:
+        except ServerUnavailable as exc:
             self.link.down(str(exc))
-            log.warning("server unreachable, deciding offline: %s", exc)
+            log.warning("server unavailable, deciding offline: %s", exc)
             return None
         except AuthError as exc:
             self.link.down(str(exc))
             log.error("server refused this terminal (%s); deciding offline", exc)
             return None
-        except (ApiError, ProtocolError) as exc:
-            if isinstance(exc, ApiError) and exc.status < 500:
-                return Outcome(
-                    False, "declined", f"server refused the sale: {exc}", False, account=account
-                )
-            self.link.down(str(exc))
-            log.warning("server error, deciding offline: %s", exc)
-            return None
+        except ServerRefused as exc:
+            return Outcome(
+                False, "declined", f"server refused the sale: {exc}", False, account=account
+            )
         self.link.up()
-        if not resp.get("approved"):
-            account.update({k: resp[k] for k in ("account_id", "number", "name") if k in resp})
+        if not resp.approved:
+            account.update(resp.account())
             return Outcome(
                 False,
-                str(resp.get("code", "declined")),
-                str(resp.get("reason", "declined")),
+                resp.code,
+                resp.reason,
                 False,
                 balance_fen=resp.get("balance_fen"),
                 account=account,
@@ -436,41 +399,42 @@ class Decider:
     def risk_refusal(self, account_id: int, amount: int, today: str) -> str | None:
         """docs/architecture.md offline risk limits: why this offline sale is too risky, or None."""
         policy = self.cache.policy
-        if amount > policy.get("offline_max_purchase_fen", 0):
+        if amount > policy.offline_max_purchase_fen:
             return (
                 "over the offline limit per purchase "
-                f"({format_fen(policy.get('offline_max_purchase_fen', 0))})"
+                f"({format_fen(policy.offline_max_purchase_fen)})"
             )
-        if self.journal.offline_spent_on(account_id, today) + amount > policy.get(
-            "offline_max_card_day_fen", 0
+        if (
+            self.journal.offline_spent_on(account_id, today) + amount
+            > policy.offline_max_card_day_fen
         ):
             return (
                 "over the offline limit per card per day "
-                f"({format_fen(policy.get('offline_max_card_day_fen', 0))})"
+                f"({format_fen(policy.offline_max_card_day_fen)})"
             )
-        if self.journal.unsynced_offline_fen + amount > policy.get("offline_max_total_fen", 0):
+        if self.journal.unsynced_offline_fen + amount > policy.offline_max_total_fen:
             return "this terminal holds too much unsynced offline money; waiting for the network"
         return None
 
-    def local_view(self, acct: dict[str, Any]) -> tuple[rules.LimitTracker, int, int]:
+    def local_view(self, acct: CachedAccount) -> tuple[rules.LimitTracker, int, int]:
         """The account snapshot plus what this terminal did after it: R6 tracking at account
         level (phone codes; cards carry their own counters), amount spent here (for the
         balance), wrong consumption passwords."""
-        tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"])
-        spent_local, tries = 0, acct["pin_tries"]
-        for r in self.journal.account_records(acct["id"], acct["as_of_seq"]):
-            if r["kind"] == "sale":
-                tracker = tracker.after_purchase(r["day"], r["amount"], r["pin"] == "ok")
-                spent_local += r["amount"]
-                if r["pin"] == "ok":
+        tracker = rules.LimitTracker(acct.spent_day, acct.spent_fen)
+        spent_local, tries = 0, acct.pin_tries
+        for r in self.journal.account_records(acct.id, acct.as_of_seq):
+            if r.kind == "sale":
+                tracker = tracker.after_purchase(r.day, r.amount, r.pin == "ok")
+                spent_local += r.amount
+                if r.pin == "ok":
                     tries = 0
-            elif r["kind"] == "pin_fail" and r["offline"]:
+            elif r.kind == "pin_fail" and r.offline:
                 tries += 1
         return tracker, spent_local, tries
 
     def _offline_checks(
         self,
-        acct: dict[str, Any] | None,
+        acct: CachedAccount | None,
         account_id: int,
         amount: int,
         today: str,
@@ -484,8 +448,8 @@ class Decider:
 
         if acct is None:
             return no("declined", "unknown card (offline: not in this terminal's list)")
-        reason = rules.blocking_reason(acct["status"])  # R2
-        if reason is None and acct["expires"] and today > acct["expires"]:
+        reason = rules.blocking_reason(acct.status)  # R2
+        if reason is None and acct.expires and today > acct.expires:
             reason = "card expired (R13): see the service desk"
         if reason:
             return no("declined", reason)
@@ -493,7 +457,7 @@ class Decider:
         if risk:
             return no("risk_limit", risk)
         _tracker, spent_local, _tries = local or self.local_view(acct)
-        available = acct["balance_fen"] + acct["transition_fen"] - spent_local
+        available = acct.balance_fen + acct.transition_fen - spent_local
         if amount > available:
             return no(
                 "insufficient",

@@ -25,10 +25,17 @@ from typing import Any
 
 from edge.errors import ReverseRefused
 from edge.pos.decide import Decider, Outcome
-from sync import codes, rules
+from sync import codes, records, rules
 from sync.clock import campus_date
 from sync.crypto import SigningKey, VerifyKey
-from sync.errors import ApiError, AuthError, CodeError, NetworkError, ProtocolError
+from sync.errors import (
+    AuthError,
+    CodeError,
+    ProtocolError,
+    ServerRefused,
+    ServerUnavailable,
+    SyncError,
+)
 from sync.money import format_fen
 
 log = logging.getLogger(__name__)
@@ -63,12 +70,11 @@ class QrDecider:
 
     # -- what the feed gave us ----------------------------------------------------------------
     def _issuer_keys(self) -> dict[int, VerifyKey]:
-        info = self.base.cache.codes
         out = {}
-        for k in info.get("keys", []):
+        for k in self.base.cache.codes.keys:
             try:
-                out[int(k["kid"])] = VerifyKey.from_b64(k["public_key"])
-            except (KeyError, TypeError, ValueError, ProtocolError):
+                out[k.kid] = VerifyKey.from_b64(k.public_key)
+            except ProtocolError:
                 log.error("bad code key in the feed: %r", k)
         return out
 
@@ -84,8 +90,8 @@ class QrDecider:
             campus=self.campus,
             issuer_keys=self._issuer_keys(),
             lookup_cert=lookup,
-            valid_s=int(policy.get("code_valid_s", 60)),
-            skew_s=int(policy.get("code_skew_s", 30)),
+            valid_s=policy.code_valid_s,
+            skew_s=policy.code_skew_s,
         )
 
     # -- forward scan -------------------------------------------------------------------------
@@ -108,49 +114,49 @@ class QrDecider:
         if online_possible:
             try:
                 return self._online(text, code, amount)
-            except NetworkError as exc:
+            except ServerUnavailable as exc:
                 self.base.link.down(str(exc))
-                log.warning("server unreachable, deciding the code offline: %s", exc)
+                log.warning("server unavailable, deciding the code offline: %s", exc)
             except AuthError as exc:
                 self.base.link.down(str(exc))
                 log.error("server refused this terminal (%s); deciding offline", exc)
-            except (ApiError, ProtocolError) as exc:
-                if isinstance(exc, ApiError) and exc.status < 500:
-                    return no("declined", f"server refused the sale: {exc}", False)
-                self.base.link.down(str(exc))
-                log.warning("server error, deciding the code offline: %s", exc)
+            except ServerRefused as exc:
+                return no("declined", f"server refused the sale: {exc}", False)
         return self._offline(text, amount)
 
     def _online(self, text: str, code: codes.PhoneCode, amount: int) -> Outcome:
         b = self.base
         seq = b.journal.next_seq
         resp = b.client.authorize(
-            {"seq": seq, "amount_fen": amount, "method": "qr-forward", "qr": text}
+            records.AuthorizeRequest(seq=seq, amount_fen=amount, method="qr-forward", qr=text)
         )
         b.link.up()
-        account: dict[str, Any] = {
-            k: resp[k] for k in ("account_id", "number", "name") if k in resp
-        }
-        if not resp["approved"]:
+        account = resp.account()
+        if not resp.approved:
             return Outcome(
                 False,
-                resp["code"],
-                resp["reason"],
+                resp.code,
+                resp.reason,
                 False,
                 balance_fen=resp.get("balance_fen"),
                 account=account,
                 method="qr-forward",
             )
-        rec = self._record(
-            code,
-            text,
-            resp["account_id"],
-            amount,
-            pin=resp["pin"],
-            spent=resp["spent_fen"],
-            lim=resp["limit_fen"],
-            bal=resp["balance_fen"],
-            auth=resp["auth_id"],
+        if not isinstance(resp.account_id, int):
+            raise ServerUnavailable(200, "bad_answer", "an approved code names no account")
+        rec = records.code_sale(
+            ts=b.clock.now_ms(),
+            cred=code.cred,
+            code_text=text,
+            acct=resp.account_id,
+            amt=amount,
+            off=False,
+            pin=resp.get("pin"),
+            spent=resp.get("spent_fen"),
+            lim=resp.get("limit_fen"),
+            bal=resp.get("balance_fen"),
+            op=b.operator,
+            auth=resp.get("auth_id"),
         )
         done = b.journal.append(rec, code=(code.serial, code.counter))
         return Outcome(
@@ -158,33 +164,11 @@ class QrDecider:
             "ok",
             "approved",
             False,
-            resp["balance_fen"],
+            rec.bal,
             done.seq,
             account,
             method="qr-forward",
         )
-
-    def _record(
-        self, code: codes.PhoneCode, text: str, acct_id: int, amount: int, **kw: Any
-    ) -> dict[str, Any]:
-        rec = {
-            "ts": self.base.clock.now_ms(),
-            "kind": "sale",
-            "acct": acct_id,
-            "cred": code.cred,
-            "amt": amount,
-            "method": "qr-forward",
-            "off": False,
-            "pin": "none",
-            "spent": 0,
-            "lim": 0,
-            "bal": None,
-            "op": self.base.operator,
-            "auth": None,
-            "x": {"code": text},
-        }
-        rec.update(kw)
-        return rec
 
     def _offline(self, text: str, amount: int) -> Outcome:
         b = self.base
@@ -202,31 +186,31 @@ class QrDecider:
         if acct is None:
             return no("declined", "no account data for this code (offline)")
         account: dict[str, Any] = {
-            "account_id": acct["id"],
-            "number": acct["number"],
-            "name": acct["name"],
+            "account_id": acct.id,
+            "number": acct.number,
+            "name": acct.name,
         }
         today = campus_date(now, b.tz)
-        reason = rules.blocking_reason(acct["status"])  # R2: the account blocks its codes
-        if reason is None and acct["expires"] and today > acct["expires"]:
+        reason = rules.blocking_reason(acct.status)  # R2: the account blocks its codes
+        if reason is None and acct.expires and today > acct.expires:
             reason = "card expired (R13): see the service desk"
         if reason:
             return no("declined", reason, account=account)
-        risk = b.risk_refusal(acct["id"], amount, today)
+        risk = b.risk_refusal(acct.id, amount, today)
         if risk:
             return no("risk_limit", risk, account=account)
         tracker, spent_local, _tries = b.local_view(acct)
         confirmed = False
-        if tracker.needs_password(today, amount, acct["limit_fen"]):  # R6
+        if tracker.needs_password(today, amount, acct.limit_fen):  # R6
             if not code.confirmed:
                 return no(
                     "needs_confirm",
-                    f"over the daily limit {format_fen(acct['limit_fen'])}: confirm on the "
+                    f"over the daily limit {format_fen(acct.limit_fen)}: confirm on the "
                     "phone with the query password and show the new code (R6)",
                     account=account,
                 )
             confirmed = True
-        available = acct["balance_fen"] - spent_local  # R7: the transition balance is the card's
+        available = acct.balance_fen - spent_local  # R7: the transition balance is the card's
         if amount > available:
             return no(
                 "insufficient",
@@ -234,16 +218,18 @@ class QrDecider:
                 account=account,
                 balance_fen=available,
             )
-        rec = self._record(
-            code,
-            text,
-            acct["id"],
-            amount,
+        rec = records.code_sale(
+            ts=b.clock.now_ms(),
+            cred=code.cred,
+            code_text=text,
+            acct=acct.id,
+            amt=amount,
             off=True,
             pin="ok" if confirmed else "none",
             spent=0 if confirmed else tracker.spent_on(today),
-            lim=acct["limit_fen"],
+            lim=acct.limit_fen,
             bal=available - amount,
+            op=b.operator,
         )
         done = b.journal.append(rec, code=(code.serial, code.counter))
         return Outcome(
@@ -266,7 +252,7 @@ class QrDecider:
                 "reverse scan only while offline (R8): the terminal is online, "
                 "use the card or the payment code"
             )
-        if not self._issuer_keys() or not b.cache.codes.get("proof_key"):
+        if not self._issuer_keys() or not b.cache.codes.proof_key:
             raise ReverseRefused("this terminal has not received the code keys yet (sync once)")
         with self._order_lock:
             order = b.journal.next_order()
@@ -285,7 +271,7 @@ class QrDecider:
         """A quick probe: reverse scan is for a terminal that cannot reach the server."""
         try:
             self.base.client.request("GET", "/v1/health", signed=False, timeout=(0.5, 1.0))
-        except (NetworkError, ApiError, ProtocolError):
+        except SyncError:
             return False
         return True
 
@@ -296,12 +282,12 @@ class QrDecider:
             codes.check_proof(proof, self._issuer_keys(), pending.request)
         except CodeError as exc:
             return Outcome(False, exc.reason, exc.message, True, method="qr-reverse")
-        return self._reverse_sale(pending, proof.account_id, {"payment": proof.payment})
+        return self._reverse_sale(pending, proof.account_id, proof.payment)
 
     def accept_proof_code(self, pending: Pending, digits: str) -> Outcome:
         """A proof keyed on the PIN pad (8 digits)."""
         try:
-            key = base64.b64decode(self.base.cache.codes.get("proof_key", ""), validate=True)
+            key = base64.b64decode(self.base.cache.codes.proof_key, validate=True)
             codes.check_proof_code(key, pending.request, digits)
         except (CodeError, ValueError) as exc:
             pending.tries += 1
@@ -315,27 +301,21 @@ class QrDecider:
                 method="qr-reverse",
                 tries_left=max(left, 0),
             )
-        return self._reverse_sale(pending, 0, {"proof": "code"})
+        return self._reverse_sale(pending, 0, None)
 
-    def _reverse_sale(self, pending: Pending, acct_id: int, extra: dict[str, Any]) -> Outcome:
+    def _reverse_sale(self, pending: Pending, acct_id: int, payment: int | None) -> Outcome:
+        """``acct_id`` 0 and no ``payment`` when only the short code was keyed: the server
+        knows who paid."""
         b = self.base
         req = pending.request
-        rec = {
-            "ts": b.clock.now_ms(),
-            "kind": "sale",
-            "acct": acct_id,  # 0 when only the short code was keyed: the server knows who
-            "cred": f"qr-reverse:{req.order}",
-            "amt": req.amount_fen,
-            "method": "qr-reverse",
-            "off": True,
-            "pin": "none",
-            "spent": 0,
-            "lim": 0,
-            "bal": None,
-            "op": b.operator,
-            "auth": None,
-            "x": {"order": req.order, **extra},
-        }
+        rec = records.reverse_sale(
+            ts=b.clock.now_ms(),
+            order=req.order,
+            amt=req.amount_fen,
+            op=b.operator,
+            acct=acct_id,
+            payment=payment,
+        )
         done = b.journal.append(rec)
         account = {"account_id": acct_id} if acct_id else {}
         return Outcome(

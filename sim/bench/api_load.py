@@ -124,6 +124,7 @@ def _worker(args: tuple[int, list[str], dict[str, Any], float, int, Any]) -> Non
     wid, urls, world, seconds, max_requests, out = args
     from sync.client import ServerClient
     from sync.crypto import SigningKey
+    from sync.records import AuthorizeRequest
 
     key = SigningKey.from_seed(bytes.fromhex(world["terminal"]["seed"]))
     clients = [ServerClient(u, terminal_id=world["terminal"]["id"], key=key) for u in urls]
@@ -156,15 +157,15 @@ def _worker(args: tuple[int, list[str], dict[str, Any], float, int, Any]) -> Non
             elif kind == "authorize":
                 seq += 1
                 resp = clients[i].authorize(
-                    {
-                        "seq": seq,
-                        "card_no": who["card_no"],
-                        "uid": who["uid"],
-                        "amount_fen": 1,
-                        "method": "card",
-                    }
+                    AuthorizeRequest(
+                        seq=seq,
+                        card_no=who["card_no"],
+                        uid=who["uid"],
+                        amount_fen=1,
+                        method="card",
+                    )
                 )
-                ok = bool(resp["approved"])
+                ok = resp.approved
             else:
                 r = sessions[i].post(
                     urls[i] + "/v1/app/topups",

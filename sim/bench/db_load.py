@@ -99,7 +99,7 @@ def _pusher(args: tuple[int, list[str], dict[str, Any], int, float, Any, Any, An
         t0 = time.perf_counter()
         try:
             got = clients[(i + wid) % len(clients)].push(batch)
-            applied += int(got["applied"])
+            applied += got.applied
         except Exception:
             errors += 1
         lat.append(time.perf_counter() - t0)

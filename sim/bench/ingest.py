@@ -219,7 +219,7 @@ def in_process(work: Path, quick: bool) -> dict[str, Any]:
                 s0 = time.perf_counter_ns()
                 got = ingest.ingest(ctx, rows[tid], batches[i][b])
                 lat.append(time.perf_counter_ns() - s0)
-                if got["ack"] != (b + 1) * BATCH or got["alarms"]:
+                if got.ack != (b + 1) * BATCH or got.alarms:
                     raise BenchmarkError(f"ingest benchmark: unexpected answer {got}")
         wall = time.perf_counter() - t0
         if not ledger.check(ctx.db)["ok"]:

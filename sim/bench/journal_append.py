@@ -20,28 +20,25 @@ from sim.bench.sqlite_floor import FloorDb
 from sim.bench.stats import ratio, summary_ms
 from sync.clock import SystemClock
 from sync.db import Database
+from sync.records import Entry
 
 if TYPE_CHECKING:
     from sim.bench import Options
 
 
-def _fields(i: int, clock: SystemClock) -> dict[str, Any]:
+def _entry(i: int, clock: SystemClock) -> Entry:
     acct = 1 + i % 997
-    return {
-        "ts": clock.now_ms(),
-        "kind": "sale",
-        "acct": acct,
-        "cred": f"card:C{acct:08d}:{acct:08X}",
-        "amt": 1250,
-        "method": "card",
-        "off": False,
-        "pin": "none",
-        "spent": 0,
-        "lim": 5000,
-        "bal": 8750,
-        "op": "bench",
-        "auth": f"bench:{i}",
-    }
+    return Entry(
+        ts=clock.now_ms(),
+        acct=acct,
+        cred=f"card:C{acct:08d}:{acct:08X}",
+        amt=1250,
+        method="card",
+        lim=5000,
+        bal=8750,
+        op="bench",
+        auth=f"bench:{i}",
+    )
 
 
 def measure(journals: list[Journal], floor: FloorDb, n: int, warmup: int = 10) -> list[Any]:
@@ -55,9 +52,9 @@ def measure(journals: list[Journal], floor: FloorDb, n: int, warmup: int = 10) -
         if i >= warmup:
             floors.append(f)
         for j, journal in enumerate(journals):
-            fields = _fields(i, clock)
+            entry = _entry(i, clock)
             t0 = time.perf_counter_ns()
-            journal.append(fields)
+            journal.append(entry)
             if i >= warmup:
                 appends[j].append(time.perf_counter_ns() - t0)
     flo = summary_ms(floors)

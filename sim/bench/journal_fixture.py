@@ -28,6 +28,7 @@ from sync.clock import SystemClock
 from sync.crypto import SigningKey, b64d
 from sync.db import Database
 from sync.errors import SyncError, YktError
+from sync.records import JournalRecord
 
 TERMINAL = "TBENCH1"
 TZ = "Asia/Shanghai"
@@ -85,8 +86,8 @@ def spot_check(path: Path, n: int, last: int = 200) -> None:
         prev = None
         for r in rows:
             body = r["body"].encode()
-            rec = protocol.parse_body(body)
-            if protocol.record_hash(body) != r["hash"] or (prev and rec["prev"] != prev):
+            rec = JournalRecord.parse(body)
+            if protocol.record_hash(body) != r["hash"] or (prev and rec.prev != prev):
                 raise JournalError(f"fixture {path}: chain broken at {r['seq']}")
             prev = r["hash"]
         newest = rows[-1]

@@ -1,7 +1,8 @@
 """Properly chained and signed journal records, made fast for the benchmarks.
 
-A :class:`Chain` continues a terminal's hash chain: each body is sealed with
-:func:`sync.protocol.seal` (validated, canonical, signed) and names the SHA-256 of the previous
+A :class:`Chain` continues a terminal's hash chain: each record is built by
+:func:`sync.records.offline_sale`, validated and encoded canonically as
+:func:`sync.protocol.seal` does, and names the SHA-256 of the previous
 body, exactly as :meth:`edge.journal.Journal.append` does.  Bodies are built in order (the chain
 needs that); with a process pool the Ed25519 signatures are made on every core.
 """
@@ -14,13 +15,14 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from sync import protocol
+from sync import protocol, records
 from sync.crypto import SigningKey
+from sync.records import JournalRecord
 
 
 @dataclass(frozen=True)
 class Sealed:
-    rec: dict[str, Any]
+    rec: JournalRecord
     body: bytes
     sig: bytes
     hash: str
@@ -30,31 +32,9 @@ def key_from_seed(seed: int) -> SigningKey:
     return SigningKey.from_seed(seed.to_bytes(32, "big"))
 
 
-def offline_sale(
-    *, term: str, seq: int, prev: str, ts: int, acct: int, amt: int, cred: str, lim: int
-) -> dict[str, Any]:
-    """The fields of an offline card sale without a password (nothing spent before, balance
-    unknown, no operator, no authorization), to seal: the record the server benchmarks and the
-    tests' hand-built terminals send."""
-    return {
-        "v": protocol.RECORD_VERSION,
-        "term": term,
-        "seq": seq,
-        "prev": prev,
-        "ts": ts,
-        "kind": "sale",
-        "acct": acct,
-        "cred": cred,
-        "amt": amt,
-        "method": "card",
-        "off": True,
-        "pin": "none",
-        "spent": 0,
-        "lim": lim,
-        "bal": None,
-        "op": "",
-        "auth": None,
-    }
+#: the record the server benchmarks and the tests' hand-built terminals send
+#: (:func:`sync.records.offline_sale`)
+offline_sale = records.offline_sale
 
 
 def _sign_chunk(seed: int, bodies: list[bytes]) -> list[bytes]:
@@ -87,36 +67,31 @@ class Chain:
         self.offline_every = offline_every
         self.rng = random.Random(rng_seed)
 
-    def _fields(self) -> dict[str, Any]:
+    def _next(self) -> JournalRecord:
         self.seq += 1
         self.ts += 1500  # a sale every 1.5 s
         acct = self.accounts[self.rng.randrange(len(self.accounts))]
         offline = self.offline_every > 0 and self.seq % self.offline_every == 0
-        return {
-            "v": protocol.RECORD_VERSION,
-            "term": self.terminal_id,
-            "seq": self.seq,
-            "prev": self.head_hash,
-            "ts": self.ts,
-            "kind": "sale",
-            "acct": acct,
-            "cred": f"card:C{acct:08d}:{acct:08X}",
-            "amt": self.rng.randrange(100, 2100),
-            "method": "card",
-            "off": offline,
-            "pin": "none",
-            "spent": 0,
-            "lim": 5000,
-            "bal": None if offline else 500_000,
-            "op": "bench",
-            "auth": None if offline else f"{self.terminal_id}:{self.seq}",
-        }
+        return records.offline_sale(
+            term=self.terminal_id,
+            seq=self.seq,
+            prev=self.head_hash,
+            ts=self.ts,
+            acct=acct,
+            cred=f"card:C{acct:08d}:{acct:08X}",
+            amt=self.rng.randrange(100, 2100),
+            off=offline,
+            lim=5000,
+            bal=None if offline else 500_000,
+            op="bench",
+            auth=None if offline else f"{self.terminal_id}:{self.seq}",
+        )
 
-    def _bodies(self, n: int) -> tuple[list[dict[str, Any]], list[bytes], list[str]]:
+    def _bodies(self, n: int) -> tuple[list[JournalRecord], list[bytes], list[str]]:
         recs, bodies, hashes = [], [], []
         for _ in range(n):
-            rec = self._fields()
-            body = protocol.canonical(protocol.check_fields(rec))
+            rec = self._next()
+            body = rec.checked_body()
             self.head_hash = protocol.record_hash(body)
             recs.append(rec)
             bodies.append(body)

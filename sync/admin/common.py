@@ -17,8 +17,7 @@ from sync.money import format_fen, parse_amount
 
 class AdminClient(ServerClient):
     def __init__(self, base_url: str, token: str) -> None:
-        super().__init__(base_url)
-        self.session.headers["Authorization"] = f"Bearer {token}"
+        super().__init__(base_url, headers={"Authorization": f"Bearer {token}"})
 
     def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         return self.request(method, path, body=body, signed=False, timeout=(3.0, 300.0))

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sync.errors import StoreError, StoreRefused, YktError
+from sync.records import to_json
 from sync.server import (
     accounts,
     authorize,
@@ -334,13 +335,13 @@ def create_app(ctx: Context) -> FastAPI:
     @app.post("/v1/pos/authorize", tags=["terminal"])
     def pos_authorize(body: AuthorizeIn, term: Terminal) -> dict[str, Any]:
         terminals.require_role(term, "pos")
-        return authorize.authorize(ctx, term, body.model_dump())
+        return to_json(authorize.authorize(ctx, term, body.model_dump()))
 
     @app.post("/v1/journal", tags=["terminal"])
     def push_journal(body: JournalIn, term: Terminal) -> dict[str, Any]:
         full = ctx.db.one("SELECT * FROM terminals WHERE id = ?", (term["id"],))
         assert full is not None
-        return ingest.ingest(ctx, dict(full), body.records)
+        return to_json(ingest.ingest(ctx, dict(full), body.records))
 
     @app.get("/v1/feed", tags=["terminal"])
     async def pull_feed(
@@ -364,7 +365,7 @@ def create_app(ctx: Context) -> FastAPI:
             if notifier.generation != seen:  # woken: the version may have moved
                 seen = notifier.generation
                 current = await run_in_threadpool(current_version, ctx.db)
-        return await run_in_threadpool(feed.delta, ctx, term, since)
+        return await run_in_threadpool(lambda: to_json(feed.delta(ctx, term, since)))
 
     # -- the business of card holders, kiosks and the desk (sync.server.routes_business) ------
     app.include_router(create_router(ctx, api_auth))

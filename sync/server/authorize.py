@@ -26,6 +26,7 @@ from sync.codes import Verified
 from sync.errors import CodeError
 from sync.money import format_fen
 from sync.passwords import verify_password
+from sync.records import UNSET, AuthorizeAnswer, decline
 from sync.rules import AccountStatus
 from sync.server import codes, ledger
 from sync.server.accounts import event, set_status
@@ -33,8 +34,8 @@ from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid
 
 
-def _decline(reason: str, code: str = "declined", **extra: Any) -> dict[str, Any]:
-    return {"approved": False, "code": code, "reason": reason, **extra}
+def _decline(reason: str, code: str = "declined", **extra: Any) -> AuthorizeAnswer:
+    return decline(code, reason, **extra)
 
 
 def lookup_card(ctx: Context, card_no: str) -> dict[str, Any] | None:
@@ -60,7 +61,7 @@ def credential_refusal(ctx: Context, row: dict[str, Any], uid: str | None) -> st
     return None
 
 
-def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
+def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> AuthorizeAnswer:
     tid = terminal["id"]
     seq, amount = req["seq"], req["amount_fen"]
     if seq < 1:
@@ -220,16 +221,19 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> di
                 (qr.code.serial, qr.code.counter, tid, seq, now),
             )
     spent_before = 0 if pin_ok else tracker.spent_on(today)
-    return {
-        "approved": True,
-        "code": "ok",
-        "reason": "approved",
-        "auth_id": f"{tid}:{seq}",
-        "balance_fen": available - amount,
-        "limit_fen": acct["limit_fen"],
-        "spent_fen": spent_before,
-        "pin": "ok" if pin_ok else "none",
-        "pin_epoch": acct["pin_epoch"],
-        **({"cred": qr.code.cred, "confirmed": qr.code.confirmed} if qr is not None else {}),
-        **base,
-    }
+    return AuthorizeAnswer(
+        approved=True,
+        code="ok",
+        reason="approved",
+        auth_id=f"{tid}:{seq}",
+        balance_fen=available - amount,
+        limit_fen=acct["limit_fen"],
+        spent_fen=spent_before,
+        pin="ok" if pin_ok else "none",
+        pin_epoch=acct["pin_epoch"],
+        cred=UNSET if qr is None else qr.code.cred,
+        confirmed=UNSET if qr is None else qr.code.confirmed,
+        account_id=row["id"],
+        number=row["number"],
+        name=row["name"],
+    )

@@ -18,12 +18,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sync import codes
 from sync.crypto import VerifyKey
 from sync.db import Tx
 from sync.errors import CodeError, ProtocolError
+from sync.records import JournalRecord
 
 
 def _parse_cred(cred: str) -> tuple[int, int] | None:
@@ -33,14 +32,14 @@ def _parse_cred(cred: str) -> tuple[int, int] | None:
     return int(parts[1]), int(parts[2])
 
 
-def forward_problem(tx: Tx, tid: str, seq: int, rec: dict[str, Any], now_ms: int) -> str | None:
+def forward_problem(tx: Tx, tid: str, seq: int, rec: JournalRecord, now_ms: int) -> str | None:
     """Claim the code of a qr-forward sale; ``None`` when this sale may keep its charge, else
     why the charge is reversed (``double_spend: …`` or ``bad_code: …``)."""
-    ids = _parse_cred(rec["cred"])
+    ids = _parse_cred(rec.cred)
     if ids is None:  # names no phone code: applied as the terminal recorded it, like a card sale
         return None
     serial, counter = ids
-    text = (rec.get("x") or {}).get("code")
+    text = rec.x_value("code")
     try:
         if not isinstance(text, str):
             raise CodeError("garbage", "the record does not carry the code")
@@ -50,7 +49,7 @@ def forward_problem(tx: Tx, tid: str, seq: int, rec: dict[str, Any], now_ms: int
         row = tx.one("SELECT account_id, pubkey FROM wallet_certs WHERE serial = ?", (serial,))
         if row is None:
             raise CodeError("unknown_cert", f"no wallet certificate {serial}")
-        if row["account_id"] != rec["acct"]:
+        if row["account_id"] != rec.acct:
             raise CodeError("forged", "the code pays another account")
         if not VerifyKey.from_b64(row["pubkey"]).ok(code.sig, code.signed):
             raise CodeError("forged", "the code's signature does not verify")
@@ -73,9 +72,9 @@ def forward_problem(tx: Tx, tid: str, seq: int, rec: dict[str, Any], now_ms: int
     return f"double_spend: code {serial}:{counter} was already used at {where}"
 
 
-def reverse_problem(tx: Tx, tid: str, seq: int, rec: dict[str, Any]) -> str | None:
+def reverse_problem(tx: Tx, tid: str, seq: int, rec: JournalRecord) -> str | None:
     """Link a qr-reverse record to the payment the phone made; ``None`` when it matches."""
-    order = (rec.get("x") or {}).get("order")
+    order = rec.x_value("order")
     if not isinstance(order, int) or isinstance(order, bool):
         return "the qr-reverse record names no order"
     row = tx.one(
@@ -85,8 +84,8 @@ def reverse_problem(tx: Tx, tid: str, seq: int, rec: dict[str, Any]) -> str | No
     )
     if row is None:
         return f"order {order} was never paid by a phone, but the terminal accepted a proof"
-    if row["amount"] != rec["amt"]:
-        return f"order {order} was paid {row['amount']} fen, the record says {rec['amt']}"
+    if row["amount"] != rec.amt:
+        return f"order {order} was paid {row['amount']} fen, the record says {rec.amt}"
     if row["journal_seq"] is not None and row["journal_seq"] != seq:
         return f"order {order} is already journaled as record {row['journal_seq']}"
     tx.execute("UPDATE reverse_payments SET journal_seq = ? WHERE id = ?", (seq, row["id"]))

@@ -12,13 +12,14 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from sync.records import UNSET, AccountSnapshot, CardRow, CertRow, CodesInfo, FeedPage, IssuerKey
 from sync.server import codes
 from sync.server.context import Context
 
 PAGE = 2000
 
 
-def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) -> dict[str, Any]:
+def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) -> FeedPage:
     with ctx.db.read() as rd:
         current = int(rd.scalar("SELECT value FROM versions WHERE name = 'feed'"))
         reset = since > current  # the server's data was replaced: start over
@@ -35,23 +36,23 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
         if cut is not None:
             upto = int(cut) - 1 if int(cut) - 1 > since else int(cut)
         accounts = [
-            {
-                "id": r["id"],
-                "number": r["number"],
-                "name": r["name"],
-                "type": r["type"],
-                "status": r["status"],
-                "balance_fen": int(r["wallet"] or 0),
-                "transition_fen": int(r["trans"] or 0),
-                "limit_fen": r["limit_fen"],
-                "spent_day": r["spent_day"],
-                "spent_fen": r["spent_fen"],
-                "pin_tries": r["pin_tries"],
-                "pin_verifier": r["consume_pw"],
-                "pin_epoch": r["pin_epoch"],
-                "expires": r["expires"],
-                "version": r["version"],
-            }
+            AccountSnapshot(
+                id=r["id"],
+                number=r["number"],
+                name=r["name"],
+                type=r["type"],
+                status=r["status"],
+                balance_fen=int(r["wallet"] or 0),
+                transition_fen=int(r["trans"] or 0),
+                limit_fen=r["limit_fen"],
+                spent_day=r["spent_day"],
+                spent_fen=r["spent_fen"],
+                pin_tries=r["pin_tries"],
+                pin_verifier=r["consume_pw"],
+                pin_epoch=r["pin_epoch"],
+                expires=r["expires"],
+                version=r["version"],
+            )
             for r in rd.all(
                 "SELECT a.*, w.balance AS wallet, t.balance AS trans FROM accounts a "
                 "LEFT JOIN ledger_accounts w ON w.id = 'w:' || a.id "
@@ -61,7 +62,15 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
             )
         ]
         cards = [
-            dict(r)
+            CardRow(
+                card_no=r["card_no"],
+                account_id=r["account_id"],
+                uid=r["uid"],
+                generation=r["generation"],
+                status=r["status"],
+                version=r["version"],
+                identity=r["identity"],
+            )
             for r in rd.all(
                 "SELECT card_no, account_id, uid, generation, status, version, identity FROM cards "
                 "WHERE version > ? AND version <= ? ORDER BY version, card_no",
@@ -69,13 +78,13 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
             )
         ]
         certs = [
-            {
-                "serial": r["serial"],
-                "account_id": r["account_id"],
-                "raw": r["raw"],
-                "revoked": bool(r["revoked"]),
-                "version": r["version"],
-            }
+            CertRow(
+                serial=r["serial"],
+                account_id=r["account_id"],
+                raw=r["raw"],
+                revoked=bool(r["revoked"]),
+                version=r["version"],
+            )
             for r in rd.all(
                 "SELECT serial, account_id, raw, revoked, version FROM wallet_certs "
                 "WHERE version > ? AND version <= ? ORDER BY version, serial",
@@ -86,22 +95,26 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
         policy_version = int(
             rd.scalar("SELECT value FROM settings WHERE key = 'policy_version'") or 0
         )
-    out: dict[str, Any] = {
-        "version": upto,
-        "more": upto < current,
-        "reset": reset,
-        "ack": ack,
-        "accounts": accounts,
-        "cards": cards,
-        "certs": certs,
-        "codes": {
-            **codes.public_info(ctx),
-            "proof_key": base64.b64encode(codes.proof_key(ctx, terminal["id"])).decode(),
-        },
-        "campus_id": ctx.config.campus_id,
-        "tz": ctx.config.tz,
-        "server_time_ms": ctx.now_ms(),
-    }
-    if since == 0 or since < policy_version <= upto or reset:
-        out["policy"] = ctx.policy()
-    return out
+    info = codes.public_info(ctx)
+    send_policy = since == 0 or since < policy_version <= upto or reset
+    return FeedPage(
+        version=upto,
+        more=upto < current,
+        reset=reset,
+        ack=ack,
+        accounts=accounts,
+        cards=cards,
+        certs=certs,
+        codes=CodesInfo(
+            campus_id=info["campus_id"],
+            campus_tag=info["campus_tag"],
+            keys=[IssuerKey(k["kid"], k["public_key"]) for k in info["keys"]],
+            code_valid_s=info["code_valid_s"],
+            code_skew_s=info["code_skew_s"],
+            proof_key=base64.b64encode(codes.proof_key(ctx, terminal["id"])).decode(),
+        ),
+        campus_id=ctx.config.campus_id,
+        tz=ctx.config.tz,
+        server_time_ms=ctx.now_ms(),
+        policy=ctx.policy() if send_policy else UNSET,
+    )

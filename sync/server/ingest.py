@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sync import protocol, rules
@@ -32,6 +32,7 @@ from sync.clock import CampusDays
 from sync.crypto import VerifyKey
 from sync.db import Tx
 from sync.errors import ProtocolError
+from sync.records import Alarm, JournalRecord, PushAck
 from sync.rules import AccountStatus
 from sync.server import codeuse, ledger
 from sync.server.accounts import event, set_status
@@ -49,26 +50,8 @@ class Incoming:
     seq: int
     body: bytes
     sig: str
-    rec: dict[str, Any]
+    rec: JournalRecord
     hash: str = ""
-
-
-@dataclass
-class Result:
-    ack: int
-    applied: int = 0
-    duplicates: int = 0
-    pending: int = 0
-    alarms: list[dict[str, Any]] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ack": self.ack,
-            "applied": self.applied,
-            "duplicates": self.duplicates,
-            "pending": self.pending,
-            "alarms": self.alarms,
-        }
 
 
 def _decode(terminal_id: str, wire: Sequence[Mapping[str, Any]]) -> list[Incoming]:
@@ -81,15 +64,15 @@ def _decode(terminal_id: str, wire: Sequence[Mapping[str, Any]]) -> list[Incomin
             raise Invalid(f"record {i}: body and sig must be strings", "bad_record")
         try:
             body = body_text.encode()
-            rec = protocol.parse_body(body_text)  # str: json.loads skips detecting the encoding
-            canonical = protocol.canonical(rec)
+            rec = JournalRecord.parse(body_text)  # str: the faster input
+            canonical = rec.body()
         except (ProtocolError, UnicodeEncodeError) as exc:
             raise Invalid(f"record {i}: {exc}", "bad_record") from exc
         if canonical != body:
             raise Invalid(f"record {i}: body is not in canonical form", "bad_record")
-        if rec["term"] != terminal_id:
-            raise Invalid(f"record {i} belongs to terminal {rec['term']}", "foreign_record")
-        out.append(Incoming(rec["seq"], body, sig, rec))
+        if rec.term != terminal_id:
+            raise Invalid(f"record {i} belongs to terminal {rec.term}", "foreign_record")
+        out.append(Incoming(rec.seq, body, sig, rec))
     return out
 
 
@@ -101,20 +84,20 @@ def _sig_ok(key: VerifyKey, item: Incoming) -> bool:
     return len(sig) == 64 and key.ok(sig, item.body)
 
 
-def _alarm(tx: Tx, ctx: Context, res: Result | None, tid: str, kind: str, detail: str) -> None:
+def _alarm(tx: Tx, ctx: Context, res: PushAck | None, tid: str, kind: str, detail: str) -> None:
     log.warning("alarm %s from %s: %s", kind, tid, detail)
     tx.execute(
         "INSERT INTO alarms (ts_ms, terminal_id, kind, detail) VALUES (?, ?, ?, ?)",
         (ctx.now_ms(), tid, kind, detail),
     )
     if res is not None:
-        res.alarms.append({"kind": kind, "detail": detail})
+        res.alarms.append(Alarm(kind, detail))
 
 
 def _gap_alarm(
     tx: Tx,
     ctx: Context,
-    res: Result,
+    res: PushAck,
     tid: str,
     items: Sequence[Incoming],
     *,
@@ -144,9 +127,7 @@ def _gap_alarm(
     )
 
 
-def ingest(
-    ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, Any]]
-) -> dict[str, Any]:
+def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, Any]]) -> PushAck:
     tid = terminal["id"]
     try:
         items = _decode(tid, wire)
@@ -160,7 +141,7 @@ def ingest(
         head_row = tx.one("SELECT head_seq, head_hash FROM terminals WHERE id = ?", (tid,))
         assert head_row is not None
         head, head_hash = int(head_row["head_seq"]), str(head_row["head_hash"])
-        res = Result(ack=head)
+        res = PushAck(ack=head)
 
         # 2. duplicates
         dups = [i for i in items if i.seq <= head]
@@ -193,7 +174,7 @@ def ingest(
         )
         for r in held_before:
             body = r["body"].encode()
-            fresh[r["seq"]] = Incoming(r["seq"], body, r["sig"], protocol.parse_body(body))
+            fresh[r["seq"]] = Incoming(r["seq"], body, r["sig"], JournalRecord.parse(body))
         for i in items:
             if i.seq <= head:
                 continue
@@ -207,7 +188,7 @@ def ingest(
         prev, seq = head_hash, head + 1
         while seq in fresh:
             item = fresh[seq]
-            if item.rec["prev"] != prev:
+            if item.rec.prev != prev:
                 _alarm(
                     tx,
                     ctx,
@@ -255,13 +236,13 @@ def ingest(
         res.pending = min(len(keep), MAX_PENDING)
     if res.applied:
         ctx.notifier.notify()
-    return res.as_dict()
+    return res
 
 
-def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> None:
+def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) -> None:
     now = ctx.now_ms()
     policy = ctx.policy()
-    acct_ids = sorted({i.rec["acct"] for i in run})
+    acct_ids = sorted({i.rec.acct for i in run})
     marks = ",".join("?" * len(acct_ids))
     accounts = {
         r["id"]: dict(r)
@@ -285,13 +266,13 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> 
     touched: set[int] = set()
     for item in run:
         rec = item.rec
-        if rec["kind"] == "sale" and rec["method"] == "qr-reverse":
+        if rec.kind == "sale" and rec.method == "qr-reverse":
             # the phone's online payment moved the money already: link, never charge twice
             problem = codeuse.reverse_problem(tx, tid, item.seq, rec)
             if problem:
                 _alarm(tx, ctx, res, tid, "reverse_unpaid", f"record {item.seq}: {problem}")
             continue
-        acct = accounts.get(rec["acct"])
+        acct = accounts.get(rec.acct)
         if acct is None:
             _alarm(
                 tx,
@@ -299,18 +280,18 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> 
                 res,
                 tid,
                 "unknown_account",
-                f"record {item.seq} names account {rec['acct']}, which does not exist",
+                f"record {item.seq} names account {rec.acct}, which does not exist",
             )
             continue
         aid = acct["id"]
-        day = day_of(rec["ts"])
-        if rec["kind"] == "sale":
+        day = day_of(rec.ts)
+        if rec.kind == "sale":
             w, t = ledger.wallet(aid), ledger.transition(aid)
-            if bal.get(t, 0) > 0 and rules.moves_transition(rec["method"]):  # R7
+            if bal.get(t, 0) > 0 and rules.moves_transition(rec.method):  # R7
                 transfers.append(
                     ledger.Transfer(
                         f"trans:{tid}:{item.seq}",
-                        rec["ts"],
+                        rec.ts,
                         t,
                         w,
                         bal[t],
@@ -324,18 +305,18 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> 
             transfers.append(
                 ledger.Transfer(
                     f"sale:{tid}:{item.seq}",
-                    rec["ts"],
+                    rec.ts,
                     w,
                     merchant,
-                    rec["amt"],
+                    rec.amt,
                     "sale",
                     aid,
-                    f"{rec['method']} sale at {tid}" + (" (offline)" if rec["off"] else ""),
+                    f"{rec.method} sale at {tid}" + (" (offline)" if rec.off else ""),
                 )
             )
-            bal[w] = bal.get(w, 0) - rec["amt"]
+            bal[w] = bal.get(w, 0) - rec.amt
             problem = None
-            if rec["method"] == "qr-forward":
+            if rec.method == "qr-forward":
                 problem = codeuse.forward_problem(tx, tid, item.seq, rec, now)
             if problem:  # a code used twice (or not genuine): a new correcting transfer
                 transfers.append(
@@ -344,13 +325,13 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> 
                         now,
                         merchant,
                         w,
-                        rec["amt"],
+                        rec.amt,
                         "reversal",
                         aid,
                         f"charge of {tid}:{item.seq} reversed: {problem}",
                     )
                 )
-                bal[w] += rec["amt"]
+                bal[w] += rec.amt
                 flag = problem.split(":", 1)[0]
                 _alarm(tx, ctx, res, tid, flag, f"record {item.seq}: {problem}")
                 event(tx, ctx, aid, "reversal", f"{problem}; charge reversed", "system")
@@ -368,9 +349,9 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> 
             # R6 tracking at account level: records of a past day do not move today's amount
             if day >= acct["spent_day"]:
                 tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"])
-                after = tracker.after_purchase(day, rec["amt"], rec["pin"] == "ok")
+                after = tracker.after_purchase(day, rec.amt, rec.pin == "ok")
                 acct["spent_day"], acct["spent_fen"] = after.day, after.spent_fen
-            if rec["pin"] == "ok" and rec["method"] == "card":  # R5 tries are the card's
+            if rec.pin == "ok" and rec.method == "card":  # R5 tries are the card's
                 acct["pin_tries"] = 0
             if bal[w] < 0 and "overdrawn" not in acct["flags"].split(","):
                 acct["flags"] = ",".join(f for f in [*acct["flags"].split(","), "overdrawn"] if f)
@@ -388,12 +369,12 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> 
                 ):
                     acct["status"] = AccountStatus.FROZEN.value
                     acct["frozen_now"] = True
-        elif rec["kind"] == "pin_fail" and (rec["off"] or "card" in rec.get("x", {})):
+        elif rec.kind == "pin_fail" and (rec.off or rec.x_has("card")):
             # R5: wrong passwords keyed offline count toward the lockout once they sync (online
             # passwords checked by the server itself were counted when it checked them).  A
             # password checked against the card carries the card's own count: the server
             # mirrors it, unless the desk has reset the tries since (another epoch).
-            card = rec.get("x", {}).get("card")
+            card = rec.x_value("card")
             if isinstance(card, dict) and isinstance(card.get("tries"), int):
                 if card.get("ep", acct["pin_epoch"] & 0xFF) == acct["pin_epoch"] & 0xFF:
                     acct["pin_tries"] = max(acct["pin_tries"], card["tries"])

@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | c
 APT_PACKAGES := chromium libzbar0 pcscd vsmartcard-vpcd libpcsclite-dev python3-dev gcc postgresql systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps sysdeps demo test lint bench clean
+.PHONY: all deps sysdeps demo test lint bench docs clean
 
 all: test
 
@@ -50,6 +50,10 @@ lint: deps
 BENCH_ARGS ?=
 bench: deps
 	$(BIN)/ykt bench $(BENCH_ARGS)
+
+# docs/cli.md's reference part from `ykt … --help` (tests/test_docs.py checks they agree).
+docs: deps
+	$(BIN)/python -m tests.cli_doc --write
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

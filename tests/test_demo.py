@@ -1,7 +1,8 @@
 """`make demo` (`ykt demo`): it starts the server and a POS on simulated hardware, prints its
 instructions, and every command it prints works as printed, in order: card sales with and
 without the PIN, the account, a phone payment code, selling through a server outage, the
-queue draining and the ledger check."""
+queue draining and the ledger check.  The README shows the same commands (with the default
+ports and data directory)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, wait_until, ykt_cmd
+from tests.helpers import ROOT, free_port, wait_until, ykt_cmd
 
 
 def _run(tmp_path: Path, line: str) -> str:
@@ -53,6 +54,10 @@ def test_the_demo_runs_and_every_printed_command_works(tmp_path: Path) -> None:
         assert f"http://127.0.0.1:{cport}/cashier" in text, text
         commands = [line.strip() for line in printed if line.startswith("  ykt ")]
         assert len(commands) == 10, commands
+        readme = {_command(line) for line in README.read_text(encoding="utf-8").splitlines()}
+        as_printed_by_default = [_default(c, data, sport, cport) for c in commands]
+        missing = [c for c in as_printed_by_default if c not in readme]
+        assert not missing, f"README.md's demo does not show {missing}"
 
         out = {line: _run(tmp_path, line) for line in commands}
         said = list(out.values())
@@ -89,6 +94,22 @@ def test_the_demo_runs_and_every_printed_command_works(tmp_path: Path) -> None:
     assert demo.returncode == 0
     for port in (sport, cport):  # the server and the POS are gone with it
         assert wait_until(lambda port=port: _closed(port), timeout=15), port
+
+
+README = ROOT / "README.md"
+
+
+def _command(line: str) -> str:
+    """A command line without its comment, spaces collapsed."""
+    return " ".join(line.split("#", 1)[0].split())
+
+
+def _default(line: str, data: Path, sport: int, cport: int) -> str:
+    """What the demo prints with its default ports, run from the directory holding ``.demo``."""
+    line = line.replace(f" --server-port {sport}", "")
+    line = line.replace(f"127.0.0.1:{sport}", "127.0.0.1:8700")
+    line = line.replace(f"127.0.0.1:{cport}", "127.0.0.1:8701")
+    return _command(line.replace(str(data), ".demo"))
 
 
 def _closed(port: int) -> bool:

@@ -21,7 +21,7 @@ What real deployments hit (docs/hardware.md), and what this driver does about it
   ``SCARD_W_RESET_CARD`` and ``SCARD_W_UNPOWERED_CARD``, all raise
   :class:`~drivers.errors.CardGone`.
 - **kernel NFC drivers** (``pn533``/``nfc`` modules) holding an ACR122U: pcscd then lists no
-  reader; the README's troubleshooting section says how to blacklist them.
+  reader; docs/hardware.md (Troubleshooting) says how to blacklist them.
 
 pyscard is optional (the ``pcsc`` extra): without it, opening a ``pcsc://`` URL raises
 :class:`~drivers.errors.DeviceUnavailable` with the install hint.

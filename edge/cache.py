@@ -13,37 +13,37 @@ import json
 import threading
 from typing import Any
 
-from sync.db import Database, Migrations
+from sync.db import Database, Migrations, placeholders
 
 MIGRATIONS = Migrations()
 MIGRATIONS.add(
     "0001-cache",
     """
     CREATE TABLE accounts (
-        id INTEGER PRIMARY KEY,
-        number TEXT NOT NULL,
-        name TEXT NOT NULL,
-        type TEXT NOT NULL,
-        status TEXT NOT NULL,
-        balance_fen INTEGER NOT NULL,
-        transition_fen INTEGER NOT NULL,
-        limit_fen INTEGER NOT NULL,
-        spent_day TEXT NOT NULL,
-        spent_fen INTEGER NOT NULL,
-        pin_tries INTEGER NOT NULL,
-        pin_verifier TEXT NOT NULL,
-        expires TEXT,
-        version INTEGER NOT NULL,
-        as_of_seq INTEGER NOT NULL
+        id {id},
+        number {text} NOT NULL,
+        name {text} NOT NULL,
+        type {text} NOT NULL,
+        status {text} NOT NULL,
+        balance_fen {int} NOT NULL,
+        transition_fen {int} NOT NULL,
+        limit_fen {int} NOT NULL,
+        spent_day {text} NOT NULL,
+        spent_fen {int} NOT NULL,
+        pin_tries {int} NOT NULL,
+        pin_verifier {text} NOT NULL,
+        expires {text},
+        version {int} NOT NULL,
+        as_of_seq {int} NOT NULL
     );
     CREATE TABLE cards (
-        card_no TEXT PRIMARY KEY,
-        account_id INTEGER NOT NULL,
-        uid TEXT NOT NULL,
-        generation INTEGER NOT NULL,
-        status TEXT NOT NULL
+        card_no {text} PRIMARY KEY,
+        account_id {int} NOT NULL,
+        uid {text} NOT NULL,
+        generation {int} NOT NULL,
+        status {text} NOT NULL
     );
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)
+    CREATE TABLE meta (key {text} PRIMARY KEY, value {text} NOT NULL)
     """,
 )
 
@@ -51,10 +51,10 @@ MIGRATIONS.add(
     "0002-phone-codes",
     """
     CREATE TABLE certs (
-        serial INTEGER PRIMARY KEY,
-        account_id INTEGER NOT NULL,
-        raw TEXT NOT NULL,
-        revoked INTEGER NOT NULL
+        serial {id},
+        account_id {int} NOT NULL,
+        raw {text} NOT NULL,
+        revoked {int} NOT NULL
     )
     """,
 )
@@ -62,8 +62,8 @@ MIGRATIONS.add(
 MIGRATIONS.add(
     "0003-card-path",
     """
-    ALTER TABLE accounts ADD COLUMN pin_epoch INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE cards ADD COLUMN identity TEXT NOT NULL DEFAULT ''
+    ALTER TABLE accounts ADD COLUMN pin_epoch {int} NOT NULL DEFAULT 0;
+    ALTER TABLE cards ADD COLUMN identity {text} NOT NULL DEFAULT ''
     """,
 )
 
@@ -86,6 +86,23 @@ _ACCOUNT_COLS = (
 )
 #: columns a server of an older version may not send, with what they mean then
 _DEFAULTS = {"pin_epoch": 0, "identity": ""}
+
+
+def _upsert(table: str, columns: tuple[str, ...], key: str) -> str:
+    """INSERT a row, or replace every column of the row with the same ``key``."""
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders(len(columns))}) "
+        f"ON CONFLICT ({key}) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+    )
+
+
+UPSERT_ACCOUNT = _upsert("accounts", (*_ACCOUNT_COLS, "as_of_seq"), "id")
+UPSERT_CARD = _upsert(
+    "cards", ("card_no", "account_id", "uid", "generation", "status", "identity"), "card_no"
+)
+UPSERT_CERT = _upsert("certs", ("serial", "account_id", "raw", "revoked"), "serial")
+UPSERT_META = _upsert("meta", ("key", "value"), "key")
 
 
 class Cache:
@@ -112,23 +129,20 @@ class Cache:
     def apply(self, delta: dict[str, Any]) -> int:
         """Store one page of the delta feed; returns the new version."""
         ack = int(delta.get("ack", 0))
-        cols = ", ".join((*_ACCOUNT_COLS, "as_of_seq"))
-        marks = ", ".join("?" * (len(_ACCOUNT_COLS) + 1))
         with self.db.tx() as tx:
             if delta.get("reset"):
                 tx.execute("DELETE FROM accounts")
                 tx.execute("DELETE FROM cards")
                 tx.execute("DELETE FROM certs")
             tx.executemany(
-                f"INSERT OR REPLACE INTO accounts ({cols}) VALUES ({marks})",
+                UPSERT_ACCOUNT,
                 [
                     (*(a.get(c, _DEFAULTS.get(c)) for c in _ACCOUNT_COLS), ack)
                     for a in delta.get("accounts", [])
                 ],
             )
             tx.executemany(
-                "INSERT OR REPLACE INTO cards (card_no, account_id, uid, generation, status,"
-                " identity) VALUES (?, ?, ?, ?, ?, ?)",
+                UPSERT_CARD,
                 [
                     (
                         c["card_no"],
@@ -142,8 +156,7 @@ class Cache:
                 ],
             )
             tx.executemany(
-                "INSERT OR REPLACE INTO certs (serial, account_id, raw, revoked) "
-                "VALUES (?, ?, ?, ?)",
+                UPSERT_CERT,
                 [
                     (c["serial"], c["account_id"], c["raw"], int(c["revoked"]))
                     for c in delta.get("certs", [])
@@ -157,9 +170,7 @@ class Cache:
             for key in ("campus_id", "tz"):
                 if key in delta:
                     meta[key] = str(delta[key])
-            tx.executemany(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(meta.items())
-            )
+            tx.executemany(UPSERT_META, list(meta.items()))
         with self._lock:
             if "policy" in delta:
                 self._policy = dict(delta["policy"])

@@ -273,8 +273,9 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> 
         )
     }
     ledger_ids = [ledger.transition(a) for a in accounts] + [ledger.wallet(a) for a in accounts]
-    bal = (
-        {
+    bal: dict[str, int] = {}
+    if ledger_ids:  # none when no record names a known account
+        bal = {
             r["id"]: int(r["balance"])
             for r in tx.all(
                 "SELECT id, balance FROM ledger_accounts "
@@ -282,9 +283,6 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: Result) -> 
                 ledger_ids,
             )
         }
-        if ledger_ids
-        else {}
-    )
     transfers: list[ledger.Transfer] = []
     merchant = ledger.merchant(tid)
     day_of = CampusDays(ctx.config.tz)

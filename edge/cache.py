@@ -14,7 +14,7 @@ import threading
 
 import msgspec
 
-from sync.db import Database, Migrations
+from sync.db import Database, Migrations, placeholders
 from sync.records import UNSET, CachedAccount, CardRow, CodesInfo, FeedPage, TerminalPolicy
 
 MIGRATIONS = Migrations()
@@ -22,30 +22,30 @@ MIGRATIONS.add(
     "0001-cache",
     """
     CREATE TABLE accounts (
-        id INTEGER PRIMARY KEY,
-        number TEXT NOT NULL,
-        name TEXT NOT NULL,
-        type TEXT NOT NULL,
-        status TEXT NOT NULL,
-        balance_fen INTEGER NOT NULL,
-        transition_fen INTEGER NOT NULL,
-        limit_fen INTEGER NOT NULL,
-        spent_day TEXT NOT NULL,
-        spent_fen INTEGER NOT NULL,
-        pin_tries INTEGER NOT NULL,
-        pin_verifier TEXT NOT NULL,
-        expires TEXT,
-        version INTEGER NOT NULL,
-        as_of_seq INTEGER NOT NULL
+        id {id},
+        number {text} NOT NULL,
+        name {text} NOT NULL,
+        type {text} NOT NULL,
+        status {text} NOT NULL,
+        balance_fen {int} NOT NULL,
+        transition_fen {int} NOT NULL,
+        limit_fen {int} NOT NULL,
+        spent_day {text} NOT NULL,
+        spent_fen {int} NOT NULL,
+        pin_tries {int} NOT NULL,
+        pin_verifier {text} NOT NULL,
+        expires {text},
+        version {int} NOT NULL,
+        as_of_seq {int} NOT NULL
     );
     CREATE TABLE cards (
-        card_no TEXT PRIMARY KEY,
-        account_id INTEGER NOT NULL,
-        uid TEXT NOT NULL,
-        generation INTEGER NOT NULL,
-        status TEXT NOT NULL
+        card_no {text} PRIMARY KEY,
+        account_id {int} NOT NULL,
+        uid {text} NOT NULL,
+        generation {int} NOT NULL,
+        status {text} NOT NULL
     );
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)
+    CREATE TABLE meta (key {text} PRIMARY KEY, value {text} NOT NULL)
     """,
 )
 
@@ -53,10 +53,10 @@ MIGRATIONS.add(
     "0002-phone-codes",
     """
     CREATE TABLE certs (
-        serial INTEGER PRIMARY KEY,
-        account_id INTEGER NOT NULL,
-        raw TEXT NOT NULL,
-        revoked INTEGER NOT NULL
+        serial {id},
+        account_id {int} NOT NULL,
+        raw {text} NOT NULL,
+        revoked {int} NOT NULL
     )
     """,
 )
@@ -64,8 +64,8 @@ MIGRATIONS.add(
 MIGRATIONS.add(
     "0003-card-path",
     """
-    ALTER TABLE accounts ADD COLUMN pin_epoch INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE cards ADD COLUMN identity TEXT NOT NULL DEFAULT ''
+    ALTER TABLE accounts ADD COLUMN pin_epoch {int} NOT NULL DEFAULT 0;
+    ALTER TABLE cards ADD COLUMN identity {text} NOT NULL DEFAULT ''
     """,
 )
 
@@ -87,6 +87,21 @@ _ACCOUNT_COLS = (
     "pin_epoch",
 )
 _CARD_COLS = ("card_no", "account_id", "uid", "generation", "status", "identity")
+
+
+def _upsert(table: str, columns: tuple[str, ...], key: str) -> str:
+    """INSERT a row, or replace every column of the row with the same ``key``."""
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders(len(columns))}) "
+        f"ON CONFLICT ({key}) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+    )
+
+
+UPSERT_ACCOUNT = _upsert("accounts", (*_ACCOUNT_COLS, "as_of_seq"), "id")
+UPSERT_CARD = _upsert("cards", _CARD_COLS, "card_no")
+UPSERT_CERT = _upsert("certs", ("serial", "account_id", "raw", "revoked"), "serial")
+UPSERT_META = _upsert("meta", ("key", "value"), "key")
 
 
 class Cache:
@@ -113,24 +128,21 @@ class Cache:
     def apply(self, page: FeedPage) -> int:
         """Store one page of the delta feed; returns the new version."""
         policy = None if page.policy is UNSET else TerminalPolicy.from_feed(page.policy)
-        cols = ", ".join((*_ACCOUNT_COLS, "as_of_seq"))
-        marks = ", ".join("?" * (len(_ACCOUNT_COLS) + 1))
         with self.db.tx() as tx:
             if page.reset:
                 tx.execute("DELETE FROM accounts")
                 tx.execute("DELETE FROM cards")
                 tx.execute("DELETE FROM certs")
             tx.executemany(
-                f"INSERT OR REPLACE INTO accounts ({cols}) VALUES ({marks})",
+                UPSERT_ACCOUNT,
                 [(*(getattr(a, c) for c in _ACCOUNT_COLS), page.ack) for a in page.accounts],
             )
             tx.executemany(
-                f"INSERT OR REPLACE INTO cards ({', '.join(_CARD_COLS)}) VALUES (?, ?, ?, ?, ?, ?)",
+                UPSERT_CARD,
                 [tuple(getattr(c, n) for n in _CARD_COLS) for c in page.cards],
             )
             tx.executemany(
-                "INSERT OR REPLACE INTO certs (serial, account_id, raw, revoked) "
-                "VALUES (?, ?, ?, ?)",
+                UPSERT_CERT,
                 [(c.serial, c.account_id, c.raw, int(c.revoked)) for c in page.certs],
             )
             meta = {"version": str(page.version)}
@@ -142,9 +154,7 @@ class Cache:
                 value = getattr(page, key)
                 if value is not UNSET:
                     meta[key] = str(value)
-            tx.executemany(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(meta.items())
-            )
+            tx.executemany(UPSERT_META, list(meta.items()))
         with self._lock:
             if policy is not None:
                 self._policy = policy

@@ -32,19 +32,19 @@ MIGRATIONS.add(
     "0001-journal",
     """
     CREATE TABLE journal (
-        seq INTEGER PRIMARY KEY,
-        hash TEXT NOT NULL,
-        body TEXT NOT NULL,
-        sig TEXT NOT NULL,
-        account_id INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        amount INTEGER NOT NULL,
-        day TEXT NOT NULL,
-        offline INTEGER NOT NULL,
-        pin TEXT NOT NULL
+        seq {id},
+        hash {text} NOT NULL,
+        body {text} NOT NULL,
+        sig {text} NOT NULL,
+        account_id {int} NOT NULL,
+        kind {text} NOT NULL,
+        amount {int} NOT NULL,
+        day {text} NOT NULL,
+        offline {int} NOT NULL,
+        pin {text} NOT NULL
     );
     CREATE INDEX journal_account ON journal (account_id, seq);
-    CREATE TABLE sync_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    CREATE TABLE sync_state (key {text} PRIMARY KEY, value {int} NOT NULL);
     INSERT INTO sync_state (key, value) VALUES ('acked', 0)
     """,
 )
@@ -53,9 +53,9 @@ MIGRATIONS.add(
     "0002-seen-codes",
     """
     CREATE TABLE seen_codes (
-        serial INTEGER NOT NULL,
-        counter INTEGER NOT NULL,
-        seq INTEGER NOT NULL,
+        serial {int} NOT NULL,
+        counter {int} NOT NULL,
+        seq {int} NOT NULL,
         PRIMARY KEY (serial, counter)
     )
     """,
@@ -248,7 +248,7 @@ class Journal:
         with self.db.tx() as tx:
             tx.execute(
                 "INSERT INTO sync_state (key, value) VALUES ('order', 1) "
-                "ON CONFLICT (key) DO UPDATE SET value = value + 1"
+                "ON CONFLICT (key) DO UPDATE SET value = sync_state.value + 1"
             )
             return int(tx.scalar("SELECT value FROM sync_state WHERE key = 'order'"))
 

@@ -181,7 +181,8 @@ def check(w: dict[str, Any]) -> None:
         wallet, trans = ledger.balances(ctx.db, a["id"])
         assert trans >= 0
         offline = ctx.db.scalar(
-            "SELECT COUNT(*) FROM records WHERE body LIKE ? AND body LIKE '%\"off\":true%'",
+            "SELECT COUNT(*) FROM records "
+            "WHERE LOWER(body) LIKE ? AND LOWER(body) LIKE '%\"off\":true%'",
             (f'%"acct":{a["id"]},%',),
         )
         assert wallet >= 0 or offline, (number, wallet)  # only offline sales overdraw (§3)

@@ -31,7 +31,7 @@ def test_campus_days_agree_with_campus_date(tz: str) -> None:
 def test_insert_rows_in_chunks(tmp_path: Path) -> None:
     db = Database(tmp_path / "t.db", synchronous="OFF")
     with db.tx() as tx:
-        tx.execute("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT)")
+        tx.schema("CREATE TABLE t (a {id}, b {text})")
         assert tx.insert_rows("t", ("a", "b"), [(i, f"r{i}") for i in range(250)], chunk=100) == 250
         assert tx.insert_rows("t", ("a", "b"), []) == 0
     assert db.scalar("SELECT COUNT(*) FROM t") == 250
@@ -43,7 +43,7 @@ def test_writers_of_one_process_take_turns(tmp_path: Path) -> None:
     its turn back (a kept turn would make every later writer time out)."""
     db = Database(tmp_path / "w.db", synchronous="OFF", busy_timeout_ms=2000)
     with db.tx() as tx:
-        tx.execute("CREATE TABLE t (k INTEGER PRIMARY KEY AUTOINCREMENT, who INTEGER)")
+        tx.schema("CREATE TABLE t (k {id}, who {int})")
     errors: list[Exception] = []
 
     def writer(n: int) -> None:

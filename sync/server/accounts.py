@@ -13,7 +13,7 @@ from sync import rules
 from sync.card import layout
 from sync.clock import iso
 from sync.crypto import b64e
-from sync.db import Tx
+from sync.db import Tx, placeholders
 from sync.errors import MoneyError, RuleError, StoreConflict
 from sync.money import check_fen, parse_amount
 from sync.passwords import hash_password
@@ -112,7 +112,7 @@ def _insert(ctx: Context, tx: Tx, v: dict[str, Any], pw_hash: str, actor: str) -
     try:
         acct_id = tx.insert(
             "INSERT INTO accounts (number, name, type, id_card, limit_fen, query_pw, consume_pw,"
-            " expires, created_ms, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " expires, created_ms, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 v["number"],
                 v["name"],
@@ -261,10 +261,9 @@ def show_account(ctx: Context, number: str, *, history: bool = True) -> dict[str
 
 
 def _transfer_rows(ctx: Context, account_id: int, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
-    marks = ",".join("?" * len(kinds))
     rows = ctx.db.all(
-        f"SELECT id, ts_ms, debit, credit, amount, kind, memo FROM transfers "
-        f"WHERE account_id = ? AND kind IN ({marks}) ORDER BY ts_ms, id",
+        "SELECT id, ts_ms, debit, credit, amount, kind, memo FROM transfers "
+        f"WHERE account_id = ? AND kind IN ({placeholders(len(kinds))}) ORDER BY ts_ms, id",
         (account_id, *kinds),
     )
     out = []

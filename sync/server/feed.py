@@ -29,7 +29,7 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
         cut = rd.scalar(
             "SELECT version FROM (SELECT version FROM accounts WHERE version > ? "
             "UNION ALL SELECT version FROM cards WHERE version > ? "
-            "UNION ALL SELECT version FROM wallet_certs WHERE version > ?) "
+            "UNION ALL SELECT version FROM wallet_certs WHERE version > ?) AS changed "
             "ORDER BY version LIMIT 1 OFFSET ?",
             (since, since, since, page),
         )

@@ -30,7 +30,7 @@ from typing import Any
 from sync import protocol, rules
 from sync.clock import CampusDays
 from sync.crypto import VerifyKey
-from sync.db import Tx
+from sync.db import Tx, placeholders
 from sync.errors import ProtocolError
 from sync.records import Alarm, JournalRecord, PushAck
 from sync.rules import AccountStatus
@@ -112,8 +112,9 @@ def _gap_alarm(
         return
     missing = f"record {res.ack + 1} is missing"
     if tx.scalar(
-        "SELECT 1 FROM alarms WHERE terminal_id = ? AND kind = 'journal_gap' AND detail LIKE ?",
-        (tid, missing + ",%"),
+        "SELECT 1 FROM alarms WHERE terminal_id = ? AND kind = 'journal_gap' "
+        "AND LOWER(detail) LIKE ?",
+        (tid, missing.lower() + ",%"),
     ):
         return
     _alarm(
@@ -229,8 +230,9 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
         keep = [i for s, i in sorted(fresh.items()) if s > res.ack and s not in rejected]
         _gap_alarm(tx, ctx, res, tid, items, had_pending=bool(held_before), keep=keep)
         tx.execute("DELETE FROM pending_records WHERE terminal_id = ?", (tid,))
-        tx.executemany(
-            "INSERT INTO pending_records (terminal_id, seq, body, sig) VALUES (?, ?, ?, ?)",
+        tx.insert_rows(
+            "pending_records",
+            ("terminal_id", "seq", "body", "sig"),
             [(tid, i.seq, i.body.decode(), i.sig) for i in keep[:MAX_PENDING]],
         )
         res.pending = min(len(keep), MAX_PENDING)
@@ -243,23 +245,25 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
     now = ctx.now_ms()
     policy = ctx.policy()
     acct_ids = sorted({i.rec.acct for i in run})
-    marks = ",".join("?" * len(acct_ids))
     accounts = {
         r["id"]: dict(r)
         for r in tx.all(
-            f"SELECT id, status, spent_day, spent_fen, pin_tries, pin_epoch, flags FROM accounts "
-            f"WHERE id IN ({marks})",
+            "SELECT id, status, spent_day, spent_fen, pin_tries, pin_epoch, flags FROM accounts "
+            f"WHERE id IN ({placeholders(len(acct_ids))})",
             acct_ids,
         )
     }
     ledger_ids = [ledger.transition(a) for a in accounts] + [ledger.wallet(a) for a in accounts]
-    marks = ",".join("?" * len(ledger_ids))
-    bal = {
-        r["id"]: int(r["balance"])
-        for r in tx.all(
-            f"SELECT id, balance FROM ledger_accounts WHERE id IN ({marks})", ledger_ids
-        )
-    }
+    bal: dict[str, int] = {}
+    if ledger_ids:  # none when no record names a known account
+        bal = {
+            r["id"]: int(r["balance"])
+            for r in tx.all(
+                "SELECT id, balance FROM ledger_accounts "
+                f"WHERE id IN ({placeholders(len(ledger_ids))})",
+                ledger_ids,
+            )
+        }
     transfers: list[ledger.Transfer] = []
     merchant = ledger.merchant(tid)
     day_of = CampusDays(ctx.config.tz)

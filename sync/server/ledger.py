@@ -119,7 +119,7 @@ def check(db: Database) -> dict[str, Any]:
                 SELECT credit AS id, amount AS d FROM transfers
                 UNION ALL
                 SELECT debit AS id, -amount AS d FROM transfers
-            ) GROUP BY id
+            ) AS moves GROUP BY id
         ) f ON f.id = la.id
         """
     )

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from sync import rules
 from sync.clock import iso
+from sync.db import placeholders
 from sync.server import ledger
 from sync.server.context import Context
 from sync.server.errors import Invalid
@@ -71,10 +72,9 @@ def page(
     lo = _day_start_ms(from_date, tz) if from_date else None
     hi = _day_start_ms(to_date, tz) + 86_400_000 if to_date else None  # to_date inclusive
     kinds = rules.BILL_KINDS if which == "bills" else rules.FLOW_MONEY_KINDS
-    marks = ",".join("?" * len(kinds))
     parts = [
         "SELECT ts_ms, 't:' || id AS k, id AS ref, kind, debit, credit, amount, memo, '' AS actor "
-        f"FROM transfers WHERE account_id = ? AND kind IN ({marks})"
+        f"FROM transfers WHERE account_id = ? AND kind IN ({placeholders(len(kinds))})"
     ]
     params: list[Any] = [account_id, *kinds]
     if which == "flow":

@@ -157,7 +157,7 @@ def pay(
         )
         pay_id = tx.insert(
             "INSERT INTO reverse_payments (terminal_id, order_no, account_id, amount, request, "
-            "transfer_id, paid_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "transfer_id, paid_ms) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (tid, req.order, aid, req.amount_fen, req_b64, transfer_id, now),
         )
         after = rules.LimitTracker(acct["spent_day"], acct["spent_fen"]).after_purchase(

@@ -1,0 +1,116 @@
+"""What :class:`sync.db.Database` needs from a database engine: the :class:`Backend` protocol,
+with two implementations, :mod:`sync.db.sqlite` and :mod:`sync.db.postgres`.
+
+The SQL itself is the same on both (written in the subset SQLite 3.40 and PostgreSQL 15 both
+accept as written; docs/database.md).  What legitimately differs is stated here, by each
+backend, never guessed by reading the SQL:
+
+- :attr:`Backend.types`: the column types of a table definition.  Migrations write
+  ``{id}``, ``{int}``, ``{text}``, ``{blob}``, ``{real}`` and ``{without_rowid}``
+  (:data:`TYPE_NAMES`) and each backend fills in its own (:func:`fill_types`).
+- the DB-API parameter style (``?`` for sqlite3, ``%s`` for psycopg): the SQL says ``?`` (or
+  ``:name``), and the PostgreSQL backend swaps the marks (and doubles ``%``) outside string
+  literals, quoted names and comments (:func:`sync.db.postgres.pg_params`).
+- how many rows go in at once (:meth:`Session.insert_rows`: multi-row ``VALUES`` on SQLite,
+  ``COPY`` on PostgreSQL), transactions, connections, errors and notifications.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from sync.errors import StoreError
+
+Row = Mapping[str, Any]
+Params = Sequence[Any] | Mapping[str, Any]
+
+#: the column types a table definition may name, as ``{name}``
+TYPE_NAMES = ("id", "int", "text", "blob", "real", "without_rowid")
+_TYPE = re.compile(r"\{([a-z_]+)\}")
+
+
+def fill_types(sql: str, types: Mapping[str, str]) -> str:
+    """A table definition with its ``{int}``, ``{text}``, … replaced by ``types``."""
+
+    def one(m: re.Match[str]) -> str:
+        try:
+            return types[m.group(1)]
+        except KeyError:
+            raise StoreError(
+                f"unknown column type {m.group()} (known: {', '.join(TYPE_NAMES)})"
+            ) from None
+
+    return _TYPE.sub(one, sql)
+
+
+def placeholders(n: int) -> str:
+    """``?, ?, …`` for an ``IN (…)`` list of ``n`` values.  An empty list is refused: SQLite
+    takes ``IN ()``, PostgreSQL does not, so the caller says what no values means."""
+    if n < 1:
+        raise ValueError("an IN list needs at least one value (decide the empty case in Python)")
+    return ", ".join("?" * n)
+
+
+class Result(Protocol):
+    """What one statement gives back (a ``sqlite3.Cursor`` is one)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Session(Protocol):
+    """One connection inside one transaction."""
+
+    def execute(self, sql: str, params: Params = ..., /) -> Result: ...
+
+    def executemany(self, sql: str, rows: Iterable[Params]) -> int: ...
+
+    def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], chunk: int
+    ) -> int: ...
+
+
+class Backend(Protocol):
+    """One database: connections, transactions, errors, notifications."""
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        ...
+
+    @property
+    def name(self) -> str:
+        """Where the data is, for messages (a PostgreSQL URL without its password)."""
+        ...
+
+    @property
+    def types(self) -> Mapping[str, str]:
+        """The column types of a table definition, for :data:`TYPE_NAMES`."""
+        ...
+
+    def write(self, exclusive: bool) -> AbstractContextManager[Session]:
+        """A write transaction that runs while no other writer does (``exclusive``)."""
+        ...
+
+    def read(self) -> AbstractContextManager[Session]:
+        """A read transaction: one snapshot."""
+        ...
+
+    def all(self, sql: str, params: Params) -> list[Row]:
+        """One statement's rows, in the thread's transaction if it has one."""
+        ...
+
+    def can_listen(self) -> bool: ...
+
+    def notify(self, channel: str) -> None: ...
+
+    def listen(self, channel: str, callback: Callable[[], None]) -> None: ...
+
+    def close(self) -> None: ...

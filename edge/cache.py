@@ -98,7 +98,10 @@ def _upsert(table: str, columns: tuple[str, ...], key: str) -> str:
     )
 
 
-UPSERT_ACCOUNT = _upsert("accounts", (*_ACCOUNT_COLS, "as_of_seq"), "id")
+_STORED_ACCOUNT_COLS = (*_ACCOUNT_COLS, "as_of_seq")
+UPSERT_ACCOUNT = _upsert("accounts", _STORED_ACCOUNT_COLS, "id")
+SELECT_ACCOUNT = f"SELECT {', '.join(_STORED_ACCOUNT_COLS)} FROM accounts WHERE id = ?"
+SELECT_CARD = f"SELECT {', '.join(_CARD_COLS)} FROM cards WHERE card_no = ?"
 UPSERT_CARD = _upsert("cards", _CARD_COLS, "card_no")
 UPSERT_CERT = _upsert("certs", ("serial", "account_id", "raw", "revoked"), "serial")
 UPSERT_META = _upsert("meta", ("key", "value"), "key")
@@ -176,15 +179,12 @@ class Cache:
         return base64.b64decode(row["raw"]), bool(row["revoked"])
 
     def card(self, card_no: str) -> CardRow | None:
-        row = self.db.one(
-            f"SELECT {', '.join(_CARD_COLS)} FROM cards WHERE card_no = ?", (card_no,)
-        )
+        row = self.db.one(SELECT_CARD, (card_no,))
         return None if row is None else CardRow(**{n: row[n] for n in _CARD_COLS})
 
     def account(self, account_id: int) -> CachedAccount | None:
-        cols = (*_ACCOUNT_COLS, "as_of_seq")
-        row = self.db.one(f"SELECT {', '.join(cols)} FROM accounts WHERE id = ?", (account_id,))
-        return None if row is None else CachedAccount(**{c: row[c] for c in cols})
+        row = self.db.one(SELECT_ACCOUNT, (account_id,))
+        return None if row is None else CachedAccount(**{c: row[c] for c in _STORED_ACCOUNT_COLS})
 
     def counts(self) -> dict[str, int]:
         return {

@@ -5,29 +5,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from sim.bench import journal_fixture
 from sync.db import Database
-from tests.helpers import ROOT
+from tests.helpers import ROOT, ykt
 
 LATENCY_KEYS = {"n", "p50_ms", "p99_ms", "max_ms", "mean_ms"}
 
 
 def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            *(sys.executable, "-m", "edge.cli", "bench", "--dir", str(tmp_path / "work")),
-            *("--cache-dir", str(tmp_path / "cache"), *args),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
+    work = ("--dir", str(tmp_path / "work"), "--cache-dir", str(tmp_path / "cache"))
+    return ykt("bench", *work, *args, check=False, timeout=300, cwd=ROOT)
 
 
 def _latency(s: dict, n: int) -> None:

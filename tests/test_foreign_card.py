@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,6 @@ import pytest
 
 from drivers.card.mifare_classic import decode_access
 from sync.card import layout
-from tests.card_helpers import ykt
 from tests.foreign_vicc import (
     ATR_CLASSIC_1K,
     CTRL_RESET,
@@ -32,7 +30,7 @@ from tests.foreign_vicc import (
     Classic1K,
     ForeignVicc,
 )
-from tests.helpers import PosProc, ServerProc, wait_until, ykt_cmd
+from tests.helpers import PosProc, ServerProc, wait_until, ykt
 
 BLANK_TRAILER = TRANSPORT_KEY + TRANSPORT_ACCESS + TRANSPORT_KEY
 
@@ -122,21 +120,25 @@ class Rig:
         return [*self.admin, *issue]
 
     def issue(self, number: str, slot: int) -> dict[str, Any]:
-        return dict(json.loads(ykt(*self.issue_cmd(number, slot), env=self.env)))
+        return dict(json.loads(ykt(*self.issue_cmd(number, slot), env=self.env).stdout))
 
     def pos(self, name: str, slot: int) -> PosProc:
-        token = ykt(*self.admin, "terminal", "enroll", "--role", "pos", "--name", name).strip()
+        token = ykt(
+            *self.admin, "terminal", "enroll", "--role", "pos", "--name", name
+        ).stdout.strip()
         return PosProc(
             self.tmp / name, self.server, token=token, reader=self.reader(slot), env=self.env
         ).start()
 
     def sale(self, pos: PosProc, amount: str, *more: str) -> dict[str, Any]:
         return dict(
-            json.loads(ykt("sim", "sale", "--agent", pos.url, "--json", "--amount", amount, *more))
+            json.loads(
+                ykt("sim", "sale", "--agent", pos.url, "--json", "--amount", amount, *more).stdout
+            )
         )
 
     def bills(self, number: str) -> tuple[int, list[int]]:
-        acct = json.loads(ykt(*self.admin, "account", "show", "--number", number, "--json"))
+        acct = json.loads(ykt(*self.admin, "account", "show", "--number", number, "--json").stdout)
         return acct["balance_fen"], [b["amount_fen"] for b in acct["bills"]]
 
 
@@ -144,7 +146,9 @@ class Rig:
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     tmp = tmp_path_factory.mktemp("foreign")
     r = tmp / "R"
-    started = json.loads(ykt("sim", "reader", "start", "--slots", "2", "--dir", str(r), "--json"))
+    started = json.loads(
+        ykt("sim", "reader", "start", "--slots", "2", "--dir", str(r), "--json").stdout
+    )
     try:
         env = {**os.environ, "PCSCLITE_CSOCK_NAME": started["socket"]}
         server = ServerProc(tmp / "D").start()
@@ -234,13 +238,7 @@ def test_card_encoded_at_the_desk_reader_pays_at_the_pos_reader(rig: Rig) -> Non
         card.attach()
         rig.account("S2023002", "51011919990101305X", "20.00")
         card.tear_after(8, applied=True, ins=0xD6)  # sector 2's trailer: written, no answer
-        cut = subprocess.run(
-            ykt_cmd(*rig.issue_cmd("S2023002", slot=1)),
-            capture_output=True,
-            text=True,
-            env=rig.env,
-            timeout=60,
-        )
+        cut = ykt(*rig.issue_cmd("S2023002", slot=1), check=False, env=rig.env, timeout=60)
         assert cut.returncode != 0 and "run the same command again" in cut.stderr, cut.stderr
         assert card.snapshot()[11][6:9] == bytes.fromhex("787788")
         card.attach()

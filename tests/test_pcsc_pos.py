@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from sim import cardimage, pcscd
+from sim import cardimage
 from sim.cards import encoded_card
 from sim.control import AgentControl
+from sim.harness import pcscd
 from sim.mifare import MifareClassic1K
 from sim.vicc import VirtualCard
 from sync.card import layout

@@ -3,14 +3,12 @@ against a running agent, and ``--help`` on ``ykt`` and every subcommand."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 from collections.abc import Iterator
 
 import pytest
 
-from edge.cli import build_parser
 from tests.helpers import PosProc, ServerProc, free_port, ykt
 
 
@@ -111,34 +109,6 @@ def test_sim_sale_without_an_agent_fails_clearly() -> None:
     )
     assert r.returncode == 1 and "cannot reach the agent" in r.stderr
     assert "Traceback" not in r.stderr
-
-
-def _commands(
-    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
-) -> Iterator[tuple[str, ...]]:
-    yield path
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield from _commands(sub, (*path, name))
-
-
-COMMANDS = sorted(_commands(build_parser()))
-
-
-def test_the_command_tree_is_walked() -> None:
-    assert ("pos",) in COMMANDS and ("sim", "sale") in COMMANDS
-    assert ("admin", "account", "pin-reset") in COMMANDS and len(COMMANDS) > 25
-
-
-@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "ykt")
-def test_every_command_has_help(path: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        build_parser().parse_args([*path, "--help"])
-    assert exc.value.code == 0
-    out = capsys.readouterr().out
-    assert out.startswith("usage: ykt") and " ".join(path) in out.splitlines()[0]
-    assert len(out.splitlines()) > 2
 
 
 def test_ykt_help_process_exits_0() -> None:

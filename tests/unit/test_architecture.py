@@ -22,6 +22,18 @@ PACKAGES = ("drivers", "sync", "edge", "sim", "kiosk_ui")
 OPTIONAL = {"cv2", "numpy", "zxingcpp", "pyzbar", "serial", "psycopg", "smartcard"}
 #: ykt modules that exist to wrap one optional library (importing them imports it)
 OPTIONAL_WRAPPERS = {"sync.db.postgres": "psycopg"}
+#: packages of the [dev] extra only: ykt itself (``ykt bench`` included) runs without them
+DEV_ONLY = {
+    "pytest",
+    "hypothesis",
+    "httpx",
+    "schemathesis",
+    "playwright",
+    "mypy",
+    "ruff",
+    "importlinter",
+    "grimp",
+}
 #: folders that are not ykt's code
 NOT_OURS = {".venv", ".git", "build", "dist", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
 
@@ -120,6 +132,19 @@ def test_imports_inside_functions_only_for_optional_libraries() -> None:
                         continue
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}")
     assert found == [], "import these at the top of the module:\n" + "\n".join(found)
+
+
+def test_no_dev_only_package_is_imported() -> None:
+    """``ykt bench`` and everything else run on a production install
+    (tests/test_production_install.py builds one)."""
+    found = []
+    for path in _python_files(*PACKAGES):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                for name in _imported(node):
+                    if name.split(".")[0] in DEV_ONLY:
+                        found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}")
+    assert found == []
 
 
 def test_the_checks_see_what_they_look_for(tmp_path: Path) -> None:

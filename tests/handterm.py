@@ -15,6 +15,7 @@ from typing import Any
 import requests
 
 from sim.bench.records import offline_sale
+from sim.harness.ykt import AdminApi
 from sync import protocol
 from sync.client import ServerClient
 from sync.clock import Clock, SystemClock
@@ -44,7 +45,8 @@ class HandTerminal:
         self.journal: list[tuple[dict[str, Any], dict[str, str]]] = []
 
     @classmethod
-    def enroll(cls, server: ServerProc, name: str, role: str = "pos", **kw: Any) -> HandTerminal:
+    def enroll(cls, server: AdminApi, name: str, role: str = "pos", **kw: Any) -> HandTerminal:
+        """Enroll at a server however it was started (a process, or the in-thread app)."""
         return cls(server.url, server.enroll_token(name, role), **kw)
 
     # -- records ----------------------------------------------------------------------------

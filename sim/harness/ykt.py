@@ -25,7 +25,51 @@ from sync.admin.common import AdminClient
 from sync.client import ServerClient
 from sync.crypto import SigningKey
 
-__all__ = ["PosProcess", "ServerProcess", "StartFailed", "YktProcess"]
+__all__ = ["AdminApi", "PosProcess", "ServerProcess", "StartFailed", "YktProcess"]
+
+
+class AdminApi:
+    """Driving a running server as the desk does, whichever way it was started (a
+    :class:`ServerProcess`, or the tests' in-thread server, ``tests/live.py``): its ``url`` and
+    the admin token in ``token_file``."""
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def token_file(self) -> Path:
+        raise NotImplementedError
+
+    def admin_client(self, keep_alive: bool = False) -> AdminClient:
+        """An admin client with the server's own token; without ``keep_alive`` every call has
+        its own connection (no socket outlives the call)."""
+        client = AdminClient(self.url, self.token_file.read_text().strip())
+        if not keep_alive:
+            client.session.headers["Connection"] = "close"
+        return client
+
+    def admin_call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        """One admin request; :class:`sync.errors.ApiError` when it is refused."""
+        client = self.admin_client()
+        try:
+            return client.call(method, path, body)
+        finally:
+            client.close()
+
+    def enroll_token(self, name: str, role: str = "pos") -> str:
+        """A one-time enrolment token for a terminal called ``name``."""
+        got = self.admin_call("POST", "/v1/admin/terminals/tokens", {"role": role, "name": name})
+        return str(got["token"])
+
+    def enroll(self, name: str, key: SigningKey, role: str = "pos") -> str:
+        """Enroll a terminal with ``key`` as the agent would; its terminal id."""
+        client = ServerClient(self.url)
+        try:
+            got = client.enroll(self.enroll_token(name, role), key.public.to_b64())
+        finally:
+            client.close()
+        return str(got["terminal_id"])
 
 
 @dataclass
@@ -104,7 +148,7 @@ class YktProcess:
 
 
 @dataclass
-class ServerProcess(YktProcess):
+class ServerProcess(YktProcess, AdminApi):
     """``ykt server`` on SQLite in ``data`` (or PostgreSQL at ``db_url``).  ``password_cost``:
     ``--password-cost`` (scrypt log2 N; 10 keeps tests and benchmarks fast), None for the
     server's default."""
@@ -125,40 +169,13 @@ class ServerProcess(YktProcess):
             out += ["--db", self.db_url]
         return [*out, *self.extra]
 
-    # -- the admin side, as the desk drives it ------------------------------------------------
     @property
     def token_file(self) -> Path:
         return self.data / "admin.token"
 
     def admin(self, keep_alive: bool = False) -> AdminClient:
-        """An admin client with the server's own token; without ``keep_alive`` every call has
-        its own connection (no socket outlives the call)."""
-        client = AdminClient(self.url, self.token_file.read_text().strip())
-        if not keep_alive:
-            client.session.headers["Connection"] = "close"
-        return client
-
-    def admin_call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        """One admin request; :class:`sync.errors.ApiError` when it is refused."""
-        client = self.admin()
-        try:
-            return client.call(method, path, body)
-        finally:
-            client.close()
-
-    def enroll_token(self, name: str, role: str = "pos") -> str:
-        """A one-time enrolment token for a terminal called ``name``."""
-        got = self.admin_call("POST", "/v1/admin/terminals/tokens", {"role": role, "name": name})
-        return str(got["token"])
-
-    def enroll(self, name: str, key: SigningKey, role: str = "pos") -> str:
-        """Enroll a terminal with ``key`` as the agent would; its terminal id."""
-        client = ServerClient(self.url)
-        try:
-            got = client.enroll(self.enroll_token(name, role), key.public.to_b64())
-        finally:
-            client.close()
-        return str(got["terminal_id"])
+        """:meth:`AdminApi.admin_client`."""
+        return self.admin_client(keep_alive)
 
 
 @dataclass

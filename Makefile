@@ -40,9 +40,13 @@ demo: deps
 
 # The whole suite (tests/unit and the process, socket, pcscd and PostgreSQL layer above it),
 # with the 15 slowest tests at the end.  Property tests run derandomized under CI=true.
+# Two pytest-xdist workers, each test file whole on one worker (its module-scoped servers start
+# once); each worker has its own PostgreSQL cluster and its own ports (sim/harness/procs.py).
+# PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 test: deps
-	$(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 # The unit layer alone (no processes, no sockets): well under a minute.
 test-fast: deps

@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | c
 APT_PACKAGES := chromium libzbar0 pcscd vsmartcard-vpcd libpcsclite-dev python3-dev gcc postgresql systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps sysdeps demo test lint bench docs clean
+.PHONY: all deps sysdeps demo test test-fast lint bench docs clean
 
 all: test
 
@@ -38,13 +38,25 @@ deps: $(STAMP)
 demo: deps
 	$(BIN)/ykt demo
 
+# The whole suite (tests/unit and the process, socket, pcscd and PostgreSQL layer above it),
+# with the 15 slowest tests at the end.  Property tests run derandomized under CI=true.
+# Two pytest-xdist workers, each test file whole on one worker (its module-scoped servers start
+# once); each worker has its own PostgreSQL cluster and its own ports (sim/harness/procs.py).
+# PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS ?=
 test: deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
+
+# The unit layer alone (no processes, no sockets): well under a minute.
+test-fast: deps
+	$(BIN)/python -m pytest tests/unit -q --durations=5 $(PYTEST_ARGS)
 
 lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Figures, never pass/fail: `make bench`, or e.g. `make bench BENCH_ARGS="--quick --json"`.
 BENCH_ARGS ?=

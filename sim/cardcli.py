@@ -18,9 +18,10 @@ import json
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from sim import cardimage, pcscd
+from sim import cardimage
 from sim.dump import dump
 from sim.errors import SimError
+from sim.harness import pcscd
 
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 

@@ -14,14 +14,15 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from sim.harness import procs
+from sim.harness.procs import StartFailed
+from sim.harness.ykt import PosProcess, ServerProcess, YktProcess
 from sync import rules
 from sync.errors import ConfigError
 
@@ -35,24 +36,6 @@ DEMO_ACCOUNTS = [
 
 
 SERVER_PORT, CONTROL_PORT = 8700, 8701  # the demo's defaults (README)
-
-
-def _ykt(*args: str) -> list[str]:
-    return [sys.executable, "-m", "edge.cli", *args]
-
-
-def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise ConfigError(f"process exited with {proc.returncode} before {url} answered")
-        try:
-            if requests.get(url, timeout=1).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise ConfigError(f"{url} did not answer within {timeout:.0f}s")
 
 
 def _port_free(port: int) -> bool:
@@ -73,18 +56,27 @@ def _require_free(port: int, what: str, option: str) -> None:
         )
 
 
-def _start_server(data: Path, port: int) -> subprocess.Popen[bytes]:
+def _started(child: YktProcess) -> YktProcess:
+    """Start a demo child (its own session: Ctrl-C reaches the demo, which stops it); a child
+    that does not come up is a configuration problem (exit status 2), as before."""
+    try:
+        return child.start()
+    except StartFailed as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _start_server(data: Path, port: int) -> YktProcess:
     _require_free(port, "server", "--server-port")
-    log = open(data / "server.log", "ab")  # noqa: SIM115 - the child keeps it
-    proc = subprocess.Popen(
-        _ykt("server", "--data", str(data / "server"), "--port", str(port)),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    server = ServerProcess(
+        data / "server",
+        port=port,
+        password_cost=None,  # the server's default cost: the demo is what a campus would run
+        log_path=data / "server.log",
+        new_session=True,
     )
-    (data / "server.pid").write_text(str(proc.pid))
-    _wait_http(f"http://127.0.0.1:{port}/v1/health", 30, proc)
-    return proc
+    _started(server)
+    (data / "server.pid").write_text(str(server.pid))
+    return server
 
 
 def _admin(server: str, token: Path, method: str, path: str, body: Any = None) -> dict[str, Any]:
@@ -140,52 +132,39 @@ def run(args: argparse.Namespace) -> int:
     agent = f"http://127.0.0.1:{args.control_port}"
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the children as Ctrl-C does
     _require_free(args.control_port, "POS control API", "--control-port")
-    procs: list[subprocess.Popen[bytes]] = [_start_server(data, args.server_port)]
+    children: list[YktProcess] = [_start_server(data, args.server_port)]
     try:
         state = _setup(data, server)
-        pos_log = open(data / "pos.log", "ab")  # noqa: SIM115 - the child keeps it
-        pos = subprocess.Popen(
-            _ykt(
-                "pos",
-                "--server",
-                server,
-                "--enroll",
-                state["pos_token"],
-                "--data",
-                str(data / "pos1"),
-                "--reader",
-                "sim://r1",
-                "--camera",
-                "sim://cam1",
-                "--control-port",
-                str(args.control_port),
-                "--operator",
-                "demo",
-            ),
-            stdout=pos_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        pos = PosProcess(
+            data / "pos1",
+            server_url=server,
+            token=state["pos_token"],
+            reader="sim://r1",
+            camera="sim://cam1",
+            port=args.control_port,
+            operator="demo",
+            log_path=data / "pos.log",
+            new_session=True,
         )
-        procs.append(pos)
-        _wait_http(f"{agent}/control/status", 30, pos)
+        children.append(pos)
+        _started(pos)
         _print_instructions(data, server, agent, state, args.server_port)
-        while pos.poll() is None:
-            time.sleep(0.5)
-        print(f"the POS agent exited with {pos.returncode}; see {data / 'pos.log'}")
+        assert pos.proc is not None
+        code = pos.proc.wait()  # until the agent ends, or Ctrl-C / SIGTERM ends the demo
+        print(f"the POS agent exited with {code}; see {data / 'pos.log'}")
         return 1
     except KeyboardInterrupt:
         print("\nstopping the demo…")
         return 0
     finally:
-        for p in procs:
+        running = [c.proc for c in children if c.proc is not None]
+        for p in running:
             if p.poll() is None:
                 p.terminate()
-        _stop_pidfile(data)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop_pidfile(data)  # the server, also when `ykt demo server start` restarted it
+        procs.stop(running, grace=10)
+        for c in children:
+            c.stop()
 
 
 def _print_instructions(
@@ -241,9 +220,8 @@ def _stop_pidfile(data: Path, port: int | None = None) -> bool:
     except (ProcessLookupError, ValueError):
         stopped = False
     pidfile.unlink(missing_ok=True)
-    deadline = time.monotonic() + 15
-    while stopped and port is not None and not _port_free(port) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    if stopped and port is not None:
+        procs.poll(lambda: _port_free(port), 15, 0.1)
     return stopped
 
 

@@ -4,18 +4,18 @@ scripted card that records the APDUs it receives."""
 from __future__ import annotations
 
 import base64
-import subprocess
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sim import cardimage, pcscd
+from sim import cardimage
 from sim.cards import encoded_card
+from sim.harness import pcscd
 from sim.mifare import ATR_1K, MifareClassic1K
 from sync.card import layout
 from sync.card.keys import Keystore
-from tests.helpers import ServerProc, ykt_cmd
+from tests.helpers import ServerProc
 
 
 def server_keys(server: ServerProc) -> Keystore:
@@ -55,15 +55,6 @@ def reencode(
 
 def foreign_keys() -> Keystore:
     return Keystore.generate("other-campus")
-
-
-def ykt(*args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
-    out = subprocess.run(
-        ykt_cmd(*args), capture_output=True, text=True, env=env, timeout=60, check=False
-    )
-    if check and out.returncode != 0:
-        raise AssertionError(f"ykt {' '.join(args)} failed ({out.returncode}):\n{out.stderr}")
-    return out.stdout
 
 
 class Scripted:

@@ -5,10 +5,34 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests import dbs
 from tests.helpers import PosProc, ServerProc
 from tests.live import Live, open_live
+
+# -- hypothesis: the same examples on every CI run, fresh ones on a developer's machine ------------
+# ``CI=true`` (CI runs ``bash .ci/run`` with it) loads "ci": examples derived from each test's own
+# source (derandomize), no example database, and no deadline or too-slow health check (a loaded
+# 2-core machine must not turn a timing into a red build).  Elsewhere "dev": random examples,
+# remembered in .hypothesis/ so that a failure found once is tried first on the next run.
+#
+# A failure hypothesis finds (on a developer's machine, or when a test's source changes) is
+# kept: copy the falsifying example it prints into an ``@example(...)`` on the test (for the
+# API fuzz test, a case in ``FOUND`` of tests/test_api_fuzz.py), so that every run, CI's
+# included, tries it from then on.  ``HYPOTHESIS_PROFILE=ci|dev`` chooses a profile by hand.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.register_profile("dev", print_blob=True)
+_ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if _ci else "dev"))
+
 
 #: Test modules of the central server that run on SQLite and again on PostgreSQL (tests/dbs.py).
 #: A module-scoped fixture in them that starts a server must take ``db_kind`` as an argument, or

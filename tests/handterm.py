@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 import requests
 
+from sim.harness.ykt import AdminApi
 from sync import protocol
 from sync.client import ServerClient
 from sync.clock import Clock, SystemClock
@@ -45,7 +46,8 @@ class HandTerminal:
         self.journal: list[tuple[JournalRecord, dict[str, str]]] = []
 
     @classmethod
-    def enroll(cls, server: ServerProc, name: str, role: str = "pos", **kw: Any) -> HandTerminal:
+    def enroll(cls, server: AdminApi, name: str, role: str = "pos", **kw: Any) -> HandTerminal:
+        """Enroll at a server however it was started (a process, or the in-thread app)."""
         return cls(server.url, server.enroll_token(name, role), **kw)
 
     # -- records ----------------------------------------------------------------------------

@@ -1,21 +1,22 @@
-"""Test harness: real `ykt server` and `ykt pos` processes on loopback, and small helpers."""
+"""The tests' side of the harness: real ``ykt server`` and ``ykt pos`` processes on loopback
+(started by :mod:`sim.harness.ykt`, the one way to start them), the one ``ykt()`` wrapper, and
+small helpers."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
-
+from edge.cache import Cache
 from sim.harness import procs
-from sim.harness.procs import free_port
-from sync.admin.common import AdminClient
+from sim.harness.procs import free_port, ykt_cmd
+from sim.harness.ykt import PosProcess, ServerProcess
+from sync.db import Database
 from tests import dbs
+
+__all__ = ["ROOT", "PosProc", "ServerProc", "free_port", "id_card", "wait_until", "ykt", "ykt_cmd"]
 
 ROOT = Path(__file__).resolve().parent.parent
 _W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -27,8 +28,22 @@ def id_card(n: int, birth: str = "20040101") -> str:
     return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, _W, strict=True)) % 11]
 
 
-def ykt_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "edge.cli", *args]
+def ykt(
+    *args: str,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``ykt ARGS`` as a process (the one way the tests run a ``ykt`` command): its exit
+    code, stdout and stderr.  ``check``: an exit code other than 0 fails the test, with stderr.
+    ``env`` replaces the environment (as subprocess does)."""
+    out = subprocess.run(
+        ykt_cmd(*args), capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd
+    )
+    if check and out.returncode != 0:
+        raise AssertionError(f"ykt {' '.join(args)} exited {out.returncode}:\n{out.stderr[-3000:]}")
+    return out
 
 
 def wait_until(pred: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
@@ -39,90 +54,14 @@ def wait_until(pred: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
     return got
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            return requests.get(url, timeout=1).ok
-        except requests.RequestException:
-            return False
-
-    wait_until(up, timeout, 0.05)
-
-
-class _Child:
-    """What ServerProc and PosProc share: a ``ykt`` child process answering HTTP on a loopback
-    port, its output appended to a log file next to its data directory."""
-
-    data: Path
-    port: int
-    proc: subprocess.Popen[bytes] | None
-    env: dict[str, str]
-    log: Any
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _spawn(self, args: list[str], health: str) -> None:
-        """Start ``ykt *args`` and wait until ``health`` (a path) answers."""
-        log = self.data.parent / f"{self.data.name}.log"
-        if self.log is None:
-            self.log = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            ykt_cmd(*args),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env},
-        )
-        _wait_http(self.url + health, self.proc, log)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc:
-            procs.stop([self.proc], sig)
-        if self.log is not None and (self.proc is None or self.proc.poll() is not None):
-            self.log.close()
-            self.log = None
-
-
 @dataclass
-class ServerProc(_Child):
-    data: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-    extra: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
-    log: Any = None
+class ServerProc(ServerProcess):
+    """A real ``ykt server`` (:class:`sim.harness.ykt.ServerProcess`) on a fresh database of
+    the current kind (SQLite in ``data``, or PostgreSQL: tests/dbs.py), with the accounts the
+    tests need."""
+
     #: PostgreSQL database URL; None: SQLite in ``data`` (see tests/dbs.py)
     db_url: str | None = field(default_factory=dbs.fresh_url)
-
-    @property
-    def token_file(self) -> Path:
-        return self.data / "admin.token"
-
-    def start(self) -> ServerProc:
-        self.data.mkdir(parents=True, exist_ok=True)
-        self._spawn(
-            [
-                "server",
-                "--data",
-                str(self.data),
-                "--port",
-                str(self.port),
-                "--password-cost",
-                "10",
-                *(("--db", self.db_url) if self.db_url else ()),
-                *self.extra,
-            ],
-            "/v1/health",
-        )
-        return self
-
-    def admin(self) -> AdminClient:
-        client = AdminClient(self.url, self.token_file.read_text().strip())
-        client.headers["Connection"] = "close"  # no socket outlives the call
-        return client
 
     def add_account(
         self, number: str, n: int, kind: str = "student", topup_fen: int = 0, **kw: Any
@@ -146,52 +85,29 @@ class ServerProc(_Child):
     def account(self, number: str) -> dict[str, Any]:
         return self.admin().call("GET", f"/v1/admin/accounts/{number}")
 
-    def enroll_token(self, name: str, role: str = "pos") -> str:
-        return str(
-            self.admin().call("POST", "/v1/admin/terminals/tokens", {"role": role, "name": name})[
-                "token"
-            ]
-        )
 
+class PosProc(PosProcess):
+    """A real ``ykt pos`` agent (:class:`sim.harness.ykt.PosProcess`) enrolled at ``server``
+    (or talking to ``server_url`` instead, e.g. a dead port: the network cut), on a simulated
+    reader, INFO logging and a fixed seed."""
 
-@dataclass
-class PosProc(_Child):
-    data: Path
-    server: ServerProc
-    token: str | None = None
-    port: int = field(default_factory=free_port)
-    reader: str = "sim://r1"
-    proc: subprocess.Popen[bytes] | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    log: Any = None
-    extra: tuple[str, ...] = ()
-    camera: str | None = None  # QR source URL (phone codes)
-    server_url: str | None = None  # talk to this URL instead (e.g. a dead port: network cut)
+    def __init__(
+        self,
+        data: Path,
+        server: ServerProc,
+        token: str | None = None,
+        *,
+        server_url: str | None = None,
+        seed: int | None = 7,
+        log_level: str | None = "INFO",
+        **kw: Any,
+    ) -> None:
+        super().__init__(data, token=token, seed=seed, log_level=log_level, **kw)
+        self.server = server
+        self.server_url = server_url or ""
 
-    def start(self) -> PosProc:
-        args = [
-            "pos",
-            "--server",
-            self.server_url or self.server.url,
-            "--data",
-            str(self.data),
-            "--reader",
-            self.reader,
-            "--control-port",
-            str(self.port),
-            "--seed",
-            "7",
-        ]
-        if self.token:
-            args += ["--enroll", self.token]
-        if self.camera:
-            args += ["--camera", self.camera]
-        args += self.extra
-        self._spawn(["--log-level", "INFO", *args], "/control/status")
-        return self
-
-    def status(self) -> dict[str, Any]:
-        return dict(requests.get(self.url + "/control/status", timeout=5).json())
+    def upstream(self) -> str:
+        return self.server_url or self.server.url
 
     def wait_synced(self, timeout: float = 15.0) -> dict[str, Any]:
         return dict(
@@ -202,9 +118,6 @@ class PosProc(_Child):
 
     def wait_card_known(self, card_no: str, timeout: float = 10.0) -> None:
         """Wait until the delta feed has brought this card to the terminal's cache."""
-        from edge.cache import Cache
-        from sync.db import Database
-
         cache = Cache(Database(self.data / "cache.db", synchronous="NORMAL"))
         try:
             wait_until(lambda: cache.card(card_no) is not None, timeout, 0.05)

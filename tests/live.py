@@ -12,6 +12,7 @@ from typing import Any
 import requests
 import uvicorn
 
+from sim.harness.ykt import AdminApi
 from sync.client import ServerClient
 from sync.clock import Clock, SystemClock
 from sync.crypto import SigningKey
@@ -29,21 +30,31 @@ def initial_pw(n: int) -> str:
 
 
 @dataclass
-class Live:
+class Live(AdminApi):
+    """The server app in a thread of the test process (uvicorn on loopback), on a
+    :class:`Context` the test holds; driven over HTTP like a :class:`ServerProcess`
+    (:class:`sim.harness.ykt.AdminApi`)."""
+
     ctx: Context
     port: int = field(default_factory=free_port)
     server: uvicorn.Server | None = None
     thread: threading.Thread | None = None
     token: str = ""
     clients: list[ServerClient] = field(default_factory=list)
+    admin_token_file: Path | None = None
+
+    @property
+    def token_file(self) -> Path:
+        assert self.admin_token_file is not None, "not started"
+        return self.admin_token_file
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Live:
-        path, _ = ensure_admin_token(self.ctx)
-        self.token = path.read_text().strip()
+        self.admin_token_file, _ = ensure_admin_token(self.ctx)
+        self.token = self.admin_token_file.read_text().strip()
         config = uvicorn.Config(
             create_app(self.ctx), host="127.0.0.1", port=self.port, log_level="error"
         )
@@ -72,9 +83,8 @@ class Live:
         )
 
     def admin(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        r = self.call(method, path, body, token=self.token)
-        assert r.status_code < 300, r.text
-        return dict(r.json())
+        """:meth:`AdminApi.admin_call`."""
+        return self.admin_call(method, path, body)
 
     def add_account(
         self, number: str, n: int, kind: str = "student", topup_fen: int = 0, card: bool = True
@@ -102,9 +112,7 @@ class Live:
 
     def terminal(self, role: str, name: str | None = None) -> ServerClient:
         """A terminal of ``role`` enrolled with its own key: a signed client."""
-        tok = self.admin(
-            "POST", "/v1/admin/terminals/tokens", {"role": role, "name": name or f"{role}-t"}
-        )["token"]
+        tok = self.enroll_token(name or f"{role}-t", role)
         key = SigningKey.generate()
         client = ServerClient(self.url, clock=self.ctx.clock)
         self.clients.append(client)

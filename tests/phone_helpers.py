@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +11,7 @@ import cv2
 
 from sim import phone_screen, wallet, wallet_codes
 from sync import codes
-from tests.helpers import PosProc, ServerProc, wait_until, ykt_cmd
-
-
-def ykt(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run(ykt_cmd(*args), capture_output=True, text=True, timeout=60)
-    if check and out.returncode != 0:
-        raise AssertionError(f"ykt {' '.join(args)} exited {out.returncode}:\n{out.stderr}")
-    return out
+from tests.helpers import PosProc, ServerProc, wait_until, ykt
 
 
 def ykt_json(*args: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,12 +27,7 @@ from sync.clock import ManualClock, SystemClock
 from sync.crypto import VerifyKey, b64d
 from sync.db import Database
 from sync.records import to_json
-from tests.helpers import PosProc, ServerProc, free_port, wait_until, ykt_cmd
-
-
-def ykt(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """Run ``ykt ARGS`` as a process; its exit code, stdout and stderr."""
-    return subprocess.run(ykt_cmd(*args), capture_output=True, text=True, timeout=timeout)
+from tests.helpers import PosProc, ServerProc, free_port, wait_until
 
 
 def admin_args(server: ServerProc) -> list[str]:

@@ -4,18 +4,17 @@ admin CLI and the simulated wallet CLI."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from sim.control import AgentControl
-from tests.helpers import PosProc, ServerProc, id_card, wait_until, ykt_cmd
+from tests.helpers import PosProc, ServerProc, id_card, wait_until, ykt
 from tests.live import initial_pw
 
 
 def run(*args: str) -> Any:
-    out = subprocess.run(ykt_cmd(*args), capture_output=True, text=True, timeout=60)
+    out = ykt(*args, check=False, timeout=60)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout) if "--json" in args else out.stdout
 

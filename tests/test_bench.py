@@ -1,33 +1,22 @@
 """`ykt bench`: the structure of its figures (never their values: benchmarks do not fail on
-timings), and the large-journal fixture it builds."""
+timings); the large-journal fixture it builds: tests/unit/test_bench_fixture.py."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from sim.bench import journal_fixture
-from sync.db import Database
-from tests.helpers import ROOT
+from tests.helpers import ROOT, ykt
 
 LATENCY_KEYS = {"n", "p50_ms", "p99_ms", "max_ms", "mean_ms"}
 
 
 def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            *(sys.executable, "-m", "edge.cli", "bench", "--dir", str(tmp_path / "work")),
-            *("--cache-dir", str(tmp_path / "cache"), *args),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
+    work = ("--dir", str(tmp_path / "work"), "--cache-dir", str(tmp_path / "cache"))
+    return ykt("bench", *work, *args, check=False, timeout=300, cwd=ROOT)
 
 
 def _latency(s: dict, n: int) -> None:
@@ -124,24 +113,3 @@ def test_only_and_text_output(tmp_path: Path) -> None:
     assert list((tmp_path / "work").iterdir()) == []  # each run's databases are removed
     bad = _bench(tmp_path, "--only", "nosuch")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
-
-
-def test_fixture_is_chained_signed_cached_and_rebuilt_when_damaged(tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    first = journal_fixture.obtain(tmp_path / "a.db", 300, cache)
-    assert first["cached"] is False and first["records"] == 300
-    journal_fixture.spot_check(tmp_path / "a.db", 300)  # the copy verifies too
-
-    again = journal_fixture.obtain(tmp_path / "b.db", 300, cache)
-    assert again["cached"] is True
-
-    damaged = Path(again["cache_file"])
-    db = Database(damaged)
-    with db.tx() as tx:
-        tx.execute(
-            "UPDATE journal SET body = replace(body, '\"amt\":', '\"amt\":1') WHERE seq = 299"
-        )
-    db.close()
-    rebuilt = journal_fixture.obtain(tmp_path / "c.db", 300, cache)
-    assert rebuilt["cached"] is False and "chain broken" in rebuilt["cache_rejected"]
-    journal_fixture.spot_check(damaged, 300)

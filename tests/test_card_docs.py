@@ -3,11 +3,9 @@ and has --help."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
-from tests.helpers import ROOT, ykt_cmd
+from tests.helpers import ROOT, ykt
 
 COMMANDS = [
     "sim reader start",
@@ -46,5 +44,5 @@ def test_the_hardware_docs_document_the_card_commands() -> None:
     ],
 )
 def test_help(cmd: list[str]) -> None:
-    out = subprocess.run(ykt_cmd(*cmd, "--help"), capture_output=True, text=True, timeout=30)
+    out = ykt(*cmd, "--help", check=False, timeout=30)
     assert out.returncode == 0 and "usage:" in out.stdout

@@ -10,7 +10,7 @@ from sim import cardimage
 from sim.control import AgentControl
 from sync.card import layout
 from sync.card.keys import Keystore
-from tests.helpers import PosProc, ServerProc, free_port, ykt_cmd
+from tests.helpers import PosProc, ServerProc, free_port, ykt
 
 
 def _card_counters(pos: PosProc, card: dict) -> layout.Counters:
@@ -87,16 +87,10 @@ def test_clone_and_unknown_cards_are_refused(server: ServerProc, pos: PosProc) -
 def test_pos_with_a_keystore_installed_by_hand(server: ServerProc, tmp_path: Path) -> None:
     import json
     import stat
-    import subprocess
 
     keys = tmp_path / "pos-keys.json"
     admin = ["admin", "--server", server.url, "--token-file", str(server.token_file)]
-    out = subprocess.run(
-        ykt_cmd(*admin, "keys", "export", "--role", "pos", "--out", str(keys), "--json"),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    out = ykt(*admin, "keys", "export", "--role", "pos", "--out", str(keys), "--json")
     assert json.loads(out.stdout)["keys"] == ["ctr_mac", "ctr_write", "id_read", "pin"]
     assert stat.S_IMODE(keys.stat().st_mode) == 0o600
     assert "issuer_private" not in keys.read_text()
@@ -113,13 +107,10 @@ def test_pos_with_a_keystore_installed_by_hand(server: ServerProc, tmp_path: Pat
         assert pos.status()["card_keys"] == "loaded"
     finally:
         pos.stop()
-    missing = subprocess.run(
-        ykt_cmd(
-            *("pos", "--data", str(pos.data), "--keystore", str(tmp_path / "no.json")),
-            *("--control-port", str(free_port())),  # not the default: a demo may be running
-        ),
-        capture_output=True,
-        text=True,
+    missing = ykt(
+        *("pos", "--data", str(pos.data), "--keystore", str(tmp_path / "no.json")),
+        *("--control-port", str(free_port())),  # not the default: a demo may be running
+        check=False,
         timeout=30,
     )
     assert missing.returncode == 2 and "no card keystore" in missing.stderr

@@ -3,16 +3,13 @@ against a running agent, and ``--help`` on ``ykt`` and every subcommand."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 from collections.abc import Iterator
 
 import pytest
 
-from edge.cli import build_parser
-from tests.helpers import PosProc, ServerProc, free_port
-from tests.posutil import ykt
+from tests.helpers import PosProc, ServerProc, free_port, ykt
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +23,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc,
 
 
 def sim_sale(pos: PosProc, *args: str) -> tuple[int, str, str]:
-    r = ykt("sim", "sale", "--agent", pos.url, *args)
+    r = ykt("sim", "sale", "--agent", pos.url, *args, check=False)
     return r.returncode, r.stdout, r.stderr
 
 
@@ -64,6 +61,7 @@ def test_sim_sale_json_prints_one_object(shop: tuple[ServerProc, PosProc]) -> No
         "--number",
         "C1",
         "--json",
+        check=False,
     )
     assert json.loads(r.stdout)["balance_fen"] == 4250
 
@@ -99,42 +97,22 @@ def test_sim_sale_bad_arguments(
 
 def test_sim_sale_without_an_agent_fails_clearly() -> None:
     r = ykt(
-        "sim", "sale", "--agent", f"http://127.0.0.1:{free_port()}", "--card", "1", "--amount", "1"
+        "sim",
+        "sale",
+        "--agent",
+        f"http://127.0.0.1:{free_port()}",
+        "--card",
+        "1",
+        "--amount",
+        "1",
+        check=False,
     )
     assert r.returncode == 1 and "cannot reach the agent" in r.stderr
     assert "Traceback" not in r.stderr
 
 
-def _commands(
-    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
-) -> Iterator[tuple[str, ...]]:
-    yield path
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield from _commands(sub, (*path, name))
-
-
-COMMANDS = sorted(_commands(build_parser()))
-
-
-def test_the_command_tree_is_walked() -> None:
-    assert ("pos",) in COMMANDS and ("sim", "sale") in COMMANDS
-    assert ("admin", "account", "pin-reset") in COMMANDS and len(COMMANDS) > 25
-
-
-@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "ykt")
-def test_every_command_has_help(path: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        build_parser().parse_args([*path, "--help"])
-    assert exc.value.code == 0
-    out = capsys.readouterr().out
-    assert out.startswith("usage: ykt") and " ".join(path) in out.splitlines()[0]
-    assert len(out.splitlines()) > 2
-
-
 def test_ykt_help_process_exits_0() -> None:
-    r = ykt("--help")
+    r = ykt("--help", check=False)
     assert r.returncode == 0 and "COMMAND" in r.stdout
     for cmd in ("server", "pos", "admin", "sim", "demo", "bench"):
         assert cmd in r.stdout

@@ -143,24 +143,28 @@ def collect() -> tuple[list[Statement], set[tuple[str, str]]]:
             if rel in ENGINE_OWN:
                 continue
             tree = ast.parse(path.read_text(), rel)
-            skip = {  # the parts of f-strings (read as a whole) and docstrings
-                id(v)
-                for node in ast.walk(tree)
-                if isinstance(node, ast.JoinedStr)
-                for v in node.values
-            } | {
-                id(node.body[0].value)
-                for node in ast.walk(tree)
-                if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef)
-                and node.body
-                and isinstance(node.body[0], ast.Expr)
-            } | {  # module constants built at import: read from the module (_computed_constants)
-                id(node.value)
-                for node in tree.body
-                if isinstance(node, ast.Assign)
-                and isinstance(node.value, ast.JoinedStr)
-                and all(isinstance(t, ast.Name) and t.id.isupper() for t in node.targets)
-            }
+            skip = (
+                {  # the parts of f-strings (read as a whole) and docstrings
+                    id(v)
+                    for node in ast.walk(tree)
+                    if isinstance(node, ast.JoinedStr)
+                    for v in node.values
+                }
+                | {
+                    id(node.body[0].value)
+                    for node in ast.walk(tree)
+                    if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef)
+                    and node.body
+                    and isinstance(node.body[0], ast.Expr)
+                }
+                | {  # module constants built at import: read from the module (_computed_constants)
+                    id(node.value)
+                    for node in tree.body
+                    if isinstance(node, ast.Assign)
+                    and isinstance(node.value, ast.JoinedStr)
+                    and all(isinstance(t, ast.Name) and t.id.isupper() for t in node.targets)
+                }
+            )
             for fn in tree.body:
                 if isinstance(fn, ast.FunctionDef) and (rel, fn.name) in ON_PURPOSE:
                     skip |= {id(n) for d in [*fn.decorator_list, fn] for n in ast.walk(d)}

@@ -15,15 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, free_port, wait_until, ykt_cmd
+from tests.helpers import ROOT, free_port, wait_until, ykt, ykt_cmd
 
 
 def _run(tmp_path: Path, line: str) -> str:
     argv = shlex.split(line.split("#", 1)[0])
     assert argv[0] == "ykt", line
-    done = subprocess.run(
-        ykt_cmd(*argv[1:]), cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
+    done = ykt(*argv[1:], check=False, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
     return done.stdout
 

@@ -5,14 +5,13 @@ encode the blank card, the POS sells on it (also over the daily limit with the c
 password), the card is taken away and put back; a second card (7-byte UID) is encoded on another
 reader and carried over to the POS.
 
-The first tests pin the foreign card itself to the documents it follows (NXP MF1S50yyX, ACS
-ACR122U API), so that a ykt test passing on it means something."""
+``tests/unit/test_foreign_card_emulator.py`` pins the foreign card itself to the documents it
+follows (NXP MF1S50yyX, ACS ACR122U API), so that a ykt test passing on it means something."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,7 @@ import pytest
 
 from drivers.card.mifare_classic import decode_access
 from sync.card import layout
-from tests.card_helpers import ykt
 from tests.foreign_vicc import (
-    ATR_CLASSIC_1K,
     CTRL_RESET,
     TRANSPORT_ACCESS,
     TRANSPORT_KEY,
@@ -32,69 +29,9 @@ from tests.foreign_vicc import (
     Classic1K,
     ForeignVicc,
 )
-from tests.helpers import PosProc, ServerProc, wait_until, ykt_cmd
+from tests.helpers import PosProc, ServerProc, wait_until, ykt
 
 BLANK_TRAILER = TRANSPORT_KEY + TRANSPORT_ACCESS + TRANSPORT_KEY
-
-
-# -- the foreign card against its documents (in-process, no pcscd) ---------------------------------
-def _apdu(hexstr: str) -> bytes:
-    return bytes.fromhex(hexstr.replace(" ", ""))
-
-
-def test_foreign_card_atr_is_the_pc_sc_part3_storage_card_atr() -> None:
-    tck = 0
-    for b in ATR_CLASSIC_1K[1:-1]:
-        tck ^= b
-    assert tck == ATR_CLASSIC_1K[-1]
-    assert ATR_CLASSIC_1K[7:12] == bytes.fromhex("A000000306")  # PC/SC RID
-    assert ATR_CLASSIC_1K[12:15] == bytes.fromhex("030001")  # ISO 14443 A-3, Classic 1K
-
-
-def test_foreign_card_keys_authentication_and_access_bits() -> None:
-    r = Acr122u(Classic1K(bytes.fromhex("11223344")))
-    x = r.transmit
-    assert x(_apdu("FFCA000000")) == _apdu("11223344 9000")
-    assert x(_apdu("FFB0000410")) == _apdu("6982")  # not authenticated …
-    assert x(_apdu("FFCA000000")) == _apdu("11223344 9000")  # (the reader knows the UID)
-    r.card.select()  # … and the card fell back to IDLE: the reader selects it again
-    assert x(_apdu("FF82000006 FFFFFFFFFFFF")) == _apdu("9000")
-    assert x(_apdu("FF860000050100046000")) == _apdu("9000")
-    # key A reads as zeros; under the transport configuration key B is readable with key A
-    assert x(_apdu("FFB0000710")) == _apdu("000000000000 FF078069 FFFFFFFFFFFF 9000")
-    assert x(_apdu("FFB0000810")) == _apdu("6982")  # sector 2 is not the authenticated one
-    # the card NAKed and is halted: nothing works until it is selected again
-    assert x(_apdu("FF860000050100046000")) == _apdu("6300")
-    r.card.select()
-    # key B is readable in transport configuration, so it cannot serve: authentication
-    # passes, every access after it is refused
-    assert x(_apdu("FF860000050100046100")) == _apdu("9000")
-    assert x(_apdu("FFB0000410")) == _apdu("6300")
-    r.card.select()
-    # ykt-like trailer: data read A|B write B; trailer written with B only, key B unreadable
-    key_a, key_b = bytes.fromhex("A0A1A2A3A4A5"), bytes.fromhex("B0B1B2B3B4B5")
-    assert x(_apdu("FF860000050100046000")) == _apdu("9000")
-    trailer = key_a + bytes.fromhex("78778869") + key_b
-    assert x(_apdu("FFD6000710") + trailer) == _apdu("9000")
-    assert x(_apdu("FFD6000410") + bytes(range(16))) == _apdu("6300")  # key A may not write
-    r.card.select()
-    assert x(_apdu("FF860000050100046000")) == _apdu("6300")  # the transport key is gone
-    r.card.select()
-    assert x(_apdu("FF82000006") + key_a) == x(_apdu("FF82000106") + key_b) == _apdu("9000")
-    assert x(_apdu("FF860000050100046000")) == _apdu("9000")
-    assert x(_apdu("FFB0000710")) == bytes(6) + _apdu("78778869") + bytes(6) + _apdu("9000")
-    assert x(_apdu("FFD6000710") + BLANK_TRAILER) == _apdu("6300")  # trailer: B only
-    r.card.select()
-    assert x(_apdu("FF860000050100046101")) == _apdu("9000")
-    assert x(_apdu("FFD6000410") + bytes(range(16))) == _apdu("9000")
-    assert x(_apdu("FFB0000410")) == bytes(range(16)) + _apdu("9000")
-    x(_apdu("FF82000006 FFFFFFFFFFFF"))
-    assert x(_apdu("FF860000050100006000")) == _apdu("9000")  # nested: sector 0, transport
-    assert x(_apdu("FFB0000010")) == r.card.blocks[0] + _apdu("9000")
-    assert x(_apdu("FFD6000010") + bytes(16)) == _apdu("6300")  # manufacturer block: read-only
-    r.card.select()
-    assert x(_apdu("FFB0000410")) == _apdu("6982")  # a new selection: nothing authenticated
-    assert x(_apdu("FF860000050100046002")) == _apdu("6300")  # the ACR122U has slots 00, 01
 
 
 # -- the acceptance path on real pcscd + vpcd ------------------------------------------------------
@@ -122,21 +59,25 @@ class Rig:
         return [*self.admin, *issue]
 
     def issue(self, number: str, slot: int) -> dict[str, Any]:
-        return dict(json.loads(ykt(*self.issue_cmd(number, slot), env=self.env)))
+        return dict(json.loads(ykt(*self.issue_cmd(number, slot), env=self.env).stdout))
 
     def pos(self, name: str, slot: int) -> PosProc:
-        token = ykt(*self.admin, "terminal", "enroll", "--role", "pos", "--name", name).strip()
+        token = ykt(
+            *self.admin, "terminal", "enroll", "--role", "pos", "--name", name
+        ).stdout.strip()
         return PosProc(
             self.tmp / name, self.server, token=token, reader=self.reader(slot), env=self.env
         ).start()
 
     def sale(self, pos: PosProc, amount: str, *more: str) -> dict[str, Any]:
         return dict(
-            json.loads(ykt("sim", "sale", "--agent", pos.url, "--json", "--amount", amount, *more))
+            json.loads(
+                ykt("sim", "sale", "--agent", pos.url, "--json", "--amount", amount, *more).stdout
+            )
         )
 
     def bills(self, number: str) -> tuple[int, list[int]]:
-        acct = json.loads(ykt(*self.admin, "account", "show", "--number", number, "--json"))
+        acct = json.loads(ykt(*self.admin, "account", "show", "--number", number, "--json").stdout)
         return acct["balance_fen"], [b["amount_fen"] for b in acct["bills"]]
 
 
@@ -144,7 +85,9 @@ class Rig:
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     tmp = tmp_path_factory.mktemp("foreign")
     r = tmp / "R"
-    started = json.loads(ykt("sim", "reader", "start", "--slots", "2", "--dir", str(r), "--json"))
+    started = json.loads(
+        ykt("sim", "reader", "start", "--slots", "2", "--dir", str(r), "--json").stdout
+    )
     try:
         env = {**os.environ, "PCSCLITE_CSOCK_NAME": started["socket"]}
         server = ServerProc(tmp / "D").start()
@@ -234,13 +177,7 @@ def test_card_encoded_at_the_desk_reader_pays_at_the_pos_reader(rig: Rig) -> Non
         card.attach()
         rig.account("S2023002", "51011919990101305X", "20.00")
         card.tear_after(8, applied=True, ins=0xD6)  # sector 2's trailer: written, no answer
-        cut = subprocess.run(
-            ykt_cmd(*rig.issue_cmd("S2023002", slot=1)),
-            capture_output=True,
-            text=True,
-            env=rig.env,
-            timeout=60,
-        )
+        cut = ykt(*rig.issue_cmd("S2023002", slot=1), check=False, env=rig.env, timeout=60)
         assert cut.returncode != 0 and "run the same command again" in cut.stderr, cut.stderr
         assert card.snapshot()[11][6:9] == bytes.fromhex("787788")
         card.attach()

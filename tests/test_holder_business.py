@@ -17,14 +17,6 @@ def me(live: Live, token: str) -> dict[str, Any]:
     return dict(r.json())
 
 
-def test_r3_initial_passwords_from_the_id_card_number() -> None:
-    """R3: last six digits; a trailing letter is dropped first (the guide's own examples)."""
-    assert rules.initial_password("510102199901013052") == "013052"
-    assert rules.initial_password("51011919990101305X") == "101305"
-    assert rules.initial_password("510*****9901013052") == "013052"
-    assert rules.initial_password("510*****990101305X") == "101305"
-
-
 def test_r3_r16_holder_signs_in_with_the_initial_query_password(live: Live) -> None:
     """R16 with R3: number + initial query password; a temporary card signs in by card number."""
     acct = live.add_account("S2023002", 2)

@@ -3,38 +3,32 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from sim import wallet
 from sim.errors import SimError
-from tests.helpers import ServerProc, ykt_cmd
+from tests.helpers import ServerProc, ykt
 
 
 def test_r16_student_signs_in_with_number_and_query_password(
     server: ServerProc, tmp_path: Path
 ) -> None:
     card = server.add_account("S2023002", 2, topup_fen=2000)
-    out = subprocess.run(
-        ykt_cmd(
-            "sim",
-            "wallet",
-            "login",
-            "--server",
-            server.url,
-            "--number",
-            "S2023002",
-            "--password",
-            card["password"],
-            "--wallet",
-            str(tmp_path / "w.json"),
-            "--json",
-        ),
-        capture_output=True,
-        text=True,
-        check=True,
+    out = ykt(
+        "sim",
+        "wallet",
+        "login",
+        "--server",
+        server.url,
+        "--number",
+        "S2023002",
+        "--password",
+        card["password"],
+        "--wallet",
+        str(tmp_path / "w.json"),
+        "--json",
     )
     assert json.loads(out.stdout)["account"]["number"] == "S2023002"
     assert (tmp_path / "w.json").stat().st_mode & 0o777 == 0o600

@@ -26,7 +26,7 @@ from drivers.errors import (
     ReaderNotFound,
 )
 from drivers.reader import pcsc
-from sim import pcscd
+from sim.harness import pcscd
 from sim.vicc import VirtualCard
 from tests.card_helpers import Scripted
 

@@ -6,15 +6,17 @@ simulated (served from this test process by :class:`sim.vicc.VirtualCard`)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sim import cardimage, pcscd
+from sim import cardimage
 from sim.cards import encoded_card
 from sim.control import AgentControl
+from sim.harness import pcscd
 from sim.mifare import MifareClassic1K
 from sim.vicc import VirtualCard
 from sync.card import layout
@@ -73,21 +75,22 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     tmp = tmp_path_factory.mktemp("pcscpos")
     readers = pcscd.VirtualReaders(tmp / "readers")
     readers.start(2)
-    server = ServerProc(tmp / "server").start()
-    pos = PosProc(
-        tmp / "pos",
-        server,
-        token=server.enroll_token("canteen-pcsc"),
-        reader="pcsc://" + readers.slot(0)["name"],
-        env={"PCSCLITE_CSOCK_NAME": str(readers.socket_path)},
-    ).start()
-    r = Rig(server, pos, readers, tmp)
-    yield r
-    if r.vc is not None:
-        r.vc.remove()
-    pos.stop()
-    server.stop()
-    readers.stop()
+    with contextlib.ExitStack() as stop:  # stopped in reverse, also when a start fails
+        stop.callback(readers.stop)
+        server = ServerProc(tmp / "server").start()
+        stop.callback(server.stop)
+        pos = PosProc(
+            tmp / "pos",
+            server,
+            token=server.enroll_token("canteen-pcsc"),
+            reader="pcsc://" + readers.slot(0)["name"],
+            env={"PCSCLITE_CSOCK_NAME": str(readers.socket_path)},
+        ).start()
+        stop.callback(pos.stop)
+        r = Rig(server, pos, readers, tmp)
+        yield r
+        if r.vc is not None:
+            r.vc.remove()
 
 
 def _pin(n: int) -> str:

@@ -19,8 +19,8 @@ from sim.errors import SimError
 from sync import codes
 from sync.crypto import SigningKey
 from sync.errors import CodeError
-from tests.helpers import PosProc, ServerProc, free_port, wait_until
-from tests.phone_helpers import Phone, png, wait_codes_known, ykt, ykt_json
+from tests.helpers import PosProc, ServerProc, free_port, wait_until, ykt
+from tests.phone_helpers import Phone, png, wait_codes_known, ykt_json
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,7 @@ import requests
 from edge.cli import main
 from sim.control import AgentControl
 from sim.errors import SimUsageError
-from tests.helpers import PosProc, ServerProc, free_port, ykt_cmd
-from tests.posutil import ykt
+from tests.helpers import PosProc, ServerProc, free_port, ykt
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +228,7 @@ def test_unreadable_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_config_error_exit_code_of_the_process(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text('data = "x"\nunknown_key = 1\n')
-    r = ykt("pos", "--config", str(cfg))
+    r = ykt("pos", "--config", str(cfg), check=False)
     assert r.returncode == 2 and "unknown key 'unknown_key'" in r.stderr
     assert "Traceback" not in r.stderr
 
@@ -278,20 +276,17 @@ def test_busy_control_port_exits_2(shop: tuple[ServerProc, PosProc], tmp_path: P
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        r = subprocess.run(
-            ykt_cmd(
-                "pos",
-                "--data",
-                str(tmp_path / "p"),
-                "--server",
-                server.url,
-                "--enroll",
-                server.enroll_token("bad-3"),
-                "--control-port",
-                str(port),
-            ),
-            capture_output=True,
-            text=True,
+        r = ykt(
+            "pos",
+            "--data",
+            str(tmp_path / "p"),
+            "--server",
+            server.url,
+            "--enroll",
+            server.enroll_token("bad-3"),
+            "--control-port",
+            str(port),
+            check=False,
             timeout=30,
         )
     assert r.returncode == 2, r.stderr

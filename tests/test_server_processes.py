@@ -9,7 +9,6 @@ numbers, terminal ids, feed versions).
 from __future__ import annotations
 
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from sync.client import ServerClient
 from sync.crypto import SigningKey
 from sync.records import to_json
 from tests.handterm import HandTerminal, admin_raw, fresh_account, ledger_ok
-from tests.helpers import ServerProc, id_card, ykt_cmd
+from tests.helpers import ServerProc, id_card, ykt
 
 FEE = 2000  # the default R11 reissue fee
 
@@ -370,10 +369,15 @@ def test_every_process_issues_and_reads_cards_and_codes_with_the_same_keys(
         other.mkdir()
         shutil.copy(pair[0].token_file, other / "admin.token")
         Keystore.generate("ynart").save(other / "card-keys.json")
-        done = subprocess.run(
-            ykt_cmd("server", "--data", str(other), "--port", "1", "--db", pair[0].db_url),
-            capture_output=True,
-            text=True,
+        done = ykt(
+            "server",
+            "--data",
+            str(other),
+            "--port",
+            "1",
+            "--db",
+            pair[0].db_url,
+            check=False,
             timeout=60,
         )
         assert done.returncode == 2 and "other card keys" in done.stderr, done.stderr

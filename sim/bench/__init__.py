@@ -6,10 +6,10 @@ of them passes or fails on a timing.
 ``journal``       :mod:`.journal_append`: Journal.append, empty and with 1,000,000 queued
 ``ingest``        :mod:`.ingest`: a real ``ykt server`` fed 500-record batches; ingest alone
 ``sale``          :mod:`.sale`: tap → decision on the simulated reader, online and offline
-``api``           :mod:`.api`: API requests/s with 1 and 2 server processes (sim.bench.api_load)
-``qr``            :mod:`.qr`: QR frame → decision on rendered phone screens (sim.bench.qr_frames)
-``card``          :mod:`.card`: a tap through pcscd + vpcd, online and offline (sim.bench.card_tap)
-``db``            :mod:`.db`: ingest and API on SQLite and PostgreSQL (sim.bench.db_load)
+``api``           :mod:`.api_load`: API requests/s with 1 and 2 server processes
+``qr``            :mod:`.qr_frames`: QR frame → decision on rendered phone screens
+``card``          :mod:`.card_tap`: a tap through pcscd + vpcd, online and offline
+``db``            :mod:`.db_load`: ingest and API on SQLite and PostgreSQL
 ``hotlist``       :mod:`.hotlist`: loss report → the card on the hotlist of 500 long-polling terminals
 ================  ===========================================================================
 """
@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cryptography
+
 from sim.bench import report
 from sim.bench.errors import BenchmarkError
 from sync.errors import SyncError
@@ -44,8 +46,6 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    import cryptography
-
     return {
         "cpus": os.cpu_count(),
         "cpu_model": model,
@@ -71,10 +71,10 @@ MODULES = {
     "journal": "journal_append",
     "ingest": "ingest",
     "sale": "sale",
-    "api": "api",
-    "qr": "qr",
-    "card": "card",
-    "db": "db",
+    "api": "api_load",
+    "qr": "qr_frames",
+    "card": "card_tap",
+    "db": "db_load",
     "hotlist": "hotlist",
 }
 

@@ -1,79 +1,76 @@
-"""Benchmark: API requests per second of the central server on SQLite, with 1 and 2 server
-processes sharing one database (docs/operations.md: several stateless server processes).
+"""``ykt bench --only api``: API requests per second of the central server on SQLite, with 1 and
+2 server processes sharing one database (docs/operations.md: several stateless server
+processes); ``--seconds`` of load per measurement (default 5, 1 with ``--quick``).
 
 Real ``ykt server`` processes on loopback; client processes (so the client's own Python does
 not cap the figure) send a mix of what the app and the terminals send most: the holder's
 account (``GET /v1/app/me``), a page of bills (``GET /v1/app/bills``), a signed online
 authorization (``POST /v1/pos/authorize``), and an app top-up with the query password
-(``POST /v1/app/topups``, a write with a password check).  Bounded in time and count; prints
-figures, never fails on them.
+(``POST /v1/app/topups``, a write with a password check).  Bounded in time and count; figures
+only, nothing fails on them.  :mod:`sim.bench.db_load` runs the same mix on PostgreSQL.
 """
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
+from sim.bench.server import id_card
 from sim.harness import procs
+from sim.harness.ykt import ServerProcess
+from sync.client import ServerClient
+from sync.crypto import SigningKey
+from sync.records import AuthorizeRequest
+
+if TYPE_CHECKING:
+    from sim.bench import Options
 
 MIX = ("me", "bills", "authorize", "topup")
-_W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-
-
-def _id_card(n: int) -> str:
-    body = f"51010220040101{n % 1000:03d}"
-    return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, _W, strict=True)) % 11]
 
 
 def _initial(idc: str) -> str:
     return idc[-7:-1] if idc[-1] == "X" else idc[-6:]
 
 
-def _start(data: Path, port: int, db_url: str | None = None) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge.cli",
-            "server",
-            "--data",
-            str(data),
-            "--port",
-            str(port),
-            "--password-cost",
-            "10",
-            *(["--db", db_url] if db_url else []),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).ok:
-                return proc
-        except requests.RequestException:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("the server did not start")
+def start_servers(data: Path, processes: int, db_url: str | None = None) -> list[ServerProcess]:
+    """``processes`` servers on one database (SQLite in ``data``, or ``db_url``); each logs
+    to its own file next to ``data``.  The first has made the database and the admin token
+    before the others start."""
+    servers: list[ServerProcess] = []
+    try:
+        for _ in range(processes):
+            port = procs.free_port()
+            server = ServerProcess(
+                data, port=port, db_url=db_url, log_path=data.parent / f"server-{port}.log"
+            )
+            servers.append(server)
+            server.start()
+    except BaseException:
+        stop_servers(servers)
+        raise
+    return servers
 
 
-def _setup(url: str, token: str, accounts: int) -> dict[str, Any]:
+def stop_servers(servers: list[ServerProcess]) -> None:
+    procs.stop([s.proc for s in servers if s.proc is not None])
+    for s in servers:
+        s.stop()
+
+
+def _setup(server: ServerProcess, accounts: int) -> dict[str, Any]:
+    url, token = server.url, server.token_file.read_text().strip()
     s = requests.Session()
     s.headers["Authorization"] = f"Bearer {token}"
     people = []
     for i in range(accounts):
-        number, idc = f"B{i:04d}", _id_card(100 + i)
+        number, idc = f"B{i:04d}", id_card(100 + i)
         s.post(
             f"{url}/v1/admin/accounts",
             json={"number": number, "name": f"b{i}", "type": "student", "id_card": idc},
@@ -97,35 +94,21 @@ def _setup(url: str, token: str, accounts: int) -> dict[str, Any]:
                 "password": _initial(idc),
             }
         )
-    terminals = [_enroll(s, url, f"bench-{w}", timeout=10) for w in range(8)]
+    s.close()
+    terminals = [enroll(server, f"bench-{w}") for w in range(8)]
     return {"people": people, "terminals": terminals}
 
 
-def _enroll(s: requests.Session, url: str, name: str, timeout: float) -> dict[str, str]:
-    """A POS terminal with a fresh random key (``s`` speaks as the admin): its id and the key's
-    seed, in hex."""
-    from sync.client import ServerClient
-    from sync.crypto import SigningKey
-
-    tok = s.post(
-        f"{url}/v1/admin/terminals/tokens",
-        json={"role": "pos", "name": name},
-        timeout=timeout,
-    ).json()["token"]
+def enroll(server: ServerProcess, name: str) -> dict[str, str]:
+    """A POS terminal with a fresh random key: its id and the key's seed, in hex (for the
+    client processes)."""
     seed = os.urandom(32)
-    enroller = ServerClient(url)
-    tid = enroller.enroll(tok, SigningKey.from_seed(seed).public.to_b64())["terminal_id"]
-    enroller.close()
-    return {"id": tid, "seed": seed.hex()}
+    return {"id": server.enroll(name, SigningKey.from_seed(seed)), "seed": seed.hex()}
 
 
 def _worker(args: tuple[int, list[str], dict[str, Any], float, int, Any]) -> None:
     """One client process: round-robin over the server URLs, the request mix and accounts."""
     wid, urls, world, seconds, max_requests, out = args
-    from sync.client import ServerClient
-    from sync.crypto import SigningKey
-    from sync.records import AuthorizeRequest
-
     key = SigningKey.from_seed(bytes.fromhex(world["terminal"]["seed"]))
     clients = [ServerClient(u, terminal_id=world["terminal"]["id"], key=key) for u in urls]
     sessions = [requests.Session() for _ in urls]
@@ -198,16 +181,12 @@ def measure(
     db_url: str | None = None,
 ) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="ykt-bench-api-"))
-    servers: list[subprocess.Popen[bytes]] = []
+    servers: list[ServerProcess] = []
     try:
-        data = base / "server"
-        ports: list[int] = [procs.free_port() for _ in range(processes)]
-        servers.append(_start(data, ports[0], db_url))
-        urls = [f"http://127.0.0.1:{port}" for port in ports]
-        token = (data / "admin.token").read_text().strip()
-        world = _setup(urls[0], token, accounts)
-        for port in ports[1:]:
-            servers.append(_start(data, port, db_url))
+        servers = start_servers(base / "server", 1, db_url)
+        world = _setup(servers[0], accounts)
+        servers += start_servers(base / "server", processes - 1, db_url)
+        urls = [s.url for s in servers]
         ctx = mp.get_context("spawn")
         out = ctx.Queue()
         jobs = []
@@ -240,26 +219,11 @@ def measure(
             },
         }
     finally:
-        procs.stop(servers)
+        stop_servers(servers)
         shutil.rmtree(base, ignore_errors=True)
 
 
-def run(seconds: float = 5.0, as_json: bool = False) -> list[dict[str, Any]]:
-    figures = [measure(n, seconds) for n in (1, 2)]
-    for f in figures:
-        if as_json:
-            print(json.dumps(f, ensure_ascii=False))
-        else:
-            lat = "  ".join(
-                f"{k} p50 {v['p50']} / p99 {v['p99']} ms" for k, v in f["latency_ms"].items()
-            )
-            print(
-                f"API on SQLite, {f['server_processes']} server process(es), "
-                f"{f['client_processes']} clients: {f['requests_per_s']} requests/s "
-                f"({f['requests']} in {f['seconds']} s, {f['errors']} errors)\n    {lat}"
-            )
-    return figures
-
-
-if __name__ == "__main__":
-    run(float(os.environ.get("YKT_BENCH_SECONDS", "5")))
+def run(work: Path, opts: Options) -> dict[str, Any]:
+    """``ykt bench --only api``: 1 and 2 server processes."""
+    seconds = opts.seconds if opts.seconds is not None else (1.0 if opts.quick else 5.0)
+    return {"runs": [measure(n, seconds) for n in (1, 2)]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sim.bench import MODULES
+from sim.bench import MODULES, main
 
 NAMES = tuple(MODULES)
 
@@ -65,6 +65,4 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from sim import bench as benchmarks
-
-    return benchmarks.main(args)
+    return main(args)

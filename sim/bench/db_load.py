@@ -1,6 +1,8 @@
-"""Benchmark (issue 5 part 6): the central server's journal ingest (records/s) and API
+"""``ykt bench --only db``: the central server's journal ingest (records/s) and API
 (requests/s) on SQLite and on PostgreSQL, with 1 and 2 server processes sharing the database
-(docs/operations.md: several stateless server processes behind a load balancer).
+(docs/operations.md: several stateless server processes behind a load balancer);
+``--seconds`` of load per measurement (default 5).  ``--quick`` measures only a short SQLite
+ingest with one server process (no PostgreSQL cluster to start).
 
 Real ``ykt server`` processes on loopback.  PostgreSQL is a throwaway cluster of Debian's
 postgresql started for the run (:mod:`sim.harness.pg`) with its durable defaults (fsync,
@@ -17,21 +19,27 @@ Figures only; nothing here passes or fails on them.
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
-import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
 from sim.bench import api_load as bench_api
-from sim.harness import procs
+from sim.bench.records import offline_sale
+from sim.bench.server import id_card
+from sim.harness.pg import PgUnavailable, TempCluster
+from sim.harness.ykt import ServerProcess
+from sync import protocol
+from sync.client import ServerClient
+from sync.crypto import SigningKey
+
+if TYPE_CHECKING:
+    from sim.bench import Options
 
 BATCH = 500
 CLIENTS = 4
@@ -39,14 +47,15 @@ CLIENTS = 4
 MAX_RATE = 30_000
 
 
-def _world(url: str, token: str, accounts: int, terminals: int) -> dict[str, Any]:
+def _world(server: ServerProcess, accounts: int, terminals: int) -> dict[str, Any]:
+    url, token = server.url, server.token_file.read_text().strip()
     s = requests.Session()
     s.headers["Authorization"] = f"Bearer {token}"
     ids = []
     for i in range(accounts):
         number = f"I{i:04d}"
         body = {"number": number, "name": f"i{i}", "type": "student"}
-        body["id_card"] = bench_api._id_card(300 + i)
+        body["id_card"] = id_card(300 + i)
         s.post(f"{url}/v1/admin/accounts", json=body, timeout=30).raise_for_status()
         s.post(
             f"{url}/v1/admin/accounts/{number}/topups",
@@ -54,19 +63,14 @@ def _world(url: str, token: str, accounts: int, terminals: int) -> dict[str, Any
             timeout=30,
         ).raise_for_status()
         ids.append(s.get(f"{url}/v1/admin/accounts/{number}", timeout=30).json()["id"])
-    terms = [bench_api._enroll(s, url, f"ingest-{w}", timeout=30) for w in range(terminals)]
     s.close()
+    terms = [bench_api.enroll(server, f"ingest-{w}") for w in range(terminals)]
     return {"accounts": ids, "terminals": terms}
 
 
 def _pusher(args: tuple[int, list[str], dict[str, Any], int, float, Any, Any, Any]) -> None:
     """One terminal: seal its batches, wait for the start, push them until the time is up."""
     wid, urls, world, n_records, seconds, ready, go, out = args
-    from sim.bench.records import offline_sale
-    from sync import protocol
-    from sync.client import ServerClient
-    from sync.crypto import SigningKey
-
     term = world["terminals"][wid]
     key = SigningKey.from_seed(bytes.fromhex(term["seed"]))
     prev, now = protocol.genesis_hash(term["id"]), int(time.time() * 1000)
@@ -112,16 +116,11 @@ def measure_ingest(
     processes: int, seconds: float = 5.0, db_url: str | None = None, clients: int = CLIENTS
 ) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="ykt-bench-ingest-"))
-    servers: list[subprocess.Popen[bytes]] = []
+    servers: list[ServerProcess] = []
     try:
-        data = base / "server"
-        ports = [procs.free_port() for _ in range(processes)]
-        servers.append(bench_api._start(data, ports[0], db_url))
-        for port in ports[1:]:
-            servers.append(bench_api._start(data, port, db_url))
-        urls = [f"http://127.0.0.1:{p}" for p in ports]
-        token = (data / "admin.token").read_text().strip()
-        world = _world(urls[0], token, accounts=40, terminals=clients)
+        servers = bench_api.start_servers(base / "server", processes, db_url)
+        urls = [s.url for s in servers]
+        world = _world(servers[0], accounts=40, terminals=clients)
         n_records = int(MAX_RATE * seconds / clients) // BATCH * BATCH + BATCH
         ctx = mp.get_context("spawn")
         ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
@@ -159,33 +158,8 @@ def measure_ingest(
             },
         }
     finally:
-        procs.stop(servers)
+        bench_api.stop_servers(servers)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def _print(f: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(f, ensure_ascii=False), flush=True)
-    elif "skipped" in f:
-        print(f"PostgreSQL figures skipped: {f['skipped']}", flush=True)
-    elif f.get("bench") == "ingest":
-        print(
-            f"ingest on {f['db']}, {f['server_processes']} server process(es), "
-            f"{f['client_processes']} terminals: {f['records_per_s']} records/s "
-            f"({f['records']} in {f['seconds']} s, {f['errors']} errors); batch of {f['batch']} "
-            f"acked p50 {f['batch_ack_ms']['p50']} / p99 {f['batch_ack_ms']['p99']} ms",
-            flush=True,
-        )
-    else:
-        lat = "  ".join(
-            f"{k} p50 {v['p50']} / p99 {v['p99']} ms" for k, v in f["latency_ms"].items()
-        )
-        print(
-            f"API on {f['db']}, {f['server_processes']} server process(es), "
-            f"{f['client_processes']} clients: {f['requests_per_s']} requests/s "
-            f"({f['requests']} in {f['seconds']} s, {f['errors']} errors)\n    {lat}",
-            flush=True,
-        )
 
 
 def measure_all(
@@ -194,8 +168,6 @@ def measure_all(
     """Every figure: ingest and API, SQLite then PostgreSQL, 1 and 2 server processes; each
     figure goes to ``report`` as soon as it is measured.  Without Debian's postgresql the
     PostgreSQL figures are left out (a figure with ``skipped`` says why)."""
-    from sim.harness.pg import PgUnavailable, TempCluster
-
     figures: list[dict[str, Any]] = []
 
     def keep(f: dict[str, Any]) -> None:
@@ -222,9 +194,8 @@ def measure_all(
     return figures
 
 
-def run(seconds: float = 5.0, as_json: bool = False) -> list[dict[str, Any]]:
-    return measure_all(seconds, lambda f: _print(f, as_json))
-
-
-if __name__ == "__main__":
-    run(float(os.environ.get("YKT_BENCH_SECONDS", "5")))
+def run(work: Path, opts: Options) -> dict[str, Any]:
+    """``ykt bench --only db``."""
+    if opts.quick and opts.seconds is None:
+        return {"figures": [measure_ingest(1, 1.0, None)]}
+    return {"figures": measure_all(opts.seconds or 5.0)}

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import httpx
-
 from sim.bench.errors import BenchmarkError
+from sim.bench.http11 import Client, HttpError
 from sim.bench.server import BenchServer, cpu_seconds
 from sim.bench.stats import summary_ms
 from sync import protocol
@@ -61,7 +60,7 @@ class Round:
     waiting_for: int
 
 
-async def _poll(client: httpx.AsyncClient, term: Terminal, rounds: dict[int, Round]) -> None:
+async def _poll(client: Client, term: Terminal, rounds: dict[int, Round]) -> None:
     """One terminal: long-poll the feed for ever (cancelled at the end)."""
     while True:
         wait = WAIT_S if term.version else 0.0
@@ -71,7 +70,7 @@ async def _poll(client: httpx.AsyncClient, term: Terminal, rounds: dict[int, Rou
         try:
             resp = await client.get(target, headers=term.headers(target), timeout=wait + 15)
             page = resp.raise_for_status().json()
-        except (httpx.HTTPError, ValueError):
+        except (HttpError, ValueError):
             term.errors += 1
             term.parked.clear()
             await asyncio.sleep(0.5)  # the uplink backs off too
@@ -95,16 +94,13 @@ async def _measure(
     samples: list[int] = []
     per_round: list[dict[str, Any]] = []
     token = (server.data / "admin.token").read_text().strip()
-    # one client (one connection) per terminal, as real terminals have: httpx's pool shared by
-    # hundreds of connections costs time quadratic in their number and would measure itself
-    clients = [httpx.AsyncClient(base_url=server.url) for _ in terms]
+    # one client (one connection) per terminal, as real terminals have
+    clients = [Client(server.url) for _ in terms]
     async with contextlib.AsyncExitStack() as stack:
         for c in clients:
             await stack.enter_async_context(c)
         admin = await stack.enter_async_context(
-            httpx.AsyncClient(
-                base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-            )
+            Client(server.url, headers={"Authorization": f"Bearer {token}"})
         )
         tasks = [
             asyncio.create_task(_poll(c, t, rounds)) for c, t in zip(clients, terms, strict=True)
@@ -123,11 +119,11 @@ async def _measure(
                 cpu0 = cpu_seconds(server.pid)
                 t0 = time.perf_counter_ns()
                 resp = await admin.post(
-                    f"/v1/admin/accounts/{r.number}/status", json={"action": "report-loss"}
+                    f"/v1/admin/accounts/{r.number}/status", {"action": "report-loss"}
                 )
                 acked = time.perf_counter_ns()
-                if resp.status_code != 200 or resp.json().get("status") != "lost":
-                    raise BenchmarkError(f"report-loss answered {resp.status_code} {resp.text}")
+                if resp.status != 200 or resp.json().get("status") != "lost":
+                    raise BenchmarkError(f"report-loss answered {resp.status} {resp.body!r}")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(r.arrived.wait(), ROUND_TIMEOUT_S)
                 lat = [t.seen[r.account_id] - t0 for t in terms if r.account_id in t.seen]
@@ -169,7 +165,7 @@ def run(work: Path, opts: Options) -> dict[str, Any]:
     with BenchServer(work / "server") as server:
         accounts = server.populate(n_rounds + 20, topup_fen=10_000, cards=True)
         terms = [
-            Terminal(*server.enroll(f"hotlist-{i + 1}", seed=9000 + i)) for i in range(n_terms)
+            Terminal(*server.terminal(f"hotlist-{i + 1}", seed=9000 + i)) for i in range(n_terms)
         ]
         setup_s = round(time.perf_counter() - t0, 1)
         figures = asyncio.run(_measure(server, terms, accounts[:n_rounds], settle_s=0.5))

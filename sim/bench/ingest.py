@@ -15,6 +15,7 @@ no JSON request parsing), batch after batch.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import threading
 import time
@@ -56,8 +57,6 @@ def _batches(chain: Chain, n_batches: int, pool: ProcessPoolExecutor | None) -> 
 
 
 def _pool(records: int) -> ProcessPoolExecutor | None:
-    import multiprocessing
-
     cores = os.cpu_count() or 1
     if records < 50_000 or cores < 2:
         return None
@@ -108,7 +107,7 @@ def over_http(work: Path, quick: bool) -> dict[str, Any]:
         t0 = time.perf_counter()
         accts = srv.populate(n_accounts, TOPUP_FEN)
         seeds = [7000 + i for i in range(n_terms)]
-        tids = [srv.enroll(f"bench-{i}", seeds[i])[0] for i in range(n_terms)]
+        tids = [srv.terminal(f"bench-{i}", seeds[i])[0] for i in range(n_terms)]
         setup_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         chains = _chains(tids, seeds, [a["id"] for a in accts])

@@ -7,14 +7,28 @@ decision path a POS runs on one core: decode (restricted to QR) + code verificat
 (:class:`sync.codes.CodeVerifier`: format, campus, window, certificate chain, signature) +
 the seen-set look-up.  It prints p50/p99 of that, the empty-frame cost, and the decode rate
 per frame and per presentation.  Figures only: nothing here fails on a timing.
+
+``ykt bench`` runs it with zxing-cpp (the default decoder) and pyzbar (a third of the
+presentations, for comparison).  ``--seconds`` scales the presentations per condition and size
+(5 per second, default 5 s); ``--quick`` renders one presentation and decodes it with zxing-cpp
+only.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from drivers.qr.decoders import get_decoder
+from sim import phone_screen
+from sync import codes
+from sync.crypto import SigningKey
+from sync.errors import CodeError
+
+if TYPE_CHECKING:
+    from sim.bench import Options
 
 SIZES = ((640, 480), (1280, 720))
 FRAMES_PER_PRESENTATION = 12
@@ -28,9 +42,6 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _setup() -> tuple[str, Any, set[tuple[int, int]], int]:
-    from sync import codes
-    from sync.crypto import SigningKey
-
     issuer, phone = SigningKey.from_seed(b"\x01" * 32), SigningKey.from_seed(b"\x02" * 32)
     campus = codes.campus_tag("bench")
     now = int(time.time())
@@ -45,10 +56,6 @@ def _setup() -> tuple[str, Any, set[tuple[int, int]], int]:
 
 
 def run_suite(presentations: int, decoder_name: str, seed: int = 1) -> dict[str, Any]:
-    from drivers.qr.decoders import get_decoder
-    from sim import phone_screen
-    from sync.errors import CodeError
-
     decoder = get_decoder(decoder_name)
     text, verifier, seen, at_ms = _setup()
 
@@ -108,42 +115,13 @@ def run_suite(presentations: int, decoder_name: str, seed: int = 1) -> dict[str,
     return out
 
 
-def run(seconds: float = 5.0, as_json: bool = False) -> list[dict[str, Any]]:
-    """zxing-cpp (the default decoder) with ``5 × seconds`` presentations per condition and
-    size, pyzbar with a third of that for comparison; one figure per decoder."""
-    n = max(1, round(seconds * 5))
-    figures = []
-    for decoder, presentations in (("zxing", n), ("zbar", max(1, n // 3))):
-        res = {
-            "benchmark": "qr",
-            "presentations": presentations,
-            **run_suite(presentations, decoder),
-        }
-        figures.append(res)
-        if as_json:
-            print(json.dumps(res), flush=True)
-        else:
-            _print(res)
-    return figures
-
-
-def _print(res: dict[str, Any]) -> None:
-    print(
-        f"QR frame → decision (decode with {res['decoder']} + verify), one core; "
-        f"code {res['code_chars']} chars, QR version {res['qr_version']}; "
-        f"{res['presentations']} presentations × {FRAMES_PER_PRESENTATION} frames per condition"
-    )
-    for label, r in res["sizes"].items():
-        print(
-            f"  {label}: frame→decision p50 {r['frame_to_decision_p50_ms']:.2f} ms, "
-            f"p99 {r['frame_to_decision_p99_ms']:.2f} ms; empty frame p50 "
-            f"{r['empty_frame_p50_ms']:.2f} ms, p99 {r['empty_frame_p99_ms']:.2f} ms"
-        )
-        print(
-            f"    {'condition':<10} {'per frame':>9} {'per present.':>12} {'p50 ms':>7} {'p99 ms':>7}"
-        )
-        for cond, c in r["conditions"].items():
-            print(
-                f"    {cond:<10} {c['per_frame'] * 100:8.1f}% {c['per_presentation'] * 100:11.1f}% "
-                f"{c['p50_ms']:7.2f} {c['p99_ms']:7.2f}"
-            )
+def run(work: Path, opts: Options) -> dict[str, Any]:
+    """``ykt bench --only qr``: zxing-cpp with ``5 × seconds`` presentations per condition and
+    size, pyzbar with a third of that; with ``--quick`` one presentation, zxing-cpp only."""
+    if opts.quick and opts.seconds is None:  # a smoke test
+        plan = [("zxing", 1)]
+    else:
+        n = max(1, round((opts.seconds or 5.0) * 5))
+        plan = [("zxing", n), ("zbar", max(1, n // 3))]
+    runs = [{"presentations": p, **run_suite(p, decoder)} for decoder, p in plan]
+    return {"frames_per_presentation": FRAMES_PER_PRESENTATION, "runs": runs}

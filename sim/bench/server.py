@@ -1,22 +1,18 @@
-"""A real ``ykt server`` for the benchmarks: a child process (uvicorn on loopback, SQLite in a
-fresh data directory), with helpers to populate it through the admin API and enroll terminals.
+"""A real ``ykt server`` for the benchmarks (:class:`sim.harness.ykt.ServerProcess`: uvicorn on
+loopback, SQLite in a fresh data directory), with helpers to populate it through the admin API
+and enroll terminals.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import IO, Any
-
-import requests
+from typing import Any
 
 from sim.bench.errors import BenchmarkError
 from sim.bench.records import key_from_seed
 from sim.harness import procs
-from sync.admin.common import AdminClient
-from sync.client import ServerClient
+from sim.harness.ykt import ServerProcess
 from sync.crypto import SigningKey
 
 _W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -43,65 +39,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class BenchServer:
-    def __init__(self, data: Path) -> None:
-        self.data = data
-        self.port = procs.free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> BenchServer:
-        self.data.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.data.parent / f"{self.data.name}.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "edge.cli", "server", "--data", str(self.data)),
-                *("--port", str(self.port), "--password-cost", "10"),
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-        def up() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise BenchmarkError(f"benchmark server exited with {self.proc.returncode}")
-            try:
-                return requests.get(self.url + "/v1/health", timeout=1).ok
-            except requests.RequestException:
-                return False
-
-        wait_until(up, 30, "the server answering")
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            procs.stop([self.proc])
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> BenchServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def admin(self) -> AdminClient:
-        return AdminClient(self.url, (self.data / "admin.token").read_text().strip())
+class BenchServer(ServerProcess):
+    """``with BenchServer(data) as server: …``"""
 
     def populate(self, n: int, topup_fen: int, cards: bool = False) -> list[dict[str, Any]]:
         """``n`` student accounts (roster import), each topped up, optionally with a card."""
-        admin = self.admin()
+        admin = self.admin(keep_alive=True)
         try:
             admin.call("POST", "/v1/admin/roster", {"csv": roster_csv(n)})
             out = []
@@ -121,20 +64,10 @@ class BenchServer:
         finally:
             admin.close()
 
-    def enroll(self, name: str, seed: int, role: str = "pos") -> tuple[str, SigningKey]:
+    def terminal(self, name: str, seed: int, role: str = "pos") -> tuple[str, SigningKey]:
         """Enroll a terminal whose key comes from ``seed``; its id and key."""
-        admin = self.admin()
-        try:
-            token = admin.call("POST", "/v1/admin/terminals/tokens", {"role": role, "name": name})
-        finally:
-            admin.close()
         key = key_from_seed(seed)
-        client = ServerClient(self.url)
-        try:
-            resp = client.enroll(token["token"], key.public.to_b64())
-        finally:
-            client.close()
-        return str(resp["terminal_id"]), key
+        return self.enroll(name, key, role), key
 
 
 def account_number(i: int) -> str:

@@ -194,3 +194,11 @@ def test_r6_a_card_tap_asks_when_the_card_or_the_account_would_pass_the_limit() 
     assert card_tap_needs_password(spent, empty, TODAY, 1000, 5000)  # the card's own sales
     assert card_tap_needs_password(empty, spent, TODAY, 1000, 5000)  # e.g. phone payments
     assert not card_tap_needs_password(spent, spent, TODAY, 500, 5000)
+
+
+def test_r3_initial_passwords_from_the_id_card_number() -> None:
+    """R3: last six digits; a trailing letter is dropped first (the guide's own examples)."""
+    assert rules.initial_password("510102199901013052") == "013052"
+    assert rules.initial_password("51011919990101305X") == "101305"
+    assert rules.initial_password("510*****9901013052") == "013052"
+    assert rules.initial_password("510*****990101305X") == "101305"

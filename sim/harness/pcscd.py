@@ -1,4 +1,5 @@
-"""A private pcscd with vpcd virtual readers, for tests and test engineers (``ykt sim reader``).
+"""A private pcscd with vpcd virtual readers, for the tests, the card benchmark and test engineers
+(``ykt sim reader``).
 
 Nothing of the machine's own pcscd is touched:
 
@@ -26,13 +27,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sim import cardimage
 from sim.errors import SimError, SimUsageError
+from sim.harness.procs import log_tail, poll, worker_slice
 from sim.spawn import spawn_detached
 
 VPCD_DRIVER_CANDIDATES = (
@@ -63,11 +64,22 @@ def _port_free(port: int) -> bool:
 
 
 def pick_ports(entries: int, base: int = DEFAULT_BASE_PORT) -> int:
-    """A base port such that base … base + 2·entries - 1 are free."""
-    for start in range(base, base + 4000, 2):
+    """A base port such that base … base + 2·entries - 1 are free.  Under pytest-xdist each
+    worker searches its own stretch (:func:`sim.harness.procs.worker_slice`), so two workers
+    starting readers at the same moment do not pick the same ports."""
+    index, count = worker_slice()
+    width = 4000 // count
+    first = base + index * width
+    for start in range(first, first + width, 2):
         if all(_port_free(p) for p in range(start, start + 2 * entries)):
             return start
-    raise SimError(f"no {2 * entries} free ports from {base}")
+    raise SimError(f"no {2 * entries} free ports from {first}")
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    """Wait until process ``pid`` has ended; SIGKILL when it has not within ``timeout``."""
+    if not poll(lambda: not _pid_alive(pid), timeout, 0.01) and _pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -160,7 +172,7 @@ class VirtualReaders:
             [
                 sys.executable,
                 "-m",
-                "sim.pcscd",
+                "sim.harness.pcscd",
                 str(self.socket_path),
                 str(self.dir / "reader.conf.d"),
             ],
@@ -199,23 +211,26 @@ class VirtualReaders:
         self, entries: int, skip: frozenset[int], pid: int, timeout: float
     ) -> list[str]:
         """Wait until pcscd lists every configured reader; their names, slot by slot."""
-        deadline = time.monotonic() + timeout
         want = self._expected(entries, skip)
-        while True:
+
+        def listed() -> list[str] | None:
             if not _pid_alive(pid):
-                log = (self.dir / "pcscd.log").read_text(errors="replace")[-2000:]
-                raise SimError(f"pcscd exited at start:\n{log}")
+                raise SimError(f"pcscd exited at start:\n{log_tail(self.dir / 'pcscd.log', 2000)}")
             names = list_readers(self.socket_path)
-            if names is not None:
-                found = {w: sorted(n for n in names if n.startswith(w + " ")) for w in want}
-                if all(len(v) >= 2 for v in found.values()):
-                    out: list[str] = []
-                    for k in range(entries):
-                        out.extend(found[_entry_name(k)][:2] if k not in skip else ["", ""])
-                    return out
-            if time.monotonic() > deadline:
-                raise SimError(f"pcscd did not list the virtual readers within {timeout}s")
-            time.sleep(0.02)
+            if names is None:
+                return None
+            found = {w: sorted(n for n in names if n.startswith(w + " ")) for w in want}
+            if not all(len(v) >= 2 for v in found.values()):
+                return None
+            out: list[str] = []
+            for k in range(entries):
+                out.extend(found[_entry_name(k)][:2] if k not in skip else ["", ""])
+            return out
+
+        names: list[str] | None = poll(listed, timeout)
+        if names is None:
+            raise SimError(f"pcscd did not list the virtual readers within {timeout}s")
+        return names
 
     def restart(self, without_slots: frozenset[int] = frozenset(), timeout: float = 10.0) -> None:
         """Kill pcscd and start it again (same socket, same ports).  Slots in
@@ -238,11 +253,7 @@ class VirtualReaders:
             os.kill(pid, sig)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + 10
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if _pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid, 10)
 
     def stop(self) -> None:
         st = self.state()
@@ -340,11 +351,7 @@ def _kill_card(readers: VirtualReaders, n: int, st: dict[str, Any], timeout: flo
     was = pid > 0 and _pid_alive(pid)
     if was:
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if _pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid, timeout)
     _slot_state_path(readers, n).unlink(missing_ok=True)
     return was
 
@@ -381,16 +388,19 @@ def present_card(
     if tear_after is not None:
         args += ["--tear-after", str(tear_after), "--tear-mode", tear_mode]
     pid = spawn_detached(args, readers.dir / f"slot-{n}.log")
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def picked_up() -> dict[str, Any] | None:
         st = card_state(readers, n)
         if st and st.get("pid") == pid and st.get("status") in ("in", "torn"):
-            return {**st, "slot": n, "reader": slot["name"]}
+            return st
         if not _pid_alive(pid):
             raise SimError(f"the card process ended; see slot-{n}.log")
-        if time.monotonic() > deadline:
-            raise SimError(f"pcscd did not pick up the card on slot {n} within {timeout}s")
-        time.sleep(0.01)
+        return None
+
+    st: dict[str, Any] | None = poll(picked_up, timeout, 0.01)
+    if st is None:
+        raise SimError(f"pcscd did not pick up the card on slot {n} within {timeout}s")
+    return {**st, "slot": n, "reader": slot["name"]}
 
 
 def _exec_pcscd(sock_path: str, conf: str) -> None:

@@ -127,10 +127,12 @@ def test_imports_inside_functions_only_for_optional_libraries() -> None:
             for node in ast.walk(fn):
                 if not isinstance(node, ast.Import | ast.ImportFrom):
                     continue
-                for name in _imported(node):
-                    if name.split(".")[0] in OPTIONAL or name in OPTIONAL_WRAPPERS:
-                        continue
-                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}")
+                names = _imported(node)
+                if isinstance(node, ast.ImportFrom):  # from pkg import module
+                    names = [*names, *(f"{node.module}.{a.name}" for a in node.names)]
+                if any(n.split(".")[0] in OPTIONAL or n in OPTIONAL_WRAPPERS for n in names):
+                    continue
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {names[0]}")
     assert found == [], "import these at the top of the module:\n" + "\n".join(found)
 
 

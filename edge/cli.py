@@ -24,7 +24,7 @@ COMMAND_MODULES = (
     "sync.admin.cli",  # ykt admin
     "sim.cli",  # ykt sim
     "sim.demo",  # ykt demo
-    "edge.verify_cli",  # ykt verify
+    "edge.verify_cli",  # ykt verify-code
     "sim.bench.cli",  # ykt bench
 )
 

@@ -2,11 +2,11 @@
 
 Journal records
     A record (:class:`sync.records.JournalRecord`, typed there) is a JSON object; its *body* is
-    the canonical encoding (sorted keys, no spaces, UTF-8).  The terminal signs the body with its Ed25519 key.  Each body names the SHA-256 of
-    the previous body (``prev``), the first one names :func:`genesis_hash` of its terminal, and
-    sequence numbers are gapless from 1.  So a verified signature on the newest record
-    authenticates every record behind it, and a deleted, altered or reordered record breaks
-    the chain.
+    the canonical encoding (sorted keys, no spaces, UTF-8).  The terminal signs the body with
+    its Ed25519 key.  Each body names the SHA-256 of the previous body (``prev``), the first one
+    names :func:`genesis_hash` of its terminal, and sequence numbers are gapless from 1.  So a
+    verified signature on the newest record authenticates every record behind it, and a
+    deleted, altered or reordered record breaks the chain.
 
 Phone-code sales (docs/codes.md)
     ``qr-forward``: ``cred`` is ``qr:<certificate serial>:<counter>`` and ``x.code`` the code's

@@ -185,7 +185,8 @@ def check(w: dict[str, Any]) -> None:
             "WHERE LOWER(body) LIKE ? AND LOWER(body) LIKE '%\"off\":true%'",
             (f'%"acct":{a["id"]},%',),
         )
-        assert wallet >= 0 or offline, (number, wallet)  # only offline sales overdraw (§3)
+        # only offline sales overdraw (docs/architecture.md, "Offline risk limits")
+        assert wallet >= 0 or offline, (number, wallet)
         if a["status"] == "cancelled":
             assert wallet <= 0 and trans == 0
     over = ctx.db.all(

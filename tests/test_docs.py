@@ -17,9 +17,6 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 MARKDOWN = [README, *DOCS]
-#: docs/database.md belongs to the database work of issue 9 and still names the modules it
-#: replaces (edge/db.py, …); its links are checked, its paths are not until it is rewritten
-PATHS_NOT_CHECKED = {ROOT / "docs" / "database.md"}
 
 
 def _text(path: Path) -> str:
@@ -151,11 +148,7 @@ _PATH = re.compile(
 )
 
 
-@pytest.mark.parametrize(
-    "path",
-    [p for p in MARKDOWN if p not in PATHS_NOT_CHECKED],
-    ids=lambda p: str(p.relative_to(ROOT)),
-)
+@pytest.mark.parametrize("path", MARKDOWN, ids=lambda p: str(p.relative_to(ROOT)))
 def test_docs_name_files_that_exist(path: Path) -> None:
     text = _text(path)
     named = {m.group(1) for m in _PATH.finditer(text) if text[m.end() : m.end() + 1] != "*"}

@@ -14,7 +14,7 @@ update binary          ``FF D6 00 bb 10 data(16)``                    90 00
 Any other status word is an error (:mod:`drivers.errors`): ACR122U-style readers answer
 ``63 00`` for every failure, PC/SC Part 3 readers may answer ``69 82`` / ``69 83`` (security
 status, i.e. keys), ``6A 81`` / ``6D 00`` (not supported), ``65 81`` (memory failure).  The
-driver is composed with its transport, never derived from it (CONVENTIONS §1), and logs every
+driver is composed with its transport, never derived from it, and logs every
 frame at DEBUG as ``>>>``/``<<<`` hex, with key bytes masked: no key is ever logged.
 """
 

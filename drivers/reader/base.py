@@ -1,6 +1,6 @@
 """The card-reader interface every reader implements (the simulated one included).
 
-Two small protocols, composed (CONVENTIONS §1):
+Two small protocols, composed (never derived from one another):
 
 - :class:`CardReader` watches one reader and reports each *arrival* of a card once, as a
   :class:`PresentCard`; a card that stays on the reader is not reported again until it has

@@ -50,7 +50,7 @@ from drivers.errors import (
 
 log = logging.getLogger(__name__)
 
-try:  # optional hardware library (CONVENTIONS §8)
+try:  # optional hardware library (the pcsc extra; docs/hardware.md)
     from smartcard import scard as _scard
 except ImportError:  # pragma: no cover - exercised on machines without pyscard
     _scard = None

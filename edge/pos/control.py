@@ -2,16 +2,23 @@
 
 Used by the cashier screen, the customer screen (``kiosk_ui``) and ``ykt sim``:
 
-==========================  =====================================================
-``GET  /control/state``     the screen; ``?after=V&wait=S`` long-polls for a change
-``POST /control/amount``    key an amount (``{"amount_fen": 1250}``) and arm the reader (a card
-                            already lying on it pays at once)
-``POST /control/pin``       key the consumption password (``{"pin": "013052"}``)
-``POST /control/cancel``    back to idle
-``GET  /control/status``    terminal id, link, queue, feed version, reader
-``GET  /control/timings``   where the time of the last card decisions went (benchmarks)
-``GET  /cashier``, ``/customer``   the screens
-==========================  =====================================================
+===============================  =================================================================
+``GET  /control/state``          the screen; ``?after=V&wait=S`` long-polls for a change
+``POST /control/amount``         key an amount (``{"amount_fen": 1250}``) and arm the reader
+                                 (a card already lying on it pays at once); with
+                                 ``"confirm": false`` only shown until ``/control/confirm``
+``POST /control/confirm``        arm the reader for the amount shown
+``POST /control/pin``            key the consumption password (``{"pin": "013052"}``)
+``POST /control/cancel``         back to idle
+``GET  /control/status``         terminal id, link, queue, feed version, reader, camera
+``GET  /control/timings``        where the time of the last card decisions went (benchmarks)
+``POST /control/qr``             a phone code as a scanner hands it over (``{"text": …}``)
+``POST /control/reverse``        start a reverse scan (offline only, R8)
+``POST /control/proof``          the reverse-scan proof's short code, keyed (``{"code": …}``)
+``GET  /control/request.svg``    the reverse-scan request as a QR picture (404 when none is shown)
+``GET  /cashier``                the cashier's screen
+``GET  /customer``               the customer's screen
+===============================  =================================================================
 
 Devices from a provider add their own routes (:mod:`edge.devices`): with a ``sim://`` reader or
 camera, the simulator's ``/control/sim/*`` (:mod:`sim.devices`); with real hardware, none.

@@ -3,7 +3,7 @@ consumption password, write the counters tear-safely, and encode a blank card at
 
 Card I/O goes through :class:`drivers.card.mifare_classic.MifareClassic` on any
 :class:`drivers.reader.base.PresentCard` (pcscd or the in-process simulator alike).  What
-this module refuses it raises as :class:`edge.errors.CardRefused` with a code:
+this module refuses it raises as :class:`sync.errors.CardRefused` with a code:
 
 ==================== =======================================================================
 ``foreign_card``     the card's keys are not this campus's (blank, foreign or a clone made

@@ -5,7 +5,7 @@ The money moves here, once: transfer ``rsale:<terminal>:<order>`` from the holde
 the terminal's merchant account, under the unique (terminal, order) of the request.  Paying the
 same request again returns the same proof and charges nothing.  When the terminal's journal
 record of that sale (method ``qr-reverse``) syncs later, ingest links it to this payment and
-moves no money (:func:`sync.server.codeuse.reverse_record`).
+moves no money (:func:`sync.server.codeuse.reverse_problem`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""QR sources and decoders (drivers/qr, sim/camera): OpenCV reading real video and image files,
+"""QR sources and decoders (drivers/qr, sim/camera.py): OpenCV reading real video and image files,
 pyserial on a pseudo-terminal, both decoders on rendered phone-screen frames, the frame loop
 that drops frames instead of queueing them, and one contract every source keeps."""
 

@@ -21,13 +21,9 @@ from drivers.registry import open_device
 from sync.card.app import CampusCard
 from sync.card.keys import Keystore
 from sync.card.layout import Counters, Identity
-from sync.errors import CardRefused, YktError
+from sync.errors import CardRefused, DeskError
 
 log = logging.getLogger(__name__)
-
-
-class DeskError(YktError):
-    pass
 
 
 def _has_uid(card: PresentCard | None) -> bool:

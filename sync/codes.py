@@ -152,10 +152,24 @@ def _exact(data: bytes, size: int, what: str) -> None:
         raise CodeError("garbage", f"{what} has {len(data) - size} bytes too many")
 
 
+@dataclass(frozen=True)
+class _Signed:
+    """Bytes that end in a signature (``SIG_LEN`` bytes) over everything before it."""
+
+    raw: bytes
+
+    @property
+    def signed(self) -> bytes:
+        return self.raw[:-SIG_LEN]
+
+    @property
+    def sig(self) -> bytes:
+        return self.raw[-SIG_LEN:]
+
+
 # --- wallet certificate ----------------------------------------------------------------------
 @dataclass(frozen=True)
-class Certificate:
-    raw: bytes
+class Certificate(_Signed):
     campus: int
     serial: int
     account_id: int
@@ -163,14 +177,6 @@ class Certificate:
     not_after: int
     phone_key: bytes
     kid: int
-
-    @property
-    def signed(self) -> bytes:
-        return self.raw[: _CERT.size]
-
-    @property
-    def sig(self) -> bytes:
-        return self.raw[_CERT.size :]
 
 
 def make_cert(
@@ -209,8 +215,7 @@ def check_cert(cert: Certificate, issuer_keys: dict[int, VerifyKey], campus: int
 
 # --- payment and authentication codes --------------------------------------------------------
 @dataclass(frozen=True)
-class PhoneCode:
-    raw: bytes
+class PhoneCode(_Signed):
     kind: Kind
     campus: int
     serial: int
@@ -222,14 +227,6 @@ class PhoneCode:
     @property
     def confirmed(self) -> bool:
         return bool(self.flags & FLAG_CONFIRMED)
-
-    @property
-    def signed(self) -> bytes:
-        return self.raw[:-SIG_LEN]
-
-    @property
-    def sig(self) -> bytes:
-        return self.raw[-SIG_LEN:]
 
     @property
     def cred(self) -> str:
@@ -341,22 +338,13 @@ class CodeVerifier:
 
 # --- reverse scan: payment request and proof -------------------------------------------------
 @dataclass(frozen=True)
-class PaymentRequest:
-    raw: bytes
+class PaymentRequest(_Signed):
     campus: int
     terminal: int
     order: int
     amount_fen: int
     time: int
     nonce: bytes
-
-    @property
-    def signed(self) -> bytes:
-        return self.raw[: _REQUEST.size]
-
-    @property
-    def sig(self) -> bytes:
-        return self.raw[_REQUEST.size :]
 
     @property
     def terminal_id(self) -> str:
@@ -388,8 +376,7 @@ def parse_request(data: bytes) -> PaymentRequest:
 
 
 @dataclass(frozen=True)
-class PaymentProof:
-    raw: bytes
+class PaymentProof(_Signed):
     campus: int
     terminal: int
     order: int
@@ -397,14 +384,6 @@ class PaymentProof:
     account_id: int
     payment: int
     kid: int
-
-    @property
-    def signed(self) -> bytes:
-        return self.raw[: _PROOF.size]
-
-    @property
-    def sig(self) -> bytes:
-        return self.raw[_PROOF.size :]
 
 
 def make_proof(

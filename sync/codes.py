@@ -32,6 +32,7 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 from sync.base45 import b45decode, b45encode
 from sync.crypto import SigningKey, VerifyKey
@@ -152,6 +153,13 @@ def _exact(data: bytes, size: int, what: str) -> None:
         raise CodeError("garbage", f"{what} has {len(data) - size} bytes too many")
 
 
+def _fields(data: bytes, kind: Kind, fmt: struct.Struct, what: str) -> tuple[Any, ...]:
+    """The fields after the header of a fixed-length signed ``kind`` laid out as ``fmt``."""
+    _head(data, (kind,))
+    _exact(data, fmt.size + SIG_LEN, what)
+    return fmt.unpack_from(data)[1:]
+
+
 @dataclass(frozen=True)
 class _Signed:
     """Bytes that end in a signature (``SIG_LEN`` bytes) over everything before it."""
@@ -196,10 +204,7 @@ def make_cert(
 
 
 def parse_cert(data: bytes) -> Certificate:
-    _head(data, (Kind.CERT,))
-    _exact(data, CERT_LEN, "wallet certificate")
-    _h, campus, serial, acct, nb, na, key, kid = _CERT.unpack_from(data)
-    return Certificate(bytes(data), campus, serial, acct, nb, na, key, kid)
+    return Certificate(bytes(data), *_fields(data, Kind.CERT, _CERT, "wallet certificate"))
 
 
 def check_cert(cert: Certificate, issuer_keys: dict[int, VerifyKey], campus: int) -> None:
@@ -367,12 +372,10 @@ def make_request(
 
 
 def parse_request(data: bytes) -> PaymentRequest:
-    _head(data, (Kind.REQUEST,))
-    _exact(data, REQUEST_LEN, "payment request")
-    _h, campus, term, order, amount, time_s, nonce = _REQUEST.unpack_from(data)
-    if amount <= 0:
+    req = PaymentRequest(bytes(data), *_fields(data, Kind.REQUEST, _REQUEST, "payment request"))
+    if req.amount_fen <= 0:
         raise CodeError("garbage", "a payment request's amount must be positive")
-    return PaymentRequest(bytes(data), campus, term, order, amount, time_s, nonce)
+    return req
 
 
 @dataclass(frozen=True)
@@ -403,10 +406,7 @@ def make_proof(
 
 
 def parse_proof(data: bytes) -> PaymentProof:
-    _head(data, (Kind.PROOF,))
-    _exact(data, PROOF_LEN, "payment proof")
-    _h, campus, term, order, amount, acct, payment, kid = _PROOF.unpack_from(data)
-    return PaymentProof(bytes(data), campus, term, order, amount, acct, payment, kid)
+    return PaymentProof(bytes(data), *_fields(data, Kind.PROOF, _PROOF, "payment proof"))
 
 
 def check_proof(

@@ -175,6 +175,15 @@ class _Signed:
         return self.raw[-SIG_LEN:]
 
 
+def _issuer_signed(obj: _Signed, kid: int, issuer_keys: dict[int, VerifyKey], what: str) -> bool:
+    """Whether issuer key ``kid`` signed ``obj`` (CodeError ``unknown_issuer`` when this
+    terminal does not know that key)."""
+    key = issuer_keys.get(kid)
+    if key is None:
+        raise CodeError("unknown_issuer", f"{what} issuer key {kid} is not known here")
+    return key.ok(obj.sig, obj.signed)
+
+
 # --- wallet certificate ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Certificate(_Signed):
@@ -211,10 +220,7 @@ def check_cert(cert: Certificate, issuer_keys: dict[int, VerifyKey], campus: int
     """Level 1 of the chain: the certificate is signed by one of our issuer keys."""
     if cert.campus != campus:
         raise CodeError("other_campus", "the phone's certificate belongs to another campus")
-    key = issuer_keys.get(cert.kid)
-    if key is None:
-        raise CodeError("unknown_issuer", f"certificate issuer key {cert.kid} is not known here")
-    if not key.ok(cert.sig, cert.signed):
+    if not _issuer_signed(cert, cert.kid, issuer_keys, "certificate"):
         raise CodeError("bad_cert", "the phone's certificate is not signed by the campus")
 
 
@@ -419,10 +425,7 @@ def check_proof(
         raise CodeError("wrong_request", "this proof pays another payment request")
     if proof.amount_fen != req.amount_fen:
         raise CodeError("wrong_amount", "this proof pays another amount")
-    key = issuer_keys.get(proof.kid)
-    if key is None:
-        raise CodeError("unknown_issuer", f"proof issuer key {proof.kid} is not known here")
-    if not key.ok(proof.sig, proof.signed):
+    if not _issuer_signed(proof, proof.kid, issuer_keys, "proof"):
         raise CodeError("forged", "proof signature does not verify (forged or altered)")
 
 

@@ -124,20 +124,4 @@ def read_on_reader(url: str, keys: Keystore, timeout: float = 10.0) -> dict[str,
 
 
 def describe(ident: Identity, counters: Counters) -> dict[str, Any]:
-    return {
-        "card_no": ident.card_no,
-        "account_id": ident.account_id,
-        "type": ident.card_type,
-        "generation": ident.generation,
-        "expires": ident.expires,
-        "issued": ident.issued,
-        "layout_version": ident.version,
-        "counters": {
-            "seq": counters.seq,
-            "day": counters.day,
-            "spent_fen": counters.spent_fen,
-            "taps": counters.taps,
-            "pin_tries": counters.tries,
-            "pin_epoch": counters.epoch,
-        },
-    }
+    return {**ident.describe(), "layout_version": ident.version, "counters": counters.describe()}

@@ -8,7 +8,6 @@ against the real server, and an :class:`sync.clock.ManualClock`.
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -25,17 +24,13 @@ from sim.control import AgentControl
 from sim.errors import SimUsageError
 from sync.errors import RuleError
 from tests.helpers import PosProc, ServerProc
-from tests.posutil import Rig
+from tests.posutil import NewCards, Rig, Shop, running_shop
 
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, PosProc]]:
-    tmp = tmp_path_factory.mktemp("engine")
-    server = ServerProc(tmp / "server").start()
-    pos = PosProc(tmp / "pos", server, token=server.enroll_token("engine-1")).start()
-    yield server, pos
-    pos.stop()
-    server.stop(signal.SIGKILL)  # a graceful stop waits out long-polls
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    with running_shop(tmp_path_factory, "engine") as running:
+        yield running
 
 
 @pytest.fixture
@@ -45,15 +40,7 @@ def ctl(shop: tuple[ServerProc, PosProc]) -> Iterator[AgentControl]:
     c.cancel()  # every test leaves the engine idle for the next
 
 
-_n = iter(range(100, 1000))
-
-
-def new_card(shop: tuple[ServerProc, PosProc], topup_fen: int = 20000) -> dict[str, Any]:
-    server, pos = shop
-    n = next(_n)
-    card = server.add_account(f"E{n}", n, topup_fen=topup_fen)
-    pos.wait_card_known(card["card_no"])
-    return card
+new_card = NewCards("E", 100, topup_fen=20000)
 
 
 def post(pos: PosProc, path: str, body: Any = None) -> requests.Response:

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from sim.control import AgentControl
 from tests.helpers import PosProc, ServerProc
 from tests.posutil import (
+    NewCards,
+    Shop,
     restart_server,
+    running_shop,
     sale_amounts,
     status_action,
     wait_account_cached,
@@ -23,24 +25,12 @@ from tests.posutil import (
 
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, PosProc]]:
-    tmp = tmp_path_factory.mktemp("hotlist")
-    server = ServerProc(tmp / "server").start()
-    pos = PosProc(tmp / "pos", server, token=server.enroll_token("hot-1")).start()
-    yield server, pos
-    pos.stop()
-    server.stop(signal.SIGKILL)
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    with running_shop(tmp_path_factory, "hot") as running:
+        yield running
 
 
-_n = iter(range(300, 1000))
-
-
-def new_card(shop: tuple[ServerProc, PosProc]) -> dict[str, Any]:
-    server, pos = shop
-    n = next(_n)
-    card = server.add_account(f"H{n}", n, topup_fen=10000)
-    pos.wait_card_known(card["card_no"])
-    return card
+new_card = NewCards("H", 300, topup_fen=10000)
 
 
 class Offline:
@@ -134,9 +124,7 @@ def test_unknown_card_declined_online_and_offline(shop: tuple[ServerProc, PosPro
 def test_expired_card_declined_online_and_offline(shop: tuple[ServerProc, PosProc]) -> None:
     """R13: a card past its validity date pays nowhere."""
     server, pos = shop
-    n = next(_n)
-    card = server.add_account(f"H{n}", n, topup_fen=10000, expires="2020-12-31")
-    pos.wait_card_known(card["card_no"])
+    card = new_card(shop, expires="2020-12-31")
     ctl = AgentControl(pos.url)
     out = ctl.sale(100, card["card_no"])
     assert not out["approved"] and not out["offline"] and "R13" in out["reason"]

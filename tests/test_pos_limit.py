@@ -23,11 +23,14 @@ from sync.rules import DEFAULT_DAILY_LIMIT_FEN
 from tests.handterm import HandTerminal
 from tests.helpers import PosProc, ServerProc, ykt
 from tests.posutil import (
+    NewCards,
     Rig,
+    Shop,
     admin_args,
     dead_url,
     journal_rows,
     restart_server,
+    running_shop,
     sale_amounts,
     set_policy,
     wait_account_cached,
@@ -39,27 +42,15 @@ LIMIT = DEFAULT_DAILY_LIMIT_FEN  # ¥50.00
 
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, PosProc]]:
-    tmp = tmp_path_factory.mktemp("limit")
-    server = ServerProc(tmp / "server").start()
-    pos = PosProc(tmp / "pos", server, token=server.enroll_token("limit-1")).start()
-    # offline risk limits well above the daily limit, so offline sales reach R6
-    set_policy(server, offline_max_purchase_fen=20000, offline_max_card_day_fen=100000)
-    wait_policy_cached(pos, offline_max_purchase_fen=20000, offline_max_card_day_fen=100000)
-    yield server, pos
-    pos.stop()
-    server.stop(signal.SIGKILL)
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    with running_shop(tmp_path_factory, "limit") as (server, pos):
+        # offline risk limits well above the daily limit, so offline sales reach R6
+        set_policy(server, offline_max_purchase_fen=20000, offline_max_card_day_fen=100000)
+        wait_policy_cached(pos, offline_max_purchase_fen=20000, offline_max_card_day_fen=100000)
+        yield server, pos
 
 
-_n = iter(range(200, 1000))
-
-
-def new_card(shop: tuple[ServerProc, PosProc], topup_fen: int = 30000) -> dict[str, Any]:
-    server, pos = shop
-    n = next(_n)
-    card = server.add_account(f"L{n}", n, topup_fen=topup_fen)
-    pos.wait_card_known(card["card_no"])
-    return card
+new_card = NewCards("L", 200, topup_fen=30000)
 
 
 def wrong_pin(card: dict[str, Any]) -> str:

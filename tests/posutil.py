@@ -208,6 +208,21 @@ def restart_server(server: ServerProc) -> ServerProc:
     return server.start()
 
 
+@contextmanager
+def server_away(server: ServerProc, pos: PosProc, *, settled: bool = False) -> Iterator[None]:
+    """The server is away for the block (killed: a graceful stop waits out the agent's
+    long-poll); afterwards it runs again and the agent has pushed its journal.  ``settled``:
+    first every change so far has reached the agent (its feed is current)."""
+    if settled:
+        wait_feed_current(server, pos)
+    server.stop(signal.SIGKILL)
+    try:
+        yield
+    finally:
+        restart_server(server)
+        pos.wait_synced(20)
+
+
 def dead_url() -> str:
     """A loopback URL nothing listens on."""
     return f"http://127.0.0.1:{free_port()}"

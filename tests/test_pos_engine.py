@@ -147,12 +147,19 @@ def rig(shop: tuple[ServerProc, PosProc], tmp_path: Path) -> Iterator[Rig]:
     r.close()
 
 
+def pin_asked(shop: Shop, rig: Rig) -> dict[str, Any]:
+    """A new card tapped on the in-process engine for ¥60.00, over its daily limit: the engine
+    asks for the consumption password (R6)."""
+    card = new_card(shop)
+    rig.engine.key_amount(6000)
+    rig.engine.on_card(rig.tap(card))
+    return card
+
+
 def test_pin_timeout_uses_the_injected_clock(shop: tuple[ServerProc, PosProc], rig: Rig) -> None:
     server, _ = shop
-    card = new_card(shop)
+    card = pin_asked(shop, rig)
     eng = rig.engine
-    eng.key_amount(6000)
-    eng.on_card(rig.tap(card))
     assert eng.screen()["state"] == State.WAIT_PIN
     rig.clock.advance(PIN_TIMEOUT_MS)
     assert eng.screen()["state"] == State.WAIT_PIN  # not yet: exactly at the limit
@@ -170,10 +177,8 @@ def test_pin_timeout_frees_the_engine_for_the_next_sale(
 ) -> None:
     """A new amount after the timeout must start a new sale even when no screen was read
     since the password was asked for."""
-    card = new_card(shop)
+    card = pin_asked(shop, rig)
     eng = rig.engine
-    eng.key_amount(6000)
-    eng.on_card(rig.tap(card))
     assert eng.screen()["state"] == State.WAIT_PIN
     rig.clock.advance(PIN_TIMEOUT_MS + 1)
     s = eng.key_amount(1000)
@@ -183,10 +188,8 @@ def test_pin_timeout_frees_the_engine_for_the_next_sale(
 
 
 def test_pin_in_time_is_accepted(shop: tuple[ServerProc, PosProc], rig: Rig) -> None:
-    card = new_card(shop)
+    card = pin_asked(shop, rig)
     eng = rig.engine
-    eng.key_amount(6000)
-    eng.on_card(rig.tap(card))
     rig.clock.advance(PIN_TIMEOUT_MS - 1)
     s = eng.key_pin(card["password"])
     assert s["state"] == State.APPROVED and s["balance_fen"] == 14000
@@ -194,10 +197,8 @@ def test_pin_in_time_is_accepted(shop: tuple[ServerProc, PosProc], rig: Rig) -> 
 
 
 def test_key_amount_while_pin_asked_is_refused(shop: tuple[ServerProc, PosProc], rig: Rig) -> None:
-    card = new_card(shop)
+    pin_asked(shop, rig)
     eng = rig.engine
-    eng.key_amount(6000)
-    eng.on_card(rig.tap(card))
     with pytest.raises(EngineError, match="cancel first"):
         eng.key_amount(100)
     assert eng.screen()["state"] == State.WAIT_PIN
@@ -310,10 +311,8 @@ def test_a_failing_decision_is_shown_and_the_engine_moves_on(
 
 
 def test_non_ascii_digits_are_not_a_password(shop: tuple[ServerProc, PosProc], rig: Rig) -> None:
-    card = new_card(shop)
+    pin_asked(shop, rig)
     eng = rig.engine
-    eng.key_amount(6000)
-    eng.on_card(rig.tap(card))
     with pytest.raises(RuleError):
         eng.key_pin("١٢٣٤٥٦")
     assert eng.screen()["state"] == State.WAIT_PIN
@@ -322,10 +321,8 @@ def test_non_ascii_digits_are_not_a_password(shop: tuple[ServerProc, PosProc], r
 def test_a_long_poll_returns_when_the_pin_times_out(
     shop: tuple[ServerProc, PosProc], rig: Rig
 ) -> None:
-    card = new_card(shop)
+    pin_asked(shop, rig)
     eng = rig.engine
-    eng.key_amount(6000)
-    eng.on_card(rig.tap(card))
     asked = eng.screen()
     assert asked["state"] == State.WAIT_PIN
     rig.clock.advance(PIN_TIMEOUT_MS + 1)

@@ -5,7 +5,6 @@ the delta has reached the terminal, the offline decision declines too; unlock/un
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator
 
 import pytest
@@ -15,12 +14,11 @@ from tests.helpers import PosProc, ServerProc
 from tests.posutil import (
     NewCards,
     Shop,
-    restart_server,
     running_shop,
     sale_amounts,
+    server_away,
     status_action,
     wait_account_cached,
-    wait_feed_current,
 )
 
 
@@ -31,21 +29,6 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
 
 
 new_card = NewCards("H", 300, topup_fen=10000)
-
-
-class Offline:
-    """The server is away (killed) for the block; it comes back and the queue drains."""
-
-    def __init__(self, server: ServerProc, pos: PosProc) -> None:
-        self.server, self.pos = server, pos
-
-    def __enter__(self) -> None:
-        wait_feed_current(self.server, self.pos)  # every change so far has reached the agent
-        self.server.stop(signal.SIGKILL)
-
-    def __exit__(self, *exc: object) -> None:
-        restart_server(self.server)
-        self.pos.wait_synced(20)
 
 
 @pytest.mark.parametrize(
@@ -63,14 +46,14 @@ def test_blocked_account_declined_online_and_offline_until_restored(
     # online: declined at once, before any delta could have arrived
     out = ctl.sale(200, card["card_no"])
     assert not out["approved"] and not out["offline"] and reason in out["reason"]
-    with Offline(server, pos):
+    with server_away(server, pos, settled=True):
         assert wait_account_cached(pos, card["account_id"])["status"] != "normal"
         off = ctl.sale(300, card["card_no"])
         assert not off["approved"] and off["offline"] and reason in off["reason"], off
         assert off["code"] == "declined"
     status_action(server, card["number"], restore)
     assert ctl.sale(400, card["card_no"])["approved"]
-    with Offline(server, pos):
+    with server_away(server, pos, settled=True):
         off = ctl.sale(500, card["card_no"])
         assert off["approved"] and off["offline"], off
     acct = server.account(card["number"])
@@ -87,7 +70,7 @@ def test_replaced_card_declined_online_and_offline(shop: tuple[ServerProc, PosPr
     assert not out["approved"] and not out["offline"] and "R11" in out["reason"]
     pos.wait_card_known(new["card_no"])
     assert ctl.sale(300, new["card_no"])["approved"]
-    with Offline(server, pos):
+    with server_away(server, pos, settled=True):
         off = ctl.sale(400, old["card_no"])
         assert not off["approved"] and off["offline"] and "R11" in off["reason"], off
         ok = ctl.sale(500, new["card_no"])
@@ -105,7 +88,7 @@ def test_card_with_the_wrong_uid_is_declined_online_and_offline(
     clone = "DEADBEEF" if card["uid"] != "DEADBEEF" else "CAFEBABE"
     out = ctl.sale(100, card["card_no"], uid=clone)
     assert not out["approved"] and "UID" in out["reason"]
-    with Offline(server, pos):
+    with server_away(server, pos, settled=True):
         off = ctl.sale(100, card["card_no"], uid=clone)
         assert not off["approved"] and off["offline"] and "UID" in off["reason"]
     assert sale_amounts(server.account(card["number"])) == []
@@ -116,7 +99,7 @@ def test_unknown_card_declined_online_and_offline(shop: tuple[ServerProc, PosPro
     ctl = AgentControl(pos.url)
     out = ctl.sale(100, "99999999")
     assert not out["approved"] and "unknown card" in out["reason"]
-    with Offline(server, pos):
+    with server_away(server, pos, settled=True):
         off = ctl.sale(100, "99999999")
         assert not off["approved"] and off["offline"] and "unknown card" in off["reason"]
 
@@ -128,7 +111,7 @@ def test_expired_card_declined_online_and_offline(shop: tuple[ServerProc, PosPro
     ctl = AgentControl(pos.url)
     out = ctl.sale(100, card["card_no"])
     assert not out["approved"] and not out["offline"] and "R13" in out["reason"]
-    with Offline(server, pos):
+    with server_away(server, pos, settled=True):
         off = ctl.sale(100, card["card_no"])
         assert not off["approved"] and off["offline"] and "R13" in off["reason"]
     assert sale_amounts(server.account(card["number"])) == []

@@ -10,7 +10,6 @@ are journaled as ``pin_fail`` and counted by the server when they sync.
 from __future__ import annotations
 
 import datetime as dt
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,9 @@ from tests.posutil import (
     admin_args,
     dead_url,
     journal_rows,
-    restart_server,
     running_shop,
     sale_amounts,
+    server_away,
     set_policy,
     wait_account_cached,
     wait_feed_current,
@@ -55,16 +54,6 @@ new_card = NewCards("L", 200, topup_fen=30000)
 
 def wrong_pin(card: dict[str, Any]) -> str:
     return "000000" if card["password"] != "000000" else "111111"
-
-
-def go_offline(server: ServerProc, pos: PosProc) -> None:
-    """The server goes away (killed: a graceful stop waits out the agent's long-poll)."""
-    server.stop(signal.SIGKILL)
-
-
-def come_back(server: ServerProc, pos: PosProc) -> dict[str, Any]:
-    restart_server(server)
-    return pos.wait_synced(20)
 
 
 def test_online_limit_needs_pin_and_correct_pin_resets(shop: tuple[ServerProc, PosProc]) -> None:
@@ -125,8 +114,7 @@ def test_offline_limit_pin_and_reset(shop: tuple[ServerProc, PosProc]) -> None:
     server, pos = shop
     card = new_card(shop)
     ctl = AgentControl(pos.url)
-    go_offline(server, pos)
-    try:
+    with server_away(server, pos):
         first = ctl.sale(3000, card["card_no"])
         assert first["approved"] and first["offline"] and first["balance_fen"] == 27000
         asked = ctl.sale(3000, card["card_no"])
@@ -138,8 +126,6 @@ def test_offline_limit_pin_and_reset(shop: tuple[ServerProc, PosProc]) -> None:
         # the PIN reset the tracked amount: 3000 + 2000 reaches but does not pass the limit
         assert ctl.sale(2000, card["card_no"])["approved"]
         assert ctl.sale(1, card["card_no"])["needs_pin"]
-    finally:
-        come_back(server, pos)
     kinds = [
         (r["kind"], r["pin"], r["amt"])
         for r in journal_rows(pos.data)
@@ -170,15 +156,12 @@ def test_offline_limit_counts_the_days_phone_payments(shop: tuple[ServerProc, Po
         phone.close()
     wait_account_cached(pos, card["account_id"], spent_fen=4500)
     ctl = AgentControl(pos.url)
-    go_offline(server, pos)
-    try:
+    with server_away(server, pos):
         asked = ctl.sale(1000, card["card_no"])
         assert asked["needs_pin"] and asked["offline"], asked
         ok = ctl.sale(1000, card["card_no"], pin=card["password"])
         assert ok["approved"] and ok["offline"], ok
         assert ctl.sale(4000, card["card_no"])["approved"]  # counts from the password: 5000
-    finally:
-        come_back(server, pos)
     assert sale_amounts(server.account(card["number"])) == [4500, 1000, 4000]
 
 
@@ -186,13 +169,10 @@ def test_offline_wrong_pins_count_at_sync(shop: tuple[ServerProc, PosProc]) -> N
     server, pos = shop
     card = new_card(shop)
     ctl = AgentControl(pos.url)
-    go_offline(server, pos)
-    try:
+    with server_away(server, pos):
         for left in (2, 1):
             out = ctl.sale(LIMIT + 1, card["card_no"], pin=wrong_pin(card))
             assert out["code"] == "wrong_pin" and out["offline"] and out["tries_left"] == left
-    finally:
-        come_back(server, pos)
     acct = server.account(card["number"])
     assert acct["pin_tries"] == 2 and sale_amounts(acct) == []
     # one more wrong try online locks it: the server counted the two offline ones
@@ -205,15 +185,12 @@ def test_offline_lockout_holds_until_desk_reset(shop: tuple[ServerProc, PosProc]
     server, pos = shop
     card = new_card(shop)
     ctl = AgentControl(pos.url)
-    go_offline(server, pos)
-    try:
+    with server_away(server, pos):
         for left in (2, 1, 0):
             out = ctl.sale(LIMIT + 1, card["card_no"], pin=wrong_pin(card))
             assert out["code"] == "wrong_pin" and out["tries_left"] == left
         locked = ctl.sale(LIMIT + 1, card["card_no"], pin=card["password"])
         assert locked["code"] == "pin_locked" and locked["offline"]
-    finally:
-        come_back(server, pos)
     acct = server.account(card["number"])
     assert acct["pin_tries"] == 3 and acct["pin_locked"]
     online = ctl.sale(LIMIT + 1, card["card_no"], pin=card["password"])
@@ -222,12 +199,9 @@ def test_offline_lockout_holds_until_desk_reset(shop: tuple[ServerProc, PosProc]
     assert r.returncode == 0, r.stderr
     wait_feed_current(server, pos)
     assert wait_account_cached(pos, card["account_id"])["pin_tries"] == 0
-    go_offline(server, pos)
-    try:
+    with server_away(server, pos):
         ok = ctl.sale(LIMIT + 1, card["card_no"], pin=card["password"])
         assert ok["approved"] and ok["offline"], ok
-    finally:
-        come_back(server, pos)
     acct = server.account(card["number"])
     assert sale_amounts(acct) == [LIMIT + 1] and acct["pin_tries"] == 0
     assert acct["spent_today_fen"] == LIMIT + 1
@@ -242,13 +216,10 @@ def test_online_wrong_tries_carry_into_offline(shop: tuple[ServerProc, PosProc])
         assert ctl.sale(LIMIT + 1, card["card_no"], pin=wrong_pin(card))["code"] == "wrong_pin"
     wait_feed_current(server, pos)
     assert wait_account_cached(pos, card["account_id"])["pin_tries"] == 2
-    go_offline(server, pos)
-    try:
+    with server_away(server, pos):
         out = ctl.sale(LIMIT + 1, card["card_no"], pin=wrong_pin(card))
         assert out["offline"] and out["code"] == "wrong_pin" and out["tries_left"] == 0
         assert ctl.sale(LIMIT + 1, card["card_no"], pin=card["password"])["code"] == "pin_locked"
-    finally:
-        come_back(server, pos)
     assert server.account(card["number"])["pin_tries"] == 3
 
 

@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -140,13 +139,6 @@ def test_tap_in_idle_is_ignored(shop: tuple[ServerProc, PosProc], ctl: AgentCont
 
 
 # -- in-process engine with a clock the test moves ------------------------------------------
-@pytest.fixture
-def rig(shop: tuple[ServerProc, PosProc], tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(shop[0], tmp_path / "rig")
-    yield r
-    r.close()
-
-
 def pin_asked(shop: Shop, rig: Rig) -> dict[str, Any]:
     """A new card tapped on the in-process engine for ¥60.00, over its daily limit: the engine
     asks for the consumption password (R6)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -226,13 +225,6 @@ def test_online_wrong_tries_carry_into_offline(shop: tuple[ServerProc, PosProc])
 # -- R6 online before the sales have synced ---------------------------------------------------
 # The in-process engine (tests.posutil.Rig) pushes nothing, so the server knows the sales only
 # as holds on the amounts it authorized: exactly the window between a sale and its sync.
-@pytest.fixture
-def rig(shop: tuple[ServerProc, PosProc], tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(shop[0], tmp_path / "rig")
-    yield r
-    r.close()
-
-
 def rig_sale(rig: Rig, card: dict[str, Any], fen: int, pin: str | None = None) -> dict[str, Any]:
     eng = rig.engine
     eng.key_amount(fen)

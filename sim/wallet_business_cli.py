@@ -16,7 +16,7 @@ import requests
 from sim.errors import SimError
 from sim.wallet import Wallet
 from sync.client import ServerClient
-from sync.cmdline import Run, Sub
+from sync.cmdline import Run, Sub, request_id
 from sync.errors import SyncError
 from sync.money import format_fen, parse_amount
 
@@ -98,14 +98,8 @@ def change_password(args: argparse.Namespace) -> int:
 
 
 def topup(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {
-        "amount_fen": args.amount,
-        "channel": args.channel,
-        "password": args.password,
-    }
-    if args.request_id:
-        body["request_id"] = args.request_id
-    out = _w(args).call("POST", "/v1/app/topups", body)
+    body = {"amount_fen": args.amount, "channel": args.channel, "password": args.password}
+    out = _w(args).call("POST", "/v1/app/topups", {**body, **request_id(args)})
     return _emit(
         args,
         out,
@@ -115,14 +109,8 @@ def topup(args: argparse.Namespace) -> int:
 
 
 def electricity(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {
-        "building": args.building,
-        "room": args.room,
-        "amount_fen": args.amount,
-    }
-    if args.request_id:
-        body["request_id"] = args.request_id
-    out = _w(args).call("POST", "/v1/app/electricity", body)
+    body = {"building": args.building, "room": args.room, "amount_fen": args.amount}
+    out = _w(args).call("POST", "/v1/app/electricity", {**body, **request_id(args)})
     return _emit(
         args,
         out,

@@ -29,6 +29,12 @@ def json_option(c: argparse.ArgumentParser) -> None:
     c.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def request_id(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--request-id`` a command got (an idempotency key: the server applies a retried
+    request once) as the part of a request body it goes in; nothing without it."""
+    return {"request_id": args.request_id} if args.request_id else {}
+
+
 def group(parent: Sub, name: str, text: str, dest: str = "sub") -> Sub:
     """A command ``name`` that is a group of commands (``ykt admin account …``): its ``ACTION``."""
     return parent.add_parser(name, help=text).add_subparsers(

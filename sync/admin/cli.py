@@ -19,7 +19,7 @@ from sync.admin.common import (
 )
 from sync.card.desk import issue_on_reader, read_on_reader
 from sync.card.keys import Keystore
-from sync.cmdline import Sub, group
+from sync.cmdline import Sub, group, request_id
 from sync.cmdline import command as cmd
 from sync.errors import ConfigError
 from sync.money import format_fen
@@ -132,9 +132,7 @@ def keys_export(args: argparse.Namespace) -> int:
 
 
 def topup(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"amount_fen": args.amount, "channel": args.channel}
-    if args.request_id:
-        body["request_id"] = args.request_id
+    body = {"amount_fen": args.amount, "channel": args.channel, **request_id(args)}
     data = client_for(args).call("POST", account_path(args.number) + "/topups", body)
     return emit(args, data, print_account)
 

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from sync.admin.common import account_path, amount_arg, client_for, emit, print_account
-from sync.cmdline import Sub, group
+from sync.cmdline import Sub, group, request_id
 from sync.cmdline import command as cmd
 from sync.errors import ConfigError
 from sync.money import format_fen
@@ -71,11 +71,9 @@ def found_close(args: argparse.Namespace) -> int:
 
 
 def refund(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"transfer_id": args.transfer, "reason": args.reason}
+    body: dict[str, Any] = {"transfer_id": args.transfer, "reason": args.reason, **request_id(args)}
     if args.amount is not None:
         body["amount_fen"] = args.amount
-    if args.request_id:
-        body["request_id"] = args.request_id
     data = client_for(args).call("POST", "/v1/admin/refunds", body)
     return emit(
         args,

@@ -11,8 +11,6 @@ Text can also be handed over directly, as a serial scanner would.
 from __future__ import annotations
 
 import logging
-import re
-import threading
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,12 +19,11 @@ from drivers.qr.base import QrRead
 from drivers.qr.decoders import DEFAULT, decode_image_bytes, get_decoder
 from drivers.qr.frames import FrameSource
 from sim.errors import SimUsageError
+from sim.named import Named
 
 log = logging.getLogger(__name__)
 
-_CAMERAS: dict[str, SimCamera] = {}
-_LOCK = threading.Lock()
-_NAME = re.compile(r"^[\w.-]{1,64}$")
+_CAMERAS: Named[SimCamera] = Named("camera")
 
 
 class SimCamera(FrameSource):
@@ -78,29 +75,18 @@ class SimCamera(FrameSource):
 
     def close(self) -> None:
         super().close()
-        with _LOCK:
-            if _CAMERAS.get(self.sim_name) is self:
-                del _CAMERAS[self.sim_name]
+        _CAMERAS.drop(self.sim_name, self)
 
 
 def open_url(url: str) -> SimCamera:
-    parts = urlsplit(url)
-    name = parts.netloc or parts.path.lstrip("/")
-    if not _NAME.match(name):
-        raise DeviceUrlError(f"sim:// camera needs a name: sim://NAME, got {url!r}")
-    q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    name = _CAMERAS.name_in(url)
+    q = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
     try:
         cam = SimCamera(name, q.get("decoder", DEFAULT))
     except ValueError as exc:
         raise DeviceUrlError(f"{url}: {exc}") from None
-    with _LOCK:
-        _CAMERAS[name] = cam
-    return cam
+    return _CAMERAS.put(name, cam)
 
 
 def get(name: str) -> SimCamera:
-    with _LOCK:
-        try:
-            return _CAMERAS[name]
-        except KeyError:
-            raise SimUsageError(f"no simulated camera named {name!r} in this process") from None
+    return _CAMERAS.get(name)

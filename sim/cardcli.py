@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 from sim import cardimage
 from sim.dump import dump
 from sim.errors import SimError
 from sim.harness import pcscd
-
-Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+from sync.cmdline import Sub, group
+from sync.cmdline import command as cmd
 
 
 def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> int:
@@ -130,15 +130,9 @@ def card_dump(args: argparse.Namespace) -> int:
 
 
 def add_parsers(cmds: Sub) -> None:
-    r = cmds.add_parser("reader", help="virtual PC/SC readers: a private pcscd with vpcd slots")
-    rs = r.add_subparsers(dest="reader_command", metavar="ACTION", required=True)
-
-    def cmd(parent: Sub, name: str, fn: Any, text: str) -> argparse.ArgumentParser:
-        c: argparse.ArgumentParser = parent.add_parser(name, help=text, description=text)
-        c.add_argument("--json", action="store_true", help="print one JSON object")
-        c.set_defaults(func=fn)
-        return c
-
+    rs = group(
+        cmds, "reader", "virtual PC/SC readers: a private pcscd with vpcd slots", "reader_command"
+    )
     c = cmd(rs, "start", reader_start, "start a private pcscd with vpcd virtual readers")
     c.add_argument("--slots", type=int, default=2, help="virtual reader slots (1-8, default 2)")
     c.add_argument("--dir", type=Path, required=True, help="state directory of these readers")
@@ -157,8 +151,7 @@ def add_parsers(cmds: Sub) -> None:
     c = cmd(rs, "status", reader_status, "show the slots and the cards on them")
     c.add_argument("--dir", type=Path, required=True)
 
-    k = cmds.add_parser("card", help="simulated MIFARE Classic 1K cards (image files)")
-    ks = k.add_subparsers(dest="card_command", metavar="ACTION", required=True)
+    ks = group(cmds, "card", "simulated MIFARE Classic 1K cards (image files)", "card_command")
     c = cmd(ks, "new", card_new, "make a blank card image (transport keys everywhere)")
     c.add_argument("--uid", required=True, help="4 or 7 bytes of hex, e.g. 04A1B2C3")
     c.add_argument("--out", type=Path, required=True, help="image file to write")

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 from sim import cardcli
 from sim.control import AgentControl
@@ -19,9 +19,8 @@ from sim.errors import SimUsageError
 from sim.idp import add_idp_parser
 from sim.phone_screen import qr_png
 from sim.wallet_cli import add_wallet_parser
+from sync.cmdline import Run, Sub, command, json_option
 from sync.money import format_fen, parse_amount
-
-Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _amount(text: str) -> int:
@@ -138,13 +137,12 @@ def add_parser(sub: Sub) -> None:
     )
     cmds = p.add_subparsers(dest="sim_command", metavar="ACTION", required=True)
 
-    def cmd(name: str, fn: Any, help_text: str) -> argparse.ArgumentParser:
-        c: argparse.ArgumentParser = cmds.add_parser(name, help=help_text, description=help_text)
+    def cmd(name: str, fn: Run, help_text: str) -> argparse.ArgumentParser:
+        c = command(cmds, name, fn, help_text, json=False)
         c.add_argument(
             "--agent", required=True, help="agent control URL, e.g. http://127.0.0.1:8701"
         )
-        c.add_argument("--json", action="store_true", help="print one JSON object")
-        c.set_defaults(func=fn)
+        json_option(c)
         return c
 
     c = cmd(

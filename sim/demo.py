@@ -18,13 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from sim.harness import procs
 from sim.harness.procs import StartFailed
 from sim.harness.ykt import PosProcess, ServerProcess, YktProcess
 from sync import rules
-from sync.errors import ConfigError
+from sync.errors import ConfigError, SyncError
 
 DEMO_ACCOUNTS = [
     # number, name, type, ID-card number (valid GB 11643; R3 gives the initial passwords)
@@ -65,7 +63,7 @@ def _started(child: YktProcess) -> YktProcess:
         raise ConfigError(str(exc)) from exc
 
 
-def _start_server(data: Path, port: int) -> YktProcess:
+def _start_server(data: Path, port: int) -> ServerProcess:
     _require_free(port, "server", "--server-port")
     server = ServerProcess(
         data / "server",
@@ -79,45 +77,32 @@ def _start_server(data: Path, port: int) -> YktProcess:
     return server
 
 
-def _admin(server: str, token: Path, method: str, path: str, body: Any = None) -> dict[str, Any]:
-    resp = requests.request(
-        method,
-        server + path,
-        json=body,
-        timeout=60,
-        headers={"Authorization": f"Bearer {token.read_text().strip()}"},
-    )
-    if resp.status_code >= 400:
-        raise ConfigError(f"demo setup: {method} {path}: {resp.text}")
-    return dict(resp.json())
-
-
-def _setup(data: Path, server: str) -> dict[str, Any]:
+def _setup(data: Path, server: ServerProcess) -> dict[str, Any]:
     state_path = data / "demo.json"
     if state_path.exists():
         return dict(json.loads(state_path.read_text()))
-    token = data / "server" / "admin.token"
+
+    def admin(method: str, path: str, body: Any) -> dict[str, Any]:
+        try:
+            return server.admin_call(method, path, body)
+        except SyncError as exc:
+            raise ConfigError(f"demo setup: {method} {path}: {exc}") from exc
+
     cards = []
     for number, name, kind, idc in DEMO_ACCOUNTS:
-        _admin(
-            server,
-            token,
+        admin(
             "POST",
             "/v1/admin/accounts",
             {"number": number, "name": name, "type": kind, "id_card": idc},
         )
-        _admin(
-            server,
-            token,
+        admin(
             "POST",
             f"/v1/admin/accounts/{number}/topups",
             {"amount_fen": 10000, "channel": "cash", "request_id": f"demo-{number}"},
         )
-        card = _admin(server, token, "POST", f"/v1/admin/accounts/{number}/cards", {})
+        card = admin("POST", f"/v1/admin/accounts/{number}/cards", {})
         cards.append({**card, "name": name, "type": kind, "password": rules.initial_password(idc)})
-    enroll = _admin(
-        server, token, "POST", "/v1/admin/terminals/tokens", {"role": "pos", "name": "canteen-1"}
-    )
+    enroll = admin("POST", "/v1/admin/terminals/tokens", {"role": "pos", "name": "canteen-1"})
     state = {"cards": cards, "pos_token": enroll["token"]}
     state_path.write_text(json.dumps(state, ensure_ascii=False, indent=2))
     return state
@@ -132,9 +117,10 @@ def run(args: argparse.Namespace) -> int:
     agent = f"http://127.0.0.1:{args.control_port}"
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the children as Ctrl-C does
     _require_free(args.control_port, "POS control API", "--control-port")
-    children: list[YktProcess] = [_start_server(data, args.server_port)]
+    started = _start_server(data, args.server_port)
+    children: list[YktProcess] = [started]
     try:
-        state = _setup(data, server)
+        state = _setup(data, started)
         pos = PosProcess(
             data / "pos1",
             server_url=server,

@@ -76,12 +76,7 @@ def _campus(uid: bytes, blocks: list[bytes], keys: Keystore | None) -> dict[str,
     try:
         ident = layout.Identity.decode(blocks[layout.B_HEADER], blocks[layout.B_CARDNO])
         info["identity"] = {
-            "card_no": ident.card_no,
-            "account_id": ident.account_id,
-            "type": ident.card_type,
-            "generation": ident.generation,
-            "expires": ident.expires,
-            "issued": ident.issued,
+            **ident.describe(),
             "key_version": ident.key_version,
             "layout_version": ident.version,
         }
@@ -99,12 +94,7 @@ def _campus(uid: bytes, blocks: list[bytes], keys: Keystore | None) -> dict[str,
         c = layout.Counters.parse(blocks[b])
         slot: dict[str, Any] = {
             "slot": "AB"[n],
-            "seq": c.seq,
-            "day": c.day,
-            "spent_fen": c.spent_fen,
-            "taps": c.taps,
-            "pin_tries": c.tries,
-            "pin_epoch": c.epoch,
+            **c.describe(),
             "mac": blocks[b][12:16].hex().upper(),
         }
         if keys is not None and keys.has("ctr_mac"):

@@ -8,8 +8,8 @@
         ├── Torn                        (sim.mifare) a simulated card pulled away mid-write
         ├── Closed                      (sim.vicc) vpcd closed the simulated card's connection
         ├── BenchmarkError              (sim.bench.errors) the system under a benchmark misbehaved
-        │   └── HttpError                   (sim.bench.http11) the benchmarks' HTTP client failed
-        ├── StartFailed                 (sim.harness.procs) a child exited or never answered
+        │   └── HttpError                   (sim.bench.http11) a benchmark's HTTP/1.1 exchange failed
+        ├── StartFailed                 (sim.harness.procs) a child process did not get ready
         └── PgUnavailable               (sim.harness.pg) no PostgreSQL to start a cluster with
 """
 

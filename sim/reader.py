@@ -12,22 +12,18 @@ the control API finds the one the agent opened.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import urlsplit
 
-from drivers.errors import CardGone, DeviceUrlError
-from sim.errors import SimUsageError
+from drivers.errors import CardGone
 from sim.mifare import MifareClassic1K, Torn
+from sim.named import Named
 
 log = logging.getLogger(__name__)
 
-_READERS: dict[str, SimReader] = {}
-_LOCK = threading.Lock()
-_NAME = re.compile(r"^[\w.-]{1,64}$")
+_READERS: Named[SimReader] = Named("reader")
 
 
 class SimCard:
@@ -134,24 +130,13 @@ class SimReader:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        with _LOCK:
-            if _READERS.get(self.name) is self:
-                del _READERS[self.name]
+        _READERS.drop(self.name, self)
 
 
 def open_url(url: str) -> SimReader:
-    name = urlsplit(url).netloc or urlsplit(url).path.lstrip("/")
-    if not _NAME.match(name):
-        raise DeviceUrlError(f"sim:// reader needs a name: sim://NAME, got {url!r}")
-    with _LOCK:
-        reader = SimReader(name)
-        _READERS[name] = reader
-    return reader
+    name = _READERS.name_in(url)
+    return _READERS.put(name, SimReader(name))
 
 
 def get(name: str) -> SimReader:
-    with _LOCK:
-        try:
-            return _READERS[name]
-        except KeyError:
-            raise SimUsageError(f"no simulated reader named {name!r} in this process") from None
+    return _READERS.get(name)

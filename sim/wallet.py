@@ -8,7 +8,6 @@ The wallet file is JSON, mode 0600 (it holds a session token and the phone's pri
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from sim.errors import SimError, SimUsageError
 from sync.client import ServerClient
 from sync.crypto import SigningKey, b64e
 from sync.errors import SyncError
+from sync.files import write_private
 
 
 @dataclass
@@ -38,11 +38,7 @@ class Wallet:
             raise SimUsageError(f"wallet file {path} is damaged: {exc}") from exc
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(asdict(self), f, ensure_ascii=False, indent=2)
-        os.replace(tmp, path)
+        write_private(path, json.dumps(asdict(self), ensure_ascii=False, indent=2).encode())
 
     def client(self) -> ServerClient:
         return ServerClient(self.server, headers={"Authorization": f"Bearer {self.token}"})

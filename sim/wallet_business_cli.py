@@ -5,9 +5,9 @@ sign-in by campus single sign-on (R16).  Registered by :mod:`sim.wallet_cli`."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeAlias
 from urllib.parse import parse_qs, quote, urlencode, urlparse
 
@@ -16,11 +16,11 @@ import requests
 from sim.errors import SimError
 from sim.wallet import Wallet
 from sync.client import ServerClient
+from sync.cmdline import Run, Sub, request_id
 from sync.errors import SyncError
 from sync.money import format_fen, parse_amount
 
-Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-Cmd: TypeAlias = Callable[..., argparse.ArgumentParser]
+Cmd: TypeAlias = Callable[[Sub, str, Run, str], argparse.ArgumentParser]
 
 
 def _amount(text: str) -> int:
@@ -98,14 +98,8 @@ def change_password(args: argparse.Namespace) -> int:
 
 
 def topup(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {
-        "amount_fen": args.amount,
-        "channel": args.channel,
-        "password": args.password,
-    }
-    if args.request_id:
-        body["request_id"] = args.request_id
-    out = _w(args).call("POST", "/v1/app/topups", body)
+    body = {"amount_fen": args.amount, "channel": args.channel, "password": args.password}
+    out = _w(args).call("POST", "/v1/app/topups", {**body, **request_id(args)})
     return _emit(
         args,
         out,
@@ -115,14 +109,8 @@ def topup(args: argparse.Namespace) -> int:
 
 
 def electricity(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {
-        "building": args.building,
-        "room": args.room,
-        "amount_fen": args.amount,
-    }
-    if args.request_id:
-        body["request_id"] = args.request_id
-    out = _w(args).call("POST", "/v1/app/electricity", body)
+    body = {"building": args.building, "room": args.room, "amount_fen": args.amount}
+    out = _w(args).call("POST", "/v1/app/electricity", {**body, **request_id(args)})
     return _emit(
         args,
         out,
@@ -207,8 +195,10 @@ def sso(args: argparse.Namespace) -> int:
     )
 
 
-def add_commands(sub: Sub, cmd: Cmd) -> None:
-    """Add the business commands to ``ykt sim wallet``."""
+def add_commands(sub: Sub, command: Cmd) -> None:
+    """Add the business commands to ``ykt sim wallet`` (``command``: how a wallet command is
+    made, :func:`sim.wallet_cli.wallet_command`)."""
+    cmd = functools.partial(command, sub)
     cmd("report-loss", report_loss, "report the card lost (R10): card and phone codes stop")
     cmd("unlock", unlock, "undo a loss report (R10)")
     for name, fn, text in (
@@ -243,14 +233,7 @@ def add_commands(sub: Sub, cmd: Cmd) -> None:
         description="Found cards (R17).",
     )
     fsub = found.add_subparsers(dest="found_command", metavar="ACTION", required=True)
-
-    def fcmd(name: str, fn: Any, text: str) -> argparse.ArgumentParser:
-        c = fsub.add_parser(name, help=text, description=text)
-        c.add_argument("--wallet", type=Path, required=True, help="wallet file (JSON, 0600)")
-        c.add_argument("--json", action="store_true", help="print one JSON object")
-        c.set_defaults(func=fn)
-        return c
-
+    fcmd = functools.partial(command, fsub)
     c = fcmd("register", found_register, "register a card you found")
     c.add_argument("--card-no", required=True, help="the number printed on the card")
     c.add_argument("--place", required=True, help="where the card is now, e.g. 'library desk'")

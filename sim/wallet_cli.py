@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 from sim import wallet as wallet_mod
 from sim import wallet_business_cli
 from sim.wallet_codes_cli import add_code_commands
+from sync.cmdline import Run, Sub, command, json_option
 from sync.money import format_fen
-
-Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> int:
@@ -47,6 +47,14 @@ def logout(args: argparse.Namespace) -> int:
     return _emit(args, out, "signed out")
 
 
+def wallet_command(parent: Sub, name: str, run: Run, text: str) -> argparse.ArgumentParser:
+    """A command of ``ykt sim wallet``: it takes the wallet file, and ``--json``."""
+    c = command(parent, name, run, text, json=False)
+    c.add_argument("--wallet", type=Path, required=True, help="wallet file (JSON, 0600)")
+    json_option(c)
+    return c
+
+
 def add_wallet_parser(cmds: Sub) -> None:
     p = cmds.add_parser(
         "wallet",
@@ -57,15 +65,7 @@ def add_wallet_parser(cmds: Sub) -> None:
     )
     sub = p.add_subparsers(dest="wallet_command", metavar="ACTION", required=True)
 
-    def cmd(
-        name: str, fn: Any, help_text: str, needs_wallet: bool = True
-    ) -> argparse.ArgumentParser:
-        c = sub.add_parser(name, help=help_text, description=help_text)
-        c.add_argument("--wallet", type=Path, required=True, help="wallet file (JSON, 0600)")
-        c.add_argument("--json", action="store_true", help="print one JSON object")
-        c.set_defaults(func=fn)
-        return c
-
+    cmd = functools.partial(wallet_command, sub)
     c = cmd("login", login, "sign in with number + query password (R16) into a new wallet file")
     c.add_argument("--server", required=True, help="central server URL")
     c.add_argument(
@@ -76,5 +76,7 @@ def add_wallet_parser(cmds: Sub) -> None:
     c.add_argument("--password", required=True, help="query password (R4)")
     cmd("balance", balance, "balance, transition balance and status of the signed-in account")
     cmd("logout", logout, "end the wallet's session")
-    wallet_business_cli.add_commands(sub, cmd)  # loss/unlock, bills, flow, electricity, …
+    wallet_business_cli.add_commands(
+        sub, wallet_command
+    )  # loss/unlock, bills, flow, electricity, …
     add_code_commands(cmd)  # pay-code, auth-code, scan (sim/wallet_codes_cli.py)

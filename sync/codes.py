@@ -32,6 +32,7 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 from sync.base45 import b45decode, b45encode
 from sync.crypto import SigningKey, VerifyKey
@@ -152,10 +153,40 @@ def _exact(data: bytes, size: int, what: str) -> None:
         raise CodeError("garbage", f"{what} has {len(data) - size} bytes too many")
 
 
+def _fields(data: bytes, kind: Kind, fmt: struct.Struct, what: str) -> tuple[Any, ...]:
+    """The fields after the header of a fixed-length signed ``kind`` laid out as ``fmt``."""
+    _head(data, (kind,))
+    _exact(data, fmt.size + SIG_LEN, what)
+    return fmt.unpack_from(data)[1:]
+
+
+@dataclass(frozen=True)
+class _Signed:
+    """Bytes that end in a signature (``SIG_LEN`` bytes) over everything before it."""
+
+    raw: bytes
+
+    @property
+    def signed(self) -> bytes:
+        return self.raw[:-SIG_LEN]
+
+    @property
+    def sig(self) -> bytes:
+        return self.raw[-SIG_LEN:]
+
+
+def _issuer_signed(obj: _Signed, kid: int, issuer_keys: dict[int, VerifyKey], what: str) -> bool:
+    """Whether issuer key ``kid`` signed ``obj`` (CodeError ``unknown_issuer`` when this
+    terminal does not know that key)."""
+    key = issuer_keys.get(kid)
+    if key is None:
+        raise CodeError("unknown_issuer", f"{what} issuer key {kid} is not known here")
+    return key.ok(obj.sig, obj.signed)
+
+
 # --- wallet certificate ----------------------------------------------------------------------
 @dataclass(frozen=True)
-class Certificate:
-    raw: bytes
+class Certificate(_Signed):
     campus: int
     serial: int
     account_id: int
@@ -163,14 +194,6 @@ class Certificate:
     not_after: int
     phone_key: bytes
     kid: int
-
-    @property
-    def signed(self) -> bytes:
-        return self.raw[: _CERT.size]
-
-    @property
-    def sig(self) -> bytes:
-        return self.raw[_CERT.size :]
 
 
 def make_cert(
@@ -190,27 +213,20 @@ def make_cert(
 
 
 def parse_cert(data: bytes) -> Certificate:
-    _head(data, (Kind.CERT,))
-    _exact(data, CERT_LEN, "wallet certificate")
-    _h, campus, serial, acct, nb, na, key, kid = _CERT.unpack_from(data)
-    return Certificate(bytes(data), campus, serial, acct, nb, na, key, kid)
+    return Certificate(bytes(data), *_fields(data, Kind.CERT, _CERT, "wallet certificate"))
 
 
 def check_cert(cert: Certificate, issuer_keys: dict[int, VerifyKey], campus: int) -> None:
     """Level 1 of the chain: the certificate is signed by one of our issuer keys."""
     if cert.campus != campus:
         raise CodeError("other_campus", "the phone's certificate belongs to another campus")
-    key = issuer_keys.get(cert.kid)
-    if key is None:
-        raise CodeError("unknown_issuer", f"certificate issuer key {cert.kid} is not known here")
-    if not key.ok(cert.sig, cert.signed):
+    if not _issuer_signed(cert, cert.kid, issuer_keys, "certificate"):
         raise CodeError("bad_cert", "the phone's certificate is not signed by the campus")
 
 
 # --- payment and authentication codes --------------------------------------------------------
 @dataclass(frozen=True)
-class PhoneCode:
-    raw: bytes
+class PhoneCode(_Signed):
     kind: Kind
     campus: int
     serial: int
@@ -222,14 +238,6 @@ class PhoneCode:
     @property
     def confirmed(self) -> bool:
         return bool(self.flags & FLAG_CONFIRMED)
-
-    @property
-    def signed(self) -> bytes:
-        return self.raw[:-SIG_LEN]
-
-    @property
-    def sig(self) -> bytes:
-        return self.raw[-SIG_LEN:]
 
     @property
     def cred(self) -> str:
@@ -341,22 +349,13 @@ class CodeVerifier:
 
 # --- reverse scan: payment request and proof -------------------------------------------------
 @dataclass(frozen=True)
-class PaymentRequest:
-    raw: bytes
+class PaymentRequest(_Signed):
     campus: int
     terminal: int
     order: int
     amount_fen: int
     time: int
     nonce: bytes
-
-    @property
-    def signed(self) -> bytes:
-        return self.raw[: _REQUEST.size]
-
-    @property
-    def sig(self) -> bytes:
-        return self.raw[_REQUEST.size :]
 
     @property
     def terminal_id(self) -> str:
@@ -379,17 +378,14 @@ def make_request(
 
 
 def parse_request(data: bytes) -> PaymentRequest:
-    _head(data, (Kind.REQUEST,))
-    _exact(data, REQUEST_LEN, "payment request")
-    _h, campus, term, order, amount, time_s, nonce = _REQUEST.unpack_from(data)
-    if amount <= 0:
+    req = PaymentRequest(bytes(data), *_fields(data, Kind.REQUEST, _REQUEST, "payment request"))
+    if req.amount_fen <= 0:
         raise CodeError("garbage", "a payment request's amount must be positive")
-    return PaymentRequest(bytes(data), campus, term, order, amount, time_s, nonce)
+    return req
 
 
 @dataclass(frozen=True)
-class PaymentProof:
-    raw: bytes
+class PaymentProof(_Signed):
     campus: int
     terminal: int
     order: int
@@ -397,14 +393,6 @@ class PaymentProof:
     account_id: int
     payment: int
     kid: int
-
-    @property
-    def signed(self) -> bytes:
-        return self.raw[: _PROOF.size]
-
-    @property
-    def sig(self) -> bytes:
-        return self.raw[_PROOF.size :]
 
 
 def make_proof(
@@ -424,10 +412,7 @@ def make_proof(
 
 
 def parse_proof(data: bytes) -> PaymentProof:
-    _head(data, (Kind.PROOF,))
-    _exact(data, PROOF_LEN, "payment proof")
-    _h, campus, term, order, amount, acct, payment, kid = _PROOF.unpack_from(data)
-    return PaymentProof(bytes(data), campus, term, order, amount, acct, payment, kid)
+    return PaymentProof(bytes(data), *_fields(data, Kind.PROOF, _PROOF, "payment proof"))
 
 
 def check_proof(
@@ -440,10 +425,7 @@ def check_proof(
         raise CodeError("wrong_request", "this proof pays another payment request")
     if proof.amount_fen != req.amount_fen:
         raise CodeError("wrong_amount", "this proof pays another amount")
-    key = issuer_keys.get(proof.kid)
-    if key is None:
-        raise CodeError("unknown_issuer", f"proof issuer key {proof.kid} is not known here")
-    if not key.ok(proof.sig, proof.signed):
+    if not _issuer_signed(proof, proof.kid, issuer_keys, "proof"):
         raise CodeError("forged", "proof signature does not verify (forged or altered)")
 
 

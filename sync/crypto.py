@@ -7,7 +7,6 @@ written with mode 0600 before any byte of the key goes into it.
 from __future__ import annotations
 
 import base64
-import os
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -15,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from sync.errors import ProtocolError, SignatureError
+from sync.files import write_private
 
 
 def b64e(b: bytes) -> str:
@@ -64,14 +64,7 @@ class SigningKey:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, pem)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_private(path, pem)
 
     @classmethod
     def load(cls, path: Path) -> SigningKey:

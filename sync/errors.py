@@ -9,7 +9,7 @@ edge.pos.control).
 ::
 
     YktError                        (drivers.errors) base of every ykt error
-    ├── DriverError                 (drivers.errors) a device failed
+    ├── DriverError                 (drivers.errors) a device failed: the tree drawn there
     ├── ConfigError                 a configuration file or option that cannot be used (exit 2)
     ├── MoneyError                  an amount that is not a valid number of fen
     ├── RuleError                   input that breaks a rule of the card system (R1-R20)
@@ -21,7 +21,7 @@ edge.pos.control).
     │   └── SqlError                    SQL that one of the databases cannot run
     ├── CardRefused                 a campus card whose data may not be used (``code`` says why)
     │   └── BadSignature                (sync.card.app) card data the issuer did not sign
-    ├── DeskError                   (sync.card.desk) encoding or reading a card at the desk failed
+    ├── DeskError                   encoding or reading a card at the desk failed (sync.card.desk)
     ├── SyncError                   talking to the other end failed
     │   ├── ProtocolError               bytes that are not a valid record, request or response
     │   │   └── CodeError                   a phone code, payment request or proof refused
@@ -31,7 +31,9 @@ edge.pos.control).
     │   └── ServerRefused               the server said no: a 4xx (status, code, message)
     │       └── AuthError                   401/403: unknown terminal, bad or stale signature
     ├── ServiceError                (sync.server.errors) the server's answers, one per status
-    ├── YktError                   (edge.errors) the terminal's own failures
+    ├── SsoError                    (sync.server.sso) single sign-on failed (drawn in
+    │                               sync.server.errors)
+    ├── EdgeError                   (edge.errors) the terminal's own failures
     └── SimError                    (sim.errors) the simulator's
 """
 

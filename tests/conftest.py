@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, settings
 from tests import dbs
 from tests.helpers import PosProc, ServerProc
 from tests.live import Live, open_live
+from tests.posutil import Rig, Shop
 
 # -- hypothesis: the same examples on every CI run, fresh ones on a developer's machine ------------
 # ``CI=true`` (CI runs ``bash .ci/run`` with it) loads "ci": examples derived from each test's own
@@ -132,6 +133,16 @@ def module_server(tmp_path_factory: pytest.TempPathFactory, db_kind: str) -> Ite
     s = ServerProc(tmp_path_factory.mktemp("server") / "server").start()
     yield s
     s.stop()
+
+
+@pytest.fixture
+def rig(shop: Shop, tmp_path: Path) -> Iterator[Rig]:
+    """The in-process engine (tests.posutil.Rig) enrolled at the server of the module's
+    ``shop`` (tests/test_pos_engine.py, tests/test_pos_limit.py); a module with a rig of
+    its own defines its own fixture."""
+    r = Rig(shop[0], tmp_path / "rig")
+    yield r
+    r.close()
 
 
 @pytest.fixture

@@ -16,9 +16,33 @@ from sim.harness.ykt import PosProcess, ServerProcess
 from sync.db import Database
 from tests import dbs
 
-__all__ = ["ROOT", "PosProc", "ServerProc", "free_port", "id_card", "wait_until", "ykt", "ykt_cmd"]
+__all__ = [
+    "DEV_ONLY",
+    "ROOT",
+    "PosProc",
+    "ServerProc",
+    "free_port",
+    "id_card",
+    "wait_until",
+    "ykt",
+    "ykt_cmd",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the packages (import names) of the [dev] extra only: ykt itself (``ykt bench`` included)
+#: imports none of them (tests/unit/test_architecture.py) and runs without them
+#: (tests/test_production_install.py)
+DEV_ONLY = (
+    "pytest",
+    "hypothesis",
+    "httpx",
+    "schemathesis",
+    "playwright",
+    "mypy",
+    "ruff",
+    "importlinter",
+    "grimp",
+)
 _W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 
 

@@ -3,12 +3,16 @@ stored for a terminal, switch the server off and on, drive ``ykt`` as a subproce
 
 from __future__ import annotations
 
+import itertools
 import json
+import signal
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
+
+import pytest
 
 from drivers.reader.base import PresentCard
 from edge import identity
@@ -28,6 +32,42 @@ from sync.crypto import VerifyKey, b64d
 from sync.db import Database
 from sync.records import to_json
 from tests.helpers import PosProc, ServerProc, free_port, wait_until
+
+#: a real ``ykt server`` and a ``ykt pos`` agent enrolled at it
+Shop: TypeAlias = tuple[ServerProc, PosProc]
+
+
+@contextmanager
+def running_shop(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Shop]:
+    """A server and an agent (terminal ``NAME-1``) for the tests of one module: the agent is
+    stopped afterwards, the server killed (a graceful stop waits out the agent's long-polls)."""
+    tmp = tmp_path_factory.mktemp(name)
+    server = ServerProc(tmp / "server").start()
+    try:
+        pos = PosProc(tmp / "pos", server, token=server.enroll_token(f"{name}-1")).start()
+        try:
+            yield server, pos
+        finally:
+            pos.stop()
+    finally:
+        server.stop(signal.SIGKILL)
+
+
+class NewCards:
+    """New accounts with a card (``PREFIX<n>``, n counting from ``first``: each module its own
+    range), topped up with ``topup_fen`` and known to the shop's agent before they are used."""
+
+    def __init__(self, prefix: str, first: int, topup_fen: int) -> None:
+        self.prefix, self.topup_fen = prefix, topup_fen
+        self._n = itertools.count(first)
+
+    def __call__(self, shop: Shop, **account: Any) -> dict[str, Any]:
+        """``account``: more of :meth:`ServerProc.add_account`'s options (``expires``)."""
+        server, pos = shop
+        n = next(self._n)
+        card = server.add_account(f"{self.prefix}{n}", n, topup_fen=self.topup_fen, **account)
+        pos.wait_card_known(card["card_no"])
+        return card
 
 
 def admin_args(server: ServerProc) -> list[str]:
@@ -166,6 +206,21 @@ def restart_server(server: ServerProc) -> ServerProc:
     """Start a stopped server again on the same port and data directory."""
     server.proc = None
     return server.start()
+
+
+@contextmanager
+def server_away(server: ServerProc, pos: PosProc, *, settled: bool = False) -> Iterator[None]:
+    """The server is away for the block (killed: a graceful stop waits out the agent's
+    long-poll); afterwards it runs again and the agent has pushed its journal.  ``settled``:
+    first every change so far has reached the agent (its feed is current)."""
+    if settled:
+        wait_feed_current(server, pos)
+    server.stop(signal.SIGKILL)
+    try:
+        yield
+    finally:
+        restart_server(server)
+        pos.wait_synced(20)
 
 
 def dead_url() -> str:

@@ -4,22 +4,18 @@ against a running agent, and ``--help`` on ``ykt`` and every subcommand."""
 from __future__ import annotations
 
 import json
-import signal
 from collections.abc import Iterator
 
 import pytest
 
 from tests.helpers import PosProc, ServerProc, free_port, ykt
+from tests.posutil import Shop, running_shop
 
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, PosProc]]:
-    tmp = tmp_path_factory.mktemp("cli")
-    server = ServerProc(tmp / "server").start()
-    pos = PosProc(tmp / "pos", server, token=server.enroll_token("cli-1")).start()
-    yield server, pos
-    pos.stop()
-    server.stop(signal.SIGKILL)
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    with running_shop(tmp_path_factory, "cli") as running:
+        yield running
 
 
 def sim_sale(pos: PosProc, *args: str) -> tuple[int, str, str]:

@@ -5,6 +5,7 @@ import (R1, R3)."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from sync.rules import AccountStatus
 from tests.helpers import id_card
@@ -13,6 +14,15 @@ from tests.live import Live, Pos
 
 def staff_token(live: Live, name: str, role: str) -> str:
     return str(live.admin("POST", "/v1/admin/staff", {"name": name, "role": role})["token"])
+
+
+def sold(live: Live, number: str, n: int, *, topup_fen: int, amount_fen: int) -> dict[str, Any]:
+    """A new account whose card paid ``amount_fen`` at a POS: the sale's bill (``id``: the
+    transfer a refund names)."""
+    card = live.add_account(number, n, topup_fen=topup_fen)
+    Pos(live.terminal("pos")).sell(card, amount_fen)
+    bills = live.admin("GET", f"/v1/admin/accounts/{number}")["bills"]
+    return next(b for b in bills if b["kind"] == "sale")
 
 
 def test_staff_roles_limit_what_each_may_do_and_everything_is_audited(live: Live) -> None:
@@ -155,32 +165,16 @@ def test_r14_r12_offline_overdraft_freezes_and_is_settled_before_cancellation(li
 
 
 def test_refunds_are_correcting_transfers_never_more_than_the_original(live: Live) -> None:
-    card = live.add_account("D7", 57, topup_fen=5000)
-    Pos(live.terminal("pos")).sell(card, 1200)
-    sale = next(
-        b for b in live.admin("GET", "/v1/admin/accounts/D7")["bills"] if b["kind"] == "sale"
-    )
-    part = live.admin(
-        "POST",
-        "/v1/admin/refunds",
-        {
-            "transfer_id": sale["id"],
-            "amount_fen": 200,
-            "reason": "cold soup",
-            "request_id": "rf-000001",
-        },
-    )
+    sale = sold(live, "D7", 57, topup_fen=5000, amount_fen=1200)
+    refund = {
+        "transfer_id": sale["id"],
+        "amount_fen": 200,
+        "reason": "cold soup",
+        "request_id": "rf-000001",
+    }
+    part = live.admin("POST", "/v1/admin/refunds", refund)
     assert (part["amount_fen"], part["balance_fen"]) == (200, 4000)
-    same = live.admin(
-        "POST",
-        "/v1/admin/refunds",
-        {
-            "transfer_id": sale["id"],
-            "amount_fen": 200,
-            "reason": "cold soup",
-            "request_id": "rf-000001",
-        },
-    )
+    same = live.admin("POST", "/v1/admin/refunds", refund)  # the same request again
     assert same["applied"] is False and same["balance_fen"] == 4000
     over = live.call(
         "POST",
@@ -198,11 +192,7 @@ def test_refunds_are_correcting_transfers_never_more_than_the_original(live: Liv
 
 def test_r14_no_refund_goes_back_into_a_cancelled_account(live: Live) -> None:
     """R14: after cancellation the balance was paid out; a later refund cannot land in it."""
-    card = live.add_account("D8", 58, topup_fen=3000)
-    Pos(live.terminal("pos")).sell(card, 1000)
-    sale = next(
-        b for b in live.admin("GET", "/v1/admin/accounts/D8")["bills"] if b["kind"] == "sale"
-    )
+    sale = sold(live, "D8", 58, topup_fen=3000, amount_fen=1000)
     assert live.admin("POST", "/v1/admin/accounts/D8/cancel")["paid_out_fen"] == 2000
     r = live.call(
         "POST", "/v1/admin/refunds", {"transfer_id": sale["id"], "reason": "late"}, live.token

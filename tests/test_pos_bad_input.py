@@ -4,7 +4,6 @@ it starts, with exit code 2 and a message that says what to fix."""
 
 from __future__ import annotations
 
-import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,16 +16,13 @@ from edge.cli import main
 from sim.control import AgentControl
 from sim.errors import SimUsageError
 from tests.helpers import PosProc, ServerProc, free_port, ykt
+from tests.posutil import Shop, running_shop
 
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, PosProc]]:
-    tmp = tmp_path_factory.mktemp("bad")
-    server = ServerProc(tmp / "server").start()
-    pos = PosProc(tmp / "pos", server, token=server.enroll_token("bad-1")).start()
-    yield server, pos
-    pos.stop()
-    server.stop(signal.SIGKILL)
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    with running_shop(tmp_path_factory, "bad") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

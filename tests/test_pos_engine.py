@@ -8,12 +8,10 @@ against the real server, and an :class:`sync.clock.ManualClock`.
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,17 +23,13 @@ from sim.control import AgentControl
 from sim.errors import SimUsageError
 from sync.errors import RuleError
 from tests.helpers import PosProc, ServerProc
-from tests.posutil import Rig
+from tests.posutil import NewCards, Rig, Shop, running_shop
 
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, PosProc]]:
-    tmp = tmp_path_factory.mktemp("engine")
-    server = ServerProc(tmp / "server").start()
-    pos = PosProc(tmp / "pos", server, token=server.enroll_token("engine-1")).start()
-    yield server, pos
-    pos.stop()
-    server.stop(signal.SIGKILL)  # a graceful stop waits out long-polls
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    with running_shop(tmp_path_factory, "engine") as running:
+        yield running
 
 
 @pytest.fixture
@@ -45,15 +39,7 @@ def ctl(shop: tuple[ServerProc, PosProc]) -> Iterator[AgentControl]:
     c.cancel()  # every test leaves the engine idle for the next
 
 
-_n = iter(range(100, 1000))
-
-
-def new_card(shop: tuple[ServerProc, PosProc], topup_fen: int = 20000) -> dict[str, Any]:
-    server, pos = shop
-    n = next(_n)
-    card = server.add_account(f"E{n}", n, topup_fen=topup_fen)
-    pos.wait_card_known(card["card_no"])
-    return card
+new_card = NewCards("E", 100, topup_fen=20000)
 
 
 def post(pos: PosProc, path: str, body: Any = None) -> requests.Response:
@@ -153,19 +139,19 @@ def test_tap_in_idle_is_ignored(shop: tuple[ServerProc, PosProc], ctl: AgentCont
 
 
 # -- in-process engine with a clock the test moves ------------------------------------------
-@pytest.fixture
-def rig(shop: tuple[ServerProc, PosProc], tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(shop[0], tmp_path / "rig")
-    yield r
-    r.close()
+def pin_asked(shop: Shop, rig: Rig) -> dict[str, Any]:
+    """A new card tapped on the in-process engine for ¥60.00, over its daily limit: the engine
+    asks for the consumption password (R6)."""
+    card = new_card(shop)
+    rig.engine.key_amount(6000)
+    rig.engine.on_card(rig.tap(card))
+    return card
 
 
 def test_pin_timeout_uses_the_injected_clock(shop: tuple[ServerProc, PosProc], rig: Rig) -> None:
     server, _ = shop
-    card = new_card(shop)
+    card = pin_asked(shop, rig)
     eng = rig.engine
-    eng.key_amount(6000)
-    eng.on_card(rig.tap(card))
     assert eng.screen()["state"] == State.WAIT_PIN
     rig.clock.advance(PIN_TIMEOUT_MS)
     assert eng.screen()["state"] == State.WAIT_PIN  # not yet: exactly at the limit
@@ -183,10 +169,8 @@ def test_pin_timeout_frees_the_engine_for_the_next_sale(
 ) -> None:
     """A new amount after the timeout must start a new sale even when no screen was read
     since the password was asked for."""
-    card = new_card(shop)
+    card = pin_asked(shop, rig)
     eng = rig.engine
-    eng.key_amount(6000)
-    eng.on_card(rig.tap(card))
     assert eng.screen()["state"] == State.WAIT_PIN
     rig.clock.advance(PIN_TIMEOUT_MS + 1)
     s = eng.key_amount(1000)
@@ -196,10 +180,8 @@ def test_pin_timeout_frees_the_engine_for_the_next_sale(
 
 
 def test_pin_in_time_is_accepted(shop: tuple[ServerProc, PosProc], rig: Rig) -> None:
-    card = new_card(shop)
+    card = pin_asked(shop, rig)
     eng = rig.engine
-    eng.key_amount(6000)
-    eng.on_card(rig.tap(card))
     rig.clock.advance(PIN_TIMEOUT_MS - 1)
     s = eng.key_pin(card["password"])
     assert s["state"] == State.APPROVED and s["balance_fen"] == 14000
@@ -207,10 +189,8 @@ def test_pin_in_time_is_accepted(shop: tuple[ServerProc, PosProc], rig: Rig) -> 
 
 
 def test_key_amount_while_pin_asked_is_refused(shop: tuple[ServerProc, PosProc], rig: Rig) -> None:
-    card = new_card(shop)
+    pin_asked(shop, rig)
     eng = rig.engine
-    eng.key_amount(6000)
-    eng.on_card(rig.tap(card))
     with pytest.raises(EngineError, match="cancel first"):
         eng.key_amount(100)
     assert eng.screen()["state"] == State.WAIT_PIN
@@ -323,10 +303,8 @@ def test_a_failing_decision_is_shown_and_the_engine_moves_on(
 
 
 def test_non_ascii_digits_are_not_a_password(shop: tuple[ServerProc, PosProc], rig: Rig) -> None:
-    card = new_card(shop)
+    pin_asked(shop, rig)
     eng = rig.engine
-    eng.key_amount(6000)
-    eng.on_card(rig.tap(card))
     with pytest.raises(RuleError):
         eng.key_pin("١٢٣٤٥٦")
     assert eng.screen()["state"] == State.WAIT_PIN
@@ -335,10 +313,8 @@ def test_non_ascii_digits_are_not_a_password(shop: tuple[ServerProc, PosProc], r
 def test_a_long_poll_returns_when_the_pin_times_out(
     shop: tuple[ServerProc, PosProc], rig: Rig
 ) -> None:
-    card = new_card(shop)
+    pin_asked(shop, rig)
     eng = rig.engine
-    eng.key_amount(6000)
-    eng.on_card(rig.tap(card))
     asked = eng.screen()
     assert asked["state"] == State.WAIT_PIN
     rig.clock.advance(PIN_TIMEOUT_MS + 1)

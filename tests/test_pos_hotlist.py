@@ -5,57 +5,30 @@ the delta has reached the terminal, the offline decision declines too; unlock/un
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from sim.control import AgentControl
 from tests.helpers import PosProc, ServerProc
 from tests.posutil import (
-    restart_server,
+    NewCards,
+    Shop,
+    running_shop,
     sale_amounts,
+    server_away,
     status_action,
     wait_account_cached,
-    wait_feed_current,
 )
 
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, PosProc]]:
-    tmp = tmp_path_factory.mktemp("hotlist")
-    server = ServerProc(tmp / "server").start()
-    pos = PosProc(tmp / "pos", server, token=server.enroll_token("hot-1")).start()
-    yield server, pos
-    pos.stop()
-    server.stop(signal.SIGKILL)
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    with running_shop(tmp_path_factory, "hot") as running:
+        yield running
 
 
-_n = iter(range(300, 1000))
-
-
-def new_card(shop: tuple[ServerProc, PosProc]) -> dict[str, Any]:
-    server, pos = shop
-    n = next(_n)
-    card = server.add_account(f"H{n}", n, topup_fen=10000)
-    pos.wait_card_known(card["card_no"])
-    return card
-
-
-class Offline:
-    """The server is away (killed) for the block; it comes back and the queue drains."""
-
-    def __init__(self, server: ServerProc, pos: PosProc) -> None:
-        self.server, self.pos = server, pos
-
-    def __enter__(self) -> None:
-        wait_feed_current(self.server, self.pos)  # every change so far has reached the agent
-        self.server.stop(signal.SIGKILL)
-
-    def __exit__(self, *exc: object) -> None:
-        restart_server(self.server)
-        self.pos.wait_synced(20)
+new_card = NewCards("H", 300, topup_fen=10000)
 
 
 @pytest.mark.parametrize(
@@ -73,14 +46,14 @@ def test_blocked_account_declined_online_and_offline_until_restored(
     # online: declined at once, before any delta could have arrived
     out = ctl.sale(200, card["card_no"])
     assert not out["approved"] and not out["offline"] and reason in out["reason"]
-    with Offline(server, pos):
+    with server_away(server, pos, settled=True):
         assert wait_account_cached(pos, card["account_id"])["status"] != "normal"
         off = ctl.sale(300, card["card_no"])
         assert not off["approved"] and off["offline"] and reason in off["reason"], off
         assert off["code"] == "declined"
     status_action(server, card["number"], restore)
     assert ctl.sale(400, card["card_no"])["approved"]
-    with Offline(server, pos):
+    with server_away(server, pos, settled=True):
         off = ctl.sale(500, card["card_no"])
         assert off["approved"] and off["offline"], off
     acct = server.account(card["number"])
@@ -97,7 +70,7 @@ def test_replaced_card_declined_online_and_offline(shop: tuple[ServerProc, PosPr
     assert not out["approved"] and not out["offline"] and "R11" in out["reason"]
     pos.wait_card_known(new["card_no"])
     assert ctl.sale(300, new["card_no"])["approved"]
-    with Offline(server, pos):
+    with server_away(server, pos, settled=True):
         off = ctl.sale(400, old["card_no"])
         assert not off["approved"] and off["offline"] and "R11" in off["reason"], off
         ok = ctl.sale(500, new["card_no"])
@@ -115,7 +88,7 @@ def test_card_with_the_wrong_uid_is_declined_online_and_offline(
     clone = "DEADBEEF" if card["uid"] != "DEADBEEF" else "CAFEBABE"
     out = ctl.sale(100, card["card_no"], uid=clone)
     assert not out["approved"] and "UID" in out["reason"]
-    with Offline(server, pos):
+    with server_away(server, pos, settled=True):
         off = ctl.sale(100, card["card_no"], uid=clone)
         assert not off["approved"] and off["offline"] and "UID" in off["reason"]
     assert sale_amounts(server.account(card["number"])) == []
@@ -126,7 +99,7 @@ def test_unknown_card_declined_online_and_offline(shop: tuple[ServerProc, PosPro
     ctl = AgentControl(pos.url)
     out = ctl.sale(100, "99999999")
     assert not out["approved"] and "unknown card" in out["reason"]
-    with Offline(server, pos):
+    with server_away(server, pos, settled=True):
         off = ctl.sale(100, "99999999")
         assert not off["approved"] and off["offline"] and "unknown card" in off["reason"]
 
@@ -134,13 +107,11 @@ def test_unknown_card_declined_online_and_offline(shop: tuple[ServerProc, PosPro
 def test_expired_card_declined_online_and_offline(shop: tuple[ServerProc, PosProc]) -> None:
     """R13: a card past its validity date pays nowhere."""
     server, pos = shop
-    n = next(_n)
-    card = server.add_account(f"H{n}", n, topup_fen=10000, expires="2020-12-31")
-    pos.wait_card_known(card["card_no"])
+    card = new_card(shop, expires="2020-12-31")
     ctl = AgentControl(pos.url)
     out = ctl.sale(100, card["card_no"])
     assert not out["approved"] and not out["offline"] and "R13" in out["reason"]
-    with Offline(server, pos):
+    with server_away(server, pos, settled=True):
         off = ctl.sale(100, card["card_no"])
         assert not off["approved"] and off["offline"] and "R13" in off["reason"]
     assert sale_amounts(server.account(card["number"])) == []

@@ -10,9 +10,7 @@ are journaled as ``pin_fail`` and counted by the server when they sync.
 from __future__ import annotations
 
 import datetime as dt
-import signal
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,12 +21,15 @@ from sync.rules import DEFAULT_DAILY_LIMIT_FEN
 from tests.handterm import HandTerminal
 from tests.helpers import PosProc, ServerProc, ykt
 from tests.posutil import (
+    NewCards,
     Rig,
+    Shop,
     admin_args,
     dead_url,
     journal_rows,
-    restart_server,
+    running_shop,
     sale_amounts,
+    server_away,
     set_policy,
     wait_account_cached,
     wait_feed_current,
@@ -39,41 +40,19 @@ LIMIT = DEFAULT_DAILY_LIMIT_FEN  # ¥50.00
 
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, PosProc]]:
-    tmp = tmp_path_factory.mktemp("limit")
-    server = ServerProc(tmp / "server").start()
-    pos = PosProc(tmp / "pos", server, token=server.enroll_token("limit-1")).start()
-    # offline risk limits well above the daily limit, so offline sales reach R6
-    set_policy(server, offline_max_purchase_fen=20000, offline_max_card_day_fen=100000)
-    wait_policy_cached(pos, offline_max_purchase_fen=20000, offline_max_card_day_fen=100000)
-    yield server, pos
-    pos.stop()
-    server.stop(signal.SIGKILL)
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    with running_shop(tmp_path_factory, "limit") as (server, pos):
+        # offline risk limits well above the daily limit, so offline sales reach R6
+        set_policy(server, offline_max_purchase_fen=20000, offline_max_card_day_fen=100000)
+        wait_policy_cached(pos, offline_max_purchase_fen=20000, offline_max_card_day_fen=100000)
+        yield server, pos
 
 
-_n = iter(range(200, 1000))
-
-
-def new_card(shop: tuple[ServerProc, PosProc], topup_fen: int = 30000) -> dict[str, Any]:
-    server, pos = shop
-    n = next(_n)
-    card = server.add_account(f"L{n}", n, topup_fen=topup_fen)
-    pos.wait_card_known(card["card_no"])
-    return card
+new_card = NewCards("L", 200, topup_fen=30000)
 
 
 def wrong_pin(card: dict[str, Any]) -> str:
     return "000000" if card["password"] != "000000" else "111111"
-
-
-def go_offline(server: ServerProc, pos: PosProc) -> None:
-    """The server goes away (killed: a graceful stop waits out the agent's long-poll)."""
-    server.stop(signal.SIGKILL)
-
-
-def come_back(server: ServerProc, pos: PosProc) -> dict[str, Any]:
-    restart_server(server)
-    return pos.wait_synced(20)
 
 
 def test_online_limit_needs_pin_and_correct_pin_resets(shop: tuple[ServerProc, PosProc]) -> None:
@@ -134,8 +113,7 @@ def test_offline_limit_pin_and_reset(shop: tuple[ServerProc, PosProc]) -> None:
     server, pos = shop
     card = new_card(shop)
     ctl = AgentControl(pos.url)
-    go_offline(server, pos)
-    try:
+    with server_away(server, pos):
         first = ctl.sale(3000, card["card_no"])
         assert first["approved"] and first["offline"] and first["balance_fen"] == 27000
         asked = ctl.sale(3000, card["card_no"])
@@ -147,8 +125,6 @@ def test_offline_limit_pin_and_reset(shop: tuple[ServerProc, PosProc]) -> None:
         # the PIN reset the tracked amount: 3000 + 2000 reaches but does not pass the limit
         assert ctl.sale(2000, card["card_no"])["approved"]
         assert ctl.sale(1, card["card_no"])["needs_pin"]
-    finally:
-        come_back(server, pos)
     kinds = [
         (r["kind"], r["pin"], r["amt"])
         for r in journal_rows(pos.data)
@@ -179,15 +155,12 @@ def test_offline_limit_counts_the_days_phone_payments(shop: tuple[ServerProc, Po
         phone.close()
     wait_account_cached(pos, card["account_id"], spent_fen=4500)
     ctl = AgentControl(pos.url)
-    go_offline(server, pos)
-    try:
+    with server_away(server, pos):
         asked = ctl.sale(1000, card["card_no"])
         assert asked["needs_pin"] and asked["offline"], asked
         ok = ctl.sale(1000, card["card_no"], pin=card["password"])
         assert ok["approved"] and ok["offline"], ok
         assert ctl.sale(4000, card["card_no"])["approved"]  # counts from the password: 5000
-    finally:
-        come_back(server, pos)
     assert sale_amounts(server.account(card["number"])) == [4500, 1000, 4000]
 
 
@@ -195,13 +168,10 @@ def test_offline_wrong_pins_count_at_sync(shop: tuple[ServerProc, PosProc]) -> N
     server, pos = shop
     card = new_card(shop)
     ctl = AgentControl(pos.url)
-    go_offline(server, pos)
-    try:
+    with server_away(server, pos):
         for left in (2, 1):
             out = ctl.sale(LIMIT + 1, card["card_no"], pin=wrong_pin(card))
             assert out["code"] == "wrong_pin" and out["offline"] and out["tries_left"] == left
-    finally:
-        come_back(server, pos)
     acct = server.account(card["number"])
     assert acct["pin_tries"] == 2 and sale_amounts(acct) == []
     # one more wrong try online locks it: the server counted the two offline ones
@@ -214,15 +184,12 @@ def test_offline_lockout_holds_until_desk_reset(shop: tuple[ServerProc, PosProc]
     server, pos = shop
     card = new_card(shop)
     ctl = AgentControl(pos.url)
-    go_offline(server, pos)
-    try:
+    with server_away(server, pos):
         for left in (2, 1, 0):
             out = ctl.sale(LIMIT + 1, card["card_no"], pin=wrong_pin(card))
             assert out["code"] == "wrong_pin" and out["tries_left"] == left
         locked = ctl.sale(LIMIT + 1, card["card_no"], pin=card["password"])
         assert locked["code"] == "pin_locked" and locked["offline"]
-    finally:
-        come_back(server, pos)
     acct = server.account(card["number"])
     assert acct["pin_tries"] == 3 and acct["pin_locked"]
     online = ctl.sale(LIMIT + 1, card["card_no"], pin=card["password"])
@@ -231,12 +198,9 @@ def test_offline_lockout_holds_until_desk_reset(shop: tuple[ServerProc, PosProc]
     assert r.returncode == 0, r.stderr
     wait_feed_current(server, pos)
     assert wait_account_cached(pos, card["account_id"])["pin_tries"] == 0
-    go_offline(server, pos)
-    try:
+    with server_away(server, pos):
         ok = ctl.sale(LIMIT + 1, card["card_no"], pin=card["password"])
         assert ok["approved"] and ok["offline"], ok
-    finally:
-        come_back(server, pos)
     acct = server.account(card["number"])
     assert sale_amounts(acct) == [LIMIT + 1] and acct["pin_tries"] == 0
     assert acct["spent_today_fen"] == LIMIT + 1
@@ -251,26 +215,16 @@ def test_online_wrong_tries_carry_into_offline(shop: tuple[ServerProc, PosProc])
         assert ctl.sale(LIMIT + 1, card["card_no"], pin=wrong_pin(card))["code"] == "wrong_pin"
     wait_feed_current(server, pos)
     assert wait_account_cached(pos, card["account_id"])["pin_tries"] == 2
-    go_offline(server, pos)
-    try:
+    with server_away(server, pos):
         out = ctl.sale(LIMIT + 1, card["card_no"], pin=wrong_pin(card))
         assert out["offline"] and out["code"] == "wrong_pin" and out["tries_left"] == 0
         assert ctl.sale(LIMIT + 1, card["card_no"], pin=card["password"])["code"] == "pin_locked"
-    finally:
-        come_back(server, pos)
     assert server.account(card["number"])["pin_tries"] == 3
 
 
 # -- R6 online before the sales have synced ---------------------------------------------------
 # The in-process engine (tests.posutil.Rig) pushes nothing, so the server knows the sales only
 # as holds on the amounts it authorized: exactly the window between a sale and its sync.
-@pytest.fixture
-def rig(shop: tuple[ServerProc, PosProc], tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(shop[0], tmp_path / "rig")
-    yield r
-    r.close()
-
-
 def rig_sale(rig: Rig, card: dict[str, Any], fen: int, pin: str | None = None) -> dict[str, Any]:
     eng = rig.engine
     eng.key_amount(fen)

@@ -15,20 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import DEV_ONLY, ROOT
 
 #: what a clone holds that ``pip install .`` builds from
 SOURCE = ("pyproject.toml", "README.md", "drivers", "sync", "edge", "sim", "kiosk_ui")
-DEV_ONLY = (
-    "pytest",
-    "hypothesis",
-    "httpx",
-    "schemathesis",
-    "playwright",
-    "mypy",
-    "ruff",
-    "importlinter",
-)
 
 
 def _run(*cmd: str, timeout: float, cwd: Path) -> subprocess.CompletedProcess[str]:

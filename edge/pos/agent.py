@@ -10,6 +10,7 @@ kept in ``reader_events`` and shown on the screens as a notice meanwhile (docs/h
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import random
@@ -43,6 +44,14 @@ from sync.errors import CardRefused
 from sync.records import CardRow
 
 log = logging.getLogger(__name__)
+
+
+def _close_quietly(device: CardReader | QrSource | None) -> None:
+    """Close a device the agent lets go of (it may already be gone: unplugged, its service
+    down)."""
+    if device is not None:
+        with contextlib.suppress(DriverError):
+            device.close()
 
 
 @dataclass
@@ -270,7 +279,8 @@ class PosAgent:
             except DriverError as exc:
                 self.camera_error = str(exc)
                 log.error("QR source error: %s (reopening)", exc)
-                self._close_camera()
+                _close_quietly(self.camera)
+                self.camera = None
                 continue
             if read is None:
                 continue
@@ -284,22 +294,6 @@ class PosAgent:
         cam = self.camera
         if cam is not None:
             cam.rearm()
-
-    def _close_camera(self) -> None:
-        if self.camera is not None:
-            try:
-                self.camera.close()
-            except DriverError:
-                pass
-            self.camera = None
-
-    def _close_reader(self) -> None:
-        if self.reader is not None:
-            try:
-                self.reader.close()
-            except DriverError:
-                pass
-            self.reader = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -329,8 +323,9 @@ class PosAgent:
             reader.wake()
         if self._reader_thread is not None:
             self._reader_thread.join(5)
-        self._close_reader()
-        self._close_camera()
+        _close_quietly(self.reader)
+        _close_quietly(self.camera)
+        self.reader = self.camera = None
 
     def alive(self) -> bool:
         camera_ok = self._camera_thread is None or (

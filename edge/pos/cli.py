@@ -5,17 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import socket
-import threading
 import tomllib
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from edge.pos.agent import PosAgent, PosConfig
 from edge.pos.control import create_control_app
 from sync.errors import ConfigError
-from sync.systemd import Watchdog, notify
+from sync.service import serve
 
 log = logging.getLogger(__name__)
 
@@ -142,38 +139,24 @@ def run(args: argparse.Namespace) -> int:
         sock.close()
         raise
     agent.start()
-    app = create_control_app(agent)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=cfg.control_host,
-            port=cfg.control_port,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=2,
+    base = f"http://{cfg.control_host}:{cfg.control_port}"
+
+    def banner() -> str:
+        return (
+            f"ykt pos {agent.ident.terminal_id} ({agent.ident.name}) ready; reader "
+            f"{cfg.reader}; camera {cfg.camera or 'none'}; cashier {base}/cashier; "
+            f"customer {base}/customer"
         )
-    )
 
-    def announce() -> None:
-        while not server.started and not server.should_exit:
-            threading.Event().wait(0.02)
-        if server.started:
-            base = f"http://{cfg.control_host}:{cfg.control_port}"
-            print(
-                f"ykt pos {agent.ident.terminal_id} ({agent.ident.name}) ready; reader "
-                f"{cfg.reader}; camera {cfg.camera or 'none'}; cashier {base}/cashier; "
-                f"customer {base}/customer",
-                flush=True,
-            )
-            notify("READY=1")
-
-    threading.Thread(target=announce, daemon=True).start()
-    dog = Watchdog(agent.alive)
-    dog.start()
     try:
-        server.run(sockets=[sock])
+        serve(
+            create_control_app(agent),
+            cfg.control_host,
+            cfg.control_port,
+            banner=banner,
+            alive=agent.alive,
+            sock=sock,
+        )
     finally:
-        dog.stop()
-        notify("STOPPING=1")
         agent.stop()
     return 0

@@ -125,11 +125,14 @@ def create_control_app(agent: PosAgent) -> FastAPI:
         agent.amount_keyed()
         return out
 
-    @app.post("/control/pin")
-    def pin(body: PinIn) -> dict[str, Any]:
-        out = engine.key_pin(body.pin)
+    def journaled(out: dict[str, Any]) -> dict[str, Any]:
+        """``out`` of an action that may have journaled a sale: the uplink sends it now."""
         agent.uplink.kick()
         return out
+
+    @app.post("/control/pin")
+    def pin(body: PinIn) -> dict[str, Any]:
+        return journaled(engine.key_pin(body.pin))
 
     @app.post("/control/cancel")
     def cancel() -> dict[str, Any]:
@@ -149,8 +152,7 @@ def create_control_app(agent: PosAgent) -> FastAPI:
         """A code read by other means (a keyboard-wedge scanner, a test): decided like a code
         from the camera."""
         engine.on_code(body.text)
-        agent.uplink.kick()
-        return engine.screen()
+        return journaled(engine.screen())
 
     @app.post("/control/reverse")
     def reverse() -> dict[str, Any]:
@@ -158,9 +160,7 @@ def create_control_app(agent: PosAgent) -> FastAPI:
 
     @app.post("/control/proof")
     def proof(body: ProofCodeIn) -> dict[str, Any]:
-        out = engine.key_proof_code(body.code)
-        agent.uplink.kick()
-        return out
+        return journaled(engine.key_proof_code(body.code))
 
     @app.get("/control/request.svg")
     def request_svg() -> Response:

@@ -245,7 +245,6 @@ class Decider:
         else:
             assert isinstance(auth.balance_fen, int) and isinstance(auth.limit_fen, int)
             balance, limit, off = auth.balance_fen, auth.limit_fen, False
-            account.update(auth.account())
 
         # the card first (tear-safe), then the journal, then the approval
         after = tracker.after_purchase(today, amount, pin_fact == "ok")
@@ -368,23 +367,31 @@ class Decider:
             method="card",
             card=records.CardFacts.read(view.identity.generation, counters, pin_fact),
         )
+        return self.authorize(req, account)
+
+    def authorize(
+        self, req: records.AuthorizeRequest, account: dict[str, Any]
+    ) -> AuthorizeAnswer | Outcome | None:
+        """The server's decision on a sale (a card's or a phone code's): its approval (it holds
+        the amount), its decline as an Outcome, or None when it cannot decide and the sale is
+        decided offline.  ``account`` gets what the server says of the account."""
         try:
             resp = self.client.authorize(req)
-        except ServerUnavailable as exc:
-            self.link.down(str(exc))
-            log.warning("server unavailable, deciding offline: %s", exc)
-            return None
-        except AuthError as exc:
-            self.link.down(str(exc))
-            log.error("server refused this terminal (%s); deciding offline", exc)
+        except (ServerUnavailable, AuthError) as exc:
+            self.undecided(exc)
             return None
         except ServerRefused as exc:
             return Outcome(
-                False, "declined", f"server refused the sale: {exc}", False, account=account
+                False,
+                "declined",
+                f"server refused the sale: {exc}",
+                False,
+                account=account,
+                method=req.method,
             )
         self.link.up()
+        account.update(resp.account())
         if not resp.approved:
-            account.update(resp.account())
             return Outcome(
                 False,
                 resp.code,
@@ -392,8 +399,17 @@ class Decider:
                 False,
                 balance_fen=resp.get("balance_fen"),
                 account=account,
+                method=req.method,
             )
         return resp
+
+    def undecided(self, exc: ServerUnavailable | AuthError) -> None:
+        """The server could not decide (``exc``): the link is down, the sale is decided offline."""
+        self.link.down(str(exc))
+        if isinstance(exc, AuthError):
+            log.error("server refused this terminal (%s); deciding offline", exc)
+        else:
+            log.warning("server unavailable, deciding offline: %s", exc)
 
     # -- offline ------------------------------------------------------------------------------
     def risk_refusal(self, account_id: int, amount: int, today: str) -> str | None:

@@ -29,14 +29,13 @@ from sync import codes, records, rules
 from sync.clock import campus_date
 from sync.crypto import SigningKey, VerifyKey
 from sync.errors import (
-    AuthError,
     CodeError,
     ProtocolError,
-    ServerRefused,
     ServerUnavailable,
     SyncError,
 )
 from sync.money import format_fen
+from sync.records import AuthorizeAnswer
 
 log = logging.getLogger(__name__)
 
@@ -112,38 +111,24 @@ class QrDecider:
         if self.base.journal.code_seen(code.serial, code.counter) is not None:
             return no("replayed", "this code was already used: refresh the code on the phone")
         if online_possible:
-            try:
-                return self._online(text, code, amount)
-            except ServerUnavailable as exc:
-                self.base.link.down(str(exc))
-                log.warning("server unavailable, deciding the code offline: %s", exc)
-            except AuthError as exc:
-                self.base.link.down(str(exc))
-                log.error("server refused this terminal (%s); deciding offline", exc)
-            except ServerRefused as exc:
-                return no("declined", f"server refused the sale: {exc}", False)
+            decided = self._online(text, code, amount)
+            if decided is not None:
+                return decided
         return self._offline(text, amount)
 
-    def _online(self, text: str, code: codes.PhoneCode, amount: int) -> Outcome:
+    def _online(self, text: str, code: codes.PhoneCode, amount: int) -> Outcome | None:
+        """The server's decision on the code, or None when it cannot decide."""
         b = self.base
-        seq = b.journal.next_seq
-        resp = b.client.authorize(
-            records.AuthorizeRequest(seq=seq, amount_fen=amount, method="qr-forward", qr=text)
+        account: dict[str, Any] = {}
+        req = records.AuthorizeRequest(
+            seq=b.journal.next_seq, amount_fen=amount, method="qr-forward", qr=text
         )
-        b.link.up()
-        account = resp.account()
-        if not resp.approved:
-            return Outcome(
-                False,
-                resp.code,
-                resp.reason,
-                False,
-                balance_fen=resp.get("balance_fen"),
-                account=account,
-                method="qr-forward",
-            )
+        resp = b.authorize(req, account)
+        if not isinstance(resp, AuthorizeAnswer):
+            return resp
         if not isinstance(resp.account_id, int):
-            raise ServerUnavailable(200, "bad_answer", "an approved code names no account")
+            b.undecided(ServerUnavailable(200, "bad_answer", "an approved code names no account"))
+            return None
         rec = records.code_sale(
             ts=b.clock.now_ms(),
             cred=code.cred,
@@ -158,12 +143,19 @@ class QrDecider:
             op=b.operator,
             auth=resp.get("auth_id"),
         )
-        done = b.journal.append(rec, code=(code.serial, code.counter))
+        return self._approved(rec, code, account)
+
+    def _approved(
+        self, rec: records.Entry, code: codes.PhoneCode, account: dict[str, Any]
+    ) -> Outcome:
+        """Journal the sale of ``code`` (durably: the code enters the seen-set with its record)
+        and approve it."""
+        done = self.base.journal.append(rec, code=(code.serial, code.counter))
         return Outcome(
             True,
             "ok",
-            "approved",
-            False,
+            "approved offline" if rec.off else "approved",
+            rec.off,
             rec.bal,
             done.seq,
             account,
@@ -231,17 +223,7 @@ class QrDecider:
             bal=available - amount,
             op=b.operator,
         )
-        done = b.journal.append(rec, code=(code.serial, code.counter))
-        return Outcome(
-            True,
-            "ok",
-            "approved offline",
-            True,
-            available - amount,
-            done.seq,
-            account,
-            method="qr-forward",
-        )
+        return self._approved(rec, code, account)
 
     # -- reverse scan -------------------------------------------------------------------------
     def start_reverse(self, amount: int) -> Pending:

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from sim.bench import Options
 
 MIX = ("me", "bills", "authorize", "topup")
+#: the kinds of the mix that are a GET of the app API with the holder's session
+GETS = {"me": "/v1/app/me", "bills": "/v1/app/bills?limit=20"}
 
 
 def _initial(idc: str) -> str:
@@ -123,16 +125,9 @@ def _worker(args: tuple[int, list[str], dict[str, Any], float, int, Any]) -> Non
         i = n % len(urls)
         t0 = time.perf_counter()
         try:
-            if kind == "me":
+            if kind in GETS:
                 r = sessions[i].get(
-                    urls[i] + "/v1/app/me",
-                    timeout=10,
-                    headers={"Authorization": f"Bearer {who['session']}"},
-                )
-                ok = r.ok
-            elif kind == "bills":
-                r = sessions[i].get(
-                    urls[i] + "/v1/app/bills?limit=20",
+                    urls[i] + GETS[kind],
                     timeout=10,
                     headers={"Authorization": f"Bearer {who['session']}"},
                 )

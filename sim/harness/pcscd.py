@@ -266,26 +266,39 @@ class VirtualReaders:
         self.state_path.unlink(missing_ok=True)
 
 
-def list_readers(socket_path: Path) -> list[str] | None:
-    """Reader names of the pcscd at ``socket_path`` (None while it does not answer).
+#: the start of every PC/SC child (:func:`_pcsc_child`): ``s`` the module, ``c`` a context
+_PCSC_CONTEXT = (
+    "from smartcard import scard as s\n"
+    "rv, c = s.SCardEstablishContext(s.SCARD_SCOPE_USER)\n"
+    "if rv: raise SystemExit(3)\n"
+)
 
-    Runs in a short child process: libpcsclite reads ``PCSCLITE_CSOCK_NAME`` once per
-    process, so the caller's own PC/SC context may belong to another pcscd."""
-    code = (
-        "from smartcard import scard as s\n"
-        "rv, c = s.SCardEstablishContext(s.SCARD_SCOPE_USER)\n"
-        "if rv: raise SystemExit(3)\n"
-        "rv, r = s.SCardListReaders(c, [])\n"
-        "print('\\n'.join(r) if rv == 0 else '')\n"
-    )
+
+def _pcsc_child(
+    socket_path: Path, code: str, args: list[str], timeout: float
+) -> subprocess.CompletedProcess[str] | None:
+    """Run ``code`` (after :data:`_PCSC_CONTEXT`) in a short child process talking to the pcscd
+    at ``socket_path``: libpcsclite reads ``PCSCLITE_CSOCK_NAME`` once per process, so the
+    caller's own PC/SC context may belong to another pcscd.  None when it does not end within
+    ``timeout``."""
     env = {**os.environ, "PCSCLITE_CSOCK_NAME": str(socket_path)}
     try:
-        out = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=10
+        return subprocess.run(
+            [sys.executable, "-c", _PCSC_CONTEXT + code, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired:
         return None
-    if out.returncode != 0:
+
+
+def list_readers(socket_path: Path) -> list[str] | None:
+    """Reader names of the pcscd at ``socket_path`` (None while it does not answer)."""
+    code = "rv, r = s.SCardListReaders(c, [])\nprint('\\n'.join(r) if rv == 0 else '')\n"
+    out = _pcsc_child(socket_path, code, [], 10)
+    if out is None or out.returncode != 0:
         return None
     return [line for line in out.stdout.splitlines() if line]
 
@@ -295,9 +308,6 @@ def wait_slot(socket_path: Path, reader: str, present: bool, timeout: float = 5.
     does not within ``timeout`` (or pcscd does not answer)."""
     code = (
         "import sys, time\n"
-        "from smartcard import scard as s\n"
-        "rv, c = s.SCardEstablishContext(s.SCARD_SCOPE_USER)\n"
-        "if rv: raise SystemExit(3)\n"
         "want = s.SCARD_STATE_PRESENT if sys.argv[2] == '1' else s.SCARD_STATE_EMPTY\n"
         "deadline = time.monotonic() + float(sys.argv[3]); state = 0\n"
         "while time.monotonic() < deadline:\n"
@@ -309,17 +319,9 @@ def wait_slot(socket_path: Path, reader: str, present: bool, timeout: float = 5.
         "        if state & want: raise SystemExit(0)\n"
         "raise SystemExit(1)\n"
     )
-    env = {**os.environ, "PCSCLITE_CSOCK_NAME": str(socket_path)}
-    try:
-        out = subprocess.run(
-            [sys.executable, "-c", code, reader, "1" if present else "0", str(timeout)],
-            env=env,
-            capture_output=True,
-            timeout=timeout + 10,
-        )
-    except subprocess.TimeoutExpired:
-        return False
-    return out.returncode == 0
+    args = [reader, "1" if present else "0", str(timeout)]
+    out = _pcsc_child(socket_path, code, args, timeout + 10)
+    return out is not None and out.returncode == 0
 
 
 # -- simulated cards on slots --------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 from urllib.parse import quote
 
 from sync.admin import desk
@@ -19,10 +19,10 @@ from sync.admin.common import (
 )
 from sync.card.desk import issue_on_reader, read_on_reader
 from sync.card.keys import Keystore
+from sync.cmdline import Sub, group, request_id
+from sync.cmdline import command as cmd
 from sync.errors import ConfigError
 from sync.money import format_fen
-
-Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -132,9 +132,7 @@ def keys_export(args: argparse.Namespace) -> int:
 
 
 def topup(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"amount_fen": args.amount, "channel": args.channel}
-    if args.request_id:
-        body["request_id"] = args.request_id
+    body = {"amount_fen": args.amount, "channel": args.channel, **request_id(args)}
     data = client_for(args).call("POST", account_path(args.number) + "/topups", body)
     return emit(args, data, print_account)
 
@@ -215,15 +213,7 @@ def add_parser(sub: Sub) -> None:
     p.add_argument("--token-file", help="admin or staff token file (or YKT_ADMIN_TOKEN_FILE)")
     groups = p.add_subparsers(dest="admin_command", metavar="SUBJECT", required=True)
 
-    def cmd(parent: Sub, name: str, fn: Any, help_text: str) -> argparse.ArgumentParser:
-        c: argparse.ArgumentParser = parent.add_parser(name, help=help_text, description=help_text)
-        c.add_argument("--json", action="store_true", help="print one JSON object")
-        c.set_defaults(func=fn)
-        return c
-
-    acct = groups.add_parser("account", help="card-holder accounts").add_subparsers(
-        dest="sub", metavar="ACTION", required=True
-    )
+    acct = group(groups, "account", "card-holder accounts")
     c = cmd(acct, "add", account_add, "add one account (R1 type; R3 initial passwords)")
     c.add_argument(
         "--number", required=True, help="student/staff number (card number for temporary)"
@@ -248,11 +238,9 @@ def add_parser(sub: Sub) -> None:
         c.set_defaults(action=action)
     c = cmd(acct, "pin-reset", account_pin_reset, "clear a consumption-password lockout (R5)")
     c.add_argument("--number", required=True)
-    desk.add_commands(groups, acct, cmd)  # the desk's business: reissue, extend, cancel, staff, …
+    desk.add_commands(groups, acct)  # the desk's business: reissue, extend, cancel, staff, …
 
-    roster = groups.add_parser("roster", help="roster CSV import").add_subparsers(
-        dest="sub", metavar="ACTION", required=True
-    )
+    roster = group(groups, "roster", "roster CSV import")
     c = cmd(
         roster,
         "import",
@@ -261,9 +249,7 @@ def add_parser(sub: Sub) -> None:
     )
     c.add_argument("file")
 
-    card = groups.add_parser("card", help="cards").add_subparsers(
-        dest="sub", metavar="ACTION", required=True
-    )
+    card = group(groups, "card", "cards")
     c = cmd(
         card, "issue", card_issue, "issue a card; earlier cards of the account stop working (R11)"
     )
@@ -287,9 +273,7 @@ def add_parser(sub: Sub) -> None:
     c.add_argument("--keystore", help="keystore file (default: fetched from the server)")
     c.add_argument("--wait", type=float, default=10.0)
 
-    keys = groups.add_parser("keys", help="card keys").add_subparsers(
-        dest="sub", metavar="ACTION", required=True
-    )
+    keys = group(groups, "keys", "card keys")
     c = cmd(
         keys,
         "export",
@@ -307,9 +291,7 @@ def add_parser(sub: Sub) -> None:
     c.add_argument("--channel", required=True, choices=["cash", "app", "wechat", "alipay", "bank"])
     c.add_argument("--request-id", help="idempotency key: a retried top-up with it applies once")
 
-    term = groups.add_parser("terminal", help="terminals").add_subparsers(
-        dest="sub", metavar="ACTION", required=True
-    )
+    term = group(groups, "terminal", "terminals")
     c = cmd(term, "enroll", terminal_enroll, "create a one-time enrollment token (printed alone)")
     c.add_argument("--role", required=True, choices=["pos", "kiosk", "gate"])
     c.add_argument("--name", required=True)
@@ -317,14 +299,10 @@ def add_parser(sub: Sub) -> None:
     c = cmd(term, "revoke", terminal_revoke, "revoke a terminal's key")
     c.add_argument("terminal_id")
 
-    led = groups.add_parser("ledger", help="the ledger").add_subparsers(
-        dest="sub", metavar="ACTION", required=True
-    )
+    led = group(groups, "ledger", "the ledger")
     cmd(led, "check", ledger_check, "check money conservation (exit 1 when it does not hold)")
     cmd(groups, "alarms", alarms, "tamper and integrity alarms raised by journal ingest")
-    pol = groups.add_parser("policy", help="terminal policy").add_subparsers(
-        dest="sub", metavar="ACTION", required=True
-    )
+    pol = group(groups, "policy", "terminal policy")
     cmd(pol, "show", policy_show, "show the policy terminals receive")
     c = cmd(pol, "set", policy_set, "set policy values, e.g. offline_max_purchase_fen=3000")
     c.add_argument("values", nargs="+", metavar="KEY=VALUE")

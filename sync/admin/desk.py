@@ -5,18 +5,16 @@ staff accounts with roles, and the audit log.  Registered by :mod:`sync.admin.cl
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from typing import Any, TypeAlias
+from typing import Any
 from urllib.parse import quote
 
 from sync.admin.common import account_path, amount_arg, client_for, emit, print_account
+from sync.cmdline import Sub, group, request_id
+from sync.cmdline import command as cmd
 from sync.errors import ConfigError
 from sync.money import format_fen
 from sync.server.electricity import expand_rooms
 from sync.server.errors import Invalid
-
-Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-Cmd: TypeAlias = Callable[[Sub, str, Any, str], argparse.ArgumentParser]
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -73,11 +71,9 @@ def found_close(args: argparse.Namespace) -> int:
 
 
 def refund(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"transfer_id": args.transfer, "reason": args.reason}
+    body: dict[str, Any] = {"transfer_id": args.transfer, "reason": args.reason, **request_id(args)}
     if args.amount is not None:
         body["amount_fen"] = args.amount
-    if args.request_id:
-        body["request_id"] = args.request_id
     data = client_for(args).call("POST", "/v1/admin/refunds", body)
     return emit(
         args,
@@ -162,7 +158,7 @@ def room_show(args: argparse.Namespace) -> int:
 
 
 # -- registration -----------------------------------------------------------------------------------
-def add_commands(groups: Sub, account: Sub, cmd: Cmd) -> None:
+def add_commands(groups: Sub, account: Sub) -> None:
     """Add the desk commands to ``ykt admin`` (``groups``) and ``ykt admin account``."""
     c = cmd(
         account, "reissue", reissue, "reissue a card of any type; the fee from the balance (R11)"
@@ -190,15 +186,11 @@ def add_commands(groups: Sub, account: Sub, cmd: Cmd) -> None:
     c.add_argument("--reason", required=True)
     c.add_argument("--request-id", help="idempotency key")
 
-    found = groups.add_parser("found-card", help="found cards (R17)").add_subparsers(
-        dest="sub", metavar="ACTION", required=True
-    )
+    found = group(groups, "found-card", "found cards (R17)")
     c = cmd(found, "close", found_close, "close a registration: the card went back")
     c.add_argument("id", type=int)
 
-    st = groups.add_parser("staff", help="staff accounts with roles").add_subparsers(
-        dest="sub", metavar="ACTION", required=True
-    )
+    st = group(groups, "staff", "staff accounts with roles")
     c = cmd(st, "add", staff_add, "add a staff member; prints their token (shown once)")
     c.add_argument("--name", required=True, help="2-32 lower-case letters, digits, . _ -")
     c.add_argument(
@@ -214,9 +206,7 @@ def add_commands(groups: Sub, account: Sub, cmd: Cmd) -> None:
     c.add_argument("--limit", type=int, default=50)
     c.add_argument("--actor", help="only this staff member")
 
-    el = groups.add_parser("electricity", help="dorm buildings and rooms (R15)").add_subparsers(
-        dest="sub", metavar="ACTION", required=True
-    )
+    el = group(groups, "electricity", "dorm buildings and rooms (R15)")
     c = cmd(el, "add-building", building_add, "add (or rename) a building and add rooms")
     c.add_argument("--code", required=True, help="building code, e.g. B1")
     c.add_argument("--name", required=True, help="building name, e.g. 一号公寓")

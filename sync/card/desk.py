@@ -21,13 +21,9 @@ from drivers.registry import open_device
 from sync.card.app import CampusCard
 from sync.card.keys import Keystore
 from sync.card.layout import Counters, Identity
-from sync.errors import CardRefused, YktError
+from sync.errors import CardRefused, DeskError
 
 log = logging.getLogger(__name__)
-
-
-class DeskError(YktError):
-    pass
 
 
 def _has_uid(card: PresentCard | None) -> bool:
@@ -128,20 +124,4 @@ def read_on_reader(url: str, keys: Keystore, timeout: float = 10.0) -> dict[str,
 
 
 def describe(ident: Identity, counters: Counters) -> dict[str, Any]:
-    return {
-        "card_no": ident.card_no,
-        "account_id": ident.account_id,
-        "type": ident.card_type,
-        "generation": ident.generation,
-        "expires": ident.expires,
-        "issued": ident.issued,
-        "layout_version": ident.version,
-        "counters": {
-            "seq": counters.seq,
-            "day": counters.day,
-            "spent_fen": counters.spent_fen,
-            "taps": counters.taps,
-            "pin_tries": counters.tries,
-            "pin_epoch": counters.epoch,
-        },
-    }
+    return {**ident.describe(), "layout_version": ident.version, "counters": counters.describe()}

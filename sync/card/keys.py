@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.ciphers import algorithms
 
 from sync.crypto import SigningKey, VerifyKey, b64d, b64e
 from sync.errors import ConfigError
+from sync.files import write_private
 
 FORMAT = "ykt-card-keystore"
 MASTERS = ("id_read", "id_write", "ctr_read", "ctr_write", "ctr_mac", "pin", "tag_read")
@@ -167,15 +168,7 @@ class Keystore:
     def save(self, path: Path) -> None:
         """Write mode 0600 (before any key byte goes in), atomically."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, json.dumps(self.to_dict(), indent=2).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_private(path, json.dumps(self.to_dict(), indent=2).encode())
 
     @classmethod
     def load(cls, path: Path) -> Keystore:

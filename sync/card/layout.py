@@ -45,6 +45,7 @@ import datetime as dt
 import hashlib
 import hmac
 from dataclasses import dataclass, replace
+from typing import Any
 
 from drivers.card.mifare_classic import Conditions, trailer
 from sync.card.keys import Keystore, aes_cmac
@@ -115,6 +116,18 @@ class Identity:
             + day_number(self.expires).to_bytes(2, "big")
             + day_number(self.issued).to_bytes(2, "big")
         )
+
+    def describe(self) -> dict[str, Any]:
+        """The card's identity as ``ykt admin card read`` and ``ykt sim card dump`` print it
+        (each adds the versions it shows)."""
+        return {
+            "card_no": self.card_no,
+            "account_id": self.account_id,
+            "type": self.card_type,
+            "generation": self.generation,
+            "expires": self.expires,
+            "issued": self.issued,
+        }
 
     def card_no_block(self) -> bytes:
         raw = self.card_no.encode("ascii")
@@ -260,6 +273,17 @@ class Counters:
     taps: int = 0  # sales on this card
     tries: int = 0  # R5: wrong consumption passwords since the last correct one / desk reset
     epoch: int = 0  # the desk reset (mod 256) the tries count from
+
+    def describe(self) -> dict[str, Any]:
+        """The counters as the desk and the dump print them."""
+        return {
+            "seq": self.seq,
+            "day": self.day,
+            "spent_fen": self.spent_fen,
+            "taps": self.taps,
+            "pin_tries": self.tries,
+            "pin_epoch": self.epoch,
+        }
 
     def body(self) -> bytes:
         day = 0 if self.day is None else day_number(self.day) + 1

@@ -32,6 +32,7 @@ are ``REPEATABLE READ READ ONLY``: one snapshot, like SQLite's WAL read transact
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -195,6 +196,13 @@ def convert(exc: psycopg.Error, what: str) -> StoreError:
     if isinstance(exc, pgerr.LockNotAvailable):
         return StoreError(f"{what}: the database is busy (lock timeout)")
     return StoreError(f"{what}: {str(exc).strip() or type(exc).__name__}")
+
+
+def _rollback_quietly(conn: Session) -> None:
+    """End a failed transaction; an error doing so is the pool's to see (a broken connection
+    is not reused), the caller raises the first one."""
+    with contextlib.suppress(StoreError):
+        conn.run("ROLLBACK")
 
 
 class Session:
@@ -416,10 +424,7 @@ class Backend:
             yield conn
         except BaseException:
             self._local.conn = None
-            try:
-                conn.run("ROLLBACK")
-            except StoreError:
-                pass
+            _rollback_quietly(conn)
             self._put(conn)
             raise
         self._local.conn = None
@@ -427,10 +432,7 @@ class Backend:
             conn.run("COMMIT")
         except StoreError:
             if not conn.broken:
-                try:
-                    conn.run("ROLLBACK")
-                except StoreError:
-                    pass
+                _rollback_quietly(conn)
             self._put(conn)
             raise
         self._put(conn)

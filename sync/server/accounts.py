@@ -13,7 +13,7 @@ from sync import rules
 from sync.card import layout
 from sync.clock import iso
 from sync.crypto import b64e
-from sync.db import Tx, placeholders
+from sync.db import Row, Tx, placeholders
 from sync.errors import MoneyError, RuleError, StoreConflict
 from sync.money import check_fen, parse_amount
 from sync.passwords import hash_password
@@ -86,6 +86,18 @@ def get_account(ctx: Context, number: str) -> dict[str, Any]:
     if row is None:
         raise NotFound(f"no account with number {number!r}", "no_account")
     return dict(row)
+
+
+def account_row(tx: Tx, number: str, *, cancelled: str = "") -> Row:
+    """The account ``number`` (``id``, ``status``, ``flags``, ``expires``), read in ``tx``:
+    NotFound ``no_account`` when there is none; with ``cancelled``, a cancelled account is
+    refused with that message (Conflict ``bad_status``, R14)."""
+    a = tx.one("SELECT id, status, flags, expires FROM accounts WHERE number = ?", (number,))
+    if a is None:
+        raise NotFound(f"no account with number {number!r}", "no_account")
+    if cancelled and a["status"] == AccountStatus.CANCELLED:
+        raise Conflict(cancelled, "bad_status")
+    return a
 
 
 def _validated(
@@ -335,9 +347,7 @@ def change_status(ctx: Context, number: str, action: str, actor: str = "admin") 
         raise Invalid(f"unknown status action {action!r}", "bad_action")
     allowed, target, detail = _TRANSITIONS[action]
     with ctx.db.tx() as tx:
-        a = tx.one("SELECT id, status, flags FROM accounts WHERE number = ?", (number,))
-        if a is None:
-            raise NotFound(f"no account with number {number!r}", "no_account")
+        a = account_row(tx, number)
         if AccountStatus(a["status"]) not in allowed:
             raise Conflict(f"cannot {action} an account that is {a['status']}", "bad_status")
         # R10/R12: a card reported lost stays lost through a freeze and its unfreeze
@@ -373,9 +383,7 @@ def set_status(
 def reset_pin_tries(ctx: Context, number: str, actor: str = "admin") -> dict[str, Any]:
     """R5: only the desk clears a consumption-password lockout."""
     with ctx.db.tx() as tx:
-        a = tx.one("SELECT id FROM accounts WHERE number = ?", (number,))
-        if a is None:
-            raise NotFound(f"no account with number {number!r}", "no_account")
+        a = account_row(tx, number)
         # pin_epoch tells terminals to clear the wrong tries kept on the card at its next tap
         tx.execute(
             "UPDATE accounts SET pin_tries = 0, pin_epoch = pin_epoch + 1, version = ? "
@@ -411,11 +419,7 @@ def issue_card(
     can simply run the same command again."""
     uid = check_uid(uid, ctx)
     with ctx.db.tx() as tx:
-        a = tx.one("SELECT id, status FROM accounts WHERE number = ?", (number,))
-        if a is None:
-            raise NotFound(f"no account with number {number!r}", "no_account")
-        if a["status"] == AccountStatus.CANCELLED:
-            raise Conflict("the account is cancelled (R14)", "bad_status")
+        a = account_row(tx, number, cancelled="the account is cancelled (R14)")
         same = tx.one(
             "SELECT card_no, uid, generation, account_id, identity FROM cards "
             "WHERE uid = ? AND status = 'active' AND account_id = ? AND identity != ''",

@@ -6,21 +6,18 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import secrets
-import threading
-import time
 from pathlib import Path
 
 import requests
-import uvicorn
 
 from sync.db import is_postgres_url
 from sync.errors import ConfigError
+from sync.files import write_private
 from sync.passwords import MAX_LOG2_N, MIN_LOG2_N
 from sync.server.app import create_app
 from sync.server.context import Context, ServerConfig
-from sync.systemd import Watchdog, notify
+from sync.service import serve
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +97,7 @@ def ensure_admin_token(ctx: Context) -> tuple[Path, bool]:
                 "not exist: copy admin.token from the server that created it"
             )
         token = secrets.token_urlsafe(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
+        write_private(path, (token + "\n").encode())
         ctx.put_setting(tx, "admin_token_sha256", hashlib.sha256(token.encode()).hexdigest())
     return path, True
 
@@ -129,49 +124,26 @@ def run(args: argparse.Namespace) -> int:
         print(f"admin credential created: {token_path}", flush=True)
     else:
         print(f"admin credential: {token_path}", flush=True)
-    app = create_app(ctx)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=args.host,
-            port=args.port,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=2,  # long-polls must not hold a stop
-        )
-    )
-
-    def announce() -> None:
-        while not server.started and not server.should_exit:
-            time.sleep(0.02)
-        if server.started:
-            print(
-                f"ykt server listening on http://{args.host}:{args.port} (data {args.data}, "
-                f"database {ctx.db.name})",
-                flush=True,
-            )
-            notify("READY=1")
-        while not server.should_exit:
-            time.sleep(0.05)
-        ctx.notifier.close()  # answer the long-polls so the stop is not held up by them
 
     def alive() -> bool:
         """The watchdog is fed only while the server answers its own health check."""
 
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
         try:
-            return (
-                bool(server.started)
-                and requests.get(f"http://{host}:{args.port}/v1/health", timeout=5).ok
-            )
+            return requests.get(f"http://{host}:{args.port}/v1/health", timeout=5).ok
         except requests.RequestException:
             return False
 
-    threading.Thread(target=announce, daemon=True).start()
-    dog = Watchdog(alive)
-    dog.start()
-    server.run()
-    dog.stop()
-    notify("STOPPING=1")
+    serve(
+        create_app(ctx),
+        args.host,
+        args.port,
+        banner=lambda: (
+            f"ykt server listening on http://{args.host}:{args.port} (data {args.data}, "
+            f"database {ctx.db.name})"
+        ),
+        alive=alive,
+        on_stop=ctx.notifier.close,  # answers the long-polls
+    )
     ctx.db.close()
     return 0

@@ -13,7 +13,7 @@ from sync import rules
 from sync.money import check_fen, format_fen
 from sync.rules import AccountStatus
 from sync.server import ledger
-from sync.server.accounts import event, get_account, set_status, show_account
+from sync.server.accounts import account_row, event, get_account, set_status, show_account
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid, NotFound
 
@@ -31,11 +31,7 @@ def extend(ctx: Context, number: str, expires: str, actor: str) -> dict[str, Any
     if new.isoformat() < ctx.today():
         raise Invalid("an extension ends today or later", "bad_date")
     with ctx.db.tx() as tx:
-        a = tx.one("SELECT id, status, expires FROM accounts WHERE number = ?", (number,))
-        if a is None:
-            raise NotFound(f"no account with number {number!r}", "no_account")
-        if a["status"] == AccountStatus.CANCELLED:
-            raise Conflict("the account is cancelled (R14)", "bad_status")
+        a = account_row(tx, number, cancelled="the account is cancelled (R14)")
         tx.execute(
             "UPDATE accounts SET expires = ?, version = ? WHERE id = ?",
             (new.isoformat(), next_version(tx), a["id"]),
@@ -60,11 +56,7 @@ def cancel(ctx: Context, number: str, actor: str) -> dict[str, Any]:
     transition balance moves into the balance, and the balance is paid out in cash at the desk
     (a ``payout`` transfer to the cash channel).  A negative balance is settled first."""
     with ctx.db.tx() as tx:
-        a = tx.one("SELECT id, status FROM accounts WHERE number = ?", (number,))
-        if a is None:
-            raise NotFound(f"no account with number {number!r}", "no_account")
-        if a["status"] == AccountStatus.CANCELLED:
-            raise Conflict("the account is already cancelled (R14)", "bad_status")
+        a = account_row(tx, number, cancelled="the account is already cancelled (R14)")
         aid = a["id"]
         wallet, trans = ledger.balances(tx, aid)
         if wallet + trans < 0:

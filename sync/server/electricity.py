@@ -116,17 +116,10 @@ def transfer(
         if tx.one("SELECT 1 FROM transfers WHERE id = ?", (tid,)):
             applied = False
         else:
-            wallet, _trans = ledger.balances(tx, aid)
-            held = int(
-                tx.scalar(
-                    "SELECT COALESCE(SUM(amount), 0) FROM holds WHERE account_id = ? "
-                    "AND expires_ms > ?",
-                    (aid, ctx.now_ms()),
-                )
-            )
-            if amount_fen > wallet - held:
+            spendable = ledger.spendable(tx, aid, ctx.now_ms())
+            if amount_fen > spendable:
                 raise Conflict(
-                    f"insufficient balance ({format_fen(max(wallet - held, 0))})", "insufficient"
+                    f"insufficient balance ({format_fen(max(spendable, 0))})", "insufficient"
                 )
             ledger.ensure(tx, target, "electricity")
             ledger.transfer(

@@ -5,13 +5,17 @@
 ::
 
     YktError                (drivers.errors)
-    └── ServiceError        (http_status, code, message): the error shape of the API
-        ├── Invalid             422 a field that breaks a rule or a format
-        ├── Unauthorized        401 missing or bad credentials, bad request signature
-        ├── Forbidden           403 authenticated, but not allowed (revoked terminal, wrong role)
-        ├── NotFound            404 no such account, card, terminal
-        ├── Conflict            409 a duplicate, or a state that does not allow the operation
-        └── TooManyRequests     429 a rate limit (card-less operations, R10)
+    ├── ServiceError        400 (message, code): the error shape of the API; ``code`` defaults
+    │   │                   to the class's own
+    │   ├── Invalid             422 a field that breaks a rule or a format
+    │   ├── Unauthorized        401 missing or bad credentials, bad request signature
+    │   ├── Forbidden           403 authenticated, but not allowed (revoked terminal, wrong role)
+    │   ├── NotFound            404 no such account, card, terminal
+    │   ├── Conflict            409 a duplicate, or a state that does not allow the operation
+    │   └── TooManyRequests     429 a rate limit (card-less operations, R10); ``retry_after_s``
+    └── SsoError            (sync.server.sso) 401 the identity provider could not be reached
+                            or answered something we cannot accept (the sign-in answers
+                            Unauthorized ``sso_failed``)
 """
 
 from __future__ import annotations
@@ -21,42 +25,43 @@ from sync.errors import YktError
 
 class ServiceError(YktError):
     http_status = 400
-    default_code = "bad_request"
+    code = "bad_request"
 
     def __init__(self, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.code = code or self.default_code
+        if code:
+            self.code = code
 
 
 class Invalid(ServiceError):
     http_status = 422
-    default_code = "invalid"
+    code = "invalid"
 
 
 class Unauthorized(ServiceError):
     http_status = 401
-    default_code = "unauthorized"
+    code = "unauthorized"
 
 
 class Forbidden(ServiceError):
     http_status = 403
-    default_code = "forbidden"
+    code = "forbidden"
 
 
 class NotFound(ServiceError):
     http_status = 404
-    default_code = "not_found"
+    code = "not_found"
 
 
 class Conflict(ServiceError):
     http_status = 409
-    default_code = "conflict"
+    code = "conflict"
 
 
 class TooManyRequests(ServiceError):
     http_status = 429
-    default_code = "rate_limited"
+    code = "rate_limited"
 
     def __init__(self, message: str, retry_after_s: int, code: str | None = None) -> None:
         super().__init__(message, code)

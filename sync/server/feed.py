@@ -10,13 +10,24 @@ never splits a version, so a terminal that stores the returned version never mis
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
+
+from sync.db import Tx
 from sync.records import UNSET, AccountSnapshot, CardRow, CertRow, CodesInfo, FeedPage, IssuerKey
 from sync.server import codes
 from sync.server.context import Context
 
 PAGE = 2000
+
+_Row = TypeVar("_Row", AccountSnapshot, CardRow, CertRow)
+
+
+def _rows(rd: Tx, cls: type[_Row], sql: str, params: tuple[int, int]) -> list[_Row]:
+    """The rows of ``sql``, whose columns are named as the fields of ``cls`` (0/1 read as
+    ``false``/``true`` where the field is a boolean: SQLite has no boolean type)."""
+    return [msgspec.convert(dict(r), cls, strict=False) for r in rd.all(sql, params)]
 
 
 def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) -> FeedPage:
@@ -35,62 +46,32 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
         )
         if cut is not None:
             upto = int(cut) - 1 if int(cut) - 1 > since else int(cut)
-        accounts = [
-            AccountSnapshot(
-                id=r["id"],
-                number=r["number"],
-                name=r["name"],
-                type=r["type"],
-                status=r["status"],
-                balance_fen=int(r["wallet"] or 0),
-                transition_fen=int(r["trans"] or 0),
-                limit_fen=r["limit_fen"],
-                spent_day=r["spent_day"],
-                spent_fen=r["spent_fen"],
-                pin_tries=r["pin_tries"],
-                pin_verifier=r["consume_pw"],
-                pin_epoch=r["pin_epoch"],
-                expires=r["expires"],
-                version=r["version"],
-            )
-            for r in rd.all(
-                "SELECT a.*, w.balance AS wallet, t.balance AS trans FROM accounts a "
-                "LEFT JOIN ledger_accounts w ON w.id = 'w:' || a.id "
-                "LEFT JOIN ledger_accounts t ON t.id = 't:' || a.id "
-                "WHERE a.version > ? AND a.version <= ? ORDER BY a.version, a.id",
-                (since, upto),
-            )
-        ]
-        cards = [
-            CardRow(
-                card_no=r["card_no"],
-                account_id=r["account_id"],
-                uid=r["uid"],
-                generation=r["generation"],
-                status=r["status"],
-                version=r["version"],
-                identity=r["identity"],
-            )
-            for r in rd.all(
-                "SELECT card_no, account_id, uid, generation, status, version, identity FROM cards "
-                "WHERE version > ? AND version <= ? ORDER BY version, card_no",
-                (since, upto),
-            )
-        ]
-        certs = [
-            CertRow(
-                serial=r["serial"],
-                account_id=r["account_id"],
-                raw=r["raw"],
-                revoked=bool(r["revoked"]),
-                version=r["version"],
-            )
-            for r in rd.all(
-                "SELECT serial, account_id, raw, revoked, version FROM wallet_certs "
-                "WHERE version > ? AND version <= ? ORDER BY version, serial",
-                (since, upto),
-            )
-        ]
+        accounts = _rows(
+            rd,
+            AccountSnapshot,
+            "SELECT a.id, a.number, a.name, a.type, a.status, "
+            "COALESCE(w.balance, 0) AS balance_fen, COALESCE(t.balance, 0) AS transition_fen, "
+            "a.limit_fen, a.spent_day, a.spent_fen, a.pin_tries, a.consume_pw AS pin_verifier, "
+            "a.pin_epoch, a.expires, a.version FROM accounts a "
+            "LEFT JOIN ledger_accounts w ON w.id = 'w:' || a.id "
+            "LEFT JOIN ledger_accounts t ON t.id = 't:' || a.id "
+            "WHERE a.version > ? AND a.version <= ? ORDER BY a.version, a.id",
+            (since, upto),
+        )
+        cards = _rows(
+            rd,
+            CardRow,
+            "SELECT card_no, account_id, uid, generation, status, version, identity FROM cards "
+            "WHERE version > ? AND version <= ? ORDER BY version, card_no",
+            (since, upto),
+        )
+        certs = _rows(
+            rd,
+            CertRow,
+            "SELECT serial, account_id, raw, revoked, version FROM wallet_certs "
+            "WHERE version > ? AND version <= ? ORDER BY version, serial",
+            (since, upto),
+        )
         ack = int(rd.scalar("SELECT head_seq FROM terminals WHERE id = ?", (terminal["id"],)))
         policy_version = int(
             rd.scalar("SELECT value FROM settings WHERE key = 'policy_version'") or 0

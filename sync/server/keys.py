@@ -18,6 +18,7 @@ from sync.card.keys import MASTERS, Keystore
 from sync.crypto import SigningKey, VerifyKey
 from sync.db import Database, Tx
 from sync.errors import ConfigError
+from sync.files import write_private
 
 ISSUER_KID = 1
 
@@ -38,17 +39,6 @@ class Issuer:
 
     def public_keys(self) -> dict[int, VerifyKey]:
         return {self.kid: self.key.public}
-
-
-def _write_secret(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def code_issuer(data: Path, db: Database) -> Issuer:
@@ -98,7 +88,7 @@ def _issuer_files(data: Path, db: Database, key: SigningKey, secret: bytes) -> N
     if not key_path.exists():
         key.save(key_path)
     if not secret_path.exists():
-        _write_secret(secret_path, secret)
+        write_private(secret_path, secret)
 
 
 def card_keys(data: Path, db: Database, campus_id: str) -> Keystore:

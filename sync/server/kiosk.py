@@ -26,9 +26,12 @@ from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid
 
 
-def _usable(row: dict[str, Any]) -> None:
+def _usable_card(ctx: Context, proof: dict[str, Any]) -> dict[str, Any]:
+    """The account of the card on the kiosk's reader (its proof checked), if not cancelled."""
+    row = cardproof.verify(ctx, proof)
     if row["status"] == AccountStatus.CANCELLED:
         raise Conflict("the account is cancelled (R14)", "bad_status")
+    return row
 
 
 def read(ctx: Context, terminal: dict[str, Any], proof: dict[str, Any]) -> dict[str, Any]:
@@ -50,8 +53,7 @@ def read(ctx: Context, terminal: dict[str, Any], proof: dict[str, Any]) -> dict[
 def change_query_password(
     ctx: Context, terminal: dict[str, Any], proof: dict[str, Any], old: str, new: str
 ) -> dict[str, Any]:
-    row = cardproof.verify(ctx, proof)
-    _usable(row)
+    row = _usable_card(ctx, proof)
     return holder_ops.change_query_password(ctx, row, old, new, actor=terminal["id"])
 
 
@@ -63,8 +65,7 @@ def change_consume_password(
     new: str,
 ) -> dict[str, Any]:
     """R5: the consumption password is written on the card; it changes only with the card."""
-    row = cardproof.verify(ctx, proof)
-    _usable(row)
+    row = _usable_card(ctx, proof)
     try:
         rules.check_password_format(new)
     except RuleError as exc:
@@ -102,8 +103,7 @@ def change_limit(
     limit_fen: int,
 ) -> dict[str, Any]:
     """R6: the daily limit changes only with the card at a kiosk (or by desk staff)."""
-    row = cardproof.verify(ctx, proof)
-    _usable(row)
+    row = _usable_card(ctx, proof)
     if isinstance(limit_fen, bool) or not 0 < limit_fen <= MAX_AMOUNT_FEN:
         raise Invalid(f"limit_fen: 1 to {MAX_AMOUNT_FEN}", "bad_amount")
     holders.verify_query_password(ctx, row, query_password)
@@ -126,8 +126,7 @@ def change_limit(
 
 def correction(ctx: Context, terminal: dict[str, Any], proof: dict[str, Any]) -> dict[str, Any]:
     """R20 card correction (卡片校正): what the server has for the card, to rewrite onto it."""
-    row = cardproof.verify(ctx, proof)
-    _usable(row)
+    row = _usable_card(ctx, proof)
     with ctx.db.tx() as tx:
         data = accounts.card_data(ctx, tx, row["id"])
         event(

@@ -50,6 +50,17 @@ def ensure(tx: Tx, ledger_id: str, kind: str, owner: int | None = None) -> None:
     )
 
 
+def spendable(tx: Tx, account_id: int, now_ms: int) -> int:
+    """What an online payment may take from the account: its wallet balance less the amounts
+    held for sales authorized and not yet journaled (holds that have not expired)."""
+    wallet_fen, _transition = balances(tx, account_id)
+    held = tx.scalar(
+        "SELECT COALESCE(SUM(amount), 0) FROM holds WHERE account_id = ? AND expires_ms > ?",
+        (account_id, now_ms),
+    )
+    return wallet_fen - int(held)
+
+
 class Transfer(NamedTuple):
     """One movement of money (immutable; a tuple because ingest makes one per record)."""
 

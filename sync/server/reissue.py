@@ -114,18 +114,11 @@ def reissue(
         if at_kiosk and status in (AccountStatus.FROZEN, AccountStatus.EXPIRED):
             raise Conflict(f"the account is {status.value}: see the service desk", "bad_status")
         if fee:
-            wallet, _t = ledger.balances(tx, account_id)
-            held = int(
-                tx.scalar(
-                    "SELECT COALESCE(SUM(amount), 0) FROM holds WHERE account_id = ? "
-                    "AND expires_ms > ?",
-                    (account_id, ctx.now_ms()),
-                )
-            )
-            if wallet - held < fee:
+            spendable = ledger.spendable(tx, account_id, ctx.now_ms())
+            if spendable < fee:
                 raise Conflict(
                     f"the reissue fee {format_fen(fee)} is more than the balance "
-                    f"{format_fen(max(wallet - held, 0))}: top up first (R11)",
+                    f"{format_fen(max(spendable, 0))}: top up first (R11)",
                     "insufficient",
                 )
             ledger.ensure(tx, ledger.FEE, "fee")

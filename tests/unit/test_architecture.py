@@ -14,7 +14,7 @@ import pytest
 from importlinter import configuration
 from importlinter.application.use_cases import lint_imports
 
-from tests.helpers import ROOT
+from tests.helpers import DEV_ONLY, ROOT
 
 PACKAGES = ("drivers", "sync", "edge", "sim", "kiosk_ui")
 #: libraries a module imports inside the function that needs them, so that ykt imports and
@@ -22,18 +22,6 @@ PACKAGES = ("drivers", "sync", "edge", "sim", "kiosk_ui")
 OPTIONAL = {"cv2", "numpy", "zxingcpp", "pyzbar", "serial", "psycopg", "smartcard"}
 #: ykt modules that exist to wrap one optional library (importing them imports it)
 OPTIONAL_WRAPPERS = {"sync.db.postgres": "psycopg"}
-#: packages of the [dev] extra only: ykt itself (``ykt bench`` included) runs without them
-DEV_ONLY = {
-    "pytest",
-    "hypothesis",
-    "httpx",
-    "schemathesis",
-    "playwright",
-    "mypy",
-    "ruff",
-    "importlinter",
-    "grimp",
-}
 #: folders that are not ykt's code
 NOT_OURS = {".venv", ".git", "build", "dist", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
 

@@ -151,8 +151,6 @@ def status(args: argparse.Namespace) -> int:
 
 
 def fault(args: argparse.Namespace) -> int:
-    if args.clear == bool(args.jam_at):
-        raise SimUsageError("--jam-at encoder|mouth, or --clear")
     out = process.request(args.dir, args.name, "fault", jam_at=None if args.clear else args.jam_at)
     out.pop("ok", None)
     text = "fault cleared" if args.clear else f"the next move to the {args.jam_at} jams"
@@ -224,7 +222,7 @@ def add_parsers(cmds: Sub) -> None:
         "at the mouth and at the encoder (also once stopped)",
     )
     c = cmd("fault", fault, "make the next move to the encoder or to the mouth jam; --clear")
-    how = c.add_mutually_exclusive_group()
+    how = c.add_mutually_exclusive_group(required=True)
     how.add_argument("--jam-at", choices=["encoder", "mouth"])
     how.add_argument(
         "--clear",

@@ -39,10 +39,6 @@ from sim.vicc import VirtualCard
 
 log = logging.getLogger(__name__)
 
-#: pcscd notices a card leave within its polling period (0.4 s); a card that comes sooner after
-#: the last one left waits until pcscd saw the slot empty
-SETTLE = 1.0
-
 
 def paths(where: Path, name: str) -> tuple[Path, Path, Path]:
     """(state file, control socket, card image folder) of dispenser ``name`` in ``where``."""
@@ -91,7 +87,9 @@ def request(where: Path, name: str, op: str, timeout: float = 10.0, **args: Any)
 
 class Encoder:
     """The encoder's reader: vpcd slot K of the private pcscd in R, with the card on it served
-    from this process."""
+    from this process.  A move to the encoder is answered once pcscd shows the card to its
+    clients (this process is a PC/SC client of that pcscd: ``PCSCLITE_CSOCK_NAME`` is set at
+    its start)."""
 
     def __init__(self, readers: pcscd.VirtualReaders, slot: int, images: Path) -> None:
         info = readers.slot(slot)
@@ -100,7 +98,7 @@ class Encoder:
         self.socket = Path(readers.state()["socket"])
         self.images = images
         self.card: VirtualCard | None = None
-        self.left_at = 0.0
+        self._ctx: Any = None
 
     def image(self, uid: str) -> Path:
         path = self.images / f"{uid}.img"
@@ -108,25 +106,49 @@ class Encoder:
             cardimage.save(cardimage.new_card(bytes.fromhex(uid)), path)
         return path
 
+    def _wait_pcscd(self, present: bool, timeout: float) -> bool:
+        """Wait until pcscd shows the slot with (``present``) or without a card."""
+        from smartcard import scard as s
+
+        if self._ctx is None:
+            rv, ctx = s.SCardEstablishContext(s.SCARD_SCOPE_USER)
+            if rv:
+                return False
+            self._ctx = ctx
+        deadline = time.monotonic() + timeout
+        state = s.SCARD_STATE_UNAWARE
+        while (left := deadline - time.monotonic()) > 0:
+            rv, got = s.SCardGetStatusChange(
+                self._ctx, int(left * 1000) + 1, [(self.reader, state)]
+            )
+            if rv == s.SCARD_E_TIMEOUT:
+                return False
+            if rv:  # pcscd went away or restarted: a new context next time
+                self._ctx = None
+                return False
+            state = got[0][1] & ~s.SCARD_STATE_CHANGED
+            if present and state & s.SCARD_STATE_PRESENT and not state & s.SCARD_STATE_MUTE:
+                return True
+            if not present and state & s.SCARD_STATE_EMPTY:
+                return True
+        return False
+
     def arrive(self, uid: str) -> None:
         path = self.image(uid)
         if self.card is not None:
             self.leave(uid)
-        if time.monotonic() - self.left_at < SETTLE:
-            pcscd.wait_slot(self.socket, self.reader, False, 2.0)
+        # the last card must be gone for pcscd, or it sees neither the removal nor this arrival
+        self._wait_pcscd(False, 2.0)
         emu = cardimage.load(path)
         emu.on_write = lambda c: cardimage.save(c, path)
         self.card = VirtualCard(emu, self.port).start()
-        try:
-            self.card.wait_inserted(5.0)
-        except SimError:
-            log.warning("pcscd did not pick up card %s on %s (is it running?)", uid, self.reader)
+        if not self._wait_pcscd(True, 5.0):
+            log.warning("pcscd does not show card %s on %s (is it running?)", uid, self.reader)
 
     def leave(self, uid: str) -> None:
         if self.card is not None:
             self.card.remove()
             self.card = None
-            self.left_at = time.monotonic()
 
 
 class DispenserProcess:
@@ -252,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reject-capacity", type=int, default=50)
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
+    readers = pcscd.VirtualReaders(args.dir)
+    os.environ["PCSCLITE_CSOCK_NAME"] = str(readers.socket_path)  # before libpcsclite loads
     logging.basicConfig(
         level=getattr(logging, args.log_level), format="%(asctime)s %(name)s: %(message)s"
     )

@@ -104,3 +104,46 @@ def serial_rig() -> Iterator[Rig]:
 def test_every_dispenser_keeps_the_contract(make: object) -> None:
     with make() as rig:  # type: ignore[operator]
         run_contract(rig)
+
+
+def test_the_agents_control_routes_for_a_sim_dispenser() -> None:
+    """``/control/sim/dispenser…`` (sim/devices.py) on the dispenser the agent opened, through
+    ASGI in this process (no socket)."""
+    import asyncio
+
+    import httpx
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    from drivers.errors import YktError
+    from sim.devices import PROVIDER
+
+    url = "sim://routes?blanks=2&seed=3"
+    disp = open_device("dispenser", url)
+    app = FastAPI()
+    app.include_router(PROVIDER.control_router("dispenser", url, None))  # type: ignore[arg-type]
+
+    @app.exception_handler(YktError)
+    def refused(_request: object, exc: YktError) -> JSONResponse:  # as the agents answer
+        return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://agent") as http:
+            assert (await http.get("/control/sim/dispenser")).json()["hopper"] == 2
+            bad = await http.post("/control/sim/dispenser/fault", json={"jam_at": "sideways"})
+            assert bad.status_code == 422
+            armed = await http.post("/control/sim/dispenser/fault", json={"jam_at": "mouth"})
+            assert armed.json()["jam_armed"] == "mouth"
+            await http.post("/control/sim/dispenser/fault", json={"jam_at": None})
+            disp.to_encoder()
+            disp.to_mouth()
+            taken = (await http.post("/control/sim/dispenser/take")).json()
+            assert local.cardimage.loads(taken["image"]).uid.hex().upper() == taken["uid"]
+            empty = await http.post("/control/sim/dispenser/take")
+            assert empty.status_code == 409 and "mouth" in empty.json()["error"]
+            state = (await http.get("/control/sim/dispenser")).json()
+            assert state["issued"] == state["taken"] == [taken["uid"]]
+
+    asyncio.run(scenario())
+    disp.close()

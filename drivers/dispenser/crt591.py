@@ -355,8 +355,12 @@ class Crt591Dispenser:
             words.append("reject bin full")
         return DispenserStatus(hopper, card, False, full, "; ".join(words))
 
-    def _move(self, pm: int, what: str) -> None:
-        self._run(f.CM_MOVE, pm, what, MOVE)
+    def _move(self, pm: int, what: str, expect: CardPosition) -> None:
+        """A MOVE; its answer's status must show the card where it was sent."""
+        st = self._decode(self._run(f.CM_MOVE, pm, what, MOVE).st)
+        self._last = st
+        if st.card_at != expect:
+            raise DispenserError(f"{self.name}: {what}: done, yet the unit reports {st.detail}")
 
     # -- CardDispenser ---------------------------------------------------------------------------
     def status(self) -> DispenserStatus:
@@ -379,7 +383,7 @@ class Crt591Dispenser:
                     f"{self.name}: a card waits at the mouth: it is taken, or capture() it, "
                     "before a blank is fed"
                 )
-            self._move(f.MOVE_RF, "feed a blank to the encoder")
+            self._move(f.MOVE_RF, "feed a blank to the encoder", "encoder")
 
     def to_mouth(self) -> None:
         """Move the card at the encoder to the gate, held there for the holder.  Idempotent:
@@ -392,7 +396,7 @@ class Crt591Dispenser:
                 return
             if st.card_at == "none":
                 raise DispenserError(f"{self.name}: no card at the encoder to hand out")
-            self._move(f.MOVE_GATE, "issue the card to the mouth")
+            self._move(f.MOVE_GATE, "issue the card to the mouth", "mouth")
 
     def capture(self) -> None:
         """The card at the encoder or the mouth into the reject bin.  Idempotent: with no card
@@ -403,7 +407,7 @@ class Crt591Dispenser:
                 raise DispenserJammed(f"{self.name}: a card is jammed: reset() first", "10")
             if st.card_at == "none":
                 return
-            self._move(f.MOVE_REJECT, "capture the card into the reject bin")
+            self._move(f.MOVE_REJECT, "capture the card into the reject bin", "none")
 
     def reset(self) -> None:
         """INIT keeping a card where it is (a jammed card is freed to the read position), then

@@ -196,6 +196,12 @@ def test_to_mouth_capture_and_their_idempotence() -> None:
         d.to_mouth()
 
 
+def test_a_move_answered_with_the_card_elsewhere_is_an_error() -> None:
+    d, _ = driver([S("020"), ACK + p(0x32, 0x32, "020")])
+    with pytest.raises(DispenserError, match="no card in the channel"):
+        d.to_encoder()
+
+
 def test_status_decoded() -> None:
     d, _ = driver([S("211")])
     st = d.status()

@@ -1,20 +1,20 @@
 """Devices are named by URL and opened here (one table of schemes per device kind).
 
-=========== =========================== ===================================================
-kind        scheme                      device
-=========== =========================== ===================================================
-``qr``      ``camera:///dev/video0``    a camera through OpenCV (:mod:`drivers.qr.camera`)
-``qr``      ``camera://file/PATH``      a video, image or image folder through OpenCV
-``qr``      ``serial:///dev/ttyACM0``   a serial QR scanner on pyserial
-                                        (:mod:`drivers.qr.serial_scanner`)
-``reader``  ``pcsc://``                 the first PC/SC reader pcscd lists
-                                        (:mod:`drivers.reader.pcsc`)
-``reader``  ``pcsc://NAME``             the PC/SC reader called NAME (or whose name starts so)
-``dispenser`` ``serial:///dev/ttyS0``   a Creator CRT-591 card dispenser on pyserial
-                                        (``?baud=9600&addr=0``, :mod:`drivers.dispenser.crt591`)
-any         ``sim://NAME``              a simulated device, from the ``ykt.devices`` entry
-                                        point ``sim`` (the simulator, :mod:`sim.devices`)
-=========== =========================== ===================================================
+============= =========================== ===================================================
+kind          scheme                      device
+============= =========================== ===================================================
+``qr``        ``camera:///dev/video0``    a camera through OpenCV (:mod:`drivers.qr.camera`)
+``qr``        ``camera://file/PATH``      a video, image or image folder through OpenCV
+``qr``        ``serial:///dev/ttyACM0``   a serial QR scanner on pyserial
+                                          (:mod:`drivers.qr.serial_scanner`)
+``reader``    ``pcsc://``                 the first PC/SC reader pcscd lists
+                                          (:mod:`drivers.reader.pcsc`)
+``reader``    ``pcsc://NAME``             the PC/SC reader called NAME (or whose name starts so)
+``dispenser`` ``serial:///dev/ttyS0``     a Creator CRT-591 card dispenser on pyserial
+                                          (``?baud=9600&addr=0``, :mod:`drivers.dispenser.crt591`)
+any           ``sim://NAME``              a simulated device, from the ``ykt.devices`` entry
+                                          point ``sim`` (the simulator, :mod:`sim.devices`)
+============= =========================== ===================================================
 
 Other packages add schemes without this module knowing them: an entry point in the group
 ``ykt.devices`` named after the scheme points at a :class:`Provider`, loaded the first time a

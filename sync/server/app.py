@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sync.bounds import MAX_ID
 from sync.errors import StoreError, StoreRefused, YktError
 from sync.records import to_json
 from sync.server import (
@@ -347,7 +348,7 @@ def create_app(ctx: Context) -> FastAPI:
     async def pull_feed(
         request: Request,
         term: Terminal,
-        since: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        since: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
         wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
+from sync.bounds import MAX_ID
 from sync.server import (
     desk,
     electricity,
@@ -314,7 +315,7 @@ def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
 
     @r.post("/v1/admin/found-cards/{found_id}/close", tags=["desk"], response_model=FoundClosedOut)
     def desk_found_close(
-        found_id: Annotated[int, Path(ge=1, le=2**62)], actor: FoundCards
+        found_id: Annotated[int, Path(ge=1, le=MAX_ID)], actor: FoundCards
     ) -> dict[str, Any]:
         """R17: the card went back to its owner (or was destroyed)."""
         return found_cards.close(ctx, found_id, actor.name)
@@ -362,7 +363,7 @@ def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
     def audit_log(
         actor: Auditor,
         limit: Limit = 100,
-        before_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+        before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
         who: Annotated[str | None, Query(max_length=32)] = None,
     ) -> dict[str, Any]:
         """The audit log, newest first."""

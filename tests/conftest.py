@@ -62,6 +62,7 @@ BOTH_DBS = {
     "test_bench_db",
     "test_db",
     "test_wire_bounds",
+    "test_idempotency",
 }
 
 

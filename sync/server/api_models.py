@@ -82,6 +82,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (403, "not allowed (wrong_role, not_permitted, locked, bad_card_proof, …)"),
         (404, "no such account, card, room, order, …"),
         (409, "a state that does not allow the operation (bad_status, insufficient, …)"),
+        (413, "a request body over the limit (1 MiB): too_large"),
         (422, "a field that breaks a rule or a format (invalid, bad_password, …)"),
         (429, "rate limited (card-less operations, R10)"),
         (503, "the database is unavailable"),

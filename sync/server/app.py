@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sync.bodylimit import MAX_BODY_BYTES, BodyLimit
 from sync.bounds import MAX_ID
 from sync.errors import StoreError, StoreRefused, YktError
 from sync.records import to_json
@@ -121,6 +122,8 @@ def create_app(ctx: Context) -> FastAPI:
         responses=ERROR_RESPONSES,
     )
     app.state.ctx = ctx
+    # no request body over MAX_BODY_BYTES is buffered or parsed: 413 (sync.bodylimit)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
     @app.exception_handler(YktError)
     async def _ykt_error(request: Request, exc: YktError) -> JSONResponse:
@@ -147,7 +150,7 @@ def create_app(ctx: Context) -> FastAPI:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. nested too deep)
             return _error(422, "invalid", "the request body is not JSON that can be read")
-        code = {404: "not_found", 405: "method_not_allowed"}.get(
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
             exc.status_code, f"http_{exc.status_code}"
         )
         return _error(exc.status_code, code, str(exc.detail), headers=exc.headers)

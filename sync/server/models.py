@@ -25,7 +25,9 @@ class AccountIn(Strict):
 
 class RosterIn(Strict):
     csv: str = Field(
-        max_length=10_000_000, description="CSV text: number,name,type,id_card[,limit][,expires]"
+        max_length=1_000_000,
+        description="CSV text: number,name,type,id_card[,limit][,expires] (the request body is "
+        "at most 1 MiB: `ykt admin roster import` sends a larger file in parts)",
     )
 
 

@@ -63,6 +63,7 @@ BOTH_DBS = {
     "test_db",
     "test_wire_bounds",
     "test_idempotency",
+    "test_topups",
 }
 
 

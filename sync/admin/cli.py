@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sync.admin import desk
+from sync.admin import desk, topups
 from sync.admin.common import (
     AdminClient,
     account_path,
@@ -324,12 +324,17 @@ def add_parser(sub: Sub) -> None:
     c.add_argument("--out", required=True, help="file to write (mode 0600)")
 
     c = cmd(
-        groups, "topup", topup, "top up an account (R7; alipay lands in the transition balance)"
+        groups,
+        "topup",
+        topup,
+        "cash top-up at the desk (R7; the finance role): the other channels are orders paid "
+        "at their payment provider (ykt sim wallet topup, ykt admin paygate)",
     )
     c.add_argument("--number", required=True)
     c.add_argument("--amount", required=True, type=amount_arg, help="yuan, e.g. 100.00")
-    c.add_argument("--channel", required=True, choices=["cash", "app", "wechat", "alipay", "bank"])
+    c.add_argument("--channel", default="cash", choices=["cash"], help="cash (the default)")
     c.add_argument("--request-id", help="idempotency key: a retried top-up with it applies once")
+    topups.add_commands(groups)  # paygate set|list, report topups
 
     term = group(groups, "terminal", "terminals")
     c = cmd(term, "enroll", terminal_enroll, "create a one-time enrollment token (printed alone)")

@@ -211,20 +211,6 @@ class ChangePasswordIn(Strict):
     new_password: Password6
 
 
-class AppTopupIn(Strict):
-    amount_fen: Fen
-    channel: Literal["app", "wechat", "alipay", "bank"]
-    password: Password6 = Field(description="query password confirms the top-up (R7)")
-    request_id: RequestId | None = None
-
-
-class AppTopupOut(BaseModel):
-    transfer_id: str
-    applied: bool
-    balance_fen: int
-    transition_fen: int
-
-
 class ElectricityIn(Strict):
     building: Code
     room: Code

@@ -79,6 +79,7 @@ from sync.server.models import (
     TopupIn,
 )
 from sync.server.routes_business import create_router
+from sync.server.routes_topups import create_router as create_topups_router
 from sync.server.staff import Actor
 
 log = logging.getLogger(__name__)
@@ -230,9 +231,9 @@ def create_app(ctx: Context) -> FastAPI:
 
     @app.post("/v1/admin/accounts/{number}/topups", tags=["admin"], response_model=TopupOut)
     def topup(number: NumberPath, body: TopupIn, actor: Topups) -> dict[str, Any]:
-        """R7: cash at the desk; other channels need the finance permission (topup.any)."""
-        if body.channel != "cash":
-            actor.require("topup.any")
+        """R7: cash at the desk (permission ``topup.cash``, the finance role).  Money of the
+        other channels enters only through an order paid at the channel's payment provider
+        (``POST /v1/app/topups``)."""
         return accounts.topup(
             ctx, number, body.amount_fen, body.channel, body.request_id, actor.name
         )
@@ -373,4 +374,6 @@ def create_app(ctx: Context) -> FastAPI:
 
     # -- the business of card holders, kiosks and the desk (sync.server.routes_business) ------
     app.include_router(create_router(ctx, api_auth))
+    # -- R7 top-ups by order, payment providers, reconciliation (sync.server.routes_topups) ---
+    app.include_router(create_topups_router(ctx, api_auth))
     return app

@@ -44,8 +44,11 @@ class CardIn(Strict):
 
 
 class TopupIn(Strict):
+    """R7 at the desk: cash only (the other channels are orders paid at a payment provider,
+    sync.server.topups)."""
+
     amount_fen: Fen
-    channel: Literal["app", "wechat", "alipay", "bank", "cash"]
+    channel: Literal["cash"] = "cash"
     request_id: str | None = Field(
         default=None,
         min_length=8,

@@ -21,8 +21,6 @@ from sync.server import (
 )
 from sync.server.api_auth import ApiAuth
 from sync.server.api_models import (
-    AppTopupIn,
-    AppTopupOut,
     AuditOut,
     BuildingIn,
     BuildingOut,
@@ -145,14 +143,6 @@ def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
     def app_unlock(who: Holder) -> dict[str, Any]:
         """R10: undo a loss report (a frozen account is unfrozen only at the desk, R12)."""
         return holder_ops.session_status(ctx, who, "unlock")
-
-    @r.post("/v1/app/topups", tags=["app"], response_model=AppTopupOut)
-    def app_topup(body: AppTopupIn, who: Holder) -> dict[str, Any]:
-        """R7: top up by channel (switched on or off by the operator); Alipay lands in the
-        transition balance and moves in at the next card transaction on a POS."""
-        return holder_ops.app_topup(
-            ctx, who, body.amount_fen, body.channel, body.password, body.request_id
-        )
 
     @r.get("/v1/app/electricity/buildings", tags=["app"], response_model=BuildingsOut)
     def app_buildings(who: Holder) -> dict[str, Any]:

@@ -110,3 +110,17 @@ def deliver(
         headers={**headers, "Content-Type": "application/json"},
         timeout=10,
     )
+
+
+def topped_up(
+    live: Live, gate: LiveGate, number: str, password: str, channel: str, amount: int
+) -> dict[str, Any]:
+    """A holder's top-up as the app makes it: an order, paid at the provider, credited when
+    its notification arrives (the channel's provider must be registered)."""
+    token = live.login(number, password)
+    r = order(live, token, channel, amount, password)
+    assert r.status_code == 200, r.text
+    pay(r.json())
+    done = wait_order(live, token, r.json()["order_id"])
+    assert done["status"] == "credited", done
+    return done

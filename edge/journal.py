@@ -12,6 +12,7 @@ is not.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from sync.errors import ProtocolError
 from sync.records import Entry, JournalRecord
 
 log = logging.getLogger(__name__)
+
+#: the most a pushed batch holds, as JSON: half the server's request limit (sync.bodylimit)
+PUSH_MAX_BYTES = 512 * 1024
 
 MIGRATIONS = Migrations()
 MIGRATIONS.add(
@@ -168,12 +172,22 @@ class Journal:
         with self._lock:
             return self._acked
 
-    def unsent(self, limit: int = 500) -> list[dict[str, str]]:
+    def unsent(self, limit: int = 500, max_bytes: int = PUSH_MAX_BYTES) -> list[dict[str, str]]:
+        """The oldest records not acked: at most ``limit``, and no more than ``max_bytes`` of
+        them as JSON (the server refuses a request body over 1 MiB, sync.bodylimit); always
+        at least one."""
         rows = self.db.all(
             "SELECT body, sig FROM journal WHERE seq > ? ORDER BY seq LIMIT ?",
             (self.acked, limit),
         )
-        return [{"body": r["body"], "sig": r["sig"]} for r in rows]
+        out: list[dict[str, str]] = []
+        size = 0
+        for r in rows:
+            size += len(json.dumps(r["body"], ensure_ascii=False).encode()) + len(r["sig"]) + 20
+            if out and size > max_bytes:
+                break
+            out.append({"body": r["body"], "sig": r["sig"]})
+        return out
 
     def set_acked(self, seq: int) -> None:
         with self._lock:

@@ -61,6 +61,9 @@ BOTH_DBS = {
     "test_phone_codes_server",
     "test_bench_db",
     "test_db",
+    "test_wire_bounds",
+    "test_idempotency",
+    "test_topups",
 }
 
 

@@ -18,6 +18,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sync.bodylimit import MAX_BODY_BYTES, BodyLimit
+from sync.bounds import MAX_ID
 from sync.errors import StoreError, StoreRefused, YktError
 from sync.records import to_json
 from sync.server import (
@@ -77,6 +79,7 @@ from sync.server.models import (
     TopupIn,
 )
 from sync.server.routes_business import create_router
+from sync.server.routes_topups import create_router as create_topups_router
 from sync.server.staff import Actor
 
 log = logging.getLogger(__name__)
@@ -120,6 +123,8 @@ def create_app(ctx: Context) -> FastAPI:
         responses=ERROR_RESPONSES,
     )
     app.state.ctx = ctx
+    # no request body over MAX_BODY_BYTES is buffered or parsed: 413 (sync.bodylimit)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
     @app.exception_handler(YktError)
     async def _ykt_error(request: Request, exc: YktError) -> JSONResponse:
@@ -146,7 +151,7 @@ def create_app(ctx: Context) -> FastAPI:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. nested too deep)
             return _error(422, "invalid", "the request body is not JSON that can be read")
-        code = {404: "not_found", 405: "method_not_allowed"}.get(
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
             exc.status_code, f"http_{exc.status_code}"
         )
         return _error(exc.status_code, code, str(exc.detail), headers=exc.headers)
@@ -226,9 +231,9 @@ def create_app(ctx: Context) -> FastAPI:
 
     @app.post("/v1/admin/accounts/{number}/topups", tags=["admin"], response_model=TopupOut)
     def topup(number: NumberPath, body: TopupIn, actor: Topups) -> dict[str, Any]:
-        """R7: cash at the desk; other channels need the finance permission (topup.any)."""
-        if body.channel != "cash":
-            actor.require("topup.any")
+        """R7: cash at the desk (permission ``topup.cash``, the finance role).  Money of the
+        other channels enters only through an order paid at the channel's payment provider
+        (``POST /v1/app/topups``)."""
         return accounts.topup(
             ctx, number, body.amount_fen, body.channel, body.request_id, actor.name
         )
@@ -347,7 +352,7 @@ def create_app(ctx: Context) -> FastAPI:
     async def pull_feed(
         request: Request,
         term: Terminal,
-        since: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        since: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
         wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -369,4 +374,6 @@ def create_app(ctx: Context) -> FastAPI:
 
     # -- the business of card holders, kiosks and the desk (sync.server.routes_business) ------
     app.include_router(create_router(ctx, api_auth))
+    # -- R7 top-ups by order, payment providers, reconciliation (sync.server.routes_topups) ---
+    app.include_router(create_topups_router(ctx, api_auth))
     return app

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 from sync import codes
+from sync.bounds import parse_id
 from sync.crypto import VerifyKey
 from sync.db import Tx
 from sync.errors import CodeError, ProtocolError
@@ -27,9 +28,10 @@ from sync.records import JournalRecord
 
 def _parse_cred(cred: str) -> tuple[int, int] | None:
     parts = cred.split(":")
-    if len(parts) != 3 or parts[0] != "qr" or not parts[1].isdigit() or not parts[2].isdigit():
+    if len(parts) != 3 or parts[0] != "qr":
         return None
-    return int(parts[1]), int(parts[2])
+    serial, counter = parse_id(parts[1]), parse_id(parts[2])  # sync.bounds: ASCII, in range
+    return None if serial is None or counter is None else (serial, counter)
 
 
 def forward_problem(tx: Tx, tid: str, seq: int, rec: JournalRecord, now_ms: int) -> str | None:

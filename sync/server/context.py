@@ -60,6 +60,8 @@ DEFAULT_POLICY: dict[str, Any] = {
     "reverse_valid_s": 600,
     "confirm_ttl_s": 600,
     "auto_freeze_double_spend": True,
+    # R7: how long a top-up order can be paid at its payment provider (sync.server.topups)
+    "topup_order_ttl_s": 900,
 }
 
 

@@ -129,8 +129,20 @@ def refund(
             raise Invalid(str(exc), "bad_amount") from exc
     with ctx.db.tx() as tx:
         if request_id is not None:
-            done = tx.one("SELECT transfer_id FROM refunds WHERE request_id = ?", (request_id,))
+            done = tx.one(
+                "SELECT transfer_id, original, amount, reason FROM refunds WHERE request_id = ?",
+                (request_id,),
+            )
             if done is not None:
+                # a retry is harmless; the key reused for another refund (another original,
+                # reason or amount) is refused, never answered as if that one were made
+                if (done["original"], done["reason"]) != (transfer_id, reason) or (
+                    amount_fen is not None and int(done["amount"]) != amount_fen
+                ):
+                    raise Conflict(
+                        f"request_id {request_id!r} was used for another refund",
+                        "request_id_reused",
+                    )
                 return _refund_answer(ctx, tx, str(done["transfer_id"]), applied=False)
         orig = tx.one("SELECT * FROM transfers WHERE id = ?", (transfer_id,))
         if orig is None:

@@ -17,17 +17,30 @@ For each batch:
 
 The answer acks the highest contiguous sequence number.  Nothing that fails a check is ever
 applied; every failure is an alarm.
+
+A record whose place in the chain can be read (``v``, ``term``, ``seq``, ``prev``: the
+*envelope*) but whose content is not valid — an amount, id or counter outside the bounds of
+:mod:`sync.bounds`, an unknown kind — is **refused**: it takes its place in the chain like any
+record (its body is stored, its hash is the next record's ``prev``, the newest signature
+authenticates it), moves no money, and raises a ``record_refused`` alarm.  So one absurd
+record cannot block a terminal's later records, and the chain stays verifiable end to end.  A
+body whose envelope cannot be read cannot be placed: the whole batch is refused (422), as
+before (docs/protocol.md).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from sync import protocol, rules
+from sync.bounds import PosId
 from sync.clock import CampusDays
 from sync.crypto import VerifyKey
 from sync.db import Tx, placeholders
@@ -50,8 +63,44 @@ class Incoming:
     seq: int
     body: bytes
     sig: str
-    rec: JournalRecord
+    #: None: a refused record (``refused`` says why): chained, stored, never applied
+    rec: JournalRecord | None
     hash: str = ""
+    refused: str = ""
+
+
+class _Envelope(msgspec.Struct, frozen=True):
+    """What places a record in its terminal's chain (the other fields are ignored here)."""
+
+    v: Literal[1]
+    term: str
+    seq: PosId
+    prev: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+
+
+def _read(body_text: str) -> tuple[int, str, JournalRecord | None, str]:
+    """``(seq, term, record, why refused)`` of a body; ``record`` is None when the content is
+    not valid but the envelope is (a refused record).  ProtocolError: the body cannot be
+    placed in a chain (not JSON, not canonical, no valid envelope)."""
+    body = body_text.encode()
+    try:
+        rec = JournalRecord.parse(body_text)  # str: the faster input
+        if rec.body() != body:
+            raise ProtocolError("body is not in canonical form")
+        return rec.seq, rec.term, rec, ""
+    except ProtocolError as exc:
+        why = str(exc)
+    try:
+        env = _ENVELOPE.decode(body)
+        canonical = protocol.canonical(json.loads(body))
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError):
+        raise ProtocolError(why) from None
+    if canonical != body:
+        raise ProtocolError("body is not in canonical form")
+    return env.seq, env.term, None, why
 
 
 def _decode(terminal_id: str, wire: Sequence[Mapping[str, Any]]) -> list[Incoming]:
@@ -63,16 +112,12 @@ def _decode(terminal_id: str, wire: Sequence[Mapping[str, Any]]) -> list[Incomin
         if not isinstance(body_text, str) or not isinstance(sig, str):
             raise Invalid(f"record {i}: body and sig must be strings", "bad_record")
         try:
-            body = body_text.encode()
-            rec = JournalRecord.parse(body_text)  # str: the faster input
-            canonical = rec.body()
+            seq, term, rec, why = _read(body_text)
         except (ProtocolError, UnicodeEncodeError) as exc:
             raise Invalid(f"record {i}: {exc}", "bad_record") from exc
-        if canonical != body:
-            raise Invalid(f"record {i}: body is not in canonical form", "bad_record")
-        if rec.term != terminal_id:
-            raise Invalid(f"record {i} belongs to terminal {rec.term}", "foreign_record")
-        out.append(Incoming(rec.seq, body, sig, rec))
+        if term != terminal_id:
+            raise Invalid(f"record {i} belongs to terminal {term}", "foreign_record")
+        out.append(Incoming(seq, body_text.encode(), sig, rec, refused=why))
     return out
 
 
@@ -174,8 +219,8 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
             "SELECT seq, body, sig FROM pending_records WHERE terminal_id = ? ORDER BY seq", (tid,)
         )
         for r in held_before:
-            body = r["body"].encode()
-            fresh[r["seq"]] = Incoming(r["seq"], body, r["sig"], JournalRecord.parse(body))
+            _seq, _term, rec, why = _read(r["body"])  # read when it came: readable now
+            fresh[r["seq"]] = Incoming(r["seq"], r["body"].encode(), r["sig"], rec, refused=why)
         for i in items:
             if i.seq <= head:
                 continue
@@ -189,7 +234,7 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
         prev, seq = head_hash, head + 1
         while seq in fresh:
             item = fresh[seq]
-            if item.rec.prev != prev:
+            if _prev_of(item) != prev:
                 _alarm(
                     tx,
                     ctx,
@@ -241,16 +286,26 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
     return res
 
 
+def _prev_of(item: Incoming) -> str:
+    if item.rec is not None:
+        return item.rec.prev
+    return str(_ENVELOPE.decode(item.body).prev)
+
+
 def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) -> None:
     now = ctx.now_ms()
     policy = ctx.policy()
-    acct_ids = sorted({i.rec.acct for i in run})
+    acct_ids = sorted({i.rec.acct for i in run if i.rec is not None})
     accounts = {
         r["id"]: dict(r)
-        for r in tx.all(
-            "SELECT id, status, spent_day, spent_fen, pin_tries, pin_epoch, flags FROM accounts "
-            f"WHERE id IN ({placeholders(len(acct_ids))})",
-            acct_ids,
+        for r in (
+            tx.all(
+                "SELECT id, status, spent_day, spent_fen, pin_tries, pin_epoch, flags FROM "
+                f"accounts WHERE id IN ({placeholders(len(acct_ids))})",
+                acct_ids,
+            )
+            if acct_ids
+            else []
         )
     }
     ledger_ids = [ledger.transition(a) for a in accounts] + [ledger.wallet(a) for a in accounts]
@@ -268,8 +323,20 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
     merchant = ledger.merchant(tid)
     day_of = CampusDays(ctx.config.tz)
     touched: set[int] = set()
+    refused = 0
     for item in run:
         rec = item.rec
+        if rec is None:  # outside the bounds or not valid: in the chain, never applied
+            refused += 1
+            _alarm(
+                tx,
+                ctx,
+                res,
+                tid,
+                "record_refused",
+                f"record {item.seq} refused, nothing of it applied: {item.refused[:300]}",
+            )
+            continue
         if rec.kind == "sale" and rec.method == "qr-reverse":
             # the phone's online payment moved the money already: link, never charge twice
             problem = codeuse.reverse_problem(tx, tid, item.seq, rec)
@@ -430,4 +497,5 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
                 for a in touched
             ],
         )
-    res.applied = len(run)
+    res.applied = len(run) - refused
+    res.refused = refused

@@ -306,3 +306,21 @@ MIGRATIONS.add(
     ALTER TABLE accounts ADD COLUMN card_verifier {text}
     """,
 )
+
+MIGRATIONS.add(
+    "0008-held-money",
+    """
+    ALTER TABLE reverse_payments ADD COLUMN refund_id {text};
+    CREATE INDEX reverse_payments_account ON reverse_payments (account_id);
+    CREATE TABLE reverse_voids (
+        terminal_id {text} NOT NULL,
+        order_no {int} NOT NULL,
+        seq {int} NOT NULL,
+        ts_ms {int} NOT NULL,
+        PRIMARY KEY (terminal_id, order_no)
+    );
+    CREATE INDEX code_uses_terminal ON code_uses (terminal_id, seq);
+    ALTER TABLE confirmations ADD COLUMN serial {int};
+    ALTER TABLE confirmations ADD COLUMN counter {int}
+    """,
+)

@@ -3,7 +3,8 @@
 The POS asks before it journals: the server checks the credential (a card: R11 generation;
 a phone's payment code: :func:`sync.server.codes.check_payment_code` and the seen-set), R2
 account status, R13 expiry, the daily limit (R6: over it the consumption password R5 for a
-card, the query-password confirmation carried by a payment code), and the balance, and puts
+card; for a payment code, the server's grant for that code from the holder's confirmation with
+the query password, never the code's own flag), and the balance, and puts
 a *hold* on the amount under the record's id (terminal, sequence).  No money moves here: the
 charge is the journal record, applied when it syncs.
 

@@ -388,12 +388,18 @@ class Engine:
             if s.state not in (State.AMOUNT_KEYED, State.WAIT_CREDENTIAL) or s.amount_fen is None:
                 raise EngineError(f"key an amount before reverse scan (state {s.state})")
             amount = s.amount_fen
-        pending = self.qr.start_reverse(amount)  # ReverseRefused (RuleError) while online
+            self._deciding = True  # one request at a time; the sale cannot change meanwhile
+        try:
+            pending = self.qr.start_reverse(amount)  # ReverseRefused (RuleError) while online
+        except BaseException:
+            with self._cond:
+                self._deciding = False
+            raise
         with self._cond:
-            if (
-                self._deciding
-                or self._screen.amount_fen != amount
-                or self._screen.state not in (State.AMOUNT_KEYED, State.WAIT_CREDENTIAL)
+            self._deciding = False
+            if self._screen.amount_fen != amount or self._screen.state not in (
+                State.AMOUNT_KEYED,
+                State.WAIT_CREDENTIAL,
             ):
                 try:  # never shown: close it now (a concurrent request may be on screen)
                     self.qr.void(pending, "the sale changed before the request was shown")

@@ -170,13 +170,6 @@ def settle(ctx: Context, terminal_id: str | None = None, tx: Tx | None = None) -
     """Refund the reverse-scan payments that will not meet a record: their terminal voided the
     request, was revoked, or has not sent the record within ``reverse_refund_s``.  With
     ``terminal_id``, that terminal's only; in ``tx`` when given.  Returns how many."""
-    if tx is None:
-        with ctx.db.tx() as own:
-            n = settle(ctx, terminal_id, own)
-        if n:
-            ctx.notifier.notify()
-        return n
-    cutoff = ctx.now_ms() - int(ctx.policy()["reverse_refund_s"]) * 1000
     sql = (
         "SELECT p.*, t.status AS terminal_status, v.seq AS void_seq FROM reverse_payments p "
         "JOIN terminals t ON t.id = p.terminal_id LEFT JOIN reverse_voids v "
@@ -187,8 +180,18 @@ def settle(ctx: Context, terminal_id: str | None = None, tx: Tx | None = None) -
     if terminal_id is not None:
         sql += " AND p.terminal_id = ?"
         args = (terminal_id,)
+    sql += " ORDER BY p.id"
+    if tx is None:
+        if not ctx.db.all(sql, args):  # the usual case: no writer lock taken for nothing
+            return 0
+        with ctx.db.tx() as own:
+            n = settle(ctx, terminal_id, own)
+        if n:
+            ctx.notifier.notify()
+        return n
+    cutoff = ctx.now_ms() - int(ctx.policy()["reverse_refund_s"]) * 1000
     n = 0
-    for row in tx.all(sql + " ORDER BY p.id", args):
+    for row in tx.all(sql, args):
         if row["void_seq"] is not None:
             why = f"the terminal closed the request without a sale (record {row['void_seq']})"
         elif row["terminal_status"] != "active":

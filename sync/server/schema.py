@@ -312,6 +312,8 @@ MIGRATIONS.add(
     """
     ALTER TABLE reverse_payments ADD COLUMN refund_id {text};
     CREATE INDEX reverse_payments_account ON reverse_payments (account_id);
+    CREATE INDEX reverse_payments_open ON reverse_payments (paid_ms)
+        WHERE journal_seq IS NULL AND refund_id IS NULL;
     CREATE TABLE reverse_voids (
         terminal_id {text} NOT NULL,
         order_no {int} NOT NULL,

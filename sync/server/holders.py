@@ -210,6 +210,18 @@ def code_grant(tx: Any, account_id: int, serial: int, counter: int, now_ms: int 
     return row is not None and (now_ms is None or int(row["expires_ms"]) >= now_ms)
 
 
+def code_confirmed(tx: Any, account_id: int, serial: int, counter: int) -> bool:
+    """Whether the holder confirmed this payment code with the query password (R6), spent or
+    not (a grant bound to a code covers that code, and a code pays once); marks it spent."""
+    if not tx.one(
+        "SELECT 1 FROM confirmations WHERE account_id = ? AND serial = ? AND counter = ?",
+        (account_id, serial, counter),
+    ):
+        return False
+    use_code_grant(tx, account_id, serial, counter)
+    return True
+
+
 def use_code_grant(tx: Any, account_id: int, serial: int, counter: int) -> bool:
     """Spend the grant bound to this payment code (in the caller's transaction)."""
     n = tx.execute(

@@ -479,7 +479,7 @@ def _offline_confirmation(
     not reset the tracked amount, and the desk hears of a phone that claims what it was not
     given."""
     ids = codeuse.code_ids(rec.cred)
-    if ids is not None and holders.use_code_grant(tx, rec.acct, *ids):
+    if ids is not None and holders.code_confirmed(tx, rec.acct, *ids):
         return True
     _alarm(
         tx,

@@ -386,6 +386,26 @@ def test_an_offline_sale_with_an_unconfirmed_flag_raises_an_alarm(
     assert h.show()["spent_today_fen"] == 6100  # no reset on the phone's word alone
 
 
+def test_a_confirmed_code_stays_confirmed_when_its_online_approval_was_abandoned(
+    live: Live, tmp_path: Path
+) -> None:
+    h = Holder(live, tmp_path, 17, topup=20000)
+    other = Holder(live, tmp_path, 18, topup=5000)
+    t1, t2 = terminal(live, "t1"), terminal(live, "t2")
+    good = h.code(confirm_password=h.password)
+    body = {"seq": 1, "amount_fen": 6000, "method": "qr-forward", "qr": good}
+    out = t1.authorize_body(body)  # the approval spends the server's grant for this code ...
+    assert out["approved"] and out["pin"] == "ok", out
+    reused = t1.record(other.id, 100)  # ... and t1 crashed before journaling: 1 is reused
+    out = t2.push([code_sale(t2, h, 6000, good, pin="ok")])  # the holder paid at an offline till
+    assert out["alarms"] == [], out  # the holder did confirm this very code (R6)
+    assert h.show()["spent_today_fen"] == 6000  # the confirmation reset the tracked amount
+    assert t1.push([reused])["alarms"] == []
+    shown = h.show()
+    assert (shown["balance_fen"], shown["status"], shown["flags"]) == (14000, "normal", [])
+    ledger_ok(live)
+
+
 # -- 4: every reverse-scan payment meets its record or is refunded ------------------------------
 def test_a_payment_for_a_request_the_terminal_voided_is_refunded(
     live: Live, tmp_path: Path

@@ -7,7 +7,7 @@ type                     what
 :class:`Entry`           what a terminal decided to journal: a record before the journal gives it
                          its place in the chain (``v``, ``term``, ``seq``, ``prev``); made by
                          :func:`card_sale`, :func:`card_pin_fail`, :func:`code_sale`,
-                         :func:`reverse_sale` (the POS) and :func:`offline_sale` (benchmarks,
+                         :func:`reverse_sale`, :func:`reverse_void` (the POS) and :func:`offline_sale` (benchmarks,
                          test terminals)
 :class:`CardX`           the card's counters after a card record (``x.card``)
 :class:`CardFacts`       what the POS read from a card and sends with an authorize request
@@ -105,13 +105,15 @@ __all__ = [
     "code_sale",
     "offline_sale",
     "reverse_sale",
+    "reverse_void",
     "to_json",
 ]
 
 RECORD_VERSION: Literal[1] = 1
 
-#: Record kinds: a sale, a wrong consumption password keyed offline (R5/R6 lockout counting).
-Kind = Literal["sale", "pin_fail"]
+#: Record kinds: a sale, a wrong consumption password keyed offline (R5/R6 lockout counting),
+#: a reverse-scan request closed without a sale (``void``: its payment, if any, is refunded).
+Kind = Literal["sale", "pin_fail", "void"]
 Method = Literal["card", "qr-forward", "qr-reverse"]
 PinFact = Literal["none", "ok", "fail"]
 KINDS = frozenset(get_args(Kind))
@@ -135,7 +137,8 @@ class JournalRecord(Struct, frozen=True, forbid_unknown_fields=True):
     """One journal record: the signed body (docs/protocol.md).
 
     ``acct`` is 0 only on a ``qr-reverse`` record whose proof was keyed as a short code (the
-    server knows who paid); a sale's amount is positive.  A record built in code is checked
+    server knows who paid) or that closes a request without a sale (``void``); a sale's
+    amount is positive.  A record built in code is checked
     when it is sealed (:meth:`checked_body`); one decoded from the wire, when it is decoded."""
 
     v: Literal[1]
@@ -163,6 +166,8 @@ class JournalRecord(Struct, frozen=True, forbid_unknown_fields=True):
             raise ProtocolError("invalid record: 'acct' is out of range")
         if self.kind == "sale" and self.amt == 0:
             raise ProtocolError("invalid record: a sale's amount must be positive")
+        if self.kind == "void" and self.method != "qr-reverse":
+            raise ProtocolError("invalid record: a void closes a reverse-scan request")
         if self.x is not UNSET:
             self._check_x(self.x)
         if self.method == "qr-forward" and self.cred.startswith("qr:"):
@@ -454,6 +459,23 @@ def reverse_sale(
         off=True,
         op=op,
         x={"order": order, **extra},
+    )
+
+
+def reverse_void(*, ts: int, order: int, amt: int, op: str) -> Entry:
+    """A reverse-scan request closed without a sale (R8): cancelled by the cashier, refused
+    after too many wrong proof codes, or found open when the terminal started again.  The
+    server refunds the phone's payment for it, if one was made, and refuses one made later."""
+    return Entry(
+        ts=ts,
+        kind="void",
+        acct=0,
+        cred=f"qr-reverse:{order}",
+        amt=amt,
+        method="qr-reverse",
+        off=True,
+        op=op,
+        x={"order": order},
     )
 
 

@@ -50,6 +50,8 @@ BOTH_DBS = {
     "test_holder_business",
     "test_holder_login",
     "test_desk",
+    "test_held_money",
+    "test_crash_money",
     "test_access",
     "test_kiosk_card_present",
     "test_openapi",

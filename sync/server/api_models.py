@@ -523,6 +523,12 @@ class TerminalsOut(BaseModel):
 class RevokedOut(BaseModel):
     terminal_id: str
     status: str
+    holds_released: int = Field(
+        default=0, description="holds of its approved, never-synced sales released"
+    )
+    reverse_refunded: int = Field(
+        default=0, description="reverse-scan payments waiting for its record, refunded"
+    )
 
 
 class Mismatch(BaseModel):

@@ -6,6 +6,7 @@ of :mod:`sync.server.errors`.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -31,6 +32,7 @@ from sync.server import (
     ingest,
     ledger,
     policy,
+    reconcile,
     reverse,
     terminals,
 )
@@ -85,6 +87,8 @@ from sync.server.staff import Actor
 log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 30.0
+#: how often each server process refunds the reverse-scan payments that will meet no record
+SETTLE_EVERY_S = 60.0
 NumberPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")]
 TerminalPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 
@@ -104,10 +108,23 @@ FIELD_CODES = {"number": "bad_number", "id_card": "bad_id_card", "uid": "bad_uid
 def create_app(ctx: Context) -> FastAPI:
     api_auth = ApiAuth(ctx)
 
+    async def settle_reverse_payments() -> None:
+        """Refund reverse-scan payments that will meet no record (sync/server/reconcile.py)."""
+        while True:
+            try:
+                await run_in_threadpool(reconcile.settle, ctx)
+            except (YktError, OSError):  # the database is away for a moment: next round
+                log.exception("settling reverse-scan payments failed")
+            await asyncio.sleep(SETTLE_EVERY_S)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.notifier.bind(asyncio.get_running_loop())
+        settler = asyncio.get_running_loop().create_task(settle_reverse_payments())
         yield
+        settler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await settler
         await ctx.notifier.unbind()
 
     app = FastAPI(
@@ -301,7 +318,7 @@ def create_app(ctx: Context) -> FastAPI:
         """R6: the holder confirms with the query password before a payment that goes over
         the daily limit (wrong passwords count toward the sign-in lockout).  The grant it
         returns covers one over-limit reverse-scan payment for ``confirm_ttl_s``."""
-        return holders.confirm(ctx, who, body.password)
+        return holders.confirm(ctx, who, body.password, body.serial, body.counter)
 
     @app.post("/v1/app/reverse/describe", tags=["app"], response_model=ReverseRequestOut)
     def app_reverse_describe(body: ReversePayIn, who: Holder) -> dict[str, Any]:

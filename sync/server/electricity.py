@@ -124,7 +124,7 @@ def transfer(
                 )
             applied = False
         else:
-            spendable = ledger.spendable(tx, aid, ctx.now_ms())
+            spendable = ledger.spendable(tx, aid)
             if amount_fen > spendable:
                 raise Conflict(
                     f"insufficient balance ({format_fen(max(spendable, 0))})", "insufficient"

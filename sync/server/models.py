@@ -86,6 +86,28 @@ class LoginIn(Strict):
 
 class ConfirmIn(Strict):
     password: Password6 = Field(description="query password (R4)")
+    serial: int | None = Field(
+        default=None,
+        ge=1,
+        lt=2**32,
+        strict=True,
+        description="the phone's certificate serial of the payment code this confirmation is "
+        "for (with counter): online authorization of that code over the daily limit (R6) "
+        "spends it",
+    )
+    counter: int | None = Field(
+        default=None,
+        ge=0,
+        lt=2**32,
+        strict=True,
+        description="the counter of that payment code",
+    )
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> ConfirmIn:
+        if (self.serial is None) != (self.counter is None):
+            raise ValueError("serial and counter come together")
+        return self
 
 
 class CodeTextIn(Strict):

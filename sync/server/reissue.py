@@ -120,7 +120,7 @@ def reissue(
         if at_kiosk and status in (AccountStatus.FROZEN, AccountStatus.EXPIRED):
             raise Conflict(f"the account is {status.value}: see the service desk", "bad_status")
         if fee:
-            spendable = ledger.spendable(tx, account_id, ctx.now_ms())
+            spendable = ledger.spendable(tx, account_id)
             if spendable < fee:
                 raise Conflict(
                     f"the reissue fee {format_fen(fee)} is more than the balance "

@@ -354,3 +354,23 @@ MIGRATIONS.add(
     CREATE INDEX paygate_notices_txn ON paygate_notices (channel, txn_id)
     """,
 )
+
+MIGRATIONS.add(
+    "0009-held-money",
+    """
+    ALTER TABLE reverse_payments ADD COLUMN refund_id {text};
+    CREATE INDEX reverse_payments_account ON reverse_payments (account_id);
+    CREATE INDEX reverse_payments_open ON reverse_payments (paid_ms)
+        WHERE journal_seq IS NULL AND refund_id IS NULL;
+    CREATE TABLE reverse_voids (
+        terminal_id {text} NOT NULL,
+        order_no {int} NOT NULL,
+        seq {int} NOT NULL,
+        ts_ms {int} NOT NULL,
+        PRIMARY KEY (terminal_id, order_no)
+    );
+    CREATE INDEX code_uses_terminal ON code_uses (terminal_id, seq);
+    ALTER TABLE confirmations ADD COLUMN serial {int};
+    ALTER TABLE confirmations ADD COLUMN counter {int}
+    """,
+)

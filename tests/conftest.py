@@ -57,6 +57,8 @@ BOTH_DBS = {
     "test_conservation",
     "test_acceptance_holder",
     "test_sso",
+    "test_trust_ident",
+    "test_query_password",
     "test_server_processes",
     "test_phone_codes_server",
     "test_bench_db",

@@ -23,6 +23,13 @@ from sync.server.errors import ServiceError, Unauthorized
 from sync.server.staff import Actor
 
 
+def client_of(request: Request) -> str:
+    """The client address of a request (the per-client limits of :mod:`sync.server.holders`
+    and :mod:`sync.server.ratelimit`).  Behind a reverse proxy it is the proxy's: see
+    docs/operations.md."""
+    return request.client.host if request.client else "unknown"
+
+
 def bearer(request: Request) -> str:
     header = request.headers.get("authorization", "")
     if not header.lower().startswith("bearer "):

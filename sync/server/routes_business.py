@@ -18,7 +18,7 @@ from sync.server import (
     sso,
     staff,
 )
-from sync.server.api_auth import ApiAuth
+from sync.server.api_auth import ApiAuth, client_of
 from sync.server.api_models import (
     AppTopupIn,
     AppTopupOut,
@@ -87,9 +87,6 @@ def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
     StaffAdmin = Annotated[Actor, auth.staff("staff")]
     Auditor = Annotated[Actor, auth.staff("audit")]
 
-    def client_of(request: Request) -> str:
-        return request.client.host if request.client else "unknown"
-
     # == card holders: the app, WeChat, the website =============================================
     @r.get("/v1/app/me", tags=["app"], response_model=MeOut)
     def app_me(who: Holder) -> dict[str, Any]:
@@ -131,9 +128,11 @@ def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
         )
 
     @r.post("/v1/app/password", tags=["app"], response_model=ChangedOut)
-    def app_password(body: ChangePasswordIn, who: Holder) -> dict[str, Any]:
+    def app_password(body: ChangePasswordIn, who: Holder, request: Request) -> dict[str, Any]:
         """R4: change the query password (the current one confirms it)."""
-        return holder_ops.change_query_password(ctx, who, body.old_password, body.new_password)
+        return holder_ops.change_query_password(
+            ctx, who, body.old_password, body.new_password, client=client_of(request)
+        )
 
     @r.post("/v1/app/report-loss", tags=["app"], response_model=StatusOut)
     def app_report_loss(who: Holder) -> dict[str, Any]:

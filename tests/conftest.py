@@ -59,6 +59,7 @@ BOTH_DBS = {
     "test_sso",
     "test_trust_ident",
     "test_query_password",
+    "test_read_then_write",
     "test_server_processes",
     "test_phone_codes_server",
     "test_bench_db",

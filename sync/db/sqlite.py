@@ -23,6 +23,7 @@ from typing import Any
 
 from sync.db.backend import Params, Row
 from sync.errors import StoreConflict, StoreError
+from sync.files import private_file
 
 #: a table definition's column types (docs/database.md), as SQLite has always had them
 TYPES = {
@@ -98,6 +99,10 @@ class Backend:
         else:
             self.path = Path(target)
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:  # every ykt database holds something private (keys, journal, holders' data)
+                private_file(self.path)
+            except OSError as exc:
+                raise StoreError(f"cannot open database {self.path}: {exc}") from exc
             self._conn()  # open now so a bad path fails here
         self.name = str(self.path) if self.path is not None else ":memory:"
 

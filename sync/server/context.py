@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from sync.card.keys import Keystore
 from sync.clock import DEFAULT_TZ, Clock, SystemClock, campus_date
 from sync.db import Database, Tx
+from sync.files import private_dir
 from sync.passwords import DEFAULT_LOG2_N
 from sync.rules import DEFAULT_CHANNELS, DEFAULT_PIN_MAX_TRIES
 from sync.server import keys
@@ -197,7 +198,7 @@ class Context:
 
     @classmethod
     def open(cls, config: ServerConfig, clock: Clock | None = None) -> Context:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(config.data_dir)  # the database and key files in it hold the campus keys
         db = Database(config.db_target, synchronous="FULL", migrations=MIGRATIONS)
         rng: random.Random = secrets.SystemRandom()
         if config.seed is not None:

@@ -45,11 +45,12 @@ def change_query_password(
         rules.check_password_format(new)
     except RuleError as exc:
         raise Invalid(str(exc), "bad_password") from exc
-    holders.verify_query_password(ctx, acct, old, client)
+    checked = holders.verify_query_password(ctx, acct, old, client)
     if new == old:
         raise Conflict("the new query password is the current one", "same_password")
     h = hash_password(new, log2_n=ctx.config.password_log2_n)
     with ctx.db.tx() as tx:
+        holders.still_current(tx, acct["id"], checked)
         tx.execute(
             "UPDATE accounts SET query_pw = ?, query_tries = 0 WHERE id = ?", (h, acct["id"])
         )

@@ -32,12 +32,13 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from sync.db import Tx
 from sync.passwords import hash_password, verify_password
 from sync.rules import AccountStatus, CardType
 from sync.server import codes, ratelimit
 from sync.server.accounts import set_status
 from sync.server.context import Context
-from sync.server.errors import Forbidden, Invalid, Unauthorized
+from sync.server.errors import Conflict, Forbidden, Invalid, Unauthorized
 
 SESSION_TTL_MS = 30 * 24 * 3600 * 1000
 QUERY_MAX_TRIES = 5
@@ -95,11 +96,26 @@ def check_query_password(
 
 def verify_query_password(
     ctx: Context, acct: dict[str, Any], password: str, client: str | None = None
-) -> None:
+) -> str:
     """R4: check the query password of a known account; wrong tries count toward a lockout
     (and, when the operator switched the rule on, an automatic freeze, R12).  ``client``: who
-    sends it (an address, ``kiosk:<id>``), for the per-client limit."""
-    _check(ctx, acct, str(acct["number"]), password, client)
+    sends it (an address, ``kiosk:<id>``), for the per-client limit.
+
+    Returns the stored hash the password matched: a change it authorizes is written only
+    while that is still the query password (:func:`still_current`), so a password changed
+    meanwhile elsewhere is never overwritten on the strength of the old one."""
+    return _check(ctx, acct, str(acct["number"]), password, client)
+
+
+def still_current(tx: Tx, account_id: int, stored: str) -> None:
+    """In the write transaction of a change a query password authorized: 409 when the query
+    password is no longer the one checked (it changed after the check, before this write)."""
+    now = tx.scalar("SELECT query_pw FROM accounts WHERE id = ?", (account_id,))
+    if now != stored:
+        raise Conflict(
+            "the query password changed meanwhile: try again with the current one",
+            "password_changed",
+        )
 
 
 @dataclass(frozen=True)
@@ -183,7 +199,7 @@ def _claim(ctx: Context, acct_id: int | None, number: str, client: str | None) -
 
 def _check(
     ctx: Context, acct: dict[str, Any] | None, number: str, password: str, client: str | None
-) -> None:
+) -> str:
     """Count the try, check the hash outside any transaction, then give the try back (right
     password) or act on the lock it set (wrong password)."""
     claim = _claim(ctx, None if acct is None else int(acct["id"]), number, client)
@@ -199,7 +215,7 @@ def _check(
             )
             if claim.client_key is not None:
                 ratelimit.refund(tx, claim.client_key, claim.client_window)
-        return
+        return claim.stored
     if claim.locked and acct is not None and ctx.policy().get("auto_freeze_query_lockout"):
         with ctx.db.tx() as tx:
             row = tx.one(

@@ -68,7 +68,7 @@ from sync.server.staff import Actor
 NumberPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")]
 CodePath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,16}$")]
 OrderPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
-Cursor = Annotated[str | None, Query(max_length=400)]
+Cursor = Annotated[str | None, Query()]  # bounded and checked by queries (400 bad_cursor)
 Limit = Annotated[int, Query(ge=1, le=queries.MAX_PAGE)]
 DateQ = Annotated[Date | None, Query()]
 

@@ -76,7 +76,7 @@ DateQ = Annotated[Date | None, Query()]
 def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
     r = APIRouter()
     Holder = Annotated[dict[str, Any], Depends(auth.holder)]
-    Kiosk = Annotated[dict[str, Any], Depends(auth.kiosk)]
+    Kiosk = Annotated[dict[str, Any], Depends(auth.terminal)]  # kiosks only (sync.server.roles)
 
     # staff with one permission each (every call audited, see ApiAuth.staff)
     Cards = Annotated[Actor, auth.staff("cards")]

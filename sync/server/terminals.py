@@ -20,8 +20,8 @@ from sync.crypto import VerifyKey
 from sync.errors import ProtocolError, SignatureError
 from sync.server.context import Context
 from sync.server.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from sync.server.roles import ROLES
 
-ROLES = ("pos", "kiosk", "gate")
 TOKEN_TTL_MS = 24 * 3600 * 1000
 _NAME = re.compile(r"^[\w.-]{1,64}$")
 
@@ -173,8 +173,3 @@ class TerminalAuth:
         if not self.nonces.claim(tid, nonce, time_ms, now):
             raise Unauthorized("request was replayed", "replayed_request")
         return dict(row)
-
-
-def require_role(terminal: Mapping[str, Any], *roles: str) -> None:
-    if terminal["role"] not in roles:
-        raise Forbidden(f"a {terminal['role']} terminal cannot do this", "wrong_role")

@@ -69,6 +69,13 @@ MIGRATIONS.add(
     """,
 )
 
+# issue 10 item 9: the feed once sent each account's query-password hash as ``pin_verifier``
+# (R3: both passwords start equal), and every terminal kept it; a POS checks the consumption
+# password against the card's own verifier and never used it.  The stored copies are wiped
+# (zeroed in the file: the SQLite backend's secure_delete, then Cache scrubs the log).
+WIPE_VERIFIERS = "0004-no-password-hashes"
+MIGRATIONS.add(WIPE_VERIFIERS, "UPDATE accounts SET pin_verifier = ''")
+
 _ACCOUNT_COLS = (
     "id",
     "number",
@@ -110,7 +117,8 @@ UPSERT_META = _upsert("meta", ("key", "value"), "key")
 class Cache:
     def __init__(self, db: Database) -> None:
         self.db = db
-        db.migrate(MIGRATIONS)
+        if WIPE_VERIFIERS in db.migrate(MIGRATIONS):
+            db.scrub()
         self._lock = threading.Lock()
         self._policy = TerminalPolicy.from_feed(json.loads(self._meta("policy") or "{}"))
         self._codes = msgspec.json.decode(self._meta("codes") or "{}", type=CodesInfo)
@@ -136,9 +144,15 @@ class Cache:
                 tx.execute("DELETE FROM accounts")
                 tx.execute("DELETE FROM cards")
                 tx.execute("DELETE FROM certs")
-            tx.executemany(
+            tx.executemany(  # no password hash is kept, even from a server that sends one
                 UPSERT_ACCOUNT,
-                [(*(getattr(a, c) for c in _ACCOUNT_COLS), page.ack) for a in page.accounts],
+                [
+                    (
+                        *("" if c == "pin_verifier" else getattr(a, c) for c in _ACCOUNT_COLS),
+                        page.ack,
+                    )
+                    for a in page.accounts
+                ],
             )
             tx.executemany(
                 UPSERT_CARD,

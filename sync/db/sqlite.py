@@ -125,6 +125,9 @@ class Backend:
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._sync}")
             conn.execute("PRAGMA foreign_keys=ON")
+            # deleted and overwritten values are zeroed where that costs no extra write, so a
+            # copied file keeps no removed secret (a password hash once in a terminal's cache)
+            conn.execute("PRAGMA secure_delete=FAST")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot prepare database: {exc}") from exc
 
@@ -208,6 +211,17 @@ class Backend:
                 return list(self._conn().execute(sql, params).fetchall())
             except sqlite3.Error as exc:
                 raise StoreError(f"query failed: {exc}") from exc
+
+    def scrub(self) -> None:
+        """Copy the write-ahead log into the database and truncate it: the log keeps the old
+        versions of pages, secrets once overwritten included, until a checkpoint."""
+        if self.path is None:
+            return
+        with self._writer_turn(), self._maybe_locked():
+            try:
+                self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"checkpoint of {self.path} failed: {exc}") from exc
 
     # -- notifications: none between processes (listeners poll) ----------------------------
     def can_listen(self) -> bool:

@@ -51,7 +51,7 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
             AccountSnapshot,
             "SELECT a.id, a.number, a.name, a.type, a.status, "
             "COALESCE(w.balance, 0) AS balance_fen, COALESCE(t.balance, 0) AS transition_fen, "
-            "a.limit_fen, a.spent_day, a.spent_fen, a.pin_tries, a.consume_pw AS pin_verifier, "
+            "a.limit_fen, a.spent_day, a.spent_fen, a.pin_tries, "
             "a.pin_epoch, a.expires, a.version FROM accounts a "
             "LEFT JOIN ledger_accounts w ON w.id = 'w:' || a.id "
             "LEFT JOIN ledger_accounts t ON t.id = 't:' || a.id "

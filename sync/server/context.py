@@ -64,6 +64,11 @@ DEFAULT_POLICY: dict[str, Any] = {
 }
 
 
+#: the ID-token algorithms single sign-on accepts when the operator pins none: public-key
+#: algorithms only (sync.server.sso)
+SSO_ALGORITHMS = ("RS256", "ES256", "EdDSA")
+
+
 @dataclass
 class ServerConfig:
     data_dir: Path
@@ -79,6 +84,8 @@ class ServerConfig:
     sso_client_id: str = ""
     sso_client_secret: str = ""
     sso_claim: str = "preferred_username"
+    #: the ID-token algorithms the provider may use (sync.server.sso: pinned per provider)
+    sso_algorithms: tuple[str, ...] = SSO_ALGORITHMS
 
     @property
     def db_path(self) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import requests
 from sync.errors import AuthError
 from sync.passwords import verify_password
 from tests.handterm import HandTerminal, fresh_account
-from tests.helpers import ServerProc
+from tests.helpers import PosProc, ServerProc, ykt
 
 
 def login(server: ServerProc, number: str, password: str) -> requests.Response:
@@ -143,3 +144,98 @@ def test_the_server_data_directory_is_private_whatever_the_umask(tmp_path: Path)
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {
         p.name: oct(0o600) for p in files
     }
+
+
+# -- the POS control API (item 14) ----------------------------------------------------------------
+@pytest.fixture
+def agent(tmp_path: Path, module_server: ServerProc) -> Iterator[PosProc]:
+    old = os.umask(0)  # the agent's files are private whatever the umask (item 18)
+    try:
+        p = PosProc(
+            tmp_path / "pos", module_server, token=module_server.enroll_token("trust-pos")
+        ).start()
+    finally:
+        os.umask(old)
+    yield p
+    p.stop()
+
+
+def test_the_control_api_refuses_foreign_hosts_and_changes_without_the_token(
+    agent: PosProc, tmp_path: Path
+) -> None:
+    """DNS rebinding: a page of another origin whose name resolves to 127.0.0.1 sends its own
+    `Host`; and a request that changes state needs the per-boot token, which only the
+    agent's own pages and the local operator have."""
+    port = agent.port
+    for host in (f"evil.example:{port}", "127.0.0.1:1", f"127.0.0.1.evil.example:{port}", ""):
+        for method, path in (
+            ("GET", "/control/state"),
+            ("GET", "/cashier"),
+            ("POST", "/control/amount"),
+        ):
+            r = requests.request(
+                method,
+                agent.url + path,
+                json={"amount_fen": 100},
+                headers={"Host": host, **agent.control_headers()},
+                timeout=5,
+            )
+            assert (r.status_code, r.json()["error"]["code"]) == (403, "bad_host"), (host, path)
+    for headers in ({}, {"X-Ykt-Control-Token": "guess"}, {"X-Ykt-Control-Token": ""}):
+        for path in ("/control/amount", "/control/cancel", "/control/sim/card"):
+            r = requests.post(
+                agent.url + path, json={"amount_fen": 100}, headers=headers, timeout=5
+            )
+            assert (r.status_code, r.json()["error"]["code"]) == (401, "bad_control_token"), path
+    assert requests.get(agent.url + "/control/state", timeout=5).json()["state"] == "idle"
+    # the loopback names with the agent's port, and the token, are what the agent answers
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}"):
+        r = requests.post(
+            agent.url + "/control/amount",
+            json={"amount_fen": 100, "confirm": False},
+            headers={"Host": host, **agent.control_headers()},
+            timeout=5,
+        )
+        assert r.status_code == 200, r.text
+    # the cashier screen carries the token for its own scripts, and may not be framed
+    page = requests.get(agent.url + "/cashier", timeout=5)
+    token = agent.control_headers()["X-Ykt-Control-Token"]
+    assert f'<meta name="ykt-control-token" content="{token}">' in page.text
+    assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
+    # the token is new at every start
+    agent.stop()
+    agent.start()
+    r = requests.post(
+        agent.url + "/control/cancel", headers={"X-Ykt-Control-Token": token}, timeout=5
+    )
+    assert r.status_code == 401
+    assert agent.control_headers()["X-Ykt-Control-Token"] != token
+
+
+def test_ykt_sim_finds_the_token_or_reads_it_from_a_file(
+    agent: PosProc, module_server: ServerProc
+) -> None:
+    card = fresh_account(module_server, topup_fen=1000)
+    agent.wait_card_known(card["card_no"])
+    out = ykt("sim", "sale", "--agent", agent.url, "--card", card["card_no"], "--amount", "1.00",
+              "--json")  # fmt: skip
+    assert json.loads(out.stdout)["approved"]
+    token_file = agent.data / "control.token"
+    out = ykt("sim", "sale", "--agent", agent.url, "--card", card["card_no"], "--amount", "1.00",
+              "--json", "--token-file", str(token_file))  # fmt: skip
+    assert json.loads(out.stdout)["approved"]
+    bad = agent.data.parent / "wrong.token"
+    bad.write_text("not-the-token\n")
+    refused = ykt("sim", "sale", "--agent", agent.url, "--card", card["card_no"], "--amount",
+                  "1.00", "--token-file", str(bad), check=False)  # fmt: skip
+    assert refused.returncode != 0 and "control token" in refused.stderr, refused.stderr
+
+
+def test_the_terminal_data_directory_is_private_whatever_the_umask(agent: PosProc) -> None:
+    """Item 18, terminals: started under umask 000, the agent's key, identity, journal, cache,
+    card keys and control token are 0600 in a 0700 directory."""
+    assert agent.data.stat().st_mode & 0o777 == 0o700
+    files = {p.name: oct(p.stat().st_mode & 0o777) for p in agent.data.iterdir() if p.is_file()}
+    for name in ("terminal.key", "terminal.json", "journal.db", "cache.db", "control.token"):
+        assert name in files, files
+    assert files == dict.fromkeys(files, oct(0o600))

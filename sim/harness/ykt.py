@@ -19,6 +19,7 @@ from typing import IO, Any, ClassVar, Self
 
 import requests
 
+from edge.pos import controltoken
 from sim.harness import procs
 from sim.harness.procs import StartFailed, free_port, ykt_cmd
 from sync.admin.common import AdminClient
@@ -214,3 +215,9 @@ class PosProcess(YktProcess):
 
     def status(self) -> dict[str, Any]:
         return dict(requests.get(self.url + "/control/status", timeout=5).json())
+
+    def control_headers(self) -> dict[str, str]:
+        """The header a request that changes the agent's state carries: its per-boot control
+        token, from DATA/control.token (edge/pos/controltoken.py)."""
+        token = (self.data / controltoken.FILE).read_text().strip()
+        return {controltoken.HEADER: token}

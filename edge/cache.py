@@ -70,11 +70,20 @@ MIGRATIONS.add(
 )
 
 # issue 10 item 9: the feed once sent each account's query-password hash as ``pin_verifier``
-# (R3: both passwords start equal), and every terminal kept it; a POS checks the consumption
-# password against the card's own verifier and never used it.  The stored copies are wiped
-# (zeroed in the file: the SQLite backend's secure_delete, then Cache scrubs the log).
-WIPE_VERIFIERS = "0004-no-password-hashes"
-MIGRATIONS.add(WIPE_VERIFIERS, "UPDATE accounts SET pin_verifier = ''")
+# (R3: both passwords start equal) and each card's signed identity (with its consumption-password
+# verifier) to every terminal; a POS checks the consumption password against the card it reads
+# and used neither.  The stored copies are wiped (zeroed in the file: the SQLite backend's
+# secure_delete, then Cache scrubs the log), and the cache pulls the feed again from the start:
+# a simulated terminal gets the identities back (sync/server/feed.py).
+WIPE_VERIFIERS = "0004-no-password-verifiers"
+MIGRATIONS.add(
+    WIPE_VERIFIERS,
+    """
+    UPDATE accounts SET pin_verifier = '';
+    UPDATE cards SET identity = '';
+    DELETE FROM meta WHERE key = 'version'
+    """,
+)
 
 _ACCOUNT_COLS = (
     "id",

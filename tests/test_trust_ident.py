@@ -69,17 +69,27 @@ def test_a_kiosk_cannot_push_sales(module_server: ServerProc) -> None:
     assert module_server.account(acct["number"])["balance_fen"] == 10_000
 
 
+def _whole_feed(pos: HandTerminal) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    page = pos.feed(0)
+    snaps, cards = list(page["accounts"]), list(page["cards"])
+    while page["more"]:
+        page = pos.feed(page["version"])
+        snaps += page["accounts"]
+        cards += page["cards"]
+    return snaps, cards
+
+
 def test_no_feed_verifier_is_a_query_password_hash(module_server: ServerProc) -> None:
     """Item 9: the feed carries nothing a terminal could crack: no account snapshot holds a
-    hash of the holder's query password (nor of anything else)."""
+    hash of the holder's query password (nor of anything else), and a real (not simulated)
+    terminal gets no card identity, which holds the consumption-password verifier (at first
+    the same password, R3)."""
     acct = fresh_account(module_server, topup_fen=100)
-    pos = HandTerminal.enroll(module_server, "trust-feed")
-    page, since = pos.feed(0), 0
-    snaps = list(page["accounts"])
-    while page["more"]:
-        since = page["version"]
-        page = pos.feed(since)
-        snaps += page["accounts"]
+    pos = HandTerminal(module_server.url, module_server.enroll_token("trust-feed", simulated=False))
+    snaps, cards = _whole_feed(pos)
+    assert cards and all(c["identity"] == "" for c in cards), cards[:3]
+    sim = HandTerminal.enroll(module_server, "trust-feed-sim")  # the harness: simulated
+    assert all(c["identity"] for c in _whole_feed(sim)[1] if c["status"] == "active")
     mine = [s for s in snaps if s["id"] == acct["id"]]
     assert mine, "the account is in the feed"
     for snap in snaps:

@@ -58,13 +58,16 @@ class AdminApi:
         finally:
             client.close()
 
-    def enroll_token(self, name: str, role: str = "pos") -> str:
-        """A one-time enrolment token for a terminal called ``name``."""
-        got = self.admin_call("POST", "/v1/admin/terminals/tokens", {"role": role, "name": name})
+    def enroll_token(self, name: str, role: str = "pos", simulated: bool = True) -> str:
+        """A one-time enrolment token for a terminal called ``name``; ``simulated`` (the
+        harness's default: its agents use sim:// readers) lets the feed send it the cards'
+        signed identities to make simulated cards from."""
+        body = {"role": role, "name": name, "simulated": simulated}
+        got = self.admin_call("POST", "/v1/admin/terminals/tokens", body)
         return str(got["token"])
 
     def enroll(self, name: str, key: SigningKey, role: str = "pos") -> str:
-        """Enroll a terminal with ``key`` as the agent would; its terminal id."""
+        """Enroll a (simulated) terminal with ``key`` as the agent would; its terminal id."""
         client = ServerClient(self.url)
         try:
             got = client.enroll(self.enroll_token(name, role), key.public.to_b64())

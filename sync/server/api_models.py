@@ -512,6 +512,7 @@ class EnrollTokenOut(BaseModel):
     role: str
     name: str
     expires_ms: int
+    simulated: bool
 
 
 class TerminalOut(BaseModel):
@@ -522,6 +523,7 @@ class TerminalOut(BaseModel):
     head_seq: int
     enrolled_ms: int
     last_seen_ms: int
+    simulated: bool
 
 
 class TerminalsOut(BaseModel):

@@ -240,7 +240,7 @@ def create_app(ctx: Context) -> FastAPI:
         response_model=EnrollTokenOut,
     )
     def enroll_token(body: TokenIn, actor: Terminals) -> dict[str, Any]:
-        return terminals.create_enroll_token(ctx, body.role, body.name)
+        return terminals.create_enroll_token(ctx, body.role, body.name, body.simulated)
 
     @app.get("/v1/admin/terminals", tags=["admin"], response_model=TerminalsOut)
     def list_terminals(actor: Terminals) -> dict[str, Any]:

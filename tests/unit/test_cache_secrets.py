@@ -8,14 +8,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from edge import cache as cache_mod
 from edge.cache import MIGRATIONS, WIPE_VERIFIERS, Cache
+from sim.cards import card_for
+from sim.errors import SimError
+from sync.card.keys import Keystore
 from sync.db import Database, Migrations
-from sync.records import FeedPage
-from tests.unit.fakes import account
+from sync.records import CardRow, FeedPage
+from tests.unit.fakes import account, card_row
 
 SECRET = "scrypt$15$8$1$U0VDUkVUU0FMVFNFQ1JFVA==$SECRETHASHSECRETHASHSECRETHASH="
+#: a card's signed identity as the feed sent it (it holds the consumption-password verifier)
+IDENTITY = "SURFTlRJVFlWRVJJRklFUlNJR05BVFVSRQ" * 3
 
 
 def _file_bytes(path: Path) -> bytes:
@@ -37,14 +43,21 @@ def test_a_cache_made_before_is_wiped_in_the_file(tmp_path: Path) -> None:
             tx.execute(
                 cache_mod.UPSERT_ACCOUNT, tuple(snap[c] for c in cache_mod._STORED_ACCOUNT_COLS)
             )
+            card = card_row(card_no=f"1{i:07d}", account_id=i, identity=IDENTITY)
+            tx.execute(cache_mod.UPSERT_CARD, tuple(card[c] for c in cache_mod._CARD_COLS))
+        tx.execute(cache_mod.UPSERT_META, ("version", "42"))
     db.close()
-    assert b"SECRETHASH" in _file_bytes(path)
+    assert b"SECRETHASH" in _file_bytes(path) and IDENTITY.encode() in _file_bytes(path)
 
     cache = Cache(Database(path, synchronous="NORMAL"))
     acct = cache.account(7)
     assert acct is not None and acct.pin_verifier == "" and acct.balance_fen == 100
+    card = cache.card("10000007")
+    assert card is not None and card.identity == "" and card.uid
+    assert cache.version == 0  # pulled again from the start: a simulated terminal gets them back
     cache.db.close()
     assert b"SECRETHASH" not in _file_bytes(path)
+    assert IDENTITY.encode() not in _file_bytes(path)
 
 
 def test_a_cache_does_not_keep_a_hash_an_older_server_sends(tmp_path: Path) -> None:
@@ -66,3 +79,13 @@ def test_a_cache_does_not_keep_a_hash_an_older_server_sends(tmp_path: Path) -> N
     assert acct is not None and acct.pin_verifier == ""
     cache.db.close()
     assert b"SECRETHASH" not in _file_bytes(tmp_path / "cache.db")
+
+
+def test_a_real_terminal_cannot_make_simulated_cards(tmp_path: Path) -> None:
+    """Item 9: a terminal not enrolled as simulated gets no card identity from the feed; a
+    simulated card it is asked to make for an issued card is refused with the reason (not a
+    blank card that then fails at the till without one)."""
+    record = msgspec.convert(card_row(identity=""), CardRow)
+    keys = Keystore.generate("campus-test").for_role("pos")
+    with pytest.raises(SimError, match="enrolled as simulated"):
+        card_for(tmp_path / "sim-cards", record.card_no, record, keys, None)

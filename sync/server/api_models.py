@@ -77,14 +77,14 @@ class ErrorOut(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": text}
     for status, text in (
-        (400, "a body that cannot be read (not UTF-8 JSON text)"),
+        (400, "a paging cursor the server did not hand out (bad_cursor)"),
         (401, "missing or bad credentials (bad_session, bad_admin_token, unsigned, …)"),
         (403, "not allowed (wrong_role, not_permitted, locked, bad_card_proof, …)"),
         (404, "no such account, card, room, order, …"),
         (409, "a state that does not allow the operation (bad_status, insufficient, …)"),
         (413, "a request body over the limit (1 MiB): too_large"),
         (422, "a field that breaks a rule or a format (invalid, bad_password, …)"),
-        (429, "rate limited (card-less operations, R10)"),
+        (429, "rate limited (card-less operations R10, wrong query passwords of a client)"),
         (503, "the database is unavailable"),
     )
 }
@@ -504,6 +504,7 @@ class EnrollTokenOut(BaseModel):
     role: str
     name: str
     expires_ms: int
+    simulated: bool
 
 
 class TerminalOut(BaseModel):
@@ -514,6 +515,7 @@ class TerminalOut(BaseModel):
     head_seq: int
     enrolled_ms: int
     last_seen_ms: int
+    simulated: bool
 
 
 class TerminalsOut(BaseModel):

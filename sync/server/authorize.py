@@ -130,10 +130,18 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
             (aid,),
         )
         assert acct is not None
-        # R2/R13 again inside the transaction: the account may have changed since it was read
+        # R2/R11/R13 again inside the transaction: a loss report, a freeze or a new card
+        # committed after the lookup above must not get a hold
         blocked = rules.blocking_reason(acct["status"])
         if blocked is None and acct["expires"] and today > acct["expires"]:
             blocked = "card expired (R13): see the service desk"
+        if (
+            blocked is None
+            and qr is None
+            and tx.scalar("SELECT status FROM cards WHERE card_no = ?", (req["card_no"],))
+            != "active"
+        ):
+            blocked = "card replaced by a newer card (R11)"
         if blocked:
             return _decline(blocked, **base)
         held = tx.all(

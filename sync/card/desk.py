@@ -81,6 +81,8 @@ def issue_on_reader(
             raise DeskError(f"the server's answer for card {uid}: {exc}") from exc
         try:
             with card.exclusive():
+                if rec.get("already_issued"):  # written before: its counters stay (never back)
+                    counters = _counters_of(card, keys, str(rec["card_no"])) or counters
                 CampusCard(card, keys).encode(blob, tag, counters)
                 check = CampusCard(card, keys).read()
         except CardGone as exc:
@@ -98,6 +100,19 @@ def issue_on_reader(
         return {**rec, "written": True, "reader": card.reader}
     finally:
         reader.close()
+
+
+def _counters_of(card: PresentCard, keys: Keystore, card_no: str) -> Counters | None:
+    """The counters of the card on the reader when it already is card ``card_no`` (issued
+    again: a card pulled away after its counters were written, or an operator running the
+    command twice), so encoding it again does not put its counters back (R5 tries, R6 amount,
+    the offline amount, the tap count the server checks)."""
+    try:
+        view = CampusCard(card, keys).read()
+    except (CardRefused, DriverError):
+        card.reset()  # a failed authentication leaves the card halted
+        return None
+    return view.counters if view.identity.card_no == card_no else None
 
 
 def read_on_reader(url: str, keys: Keystore, timeout: float = 10.0) -> dict[str, Any]:

@@ -48,6 +48,7 @@ PROOF_KEY = bytes(range(100, 132))
 POLICY = {
     "offline_max_purchase_fen": 5000,
     "offline_max_card_day_fen": 10000,
+    "offline_max_card_fen": 10000,
     "offline_max_total_fen": 500000,
     "pin_max_tries": 3,
     "code_valid_s": 300,

@@ -81,13 +81,19 @@ def test_identity_refuses_other_layouts() -> None:
     spent=st.integers(0, 2**24 - 1),
     taps=st.integers(0, 2**24 - 1),
     tries=st.integers(0, 255),
+    offline=st.integers(0, 2**16 - 1),
+    version=st.sampled_from([1, 2]),
     flip=st.integers(0, 127),
 )
-@settings(max_examples=50)
+@settings(max_examples=100)
 def test_counters_mac_detects_every_bit_flip(
-    seq: int, spent: int, taps: int, tries: int, flip: int
+    seq: int, spent: int, taps: int, tries: int, offline: int, version: int, flip: int
 ) -> None:
-    c = Counters(seq, "2026-05-01", spent, taps, tries, 3)
+    """Both counter record versions, each field at the width its version holds."""
+    if version == 1:
+        c = Counters(seq, "2026-05-01", spent, taps, tries, 3, version=1)
+    else:
+        c = Counters(seq & 0xFF, "2026-05-01", spent, taps >> 4, tries & 0xF, 3, offline)
     block = c.encode(POS, UID)
     assert Counters.decode(block, POS, UID) == c
     bad = bytearray(block)

@@ -28,11 +28,19 @@ from sync.records import CardRow
 
 
 def encoded_card(
-    uid: bytes, identity_b64: str, keys: Keystore, tag: bytes | None = None
+    uid: bytes,
+    identity_b64: str,
+    keys: Keystore,
+    tag: bytes | None = None,
+    counters: layout.Counters | None = None,
 ) -> MifareClassic1K:
+    """A card as the desk writes it; ``counters`` (their own record version: tests make cards
+    of the earlier format so) as the issuer carries them, else none."""
     blob = base64.b64decode(identity_b64)
     blocks = blank_blocks(uid)
-    made = layout.card_blocks(uid, blob, keys, missing_key=os.urandom(6), tag=tag)
+    made = layout.card_blocks(
+        uid, blob, keys, missing_key=os.urandom(6), tag=tag, counters=counters
+    )
     for n, data in made.items():
         blocks[n] = bytearray(data)
     return MifareClassic1K(uid, blocks)

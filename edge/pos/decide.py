@@ -205,11 +205,16 @@ class Decider:
             return self._sell(app, view, acct, account, counters, amount, "none", tracker, tries, t)
         # R5, as EMV PIN try counters: the try is counted on the card first (tear-safe), then
         # the password is checked; a right one takes the count back.  A card pulled away before
-        # the count is written was never checked; one pulled away after it keeps the try.
+        # the count is written was never checked (a count that landed after all is put back
+        # the next time the card is here); one pulled away after it keeps a wrong try.
         counted = view.counters.next(
             tries=min(tries + 1, layout.MAX_CARD_TRIES), epoch=counters.epoch
         )
-        app.write_counters(view, counted)
+        try:
+            app.write_counters(view, counted)
+        except CardGone:  # never checked: a count that landed is put back at the next tap
+            self._torn[view.uid] = ((counted,), counters)
+            raise
         if not app.check_pin(view, pin):
             self.journal.append(
                 records.card_pin_fail(

@@ -1,0 +1,226 @@
+"""The server acts on what it knows of a card (issue 10, item 12; docs/security.md): the
+account's R5 wrong tries count at a card sale with card facts and go onto a new card, and a
+card whose counters go back (a copy, or one restored from an old image) is an alarm and, by
+policy, blocked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.handterm import HandTerminal, alarms_of, fresh_account, ledger_ok
+from tests.helpers import ServerProc, id_card
+
+
+@pytest.fixture
+def term(module_server: ServerProc) -> Iterator[HandTerminal]:
+    t = HandTerminal.enroll(module_server, "card-risk")
+    yield t
+    t.close()
+
+
+def card_record(
+    term: HandTerminal,
+    acct: dict[str, Any],
+    taps: int,
+    *,
+    amt: int = 100,
+    tries: int = 0,
+    ep: int = 0,
+    pin_fail: bool = False,
+) -> dict[str, str]:
+    """The next record of ``term`` as a POS journals a card sale (or a wrong consumption
+    password) with the counters it left on the card."""
+    card = {
+        "uid": acct["uid"],
+        "gen": acct["generation"],
+        "ctr": taps + tries,
+        "taps": taps,
+        "tries": tries,
+        "ep": ep,
+    }
+    return term.record(
+        acct["id"],
+        0 if pin_fail else amt,
+        cred=f"card:{acct['card_no']}:{acct['uid']}",
+        x={"card": card},
+        kind="pin_fail" if pin_fail else "sale",
+        pin="fail" if pin_fail else "none",
+    )
+
+
+def push_new(term: HandTerminal, n: int) -> dict[str, Any]:
+    """Push the last ``n`` records of ``term``."""
+    last = len(term.journal)
+    return term.push(term.wire(range(last - n + 1, last + 1)))
+
+
+def facts(acct: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    return {
+        "generation": acct["generation"],
+        "day": None,
+        "spent_fen": 0,
+        "taps": 0,
+        "tries": 0,
+        "epoch": 0,
+        **kw,
+    }
+
+
+def card_status(server: ServerProc, acct: dict[str, Any]) -> str:
+    (card,) = [
+        c for c in server.account(acct["number"])["cards"] if c["card_no"] == acct["card_no"]
+    ]
+    return str(card["status"])
+
+
+# -- R5: the account's wrong tries ------------------------------------------------------------
+def test_r5_a_card_checked_right_is_refused_while_the_account_is_locked(
+    module_server: ServerProc, term: HandTerminal
+) -> None:
+    """The card says no wrong tries (restored from an image taken before them, or a card the
+    tries never reached); the account has them: the lockout holds."""
+    acct = fresh_account(module_server, topup_fen=20_000)
+    for tries in (1, 2, 3):
+        card_record(term, acct, 0, tries=tries, pin_fail=True)
+    push_new(term, 3)
+    assert module_server.account(acct["number"])["pin_locked"]
+    seq = len(term.journal) + 1
+    over = term.authorize(seq, acct["card_no"], 6000, card=facts(acct, pin="ok"))
+    assert (over["approved"], over["code"]) == (False, "pin_locked"), over
+    asked = term.authorize(seq, acct["card_no"], 6000, card=facts(acct))
+    assert (asked["approved"], asked["code"]) == (False, "pin_locked"), asked
+    # under the limit no password is needed, so the lockout does not stop the sale (R5)
+    assert term.authorize(seq, acct["card_no"], 1000, card=facts(acct))["approved"]
+    # the desk's reset starts a new epoch: the card's count of the old one no longer matters
+    module_server.admin().call("POST", f"/v1/admin/accounts/{acct['number']}/pin-reset")
+    ok = term.authorize(seq, acct["card_no"], 6000, card=facts(acct, pin="ok", epoch=0))
+    assert ok["approved"] and ok["pin"] == "ok", ok
+
+
+def test_r5_tries_left_count_the_accounts_tries(
+    module_server: ServerProc, term: HandTerminal
+) -> None:
+    acct = fresh_account(module_server, topup_fen=20_000)
+    card_record(term, acct, 0, tries=2, pin_fail=True)
+    push_new(term, 1)
+    asked = term.authorize(len(term.journal) + 1, acct["card_no"], 6000, card=facts(acct))
+    assert (asked["code"], asked["tries_left"]) == ("needs_pin", 1), asked
+
+
+@pytest.mark.parametrize("how", ["desk", "kiosk"])
+def test_r5_a_new_card_starts_with_the_accounts_tries(
+    module_server: ServerProc, term: HandTerminal, how: str
+) -> None:
+    """A reissue (R11) does not start the lockout again: the new card's counters carry the
+    account's wrong tries and the epoch they count in."""
+    acct = fresh_account(module_server, topup_fen=20_000)
+    card_record(term, acct, 0, tries=2, pin_fail=True)
+    push_new(term, 1)
+    if how == "desk":
+        new = module_server.admin().call(
+            "POST", f"/v1/admin/accounts/{acct['number']}/cards", {"uid": "0BADC0DE"}
+        )
+    else:
+        kiosk = HandTerminal.enroll(module_server, "card-risk-kiosk", role="kiosk")
+        body = {
+            "order_id": f"order-{acct['number']}",
+            "uid": "0BADC0DF",
+            "number": acct["number"],
+            "id_card": id_card(int(acct["number"][1:])),  # fresh_account's U<n>
+        }
+        new = kiosk.client.request("POST", "/v1/kiosk/reissue", body=body)["card"]
+        kiosk.close()
+    assert new["counters"]["pin_tries"] == 2 and new["counters"]["pin_epoch"] == 0, new
+
+
+# -- counters that go back ----------------------------------------------------------------------
+def test_two_records_leaving_the_same_counters_raise_an_alarm_and_block_the_card(
+    module_server: ServerProc, term: HandTerminal
+) -> None:
+    """A card restored from an image (or copied) pays at two offline tills with the same
+    counters: the second record to sync is the alarm, the card is blocked, and both sales
+    stand (the journal is the charge)."""
+    acct = fresh_account(module_server, topup_fen=20_000)
+    other = HandTerminal.enroll(module_server, "card-risk-2")
+    card_record(term, acct, 1, amt=700)
+    card_record(term, acct, 2, amt=700)
+    push_new(term, 2)
+    assert push_new(term, 2)["duplicates"] == 2  # the same records again: nothing to say
+    assert card_status(module_server, acct) == "active"
+    card_record(other, acct, 2, amt=900)  # the image of after the first sale, spent again
+    ack = push_new(other, 1)
+    assert [a["kind"] for a in ack["alarms"]] == ["card_rollback"], ack
+    assert "went back" in ack["alarms"][0]["detail"]
+    assert [a["kind"] for a in alarms_of(module_server, other.terminal_id)] == ["card_rollback"]
+    assert card_status(module_server, acct) == "blocked"
+    shown = module_server.account(acct["number"])
+    assert shown["balance_fen"] == 20_000 - 700 - 700 - 900
+    assert "card_blocked" in [f["kind"] for f in shown["flow"]]
+    # refused online, and every terminal hears of it through the feed
+    seq = len(term.journal) + 1
+    out = term.authorize(seq, acct["card_no"], 100, card=facts(acct, taps=3))
+    assert not out["approved"] and "blocked" in out["reason"], out
+    cards = {c["card_no"]: c for c in term.feed(0)["cards"]}
+    assert cards[acct["card_no"]]["status"] == "blocked"
+    # the desk reissues: the new card works
+    new = module_server.admin().call("POST", f"/v1/admin/accounts/{acct['number']}/cards", {})
+    assert term.authorize(seq, new["card_no"], 100, card=facts(new))["approved"]
+    ledger_ok(module_server)
+    other.close()
+
+
+def test_late_records_of_a_card_are_no_alarm(module_server: ServerProc, term: HandTerminal) -> None:
+    """Records of one card reach the server out of order (an offline till syncs late): a
+    lower tap count than one seen already is fine while no two records share it."""
+    acct = fresh_account(module_server, topup_fen=20_000)
+    late = HandTerminal.enroll(module_server, "card-risk-late")
+    card_record(late, acct, 1)  # offline, synced later
+    card_record(term, acct, 2)
+    card_record(term, acct, 3, tries=1, pin_fail=True)
+    card_record(term, acct, 3, tries=2, pin_fail=True)
+    card_record(term, acct, 4)
+    assert push_new(term, 4)["alarms"] == []
+    assert push_new(late, 1)["alarms"] == []
+    # a desk reset starts the tries again in a new epoch: the same count is a new state
+    card_record(term, acct, 4, tries=1, ep=1, pin_fail=True)
+    assert push_new(term, 1)["alarms"] == []
+    assert card_status(module_server, acct) == "active"
+    late.close()
+
+
+def test_a_card_showing_fewer_sales_than_it_made_is_refused_online(
+    module_server: ServerProc, term: HandTerminal
+) -> None:
+    acct = fresh_account(module_server, topup_fen=20_000)
+    for taps in (1, 2, 3):
+        card_record(term, acct, taps)
+    push_new(term, 3)
+    seq = len(term.journal) + 1
+    assert term.authorize(seq, acct["card_no"], 100, card=facts(acct, taps=3))["approved"]
+    back = term.authorize(seq, acct["card_no"], 100, card=facts(acct, taps=1))
+    assert not back["approved"] and "blocked" in back["reason"], back
+    assert [a["kind"] for a in alarms_of(module_server, term.terminal_id)][-1:] == ["card_rollback"]
+    assert card_status(module_server, acct) == "blocked"
+
+
+def test_the_policy_can_keep_such_a_card_working(
+    module_server: ServerProc, term: HandTerminal
+) -> None:
+    """``auto_block_card_rollback`` off: the alarm only."""
+    admin = module_server.admin()
+    admin.call("PUT", "/v1/admin/policy", {"values": {"auto_block_card_rollback": False}})
+    try:
+        acct = fresh_account(module_server, topup_fen=20_000)
+        card_record(term, acct, 1)
+        card_record(term, acct, 1)
+        ack = push_new(term, 2)
+        assert [a["kind"] for a in ack["alarms"]] == ["card_rollback"]
+        assert card_status(module_server, acct) == "active"
+        seq = len(term.journal) + 1
+        out = term.authorize(seq, acct["card_no"], 100, card=facts(acct, taps=0))
+        assert out["approved"], out
+    finally:
+        admin.call("PUT", "/v1/admin/policy", {"values": {"auto_block_card_rollback": True}})

@@ -6,10 +6,15 @@ policy, blocked."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sync import protocol, records
+from sync.db import Database, Migrations
+from sync.server.schema import MIGRATIONS
+from tests import dbs
 from tests.handterm import HandTerminal, alarms_of, fresh_account, ledger_ok
 from tests.helpers import ServerProc, id_card
 
@@ -224,3 +229,91 @@ def test_the_policy_can_keep_such_a_card_working(
         assert out["approved"], out
     finally:
         admin.call("PUT", "/v1/admin/policy", {"values": {"auto_block_card_rollback": True}})
+
+
+# -- the upgrade --------------------------------------------------------------------------------
+def test_records_synced_before_the_upgrade_are_marked(tmp_path: Path) -> None:
+    """Migration 0009 marks the card records stored before 0008, so a card put back to a state
+    of before the upgrade is found too."""
+    url = dbs.fresh_url()
+    db = dbs.opened(url, Database(url or tmp_path / "ykt.db"))
+    ids = [step for step, _fn in MIGRATIONS.steps]
+    before = Migrations(steps=MIGRATIONS.steps[: ids.index("0008-card-marks")])
+    db.migrate(before)
+    with db.tx() as tx:
+        tx.execute(
+            "INSERT INTO accounts (number, name, type, id_card, limit_fen, query_pw, "
+            "consume_pw, created_ms, version) VALUES ('M1', 'm', 'student', 'x', 5000, "
+            "'q', 'c', 0, 1)"
+        )
+        acct = int(tx.scalar("SELECT id FROM accounts WHERE number = 'M1'"))
+        tx.execute(
+            "INSERT INTO cards (card_no, account_id, uid, generation, issued_ms, version) "
+            "VALUES ('10000001', ?, '04A1B2C3', 1, 0, 1)",
+            (acct,),
+        )
+        prev = protocol.genesis_hash("T1")
+        made = [
+            records.card_sale(**_sale(acct, taps=1)),
+            records.card_pin_fail(**_fail(acct, taps=1, tries=1)),
+            records.card_sale(**_sale(acct, taps=2)),
+            records.card_sale(**_sale(acct, taps=2)),  # the same counters twice: kept once
+            records.offline_sale(
+                term="T1", seq=5, prev="0" * 64, ts=1, acct=acct, amt=5, cred="card:test", lim=0
+            ),
+        ]
+        for seq, entry in enumerate(made, start=1):
+            rec = (
+                entry
+                if isinstance(entry, records.JournalRecord)
+                else entry.chained("T1", seq, prev)
+            )
+            body = rec.body()
+            prev = protocol.record_hash(body)
+            tx.execute(
+                "INSERT INTO records (terminal_id, seq, hash, body, sig, received_ms) "
+                "VALUES ('T1', ?, ?, ?, '', 0)",
+                (seq, prev, body.decode()),
+            )
+    assert db.migrate(MIGRATIONS) == ["0008-card-marks", "0009-card-marks-of-earlier-records"]
+    marks = db.all("SELECT card_no, taps, mark, terminal_id, seq FROM card_marks ORDER BY seq")
+    assert [tuple(m) for m in marks] == [
+        ("10000001", 1, "sale", "T1", 1),
+        ("10000001", 1, "pin:0:1", "T1", 2),
+        ("10000001", 2, "sale", "T1", 3),
+    ]
+    assert db.scalar("SELECT taps_seen FROM cards WHERE card_no = '10000001'") == 2
+
+
+def _card(taps: int, tries: int = 0) -> records.CardX:
+    return records.CardX(uid="04A1B2C3", gen=1, ctr=taps + tries, taps=taps, tries=tries, ep=0)
+
+
+def _sale(acct: int, taps: int) -> dict[str, Any]:
+    return {
+        "ts": 1,
+        "card_no": "10000001",
+        "card": _card(taps),
+        "acct": acct,
+        "amt": 100,
+        "off": True,
+        "pin": "none",
+        "spent": 0,
+        "lim": 5000,
+        "bal": 0,
+        "op": "",
+        "auth": None,
+    }
+
+
+def _fail(acct: int, taps: int, tries: int) -> dict[str, Any]:
+    return {
+        "ts": 1,
+        "card_no": "10000001",
+        "card": _card(taps, tries),
+        "acct": acct,
+        "off": True,
+        "spent": 0,
+        "lim": 5000,
+        "op": "",
+    }

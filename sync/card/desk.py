@@ -81,9 +81,10 @@ def issue_on_reader(
             raise DeskError(f"the server's answer for card {uid}: {exc}") from exc
         try:
             with card.exclusive():
-                if rec.get("already_issued"):  # written before: its counters stay (never back)
-                    counters = _counters_of(card, keys, str(rec["card_no"])) or counters
-                CampusCard(card, keys).encode(blob, tag, counters)
+                # issued before (an interrupted write, or the command run twice): counters
+                # already on the card stay (never put back: docs/card-format.md)
+                keep = bool(rec.get("already_issued"))
+                CampusCard(card, keys).encode(blob, tag, counters, keep_counters=keep)
                 check = CampusCard(card, keys).read()
         except CardGone as exc:
             raise DeskError(
@@ -100,19 +101,6 @@ def issue_on_reader(
         return {**rec, "written": True, "reader": card.reader}
     finally:
         reader.close()
-
-
-def _counters_of(card: PresentCard, keys: Keystore, card_no: str) -> Counters | None:
-    """The counters of the card on the reader when it already is card ``card_no`` (issued
-    again: a card pulled away after its counters were written, or an operator running the
-    command twice), so encoding it again does not put its counters back (R5 tries, R6 amount,
-    the offline amount, the tap count the server checks)."""
-    try:
-        view = CampusCard(card, keys).read()
-    except (CardRefused, DriverError):
-        card.reset()  # a failed authentication leaves the card halted
-        return None
-    return view.counters if view.identity.card_no == card_no else None
 
 
 def read_on_reader(url: str, keys: Keystore, timeout: float = 10.0) -> dict[str, Any]:

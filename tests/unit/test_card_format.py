@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -338,3 +339,26 @@ def test_identity_rewritten_keeps_the_counters() -> None:
     assert view2.counters.spent_fen == 700 and view2.counters.taps == 3
     with pytest.raises(ConfigError, match="id_write"):  # a POS cannot write an identity
         CampusCard(reader.current_card(), POS).write_identity(blob2)  # type: ignore[arg-type]
+
+
+def test_issuing_the_same_card_again_keeps_its_counters() -> None:
+    """The desk runs ``card issue`` again on a card already written and used: its counters
+    stay (putting them back would look like a card restored from an old image)."""
+    card = cardimage.new_card(UID)
+    reader = SimReader("t")
+    CampusCard(reader.present(card), DESK).encode(BLOB)
+    app = CampusCard(reader.present(card), POS)
+    view = app.read()
+    used = view.counters.next(day="2026-01-02", spent_fen=900, taps=5, tries=2, offline_fen=900)
+    app.write_counters(view, used)
+    carried = Counters.carried({"day": "2026-01-02", "spent_fen": 0})
+    CampusCard(reader.present(card), DESK).encode(BLOB, counters=carried, keep_counters=True)
+    assert CampusCard(reader.present(card), POS).read().counters == used
+    # a card pulled away before its counter sector was written gets the carried counters
+    fresh = cardimage.new_card(UID)
+    fresh.tear_after(12, "before")  # during sector 3
+    with pytest.raises(CardGone):
+        CampusCard(reader.present(fresh), DESK).encode(BLOB, counters=carried)
+    fresh.tear_after(None)
+    CampusCard(reader.present(fresh), DESK).encode(BLOB, counters=carried, keep_counters=True)
+    assert CampusCard(reader.present(fresh), POS).read().counters == replace(carried, seq=1)

@@ -16,8 +16,8 @@ agent with a simulated device mounts the control routes it adds (:mod:`edge.devi
 from __future__ import annotations
 
 import base64
-from typing import Any
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter

@@ -13,6 +13,7 @@ import pytest
 
 from sync import protocol, records
 from sync.db import Database, Migrations
+from sync.errors import ServerRefused
 from sync.server.schema import MIGRATIONS
 from tests import dbs
 from tests.handterm import HandTerminal, alarms_of, fresh_account, ledger_ok
@@ -170,6 +171,12 @@ def test_two_records_leaving_the_same_counters_raise_an_alarm_and_block_the_card
     assert not out["approved"] and "blocked" in out["reason"], out
     cards = {c["card_no"]: c for c in term.feed(0)["cards"]}
     assert cards[acct["card_no"]]["status"] == "blocked"
+    kiosk = HandTerminal.enroll(module_server, "card-risk-kiosk-2", role="kiosk")
+    proof = {k: acct[k] for k in ("card_no", "uid", "generation", "tag")}
+    with pytest.raises(ServerRefused) as refused:
+        kiosk.client.request("POST", "/v1/kiosk/card", body={"card": proof})
+    assert refused.value.code == "card_blocked"
+    kiosk.close()
     # the desk reissues: the new card works
     new = module_server.admin().call("POST", f"/v1/admin/accounts/{acct['number']}/cards", {})
     assert term.authorize(seq, new["card_no"], 100, card=facts(new))["approved"]

@@ -3,17 +3,23 @@
 1. Read the card (:class:`sync.card.app.CampusCard`): identity checked against the issuer
    signature and the UID (a clone or altered data is refused), counters from the newest valid
    slot.
-2. Card-level checks that work offline: the card number's issued UID and generation from
-   the cache (R11), the card's expiry (R13), the consumption-password lockout kept on the card
-   (R5; the desk's reset arrives as the account's ``pin_epoch`` and clears it).
-3. R6 from the card's counters: over the limit, ask for the consumption password; check it
-   against the card's verifier; a wrong one is counted *on the card* (then journaled).
-4. Authorize: online, the server checks status, generation, holds and balance with the card's
-   facts (it no longer re-decides R6 at account level); offline, the caches, the journal and
-   the risk limits decide.
-5. Write the new counters to the card (tear-safe: the other slot), then journal (durably),
-   then approve.  A card pulled away during the write is declined with nothing charged; if
-   the write did land, the counters are put back the next time the card is seen here.
+2. Card-level checks that work offline: the card number's issued UID, generation and status
+   from the cache (R11; a card the server blocked), the card's expiry (R13), the
+   consumption-password lockout (R5: the highest of the card's tries, the account's from the
+   feed and this terminal's later records; the desk's reset arrives as the account's
+   ``pin_epoch`` and clears it).
+3. R6 from the card's counters: over the limit, ask for the consumption password.  The try is
+   counted *on the card* first, then the password is checked against the card's verifier (as
+   EMV PIN try counters are): a wrong one stays counted (and is journaled), a right one is
+   taken back by the sale's write, or by a write of the counters as they were when no sale
+   follows.
+4. Authorize: online, the server checks status, generation, holds, R5/R6 and balance with the
+   card's facts; offline, the caches, the journal and the risk limits decide, with the card's
+   own offline amount against the per-card limit (it holds across terminals).
+5. Write the new counters to the card (tear-safe: the other slot; the offline amount 0 after an
+   online approval, plus the sale after an offline one), then journal (durably), then approve.
+   A card pulled away during the write is declined with nothing charged; if the write did
+   land, the counters are put back the next time the card is seen here.
 """
 
 from __future__ import annotations

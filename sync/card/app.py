@@ -200,9 +200,7 @@ class CampusCard:
 
     def _has_counters(self) -> bool:
         """Whether the counter sector (open) holds a valid slot."""
-        slots = (
-            layout.Counters.decode(self._read(b), self.keys, self.uid) for b in layout.B_SLOTS
-        )
+        slots = (layout.Counters.decode(self._read(b), self.keys, self.uid) for b in layout.B_SLOTS)
         return any(c is not None for c in slots)
 
     def write_identity(self, blob: bytes) -> None:

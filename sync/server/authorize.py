@@ -12,9 +12,13 @@ an abandoned hold expires.
 R6 with a card: the POS sends the card's own facts (``card``: generation, the tracked day
 and amount from the card's counters, the wrong tries, whether the consumption password was
 checked correct against the card's verifier).  The limit is then decided from those facts, so
-it holds across offline terminals, and the password never reaches the server.  Without card
-facts (legacy card requests) R6 is decided at account level, with the consumption password
-checked here (R5).
+it holds across offline terminals, and the password never reaches the server.  R5 counts the
+card's wrong tries or the account's, whichever is higher: a locked account refuses even a
+password the card accepted (a card restored from an old image, or a new card, does not start
+the count again).  A card whose facts show fewer sales than a synced record left on it went back
+(:mod:`sync.server.cardrisk`): an alarm, and by policy the card is blocked.  Without card facts
+(legacy card requests) R6 is decided at account level, with the consumption password checked
+here (R5).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ def _decline(reason: str, code: str = "declined", **extra: Any) -> AuthorizeAnsw
 
 def lookup_card(ctx: Context, card_no: str) -> dict[str, Any] | None:
     row = ctx.db.one(
-        "SELECT c.card_no, c.uid, c.generation, c.status AS card_status, c.taps_seen, a.* "
+        "SELECT c.card_no, c.uid, c.generation, c.status AS card_status, a.* "
         "FROM cards c JOIN accounts a ON a.id = c.account_id WHERE c.card_no = ?",
         (card_no,),
     )
@@ -120,8 +124,14 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
         )
         if facts is not None:  # R5, R6 from the card's counters and the account's
             if cardrisk.check_facts(  # a card showing fewer sales than it made went back
-                ctx, tx, row, int(facts["taps"]), tid, cardrisk.store_alarm(ctx, tx, tid)
-            ) and ctx.policy().get("auto_block_card_rollback", True):
+                ctx,
+                tx,
+                row["card_no"],
+                aid,
+                int(facts["taps"]),
+                tid,
+                cardrisk.store_alarm(ctx, tx, tid),
+            ) and policy.get("auto_block_card_rollback", True):
                 return _decline(BLOCKED_REASON, **base)
             same_epoch = facts.get("epoch") == acct["pin_epoch"] & 0xFF
             card_tries = int(facts.get("tries") or 0) if same_epoch else 0

@@ -128,24 +128,24 @@ def note_records(
 def check_facts(
     ctx: Context,
     tx: Tx,
-    card: dict[str, object],
+    card_no: str,
+    account_id: int,
     taps: int,
     terminal_id: str,
     alarm: Callable[[str, str], None],
 ) -> bool:
-    """Online authorization: whether the card (a ``cards`` row joined with its account: card
-    number, ``taps_seen``, ``id``) shows fewer sales than a synced record already left on it;
-    when it does, :func:`went_back_to` has run."""
-    seen = int(card.get("taps_seen") or 0)  # type: ignore[call-overload]
+    """Online authorization: whether card ``card_no`` shows fewer sales (``taps``) than a
+    synced record already left on it; when it does, :func:`went_back_to` has run."""
+    seen = int(tx.scalar("SELECT taps_seen FROM cards WHERE card_no = ?", (card_no,)) or 0)
     if taps >= seen:
         return False
     went_back_to(
         ctx,
         tx,
-        str(card["card_no"]),
-        int(card["id"]),  # type: ignore[call-overload]
-        f"card {card['card_no']} shows {taps} sales at {terminal_id}, but a synced sale left "
-        f"{seen} on it: the card went back (a copy, or an old image)",
+        card_no,
+        account_id,
+        f"card {card_no} shows {taps} sales at {terminal_id}, but a synced sale left {seen} "
+        "on it: the card went back (a copy, or an old image)",
         alarm,
     )
     return True

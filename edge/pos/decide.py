@@ -315,8 +315,12 @@ class Decider:
         try:
             app.write_counters(view, new)
         except CardGone:
-            # put back the next time the card is here: the sale was declined
-            self._torn[view.uid] = ((new, before), before if pin_fact == "none" else counters)
+            # put back the next time the card is here: the sale was declined (and with a right
+            # password, the try counted before it is taken back too)
+            if pin_fact == "none":
+                self._torn[view.uid] = ((new,), before)
+            else:
+                self._torn[view.uid] = ((new, before), counters)
             log.warning("card %s left during the counter write: sale declined", view.uid_hex)
             raise
         t0 = time.perf_counter_ns()

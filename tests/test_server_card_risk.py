@@ -203,6 +203,29 @@ def test_late_records_of_a_card_are_no_alarm(module_server: ServerProc, term: Ha
     late.close()
 
 
+def test_a_consumption_password_changed_at_a_kiosk_starts_a_new_count(
+    module_server: ServerProc, term: HandTerminal
+) -> None:
+    """R5: a new consumption password (kiosk, with the card) clears the wrong tries in a new
+    epoch, as the desk's reset does: a wrong try after it leaves a count the card never
+    showed, so it is no alarm (the same epoch would repeat an earlier try's counters and block
+    the holder's card as a copy)."""
+    acct = fresh_account(module_server, topup_fen=20_000)
+    card_record(term, acct, 3, tries=1, pin_fail=True)
+    assert push_new(term, 1)["alarms"] == []
+    kiosk = HandTerminal.enroll(module_server, "card-risk-kiosk-pw", role="kiosk")
+    proof = {k: acct[k] for k in ("card_no", "uid", "generation", "tag")}
+    body = {"card": proof, "query_password": acct["password"], "new_password": "246810"}
+    out = kiosk.client.request("POST", "/v1/kiosk/card/consume-password", body=body)
+    kiosk.close()
+    (snap,) = [a for a in term.feed(0)["accounts"] if a["id"] == acct["id"]]
+    assert snap["pin_tries"] == 0 and out["write"]["pin_tries"] == 0
+    epoch = snap["pin_epoch"] & 0xFF  # what a POS writes on the card with its next count
+    card_record(term, acct, 3, tries=1, ep=epoch, pin_fail=True)  # a wrong try, no sale since
+    assert push_new(term, 1)["alarms"] == []
+    assert card_status(module_server, acct) == "active"
+
+
 def test_a_card_showing_fewer_sales_than_it_made_is_refused_online(
     module_server: ServerProc, term: HandTerminal
 ) -> None:

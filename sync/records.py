@@ -701,6 +701,9 @@ class TerminalPolicy(Struct, frozen=True, kw_only=True):
 
     offline_max_purchase_fen: Id = 0
     offline_max_card_day_fen: Id = 0
+    #: what a card may spend offline since its last online approval, at every terminal
+    #: together (carried on the card; docs/security.md)
+    offline_max_card_fen: Id = 0
     offline_max_total_fen: Id = 0
     pin_max_tries: Id = DEFAULT_PIN_MAX_TRIES  # R5
     code_valid_s: Id = 60

@@ -44,6 +44,7 @@ BOTH_DBS = {
     "test_server_admin",
     "test_server_auth",
     "test_server_authorize",
+    "test_server_card_risk",
     "test_server_conservation",
     "test_server_feed",
     "test_server_ingest",

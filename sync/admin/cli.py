@@ -148,7 +148,8 @@ def card_read(args: argparse.Namespace) -> int:
             f"card {d['card_no']} (uid {d['uid']}, generation {d['generation']}, {d['type']}, "
             f"expires {d['expires'] or 'never'}): today's tracked amount "
             f"{format_fen(c['spent_fen'])} on {c['day'] or '-'}, {c['taps']} taps, "
-            f"{c['pin_tries']} wrong passwords"
+            f"{c['pin_tries']} wrong passwords, {format_fen(c['offline_fen'])} spent offline "
+            f"since its last online payment (counter record {c['version']})"
         )
 
     return emit(args, data, show)

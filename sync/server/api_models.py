@@ -339,11 +339,18 @@ class KioskReadOut(BaseModel):
 
 
 class CardCounters(BaseModel):
-    """The R6 counters a newly written card starts with (a correction leaves them alone)."""
+    """The R5 and R6 counters a newly written card starts with (a correction leaves them
+    alone)."""
 
     day: str | None = Field(description="campus date the amount belongs to (None: nothing yet)")
     spent_fen: int = Field(
         ge=0, description="spent that day since midnight or the last correct consumption password"
+    )
+    pin_tries: int = Field(
+        default=0, ge=0, le=255, description="the account's wrong consumption passwords (R5)"
+    )
+    pin_epoch: int = Field(
+        default=0, ge=0, le=255, description="the desk's reset (mod 256) the tries count in"
     )
 
 

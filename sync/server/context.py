@@ -44,6 +44,9 @@ POLL_S = 0.25
 DEFAULT_POLICY: dict[str, Any] = {
     "offline_max_purchase_fen": 5000,
     "offline_max_card_day_fen": 10000,
+    # what one card spends offline since its last online approval, at every terminal together
+    # (carried on the card: at most MAX_CARD_OFFLINE_FEN; docs/security.md)
+    "offline_max_card_fen": 10000,
     "offline_max_total_fen": 500000,
     "pin_max_tries": DEFAULT_PIN_MAX_TRIES,
     "reissue_fee_fen": 2000,
@@ -64,6 +67,9 @@ DEFAULT_POLICY: dict[str, Any] = {
     "reverse_refund_s": 86400,
     # R7: how long a top-up order can be paid at its payment provider (sync.server.topups)
     "topup_order_ttl_s": 900,
+    # a card whose counters went back (a copied card, or one restored from an old image) is
+    # blocked as soon as the server sees it (docs/security.md); the alarm is raised either way
+    "auto_block_card_rollback": True,
 }
 
 

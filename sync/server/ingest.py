@@ -11,7 +11,8 @@ For each batch:
    behind it (a bad one makes us walk back to the newest record whose signature holds);
 5. the run is applied exactly once, in one transaction (records, transfers, the holds and
    provisional code claims of those sequence numbers released, R6 tracking, R5 wrong tries,
-   R12 flags; phone-code sales through :mod:`sync.server.codeuse`: a code used twice is
+   R12 flags, the card counters each record left (:mod:`sync.server.cardrisk`: a card that
+   went back is an alarm); phone-code sales through :mod:`sync.server.codeuse`: a code used twice is
    reversed; reverse-scan records through :mod:`sync.server.reconcile`: a sale is linked to
    the phone's payment and charges nothing, a ``void`` refunds it), and the head moves;
 6. records after a gap are held in ``pending_records`` until the gap is filled.
@@ -48,7 +49,7 @@ from sync.db import Tx, placeholders
 from sync.errors import ProtocolError
 from sync.records import Alarm, JournalRecord, PushAck
 from sync.rules import AccountStatus
-from sync.server import authorize, codeuse, holders, ledger, reconcile, roles
+from sync.server import authorize, cardrisk, codeuse, holders, ledger, reconcile, roles
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version
 from sync.server.errors import Forbidden, Invalid
@@ -481,6 +482,14 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
                 acct["frozen_now"] = True
         touched.add(aid)
     ledger.apply_many(tx, transfers)
+    # the card counters the records left: a card that went back is an alarm (and blocked)
+    cardrisk.note_records(
+        ctx,
+        tx,
+        tid,
+        [(i.seq, i.rec) for i in run if i.rec is not None],
+        lambda kind, detail: _alarm(tx, ctx, res, tid, kind, detail),
+    )
     tx.insert_rows(
         "records",
         ("terminal_id", "seq", "hash", "body", "sig", "received_ms"),

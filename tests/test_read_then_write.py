@@ -63,7 +63,7 @@ def test_two_policy_changes_at_once_both_stay(
             errors.append(exc)
 
     threads = [
-        threading.Thread(target=change, args=({"hold_ttl_s": 700},)),
+        threading.Thread(target=change, args=({"reverse_refund_s": 700},)),
         threading.Thread(target=change, args=({"code_valid_s": 200, "channels": {"app": False}},)),
     ]
     for t in threads:
@@ -73,7 +73,7 @@ def test_two_policy_changes_at_once_both_stay(
     assert errors == []
     monkeypatch.setattr(ctx, "setting", real)
     now = ctx.policy()
-    assert (now["hold_ttl_s"], now["code_valid_s"], now["channels"]["app"]) == (700, 200, False)
+    assert (now["reverse_refund_s"], now["code_valid_s"], now["channels"]["app"]) == (700, 200, False)
 
 
 def test_a_password_changed_meanwhile_is_not_overwritten_with_the_old_one(

@@ -65,6 +65,7 @@ class SaleSeen:
     seq: int | None = None
     offline: bool = False
     code: str | None = None
+    reason: str | None = None
     lost_known: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -108,14 +109,14 @@ def check_approved_in_journal(
     for s in seen:
         found = by_amount.get(s.amount_fen, [])
         if s.outcome == "approved":
-            j = by_seq.get((s.terminal, s.seq or 0))
-            if j is None or j.amount_fen != s.amount_fen:
+            at = by_seq.get((s.terminal, s.seq or 0))
+            if at is None or at.amount_fen != s.amount_fen:
                 out.append(
                     Violation(
                         "approved_journaled",
                         f"{s.terminal} approved {s.amount_fen} fen (seq {s.seq}) but its "
                         "journal has no such sale",
-                        {"sale": s.to_json(), "journal_at_seq": j and asdict(j)},
+                        {"sale": s.to_json(), "journal_at_seq": at and asdict(at)},
                     )
                 )
         elif s.outcome == "declined" and found:

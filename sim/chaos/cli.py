@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from sim.chaos.run import ChaosConfig, run_chaos
 from sync.cmdline import Sub, command
 
 
-def _positive(kind: type[int] | type[float]) -> object:
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
@@ -25,9 +26,7 @@ def _positive(kind: type[int] | type[float]) -> object:
 
 
 def chaos(args: argparse.Namespace) -> int:
-    cfg = ChaosConfig(
-        seconds=args.seconds, terminals=args.terminals, seed=args.seed, dir=args.dir
-    )
+    cfg = ChaosConfig(seconds=args.seconds, terminals=args.terminals, seed=args.seed, dir=args.dir)
     out = run_chaos(cfg)
     if args.json:
         print(json.dumps(out, ensure_ascii=False))
@@ -52,8 +51,10 @@ def chaos(args: argparse.Namespace) -> int:
         for v in out["violations"]:
             print(f"  {v['invariant']}: {v['detail']}", file=sys.stderr)
             if v.get("evidence") is not None:
-                print(f"    evidence: {json.dumps(v['evidence'], ensure_ascii=False)[:2000]}",
-                      file=sys.stderr)
+                print(
+                    f"    evidence: {json.dumps(v['evidence'], ensure_ascii=False)[:2000]}",
+                    file=sys.stderr,
+                )
         return 1
     return 0
 

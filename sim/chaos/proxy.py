@@ -98,17 +98,21 @@ class FaultProxy:
     # -- from any thread ----------------------------------------------------------------------
     def start(self) -> FaultProxy:
         ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
+        loop = self._loop = asyncio.new_event_loop()
 
         def run() -> None:
-            assert self._loop is not None
-            asyncio.set_event_loop(self._loop)
-            self._server = self._loop.run_until_complete(
+            asyncio.set_event_loop(loop)
+            self._server = loop.run_until_complete(
                 asyncio.start_server(self._accept, "127.0.0.1", self.port)
             )
             self.port = int(self._server.sockets[0].getsockname()[1])
             ready.set()
-            self._loop.run_forever()
+            loop.run_forever()
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.close()
 
         self._thread = threading.Thread(target=run, name=f"proxy-{self.upstream_port}", daemon=True)
         self._thread.start()
@@ -130,19 +134,20 @@ class FaultProxy:
     def stop(self) -> None:
         if self._loop is None:
             return
-        loop = self._loop
+        loop, self._loop = self._loop, None
 
         async def close() -> None:
             if self._server is not None:
                 self._server.close()
             for c in list(self._conns):
                 c.abort()
+            if self._server is not None:
+                await self._server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(close(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(10)
-        self._loop = None
 
     # -- in the loop --------------------------------------------------------------------------
     async def _switch(self, mode: Mode) -> None:

@@ -59,7 +59,6 @@ log = logging.getLogger("ykt.chaos")
 
 #: faults a terminal's proxy is switched to, with their weights
 PROXY_FAULTS: tuple[tuple[Mode, int], ...] = (
-    (Mode.CLEAN, 3),
     (Mode.PARTITION, 2),
     (Mode.BLACKHOLE, 1),
     (Mode.DELAY, 1),
@@ -74,7 +73,9 @@ ACTIONS: tuple[tuple[str, int], ...] = (
     ("kill_pos", 3),
     ("kill_server", 2),
     ("loss", 3),
+    ("desk", 2),
 )
+SALE_KINDS = ("card", "pin", "code")
 _W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 
 
@@ -224,16 +225,21 @@ class ChaosRun:
             proc.token = None  # later starts reuse the identity
             term.terminal_id = str(proc.status()["terminal_id"])
             term.up.set()
-        phones = self.dir / "phones"
-        phones.mkdir(exist_ok=True)
+        wallets = self.dir / "phones"
+        wallets.mkdir(exist_ok=True)
         for a in self.accounts[::2]:
             w = wallet.login(self.server.url, a.number, a.password)  # the phone's own network
-            a.phone = phones / f"{a.number}.json"
+            a.phone = wallets / f"{a.number}.json"
             w.save(a.phone)
+        phones = len(self.accounts[::2])
         for t in self.terminals:
+
+            def fed(t: Terminal = t) -> bool:
+                c = t.proc.status()["cache"]
+                return bool(c["cards"] >= len(self.accounts) and c.get("certs", 0) >= phones)
+
             self._wait(
-                lambda t=t: (c := t.proc.status()["cache"])["cards"] >= len(self.accounts)
-                and c.get("certs", 0) >= len(self.accounts[::2]),
+                fed,
                 30,
                 f"{t.name} never got every card and wallet certificate from the feed",
             )
@@ -269,7 +275,7 @@ class ChaosRun:
         while not self.stop.is_set():
             if not t.up.wait(0.5):
                 continue
-            how = rng.choices(("card", "pin", "code"), (5, 2, 2))[0]
+            how = rng.choices(SALE_KINDS, (5, 2, 2))[0]
             with self._card(rng, phone=how == "code") as acct:
                 if acct is None:
                     self.stop.wait(0.05)
@@ -320,10 +326,9 @@ class ChaosRun:
     def _sale(
         self, t: Terminal, ctl: AgentControl, rng: random.Random, how: str, acct: Account
     ) -> None:
-        if how == "pin":  # over the daily limit (R6): the consumption password is keyed
-            amount = self._amount(rng, 2000, 4900)
-        else:
-            amount = self._amount(rng, 100, 1999)
+        # "pin": over the daily limit (R6), the consumption password is keyed
+        lo, hi = (2000, 4900) if how == "pin" else (100, 1999)
+        amount = self._amount(rng, lo, hi)
         seen = SaleSeen(t.terminal_id, how, acct.number, acct.card_no, amount, "in_doubt")
         try:
             known = self._lost_known(t, ctl, acct)
@@ -340,6 +345,7 @@ class ChaosRun:
             seen.seq = out.get("seq")
             seen.offline = bool(out.get("offline"))
             seen.code = out.get("code")
+            seen.reason = out.get("reason")
             seen.lost_known = self._still_lost(acct, known)
         except SimError as exc:  # the agent died, or did not answer in time
             seen.code = f"in doubt: {exc}"[:200]
@@ -355,7 +361,14 @@ class ChaosRun:
         rng = random.Random(self.cfg.seed * 104729)
         first = [a for a, _ in ACTIONS]  # every kind once first, in a seeded order
         rng.shuffle(first)
+        clean_at: dict[int, float] = {}  # a proxy fault lasts a while, then heals by itself
         while not self.stop.wait(rng.uniform(0.2, 1.2)):
+            now = time.monotonic()
+            for t in self.terminals:
+                if clean_at.get(t.index, now + 1) <= now:
+                    del clean_at[t.index]
+                    t.proxy.set_mode(Mode.CLEAN)
+                    self.event(f"{t.name} proxy clean")
             if first:
                 action = first.pop()
             else:
@@ -364,18 +377,24 @@ class ChaosRun:
             if action == "proxy":
                 t = rng.choice(self.terminals)
                 mode = rng.choices([m for m, _ in PROXY_FAULTS], [w for _, w in PROXY_FAULTS])[0]
-                self.event(f"{t.name} proxy {mode}")
+                lasts = rng.uniform(0.5, 5.0)
+                self.event(f"{t.name} proxy {mode} for {lasts:.1f}s")
                 t.proxy.set_mode(mode)
+                clean_at[t.index] = time.monotonic() + lasts
             elif action == "partition_all":
                 mode = rng.choice((Mode.PARTITION, Mode.BLACKHOLE))
-                self.event(f"every proxy {mode}")
+                lasts = rng.uniform(1.0, 6.0)
+                self.event(f"every proxy {mode} for {lasts:.1f}s")
                 for t in self.terminals:
                     t.proxy.set_mode(mode)
+                    clean_at[t.index] = time.monotonic() + lasts
             elif action == "kill_pos":
                 t = rng.choice(self.terminals)
                 self.kill_pos(t, rng.uniform(0.0, 1.5))
             elif action == "kill_server":
                 self.kill_server(rng.uniform(0.0, 2.0))
+            elif action == "desk":
+                self.desk(rng)
             else:
                 self.loss_or_unlock(rng)
 
@@ -400,6 +419,27 @@ class ChaosRun:
         time.sleep(down_s)  # the server stays down this long (no event to await)
         self.server.start()
         self.counts["server_restarts"] += 1
+
+    def desk(self, rng: random.Random) -> None:
+        """The desk tops an account up in cash and unfreezes it if an overdraft froze it
+        (R12), so its card goes on paying."""
+        acct = rng.choice(self.accounts)
+        try:
+            got = self.server.admin_call("GET", f"/v1/admin/accounts/{acct.number}")
+            if got["status"] == "frozen":
+                self.server.admin_call(
+                    "POST", f"/v1/admin/accounts/{acct.number}/status", {"action": "unfreeze"}
+                )
+                self.counts["unfreezes"] += 1
+            self.server.admin_call(
+                "POST",
+                f"/v1/admin/accounts/{acct.number}/topups",
+                {"amount_fen": 5000, "channel": "cash"},
+            )
+            self.counts["topups"] += 1
+            self.event(f"desk: {acct.number} was {got['status']}, topped up 50.00")
+        except (SyncError, requests.RequestException) as exc:
+            self.event(f"desk: {acct.number} not answered: {exc}")
 
     def loss_or_unlock(self, rng: random.Random) -> None:
         with self.lock:
@@ -449,9 +489,14 @@ class ChaosRun:
                 t.proc.start()
         started = time.monotonic()
         for t in self.terminals:
+
+            def synced(t: Terminal = t) -> bool:
+                s = t.proc.status()
+                return bool(s["queued"] == 0 and s["online"])
+
             try:
                 self._wait(
-                    lambda t=t: (s := t.proc.status())["queued"] == 0 and s["online"],
+                    synced,
                     max(1.0, self.cfg.heal_s - (time.monotonic() - started)),
                     f"{t.name} never synced",
                 )
@@ -460,9 +505,11 @@ class ChaosRun:
                 with suppress(requests.RequestException, ValueError):
                     status = t.proc.status()
                 self.violations.append(
-                    Violation("heal", f"{t.name} did not sync within {self.cfg.heal_s:.0f}s", status)
+                    Violation(
+                        "heal", f"{t.name} did not sync within {self.cfg.heal_s:.0f}s", status
+                    )
                 )
-        self.counts["heal_s"] = round(time.monotonic() - started, 1)
+        self.heal_s = round(time.monotonic() - started, 1)
         for t in self.terminals:
             t.proc.stop()
 
@@ -574,9 +621,14 @@ class ChaosRun:
             "offline_approved": sum(s.outcome == "approved" and s.offline for s in seen),
             "declined": sum(s.outcome == "declined" for s in seen),
             "in_doubt": sum(s.outcome == "in_doubt" for s in seen),
-            "by_kind": {k: v for k, v in sorted(self.counts.items()) if "_" in k and k[0] in "cp"},
+            "by_kind": {
+                k: v for k, v in sorted(self.counts.items()) if k.split("_")[0] in SALE_KINDS
+            },
             "declined_codes": dict(
                 Counter(str(s.code) for s in seen if s.outcome == "declined").most_common()
+            ),
+            "declined_reasons": dict(
+                Counter(str(s.reason) for s in seen if s.outcome == "declined").most_common(8)
             ),
             "lost_card_refusals": sum(s.lost_known and s.outcome == "declined" for s in seen),
             "chaos": {
@@ -590,6 +642,8 @@ class ChaosRun:
                     "unlocks",
                     "pos_restarts",
                     "server_restarts",
+                    "topups",
+                    "unfreezes",
                 )
             },
             "proxy": dict(sorted(faults.items())),
@@ -601,9 +655,9 @@ class ChaosRun:
                     "min_balance_fen",
                     "bound_fen",
                     "alarms",
-                    "heal_s",
                 )
             },
+            "heal_s": getattr(self, "heal_s", None),
             "alarm_kinds": getattr(self, "alarm_kinds", []),
             "violations": [v.to_json() for v in self.violations],
             "elapsed_s": round(elapsed, 1),

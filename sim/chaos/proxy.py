@@ -10,9 +10,10 @@ Modes (:class:`Mode`):
   (the far end is unreachable, slow: the client's timeouts decide); when the mode ends, every
   connection that lost bytes is reset;
 - ``delay``: each piece waits ``delay_s`` before it is passed on;
-- ``cut_request``: a new connection is cut (both ways reset) after a random number of the
-  bytes the client sends (mid-request: the server may have read part, or all, of it);
-- ``cut_answer``: a new connection is cut after a random number of the bytes the server
+- ``cut_request``: each connection (a new one, or one kept alive, counted from the switch) is
+  cut (both ways reset) after a random number of the bytes the client sends (mid-request: the
+  server may have read part, or all, of it);
+- ``cut_answer``: each connection is cut after a random number of the bytes the server
   answers (mid-answer: the server has done what was asked, the client never hears it);
 - ``trickle``: the answer is passed on a few bytes at a time, with a pause between pieces.
 
@@ -157,6 +158,9 @@ class FaultProxy:
         for c in list(self._conns):
             if mode == Mode.PARTITION or (old == Mode.BLACKHOLE and c.swallowed):
                 c.abort()
+            # a kept-alive connection is cut too, at a point counted from now
+            c.up_left = self._rng.randint(1, CUT_MAX) if mode == Mode.CUT_REQUEST else None
+            c.down_left = self._rng.randint(1, CUT_MAX) if mode == Mode.CUT_ANSWER else None
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.counts["connections"] += 1

@@ -73,7 +73,7 @@ ACTIONS: tuple[tuple[str, int], ...] = (
     ("kill_pos", 3),
     ("kill_server", 2),
     ("loss", 3),
-    ("desk", 2),
+    ("desk", 3),
 )
 SALE_KINDS = ("card", "pin", "code")
 _W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -421,25 +421,29 @@ class ChaosRun:
         self.counts["server_restarts"] += 1
 
     def desk(self, rng: random.Random) -> None:
-        """The desk tops an account up in cash and unfreezes it if an overdraft froze it
-        (R12), so its card goes on paying."""
-        acct = rng.choice(self.accounts)
+        """The desk tops up in cash an account an overdraft froze (R12), or any account, and
+        unfreezes it, so its card goes on paying."""
         try:
-            got = self.server.admin_call("GET", f"/v1/admin/accounts/{acct.number}")
-            if got["status"] == "frozen":
-                self.server.admin_call(
-                    "POST", f"/v1/admin/accounts/{acct.number}/status", {"action": "unfreeze"}
-                )
-                self.counts["unfreezes"] += 1
+            states = {
+                a.number: self.server.admin_call("GET", f"/v1/admin/accounts/{a.number}")["status"]
+                for a in self.accounts
+            }
+            frozen = sorted(n for n, st in states.items() if st == "frozen")
+            number = rng.choice(frozen) if frozen else rng.choice(self.accounts).number
             self.server.admin_call(
                 "POST",
-                f"/v1/admin/accounts/{acct.number}/topups",
+                f"/v1/admin/accounts/{number}/topups",
                 {"amount_fen": 5000, "channel": "cash"},
             )
             self.counts["topups"] += 1
-            self.event(f"desk: {acct.number} was {got['status']}, topped up 50.00")
+            if states[number] == "frozen":
+                self.server.admin_call(
+                    "POST", f"/v1/admin/accounts/{number}/status", {"action": "unfreeze"}
+                )
+                self.counts["unfreezes"] += 1
+            self.event(f"desk: {number} was {states[number]}, topped up 50.00")
         except (SyncError, requests.RequestException) as exc:
-            self.event(f"desk: {acct.number} not answered: {exc}")
+            self.event(f"desk: not answered: {exc}")
 
     def loss_or_unlock(self, rng: random.Random) -> None:
         with self.lock:

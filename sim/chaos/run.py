@@ -127,6 +127,8 @@ class Terminal:
     proc: PosProcess
     proxy: FaultProxy
     up: threading.Event = field(default_factory=threading.Event)
+    #: set while the driver waits for the agent's answer to a sale
+    selling: threading.Event = field(default_factory=threading.Event)
     terminal_id: str = ""
 
     @property
@@ -332,6 +334,7 @@ class ChaosRun:
         seen = SaleSeen(t.terminal_id, how, acct.number, acct.card_no, amount, "in_doubt")
         try:
             known = self._lost_known(t, ctl, acct)
+            t.selling.set()
             if how == "code":
                 assert acct.phone is not None
                 w = wallet.Wallet.load(acct.phone)
@@ -352,6 +355,7 @@ class ChaosRun:
             with suppress(SimError):
                 ctl.cancel()
         finally:
+            t.selling.clear()
             with self.lock:
                 self.seen.append(seen)
             self.counts[f"{how}_{seen.outcome}"] += 1
@@ -390,6 +394,9 @@ class ChaosRun:
                     clean_at[t.index] = time.monotonic() + lasts
             elif action == "kill_pos":
                 t = rng.choice(self.terminals)
+                if rng.random() < 0.5:  # half of the kills land while a sale is under way
+                    t.selling.wait(2.0)
+                    time.sleep(rng.uniform(0.0, 0.05))  # somewhere in the sale
                 self.kill_pos(t, rng.uniform(0.0, 1.5))
             elif action == "kill_server":
                 self.kill_server(rng.uniform(0.0, 2.0))
@@ -433,7 +440,7 @@ class ChaosRun:
             self.server.admin_call(
                 "POST",
                 f"/v1/admin/accounts/{number}/topups",
-                {"amount_fen": 5000, "channel": "cash"},
+                {"amount_fen": 20000, "channel": "cash"},
             )
             self.counts["topups"] += 1
             if states[number] == "frozen":
@@ -441,7 +448,7 @@ class ChaosRun:
                     "POST", f"/v1/admin/accounts/{number}/status", {"action": "unfreeze"}
                 )
                 self.counts["unfreezes"] += 1
-            self.event(f"desk: {number} was {states[number]}, topped up 50.00")
+            self.event(f"desk: {number} was {states[number]}, topped up 200.00")
         except (SyncError, requests.RequestException) as exc:
             self.event(f"desk: not answered: {exc}")
 

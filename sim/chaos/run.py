@@ -155,6 +155,8 @@ class ChaosRun:
         self.counts: Counter[str] = Counter()
         self.violations: list[Violation] = []
         self.events: list[str] = []
+        #: seconds after the heal began at which each terminal was online with an empty queue
+        self.synced_after: dict[str, float] = {}
         self.t0 = time.monotonic()
 
     # -- the run ------------------------------------------------------------------------------
@@ -249,7 +251,7 @@ class ChaosRun:
     def _account(self, n: int) -> Account:
         number = f"C{self.cfg.seed % 1000:03d}{n:03d}"
         # a third of the accounts are poor: their offline sales overdraw them
-        topup = 3000 if n % 3 == 0 else 30000
+        topup = 3000 if n % 3 == 0 else 100000
         body = {"number": number, "name": f"混沌{n}", "type": "student", "id_card": id_card(n)}
         self.server.admin_call("POST", "/v1/admin/accounts", body)
         self.server.admin_call(
@@ -511,6 +513,8 @@ class ChaosRun:
                     max(1.0, self.cfg.heal_s - (time.monotonic() - started)),
                     f"{t.name} never synced",
                 )
+                self.synced_after[t.name] = round(time.monotonic() - started, 1)
+                self.event(f"{t.name} synced")
             except SimError:
                 status = None
                 with suppress(requests.RequestException, ValueError):
@@ -669,6 +673,7 @@ class ChaosRun:
                 )
             },
             "heal_s": getattr(self, "heal_s", None),
+            "synced_after_s": self.synced_after,
             "alarm_kinds": getattr(self, "alarm_kinds", []),
             "violations": [v.to_json() for v in self.violations],
             "elapsed_s": round(elapsed, 1),

@@ -4,8 +4,14 @@ nothing)."""
 
 from __future__ import annotations
 
+import argparse
+from typing import Any
+
+import pytest
+
 from sim.chaos import check
 from sim.chaos.check import JournalSale, SaleSeen
+from sim.chaos.run import ChaosConfig
 
 T = "t-1"
 
@@ -78,3 +84,33 @@ def test_a_lost_card_known_to_the_terminal_approves_nothing() -> None:
     assert check.check_losses(ok) == []
     got = check.check_losses([sale(103, "approved", 2, lost_known=True)])
     assert kinds(got) == ["lost_card_refused"] and got[0].evidence["amount_fen"] == 103
+
+
+def test_a_violation_exits_1_with_the_seed_the_invariant_and_the_evidence(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sim.chaos import cli
+
+    bad = check.check_losses([sale(103, "approved", 2, lost_known=True)])
+    got: dict[str, Any] = {}
+
+    def fake_run(cfg: ChaosConfig) -> dict[str, Any]:
+        got["cfg"] = cfg
+        return {
+            **dict.fromkeys(("sales", "approved", "offline_approved", "declined", "in_doubt"), 0),
+            **{key: {} for key in ("chaos", "proxy", "checked")},
+            "seed": cfg.seed,
+            "terminals": cfg.terminals,
+            "seconds": cfg.seconds,
+            "elapsed_s": 1.0,
+            "dir": "/tmp/kept",
+            "violations": [v.to_json() for v in bad],
+        }
+
+    monkeypatch.setattr(cli, "run_chaos", fake_run)
+    args = argparse.Namespace(seconds=3.0, terminals=2, seed=41, dir=None, json=False)
+    assert cli.chaos(args) == 1
+    err = capsys.readouterr().err
+    assert "seed 41" in err and "/tmp/kept" in err
+    assert "lost_card_refused" in err and '"amount_fen": 103' in err
+    assert got["cfg"].seed == 41 and got["cfg"].terminals == 2

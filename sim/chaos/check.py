@@ -67,6 +67,7 @@ class SaleSeen:
     code: str | None = None
     reason: str | None = None
     lost_known: bool = False
+    order: int | None = None  # a reverse scan's request
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,17 +75,28 @@ class SaleSeen:
 
 @dataclass(frozen=True)
 class JournalSale:
-    """A sale record of a terminal's journal."""
+    """A sale record of a terminal's journal, or the ``void`` that closed a reverse-scan
+    request without a sale (``order``: the request's)."""
 
     terminal: str
     seq: int
     amount_fen: int
     account: int
     offline: bool
+    order: int | None = None
+    kind: str = "sale"
 
     @property
     def transfer_id(self) -> str:
+        """The ledger's transfer of the sale: a reverse-scan sale's money moved when the phone
+        paid (``rsale:TERM:ORDER``, docs/security.md), any other sale's when it synced."""
+        if self.order is not None:
+            return f"rsale:{self.terminal}:{self.order}"
         return f"sale:{self.terminal}:{self.seq}"
+
+    @property
+    def refund_id(self) -> str:
+        return f"rrefund:{self.terminal}:{self.order}"
 
 
 def check_ledger(ledger: Mapping[str, Any]) -> list[Violation]:
@@ -102,7 +114,9 @@ def check_approved_in_journal(
     of that amount; no sale it declined is in any journal; a journal holds no sale the driver
     was not told of (approved) or could not hear of (in doubt)."""
     out: list[Violation] = []
-    by_seq = {(j.terminal, j.seq): j for sales in journals.values() for j in sales}
+    by_seq = {
+        (j.terminal, j.seq): j for sales in journals.values() for j in sales if j.kind == "sale"
+    }
     by_amount: dict[int, list[JournalSale]] = {}
     for j in by_seq.values():
         by_amount.setdefault(j.amount_fen, []).append(j)
@@ -142,12 +156,18 @@ def check_approved_in_journal(
 
 
 def check_ledger_sales(
-    journals: Mapping[str, Sequence[JournalSale]], ledger_sales: Mapping[str, int]
+    journals: Mapping[str, Sequence[JournalSale]],
+    ledger_sales: Mapping[str, int],
+    refunds: Mapping[str, int] | None = None,
 ) -> list[Violation]:
-    """Every journaled sale is in the ledger exactly once (transfer ``sale:TERM:SEQ``, the
-    amount the record says; ids are unique, so once), and the ledger holds no other sale."""
+    """Every journaled sale is in the ledger exactly once (its transfer, of the amount the
+    record says; ids are unique, so once), and the ledger holds no other sale.  A reverse-scan
+    payment (``rsale:TERM:ORDER``) ends either sold (the terminal journaled the sale; no
+    refund) or refunded (``rrefund:TERM:ORDER``, the same amount; no sale journaled)."""
+    refunds = refunds or {}
     out: list[Violation] = []
-    want = {j.transfer_id: j for sales in journals.values() for j in sales}
+    records = [j for sales in journals.values() for j in sales]
+    want = {j.transfer_id: j for j in records if j.kind == "sale"}
     for tid, j in want.items():
         got = ledger_sales.get(tid)
         if got != j.amount_fen:
@@ -159,15 +179,38 @@ def check_ledger_sales(
                     asdict(j),
                 )
             )
-    for tid, amount in ledger_sales.items():
-        if tid not in want:
+        if j.order is not None and j.refund_id in refunds:
             out.append(
                 Violation(
-                    "ledger_sale_journaled",
-                    f"the ledger holds sale {tid} of {amount} fen that no journal has",
+                    "reverse_sold_or_refunded",
+                    f"reverse-scan sale {tid} was journaled and refunded too",
+                    {"sale": asdict(j), "refund_fen": refunds[j.refund_id]},
+                )
+            )
+    for tid, amount in ledger_sales.items():
+        if tid in want:
+            continue
+        if tid.startswith("rsale:"):
+            refund = "rrefund:" + tid.removeprefix("rsale:")
+            if refunds.get(refund) == amount:
+                continue
+            out.append(
+                Violation(
+                    "reverse_sold_or_refunded",
+                    f"reverse-scan payment {tid} of {amount} fen was neither journaled as a "
+                    "sale nor refunded"
+                    + ("" if refund not in refunds else f" (refunded {refunds[refund]} fen)"),
                     {"transfer": tid, "amount_fen": amount},
                 )
             )
+            continue
+        out.append(
+            Violation(
+                "ledger_sale_journaled",
+                f"the ledger holds sale {tid} of {amount} fen that no journal has",
+                {"transfer": tid, "amount_fen": amount},
+            )
+        )
     return out
 
 

@@ -44,7 +44,7 @@ from sim.chaos import check
 from sim.chaos.check import JournalSale, SaleSeen, Violation
 from sim.chaos.proxy import FaultProxy, Mode
 from sim.control import AgentControl
-from sim.errors import SimError
+from sim.errors import SimError, SimUsageError
 from sim.harness.procs import StartFailed, poll, ykt_cmd
 from sim.harness.ykt import PosProcess, ServerProcess
 from sync import codes
@@ -75,7 +75,7 @@ ACTIONS: tuple[tuple[str, int], ...] = (
     ("loss", 3),
     ("desk", 3),
 )
-SALE_KINDS = ("card", "pin", "code")
+SALE_KINDS = ("card", "pin", "code", "reverse")
 _W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 
 
@@ -279,8 +279,8 @@ class ChaosRun:
         while not self.stop.is_set():
             if not t.up.wait(0.5):
                 continue
-            how = rng.choices(SALE_KINDS, (5, 2, 2))[0]
-            with self._card(rng, phone=how == "code") as acct:
+            how = rng.choices(SALE_KINDS, (5, 2, 2, 2))[0]
+            with self._card(rng, phone=how in ("code", "reverse")) as acct:
                 if acct is None:
                     self.stop.wait(0.05)
                     continue
@@ -334,10 +334,17 @@ class ChaosRun:
         lo, hi = (2000, 4900) if how == "pin" else (100, 1999)
         amount = self._amount(rng, lo, hi)
         seen = SaleSeen(t.terminal_id, how, acct.number, acct.card_no, amount, "in_doubt")
+        skipped = False
         try:
             known = self._lost_known(t, ctl, acct)
             t.selling.set()
-            if how == "code":
+            if how == "reverse":
+                got = self._reverse(ctl, acct, amount, seen)
+                if got is None:  # not tried: the till is online
+                    skipped = True
+                    return
+                out = got
+            elif how == "code":
                 assert acct.phone is not None
                 w = wallet.Wallet.load(acct.phone)
                 text = str(wallet_codes.make_code(w, acct.phone, codes.Kind.PAY)["text"])
@@ -358,9 +365,33 @@ class ChaosRun:
                 ctl.cancel()
         finally:
             t.selling.clear()
-            with self.lock:
-                self.seen.append(seen)
-            self.counts[f"{how}_{seen.outcome}"] += 1
+            if not skipped:
+                with self.lock:
+                    self.seen.append(seen)
+                self.counts[f"{how}_{seen.outcome}"] += 1
+
+    def _reverse(
+        self, ctl: AgentControl, acct: Account, amount: int, seen: SaleSeen
+    ) -> dict[str, Any] | None:
+        """Reverse scan (R8, offline only): the till shows a payment request, the phone pays
+        it at the server (its own network), the cashier keys the proof's short code.  None:
+        not tried (the till is online)."""
+        assert acct.phone is not None
+        if ctl.status()["online"]:
+            return None
+        try:
+            req = ctl.reverse(amount)
+        except SimUsageError:  # back online meanwhile: the till refuses a reverse scan
+            ctl.cancel()
+            return None
+        w = wallet.Wallet.load(acct.phone)
+        try:
+            paid = wallet_codes.scan(w, req["request_text"], acct.password, path=acct.phone)
+        except SimError as exc:  # the phone could not pay (or does not know it did)
+            ctl.cancel()  # the till closes the request with a void: any payment is refunded
+            return {"approved": False, "code": "phone_failed", "reason": str(exc)[:200]}
+        seen.order = int(req["order"])
+        return ctl.proof_code(str(paid["proof_code"]))
 
     # -- the faults ---------------------------------------------------------------------------
     def chaos(self) -> None:
@@ -547,8 +578,11 @@ class ChaosRun:
             sales = []
             for r in j.db.all("SELECT body FROM journal ORDER BY seq"):
                 rec = JournalRecord.parse(r["body"].encode())
-                if rec.kind == "sale":
-                    sales.append(JournalSale(rec.term, rec.seq, rec.amt, rec.acct, rec.off))
+                if rec.kind in ("sale", "void"):
+                    order = rec.x.get("order") if isinstance(rec.x, dict) else None
+                    sales.append(
+                        JournalSale(rec.term, rec.seq, rec.amt, rec.acct, rec.off, order, rec.kind)
+                    )
             return verified, sales
         finally:
             j.db.close()
@@ -565,22 +599,32 @@ class ChaosRun:
         alarms = self.server.admin_call("GET", "/v1/admin/alarms")["alarms"]
         policy = self.server.admin_call("GET", "/v1/admin/policy")
         bound = len(self.terminals) * int(policy["offline_max_card_day_fen"])
-        accounts, ledger_sales = [], {}
+        accounts: list[dict[str, Any]] = []
+        ledger_sales: dict[str, int] = {}
+        refunds: dict[str, int] = {}
         for a in self.accounts:
             got = self.server.admin_call("GET", f"/v1/admin/accounts/{a.number}")
             accounts.append(got)
             for b in got["bills"]:
                 if b["kind"] == "sale":
                     ledger_sales[str(b["id"])] = -int(b["amount_fen"])
+                elif b["kind"] == "refund":
+                    refunds[str(b["id"])] = int(b["amount_fen"])
         ledger = self.ledger_check()
         seen = list(self.seen)
         self.violations += check.check_ledger(ledger)
         self.violations += check.check_approved_in_journal(seen, journals)
-        self.violations += check.check_ledger_sales(journals, ledger_sales)
+        self.violations += check.check_ledger_sales(journals, ledger_sales, refunds)
         self.violations += check.check_chains(verified, heads, alarms)
         self.violations += check.check_bound(accounts, bound)
         self.violations += check.check_losses(seen)
-        self.counts["journal_sales"] = sum(len(s) for s in journals.values())
+        self.counts["journal_sales"] = sum(
+            j.kind == "sale" for sales in journals.values() for j in sales
+        )
+        self.counts["journal_voids"] = sum(
+            j.kind == "void" for sales in journals.values() for j in sales
+        )
+        self.counts["refunded_reverse"] = sum(r.startswith("rrefund:") for r in refunds)
         self.counts["ledger_sales"] = len(ledger_sales)
         self.counts["min_balance_fen"] = min(int(a["balance_fen"]) for a in accounts)
         self.counts["bound_fen"] = bound
@@ -666,7 +710,9 @@ class ChaosRun:
                 k: self.counts[k]
                 for k in (
                     "journal_sales",
+                    "journal_voids",
                     "ledger_sales",
+                    "refunded_reverse",
                     "min_balance_fen",
                     "bound_fen",
                     "alarms",

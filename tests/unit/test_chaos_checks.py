@@ -114,3 +114,20 @@ def test_a_violation_exits_1_with_the_seed_the_invariant_and_the_evidence(
     assert "seed 41" in err and "/tmp/kept" in err
     assert "lost_card_refused" in err and '"amount_fen": 103' in err
     assert got["cfg"].seed == 41 and got["cfg"].terminals == 2
+
+
+def test_a_reverse_scan_payment_ends_sold_or_refunded_never_both_nor_neither() -> None:
+    sold = JournalSale(T, 1, 500, 1, True, order=7)
+    void = JournalSale(T, 2, 600, 0, True, order=8, kind="void")
+    j = {T: [sold, void]}
+    paid = {f"rsale:{T}:7": 500, f"rsale:{T}:8": 600}
+    assert check.check_ledger_sales(j, paid, {f"rrefund:{T}:8": 600}) == []
+    assert kinds(check.check_ledger_sales(j, paid, {})) == ["reverse_sold_or_refunded"]
+    assert kinds(check.check_ledger_sales(j, paid, {f"rrefund:{T}:8": 599})) == [
+        "reverse_sold_or_refunded"
+    ]
+    both = {f"rrefund:{T}:8": 600, f"rrefund:{T}:7": 500}
+    assert kinds(check.check_ledger_sales(j, paid, both)) == ["reverse_sold_or_refunded"]
+    # a void is no sale: a declined sale's amount on a void is not "journaled"
+    seen = [sale(500, "approved", 1), sale(600, "declined")]
+    assert check.check_approved_in_journal(seen, j) == []

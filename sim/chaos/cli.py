@@ -82,6 +82,14 @@ def add_chaos_parser(cmds: Sub) -> None:
         "replayed; default 1)",
     )
     c.add_argument(
+        "--db",
+        default="sqlite",
+        metavar="sqlite|postgres|URL",
+        help="the server's database: SQLite in its data directory (default), a throwaway "
+        "PostgreSQL cluster started for the run (postgres; Debian's postgresql package), or a "
+        "PostgreSQL URL (an empty database)",
+    )
+    c.add_argument(
         "--dir",
         type=Path,
         help="keep the processes' data and logs here (default: a temporary folder, removed "

@@ -45,6 +45,7 @@ from sim.chaos.check import JournalSale, SaleSeen, Violation
 from sim.chaos.proxy import FaultProxy, Mode
 from sim.control import AgentControl
 from sim.errors import SimError, SimUsageError
+from sim.harness.pg import TempCluster
 from sim.harness.procs import StartFailed, poll, ykt_cmd
 from sim.harness.ykt import PosProcess, ServerProcess
 from sync import codes
@@ -101,6 +102,9 @@ class ChaosConfig:
     #: the run finds nothing)
     dir: Path | None = None
     accounts: int = 0  # 0: 3 per terminal, at least 6
+    #: the server's database: "sqlite" (in its data directory), "postgres" (a throwaway
+    #: cluster started for the run, sim/harness/pg.py) or a PostgreSQL URL
+    db: str = "sqlite"
     #: how long the heal may take (every queue empty), seconds
     heal_s: float = 90.0
 
@@ -144,6 +148,7 @@ class ChaosRun:
         self.dir = cfg.dir or Path(tempfile.mkdtemp(prefix="ykt-chaos-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.server = ServerProcess(self.dir / "server", log_path=self.dir / "server.log")
+        self.pg: TempCluster | None = None
         self.terminals: list[Terminal] = []
         self.accounts: list[Account] = []
         self.seen: list[SaleSeen] = []
@@ -205,6 +210,11 @@ class ChaosRun:
     # -- setup --------------------------------------------------------------------------------
     def setup(self) -> None:
         n_term = self.cfg.terminals
+        if self.cfg.db == "postgres":
+            self.pg = TempCluster(durable=True).start()
+            self.server.db_url = self.pg.create_database("chaos")
+        elif self.cfg.db != "sqlite":
+            self.server.db_url = self.cfg.db
         self.server.start()
         count = self.cfg.accounts or max(6, 3 * n_term)
         for n in range(1, count + 1):
@@ -665,6 +675,11 @@ class ChaosRun:
                 t.proxy.stop()
         with suppress(Exception):
             self.server.stop(signal.SIGKILL)
+        if self.pg is not None:
+            with suppress(Exception):
+                self.pg.stop()
+            with suppress(Exception):
+                self.pg.cleanup()
 
     def result(self, elapsed: float) -> dict[str, Any]:
         seen = self.seen
@@ -675,6 +690,7 @@ class ChaosRun:
             "seed": self.cfg.seed,
             "terminals": self.cfg.terminals,
             "seconds": self.cfg.seconds,
+            "db": "postgres" if self.server.db_url else "sqlite",
             "sales": len(seen),
             "approved": sum(s.outcome == "approved" for s in seen),
             "offline_approved": sum(s.outcome == "approved" and s.offline for s in seen),

@@ -33,7 +33,7 @@ def chaos(args: argparse.Namespace) -> int:
     else:
         print(
             f"chaos seed {out['seed']}: {out['terminals']} terminals, {out['seconds']:g}s of "
-            f"faults, {out['elapsed_s']}s in all"
+            f"faults, {out['elapsed_s']}s in all, server on {out.get('db', 'sqlite')}"
         )
         print(
             f"  sales {out['sales']}: approved {out['approved']} ({out['offline_approved']} "

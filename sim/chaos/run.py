@@ -290,6 +290,8 @@ class ChaosRun:
             if not t.up.wait(0.5):
                 continue
             how = rng.choices(SALE_KINDS, (5, 2, 2, 2))[0]
+            if t.proxy.mode in (Mode.PARTITION, Mode.BLACKHOLE) and rng.random() < 0.5:
+                how = "reverse"  # the till is cut off and the phones are not: R8's case
             with self._card(rng, phone=how in ("code", "reverse")) as acct:
                 if acct is None:
                     self.stop.wait(0.05)
@@ -349,7 +351,7 @@ class ChaosRun:
             known = self._lost_known(t, ctl, acct)
             t.selling.set()
             if how == "reverse":
-                got = self._reverse(ctl, acct, amount, seen)
+                got = self._reverse(ctl, rng, acct, amount, seen)
                 if got is None:  # not tried: the till is online
                     skipped = True
                     return
@@ -381,7 +383,12 @@ class ChaosRun:
                 self.counts[f"{how}_{seen.outcome}"] += 1
 
     def _reverse(
-        self, ctl: AgentControl, acct: Account, amount: int, seen: SaleSeen
+        self,
+        ctl: AgentControl,
+        rng: random.Random,
+        acct: Account,
+        amount: int,
+        seen: SaleSeen,
     ) -> dict[str, Any] | None:
         """Reverse scan (R8, offline only): the till shows a payment request, the phone pays
         it at the server (its own network), the cashier keys the proof's short code.  None:
@@ -401,6 +408,9 @@ class ChaosRun:
             ctl.cancel()  # the till closes the request with a void: any payment is refunded
             return {"approved": False, "code": "phone_failed", "reason": str(exc)[:200]}
         seen.order = int(req["order"])
+        if rng.random() < 0.2:  # paid, but the cashier cancels: the void refunds the payment
+            ctl.cancel()
+            return {"approved": False, "code": "cancelled_after_pay"}
         return ctl.proof_code(str(paid["proof_code"]))
 
     # -- the faults ---------------------------------------------------------------------------

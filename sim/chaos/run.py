@@ -186,6 +186,9 @@ class ChaosRun:
             self.check()
         except (StartFailed, SyncError, SimError, EdgeError, OSError) as exc:
             self.violations.append(Violation("run", f"the run could not go on: {exc}"))
+        except Exception as exc:  # a driver bug: still exit 1 with the logs kept
+            log.exception("chaos run failed")
+            self.violations.append(Violation("run", f"the run failed: {exc!r}"))
         finally:
             self.teardown()
         return self.result(time.monotonic() - started)

@@ -15,7 +15,7 @@ import pytest
 
 from sim.chaos.proxy import FaultProxy, Mode
 from sim.chaos.run import ChaosConfig, run_chaos
-from tests.helpers import ykt
+from tests.helpers import free_port, ykt
 
 
 class _Echo(socketserver.BaseRequestHandler):
@@ -26,10 +26,10 @@ class _Echo(socketserver.BaseRequestHandler):
 
 @pytest.fixture
 def proxy() -> Iterator[FaultProxy]:
-    echo = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+    echo = socketserver.ThreadingTCPServer(("127.0.0.1", free_port()), _Echo)
     echo.daemon_threads = True
     threading.Thread(target=echo.serve_forever, daemon=True).start()
-    p = FaultProxy(echo.server_address[1], seed=5).start()
+    p = FaultProxy(echo.server_address[1], seed=5, port=free_port()).start()
     try:
         yield p
     finally:

@@ -46,7 +46,7 @@ from sim.chaos.proxy import FaultProxy, Mode
 from sim.control import AgentControl
 from sim.errors import SimError, SimUsageError
 from sim.harness.pg import TempCluster
-from sim.harness.procs import StartFailed, poll, ykt_cmd
+from sim.harness.procs import StartFailed, free_port, poll, ykt_cmd
 from sim.harness.ykt import PosProcess, ServerProcess
 from sync import codes
 from sync.clock import SystemClock
@@ -225,7 +225,9 @@ class ChaosRun:
         cards = self.dir / "cards"
         cards.mkdir(exist_ok=True)
         for k in range(1, n_term + 1):
-            proxy = FaultProxy(self.server.port, seed=self.cfg.seed * 1000 + k).start()
+            # a port of this xdist worker's residue class (sim/harness/procs.py), as the
+            # harness's children get
+            proxy = FaultProxy(self.server.port, self.cfg.seed * 1000 + k, free_port()).start()
             data = self.dir / f"pos-{k}"
             proc = PosProcess(
                 data,

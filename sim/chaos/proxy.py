@@ -197,6 +197,16 @@ class FaultProxy:
             self._conns.discard(conn)
             conn.close()
 
+    async def _trickle(self, dst: asyncio.StreamWriter, data: bytes) -> bytes:
+        """Pass ``data`` on a few bytes at a time while the mode lasts; returns what is left
+        when it ends (passed on at once)."""
+        while data and self._mode == Mode.TRICKLE:
+            dst.write(data[: self.trickle_bytes])
+            data = data[self.trickle_bytes :]
+            await dst.drain()
+            await asyncio.sleep(self.trickle_pause_s)
+        return data
+
     async def _pipe(
         self,
         conn: _Conn,
@@ -227,11 +237,7 @@ class FaultProxy:
                 if mode == Mode.DELAY:
                     await asyncio.sleep(self.delay_s)
                 if mode == Mode.TRICKLE and not up:
-                    for i in range(0, len(data), self.trickle_bytes):
-                        dst.write(data[i : i + self.trickle_bytes])
-                        await dst.drain()
-                        await asyncio.sleep(self.trickle_pause_s)
-                    continue
+                    data = await self._trickle(dst, data)
                 dst.write(data)
                 await dst.drain()
         except (ConnectionError, OSError):

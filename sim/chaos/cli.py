@@ -26,7 +26,9 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
 
 
 def chaos(args: argparse.Namespace) -> int:
-    cfg = ChaosConfig(seconds=args.seconds, terminals=args.terminals, seed=args.seed, dir=args.dir)
+    cfg = ChaosConfig(
+        seconds=args.seconds, terminals=args.terminals, seed=args.seed, dir=args.dir, db=args.db
+    )
     out = run_chaos(cfg)
     if args.json:
         print(json.dumps(out, ensure_ascii=False))

@@ -108,12 +108,14 @@ def test_a_violation_exits_1_with_the_seed_the_invariant_and_the_evidence(
         }
 
     monkeypatch.setattr(cli, "run_chaos", fake_run)
-    args = argparse.Namespace(seconds=3.0, terminals=2, seed=41, dir=None, json=False)
+    args = argparse.Namespace(
+        seconds=3.0, terminals=2, seed=41, dir=None, db="postgres", json=False
+    )
     assert cli.chaos(args) == 1
     err = capsys.readouterr().err
     assert "seed 41" in err and "/tmp/kept" in err
     assert "lost_card_refused" in err and '"amount_fen": 103' in err
-    assert got["cfg"].seed == 41 and got["cfg"].terminals == 2
+    assert (got["cfg"].seed, got["cfg"].terminals, got["cfg"].db) == (41, 2, "postgres")
 
 
 def test_a_reverse_scan_payment_ends_sold_or_refunded_never_both_nor_neither() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sim import cardcli
+from sim.chaos.cli import add_chaos_parser
 from sim.control import AgentControl, token_file_option
 from sim.dispenser import cli as dispenser_cli
 from sim.errors import SimUsageError
@@ -198,6 +199,7 @@ def add_parser(sub: Sub) -> None:
 
     add_idp_parser(cmds)
     add_paygate_parser(cmds)
+    add_chaos_parser(cmds)
 
     cardcli.add_parsers(cmds)
     dispenser_cli.add_parsers(cmds)

@@ -61,6 +61,7 @@ BOTH_DBS = {
     "test_phone_codes_server",
     "test_bench_db",
     "test_db",
+    "test_merchants_server",
 }
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sync.admin import desk
+from sync.admin import desk, merchants
 from sync.admin.common import (
     AdminClient,
     account_path,
@@ -138,9 +138,10 @@ def topup(args: argparse.Namespace) -> int:
 
 
 def terminal_enroll(args: argparse.Namespace) -> int:
-    data = client_for(args).call(
-        "POST", "/v1/admin/terminals/tokens", {"role": args.role, "name": args.name}
-    )
+    body = {"role": args.role, "name": args.name}
+    if args.merchant:
+        body["merchant"] = args.merchant
+    data = client_for(args).call("POST", "/v1/admin/terminals/tokens", body)
     return emit(args, data, lambda d: print(d["token"]))
 
 
@@ -151,6 +152,7 @@ def terminal_list(args: argparse.Namespace) -> int:
         for t in d["terminals"]:
             print(
                 f"{t['id']}  {t['name']:<16} {t['role']:<6} {t['status']:<8} head {t['head_seq']}"
+                f"  merchant {t['merchant']}"
             )
 
     return emit(args, data, show)
@@ -295,6 +297,9 @@ def add_parser(sub: Sub) -> None:
     c = cmd(term, "enroll", terminal_enroll, "create a one-time enrollment token (printed alone)")
     c.add_argument("--role", required=True, choices=["pos", "kiosk", "gate"])
     c.add_argument("--name", required=True)
+    c.add_argument(
+        "--merchant", help="the merchant whose account its sales credit (default: DEFAULT)"
+    )
     cmd(term, "list", terminal_list, "list terminals")
     c = cmd(term, "revoke", terminal_revoke, "revoke a terminal's key")
     c.add_argument("terminal_id")
@@ -306,3 +311,5 @@ def add_parser(sub: Sub) -> None:
     cmd(pol, "show", policy_show, "show the policy terminals receive")
     c = cmd(pol, "set", policy_set, "set policy values, e.g. offline_max_purchase_fen=3000")
     c.add_argument("values", nargs="+", metavar="KEY=VALUE")
+    report = group(groups, "report", "reports")
+    merchants.add_commands(groups, report)  # merchant, operator, report settlement|shifts

@@ -28,6 +28,7 @@ from sync.server import (
     holders,
     ingest,
     ledger,
+    merchants,
     policy,
     reverse,
     terminals,
@@ -77,6 +78,7 @@ from sync.server.models import (
     TopupIn,
 )
 from sync.server.routes_business import create_router
+from sync.server.routes_merchants import create_merchant_router
 from sync.server.staff import Actor
 
 log = logging.getLogger(__name__)
@@ -240,7 +242,7 @@ def create_app(ctx: Context) -> FastAPI:
         response_model=EnrollTokenOut,
     )
     def enroll_token(body: TokenIn, actor: Terminals) -> dict[str, Any]:
-        return terminals.create_enroll_token(ctx, body.role, body.name)
+        return terminals.create_enroll_token(ctx, body.role, body.name, body.merchant)
 
     @app.get("/v1/admin/terminals", tags=["admin"], response_model=TerminalsOut)
     def list_terminals(actor: Terminals) -> dict[str, Any]:
@@ -349,7 +351,12 @@ def create_app(ctx: Context) -> FastAPI:
         term: Terminal,
         since: Annotated[int, Query(ge=0, le=2**62)] = 0,
         wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
+        head: Annotated[int | None, Query(ge=0, le=2**62)] = None,
     ) -> dict[str, Any]:
+        """The delta feed; ``head``: the terminal's journal head (its records not synced yet
+        are reported by the settlement report)."""
+        if head is not None:
+            await run_in_threadpool(merchants.report_head, ctx, term["id"], head)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         notifier = ctx.notifier
@@ -369,4 +376,5 @@ def create_app(ctx: Context) -> FastAPI:
 
     # -- the business of card holders, kiosks and the desk (sync.server.routes_business) ------
     app.include_router(create_router(ctx, api_auth))
+    app.include_router(create_merchant_router(ctx, api_auth))
     return app

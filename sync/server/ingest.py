@@ -34,7 +34,7 @@ from sync.db import Tx, placeholders
 from sync.errors import ProtocolError
 from sync.records import Alarm, JournalRecord, PushAck
 from sync.rules import AccountStatus
-from sync.server import codeuse, ledger
+from sync.server import codeuse, ledger, posrefund
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version
 from sync.server.errors import Invalid
@@ -241,6 +241,33 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
     return res
 
 
+def _operator_check(
+    tx: Tx,
+    ctx: Context,
+    res: PushAck,
+    tid: str,
+    merchant_code: str,
+    seq: int,
+    rec: JournalRecord,
+    run: posrefund.RunState,
+) -> None:
+    """A sale made by an operator the server knows as disabled before the sale's time (a
+    terminal offline since): the sale stands (the card was charged), the alarm tells."""
+    op = posrefund.operator_row(tx, run, rec.op)
+    if op is None or op["merchant"] != merchant_code:
+        return  # a name given with --operator (terminals without operators): nothing to check
+    if op["status"] != "active" and int(op["disabled_ms"]) <= rec.ts:
+        _alarm(
+            tx,
+            ctx,
+            res,
+            tid,
+            "operator_disabled",
+            f"record {seq}: sale by operator {rec.op}, disabled before it (the terminal was "
+            "offline); the sale stands",
+        )
+
+
 def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) -> None:
     now = ctx.now_ms()
     policy = ctx.policy()
@@ -265,11 +292,35 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
             )
         }
     transfers: list[ledger.Transfer] = []
-    merchant = ledger.merchant(tid)
+    merchant_code = str(
+        tx.scalar("SELECT merchant FROM terminals WHERE id = ?", (tid,)) or "DEFAULT"
+    )
+    merchant = ledger.merchant_account(merchant_code)
     day_of = CampusDays(ctx.config.tz)
     touched: set[int] = set()
+    refunds = posrefund.RunState()
+    bumped: set[int] = set()  # accounts whose feed snapshot changes besides ``touched``
     for item in run:
         rec = item.rec
+        refunds.records[item.seq] = rec
+        if rec.op and rec.kind == "sale":
+            _operator_check(tx, ctx, res, tid, merchant_code, item.seq, rec, refunds)
+        if rec.kind == "refund":
+            try:
+                rt = posrefund.check(tx, tid, merchant_code, item.seq, rec, refunds, day_of)
+            except posrefund.Refused as exc:
+                _alarm(tx, ctx, res, tid, "refund_refused", f"record {item.seq}: {exc}")
+                continue
+            transfers.append(rt)
+            refunds.transfers[rt.id] = rt
+            if rt.credit in bal:
+                bal[rt.credit] += rt.amount
+            refunded = rt.account_id or 0
+            if refunded in accounts:
+                touched.add(refunded)
+            else:  # a reverse-scan sale keyed by short code: the record names no account
+                bumped.add(refunded)
+            continue
         if rec.kind == "sale" and rec.method == "qr-reverse":
             # the phone's online payment moved the money already: link, never charge twice
             problem = codeuse.reverse_problem(tx, tid, item.seq, rec)
@@ -319,6 +370,7 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
                 )
             )
             bal[w] = bal.get(w, 0) - rec.amt
+            refunds.transfers[transfers[-1].id] = transfers[-1]
             problem = None
             if rec.method == "qr-forward":
                 problem = codeuse.forward_problem(tx, tid, item.seq, rec, now)
@@ -336,6 +388,7 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
                     )
                 )
                 bal[w] += rec.amt
+                refunds.transfers[transfers[-1].id] = transfers[-1]
                 flag = problem.split(":", 1)[0]
                 _alarm(tx, ctx, res, tid, flag, f"record {item.seq}: {problem}")
                 event(tx, ctx, aid, "reversal", f"{problem}; charge reversed", "system")
@@ -393,6 +446,7 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
                 acct["frozen_now"] = True
         touched.add(aid)
     ledger.apply_many(tx, transfers)
+    posrefund.write_rows(tx, refunds)
     tx.insert_rows(
         "records",
         ("terminal_id", "seq", "hash", "body", "sig", "received_ms"),
@@ -402,6 +456,11 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
         "DELETE FROM holds WHERE terminal_id = ? AND seq BETWEEN ? AND ?",
         (tid, run[0].seq, run[-1].seq),
     )
+    if bumped - touched:
+        tx.executemany(
+            "UPDATE accounts SET version = ? WHERE id = ?",
+            [(next_version(tx), a) for a in sorted(bumped - touched)],
+        )
     if touched:
         version = next_version(tx)
         for aid in touched:

@@ -65,6 +65,11 @@ class TokenIn(Strict):
         pattern=r"^[A-Za-z0-9_.-]+$",  # ASCII: what the OpenAPI (ECMA) pattern means too
         description="the terminal's name: ASCII letters, digits, _ . -",
     )
+    merchant: str = Field(
+        default="DEFAULT",
+        pattern=r"^[A-Za-z0-9_-]{1,32}$",
+        description="the merchant whose account the terminal's sales credit",
+    )
 
 
 class PolicyIn(Strict):

@@ -30,7 +30,11 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_enroll_token(ctx: Context, role: str, name: str) -> dict[str, Any]:
+def create_enroll_token(
+    ctx: Context, role: str, name: str, merchant: str = "DEFAULT"
+) -> dict[str, Any]:
+    """A one-time token enrolling a terminal of ``role`` for ``merchant`` (whose account its
+    sales credit)."""
     if role not in ROLES:
         raise Invalid(f"role must be one of {', '.join(ROLES)}", "bad_role")
     if not _NAME.match(name or ""):
@@ -40,12 +44,20 @@ def create_enroll_token(ctx: Context, role: str, name: str) -> dict[str, Any]:
         token = secrets.token_urlsafe(18)
     now = ctx.now_ms()
     with ctx.db.tx() as tx:
+        if tx.one("SELECT 1 FROM merchants WHERE code = ?", (merchant,)) is None:
+            raise NotFound(f"no merchant {merchant!r} (ykt admin merchant add)", "no_merchant")
         tx.execute(
-            "INSERT INTO enroll_tokens (token_hash, role, name, created_ms, expires_ms) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (_token_hash(token), role, name, now, now + TOKEN_TTL_MS),
+            "INSERT INTO enroll_tokens (token_hash, role, name, created_ms, expires_ms, merchant) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (_token_hash(token), role, name, now, now + TOKEN_TTL_MS, merchant),
         )
-    return {"token": token, "role": role, "name": name, "expires_ms": now + TOKEN_TTL_MS}
+    return {
+        "token": token,
+        "role": role,
+        "name": name,
+        "merchant": merchant,
+        "expires_ms": now + TOKEN_TTL_MS,
+    }
 
 
 def enroll(ctx: Context, token: str, public_key: str, role: str | None = None) -> dict[str, Any]:
@@ -69,14 +81,17 @@ def enroll(ctx: Context, token: str, public_key: str, role: str | None = None) -
         n = int(tx.scalar("SELECT COUNT(*) FROM terminals")) + 1
         tid = f"T{n:05d}"
         tx.execute(
-            "INSERT INTO terminals (id, name, role, pubkey, head_hash, enrolled_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (tid, row["name"], row["role"], public_key, protocol.genesis_hash(tid), now),
-        )
-        tx.execute(
-            "INSERT INTO ledger_accounts (id, kind) VALUES (?, 'merchant') "
-            "ON CONFLICT (id) DO NOTHING",
-            (f"m:{tid}",),
+            "INSERT INTO terminals (id, name, role, pubkey, head_hash, enrolled_ms, merchant) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                tid,
+                row["name"],
+                row["role"],
+                public_key,
+                protocol.genesis_hash(tid),
+                now,
+                row["merchant"],
+            ),
         )
         tx.execute(
             "UPDATE enroll_tokens SET used_by = ? WHERE token_hash = ?", (tid, row["token_hash"])
@@ -85,6 +100,7 @@ def enroll(ctx: Context, token: str, public_key: str, role: str | None = None) -
         "terminal_id": tid,
         "name": row["name"],
         "role": row["role"],
+        "merchant": row["merchant"],
         "campus_id": ctx.config.campus_id,
         "tz": ctx.config.tz,
         "server_time_ms": now,
@@ -95,8 +111,8 @@ def list_terminals(ctx: Context) -> list[dict[str, Any]]:
     return [
         dict(r)
         for r in ctx.db.all(
-            "SELECT id, name, role, status, head_seq, enrolled_ms, last_seen_ms FROM terminals "
-            "ORDER BY id"
+            "SELECT id, name, role, status, head_seq, enrolled_ms, last_seen_ms, merchant, "
+            "reported_head FROM terminals ORDER BY id"
         )
     ]
 

@@ -69,6 +69,8 @@ class Uplink:
         self._threads: list[threading.Thread] = []
         self.synced = threading.Condition()  # notified after every ack and every feed page
         self.last_push_error = ""
+        #: run after the queue is drained while online (the till pushes its shift reports)
+        self.after_push: Callable[[ServerClient], object] | None = None
 
     def start(self) -> None:
         for name, fn in (("uplink-push", self._push_loop), ("uplink-feed", self._feed_loop)):
@@ -108,6 +110,12 @@ class Uplink:
                     self._kick.clear()
                 else:
                     self._stop.wait(retry.delay)
+            after = self.after_push
+            if after is not None and self.link.online and not self._stop.is_set():
+                try:
+                    after(client)
+                except Exception:  # the push thread never dies of it
+                    log.exception("pushing after the journal failed")
 
     def push_batch(self, client: ServerClient, backoff: Backoff) -> Retry | None:
         """Push the oldest unsent batch and take the server's ack.  None: it went through
@@ -185,7 +193,7 @@ class Uplink:
         wait = self.poll_wait_s if self.link.online else 0
         acked = self.journal.acked
         try:
-            resp = client.feed(self.cache.version, wait=wait)
+            resp = client.feed(self.cache.version, wait=wait, head=self.journal.head_seq)
         except SyncError as exc:
             self.link.down(str(exc))
             delay = backoff.next()

@@ -1,6 +1,7 @@
 """``ykt sim``: drive simulated hardware.
 
-- on a running agent, through its control API: ``sale``, ``tap``, ``state``;
+- on a running agent, through its control API: ``sale``, ``tap``, ``state``, and the till's
+  ``cashier sign-in|sign-out``, ``shift open|close``, ``refund``;
 - virtual PC/SC readers in a private pcscd: ``reader start|stop|restart|status``;
 - simulated MIFARE Classic 1K cards as image files: ``card new|present|remove|tear|dump``.
 """
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sim import cardcli
+from sim import cardcli, till_cli
 from sim.control import AgentControl
 from sim.errors import SimUsageError
 from sim.idp import add_idp_parser
@@ -190,6 +191,7 @@ def add_parser(sub: Sub) -> None:
     c.add_argument("--card", required=True)
     c.add_argument("--uid")
     cmd("state", state, "print the agent's screen and status")
+    till_cli.add_parsers(cmds)  # cashier sign-in|sign-out, shift open|close, refund
     add_wallet_parser(cmds)
 
     add_idp_parser(cmds)

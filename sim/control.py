@@ -75,6 +75,34 @@ class AgentControl:
                 return s
             after = max(after, s["version"])
 
+    # -- the till (edge.pos.till) -------------------------------------------------------------
+    def till(self) -> dict[str, Any]:
+        return self._call("GET", "/control/till")
+
+    def sign_in(self, number: str, pin: str) -> dict[str, Any]:
+        return self._call("POST", "/control/cashier/sign-in", {"number": number, "pin": pin})
+
+    def sign_out(self) -> dict[str, Any]:
+        return self._call("POST", "/control/cashier/sign-out")
+
+    def shift_open(self) -> dict[str, Any]:
+        return self._call("POST", "/control/shift/open")
+
+    def shift_close(self) -> dict[str, Any]:
+        return self._call("POST", "/control/shift/close")
+
+    def refund(
+        self, sale: str, supervisor: str, supervisor_pin: str, amount_fen: int | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "sale": sale,
+            "supervisor": supervisor,
+            "supervisor_pin": supervisor_pin,
+        }
+        if amount_fen is not None:
+            body["amount_fen"] = amount_fen
+        return self._call("POST", "/control/refund", body)
+
     def amount(self, amount_fen: int) -> dict[str, Any]:
         return self._call("POST", "/control/amount", {"amount_fen": amount_fen})
 

@@ -14,7 +14,7 @@ import pytest
 
 from sync.clock import campus_date
 from sync.server.errors import Conflict
-from tests.handterm import HandTerminal, alarms_of, fresh_account, ledger_ok
+from tests.handterm import HandTerminal, fresh_account, ledger_ok
 from tests.helpers import ServerProc, ykt
 
 START = 100_00

@@ -35,6 +35,7 @@ from edge.pos.cardkeys import KeyProvider
 from edge.pos.decide import Decider
 from edge.pos.decide_qr import QrDecider
 from edge.pos.engine import Engine
+from edge.pos.till import Till, TillError
 from edge.uplink import Uplink
 from sync.card.keys import Keystore
 from sync.client import ServerClient
@@ -113,6 +114,17 @@ class PosAgent:
             self.keys,
             operator=cfg.operator,
         )
+        self.till = Till(
+            self.journal,
+            self.cache,
+            self.link,
+            self.clock,
+            self.ident.tz,
+            self.ident.terminal_id,
+            cfg.operator,
+            self._set_operator,
+        )
+        self.uplink.after_push = self.till.push_reports
         self._jobs: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
         self._reader_thread: threading.Thread | None = None
         self.qr = QrDecider(
@@ -125,7 +137,9 @@ class PosAgent:
             on_armed=self._rearm_camera,
             submit=self.submit,
             card_source=self._lying,
+            gate=self._may_sell,
         )
+        self.till.on_change = self.engine.touch
         self.reader: CardReader | None = None
         self.camera: QrSource | None = None
         self.camera_error = ""
@@ -136,6 +150,16 @@ class PosAgent:
         self._problem_since: float | None = None
         self._stop = threading.Event()
         self._reader_beat = time.monotonic()
+
+    # -- the till ----------------------------------------------------------------------------
+    def _set_operator(self, number: str) -> None:
+        """The operator every record journaled from now on carries (``op``)."""
+        self.decider.operator = number
+
+    def _may_sell(self) -> None:
+        reason = self.till.refusal()
+        if reason is not None:
+            raise TillError(reason, "sign_in_required")
 
     # -- the card thread ----------------------------------------------------------------------
     def submit(self, fn: Callable[[], Any]) -> Future[Any]:
@@ -382,4 +406,5 @@ class PosAgent:
             "camera_status": self.camera.status() if self.camera else "unavailable",
             "camera_error": self.camera_error,
             "camera_stats": self.camera.stats() if self.camera else {},
+            "till": self.till.state(),
         }

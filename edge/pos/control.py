@@ -16,6 +16,13 @@ Used by the cashier screen, the customer screen (``kiosk_ui``) and ``ykt sim``:
 ``POST /control/reverse``        start a reverse scan (offline only, R8)
 ``POST /control/proof``          the reverse-scan proof's short code, keyed (``{"code": …}``)
 ``GET  /control/request.svg``    the reverse-scan request as a QR picture (404 when none is shown)
+``GET  /control/till``           who is signed in, the open shift, whether sales need a cashier
+``POST /control/cashier/sign-in`` an operator signs in (``{"number", "pin"}``; opens a shift)
+``POST /control/cashier/sign-out`` the operator signs out
+``POST /control/shift/open``     open a shift; ``/control/shift/close`` closes it: the Z report
+``GET  /control/shifts``         the reports of closed shifts (and whether the server has them)
+``POST /control/refund``         refund a sale of today (``{"sale": "17", "supervisor",
+                                 "supervisor_pin"[, "amount_fen"]}``)
 ``GET  /cashier``                the cashier's screen
 ``GET  /customer``               the customer's screen
 ===============================  =================================================================
@@ -65,6 +72,23 @@ class CodeIn(BaseModel):
 class ProofCodeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     code: str = Field(min_length=1, max_length=32)
+
+
+class SignInIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    number: StrictStr = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    pin: StrictStr = Field(pattern=r"^[0-9]{6,12}$")
+
+
+class RefundIn(BaseModel):
+    """A refund of a sale of this terminal (``sale``: its journal sequence number, or
+    ``TERMINAL:SEQ`` as a receipt prints it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    sale: StrictStr = Field(pattern=r"^([A-Za-z0-9_-]{1,32}:)?[0-9]{1,19}$")
+    amount_fen: StrictInt | None = Field(default=None, gt=0, le=MAX_AMOUNT_FEN)
+    supervisor: StrictStr = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    supervisor_pin: StrictStr = Field(pattern=r"^[0-9]{6,12}$")
 
 
 def _err(status: int, code: str, message: str) -> JSONResponse:
@@ -170,6 +194,43 @@ def create_control_app(agent: PosAgent) -> FastAPI:
         buf = io.BytesIO()
         segno.make(text, error="m", micro=False).save(buf, kind="svg", scale=6, border=4)
         return Response(buf.getvalue(), media_type="image/svg+xml")
+
+    # -- the till: operators, shifts, refunds (edge.pos.till) -------------------------------
+    till = agent.till
+
+    @app.get("/control/till")
+    def till_state() -> dict[str, Any]:
+        """Who is signed in, the open shift, and whether sales need a cashier."""
+        return till.state()
+
+    @app.post("/control/cashier/sign-in")
+    def sign_in(body: SignInIn) -> dict[str, Any]:
+        return till.sign_in(body.number, body.pin)
+
+    @app.post("/control/cashier/sign-out")
+    def sign_out() -> dict[str, Any]:
+        return till.sign_out()
+
+    @app.post("/control/shift/open")
+    def shift_open() -> dict[str, Any]:
+        return till.open_shift()
+
+    @app.post("/control/shift/close")
+    def shift_close() -> dict[str, Any]:
+        """Close the shift: its Z report (pushed to the server now, or when it is back)."""
+        report = till.close_shift()
+        agent.uplink.kick()
+        return report
+
+    @app.get("/control/shifts")
+    def shifts() -> dict[str, Any]:
+        return {"shifts": till.shifts()}
+
+    @app.post("/control/refund")
+    def refund(body: RefundIn) -> dict[str, Any]:
+        """Refund a sale of this terminal from today, with a supervisor's PIN."""
+        out = till.refund(body.sale, body.supervisor, body.supervisor_pin, body.amount_fen)
+        return journaled(out)
 
     @app.get("/cashier", response_class=HTMLResponse)
     def cashier() -> str:

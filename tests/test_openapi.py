@@ -9,6 +9,7 @@ from sync.money import MAX_AMOUNT_FEN
 from sync.server.api_auth import ApiAuth
 from sync.server.app import FIELD_CODES, create_app
 from sync.server.routes_business import create_router
+from sync.server.routes_merchants import create_merchant_router
 from tests.live import Live
 
 #: operations whose answer is a free-form object by design (terminal protocol, policy)
@@ -23,7 +24,12 @@ FREE_FORM = {
 
 def test_openapi_describes_every_endpoint(live: Live) -> None:
     spec = live.call("GET", "/openapi.json").json()
-    every = [*create_app(live.ctx).routes, *create_router(live.ctx, ApiAuth(live.ctx)).routes]
+    auth = ApiAuth(live.ctx)
+    every = [
+        *create_app(live.ctx).routes,
+        *create_router(live.ctx, auth).routes,
+        *create_merchant_router(live.ctx, auth).routes,
+    ]
     routes = {
         (m.lower(), r.path)
         for r in every

@@ -29,13 +29,14 @@ from drivers.reader.base import CardReader, PresentCard
 from drivers.registry import open_device
 from edge import identity
 from edge.cache import Cache
+from edge.errors import TillError
 from edge.journal import Journal
 from edge.link import Link
 from edge.pos.cardkeys import KeyProvider
 from edge.pos.decide import Decider
 from edge.pos.decide_qr import QrDecider
 from edge.pos.engine import Engine
-from edge.pos.till import Till, TillError
+from edge.pos.till import Till
 from edge.uplink import Uplink
 from sync.card.keys import Keystore
 from sync.client import ServerClient

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edge.cache import Cache
-from edge.errors import EdgeError
+from edge.errors import TillError, TillForbidden, TillInvalid, TillLocked, TillNotFound
 from edge.journal import Journal
 from edge.link import Link
 from sync import passwords, records
@@ -48,36 +48,6 @@ log = logging.getLogger(__name__)
 MAX_TRIES = 5
 LOCK_MS = 5 * 60 * 1000
 METHODS = ("card", "qr-forward", "qr-reverse")
-
-
-class TillError(EdgeError):
-    """A till action the state does not allow (the control API answers 409 with ``code``)."""
-
-    http_status = 409
-
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class TillForbidden(TillError):
-    """An unknown or disabled operator, a wrong PIN, not a supervisor (403)."""
-
-    http_status = 403
-
-
-class TillLocked(TillError):
-    """Too many wrong PINs of an operator on this terminal (423)."""
-
-    http_status = 423
-
-
-class TillNotFound(TillError):
-    http_status = 404
-
-
-class TillInvalid(TillError):
-    http_status = 422
 
 
 def _totals() -> dict[str, int]:

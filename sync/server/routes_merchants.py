@@ -70,41 +70,96 @@ class ShiftReportIn(Strict):
     pending_sync: Pending
 
 
+class MerchantOut(BaseModel):
+    code: str
+    name: str
+    created_ms: int
+    terminals: list[str]
+    operators: int
+    balance_fen: int = 0
+
+
+class MerchantsOut(BaseModel):
+    merchants: list[MerchantOut]
+
+
+class OperatorOut(BaseModel):
+    number: str
+    merchant: str
+    name: str
+    role: str
+    status: str
+    disabled_ms: int
+    created_ms: int
+
+
+class OperatorsOut(BaseModel):
+    operators: list[OperatorOut]
+
+
+class SettlementOut(BaseModel):
+    """``merchants``: per merchant its sales, refunds, reversals (``{count, total_fen}``),
+    ``net_fen``, ``ledger_net_fen``, ``unsynced_records`` and ``terminals`` (the same figures
+    with ``by_method`` and ``by_mode``); ``rows``: one per merchant, terminal, method and mode
+    (what ``--csv`` prints)."""
+
+    date: str
+    tz: str
+    merchants: list[dict[str, Any]]
+    totals: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+
+class ShiftReportOut(ShiftReportIn):
+    model_config = ConfigDict(extra="allow")
+    received_ms: int
+
+
+class ShiftsOut(BaseModel):
+    shifts: list[ShiftReportOut]
+
+
+class ShiftStoredOut(BaseModel):
+    stored: bool
+    terminal_id: str
+    shift_no: int
+
+
 def create_merchant_router(ctx: Context, auth: ApiAuth) -> APIRouter:
     r = APIRouter()
     Terminals = Annotated[Actor, auth.staff("terminals")]
     LedgerRead = Annotated[Actor, auth.staff("ledger")]
     Terminal = Annotated[dict[str, Any], Depends(auth.terminal)]
 
-    @r.post("/v1/admin/merchants", tags=["admin"], status_code=201)
+    @r.post("/v1/admin/merchants", tags=["admin"], status_code=201, response_model=MerchantOut)
     def add_merchant(body: MerchantIn, actor: Terminals) -> dict[str, Any]:
         """A merchant (a canteen and its windows): terminals enrolled for it credit its
         ledger account ``mc:<code>``."""
         return merchants.add_merchant(ctx, body.code, body.name)
 
-    @r.get("/v1/admin/merchants", tags=["admin"])
+    @r.get("/v1/admin/merchants", tags=["admin"], response_model=MerchantsOut)
     def list_merchants(actor: Terminals) -> dict[str, Any]:
         return {"merchants": merchants.list_merchants(ctx)}
 
-    @r.post("/v1/admin/operators", tags=["admin"], status_code=201)
+    @r.post("/v1/admin/operators", tags=["admin"], status_code=201, response_model=OperatorOut)
     def add_operator(body: OperatorIn, actor: Terminals) -> dict[str, Any]:
         """A cashier or supervisor of a merchant; the PIN is kept only as slow hashes."""
         return merchants.add_operator(
             ctx, body.merchant, body.number, body.name, body.role, body.pin
         )
 
-    @r.get("/v1/admin/operators", tags=["admin"])
+    @r.get("/v1/admin/operators", tags=["admin"], response_model=OperatorsOut)
     def list_operators(
         actor: Terminals, merchant: Annotated[str | None, Query(max_length=32)] = None
     ) -> dict[str, Any]:
         return {"operators": merchants.list_operators(ctx, merchant)}
 
-    @r.post("/v1/admin/operators/{number}/disable", tags=["admin"])
+    @r.post("/v1/admin/operators/{number}/disable", tags=["admin"], response_model=OperatorOut)
     def disable_operator(number: CodePath, actor: Terminals) -> dict[str, Any]:
         """The operator can no longer sign in (terminals learn it from the feed)."""
         return merchants.disable_operator(ctx, number)
 
-    @r.get("/v1/admin/reports/settlement", tags=["admin"])
+    @r.get("/v1/admin/reports/settlement", tags=["admin"], response_model=SettlementOut)
     def settlement_report(
         actor: LedgerRead,
         date: Annotated[str, Query(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")],
@@ -114,7 +169,7 @@ def create_merchant_router(ctx: Context, auth: ApiAuth) -> APIRouter:
         online/offline, and the records the terminals have not synced yet."""
         return settlement.report(ctx, date, merchant)
 
-    @r.get("/v1/admin/reports/shifts", tags=["admin"])
+    @r.get("/v1/admin/reports/shifts", tags=["admin"], response_model=ShiftsOut)
     def shift_reports(
         actor: LedgerRead,
         terminal: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = None,
@@ -122,7 +177,7 @@ def create_merchant_router(ctx: Context, auth: ApiAuth) -> APIRouter:
         """The shift (Z) reports the terminals pushed."""
         return {"shifts": merchants.shift_reports(ctx, terminal)}
 
-    @r.post("/v1/pos/shift", tags=["terminal"])
+    @r.post("/v1/pos/shift", tags=["terminal"], response_model=ShiftStoredOut)
     def push_shift(body: ShiftReportIn, term: Terminal) -> dict[str, Any]:
         """A POS pushes the report of a closed shift (stored once)."""
         if body.terminal_id != term["id"]:

@@ -1,18 +1,20 @@
 """Devices are named by URL and opened here (one table of schemes per device kind).
 
-=========== =========================== ===================================================
-kind        scheme                      device
-=========== =========================== ===================================================
-``qr``      ``camera:///dev/video0``    a camera through OpenCV (:mod:`drivers.qr.camera`)
-``qr``      ``camera://file/PATH``      a video, image or image folder through OpenCV
-``qr``      ``serial:///dev/ttyACM0``   a serial QR scanner on pyserial
-                                        (:mod:`drivers.qr.serial_scanner`)
-``reader``  ``pcsc://``                 the first PC/SC reader pcscd lists
-                                        (:mod:`drivers.reader.pcsc`)
-``reader``  ``pcsc://NAME``             the PC/SC reader called NAME (or whose name starts so)
-any         ``sim://NAME``              a simulated device, from the ``ykt.devices`` entry
-                                        point ``sim`` (the simulator, :mod:`sim.devices`)
-=========== =========================== ===================================================
+============= =========================== ===================================================
+kind          scheme                      device
+============= =========================== ===================================================
+``qr``        ``camera:///dev/video0``    a camera through OpenCV (:mod:`drivers.qr.camera`)
+``qr``        ``camera://file/PATH``      a video, image or image folder through OpenCV
+``qr``        ``serial:///dev/ttyACM0``   a serial QR scanner on pyserial
+                                          (:mod:`drivers.qr.serial_scanner`)
+``reader``    ``pcsc://``                 the first PC/SC reader pcscd lists
+                                          (:mod:`drivers.reader.pcsc`)
+``reader``    ``pcsc://NAME``             the PC/SC reader called NAME (or whose name starts so)
+``dispenser`` ``serial:///dev/ttyS0``     a Creator CRT-591 card dispenser on pyserial
+                                          (``?baud=9600&addr=0``, :mod:`drivers.dispenser.crt591`)
+any           ``sim://NAME``              a simulated device, from the ``ykt.devices`` entry
+                                          point ``sim`` (the simulator, :mod:`sim.devices`)
+============= =========================== ===================================================
 
 Other packages add schemes without this module knowing them: an entry point in the group
 ``ykt.devices`` named after the scheme points at a :class:`Provider`, loaded the first time a
@@ -29,6 +31,8 @@ from importlib.metadata import entry_points
 from typing import Any, Literal, Protocol, overload, runtime_checkable
 from urllib.parse import urlsplit
 
+from drivers.dispenser import crt591
+from drivers.dispenser.base import CardDispenser
 from drivers.errors import DeviceUrlError
 from drivers.qr import camera, serial_scanner
 from drivers.qr.base import QrSource
@@ -94,10 +98,14 @@ def provider(url: str) -> Provider | None:
 def open_device(kind: Literal["reader"], url: str) -> CardReader: ...
 @overload
 def open_device(kind: Literal["qr"], url: str) -> QrSource: ...
-def open_device(kind: Literal["reader", "qr"], url: str) -> CardReader | QrSource:
-    """Open the device of ``kind`` named by ``url``: a :class:`CardReader` or a
-    :class:`QrSource` (:class:`DeviceUrlError` when the scheme has no driver of that kind, or
-    its provider made something else)."""
+@overload
+def open_device(kind: Literal["dispenser"], url: str) -> CardDispenser: ...
+def open_device(
+    kind: Literal["reader", "qr", "dispenser"], url: str
+) -> CardReader | QrSource | CardDispenser:
+    """Open the device of ``kind`` named by ``url``: a :class:`CardReader`, a
+    :class:`QrSource` or a :class:`CardDispenser` (:class:`DeviceUrlError` when the scheme has
+    no driver of that kind, or its provider made something else)."""
     _load_builtin()
     scheme = scheme_of(url)
     opener = _TABLE.get(kind, {}).get(scheme)
@@ -112,6 +120,8 @@ def open_device(kind: Literal["reader", "qr"], url: str) -> CardReader | QrSourc
     if kind == "reader" and isinstance(device, CardReader):
         return device
     if kind == "qr" and isinstance(device, QrSource):
+        return device
+    if kind == "dispenser" and isinstance(device, CardDispenser):
         return device
     raise DeviceUrlError(f"{url}: the {scheme}:// driver made no {kind} ({device!r})")
 
@@ -136,3 +146,4 @@ def _register_builtin() -> None:
     register("qr", "camera", camera.open_url)
     register("qr", "serial", serial_scanner.open_url)
     register("reader", "pcsc", pcsc.open_url)
+    register("dispenser", "serial", crt591.open_url)

@@ -3,7 +3,8 @@
 - on a running agent, through its control API: ``sale``, ``tap``, ``state``, and the till's
   ``cashier sign-in|sign-out``, ``shift open|close``, ``refund``;
 - virtual PC/SC readers in a private pcscd: ``reader start|stop|restart|status``;
-- simulated MIFARE Classic 1K cards as image files: ``card new|present|remove|tear|dump``.
+- simulated MIFARE Classic 1K cards as image files: ``card new|present|remove|tear|dump``;
+- a simulated card dispenser on a pseudo-terminal: ``dispenser start|status|fault|take|stop``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from sim import cardcli, till_cli
 from sim.control import AgentControl
+from sim.dispenser import cli as dispenser_cli
 from sim.errors import SimUsageError
 from sim.idp import add_idp_parser
 from sim.phone_screen import qr_png
@@ -197,3 +199,4 @@ def add_parser(sub: Sub) -> None:
     add_idp_parser(cmds)
 
     cardcli.add_parsers(cmds)
+    dispenser_cli.add_parsers(cmds)

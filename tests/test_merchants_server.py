@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from sync.clock import campus_date
-from sync.server.errors import Conflict
+from sync.errors import ServerRefused
 from tests.handterm import HandTerminal, fresh_account, ledger_ok
 from tests.helpers import ServerProc, ykt
 
@@ -137,13 +137,13 @@ def test_desk_and_till_refunds_never_add_up_to_more_than_the_sale(
     ack = term.push([refund(term, 1, 3_00, shop["sup"])])
     assert ack["alarms"] == []
     assert balance(server, acct) == START
-    with pytest.raises(Exception) as err:  # and the desk finds nothing left either
+    with pytest.raises(ServerRefused) as err:  # and the desk finds nothing left either
         server.admin().call(
             "POST",
             "/v1/admin/refunds",
             {"transfer_id": f"sale:{term.terminal_id}:1", "amount_fen": 1, "reason": "again"},
         )
-    assert "over_refund" in str(err.value) or isinstance(err.value, Conflict)
+    assert err.value.code == "over_refund"
     ledger_ok(server)
 
 
@@ -234,3 +234,18 @@ def test_settlement_equals_the_ledger(shop: dict[str, Any]) -> None:
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     assert sum(int(r["net_fen"]) for r in rows) == m["net_fen"]
     assert {(r["mode"], r["method"]) for r in rows} == {("offline", "card"), ("online", "card")}
+
+
+def test_settlement_shows_what_terminals_have_not_synced(shop: dict[str, Any]) -> None:
+    """A terminal reports its journal head with each feed request; the records above what the
+    server applied are its unsynced records."""
+    server, term, acct, code = shop["server"], shop["term"], shop["acct"], shop["code"]
+    term.push([term.record(acct["id"], 1_00)])
+    term.client.feed(0, head=4)  # three more records made, not pushed yet
+    day = campus_date(term.clock.now_ms())
+    rep = server.admin().call("GET", f"/v1/admin/reports/settlement?date={day}&merchant={code}")
+    (m,) = rep["merchants"]
+    assert m["unsynced_records"] == m["terminals"][0]["unsynced_records"] == 3
+    term.client.feed(0, head=1)
+    rep = server.admin().call("GET", f"/v1/admin/reports/settlement?date={day}&merchant={code}")
+    assert rep["merchants"][0]["unsynced_records"] == 0

@@ -68,9 +68,11 @@ def shift_close(args: argparse.Namespace) -> int:
 
 
 def refund(args: argparse.Namespace) -> int:
-    out = AgentControl(args.agent).refund(
-        args.seq, args.supervisor, args.supervisor_pin, args.amount
-    )
+    ctl = AgentControl(args.agent)
+    if not (args.card or args.tapped):
+        out = ctl.refund(args.seq, args.supervisor, args.supervisor_pin, args.amount)
+    else:
+        out = ctl.refund_by_tap(args.supervisor, args.supervisor_pin, args.amount, args.card)
     return _emit(
         args,
         out,
@@ -108,8 +110,16 @@ def add_parsers(cmds: Sub) -> None:
         refund,
         "refund a sale of today of this terminal, with a supervisor's PIN (online or offline)",
     )
-    c.add_argument(
-        "--seq", required=True, help="the sale's journal sequence number (or TERMINAL:SEQ)"
+    which = c.add_mutually_exclusive_group(required=True)
+    which.add_argument("--seq", help="the sale's journal sequence number (or TERMINAL:SEQ)")
+    which.add_argument(
+        "--card",
+        help="tap this simulated card (sim:// reader): its newest sale of today is refunded",
+    )
+    which.add_argument(
+        "--tapped",
+        action="store_true",
+        help="the card lying on the agent's reader: its newest sale of today is refunded",
     )
     c.add_argument("--supervisor", required=True, help="the supervisor's operator number")
     c.add_argument("--supervisor-pin", required=True)

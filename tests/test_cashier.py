@@ -195,6 +195,21 @@ def test_refund_of_another_terminals_sale(counter: Counter) -> None:
     assert c.balance(card["number"]) == START - 3_00
 
 
+def test_refund_found_by_tapping_the_card(counter: Counter) -> None:
+    c = counter
+    card = new_card((c.server, c.a))
+    sign_in(c)
+    first = c.sim("sale", "--amount", "4.00", "--card", card["card_no"])
+    second = c.sim("sale", "--amount", "1.50", "--card", card["card_no"])
+    by_card = ["refund", "--card", card["card_no"], "--supervisor", SUPER,
+               "--supervisor-pin", SUPER_PIN]  # fmt: skip
+    assert c.sim(*by_card)["sale_seq"] == second["seq"]  # the newest sale of the card
+    assert c.sim(*by_card)["sale_seq"] == first["seq"]
+    refused(c.sim(*by_card, check=False), "no sale of this card today")
+    c.a.wait_synced()
+    assert c.balance(card["number"]) == START
+
+
 def test_offline_refund_and_cashier_disabled_while_offline(counter: Counter) -> None:
     c = counter
     card = new_card((c.server, c.a))

@@ -46,6 +46,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from edge.devices import control_routers
+from edge.errors import TillInvalid
 from edge.pos.agent import PosAgent
 from kiosk_ui import page
 from sync.errors import YktError
@@ -85,7 +86,9 @@ class RefundIn(BaseModel):
     ``TERMINAL:SEQ`` as a receipt prints it)."""
 
     model_config = ConfigDict(extra="forbid")
-    sale: StrictStr = Field(pattern=r"^([A-Za-z0-9_-]{1,32}:)?[0-9]{1,19}$")
+    sale: StrictStr | None = Field(default=None, pattern=r"^([A-Za-z0-9_-]{1,32}:)?[0-9]{1,19}$")
+    #: instead of ``sale``: the newest unrefunded sale of today of the card lying on the reader
+    card: StrictBool = False
     amount_fen: StrictInt | None = Field(default=None, gt=0, le=MAX_AMOUNT_FEN)
     supervisor: StrictStr = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")
     supervisor_pin: StrictStr = Field(pattern=r"^[0-9]{6,12}$")
@@ -200,8 +203,9 @@ def create_control_app(agent: PosAgent) -> FastAPI:
 
     @app.get("/control/till")
     def till_state() -> dict[str, Any]:
-        """Who is signed in, the open shift, and whether sales need a cashier."""
-        return till.state()
+        """Who is signed in, the open shift, whether sales need a cashier, whether a refund
+        waits for a card to be tapped."""
+        return {**till.state(), "waiting_for_tap": agent.tap_waiting}
 
     @app.post("/control/cashier/sign-in")
     def sign_in(body: SignInIn) -> dict[str, Any]:
@@ -229,7 +233,10 @@ def create_control_app(agent: PosAgent) -> FastAPI:
     @app.post("/control/refund")
     def refund(body: RefundIn) -> dict[str, Any]:
         """Refund a sale of this terminal from today, with a supervisor's PIN."""
-        out = till.refund(body.sale, body.supervisor, body.supervisor_pin, body.amount_fen)
+        if (body.sale is None) == (not body.card):
+            raise TillInvalid("name the sale (sale) or tap the card (card: true)", "invalid")
+        sale = body.sale if body.sale is not None else till.sale_of_account(agent.card_account())
+        out = till.refund(sale, body.supervisor, body.supervisor_pin, body.amount_fen)
         return journaled(out)
 
     @app.get("/cashier", response_class=HTMLResponse)

@@ -305,6 +305,17 @@ class Till:
             raise TillNotFound(f"record {num} of this terminal is not a sale", "no_sale")
         return rec
 
+    def sale_of_account(self, account_id: int) -> str:
+        """The newest sale of today on this terminal of the account whose card was tapped,
+        not refunded yet (its sequence number)."""
+        today = campus_date(self.clock.now_ms(), self.tz)
+        for r in reversed(self.journal.account_records(account_id, 0)):
+            if r.kind == "sale" and r.day == today and self.journal.refunded(r.seq) is None:
+                return str(r.seq)
+        raise TillNotFound(
+            "no sale of this card today at this terminal is left to refund", "no_sale"
+        )
+
     def refund(
         self, ref: str, supervisor: str, supervisor_pin: str, amount_fen: int | None = None
     ) -> dict[str, Any]:

@@ -67,11 +67,7 @@ FOUND = [
         "POST",
         "/v1/pos/authorize",
         lambda world: _authorize_with_card_facts(world, spent_fen=True),
-        id="authorize-card-spent_fen-true",
-        marks=pytest.mark.xfail(
-            strict=True,  # when the API refuses it, this mark goes and the case stays
-            reason="issue 10 item 20: `true` is accepted as an integer (pydantic lax mode)",
-        ),
+        id="authorize-card-spent_fen-true",  # issue 10 item 20: strict types everywhere
     ),
 ]
 
@@ -114,10 +110,12 @@ def fuzz_live(tmp_path_factory: pytest.TempPathFactory, db_kind: str) -> Iterato
         "session": live.login("S2023002", card["password"]),
         "kiosk": SigningSession(live.terminal("kiosk", "fuzz-kiosk")),
         "pos": SigningSession(live.terminal("pos", "fuzz-pos")),
+        "gate": SigningSession(live.terminal("gate", "fuzz-gate")),
     }
     yield world
     world["kiosk"].close()
     world["pos"].close()
+    world["gate"].close()
     live.stop()
 
 
@@ -152,6 +150,8 @@ def _credentials(fuzz_live: dict[str, Any], path: str) -> tuple[dict[str, str], 
         return {}, fuzz_live["kiosk"]
     if path in ("/v1/pos/authorize", "/v1/journal"):
         return {}, fuzz_live["pos"]
+    if path == "/v1/codes/verify":
+        return {}, fuzz_live["gate"]
     return {}, None  # public, card-less, or signed feed (unsigned: it long-polls otherwise)
 
 

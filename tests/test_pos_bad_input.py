@@ -35,7 +35,8 @@ def card(shop: tuple[ServerProc, PosProc]) -> dict[str, Any]:
 
 def refused(pos: PosProc, method: str, path: str, status: int, **kw: Any) -> str:
     """Send one bad request; it gets ``status`` and an error message; the agent lives on."""
-    r = requests.request(method, pos.url + path, timeout=10, **kw)
+    headers = {**pos.control_headers(), **kw.pop("headers", {})}
+    r = requests.request(method, pos.url + path, timeout=10, headers=headers, **kw)
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert err["code"] and err["message"], r.text
@@ -64,6 +65,7 @@ JSON = {"Content-Type": "application/json"}
         (b'{"amount_fen": null}', "amount_fen"),
         (b'{"amount_fen": 100, "tip": 5}', "tip"),
         (b'{"amount_fen": 100, "confirm": "yes"}', "confirm"),
+        (b'{"amount_fen": 100, "confirm": 1}', "confirm"),
     ],
 )
 def test_bad_amounts_are_refused(shop: tuple[ServerProc, PosProc], body: bytes, field: str) -> None:

@@ -1,5 +1,12 @@
 """The POS agent's local control API (loopback only) and its screens.
 
+Who may call it (docs/security.md, "What each terminal holds"): clients on loopback only;
+requests whose ``Host`` is the agent's own loopback address and port only (a page of another
+origin that resolved its name to 127.0.0.1, DNS rebinding, sends its own ``Host`` and is
+refused, 403 ``bad_host``); and every request that changes state (any method but GET and HEAD)
+carries the per-boot token in ``X-Ykt-Control-Token`` (:mod:`edge.pos.controltoken`; 401
+``bad_control_token`` without it).  The screens get the token inside the page they are served.
+
 Used by the cashier screen, the customer screen (``kiosk_ui``) and ``ykt sim``:
 
 ===============================  =================================================================
@@ -33,6 +40,8 @@ camera, the simulator's ``/control/sim/*`` (:mod:`sim.devices`); with real hardw
 
 from __future__ import annotations
 
+import hmac
+import html
 import io
 import ipaddress
 from typing import Annotated, Any
@@ -41,57 +50,57 @@ import segno
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from edge.devices import control_routers
 from edge.errors import TillInvalid
+from edge.pos import controltoken
 from edge.pos.agent import PosAgent
 from kiosk_ui import page
+from sync.bounds import Fen
 from sync.errors import YktError
-from sync.money import MAX_AMOUNT_FEN
 
 
-# Strict types: money is an integer number of fen, never "12" or true (sync.money).
-class AmountIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    amount_fen: StrictInt = Field(gt=0, le=MAX_AMOUNT_FEN)
-    confirm: StrictBool = True
+# Strict types: money is an integer number of fen with the bounds of sync/bounds.py, never "12"
+# or true; a boolean is true or false, never 1.
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class PinIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    pin: StrictStr = Field(pattern=r"^[0-9]{6}$")  # ASCII digits only (a PIN pad's keys)
+class AmountIn(_In):
+    amount_fen: Fen
+    confirm: bool = True
 
 
-class CodeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PinIn(_In):
+    pin: str = Field(pattern=r"^[0-9]{6}$")  # ASCII digits only (a PIN pad's keys)
+
+
+class CodeIn(_In):
     text: str = Field(min_length=1, max_length=1000)
 
 
-class ProofCodeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ProofCodeIn(_In):
     code: str = Field(min_length=1, max_length=32)
 
 
-class SignInIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    number: StrictStr = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")
-    pin: StrictStr = Field(pattern=r"^[0-9]{6,12}$")
+class SignInIn(_In):
+    number: str = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    pin: str = Field(pattern=r"^[0-9]{6,12}$")
 
 
-class RefundIn(BaseModel):
+class RefundIn(_In):
     """A refund of a sale of this terminal (``sale``: its journal sequence number, or
     ``TERMINAL:SEQ`` as a receipt prints it)."""
 
-    model_config = ConfigDict(extra="forbid")
-    sale: StrictStr | None = Field(default=None, pattern=r"^([A-Za-z0-9_-]{1,32}:)?[0-9]{1,19}$")
+    sale: str | None = Field(default=None, pattern=r"^([A-Za-z0-9_-]{1,32}:)?[0-9]{1,19}$")
     #: instead of ``sale``: the newest unrefunded sale of today of the card lying on the reader
-    card: StrictBool = False
-    amount_fen: StrictInt | None = Field(default=None, gt=0, le=MAX_AMOUNT_FEN)
-    supervisor: StrictStr = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")
-    supervisor_pin: StrictStr = Field(pattern=r"^[0-9]{6,12}$")
+    card: bool = False
+    amount_fen: Fen | None = None
+    supervisor: str = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    supervisor_pin: str = Field(pattern=r"^[0-9]{6,12}$")
 
 
 def _err(status: int, code: str, message: str) -> JSONResponse:
@@ -107,14 +116,60 @@ def _loopback(host: str | None) -> bool:
         return False
 
 
-def create_control_app(agent: PosAgent) -> FastAPI:
+def allowed_hosts(host: str, port: int) -> frozenset[str]:
+    """The ``Host`` headers of requests for the control API on ``host``:``port``: the
+    loopback names with the agent's port (and without it on port 80)."""
+    names = {"127.0.0.1", "localhost", "[::1]"}
+    if _loopback(host.strip("[]")):
+        names.add(f"[{host}]" if ":" in host else host)
+    out = {f"{n}:{port}" for n in names}
+    if port == 80:
+        out |= names
+    return frozenset(n.lower() for n in out)
+
+
+#: the pages that hold the token: a browser must not cache them, nor let another page frame them
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _with_token(name: str, token: str) -> HTMLResponse:
+    """A screen with the control token in a ``<meta>`` its own scripts read."""
+    meta = f'<meta name="ykt-control-token" content="{html.escape(token)}">'
+    text = page(name).replace("<head>", "<head>\n" + meta, 1)
+    return HTMLResponse(text, headers=PAGE_HEADERS)
+
+
+def create_control_app(agent: PosAgent, token: str) -> FastAPI:
     app = FastAPI(title="ykt POS control API", version="1")
     engine = agent.engine
+    hosts = allowed_hosts(agent.cfg.control_host, agent.cfg.control_port)
+    want = token.encode()
 
     @app.middleware("http")
-    async def loopback_only(request: Request, call_next: Any) -> Any:
+    async def guard(request: Request, call_next: Any) -> Any:
         if not _loopback(request.client.host if request.client else None):
             return _err(403, "loopback_only", "the control API answers only on loopback")
+        if request.headers.get("host", "").lower() not in hosts:
+            return _err(
+                403,
+                "bad_host",
+                "the control API answers only requests for its own loopback address and port",
+            )
+        if request.method not in ("GET", "HEAD"):
+            got = request.headers.get(controltoken.HEADER, "").encode()
+            if not hmac.compare_digest(got, want):
+                return _err(
+                    401,
+                    "bad_control_token",
+                    "a request that changes state needs the agent's control token (header "
+                    f"{controltoken.HEADER}, from DATA/{controltoken.FILE}; ykt sim finds it "
+                    "by itself, or give --token-file)",
+                )
         return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
@@ -240,12 +295,12 @@ def create_control_app(agent: PosAgent) -> FastAPI:
         return journaled(out)
 
     @app.get("/cashier", response_class=HTMLResponse)
-    def cashier() -> str:
-        return page("cashier.html")
+    def cashier() -> HTMLResponse:
+        return _with_token("cashier.html", token)
 
     @app.get("/customer", response_class=HTMLResponse)
-    def customer() -> str:
-        return page("customer.html")
+    def customer() -> HTMLResponse:
+        return _with_token("customer.html", token)
 
     @app.get("/static/screen.js")
     def screen_js() -> Response:

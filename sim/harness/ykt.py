@@ -19,13 +19,21 @@ from typing import IO, Any, ClassVar, Self
 
 import requests
 
+from edge.pos import controltoken
 from sim.harness import procs
 from sim.harness.procs import StartFailed, free_port, ykt_cmd
 from sync.admin.common import AdminClient
 from sync.client import ServerClient
 from sync.crypto import SigningKey
 
-__all__ = ["AdminApi", "PosProcess", "ServerProcess", "StartFailed", "YktProcess"]
+__all__ = [
+    "AdminApi",
+    "PaygateProcess",
+    "PosProcess",
+    "ServerProcess",
+    "StartFailed",
+    "YktProcess",
+]
 
 
 class AdminApi:
@@ -57,13 +65,23 @@ class AdminApi:
         finally:
             client.close()
 
-    def enroll_token(self, name: str, role: str = "pos") -> str:
-        """A one-time enrolment token for a terminal called ``name``."""
-        got = self.admin_call("POST", "/v1/admin/terminals/tokens", {"role": role, "name": name})
+    def enroll_token(self, name: str, role: str = "pos", simulated: bool = True) -> str:
+        """A one-time enrolment token for a terminal called ``name``; ``simulated`` (the
+        harness's default: its agents use sim:// readers) lets the feed send it the cards'
+        signed identities to make simulated cards from."""
+        body = {"role": role, "name": name, "simulated": simulated}
+        got = self.admin_call("POST", "/v1/admin/terminals/tokens", body)
         return str(got["token"])
 
+    def register_paygate(self, channel: str, url: str, public_key: str) -> dict[str, Any]:
+        """Register a payment provider for a top-up channel (R7), as
+        ``ykt admin paygate set`` does."""
+        notify = f"{self.url}/v1/paygate/{channel}/notify"
+        body = {"url": url, "public_key": public_key, "notify_url": notify}
+        return self.admin_call("PUT", f"/v1/admin/paygates/{channel}", body)
+
     def enroll(self, name: str, key: SigningKey, role: str = "pos") -> str:
-        """Enroll a terminal with ``key`` as the agent would; its terminal id."""
+        """Enroll a (simulated) terminal with ``key`` as the agent would; its terminal id."""
         client = ServerClient(self.url)
         try:
             got = client.enroll(self.enroll_token(name, role), key.public.to_b64())
@@ -214,3 +232,37 @@ class PosProcess(YktProcess):
 
     def status(self) -> dict[str, Any]:
         return dict(requests.get(self.url + "/control/status", timeout=5).json())
+
+    def control_headers(self) -> dict[str, str]:
+        """The header a request that changes the agent's state carries: its per-boot control
+        token, from DATA/control.token (edge/pos/controltoken.py)."""
+        token = (self.data / controltoken.FILE).read_text().strip()
+        return {controltoken.HEADER: token}
+
+
+@dataclass
+class PaygateProcess(YktProcess):
+    """``ykt sim paygate``: the stand-in payment provider (R7), its state and key in ``data``
+    (``data/provider.pub``: the public key to register at the server).  ``retry_s``: its
+    first redelivery delay."""
+
+    retry_s: float = 0.2
+
+    HEALTH: ClassVar[str] = "/v1/health"
+
+    def args(self) -> list[str]:
+        return [
+            "sim",
+            "paygate",
+            "--dir",
+            str(self.data),
+            "--port",
+            str(self.port),
+            "--retry-s",
+            str(self.retry_s),
+            *self.extra,
+        ]
+
+    @property
+    def public_key(self) -> str:
+        return (self.data / "provider.pub").read_text().strip()

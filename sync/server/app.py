@@ -6,6 +6,7 @@ of :mod:`sync.server.errors`.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -18,6 +19,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sync.bodylimit import MAX_BODY_BYTES, BodyLimit
+from sync.bounds import MAX_ID
 from sync.errors import StoreError, StoreRefused, YktError
 from sync.records import to_json
 from sync.server import (
@@ -30,10 +33,11 @@ from sync.server import (
     ledger,
     merchants,
     policy,
+    reconcile,
     reverse,
     terminals,
 )
-from sync.server.api_auth import ApiAuth, bearer
+from sync.server.api_auth import ApiAuth, bearer, client_of
 from sync.server.api_models import (
     ERROR_RESPONSES,
     AccountHistoryOut,
@@ -79,11 +83,14 @@ from sync.server.models import (
 )
 from sync.server.routes_business import create_router
 from sync.server.routes_merchants import create_merchant_router
+from sync.server.routes_topups import create_router as create_topups_router
 from sync.server.staff import Actor
 
 log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 30.0
+#: how often each server process refunds the reverse-scan payments that will meet no record
+SETTLE_EVERY_S = 60.0
 NumberPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")]
 TerminalPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 
@@ -103,10 +110,23 @@ FIELD_CODES = {"number": "bad_number", "id_card": "bad_id_card", "uid": "bad_uid
 def create_app(ctx: Context) -> FastAPI:
     api_auth = ApiAuth(ctx)
 
+    async def settle_reverse_payments() -> None:
+        """Refund reverse-scan payments that will meet no record (sync/server/reconcile.py)."""
+        while True:
+            try:
+                await run_in_threadpool(reconcile.settle, ctx)
+            except (YktError, OSError):  # the database is away for a moment: next round
+                log.exception("settling reverse-scan payments failed")
+            await asyncio.sleep(SETTLE_EVERY_S)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.notifier.bind(asyncio.get_running_loop())
+        settler = asyncio.get_running_loop().create_task(settle_reverse_payments())
         yield
+        settler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await settler
         await ctx.notifier.unbind()
 
     app = FastAPI(
@@ -122,6 +142,8 @@ def create_app(ctx: Context) -> FastAPI:
         responses=ERROR_RESPONSES,
     )
     app.state.ctx = ctx
+    # no request body over MAX_BODY_BYTES is buffered or parsed: 413 (sync.bodylimit)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
     @app.exception_handler(YktError)
     async def _ykt_error(request: Request, exc: YktError) -> JSONResponse:
@@ -148,7 +170,7 @@ def create_app(ctx: Context) -> FastAPI:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. nested too deep)
             return _error(422, "invalid", "the request body is not JSON that can be read")
-        code = {404: "not_found", 405: "method_not_allowed"}.get(
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
             exc.status_code, f"http_{exc.status_code}"
         )
         return _error(exc.status_code, code, str(exc.detail), headers=exc.headers)
@@ -228,9 +250,9 @@ def create_app(ctx: Context) -> FastAPI:
 
     @app.post("/v1/admin/accounts/{number}/topups", tags=["admin"], response_model=TopupOut)
     def topup(number: NumberPath, body: TopupIn, actor: Topups) -> dict[str, Any]:
-        """R7: cash at the desk; other channels need the finance permission (topup.any)."""
-        if body.channel != "cash":
-            actor.require("topup.any")
+        """R7: cash at the desk (permission ``topup.cash``, the finance role).  Money of the
+        other channels enters only through an order paid at the channel's payment provider
+        (``POST /v1/app/topups``)."""
         return accounts.topup(
             ctx, number, body.amount_fen, body.channel, body.request_id, actor.name
         )
@@ -242,7 +264,9 @@ def create_app(ctx: Context) -> FastAPI:
         response_model=EnrollTokenOut,
     )
     def enroll_token(body: TokenIn, actor: Terminals) -> dict[str, Any]:
-        return terminals.create_enroll_token(ctx, body.role, body.name, body.merchant)
+        return terminals.create_enroll_token(
+            ctx, body.role, body.name, body.simulated, body.merchant
+        )
 
     @app.get("/v1/admin/terminals", tags=["admin"], response_model=TerminalsOut)
     def list_terminals(actor: Terminals) -> dict[str, Any]:
@@ -283,10 +307,11 @@ def create_app(ctx: Context) -> FastAPI:
 
     # -- card holders (the app, WeChat, the website): sign-in ---------------------------------
     @app.post("/v1/app/login", tags=["app"], response_model=LoginOut)
-    def app_login(body: LoginIn) -> dict[str, Any]:
+    def app_login(body: LoginIn, request: Request) -> dict[str, Any]:
         """R16: staff/student number (card number for temporary and consumer cards) + query
-        password."""
-        return holders.login(ctx, body.number, body.password, body.public_key)
+        password; wrong passwords lock the account and are limited per client (docs/api.md
+        "Rate limits and lockouts")."""
+        return holders.login(ctx, body.number, body.password, body.public_key, client_of(request))
 
     @app.post("/v1/app/logout", tags=["app"], response_model=LogoutOut)
     def app_logout(request: Request, who: Holder) -> dict[str, Any]:
@@ -294,11 +319,13 @@ def create_app(ctx: Context) -> FastAPI:
 
     # -- phone codes (R8, R18; docs/codes.md) -------------------------------------------------
     @app.post("/v1/app/codes/confirm", tags=["app"], response_model=ConfirmOut)
-    def app_confirm(body: ConfirmIn, who: Holder) -> dict[str, Any]:
+    def app_confirm(body: ConfirmIn, who: Holder, request: Request) -> dict[str, Any]:
         """R6: the holder confirms with the query password before a payment that goes over
         the daily limit (wrong passwords count toward the sign-in lockout).  The grant it
         returns covers one over-limit reverse-scan payment for ``confirm_ttl_s``."""
-        return holders.confirm(ctx, who, body.password)
+        return holders.confirm(
+            ctx, who, body.password, body.serial, body.counter, client=client_of(request)
+        )
 
     @app.post("/v1/app/reverse/describe", tags=["app"], response_model=ReverseRequestOut)
     def app_reverse_describe(body: ReversePayIn, who: Holder) -> dict[str, Any]:
@@ -306,20 +333,23 @@ def create_app(ctx: Context) -> FastAPI:
         return reverse.describe(ctx, body.request)
 
     @app.post("/v1/app/reverse/pay", tags=["app"], response_model=ReversePaidOut)
-    def app_reverse_pay(body: ReversePayIn, who: Holder) -> dict[str, Any]:
+    def app_reverse_pay(body: ReversePayIn, who: Holder, request: Request) -> dict[str, Any]:
         """Reverse scan: pay an offline terminal's payment request; returns the proof (QR text
         and short code) the terminal verifies offline.  Paying twice charges once."""
-        return reverse.pay(ctx, who, body.request, body.password, body.grant)
+        return reverse.pay(
+            ctx, who, body.request, body.password, body.grant, client=client_of(request)
+        )
 
     @app.get("/v1/codes/keys", tags=["public"], response_model=CodeKeysOut)
     def code_keys() -> dict[str, Any]:
         """The campus id, tag, code-issuer public keys and validity window of phone codes."""
         return codes.public_info(ctx)
 
-    @app.post("/v1/codes/verify", tags=["public"], response_model=CodeVerifyOut)
-    def code_verify(body: CodeTextIn) -> dict[str, Any]:
-        """R18: verify an authentication code (as a gate does): who it is and whether access
-        is allowed.  Each code is admitted once."""
+    @app.post("/v1/codes/verify", tags=["terminal"], response_model=CodeVerifyOut)
+    def code_verify(body: CodeTextIn, term: Terminal) -> dict[str, Any]:
+        """R18: verify an authentication code, as an enrolled gate (a signed request of a
+        ``gate`` terminal): who it is and whether access is allowed.  Each code is admitted
+        once."""
         return codes.verify_auth_code(ctx, body.text)
 
     # -- terminals ----------------------------------------------------------------------------
@@ -336,7 +366,6 @@ def create_app(ctx: Context) -> FastAPI:
 
     @app.post("/v1/pos/authorize", tags=["terminal"])
     def pos_authorize(body: AuthorizeIn, term: Terminal) -> dict[str, Any]:
-        terminals.require_role(term, "pos")
         return to_json(authorize.authorize(ctx, term, body.model_dump()))
 
     @app.post("/v1/journal", tags=["terminal"])
@@ -349,7 +378,7 @@ def create_app(ctx: Context) -> FastAPI:
     async def pull_feed(
         request: Request,
         term: Terminal,
-        since: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        since: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
         wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
         head: Annotated[int | None, Query(ge=0, le=2**62)] = None,
     ) -> dict[str, Any]:
@@ -376,5 +405,8 @@ def create_app(ctx: Context) -> FastAPI:
 
     # -- the business of card holders, kiosks and the desk (sync.server.routes_business) ------
     app.include_router(create_router(ctx, api_auth))
+    # -- R7 top-ups by order, payment providers, reconciliation (sync.server.routes_topups) ---
+    app.include_router(create_topups_router(ctx, api_auth))
+    # -- merchants, operators, shift reports, settlement (sync.server.routes_merchants) --------
     app.include_router(create_merchant_router(ctx, api_auth))
     return app

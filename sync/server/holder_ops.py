@@ -1,7 +1,8 @@
 """What a signed-in card holder does in the app, on WeChat or on the website, and the
-card-less kiosk operations: query password (R4), loss and unlock (R10, rate limited), top-up by
-channel (R7).  Bills and flow are in :mod:`sync.server.queries`, electricity (R15) in
-:mod:`sync.server.electricity`, found cards (R17) in :mod:`sync.server.found_cards`.
+card-less kiosk operations: query password (R4), loss and unlock (R10, rate limited).  Top-up
+orders (R7) are in :mod:`sync.server.topups`, bills and flow in :mod:`sync.server.queries`,
+electricity (R15) in :mod:`sync.server.electricity`, found cards (R17) in
+:mod:`sync.server.found_cards`.
 
 Every function here takes the account from the caller's session (or from the number + query
 password it was given): no holder operation names another account.
@@ -13,7 +14,7 @@ from typing import Any
 
 from sync import rules
 from sync.errors import RuleError
-from sync.passwords import hash_password, verify_password
+from sync.passwords import hash_password
 from sync.server import accounts, holders, ratelimit
 from sync.server.context import Context
 from sync.server.errors import Conflict, Invalid
@@ -32,18 +33,25 @@ def me(ctx: Context, acct: dict[str, Any]) -> dict[str, Any]:
 
 
 def change_query_password(
-    ctx: Context, acct: dict[str, Any], old: str, new: str, actor: str = "app"
+    ctx: Context,
+    acct: dict[str, Any],
+    old: str,
+    new: str,
+    actor: str = "app",
+    client: str | None = None,
 ) -> dict[str, Any]:
-    """R4: change the query password, given the current one."""
+    """R4: change the query password, given the current one (a wrong one counts as a wrong
+    try, :mod:`sync.server.holders`)."""
     try:
         rules.check_password_format(new)
     except RuleError as exc:
         raise Invalid(str(exc), "bad_password") from exc
-    holders.verify_query_password(ctx, acct, old)
-    if verify_password(new, acct["query_pw"]):
+    checked = holders.verify_query_password(ctx, acct, old, client)
+    if new == old:
         raise Conflict("the new query password is the current one", "same_password")
     h = hash_password(new, log2_n=ctx.config.password_log2_n)
     with ctx.db.tx() as tx:
+        holders.still_current(tx, acct["id"], checked)
         tx.execute(
             "UPDATE accounts SET query_pw = ?, query_tries = 0 WHERE id = ?", (h, acct["id"])
         )
@@ -77,7 +85,7 @@ def cardless_status(
         rules.CARDLESS_WINDOW_S,
         "loss/unlock requests from this address",
     )
-    acct = holders.check_query_password(ctx, number, password)
+    acct = holders.check_query_password(ctx, number, password, client)
     return _status(ctx, acct, action, via)
 
 
@@ -91,26 +99,3 @@ def session_status(ctx: Context, acct: dict[str, Any], action: str) -> dict[str,
         "loss/unlock requests for this account",
     )
     return _status(ctx, acct, action, "app")
-
-
-def app_topup(
-    ctx: Context,
-    acct: dict[str, Any],
-    amount_fen: int,
-    channel: str,
-    password: str,
-    request_id: str | None,
-) -> dict[str, Any]:
-    """R7: top-up from the app: amount and query password; the channel must be switched on;
-    Alipay lands in the transition balance.  Cash is only taken at the desk."""
-    if channel == rules.Channel.CASH:
-        raise Invalid("cash is topped up at the service desk (R7)", "bad_channel")
-    holders.verify_query_password(ctx, acct, password)
-    rid = f"app{acct['id']}-{request_id}" if request_id else None
-    out = accounts.topup(ctx, acct["number"], amount_fen, channel, rid, actor="app")
-    return {
-        "transfer_id": out["transfer_id"],
-        "applied": out["applied"],
-        "balance_fen": out["balance_fen"],
-        "transition_fen": out["transition_fen"],
-    }

@@ -27,6 +27,7 @@ from typing import Any
 
 from sync.clock import CampusDays
 from sync.db import Tx
+from sync.errors import ProtocolError
 from sync.records import JournalRecord
 from sync.rules import AccountStatus
 from sync.server import ledger
@@ -65,7 +66,10 @@ def _sale(tx: Tx, tid: str, seq: int, run: RunState) -> JournalRecord:
     if rec is None:
         row = tx.one("SELECT body FROM records WHERE terminal_id = ? AND seq = ?", (tid, seq))
         if row is not None:
-            rec = JournalRecord.parse(str(row["body"]))
+            try:
+                rec = JournalRecord.parse(str(row["body"]))
+            except ProtocolError:  # a record refused at ingest: kept in the chain, not a sale
+                rec = None
     if rec is None or rec.kind != "sale":
         raise Refused(f"record {seq} of {tid} is not a sale")
     return rec

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
+from sync.bounds import MAX_ID
 from sync.server import (
     desk,
     electricity,
@@ -18,10 +19,8 @@ from sync.server import (
     sso,
     staff,
 )
-from sync.server.api_auth import ApiAuth
+from sync.server.api_auth import ApiAuth, client_of
 from sync.server.api_models import (
-    AppTopupIn,
-    AppTopupOut,
     AuditOut,
     BuildingIn,
     BuildingOut,
@@ -68,7 +67,7 @@ from sync.server.staff import Actor
 NumberPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")]
 CodePath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,16}$")]
 OrderPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
-Cursor = Annotated[str | None, Query(max_length=400)]
+Cursor = Annotated[str | None, Query()]  # bounded and checked by queries (400 bad_cursor)
 Limit = Annotated[int, Query(ge=1, le=queries.MAX_PAGE)]
 DateQ = Annotated[Date | None, Query()]
 
@@ -76,7 +75,7 @@ DateQ = Annotated[Date | None, Query()]
 def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
     r = APIRouter()
     Holder = Annotated[dict[str, Any], Depends(auth.holder)]
-    Kiosk = Annotated[dict[str, Any], Depends(auth.kiosk)]
+    Kiosk = Annotated[dict[str, Any], Depends(auth.terminal)]  # kiosks only (sync.server.roles)
 
     # staff with one permission each (every call audited, see ApiAuth.staff)
     Cards = Annotated[Actor, auth.staff("cards")]
@@ -86,9 +85,6 @@ def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
     Reader = Annotated[Actor, auth.staff("accounts.read")]
     StaffAdmin = Annotated[Actor, auth.staff("staff")]
     Auditor = Annotated[Actor, auth.staff("audit")]
-
-    def client_of(request: Request) -> str:
-        return request.client.host if request.client else "unknown"
 
     # == card holders: the app, WeChat, the website =============================================
     @r.get("/v1/app/me", tags=["app"], response_model=MeOut)
@@ -131,9 +127,11 @@ def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
         )
 
     @r.post("/v1/app/password", tags=["app"], response_model=ChangedOut)
-    def app_password(body: ChangePasswordIn, who: Holder) -> dict[str, Any]:
+    def app_password(body: ChangePasswordIn, who: Holder, request: Request) -> dict[str, Any]:
         """R4: change the query password (the current one confirms it)."""
-        return holder_ops.change_query_password(ctx, who, body.old_password, body.new_password)
+        return holder_ops.change_query_password(
+            ctx, who, body.old_password, body.new_password, client=client_of(request)
+        )
 
     @r.post("/v1/app/report-loss", tags=["app"], response_model=StatusOut)
     def app_report_loss(who: Holder) -> dict[str, Any]:
@@ -144,14 +142,6 @@ def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
     def app_unlock(who: Holder) -> dict[str, Any]:
         """R10: undo a loss report (a frozen account is unfrozen only at the desk, R12)."""
         return holder_ops.session_status(ctx, who, "unlock")
-
-    @r.post("/v1/app/topups", tags=["app"], response_model=AppTopupOut)
-    def app_topup(body: AppTopupIn, who: Holder) -> dict[str, Any]:
-        """R7: top up by channel (switched on or off by the operator); Alipay lands in the
-        transition balance and moves in at the next card transaction on a POS."""
-        return holder_ops.app_topup(
-            ctx, who, body.amount_fen, body.channel, body.password, body.request_id
-        )
 
     @r.get("/v1/app/electricity/buildings", tags=["app"], response_model=BuildingsOut)
     def app_buildings(who: Holder) -> dict[str, Any]:
@@ -314,7 +304,7 @@ def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
 
     @r.post("/v1/admin/found-cards/{found_id}/close", tags=["desk"], response_model=FoundClosedOut)
     def desk_found_close(
-        found_id: Annotated[int, Path(ge=1, le=2**62)], actor: FoundCards
+        found_id: Annotated[int, Path(ge=1, le=MAX_ID)], actor: FoundCards
     ) -> dict[str, Any]:
         """R17: the card went back to its owner (or was destroyed)."""
         return found_cards.close(ctx, found_id, actor.name)
@@ -362,7 +352,7 @@ def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
     def audit_log(
         actor: Auditor,
         limit: Limit = 100,
-        before_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+        before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
         who: Annotated[str | None, Query(max_length=32)] = None,
     ) -> dict[str, Any]:
         """The audit log, newest first."""

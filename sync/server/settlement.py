@@ -18,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sync.db import placeholders
+from sync.errors import ProtocolError
 from sync.records import JournalRecord
 from sync.server import ledger
 from sync.server.context import Context
@@ -120,7 +121,10 @@ def report(ctx: Context, date: str, merchant: str | None = None) -> dict[str, An
                     f"AND seq IN ({placeholders(len(s))})",
                     (term, *s),
                 ):
-                    bodies[(term, int(r["seq"]))] = JournalRecord.parse(str(r["body"]))
+                    try:
+                        bodies[(term, int(r["seq"]))] = JournalRecord.parse(str(r["body"]))
+                    except ProtocolError:  # refused at ingest: it moved no money
+                        continue
             total = _empty()
             ledger_net = 0
             per_term: dict[str, dict[str, Any]] = {}

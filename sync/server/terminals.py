@@ -18,10 +18,11 @@ from typing import Any
 from sync import protocol
 from sync.crypto import VerifyKey
 from sync.errors import ProtocolError, SignatureError
+from sync.server import reconcile
 from sync.server.context import Context
 from sync.server.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from sync.server.roles import ROLES
 
-ROLES = ("pos", "kiosk", "gate")
 TOKEN_TTL_MS = 24 * 3600 * 1000
 _NAME = re.compile(r"^[\w.-]{1,64}$")
 
@@ -31,10 +32,12 @@ def _token_hash(token: str) -> str:
 
 
 def create_enroll_token(
-    ctx: Context, role: str, name: str, merchant: str = "DEFAULT"
+    ctx: Context, role: str, name: str, simulated: bool = False, merchant: str = "DEFAULT"
 ) -> dict[str, Any]:
-    """A one-time token enrolling a terminal of ``role`` for ``merchant`` (whose account its
-    sales credit)."""
+    """A one-time token that enrolls a terminal of ``role`` for ``merchant`` (whose account its
+    sales credit).  ``simulated``: a test or demo terminal with simulated card readers, which
+    the feed sends the cards' signed identities (with their consumption-password verifiers) to
+    make simulated cards from: never on a live campus (docs/security.md)."""
     if role not in ROLES:
         raise Invalid(f"role must be one of {', '.join(ROLES)}", "bad_role")
     if not _NAME.match(name or ""):
@@ -47,9 +50,9 @@ def create_enroll_token(
         if tx.one("SELECT 1 FROM merchants WHERE code = ?", (merchant,)) is None:
             raise NotFound(f"no merchant {merchant!r} (ykt admin merchant add)", "no_merchant")
         tx.execute(
-            "INSERT INTO enroll_tokens (token_hash, role, name, created_ms, expires_ms, merchant) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (_token_hash(token), role, name, now, now + TOKEN_TTL_MS, merchant),
+            "INSERT INTO enroll_tokens (token_hash, role, name, created_ms, expires_ms, "
+            "simulated, merchant) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (_token_hash(token), role, name, now, now + TOKEN_TTL_MS, int(simulated), merchant),
         )
     return {
         "token": token,
@@ -57,6 +60,7 @@ def create_enroll_token(
         "name": name,
         "merchant": merchant,
         "expires_ms": now + TOKEN_TTL_MS,
+        "simulated": simulated,
     }
 
 
@@ -81,8 +85,8 @@ def enroll(ctx: Context, token: str, public_key: str, role: str | None = None) -
         n = int(tx.scalar("SELECT COUNT(*) FROM terminals")) + 1
         tid = f"T{n:05d}"
         tx.execute(
-            "INSERT INTO terminals (id, name, role, pubkey, head_hash, enrolled_ms, merchant) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO terminals (id, name, role, pubkey, head_hash, enrolled_ms, simulated, "
+            "merchant) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 tid,
                 row["name"],
@@ -90,6 +94,7 @@ def enroll(ctx: Context, token: str, public_key: str, role: str | None = None) -
                 public_key,
                 protocol.genesis_hash(tid),
                 now,
+                int(row["simulated"]),
                 row["merchant"],
             ),
         )
@@ -111,17 +116,39 @@ def list_terminals(ctx: Context) -> list[dict[str, Any]]:
     return [
         dict(r)
         for r in ctx.db.all(
-            "SELECT id, name, role, status, head_seq, enrolled_ms, last_seen_ms, merchant, "
-            "reported_head FROM terminals ORDER BY id"
+            "SELECT id, name, role, status, head_seq, enrolled_ms, last_seen_ms, simulated, "
+            "merchant, reported_head FROM terminals ORDER BY id"
         )
     ]
 
 
 def revoke(ctx: Context, terminal_id: str) -> dict[str, Any]:
+    """A revoked terminal is refused on every request, so its unsynced records can never
+    arrive: what it was approved online but never synced is released (holds, provisional
+    claims on phone codes), and its reverse-scan payments still waiting for a record are
+    refunded (docs/security.md).  Its unsynced offline sales are the merchant's loss."""
     with ctx.db.tx() as tx:
-        if tx.execute("UPDATE terminals SET status = 'revoked' WHERE id = ?", (terminal_id,)) == 0:
+        row = tx.one("SELECT head_seq FROM terminals WHERE id = ?", (terminal_id,))
+        if row is None:
             raise NotFound(f"no terminal {terminal_id}", "no_terminal")
-    return {"terminal_id": terminal_id, "status": "revoked"}
+        tx.execute("UPDATE terminals SET status = 'revoked' WHERE id = ?", (terminal_id,))
+        released = int(
+            tx.scalar("SELECT COUNT(*) FROM holds WHERE terminal_id = ?", (terminal_id,))
+        )
+        tx.execute("DELETE FROM holds WHERE terminal_id = ?", (terminal_id,))
+        tx.execute(
+            "DELETE FROM code_uses WHERE terminal_id = ? AND seq > ?",
+            (terminal_id, row["head_seq"]),
+        )
+        refunded = reconcile.settle(ctx, terminal_id, tx)
+    if released or refunded:
+        ctx.notifier.notify()
+    return {
+        "terminal_id": terminal_id,
+        "status": "revoked",
+        "holds_released": released,
+        "reverse_refunded": refunded,
+    }
 
 
 class NonceCache:
@@ -170,7 +197,7 @@ class TerminalAuth:
         if not tid:
             raise Unauthorized("request is not signed by a terminal", "unsigned")
         row = self.ctx.db.one(
-            "SELECT id, name, role, pubkey, status FROM terminals WHERE id = ?", (tid,)
+            "SELECT id, name, role, pubkey, status, simulated FROM terminals WHERE id = ?", (tid,)
         )
         if row is None:
             raise Unauthorized(f"unknown terminal {tid}", "unknown_terminal")
@@ -189,8 +216,3 @@ class TerminalAuth:
         if not self.nonces.claim(tid, nonce, time_ms, now):
             raise Unauthorized("request was replayed", "replayed_request")
         return dict(row)
-
-
-def require_role(terminal: Mapping[str, Any], *roles: str) -> None:
-    if terminal["role"] not in roles:
-        raise Forbidden(f"a {terminal['role']} terminal cannot do this", "wrong_role")

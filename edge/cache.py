@@ -248,8 +248,7 @@ class Cache:
     def operator(self, number: str) -> OperatorRow | None:
         """An operator of this terminal's merchant, as the feed last said."""
         row = self.db.one(
-            "SELECT number, name, role, status, verifier, version FROM operators "
-            "WHERE number = ?",
+            "SELECT number, name, role, status, verifier, version FROM operators WHERE number = ?",
             (number,),
         )
         return None if row is None else OperatorRow(**{n: row[n] for n in _OPERATOR_COLS})

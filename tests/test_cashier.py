@@ -72,7 +72,7 @@ def counter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Counter]:
         for name, url in (("window-1", net.url), ("window-2", "")):
             token = ykt(
                 *args, "terminal", "enroll", "--role", "pos", "--name", name,
-                "--merchant", CODE,
+                "--merchant", CODE, "--simulated",
             ).stdout.strip()  # fmt: skip
             pos.append(PosProc(tmp / name, server, token=token, server_url=url).start())
         for p in pos:

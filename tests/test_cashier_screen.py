@@ -39,7 +39,9 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc,
                 {"merchant": CODE, "number": number, "name": name, "role": role, "pin": pin},
             )
         token = admin.call(
-            "POST", "/v1/admin/terminals/tokens", {"role": "pos", "name": "win2", "merchant": CODE}
+            "POST",
+            "/v1/admin/terminals/tokens",
+            {"role": "pos", "name": "win2", "merchant": CODE, "simulated": True},
         )["token"]
         pos = PosProc(tmp / "pos", server, token=token).start()
         wait_until(

@@ -96,23 +96,14 @@ def _original(tx: Tx, tid: str, seq: int, sale: JournalRecord, run: RunState) ->
     return dict(row)
 
 
-def _corrected(tx: Tx, tid: str, seq: int, original: str, run: RunState) -> int:
-    """What of ``original`` was given back already: refunds (the desk's, the automatic ones,
-    POS refunds) and a reversal of the sale, in the database and earlier in this run."""
-    done = int(
-        tx.scalar("SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE original = ?", (original,))
-    )
-    rev_id = f"reversal:{tid}:{seq}"
-    rev = run.transfers.get(rev_id)
-    if rev is not None:
-        done += rev.amount
-    else:
-        done += int(
-            tx.scalar(
-                "SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE id = ? AND kind = 'reversal'",
-                (rev_id,),
-            )
-        )
+def _corrected(tx: Tx, original: str, run: RunState) -> int:
+    """What of ``original`` was given back already: what the ledger knows
+    (:func:`sync.server.ledger.corrected`: refunds of every kind, a reversal of the sale) and
+    what this run gave back before (its transfers are written at its end)."""
+    done = ledger.corrected(tx, original)
+    rev = ledger.reversal_of(original)
+    if rev is not None and rev in run.transfers:
+        done += run.transfers[rev].amount
     return done + run.refunded.get(original, 0)
 
 
@@ -141,7 +132,7 @@ def check(
     ):
         raise Refused(f"sale {ref.seq} was refunded at the till already")
     orig = _original(tx, tid, ref.seq, sale, run)
-    left = int(orig["amount"]) - _corrected(tx, tid, ref.seq, str(orig["id"]), run)
+    left = int(orig["amount"]) - _corrected(tx, str(orig["id"]), run)
     if rec.amt > left:
         raise Refused(f"{rec.amt} fen is more than the {max(left, 0)} fen left of sale {ref.seq}")
     aid = int(orig["account_id"])

@@ -68,6 +68,7 @@ BOTH_DBS = {
     "test_bench_db",
     "test_db",
     "test_merchants_server",
+    "test_till_refunds_held",
     "test_wire_bounds",
     "test_idempotency",
     "test_topups",

@@ -1,22 +1,27 @@
 """Refunds at the till against the other ways money goes back (docs/security.md, "Operators at
 the till"): a sale reversed as a double spend has nothing left for a till refund; a till refund
-and the desk's never add up to more than the sale; a refund allowed offline syncs after its
-sale.  In-process server (both databases) with hand-built terminals and a phone's codes."""
+and the desk's never add up to more than the sale.  In-process server (both databases) with hand-built terminals and a phone's codes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from sync.clock import ManualClock
 from tests.handterm import HandTerminal
-from tests.live import Live
-from tests.test_held_money import (  # noqa: F401 - `live` is the fixture these tests use
-    Holder,
-    code_sale,
-    ledger_ok,
-    live,
-    refused,
-    terminal,
-)
+from tests.inproc import NOON_MS
+from tests.live import Live, open_live
+from tests.test_held_money import Holder, code_sale, ledger_ok, refused, terminal
+
+
+@pytest.fixture
+def live(tmp_path: Path, db_kind: str) -> Iterator[Live]:
+    server = open_live(tmp_path / "server", clock=ManualClock(NOON_MS))
+    yield server
+    server.stop()
+
 
 SUP = "SUP1"
 

@@ -1,6 +1,7 @@
 """Refunds at the till against the other ways money goes back (docs/security.md, "Operators at
 the till"): a sale reversed as a double spend has nothing left for a till refund; a till refund
-and the desk's never add up to more than the sale.  In-process server (both databases) with hand-built terminals and a phone's codes."""
+and the desk's never add up to more than the sale.  In-process server (both databases) with
+hand-built terminals and a phone's codes."""
 
 from __future__ import annotations
 

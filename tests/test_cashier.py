@@ -214,6 +214,8 @@ def test_offline_refund_and_cashier_disabled_while_offline(counter: Counter) -> 
     c = counter
     card = new_card((c.server, c.a))
     sign_in(c)
+    c.sim("shift", "close")  # a shift of this test alone
+    sign_in(c)
     c.net.cut()
     try:
         wait_until(lambda: not c.a.status()["online"], 15, 0.05)
@@ -222,14 +224,29 @@ def test_offline_refund_and_cashier_disabled_while_offline(counter: Counter) -> 
         done = c.sim("refund", "--seq", str(sale["seq"]), "--supervisor", SUPER,
                      "--supervisor-pin", SUPER_PIN)  # fmt: skip
         assert done["offline"] and done["amount_fen"] == 6_00
-        # offline: signing in works against the cached verifiers
-        sign_in(c)
+        # the shift closes offline: its report says what has not synced, and waits to be pushed
+        report = c.sim("shift", "close")
+        assert report["pending_sync"]["records"] >= 2
+        assert report["sales"]["total_fen"] == report["refunds"]["total_fen"] == 6_00
+        shifts = requests.get(c.a.url + "/control/shifts", timeout=5).json()["shifts"]
+        assert [s["pushed"] for s in shifts if s["shift_no"] == report["shift_no"]] == [False]
+        # offline: signing in works against the cached verifiers (and opens the next shift)
+        assert sign_in(c)["shift"]["shift_no"] == report["shift_no"] + 1
         c.admin("operator", "disable", "--number", CASHIER)
         late = c.sim("sale", "--amount", "2.00", "--card", card["card_no"])
         assert late["approved"] and late["offline"]  # the terminal cannot know yet
     finally:
         c.net.restore()
     c.a.wait_synced(30)
+    # the shift report closed offline reaches the server once the terminal is back
+    wait_until(
+        lambda: any(
+            s["shift_no"] == report["shift_no"] and s["terminal_id"] == report["terminal_id"]
+            for s in json.loads(c.admin("report", "shifts", "--json").stdout)["shifts"]
+        ),
+        20,
+        0.2,
+    )
     # the sales stand, the refund went through, the server says who sold after the disable
     assert c.balance(card["number"]) == START - 2_00
     alarms = c.server.admin().call("GET", "/v1/admin/alarms")["alarms"]

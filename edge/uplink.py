@@ -16,7 +16,7 @@ from edge.journal import Journal
 from edge.link import Link
 from sync.client import ServerClient
 from sync.errors import ServerRefused, SyncError, YktError
-from sync.records import to_json
+from sync.records import Alarm, to_json
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,8 @@ class Uplink:
         self.last_push_error = ""
         #: run after the queue is drained while online (the till pushes its shift reports)
         self.after_push: Callable[[ServerClient], object] | None = None
+        #: told the alarms the server raised on a pushed batch, before the ack is taken
+        self.alarm_sink: Callable[[list[Alarm]], None] | None = None
 
     def start(self) -> None:
         for name, fn in (("uplink-push", self._push_loop), ("uplink-feed", self._feed_loop)):
@@ -135,6 +137,9 @@ class Uplink:
         self._feed_wake.set()  # the server is back: the feed need not sit out its backoff
         for alarm in resp.alarms:
             log.error("server raised an alarm on our journal: %s", alarm)
+        sink = self.alarm_sink
+        if resp.alarms and sink is not None:
+            sink(resp.alarms)
         if self._server_behind(resp.ack, before):
             backoff.reset()
             return None  # push again from the server's ack

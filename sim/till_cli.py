@@ -78,7 +78,7 @@ def refund(args: argparse.Namespace) -> int:
         out,
         lambda d: (
             f"REFUNDED {format_fen(d['amount_fen'])} of sale {d['sale_seq']} as record "
-            f"{d['seq']}" + (" (offline)" if d["offline"] else "")
+            f"{d['seq']}" + (" (offline)" if d["offline"] else "") + f"; server: {d['server']}"
         ),
     )
 

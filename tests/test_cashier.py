@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import requests
 
+from sim.control import AgentControl
+from sim.errors import SimUsageError
 from sync.clock import campus_date
 from tests.helpers import PosProc, ServerProc, wait_until, ykt
 from tests.netcut import NetCut
@@ -59,21 +61,32 @@ def counter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Counter]:
     net = NetCut(server.port)
     pos: list[PosProc] = []
     try:
+        # as an operator would, by `ykt admin` (the rest through the same API, faster)
         args = admin_args(server)
         ykt(*args, "merchant", "add", "--code", CODE, "--name", "第一食堂")
-        for number, name, role, pin in (
-            (CASHIER, "李收银", "cashier", CASHIER_PIN),
-            (SUPER, "张主管", "supervisor", SUPER_PIN),
-        ):
+        ykt(
+            *args, "operator", "add", "--merchant", CODE, "--number", CASHIER,
+            "--name", "李收银", "--role", "cashier", "--pin", CASHIER_PIN,
+        )  # fmt: skip
+        admin = server.admin()
+        admin.call(
+            "POST",
+            "/v1/admin/operators",
+            {"merchant": CODE, "number": SUPER, "name": "张主管", "role": "supervisor",
+             "pin": SUPER_PIN},
+        )  # fmt: skip
+        tokens = [
             ykt(
-                *args, "operator", "add", "--merchant", CODE, "--number", number,
-                "--name", name, "--role", role, "--pin", pin,
-            )  # fmt: skip
-        for name, url in (("window-1", net.url), ("window-2", "")):
-            token = ykt(
-                *args, "terminal", "enroll", "--role", "pos", "--name", name,
+                *args, "terminal", "enroll", "--role", "pos", "--name", "window-1",
                 "--merchant", CODE, "--simulated",
-            ).stdout.strip()  # fmt: skip
+            ).stdout.strip(),
+            admin.call(
+                "POST",
+                "/v1/admin/terminals/tokens",
+                {"role": "pos", "name": "window-2", "merchant": CODE, "simulated": True},
+            )["token"],
+        ]  # fmt: skip
+        for name, url, token in zip(("window-1", "window-2"), (net.url, ""), tokens, strict=True):
             pos.append(PosProc(tmp / name, server, token=token, server_url=url).start())
         for p in pos:
             wait_until(lambda p=p: requests.get(p.url + "/control/till", timeout=5).json()[
@@ -87,7 +100,13 @@ def counter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Counter]:
 
 
 def sign_in(c: Counter, pos: PosProc | None = None, number: str = CASHIER, pin: str = "") -> Any:
-    return c.sim("cashier", "sign-in", "--number", number, "--pin", pin or CASHIER_PIN, pos=pos)
+    """Sign in through the control API (what ``ykt sim cashier sign-in`` calls: the CLI itself
+    is run in test_canteen_counter; a process per step would make these tests slow)."""
+    return ctl(pos or c.a).sign_in(number, pin or CASHIER_PIN)
+
+
+def ctl(pos: PosProc) -> AgentControl:
+    return AgentControl(pos.url)
 
 
 def refused(out: subprocess.CompletedProcess[str], words: str) -> None:
@@ -101,26 +120,28 @@ def test_canteen_counter(counter: Counter) -> None:
     merchant_before = c.merchant_balance()
     # the merchant has operators: no sale without a cashier
     refused(c.sim("sale", "--amount", "1.00", "--card", card["card_no"], check=False), "sign in")
-    till = sign_in(c)
+    till = c.sim("cashier", "sign-in", "--number", CASHIER, "--pin", CASHIER_PIN)
     assert till["cashier"]["number"] == CASHIER and till["shift"]["shift_no"] >= 1
     sale = c.sim("sale", "--amount", "12.50", "--card", card["card_no"])
     assert sale["approved"] and not sale["offline"]
     c.a.wait_synced()
     assert c.balance(card["number"]) == START - 12_50
     seq = sale["seq"]
-    # a refund larger than the sale, a wrong supervisor PIN, a cashier's PIN: refused
+    # a refund larger than the sale (by the CLI), a wrong supervisor PIN, a cashier's PIN (by
+    # the control API, what the CLI calls): refused
     refund = ["refund", "--seq", str(seq), "--supervisor", SUPER]
     refused(c.sim(*refund, "--supervisor-pin", SUPER_PIN, "--amount", "12.51", check=False),
             "¥0.01 to ¥12.50")  # fmt: skip
-    refused(c.sim(*refund, "--supervisor-pin", "000000", check=False), "wrong PIN")
-    refused(
-        c.sim("refund", "--seq", str(seq), "--supervisor", CASHIER, "--supervisor-pin",
-              CASHIER_PIN, check=False),
-        "not a supervisor",
-    )  # fmt: skip
+    ctl = AgentControl(c.a.url)
+    with pytest.raises(SimUsageError, match="wrong PIN"):
+        ctl.refund(str(seq), SUPER, "000000")
+    with pytest.raises(SimUsageError, match="not a supervisor"):
+        ctl.refund(str(seq), CASHIER, CASHIER_PIN)
     done = c.sim(*refund, "--supervisor-pin", SUPER_PIN)
     assert (done["amount_fen"], done["sale_seq"], done["offline"]) == (12_50, seq, False)
-    refused(c.sim(*refund, "--supervisor-pin", SUPER_PIN, check=False), "refunded already")
+    assert done["server"] == "applied"
+    with pytest.raises(SimUsageError, match="refunded already"):
+        ctl.refund(str(seq), SUPER, SUPER_PIN)
     c.a.wait_synced()
     assert c.balance(card["number"]) == START  # the balance returns
     bills = c.server.account(card["number"])["bills"]
@@ -143,30 +164,21 @@ def test_canteen_counter(counter: Counter) -> None:
     assert report["sales"]["total_fen"] == 20_50 and report["refunds"]["total_fen"] == 12_50
     assert report["sales_by_method"]["card"]["count"] == 2
     assert report["net_fen"] == 8_00
-    assert (
-        c.sim(
-            "refund",
-            "--seq",
-            str(sale2["seq"]),
-            "--supervisor",
-            SUPER,
-            "--supervisor-pin",
-            SUPER_PIN,
-            check=False,
-        ).returncode
-        != 0
-    )  # signed out by the close: no cashier
+    with pytest.raises(SimUsageError, match="sign in"):  # signed out by the close
+        ctl.refund(str(sale2["seq"]), SUPER, SUPER_PIN)
     c.a.wait_synced()
-    shifts = wait_until(
+    wait_until(
         lambda: [
             s
-            for s in json.loads(c.admin("report", "shifts", "--json").stdout)["shifts"]
+            for s in c.server.admin().call("GET", "/v1/admin/reports/shifts")["shifts"]
             if s["shift_no"] == report["shift_no"] and s["closed_by"] == CASHIER
         ],
         15,
-        0.1,
+        0.05,
     )
-    assert shifts[0]["net_fen"] == 8_00
+    shifts = json.loads(c.admin("report", "shifts", "--json").stdout)["shifts"]
+    (mine,) = [s for s in shifts if s["shift_no"] == report["shift_no"]]
+    assert mine["net_fen"] == 8_00 and mine["terminal_id"] == report["terminal_id"]
     day = campus_date(report["closed_ms"])
     settle = json.loads(
         c.admin("report", "settlement", "--date", day, "--merchant", CODE, "--json").stdout
@@ -186,7 +198,7 @@ def test_refund_of_another_terminals_sale(counter: Counter) -> None:
     c.b.wait_card_known(card["card_no"])
     sign_in(c)
     sign_in(c, c.b)
-    sale = c.sim("sale", "--amount", "3.00", "--card", card["card_no"])
+    sale = ctl(c.a).sale(3_00, card["card_no"])
     tid = c.a.status()["terminal_id"]
     out = c.sim("refund", "--seq", f"{tid}:{sale['seq']}", "--supervisor", SUPER,
                 "--supervisor-pin", SUPER_PIN, pos=c.b, check=False)  # fmt: skip
@@ -195,17 +207,38 @@ def test_refund_of_another_terminals_sale(counter: Counter) -> None:
     assert c.balance(card["number"]) == START - 3_00
 
 
+def test_an_online_refund_the_server_refuses(counter: Counter) -> None:
+    """The desk refunded part of the sale meanwhile: the till cannot know, the server refuses
+    the till's whole refund, and the till says so at once (the alarm names it)."""
+    c = counter
+    card = new_card((c.server, c.a))
+    sign_in(c)
+    sale = ctl(c.a).sale(5_00, card["card_no"])
+    c.a.wait_synced()
+    tid = c.a.status()["terminal_id"]
+    c.server.admin().call(
+        "POST",
+        "/v1/admin/refunds",
+        {"transfer_id": f"sale:{tid}:{sale['seq']}", "amount_fen": 2_00, "reason": "cold"},
+    )
+    done = ctl(c.a).refund(str(sale["seq"]), SUPER, SUPER_PIN)
+    assert done["server"].startswith("refused: 500 fen is more than the 300 fen left"), done
+    assert c.balance(card["number"]) == START - 3_00  # the desk's refund alone
+
+
 def test_refund_found_by_tapping_the_card(counter: Counter) -> None:
     c = counter
     card = new_card((c.server, c.a))
     sign_in(c)
-    first = c.sim("sale", "--amount", "4.00", "--card", card["card_no"])
-    second = c.sim("sale", "--amount", "1.50", "--card", card["card_no"])
+    first = ctl(c.a).sale(4_00, card["card_no"])
+    second = ctl(c.a).sale(1_50, card["card_no"])
     by_card = ["refund", "--card", card["card_no"], "--supervisor", SUPER,
                "--supervisor-pin", SUPER_PIN]  # fmt: skip
     assert c.sim(*by_card)["sale_seq"] == second["seq"]  # the newest sale of the card
-    assert c.sim(*by_card)["sale_seq"] == first["seq"]
-    refused(c.sim(*by_card, check=False), "no sale of this card today")
+    again = ctl(c.a).refund_by_tap(SUPER, SUPER_PIN, card_no=card["card_no"])
+    assert again["sale_seq"] == first["seq"]
+    with pytest.raises(SimUsageError, match="no sale of this card today"):
+        ctl(c.a).refund_by_tap(SUPER, SUPER_PIN, card_no=card["card_no"])
     c.a.wait_synced()
     assert c.balance(card["number"]) == START
 
@@ -213,19 +246,19 @@ def test_refund_found_by_tapping_the_card(counter: Counter) -> None:
 def test_offline_refund_and_cashier_disabled_while_offline(counter: Counter) -> None:
     c = counter
     card = new_card((c.server, c.a))
+    a = ctl(c.a)
     sign_in(c)
-    c.sim("shift", "close")  # a shift of this test alone
+    a.shift_close()  # a shift of this test alone
     sign_in(c)
     c.net.cut()
     try:
         wait_until(lambda: not c.a.status()["online"], 15, 0.05)
-        sale = c.sim("sale", "--amount", "6.00", "--card", card["card_no"])
+        sale = a.sale(6_00, card["card_no"])
         assert sale["approved"] and sale["offline"]
-        done = c.sim("refund", "--seq", str(sale["seq"]), "--supervisor", SUPER,
-                     "--supervisor-pin", SUPER_PIN)  # fmt: skip
-        assert done["offline"] and done["amount_fen"] == 6_00
+        done = a.refund(str(sale["seq"]), SUPER, SUPER_PIN)
+        assert done["offline"] and done["amount_fen"] == 6_00 and done["server"] == "pending"
         # the shift closes offline: its report says what has not synced, and waits to be pushed
-        report = c.sim("shift", "close")
+        report = a.shift_close()
         assert report["pending_sync"]["records"] >= 2
         assert report["sales"]["total_fen"] == report["refunds"]["total_fen"] == 6_00
         shifts = requests.get(c.a.url + "/control/shifts", timeout=5).json()["shifts"]
@@ -233,7 +266,7 @@ def test_offline_refund_and_cashier_disabled_while_offline(counter: Counter) -> 
         # offline: signing in works against the cached verifiers (and opens the next shift)
         assert sign_in(c)["shift"]["shift_no"] == report["shift_no"] + 1
         c.admin("operator", "disable", "--number", CASHIER)
-        late = c.sim("sale", "--amount", "2.00", "--card", card["card_no"])
+        late = a.sale(2_00, card["card_no"])
         assert late["approved"] and late["offline"]  # the terminal cannot know yet
     finally:
         c.net.restore()
@@ -242,10 +275,10 @@ def test_offline_refund_and_cashier_disabled_while_offline(counter: Counter) -> 
     wait_until(
         lambda: any(
             s["shift_no"] == report["shift_no"] and s["terminal_id"] == report["terminal_id"]
-            for s in json.loads(c.admin("report", "shifts", "--json").stdout)["shifts"]
+            for s in c.server.admin().call("GET", "/v1/admin/reports/shifts")["shifts"]
         ),
         20,
-        0.2,
+        0.05,
     )
     # the sales stand, the refund went through, the server says who sold after the disable
     assert c.balance(card["number"]) == START - 2_00
@@ -254,7 +287,8 @@ def test_offline_refund_and_cashier_disabled_while_offline(counter: Counter) -> 
                for a in alarms)  # fmt: skip
     # the terminal learns it: the cashier is signed out and cannot sign in again
     wait_until(lambda: c.a.status()["till"]["cashier"] is None, 20, 0.05)
-    refused(c.sim("sale", "--amount", "1.00", "--card", card["card_no"], check=False), "sign in")
+    with pytest.raises(SimUsageError, match="sign in"):
+        a.sale(1_00, card["card_no"])
     out = c.sim("cashier", "sign-in", "--number", CASHIER, "--pin", CASHIER_PIN, check=False)
     refused(out, "disabled")
     sign_in(c, number=SUPER, pin=SUPER_PIN)  # another operator takes over
@@ -262,12 +296,12 @@ def test_offline_refund_and_cashier_disabled_while_offline(counter: Counter) -> 
 
 def test_wrong_pins_lock_an_operator(counter: Counter, tmp_path: Path) -> None:
     c = counter
+    b = ctl(c.b)
     for i in range(4):
-        out = c.sim("cashier", "sign-in", "--number", SUPER, "--pin", "111111", pos=c.b,
-                    check=False)  # fmt: skip
-        refused(out, f"{4 - i} tries left")
-    refused(c.sim("cashier", "sign-in", "--number", SUPER, "--pin", "111111", pos=c.b,
-                  check=False), "locked")  # fmt: skip
+        with pytest.raises(SimUsageError, match=f"{4 - i} tries left"):
+            b.sign_in(SUPER, "111111")
+    with pytest.raises(SimUsageError, match="locked"):
+        b.sign_in(SUPER, "111111")
     # locked: even the right PIN is refused now
     refused(c.sim("cashier", "sign-in", "--number", SUPER, "--pin", SUPER_PIN, pos=c.b,
                   check=False), "locked")  # fmt: skip

@@ -127,6 +127,7 @@ class PosAgent:
             self._set_operator,
         )
         self.uplink.after_push = self.till.push_reports
+        self.uplink.alarm_sink = self.till.note_alarms
         self._tap_lock = threading.Lock()
         self._tap_waiter: Future[int] | None = None  # a refund waiting for a card tap
         self._jobs: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
@@ -196,6 +197,12 @@ class PosAgent:
                 if self._tap_waiter is fut:
                     self._tap_waiter = None
             self.engine.touch()
+
+    def wait_acked(self, seq: int, timeout: float) -> bool:
+        """Wait until the server has acked record ``seq`` (False after ``timeout``)."""
+        self.uplink.kick()
+        with self.uplink.synced:
+            return self.uplink.synced.wait_for(lambda: self.journal.acked >= seq, timeout)
 
     @property
     def tap_waiting(self) -> bool:

@@ -292,7 +292,9 @@ def create_control_app(agent: PosAgent, token: str) -> FastAPI:
             raise TillInvalid("name the sale (sale) or tap the card (card: true)", "invalid")
         sale = body.sale if body.sale is not None else till.sale_of_account(agent.card_account())
         out = till.refund(sale, body.supervisor, body.supervisor_pin, body.amount_fen)
-        return journaled(out)
+        if not out["offline"]:  # online: say what the server made of it (a moment at most)
+            agent.wait_acked(out["seq"], 3.0)
+        return {**journaled(out), "server": till.verdict(out["seq"])}
 
     @app.get("/cashier", response_class=HTMLResponse)
     def cashier() -> HTMLResponse:

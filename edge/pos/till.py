@@ -41,7 +41,7 @@ from sync.client import ServerClient
 from sync.clock import Clock, campus_date
 from sync.errors import SyncError
 from sync.money import format_fen
-from sync.records import JournalRecord, OperatorRow
+from sync.records import Alarm, JournalRecord, OperatorRow
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class Till:
         self._set_operator = set_operator
         self._lock = threading.RLock()
         self._cashier: OperatorRow | None = None
+        self._refused: dict[int, str] = {}  # refund records the server refused: why
         self.on_change: Callable[[], None] | None = None  # screens long-poll the engine
 
     # -- operators ---------------------------------------------------------------------------
@@ -377,6 +378,29 @@ class Till:
             "operator": cashier,
             "supervisor": supervisor,
         }
+
+    def note_alarms(self, alarms: list[Alarm]) -> None:
+        """The server's alarms on a pushed batch: remember the refunds it refused."""
+        for a in alarms:
+            if a.kind != "refund_refused":
+                continue
+            head, _sep, why = a.detail.partition(": ")
+            seq = head.removeprefix("record ")
+            if seq.isdigit():
+                with self._lock:
+                    self._refused[int(seq)] = why
+                    del_keys = sorted(self._refused)[:-100]
+                    for k in del_keys:
+                        del self._refused[k]
+
+    def verdict(self, seq: int) -> str:
+        """What the server made of refund record ``seq`` so far: ``applied``, ``refused: …``
+        or ``pending`` (not synced yet)."""
+        with self._lock:
+            why = self._refused.get(seq)
+        if why is not None:
+            return f"refused: {why}"
+        return "applied" if self.journal.acked >= seq else "pending"
 
     # -- what the screens show ---------------------------------------------------------------
     def state(self) -> dict[str, Any]:

@@ -510,6 +510,7 @@ class EnrollTokenOut(BaseModel):
     token: str
     role: str
     name: str
+    merchant: str
     expires_ms: int
     simulated: bool
 
@@ -522,6 +523,8 @@ class TerminalOut(BaseModel):
     head_seq: int
     enrolled_ms: int
     last_seen_ms: int
+    merchant: str
+    reported_head: int
     simulated: bool
 
 
@@ -576,6 +579,7 @@ class EnrolledOut(BaseModel):
     terminal_id: str
     name: str
     role: str
+    merchant: str
     campus_id: str
     tz: str
     server_time_ms: int

@@ -10,6 +10,11 @@ kind        scheme                      device
 ``reader``  ``pcsc://``                 the first PC/SC reader pcscd lists
                                         (:mod:`drivers.reader.pcsc`)
 ``reader``  ``pcsc://NAME``             the PC/SC reader called NAME (or whose name starts so)
+``printer`` ``escpos+usb://VID:PID``    an ESC/POS receipt printer on USB, a serial port or
+``printer`` ``escpos+serial:///dev/…``  the network (python-escpos commands;
+``printer`` ``escpos+net://HOST:9100``  :mod:`drivers.printer.escpos`)
+``display`` ``serial:///dev/ttyUSB0``   a pole display, Epson DM-D commands (:mod:`drivers.display.dmd`)
+``pinpad``  ``serial:///dev/ttyUSB1``   a PIN pad, STX/ETX/LRC frames (:mod:`drivers.pinpad.framed`)
 any         ``sim://NAME``              a simulated device, from the ``ykt.devices`` entry
                                         point ``sim`` (the simulator, :mod:`sim.devices`)
 =========== =========================== ===================================================
@@ -29,7 +34,13 @@ from importlib.metadata import entry_points
 from typing import Any, Literal, Protocol, overload, runtime_checkable
 from urllib.parse import urlsplit
 
+from drivers.display import dmd
+from drivers.display.base import CustomerDisplay
 from drivers.errors import DeviceUrlError
+from drivers.pinpad import framed
+from drivers.pinpad.base import PinPad
+from drivers.printer import escpos
+from drivers.printer.base import Printer
 from drivers.qr import camera, serial_scanner
 from drivers.qr.base import QrSource
 from drivers.reader import pcsc
@@ -94,10 +105,19 @@ def provider(url: str) -> Provider | None:
 def open_device(kind: Literal["reader"], url: str) -> CardReader: ...
 @overload
 def open_device(kind: Literal["qr"], url: str) -> QrSource: ...
-def open_device(kind: Literal["reader", "qr"], url: str) -> CardReader | QrSource:
-    """Open the device of ``kind`` named by ``url``: a :class:`CardReader` or a
-    :class:`QrSource` (:class:`DeviceUrlError` when the scheme has no driver of that kind, or
-    its provider made something else)."""
+@overload
+def open_device(kind: Literal["printer"], url: str) -> Printer: ...
+@overload
+def open_device(kind: Literal["display"], url: str) -> CustomerDisplay: ...
+@overload
+def open_device(kind: Literal["pinpad"], url: str) -> PinPad: ...
+def open_device(
+    kind: Literal["reader", "qr", "printer", "display", "pinpad"], url: str
+) -> CardReader | QrSource | Printer | CustomerDisplay | PinPad:
+    """Open the device of ``kind`` named by ``url``: a :class:`CardReader`, a
+    :class:`QrSource`, a :class:`Printer`, a :class:`CustomerDisplay` or a :class:`PinPad`
+    (:class:`DeviceUrlError` when the scheme has no driver of that kind, or its provider made
+    something else)."""
     _load_builtin()
     scheme = scheme_of(url)
     opener = _TABLE.get(kind, {}).get(scheme)
@@ -112,6 +132,12 @@ def open_device(kind: Literal["reader", "qr"], url: str) -> CardReader | QrSourc
     if kind == "reader" and isinstance(device, CardReader):
         return device
     if kind == "qr" and isinstance(device, QrSource):
+        return device
+    if kind == "printer" and isinstance(device, Printer):
+        return device
+    if kind == "display" and isinstance(device, CustomerDisplay):
+        return device
+    if kind == "pinpad" and isinstance(device, PinPad):
         return device
     raise DeviceUrlError(f"{url}: the {scheme}:// driver made no {kind} ({device!r})")
 
@@ -136,3 +162,7 @@ def _register_builtin() -> None:
     register("qr", "camera", camera.open_url)
     register("qr", "serial", serial_scanner.open_url)
     register("reader", "pcsc", pcsc.open_url)
+    for scheme in ("escpos+usb", "escpos+serial", "escpos+net"):
+        register("printer", scheme, escpos.open_url)
+    register("display", "serial", dmd.open_url)
+    register("pinpad", "serial", framed.open_url)

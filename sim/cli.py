@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sim import cardcli
+from sim import cardcli, periph_cli
 from sim.control import AgentControl
 from sim.errors import SimUsageError
 from sim.idp import add_idp_parser
@@ -195,3 +195,4 @@ def add_parser(sub: Sub) -> None:
     add_idp_parser(cmds)
 
     cardcli.add_parsers(cmds)
+    periph_cli.add_parsers(cmds)

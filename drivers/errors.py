@@ -17,6 +17,11 @@ errors.  The other packages' trees: :mod:`sync.errors` (shared core and wire),
         ├── DeviceUnavailable           the device is absent, unplugged, or its service is down
         │   ├── ServiceUnavailable          the PC/SC service (pcscd) is not running or restarted
         │   └── ReaderNotFound              no reader matches the configured name (unplugged?)
+        ├── DispenserError              the card dispenser refused or failed a command
+        │   ├── HopperEmpty                 no blank card left in the hopper
+        │   ├── DispenserJammed             a card jammed in the dispenser (reset() recovers)
+        │   ├── RejectBinFull               the reject bin is full: nothing can be captured
+        │   └── DispenserLineError          noise on the serial line, or no answer in time
         └── CardError                   a card-level failure
             ├── CardGone                    the card left the reader during an exchange
             ├── CardIOError                 the reader answered something that is not a response
@@ -65,6 +70,37 @@ class ServiceUnavailable(DeviceUnavailable):
 
 class ReaderNotFound(DeviceUnavailable):
     pass
+
+
+class DispenserError(DriverError):
+    """The card dispenser refused or failed a command; ``device_code`` is the device's own
+    error code when it gave one (CRT-591: two characters such as ``"10"``), else ``""``."""
+
+    code = "dispenser_error"
+
+    def __init__(self, message: str, device_code: str = "") -> None:
+        super().__init__(message)
+        self.device_code = device_code
+
+
+class HopperEmpty(DispenserError):
+    code = "hopper_empty"
+
+
+class DispenserJammed(DispenserError):
+    code = "dispenser_jammed"
+
+
+class RejectBinFull(DispenserError):
+    code = "reject_bin_full"
+
+
+class DispenserLineError(DispenserError):
+    """Noise on the serial line (garbage, a NAK too many, a short frame, a wrong BCC) or no
+    answer in time after the command was acknowledged: the command's outcome is unknown, ask
+    :meth:`status` (or :meth:`reset`) before anything else."""
+
+    code = "dispenser_line"
 
 
 class CardError(DriverError):

@@ -1,23 +1,27 @@
 """Devices are named by URL and opened here (one table of schemes per device kind).
 
-=========== =========================== ===================================================
-kind        scheme                      device
-=========== =========================== ===================================================
-``qr``      ``camera:///dev/video0``    a camera through OpenCV (:mod:`drivers.qr.camera`)
-``qr``      ``camera://file/PATH``      a video, image or image folder through OpenCV
-``qr``      ``serial:///dev/ttyACM0``   a serial QR scanner on pyserial
-                                        (:mod:`drivers.qr.serial_scanner`)
-``reader``  ``pcsc://``                 the first PC/SC reader pcscd lists
-                                        (:mod:`drivers.reader.pcsc`)
-``reader``  ``pcsc://NAME``             the PC/SC reader called NAME (or whose name starts so)
-``printer`` ``escpos+usb://VID:PID``    an ESC/POS receipt printer on USB, a serial port or
-``printer`` ``escpos+serial:///dev/…``  the network (python-escpos commands;
-``printer`` ``escpos+net://HOST:9100``  :mod:`drivers.printer.escpos`)
-``display`` ``serial:///dev/ttyUSB0``   a pole display, Epson DM-D commands (:mod:`drivers.display.dmd`)
-``pinpad``  ``serial:///dev/ttyUSB1``   a PIN pad, STX/ETX/LRC frames (:mod:`drivers.pinpad.framed`)
-any         ``sim://NAME``              a simulated device, from the ``ykt.devices`` entry
-                                        point ``sim`` (the simulator, :mod:`sim.devices`)
-=========== =========================== ===================================================
+============= =========================== ===================================================
+kind          scheme                      device
+============= =========================== ===================================================
+``qr``        ``camera:///dev/video0``    a camera through OpenCV (:mod:`drivers.qr.camera`)
+``qr``        ``camera://file/PATH``      a video, image or image folder through OpenCV
+``qr``        ``serial:///dev/ttyACM0``   a serial QR scanner on pyserial
+                                          (:mod:`drivers.qr.serial_scanner`)
+``reader``    ``pcsc://``                 the first PC/SC reader pcscd lists
+                                          (:mod:`drivers.reader.pcsc`)
+``reader``    ``pcsc://NAME``             the PC/SC reader called NAME (or whose name starts so)
+``dispenser`` ``serial:///dev/ttyS0``     a Creator CRT-591 card dispenser on pyserial
+                                          (``?baud=9600&addr=0``, :mod:`drivers.dispenser.crt591`)
+``printer``   ``escpos+usb://VID:PID``    an ESC/POS receipt printer on USB, a serial port or
+``printer``   ``escpos+serial:///dev/…``  the network (python-escpos commands;
+``printer``   ``escpos+net://HOST:9100``  :mod:`drivers.printer.escpos`)
+``display``   ``serial:///dev/ttyUSB0``   a pole display, Epson DM-D commands
+                                          (:mod:`drivers.display.dmd`)
+``pinpad``    ``serial:///dev/ttyUSB1``   a PIN pad, STX/ETX/LRC frames
+                                          (:mod:`drivers.pinpad.framed`)
+any           ``sim://NAME``              a simulated device, from the ``ykt.devices`` entry
+                                          point ``sim`` (the simulator, :mod:`sim.devices`)
+============= =========================== ===================================================
 
 Other packages add schemes without this module knowing them: an entry point in the group
 ``ykt.devices`` named after the scheme points at a :class:`Provider`, loaded the first time a
@@ -34,6 +38,8 @@ from importlib.metadata import entry_points
 from typing import Any, Literal, Protocol, overload, runtime_checkable
 from urllib.parse import urlsplit
 
+from drivers.dispenser import crt591
+from drivers.dispenser.base import CardDispenser
 from drivers.display import dmd
 from drivers.display.base import CustomerDisplay
 from drivers.errors import DeviceUrlError
@@ -106,18 +112,20 @@ def open_device(kind: Literal["reader"], url: str) -> CardReader: ...
 @overload
 def open_device(kind: Literal["qr"], url: str) -> QrSource: ...
 @overload
+def open_device(kind: Literal["dispenser"], url: str) -> CardDispenser: ...
+@overload
 def open_device(kind: Literal["printer"], url: str) -> Printer: ...
 @overload
 def open_device(kind: Literal["display"], url: str) -> CustomerDisplay: ...
 @overload
 def open_device(kind: Literal["pinpad"], url: str) -> PinPad: ...
 def open_device(
-    kind: Literal["reader", "qr", "printer", "display", "pinpad"], url: str
-) -> CardReader | QrSource | Printer | CustomerDisplay | PinPad:
+    kind: Literal["reader", "qr", "dispenser", "printer", "display", "pinpad"], url: str
+) -> CardReader | QrSource | CardDispenser | Printer | CustomerDisplay | PinPad:
     """Open the device of ``kind`` named by ``url``: a :class:`CardReader`, a
-    :class:`QrSource`, a :class:`Printer`, a :class:`CustomerDisplay` or a :class:`PinPad`
-    (:class:`DeviceUrlError` when the scheme has no driver of that kind, or its provider made
-    something else)."""
+    :class:`QrSource`, a :class:`CardDispenser`, a :class:`Printer`, a
+    :class:`CustomerDisplay` or a :class:`PinPad` (:class:`DeviceUrlError` when the scheme has
+    no driver of that kind, or its provider made something else)."""
     _load_builtin()
     scheme = scheme_of(url)
     opener = _TABLE.get(kind, {}).get(scheme)
@@ -132,6 +140,8 @@ def open_device(
     if kind == "reader" and isinstance(device, CardReader):
         return device
     if kind == "qr" and isinstance(device, QrSource):
+        return device
+    if kind == "dispenser" and isinstance(device, CardDispenser):
         return device
     if kind == "printer" and isinstance(device, Printer):
         return device
@@ -162,6 +172,7 @@ def _register_builtin() -> None:
     register("qr", "camera", camera.open_url)
     register("qr", "serial", serial_scanner.open_url)
     register("reader", "pcsc", pcsc.open_url)
+    register("dispenser", "serial", crt591.open_url)
     for scheme in ("escpos+usb", "escpos+serial", "escpos+net"):
         register("printer", scheme, escpos.open_url)
     register("display", "serial", dmd.open_url)

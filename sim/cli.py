@@ -2,7 +2,8 @@
 
 - on a running agent, through its control API: ``sale``, ``tap``, ``state``;
 - virtual PC/SC readers in a private pcscd: ``reader start|stop|restart|status``;
-- simulated MIFARE Classic 1K cards as image files: ``card new|present|remove|tear|dump``.
+- simulated MIFARE Classic 1K cards as image files: ``card new|present|remove|tear|dump``;
+- a simulated card dispenser on a pseudo-terminal: ``dispenser start|status|fault|take|stop``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from sim import cardcli, periph_cli
 from sim.control import AgentControl
+from sim.dispenser import cli as dispenser_cli
 from sim.errors import SimUsageError
 from sim.idp import add_idp_parser
 from sim.phone_screen import qr_png
@@ -196,3 +198,4 @@ def add_parser(sub: Sub) -> None:
 
     cardcli.add_parsers(cmds)
     periph_cli.add_parsers(cmds)
+    dispenser_cli.add_parsers(cmds)

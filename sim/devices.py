@@ -1,5 +1,6 @@
 """The ``sim://`` device provider: the registry (:mod:`drivers.registry`) finds it through the
-``ykt.devices`` entry point named ``sim`` and opens simulated readers and cameras with it; an
+``ykt.devices`` entry point named ``sim`` and opens simulated readers, cameras and card
+dispensers (:mod:`sim.dispenser.local`) with it; an
 agent with a simulated device mounts the control routes it adds (:mod:`edge.devices`):
 
 ==============================  =================================================================
@@ -8,13 +9,19 @@ agent with a simulated device mounts the control routes it adds (:mod:`edge.devi
 ``POST /control/sim/remove``    take the simulated card away
 ``POST /control/sim/frame``     show a picture to the agent's ``sim://`` camera and wait (up to
                                 ``wait`` s) for it to be decoded
+``GET /control/sim/dispenser``  the ``sim://`` dispenser's physical state (hopper, issued, rejected,
+                                at the mouth, at the encoder, jammed)
+``POST /control/sim/dispenser/  ``{"jam_at": "encoder"|"mouth"|null}``: the next move there jams
+fault``                         (null clears)
+``POST /control/sim/dispenser/  the holder takes the card at the mouth: its UID and card image
+take``                          (the text of :mod:`sim.cardimage`)
 ==============================  =================================================================
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter
@@ -23,8 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from drivers.errors import DeviceUrlError
 from edge.devices import TerminalHost
 from sim import camera as sim_camera
-from sim import cards
+from sim import cardimage, cards
 from sim import reader as sim_reader
+from sim.dispenser import local as sim_dispenser
 from sim.errors import SimUsageError
 
 
@@ -86,19 +94,52 @@ def _camera_router(url: str) -> APIRouter:
     return router
 
 
+class FaultIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    jam_at: Literal["encoder", "mouth"] | None
+
+
+def _dispenser_router(url: str) -> APIRouter:
+    router = APIRouter()
+    name = _name(url)
+
+    @router.get("/control/sim/dispenser")
+    def dispenser_state() -> dict[str, Any]:
+        return sim_dispenser.get(name).mech.summary()
+
+    @router.post("/control/sim/dispenser/fault")
+    def dispenser_fault(body: FaultIn) -> dict[str, Any]:
+        disp = sim_dispenser.get(name)
+        disp.mech.arm_jam(body.jam_at)
+        return disp.mech.summary()
+
+    @router.post("/control/sim/dispenser/take")
+    def dispenser_take() -> dict[str, Any]:
+        card = sim_dispenser.get(name).take()
+        return {"uid": card.uid.hex().upper(), "image": cardimage.dumps(card)}
+
+    return router
+
+
 class SimDevices:
-    """Simulated card readers and cameras (``sim://NAME``)."""
+    """Simulated card readers, cameras and card dispensers (``sim://NAME``)."""
 
     def open(self, kind: str, url: str) -> Any:
         if kind == "reader":
             return sim_reader.open_url(url)
         if kind == "qr":
             return sim_camera.open_url(url)
-        raise DeviceUrlError(f"there is no simulated {kind} (sim:// makes readers and cameras)")
+        if kind == "dispenser":
+            return sim_dispenser.open_url(url)
+        raise DeviceUrlError(
+            f"there is no simulated {kind} (sim:// makes readers, cameras and dispensers)"
+        )
 
     def control_router(self, kind: str, url: str, host: TerminalHost) -> APIRouter:
         if kind == "reader":
             return _reader_router(url, host)
+        if kind == "dispenser":
+            return _dispenser_router(url)
         return _camera_router(url)
 
 

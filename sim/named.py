@@ -13,7 +13,8 @@ from sim.errors import SimUsageError
 
 T = TypeVar("T")
 
-_NAME = re.compile(r"^[\w.-]{1,64}$")
+#: a simulated device's name
+NAME_PATTERN = re.compile(r"^[\w.-]{1,64}$")
 
 
 class Named(Generic[T]):
@@ -26,7 +27,7 @@ class Named(Generic[T]):
         """The NAME of ``sim://NAME`` (a query string may follow it)."""
         parts = urlsplit(url)
         name = parts.netloc or parts.path.lstrip("/")
-        if not _NAME.match(name):
+        if not NAME_PATTERN.match(name):
             raise DeviceUrlError(f"sim:// {self.kind} needs a name: sim://NAME, got {url!r}")
         return name
 

@@ -29,9 +29,10 @@ _READERS: Named[SimReader] = Named("reader")
 class SimCard:
     """A simulated card on a simulated reader (implements ``PresentCard``)."""
 
-    def __init__(self, reader: SimReader, emu: MifareClassic1K) -> None:
+    def __init__(self, reader: SimReader, emu: MifareClassic1K, stays: bool = False) -> None:
         self._reader = reader
         self.emu = emu
+        self.stays = stays
         self.reader = reader.name
         self.uid = emu.uid
         self.atr = emu.atr
@@ -62,8 +63,10 @@ class SimCard:
         self.feedback_log.append(ok)
 
     def close(self) -> None:
-        """The application is done: the simulated hand takes the card away (end of a tap)."""
-        self._reader.remove(self)
+        """The application is done: the simulated hand takes the card away (end of a tap),
+        unless the card stays (held at a dispenser's encoder until the dispenser moves it)."""
+        if not self.stays:
+            self._reader.remove(self)
 
 
 class SimReader:
@@ -77,9 +80,11 @@ class SimReader:
         self._closed = False
         self.taps = 0
 
-    def present(self, emu: MifareClassic1K) -> SimCard:
-        """Put a card on the reader (replacing any card already there): an arrival."""
-        card = SimCard(self, emu)
+    def present(self, emu: MifareClassic1K, stays: bool = False) -> SimCard:
+        """Put a card on the reader (replacing any card already there): an arrival.  A tap
+        ends when the application lets go of the card; a card that ``stays`` (a dispenser's
+        card at its encoder) leaves only through :meth:`remove`."""
+        card = SimCard(self, emu, stays)
         emu.power_on()
         with self._cond:
             if self._card is not None:

@@ -198,8 +198,9 @@ class UsbTransport:
             def ep(direction: int) -> Any:
                 return usb.util.find_descriptor(
                     intf,
-                    custom_match=lambda e: usb.util.endpoint_direction(e.bEndpointAddress)
-                    == direction,
+                    custom_match=lambda e: (
+                        usb.util.endpoint_direction(e.bEndpointAddress) == direction
+                    ),
                 )
 
             self._out = ep(usb.util.ENDPOINT_OUT)

@@ -93,8 +93,11 @@ class Counter:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.latencies_ms: deque[int] = deque(maxlen=2000)  # approval -> printed
-        self._beat = {"screen": time.monotonic(), "printer": time.monotonic(),
-                      "pinpad": time.monotonic()}
+        self._beat = {
+            "screen": time.monotonic(),
+            "printer": time.monotonic(),
+            "pinpad": time.monotonic(),
+        }
 
     # -- device bookkeeping ---------------------------------------------------------------
     def _event(self, kind: str, text: str) -> None:
@@ -164,9 +167,7 @@ class Counter:
 
     def alive(self) -> bool:
         now = time.monotonic()
-        return all(
-            t.is_alive() and now - self._beat[t.name] < 10 for t in self._threads
-        )
+        return all(t.is_alive() and now - self._beat[t.name] < 10 for t in self._threads)
 
     # -- screens: display, PIN pad prompt, receipts ----------------------------------------
     def _screen_loop(self) -> None:

@@ -180,7 +180,10 @@ class PrintQueue:
         if row is None:
             return None
         return Queued(
-            int(row["id"]), int(row["seq"]), int(row["copy"]), from_json(row["doc"]),
+            int(row["id"]),
+            int(row["seq"]),
+            int(row["copy"]),
+            from_json(row["doc"]),
             int(row["tries"]),
         )
 
@@ -207,8 +210,10 @@ class PrintQueue:
 
     def recent(self, limit: int = 20) -> list[dict[str, Any]]:
         return [
-            {k: r[k] for k in ("id", "seq", "copy", "state", "tries", "error", "queued_ms",
-                               "printed_ms")}
+            {
+                k: r[k]
+                for k in ("id", "seq", "copy", "state", "tries", "error", "queued_ms", "printed_ms")
+            }
             for r in self.db.all(
                 "SELECT id, seq, copy, state, tries, error, queued_ms, printed_ms FROM receipts "
                 "ORDER BY id DESC LIMIT ?",

@@ -43,7 +43,7 @@ def _take(buf: bytes, i: int) -> tuple[Token | None, int]:
         if i + 1 >= len(buf):
             return None, i
         c = buf[i + 1]
-        if b == GS and c == ord("(") or (b == FS and c == ord("(")):  # GS ( X pL pH data
+        if (b == GS and c == ord("(")) or (b == FS and c == ord("(")):  # GS ( X pL pH data
             if i + 5 > len(buf):
                 return None, i
             n = buf[i + 3] | buf[i + 4] << 8
@@ -68,9 +68,10 @@ def _take(buf: bytes, i: int) -> tuple[Token | None, int]:
             if end > len(buf):
                 return None, i
             return Token("cmd", b"", bytes(buf[i : i + 3])), end
-        n = _FIXED.get((b, c))
-        if n is None:
+        found = _FIXED.get((b, c))
+        if found is None:
             return Token("unknown", b"", bytes(buf[i : i + 2])), i + 2
+        n = found
         if n < 0:  # ESC * m nL nH data
             if i + 5 > len(buf):
                 return None, i
@@ -223,4 +224,3 @@ class PrinterModel:
         if n == 4:
             return base | (0x60 | 0x0C if not self.paper else 0)
         return base
-

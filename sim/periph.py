@@ -280,7 +280,7 @@ class Device:
             }
         if self.kind == "display":
             return {"lines": self.display.lines}
-        return {"prompt": self.pad["prompt"], "noise": self.frames.noise}
+        return {"prompt": self.pad["prompt"], "noise": self.frames.noise, "naks": self.pad["naks"]}
 
     def run(self) -> None:
         while True:

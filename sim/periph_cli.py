@@ -116,9 +116,7 @@ def receipt_png(lines: list[str], qrs: list[str], out: Path) -> None:
     from PIL import Image, ImageDraw, ImageFont
 
     font_path = next((f for f in FONTS if Path(f).exists()), None)
-    font: Any = (
-        ImageFont.truetype(font_path, 22) if font_path else ImageFont.load_default()
-    )
+    font: Any = ImageFont.truetype(font_path, 22) if font_path else ImageFont.load_default()
     text_lines = [line for line in lines if not line.startswith("[QR] ")]
     codes = []
     for text in qrs:
@@ -146,8 +144,10 @@ def _print(args: argparse.Namespace, out: dict[str, Any], text: str) -> None:
 
 def _start(kind: str) -> Run:
     def run(args: argparse.Namespace) -> int:
-        info = start(kind, args.dir, args.name, getattr(args, "net", False), getattr(args, "port", 0))
-        out = {k: info[k] for k in ("device", "url") if k in info}
+        info = start(
+            kind, args.dir, args.name, getattr(args, "net", False), getattr(args, "port", 0)
+        )
+        out: dict[str, Any] = {k: info[k] for k in ("device", "url") if k in info}
         _print(args, out, out.get("device") or out.get("url", ""))
         return 0
 
@@ -186,7 +186,9 @@ def printer_fault(args: argparse.Namespace) -> int:
         out = control(args.dir, args.name, {"cmd": "power", "value": args.power})
     if not out:
         out = control(args.dir, args.name, {"cmd": "status"})
-    _print(args, out, f"paper {out.get('paper')}, cover {out.get('cover')}, power {out.get('power')}")
+    _print(
+        args, out, f"paper {out.get('paper')}, cover {out.get('cover')}, power {out.get('power')}"
+    )
     return 0
 
 
@@ -200,7 +202,13 @@ def display_show(args: argparse.Namespace) -> int:
 
 def pinpad_type(args: argparse.Namespace) -> int:
     if args.noise:
+        naks = control(args.dir, args.name, {"cmd": "status"}).get("naks", 0)
         control(args.dir, args.name, {"cmd": "raw", "hex": args.noise})
+        deadline = time.monotonic() + 5
+        while control(args.dir, args.name, {"cmd": "status"}).get("naks", 0) <= naks:
+            if time.monotonic() >= deadline:
+                raise SimError(f"PIN pad {args.name}: the POS did not refuse the noise")
+            time.sleep(0.05)  # the POS refuses noise once its inter-byte timeout passes
     deadline = time.monotonic() + args.wait
     while True:
         out = control(args.dir, args.name, {"cmd": "type", "keys": args.digits})

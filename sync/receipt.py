@@ -24,6 +24,7 @@ PREFIX = "YKTR1"
 HASH_CHARS = 32
 _INT = re.compile(r"^(0|[1-9][0-9]{0,18})$")
 _TERM = re.compile(r"^[\w.:-]{1,64}$")
+_HASH = re.compile(f"[0-9a-f]{{{HASH_CHARS}}}")
 
 
 @dataclass(frozen=True)
@@ -40,14 +41,29 @@ class ReceiptFacts:
     def message(self) -> bytes:
         bal = "-" if self.bal is None else str(self.bal)
         return "|".join(
-            (PREFIX, self.term, str(self.seq), self.kind, self.method, str(self.amt), bal,
-             str(self.ts), self.hash)
+            (
+                PREFIX,
+                self.term,
+                str(self.seq),
+                self.kind,
+                self.method,
+                str(self.amt),
+                bal,
+                str(self.ts),
+                self.hash,
+            )
         ).encode()
 
 
 def facts_of(rec: JournalRecord, record_hash: str) -> ReceiptFacts:
     return ReceiptFacts(
-        rec.term, rec.seq, rec.kind, rec.method, rec.amt, rec.bal, rec.ts,
+        rec.term,
+        rec.seq,
+        rec.kind,
+        rec.method,
+        rec.amt,
+        rec.bal,
+        rec.ts,
         record_hash[:HASH_CHARS],
     )
 
@@ -69,9 +85,11 @@ def parse(text: str) -> tuple[ReceiptFacts, bytes]:
     if len(parts) != 10 or parts[0] != PREFIX:
         raise ProtocolError("not a ykt receipt code")
     _, term, seq, kind, method, amt, bal, ts, h, sig = parts
-    if not _TERM.match(term) or not re.fullmatch(r"[0-9a-f]{%d}" % HASH_CHARS, h):
+    if not _TERM.match(term) or not _HASH.fullmatch(h):
         raise ProtocolError("not a ykt receipt code (terminal or hash)")
-    if not all(_INT.match(v) for v in (seq, amt, ts)) or not (bal == "-" or _INT.match(bal.lstrip("-"))):
+    if not all(_INT.match(v) for v in (seq, amt, ts)) or not (
+        bal == "-" or _INT.match(bal.lstrip("-"))
+    ):
         raise ProtocolError("not a ykt receipt code (a number is not a number)")
     if not re.fullmatch(r"[a-z-]{1,16}", kind) or not re.fullmatch(r"[a-z-]{1,16}", method):
         raise ProtocolError("not a ykt receipt code (kind or method)")

@@ -15,7 +15,8 @@ pad → POS ``X``       the diner pressed Cancel
 ========= ========= ==================================================================
 
 Anything else on the line (bytes outside a frame, a bad LRC, an unknown type, a frame too long,
-digits that are not digits) is noise: NAKed when it looked like a frame, counted, logged
+a frame whose next byte does not come within :data:`INTER_BYTE_S`, digits that are not
+digits) is noise: NAKed when it looked like a frame, counted, logged
 without its content, never passed on.  The transport is quiet (no DEBUG hex dumps): a ``K``
 frame carries the consumption password.
 """
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 STX, ETX, ACK, NAK = 0x02, 0x03, 0x06, 0x15
 MAX_DATA = 32
+#: a frame whose next byte is this late (s) was cut short: noise, dropped and NAKed
+INTER_BYTE_S = 0.3
 
 
 def lrc(data: bytes) -> int:
@@ -89,6 +92,13 @@ class FrameReader:
                 self.noise += 1
                 out.append((False, b""))
 
+    def expire(self) -> bool:
+        """Drop a partial frame (its sender went quiet); True when there was one."""
+        if not self.buf:
+            return False
+        self._drop(len(self.buf))
+        return True
+
     def _drop(self, n: int) -> None:
         if n:
             self.noise += 1
@@ -102,6 +112,7 @@ class FramedPinPad:
         self.reader = FrameReader()
         self._entries: list[PinEntry] = []
         self._refused = 0
+        self._last_rx = time.monotonic()
 
     def prompt(self, text: str) -> None:
         self.transport.write(frame("P", "".join(c for c in text if " " <= c <= "~")[:MAX_DATA]))
@@ -115,9 +126,14 @@ class FramedPinPad:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            data = self.transport.read(256, min(left, 0.2))
+            data = self.transport.read(256, min(left, INTER_BYTE_S / 3))
             if data:
+                self._last_rx = time.monotonic()
                 self._take(data)
+            elif time.monotonic() - self._last_rx > INTER_BYTE_S and self.reader.expire():
+                self._refused += 1
+                self.transport.write(bytes([NAK]))
+                log.warning("%s: a frame cut short refused (%d so far)", self.name, self.noise)
         return self._entries.pop(0)
 
     def _take(self, data: bytes) -> None:

@@ -45,9 +45,7 @@ class PrinterStatus:
     @property
     def ready(self) -> bool:
         return (
-            self.answered
-            and self.online
-            and not (self.paper_out or self.cover_open or self.error)
+            self.answered and self.online and not (self.paper_out or self.cover_open or self.error)
         )
 
     def describe(self) -> str:

@@ -61,7 +61,9 @@ def encode_receipt(receipt: Receipt) -> bytes:
     try:
         from escpos.printer import Dummy
     except ImportError as exc:
-        raise DeviceUnavailable("python-escpos is not installed: pip install 'ykt[printer]'") from exc
+        raise DeviceUnavailable(
+            "python-escpos is not installed: pip install 'ykt[printer]'"
+        ) from exc
 
     d: Any = Dummy()
 
@@ -125,9 +127,7 @@ class EscposPrinter:
             self.transport.write(data)
             after = self._status()  # answered once the printer took the whole job
             if self.transport.two_way and not after.ready:
-                raise PrinterNotReady(
-                    f"{self.name}: {after.describe()} while printing", after
-                )
+                raise PrinterNotReady(f"{self.name}: {after.describe()} while printing", after)
 
     def close(self) -> None:
         self.transport.close()
@@ -155,7 +155,9 @@ def open_url(url: str) -> EscposPrinter:
         try:
             vid, pid = (int(x, 16) for x in parts.netloc.split(":"))
         except ValueError:
-            raise DeviceUrlError(f"a USB printer is escpos+usb://VID:PID (hex), got {url!r}") from None
+            raise DeviceUrlError(
+                f"a USB printer is escpos+usb://VID:PID (hex), got {url!r}"
+            ) from None
         if not (0 <= vid <= 0xFFFF and 0 <= pid <= 0xFFFF) or parts.path not in ("", "/"):
             raise DeviceUrlError(f"a USB printer is escpos+usb://VID:PID (hex), got {url!r}")
         return EscposPrinter(url, UsbTransport(vid, pid))

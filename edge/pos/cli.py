@@ -27,6 +27,9 @@ CONFIG_KEYS = {
     "control_host": str,
     "control_port": int,
     "operator": str,
+    "printer": str,
+    "display": str,
+    "pinpad": str,
 }
 
 
@@ -63,6 +66,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--control-host", help="control API address (default 127.0.0.1)")
     p.add_argument("--control-port", type=int, help="control API port (default 8701)")
     p.add_argument("--operator", help="cashier id recorded in the journal")
+    p.add_argument(
+        "--printer",
+        help="receipt printer: escpos+usb://VID:PID, escpos+serial:///dev/ttyS1?baud=9600, "
+        "escpos+net://HOST:9100 (default: none; receipts are queued and printed when it "
+        "answers)",
+    )
+    p.add_argument(
+        "--display",
+        help="customer pole display (Epson DM-D commands): serial:///dev/ttyUSB0?baud=9600",
+    )
+    p.add_argument(
+        "--pinpad",
+        help="PIN pad for the consumption password (STX/ETX/LRC frames): "
+        "serial:///dev/ttyUSB1?baud=9600 (default: the customer screen takes it)",
+    )
     p.add_argument("--seed", type=int, help="seed for backoff jitter (tests)")
     p.set_defaults(func=run)
 
@@ -105,6 +123,9 @@ def load_config(args: argparse.Namespace) -> PosConfig:
         control_host=values.get("control_host", "127.0.0.1"),
         control_port=port,
         operator=values.get("operator", ""),
+        printer=values.get("printer"),
+        display=values.get("display"),
+        pinpad=values.get("pinpad"),
         seed=args.seed,
     )
 
@@ -144,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
     def banner() -> str:
         return (
             f"ykt pos {agent.ident.terminal_id} ({agent.ident.name}) ready; reader "
-            f"{cfg.reader}; camera {cfg.camera or 'none'}; cashier {base}/cashier; "
+            f"{cfg.reader}; camera {cfg.camera or 'none'}; printer {cfg.printer or 'none'}; "
+            f"display {cfg.display or 'none'}; PIN pad {cfg.pinpad or 'none'}; cashier {base}/cashier; "
             f"customer {base}/customer"
         )
 

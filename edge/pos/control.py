@@ -16,6 +16,8 @@ Used by the cashier screen, the customer screen (``kiosk_ui``) and ``ykt sim``:
 ``POST /control/reverse``        start a reverse scan (offline only, R8)
 ``POST /control/proof``          the reverse-scan proof's short code, keyed (``{"code": …}``)
 ``GET  /control/request.svg``    the reverse-scan request as a QR picture (404 when none is shown)
+``GET  /control/receipts``       the print queue: counts, the last receipts, print latencies
+``POST /control/reprint``        print a receipt again (``{"seq": 12}``; default the last one)
 ``GET  /cashier``                the cashier's screen
 ``GET  /customer``               the customer's screen
 ===============================  =================================================================
@@ -60,6 +62,11 @@ class PinIn(BaseModel):
 class CodeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str = Field(min_length=1, max_length=1000)
+
+
+class ReprintIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seq: StrictInt | None = Field(default=None, ge=1, le=2**53)
 
 
 class ProofCodeIn(BaseModel):
@@ -145,6 +152,24 @@ def create_control_app(agent: PosAgent) -> FastAPI:
     @app.get("/control/timings")
     def timings() -> dict[str, Any]:
         return {"taps": agent.timings()}
+
+    # -- receipts ----------------------------------------------------------------------------
+    @app.get("/control/receipts")
+    def receipts() -> dict[str, Any]:
+        return {
+            "counts": agent.receipts.counts(),
+            "recent": agent.receipts.recent(),
+            "latencies_ms": list(agent.counter.latencies_ms),
+            "printer": agent.counter.status()["printer"],
+        }
+
+    @app.post("/control/reprint")
+    def reprint(body: ReprintIn) -> dict[str, Any]:
+        try:
+            rid = agent.receipts.reprint(body.seq)
+        except LookupError as exc:
+            return _err(404, "no_receipt", str(exc))  # type: ignore[return-value]
+        return {"queued": rid, "counts": agent.receipts.counts()}
 
     # -- phone codes -------------------------------------------------------------------------
     @app.post("/control/qr")

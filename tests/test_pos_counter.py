@@ -212,3 +212,62 @@ def test_reprint_from_the_cashier(shop: Any) -> None:
     AgentControl(pos.url).reprint(out["seq"])
     wait_until(lambda: len(printed_receipts(counter)) > before, 10)
     assert any("COPY 1" in line for line in printed_receipts(counter)[-1])
+
+
+@pytest.fixture(scope="module")
+def net_pos(shop: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PosProc, Path]]:
+    """A second till with a network printer (a loopback TCP port) and a display of its own."""
+    server, _, _ = shop
+    tmp = tmp_path_factory.mktemp("netcounter")
+    devices = tmp / "devices"
+    devices.mkdir()
+    url = sim("printer", "start", "--dir", str(devices), "--name", "n1", "--net")["url"]
+    display = sim("display", "start", "--dir", str(devices), "--name", "d2")["device"]
+    pos = PosProc(
+        tmp / "pos",
+        server,
+        token=server.enroll_token("counter-2"),
+        extra=["--printer", url, "--display", f"serial://{display}"],
+    ).start()
+    try:
+        yield pos, devices
+    finally:
+        pos.stop()
+        for name in ("n1", "d2"):
+            ykt("sim", "printer", "stop", "--dir", str(devices), "--name", name, check=False)
+
+
+def test_network_printer_unplugged_then_back(shop: Any, net_pos: tuple[PosProc, Path]) -> None:
+    server, _, _ = shop
+    pos, devices = net_pos
+    url = json.loads((devices / "n1.json").read_text())["url"]
+    port = url.rsplit(":", 1)[1]
+
+    def printed() -> list[list[str]]:
+        p = devices / "n1.escpos"
+        return render(p.read_bytes()).receipts if p.exists() else []
+
+    card = new_card((server, pos))
+    assert AgentControl(pos.url).sale(200, card["card_no"])["approved"]
+    wait_until(lambda: any("2.00" in line for r in printed() for line in r), 10)
+    ykt("sim", "printer", "stop", "--dir", str(devices), "--name", "n1")  # unplugged
+    out = AgentControl(pos.url).sale(330, card["card_no"])
+    assert out["approved"], out  # the sale does not wait for the printer
+    wait_until(lambda: pos.status()["devices"]["printer"]["state"] == "unavailable", 15)
+    assert AgentControl(pos.url).receipts()["counts"]["queued"] == 1
+    sim("printer", "start", "--dir", str(devices), "--name", "n1", "--net", "--port", port)
+    wait_until(lambda: any("3.30" in line for r in printed() for line in r), 15)
+    wait_until(lambda: pos.status()["devices"]["printer"]["state"] == "ready", 10)
+    events = [e["event"] for e in pos.status()["devices"]["printer"]["events"]]
+    assert any(e.startswith("recovered after") for e in events), events
+
+
+def test_display_gone_does_not_stop_a_sale(shop: Any, net_pos: tuple[PosProc, Path]) -> None:
+    server, _, _ = shop
+    pos, devices = net_pos
+    card = new_card((server, pos))
+    ykt("sim", "display", "stop", "--dir", str(devices), "--name", "d2")
+    out = AgentControl(pos.url).sale(150, card["card_no"])
+    assert out["approved"], out
+    wait_until(lambda: pos.status()["devices"]["display"]["state"] == "unavailable", 10)
+    assert pos.status()["devices"]["display"]["error"]

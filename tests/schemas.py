@@ -82,14 +82,14 @@ def main() -> None:
     """Write the schemas of today's migrations into tests/data/schemas/."""
     import tempfile
 
-    from edge import cache, journal
+    from edge import cache, journal, receipts
     from sync.db import Database, Migrations
     from sync.server.schema import MIGRATIONS
     from tests import dbs, test_db
 
     sets: dict[str, list[Migrations]] = {
         "server": [MIGRATIONS],
-        "terminal": [journal.MIGRATIONS, cache.MIGRATIONS],
+        "terminal": [journal.MIGRATIONS, cache.MIGRATIONS, receipts.MIGRATIONS],
         "test_db": [test_db.SCHEMA],
     }
     DATA.mkdir(parents=True, exist_ok=True)

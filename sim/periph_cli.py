@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import segno
+
 from sim.errors import SimError, SimUsageError
 from sim.escpos_stream import render
 from sim.spawn import spawn_detached
@@ -112,7 +114,6 @@ def printed(folder: Path, name: str) -> bytes:
 
 def receipt_png(lines: list[str], qrs: list[str], out: Path) -> None:
     """Draw a receipt as a 58 mm printer prints it (384 dots wide): text, then its QR."""
-    import segno
     from PIL import Image, ImageDraw, ImageFont
 
     font_path = next((f for f in FONTS if Path(f).exists()), None)

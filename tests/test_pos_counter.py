@@ -178,7 +178,7 @@ def test_paper_out_sale_approved_and_printed_when_paper_is_back(shop: Any) -> No
     out = AgentControl(pos.url).sale(450, card["card_no"])
     assert out["approved"], out
     wait_until(lambda: pos.status()["devices"]["printer"]["state"].startswith("paper out"), 10)
-    assert "printer" in (pos.status() and AgentControl(pos.url).state()["notice"] or "")
+    assert "printer" in ((pos.status() and AgentControl(pos.url).state()["notice"]) or "")
     assert receipts(pos)["counts"]["queued"] >= 1
     counter.fault("--paper", "ok")
     wait_until(lambda: len(printed_receipts(counter)) > before, 10)

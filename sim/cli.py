@@ -19,6 +19,7 @@ from sim.control import AgentControl
 from sim.dispenser import cli as dispenser_cli
 from sim.errors import SimUsageError
 from sim.idp import add_idp_parser
+from sim.paygate import add_paygate_parser
 from sim.phone_screen import qr_png
 from sim.wallet_cli import add_wallet_parser
 from sync.cmdline import Run, Sub, command, json_option
@@ -195,6 +196,7 @@ def add_parser(sub: Sub) -> None:
     add_wallet_parser(cmds)
 
     add_idp_parser(cmds)
+    add_paygate_parser(cmds)
 
     cardcli.add_parsers(cmds)
     periph_cli.add_parsers(cmds)

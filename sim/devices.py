@@ -25,7 +25,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.errors import DeviceUrlError
 from edge.devices import TerminalHost
@@ -37,13 +37,13 @@ from sim.errors import SimUsageError
 
 
 class SimCardIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    card_no: StrictStr = Field(min_length=1, max_length=32)
-    uid: StrictStr | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{8,20}$")
+    model_config = ConfigDict(extra="forbid", strict=True)
+    card_no: str = Field(min_length=1, max_length=32)
+    uid: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{8,20}$")
 
 
 class FrameIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # ``wait``: a number, never true
     image_b64: str = Field(min_length=1, max_length=20_000_000)
     wait: float = Field(default=5.0, ge=0, le=30)
 

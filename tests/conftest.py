@@ -50,6 +50,8 @@ BOTH_DBS = {
     "test_holder_business",
     "test_holder_login",
     "test_desk",
+    "test_held_money",
+    "test_crash_money",
     "test_access",
     "test_kiosk_card_present",
     "test_openapi",
@@ -61,6 +63,9 @@ BOTH_DBS = {
     "test_phone_codes_server",
     "test_bench_db",
     "test_db",
+    "test_wire_bounds",
+    "test_idempotency",
+    "test_topups",
 }
 
 

@@ -4,12 +4,15 @@ call desk or kiosk operations; sessions, staff tokens and terminal signatures do
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sync.clock import SystemClock
 from sync.errors import ServerRefused
 from tests.live import Live, Pos, proof
+from tests.paygate_helpers import open_gate, register, topped_up
 
 
 def _concrete(path: str) -> str:
@@ -21,6 +24,7 @@ def _concrete(path: str) -> str:
         .replace("{building}", "H7")
         .replace("{room}", "101")
         .replace("{order_id}", "order-0001")
+        .replace("{channel}", "wechat")
     )
 
 
@@ -35,13 +39,18 @@ def _ops(live: Live, prefix: str) -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def two(live: Live) -> dict[str, Any]:
+def two(live: Live, tmp_path: Path) -> dict[str, Any]:
     a = live.add_account("A1", 71, topup_fen=1000)
     b = live.add_account("B1", 72, topup_fen=9999)
     live.admin(
         "POST", "/v1/admin/electricity/buildings", {"code": "H7", "name": "一号", "rooms": ["101"]}
     )
-    live.admin("POST", "/v1/admin/accounts/B1/topups", {"amount_fen": 4242, "channel": "wechat"})
+    gate = open_gate(tmp_path / "gate", SystemClock())
+    try:
+        register(live, gate, "wechat")
+        b["order"] = topped_up(live, gate, "B1", b["password"], "wechat", 4242)["order_id"]
+    finally:
+        gate.stop()
     return {
         "a": a,
         "b": b,
@@ -56,6 +65,9 @@ def test_a_holder_sees_only_their_own_account(live: Live, two: dict[str, Any]) -
     for method, path in _ops(live, "/v1/app/"):
         if method != "GET" or "sso" in path:
             continue
+        if path.startswith("/v1/app/topups/"):  # B's own top-up order, asked for by A
+            path = path.replace("order-0001", two["b"]["order"])
+            assert live.call("GET", path, token=two["ta"]).status_code == 404
         r = live.call("GET", path, token=two["ta"], params={"number": "B1", "account_id": 2})
         for mark in b_marks:
             assert mark not in r.text, (path, mark)

@@ -553,17 +553,26 @@ def topup(
     request_id: str | None = None,
     actor: str = "admin",
 ) -> dict[str, Any]:
+    """R7 cash top-up at the desk.  Money of the other channels enters only through an order
+    paid at the channel's payment provider (:mod:`sync.server.topups`): no one credits it by
+    hand."""
     try:
         ch = rules.Channel(channel)
         check_fen(amount_fen)
     except ValueError as exc:
         raise Invalid(str(exc), "bad_topup") from exc
+    if ch is not rules.Channel.CASH:
+        raise Invalid(
+            f"{ch.value} money enters only through a top-up order paid at its payment provider "
+            "(R7); the desk takes cash",
+            "needs_payer",
+        )
     if not ctx.policy()["channels"].get(ch.value, False):
         raise Conflict(f"top-up channel {ch.value} is switched off (R7)", "channel_off")
     a = get_account(ctx, number)
     if a["status"] == AccountStatus.CANCELLED:
         raise Conflict("the account is cancelled (R14)", "bad_status")
-    target = ledger.transition(a["id"]) if rules.lands_in_transition(ch) else ledger.wallet(a["id"])
+    target = ledger.wallet(a["id"])
     tid = f"topup:{request_id}" if request_id else f"topup:{ctx.rng.getrandbits(64):016x}"
     with ctx.db.tx() as tx:
         ledger.ensure(tx, ledger.channel(ch.value), "channel")

@@ -3,11 +3,18 @@
 The POS asks before it journals: the server checks the credential (a card: R11 generation;
 a phone's payment code: :func:`sync.server.codes.check_payment_code` and the seen-set), R2
 account status, R13 expiry, the daily limit (R6: over it the consumption password R5 for a
-card, the query-password confirmation carried by a payment code), and the balance, and puts
+card; for a payment code, the server's grant for that code from the holder's confirmation with
+the query password, never the code's own flag), and the balance, and puts
 a *hold* on the amount under the record's id (terminal, sequence).  No money moves here: the
-charge is the journal record, applied when it syncs, and applying it releases the hold.  A
-terminal that crashes before journaling reuses the sequence number, which replaces the hold;
-an abandoned hold expires.
+charge is the journal record, applied when it syncs.
+
+A hold has no time limit: it lasts until the terminal's journal has synced past its sequence
+number (whatever record sits there: ingest releases the holds of the numbers it applies), or
+until the terminal asks for that number again (a terminal that crashed before journaling
+reuses the number: its earlier approval was abandoned), or until the terminal is revoked (its
+records can never arrive).  A wall-clock expiry would free money that an approved, journaled
+sale still needs when the terminal is offline for a while (docs/security.md).  A phone code
+claimed by an online authorization is released with the hold (:func:`release`).
 
 R6 with a card: the POS sends the card's own facts (``card``: generation, the tracked day
 and amount from the card's counters, the wrong tries, whether the consumption password was
@@ -23,12 +30,13 @@ from typing import Any
 
 from sync import rules
 from sync.codes import Verified
+from sync.db import Tx
 from sync.errors import CodeError
 from sync.money import format_fen
 from sync.passwords import verify_password
 from sync.records import UNSET, AuthorizeAnswer, decline
 from sync.rules import AccountStatus
-from sync.server import codes, ledger
+from sync.server import codes, holders, ledger
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid
@@ -59,6 +67,21 @@ def credential_refusal(ctx: Context, row: dict[str, Any], uid: str | None) -> st
     if row["expires"] and ctx.today() > row["expires"]:
         return "card expired (R13): see the service desk"
     return None
+
+
+def release(tx: Tx, terminal_id: str, seq: int, last: int | None = None) -> None:
+    """Release what online authorization gave the terminal's sequence numbers ``seq`` ..
+    ``last`` (just ``seq`` by default): the holds and the provisional claims on phone codes.
+    Called when those numbers are synced (ingest: the records there are what counts now) and
+    when the terminal asks for a number again (its earlier approval there was abandoned)."""
+    hi = seq if last is None else last
+    tx.execute(
+        "DELETE FROM holds WHERE terminal_id = ? AND seq BETWEEN ? AND ?", (terminal_id, seq, hi)
+    )
+    tx.execute(
+        "DELETE FROM code_uses WHERE terminal_id = ? AND seq BETWEEN ? AND ?",
+        (terminal_id, seq, hi),
+    )
 
 
 def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> AuthorizeAnswer:
@@ -95,18 +118,30 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
             raise Conflict(
                 f"sequence number {seq} is already journaled here (head {head})", "seq_used"
             )
-        held = tx.all(
-            "SELECT amount, pin_ok FROM holds WHERE account_id = ? AND expires_ms > ? "
-            "AND NOT (terminal_id = ? AND seq = ?) ORDER BY created_ms, terminal_id, seq",
-            (aid, now, tid, seq),
-        )
-        holds = sum(int(h["amount"]) for h in held)
+        # The terminal asks for a sequence number above its synced head: whatever it was
+        # approved under this number before was never journaled (a terminal journals an
+        # approval under the number it asked with, and asks again only after a crash).  That
+        # approval is abandoned: its hold and its claim on a phone code go, whatever this
+        # request's outcome.
+        release(tx, tid, seq)
         acct = tx.one(
-            "SELECT spent_day, spent_fen, pin_tries, consume_pw, status, limit_fen, pin_epoch "
-            "FROM accounts WHERE id = ?",
+            "SELECT spent_day, spent_fen, pin_tries, consume_pw, status, limit_fen, pin_epoch, "
+            "expires FROM accounts WHERE id = ?",
             (aid,),
         )
         assert acct is not None
+        # R2/R13 again inside the transaction: the account may have changed since it was read
+        blocked = rules.blocking_reason(acct["status"])
+        if blocked is None and acct["expires"] and today > acct["expires"]:
+            blocked = "card expired (R13): see the service desk"
+        if blocked:
+            return _decline(blocked, **base)
+        held = tx.all(
+            "SELECT amount, pin_ok FROM holds WHERE account_id = ? "
+            "ORDER BY created_ms, terminal_id, seq",
+            (aid,),
+        )
+        holds = sum(int(h["amount"]) for h in held)
         pin_ok = False
         # R6: today's tracked amount, then the sales authorized but not yet synced (holds)
         tracker = account_tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"]).then(
@@ -134,27 +169,32 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
                     limit_fen=acct["limit_fen"],
                     **base,
                 )
+        grant = False
         if qr is not None:
             used = tx.one(
                 "SELECT terminal_id, seq FROM code_uses WHERE serial = ? AND counter = ?",
                 (qr.code.serial, qr.code.counter),
             )
-            if used is not None and (used["terminal_id"], used["seq"]) != (tid, seq):
+            if used is not None:  # (this terminal's claim under this seq was released above)
                 return _decline(
                     "this code was already used: refresh the code on the phone",
                     "replayed",
                     **base,
                 )
         if qr is not None and tracker.needs_password(today, amount, acct["limit_fen"]):
-            # R6: over the limit the phone must have confirmed with the query password
-            if not qr.code.confirmed:
+            # R6: over the limit the holder must have confirmed with the query password.  The
+            # code's flag is the phone's own claim; what counts is the server's grant for this
+            # very code (POST /v1/app/codes/confirm with its serial and counter).
+            if not qr.code.confirmed or not holders.code_grant(
+                tx, aid, qr.code.serial, qr.code.counter, now
+            ):
                 return _decline(
                     f"over the daily limit {format_fen(acct['limit_fen'])}: confirm on the "
                     "phone with the query password and show the new code (R6)",
                     "needs_confirm",
                     **base,
                 )
-            pin_ok = True
+            pin_ok = grant = True
         elif facts is None and tracker.needs_password(today, amount, acct["limit_fen"]):  # R6
             tries_left = policy["pin_max_tries"] - acct["pin_tries"]
             if tries_left <= 0:
@@ -208,16 +248,15 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
             )
         tx.execute(
             "INSERT INTO holds (terminal_id, seq, account_id, amount, expires_ms, pin_ok,"
-            " created_ms) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (terminal_id, seq) DO UPDATE"
-            " SET account_id = excluded.account_id, amount = excluded.amount, "
-            "expires_ms = excluded.expires_ms, pin_ok = excluded.pin_ok, "
-            "created_ms = excluded.created_ms",
-            (tid, seq, aid, amount, now + policy["hold_ttl_s"] * 1000, int(pin_ok), now),
+            " created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (tid, seq, aid, amount, ledger.HOLD_UNTIL_SYNCED, int(pin_ok), now),
         )
-        if qr is not None:  # the server's seen-set: this code is spent on (tid, seq)
+        if qr is not None and grant:  # R6: the server's confirmation of this code is spent
+            holders.use_code_grant(tx, aid, qr.code.serial, qr.code.counter)
+        if qr is not None:  # the server's seen-set: this code is claimed by (tid, seq)
             tx.execute(
                 "INSERT INTO code_uses (serial, counter, kind, terminal_id, seq, ts_ms) "
-                "VALUES (?, ?, 'pay', ?, ?, ?) ON CONFLICT (serial, counter) DO NOTHING",
+                "VALUES (?, ?, 'pay', ?, ?, ?)",
                 (qr.code.serial, qr.code.counter, tid, seq, now),
             )
     spent_before = 0 if pin_ok else tracker.spent_on(today)

@@ -306,3 +306,71 @@ MIGRATIONS.add(
     ALTER TABLE accounts ADD COLUMN card_verifier {text}
     """,
 )
+
+MIGRATIONS.add(
+    "0008-topup-orders",
+    """
+    CREATE TABLE paygates (
+        channel {text} PRIMARY KEY,
+        url {text} NOT NULL,
+        public_key {text} NOT NULL,
+        notify_url {text} NOT NULL,
+        updated_ms {int} NOT NULL,
+        actor {text} NOT NULL
+    );
+    CREATE TABLE topup_orders (
+        order_id {text} PRIMARY KEY,
+        account_id {int} NOT NULL REFERENCES accounts (id),
+        channel {text} NOT NULL,
+        amount {int} NOT NULL CHECK (amount > 0),
+        currency {text} NOT NULL,
+        request_id {text},
+        status {text} NOT NULL,
+        created_ms {int} NOT NULL,
+        expires_ms {int} NOT NULL,
+        txn_id {text},
+        paid_ms {int},
+        credited_ms {int},
+        transfer_id {text},
+        problem {text} NOT NULL DEFAULT '',
+        UNIQUE (account_id, request_id),
+        UNIQUE (channel, txn_id)
+    );
+    CREATE INDEX topup_orders_paid ON topup_orders (paid_ms);
+    CREATE INDEX topup_orders_open ON topup_orders (status, expires_ms);
+    CREATE TABLE paygate_notices (
+        id {id},
+        channel {text} NOT NULL,
+        order_id {text} NOT NULL,
+        txn_id {text} NOT NULL,
+        amount {int} NOT NULL,
+        currency {text} NOT NULL,
+        paid_ms {int} NOT NULL,
+        received_ms {int} NOT NULL,
+        outcome {text} NOT NULL,
+        body {text} NOT NULL
+    );
+    CREATE INDEX paygate_notices_paid ON paygate_notices (paid_ms);
+    CREATE INDEX paygate_notices_txn ON paygate_notices (channel, txn_id)
+    """,
+)
+
+MIGRATIONS.add(
+    "0009-held-money",
+    """
+    ALTER TABLE reverse_payments ADD COLUMN refund_id {text};
+    CREATE INDEX reverse_payments_account ON reverse_payments (account_id);
+    CREATE INDEX reverse_payments_open ON reverse_payments (paid_ms)
+        WHERE journal_seq IS NULL AND refund_id IS NULL;
+    CREATE TABLE reverse_voids (
+        terminal_id {text} NOT NULL,
+        order_no {int} NOT NULL,
+        seq {int} NOT NULL,
+        ts_ms {int} NOT NULL,
+        PRIMARY KEY (terminal_id, order_no)
+    );
+    CREATE INDEX code_uses_terminal ON code_uses (terminal_id, seq);
+    ALTER TABLE confirmations ADD COLUMN serial {int};
+    ALTER TABLE confirmations ADD COLUMN counter {int}
+    """,
+)

@@ -67,7 +67,7 @@ class CodeIn(_In):
 
 
 class ReprintIn(_In):
-    seq: StrictInt | None = Field(default=None, ge=1, le=2**53)
+    seq: int | None = Field(default=None, ge=1, le=2**53)
 
 
 class ProofCodeIn(_In):

@@ -12,17 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from drivers.errors import DeviceUnavailable
+from drivers.errors import PrinterNotReady
 
-
-class PrinterNotReady(DeviceUnavailable):
-    """The printer answers but cannot print (paper out, cover open, offline)."""
-
-    code = "printer_not_ready"
-
-    def __init__(self, message: str, status: PrinterStatus) -> None:
-        super().__init__(message)
-        self.status = status
+__all__ = ["Printer", "PrinterNotReady", "PrinterStatus", "Receipt"]
 
 
 @dataclass(frozen=True)

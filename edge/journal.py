@@ -297,6 +297,25 @@ class Journal:
             )
         ]
 
+    def card_tries_after(self, account_id: int, after_seq: int, epoch: int) -> int:
+        """R5: the wrong consumption passwords this terminal's records after ``after_seq`` left
+        on the account's card in the desk's reset ``epoch`` (mod 256), the highest since the
+        last right password: each record carries the count the card showed after it, so a
+        card put back to fewer tries (an old image) is still counted here."""
+        tries = 0
+        for r in self.db.all(
+            "SELECT kind, pin, body FROM journal WHERE account_id = ? AND seq > ? "
+            "AND (kind = 'pin_fail' OR pin = 'ok') ORDER BY seq",
+            (account_id, after_seq),
+        ):
+            if r["kind"] == "sale":  # a right password (a phone's confirmation too)
+                tries = 0
+                continue
+            card = JournalRecord.parse(r["body"]).card_x()
+            if card is not None and card.ep == epoch:
+                tries = max(tries, card.tries)
+        return tries
+
     def next_order(self) -> int:
         """A new reverse-scan order number, unique on this terminal and across restarts."""
         with self.db.tx() as tx:

@@ -641,7 +641,10 @@ class AccountSnapshot(Struct, frozen=True, kw_only=True):
     spent_day: str
     spent_fen: Total
     pin_tries: Id
-    pin_verifier: str
+    #: always empty: no password hash reaches a terminal (issue 10 item 9; the consumption
+    #: password is checked against the card's own verifier, R5).  Kept on the wire for
+    #: terminals of an older version, which require the field.
+    pin_verifier: str = ""
     pin_epoch: Id = 0  # a server of an older version does not send it
     expires: str | None
     version: Id
@@ -698,6 +701,9 @@ class TerminalPolicy(Struct, frozen=True, kw_only=True):
 
     offline_max_purchase_fen: Id = 0
     offline_max_card_day_fen: Id = 0
+    #: what a card may spend offline since its last online approval, at every terminal
+    #: together (carried on the card; docs/security.md)
+    offline_max_card_fen: Id = 0
     offline_max_total_fen: Id = 0
     pin_max_tries: Id = DEFAULT_PIN_MAX_TRIES  # R5
     code_valid_s: Id = 60

@@ -46,6 +46,7 @@ def test_sigkill_during_a_stream_of_sales_loses_and_duplicates_nothing(tmp_path:
             server,
             offline_max_purchase_fen=100000,
             offline_max_card_day_fen=10_000_000,
+            offline_max_card_fen=65535,
             offline_max_total_fen=10_000_000,
         )
         cards = [

@@ -218,18 +218,27 @@ def import_roster(ctx: Context, text: str, actor: str = "admin") -> dict[str, An
                 {"line": lineno, "error": f"an account with number {v['number']!r} exists"}
             )
         else:
-            fresh.append(v)
+            fresh.append((lineno, v))
     with ThreadPoolExecutor(max_workers=4) as pool:  # scrypt releases the GIL
         hashes = list(
             pool.map(
-                lambda v: hash_password(v["initial"], log2_n=ctx.config.password_log2_n), fresh
+                lambda item: hash_password(item[1]["initial"], log2_n=ctx.config.password_log2_n),
+                fresh,
             )
         )
-    with ctx.db.tx() as tx:
-        for v, h in zip(fresh, hashes, strict=True):
+    added = 0
+    with ctx.db.tx() as tx:  # an account added meanwhile (read above, outside) is a line error
+        now_existing = {r["number"] for r in tx.all("SELECT number FROM accounts")}
+        for (lineno, v), h in zip(fresh, hashes, strict=True):
+            if v["number"] in now_existing:
+                errors.append(
+                    {"line": lineno, "error": f"an account with number {v['number']!r} exists"}
+                )
+                continue
             _insert(ctx, tx, v, h, actor)
+            added += 1
     ctx.notifier.notify()
-    return {"added": len(fresh), "errors": sorted(errors, key=lambda e: int(e["line"]))}
+    return {"added": added, "errors": sorted(errors, key=lambda e: int(e["line"]))}
 
 
 def _card_rows(ctx: Context, account_id: int) -> list[dict[str, Any]]:
@@ -469,12 +478,22 @@ def issue_card_tx(ctx: Context, tx: Tx, account_id: int, uid: str, actor: str) -
 
 
 def card_counters(tx: Tx, account_id: int) -> dict[str, Any]:
-    """R6 carried onto a newly written card: the account's tracked amount of the day as the
-    server has it (spent since campus midnight or the last correct consumption password), so
-    a new card does not start the day's limit again (docs/card-format.md)."""
-    row = tx.one("SELECT spent_day, spent_fen FROM accounts WHERE id = ?", (account_id,))
+    """What a newly written card starts with (docs/card-format.md): R6, the account's tracked
+    amount of the day as the server has it (spent since campus midnight or the last correct
+    consumption password), so a new card does not start the day's limit again; R5, the
+    account's wrong consumption passwords and the desk's reset epoch they count in, so a new
+    card does not start the lockout again."""
+    row = tx.one(
+        "SELECT spent_day, spent_fen, pin_tries, pin_epoch FROM accounts WHERE id = ?",
+        (account_id,),
+    )
     day = str(row["spent_day"] or "") if row is not None else ""
-    return {"day": day or None, "spent_fen": int(row["spent_fen"]) if row and day else 0}
+    return {
+        "day": day or None,
+        "spent_fen": int(row["spent_fen"]) if row and day else 0,
+        "pin_tries": min(int(row["pin_tries"]), 255) if row else 0,
+        "pin_epoch": int(row["pin_epoch"]) & 0xFF if row else 0,
+    }
 
 
 def _card_answer(ctx: Context, tx: Tx, card: dict[str, Any], again: bool = False) -> dict[str, Any]:

@@ -77,14 +77,14 @@ class ErrorOut(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": text}
     for status, text in (
-        (400, "a body that cannot be read (not UTF-8 JSON text)"),
+        (400, "a paging cursor the server did not hand out (bad_cursor)"),
         (401, "missing or bad credentials (bad_session, bad_admin_token, unsigned, …)"),
         (403, "not allowed (wrong_role, not_permitted, locked, bad_card_proof, …)"),
         (404, "no such account, card, room, order, …"),
         (409, "a state that does not allow the operation (bad_status, insufficient, …)"),
         (413, "a request body over the limit (1 MiB): too_large"),
         (422, "a field that breaks a rule or a format (invalid, bad_password, …)"),
-        (429, "rate limited (card-less operations, R10)"),
+        (429, "rate limited (card-less operations R10, wrong query passwords of a client)"),
         (503, "the database is unavailable"),
     )
 }
@@ -339,11 +339,18 @@ class KioskReadOut(BaseModel):
 
 
 class CardCounters(BaseModel):
-    """The R6 counters a newly written card starts with (a correction leaves them alone)."""
+    """The R5 and R6 counters a newly written card starts with (a correction leaves them
+    alone)."""
 
     day: str | None = Field(description="campus date the amount belongs to (None: nothing yet)")
     spent_fen: int = Field(
         ge=0, description="spent that day since midnight or the last correct consumption password"
+    )
+    pin_tries: int = Field(
+        default=0, ge=0, le=255, description="the account's wrong consumption passwords (R5)"
+    )
+    pin_epoch: int = Field(
+        default=0, ge=0, le=255, description="the desk's reset (mod 256) the tries count in"
     )
 
 
@@ -504,6 +511,7 @@ class EnrollTokenOut(BaseModel):
     role: str
     name: str
     expires_ms: int
+    simulated: bool
 
 
 class TerminalOut(BaseModel):
@@ -514,6 +522,7 @@ class TerminalOut(BaseModel):
     head_seq: int
     enrolled_ms: int
     last_seen_ms: int
+    simulated: bool
 
 
 class TerminalsOut(BaseModel):

@@ -19,9 +19,13 @@ claimed by an online authorization is released with the hold (:func:`release`).
 R6 with a card: the POS sends the card's own facts (``card``: generation, the tracked day
 and amount from the card's counters, the wrong tries, whether the consumption password was
 checked correct against the card's verifier).  The limit is then decided from those facts, so
-it holds across offline terminals, and the password never reaches the server.  Without card
-facts (legacy card requests) R6 is decided at account level, with the consumption password
-checked here (R5).
+it holds across offline terminals, and the password never reaches the server.  R5 counts the
+card's wrong tries or the account's, whichever is higher: a locked account refuses even a
+password the card accepted (a card restored from an old image, or a new card, does not start
+the count again).  A card whose facts show fewer sales than a synced record left on it went back
+(:mod:`sync.server.cardrisk`): an alarm, and by policy the card is blocked.  Without card facts
+(legacy card requests) R6 is decided at account level, with the consumption password checked
+here (R5).
 """
 
 from __future__ import annotations
@@ -36,10 +40,14 @@ from sync.money import format_fen
 from sync.passwords import verify_password
 from sync.records import UNSET, AuthorizeAnswer, decline
 from sync.rules import AccountStatus
-from sync.server import codes, holders, ledger
+from sync.server import cardrisk, codes, holders, ledger
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid
+
+BLOCKED_REASON = (
+    "card blocked: its counters went back (a copied or restored card); see the service desk"
+)
 
 
 def _decline(reason: str, code: str = "declined", **extra: Any) -> AuthorizeAnswer:
@@ -59,6 +67,8 @@ def credential_refusal(ctx: Context, row: dict[str, Any], uid: str | None) -> st
     """Why a card may not pay, or None (R2, R11, R13)."""
     if uid is not None and uid.upper() != row["uid"]:
         return "card UID does not match the issued card (clone?)"
+    if row["card_status"] == cardrisk.BLOCKED:
+        return BLOCKED_REASON
     if row["card_status"] != "active":
         return "card replaced by a newer card (R11)"
     reason = rules.blocking_reason(row["status"])
@@ -130,10 +140,18 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
             (aid,),
         )
         assert acct is not None
-        # R2/R13 again inside the transaction: the account may have changed since it was read
+        # R2/R11/R13 again inside the transaction: a loss report, a freeze or a new card
+        # committed after the lookup above must not get a hold
         blocked = rules.blocking_reason(acct["status"])
         if blocked is None and acct["expires"] and today > acct["expires"]:
             blocked = "card expired (R13): see the service desk"
+        if (
+            blocked is None
+            and qr is None
+            and tx.scalar("SELECT status FROM cards WHERE card_no = ?", (req["card_no"],))
+            != "active"
+        ):
+            blocked = "card replaced by a newer card (R11)"
         if blocked:
             return _decline(blocked, **base)
         held = tx.all(
@@ -147,26 +165,48 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
         tracker = account_tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"]).then(
             today, ((int(h["amount"]), bool(h["pin_ok"])) for h in held)
         )
-        if facts is not None:  # R6 from the card's counters and the account's amount
-            tries = int(facts.get("tries") or 0)
-            if (
-                facts.get("epoch") == acct["pin_epoch"] & 0xFF and tries > acct["pin_tries"]
-            ):  # R5: the card's wrong tries, known here at once (the journal follows)
+        if facts is not None:  # R5, R6 from the card's counters and the account's
+            if cardrisk.check_facts(  # a card showing fewer sales than it made went back
+                ctx,
+                tx,
+                row["card_no"],
+                aid,
+                int(facts["taps"]),
+                tid,
+                cardrisk.store_alarm(ctx, tx, tid),
+            ) and policy.get("auto_block_card_rollback", True):
+                return _decline(BLOCKED_REASON, **base)
+            same_epoch = facts.get("epoch") == acct["pin_epoch"] & 0xFF
+            card_tries = int(facts.get("tries") or 0) if same_epoch else 0
+            if card_tries > acct["pin_tries"]:
+                # R5: the card's wrong tries, known here at once (the journal follows)
                 tx.execute(
                     "UPDATE accounts SET pin_tries = ?, version = ? WHERE id = ?",
-                    (tries, next_version(tx), aid),
+                    (card_tries, next_version(tx), aid),
                 )
                 ctx.notifier.notify()
+            # R5: the card's tries or the account's, the higher (a card restored from an old
+            # image, or a new card, does not start the count again)
+            tries = max(card_tries, int(acct["pin_tries"]))
             tracker = rules.LimitTracker(facts.get("day") or "", facts["spent_fen"])
             pin_ok = facts.get("pin") == "ok"
-            if not pin_ok and rules.card_tap_needs_password(
+            needs = rules.card_tap_needs_password(
                 tracker, account_tracker, today, amount, acct["limit_fen"]
-            ):
+            )
+            if (pin_ok or needs) and tries >= policy["pin_max_tries"]:
+                return _decline(
+                    "consumption password locked (R5): see the service desk",
+                    "pin_locked",
+                    tries_left=0,
+                    **base,
+                )
+            if not pin_ok and needs:
                 return _decline(
                     f"over the daily limit {format_fen(acct['limit_fen'])}: "
                     "consumption password required (R6)",
                     "needs_pin",
                     limit_fen=acct["limit_fen"],
+                    tries_left=policy["pin_max_tries"] - tries,
                     **base,
                 )
         grant = False

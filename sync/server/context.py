@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from sync.card.keys import Keystore
 from sync.clock import DEFAULT_TZ, Clock, SystemClock, campus_date
 from sync.db import Database, Tx
+from sync.files import private_dir
 from sync.passwords import DEFAULT_LOG2_N
 from sync.rules import DEFAULT_CHANNELS, DEFAULT_PIN_MAX_TRIES
 from sync.server import keys
@@ -43,6 +44,9 @@ POLL_S = 0.25
 DEFAULT_POLICY: dict[str, Any] = {
     "offline_max_purchase_fen": 5000,
     "offline_max_card_day_fen": 10000,
+    # what one card spends offline since its last online approval, at every terminal together
+    # (carried on the card: at most MAX_CARD_OFFLINE_FEN; docs/security.md)
+    "offline_max_card_fen": 10000,
     "offline_max_total_fen": 500000,
     "pin_max_tries": DEFAULT_PIN_MAX_TRIES,
     "reissue_fee_fen": 2000,
@@ -63,7 +67,15 @@ DEFAULT_POLICY: dict[str, Any] = {
     "reverse_refund_s": 86400,
     # R7: how long a top-up order can be paid at its payment provider (sync.server.topups)
     "topup_order_ttl_s": 900,
+    # a card whose counters went back (a copied card, or one restored from an old image) is
+    # blocked as soon as the server sees it (docs/security.md); the alarm is raised either way
+    "auto_block_card_rollback": True,
 }
+
+
+#: the ID-token algorithms single sign-on accepts when the operator pins none: public-key
+#: algorithms only (sync.server.sso)
+SSO_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 
 
 @dataclass
@@ -81,6 +93,8 @@ class ServerConfig:
     sso_client_id: str = ""
     sso_client_secret: str = ""
     sso_claim: str = "preferred_username"
+    #: the ID-token algorithms the provider may use (sync.server.sso: pinned per provider)
+    sso_algorithms: tuple[str, ...] = SSO_ALGORITHMS
 
     @property
     def db_path(self) -> Path:
@@ -200,7 +214,7 @@ class Context:
 
     @classmethod
     def open(cls, config: ServerConfig, clock: Clock | None = None) -> Context:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(config.data_dir)  # the database and key files in it hold the campus keys
         db = Database(config.db_target, synchronous="FULL", migrations=MIGRATIONS)
         rng: random.Random = secrets.SystemRandom()
         if config.seed is not None:

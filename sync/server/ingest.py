@@ -11,7 +11,8 @@ For each batch:
    behind it (a bad one makes us walk back to the newest record whose signature holds);
 5. the run is applied exactly once, in one transaction (records, transfers, the holds and
    provisional code claims of those sequence numbers released, R6 tracking, R5 wrong tries,
-   R12 flags; phone-code sales through :mod:`sync.server.codeuse`: a code used twice is
+   R12 flags, the card counters each record left (:mod:`sync.server.cardrisk`: a card that
+   went back is an alarm); phone-code sales through :mod:`sync.server.codeuse`: a code used twice is
    reversed; reverse-scan records through :mod:`sync.server.reconcile`: a sale is linked to
    the phone's payment and charges nothing, a ``void`` refunds it), and the head moves;
 6. records after a gap are held in ``pending_records`` until the gap is filled.
@@ -48,10 +49,10 @@ from sync.db import Tx, placeholders
 from sync.errors import ProtocolError
 from sync.records import Alarm, JournalRecord, PushAck
 from sync.rules import AccountStatus
-from sync.server import authorize, codeuse, holders, ledger, reconcile
+from sync.server import authorize, cardrisk, codeuse, holders, ledger, reconcile, roles
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version
-from sync.server.errors import Invalid
+from sync.server.errors import Forbidden, Invalid
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def _read(body_text: str) -> tuple[int, str, JournalRecord | None, str]:
     return env.seq, env.term, None, why
 
 
-def _decode(terminal_id: str, wire: Sequence[Mapping[str, Any]]) -> list[Incoming]:
+def _decode(terminal_id: str, role: str, wire: Sequence[Mapping[str, Any]]) -> list[Incoming]:
     if len(wire) > MAX_BATCH:
         raise Invalid(f"a batch holds at most {MAX_BATCH} records", "batch_too_large")
     out = []
@@ -118,6 +119,12 @@ def _decode(terminal_id: str, wire: Sequence[Mapping[str, Any]]) -> list[Incomin
             raise Invalid(f"record {i}: {exc}", "bad_record") from exc
         if term != terminal_id:
             raise Invalid(f"record {i} belongs to terminal {term}", "foreign_record")
+        if rec is not None and not roles.may_write(role, rec.kind, rec.method):
+            raise Forbidden(
+                f"record {i}: a {role} terminal does not write {rec.kind} records by "
+                f"{rec.method} (docs/security.md)",
+                "record_not_allowed",
+            )
         out.append(Incoming(seq, body_text.encode(), sig, rec, refused=why))
     return out
 
@@ -177,11 +184,13 @@ def _gap_alarm(
 def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, Any]]) -> PushAck:
     tid = terminal["id"]
     try:
-        items = _decode(tid, wire)
-    except Invalid as exc:
-        if exc.code == "foreign_record":  # another terminal's records: a cloned or forged sender
+        items = _decode(tid, str(terminal["role"]), wire)
+    except (Invalid, Forbidden) as exc:
+        # another terminal's records (a cloned or forged sender), or records this role never
+        # writes (a compromised kiosk or gate): nothing is applied, the operator is told
+        if exc.code in ("foreign_record", "record_not_allowed"):
             with ctx.db.tx() as tx:
-                _alarm(tx, ctx, None, tid, "foreign_record", exc.message)
+                _alarm(tx, ctx, None, tid, exc.code, exc.message)
         raise
     key = VerifyKey.from_b64(terminal["pubkey"])
     with ctx.db.tx() as tx:
@@ -473,6 +482,14 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
                 acct["frozen_now"] = True
         touched.add(aid)
     ledger.apply_many(tx, transfers)
+    # the card counters the records left: a card that went back is an alarm (and blocked)
+    cardrisk.note_records(
+        ctx,
+        tx,
+        tid,
+        [(i.seq, i.rec) for i in run if i.rec is not None],
+        lambda kind, detail: _alarm(tx, ctx, res, tid, kind, detail),
+    )
     tx.insert_rows(
         "records",
         ("terminal_id", "seq", "hash", "body", "sig", "received_ms"),

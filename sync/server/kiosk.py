@@ -54,7 +54,9 @@ def change_query_password(
     ctx: Context, terminal: dict[str, Any], proof: dict[str, Any], old: str, new: str
 ) -> dict[str, Any]:
     row = _usable_card(ctx, proof)
-    return holder_ops.change_query_password(ctx, row, old, new, actor=terminal["id"])
+    return holder_ops.change_query_password(
+        ctx, row, old, new, actor=terminal["id"], client=f"kiosk:{terminal['id']}"
+    )
 
 
 def change_consume_password(
@@ -70,13 +72,18 @@ def change_consume_password(
         rules.check_password_format(new)
     except RuleError as exc:
         raise Invalid(str(exc), "bad_password") from exc
-    holders.verify_query_password(ctx, row, query_password)
+    checked = holders.verify_query_password(ctx, row, query_password, f"kiosk:{terminal['id']}")
     verifier = hash_password(new, log2_n=ctx.config.password_log2_n)
     with ctx.db.tx() as tx:
+        holders.still_current(tx, row["id"], checked)
+        # the wrong tries start again in a new epoch, as the desk's reset does (R5): a count
+        # written after it is never one the card showed before (sync.server.cardrisk)
         tx.execute(
-            "UPDATE accounts SET consume_pw = ?, pin_tries = 0, version = ? WHERE id = ?",
+            "UPDATE accounts SET consume_pw = ?, pin_tries = 0, pin_epoch = pin_epoch + 1, "
+            "version = ? WHERE id = ?",
             (verifier, next_version(tx), row["id"]),
         )
+        epoch = int(tx.scalar("SELECT pin_epoch FROM accounts WHERE id = ?", (row["id"],)))
         # the card's own verifier (docs/card-format.md) lives in its signed identity
         identity = set_card_password(ctx, tx, row["id"], new)
         event(
@@ -91,7 +98,12 @@ def change_consume_password(
     return {
         "card_no": row["card_no"],
         "changed": "consume_password",
-        "write": {"pin_verifier": verifier, "pin_tries": 0, "identity": identity},
+        "write": {
+            "pin_verifier": verifier,
+            "pin_tries": 0,
+            "pin_epoch": epoch & 0xFF,
+            "identity": identity,
+        },
     }
 
 
@@ -106,8 +118,10 @@ def change_limit(
     row = _usable_card(ctx, proof)
     if isinstance(limit_fen, bool) or not 0 < limit_fen <= MAX_AMOUNT_FEN:
         raise Invalid(f"limit_fen: 1 to {MAX_AMOUNT_FEN}", "bad_amount")
-    holders.verify_query_password(ctx, row, query_password)
+    checked = holders.verify_query_password(ctx, row, query_password, f"kiosk:{terminal['id']}")
     with ctx.db.tx() as tx:
+        holders.still_current(tx, row["id"], checked)
+        before = int(tx.scalar("SELECT limit_fen FROM accounts WHERE id = ?", (row["id"],)))
         tx.execute(
             "UPDATE accounts SET limit_fen = ?, version = ? WHERE id = ?",
             (limit_fen, next_version(tx), row["id"]),
@@ -117,7 +131,7 @@ def change_limit(
             ctx,
             row["id"],
             "limit",
-            f"daily limit {format_fen(row['limit_fen'])} -> {format_fen(limit_fen)} (R6)",
+            f"daily limit {format_fen(before)} -> {format_fen(limit_fen)} (R6)",
             terminal["id"],
         )
     ctx.notifier.notify()

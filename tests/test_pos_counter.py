@@ -271,3 +271,40 @@ def test_display_gone_does_not_stop_a_sale(shop: Any, net_pos: tuple[PosProc, Pa
     assert out["approved"], out
     wait_until(lambda: pos.status()["devices"]["display"]["state"] == "unavailable", 10)
     assert pos.status()["devices"]["display"]["error"]
+
+
+def test_cashier_screen_shows_the_devices_and_reprints(shop: Any) -> None:
+    """The cashier screen (Chromium) shows each device's state and the print queue, hides its
+    own password entry while the PIN pad takes it, and prints the last receipt again."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.test_screens import CHROMIUM_ARGS
+
+    server, pos, counter = shop
+    card = new_card((server, pos))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(pos.url + "/cashier")
+            devices = page.get_by_test_id("devices")
+            expect(devices).to_contain_text("打印机 printer: ready", timeout=10_000)
+            expect(devices).to_contain_text("密码键盘 PIN pad: ready")
+            page.fill("#amount", "60.00")
+            page.click("#charge")
+            expect(page.get_by_test_id("state")).to_have_attribute("data-state", "wait_credential")
+            AgentControl(pos.url).present(card["card_no"])
+            expect(page.get_by_test_id("state")).to_have_attribute("data-state", "wait_pin")
+            expect(page.get_by_test_id("state")).to_contain_text("PIN pad")
+            expect(page.locator("#pinpad")).to_be_hidden()
+            ykt("sim", "pinpad", "type", "--dir", str(counter.dir), "--name", "k1",
+                card["password"])  # fmt: skip
+            expect(page.get_by_test_id("state")).to_have_attribute("data-state", "approved")
+            wait_until(lambda: receipts(pos)["counts"]["queued"] == 0, 10)
+            before = len(printed_receipts(counter))
+            page.click("#reprint")
+            wait_until(lambda: len(printed_receipts(counter)) > before, 10)
+            assert any("60.00" in line for line in printed_receipts(counter)[-1])
+            assert any("COPY" in line for line in printed_receipts(counter)[-1])
+        finally:
+            browser.close()

@@ -49,6 +49,8 @@ MIGRATIONS.add(
     """,
 )
 
+#: the journal record kinds that get a receipt (money moved at this till)
+RECEIPT_KINDS = frozenset({"sale", "refund"})
 METHODS = {"card": "校园卡 card", "qr-forward": "付款码 pay code", "qr-reverse": "扫码 scan"}
 KINDS = {"sale": "消费 SALE", "refund": "退款 REFUND"}
 
@@ -136,7 +138,7 @@ class PrintQueue:
                 if found is None:
                     continue
                 rec, h = found
-                if rec.kind == "sale":
+                if rec.kind in RECEIPT_KINDS:
                     self._add(rec, h, 0)
                     added.append(seq)
             self._seen = head
@@ -164,8 +166,8 @@ class PrintQueue:
                     raise LookupError("no receipt to print again")
                 seq = int(last)
             found = self.journal.record(seq)
-            if found is None or found[0].kind != "sale":
-                raise LookupError(f"no sale with journal seq {seq} on this terminal")
+            if found is None or found[0].kind not in RECEIPT_KINDS:
+                raise LookupError(f"no sale or refund with journal seq {seq} on this terminal")
             copies = int(self.db.scalar("SELECT COUNT(*) FROM receipts WHERE seq = ?", (seq,)))
             rid = self._add(found[0], found[1], copies)
         with self.changed:

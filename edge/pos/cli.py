@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.pos import controltoken
+from drivers.errors import DeviceUrlError
+from drivers.registry import scheme_of, schemes
 from edge.pos.agent import PosAgent, PosConfig
 from edge.pos.control import create_control_app
 from sync.errors import ConfigError
@@ -110,6 +112,17 @@ def load_config(args: argparse.Namespace) -> PosConfig:
         raise ConfigError('--data DIR is required (or data = "DIR" in the config file)')
     if values.get("decoder", "zxing") not in ("zxing", "zbar"):
         raise ConfigError(f"decoder must be zxing or zbar, not {values['decoder']!r}")
+    for kind in ("printer", "display", "pinpad"):
+        url = values.get(kind)
+        if url is None:
+            continue
+        try:
+            scheme = scheme_of(url)
+        except DeviceUrlError as exc:
+            raise ConfigError(f"{kind}: {exc}") from exc
+        if scheme not in schemes(kind):
+            known = ", ".join(f"{s}://" for s in schemes(kind))
+            raise ConfigError(f"{kind} {url!r}: no {kind} driver for {scheme}:// (known: {known})")
     port = values.get("control_port", 8701)
     if not 1 <= port <= 65535:
         raise ConfigError(f"control port {port} is not a port number")

@@ -9,7 +9,7 @@ import os
 import threading
 import tty
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -18,9 +18,11 @@ from hypothesis import strategies as st
 from drivers.display.dmd import DmdDisplay, encode_screen
 from drivers.errors import DeviceUnavailable
 from drivers.pinpad.framed import ACK, NAK, FramedPinPad, FrameReader, frame, lrc
-from drivers.printer.base import PrinterNotReady, Receipt
+from drivers.printer.base import Printer, PrinterNotReady, Receipt
 from drivers.printer.escpos import EscposPrinter, encode_receipt, parse_status
+from drivers.registry import open_device
 from drivers.transport import SerialTransport
+from sim import printer as sim_printer
 from sim.escpos_stream import PrinterModel, render
 from sim.periph import DisplayModel
 from sync import receipt
@@ -158,18 +160,23 @@ def pty_printer() -> Iterator[tuple[str, PrinterModel]]:
     t.join(2)
 
 
-def _transports(kind: str, pty_printer: tuple[str, PrinterModel]) -> tuple[Any, PrinterModel]:
+def _printer(
+    kind: str, pty_printer: tuple[str, PrinterModel], tmp_path: Path
+) -> tuple[Printer, PrinterModel]:
     if kind == "memory":
         model = PrinterModel()
-        return ModelTransport(model), model
+        return EscposPrinter(kind, ModelTransport(model)), model
+    if kind == "sim":  # sim://, through the registry and the simulator's provider
+        p = open_device("printer", f"sim://contract?dir={tmp_path}")
+        return p, sim_printer.PRINTERS.get("contract").model
     path, model = pty_printer
-    return SerialTransport(path, 9600), model
+    return EscposPrinter(kind, SerialTransport(path, 9600)), model
 
 
-@pytest.mark.parametrize("kind", ["memory", "pty"])
-def test_printer_contract(kind: str, pty_printer: tuple[str, PrinterModel]) -> None:
-    transport, model = _transports(kind, pty_printer)
-    p = EscposPrinter(kind, transport)
+@pytest.mark.parametrize("kind", ["memory", "sim", "pty"])
+def test_printer_contract(kind: str, pty_printer: tuple[str, PrinterModel], tmp_path: Path) -> None:
+    p, model = _printer(kind, pty_printer, tmp_path)
+    assert isinstance(p, Printer)
     try:
         assert p.status().ready
         p.print(RECEIPT)
@@ -185,6 +192,9 @@ def test_printer_contract(kind: str, pty_printer: tuple[str, PrinterModel]) -> N
         model.paper = True
         p.print(RECEIPT)
         assert model.dropped > 0
+        if kind == "sim":  # what it printed, unchanged, in DIR/NAME.escpos
+            page = render((tmp_path / "contract.escpos").read_bytes())
+            assert page.receipts[0][0] == RECEIPT.title and page.receipts[-1][0] == RECEIPT.title
     finally:
         p.close()
 

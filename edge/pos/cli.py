@@ -9,9 +9,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from edge.pos import controltoken
 from drivers.errors import DeviceUrlError
 from drivers.registry import scheme_of, schemes
+from edge.pos import controltoken
 from edge.pos.agent import PosAgent, PosConfig
 from edge.pos.control import create_control_app
 from sync.errors import ConfigError

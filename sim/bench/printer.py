@@ -15,6 +15,7 @@ the printer answers the ``DLE EOT`` status requests.  Sales on the in-process si
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from pathlib import Path
@@ -33,7 +34,16 @@ if TYPE_CHECKING:
     from sim.bench import Options
 
 
+SKIPPED = "python-escpos or pyserial is not installed (pip install 'ykt[printer]'); skipped"
+
+
+def _available() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("escpos", "serial"))
+
+
 def run(work: Path, opts: Options) -> dict[str, Any]:
+    if not _available():
+        return {"skipped": f"printer bench: {SKIPPED}"}
     n_cards, n = (10, 20) if opts.quick else (50, 200)
     work.mkdir(parents=True, exist_ok=True)
     info = periph_cli.start("printer", work, "bench")

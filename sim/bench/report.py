@@ -203,6 +203,8 @@ def printer(f: dict[str, Any]) -> list[str]:
     def lat(v: dict[str, Any]) -> str:
         return f"p50 {v['p50_ms']:8.2f} ms  p99 {v['p99_ms']:8.2f} ms  (n {v['n']})"
 
+    if "skipped" in f:
+        return [f"Receipts: {f['skipped']}"]
     return [
         f"Receipts on {f['printer']}",
         f"  approval, printer ready   {lat(f['with_printer'])}",

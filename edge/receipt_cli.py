@@ -26,7 +26,7 @@ from sync.client import ServerClient
 from sync.clock import iso
 from sync.crypto import VerifyKey
 from sync.errors import ConfigError, ProtocolError, ServerRefused, SyncError
-from sync.money import format_fen
+from sync.money import format_fen, parse_amount
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,6 +42,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--png", type=Path, help="picture of the receipt or its QR code")
     src.add_argument("--text", help="the QR code's text")
+    p.add_argument(
+        "--printed",
+        type=Path,
+        metavar="TEXT_FILE",
+        help="the receipt's printed text (typed in, or as `ykt sim printer show` prints it): "
+        "its terminal, seq, amount and balance lines are compared with what the terminal signed",
+    )
     p.add_argument("--decoder", choices=["zxing", "zbar"], default="zxing")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--strict", action="store_true", help="exit 3 unless the receipt is genuine")
@@ -121,9 +128,49 @@ def check(server: str, text: str) -> dict[str, Any]:
     }
 
 
+#: printed label -> the signed field it shows (edge/receipts.py prints these lines)
+PRINTED = {"终端 Terminal:": "terminal", "流水 Seq:": "seq", "金额 Amount:": "amount_fen",
+           "余额 Balance:": "balance_fen"}  # fmt: skip
+
+
+def _printed_value(field: str, text: str) -> Any:
+    text = text.strip().lstrip("￥¥")
+    if field == "terminal":
+        return text
+    try:
+        return parse_amount(text) if field.endswith("_fen") else int(text)
+    except ValueError:
+        return text
+
+
+def compare_printed(out: dict[str, Any], printed: str) -> dict[str, Any]:
+    """``out`` made altered when a printed field differs from the signed one."""
+    signed = out.get("receipt")
+    if out["verdict"] != "genuine" or signed is None:
+        return out
+    for line in printed.splitlines():
+        for label, field in PRINTED.items():
+            if line.strip().startswith(label):
+                got = _printed_value(field, line.strip()[len(label) :])
+                if got != signed[field]:
+                    return {
+                        **out,
+                        "verdict": "altered",
+                        "reason": f"the printed {field} ({line.strip()[len(label) :].strip()}) "
+                        f"differs from what the terminal signed ({signed[field]})",
+                    }
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     text = args.text if args.text is not None else _decode(args.png, args.decoder)
     out = check(args.server, text)
+    if args.printed is not None:
+        try:
+            printed = args.printed.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {args.printed}: {exc}") from exc
+        out = compare_printed(out, printed)
     if args.json:
         print(json.dumps(out, ensure_ascii=False))
     else:

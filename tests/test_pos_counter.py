@@ -84,7 +84,7 @@ def printed_receipts(counter: Counter) -> list[list[str]]:
     return render(counter.printed()).receipts
 
 
-def test_card_sale_prints_a_gb18030_receipt_that_verifies(shop: Any) -> None:
+def test_card_sale_prints_a_gb18030_receipt_that_verifies(shop: Any, tmp_path: Path) -> None:
     server, pos, counter = shop
     card = new_card((server, pos))
     before = len(printed_receipts(counter))
@@ -111,6 +111,15 @@ def test_card_sale_prints_a_gb18030_receipt_that_verifies(shop: Any) -> None:
     strict = ykt("verify-receipt", "--server", server.url, "--text", altered, "--strict",
                  check=False)  # fmt: skip
     assert strict.returncode == 3 and strict.stdout.startswith("ALTERED")
+    # the printed text against the signed fields: as printed, then with one digit changed
+    printed = tmp_path / "printed.txt"
+    printed.write_text("\n".join(receipt), encoding="utf-8")
+    args = ("verify-receipt", "--server", server.url, "--text", text, "--json")
+    same = json.loads(ykt(*args, "--printed", str(printed)).stdout)
+    assert same["verdict"] == "genuine", same
+    printed.write_text("\n".join(receipt).replace("￥12.50", "￥12.58"), encoding="utf-8")
+    changed = json.loads(ykt(*args, "--printed", str(printed)).stdout)
+    assert changed["verdict"] == "altered" and "amount_fen" in changed["reason"], changed
     junk = json.loads(
         ykt("verify-receipt", "--server", server.url, "--text", "hello", "--json").stdout
     )

@@ -159,6 +159,7 @@ class PrintQueue:
 
     def reprint(self, seq: int | None = None) -> int:
         """Queue a copy of the receipt of ``seq`` (default: the last receipt); its id."""
+        self.catch_up()  # a sale approved a moment ago has its receipt before its copy
         with self._lock:
             if seq is None:
                 last = self.db.scalar("SELECT MAX(seq) FROM receipts")

@@ -187,8 +187,8 @@ def test_paper_out_sale_approved_and_printed_when_paper_is_back(shop: Any) -> No
     out = AgentControl(pos.url).sale(450, card["card_no"])
     assert out["approved"], out
     wait_until(lambda: pos.status()["devices"]["printer"]["state"].startswith("paper out"), 10)
-    assert "printer" in ((pos.status() and AgentControl(pos.url).state()["notice"]) or "")
-    assert receipts(pos)["counts"]["queued"] >= 1
+    wait_until(lambda: "printer" in (AgentControl(pos.url).state()["notice"] or ""), 10)
+    wait_until(lambda: receipts(pos)["counts"]["queued"] >= 1, 10)
     counter.fault("--paper", "ok")
     wait_until(lambda: len(printed_receipts(counter)) > before, 10)
     assert any("4.50" in line for line in printed_receipts(counter)[-1])
@@ -263,7 +263,7 @@ def test_network_printer_unplugged_then_back(shop: Any, net_pos: tuple[PosProc, 
     out = AgentControl(pos.url).sale(330, card["card_no"])
     assert out["approved"], out  # the sale does not wait for the printer
     wait_until(lambda: pos.status()["devices"]["printer"]["state"] == "unavailable", 15)
-    assert AgentControl(pos.url).receipts()["counts"]["queued"] == 1
+    wait_until(lambda: AgentControl(pos.url).receipts()["counts"]["queued"] == 1, 10)
     sim("printer", "start", "--dir", str(devices), "--name", "n1", "--net", "--port", port)
     wait_until(lambda: any("3.30" in line for r in printed() for line in r), 15)
     wait_until(lambda: pos.status()["devices"]["printer"]["state"] == "ready", 10)

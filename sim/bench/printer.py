@@ -53,8 +53,10 @@ def run(work: Path, opts: Options) -> dict[str, Any]:
         try:
             cards = srv.populate(n_cards, 1_000_000, cards=True)
             admin = srv.admin()
-            token = admin.call(
-                "POST", "/v1/admin/terminals/tokens", {"role": "pos", "name": "bench-printer"}
+            token = admin.call(  # a sim:// reader: a simulated terminal
+                "POST",
+                "/v1/admin/terminals/tokens",
+                {"role": "pos", "name": "bench-printer", "simulated": True},
             )
             admin.close()
             agent = PosAgent(

@@ -123,8 +123,10 @@ class PrintQueue:
         self._lock = threading.Lock()
         self.changed = threading.Condition()
         last = db.scalar("SELECT MAX(seq) FROM receipts")
-        # a new queue takes only what is journaled from now on
-        self._seen = int(last) if last is not None else journal.head_seq
+        # a new queue takes only what is journaled from now on; so does one whose journal is
+        # behind it (the journal was replaced: its seqs start again)
+        head = journal.head_seq
+        self._seen = head if last is None or int(last) > head else int(last)
 
     def catch_up(self) -> list[int]:
         """Queue a receipt for each sale journaled since the last one queued (the seqs)."""

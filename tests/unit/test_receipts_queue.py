@@ -85,3 +85,19 @@ def test_a_copy_on_request_and_a_signed_code_of_the_record(
     rec, h = journal.record(seq) or (None, "")
     assert rec is not None and facts == receipt.facts_of(rec, h)
     assert receipt.genuine(facts, sig, journal.key.public)
+
+
+def test_a_replaced_journal_starts_the_receipts_again(
+    parts: tuple[Journal, ManualClock, Path], tmp_path: Path
+) -> None:
+    journal, clock, path = parts
+    q = PrintQueue(Database(path), journal, IDENT, clock)
+    for amt in (100, 200, 300):
+        _sale(journal, clock, amt)
+    assert len(q.catch_up()) == 3
+    q.db.close()
+    fresh = Journal(Database(tmp_path / "new.db"), IDENT.terminal_id, journal.key, clock, TZ)
+    q = PrintQueue(Database(path), fresh, IDENT, clock)  # its seqs start at 1 again
+    assert q.catch_up() == [] and q.catch_up() == []
+    assert q.catch_up() == [] and _sale(fresh, clock, 400) == 1
+    assert q.catch_up() == [1]

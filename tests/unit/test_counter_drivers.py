@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.display.dmd import DmdDisplay, encode_screen
-from drivers.errors import DeviceUnavailable
+from drivers.errors import DeviceUnavailable, DeviceUrlError
 from drivers.pinpad.framed import ACK, NAK, FramedPinPad, FrameReader, frame, lrc
 from drivers.printer.base import Printer, PrinterNotReady, Receipt
 from drivers.printer.escpos import EscposPrinter, encode_receipt, parse_status
@@ -281,3 +281,29 @@ def test_receipt_code_genuine_and_every_field_change_detected() -> None:
     for bad in ("", "YKTR1|x", "YKTR2" + text[5:], text.replace("|12|", "|-1|")):
         with pytest.raises(ProtocolError):
             receipt.parse(bad)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "escpos+usb://04b8",  # no PID
+        "escpos+usb://zz:0202",
+        "escpos+usb://10000:0202",
+        "escpos+net://",
+        "escpos+net://10.0.0.5:port",
+        "escpos+net://10.0.0.5:9100/x",
+        "escpos+serial:///dev/ttyS1?baud=7",
+        "escpos+serial:///dev/ttyS1?speed=9600",
+        "escpos+serial://host/dev/ttyS1",
+    ],
+)
+def test_bad_printer_urls_are_refused_before_anything_opens(url: str) -> None:
+    with pytest.raises(DeviceUrlError):
+        open_device("printer", url)
+
+
+def test_no_display_or_pin_pad_on_a_printer_scheme() -> None:
+    with pytest.raises(DeviceUrlError, match="no display driver"):
+        open_device("display", "escpos+net://10.0.0.5:9100")
+    with pytest.raises(DeviceUrlError, match="no pinpad driver"):
+        open_device("pinpad", "camera:///dev/video0")

@@ -90,6 +90,7 @@ class Counter:
         self.pinpad: PinPad | None = None
         self._display_tried = 0.0
         self._prompting = False
+        self._pad_lock = threading.RLock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.latencies_ms: deque[int] = deque(maxlen=2000)  # approval -> printed
@@ -209,19 +210,22 @@ class Counter:
             self._display_tried = time.monotonic()
 
     def _prompt(self, s: dict[str, Any]) -> None:
-        pad = self.pinpad
-        if pad is None:
-            return
-        want = s["state"] == "wait_pin"
-        try:
-            if want:
-                pad.prompt(f"PIN {yuan(s['amount_fen'] or 0)}")
-                self._prompting = True
-            elif self._prompting:
-                pad.idle()
-                self._prompting = False
-        except DriverError as exc:
-            self._pinpad_failed(exc)
+        """Ask the PIN pad for the password while the screen waits for it (the screen thread
+        and the PIN-pad thread both call this)."""
+        with self._pad_lock:
+            pad = self.pinpad
+            if pad is None:
+                return
+            want = s["state"] == "wait_pin"
+            try:
+                if want:
+                    pad.prompt(f"PIN {yuan(s['amount_fen'] or 0)}")
+                    self._prompting = True
+                elif self._prompting:
+                    pad.idle()
+                    self._prompting = False
+            except DriverError as exc:
+                self._pinpad_failed(exc)
 
     # -- printer --------------------------------------------------------------------------
     def _printer_loop(self) -> None:

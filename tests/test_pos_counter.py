@@ -212,6 +212,19 @@ def test_paper_out_mid_receipt_prints_the_whole_receipt_again(shop: Any) -> None
     assert len(page.receipts) > before
 
 
+def test_cover_open_then_closed(shop: Any) -> None:
+    server, pos, counter = shop
+    card = new_card((server, pos))
+    counter.fault("--cover", "open")
+    before = len(printed_receipts(counter))
+    assert AgentControl(pos.url).sale(222, card["card_no"])["approved"]
+    wait_until(lambda: pos.status()["devices"]["printer"]["state"].startswith("cover open"), 10)
+    wait_until(lambda: receipts(pos)["counts"]["queued"] >= 1, 10)
+    assert len(printed_receipts(counter)) == before
+    counter.fault("--cover", "closed")
+    wait_until(lambda: any("2.22" in line for line in printed_receipts(counter)[-1]), 10)
+
+
 def test_reprint_from_the_cashier(shop: Any) -> None:
     server, pos, counter = shop
     card = new_card((server, pos))

@@ -7,7 +7,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 # Debian packages the code and the tests use (installed when missing).  postgresql: the server
 # tests run on SQLite and again on a throwaway PostgreSQL cluster the tests start (tests/dbs.py);
-# systemd: systemd-analyze checks the units in systemd/.
+# systemd: systemd-analyze checks the units in systemd/.  fonts-noto-cjk: the screens and the
+# simulated printer's pictures show Chinese (without it, empty boxes).
 APT_PACKAGES := chromium fonts-noto-cjk libzbar0 pcscd vsmartcard-vpcd libpcsclite-dev python3-dev gcc postgresql systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

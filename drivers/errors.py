@@ -16,7 +16,9 @@ errors.  The other packages' trees: :mod:`sync.errors` (shared core and wire),
         ├── DeviceUrlError              a device URL with an unknown scheme or bad parameters
         ├── DeviceUnavailable           the device is absent, unplugged, or its service is down
         │   ├── ServiceUnavailable          the PC/SC service (pcscd) is not running or restarted
-        │   └── ReaderNotFound              no reader matches the configured name (unplugged?)
+        │   ├── ReaderNotFound              no reader matches the configured name (unplugged?)
+        │   └── PrinterNotReady             the printer answers but cannot print (paper out,
+        │                                   cover open, offline)
         ├── DispenserError              the card dispenser refused or failed a command
         │   ├── HopperEmpty                 no blank card left in the hopper
         │   ├── DispenserJammed             a card jammed in the dispenser (reset() recovers)
@@ -32,7 +34,10 @@ errors.  The other packages' trees: :mod:`sync.errors` (shared core and wire),
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from drivers.printer.base import PrinterStatus
 
 
 class YktError(Exception):
@@ -70,6 +75,17 @@ class ServiceUnavailable(DeviceUnavailable):
 
 class ReaderNotFound(DeviceUnavailable):
     pass
+
+
+class PrinterNotReady(DeviceUnavailable):
+    """The printer answers but cannot print; ``status`` is its
+    :class:`drivers.printer.base.PrinterStatus`."""
+
+    code = "printer_not_ready"
+
+    def __init__(self, message: str, status: PrinterStatus) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class DispenserError(DriverError):

@@ -12,6 +12,13 @@ kind          scheme                      device
 ``reader``    ``pcsc://NAME``             the PC/SC reader called NAME (or whose name starts so)
 ``dispenser`` ``serial:///dev/ttyS0``     a Creator CRT-591 card dispenser on pyserial
                                           (``?baud=9600&addr=0``, :mod:`drivers.dispenser.crt591`)
+``printer``   ``escpos+usb://VID:PID``    an ESC/POS receipt printer on USB, a serial port or
+``printer``   ``escpos+serial:///dev/…``  the network (python-escpos commands;
+``printer``   ``escpos+net://HOST:9100``  :mod:`drivers.printer.escpos`)
+``display``   ``serial:///dev/ttyUSB0``   a pole display, Epson DM-D commands
+                                          (:mod:`drivers.display.dmd`)
+``pinpad``    ``serial:///dev/ttyUSB1``   a PIN pad, STX/ETX/LRC frames
+                                          (:mod:`drivers.pinpad.framed`)
 any           ``sim://NAME``              a simulated device, from the ``ykt.devices`` entry
                                           point ``sim`` (the simulator, :mod:`sim.devices`)
 ============= =========================== ===================================================
@@ -33,7 +40,13 @@ from urllib.parse import urlsplit
 
 from drivers.dispenser import crt591
 from drivers.dispenser.base import CardDispenser
+from drivers.display import dmd
+from drivers.display.base import CustomerDisplay
 from drivers.errors import DeviceUrlError
+from drivers.pinpad import framed
+from drivers.pinpad.base import PinPad
+from drivers.printer import escpos
+from drivers.printer.base import Printer
 from drivers.qr import camera, serial_scanner
 from drivers.qr.base import QrSource
 from drivers.reader import pcsc
@@ -100,11 +113,18 @@ def open_device(kind: Literal["reader"], url: str) -> CardReader: ...
 def open_device(kind: Literal["qr"], url: str) -> QrSource: ...
 @overload
 def open_device(kind: Literal["dispenser"], url: str) -> CardDispenser: ...
+@overload
+def open_device(kind: Literal["printer"], url: str) -> Printer: ...
+@overload
+def open_device(kind: Literal["display"], url: str) -> CustomerDisplay: ...
+@overload
+def open_device(kind: Literal["pinpad"], url: str) -> PinPad: ...
 def open_device(
-    kind: Literal["reader", "qr", "dispenser"], url: str
-) -> CardReader | QrSource | CardDispenser:
+    kind: Literal["reader", "qr", "dispenser", "printer", "display", "pinpad"], url: str
+) -> CardReader | QrSource | CardDispenser | Printer | CustomerDisplay | PinPad:
     """Open the device of ``kind`` named by ``url``: a :class:`CardReader`, a
-    :class:`QrSource` or a :class:`CardDispenser` (:class:`DeviceUrlError` when the scheme has
+    :class:`QrSource`, a :class:`CardDispenser`, a :class:`Printer`, a
+    :class:`CustomerDisplay` or a :class:`PinPad` (:class:`DeviceUrlError` when the scheme has
     no driver of that kind, or its provider made something else)."""
     _load_builtin()
     scheme = scheme_of(url)
@@ -122,6 +142,12 @@ def open_device(
     if kind == "qr" and isinstance(device, QrSource):
         return device
     if kind == "dispenser" and isinstance(device, CardDispenser):
+        return device
+    if kind == "printer" and isinstance(device, Printer):
+        return device
+    if kind == "display" and isinstance(device, CustomerDisplay):
+        return device
+    if kind == "pinpad" and isinstance(device, PinPad):
         return device
     raise DeviceUrlError(f"{url}: the {scheme}:// driver made no {kind} ({device!r})")
 
@@ -147,3 +173,7 @@ def _register_builtin() -> None:
     register("qr", "serial", serial_scanner.open_url)
     register("reader", "pcsc", pcsc.open_url)
     register("dispenser", "serial", crt591.open_url)
+    for scheme in ("escpos+usb", "escpos+serial", "escpos+net"):
+        register("printer", scheme, escpos.open_url)
+    register("display", "serial", dmd.open_url)
+    register("pinpad", "serial", framed.open_url)

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "sim.cli",  # ykt sim
     "sim.demo",  # ykt demo
     "edge.verify_cli",  # ykt verify-code
+    "edge.receipt_cli",  # ykt verify-receipt
     "sim.bench.cli",  # ykt bench
 )
 

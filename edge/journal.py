@@ -440,3 +440,10 @@ class Journal:
                 raise JournalError(f"record {n} has a bad signature")
             prev = r["hash"]
         return n
+
+    def record_and_hash(self, seq: int) -> tuple[JournalRecord, str] | None:
+        """One of this terminal's records and its hash, or None."""
+        r = self.db.one("SELECT body, hash FROM journal WHERE seq = ?", (seq,))
+        if r is None:
+            return None
+        return JournalRecord.parse(r["body"]), str(r["hash"])

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sim import cardcli, till_cli
+from sim import cardcli, periph_cli, till_cli
 from sim.chaos.cli import add_chaos_parser
 from sim.control import AgentControl, token_file_option
 from sim.dispenser import cli as dispenser_cli
@@ -204,4 +204,5 @@ def add_parser(sub: Sub) -> None:
     add_chaos_parser(cmds)
 
     cardcli.add_parsers(cmds)
+    periph_cli.add_parsers(cmds)
     dispenser_cli.add_parsers(cmds)

@@ -187,6 +187,13 @@ class AgentControl:
     def cancel(self) -> dict[str, Any]:
         return self._call("POST", "/control/cancel")
 
+    def receipts(self) -> dict[str, Any]:
+        """The agent's print queue: counts, the last receipts, print latencies."""
+        return self._call("GET", "/control/receipts")
+
+    def reprint(self, seq: int | None = None) -> dict[str, Any]:
+        return self._call("POST", "/control/reprint", {} if seq is None else {"seq": seq})
+
     def present(self, card_no: str, uid: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"card_no": card_no}
         if uid:

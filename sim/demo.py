@@ -1,6 +1,7 @@
 """``ykt demo``: the whole system on one machine with embedded defaults.
 
-Starts the central server on SQLite, one POS agent on a simulated reader and a stand-in payment
+Starts the central server on SQLite, one POS agent on a simulated reader with a simulated receipt
+printer (``ykt sim printer``, on a pseudo-terminal) and a stand-in payment
 provider (``ykt sim paygate``, registered for the app, WeChat and Alipay top-ups, R7), creates
 one demo account per card type (R1) with a card and ¥100.00, and prints how to sell.  State lives in
 ``--data`` (default ``.demo``) so a second start continues where the first stopped.
@@ -19,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sim import periph_cli
 from sim.harness import procs
 from sim.harness.procs import StartFailed
 from sim.harness.ykt import PaygateProcess, PosProcess, ServerProcess, YktProcess
@@ -36,6 +38,7 @@ DEMO_ACCOUNTS = [
 
 
 SERVER_PORT, CONTROL_PORT, PAYGATE_PORT = 8700, 8701, 8702  # the demo's defaults (README)
+PRINTER = "printer1"  # the simulated receipt printer, in DATA/devices
 #: the top-up channels the demo's payment provider is registered for (R7; bank is off)
 PAYGATE_CHANNELS = ("app", "wechat", "alipay")
 
@@ -145,6 +148,10 @@ def run(args: argparse.Namespace) -> int:
                 started.register_paygate(channel, gate.url, gate.public_key)
             except SyncError as exc:
                 raise ConfigError(f"demo setup: registering the payment provider: {exc}") from exc
+        devices = data / "devices"
+        devices.mkdir(exist_ok=True)
+        periph_cli.stop(devices, PRINTER)  # a printer left by a demo that was killed
+        printer = periph_cli.start("printer", devices, PRINTER)
         pos = PosProcess(
             data / "pos1",
             server_url=server,
@@ -155,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
             operator="demo",
             log_path=data / "pos.log",
             new_session=True,
+            extra=("--printer", f"escpos+serial://{printer['device']}"),
         )
         children.append(pos)
         _started(pos)
@@ -175,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
         procs.stop(running, grace=10)
         for c in children:
             c.stop()
+        periph_cli.stop(data / "devices", PRINTER)
 
 
 def _print_instructions(
@@ -203,6 +212,8 @@ Demo cards (each ¥100.00; passwords by R3 from the ID-card number):""")
 From a second shell (with the virtualenv: . .venv/bin/activate):
   ykt sim sale --agent {agent} --card {first["card_no"]} --amount 12.50
   ykt sim sale --agent {agent} --card {first["card_no"]} --amount 45.00 --pin {first["password"]}
+  ykt sim printer show --dir {data / "devices"} --name {PRINTER} --png RECEIPT.png   # the receipts
+  ykt verify-receipt --server {server} --png RECEIPT.png   # GENUINE (the terminal signed it)
   {a} account show --number {first["number"]}
 Phone payment code of {second["name"]} (the simulated phone signs in; its code goes to the POS camera):
   ykt sim wallet login --server {server} --number {second["number"]} --password {second["password"]} --wallet W.json

@@ -34,6 +34,7 @@ from drivers.errors import DeviceUrlError
 from edge.devices import TerminalHost
 from sim import camera as sim_camera
 from sim import cardimage, cards
+from sim import printer as sim_printer
 from sim import reader as sim_reader
 from sim.dispenser import local as sim_dispenser
 from sim.errors import SimUsageError
@@ -127,7 +128,8 @@ def _dispenser_router(url: str) -> APIRouter:
 
 
 class SimDevices:
-    """Simulated card readers, cameras and card dispensers (``sim://NAME``)."""
+    """Simulated card readers, cameras, card dispensers and receipt printers (``sim://NAME``;
+    a printer: :mod:`sim.printer`)."""
 
     def open(self, kind: str, url: str) -> Any:
         if kind == "reader":
@@ -136,8 +138,11 @@ class SimDevices:
             return sim_camera.open_url(url)
         if kind == "dispenser":
             return sim_dispenser.open_url(url)
+        if kind == "printer":
+            return sim_printer.open_url(url)
         raise DeviceUrlError(
-            f"there is no simulated {kind} (sim:// makes readers, cameras and dispensers)"
+            f"there is no simulated {kind} (sim:// makes readers, cameras, dispensers and "
+            "receipt printers)"
         )
 
     def control_router(self, kind: str, url: str, host: TerminalHost) -> APIRouter:

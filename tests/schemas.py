@@ -82,7 +82,7 @@ def main() -> None:
     """Write the schemas of today's migrations into tests/data/schemas/."""
     import tempfile
 
-    from edge import cache, journal
+    from edge import cache, journal, receipts
     from sim import paygate
     from sync.db import Database, Migrations
     from sync.server.schema import MIGRATIONS
@@ -90,7 +90,7 @@ def main() -> None:
 
     sets: dict[str, list[Migrations]] = {
         "server": [MIGRATIONS],
-        "terminal": [journal.MIGRATIONS, cache.MIGRATIONS],
+        "terminal": [journal.MIGRATIONS, cache.MIGRATIONS, receipts.MIGRATIONS],
         "test_db": [test_db.SCHEMA],
         "paygate": [paygate.MIGRATIONS],
     }

@@ -32,7 +32,9 @@ def test_quick_json_has_every_figure(tmp_path: Path) -> None:
     out = json.loads(done.stdout)  # one JSON object, nothing else on stdout
     assert out["quick"] is True and out["machine"]["cpus"] >= 1
     b = out["benchmarks"]
-    assert list(b) == ["sqlite", "journal", "ingest", "sale", "api", "qr", "card", "db", "hotlist"]
+    assert list(b) == [
+        "sqlite", "journal", "ingest", "sale", "api", "qr", "card", "db", "hotlist", "printer"
+    ]  # fmt: skip
 
     _latency(b["sqlite"]["commit"], 200)
     assert b["sqlite"]["batch_small_rows"]["rows_per_s"] > 0
@@ -103,6 +105,11 @@ def test_quick_json_has_every_figure(tmp_path: Path) -> None:
     _latency(h["delivered"], 200)
     assert [r["terminals_reached"] for r in h["rounds"]] == [100, 100]
     assert h["idle_server_cpu"] >= 0 and h["poll_errors"] == 0
+
+    p = b["printer"]  # --quick: 20 sales with the printer ready, 20 with the paper out
+    for part in ("with_printer", "paper_out", "receipt"):
+        assert p[part]["n"] == 20 and p[part]["p50_ms"] <= p[part]["p99_ms"]
+    assert p["queued_with_paper_out"] == 20 and p["drain_s"] > 0
 
 
 def test_only_and_text_output(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from edge import cache, journal
+from edge import cache, journal, receipts
 from sim import paygate as sim_paygate
 from sync.db import Database, Migrations
 from sync.db.backend import fill_types
@@ -74,7 +74,7 @@ ON_PURPOSE = {
 #: the schemas a statement may be meant for: a fresh database migrated with these
 SCHEMAS: dict[str, list[Migrations]] = {
     "server": [SERVER],
-    "terminal": [journal.MIGRATIONS, cache.MIGRATIONS],
+    "terminal": [journal.MIGRATIONS, cache.MIGRATIONS, receipts.MIGRATIONS],
     "test_db": [test_db.SCHEMA],
     "paygate": [sim_paygate.MIGRATIONS],  # the stand-in payment provider's own database
 }

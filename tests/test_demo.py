@@ -1,6 +1,6 @@
 """`make demo` (`ykt demo`): it starts the server, a POS on simulated hardware and a stand-in
 payment provider, prints its instructions, and every command it prints works as printed, in
-order: card sales with and without the PIN, the account, a phone payment code, a top-up paid at
+order: card sales with and without the PIN, the receipt printed and verified, the account, a phone payment code, a top-up paid at
 the provider, selling through a server outage, the queue draining and the ledger check.  The README shows the same commands (with the default
 ports and data directory)."""
 
@@ -52,7 +52,7 @@ def test_the_demo_runs_and_every_printed_command_works(tmp_path: Path) -> None:
         text = "".join(printed)
         assert f"http://127.0.0.1:{cport}/cashier" in text, text
         commands = [line.strip() for line in printed if line.startswith("  ykt ")]
-        assert len(commands) == 11, commands
+        assert len(commands) == 13, commands
         readme = {_command(line) for line in README.read_text(encoding="utf-8").splitlines()}
         as_printed_by_default = [_default(c, data, sport, cport) for c in commands]
         missing = [c for c in as_printed_by_default if c not in readme]
@@ -62,25 +62,28 @@ def test_the_demo_runs_and_every_printed_command_works(tmp_path: Path) -> None:
         said = list(out.values())
         assert "APPROVED ¥12.50" in said[0] and "balance ¥87.50" in said[0]
         assert "APPROVED ¥45.00" in said[1] and "balance ¥42.50" in said[1]  # with the PIN (R6)
-        assert "bills (账单)" in said[2] and "-¥45.00" in said[2]
-        assert "signed in as" in said[3] and (tmp_path / "CODE.png").exists()
-        assert "APPROVED ¥9.00" in said[5] and "balance ¥91.00" in said[5]  # the phone's code
+        # the receipt printer: GB18030 text with the amount, a QR that verifies
+        assert "金额 Amount:   ￥12.50" in said[2] and (tmp_path / "RECEIPT.png").exists()
+        assert said[3].startswith("GENUINE: sale")
+        assert "bills (账单)" in said[4] and "-¥45.00" in said[4]
+        assert "signed in as" in said[5] and (tmp_path / "CODE.png").exists()
+        assert "APPROVED ¥9.00" in said[7] and "balance ¥91.00" in said[7]  # the phone's code
         # R7: a top-up order paid at the demo's payment provider, credited by its notification
-        assert "topped up ¥20.00 by wechat" in said[6] and "balance ¥111.00" in said[6]
-        assert "stopped" in said[7]
-        assert "APPROVED ¥3.00" in said[8] and "offline" in said[8]  # through the outage
-        assert "started" in said[9]
-        assert "ledger OK" in said[10]
+        assert "topped up ¥20.00 by wechat" in said[8] and "balance ¥111.00" in said[8]
+        assert "stopped" in said[9]
+        assert "APPROVED ¥3.00" in said[10] and "offline" in said[10]  # through the outage
+        assert "started" in said[11]
+        assert "ledger OK" in said[12]
 
         # the offline sale drains to the server, once
-        show = commands[2] + " --json"
+        show = commands[4] + " --json"
 
         def sales() -> list[int]:
             bills = json.loads(_run(tmp_path, show))["bills"]
             return [-b["amount_fen"] for b in bills if b["kind"] == "sale"]
 
         assert wait_until(lambda: sales() == [1250, 4500, 300], timeout=30)
-        assert "ledger OK" in _run(tmp_path, commands[10])
+        assert "ledger OK" in _run(tmp_path, commands[12])
     finally:
         # SIGTERM (kill, a service manager) stops the demo and all it started, as Ctrl-C does;
         # SIGINT would not do here: a test run started in the background ignores it

@@ -1,5 +1,5 @@
 """``ykt bench`` on a production install: a fresh virtualenv with ``pip install -e .`` and the
-runtime extras only (``.[camera,serial,pcsc,pg]``, no ``[dev]``: no pytest, hypothesis, httpx,
+runtime extras only (``.[camera,serial,pcsc,pg,printer]``, no ``[dev]``: no pytest, hypothesis, httpx,
 schemathesis, playwright, mypy, ruff or import-linter).  pip's cache makes the install take
 about half a minute; ``ykt bench --quick`` (every benchmark) runs in it as well, by hand
 (docs/benchmarks.md)."""
@@ -43,7 +43,7 @@ def test_bench_runs_without_the_dev_extras(tmp_path: Path) -> None:
     venv.EnvBuilder(with_pip=True, system_site_packages=False).create(env_dir)
     python = str(env_dir / "bin" / "python")
     _run(
-        python, "-m", "pip", "install", "-q", "-e", f"{src}[camera,serial,pcsc,pg]",
+        python, "-m", "pip", "install", "-q", "-e", f"{src}[camera,serial,pcsc,pg,printer]",
         timeout=500, cwd=tmp_path,
     )  # fmt: skip
     probe = "import importlib.util as u, sys; print([m for m in sys.argv[1:] if u.find_spec(m)])"

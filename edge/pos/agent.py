@@ -29,6 +29,7 @@ from drivers.reader.base import CardReader, PresentCard
 from drivers.registry import open_device
 from edge import identity
 from edge.cache import Cache
+from edge.counter import Counter
 from edge.errors import TillError, TillNotFound
 from edge.journal import Journal
 from edge.link import Link
@@ -37,6 +38,7 @@ from edge.pos.decide import Decider
 from edge.pos.decide_qr import QrDecider
 from edge.pos.engine import Engine
 from edge.pos.till import Till
+from edge.receipts import PrintQueue
 from edge.uplink import Uplink
 from sync.card.app import CampusCard
 from sync.card.keys import Keystore
@@ -71,6 +73,9 @@ class PosConfig:
     control_host: str = "127.0.0.1"
     control_port: int = 8701
     operator: str = ""
+    printer: str | None = None  # receipt printer: escpos+serial://…, escpos+net://…, …
+    display: str | None = None  # customer pole display: serial://…
+    pinpad: str | None = None  # PIN pad: serial://…
     poll_wait_s: float = 20.0
     seed: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -149,6 +154,24 @@ class PosAgent:
             gate=self._may_sell,
         )
         self.till.on_change = self.engine.touch
+        self.receipts = PrintQueue(
+            Database(cfg.data / "receipts.db", synchronous="FULL"),
+            self.journal,
+            self.ident,
+            self.clock,
+        )
+        self._notices: dict[str, str] = {}
+        self._notice_lock = threading.Lock()
+        self.counter = Counter(
+            self.engine,
+            self.receipts,
+            self.clock,
+            self.ident.tz,
+            printer=cfg.printer,
+            display=cfg.display,
+            pinpad=cfg.pinpad,
+            set_notice=self.notice,
+        )
         self.reader: CardReader | None = None
         self.camera: QrSource | None = None
         self.camera_error = ""
@@ -295,7 +318,7 @@ class PosAgent:
         self.reader_error = text
         log.error("card reader %s: %s", self.cfg.reader, text)
         self._event(f"problem: {text}")
-        self.engine.set_notice(f"读卡器故障 / card reader problem: {text}")
+        self.notice("reader", f"读卡器故障 / card reader problem: {text}")
 
     def _solved(self) -> None:
         if self._problem_since is None:
@@ -310,7 +333,17 @@ class PosAgent:
         self._event(f"recovered after {lasted:.1f} s (was: {self.reader_error})")
         self._problem_since = None
         self.reader_error = ""
-        self.engine.set_notice(None)
+        self.notice("reader", None)
+
+    def notice(self, source: str, text: str | None) -> None:
+        """Show (or clear) ``source``'s device problem on the screens, with the others'."""
+        with self._notice_lock:
+            if text is None:
+                self._notices.pop(source, None)
+            else:
+                self._notices[source] = text
+            shown = " · ".join(self._notices[k] for k in sorted(self._notices)) or None
+            self.engine.set_notice(shown)
 
     def _event(self, text: str) -> None:
         self.reader_events.append({"time": iso(self.clock.now_ms(), self.ident.tz), "event": text})
@@ -391,6 +424,7 @@ class PosAgent:
         if not self.keys.loaded():  # fetch the card keys now, not at the first tap
             threading.Thread(target=self._prefetch_keys, name="keys", daemon=True).start()
         self.uplink.start()
+        self.counter.start()
         self._reader_thread = threading.Thread(target=self._reader_loop, name="reader", daemon=True)
         self._reader_thread.start()
         if self.cfg.camera:
@@ -409,6 +443,7 @@ class PosAgent:
     def stop(self) -> None:
         self._stop.set()
         self.uplink.stop()
+        self.counter.stop()
         reader = self.reader
         if reader is not None:
             reader.wake()
@@ -425,6 +460,7 @@ class PosAgent:
         return (
             camera_ok
             and self.uplink.alive()
+            and self.counter.alive()
             and self._reader_thread is not None
             and self._reader_thread.is_alive()
             and time.monotonic() - self._reader_beat < 10
@@ -474,4 +510,5 @@ class PosAgent:
             "camera_error": self.camera_error,
             "camera_stats": self.camera.stats() if self.camera else {},
             "till": {**self.till.state(), "waiting_for_tap": self.tap_waiting},
+            "devices": self.counter.status(),
         }

@@ -9,6 +9,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from drivers.errors import DeviceUrlError
+from drivers.registry import scheme_of, schemes
 from edge.pos import controltoken
 from edge.pos.agent import PosAgent, PosConfig
 from edge.pos.control import create_control_app
@@ -28,6 +30,9 @@ CONFIG_KEYS = {
     "control_host": str,
     "control_port": int,
     "operator": str,
+    "printer": str,
+    "display": str,
+    "pinpad": str,
 }
 
 
@@ -64,6 +69,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--control-host", help="control API address (default 127.0.0.1)")
     p.add_argument("--control-port", type=int, help="control API port (default 8701)")
     p.add_argument("--operator", help="cashier id recorded in the journal")
+    p.add_argument(
+        "--printer",
+        help="receipt printer: escpos+usb://VID:PID, escpos+serial:///dev/ttyS1?baud=9600, "
+        "escpos+net://HOST:9100 (default: none; receipts are queued and printed when it "
+        "answers)",
+    )
+    p.add_argument(
+        "--display",
+        help="customer pole display (Epson DM-D commands): serial:///dev/ttyUSB0?baud=9600",
+    )
+    p.add_argument(
+        "--pinpad",
+        help="PIN pad for the consumption password (STX/ETX/LRC frames): "
+        "serial:///dev/ttyUSB1?baud=9600 (default: the customer screen takes it)",
+    )
     p.add_argument("--seed", type=int, help="seed for backoff jitter (tests)")
     p.set_defaults(func=run)
 
@@ -92,6 +112,17 @@ def load_config(args: argparse.Namespace) -> PosConfig:
         raise ConfigError('--data DIR is required (or data = "DIR" in the config file)')
     if values.get("decoder", "zxing") not in ("zxing", "zbar"):
         raise ConfigError(f"decoder must be zxing or zbar, not {values['decoder']!r}")
+    for kind in ("printer", "display", "pinpad"):
+        url = values.get(kind)
+        if url is None:
+            continue
+        try:
+            scheme = scheme_of(url)
+        except DeviceUrlError as exc:
+            raise ConfigError(f"{kind}: {exc}") from exc
+        if scheme not in schemes(kind):
+            known = ", ".join(f"{s}://" for s in schemes(kind))
+            raise ConfigError(f"{kind} {url!r}: no {kind} driver for {scheme}:// (known: {known})")
     port = values.get("control_port", 8701)
     if not 1 <= port <= 65535:
         raise ConfigError(f"control port {port} is not a port number")
@@ -106,6 +137,9 @@ def load_config(args: argparse.Namespace) -> PosConfig:
         control_host=values.get("control_host", "127.0.0.1"),
         control_port=port,
         operator=values.get("operator", ""),
+        printer=values.get("printer"),
+        display=values.get("display"),
+        pinpad=values.get("pinpad"),
         seed=args.seed,
     )
 
@@ -147,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
     def banner() -> str:
         return (
             f"ykt pos {agent.ident.terminal_id} ({agent.ident.name}) ready; reader "
-            f"{cfg.reader}; camera {cfg.camera or 'none'}; cashier {base}/cashier; "
+            f"{cfg.reader}; camera {cfg.camera or 'none'}; printer {cfg.printer or 'none'}; "
+            f"display {cfg.display or 'none'}; PIN pad {cfg.pinpad or 'none'}; cashier {base}/cashier; "
             f"customer {base}/customer"
         )
 

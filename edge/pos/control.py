@@ -30,6 +30,8 @@ Used by the cashier screen, the customer screen (``kiosk_ui``) and ``ykt sim``:
 ``GET  /control/shifts``         the reports of closed shifts (and whether the server has them)
 ``POST /control/refund``         refund a sale of today (``{"sale": "17", "supervisor",
                                  "supervisor_pin"[, "amount_fen"]}``)
+``GET  /control/receipts``       the print queue: counts, the last receipts, print latencies
+``POST /control/reprint``        print a receipt again (``{"seq": 12}``; default the last one)
 ``GET  /cashier``                the cashier's screen
 ``GET  /customer``               the customer's screen
 ===============================  =================================================================
@@ -80,6 +82,10 @@ class PinIn(_In):
 
 class CodeIn(_In):
     text: str = Field(min_length=1, max_length=1000)
+
+
+class ReprintIn(_In):
+    seq: int | None = Field(default=None, ge=1, le=2**53)
 
 
 class ProofCodeIn(_In):
@@ -227,6 +233,24 @@ def create_control_app(agent: PosAgent, token: str) -> FastAPI:
     @app.get("/control/timings")
     def timings() -> dict[str, Any]:
         return {"taps": agent.timings()}
+
+    # -- receipts ----------------------------------------------------------------------------
+    @app.get("/control/receipts")
+    def receipts() -> dict[str, Any]:
+        return {
+            "counts": agent.receipts.counts(),
+            "recent": agent.receipts.recent(),
+            "latencies_ms": list(agent.counter.latencies_ms),
+            "printer": agent.counter.status()["printer"],
+        }
+
+    @app.post("/control/reprint")
+    def reprint(body: ReprintIn) -> dict[str, Any]:
+        try:
+            rid = agent.receipts.reprint(body.seq)
+        except LookupError as exc:
+            return _err(404, "no_receipt", str(exc))  # type: ignore[return-value]
+        return {"queued": rid, "counts": agent.receipts.counts()}
 
     # -- phone codes -------------------------------------------------------------------------
     @app.post("/control/qr")

@@ -11,6 +11,8 @@ of them passes or fails on a timing.
 ``card``          :mod:`.card_tap`: a tap through pcscd + vpcd, online and offline
 ``db``            :mod:`.db_load`: ingest and API on SQLite and PostgreSQL
 ``hotlist``       :mod:`.hotlist`: loss report → the card on the hotlist of 500 long-polling terminals
+``printer``       :mod:`.printer`: sales with a receipt printer (pty): approval not delayed, receipt
+                  printed after the approval, paper out and back
 ================  ===========================================================================
 """
 
@@ -76,6 +78,7 @@ MODULES = {
     "card": "card_tap",
     "db": "db_load",
     "hotlist": "hotlist",
+    "printer": "printer",
 }
 
 

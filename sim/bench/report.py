@@ -199,6 +199,22 @@ def hotlist(f: dict[str, Any]) -> list[str]:
     return lines
 
 
+def printer(f: dict[str, Any]) -> list[str]:
+    def lat(v: dict[str, Any]) -> str:
+        return f"p50 {v['p50_ms']:8.2f} ms  p99 {v['p99_ms']:8.2f} ms  (n {v['n']})"
+
+    if "skipped" in f:
+        return [f"Receipts: {f['skipped']}"]
+    return [
+        f"Receipts on {f['printer']}",
+        f"  approval, printer ready   {lat(f['with_printer'])}",
+        f"  approval, paper out       {lat(f['paper_out'])}   (never delayed by the printer)",
+        f"  receipt printed after it  {lat(f['receipt'])}   budget p99 ≤ 1000 ms",
+        f"  paper back: {f['queued_with_paper_out']} queued receipts printed in "
+        f"{f['drain_s']} s ({f['receipts_per_s']} receipts/s)",
+    ]
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "sqlite": sqlite,
     "journal": journal,
@@ -209,6 +225,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "card": card,
     "db": db,
     "hotlist": hotlist,
+    "printer": printer,
 }
 
 

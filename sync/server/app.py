@@ -33,6 +33,7 @@ from sync.server import (
     ledger,
     merchants,
     policy,
+    receipts,
     reconcile,
     reverse,
     terminals,
@@ -81,6 +82,7 @@ from sync.server.models import (
     TokenIn,
     TopupIn,
 )
+from sync.server.receipts import ReceiptKeyOut
 from sync.server.routes_business import create_router
 from sync.server.routes_merchants import create_merchant_router
 from sync.server.routes_topups import create_router as create_topups_router
@@ -351,6 +353,14 @@ def create_app(ctx: Context) -> FastAPI:
         ``gate`` terminal): who it is and whether access is allowed.  Each code is admitted
         once."""
         return codes.verify_auth_code(ctx, body.text)
+
+    @app.get("/v1/receipts/{terminal_id}/{seq}", tags=["public"], response_model=ReceiptKeyOut)
+    def receipt_key(
+        terminal_id: TerminalPath, seq: Annotated[int, Path(ge=1, le=2**53)]
+    ) -> dict[str, Any]:
+        """What checking a paper receipt needs (``ykt verify-receipt``): the terminal's public
+        key, and the hash of the record the receipt names once it synced."""
+        return receipts.receipt_key(ctx, terminal_id, seq)
 
     # -- terminals ----------------------------------------------------------------------------
     @app.post(

@@ -19,7 +19,18 @@ from tests.helpers import DEV_ONLY, ROOT
 PACKAGES = ("drivers", "sync", "edge", "sim", "kiosk_ui")
 #: libraries a module imports inside the function that needs them, so that ykt imports and
 #: runs without them (the extras of pyproject.toml: camera, serial, pcsc, pg)
-OPTIONAL = {"cv2", "numpy", "zxingcpp", "pyzbar", "serial", "psycopg", "smartcard"}
+OPTIONAL = {
+    "cv2",
+    "numpy",
+    "zxingcpp",
+    "pyzbar",
+    "serial",
+    "psycopg",
+    "smartcard",
+    "escpos",
+    "usb",
+    "PIL",
+}
 #: ykt modules that exist to wrap one optional library (importing them imports it)
 OPTIONAL_WRAPPERS = {"sync.db.postgres": "psycopg"}
 #: folders that are not ykt's code

@@ -1,0 +1,227 @@
+"""Receipts: what a terminal prints for each of its sales, and the durable print queue.
+
+A sale never waits for the printer: once a record is journaled the receipt is queued here (in
+``DATA/receipts.db``, synchronous FULL) and the printer thread (:mod:`edge.counter`) prints it
+when it can; a receipt the printer did not finish (paper out, cover open, the printer gone)
+stays queued and prints when the printer is back.  The cashier can ask for a copy of any
+receipt (``reprint``).  At start the queue takes the journal's sales it has not queued yet
+(a crash between the approval and the queueing loses no receipt).
+
+The receipt (Chinese, GB18030 on the wire) carries the merchant and window, terminal, time,
+method, amount, balance after, journal seq, sale or refund, and a QR code the terminal signed
+(:mod:`sync.receipt`) that ``ykt verify-receipt`` checks against the terminal's key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from drivers.printer.base import Receipt
+from edge.identity import Identity
+from edge.journal import Journal
+from sync import receipt as receipt_code
+from sync.clock import Clock, iso
+from sync.db import Database, Migrations
+from sync.records import JournalRecord
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Migrations()
+MIGRATIONS.add(
+    "0001-receipts",
+    """
+    CREATE TABLE receipts (
+        id {id},
+        seq {int} NOT NULL,
+        copy {int} NOT NULL,
+        doc {text} NOT NULL,
+        state {text} NOT NULL,
+        tries {int} NOT NULL,
+        error {text} NOT NULL,
+        queued_ms {int} NOT NULL,
+        printed_ms {int} NOT NULL
+    );
+    CREATE INDEX receipts_state ON receipts (state, id)
+    """,
+)
+
+#: the journal record kinds that get a receipt (money moved at this till)
+RECEIPT_KINDS = frozenset({"sale", "refund"})
+METHODS = {"card": "校园卡 card", "qr-forward": "付款码 pay code", "qr-reverse": "扫码 scan"}
+KINDS = {"sale": "消费 SALE", "refund": "退款 REFUND"}
+
+
+def merchant_line(ident: Identity) -> str:
+    """The merchant and window printed at the top of a receipt: what the terminal knows of its
+    merchant (today its own name, e.g. "一食堂 3号窗口"; the one place to change when terminals
+    learn their merchant)."""
+    return ident.name
+
+
+def yuan(fen: int) -> str:
+    sign = "-" if fen < 0 else ""
+    fen = abs(fen)
+    return f"{sign}{fen // 100}.{fen % 100:02d}"
+
+
+def build(rec: JournalRecord, qr: str, ident: Identity, tz: str, copy: int = 0) -> Receipt:
+    """The receipt document of a journal record."""
+    lines = [
+        f"交易 Type:     {KINDS.get(rec.kind, rec.kind)}",
+        f"终端 Terminal: {rec.term}",
+        f"流水 Seq:      {rec.seq}",
+        f"时间 Time:     {iso(rec.ts, tz)[:19].replace('T', ' ')}",
+        f"方式 Method:   {METHODS.get(rec.method, rec.method)}",
+        f"金额 Amount:   ￥{yuan(rec.amt)}",
+    ]
+    if rec.bal is not None:
+        lines.append(f"余额 Balance:  ￥{yuan(rec.bal)}")
+    if rec.off:
+        lines.append("离线交易 offline, to be synced")
+    if copy:
+        lines.append(f"*** 补打 COPY {copy} ***")
+    return Receipt(
+        title=merchant_line(ident),
+        lines=lines,
+        qr=qr,
+        footer=["扫码验证 scan to verify", "谢谢惠顾 thank you"],
+    )
+
+
+def to_json(doc: Receipt) -> str:
+    return json.dumps(
+        {"title": doc.title, "lines": doc.lines, "qr": doc.qr, "footer": doc.footer},
+        ensure_ascii=False,
+    )
+
+
+def from_json(text: str) -> Receipt:
+    d = json.loads(text)
+    return Receipt(d["title"], list(d["lines"]), d["qr"], list(d["footer"]))
+
+
+@dataclass(frozen=True)
+class Queued:
+    id: int
+    seq: int
+    copy: int
+    doc: Receipt
+    tries: int
+
+
+class PrintQueue:
+    def __init__(self, db: Database, journal: Journal, ident: Identity, clock: Clock) -> None:
+        self.db = db
+        db.migrate(MIGRATIONS)
+        self.journal = journal
+        self.ident = ident
+        self.clock = clock
+        self._lock = threading.Lock()
+        self.changed = threading.Condition()
+        last = db.scalar("SELECT MAX(seq) FROM receipts")
+        # a new queue takes only what is journaled from now on; so does one whose journal is
+        # behind it (the journal was replaced: its seqs start again)
+        head = journal.head_seq
+        self._seen = head if last is None or int(last) > head else int(last)
+
+    def catch_up(self) -> list[int]:
+        """Queue a receipt for each sale journaled since the last one queued (the seqs)."""
+        with self._lock:
+            head = self.journal.head_seq
+            if head <= self._seen:
+                return []
+            added = []
+            for seq in range(self._seen + 1, head + 1):
+                found = self.journal.record_and_hash(seq)
+                if found is None:
+                    continue
+                rec, h = found
+                if rec.kind in RECEIPT_KINDS:
+                    self._add(rec, h, 0)
+                    added.append(seq)
+            self._seen = head
+        if added:
+            with self.changed:
+                self.changed.notify_all()
+        return added
+
+    def _add(self, rec: JournalRecord, record_hash: str, copy: int) -> int:
+        qr = receipt_code.sign(receipt_code.facts_of(rec, record_hash), self.journal.key)
+        doc = build(rec, qr, self.ident, self.journal.tz, copy)
+        with self.db.tx() as tx:
+            return tx.insert(
+                "INSERT INTO receipts (seq, copy, doc, state, tries, error, queued_ms, "
+                "printed_ms) VALUES (?, ?, ?, 'queued', 0, '', ?, 0) RETURNING id",
+                (rec.seq, copy, to_json(doc), self.clock.now_ms()),
+            )
+
+    def reprint(self, seq: int | None = None) -> int:
+        """Queue a copy of the receipt of ``seq`` (default: the last receipt); its id."""
+        self.catch_up()  # a sale approved a moment ago has its receipt before its copy
+        with self._lock:
+            if seq is None:
+                last = self.db.scalar("SELECT MAX(seq) FROM receipts")
+                if last is None:
+                    raise LookupError("no receipt to print again")
+                seq = int(last)
+            found = self.journal.record_and_hash(seq)
+            if found is None or found[0].kind not in RECEIPT_KINDS:
+                raise LookupError(f"no sale or refund with journal seq {seq} on this terminal")
+            copies = int(self.db.scalar("SELECT COUNT(*) FROM receipts WHERE seq = ?", (seq,)))
+            rid = self._add(found[0], found[1], copies)
+        with self.changed:
+            self.changed.notify_all()
+        return rid
+
+    def next(self) -> Queued | None:
+        row = self.db.one(
+            "SELECT id, seq, copy, doc, tries FROM receipts WHERE state = 'queued' "
+            "ORDER BY id LIMIT 1"
+        )
+        if row is None:
+            return None
+        return Queued(
+            int(row["id"]),
+            int(row["seq"]),
+            int(row["copy"]),
+            from_json(row["doc"]),
+            int(row["tries"]),
+        )
+
+    def printed(self, rid: int) -> None:
+        with self.db.tx() as tx:
+            tx.execute(
+                "UPDATE receipts SET state = 'printed', printed_ms = ?, tries = tries + 1, "
+                "error = '' WHERE id = ?",
+                (self.clock.now_ms(), rid),
+            )
+
+    def failed(self, rid: int, error: str) -> None:
+        with self.db.tx() as tx:
+            tx.execute(
+                "UPDATE receipts SET tries = tries + 1, error = ? WHERE id = ?",
+                (error[:200], rid),
+            )
+
+    def counts(self) -> dict[str, Any]:
+        rows = self.db.all("SELECT state, COUNT(*) AS n FROM receipts GROUP BY state")
+        out: dict[str, Any] = {"queued": 0, "printed": 0}
+        out.update({str(r["state"]): int(r["n"]) for r in rows})
+        return out
+
+    def recent(self, limit: int = 20) -> list[dict[str, Any]]:
+        return [
+            {
+                k: r[k]
+                for k in ("id", "seq", "copy", "state", "tries", "error", "queued_ms", "printed_ms")
+            }
+            for r in self.db.all(
+                "SELECT id, seq, copy, state, tries, error, queued_ms, printed_ms FROM receipts "
+                "ORDER BY id DESC LIMIT ?",
+                (limit,),
+            )
+        ]

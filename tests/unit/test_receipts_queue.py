@@ -1,0 +1,103 @@
+"""The durable print queue (edge/receipts.py): one receipt per sale journaled from the queue's
+start on, none lost across a restart (sales journaled while no queue ran are caught up), copies
+on request, and each receipt's QR signed over the record it prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.identity import Identity
+from edge.journal import Journal
+from edge.receipts import PrintQueue
+from sync import receipt
+from sync.clock import ManualClock
+from sync.crypto import SigningKey
+from sync.db import Database
+from sync.records import Entry
+
+TZ = "Asia/Shanghai"
+IDENT = Identity("T00042", "一食堂 3号窗口", "pos", "http://server", "campus", TZ)
+NOON = 1_733_371_200_000
+
+
+def _sale(journal: Journal, clock: ManualClock, amt: int, bal: int | None = 5000) -> int:
+    clock.advance(1000)
+    entry = Entry(ts=clock.now_ms(), acct=7, cred="10000001", amt=amt, method="card", bal=bal)
+    return journal.append(entry).seq
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> tuple[Journal, ManualClock, Path]:
+    clock = ManualClock(NOON)
+    key = SigningKey.from_seed(bytes(range(32)))
+    journal = Journal(Database(tmp_path / "journal.db"), IDENT.terminal_id, key, clock, TZ)
+    return journal, clock, tmp_path / "receipts.db"
+
+
+def test_sales_queued_once_and_caught_up_after_a_restart(
+    parts: tuple[Journal, ManualClock, Path],
+) -> None:
+    journal, clock, path = parts
+    _sale(journal, clock, 100)  # before the queue existed: no receipt
+    q = PrintQueue(Database(path), journal, IDENT, clock)
+    assert q.catch_up() == []
+    s2, s3 = _sale(journal, clock, 1250), _sale(journal, clock, 300, bal=None)
+    assert q.catch_up() == [s2, s3] and q.catch_up() == []
+    job = q.next()
+    assert job is not None and job.seq == s2 and job.copy == 0
+    assert job.doc.title == IDENT.name
+    assert "金额 Amount:   ￥12.50" in job.doc.lines and "余额 Balance:  ￥50.00" in job.doc.lines
+    q.printed(job.id)
+    q.db.close()
+    s4 = _sale(journal, clock, 700)  # journaled while no queue ran (a crash after the approval)
+    q = PrintQueue(Database(path), journal, IDENT, clock)
+    assert q.catch_up() == [s4]
+    assert q.counts() == {"queued": 2, "printed": 1}
+    job = q.next()
+    assert job is not None and job.seq == s3
+    assert not any(line.startswith("余额") for line in job.doc.lines)  # balance unknown
+    q.failed(job.id, "paper out")
+    assert q.next() == job.__class__(job.id, job.seq, 0, job.doc, 1)  # still first, one try
+
+
+def test_a_copy_on_request_and_a_signed_code_of_the_record(
+    parts: tuple[Journal, ManualClock, Path],
+) -> None:
+    journal, clock, path = parts
+    q = PrintQueue(Database(path), journal, IDENT, clock)
+    with pytest.raises(LookupError):
+        q.reprint()
+    seq = _sale(journal, clock, 1250)
+    q.catch_up()
+    q.reprint(seq)
+    jobs = []
+    while (job := q.next()) is not None:
+        jobs.append(job)
+        q.printed(job.id)
+    assert [(j.seq, j.copy) for j in jobs] == [(seq, 0), (seq, 1)]
+    assert "*** 补打 COPY 1 ***" in jobs[1].doc.lines
+    with pytest.raises(LookupError):
+        q.reprint(seq + 5)
+    assert jobs[0].doc.qr is not None
+    facts, sig = receipt.parse(jobs[0].doc.qr)
+    rec, h = journal.record_and_hash(seq) or (None, "")
+    assert rec is not None and facts == receipt.facts_of(rec, h)
+    assert receipt.genuine(facts, sig, journal.key.public)
+
+
+def test_a_replaced_journal_starts_the_receipts_again(
+    parts: tuple[Journal, ManualClock, Path], tmp_path: Path
+) -> None:
+    journal, clock, path = parts
+    q = PrintQueue(Database(path), journal, IDENT, clock)
+    for amt in (100, 200, 300):
+        _sale(journal, clock, amt)
+    assert len(q.catch_up()) == 3
+    q.db.close()
+    fresh = Journal(Database(tmp_path / "new.db"), IDENT.terminal_id, journal.key, clock, TZ)
+    q = PrintQueue(Database(path), fresh, IDENT, clock)  # its seqs start at 1 again
+    assert q.catch_up() == [] and q.catch_up() == []
+    assert q.catch_up() == [] and _sale(fresh, clock, 400) == 1
+    assert q.catch_up() == [1]

@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | c
 # Debian packages the code and the tests use (installed when missing).  postgresql: the server
 # tests run on SQLite and again on a throwaway PostgreSQL cluster the tests start (tests/dbs.py);
 # systemd: systemd-analyze checks the units in systemd/.
-APT_PACKAGES := chromium libzbar0 pcscd vsmartcard-vpcd libpcsclite-dev python3-dev gcc postgresql systemd
+APT_PACKAGES := chromium fonts-noto-cjk libzbar0 pcscd vsmartcard-vpcd libpcsclite-dev python3-dev gcc postgresql systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps sysdeps demo test test-fast lint bench docs clean

@@ -19,6 +19,7 @@ from sim.control import AgentControl
 from sim.dispenser import cli as dispenser_cli
 from sim.errors import SimUsageError
 from sim.idp import add_idp_parser
+from sim.kiosk_cli import add_parser as add_kiosk_parser
 from sim.phone_screen import qr_png
 from sim.wallet_cli import add_wallet_parser
 from sync.cmdline import Run, Sub, command, json_option
@@ -198,3 +199,4 @@ def add_parser(sub: Sub) -> None:
 
     cardcli.add_parsers(cmds)
     dispenser_cli.add_parsers(cmds)
+    add_kiosk_parser(cmds)

@@ -318,14 +318,21 @@ class KioskQueryPasswordIn(Strict):
 
 
 class KioskConsumePasswordIn(Strict):
+    """The holder confirms with the query password (R4) or the current consumption password
+    (R5, its wrong tries counted toward the lock): exactly one of them."""
+
     card: CardProof
-    query_password: Password6
+    query_password: Password6 | None = None
+    consume_password: Password6 | None = None
     new_password: Password6
 
 
 class KioskLimitIn(Strict):
+    """As :class:`KioskConsumePasswordIn`: the query or the consumption password confirms."""
+
     card: CardProof
-    query_password: Password6
+    query_password: Password6 | None = None
+    consume_password: Password6 | None = None
     limit_fen: Fen
 
 
@@ -386,6 +393,24 @@ class KioskReissueIn(Strict):
     number: Number | None = None
     id_card: IdCard | None = None
     auth_code: str | None = Field(default=None, min_length=8, max_length=512)
+
+
+class KioskQuoteIn(Strict):
+    number: Number | None = None
+    id_card: IdCard | None = None
+    auth_code: str | None = Field(default=None, min_length=8, max_length=512)
+
+
+class ReissueQuoteOut(BaseModel):
+    """What a kiosk shows before the holder confirms a reissue (R11)."""
+
+    number: str
+    name: str
+    type: str
+    via: str
+    fee_fen: int
+    balance_fen: int
+    balance_after_fen: int
 
 
 class ReissueOut(BaseModel):

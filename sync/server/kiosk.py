@@ -18,12 +18,12 @@ from typing import Any
 from sync import rules
 from sync.errors import RuleError
 from sync.money import MAX_AMOUNT_FEN, format_fen
-from sync.passwords import hash_password
+from sync.passwords import hash_password, verify_password
 from sync.rules import AccountStatus
 from sync.server import accounts, cardproof, found_cards, holder_ops, holders, ledger
 from sync.server.accounts import event, set_card_password
 from sync.server.context import Context, next_version
-from sync.server.errors import Conflict, Invalid
+from sync.server.errors import Conflict, Forbidden, Invalid
 
 
 def _usable_card(ctx: Context, proof: dict[str, Any]) -> dict[str, Any]:
@@ -57,12 +57,55 @@ def change_query_password(
     return holder_ops.change_query_password(ctx, row, old, new, actor=terminal["id"])
 
 
+def _confirm(
+    ctx: Context,
+    terminal: dict[str, Any],
+    row: dict[str, Any],
+    query_password: str | None,
+    consume_password: str | None,
+) -> None:
+    """The holder confirms a card-present change with the query password (R4, with its
+    lockout) or with the current consumption password (R5: the account's wrong tries count
+    toward the lock, a locked password is refused; a correct one clears the count)."""
+    if (query_password is None) == (consume_password is None):
+        raise Invalid("give query_password or consume_password (one of them)", "bad_password")
+    if query_password is not None:
+        holders.verify_query_password(ctx, row, query_password)
+        return
+    assert consume_password is not None
+    max_tries = int(ctx.policy()["pin_max_tries"])
+    if int(row["pin_tries"]) >= max_tries:
+        raise Conflict("consumption password locked (R5): see the service desk", "pin_locked")
+    ok = verify_password(consume_password, row["consume_pw"])
+    with ctx.db.tx() as tx:
+        tries = 0 if ok else int(row["pin_tries"]) + 1
+        if tries != int(row["pin_tries"]):
+            tx.execute(
+                "UPDATE accounts SET pin_tries = ?, version = ? WHERE id = ?",
+                (tries, next_version(tx), row["id"]),
+            )
+        if not ok:
+            event(
+                tx,
+                ctx,
+                row["id"],
+                "pin_fail",
+                f"wrong consumption password at kiosk {terminal['id']}",
+                terminal["id"],
+            )
+    if not ok:
+        ctx.notifier.notify()
+        left = max(max_tries - tries, 0)
+        raise Forbidden(f"wrong consumption password (R5), {left} tries left", "wrong_pin")
+
+
 def change_consume_password(
     ctx: Context,
     terminal: dict[str, Any],
     proof: dict[str, Any],
-    query_password: str,
+    query_password: str | None,
     new: str,
+    consume_password: str | None = None,
 ) -> dict[str, Any]:
     """R5: the consumption password is written on the card; it changes only with the card."""
     row = _usable_card(ctx, proof)
@@ -70,7 +113,7 @@ def change_consume_password(
         rules.check_password_format(new)
     except RuleError as exc:
         raise Invalid(str(exc), "bad_password") from exc
-    holders.verify_query_password(ctx, row, query_password)
+    _confirm(ctx, terminal, row, query_password, consume_password)
     verifier = hash_password(new, log2_n=ctx.config.password_log2_n)
     with ctx.db.tx() as tx:
         tx.execute(
@@ -99,14 +142,15 @@ def change_limit(
     ctx: Context,
     terminal: dict[str, Any],
     proof: dict[str, Any],
-    query_password: str,
+    query_password: str | None,
     limit_fen: int,
+    consume_password: str | None = None,
 ) -> dict[str, Any]:
     """R6: the daily limit changes only with the card at a kiosk (or by desk staff)."""
     row = _usable_card(ctx, proof)
     if isinstance(limit_fen, bool) or not 0 < limit_fen <= MAX_AMOUNT_FEN:
         raise Invalid(f"limit_fen: 1 to {MAX_AMOUNT_FEN}", "bad_amount")
-    holders.verify_query_password(ctx, row, query_password)
+    _confirm(ctx, terminal, row, query_password, consume_password)
     with ctx.db.tx() as tx:
         tx.execute(
             "UPDATE accounts SET limit_fen = ?, version = ? WHERE id = ?",

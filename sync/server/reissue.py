@@ -70,6 +70,35 @@ def identify_at_kiosk(
     return acct
 
 
+def quote(ctx: Context, acct: dict[str, Any]) -> dict[str, Any]:
+    """What a reissue would cost the identified holder (R11), refusing what the order would
+    refuse; nothing changes."""
+    status = AccountStatus(acct["status"])
+    if status is AccountStatus.CANCELLED:
+        raise Conflict("the account is cancelled (R14)", "bad_status")
+    if status in (AccountStatus.FROZEN, AccountStatus.EXPIRED):
+        raise Conflict(f"the account is {status.value}: see the service desk", "bad_status")
+    fee = int(ctx.policy()["reissue_fee_fen"])
+    with ctx.db.read() as tx:
+        wallet, _trans = ledger.balances(tx, acct["id"])
+        spendable = ledger.spendable(tx, acct["id"], ctx.now_ms())
+    if spendable < fee:
+        raise Conflict(
+            f"the reissue fee {format_fen(fee)} is more than the balance "
+            f"{format_fen(max(spendable, 0))}: top up first (R11)",
+            "insufficient",
+        )
+    return {
+        "number": acct["number"],
+        "name": acct["name"],
+        "type": acct["type"],
+        "via": acct["via"],
+        "fee_fen": fee,
+        "balance_fen": wallet,
+        "balance_after_fen": wallet - fee,
+    }
+
+
 def reissue(
     ctx: Context,
     account_id: int,

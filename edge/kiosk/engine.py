@@ -1,0 +1,815 @@
+"""The kiosk's two state machines: a holder's visit (the screens) and the reissue order (R11).
+
+**The visit** (``state`` of :meth:`KioskEngine.screen`)::
+
+    idle ──card on the reader──► card ──action──► card (message) ─┐
+      │                                                          │ idle timeout, "home",
+      ├──card-less action (loss, unlock, lost-card query)────────┤ card taken away
+      └──reissue: identify──► quote ──confirm──► issuing ──► take_card ──► idle
+                                │                   │
+                                └──cancel───────────┴──fault──► fault (what still works)
+
+Every holder action is one call (control API, :mod:`edge.kiosk.control`), answered when it is
+decided; the screen follows from :meth:`screen` (long-polled).  After ``idle_s`` without a
+touch the visit ends and everything the holder keyed or read is forgotten (not while a card is
+being issued).
+
+**The reissue order** (:mod:`edge.kiosk.orders` has the steps): identify (the server's quote:
+fee, balance, desk-only card types refused), then on confirmation: a blank from the hopper to
+the encoder, the order at the server for that blank's UID (the order id is the kiosk's; the
+server charges the fee once per order id), encode, read back and verify, close the order, issue
+to the mouth.  Each step is journaled before it is taken, so :meth:`recover` (at start) finishes
+or undoes any order a crash or fault interrupted: a card that may be half-encoded is captured
+into the reject bin and never handed out; the order is asked again with a fresh blank (same
+order id: no second fee) and the new card replaces the half-encoded one at the server.
+
+All device work (readers, dispenser) happens on the caller's thread; the agent calls the
+engine from its device thread only (:meth:`edge.kiosk.agent.KioskAgent.submit`).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from drivers.dispenser.base import CardDispenser
+from drivers.errors import (
+    CardGone,
+    DeviceUnavailable,
+    DispenserError,
+    DispenserJammed,
+    DriverError,
+    HopperEmpty,
+)
+from drivers.reader.base import PresentCard
+from edge.errors import EngineError
+from edge.kiosk.orders import KioskJournal, Order
+from edge.kiosk.upstream import KioskServer
+from sync import rules
+from sync.card.app import CampusCard
+from sync.card.keys import Keystore
+from sync.card.layout import Counters
+from sync.clock import Clock
+from sync.errors import CardRefused, RuleError, ServerRefused, ServerUnavailable, YktError
+from sync.money import format_fen
+
+log = logging.getLogger(__name__)
+
+IDLE_S = 60.0
+ENCODER_WAIT_S = 5.0
+CRASH_ENV = "YKT_KIOSK_CRASH"  # tests: "STEP" or "encode:N" (SIGKILL the kiosk there)
+
+
+class KioskFault(EngineError):
+    """An action the kiosk cannot do now (a device or the server): the screen says what still
+    works.  ``code`` names it for scripts."""
+
+    http_status = 503
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class HolderError(EngineError):
+    """The holder's input or card does not allow the action (shown, then they may try again)."""
+
+    http_status = 422
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Devices(Protocol):
+    """The kiosk's hardware as the engine uses it (:class:`edge.kiosk.agent.KioskAgent`)."""
+
+    def holder_card(self) -> PresentCard | None:
+        """The card on the holder's reader, or None; DeviceUnavailable when the reader is gone."""
+        ...
+
+    def encoder_card(self, timeout: float) -> PresentCard:
+        """The card at the encoder (waits up to ``timeout``); DeviceUnavailable otherwise."""
+        ...
+
+    def dispenser(self) -> CardDispenser:
+        """The dispenser; DeviceUnavailable when it cannot be opened."""
+        ...
+
+    def keys(self) -> Keystore: ...
+
+
+# -- plain words for the screens (zh-CN first, English beside) ------------------------------------
+WORDS: dict[str, str] = {
+    "no_card": "请把校园卡放在读卡区 / Please put your campus card on the reader",
+    "reader_gone": "读卡器故障，只能办理无卡业务（挂失、解挂、补卡） / The card reader is out of "
+    "order: only services without the card work (loss, unlock, reissue)",
+    "server_down": "暂时连不上一卡通中心，请稍后再试或到服务台办理 / Cannot reach the card "
+    "centre now: try again later or go to the service desk",
+    "hopper_empty": "空白卡已用完，暂停自助补卡，请到服务台办理 / No blank cards left: "
+    "self-service reissue is paused, please go to the service desk",
+    "dispenser_gone": "发卡机故障，暂停自助补卡，请到服务台办理 / The card dispenser is out of "
+    "order: self-service reissue is paused, please go to the service desk",
+    "dispenser_jammed": "发卡机卡住了，暂停自助补卡，请到服务台办理 / The card dispenser is "
+    "jammed: self-service reissue is paused, please go to the service desk",
+    "foreign_card": "无法识别这张卡，请到服务台 / This card is not recognised: please go to the "
+    "service desk",
+    "desk_only": "此类卡（消费卡、临时卡）请到服务台补办 / Consumer and temporary cards are "
+    "reissued at the service desk",
+}
+
+
+def words(code: str, fallback: str) -> str:
+    return WORDS.get(code, fallback)
+
+
+@dataclass
+class Screen:
+    state: str = "idle"
+    version: int = 0
+    account: dict[str, Any] | None = None  # what the card on the reader showed
+    quote: dict[str, Any] | None = None  # reissue: who, fee, balance after
+    order: dict[str, Any] | None = None  # reissue: the order as it goes
+    message: str = ""  # the outcome of the last action
+    ok: bool = True
+    code: str = ""
+    notices: dict[str, str] = field(default_factory=dict)  # device/server problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "version": self.version,
+            "account": self.account,
+            "quote": self.quote,
+            "order": self.order,
+            "message": self.message,
+            "ok": self.ok,
+            "code": self.code,
+            "notices": [{"code": k, "text": v} for k, v in sorted(self.notices.items())],
+        }
+
+
+def _crash_point(name: str) -> None:
+    """Tests: SIGKILL this process at ``name`` when ``YKT_KIOSK_CRASH`` names it."""
+    if os.environ.get(CRASH_ENV) == name:
+        log.warning("crash point %s: SIGKILL", name)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _CrashingCard:
+    """A card whose ``transmit`` SIGKILLs the process after ``n`` APDUs (``encode:N``)."""
+
+    def __init__(self, card: PresentCard, n: int) -> None:
+        self._card, self._left = card, n
+        self.reader, self.atr, self.detected_ns = card.reader, card.atr, card.detected_ns
+
+    @property
+    def uid(self) -> bytes:
+        return self._card.uid
+
+    def transmit(self, apdu: bytes) -> bytes:
+        if self._left <= 0:
+            _crash_point(os.environ.get(CRASH_ENV, ""))
+        self._left -= 1
+        return self._card.transmit(apdu)
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        return self._card.exclusive()
+
+    def reset(self) -> None:
+        self._card.reset()
+
+    def close(self) -> None:
+        self._card.close()
+
+
+def _maybe_crashing(card: PresentCard) -> PresentCard:
+    spec = os.environ.get(CRASH_ENV, "")
+    if spec.startswith("encode:"):
+        return _CrashingCard(card, int(spec.split(":", 1)[1]))
+    return card
+
+
+class _EncodeFailed(Exception):
+    """The card at the encoder was not written or does not read back: it goes to the reject
+    bin and the order takes another blank."""
+
+
+class KioskEngine:
+    def __init__(
+        self,
+        devices: Devices,
+        server: KioskServer,
+        journal: KioskJournal,
+        clock: Clock,
+        rng: random.Random,
+        idle_s: float = IDLE_S,
+        pin_max_tries: int = rules.DEFAULT_PIN_MAX_TRIES,
+    ) -> None:
+        self.dev = devices
+        self.server = server
+        self.journal = journal
+        self.clock = clock
+        self.rng = rng
+        self.idle_s = idle_s
+        self.pin_max_tries = pin_max_tries
+        self._cond = threading.Condition()
+        self._screen = Screen()
+        self._touched = time.monotonic()
+        self._issuing = False
+        self._pending_identity: dict[str, str] | None = None
+        self.last_issue_s: float | None = None  # confirm -> card at the mouth (benchmarks)
+
+    # -- the screen ---------------------------------------------------------------------------
+    def screen(self) -> dict[str, Any]:
+        with self._cond:
+            self._expire()
+            return self._screen.as_dict()
+
+    def wait(self, after: int, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                self._expire()
+                left = deadline - time.monotonic()
+                if self._screen.version > after or left <= 0:
+                    return self._screen.as_dict()
+                idle_left = self._touched + self.idle_s - time.monotonic()
+                self._cond.wait(max(0.01, min(left, idle_left if idle_left > 0 else left)))
+
+    def _set(self, state: str | None = None, **kw: Any) -> None:
+        with self._cond:
+            s = self._screen
+            if state is not None:
+                s.state = state
+            for k, v in kw.items():
+                setattr(s, k, v)
+            s.version += 1
+            self._cond.notify_all()
+
+    def touch(self) -> None:
+        self._touched = time.monotonic()
+
+    def _expire(self) -> None:
+        """Caller holds the condition: the idle timeout ends the visit and forgets it."""
+        s = self._screen
+        if self._issuing or s.state == "idle":
+            return
+        if time.monotonic() - self._touched >= self.idle_s:
+            self._forget()
+
+    def _forget(self) -> None:
+        s = self._screen
+        s.state, s.account, s.quote, s.order = "idle", None, None, None
+        s.message, s.ok, s.code = "", True, ""
+        s.version += 1
+        self._cond.notify_all()
+
+    def home(self) -> dict[str, Any]:
+        """Back to the start screen, forgetting the visit (not while a card is being issued)."""
+        with self._cond:
+            if self._issuing:
+                raise EngineError("a card is being issued: please wait")
+            self._forget()
+            return self._screen.as_dict()
+
+    def notice(self, code: str, text: str | None) -> None:
+        """A device or server problem (``text``) or its end (None), shown on every screen."""
+        with self._cond:
+            had = self._screen.notices.get(code)
+            if text == had:
+                return
+            if text is None:
+                self._screen.notices.pop(code, None)
+            else:
+                self._screen.notices[code] = text
+            self._screen.version += 1
+            self._cond.notify_all()
+
+    def _outcome(self, ok: bool, message: str, code: str = "", state: str | None = None) -> None:
+        self._set(state, message=message, ok=ok, code=code)
+
+    # -- errors: plain words ------------------------------------------------------------------
+    def _guard(self, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run a holder action: its failures become the screen's message and a clear error."""
+        self.touch()
+        try:
+            out = fn()
+        except ServerUnavailable as exc:
+            self.notice("server", WORDS["server_down"])
+            self._outcome(False, WORDS["server_down"], "server_unavailable")
+            raise KioskFault("server_unavailable", f"{WORDS['server_down']} ({exc})") from exc
+        except ServerRefused as exc:
+            self.notice("server", None)
+            text = words(exc.code, exc.message)
+            self._outcome(False, text, exc.code)
+            raise HolderError(exc.code, text) from exc
+        except CardRefused as exc:
+            text = words(exc.code, f"这张卡不能办理 / this card cannot be served: {exc.reason}")
+            self._outcome(False, text, exc.code)
+            raise HolderError(exc.code, text) from exc
+        except CardGone as exc:
+            self._outcome(False, WORDS["no_card"], "no_card")
+            raise HolderError("no_card", WORDS["no_card"]) from exc
+        except DeviceUnavailable as exc:
+            self._outcome(False, WORDS["reader_gone"], "reader_gone")
+            raise KioskFault("reader_gone", f"{WORDS['reader_gone']} ({exc})") from exc
+        except (HolderError, KioskFault) as exc:
+            self._outcome(False, str(exc), exc.code)
+            raise
+        except DriverError as exc:
+            self._outcome(
+                False, f"读卡失败，请重新放卡 / reading the card failed: {exc}", "card_io"
+            )
+            raise HolderError("card_io", str(exc)) from exc
+        self.notice("server", None)
+        return out
+
+    # -- the card on the reader ---------------------------------------------------------------
+    def _card(self) -> PresentCard:
+        card = self.dev.holder_card()
+        if card is None:
+            raise HolderError("no_card", WORDS["no_card"])
+        return card
+
+    def _proof(self, card: PresentCard) -> dict[str, Any]:
+        with card.exclusive():
+            return dict(CampusCard(card, self.dev.keys()).read_proof())
+
+    def card_arrived(self, card: PresentCard) -> None:
+        """The reader saw a card arrive: show its account (failures are shown, not raised)."""
+        if self._issuing:
+            return
+        try:
+            self._read(card)
+        except (HolderError, KioskFault):
+            pass
+
+    def read_card(self) -> dict[str, Any]:
+        """Balance (R20, R9): the account of the card on the reader."""
+        return self._guard(lambda: self._read(self._card()))
+
+    def _read(self, card: PresentCard) -> dict[str, Any]:
+        def go() -> dict[str, Any]:
+            proof = self._proof(card)
+            acct = self.server.read_card(proof)
+            self._set("card", account=acct, quote=None, order=None)
+            self._outcome(True, f"余额 / balance ¥{format_fen(acct['balance_fen'])}")
+            return acct
+
+        return self._guard(go)
+
+    def change_query_password(self, old: str, new: str) -> dict[str, Any]:
+        """R4 with the card: the old query password confirms."""
+        _password(old)
+        _password(new)
+
+        def go() -> dict[str, Any]:
+            proof = self._proof(self._card())
+            out = self.server.change_query_password(proof, old, new)
+            self._outcome(True, "查询密码已修改 / query password changed")
+            return out
+
+        return self._guard(go)
+
+    def change_consume_password(self, old: str, new: str) -> dict[str, Any]:
+        """R5 written onto the card: the old consumption password first (checked on the card,
+        its wrong try counted on the card before the check, the card's lock respected), then the
+        server records the change and answers the new identity, which is written and read back."""
+        _password(old)
+        _password(new)
+
+        def go() -> dict[str, Any]:
+            card = self._card()
+            keys = self.dev.keys()
+            with card.exclusive():
+                cc = CampusCard(card, keys)
+                proof = cc.read_proof()
+                view = cc.read()  # leaves the counter sector open for writing
+                if view.counters.tries >= self.pin_max_tries:
+                    raise HolderError(
+                        "pin_locked",
+                        "消费密码已锁定，请到服务台解锁 / the consumption password is locked: "
+                        "see the service desk",
+                    )
+                counted = view.counters.next(tries=view.counters.tries + 1)
+                cc.write_counters(view, counted)  # R5: the try counts before the check
+                if not cc.check_pin(view, old):
+                    left = self.pin_max_tries - counted.tries
+                    raise HolderError(
+                        "wrong_pin",
+                        f"消费密码错误，还可尝试 {max(left, 0)} 次 / wrong consumption password, "
+                        f"{max(left, 0)} tries left",
+                    )
+                out = self.server.change_consume_password(proof, old, new)
+                blob = base64.b64decode(out["write"]["identity"])
+                self._write_identity(cc, str(proof["card_no"]), blob, "consume_password")
+                view = cc.read()
+                cc.write_counters(view, view.counters.next(tries=0))
+                if not cc.check_pin(cc.read(), new):
+                    raise HolderError("card_io", "写卡校验失败 / the card did not read back")
+            self._outcome(
+                True, "消费密码已修改并写入卡片 / consumption password changed on the card"
+            )
+            return {"card_no": out["card_no"], "changed": "consume_password", "written": True}
+
+        return self._guard(go)
+
+    def _write_identity(self, cc: CampusCard, card_no: str, blob: bytes, what: str) -> None:
+        wid = self.journal.write_started(card_no, cc.uid.hex().upper(), what)
+        try:
+            cc.write_identity(blob)
+        except BaseException as exc:
+            self.journal.write_ended(wid, f"failed: {exc}")
+            raise
+        self.journal.write_ended(wid, "ok")
+
+    def set_limit(self, amount_fen: int, pin: str) -> dict[str, Any]:
+        """R6 with the card and the consumption password."""
+        _password(pin)
+        if isinstance(amount_fen, bool) or not 0 < amount_fen <= 99_999_999:
+            raise HolderError("bad_amount", "限额金额不对 / not a limit amount")
+
+        def go() -> dict[str, Any]:
+            proof = self._proof(self._card())
+            out = self.server.set_limit(proof, amount_fen, pin)
+            self._outcome(True, f"每日限额已改为 ¥{format_fen(amount_fen)} / daily limit changed")
+            if self._screen.account is not None:
+                self._set(account={**self._screen.account, "limit_fen": amount_fen})
+            return {"card_no": out["card_no"], "limit_fen": amount_fen}
+
+        return self._guard(go)
+
+    def correct(self) -> dict[str, Any]:
+        """R20 card correction: the card's basic data and validity rewritten from the server."""
+
+        def go() -> dict[str, Any]:
+            card = self._card()
+            with card.exclusive():
+                cc = CampusCard(card, self.dev.keys())
+                proof = cc.read_proof()
+                out = self.server.correction(proof)
+                blob = base64.b64decode(out["write"]["identity"])
+                self._write_identity(cc, str(proof["card_no"]), blob, "correction")
+                back = cc.read()
+                if back.identity.card_no != proof["card_no"]:
+                    raise HolderError("card_io", "写卡校验失败 / the card did not read back")
+            self._outcome(True, "卡片已校正 / card corrected")
+            w = out["write"]
+            return {"card_no": out["card_no"], "expires": w.get("expires"), "written": True}
+
+        return self._guard(go)
+
+    def electricity(
+        self, building: str, room: str, amount_fen: int, password: str
+    ) -> dict[str, Any]:
+        """R15 transfer (转账业务) with the card on the reader and the query password."""
+        _password(password)
+
+        def go() -> dict[str, Any]:
+            card = self._card()
+            proof = self._proof(card)
+            acct = self.server.read_card(proof)
+            rid = f"kiosk-{self.rng.getrandbits(64):016x}"
+            out = self.server.electricity(acct["number"], password, building, room, amount_fen, rid)
+            self._outcome(
+                True,
+                f"已向 {building}-{room} 转入电费 ¥{format_fen(amount_fen)} / electricity paid",
+            )
+            return out
+
+        return self._guard(go)
+
+    # -- without the card ---------------------------------------------------------------------
+    def holder_status(self, action: str, number: str, password: str) -> dict[str, Any]:
+        """R10 loss report / unlock with number (card number for temporary cards) and query
+        password."""
+        _password(password)
+
+        def go() -> dict[str, Any]:
+            out = self.server.holder_status(action, number, password)
+            text = (
+                "挂失成功 / card reported lost"
+                if action == "report-loss"
+                else ("解挂成功 / card unlocked")
+            )
+            self._outcome(True, text, state="message")
+            return out
+
+        return self._guard(go)
+
+    def found_cards(self, number: str, password: str) -> dict[str, Any]:
+        """R17 lost-card query: where a found card of the holder was handed in."""
+        _password(password)
+
+        def go() -> dict[str, Any]:
+            out = self.server.found_cards(number, password)
+            n = len(out.get("found", []))
+            text = (
+                f"有 {n} 条拾卡登记 / {n} found-card registration(s)"
+                if n
+                else "暂无拾卡登记 / nobody has handed in your card yet"
+            )
+            self._outcome(True, text, state="message")
+            return out
+
+        return self._guard(go)
+
+    # -- reissue (R11) ------------------------------------------------------------------------
+    def reissue_quote(self, identity: dict[str, str]) -> dict[str, Any]:
+        """Identify the holder (number + ID-card number, or an authentication code): the fee
+        and the balance after it, or a refusal (desk-only card types, a fee over the balance)."""
+
+        def go() -> dict[str, Any]:
+            self._reissue_possible()
+            quote = self.server.reissue_quote(identity)
+            self._pending_identity = dict(identity)
+            self._set("quote", quote=quote, order=None)
+            self._outcome(
+                True,
+                f"补卡工本费 ¥{format_fen(quote['fee_fen'])}，补卡后余额 "
+                f"¥{format_fen(quote['balance_after_fen'])} / reissue fee and balance after",
+            )
+            return quote
+
+        return self._guard(go)
+
+    def _reissue_possible(self) -> None:
+        """Refuse a reissue at once when the dispenser cannot do it (the screen says so)."""
+        try:
+            st = self.dev.dispenser().status()
+        except DeviceUnavailable as exc:
+            self.notice("dispenser", WORDS["dispenser_gone"])
+            raise KioskFault("dispenser_gone", WORDS["dispenser_gone"]) from exc
+        except DispenserError as exc:
+            self.notice("dispenser", WORDS["dispenser_gone"])
+            raise KioskFault("dispenser_gone", f"{WORDS['dispenser_gone']} ({exc})") from exc
+        if st.hopper == "empty":
+            self.notice("dispenser", WORDS["hopper_empty"])
+            raise KioskFault("hopper_empty", WORDS["hopper_empty"])
+        if st.jammed:
+            self.notice("dispenser", WORDS["dispenser_jammed"])
+            raise KioskFault("dispenser_jammed", WORDS["dispenser_jammed"])
+        self.notice("dispenser", None)
+
+    def reissue_confirm(self) -> dict[str, Any]:
+        """The holder confirmed the fee: run the order to a card at the mouth."""
+        identity = self._pending_identity
+        if self._screen.state != "quote" or not identity:
+            raise EngineError("identify first (reissue quote), then confirm")
+        quote = dict(self._screen.quote or {})
+        self.touch()
+        t0 = time.perf_counter()
+        order_id = f"k{self.clock.now_ms():x}{self.rng.getrandbits(48):012x}"
+        order = self.journal.create(order_id, str(quote.get("number", "")), identity)
+        self._pending_identity = None
+        with self._cond:
+            self._issuing = True
+        self._set("issuing", order=order.public(), message="正在制卡，请稍候 / making your card")
+        try:
+            order = self._run(order)
+        except (KioskFault, HolderError) as exc:
+            self._outcome(False, str(exc), exc.code, state="fault")
+            raise
+        finally:
+            with self._cond:
+                self._issuing = False
+                self._touched = time.monotonic()
+        self.last_issue_s = time.perf_counter() - t0
+        answer = order.answer
+        self._set(
+            "take_card",
+            order=order.public(),
+            message="请取走新卡 / please take your new card",
+            ok=True,
+            code="",
+        )
+        return {
+            "order_id": order.order_id,
+            "fee_fen": order.fee_fen,
+            "card_no": order.card_no,
+            "uid": order.uid,
+            "balance_fen": int(answer.get("balance_fen", order.balance_fen)),
+        }
+
+    def _run(self, order: Order) -> Order:
+        """Drive ``order`` from its journaled step to the mouth (also used by :meth:`recover`)."""
+        try:
+            disp = self.dev.dispenser()
+        except DeviceUnavailable as exc:
+            raise self._undo_or_keep(order, "dispenser_gone", WORDS["dispenser_gone"]) from exc
+        for attempt in range(3):
+            try:
+                return self._steps(order, disp)
+            except _EncodeFailed as exc:
+                log.warning("order %s: the new card failed (%s): reject bin", order.order_id, exc)
+                order = self.journal.get(order.order_id) or order
+                if attempt == 2:
+                    raise self._undo_or_keep(
+                        order, "encode_failed", f"写卡失败 / writing the card failed: {exc}"
+                    ) from exc
+            except DispenserJammed as exc:
+                log.warning("order %s: dispenser jammed (%s): reset", order.order_id, exc)
+                order = self.journal.get(order.order_id) or order
+                if not self._reset(disp) or attempt == 2:
+                    self.notice("dispenser", WORDS["dispenser_jammed"])
+                    raise self._undo_or_keep(
+                        order, "dispenser_jammed", WORDS["dispenser_jammed"]
+                    ) from exc
+            except HopperEmpty as exc:
+                self.notice("dispenser", WORDS["hopper_empty"])
+                order = self.journal.get(order.order_id) or order
+                raise self._undo_or_keep(order, "hopper_empty", WORDS["hopper_empty"]) from exc
+            except (DeviceUnavailable, DispenserError) as exc:
+                self.notice("dispenser", WORDS["dispenser_gone"])
+                order = self.journal.get(order.order_id) or order
+                raise self._undo_or_keep(
+                    order, "dispenser_gone", f"{WORDS['dispenser_gone']} ({exc})"
+                ) from exc
+            except ServerUnavailable as exc:
+                self.notice("server", WORDS["server_down"])
+                order = self.journal.get(order.order_id) or order
+                raise self._undo_or_keep(order, "server_unavailable", WORDS["server_down"]) from exc
+            except ServerRefused as exc:
+                order = self.journal.get(order.order_id) or order
+                raise self._undo_or_keep(order, exc.code, words(exc.code, exc.message)) from exc
+            order = self.journal.get(order.order_id) or order
+        raise AssertionError("unreachable")
+
+    def _reset(self, disp: CardDispenser) -> bool:
+        try:
+            disp.reset()
+            return not disp.status().jammed
+        except DispenserError:
+            return False
+
+    def _undo_or_keep(self, order: Order, code: str, text: str) -> KioskFault:
+        """A fault stopped ``order``.  Before the server knew of it, the order is undone
+        (nothing was charged; a blank at the encoder is captured).  After, it stays open in
+        the journal and the kiosk finishes it when it can (at its next start, or the next
+        confirm): the fee is already charged and is never charged again."""
+        if order.step == "feeding":
+            self._capture_quietly()
+            self.journal.step(order, "undone", note=f"{code}: nothing charged")
+            return KioskFault(code, f"{text}；未扣费 / nothing was charged")
+        self.journal.step(order, order.step, note=code)
+        return KioskFault(
+            code,
+            f"{text}；已登记补卡单 {order.order_id}，工本费只收一次，恢复后自动完成或到服务台领取 / "
+            f"order {order.order_id} is kept: the fee is charged once; it is finished when the "
+            "kiosk works again, or at the service desk",
+        )
+
+    def _capture_quietly(self) -> None:
+        try:
+            self.dev.dispenser().capture()
+        except (DispenserError, DeviceUnavailable) as exc:
+            log.warning("cannot capture the card at the encoder: %s", exc)
+
+    def _steps(self, order: Order, disp: CardDispenser) -> Order:
+        st = disp.status()
+        if st.jammed:
+            raise DispenserJammed("jammed", "10")
+        if order.step in ("feeding", "ordered", "encoding"):
+            keep = (
+                order.step == "ordered"
+                and st.card_at == "encoder"
+                and self._uid_at_encoder() == order.uid
+            )
+            if st.card_at != "none" and not keep:
+                # a card this order cannot hand out: one left at the mouth, one of unknown
+                # origin at the encoder, or one a crash or fault left half-encoded
+                log.warning(
+                    "order %s: the card at the %s goes to the reject bin",
+                    order.order_id,
+                    st.card_at,
+                )
+                disp.capture()
+                order = self.journal.step(order, order.step, rejected=order.rejected + 1)
+            disp.to_encoder()
+            _crash_point("fed")
+            blank = self.dev.encoder_card(ENCODER_WAIT_S)
+            uid = blank.uid.hex().upper()
+            order = self.journal.step(order, "ordered", uid=uid)
+            answer = self.server.reissue(order.order_id, uid, order.identity)
+            card = answer["card"]
+            order = self.journal.step(
+                order,
+                "encoding",
+                answer=answer,
+                card_no=str(card["card_no"]),
+                fee_fen=int(answer["fee_fen"]),
+                balance_fen=int(answer["balance_fen"]),
+            )
+            _crash_point("ordered")
+            self._encode(order, blank)
+            order = self.journal.step(order, "encoded")
+            _crash_point("encoded")
+        if order.step == "encoded":
+            st = disp.status()
+            if st.card_at == "encoder":
+                try:
+                    self._verify(order, self.dev.encoder_card(ENCODER_WAIT_S))
+                except _EncodeFailed:
+                    self.journal.step(order, "encoding")  # captured and made again
+                    raise
+            elif st.card_at != "mouth":
+                raise KioskFault("card_lost", "新卡不在发卡通道中 / the new card left the channel")
+            answer = self.server.reissue_done(order.order_id)
+            order = self.journal.step(order, "done", balance_fen=int(answer["balance_fen"]))
+            _crash_point("done")
+        if order.step == "done":
+            disp.to_mouth()
+            order = self.journal.step(order, "at_mouth")
+        return order
+
+    def _uid_at_encoder(self) -> str | None:
+        try:
+            return self.dev.encoder_card(ENCODER_WAIT_S).uid.hex().upper()
+        except DriverError:
+            return None
+
+    def _encode(self, order: Order, blank: PresentCard) -> None:
+        card = order.answer["card"]
+        blob = base64.b64decode(card["identity"])
+        tag = bytes.fromhex(card["tag"])
+        try:
+            counters = Counters.carried(card.get("counters"))
+        except ValueError as exc:
+            raise KioskFault("bad_answer", f"the server's card data: {exc}") from exc
+        wid = self.journal.write_started(order.card_no, order.uid, f"reissue {order.order_id}")
+        try:
+            writer = _maybe_crashing(blank)
+            with blank.exclusive():
+                CampusCard(writer, self.dev.keys()).encode(blob, tag, counters)
+            self._verify(order, blank)
+        except (DriverError, CardRefused, _EncodeFailed) as exc:
+            self.journal.write_ended(wid, f"failed: {exc}")
+            raise _EncodeFailed(str(exc)) from exc
+        self.journal.write_ended(wid, "ok")
+
+    def _verify(self, order: Order, card: PresentCard) -> None:
+        """Read the card back: the card number, UID, generation and tag the server issued."""
+        want = order.answer["card"]
+        try:
+            with card.exclusive():
+                proof = CampusCard(card, self.dev.keys()).read_proof()
+        except (DriverError, CardRefused) as exc:
+            raise _EncodeFailed(f"reading the new card back: {exc}") from exc
+        got = (proof["card_no"], proof["uid"], proof["generation"], proof["tag"])
+        exp = (want["card_no"], order.uid, want["generation"], str(want["tag"]).upper())
+        if got != exp:
+            raise _EncodeFailed(f"the new card reads back as {got}, not {exp}")
+
+    def recover(self) -> list[dict[str, Any]]:
+        """At start: finish (or undo) every order a crash or fault left open."""
+        out = []
+        for order in self.journal.open_orders():
+            log.warning("order %s was interrupted at %s: resuming", order.order_id, order.step)
+            if order.step == "feeding":
+                self._capture_quietly()
+                done = self.journal.step(order, "undone", note="interrupted before the server")
+                out.append(done.public())
+                continue
+            with self._cond:
+                self._issuing = True
+            self._set("issuing", order=order.public(), message="正在完成补卡 / finishing a reissue")
+            try:
+                done = self._run(order)
+                self._set(
+                    "take_card",
+                    order=done.public(),
+                    message="请取走新卡 / please take your new card",
+                    ok=True,
+                    code="",
+                )
+                out.append(done.public())
+            except (KioskFault, HolderError) as exc:
+                log.error("order %s could not be finished: %s", order.order_id, exc)
+                fresh = self.journal.get(order.order_id)
+                out.append(fresh.public() if fresh else order.public())
+                self._outcome(False, str(exc), exc.code, state="fault")
+            finally:
+                with self._cond:
+                    self._issuing = False
+                    self._touched = time.monotonic()
+        return out
+
+
+def _password(pw: str) -> None:
+    try:
+        rules.check_password_format(pw)
+    except RuleError as exc:
+        raise HolderError("bad_password", f"密码为6位数字 / {exc}") from exc
+
+
+__all__ = ["Devices", "HolderError", "KioskEngine", "KioskFault", "Screen", "YktError"]

@@ -1,7 +1,8 @@
 """``ykt demo``: the whole system on one machine with embedded defaults.
 
-Starts the central server on SQLite and one POS agent on a simulated reader, creates one demo
-account per card type (R1) with a card and ¥100.00, and prints how to sell.  State lives in
+Starts the central server on SQLite, one POS agent on a simulated reader and one self-service
+kiosk with a simulated card dispenser, creates one demo account per card type (R1) with a card
+and ¥100.00, and prints how to sell and how to reissue a card at the kiosk.  State lives in
 ``--data`` (default ``.demo``) so a second start continues where the first stopped.
 ``ykt demo server stop|start`` stops and restarts the demo's server from another shell, to
 watch the POS sell offline and drain its queue.
@@ -20,7 +21,7 @@ from typing import Any
 
 from sim.harness import procs
 from sim.harness.procs import StartFailed
-from sim.harness.ykt import PosProcess, ServerProcess, YktProcess
+from sim.harness.ykt import KioskProcess, PosProcess, ServerProcess, YktProcess
 from sync import rules
 from sync.errors import ConfigError, SyncError
 
@@ -33,7 +34,7 @@ DEMO_ACCOUNTS = [
 ]
 
 
-SERVER_PORT, CONTROL_PORT = 8700, 8701  # the demo's defaults (README)
+SERVER_PORT, CONTROL_PORT, KIOSK_PORT = 8700, 8701, 8702  # the demo's defaults (README)
 
 
 def _port_free(port: int) -> bool:
@@ -103,7 +104,8 @@ def _setup(data: Path, server: ServerProcess) -> dict[str, Any]:
         card = admin("POST", f"/v1/admin/accounts/{number}/cards", {})
         cards.append({**card, "name": name, "type": kind, "password": rules.initial_password(idc)})
     enroll = admin("POST", "/v1/admin/terminals/tokens", {"role": "pos", "name": "canteen-1"})
-    state = {"cards": cards, "pos_token": enroll["token"]}
+    kiosk = admin("POST", "/v1/admin/terminals/tokens", {"role": "kiosk", "name": "kiosk-1"})
+    state = {"cards": cards, "pos_token": enroll["token"], "kiosk_token": kiosk["token"]}
     state_path.write_text(json.dumps(state, ensure_ascii=False, indent=2))
     return state
 
@@ -117,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     agent = f"http://127.0.0.1:{args.control_port}"
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the children as Ctrl-C does
     _require_free(args.control_port, "POS control API", "--control-port")
+    _require_free(args.kiosk_port, "kiosk control API", "--kiosk-port")
+    kiosk_url = f"http://127.0.0.1:{args.kiosk_port}"
     started = _start_server(data, args.server_port)
     children: list[YktProcess] = [started]
     try:
@@ -134,7 +138,20 @@ def run(args: argparse.Namespace) -> int:
         )
         children.append(pos)
         _started(pos)
-        _print_instructions(data, server, agent, state, args.server_port)
+        kiosk = KioskProcess(
+            data / "kiosk1",
+            server_url=server,
+            token=state.get("kiosk_token"),
+            reader="sim://kiosk",
+            encoder="sim://encoder",
+            dispenser="sim://dispenser?encoder=encoder&blanks=20",
+            port=args.kiosk_port,
+            log_path=data / "kiosk.log",
+            new_session=True,
+        )
+        children.append(kiosk)
+        _started(kiosk)
+        _print_instructions(data, server, agent, kiosk_url, state, args.server_port)
         assert pos.proc is not None
         code = pos.proc.wait()  # until the agent ends, or Ctrl-C / SIGTERM ends the demo
         print(f"the POS agent exited with {code}; see {data / 'pos.log'}")
@@ -154,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_instructions(
-    data: Path, server: str, agent: str, state: dict[str, Any], port: int
+    data: Path, server: str, agent: str, kiosk: str, state: dict[str, Any], port: int
 ) -> None:
     token = data / "server" / "admin.token"
     port_opt = "" if port == SERVER_PORT else f" --server-port {port}"
@@ -167,6 +184,7 @@ ykt demo is running (state in {data}; Ctrl-C stops it).
   central server   {server}            (API docs {server}/docs)
   POS cashier      {agent}/cashier
   POS customer     {agent}/customer
+  kiosk screen     {kiosk}/kiosk
 
 Demo cards (each ¥100.00; passwords by R3 from the ID-card number):""")
     for c in state["cards"]:
@@ -185,6 +203,8 @@ Phone payment code of {second["name"]} (the simulated phone signs in; its code g
   ykt sim wallet pay-code --wallet W.json --png CODE.png
   ykt sim sale --agent {agent} --amount 9.00 --qr CODE.png
   (over the ¥50.00 daily limit the phone confirms first: pay-code --confirm-password {second["password"]})
+Self-service kiosk: {second["name"]} reissues the card (fee from the balance; the old card stops working):
+  ykt sim kiosk --agent {kiosk} reissue --number {second["number"]} --id-card {DEMO_ACCOUNTS[1][3]}
 Network outage:
   {stop}     # the POS keeps selling offline
   ykt sim sale --agent {agent} --card {first["card_no"]} --amount 3.00
@@ -242,6 +262,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--server-port", type=int, default=SERVER_PORT)
     p.add_argument("--control-port", type=int, default=CONTROL_PORT)
+    p.add_argument("--kiosk-port", type=int, default=KIOSK_PORT, help="the kiosk's control API")
     p.set_defaults(func=run)
     ds = p.add_subparsers(dest="demo_command", metavar="ACTION")
     s = ds.add_parser("server", help="stop or start the demo's server (from another shell)")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import tomllib
 from pathlib import Path
+from typing import Any
 
 from edge.kiosk.agent import KioskAgent, KioskConfig
 from edge.kiosk.control import create_control_app
@@ -26,25 +28,26 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "reuse DATA/terminal.json and DATA/terminal.key.  The screen is at "
         "http://HOST:PORT/kiosk (systemd/ykt-kiosk-screen.service shows it full screen).",
     )
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="TOML file with any of the options below (systemd/kiosk.toml.example); options "
+        "on the command line win",
+    )
     p.add_argument("--server", help="central server URL, e.g. http://127.0.0.1:8700")
     p.add_argument("--enroll", metavar="TOKEN", help="one-time enrollment token (first start)")
-    p.add_argument(
-        "--data", type=Path, required=True, help="state directory (identity, keys, journal)"
-    )
+    p.add_argument("--data", type=Path, help="state directory (identity, keys, journal)")
     p.add_argument(
         "--reader",
-        default="sim://kiosk",
         help="the holder's card reader: pcsc://NAME or sim://NAME (default sim://kiosk)",
     )
     p.add_argument(
         "--encoder",
-        default="sim://encoder",
         help="the PC/SC reader at the dispenser's encoder position: pcsc://NAME or sim://NAME "
         "(default sim://encoder)",
     )
     p.add_argument(
         "--dispenser",
-        default="sim://dispenser?encoder=encoder",
         help="the card dispenser: serial:///dev/ttyS0?baud=9600 (CRT-591) or sim://NAME"
         "?encoder=ENC (default sim://dispenser?encoder=encoder)",
     )
@@ -59,35 +62,76 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="card keystore file (ykt admin keys export --role kiosk); default: fetched from "
         "the server into DATA/card-keys.json",
     )
-    p.add_argument("--control-host", default="127.0.0.1", help="control API address")
-    p.add_argument("--control-port", type=int, default=8702, help="control API port (8702)")
+    p.add_argument("--control-host", help="control API address (default 127.0.0.1)")
+    p.add_argument("--control-port", type=int, help="control API port (default 8702)")
     p.add_argument(
-        "--idle", type=float, default=60.0, help="seconds without a touch before the screen "
-        "goes back to the start and forgets the visit (default 60)"
+        "--idle", type=float, help="seconds without a touch before the screen goes back to "
+        "the start and forgets the visit (default 60)"
     )  # fmt: skip
     p.add_argument("--seed", type=int, help="seed for order ids (tests)")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    if not 1 <= args.control_port <= 65535:
-        raise ConfigError(f"control port {args.control_port} is not a port number")
-    if not 1 <= args.idle <= 3600:
-        raise ConfigError("--idle: 1 to 3600 seconds")
-    cfg = KioskConfig(
-        data=args.data,
-        server=args.server,
-        enroll=args.enroll,
-        reader=args.reader,
-        encoder=args.encoder,
-        dispenser=args.dispenser,
-        camera=args.camera,
-        keystore=args.keystore,
-        control_host=args.control_host,
-        control_port=args.control_port,
-        idle_s=args.idle,
+#: the options a config file may give, with their type and default
+CONFIG_KEYS: dict[str, tuple[type, object]] = {
+    "server": (str, None),
+    "enroll": (str, None),
+    "data": (str, None),
+    "reader": (str, "sim://kiosk"),
+    "encoder": (str, "sim://encoder"),
+    "dispenser": (str, "sim://dispenser?encoder=encoder"),
+    "camera": (str, None),
+    "keystore": (str, None),
+    "control_host": (str, "127.0.0.1"),
+    "control_port": (int, 8702),
+    "idle": (float, 60.0),
+}
+
+
+def load_config(args: argparse.Namespace) -> KioskConfig:
+    values: dict[str, Any] = {k: d for k, (_t, d) in CONFIG_KEYS.items()}
+    if args.config:
+        try:
+            raw = tomllib.loads(args.config.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config {args.config}: {exc}") from exc
+        for key, val in raw.items():
+            if key not in CONFIG_KEYS:
+                known = ", ".join(sorted(CONFIG_KEYS))
+                raise ConfigError(f"{args.config}: unknown key {key!r} (known: {known})")
+            kind = CONFIG_KEYS[key][0]
+            ok = (int, float) if kind is float else kind
+            if isinstance(val, bool) or not isinstance(val, ok):
+                raise ConfigError(f"{args.config}: {key} must be a {kind.__name__}")
+            values[key] = val
+    for key in CONFIG_KEYS:
+        given = getattr(args, key, None)
+        if given is not None:
+            values[key] = given
+    if not values["data"]:
+        raise ConfigError('--data DIR is required (or data = "DIR" in the config file)')
+    if not 1 <= int(values["control_port"]) <= 65535:
+        raise ConfigError(f"control port {values['control_port']} is not a port number")
+    if not 1 <= float(values["idle"]) <= 3600:
+        raise ConfigError("idle: 1 to 3600 seconds")
+    return KioskConfig(
+        data=Path(values["data"]),
+        server=values["server"],
+        enroll=values["enroll"],
+        reader=values["reader"],
+        encoder=values["encoder"],
+        dispenser=values["dispenser"],
+        camera=values["camera"],
+        keystore=Path(values["keystore"]) if values["keystore"] else None,
+        control_host=values["control_host"],
+        control_port=int(values["control_port"]),
+        idle_s=float(values["idle"]),
         seed=args.seed,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
     sock = listen(cfg.control_host, cfg.control_port)
     try:
         agent = KioskAgent(cfg)

@@ -48,9 +48,13 @@ class FakeServer:
         self.limit = 5000
 
     def _blob(self, uid: str, card_no: str, generation: int, pin: str) -> str:
-        ident = layout.Identity(card_no, CARD_ACCT, "student", generation, "2030-12-31", "2026-01-01")
+        ident = layout.Identity(
+            card_no, CARD_ACCT, "student", generation, "2030-12-31", "2026-01-01"
+        )
         verifier = layout.make_verifier(self.keys, CARD_ACCT, pin, log2n=10)
-        return base64.b64encode(layout.issue_blob(self.keys, bytes.fromhex(uid), ident, verifier)).decode()
+        return base64.b64encode(
+            layout.issue_blob(self.keys, bytes.fromhex(uid), ident, verifier)
+        ).decode()
 
     def _refuse(self) -> None:
         if self.card_type not in ("student", "staff"):
@@ -177,7 +181,9 @@ def test_a_reissue_takes_one_blank_charges_once_and_hands_out_a_working_card(rig
     out = rig.engine.reissue_confirm()
     assert out["fee_fen"] == FEE and out["balance_fen"] == 3000 and out["card_no"] == "20260002"
     summary = rig.disp.mech.summary()
-    assert summary["issued"] == [out["uid"]] and summary["rejected"] == [] and summary["hopper"] == 4
+    assert (
+        summary["issued"] == [out["uid"]] and summary["rejected"] == [] and summary["hopper"] == 4
+    )
     assert rig.engine.screen()["state"] == "take_card"
     assert rig.server.charges == 1 and rig.server.orders[out["order_id"]]["status"] == "done"
     ident = rig.take_and_read()

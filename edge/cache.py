@@ -69,6 +69,22 @@ MIGRATIONS.add(
     """,
 )
 
+# issue 10 item 9: the feed once sent each account's query-password hash as ``pin_verifier``
+# (R3: both passwords start equal) and each card's signed identity (with its consumption-password
+# verifier) to every terminal; a POS checks the consumption password against the card it reads
+# and used neither.  The stored copies are wiped (zeroed in the file: the SQLite backend's
+# secure_delete, then Cache scrubs the log), and the cache pulls the feed again from the start:
+# a simulated terminal gets the identities back (sync/server/feed.py).
+WIPE_VERIFIERS = "0004-no-password-verifiers"
+MIGRATIONS.add(
+    WIPE_VERIFIERS,
+    """
+    UPDATE accounts SET pin_verifier = '';
+    UPDATE cards SET identity = '';
+    DELETE FROM meta WHERE key = 'version'
+    """,
+)
+
 _ACCOUNT_COLS = (
     "id",
     "number",
@@ -110,7 +126,8 @@ UPSERT_META = _upsert("meta", ("key", "value"), "key")
 class Cache:
     def __init__(self, db: Database) -> None:
         self.db = db
-        db.migrate(MIGRATIONS)
+        if WIPE_VERIFIERS in db.migrate(MIGRATIONS):
+            db.scrub()
         self._lock = threading.Lock()
         self._policy = TerminalPolicy.from_feed(json.loads(self._meta("policy") or "{}"))
         self._codes = msgspec.json.decode(self._meta("codes") or "{}", type=CodesInfo)
@@ -136,9 +153,15 @@ class Cache:
                 tx.execute("DELETE FROM accounts")
                 tx.execute("DELETE FROM cards")
                 tx.execute("DELETE FROM certs")
-            tx.executemany(
+            tx.executemany(  # no password hash is kept, even from a server that sends one
                 UPSERT_ACCOUNT,
-                [(*(getattr(a, c) for c in _ACCOUNT_COLS), page.ack) for a in page.accounts],
+                [
+                    (
+                        *("" if c == "pin_verifier" else getattr(a, c) for c in _ACCOUNT_COLS),
+                        page.ack,
+                    )
+                    for a in page.accounts
+                ],
             )
             tx.executemany(
                 UPSERT_CARD,

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sync.client import ServerClient
 from sync.crypto import SigningKey
 from sync.errors import ConfigError, SyncError
+from sync.files import private_dir, write_private
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +45,18 @@ def load(data: Path) -> tuple[Identity, SigningKey] | None:
     return ident, key
 
 
-def enroll(data: Path, server: str, token: str, role: str) -> tuple[Identity, SigningKey]:
-    """Generate the key, enroll it with the one-time token, and store the identity."""
+def state_dir(data: Path) -> None:
+    """The terminal's state directory, private whatever the umask (0700, its files 0600): it
+    holds the terminal's key, the journal and the cache of holders' data."""
     try:
-        data.mkdir(parents=True, exist_ok=True)
-        os.chmod(data, 0o700)
+        private_dir(data)
     except OSError as exc:
         raise ConfigError(f"cannot use {data} as the terminal's state directory: {exc}") from exc
+
+
+def enroll(data: Path, server: str, token: str, role: str) -> tuple[Identity, SigningKey]:
+    """Generate the key, enroll it with the one-time token, and store the identity."""
+    state_dir(data)
     ident_path, key_path = _paths(data)
     key = SigningKey.generate()
     client = ServerClient(server)
@@ -74,9 +79,7 @@ def enroll(data: Path, server: str, token: str, role: str) -> tuple[Identity, Si
         campus_id=resp["campus_id"],
         tz=resp["tz"],
     )
-    tmp = ident_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(ident), indent=2, ensure_ascii=False))
-    os.replace(tmp, ident_path)
+    write_private(ident_path, json.dumps(asdict(ident), indent=2, ensure_ascii=False).encode())
     log.info("enrolled as terminal %s (%s)", ident.terminal_id, ident.name)
     return ident, key
 
@@ -84,6 +87,7 @@ def enroll(data: Path, server: str, token: str, role: str) -> tuple[Identity, Si
 def load_or_enroll(
     data: Path, server: str | None, token: str | None, role: str
 ) -> tuple[Identity, SigningKey]:
+    state_dir(data)
     found = load(data)
     if found is not None:
         ident, key = found

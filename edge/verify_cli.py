@@ -1,9 +1,12 @@
-"""``ykt verify-code``: check an authentication code (R18) as a gate would, and say who it is
+"""``ykt verify-code``: check an authentication code (R18) as a gate does, and say who it is
 and whether access is allowed.
 
 The picture is decoded here (OpenCV + the QR decoder); the server runs the one verification
 path (:class:`sync.codes.CodeVerifier`: format, campus, window, certificate chain, signature)
-plus the account's state (R2) and its seen-set (a code is admitted once).
+plus the account's state (R2) and its seen-set (a code is admitted once).  Only an enrolled
+gate may ask (the answer names the holder, and asking uses the code up): the command signs its
+request with a gate identity kept in ``--data`` (enrolled on first use with ``--enroll``, as
+``ykt pos`` is).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 
 from drivers.errors import DriverError
 from drivers.qr.decoders import get_decoder, read_image
+from edge import identity
 from edge.errors import VerifyError
 from sync.client import ServerClient
 from sync.errors import ConfigError, SyncError
@@ -28,6 +32,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "allowed (exit status 0 once the check ran; with --strict, 3 when refused).",
     )
     p.add_argument("--server", required=True, help="central server URL")
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="the gate's state directory (its identity and key: DATA/terminal.json, "
+        "DATA/terminal.key)",
+    )
+    p.add_argument(
+        "--enroll",
+        metavar="TOKEN",
+        help="one-time enrollment token of a gate (first use: ykt admin terminal enroll "
+        "--role gate --name NAME)",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--png", type=Path, help="picture of the code (PNG, JPEG, a camera frame)")
     src.add_argument("--text", help="the code's text")
@@ -52,9 +69,10 @@ def _decode(path: Path, decoder: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     text = args.text if args.text is not None else _decode(args.png, args.decoder)
-    client = ServerClient(args.server)
+    ident, key = identity.load_or_enroll(args.data, args.server, args.enroll, "gate")
+    client = ServerClient(args.server, terminal_id=ident.terminal_id, key=key)
     try:
-        out = client.request("POST", "/v1/codes/verify", body={"text": text}, signed=False)
+        out = client.request("POST", "/v1/codes/verify", body={"text": text})
     except SyncError as exc:
         raise VerifyError(f"verification at {args.server} failed: {exc}") from exc
     finally:

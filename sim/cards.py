@@ -5,7 +5,9 @@ server's record of it (which carries the issuer-signed identity) and its own key
 desk would have written it.  Keys the terminal does not hold (a POS has no identity write
 key) are random on such a card: nobody can rewrite its identity, as on a real one.  A UID other
 than the issued one makes a clone (same data, keys diversified for the other UID); an
-unknown number makes a blank card, which no campus key opens.
+unknown number makes a blank card, which no campus key opens.  Only a terminal enrolled as
+simulated (``ykt admin terminal enroll --simulated``) receives the cards' identities: a real one
+is refused here (docs/security.md).
 
 The agent keeps each card as an image file (``DATA/sim-cards/``), so its counters survive
 between taps and restarts like a real card's.
@@ -56,6 +58,11 @@ def card_for(
         card = cardimage.load(path)
     elif record is not None and record.identity:
         card = encoded_card(uid, record.identity, keys)
+    elif record is not None:  # issued, but the feed sent this terminal no identity
+        raise SimError(
+            f"cannot make simulated card {card_no}: the feed sends card identities only to a "
+            "terminal enrolled as simulated (ykt admin terminal enroll --simulated)"
+        )
     else:
         card = MifareClassic1K(uid, blank_blocks(uid))
     card.on_write = lambda c: cardimage.save(c, path)

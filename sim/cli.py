@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sim import cardcli
-from sim.control import AgentControl
+from sim.control import AgentControl, token_file_option
 from sim.dispenser import cli as dispenser_cli
 from sim.errors import SimUsageError
 from sim.idp import add_idp_parser
@@ -59,7 +59,7 @@ def _read_file(path: Path) -> bytes:
 
 
 def sale(args: argparse.Namespace) -> int:
-    ctl = AgentControl(args.agent, timeout=args.timeout)
+    ctl = AgentControl(args.agent, timeout=args.timeout, token_file=args.token_file)
     if args.reverse:
         return _reverse(args, ctl)
     if args.qr is not None:
@@ -106,7 +106,7 @@ def _reverse(args: argparse.Namespace, ctl: AgentControl) -> int:
 
 
 def proof(args: argparse.Namespace) -> int:
-    ctl = AgentControl(args.agent, timeout=args.timeout)
+    ctl = AgentControl(args.agent, timeout=args.timeout, token_file=args.token_file)
     out = ctl.proof_image(_read_file(args.qr)) if args.qr else ctl.proof_code(args.code)
     if args.json:
         print(json.dumps(out, ensure_ascii=False))
@@ -118,7 +118,7 @@ def proof(args: argparse.Namespace) -> int:
 
 
 def tap(args: argparse.Namespace) -> int:
-    out = AgentControl(args.agent).present(args.card, args.uid)
+    out = AgentControl(args.agent, token_file=args.token_file).present(args.card, args.uid)
     print(
         json.dumps(out, ensure_ascii=False) if args.json else f"card {out['presented']} presented"
     )
@@ -126,7 +126,7 @@ def tap(args: argparse.Namespace) -> int:
 
 
 def state(args: argparse.Namespace) -> int:
-    ctl = AgentControl(args.agent)
+    ctl = AgentControl(args.agent, token_file=args.token_file)
     out = {"screen": ctl.state(), "status": ctl.status()}
     print(json.dumps(out, ensure_ascii=False, indent=None if args.json else 2))
     return 0
@@ -145,6 +145,7 @@ def add_parser(sub: Sub) -> None:
         c.add_argument(
             "--agent", required=True, help="agent control URL, e.g. http://127.0.0.1:8701"
         )
+        token_file_option(c)
         json_option(c)
         return c
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
 from drivers.errors import DriverError
 from drivers.qr.decoders import decode_image_bytes, get_decoder
+from edge.pos import controltoken
 from sim.errors import SimError, SimUsageError
 from sync.errors import RuleError
 from sync.rules import check_password_format
@@ -17,19 +21,64 @@ from sync.rules import check_password_format
 FINAL = ("approved", "declined")
 
 
+def token_file_option(p: argparse.ArgumentParser) -> None:
+    """``--token-file``: where the agent's control token is, when ``ykt sim`` cannot find it by
+    itself (an agent of another user, e.g. run by systemd: DATA/control.token, as root)."""
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        help="the agent's control token (DATA/control.token); default: found by the agent's "
+        "port when the agent runs as this user",
+    )
+
+
 class AgentControl:
-    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+    """``token``: the agent's per-boot control token (edge/pos/controltoken.py); by default
+    read from ``token_file``, or else found in the per-user registry by the agent's port."""
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = 10.0,
+        *,
+        token: str | None = None,
+        token_file: Path | None = None,
+    ) -> None:
         self.base = base_url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
+        self._given = token is not None
+        self._token_file = token_file
+        if token is None and token_file is not None and self._found() is None:
+            raise SimUsageError(f"--token-file {token_file}: no control token in it")
+        self._use(token if token is not None else self._found())
+
+    def _found(self) -> str | None:
+        """The agent's current token from the file given, or else from the registry."""
+        if self._token_file is not None:
+            return controltoken.read(self._token_file)
+        port = urlsplit(self.base).port
+        return controltoken.find(port) if port is not None else None
+
+    def _use(self, token: str | None) -> None:
+        if token:
+            self.session.headers[controltoken.HEADER] = token
+
+    def _send(self, method: str, path: str, body: Any, timeout: float) -> requests.Response:
+        try:
+            return self.session.request(method, self.base + path, json=body, timeout=timeout)
+        except requests.RequestException as exc:
+            raise SimError(f"cannot reach the agent at {self.base}: {exc}") from exc
 
     def _call(
         self, method: str, path: str, body: Any = None, timeout: float = 10.0
     ) -> dict[str, Any]:
-        try:
-            resp = self.session.request(method, self.base + path, json=body, timeout=timeout)
-        except requests.RequestException as exc:
-            raise SimError(f"cannot reach the agent at {self.base}: {exc}") from exc
+        resp = self._send(method, path, body, timeout)
+        if resp.status_code == 401 and not self._given:  # the agent restarted: a new token
+            fresh = self._found()
+            if fresh and fresh != self.session.headers.get(controltoken.HEADER):
+                self._use(fresh)
+                resp = self._send(method, path, body, timeout)
         try:
             data = resp.json()
         except ValueError as exc:

@@ -24,6 +24,7 @@ from sim.harness.procs import StartFailed
 from sim.harness.ykt import KioskProcess, PosProcess, ServerProcess, YktProcess
 from sync import rules
 from sync.errors import ConfigError, SyncError
+from sync.files import private_dir, write_private
 
 DEMO_ACCOUNTS = [
     # number, name, type, ID-card number (valid GB 11643; R3 gives the initial passwords)
@@ -103,10 +104,15 @@ def _setup(data: Path, server: ServerProcess) -> dict[str, Any]:
         )
         card = admin("POST", f"/v1/admin/accounts/{number}/cards", {})
         cards.append({**card, "name": name, "type": kind, "password": rules.initial_password(idc)})
-    enroll = admin("POST", "/v1/admin/terminals/tokens", {"role": "pos", "name": "canteen-1"})
+    enroll = admin(  # the demo's POS reads simulated cards (sim://r1)
+        "POST",
+        "/v1/admin/terminals/tokens",
+        {"role": "pos", "name": "canteen-1", "simulated": True},
+    )
     kiosk = admin("POST", "/v1/admin/terminals/tokens", {"role": "kiosk", "name": "kiosk-1"})
     state = {"cards": cards, "pos_token": enroll["token"], "kiosk_token": kiosk["token"]}
-    state_path.write_text(json.dumps(state, ensure_ascii=False, indent=2))
+    # the demo holders' passwords and a terminal enrollment token: private, as the data is
+    write_private(state_path, json.dumps(state, ensure_ascii=False, indent=2).encode())
     return state
 
 
@@ -114,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "demo_command", None) == "server":
         return server_ctl(args)
     data: Path = args.data.resolve()
-    data.mkdir(parents=True, exist_ok=True)
+    private_dir(data)
     server = f"http://127.0.0.1:{args.server_port}"
     agent = f"http://127.0.0.1:{args.control_port}"
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the children as Ctrl-C does

@@ -14,7 +14,7 @@ import segno
 from drivers.errors import DriverError
 from drivers.qr.decoders import get_decoder, read_image
 from sim import phone_screen, wallet_codes
-from sim.control import AgentControl
+from sim.control import AgentControl, token_file_option
 from sim.errors import SimUsageError
 from sim.wallet import Wallet
 from sync import codes
@@ -45,7 +45,8 @@ def _show(args: argparse.Namespace, out: dict[str, Any]) -> None:
                 text, phone_screen.look_for(args.condition, random.Random(args.seed))
             )
             buf.write(cv2.imencode(".png", frame)[1].tobytes())
-        out["shown"] = AgentControl(args.agent).present_code(buf.getvalue())
+        ctl = AgentControl(args.agent, token_file=args.token_file)
+        out["shown"] = ctl.present_code(buf.getvalue())
 
 
 def write_video(text: str, path: Path, condition: str, seed: int) -> Path:
@@ -156,6 +157,7 @@ def add_code_commands(cmd: Cmd) -> None:
         c.add_argument(
             "--agent", help="show it to this agent's sim:// camera, e.g. http://127.0.0.1:8701"
         )
+        token_file_option(c)
         c.add_argument(
             "--condition",
             default="screen",

@@ -581,7 +581,10 @@ class AccountSnapshot(Struct, frozen=True, kw_only=True):
     spent_day: str
     spent_fen: int
     pin_tries: int
-    pin_verifier: str
+    #: always empty: no password hash reaches a terminal (issue 10 item 9; the consumption
+    #: password is checked against the card's own verifier, R5).  Kept on the wire for
+    #: terminals of an older version, which require the field.
+    pin_verifier: str = ""
     pin_epoch: int = 0  # a server of an older version does not send it
     expires: str | None
     version: int

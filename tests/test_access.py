@@ -4,11 +4,19 @@ call desk or kiosk operations; sessions, staff tokens and terminal signatures do
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fastapi.routing import APIRoute
 
-from sync.errors import ServerRefused
+from sync.errors import AuthError, ServerRefused
+from sync.records import KINDS, METHODS
+from sync.server import ingest, roles
+from sync.server.api_auth import ApiAuth
+from sync.server.app import create_app
+from sync.server.errors import Forbidden
+from tests.handterm import HandTerminal
 from tests.live import Live, Pos, proof
 
 
@@ -129,3 +137,103 @@ def test_audit_log_never_keeps_secrets(live: Live, two: dict[str, Any]) -> None:
     text = json.dumps(live.admin("GET", "/v1/admin/audit?limit=200"))
     assert two["a"]["id_card"] not in text
     assert "token" not in text or '"token": "***"' in text
+
+
+# -- terminals: the role table (sync/server/roles.py), every cell --------------------------------
+def _terminal_routes(app: Any) -> set[str]:
+    """The app's routes that take a signed terminal request."""
+
+    def deps(d: Any) -> Iterator[Any]:
+        for sub in d.dependencies:
+            yield sub.call
+            yield from deps(sub)
+
+    def api_routes(routes: Any) -> Iterator[APIRoute]:
+        for r in routes:
+            if isinstance(r, APIRoute):
+                yield r
+            else:  # an included router
+                yield from api_routes(getattr(getattr(r, "original_router", r), "routes", []))
+
+    return {
+        f"{method} {route.path}"
+        for route in api_routes(app.routes)
+        if any(getattr(c, "__func__", None) is ApiAuth.terminal for c in deps(route.dependant))
+        for method in route.methods
+    }
+
+
+def test_the_role_table_names_every_terminal_route(live: Live) -> None:
+    assert _terminal_routes(create_app(live.ctx)) == set(roles.ENDPOINTS)
+    assert set(roles.RECORDS) == set(roles.ROLES)
+    for allowed in roles.RECORDS.values():
+        assert {k for k, _ in allowed} <= KINDS and {m for _, m in allowed} <= METHODS
+
+
+@pytest.mark.parametrize("role", roles.ROLES)
+def test_each_terminal_route_answers_only_the_roles_of_the_table(live: Live, role: str) -> None:
+    """Issue 10 items 11 and 13: every (role, terminal route) cell; a request the table does
+    not allow is refused before anything else (403 wrong_role), one it allows gets past the
+    role check (an empty body then fails validation, with nothing done)."""
+    t = live.terminal(role, f"cell-{role}")
+    for endpoint in sorted(roles.ENDPOINTS):
+        method, path = endpoint.split(" ", 1)
+        path = _concrete(path)
+        try:
+            t.request(method, path, body={} if method == "POST" else None)
+            got = (200, "ok")
+        except (ServerRefused, AuthError) as exc:
+            got = (exc.status, str(exc.code))
+        if roles.may_call(role, endpoint):
+            assert got[1] != "wrong_role", (role, endpoint, got)
+        else:
+            assert got == (403, "wrong_role"), (role, endpoint, got)
+
+
+@pytest.mark.parametrize("role", roles.ROLES)
+def test_ingest_takes_from_each_role_only_the_records_it_writes(live: Live, role: str) -> None:
+    """Every (role, record kind, method) cell, at ingest itself (a kiosk or gate does not get
+    to ``POST /v1/journal`` at all): a record a role does not write is refused with the whole
+    batch, raised as an alarm, and moves no money."""
+    acct = live.add_account("R1", 81, topup_fen=10_000)
+    aid = int(live.admin("GET", "/v1/admin/accounts/R1")["id"])
+    term = HandTerminal.enroll(live, f"rec-{role}", role=role)
+    row = dict(live.ctx.db.one("SELECT * FROM terminals WHERE id = ?", (term.terminal_id,)))
+    for kind in sorted(KINDS):
+        for method in sorted(METHODS):
+            pin = "fail" if kind == "pin_fail" else "none"
+            wire = term.record(aid, 100, kind=kind, method=method, pin=pin)
+            if roles.may_write(role, kind, method):
+                assert ingest.ingest(live.ctx, row, [wire]).ack == len(term.journal)
+                continue
+            with pytest.raises(Forbidden) as err:
+                ingest.ingest(live.ctx, row, [wire])
+            assert err.value.code == "record_not_allowed", (role, kind, method)
+            term.journal.pop()  # never applied: the chain goes on from the previous record
+    alarms = [
+        a for a in live.admin("GET", "/v1/admin/alarms")["alarms"] if a["kind"] != "reverse_unpaid"
+    ]
+    refused = len(KINDS) * len(METHODS) - len(roles.RECORDS[role])
+    assert sum(a["kind"] == "record_not_allowed" for a in alarms) == refused
+    sales = sum(1 for k, m in roles.RECORDS[role] if k == "sale" and m != "qr-reverse")
+    assert live.admin("GET", "/v1/admin/accounts/R1")["balance_fen"] == 10_000 - 100 * sales
+    assert acct["number"] == "R1"
+
+
+def test_a_kiosk_push_is_refused_before_the_records_are_read(live: Live) -> None:
+    acct = live.add_account("R2", 82, topup_fen=10_000)
+    k = HandTerminal.enroll(live, "push-kiosk", role="kiosk")
+    with pytest.raises(AuthError) as err:
+        k.push([k.record(int(acct["account_id"]), 4000)])
+    assert (err.value.status, err.value.code) == (403, "wrong_role")
+    assert live.admin("GET", "/v1/admin/accounts/R2")["balance_fen"] == 10_000
+
+
+def test_only_an_enrolled_gate_verifies_codes(live: Live) -> None:
+    """Issue 10 item 13: `/v1/codes/verify` answers who a code belongs to and uses it up: an
+    unsigned request is refused (nothing is read or used up), as is any other role."""
+    r = live.call("POST", "/v1/codes/verify", {"text": "x" * 40})
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "unsigned")
+    gate = live.terminal("gate", "gate-1")
+    out = gate.request("POST", "/v1/codes/verify", body={"text": "x" * 40})
+    assert out["valid"] is False

@@ -114,10 +114,12 @@ def fuzz_live(tmp_path_factory: pytest.TempPathFactory, db_kind: str) -> Iterato
         "session": live.login("S2023002", card["password"]),
         "kiosk": SigningSession(live.terminal("kiosk", "fuzz-kiosk")),
         "pos": SigningSession(live.terminal("pos", "fuzz-pos")),
+        "gate": SigningSession(live.terminal("gate", "fuzz-gate")),
     }
     yield world
     world["kiosk"].close()
     world["pos"].close()
+    world["gate"].close()
     live.stop()
 
 
@@ -152,6 +154,8 @@ def _credentials(fuzz_live: dict[str, Any], path: str) -> tuple[dict[str, str], 
         return {}, fuzz_live["kiosk"]
     if path in ("/v1/pos/authorize", "/v1/journal"):
         return {}, fuzz_live["pos"]
+    if path == "/v1/codes/verify":
+        return {}, fuzz_live["gate"]
     return {}, None  # public, card-less, or signed feed (unsigned: it long-polls otherwise)
 
 

@@ -74,9 +74,12 @@ def test_acceptance_commands(server: ServerProc, cam_pos: PosProc, tmp_path: Pat
     assert angled["approved"], angled
 
     ykt("sim", "wallet", "auth-code", "--wallet", w, "--png", str(tmp_path / "AUTH.png"))
-    who = ykt_json("verify-code", "--server", server.url, "--png", str(tmp_path / "AUTH.png"))
+    # only an enrolled gate verifies (issue 10 item 13): enrolled on first use, as a POS is
+    gate = ["verify-code", "--server", server.url, "--data", str(tmp_path / "gate")]
+    first = ["--enroll", server.enroll_token("gate-1", role="gate")]
+    who = ykt_json(*gate, *first, "--png", str(tmp_path / "AUTH.png"))
     assert who["allowed"] and who["account"]["number"] == "S2023001"
-    twice = ykt_json("verify-code", "--server", server.url, "--png", str(tmp_path / "AUTH.png"))
+    twice = ykt_json(*gate, "--png", str(tmp_path / "AUTH.png"))
     assert not twice["allowed"] and twice["code"] == "replayed"
 
     cam_pos.wait_synced()

@@ -35,7 +35,8 @@ def card(shop: tuple[ServerProc, PosProc]) -> dict[str, Any]:
 
 def refused(pos: PosProc, method: str, path: str, status: int, **kw: Any) -> str:
     """Send one bad request; it gets ``status`` and an error message; the agent lives on."""
-    r = requests.request(method, pos.url + path, timeout=10, **kw)
+    headers = {**pos.control_headers(), **kw.pop("headers", {})}
+    r = requests.request(method, pos.url + path, timeout=10, headers=headers, **kw)
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert err["code"] and err["message"], r.text

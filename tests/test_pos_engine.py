@@ -43,7 +43,7 @@ new_card = NewCards("E", 100, topup_fen=20000)
 
 
 def post(pos: PosProc, path: str, body: Any = None) -> requests.Response:
-    return requests.post(pos.url + path, json=body, timeout=10)
+    return requests.post(pos.url + path, json=body, headers=pos.control_headers(), timeout=10)
 
 
 def test_walk_idle_amount_credential_approved_idle(

@@ -124,7 +124,8 @@ def test_snapshot_carries_what_offline_decisions_need(busy: tuple[Context, InPro
     assert snap["F1"]["balance_fen"] == 10_000 - 100
     assert snap["F1"]["spent_fen"] == 100 and snap["F1"]["spent_day"] == ctx.today()
     assert snap["F8"]["balance_fen"] == 10_100
-    assert snap["F1"]["pin_verifier"].startswith("scrypt$")
+    # no password hash reaches a terminal (issue 10 item 9): the field stays, empty
+    assert all(a["pin_verifier"] == "" for a in out["accounts"])
     cards = [c for c in out["cards"] if c["account_id"] == snap["F1"]["id"]]
     assert sorted((c["generation"], c["status"]) for c in cards) == [(1, "replaced"), (2, "active")]
     assert out["ack"] == 5

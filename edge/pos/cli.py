@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from edge.pos import controltoken
 from edge.pos.agent import PosAgent, PosConfig
 from edge.pos.control import create_control_app
 from sync.errors import ConfigError
@@ -138,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         sock.close()
         raise
+    token = controltoken.new_token()
+    controltoken.publish(cfg.data, cfg.control_port, token)
     agent.start()
     base = f"http://{cfg.control_host}:{cfg.control_port}"
 
@@ -150,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         serve(
-            create_control_app(agent),
+            create_control_app(agent, token),
             cfg.control_host,
             cfg.control_port,
             banner=banner,
@@ -159,4 +162,5 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         agent.stop()
+        controltoken.withdraw(cfg.control_port, token)
     return 0

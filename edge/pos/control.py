@@ -1,5 +1,12 @@
 """The POS agent's local control API (loopback only) and its screens.
 
+Who may call it (docs/security.md, "What each terminal holds"): clients on loopback only;
+requests whose ``Host`` is the agent's own loopback address and port only (a page of another
+origin that resolved its name to 127.0.0.1, DNS rebinding, sends its own ``Host`` and is
+refused, 403 ``bad_host``); and every request that changes state (any method but GET and HEAD)
+carries the per-boot token in ``X-Ykt-Control-Token`` (:mod:`edge.pos.controltoken`; 401
+``bad_control_token`` without it).  The screens get the token inside the page they are served.
+
 Used by the cashier screen, the customer screen (``kiosk_ui``) and ``ykt sim``:
 
 ===============================  =================================================================
@@ -26,6 +33,8 @@ camera, the simulator's ``/control/sim/*`` (:mod:`sim.devices`); with real hardw
 
 from __future__ import annotations
 
+import hmac
+import html
 import io
 import ipaddress
 from typing import Annotated, Any
@@ -39,6 +48,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from edge.devices import control_routers
+from edge.pos import controltoken
 from edge.pos.agent import PosAgent
 from kiosk_ui import page
 from sync.errors import YktError
@@ -80,14 +90,60 @@ def _loopback(host: str | None) -> bool:
         return False
 
 
-def create_control_app(agent: PosAgent) -> FastAPI:
+def allowed_hosts(host: str, port: int) -> frozenset[str]:
+    """The ``Host`` headers of requests for the control API on ``host``:``port``: the
+    loopback names with the agent's port (and without it on port 80)."""
+    names = {"127.0.0.1", "localhost", "[::1]"}
+    if _loopback(host.strip("[]")):
+        names.add(f"[{host}]" if ":" in host else host)
+    out = {f"{n}:{port}" for n in names}
+    if port == 80:
+        out |= names
+    return frozenset(n.lower() for n in out)
+
+
+#: the pages that hold the token: a browser must not cache them, nor let another page frame them
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _with_token(name: str, token: str) -> HTMLResponse:
+    """A screen with the control token in a ``<meta>`` its own scripts read."""
+    meta = f'<meta name="ykt-control-token" content="{html.escape(token)}">'
+    text = page(name).replace("<head>", "<head>\n" + meta, 1)
+    return HTMLResponse(text, headers=PAGE_HEADERS)
+
+
+def create_control_app(agent: PosAgent, token: str) -> FastAPI:
     app = FastAPI(title="ykt POS control API", version="1")
     engine = agent.engine
+    hosts = allowed_hosts(agent.cfg.control_host, agent.cfg.control_port)
+    want = token.encode()
 
     @app.middleware("http")
-    async def loopback_only(request: Request, call_next: Any) -> Any:
+    async def guard(request: Request, call_next: Any) -> Any:
         if not _loopback(request.client.host if request.client else None):
             return _err(403, "loopback_only", "the control API answers only on loopback")
+        if request.headers.get("host", "").lower() not in hosts:
+            return _err(
+                403,
+                "bad_host",
+                "the control API answers only requests for its own loopback address and port",
+            )
+        if request.method not in ("GET", "HEAD"):
+            got = request.headers.get(controltoken.HEADER, "").encode()
+            if not hmac.compare_digest(got, want):
+                return _err(
+                    401,
+                    "bad_control_token",
+                    "a request that changes state needs the agent's control token (header "
+                    f"{controltoken.HEADER}, from DATA/{controltoken.FILE}; ykt sim finds it "
+                    "by itself, or give --token-file)",
+                )
         return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
@@ -172,12 +228,12 @@ def create_control_app(agent: PosAgent) -> FastAPI:
         return Response(buf.getvalue(), media_type="image/svg+xml")
 
     @app.get("/cashier", response_class=HTMLResponse)
-    def cashier() -> str:
-        return page("cashier.html")
+    def cashier() -> HTMLResponse:
+        return _with_token("cashier.html", token)
 
     @app.get("/customer", response_class=HTMLResponse)
-    def customer() -> str:
-        return page("customer.html")
+    def customer() -> HTMLResponse:
+        return _with_token("customer.html", token)
 
     @app.get("/static/screen.js")
     def screen_js() -> Response:

@@ -1,7 +1,15 @@
 // Shared by the POS screens: long-poll the agent's control API and call render(state).
+// A request that changes state carries the agent's per-boot token, which the agent put into
+// this page (a page of another origin cannot read it): edge/pos/controltoken.py.
+function controlToken() {
+  const meta = document.querySelector('meta[name="ykt-control-token"]');
+  return meta ? meta.content : "";
+}
 async function api(method, path, body) {
+  const headers = body ? {"Content-Type": "application/json"} : {};
+  if (method !== "GET") headers["X-Ykt-Control-Token"] = controlToken();
   const r = await fetch(path, {
-    method, headers: body ? {"Content-Type": "application/json"} : {},
+    method, headers,
     body: body ? JSON.stringify(body) : undefined,
   });
   const data = await r.json();

@@ -177,8 +177,10 @@ def run(work: Path, opts: Options) -> dict[str, Any]:
         try:
             cards = srv.populate(n_cards, 100_000, cards=True)
             admin = srv.admin()
-            token = admin.call(
-                "POST", "/v1/admin/terminals/tokens", {"role": "pos", "name": "bench"}
+            token = admin.call(  # a sim:// reader: a simulated terminal
+                "POST",
+                "/v1/admin/terminals/tokens",
+                {"role": "pos", "name": "bench", "simulated": True},
             )
             admin.close()
             cfg = PosConfig(

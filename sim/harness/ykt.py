@@ -19,6 +19,7 @@ from typing import IO, Any, ClassVar, Self
 
 import requests
 
+from edge.pos import controltoken
 from sim.harness import procs
 from sim.harness.procs import StartFailed, free_port, ykt_cmd
 from sync.admin.common import AdminClient
@@ -57,13 +58,16 @@ class AdminApi:
         finally:
             client.close()
 
-    def enroll_token(self, name: str, role: str = "pos") -> str:
-        """A one-time enrolment token for a terminal called ``name``."""
-        got = self.admin_call("POST", "/v1/admin/terminals/tokens", {"role": role, "name": name})
+    def enroll_token(self, name: str, role: str = "pos", simulated: bool = True) -> str:
+        """A one-time enrolment token for a terminal called ``name``; ``simulated`` (the
+        harness's default: its agents use sim:// readers) lets the feed send it the cards'
+        signed identities to make simulated cards from."""
+        body = {"role": role, "name": name, "simulated": simulated}
+        got = self.admin_call("POST", "/v1/admin/terminals/tokens", body)
         return str(got["token"])
 
     def enroll(self, name: str, key: SigningKey, role: str = "pos") -> str:
-        """Enroll a terminal with ``key`` as the agent would; its terminal id."""
+        """Enroll a (simulated) terminal with ``key`` as the agent would; its terminal id."""
         client = ServerClient(self.url)
         try:
             got = client.enroll(self.enroll_token(name, role), key.public.to_b64())
@@ -215,6 +219,12 @@ class PosProcess(YktProcess):
     def status(self) -> dict[str, Any]:
         return dict(requests.get(self.url + "/control/status", timeout=5).json())
 
+    def control_headers(self) -> dict[str, str]:
+        """The header a request that changes the agent's state carries: its per-boot control
+        token, from DATA/control.token (edge/pos/controltoken.py)."""
+        token = (self.data / controltoken.FILE).read_text().strip()
+        return {controltoken.HEADER: token}
+
 
 @dataclass
 class KioskProcess(YktProcess):
@@ -245,3 +255,8 @@ class KioskProcess(YktProcess):
 
     def status(self) -> dict[str, Any]:
         return dict(requests.get(self.url + "/control/status", timeout=5).json())
+
+    def control_headers(self) -> dict[str, str]:
+        """The header a request that changes the kiosk's state carries (its control token)."""
+        token = (self.data / controltoken.FILE).read_text().strip()
+        return {controltoken.HEADER: token}

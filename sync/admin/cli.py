@@ -138,9 +138,8 @@ def topup(args: argparse.Namespace) -> int:
 
 
 def terminal_enroll(args: argparse.Namespace) -> int:
-    data = client_for(args).call(
-        "POST", "/v1/admin/terminals/tokens", {"role": args.role, "name": args.name}
-    )
+    body = {"role": args.role, "name": args.name, "simulated": args.simulated}
+    data = client_for(args).call("POST", "/v1/admin/terminals/tokens", body)
     return emit(args, data, lambda d: print(d["token"]))
 
 
@@ -295,6 +294,13 @@ def add_parser(sub: Sub) -> None:
     c = cmd(term, "enroll", terminal_enroll, "create a one-time enrollment token (printed alone)")
     c.add_argument("--role", required=True, choices=["pos", "kiosk", "gate"])
     c.add_argument("--name", required=True)
+    c.add_argument(
+        "--simulated",
+        action="store_true",
+        help="a test or demo terminal with sim:// readers: it receives the cards' signed "
+        "identities (with their consumption-password verifiers) to make simulated cards; "
+        "never on a live campus",
+    )
     cmd(term, "list", terminal_list, "list terminals")
     c = cmd(term, "revoke", terminal_revoke, "revoke a terminal's key")
     c.add_argument("terminal_id")

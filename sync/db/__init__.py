@@ -220,6 +220,12 @@ class Database:
             applied.append(step_id)
         return applied
 
+    def scrub(self) -> None:
+        """Leave no copy of deleted or overwritten data in the database's files beyond what
+        the engine must keep (SQLite zeroes deleted values as it goes, ``secure_delete``, and
+        here checkpoints and truncates its write-ahead log; PostgreSQL: nothing to do here)."""
+        self.backend.scrub()
+
     # -- notifications between processes sharing the database --------------------------------
     def notify(self, channel: str) -> None:
         """PostgreSQL: NOTIFY ``channel`` (at commit when called inside a transaction).

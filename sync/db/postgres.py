@@ -459,6 +459,10 @@ class Backend:
         finally:
             self._put(conn)
 
+    def scrub(self) -> None:
+        """Nothing here: the server's own storage (VACUUM and the cluster's files are the
+        operator's, docs/operations.md)."""
+
     # -- notifications (LISTEN/NOTIFY) ------------------------------------------------------
     def can_listen(self) -> bool:
         return True

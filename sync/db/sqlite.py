@@ -23,6 +23,7 @@ from typing import Any
 
 from sync.db.backend import Params, Row
 from sync.errors import StoreConflict, StoreError
+from sync.files import private_file
 
 #: a table definition's column types (docs/database.md), as SQLite has always had them
 TYPES = {
@@ -98,6 +99,10 @@ class Backend:
         else:
             self.path = Path(target)
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:  # every ykt database holds something private (keys, journal, holders' data)
+                private_file(self.path)
+            except OSError as exc:
+                raise StoreError(f"cannot open database {self.path}: {exc}") from exc
             self._conn()  # open now so a bad path fails here
         self.name = str(self.path) if self.path is not None else ":memory:"
 
@@ -120,6 +125,9 @@ class Backend:
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._sync}")
             conn.execute("PRAGMA foreign_keys=ON")
+            # deleted and overwritten values are zeroed where that costs no extra write, so a
+            # copied file keeps no removed secret (a password hash once in a terminal's cache)
+            conn.execute("PRAGMA secure_delete=FAST")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot prepare database: {exc}") from exc
 
@@ -203,6 +211,17 @@ class Backend:
                 return list(self._conn().execute(sql, params).fetchall())
             except sqlite3.Error as exc:
                 raise StoreError(f"query failed: {exc}") from exc
+
+    def scrub(self) -> None:
+        """Copy the write-ahead log into the database and truncate it: the log keeps the old
+        versions of pages, secrets once overwritten included, until a checkpoint."""
+        if self.path is None:
+            return
+        with self._writer_turn(), self._maybe_locked():
+            try:
+                self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"checkpoint of {self.path} failed: {exc}") from exc
 
     # -- notifications: none between processes (listeners poll) ----------------------------
     def can_listen(self) -> bool:

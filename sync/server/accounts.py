@@ -218,18 +218,27 @@ def import_roster(ctx: Context, text: str, actor: str = "admin") -> dict[str, An
                 {"line": lineno, "error": f"an account with number {v['number']!r} exists"}
             )
         else:
-            fresh.append(v)
+            fresh.append((lineno, v))
     with ThreadPoolExecutor(max_workers=4) as pool:  # scrypt releases the GIL
         hashes = list(
             pool.map(
-                lambda v: hash_password(v["initial"], log2_n=ctx.config.password_log2_n), fresh
+                lambda item: hash_password(item[1]["initial"], log2_n=ctx.config.password_log2_n),
+                fresh,
             )
         )
-    with ctx.db.tx() as tx:
-        for v, h in zip(fresh, hashes, strict=True):
+    added = 0
+    with ctx.db.tx() as tx:  # an account added meanwhile (read above, outside) is a line error
+        now_existing = {r["number"] for r in tx.all("SELECT number FROM accounts")}
+        for (lineno, v), h in zip(fresh, hashes, strict=True):
+            if v["number"] in now_existing:
+                errors.append(
+                    {"line": lineno, "error": f"an account with number {v['number']!r} exists"}
+                )
+                continue
             _insert(ctx, tx, v, h, actor)
+            added += 1
     ctx.notifier.notify()
-    return {"added": len(fresh), "errors": sorted(errors, key=lambda e: int(e["line"]))}
+    return {"added": added, "errors": sorted(errors, key=lambda e: int(e["line"]))}
 
 
 def _card_rows(ctx: Context, account_id: int) -> list[dict[str, Any]]:

@@ -4,7 +4,8 @@
   superuser): :meth:`ApiAuth.staff` checks one permission of :mod:`sync.server.staff` and writes
   the request, with its outcome, to the audit log;
 - **card holders** (``Authorization: Bearer <session>`` from ``/v1/app/login``, R16);
-- **terminals** (signed requests, :mod:`sync.server.terminals`), with a role check for kiosks.
+- **terminals** (signed requests, :mod:`sync.server.terminals`), each route open to the roles
+  :mod:`sync.server.roles` lists for it.
 """
 
 from __future__ import annotations
@@ -17,10 +18,17 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sync.server import holders, staff, terminals
+from sync.server import holders, roles, staff, terminals
 from sync.server.context import Context
 from sync.server.errors import ServiceError, Unauthorized
 from sync.server.staff import Actor
+
+
+def client_of(request: Request) -> str:
+    """The client address of a request (the per-client limits of :mod:`sync.server.holders`
+    and :mod:`sync.server.ratelimit`).  Behind a reverse proxy it is the proxy's: see
+    docs/operations.md."""
+    return request.client.host if request.client else "unknown"
 
 
 def bearer(request: Request) -> str:
@@ -37,16 +45,15 @@ class ApiAuth:
 
     # -- terminals ---------------------------------------------------------------------------
     async def terminal(self, request: Request) -> dict[str, Any]:
+        """The terminal that signed the request, if its role may call this route
+        (:data:`sync.server.roles.ENDPOINTS`; 403 ``wrong_role`` otherwise)."""
         body = await request.body()
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return await run_in_threadpool(
+        term = await run_in_threadpool(
             self.terminal_auth.authenticate, request.method, target, body, request.headers
         )
-
-    async def kiosk(self, request: Request) -> dict[str, Any]:
-        """A kiosk terminal; a POS (or gate) gets 403 wrong_role."""
-        term = await self.terminal(request)
-        terminals.require_role(term, "kiosk")
+        route = request.scope.get("route")
+        roles.require(term, f"{request.method} {getattr(route, 'path', request.url.path)}")
         return term
 
     # -- card holders ------------------------------------------------------------------------

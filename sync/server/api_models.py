@@ -72,13 +72,13 @@ class ErrorOut(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": text}
     for status, text in (
-        (400, "a body that cannot be read (not UTF-8 JSON text)"),
+        (400, "a paging cursor the server did not hand out (bad_cursor)"),
         (401, "missing or bad credentials (bad_session, bad_admin_token, unsigned, …)"),
         (403, "not allowed (wrong_role, not_permitted, locked, bad_card_proof, …)"),
         (404, "no such account, card, room, order, …"),
         (409, "a state that does not allow the operation (bad_status, insufficient, …)"),
         (422, "a field that breaks a rule or a format (invalid, bad_password, …)"),
-        (429, "rate limited (card-less operations, R10)"),
+        (429, "rate limited (card-less operations R10, wrong query passwords of a client)"),
         (503, "the database is unavailable"),
     )
 }
@@ -537,6 +537,7 @@ class EnrollTokenOut(BaseModel):
     role: str
     name: str
     expires_ms: int
+    simulated: bool
 
 
 class TerminalOut(BaseModel):
@@ -547,6 +548,7 @@ class TerminalOut(BaseModel):
     head_seq: int
     enrolled_ms: int
     last_seen_ms: int
+    simulated: bool
 
 
 class TerminalsOut(BaseModel):

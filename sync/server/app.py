@@ -32,7 +32,7 @@ from sync.server import (
     reverse,
     terminals,
 )
-from sync.server.api_auth import ApiAuth, bearer
+from sync.server.api_auth import ApiAuth, bearer, client_of
 from sync.server.api_models import (
     ERROR_RESPONSES,
     AccountHistoryOut,
@@ -240,7 +240,7 @@ def create_app(ctx: Context) -> FastAPI:
         response_model=EnrollTokenOut,
     )
     def enroll_token(body: TokenIn, actor: Terminals) -> dict[str, Any]:
-        return terminals.create_enroll_token(ctx, body.role, body.name)
+        return terminals.create_enroll_token(ctx, body.role, body.name, body.simulated)
 
     @app.get("/v1/admin/terminals", tags=["admin"], response_model=TerminalsOut)
     def list_terminals(actor: Terminals) -> dict[str, Any]:
@@ -281,10 +281,11 @@ def create_app(ctx: Context) -> FastAPI:
 
     # -- card holders (the app, WeChat, the website): sign-in ---------------------------------
     @app.post("/v1/app/login", tags=["app"], response_model=LoginOut)
-    def app_login(body: LoginIn) -> dict[str, Any]:
+    def app_login(body: LoginIn, request: Request) -> dict[str, Any]:
         """R16: staff/student number (card number for temporary and consumer cards) + query
-        password."""
-        return holders.login(ctx, body.number, body.password, body.public_key)
+        password; wrong passwords lock the account and are limited per client (docs/api.md
+        "Rate limits and lockouts")."""
+        return holders.login(ctx, body.number, body.password, body.public_key, client_of(request))
 
     @app.post("/v1/app/logout", tags=["app"], response_model=LogoutOut)
     def app_logout(request: Request, who: Holder) -> dict[str, Any]:
@@ -292,11 +293,11 @@ def create_app(ctx: Context) -> FastAPI:
 
     # -- phone codes (R8, R18; docs/codes.md) -------------------------------------------------
     @app.post("/v1/app/codes/confirm", tags=["app"], response_model=ConfirmOut)
-    def app_confirm(body: ConfirmIn, who: Holder) -> dict[str, Any]:
+    def app_confirm(body: ConfirmIn, who: Holder, request: Request) -> dict[str, Any]:
         """R6: the holder confirms with the query password before a payment that goes over
         the daily limit (wrong passwords count toward the sign-in lockout).  The grant it
         returns covers one over-limit reverse-scan payment for ``confirm_ttl_s``."""
-        return holders.confirm(ctx, who, body.password)
+        return holders.confirm(ctx, who, body.password, client_of(request))
 
     @app.post("/v1/app/reverse/describe", tags=["app"], response_model=ReverseRequestOut)
     def app_reverse_describe(body: ReversePayIn, who: Holder) -> dict[str, Any]:
@@ -304,20 +305,23 @@ def create_app(ctx: Context) -> FastAPI:
         return reverse.describe(ctx, body.request)
 
     @app.post("/v1/app/reverse/pay", tags=["app"], response_model=ReversePaidOut)
-    def app_reverse_pay(body: ReversePayIn, who: Holder) -> dict[str, Any]:
+    def app_reverse_pay(body: ReversePayIn, who: Holder, request: Request) -> dict[str, Any]:
         """Reverse scan: pay an offline terminal's payment request; returns the proof (QR text
         and short code) the terminal verifies offline.  Paying twice charges once."""
-        return reverse.pay(ctx, who, body.request, body.password, body.grant)
+        return reverse.pay(
+            ctx, who, body.request, body.password, body.grant, client=client_of(request)
+        )
 
     @app.get("/v1/codes/keys", tags=["public"], response_model=CodeKeysOut)
     def code_keys() -> dict[str, Any]:
         """The campus id, tag, code-issuer public keys and validity window of phone codes."""
         return codes.public_info(ctx)
 
-    @app.post("/v1/codes/verify", tags=["public"], response_model=CodeVerifyOut)
-    def code_verify(body: CodeTextIn) -> dict[str, Any]:
-        """R18: verify an authentication code (as a gate does): who it is and whether access
-        is allowed.  Each code is admitted once."""
+    @app.post("/v1/codes/verify", tags=["terminal"], response_model=CodeVerifyOut)
+    def code_verify(body: CodeTextIn, term: Terminal) -> dict[str, Any]:
+        """R18: verify an authentication code, as an enrolled gate (a signed request of a
+        ``gate`` terminal): who it is and whether access is allowed.  Each code is admitted
+        once."""
         return codes.verify_auth_code(ctx, body.text)
 
     # -- terminals ----------------------------------------------------------------------------
@@ -334,7 +338,6 @@ def create_app(ctx: Context) -> FastAPI:
 
     @app.post("/v1/pos/authorize", tags=["terminal"])
     def pos_authorize(body: AuthorizeIn, term: Terminal) -> dict[str, Any]:
-        terminals.require_role(term, "pos")
         return to_json(authorize.authorize(ctx, term, body.model_dump()))
 
     @app.post("/v1/journal", tags=["terminal"])

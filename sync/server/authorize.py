@@ -107,6 +107,17 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
             (aid,),
         )
         assert acct is not None
+        # R2/R11 again inside the transaction: a loss report, a freeze or a new card committed
+        # after the lookup above must not get a hold
+        again = rules.blocking_reason(acct["status"])
+        if (
+            qr is None
+            and tx.scalar("SELECT status FROM cards WHERE card_no = ?", (req["card_no"],))
+            != "active"
+        ):
+            again = "card replaced by a newer card (R11)"
+        if again:
+            return _decline(again, **base)
         pin_ok = False
         # R6: today's tracked amount, then the sales authorized but not yet synced (holds)
         tracker = account_tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"]).then(

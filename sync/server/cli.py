@@ -15,8 +15,9 @@ from sync.db import is_postgres_url
 from sync.errors import ConfigError
 from sync.files import write_private
 from sync.passwords import MAX_LOG2_N, MIN_LOG2_N
+from sync.server import sso
 from sync.server.app import create_app
-from sync.server.context import Context, ServerConfig
+from sync.server.context import SSO_ALGORITHMS, Context, ServerConfig
 from sync.service import serve
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--sso-claim",
         default="preferred_username",
         help="ID-token claim that holds the staff/student number",
+    )
+    p.add_argument(
+        "--sso-algorithms",
+        default=",".join(SSO_ALGORITHMS),
+        metavar="ALGS",
+        help="the ID-token signature algorithms the provider may use, comma-separated (default "
+        f"{','.join(SSO_ALGORITHMS)}: public keys from its JWKS; HS256, the client secret as "
+        "the key, only alone)",
     )
     p.set_defaults(func=run)
 
@@ -117,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         sso_client_id=args.sso_client_id,
         sso_client_secret=_secret(args.sso_client_secret_file),
         sso_claim=args.sso_claim,
+        sso_algorithms=sso.check_algorithms(args.sso_algorithms.split(",")),
     )
     ctx = Context.open(config)
     token_path, created = ensure_admin_token(ctx)

@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from sync.card.keys import Keystore
 from sync.clock import DEFAULT_TZ, Clock, SystemClock, campus_date
 from sync.db import Database, Tx
+from sync.files import private_dir
 from sync.passwords import DEFAULT_LOG2_N
 from sync.rules import DEFAULT_CHANNELS, DEFAULT_PIN_MAX_TRIES
 from sync.server import keys
@@ -63,6 +64,11 @@ DEFAULT_POLICY: dict[str, Any] = {
 }
 
 
+#: the ID-token algorithms single sign-on accepts when the operator pins none: public-key
+#: algorithms only (sync.server.sso)
+SSO_ALGORITHMS = ("RS256", "ES256", "EdDSA")
+
+
 @dataclass
 class ServerConfig:
     data_dir: Path
@@ -78,6 +84,8 @@ class ServerConfig:
     sso_client_id: str = ""
     sso_client_secret: str = ""
     sso_claim: str = "preferred_username"
+    #: the ID-token algorithms the provider may use (sync.server.sso: pinned per provider)
+    sso_algorithms: tuple[str, ...] = SSO_ALGORITHMS
 
     @property
     def db_path(self) -> Path:
@@ -197,7 +205,7 @@ class Context:
 
     @classmethod
     def open(cls, config: ServerConfig, clock: Clock | None = None) -> Context:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(config.data_dir)  # the database and key files in it hold the campus keys
         db = Database(config.db_target, synchronous="FULL", migrations=MIGRATIONS)
         rng: random.Random = secrets.SystemRandom()
         if config.seed is not None:

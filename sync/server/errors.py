@@ -7,6 +7,8 @@
     YktError                (drivers.errors)
     ├── ServiceError        400 (message, code): the error shape of the API; ``code`` defaults
     │   │                   to the class's own
+    │   ├── BadRequest          400 a request the server cannot have asked for (a forged
+    │   │                       paging cursor)
     │   ├── Invalid             422 a field that breaks a rule or a format
     │   ├── Unauthorized        401 missing or bad credentials, bad request signature
     │   ├── Forbidden           403 authenticated, but not allowed (revoked terminal, wrong role)
@@ -32,6 +34,11 @@ class ServiceError(YktError):
         self.message = message
         if code:
             self.code = code
+
+
+class BadRequest(ServiceError):
+    http_status = 400
+    code = "bad_request"
 
 
 class Invalid(ServiceError):

@@ -24,7 +24,7 @@ PAGE = 2000
 _Row = TypeVar("_Row", AccountSnapshot, CardRow, CertRow)
 
 
-def _rows(rd: Tx, cls: type[_Row], sql: str, params: tuple[int, int]) -> list[_Row]:
+def _rows(rd: Tx, cls: type[_Row], sql: str, params: tuple[int, ...]) -> list[_Row]:
     """The rows of ``sql``, whose columns are named as the fields of ``cls`` (0/1 read as
     ``false``/``true`` where the field is a boolean: SQLite has no boolean type)."""
     return [msgspec.convert(dict(r), cls, strict=False) for r in rd.all(sql, params)]
@@ -51,19 +51,23 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
             AccountSnapshot,
             "SELECT a.id, a.number, a.name, a.type, a.status, "
             "COALESCE(w.balance, 0) AS balance_fen, COALESCE(t.balance, 0) AS transition_fen, "
-            "a.limit_fen, a.spent_day, a.spent_fen, a.pin_tries, a.consume_pw AS pin_verifier, "
+            "a.limit_fen, a.spent_day, a.spent_fen, a.pin_tries, "
             "a.pin_epoch, a.expires, a.version FROM accounts a "
             "LEFT JOIN ledger_accounts w ON w.id = 'w:' || a.id "
             "LEFT JOIN ledger_accounts t ON t.id = 't:' || a.id "
             "WHERE a.version > ? AND a.version <= ? ORDER BY a.version, a.id",
             (since, upto),
         )
+        # a card's signed identity holds its consumption-password verifier (R5), which a
+        # terminal with the POS card keys could attack offline: only a simulated terminal
+        # (tests, demos) gets it, to make simulated cards from (docs/security.md)
         cards = _rows(
             rd,
             CardRow,
-            "SELECT card_no, account_id, uid, generation, status, version, identity FROM cards "
+            "SELECT card_no, account_id, uid, generation, status, version, "
+            "CASE WHEN ? = 1 THEN identity ELSE '' END AS identity FROM cards "
             "WHERE version > ? AND version <= ? ORDER BY version, card_no",
-            (since, upto),
+            (int(bool(terminal.get("simulated"))), since, upto),
         )
         certs = _rows(
             rd,

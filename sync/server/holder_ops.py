@@ -13,7 +13,7 @@ from typing import Any
 
 from sync import rules
 from sync.errors import RuleError
-from sync.passwords import hash_password, verify_password
+from sync.passwords import hash_password
 from sync.server import accounts, holders, ratelimit
 from sync.server.context import Context
 from sync.server.errors import Conflict, Invalid
@@ -32,18 +32,25 @@ def me(ctx: Context, acct: dict[str, Any]) -> dict[str, Any]:
 
 
 def change_query_password(
-    ctx: Context, acct: dict[str, Any], old: str, new: str, actor: str = "app"
+    ctx: Context,
+    acct: dict[str, Any],
+    old: str,
+    new: str,
+    actor: str = "app",
+    client: str | None = None,
 ) -> dict[str, Any]:
-    """R4: change the query password, given the current one."""
+    """R4: change the query password, given the current one (a wrong one counts as a wrong
+    try, :mod:`sync.server.holders`)."""
     try:
         rules.check_password_format(new)
     except RuleError as exc:
         raise Invalid(str(exc), "bad_password") from exc
-    holders.verify_query_password(ctx, acct, old)
-    if verify_password(new, acct["query_pw"]):
+    checked = holders.verify_query_password(ctx, acct, old, client)
+    if new == old:
         raise Conflict("the new query password is the current one", "same_password")
     h = hash_password(new, log2_n=ctx.config.password_log2_n)
     with ctx.db.tx() as tx:
+        holders.still_current(tx, acct["id"], checked)
         tx.execute(
             "UPDATE accounts SET query_pw = ?, query_tries = 0 WHERE id = ?", (h, acct["id"])
         )
@@ -77,7 +84,7 @@ def cardless_status(
         rules.CARDLESS_WINDOW_S,
         "loss/unlock requests from this address",
     )
-    acct = holders.check_query_password(ctx, number, password)
+    acct = holders.check_query_password(ctx, number, password, client)
     return _status(ctx, acct, action, via)
 
 

@@ -34,10 +34,10 @@ from sync.db import Tx, placeholders
 from sync.errors import ProtocolError
 from sync.records import Alarm, JournalRecord, PushAck
 from sync.rules import AccountStatus
-from sync.server import codeuse, ledger
+from sync.server import codeuse, ledger, roles
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version
-from sync.server.errors import Invalid
+from sync.server.errors import Forbidden, Invalid
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class Incoming:
     hash: str = ""
 
 
-def _decode(terminal_id: str, wire: Sequence[Mapping[str, Any]]) -> list[Incoming]:
+def _decode(terminal_id: str, role: str, wire: Sequence[Mapping[str, Any]]) -> list[Incoming]:
     if len(wire) > MAX_BATCH:
         raise Invalid(f"a batch holds at most {MAX_BATCH} records", "batch_too_large")
     out = []
@@ -72,6 +72,12 @@ def _decode(terminal_id: str, wire: Sequence[Mapping[str, Any]]) -> list[Incomin
             raise Invalid(f"record {i}: body is not in canonical form", "bad_record")
         if rec.term != terminal_id:
             raise Invalid(f"record {i} belongs to terminal {rec.term}", "foreign_record")
+        if not roles.may_write(role, rec.kind, rec.method):
+            raise Forbidden(
+                f"record {i}: a {role} terminal does not write {rec.kind} records by "
+                f"{rec.method} (docs/security.md)",
+                "record_not_allowed",
+            )
         out.append(Incoming(rec.seq, body, sig, rec))
     return out
 
@@ -131,11 +137,13 @@ def _gap_alarm(
 def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, Any]]) -> PushAck:
     tid = terminal["id"]
     try:
-        items = _decode(tid, wire)
-    except Invalid as exc:
-        if exc.code == "foreign_record":  # another terminal's records: a cloned or forged sender
+        items = _decode(tid, str(terminal["role"]), wire)
+    except (Invalid, Forbidden) as exc:
+        # another terminal's records (a cloned or forged sender), or records this role never
+        # writes (a compromised kiosk or gate): nothing is applied, the operator is told
+        if exc.code in ("foreign_record", "record_not_allowed"):
             with ctx.db.tx() as tx:
-                _alarm(tx, ctx, None, tid, "foreign_record", exc.message)
+                _alarm(tx, ctx, None, tid, exc.code, exc.message)
         raise
     key = VerifyKey.from_b64(terminal["pubkey"])
     with ctx.db.tx() as tx:

@@ -13,9 +13,11 @@ Reissue (R11) is in :mod:`sync.server.reissue`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sync import rules
+from sync.db import Tx
 from sync.errors import RuleError
 from sync.money import MAX_AMOUNT_FEN, format_fen
 from sync.passwords import hash_password, verify_password
@@ -54,7 +56,9 @@ def change_query_password(
     ctx: Context, terminal: dict[str, Any], proof: dict[str, Any], old: str, new: str
 ) -> dict[str, Any]:
     row = _usable_card(ctx, proof)
-    return holder_ops.change_query_password(ctx, row, old, new, actor=terminal["id"])
+    return holder_ops.change_query_password(
+        ctx, row, old, new, actor=terminal["id"], client=f"kiosk:{terminal['id']}"
+    )
 
 
 def _confirm(
@@ -63,28 +67,33 @@ def _confirm(
     row: dict[str, Any],
     query_password: str | None,
     consume_password: str | None,
-) -> None:
+) -> Callable[[Tx], None]:
     """The holder confirms a card-present change with the query password (R4, with its
-    lockout) or with the current consumption password (R5: the account's wrong tries count
-    toward the lock, a locked password is refused; a correct one clears the count)."""
+    lockout) or with the current consumption password (R5: the try is counted before the slow
+    hash, atomically; a locked password is refused).  Returns the check the change runs in its
+    write transaction: the password checked is still the current one (and a correct
+    consumption password clears the count)."""
     if (query_password is None) == (consume_password is None):
         raise Invalid("give query_password or consume_password (one of them)", "bad_password")
     if query_password is not None:
-        holders.verify_query_password(ctx, row, query_password)
-        return
+        checked = holders.verify_query_password(ctx, row, query_password, f"kiosk:{terminal['id']}")
+        return lambda tx: holders.still_current(tx, row["id"], checked)
     assert consume_password is not None
     max_tries = int(ctx.policy()["pin_max_tries"])
-    if int(row["pin_tries"]) >= max_tries:
-        raise Conflict("consumption password locked (R5): see the service desk", "pin_locked")
-    ok = verify_password(consume_password, row["consume_pw"])
     with ctx.db.tx() as tx:
-        tries = 0 if ok else int(row["pin_tries"]) + 1
-        if tries != int(row["pin_tries"]):
+        now = tx.one("SELECT pin_tries, consume_pw FROM accounts WHERE id = ?", (row["id"],))
+        assert now is not None
+        tries = int(now["pin_tries"])
+        if tries < max_tries:
             tx.execute(
                 "UPDATE accounts SET pin_tries = ?, version = ? WHERE id = ?",
-                (tries, next_version(tx), row["id"]),
+                (tries + 1, next_version(tx), row["id"]),
             )
-        if not ok:
+    if tries >= max_tries:
+        raise Conflict("consumption password locked (R5): see the service desk", "pin_locked")
+    stored = str(now["consume_pw"])
+    if not verify_password(consume_password, stored):
+        with ctx.db.tx() as tx:
             event(
                 tx,
                 ctx,
@@ -93,10 +102,19 @@ def _confirm(
                 f"wrong consumption password at kiosk {terminal['id']}",
                 terminal["id"],
             )
-    if not ok:
         ctx.notifier.notify()
-        left = max(max_tries - tries, 0)
+        left = max(max_tries - tries - 1, 0)
         raise Forbidden(f"wrong consumption password (R5), {left} tries left", "wrong_pin")
+
+    def still_current(tx: Tx) -> None:
+        if tx.scalar("SELECT consume_pw FROM accounts WHERE id = ?", (row["id"],)) != stored:
+            raise Conflict(
+                "the consumption password changed meanwhile: try again with the current one",
+                "password_changed",
+            )
+        tx.execute("UPDATE accounts SET pin_tries = 0 WHERE id = ?", (row["id"],))
+
+    return still_current
 
 
 def change_consume_password(
@@ -113,9 +131,10 @@ def change_consume_password(
         rules.check_password_format(new)
     except RuleError as exc:
         raise Invalid(str(exc), "bad_password") from exc
-    _confirm(ctx, terminal, row, query_password, consume_password)
+    still_current = _confirm(ctx, terminal, row, query_password, consume_password)
     verifier = hash_password(new, log2_n=ctx.config.password_log2_n)
     with ctx.db.tx() as tx:
+        still_current(tx)
         tx.execute(
             "UPDATE accounts SET consume_pw = ?, pin_tries = 0, version = ? WHERE id = ?",
             (verifier, next_version(tx), row["id"]),
@@ -150,8 +169,10 @@ def change_limit(
     row = _usable_card(ctx, proof)
     if isinstance(limit_fen, bool) or not 0 < limit_fen <= MAX_AMOUNT_FEN:
         raise Invalid(f"limit_fen: 1 to {MAX_AMOUNT_FEN}", "bad_amount")
-    _confirm(ctx, terminal, row, query_password, consume_password)
+    still_current = _confirm(ctx, terminal, row, query_password, consume_password)
     with ctx.db.tx() as tx:
+        still_current(tx)
+        before = int(tx.scalar("SELECT limit_fen FROM accounts WHERE id = ?", (row["id"],)))
         tx.execute(
             "UPDATE accounts SET limit_fen = ?, version = ? WHERE id = ?",
             (limit_fen, next_version(tx), row["id"]),
@@ -161,7 +182,7 @@ def change_limit(
             ctx,
             row["id"],
             "limit",
-            f"daily limit {format_fen(row['limit_fen'])} -> {format_fen(limit_fen)} (R6)",
+            f"daily limit {format_fen(before)} -> {format_fen(limit_fen)} (R6)",
             terminal["id"],
         )
     ctx.notifier.notify()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator, with_config
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator, with_config
 from typing_extensions import TypedDict  # pydantic wants this one before Python 3.12
 
 from sync.money import MAX_AMOUNT_FEN
@@ -64,6 +64,12 @@ class TokenIn(Strict):
         max_length=64,
         pattern=r"^[A-Za-z0-9_.-]+$",  # ASCII: what the OpenAPI (ECMA) pattern means too
         description="the terminal's name: ASCII letters, digits, _ . -",
+    )
+    simulated: StrictBool = Field(
+        False,
+        description="a test or demo terminal with simulated (sim://) card readers: the feed "
+        "sends it the cards' signed identities, consumption-password verifiers included. "
+        "Never on a live campus.",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sync.server.context import DEFAULT_POLICY, Context, next_version
@@ -13,7 +14,27 @@ MAX_VALUE = 10**12
 
 
 def set_policy(ctx: Context, values: dict[str, Any]) -> dict[str, Any]:
-    stored = dict(ctx.setting("policy", {}) or {})
+    """Change some policy keys; the others keep their value.  The stored policy is read and
+    written in one write transaction, so two changes made at once both stay (each sees the
+    other's, never a copy read before it committed)."""
+    changes = _checked(values)
+    with ctx.db.tx() as tx:
+        raw = tx.scalar("SELECT value FROM settings WHERE key = 'policy'")
+        stored = dict(json.loads(raw) if raw is not None else {})
+        for key, val in changes.items():
+            if key == "channels":
+                stored["channels"] = {**stored.get("channels", {}), **val}
+            else:
+                stored[key] = val
+        ctx.put_setting(tx, "policy", stored)
+        ctx.put_setting(tx, "policy_version", next_version(tx))
+    ctx.notifier.notify()
+    return ctx.policy()
+
+
+def _checked(values: dict[str, Any]) -> dict[str, Any]:
+    """The changes, each checked against its default's type and bounds."""
+    out: dict[str, Any] = {}
     for key, val in values.items():
         if key not in DEFAULT_POLICY:
             raise Invalid(f"unknown policy key {key!r}", "bad_policy")
@@ -25,17 +46,10 @@ def set_policy(ctx: Context, values: dict[str, Any]) -> dict[str, Any]:
                 raise Invalid(
                     f"channels: an object of {sorted(default)} to true/false", "bad_policy"
                 )
-            stored["channels"] = {**stored.get("channels", {}), **val}
         elif isinstance(default, bool):
             if not isinstance(val, bool):
                 raise Invalid(f"{key} must be true or false", "bad_policy")
-            stored[key] = val
-        else:
-            if isinstance(val, bool) or not isinstance(val, int) or not 0 <= val <= MAX_VALUE:
-                raise Invalid(f"{key} must be an integer from 0 to {MAX_VALUE}", "bad_policy")
-            stored[key] = val
-    with ctx.db.tx() as tx:
-        ctx.put_setting(tx, "policy", stored)
-        ctx.put_setting(tx, "policy_version", next_version(tx))
-    ctx.notifier.notify()
-    return ctx.policy()
+        elif isinstance(val, bool) or not isinstance(val, int) or not 0 <= val <= MAX_VALUE:
+            raise Invalid(f"{key} must be an integer from 0 to {MAX_VALUE}", "bad_policy")
+        out[key] = val
+    return out

@@ -19,7 +19,7 @@ from sync.clock import iso
 from sync.db import placeholders
 from sync.server import ledger
 from sync.server.context import Context
-from sync.server.errors import Invalid
+from sync.server.errors import BadRequest, Invalid
 
 MAX_PAGE = 200
 
@@ -36,14 +36,40 @@ def _cursor_out(ts_ms: int, key: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([ts_ms, key]).encode()).decode()
 
 
+#: the bounds of a cursor's parts: a time stored in a 64-bit column, a row key (``t:<transfer
+#: id>`` or ``e:<event id>``) no longer than any the server makes
+_CURSOR_TS = (0, 2**62)
+_CURSOR_KEY_LEN = 200
+MAX_CURSOR = 400  # characters of the whole (base64) cursor
+
+
 def _cursor_in(cursor: str) -> tuple[int, str]:
+    """A cursor this server handed out, or 400 ``bad_cursor``: a cursor is opaque, so one
+    that does not parse, has other types (a boolean is no time) or values out of bounds (a
+    huge integer the database cannot hold) is a bad request."""
+    bad = BadRequest("cursor is not one this server handed out", "bad_cursor")
+    if len(cursor) > MAX_CURSOR:
+        raise bad
     try:
-        ts_ms, key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if not isinstance(ts_ms, int) or not isinstance(key, str):
-            raise ValueError
-        return ts_ms, key
-    except (ValueError, TypeError, UnicodeDecodeError):
-        raise Invalid("cursor is not one this server handed out", "bad_cursor") from None
+        parts = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, TypeError, UnicodeDecodeError, RecursionError):
+        raise bad from None
+    if not (isinstance(parts, list) and len(parts) == 2):
+        raise bad
+    ts_ms, key = parts
+    if type(ts_ms) is not int or not _CURSOR_TS[0] <= ts_ms <= _CURSOR_TS[1]:
+        raise bad
+    if (
+        not isinstance(key, str)
+        or not 2 < len(key) <= _CURSOR_KEY_LEN
+        or key[:2]
+        not in (
+            "t:",
+            "e:",
+        )
+    ):
+        raise bad
+    return ts_ms, key
 
 
 def _sign(account_id: int, debit: str, credit: str, amount: int) -> int:

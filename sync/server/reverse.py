@@ -21,7 +21,7 @@ from sync.server import ledger
 from sync.server.codes import account_refusal, campus, proof_key
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid
-from sync.server.holders import check_query_password, use_grant
+from sync.server.holders import use_grant, verify_query_password
 
 
 def _refuse(exc: CodeError) -> Invalid:
@@ -88,12 +88,13 @@ def pay(
     text: str,
     password: str | None,
     grant: str | None = None,
+    client: str | None = None,
 ) -> dict[str, Any]:
     req = check_request(ctx, text)
     tid, aid = req.terminal_id, holder["id"]
     req_b64 = base64.b64encode(req.raw).decode()
     if password is not None:  # R4: counts wrong tries and locks like any sign-in
-        check_query_password(ctx, holder["number"], password)
+        verify_query_password(ctx, holder, password, client)
     now, today = ctx.now_ms(), ctx.today()
     with ctx.db.tx() as tx:
         paid = tx.one(

@@ -18,7 +18,7 @@ from sync.server import (
     sso,
     staff,
 )
-from sync.server.api_auth import ApiAuth
+from sync.server.api_auth import ApiAuth, client_of
 from sync.server.api_models import (
     AppTopupIn,
     AppTopupOut,
@@ -70,7 +70,7 @@ from sync.server.staff import Actor
 NumberPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")]
 CodePath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,16}$")]
 OrderPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
-Cursor = Annotated[str | None, Query(max_length=400)]
+Cursor = Annotated[str | None, Query()]  # bounded and checked by queries (400 bad_cursor)
 Limit = Annotated[int, Query(ge=1, le=queries.MAX_PAGE)]
 DateQ = Annotated[Date | None, Query()]
 
@@ -78,7 +78,7 @@ DateQ = Annotated[Date | None, Query()]
 def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
     r = APIRouter()
     Holder = Annotated[dict[str, Any], Depends(auth.holder)]
-    Kiosk = Annotated[dict[str, Any], Depends(auth.kiosk)]
+    Kiosk = Annotated[dict[str, Any], Depends(auth.terminal)]  # kiosks only (sync.server.roles)
 
     # staff with one permission each (every call audited, see ApiAuth.staff)
     Cards = Annotated[Actor, auth.staff("cards")]
@@ -88,9 +88,6 @@ def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
     Reader = Annotated[Actor, auth.staff("accounts.read")]
     StaffAdmin = Annotated[Actor, auth.staff("staff")]
     Auditor = Annotated[Actor, auth.staff("audit")]
-
-    def client_of(request: Request) -> str:
-        return request.client.host if request.client else "unknown"
 
     # == card holders: the app, WeChat, the website =============================================
     @r.get("/v1/app/me", tags=["app"], response_model=MeOut)
@@ -133,9 +130,11 @@ def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
         )
 
     @r.post("/v1/app/password", tags=["app"], response_model=ChangedOut)
-    def app_password(body: ChangePasswordIn, who: Holder) -> dict[str, Any]:
+    def app_password(body: ChangePasswordIn, who: Holder, request: Request) -> dict[str, Any]:
         """R4: change the query password (the current one confirms it)."""
-        return holder_ops.change_query_password(ctx, who, body.old_password, body.new_password)
+        return holder_ops.change_query_password(
+            ctx, who, body.old_password, body.new_password, client=client_of(request)
+        )
 
     @r.post("/v1/app/report-loss", tags=["app"], response_model=StatusOut)
     def app_report_loss(who: Holder) -> dict[str, Any]:

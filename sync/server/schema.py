@@ -306,3 +306,24 @@ MIGRATIONS.add(
     ALTER TABLE accounts ADD COLUMN card_verifier {text}
     """,
 )
+
+# issue 10: wrong query passwords are counted before the check (sync/server/holders.py); tries
+# are forgotten a while after the last one, and unknown numbers are counted and locked like
+# known ones (query_guard), so the answers do not tell which numbers exist.  A terminal enrolled
+# as simulated (tests, demos: sim:// readers) is the only one the feed sends the cards' signed
+# identities, which hold the consumption-password verifiers (sync/server/feed.py).
+MIGRATIONS.add(
+    "0008-trust-ident",
+    """
+    ALTER TABLE accounts ADD COLUMN query_tried_ms {int} NOT NULL DEFAULT 0;
+    ALTER TABLE enroll_tokens ADD COLUMN simulated {int} NOT NULL DEFAULT 0;
+    ALTER TABLE terminals ADD COLUMN simulated {int} NOT NULL DEFAULT 0;
+    CREATE TABLE query_guard (
+        subject {text} PRIMARY KEY,
+        tries {int} NOT NULL,
+        locked_until_ms {int} NOT NULL,
+        tried_ms {int} NOT NULL
+    );
+    CREATE INDEX query_guard_tried ON query_guard (tried_ms)
+    """,
+)

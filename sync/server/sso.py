@@ -3,42 +3,55 @@
 :class:`IdentityProvider` is the interface: where to send the browser, and, given the code the
 provider sent back, whose staff/student number it is.  :class:`OidcProvider` implements it for an
 OpenID Connect provider (authorization-code flow): discovery document, token endpoint with
-``client_secret_post``, ID token verified here (EdDSA/Ed25519, RS256 from the provider's JWKS, or
-HS256 with the client secret), ``iss``, ``aud``, ``exp`` and ``nonce`` checked.  The claim that
-holds the staff/student number is configurable (default ``preferred_username``).
+``client_secret_post``, and the ID token verified by PyJWT (a well-kept JOSE library; nothing
+cryptographic is done by hand here):
 
-``ykt server --sso-issuer URL --sso-client-id ID --sso-client-secret-file F`` switches it on;
-``ykt sim idp`` is a local stand-in provider for tests and demos.  Only students and staff sign
-in this way (R16); the state and nonce of each sign-in live in the database, single use, ten
-minutes.
+- **the algorithms are pinned per provider** (``--sso-algorithms``, default
+  :data:`DEFAULT_ALGORITHMS`: public-key algorithms only).  A public-key token is checked with
+  the provider's key of the token's ``kid`` from its JWKS (:class:`jwt.PyJWKClient`: cached,
+  fetched again at most every 30 s for an unknown ``kid``), and the token's ``alg`` must be
+  both pinned and the algorithm of that key: an HS256 token "signed" with the provider's public
+  key (algorithm confusion) or an RS256 token naming an Ed25519 key is refused.  ``HS256`` (the
+  client secret as the key) is accepted only when it is the one algorithm pinned;
+- ``iss`` (the configured issuer), ``aud`` (this client; with several audiences ``azp`` must be
+  this client), ``sub``, ``exp``, ``iat`` and ``nbf`` (with ``SKEW_S`` of clock skew, on the
+  server's injectable clock) and the sign-in's ``nonce`` are checked.
+
+The claim that holds the staff/student number is configurable (default ``preferred_username``).
+``ykt server --sso-issuer URL --sso-client-id ID --sso-client-secret-file F
+[--sso-algorithms EdDSA]`` switches it on; ``ykt sim idp`` is a local stand-in provider (EdDSA)
+for tests and demos.  Only students and staff sign in this way (R16); the state and nonce of
+each sign-in live in the database, single use, ten minutes.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
-import json
 import secrets
 import threading
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlparse
 
+import jwt
 import requests
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from sync import rules
-from sync.errors import YktError
+from sync.errors import ConfigError, YktError
 from sync.server import holders
-from sync.server.context import Context
+from sync.server.context import SSO_ALGORITHMS, Context
 from sync.server.errors import Forbidden, Invalid, NotFound, Unauthorized
 
 STATE_TTL_MS = 10 * 60 * 1000
 SKEW_S = 120
+#: the ID-token algorithms accepted when the operator pins none: public-key algorithms only,
+#: each with the provider's key of that type from its JWKS
+DEFAULT_ALGORITHMS = SSO_ALGORITHMS
+#: the shortest client secret HS256 may use as its key (bytes; RFC 7518 section 3.2)
+MIN_SECRET = 32
+#: every algorithm a provider may be pinned to
+ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA", "HS256")
 
 
 class SsoError(YktError):
@@ -56,20 +69,45 @@ class IdentityProvider(Protocol):
         ...
 
 
-def _b64url(data: str) -> bytes:
-    return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+def check_algorithms(algorithms: Sequence[str]) -> tuple[str, ...]:
+    """The algorithms a provider is pinned to, checked: known ones, and HS256 only alone (a
+    secret-key algorithm beside public-key ones is the algorithm-confusion hole)."""
+    algs = tuple(dict.fromkeys(a.strip() for a in algorithms if a.strip()))
+    unknown = [a for a in algs if a not in ALGORITHMS]
+    if not algs or unknown:
+        raise ConfigError(
+            f"single sign-on algorithms: {', '.join(unknown) or 'none given'} (known: "
+            f"{', '.join(ALGORITHMS)})"
+        )
+    if "HS256" in algs and len(algs) > 1:
+        raise ConfigError(
+            "single sign-on algorithms: HS256 (the client secret as the key) cannot be "
+            "accepted beside public-key algorithms"
+        )
+    return algs
 
 
 class OidcProvider:
     def __init__(
-        self, issuer: str, client_id: str, client_secret: str, claim: str = "preferred_username"
+        self,
+        issuer: str,
+        client_id: str,
+        client_secret: str,
+        claim: str = "preferred_username",
+        algorithms: Sequence[str] = DEFAULT_ALGORITHMS,
     ) -> None:
         self.issuer = issuer.rstrip("/")
         self.client_id = client_id
         self.client_secret = client_secret
         self.claim = claim
+        self.algorithms = check_algorithms(algorithms)
+        if "HS256" in self.algorithms and len(client_secret.encode()) < MIN_SECRET:
+            raise ConfigError(
+                f"single sign-on with HS256 needs a client secret of {MIN_SECRET} bytes or "
+                "more (RFC 7518: a shorter key can be guessed from a token)"
+            )
         self._meta: dict[str, Any] | None = None
-        self._jwks: dict[str | None, dict[str, Any]] = {}
+        self._jwks: jwt.PyJWKClient | None = None
         self._lock = threading.Lock()
 
     def _get(self, url: str) -> dict[str, Any]:
@@ -92,19 +130,33 @@ class OidcProvider:
                 for key in ("authorization_endpoint", "token_endpoint"):
                     if not isinstance(meta.get(key), str):
                         raise SsoError(f"identity provider: discovery lacks {key}")
+                offered = meta.get("id_token_signing_alg_values_supported")
+                if isinstance(offered, list) and not set(offered) & set(self.algorithms):
+                    raise SsoError(
+                        "identity provider signs ID tokens with "
+                        f"{', '.join(map(str, offered))}; this server accepts "
+                        f"{', '.join(self.algorithms)} (--sso-algorithms)"
+                    )
                 self._meta = meta
             return self._meta
 
-    def _key(self, kid: str | None) -> dict[str, Any]:
-        if kid not in self._jwks:
-            uri = self.metadata().get("jwks_uri")
-            if not isinstance(uri, str):
-                raise SsoError("identity provider: no jwks_uri")
-            keys = self._get(uri).get("keys", [])
-            self._jwks = {k.get("kid"): k for k in keys if isinstance(k, dict)}
-        if kid not in self._jwks:
-            raise SsoError("ID token signed with an unknown key")
-        return self._jwks[kid]
+    def _jwks_client(self) -> jwt.PyJWKClient:
+        """The provider's keys (JWKS) from its discovery document: over https, or from the
+        issuer's own origin."""
+        with self._lock:
+            client = self._jwks
+        if client is not None:
+            return client
+        uri = self.metadata().get("jwks_uri")
+        if not isinstance(uri, str):
+            raise SsoError("identity provider: no jwks_uri")
+        where, home = urlparse(uri), urlparse(self.issuer)
+        if where.scheme != "https" and (where.scheme, where.netloc) != (home.scheme, home.netloc):
+            raise SsoError("identity provider: jwks_uri is neither https nor the issuer's")
+        client = jwt.PyJWKClient(uri, cache_jwk_set=True, lifespan=300, timeout=5)
+        with self._lock:
+            self._jwks = self._jwks or client
+            return self._jwks
 
     def authorization_url(self, *, state: str, nonce: str, redirect_uri: str) -> str:
         query = urlencode(
@@ -150,62 +202,90 @@ class OidcProvider:
         return number
 
     def verify(self, token: str, now_ms: int) -> dict[str, Any]:
-        """Check an ID token's signature and its iss, aud and exp claims."""
+        """Check an ID token (PyJWT): the signature, with a pinned algorithm and the
+        provider's key of that algorithm; ``iss``, ``aud``/``azp``, ``sub``; ``exp``, ``iat``,
+        ``nbf`` on the server's clock.  Its claims, or :class:`SsoError`."""
         try:
-            head_b64, body_b64, sig_b64 = token.split(".")
-            header = json.loads(_b64url(head_b64))
-            claims = json.loads(_b64url(body_b64))
-            sig = _b64url(sig_b64)
-        except (ValueError, TypeError) as exc:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError as exc:
             raise SsoError("ID token is not a JWT") from exc
-        if not isinstance(header, dict) or not isinstance(claims, dict):
-            raise SsoError("ID token is not a JWT")
-        signed = f"{head_b64}.{body_b64}".encode()
         alg = header.get("alg")
+        if alg not in self.algorithms:
+            raise SsoError(
+                f"ID token algorithm {alg!r} is not accepted from this provider "
+                f"({', '.join(self.algorithms)})"
+            )
+        key: Any = self.client_secret
+        if alg != "HS256":
+            try:
+                key = self._jwks_client().get_signing_key_from_jwt(token)
+            except jwt.PyJWKClientConnectionError as exc:
+                raise SsoError(f"identity provider: its keys cannot be fetched: {exc}") from exc
+            except (jwt.PyJWKClientError, jwt.PyJWKError, jwt.DecodeError) as exc:
+                raise SsoError(f"ID token signed with an unknown key: {exc}") from exc
         try:
-            if alg == "HS256":
-                want = hmac.new(self.client_secret.encode(), signed, hashlib.sha256).digest()
-                if not hmac.compare_digest(want, sig):
-                    raise InvalidSignature
-            elif alg == "EdDSA":
-                jwk = self._key(header.get("kid"))
-                if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
-                    raise SsoError("ID token key is not Ed25519")
-                Ed25519PublicKey.from_public_bytes(_b64url(str(jwk["x"]))).verify(sig, signed)
-            elif alg == "RS256":
-                jwk = self._key(header.get("kid"))
-                if jwk.get("kty") != "RSA":
-                    raise SsoError("ID token key is not RSA")
-                pub = rsa.RSAPublicNumbers(
-                    int.from_bytes(_b64url(str(jwk["e"])), "big"),
-                    int.from_bytes(_b64url(str(jwk["n"])), "big"),
-                ).public_key()
-                pub.verify(sig, signed, padding.PKCS1v15(), hashes.SHA256())
-            else:
-                raise SsoError(f"ID token algorithm {alg!r} is not accepted")
-        except (InvalidSignature, ValueError, KeyError) as exc:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=list(self.algorithms),
+                audience=self.client_id,
+                issuer=[self.issuer, self.issuer + "/"],
+                options={
+                    "require": ["iss", "aud", "exp", "iat", "sub"],
+                    "enforce_minimum_key_length": True,
+                    # the times are checked below, on the server's (injectable) clock
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
+            )
+        except jwt.InvalidAlgorithmError as exc:
+            raise SsoError(f"ID token algorithm {alg!r} is not accepted: {exc}") from exc
+        except jwt.InvalidSignatureError as exc:
             raise SsoError("ID token signature does not verify") from exc
-        if str(claims.get("iss", "")).rstrip("/") != self.issuer:
-            raise SsoError("ID token comes from another issuer")
-        aud = claims.get("aud")
-        if not (aud == self.client_id or (isinstance(aud, list) and self.client_id in aud)):
-            raise SsoError("ID token is for another client")
-        exp = claims.get("exp")
-        if not isinstance(exp, int | float) or exp + SKEW_S < now_ms / 1000:
+        except jwt.InvalidIssuerError as exc:
+            raise SsoError("ID token comes from another issuer") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise SsoError("ID token is for another client") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise SsoError(f"ID token lacks the {exc.claim!r} claim") from exc
+        except (jwt.InvalidTokenError, jwt.PyJWKError) as exc:
+            raise SsoError(f"ID token refused: {exc}") from exc
+        aud = claims["aud"]
+        if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != self.client_id:
+            raise SsoError("ID token is for another client (its azp)")
+        times: dict[str, float] = {}
+        for name in ("exp", "iat", "nbf"):
+            value = claims.get(name, 0)  # exp and iat are required (above)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise SsoError(f"ID token {name} is not a time")
+            times[name] = float(value)
+        now_s = now_ms / 1000
+        if times["exp"] + SKEW_S < now_s:
             raise SsoError("ID token expired")
+        if max(times["iat"], times["nbf"]) > now_s + SKEW_S:
+            raise SsoError("ID token is not valid yet (check the clocks)")
         return claims
 
 
 @lru_cache(maxsize=8)
-def _oidc(issuer: str, client_id: str, secret: str, claim: str) -> OidcProvider:
-    return OidcProvider(issuer, client_id, secret, claim)
+def _oidc(
+    issuer: str, client_id: str, secret: str, claim: str, algorithms: tuple[str, ...]
+) -> OidcProvider:
+    return OidcProvider(issuer, client_id, secret, claim, algorithms)
 
 
 def provider(ctx: Context) -> IdentityProvider:
     cfg = ctx.config
     if not cfg.sso_issuer:
         raise NotFound("campus single sign-on is not configured on this server", "no_sso")
-    return _oidc(cfg.sso_issuer, cfg.sso_client_id, cfg.sso_client_secret, cfg.sso_claim)
+    return _oidc(
+        cfg.sso_issuer,
+        cfg.sso_client_id,
+        cfg.sso_client_secret,
+        cfg.sso_claim,
+        tuple(cfg.sso_algorithms),
+    )
 
 
 def _digest(state: str) -> str:

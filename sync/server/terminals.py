@@ -20,8 +20,8 @@ from sync.crypto import VerifyKey
 from sync.errors import ProtocolError, SignatureError
 from sync.server.context import Context
 from sync.server.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from sync.server.roles import ROLES
 
-ROLES = ("pos", "kiosk", "gate")
 TOKEN_TTL_MS = 24 * 3600 * 1000
 _NAME = re.compile(r"^[\w.-]{1,64}$")
 
@@ -30,7 +30,13 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_enroll_token(ctx: Context, role: str, name: str) -> dict[str, Any]:
+def create_enroll_token(
+    ctx: Context, role: str, name: str, simulated: bool = False
+) -> dict[str, Any]:
+    """A one-time token that enrolls a terminal of ``role``.  ``simulated``: a test or demo
+    terminal with simulated card readers, which the feed sends the cards' signed identities
+    (with their consumption-password verifiers) to make simulated cards from: never on a live
+    campus (docs/security.md)."""
     if role not in ROLES:
         raise Invalid(f"role must be one of {', '.join(ROLES)}", "bad_role")
     if not _NAME.match(name or ""):
@@ -41,11 +47,17 @@ def create_enroll_token(ctx: Context, role: str, name: str) -> dict[str, Any]:
     now = ctx.now_ms()
     with ctx.db.tx() as tx:
         tx.execute(
-            "INSERT INTO enroll_tokens (token_hash, role, name, created_ms, expires_ms) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (_token_hash(token), role, name, now, now + TOKEN_TTL_MS),
+            "INSERT INTO enroll_tokens (token_hash, role, name, created_ms, expires_ms, "
+            "simulated) VALUES (?, ?, ?, ?, ?, ?)",
+            (_token_hash(token), role, name, now, now + TOKEN_TTL_MS, int(simulated)),
         )
-    return {"token": token, "role": role, "name": name, "expires_ms": now + TOKEN_TTL_MS}
+    return {
+        "token": token,
+        "role": role,
+        "name": name,
+        "expires_ms": now + TOKEN_TTL_MS,
+        "simulated": simulated,
+    }
 
 
 def enroll(ctx: Context, token: str, public_key: str, role: str | None = None) -> dict[str, Any]:
@@ -69,9 +81,17 @@ def enroll(ctx: Context, token: str, public_key: str, role: str | None = None) -
         n = int(tx.scalar("SELECT COUNT(*) FROM terminals")) + 1
         tid = f"T{n:05d}"
         tx.execute(
-            "INSERT INTO terminals (id, name, role, pubkey, head_hash, enrolled_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (tid, row["name"], row["role"], public_key, protocol.genesis_hash(tid), now),
+            "INSERT INTO terminals (id, name, role, pubkey, head_hash, enrolled_ms, simulated) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                tid,
+                row["name"],
+                row["role"],
+                public_key,
+                protocol.genesis_hash(tid),
+                now,
+                int(row["simulated"]),
+            ),
         )
         tx.execute(
             "INSERT INTO ledger_accounts (id, kind) VALUES (?, 'merchant') "
@@ -95,8 +115,8 @@ def list_terminals(ctx: Context) -> list[dict[str, Any]]:
     return [
         dict(r)
         for r in ctx.db.all(
-            "SELECT id, name, role, status, head_seq, enrolled_ms, last_seen_ms FROM terminals "
-            "ORDER BY id"
+            "SELECT id, name, role, status, head_seq, enrolled_ms, last_seen_ms, simulated "
+            "FROM terminals ORDER BY id"
         )
     ]
 
@@ -154,7 +174,7 @@ class TerminalAuth:
         if not tid:
             raise Unauthorized("request is not signed by a terminal", "unsigned")
         row = self.ctx.db.one(
-            "SELECT id, name, role, pubkey, status FROM terminals WHERE id = ?", (tid,)
+            "SELECT id, name, role, pubkey, status, simulated FROM terminals WHERE id = ?", (tid,)
         )
         if row is None:
             raise Unauthorized(f"unknown terminal {tid}", "unknown_terminal")
@@ -173,8 +193,3 @@ class TerminalAuth:
         if not self.nonces.claim(tid, nonce, time_ms, now):
             raise Unauthorized("request was replayed", "replayed_request")
         return dict(row)
-
-
-def require_role(terminal: Mapping[str, Any], *roles: str) -> None:
-    if terminal["role"] not in roles:
-        raise Forbidden(f"a {terminal['role']} terminal cannot do this", "wrong_role")

@@ -16,7 +16,7 @@ from typing import Any
 
 from drivers.errors import DriverError
 from drivers.qr.decoders import decode_image_bytes, get_decoder
-from sim.control import AgentControl
+from sim.control import AgentControl, token_file_option
 from sim.errors import SimError, SimUsageError
 from sync.cmdline import Sub, json_option
 from sync.money import format_fen, parse_amount
@@ -34,7 +34,7 @@ def _amount(text: str) -> int:
 
 
 def _call(args: argparse.Namespace, path: str, body: dict[str, Any] | None = None) -> Any:
-    ctl = AgentControl(args.agent, timeout=args.timeout)
+    ctl = AgentControl(args.agent, timeout=args.timeout, token_file=args.token_file)
     try:
         return ctl._call("POST", path, body, timeout=args.timeout)
     except SimUsageError as exc:
@@ -51,8 +51,8 @@ def balance(args: argparse.Namespace) -> int:
     return _print(
         args,
         a,
-        f"{a['name']} {a['number']} card {a['card_no']}: balance ¥{format_fen(a['balance_fen'])}, "
-        f"transition ¥{format_fen(a['transition_fen'])}, limit ¥{format_fen(a['limit_fen'])}, "
+        f"{a['name']} {a['number']} card {a['card_no']}: balance {format_fen(a['balance_fen'])}, "
+        f"transition {format_fen(a['transition_fen'])}, limit {format_fen(a['limit_fen'])}, "
         f"{a['status']}",
     )
 
@@ -69,7 +69,7 @@ def change_consume(args: argparse.Namespace) -> int:
 
 def set_limit(args: argparse.Namespace) -> int:
     out = _call(args, "/control/card/limit", {"amount_fen": args.amount, "pin": args.pin})
-    return _print(args, out, f"daily limit ¥{format_fen(out['limit_fen'])}")
+    return _print(args, out, f"daily limit {format_fen(out['limit_fen'])}")
 
 
 def correct(args: argparse.Namespace) -> int:
@@ -94,7 +94,7 @@ def electricity(args: argparse.Namespace) -> int:
         "password": args.password,
     }
     out = _call(args, "/control/card/electricity", body)
-    return _print(args, out, f"¥{format_fen(args.amount)} to {args.building}-{args.room}")
+    return _print(args, out, f"{format_fen(args.amount)} to {args.building}-{args.room}")
 
 
 def reissue(args: argparse.Namespace) -> int:
@@ -117,7 +117,7 @@ def reissue(args: argparse.Namespace) -> int:
         args,
         out,
         f"order {out['order_id']}: card {out['card_no']} (UID {out['uid']}) at the mouth; fee "
-        f"¥{format_fen(out['fee_fen'])}, balance ¥{format_fen(out['balance_fen'])}",
+        f"{format_fen(out['fee_fen'])}, balance {format_fen(out['balance_fen'])}",
     )
 
 
@@ -126,13 +126,15 @@ def add_parser(cmds: Sub) -> None:
         "kiosk",
         help="do what a card holder does at a kiosk (balance, passwords, limit, loss, reissue…)",
         description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--agent", required=True, help="kiosk control URL (http://127.0.0.1:8702)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (60)")
+    token_file_option(p)
     actions = p.add_subparsers(dest="kiosk_action", metavar="ACTION", required=True)
 
     def act(name: str, fn: Any, text: str) -> argparse.ArgumentParser:
         c = actions.add_parser(name, help=text, description=text)
-        c.add_argument("--agent", required=True, help="kiosk control URL (http://127.0.0.1:8702)")
-        c.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (60)")
         json_option(c)
         c.set_defaults(func=fn)
         return c

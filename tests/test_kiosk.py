@@ -258,8 +258,9 @@ def test_a_kiosk_sigkilled_mid_encode_ends_with_one_fee_and_one_working_card(
     k.kiosk = k.start_kiosk(YKT_KIOSK_CRASH="encode:20")
     out = k.sim("reissue", "--number", h["number"], "--id-card", h["id_card"], check=False)
     assert out.returncode != 0  # the kiosk died mid-encode
-    k.kiosk.proc.wait(10)  # type: ignore[union-attr]
-    assert k.kiosk.proc.returncode == -signal.SIGKILL  # type: ignore[union-attr]
+    crashed = k.kiosk
+    assert crashed.proc is not None and crashed.proc.wait(10) == -signal.SIGKILL
+    crashed.stop()
     half = k.disp.cli("status")
     assert half["at_mouth"] is None
     k.kiosk = k.start_kiosk()  # the restart finishes the order

@@ -363,7 +363,7 @@ class KioskEngine:
             proof = self._proof(card)
             acct = self.server.read_card(proof)
             self._set("card", account=acct, quote=None, order=None)
-            self._outcome(True, f"余额 / balance ¥{format_fen(acct['balance_fen'])}")
+            self._outcome(True, f"余额 / balance {format_fen(acct['balance_fen'])}")
             return acct
 
         return self._guard(go)
@@ -442,7 +442,7 @@ class KioskEngine:
         def go() -> dict[str, Any]:
             proof = self._proof(self._card())
             out = self.server.set_limit(proof, amount_fen, pin)
-            self._outcome(True, f"每日限额已改为 ¥{format_fen(amount_fen)} / daily limit changed")
+            self._outcome(True, f"每日限额已改为 {format_fen(amount_fen)} / daily limit changed")
             if self._screen.account is not None:
                 self._set(account={**self._screen.account, "limit_fen": amount_fen})
             return {"card_no": out["card_no"], "limit_fen": amount_fen}
@@ -483,7 +483,7 @@ class KioskEngine:
             out = self.server.electricity(acct["number"], password, building, room, amount_fen, rid)
             self._outcome(
                 True,
-                f"已向 {building}-{room} 转入电费 ¥{format_fen(amount_fen)} / electricity paid",
+                f"已向 {building}-{room} 转入电费 {format_fen(amount_fen)} / electricity paid",
             )
             return out
 
@@ -536,8 +536,8 @@ class KioskEngine:
             self._set("quote", quote=quote, order=None)
             self._outcome(
                 True,
-                f"补卡工本费 ¥{format_fen(quote['fee_fen'])}，补卡后余额 "
-                f"¥{format_fen(quote['balance_after_fen'])} / reissue fee and balance after",
+                f"补卡工本费 {format_fen(quote['fee_fen'])}，补卡后余额 "
+                f"{format_fen(quote['balance_after_fen'])} / reissue fee and balance after",
             )
             return quote
 

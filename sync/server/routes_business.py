@@ -265,7 +265,7 @@ def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
         what the order would refuse (desk-only card types, a fee over the balance).  Nothing
         is charged or changed."""
         acct = reissue.identify_at_kiosk(
-            ctx, number=body.number, id_card=body.id_card, auth_code=body.auth_code
+            ctx, number=body.number, id_card=body.id_card, auth_code=body.auth_code, use_code=False
         )
         return reissue.quote(ctx, acct)
 
@@ -273,8 +273,9 @@ def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
     def kiosk_reissue(body: KioskReissueIn, term: Kiosk) -> dict[str, Any]:
         """R11 self-service reissue (student and staff cards): identity by number + ID-card
         number or a phone authentication code; the fee comes from the balance; idempotent by
-        order id."""
-        acct = reissue.identify_at_kiosk(
+        order id (a retry of an order this kiosk opened is not identified again: the holder
+        was, and an authentication code is used up)."""
+        acct = reissue.kiosk_order(ctx, body.order_id, term["id"]) or reissue.identify_at_kiosk(
             ctx, number=body.number, id_card=body.id_card, auth_code=body.auth_code
         )
         return reissue.reissue(

@@ -29,9 +29,11 @@ from sim.harness import pcscd
 from sim.harness.ykt import KioskProcess
 from sim.mifare import MifareClassic1K
 from sim.vicc import VirtualCard
+from sync import codes
 from tests.card_helpers import issue_image, server_keys
 from tests.helpers import ROOT, PosProc, ServerProc, id_card, wait_until, ykt
-from tests.posutil import server_away
+from tests.phone_helpers import Phone, png
+from tests.posutil import restart_server, server_away
 from tests.test_screens import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow
@@ -89,7 +91,7 @@ class Kiosk:
             env=env,
         ).start()
         self.stack.callback(lambda: self.pos.stop())
-        self.disp = Dispenser(self.readers, "kd", blanks=6)
+        self.disp = Dispenser(self.readers, "kd", blanks=14)
         self.stack.callback(self.disp.stop)
         self.kiosk = self.start_kiosk(token=self.server.enroll_token("kiosk-1", role="kiosk"))
         self.stack.callback(lambda: self.kiosk.stop())
@@ -274,6 +276,66 @@ def test_a_kiosk_sigkilled_mid_encode_ends_with_one_fee_and_one_working_card(
     k.pos.wait_card_known(order["card_no"])
     assert k.sale(new, 100)["approved"]
     assert not k.sale(h["card"], 100)["approved"]
+
+
+def test_card_correction_and_electricity_with_the_card_on_the_reader(k: Kiosk) -> None:
+    h = k.holder(topup=10000)
+    k.server.admin().call(
+        "POST", "/v1/admin/electricity/buildings", {"code": "B7", "name": "7号楼", "rooms": ["301"]}
+    )
+    k.present(HOLDER, h["card"])
+    assert k.sim("correct")["written"] is True
+    cred = ("--password", h["password"])
+    out = k.sim("electricity", "--building", "B7", "--room", "301", "--amount", "15.00", *cred)
+    assert out["amount_fen"] == 1500, out
+    k.remove(HOLDER)
+    assert k.balance(h["number"]) == 10000 - 1500
+    k.pos.wait_card_known(h["card_no"])
+    assert k.sale(h["card"], 100)["approved"]  # the corrected card still sells
+
+
+def test_a_reissue_by_the_apps_authentication_code_shown_to_the_kiosk(
+    k: Kiosk, tmp_path: Path
+) -> None:
+    h = k.holder(topup=5000)
+    phone = Phone(k.server, h["number"], h["password"], tmp_path / "w.json")
+    picture = tmp_path / "auth.png"
+    picture.write_bytes(png(phone.code(codes.Kind.AUTH)))
+    out = k.sim("reissue", "--auth-code", str(picture))
+    assert out["fee_fen"] == 2000 and out["balance_fen"] == 3000
+    new = k.disp.take(tmp_path / "by-code.img")
+    k.pos.wait_card_known(out["card_no"])
+    assert k.sale(new, 100)["approved"]
+
+
+@pytest.mark.parametrize("where", ["encoder", "mouth"])
+def test_a_jammed_dispenser_is_reset_and_the_reissue_finishes_charged_once(
+    k: Kiosk, tmp_path: Path, where: str
+) -> None:
+    h = k.holder(topup=5000)
+    k.disp.cli("fault", "--jam-at", where)
+    out = k.sim("reissue", "--number", h["number"], "--id-card", h["id_card"])
+    assert out["balance_fen"] == 3000 and k.balance(h["number"]) == 3000
+    assert k.disp.cli("status")["at_mouth"] == out["uid"]
+    new = k.disp.take(tmp_path / f"jam-{where}.img")
+    k.pos.wait_card_known(out["card_no"])
+    assert k.sale(new, 100)["approved"]
+
+
+def test_server_unreachable_is_said_in_plain_words_and_passes(k: Kiosk) -> None:
+    h = k.holder()
+    k.present(HOLDER, h["card"])
+    k.server.stop(signal.SIGKILL)
+    try:
+        out = k.sim("balance", check=False)
+        assert out.returncode != 0 and "连不上" in out.stderr and "service desk" in out.stderr
+        notices = k.kiosk.status()["screen"]["notices"]
+        assert [n["code"] for n in notices] == ["server"], notices
+    finally:
+        restart_server(k.server)
+    assert k.sim("balance")["number"] == h["number"]
+    assert k.kiosk.status()["screen"]["notices"] == []
+    k.remove(HOLDER)
 
 
 # -- the touch screen in Debian's Chromium (Playwright) ---------------------------------------------

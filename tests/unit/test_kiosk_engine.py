@@ -27,7 +27,7 @@ from sync.card import layout
 from sync.card.app import CampusCard
 from sync.card.keys import Keystore
 from sync.clock import ManualClock
-from sync.errors import ServerRefused
+from sync.errors import ServerRefused, ServerUnavailable
 from tests.unit.fakes import CARD_ACCT, CARD_NO, NOON_MS, PIN, card_keystore, issued_card
 
 NUMBER, ID_CARD, FEE = "S2026001", "110101200401011234", 2000
@@ -336,3 +336,53 @@ def test_the_idle_timeout_forgets_the_visit(rig: Rig) -> None:
     assert rig.engine.screen()["state"] == "card"
     screen = rig.engine.wait(rig.engine.screen()["version"], 2.0)
     assert screen["state"] == "idle" and screen["account"] is None and screen["message"] == ""
+
+
+def test_a_reader_gone_is_said_and_what_needs_no_card_still_works(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def gone() -> None:
+        raise DeviceUnavailable("pcscd: no reader")
+
+    monkeypatch.setattr(rig, "holder_card", gone)
+    with pytest.raises(KioskFault) as err:
+        rig.engine.read_card()
+    assert err.value.code == "reader_gone"
+    assert "读卡器故障" in rig.engine.screen()["message"] and "reissue" in str(err.value)
+    assert rig.engine.reissue_quote(IDENT)["fee_fen"] == FEE  # a reissue needs no card
+
+
+def test_a_server_that_cannot_be_reached_is_said_in_plain_words(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def down(*a: Any) -> Any:
+        raise ServerUnavailable(0, "unreachable", "connection refused")
+
+    monkeypatch.setattr(rig.server, "reissue_quote", down)
+    with pytest.raises(KioskFault) as err:
+        rig.engine.reissue_quote(IDENT)
+    assert err.value.code == "server_unavailable"
+    screen = rig.engine.screen()
+    assert "连不上" in screen["message"] and [n["code"] for n in screen["notices"]] == ["server"]
+    monkeypatch.undo()
+    rig.engine.reissue_quote(IDENT)
+    assert rig.engine.screen()["notices"] == []  # said while it lasts
+
+
+def test_a_server_unreachable_mid_order_keeps_the_order_and_charges_once(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig.engine.reissue_quote(IDENT)
+
+    def down(*a: Any) -> Any:
+        raise ServerUnavailable(0, "unreachable", "connection refused")
+
+    monkeypatch.setattr(rig.server, "reissue_done", down)
+    with pytest.raises(KioskFault) as err:
+        rig.engine.reissue_confirm()
+    assert "fee is charged once" in str(err.value)
+    (order,) = rig.journal.open_orders()
+    assert order.step == "encoded" and rig.disp.mech.summary()["at_mouth"] is None
+    monkeypatch.undo()
+    assert [o["step"] for o in rig.restart().recover()] == ["at_mouth"]
+    assert rig.server.charges == 1 and rig.disp.mech.summary()["rejected"] == []

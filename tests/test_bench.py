@@ -32,7 +32,9 @@ def test_quick_json_has_every_figure(tmp_path: Path) -> None:
     out = json.loads(done.stdout)  # one JSON object, nothing else on stdout
     assert out["quick"] is True and out["machine"]["cpus"] >= 1
     b = out["benchmarks"]
-    assert list(b) == ["sqlite", "journal", "ingest", "sale", "api", "qr", "card", "db", "hotlist"]
+    assert list(b) == [
+        *("sqlite", "journal", "ingest", "sale", "api", "qr", "card", "db", "hotlist", "kiosk")
+    ]
 
     _latency(b["sqlite"]["commit"], 200)
     assert b["sqlite"]["batch_small_rows"]["rows_per_s"] > 0
@@ -103,6 +105,14 @@ def test_quick_json_has_every_figure(tmp_path: Path) -> None:
     _latency(h["delivered"], 200)
     assert [r["terminals_reached"] for r in h["rounds"]] == [100, 100]
     assert h["idle_server_cpu"] >= 0 and h["poll_errors"] == 0
+
+    k = b["kiosk"]  # --quick: 3 reissues through pcscd and the pty dispenser
+    if "skipped" not in k:
+        assert k["reissues"] == 3 and k["budget_p99_ms"] == 3000
+        _latency(k["confirm_to_mouth"], 3)
+        assert set(k["steps"]) == {"feed_ms", "order_ms", "encode_ms", "done_ms", "mouth_ms"}
+        for step in k["steps"].values():
+            _latency(step, 3)
 
 
 def test_only_and_text_output(tmp_path: Path) -> None:

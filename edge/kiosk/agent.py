@@ -320,5 +320,5 @@ class KioskAgent:
             "open_orders": [o.public() for o in self.journal.open_orders()],
             "recovered": self.recovered,
             "card_writes": self.journal.writes(),
-            "last_issue_s": self.engine.last_issue_s,
+            "issue_timings": list(self.engine.issue_timings)[-20:],
         }

@@ -36,6 +36,7 @@ import random
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -227,7 +228,12 @@ class KioskEngine:
         self._touched = time.monotonic()
         self._issuing = False
         self._pending_identity: dict[str, str] | None = None
-        self.last_issue_s: float | None = None  # confirm -> card at the mouth (benchmarks)
+        #: where the time of the last reissues went, in ms (benchmarks): the blank fed to the
+        #: encoder, the server's order, encoding and read-back, the order closed, the card moved
+        #: to the mouth, and confirm -> card at the mouth in all
+        self.issue_timings: deque[dict[str, float]] = deque(maxlen=100)
+        self._mark = time.perf_counter()
+        self._lap: dict[str, float] = {}
 
     # -- the screen ---------------------------------------------------------------------------
     def screen(self) -> dict[str, Any]:
@@ -568,7 +574,8 @@ class KioskEngine:
             raise EngineError("identify first (reissue quote), then confirm")
         quote = dict(self._screen.quote or {})
         self.touch()
-        t0 = time.perf_counter()
+        t0 = self._mark = time.perf_counter()
+        self._lap = {}
         order_id = f"k{self.clock.now_ms():x}{self.rng.getrandbits(48):012x}"
         order = self.journal.create(order_id, str(quote.get("number", "")), identity)
         self._pending_identity = None
@@ -584,7 +591,8 @@ class KioskEngine:
             with self._cond:
                 self._issuing = False
                 self._touched = time.monotonic()
-        self.last_issue_s = time.perf_counter() - t0
+        self._lap["total_ms"] = (time.perf_counter() - t0) * 1000
+        self.issue_timings.append(dict(self._lap))
         answer = order.answer
         self._set(
             "take_card",
@@ -641,9 +649,15 @@ class KioskEngine:
                 raise self._undo_or_keep(order, "server_unavailable", WORDS["server_down"]) from exc
             except ServerRefused as exc:
                 order = self.journal.get(order.order_id) or order
-                raise self._undo_or_keep(order, exc.code, words(exc.code, exc.message)) from exc
+                text = words(exc.code, exc.message)
+                raise self._undo_or_keep(order, exc.code, text, refused=True) from exc
             order = self.journal.get(order.order_id) or order
         raise AssertionError("unreachable")
+
+    def _split(self, name: str) -> None:
+        now = time.perf_counter()
+        self._lap[name] = self._lap.get(name, 0.0) + (now - self._mark) * 1000
+        self._mark = now
 
     def _reset(self, disp: CardDispenser) -> bool:
         try:
@@ -652,12 +666,16 @@ class KioskEngine:
         except DispenserError:
             return False
 
-    def _undo_or_keep(self, order: Order, code: str, text: str) -> KioskFault:
+    def _undo_or_keep(
+        self, order: Order, code: str, text: str, refused: bool = False
+    ) -> KioskFault:
         """A fault stopped ``order``.  Before the server knew of it, the order is undone
-        (nothing was charged; a blank at the encoder is captured).  After, it stays open in
-        the journal and the kiosk finishes it when it can (at its next start, or the next
-        confirm): the fee is already charged and is never charged again."""
-        if order.step == "feeding":
+        (nothing was charged; a blank at the encoder is captured); so it is when the server
+        refused to make it (``refused``, 4xx: nothing was written, and a retry of an order the
+        server has would not be refused: the kiosk that opened it is not identified again).
+        Otherwise it stays open in the journal and the kiosk finishes it when it can (at its
+        next start): the fee is already charged and is never charged again."""
+        if order.step == "feeding" or (refused and order.step == "ordered" and not order.answer):
             self._capture_quietly()
             self.journal.step(order, "undone", note=f"{code}: nothing charged")
             return KioskFault(code, f"{text}；未扣费 / nothing was charged")
@@ -697,6 +715,7 @@ class KioskEngine:
                 order = self.journal.step(order, order.step, rejected=order.rejected + 1)
             disp.to_encoder()
             _crash_point("fed")
+            self._split("feed_ms")
             blank = self.dev.encoder_card(ENCODER_WAIT_S)
             uid = blank.uid.hex().upper()
             order = self.journal.step(order, "ordered", uid=uid)
@@ -711,9 +730,11 @@ class KioskEngine:
                 balance_fen=int(answer["balance_fen"]),
             )
             _crash_point("ordered")
+            self._split("order_ms")
             self._encode(order, blank)
             order = self.journal.step(order, "encoded")
             _crash_point("encoded")
+            self._split("encode_ms")
         if order.step == "encoded":
             st = disp.status()
             if st.card_at == "encoder":
@@ -727,9 +748,11 @@ class KioskEngine:
             answer = self.server.reissue_done(order.order_id)
             order = self.journal.step(order, "done", balance_fen=int(answer["balance_fen"]))
             _crash_point("done")
+            self._split("done_ms")
         if order.step == "done":
             disp.to_mouth()
             order = self.journal.step(order, "at_mouth")
+            self._split("mouth_ms")
         return order
 
     def _uid_at_encoder(self) -> str | None:

@@ -11,6 +11,7 @@ of them passes or fails on a timing.
 ``card``          :mod:`.card_tap`: a tap through pcscd + vpcd, online and offline
 ``db``            :mod:`.db_load`: ingest and API on SQLite and PostgreSQL
 ``hotlist``       :mod:`.hotlist`: loss report → the card on the hotlist of 500 long-polling terminals
+``kiosk``         :mod:`.kiosk`: a kiosk reissue, confirm → card at the mouth (pcscd, a pty dispenser)
 ================  ===========================================================================
 """
 
@@ -76,6 +77,7 @@ MODULES = {
     "card": "card_tap",
     "db": "db_load",
     "hotlist": "hotlist",
+    "kiosk": "kiosk",
 }
 
 

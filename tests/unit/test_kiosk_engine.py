@@ -386,3 +386,21 @@ def test_a_server_unreachable_mid_order_keeps_the_order_and_charges_once(
     monkeypatch.undo()
     assert [o["step"] for o in rig.restart().recover()] == ["at_mouth"]
     assert rig.server.charges == 1 and rig.disp.mech.summary()["rejected"] == []
+
+
+def test_an_order_the_server_refused_to_make_is_undone(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig.engine.reissue_quote(IDENT)
+
+    def refused(*a: Any) -> Any:
+        raise ServerRefused(429, "rate_limited", "too many reissue attempts")
+
+    monkeypatch.setattr(rig.server, "reissue", refused)
+    with pytest.raises(KioskFault) as err:
+        rig.engine.reissue_confirm()
+    assert err.value.code == "rate_limited" and "nothing was charged" in str(err.value)
+    assert rig.journal.open_orders() == [] and rig.server.charges == 0
+    summary = rig.disp.mech.summary()
+    assert summary["at_encoder"] is None and summary["issued"] == []  # the blank: reject bin
+    assert rig.engine.screen()["state"] == "fault"

@@ -8,12 +8,18 @@ Besides the signed body, each row keeps a few columns extracted from it (account
 campus day, offline flag, PIN fact) so offline decisions can query the journal by account.
 The ``offline`` column counts money at risk: a reverse-scan sale (paid online by the phone)
 is not.
+
+Reverse-scan requests (R8) live here too, in ``reverse_orders``: a request is stored open
+before it is shown, and closed in the same transaction as the record that says how (its sale,
+or a ``void``), so the server can match every phone payment to a record (docs/security.md).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +27,14 @@ from edge.errors import JournalError
 from sync import protocol
 from sync.clock import Clock, campus_date
 from sync.crypto import SigningKey, VerifyKey, b64d, b64e
-from sync.db import Database, Migrations
+from sync.db import Database, Migrations, Tx
 from sync.errors import ProtocolError
 from sync.records import Entry, JournalRecord
 
 log = logging.getLogger(__name__)
+
+#: the most a pushed batch holds, as JSON: half the server's request limit (sync.bodylimit)
+PUSH_MAX_BYTES = 512 * 1024
 
 MIGRATIONS = Migrations()
 MIGRATIONS.add(
@@ -57,6 +66,20 @@ MIGRATIONS.add(
         counter {int} NOT NULL,
         seq {int} NOT NULL,
         PRIMARY KEY (serial, counter)
+    )
+    """,
+)
+
+MIGRATIONS.add(
+    "0003-reverse-orders",
+    """
+    CREATE TABLE reverse_orders (
+        order_no {int} PRIMARY KEY,
+        amount {int} NOT NULL,
+        request {text} NOT NULL,
+        created_ms {int} NOT NULL,
+        state {text} NOT NULL,
+        seq {int}
     )
     """,
 )
@@ -103,6 +126,15 @@ class LocalRecord:
     pin: str
 
 
+@dataclass(frozen=True)
+class OpenOrder:
+    """A reverse-scan request this terminal showed and has not closed by a record."""
+
+    order: int
+    amount: int
+    request: str
+
+
 class Journal:
     def __init__(
         self, db: Database, terminal_id: str, key: SigningKey, clock: Clock, tz: str
@@ -137,12 +169,16 @@ class Journal:
         with self._lock:
             return self._head_seq
 
-    def append(self, entry: Entry, code: tuple[int, int] | None = None) -> Appended:
+    def append(
+        self, entry: Entry, code: tuple[int, int] | None = None, order: int | None = None
+    ) -> Appended:
         """Seal ``entry`` as the next record (the journal adds v/term/seq/prev); durable on
         return.
 
         ``code`` (certificate serial, counter) enters the seen-set of phone codes in the same
-        transaction, so a code is spent exactly when its sale is journaled."""
+        transaction, so a code is spent exactly when its sale is journaled.  ``order`` closes
+        that open reverse-scan request in the same transaction (sold by a sale, voided by a
+        ``void``): :class:`JournalError`, and nothing journaled, when it is not open."""
         with self._lock:
             try:
                 rec = entry.chained(self.terminal_id, self._head_seq + 1, self._head_hash)
@@ -151,6 +187,14 @@ class Journal:
                 raise JournalError(f"cannot journal an invalid record: {exc}") from exc
             h = protocol.record_hash(body)
             with self.db.tx() as tx:
+                if order is not None:
+                    closed = tx.execute(
+                        "UPDATE reverse_orders SET state = ?, seq = ? "
+                        "WHERE order_no = ? AND state = 'open'",
+                        ("sold" if rec.kind == "sale" else rec.kind, rec.seq, order),
+                    )
+                    if closed != 1:
+                        raise JournalError(f"reverse-scan request {order} is not open")
                 tx.execute(INSERT, row(rec, body, sig, h, self.tz))
                 if code is not None:
                     tx.execute(
@@ -168,12 +212,22 @@ class Journal:
         with self._lock:
             return self._acked
 
-    def unsent(self, limit: int = 500) -> list[dict[str, str]]:
+    def unsent(self, limit: int = 500, max_bytes: int = PUSH_MAX_BYTES) -> list[dict[str, str]]:
+        """The oldest records not acked: at most ``limit``, and no more than ``max_bytes`` of
+        them as JSON (the server refuses a request body over 1 MiB, sync.bodylimit); always
+        at least one."""
         rows = self.db.all(
             "SELECT body, sig FROM journal WHERE seq > ? ORDER BY seq LIMIT ?",
             (self.acked, limit),
         )
-        return [{"body": r["body"], "sig": r["sig"]} for r in rows]
+        out: list[dict[str, str]] = []
+        size = 0
+        for r in rows:
+            size += len(json.dumps(r["body"], ensure_ascii=False).encode()) + len(r["sig"]) + 20
+            if out and size > max_bytes:
+                break
+            out.append({"body": r["body"], "sig": r["sig"]})
+        return out
 
     def set_acked(self, seq: int) -> None:
         with self._lock:
@@ -243,14 +297,63 @@ class Journal:
             )
         ]
 
+    def card_tries_after(self, account_id: int, after_seq: int, epoch: int) -> int:
+        """R5: the wrong consumption passwords this terminal's records after ``after_seq`` left
+        on the account's card in the desk's reset ``epoch`` (mod 256), the highest since the
+        last right password: each record carries the count the card showed after it, so a
+        card put back to fewer tries (an old image) is still counted here."""
+        tries = 0
+        for r in self.db.all(
+            "SELECT kind, pin, body FROM journal WHERE account_id = ? AND seq > ? "
+            "AND (kind = 'pin_fail' OR pin = 'ok') ORDER BY seq",
+            (account_id, after_seq),
+        ):
+            if r["kind"] == "sale":  # a right password (a phone's confirmation too)
+                tries = 0
+                continue
+            card = JournalRecord.parse(r["body"]).card_x()
+            if card is not None and card.ep == epoch:
+                tries = max(tries, card.tries)
+        return tries
+
     def next_order(self) -> int:
         """A new reverse-scan order number, unique on this terminal and across restarts."""
         with self.db.tx() as tx:
+            return self._next_order(tx)
+
+    @staticmethod
+    def _next_order(tx: Tx) -> int:
+        tx.execute(
+            "INSERT INTO sync_state (key, value) VALUES ('order', 1) "
+            "ON CONFLICT (key) DO UPDATE SET value = sync_state.value + 1"
+        )
+        return int(tx.scalar("SELECT value FROM sync_state WHERE key = 'order'"))
+
+    def open_order(self, amount: int, make: Callable[[int], str]) -> tuple[int, str]:
+        """A new reverse-scan request, kept open until a record closes it (:meth:`append` with
+        ``order``): ``make`` builds the request's text for the order number.  The number and
+        the open request are durable together before anyone can see the request, so a crash
+        at any later instant leaves a request that is open (:meth:`open_orders`) or closed by
+        a durable record (docs/security.md)."""
+        with self.db.tx() as tx:
+            order = self._next_order(tx)
+            text = make(order)
             tx.execute(
-                "INSERT INTO sync_state (key, value) VALUES ('order', 1) "
-                "ON CONFLICT (key) DO UPDATE SET value = sync_state.value + 1"
+                "INSERT INTO reverse_orders (order_no, amount, request, created_ms, state) "
+                "VALUES (?, ?, ?, ?, 'open')",
+                (order, amount, text, self.clock.now_ms()),
             )
-            return int(tx.scalar("SELECT value FROM sync_state WHERE key = 'order'"))
+        return order, text
+
+    def open_orders(self) -> list[OpenOrder]:
+        """The reverse-scan requests shown and not closed by a record, oldest first."""
+        return [
+            OpenOrder(int(r["order_no"]), int(r["amount"]), str(r["request"]))
+            for r in self.db.all(
+                "SELECT order_no, amount, request FROM reverse_orders WHERE state = 'open' "
+                "ORDER BY order_no"
+            )
+        ]
 
     def code_seen(self, serial: int, counter: int) -> int | None:
         """The sequence number of the sale that spent this phone code, or None."""

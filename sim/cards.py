@@ -9,8 +9,11 @@ unknown number makes a blank card, which no campus key opens.  Only a terminal e
 simulated (``ykt admin terminal enroll --simulated``) receives the cards' identities: a real one
 is refused here (docs/security.md).
 
-The agent keeps each card as an image file (``DATA/sim-cards/``), so its counters survive
-between taps and restarts like a real card's.
+The agent keeps each card as an image file (``DATA/sim-cards/``, or the folder its reader's URL
+names: ``sim://NAME?cards=DIR``), so its counters survive between taps and restarts like a real
+card's.  Agents that keep their cards apart each tap a copy of the card: to the server, whose
+card counters must only move forward, a copy used at two tills is a cloned card
+(docs/security.md); agents sharing the folder tap the one card.
 """
 
 from __future__ import annotations
@@ -30,11 +33,19 @@ from sync.records import CardRow
 
 
 def encoded_card(
-    uid: bytes, identity_b64: str, keys: Keystore, tag: bytes | None = None
+    uid: bytes,
+    identity_b64: str,
+    keys: Keystore,
+    tag: bytes | None = None,
+    counters: layout.Counters | None = None,
 ) -> MifareClassic1K:
+    """A card as the desk writes it; ``counters`` (their own record version: tests make cards
+    of the earlier format so) as the issuer carries them, else none."""
     blob = base64.b64decode(identity_b64)
     blocks = blank_blocks(uid)
-    made = layout.card_blocks(uid, blob, keys, missing_key=os.urandom(6), tag=tag)
+    made = layout.card_blocks(
+        uid, blob, keys, missing_key=os.urandom(6), tag=tag, counters=counters
+    )
     for n, data in made.items():
         blocks[n] = bytearray(data)
     return MifareClassic1K(uid, blocks)
@@ -71,13 +82,16 @@ def card_for(
     return card
 
 
-def card_at(host: TerminalHost, card_no: str, uid_hex: str | None) -> MifareClassic1K:
+def card_at(
+    host: TerminalHost, card_no: str, uid_hex: str | None, folder: Path | None = None
+) -> MifareClassic1K:
     """The simulated card ``card_no`` as a terminal would see it tapped: made from the server's
-    record of the card (the terminal's cache) with the terminal's keys, kept in its data
-    directory (``DATA/sim-cards``)."""
+    record of the card (the terminal's cache) with the terminal's keys, kept in ``folder`` (one
+    card for every agent that shares it: its counters go from till to till, as a real card's
+    do), else in the terminal's data directory (``DATA/sim-cards``: a copy of its own)."""
     record = host.card_record(card_no)
     try:
         keys = host.card_keys()
     except CardRefused as exc:
         raise SimError(f"cannot make a simulated card: {exc.reason}") from exc
-    return card_for(host.data_dir / "sim-cards", card_no, record, keys, uid_hex)
+    return card_for(folder or host.data_dir / "sim-cards", card_no, record, keys, uid_hex)

@@ -20,6 +20,7 @@ from sim.dispenser import cli as dispenser_cli
 from sim.errors import SimUsageError
 from sim.idp import add_idp_parser
 from sim.kiosk_cli import add_parser as add_kiosk_parser
+from sim.paygate import add_paygate_parser
 from sim.phone_screen import qr_png
 from sim.wallet_cli import add_wallet_parser
 from sync.cmdline import Run, Sub, command, json_option
@@ -197,6 +198,7 @@ def add_parser(sub: Sub) -> None:
     add_wallet_parser(cmds)
 
     add_idp_parser(cmds)
+    add_paygate_parser(cmds)
 
     cardcli.add_parsers(cmds)
     dispenser_cli.add_parsers(cmds)

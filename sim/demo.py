@@ -1,8 +1,10 @@
 """``ykt demo``: the whole system on one machine with embedded defaults.
 
-Starts the central server on SQLite, one POS agent on a simulated reader and one self-service
-kiosk with a simulated card dispenser, creates one demo account per card type (R1) with a card
-and ¥100.00, and prints how to sell and how to reissue a card at the kiosk.  State lives in
+Starts the central server on SQLite, one POS agent on a simulated reader, one self-service
+kiosk with a simulated card dispenser and a stand-in payment provider (``ykt sim paygate``,
+registered for the app, WeChat and Alipay top-ups, R7), creates one demo account per card type
+(R1) with a card and ¥100.00, and prints how to sell and how to reissue a card at the kiosk.
+State lives in
 ``--data`` (default ``.demo``) so a second start continues where the first stopped.
 ``ykt demo server stop|start`` stops and restarts the demo's server from another shell, to
 watch the POS sell offline and drain its queue.
@@ -21,7 +23,7 @@ from typing import Any
 
 from sim.harness import procs
 from sim.harness.procs import StartFailed
-from sim.harness.ykt import KioskProcess, PosProcess, ServerProcess, YktProcess
+from sim.harness.ykt import KioskProcess, PaygateProcess, PosProcess, ServerProcess, YktProcess
 from sync import rules
 from sync.errors import ConfigError, SyncError
 from sync.files import private_dir, write_private
@@ -35,7 +37,9 @@ DEMO_ACCOUNTS = [
 ]
 
 
-SERVER_PORT, CONTROL_PORT, KIOSK_PORT = 8700, 8701, 8702  # the demo's defaults (README)
+SERVER_PORT, CONTROL_PORT, PAYGATE_PORT, KIOSK_PORT = 8700, 8701, 8702, 8703  # the defaults
+#: the top-up channels the demo's payment provider is registered for (R7; bank is off)
+PAYGATE_CHANNELS = ("app", "wechat", "alipay")
 
 
 def _port_free(port: int) -> bool:
@@ -125,12 +129,27 @@ def run(args: argparse.Namespace) -> int:
     agent = f"http://127.0.0.1:{args.control_port}"
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the children as Ctrl-C does
     _require_free(args.control_port, "POS control API", "--control-port")
+    _require_free(args.paygate_port, "payment provider", "--paygate-port")
     _require_free(args.kiosk_port, "kiosk control API", "--kiosk-port")
     kiosk_url = f"http://127.0.0.1:{args.kiosk_port}"
     started = _start_server(data, args.server_port)
     children: list[YktProcess] = [started]
     try:
         state = _setup(data, started)
+        gate = PaygateProcess(
+            data / "paygate",
+            port=args.paygate_port,
+            log_path=data / "paygate.log",
+            new_session=True,
+        )
+        gate.data.mkdir(parents=True, exist_ok=True)
+        children.append(gate)
+        _started(gate)
+        for channel in PAYGATE_CHANNELS:  # again at every start: the port may have changed
+            try:
+                started.register_paygate(channel, gate.url, gate.public_key)
+            except SyncError as exc:
+                raise ConfigError(f"demo setup: registering the payment provider: {exc}") from exc
         pos = PosProcess(
             data / "pos1",
             server_url=server,
@@ -209,6 +228,8 @@ Phone payment code of {second["name"]} (the simulated phone signs in; its code g
   ykt sim wallet pay-code --wallet W.json --png CODE.png
   ykt sim sale --agent {agent} --amount 9.00 --qr CODE.png
   (over the ¥50.00 daily limit the phone confirms first: pay-code --confirm-password {second["password"]})
+Top-up by WeChat (R7: an order, paid at the stand-in payment provider, credited by its signed notification):
+  ykt sim wallet topup --wallet W.json --channel wechat --amount 20.00 --password {second["password"]}
 Self-service kiosk: {second["name"]} reissues the card (fee from the balance; the old card stops working):
   ykt sim kiosk --agent {kiosk} reissue --number {second["number"]} --id-card {DEMO_ACCOUNTS[1][3]}
 Network outage:
@@ -268,7 +289,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--server-port", type=int, default=SERVER_PORT)
     p.add_argument("--control-port", type=int, default=CONTROL_PORT)
-    p.add_argument("--kiosk-port", type=int, default=KIOSK_PORT, help="the kiosk's control API")
+    p.add_argument(
+        "--paygate-port",
+        type=int,
+        default=PAYGATE_PORT,
+        help=f"port of the stand-in payment provider (default {PAYGATE_PORT})",
+    )
+    p.add_argument(
+        "--kiosk-port",
+        type=int,
+        default=KIOSK_PORT,
+        help=f"the kiosk's control API and screen (default {KIOSK_PORT})",
+    )
     p.set_defaults(func=run)
     ds = p.add_subparsers(dest="demo_command", metavar="ACTION")
     s = ds.add_parser("server", help="stop or start the demo's server (from another shell)")

@@ -5,7 +5,9 @@ agent with a simulated device mounts the control routes it adds (:mod:`edge.devi
 
 ==============================  =================================================================
 ``POST /control/sim/card``      tap a simulated card on the agent's ``sim://`` reader (made from
-                                the server's record of that card number, :mod:`sim.cards`)
+                                the server's record of that card number, :mod:`sim.cards`; kept
+                                in ``DATA/sim-cards``, or in the folder ``sim://NAME?cards=DIR``
+                                names, which several agents may share: one card, many tills)
 ``POST /control/sim/remove``    take the simulated card away
 ``POST /control/sim/frame``     show a picture to the agent's ``sim://`` camera and wait (up to
                                 ``wait`` s) for it to be decoded
@@ -21,11 +23,12 @@ take``                          (the text of :mod:`sim.cardimage`)
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.errors import DeviceUrlError
 from edge.devices import TerminalHost
@@ -37,13 +40,13 @@ from sim.errors import SimUsageError
 
 
 class SimCardIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    card_no: StrictStr = Field(min_length=1, max_length=32)
-    uid: StrictStr | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{8,20}$")
+    model_config = ConfigDict(extra="forbid", strict=True)
+    card_no: str = Field(min_length=1, max_length=32)
+    uid: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{8,20}$")
 
 
 class FrameIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # ``wait``: a number, never true
     image_b64: str = Field(min_length=1, max_length=20_000_000)
     wait: float = Field(default=5.0, ge=0, le=30)
 
@@ -56,13 +59,15 @@ def _name(url: str) -> str:
 def _reader_router(url: str, host: TerminalHost) -> APIRouter:
     router = APIRouter()
     name = _name(url)
+    shared = parse_qs(urlsplit(url).query).get("cards")
+    folder = Path(shared[-1]) if shared else None
 
     @router.post("/control/sim/card")
     def sim_card(body: SimCardIn) -> dict[str, Any]:
         """Tap a simulated card on this agent's ``sim://`` reader.  Without a UID the card
         carries the UID the server issued it with (as the real card would)."""
         reader = sim_reader.get(name)
-        emu = cards.card_at(host, body.card_no, body.uid)
+        emu = cards.card_at(host, body.card_no, body.uid, folder)
         reader.present(emu)
         return {"presented": body.card_no, "uid": emu.uid.hex().upper(), "reader": reader.name}
 

@@ -91,14 +91,17 @@ def _campus(uid: bytes, blocks: list[bytes], keys: Keystore | None) -> dict[str,
         info["signature_valid"] = keys.issuer_public.ok(sig, msg)
     slots = []
     for n, b in enumerate(layout.B_SLOTS):
-        c = layout.Counters.parse(blocks[b])
-        slot: dict[str, Any] = {
-            "slot": "AB"[n],
-            **c.describe(),
-            "mac": blocks[b][12:16].hex().upper(),
-        }
+        slot: dict[str, Any] = {"slot": "AB"[n], "mac": blocks[b][12:16].hex().upper()}
+        checked = None
         if keys is not None and keys.has("ctr_mac"):
-            slot["mac_valid"] = layout.Counters.decode(blocks[b], keys, uid) is not None
+            checked = layout.Counters.decode(blocks[b], keys, uid)
+            slot["mac_valid"] = checked is not None
+        if checked is not None:
+            slot.update(checked.describe())
+        else:  # the counter record's version shows in its MAC only: both readings, unchecked
+            slot["unchecked"] = {
+                str(v): layout.Counters.parse(blocks[b], v).describe() for v in (1, 2)
+            }
         slots.append(slot)
     info["counters"] = slots
     return info

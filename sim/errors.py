@@ -9,6 +9,7 @@
         ├── Closed                      (sim.vicc) vpcd closed the simulated card's connection
         ├── BenchmarkError              (sim.bench.errors) the system under a benchmark misbehaved
         │   └── HttpError                   (sim.bench.http11) a benchmark's HTTP/1.1 exchange failed
+        ├── PaygateRefused              (sim.paygate) the stand-in provider refuses a payment
         ├── StartFailed                 (sim.harness.procs) a child process did not get ready
         └── PgUnavailable               (sim.harness.pg) no PostgreSQL to start a cluster with
 """

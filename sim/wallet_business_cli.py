@@ -98,14 +98,61 @@ def change_password(args: argparse.Namespace) -> int:
 
 
 def topup(args: argparse.Namespace) -> int:
+    """R7: make a top-up order at the server, pay it at the channel's payment provider (as
+    the phone hands the payment over to WeChat Pay or Alipay), then wait for the server to
+    credit it, which it does when the provider's signed notification arrives.  Exit 0 once
+    credited; 1 when it is not (with why)."""
+    w = _w(args)
     body = {"amount_fen": args.amount, "channel": args.channel, "password": args.password}
-    out = _w(args).call("POST", "/v1/app/topups", {**body, **request_id(args)})
-    return _emit(
-        args,
-        out,
-        f"topped up {format_fen(args.amount)} by {args.channel}: balance "
-        f"{format_fen(out['balance_fen'])}, transition {format_fen(out['transition_fen'])}",
+    order = w.call("POST", "/v1/app/topups", {**body, **request_id(args)})
+    out: dict[str, Any] = {"order_id": order["order_id"], "status": order["status"]}
+    if order["status"] == "open" and order.get("pay"):
+        try:
+            paid = pay_at_provider(order["pay"])
+            out["txn_id"] = paid.get("txn_id")
+            order = w.call(
+                "GET",
+                f"/v1/app/topups/{quote(order['order_id'])}?wait={min(args.timeout, 30):g}",
+            )
+        except SimError as exc:
+            out["reason"] = str(exc)
+    out.update(
+        status=order["status"],
+        amount_fen=order["amount_fen"],
+        channel=order["channel"],
+        balance_fen=order["balance_fen"],
+        transition_fen=order["transition_fen"],
     )
+    if order["status"] != "credited":
+        out.setdefault(
+            "reason",
+            order.get("problem")
+            or f"the provider's notification did not arrive within {args.timeout:g} s",
+        )
+    text = (
+        f"order {out['order_id']}: topped up {format_fen(args.amount)} by {args.channel}; "
+        f"balance {format_fen(out['balance_fen'])}, transition {format_fen(out['transition_fen'])}"
+        if out["status"] == "credited"
+        else f"order {out['order_id']} {out['status']}, not credited: {out['reason']}"
+    )
+    _emit(args, out, text)
+    return 0 if out["status"] == "credited" else 1
+
+
+def pay_at_provider(pay: dict[str, Any]) -> dict[str, Any]:
+    """Pay an order at its provider (the simulated payer always pays)."""
+    try:
+        resp = requests.post(pay["provider_url"] + "/v1/pay", json=pay["order"], timeout=10)
+    except requests.RequestException as exc:
+        raise SimError(f"the payment provider cannot be reached: {exc}") from exc
+    try:
+        data = resp.json()
+    except ValueError:
+        data = {}
+    if resp.status_code != 200:
+        msg = (data.get("error") or {}).get("message") if isinstance(data, dict) else None
+        raise SimError(f"the payment provider refused: {msg or resp.status_code}")
+    return dict(data)
 
 
 def electricity(args: argparse.Namespace) -> int:
@@ -214,11 +261,23 @@ def add_commands(sub: Sub, command: Cmd) -> None:
     c = cmd("change-password", change_password, "change the query password (R4)")
     c.add_argument("--old", required=True, help="current query password")
     c.add_argument("--new", required=True, help="new query password (six digits)")
-    c = cmd("topup", topup, "top up by app/wechat/alipay/bank (R7; alipay: transition balance)")
+    c = cmd(
+        "topup",
+        topup,
+        "top up by app/wechat/alipay/bank (R7): an order at the server, paid at the channel's "
+        "payment provider, credited when its signed notification arrives (alipay: transition "
+        "balance); prints {order_id, status} once credited, or why not (exit 1)",
+    )
     c.add_argument("--amount", required=True, type=_amount, help="yuan, e.g. 20.00")
     c.add_argument("--channel", required=True, choices=["app", "wechat", "alipay", "bank"])
     c.add_argument("--password", required=True, help="query password confirms the top-up")
-    c.add_argument("--request-id", help="idempotency key")
+    c.add_argument("--request-id", help="idempotency key: a retry names the same order")
+    c.add_argument(
+        "--timeout",
+        type=float,
+        default=15.0,
+        help="seconds to wait for the order to be credited (default 15, at most 30)",
+    )
     c = cmd("electricity", electricity, "pay a dorm room's electricity (R15)")
     c.add_argument("--building", required=True, help="building code (see `buildings`)")
     c.add_argument("--room", required=True, help="room number")

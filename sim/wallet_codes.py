@@ -42,14 +42,23 @@ def make_code(
 ) -> dict[str, Any]:
     """Show a payment or authentication code: returns its text and facts.
 
-    ``confirm_password`` (payment codes, R6): the server checks the query password first, and
-    the code then carries the "confirmed" flag a terminal needs over the daily limit."""
+    ``confirm_password`` (payment codes, R6): the server checks the query password first and
+    keeps a grant for this very code (its serial and counter), which online authorization over
+    the daily limit spends; the code carries the "confirmed" flag an offline terminal goes by."""
     st = _state(w)
     confirmed = False
     if confirm_password is not None:
         if kind is not codes.Kind.PAY:
             raise SimUsageError("only a payment code is confirmed with the query password")
-        got = w.call("POST", "/v1/app/codes/confirm", {"password": confirm_password})
+        got = w.call(
+            "POST",
+            "/v1/app/codes/confirm",
+            {
+                "password": confirm_password,
+                "serial": int(st["serial"]),
+                "counter": int(st.get("counter", 0)) + 1,
+            },
+        )
         confirmed = True
         st["grant"], st["grant_expires_ms"] = got.get("grant"), got.get("expires_ms")
     st["counter"] = int(st.get("counter", 0)) + 1

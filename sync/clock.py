@@ -50,6 +50,12 @@ def campus_date(ms: int, tz: str = DEFAULT_TZ) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).date().isoformat()
 
 
+def campus_midnight_ms(day: str, tz: str = DEFAULT_TZ) -> int:
+    """The epoch-ms instant a campus day (``YYYY-MM-DD``) begins; ValueError for a bad date."""
+    d = dt.date.fromisoformat(day)
+    return round(dt.datetime.combine(d, dt.time(), ZoneInfo(tz)).timestamp() * 1000)
+
+
 def iso(ms: int, tz: str = DEFAULT_TZ) -> str:
     """An epoch-ms instant as an ISO 8601 timestamp in the campus time zone."""
     return dt.datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).isoformat(timespec="seconds")

@@ -7,7 +7,7 @@ type                     what
 :class:`Entry`           what a terminal decided to journal: a record before the journal gives it
                          its place in the chain (``v``, ``term``, ``seq``, ``prev``); made by
                          :func:`card_sale`, :func:`card_pin_fail`, :func:`code_sale`,
-                         :func:`reverse_sale` (the POS) and :func:`offline_sale` (benchmarks,
+                         :func:`reverse_sale`, :func:`reverse_void` (the POS) and :func:`offline_sale` (benchmarks,
                          test terminals)
 :class:`CardX`           the card's counters after a card record (``x.card``)
 :class:`CardFacts`       what the POS read from a card and sends with an authorize request
@@ -59,6 +59,19 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from sync.bounds import (
+    MAX_ID,
+    CardByte,
+    CardCount,
+    CardWord,
+    Fen,
+    FenOrZero,
+    Id,
+    PosId,
+    Total,
+    Ts,
+    parse_id,
+)
 from sync.card.layout import Counters
 from sync.errors import ProtocolError
 from sync.rules import DEFAULT_PIN_MAX_TRIES
@@ -92,27 +105,28 @@ __all__ = [
     "code_sale",
     "offline_sale",
     "reverse_sale",
+    "reverse_void",
     "to_json",
 ]
 
 RECORD_VERSION: Literal[1] = 1
 
-#: Record kinds: a sale, a wrong consumption password keyed offline (R5/R6 lockout counting).
-Kind = Literal["sale", "pin_fail"]
+#: Record kinds: a sale, a wrong consumption password keyed offline (R5/R6 lockout counting),
+#: a reverse-scan request closed without a sale (``void``: its payment, if any, is refunded).
+Kind = Literal["sale", "pin_fail", "void"]
 Method = Literal["card", "qr-forward", "qr-reverse"]
 PinFact = Literal["none", "ok", "fail"]
 KINDS = frozenset(get_args(Kind))
 METHODS = frozenset(get_args(Method))
 PIN_FACTS = frozenset(get_args(PinFact))
 
-_B62 = 2**62
-#: Bounds of the integer fields (inclusive), so every value fits a 64-bit database column and
-#: a terminal time is a real instant (0 .. the end of year 9999).
-Seq = Annotated[int, Meta(ge=1, le=_B62)]
-Ts = Annotated[int, Meta(ge=0, le=253_402_300_799_999)]
-AcctId = Annotated[int, Meta(ge=0, le=_B62)]  # 0 only for a reverse-scan proof keyed as a code
-Fen = Annotated[int, Meta(ge=0, le=_B62)]
-SignedFen = Annotated[int, Meta(ge=-_B62, le=_B62)]
+#: The integer fields have the bounds of the rest of the system (sync/bounds.py): a sale's
+#: amount is one operation (at most ``MAX_AMOUNT_FEN``), ids and sequence numbers at most
+#: ``MAX_ID``, the figures the terminal showed (spent, limit, balance) are totals, a terminal
+#: time is a real instant (0 .. the end of year 9999).
+Seq = PosId
+AcctId = Id  # 0 only for a reverse-scan proof keyed as a code
+SignedFen = Total
 Hex64 = Annotated[str, Meta(pattern="^[0-9a-f]{64}$")]
 
 T = TypeVar("T")
@@ -123,7 +137,8 @@ class JournalRecord(Struct, frozen=True, forbid_unknown_fields=True):
     """One journal record: the signed body (docs/protocol.md).
 
     ``acct`` is 0 only on a ``qr-reverse`` record whose proof was keyed as a short code (the
-    server knows who paid); a sale's amount is positive.  A record built in code is checked
+    server knows who paid) or that closes a request without a sale (``void``); a sale's
+    amount is positive.  A record built in code is checked
     when it is sealed (:meth:`checked_body`); one decoded from the wire, when it is decoded."""
 
     v: Literal[1]
@@ -134,7 +149,7 @@ class JournalRecord(Struct, frozen=True, forbid_unknown_fields=True):
     kind: Kind
     acct: AcctId
     cred: str
-    amt: Fen
+    amt: FenOrZero
     method: Method
     off: bool
     pin: PinFact
@@ -151,7 +166,28 @@ class JournalRecord(Struct, frozen=True, forbid_unknown_fields=True):
             raise ProtocolError("invalid record: 'acct' is out of range")
         if self.kind == "sale" and self.amt == 0:
             raise ProtocolError("invalid record: a sale's amount must be positive")
+        if self.kind == "void" and self.method != "qr-reverse":
+            raise ProtocolError("invalid record: a void closes a reverse-scan request")
+        if self.x is not UNSET:
+            self._check_x(self.x)
+        if self.method == "qr-forward" and self.cred.startswith("qr:"):
+            parts = self.cred.split(":")
+            if len(parts) != 3 or parse_id(parts[1]) is None or parse_id(parts[2]) is None:
+                raise ProtocolError(
+                    "invalid record: 'cred' of a phone code is qr:<serial>:<counter>, each "
+                    f"0-{MAX_ID}"
+                )
         return self
+
+    def _check_x(self, x: dict[str, Any]) -> None:
+        """The known parts of the open ``x`` have the types and bounds of the rest (a later
+        terminal may add other keys)."""
+        for key, kind in _KNOWN_X:
+            if key in x:
+                try:
+                    msgspec.convert(x[key], kind, strict=True)
+                except msgspec.ValidationError as exc:
+                    raise ProtocolError(f"invalid record: x.{key}: {exc}") from None
 
     # -- the wire ---------------------------------------------------------------------------
     def body(self) -> bytes:
@@ -302,14 +338,19 @@ class Entry(Struct, frozen=True, kw_only=True):
 
 
 class CardX(Struct, frozen=True):
-    """``x.card`` of a card record: the card's counters after it (docs/card-format.md)."""
+    """``x.card`` of a card record: the card's counters after it (docs/card-format.md), each
+    as wide as the card stores it."""
 
     uid: str
-    gen: int
-    ctr: int
-    taps: int
-    tries: int
-    ep: int
+    gen: CardWord
+    ctr: CardWord
+    taps: CardCount
+    tries: CardByte
+    ep: CardByte
+
+
+#: the parts of a record's open ``x`` the server reads, and their types
+_KNOWN_X: tuple[tuple[str, Any], ...] = (("card", CardX), ("order", Id), ("payment", Id))
 
 
 def card_cred(card_no: str, uid_hex: str) -> str:
@@ -421,6 +462,23 @@ def reverse_sale(
     )
 
 
+def reverse_void(*, ts: int, order: int, amt: int, op: str) -> Entry:
+    """A reverse-scan request closed without a sale (R8): cancelled by the cashier, refused
+    after too many wrong proof codes, or found open when the terminal started again.  The
+    server refunds the phone's payment for it, if one was made, and refuses one made later."""
+    return Entry(
+        ts=ts,
+        kind="void",
+        acct=0,
+        cred=f"qr-reverse:{order}",
+        amt=amt,
+        method="qr-reverse",
+        off=True,
+        op=op,
+        x={"order": order},
+    )
+
+
 def offline_sale(
     *,
     term: str,
@@ -457,12 +515,12 @@ def offline_sale(
 class CardFacts(Struct, frozen=True):
     """What the POS read from the card (R6 counters, R11 generation) and decided with it."""
 
-    generation: int
+    generation: CardWord
     day: str | None
-    spent_fen: int
-    taps: int
-    tries: int
-    epoch: int
+    spent_fen: CardCount
+    taps: CardCount
+    tries: CardByte
+    epoch: CardByte
     pin: Literal["none", "ok"]
 
     @classmethod
@@ -484,10 +542,10 @@ class AuthorizeRequest(Struct, frozen=True, kw_only=True):
     """A card sale names the card (number, UID, :class:`CardFacts`); a phone-code sale
     carries the code's text (``qr``)."""
 
-    seq: int
+    seq: Seq
     card_no: str | UnsetType = UNSET
     uid: str | UnsetType = UNSET
-    amount_fen: int
+    amount_fen: Fen
     method: Literal["card", "qr-forward"]
     #: the consumption password, for a card sale without card facts (R6 decided at account
     #: level by the server); a POS sends the facts instead
@@ -508,15 +566,15 @@ class AuthorizeAnswer(Struct, frozen=True):
     code: str
     reason: str
     auth_id: str | UnsetType = UNSET
-    balance_fen: int | UnsetType = UNSET
-    limit_fen: int | UnsetType = UNSET
-    spent_fen: int | UnsetType = UNSET
+    balance_fen: Total | UnsetType = UNSET
+    limit_fen: Total | UnsetType = UNSET
+    spent_fen: Total | UnsetType = UNSET
     pin: Literal["none", "ok"] | UnsetType = UNSET
-    pin_epoch: int | UnsetType = UNSET
-    tries_left: int | UnsetType = UNSET
+    pin_epoch: Id | UnsetType = UNSET
+    tries_left: Id | UnsetType = UNSET
     cred: str | UnsetType = UNSET
     confirmed: bool | UnsetType = UNSET
-    account_id: int | UnsetType = UNSET
+    account_id: Id | UnsetType = UNSET
     number: str | UnsetType = UNSET
     name: str | UnsetType = UNSET
 
@@ -557,70 +615,72 @@ class Alarm(Struct, frozen=True):
 
 
 class PushAck(Struct):
-    """The answer to a pushed batch: the highest contiguous sequence number applied."""
+    """The answer to a pushed batch: the highest contiguous sequence number taken (applied, or
+    refused: in the chain, nothing of it applied, with a ``record_refused`` alarm)."""
 
-    ack: int
-    applied: int = 0
-    duplicates: int = 0
-    pending: int = 0
+    ack: Id
+    applied: Id = 0
+    duplicates: Id = 0
+    pending: Id = 0
     alarms: list[Alarm] = msgspec.field(default_factory=list)
+    refused: Id = 0  # a server of an older version does not send it
 
 
 # -- GET /v1/feed --------------------------------------------------------------------------------
 class AccountSnapshot(Struct, frozen=True, kw_only=True):
     """An account as the feed sends it: what a terminal decides offline with."""
 
-    id: int
+    id: Id
     number: str
     name: str
     type: str
     status: str
-    balance_fen: int
-    transition_fen: int
-    limit_fen: int
+    balance_fen: Total
+    transition_fen: Total
+    limit_fen: Total
     spent_day: str
-    spent_fen: int
-    pin_tries: int
+    spent_fen: Total
+    pin_tries: Id
     #: always empty: no password hash reaches a terminal (issue 10 item 9; the consumption
     #: password is checked against the card's own verifier, R5).  Kept on the wire for
     #: terminals of an older version, which require the field.
     pin_verifier: str = ""
-    pin_epoch: int = 0  # a server of an older version does not send it
+    pin_epoch: Id = 0  # a server of an older version does not send it
     expires: str | None
-    version: int
+    version: Id
 
 
 class CachedAccount(AccountSnapshot, frozen=True, kw_only=True):
     """An account snapshot in the terminal's cache: ``as_of_seq`` is this terminal's acked
     sequence number when it was taken (its later records go on top of it)."""
 
-    as_of_seq: int
+    as_of_seq: Id
 
 
 class CardRow(Struct, frozen=True, kw_only=True):
     """A card as the feed sends it and the terminal caches it (R11)."""
 
     card_no: str
-    account_id: int
+    account_id: Id
     uid: str
-    generation: int
+    generation: Id
     status: str
-    version: int | UnsetType = UNSET
+    version: Id | UnsetType = UNSET
     identity: str = ""  # the issuer-signed identity (base64); an older server sends none
 
 
 class CertRow(Struct, frozen=True, kw_only=True):
     """A wallet certificate (phone codes, docs/codes.md)."""
 
-    serial: int
-    account_id: int
+    serial: Id
+    account_id: Id
     raw: str
     revoked: bool
-    version: int | UnsetType = UNSET
+    version: Id | UnsetType = UNSET
 
 
 class IssuerKey(Struct, frozen=True):
-    kid: int
+    kid: Id
     public_key: str
 
 
@@ -628,10 +688,10 @@ class CodesInfo(Struct, frozen=True, kw_only=True):
     """Phone-code parameters from the feed: campus, issuer keys, proof key, window."""
 
     campus_id: str | UnsetType = UNSET
-    campus_tag: int | UnsetType = UNSET
+    campus_tag: Id | UnsetType = UNSET
     keys: list[IssuerKey] = msgspec.field(default_factory=list)
-    code_valid_s: int = 60
-    code_skew_s: int = 30
+    code_valid_s: Id = 60
+    code_skew_s: Id = 30
     proof_key: str = ""
 
 
@@ -639,12 +699,15 @@ class TerminalPolicy(Struct, frozen=True, kw_only=True):
     """The policy values a terminal decides with.  The defaults hold until the feed brings the
     server's policy: no offline sale is allowed before then."""
 
-    offline_max_purchase_fen: int = 0
-    offline_max_card_day_fen: int = 0
-    offline_max_total_fen: int = 0
-    pin_max_tries: int = DEFAULT_PIN_MAX_TRIES  # R5
-    code_valid_s: int = 60
-    code_skew_s: int = 30
+    offline_max_purchase_fen: Id = 0
+    offline_max_card_day_fen: Id = 0
+    #: what a card may spend offline since its last online approval, at every terminal
+    #: together (carried on the card; docs/security.md)
+    offline_max_card_fen: Id = 0
+    offline_max_total_fen: Id = 0
+    pin_max_tries: Id = DEFAULT_PIN_MAX_TRIES  # R5
+    code_valid_s: Id = 60
+    code_skew_s: Id = 30
 
     @classmethod
     def from_feed(cls, policy: Mapping[str, Any]) -> TerminalPolicy:
@@ -659,17 +722,17 @@ class TerminalPolicy(Struct, frozen=True, kw_only=True):
 class FeedPage(Struct, frozen=True, kw_only=True):
     """One page of the delta feed (docs/architecture.md)."""
 
-    version: int
+    version: Id
     more: bool = False
     reset: bool = False
-    ack: int = 0
+    ack: Id = 0
     accounts: list[AccountSnapshot] = msgspec.field(default_factory=list)
     cards: list[CardRow] = msgspec.field(default_factory=list)
     certs: list[CertRow] = msgspec.field(default_factory=list)
     codes: CodesInfo | UnsetType = UNSET
     campus_id: str | UnsetType = UNSET
     tz: str | UnsetType = UNSET
-    server_time_ms: int | UnsetType = UNSET
+    server_time_ms: Ts | UnsetType = UNSET
     #: the server's whole policy (sent when it changed): :class:`TerminalPolicy` is what a
     #: terminal reads of it
     policy: dict[str, Any] | UnsetType = UNSET

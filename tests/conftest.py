@@ -44,12 +44,15 @@ BOTH_DBS = {
     "test_server_admin",
     "test_server_auth",
     "test_server_authorize",
+    "test_server_card_risk",
     "test_server_conservation",
     "test_server_feed",
     "test_server_ingest",
     "test_holder_business",
     "test_holder_login",
     "test_desk",
+    "test_held_money",
+    "test_crash_money",
     "test_access",
     "test_kiosk_card_present",
     "test_openapi",
@@ -64,6 +67,9 @@ BOTH_DBS = {
     "test_phone_codes_server",
     "test_bench_db",
     "test_db",
+    "test_wire_bounds",
+    "test_idempotency",
+    "test_topups",
 }
 
 

@@ -83,6 +83,7 @@ def main() -> None:
     import tempfile
 
     from edge import cache, journal
+    from sim import paygate
     from sync.db import Database, Migrations
     from sync.server.schema import MIGRATIONS
     from tests import dbs, test_db
@@ -91,6 +92,7 @@ def main() -> None:
         "server": [MIGRATIONS],
         "terminal": [journal.MIGRATIONS, cache.MIGRATIONS],
         "test_db": [test_db.SCHEMA],
+        "paygate": [paygate.MIGRATIONS],
     }
     DATA.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

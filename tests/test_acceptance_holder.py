@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.control import AgentControl
+from sim.harness.ykt import PaygateProcess
 from tests.helpers import PosProc, ServerProc, id_card, wait_until, ykt
 from tests.live import initial_pw
 
@@ -71,8 +72,34 @@ def test_acceptance_card_holder_business(server: ServerProc, pos: PosProc, tmp_p
     run(*wallet, "unlock", "--wallet", w)
     assert ctl.sale(100, card["card_no"])["approved"]
 
-    # R7: the Alipay top-up lands in the transition balance, then moves in at the next sale
-    run(*admin, "topup", "--number", "S2023002", "--amount", "20.00", "--channel", "alipay")
+    # R7: the Alipay top-up (an order paid at the provider, credited when its signed
+    # notification arrives) lands in the transition balance, then moves in at the next sale
+    with PaygateProcess(tmp_path / "paygate") as gate:
+        run(
+            *admin,
+            "paygate",
+            "set",
+            "--channel",
+            "alipay",
+            "--url",
+            gate.url,
+            "--public-key",
+            str(gate.data / "provider.pub"),
+        )
+        paid = run(
+            *wallet,
+            "topup",
+            "--wallet",
+            w,
+            "--channel",
+            "alipay",
+            "--amount",
+            "20.00",
+            "--password",
+            initial_pw(2),
+            "--json",
+        )
+        assert paid["status"] == "credited" and paid["order_id"]
     shown = run(*admin, "account", "show", "--number", "S2023002", "--json")
     assert (shown["balance_fen"], shown["transition_fen"], shown["status"], shown["limit_fen"]) == (
         2900,

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.routing import APIRoute
 
-from sync.errors import AuthError, ServerRefused
+from sync.clock import SystemClock
+from sync.errors import AuthError, ProtocolError, ServerRefused
 from sync.records import KINDS, METHODS
 from sync.server import ingest, roles
 from sync.server.api_auth import ApiAuth
@@ -18,6 +20,7 @@ from sync.server.app import create_app
 from sync.server.errors import Forbidden
 from tests.handterm import HandTerminal
 from tests.live import Live, Pos, proof
+from tests.paygate_helpers import open_gate, register, topped_up
 
 
 def _concrete(path: str) -> str:
@@ -29,6 +32,7 @@ def _concrete(path: str) -> str:
         .replace("{building}", "H7")
         .replace("{room}", "101")
         .replace("{order_id}", "order-0001")
+        .replace("{channel}", "wechat")
     )
 
 
@@ -43,13 +47,18 @@ def _ops(live: Live, prefix: str) -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def two(live: Live) -> dict[str, Any]:
+def two(live: Live, tmp_path: Path) -> dict[str, Any]:
     a = live.add_account("A1", 71, topup_fen=1000)
     b = live.add_account("B1", 72, topup_fen=9999)
     live.admin(
         "POST", "/v1/admin/electricity/buildings", {"code": "H7", "name": "一号", "rooms": ["101"]}
     )
-    live.admin("POST", "/v1/admin/accounts/B1/topups", {"amount_fen": 4242, "channel": "wechat"})
+    gate = open_gate(tmp_path / "gate", SystemClock())
+    try:
+        register(live, gate, "wechat")
+        b["order"] = topped_up(live, gate, "B1", b["password"], "wechat", 4242)["order_id"]
+    finally:
+        gate.stop()
     return {
         "a": a,
         "b": b,
@@ -64,6 +73,9 @@ def test_a_holder_sees_only_their_own_account(live: Live, two: dict[str, Any]) -
     for method, path in _ops(live, "/v1/app/"):
         if method != "GET" or "sso" in path:
             continue
+        if path.startswith("/v1/app/topups/"):  # B's own top-up order, asked for by A
+            path = path.replace("order-0001", two["b"]["order"])
+            assert live.call("GET", path, token=two["ta"]).status_code == 404
         r = live.call("GET", path, token=two["ta"], params={"number": "B1", "account_id": 2})
         for mark in b_marks:
             assert mark not in r.text, (path, mark)
@@ -199,10 +211,15 @@ def test_ingest_takes_from_each_role_only_the_records_it_writes(live: Live, role
     aid = int(live.admin("GET", "/v1/admin/accounts/R1")["id"])
     term = HandTerminal.enroll(live, f"rec-{role}", role=role)
     row = dict(live.ctx.db.one("SELECT * FROM terminals WHERE id = ?", (term.terminal_id,)))
+    built = 0
     for kind in sorted(KINDS):
         for method in sorted(METHODS):
             pin = "fail" if kind == "pin_fail" else "none"
-            wire = term.record(aid, 100, kind=kind, method=method, pin=pin)
+            try:
+                wire = term.record(aid, 100, kind=kind, method=method, pin=pin)
+            except ProtocolError:  # not a record at all (a void of a card sale): no cell
+                continue
+            built += 1
             if roles.may_write(role, kind, method):
                 assert ingest.ingest(live.ctx, row, [wire]).ack == len(term.journal)
                 continue
@@ -213,7 +230,7 @@ def test_ingest_takes_from_each_role_only_the_records_it_writes(live: Live, role
     alarms = [
         a for a in live.admin("GET", "/v1/admin/alarms")["alarms"] if a["kind"] != "reverse_unpaid"
     ]
-    refused = len(KINDS) * len(METHODS) - len(roles.RECORDS[role])
+    refused = built - len(roles.RECORDS[role])
     assert sum(a["kind"] == "record_not_allowed" for a in alarms) == refused
     sales = sum(1 for k, m in roles.RECORDS[role] if k == "sale" and m != "qr-reverse")
     assert live.admin("GET", "/v1/admin/accounts/R1")["balance_fen"] == 10_000 - 100 * sales

@@ -67,11 +67,7 @@ FOUND = [
         "POST",
         "/v1/pos/authorize",
         lambda world: _authorize_with_card_facts(world, spent_fen=True),
-        id="authorize-card-spent_fen-true",
-        marks=pytest.mark.xfail(
-            strict=True,  # when the API refuses it, this mark goes and the case stays
-            reason="issue 10 item 20: `true` is accepted as an integer (pydantic lax mode)",
-        ),
+        id="authorize-card-spent_fen-true",  # issue 10 item 20: strict types everywhere
     ),
 ]
 

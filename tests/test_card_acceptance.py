@@ -82,13 +82,18 @@ def test_encode_sell_tear_and_sell_again_on_virtual_readers(tmp_path: Path) -> N
         finally:
             server.stop()
 
-        dump = json.loads(ykt("sim", "card", "dump", str(img), "--json").stdout)
+        # the counter record's version is in its MAC: the dump checks it with the keys
+        keystore = ["--keystore", str(tmp_path / "D" / "card-keys.json")]
+        dump = json.loads(ykt("sim", "card", "dump", str(img), *keystore, "--json").stdout)
         card = dump["campus_card"]
         assert card["identity"]["card_no"] == issued["card_no"]
         assert dump["sectors"][1]["trailer"]["access"] == "78778869"
+        assert all(c["mac_valid"] and c["version"] == 2 for c in card["counters"])
         newest = max(card["counters"], key=lambda c: c["seq"])
         assert newest["taps"] == 3 and newest["spent_fen"] == 4500
-        second = json.loads(ykt("sim", "card", "dump", str(img2), "--json").stdout)["campus_card"]
+        second = json.loads(ykt("sim", "card", "dump", str(img2), *keystore, "--json").stdout)[
+            "campus_card"
+        ]
         newest = max(second["counters"], key=lambda c: c["seq"])
         # carried 45.00, then 6.00 with the password: the amount counts from that sale
         assert newest["taps"] == 1 and newest["spent_fen"] == 600

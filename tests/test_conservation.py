@@ -14,19 +14,20 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sync import protocol, records
+from sync import paygate, protocol, records
 from sync.clock import ManualClock
 from sync.crypto import SigningKey
+from sync.paygate import Notification
 from sync.server import (
     accounts,
     authorize,
     desk,
     electricity,
-    holder_ops,
     ingest,
     ledger,
     reissue,
     terminals,
+    topups,
 )
 from sync.server.context import Context, ServerConfig
 from sync.server.errors import ServiceError
@@ -39,7 +40,16 @@ amounts = st.integers(min_value=1, max_value=6000)
 who = st.integers(min_value=0, max_value=N_ACCOUNTS - 1)
 ops = st.one_of(
     st.tuples(st.just("topup"), who, amounts, st.sampled_from(["cash", "app", "wechat", "alipay"])),
-    st.tuples(st.just("app_topup"), who, amounts, st.sampled_from(["app", "alipay", "bank"])),
+    st.tuples(
+        st.just("order"),  # R7: an order, then its provider's notifications (issue 10 item 1)
+        who,
+        amounts,
+        st.tuples(
+            st.sampled_from(["app", "alipay", "bank"]),
+            st.integers(min_value=0, max_value=3),  # deliveries of the notification
+            st.sampled_from([None, "amount", "forged"]),
+        ),
+    ),
     st.tuples(st.just("sale"), who, amounts, st.booleans()),
     st.tuples(st.just("offline_sale"), who, amounts, st.none()),
     st.tuples(st.just("electricity"), who, st.integers(1, 1500), st.none()),
@@ -73,6 +83,11 @@ def world() -> Iterator[dict[str, Any]]:
             accounts.issue_card(ctx, number)
             numbers.append(number)
         electricity.add_building(ctx, "B1", "一号", ["101"])
+        provider = SigningKey.generate()
+        for ch in ("app", "alipay", "bank"):
+            topups.register(
+                ctx, ch, "http://127.0.0.1:9", provider.public.to_b64(), "http://x/n", "test"
+            )
         tok = terminals.create_enroll_token(ctx, "pos", "pos-1")["token"]
         key = SigningKey.generate()
         tid = terminals.enroll(ctx, tok, key.public.to_b64())["terminal_id"]
@@ -85,6 +100,7 @@ def world() -> Iterator[dict[str, Any]]:
             "seq": 0,
             "prev": protocol.genesis_hash(tid),
             "orders": 0,
+            "provider": provider,
         }
     finally:
         ctx.db.close()
@@ -130,8 +146,28 @@ def step(w: dict[str, Any], op: tuple[Any, ...]) -> None:
     acct = accounts.get_account(ctx, number)
     if kind == "topup":
         accounts.topup(ctx, number, a, b)
-    elif kind == "app_topup":
-        holder_ops.app_topup(ctx, acct, a, b, initial_pw(80 + i), None)
+    elif kind == "order":
+        channel, deliveries, bad = b
+        o = topups.create_order(ctx, acct, a, channel, initial_pw(80 + i), None)
+        w["orders"] += 1
+        note = Notification(
+            id=f"N-cons-{w['orders']:06d}",
+            event="payment.succeeded",
+            order_id=o["order_id"],
+            txn_id=f"P-cons-{w['orders']:06d}",
+            channel=channel,
+            amount_fen=a + (bad == "amount"),
+            currency="CNY",
+            paid_ms=ctx.now_ms(),
+            attach=number,
+        )
+        body = paygate.encode(note)
+        for _ in range(deliveries):
+            key = SigningKey.generate() if bad == "forged" else w["provider"]
+            try:
+                topups.notify(ctx, channel, body, paygate.sign(key, body, ctx.now_ms()))
+            except ServiceError:
+                pass
     elif kind == "sale":
         card = _card(ctx, number)
         req = {"seq": w["seq"] + 1, "card_no": card["card_no"], "uid": card["uid"]}
@@ -194,6 +230,19 @@ def check(w: dict[str, Any]) -> None:
         "GROUP BY r.original, t.amount HAVING SUM(r.amount) > t.amount"
     )
     assert over == []
+    # R7: money of a provider's channel only from a credited order, each credited once
+    orphans = ctx.db.all(
+        "SELECT t.id FROM transfers t LEFT JOIN topup_orders o ON o.transfer_id = t.id "
+        "WHERE t.kind = 'topup' AND t.debit != 'c:cash' AND o.order_id IS NULL"
+    )
+    assert orphans == []
+    credited = ctx.db.scalar(
+        "SELECT COALESCE(SUM(amount), 0) FROM topup_orders WHERE status = 'credited'"
+    )
+    moved = ctx.db.scalar(
+        "SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE kind = 'topup' AND debit != 'c:cash'"
+    )
+    assert credited == moved
     fees = ctx.db.all(
         "SELECT o.order_id FROM reissue_orders o WHERE (SELECT COUNT(*) FROM transfers t "
         "WHERE t.id = 'fee:reissue:' || o.order_id) > 1"

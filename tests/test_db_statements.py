@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from edge import cache, journal
+from sim import paygate as sim_paygate
 from sync.db import Database, Migrations
 from sync.db.backend import fill_types
 from sync.db.sqlite import TYPES as SQLITE_TYPES
@@ -75,6 +76,7 @@ SCHEMAS: dict[str, list[Migrations]] = {
     "server": [SERVER],
     "terminal": [journal.MIGRATIONS, cache.MIGRATIONS],
     "test_db": [test_db.SCHEMA],
+    "paygate": [sim_paygate.MIGRATIONS],  # the stand-in payment provider's own database
 }
 
 

@@ -1,7 +1,7 @@
-"""`make demo` (`ykt demo`): it starts the server and a POS on simulated hardware, prints its
-instructions, and every command it prints works as printed, in order: card sales with and
-without the PIN, the account, a phone payment code, selling through a server outage, the
-queue draining and the ledger check.  The README shows the same commands (with the default
+"""`make demo` (`ykt demo`): it starts the server, a POS on simulated hardware and a stand-in
+payment provider, prints its instructions, and every command it prints works as printed, in
+order: card sales with and without the PIN, the account, a phone payment code, a top-up paid at
+the provider, selling through a server outage, the queue draining and the ledger check.  The README shows the same commands (with the default
 ports and data directory)."""
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ def _run(tmp_path: Path, line: str) -> str:
 @pytest.mark.timeout(240)
 def test_the_demo_runs_and_every_printed_command_works(tmp_path: Path) -> None:
     data = tmp_path / ".demo"
-    sport, cport, kport = free_port(), free_port(), free_port()
+    sport, cport, gport, kport = free_port(), free_port(), free_port(), free_port()
     demo = subprocess.Popen(
         ykt_cmd(
             *("demo", "--data", str(data)),
             *("--server-port", str(sport), "--control-port", str(cport)),
-            *("--kiosk-port", str(kport)),
+            *("--paygate-port", str(gport), "--kiosk-port", str(kport)),
         ),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -53,7 +53,7 @@ def test_the_demo_runs_and_every_printed_command_works(tmp_path: Path) -> None:
         assert f"http://127.0.0.1:{cport}/cashier" in text, text
         commands = [line.strip() for line in printed if line.startswith("  ykt ")]
         assert f"http://127.0.0.1:{kport}/kiosk" in text, text
-        assert len(commands) == 11, commands
+        assert len(commands) == 12, commands
         readme = {_command(line) for line in README.read_text(encoding="utf-8").splitlines()}
         as_printed_by_default = [_default(c, data, sport, cport, kport) for c in commands]
         missing = [c for c in as_printed_by_default if c not in readme]
@@ -66,12 +66,14 @@ def test_the_demo_runs_and_every_printed_command_works(tmp_path: Path) -> None:
         assert "bills (账单)" in said[2] and "-¥45.00" in said[2]
         assert "signed in as" in said[3] and (tmp_path / "CODE.png").exists()
         assert "APPROVED ¥9.00" in said[5] and "balance ¥91.00" in said[5]  # the phone's code
-        # the kiosk reissues 李老师's card: the fee (¥20.00) once, from the balance left
-        assert "at the mouth" in said[6] and "balance ¥71.00" in said[6], said[6]
-        assert "stopped" in said[7]
-        assert "APPROVED ¥3.00" in said[8] and "offline" in said[8]  # through the outage
-        assert "started" in said[9]
-        assert "ledger OK" in said[10]
+        # R7: a top-up order paid at the demo's payment provider, credited by its notification
+        assert "topped up ¥20.00 by wechat" in said[6] and "balance ¥111.00" in said[6]
+        # the kiosk reissues 李老师's card: the fee (¥20.00) once, from the balance
+        assert "at the mouth" in said[7] and "balance ¥91.00" in said[7], said[7]
+        assert "stopped" in said[8]
+        assert "APPROVED ¥3.00" in said[9] and "offline" in said[9]  # through the outage
+        assert "started" in said[10]
+        assert "ledger OK" in said[11]
 
         # the offline sale drains to the server, once
         show = commands[2] + " --json"
@@ -81,7 +83,7 @@ def test_the_demo_runs_and_every_printed_command_works(tmp_path: Path) -> None:
             return [-b["amount_fen"] for b in bills if b["kind"] == "sale"]
 
         assert wait_until(lambda: sales() == [1250, 4500, 300], timeout=30)
-        assert "ledger OK" in _run(tmp_path, commands[10])
+        assert "ledger OK" in _run(tmp_path, commands[11])
     finally:
         # SIGTERM (kill, a service manager) stops the demo and all it started, as Ctrl-C does;
         # SIGINT would not do here: a test run started in the background ignores it
@@ -94,7 +96,7 @@ def test_the_demo_runs_and_every_printed_command_works(tmp_path: Path) -> None:
         if demo.stdout is not None:
             demo.stdout.close()
     assert demo.returncode == 0
-    for port in (sport, cport, kport):  # the server, the POS and the kiosk are gone with it
+    for port in (sport, cport, gport, kport):  # the server, POS, provider, kiosk: all gone
         assert wait_until(lambda port=port: _closed(port), timeout=15), port
 
 
@@ -111,7 +113,7 @@ def _default(line: str, data: Path, sport: int, cport: int, kport: int) -> str:
     line = line.replace(f" --server-port {sport}", "")
     line = line.replace(f"127.0.0.1:{sport}", "127.0.0.1:8700")
     line = line.replace(f"127.0.0.1:{cport}", "127.0.0.1:8701")
-    line = line.replace(f"127.0.0.1:{kport}", "127.0.0.1:8702")
+    line = line.replace(f"127.0.0.1:{kport}", "127.0.0.1:8703")
     return _command(line.replace(str(data), ".demo"))
 
 

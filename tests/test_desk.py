@@ -5,11 +5,14 @@ import (R1, R3)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+from sync.clock import SystemClock
 from sync.rules import AccountStatus
 from tests.helpers import id_card
 from tests.live import Live, Pos
+from tests.paygate_helpers import open_gate, register, topped_up
 
 
 def staff_token(live: Live, name: str, role: str) -> str:
@@ -29,14 +32,23 @@ def test_staff_roles_limit_what_each_may_do_and_everything_is_audited(live: Live
     live.add_account("D1", 51)
     desk = staff_token(live, "alice", "desk")
     auditor = staff_token(live, "bob", "auditor")
+    finance = staff_token(live, "carol", "finance")
+    # R7: cash is a desk operation of the finance role (issue 10 item 1)
     ok = live.call(
-        "POST", "/v1/admin/accounts/D1/topups", {"amount_fen": 500, "channel": "cash"}, desk
+        "POST", "/v1/admin/accounts/D1/topups", {"amount_fen": 500, "channel": "cash"}, finance
     )
     assert ok.status_code == 200
-    ali = live.call(
-        "POST", "/v1/admin/accounts/D1/topups", {"amount_fen": 500, "channel": "alipay"}, desk
+    no = live.call(
+        "POST", "/v1/admin/accounts/D1/topups", {"amount_fen": 500, "channel": "cash"}, desk
     )
-    assert ali.status_code == 403 and ali.json()["error"]["code"] == "not_permitted"
+    assert no.status_code == 403 and no.json()["error"]["code"] == "not_permitted"
+    # no staff role credits a payment provider's channel by hand: an order paid at it does
+    ali = live.call(
+        "POST", "/v1/admin/accounts/D1/topups", {"amount_fen": 500, "channel": "alipay"}, finance
+    )
+    assert (
+        ali.status_code == 422 and live.admin("GET", "/v1/admin/accounts/D1")["balance_fen"] == 500
+    )
     assert (
         live.call("POST", "/v1/admin/staff", {"name": "eve", "role": "superuser"}, desk).status_code
         == 403
@@ -53,10 +65,10 @@ def test_staff_roles_limit_what_each_may_do_and_everything_is_audited(live: Live
     mine = [
         (e["actor"], e["action"], e["target"], e["outcome"])
         for e in entries
-        if e["actor"] in ("alice", "bob")
+        if e["actor"] in ("alice", "bob", "carol")
     ]
-    assert ("alice", "topup", "D1", "ok") in mine
-    assert ("alice", "topup", "D1", "error: not_permitted") in mine
+    assert ("carol", "topup", "D1", "ok") in mine
+    assert ("alice", "topup", "D1", "denied: not_permitted") in mine
     assert ("alice", "staff_add", "", "denied: not_permitted") in mine
     assert ("bob", "show_account", "D1", "ok") in mine
     assert ("bob", "change_status", "D1", "denied: not_permitted") in mine
@@ -129,11 +141,18 @@ def test_r13_extension_revives_an_expired_card_and_the_virtual_card_follows(live
     assert pos.sell(card, 100)["approved"]
 
 
-def test_r14_cancellation_pays_out_the_balance_and_ends_everything(live: Live) -> None:
+def test_r14_cancellation_pays_out_the_balance_and_ends_everything(
+    live: Live, tmp_path: Path
+) -> None:
     """R14: the balance (with the transition balance) is paid out in cash; card, app and phone
     stop; the ledger still balances."""
     card = live.add_account("D5", 55, topup_fen=1500)
-    live.admin("POST", "/v1/admin/accounts/D5/topups", {"amount_fen": 700, "channel": "alipay"})
+    gate = open_gate(tmp_path / "gate", SystemClock())
+    try:
+        register(live, gate, "alipay")
+        topped_up(live, gate, "D5", card["password"], "alipay", 700)  # R7: transition balance
+    finally:
+        gate.stop()
     tok = live.login("D5", card["password"])
     out = live.admin("POST", "/v1/admin/accounts/D5/cancel")
     assert (out["status"], out["paid_out_fen"], out["balance_fen"], out["transition_fen"]) == (

@@ -3,12 +3,15 @@ app on loopback: R2, R3, R4, R7, R9, R10, R15, R16, R17."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sync import rules
+from sync.clock import SystemClock
 from tests.live import Live, Pos
+from tests.paygate_helpers import open_gate, order, pay, register, wait_order
 
 
 def me(live: Live, token: str) -> dict[str, Any]:
@@ -104,30 +107,43 @@ def test_r12_automatic_freeze_on_query_password_lockout_is_configurable(live: Li
     assert live.admin("GET", "/v1/admin/accounts/S5")["status"] == "frozen"
 
 
-def test_r7_topups_by_channel_switches_and_the_transition_balance(live: Live) -> None:
+def test_r7_topups_by_channel_switches_and_the_transition_balance(
+    live: Live, tmp_path: Path
+) -> None:
     """R7: each channel switchable; Alipay lands in the transition balance and moves into the
-    balance at the next card transaction on a POS; the query password confirms."""
+    balance at the next card transaction on a POS; the query password confirms.  A top-up is
+    an order credited by its payment provider's signed notification (issue 10 item 1)."""
     card = live.add_account("S6", 16)
     tok = live.login("S6", card["password"])
     pw = card["password"]
+    gate = open_gate(tmp_path / "gate", SystemClock())
+    register(live, gate, "wechat", "alipay", "bank")
 
     def topup(channel: str, amount: int, password: str = pw, **kw: Any) -> Any:
-        body = {"amount_fen": amount, "channel": channel, "password": password, **kw}
-        return live.call("POST", "/v1/app/topups", body, tok)
+        r = order(live, tok, channel, amount, password, **kw)
+        if r.status_code != 200:
+            return r
+        if r.json()["status"] != "open":  # a retry of an order paid before
+            return r.json()
+        pay(r.json())
+        return wait_order(live, tok, r.json()["order_id"])
 
-    assert topup("wechat", 1000).json()["balance_fen"] == 1000
-    assert topup("bank", 1000).json()["error"]["code"] == "channel_off"  # off by default
-    assert topup("cash", 1000).status_code == 422  # cash only at the desk
-    assert topup("wechat", 1000, "000000").status_code == 401
-    ali = topup("alipay", 2000, request_id="alipay-0001").json()
-    assert (ali["balance_fen"], ali["transition_fen"]) == (1000, 2000)
-    again = topup("alipay", 2000, request_id="alipay-0001").json()
-    assert again["applied"] is False and again["transition_fen"] == 2000
-    live.admin("PUT", "/v1/admin/policy", {"values": {"channels": {"wechat": False}}})
-    assert topup("wechat", 100).json()["error"]["code"] == "channel_off"
-    Pos(live.terminal("pos")).sell(card, 500)
-    after = me(live, tok)
-    assert (after["balance_fen"], after["transition_fen"]) == (2500, 0)
+    try:
+        assert topup("wechat", 1000)["balance_fen"] == 1000
+        assert topup("bank", 1000).json()["error"]["code"] == "channel_off"  # off by default
+        assert topup("cash", 1000).status_code == 422  # cash only at the desk
+        assert topup("wechat", 1000, "000000").status_code == 401
+        ali = topup("alipay", 2000, request_id="alipay-0001")
+        assert (ali["balance_fen"], ali["transition_fen"]) == (1000, 2000)
+        again = topup("alipay", 2000, request_id="alipay-0001")  # the same order: paid once
+        assert again["order_id"] == ali["order_id"] and again["transition_fen"] == 2000
+        live.admin("PUT", "/v1/admin/policy", {"values": {"channels": {"wechat": False}}})
+        assert topup("wechat", 100).json()["error"]["code"] == "channel_off"
+        Pos(live.terminal("pos")).sell(card, 500)
+        after = me(live, tok)
+        assert (after["balance_fen"], after["transition_fen"]) == (2500, 0)
+    finally:
+        gate.stop()
 
 
 def test_r9_bills_hold_topups_and_purchases_flow_adds_account_operations(live: Live) -> None:

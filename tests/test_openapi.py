@@ -9,6 +9,7 @@ from sync.money import MAX_AMOUNT_FEN
 from sync.server.api_auth import ApiAuth
 from sync.server.app import FIELD_CODES, create_app
 from sync.server.routes_business import create_router
+from sync.server.routes_topups import create_router as create_topups_router
 from tests.live import Live
 
 #: operations whose answer is a free-form object by design (terminal protocol, policy)
@@ -23,7 +24,12 @@ FREE_FORM = {
 
 def test_openapi_describes_every_endpoint(live: Live) -> None:
     spec = live.call("GET", "/openapi.json").json()
-    every = [*create_app(live.ctx).routes, *create_router(live.ctx, ApiAuth(live.ctx)).routes]
+    auth = ApiAuth(live.ctx)
+    every = [
+        *create_app(live.ctx).routes,
+        *create_router(live.ctx, auth).routes,
+        *create_topups_router(live.ctx, auth).routes,
+    ]
     routes = {
         (m.lower(), r.path)
         for r in every
@@ -42,6 +48,7 @@ def test_openapi_describes_every_endpoint(live: Live) -> None:
                 ref = op["responses"][status]["content"]["application/json"]["schema"]["$ref"]
                 assert ref.endswith("/ErrorOut"), (method, path, status)
     assert {"/v1/app/bills", "/v1/kiosk/reissue", "/v1/admin/refunds"} <= set(spec["paths"])
+    assert {"/v1/app/topups/{order_id}", "/v1/paygate/{channel}/notify"} <= set(spec["paths"])
 
 
 @pytest.mark.parametrize(

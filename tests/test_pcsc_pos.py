@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from edge.cache import Cache
 from sim import cardimage
 from sim.cards import encoded_card
 from sim.control import AgentControl
@@ -21,6 +22,7 @@ from sim.mifare import MifareClassic1K
 from sim.vicc import VirtualCard
 from sync.card import layout
 from sync.card.keys import Keystore
+from sync.db import Database
 from tests.card_helpers import issue_image, server_keys
 from tests.helpers import PosProc, ServerProc, id_card, wait_until
 
@@ -267,3 +269,71 @@ def test_sim_card_endpoint_refuses_on_pcsc(rig: Rig) -> None:
     with pytest.raises(Exception, match="ykt sim card present"):
         rig.ctl.present("10000001")
     assert rig.pos.status()["reader"].startswith("pcsc://")
+
+
+def test_a_card_of_the_earlier_counter_record_pays_and_is_rewritten(rig: Rig) -> None:
+    """Cards in the field are not all rewritten at once: a card whose counters are counter
+    record 1 (docs/card-format.md) pays through pcscd, and the POS writes record 2 into the
+    other slot (the record 1 slot stays until the next write)."""
+    uid = "04010101"
+    issued = rig.card("OLD01", 307, uid)
+    blob = b"".join(bytes(issued.blocks[b]) for b in (4, 5, 6, 8, 9, 10, 12))
+    old = layout.Counters(0x0102, None, 0, 5, 0, 0, version=1)
+    card = encoded_card(
+        bytes.fromhex(uid),
+        base64.b64encode(blob).decode(),
+        rig.keys,
+        bytes(issued.blocks[layout.B_TAG]),
+        counters=old,
+    )
+    assert _counters(card, rig.keys).version == 1
+    rig.present(card)
+    assert rig.sale(100)["approved"]
+    versions = sorted(_slots(card, rig.keys))
+    assert versions == [1, 2]
+    c = _counters(card, rig.keys)
+    assert (c.version, c.taps, c.spent_fen, c.offline_fen) == (2, 6, 100, 0)
+    assert rig.sale(200)["approved"]
+    assert _slots(card, rig.keys) == [2, 2] and _counters(card, rig.keys).taps == 7
+    rig.remove()
+    rig.pos.wait_synced()
+    assert rig.server.account("OLD01")["balance_fen"] == 20000 - 300
+
+
+def _slots(card: MifareClassic1K, keys: Keystore) -> list[int]:
+    """The counter record version of each valid slot."""
+    got = (layout.Counters.decode(bytes(card.blocks[b]), keys, card.uid) for b in layout.B_SLOTS)
+    return [c.version for c in got if c is not None]
+
+
+def test_a_card_restored_from_an_old_image_is_blocked(rig: Rig) -> None:
+    """A dump of the card taken early, written back after some sales: the POS sends the
+    card's facts, the server has seen more sales on it than it shows, raises the alarm and
+    blocks the card (docs/security.md); every terminal then refuses it."""
+    card = rig.card("BACK01", 308, "04020202")
+    rig.present(card)
+    assert rig.sale(100)["approved"]
+    image = [bytes(b) for b in card.blocks]  # the dump
+    assert rig.sale(100)["approved"] and rig.sale(100)["approved"]
+    rig.remove()
+    rig.pos.wait_synced()
+    for n, block in enumerate(image):
+        card.blocks[n][:] = block  # written back
+    rig.present(card)
+    out = rig.sale(100)
+    assert not out["approved"] and "blocked" in out["reason"], out
+    acct = rig.server.account("BACK01")
+    assert [c["status"] for c in acct["cards"]] == ["blocked"]
+    assert acct["balance_fen"] == 20000 - 300
+    alarms = rig.server.admin().call("GET", "/v1/admin/alarms")["alarms"]
+    assert "card_rollback" in [a["kind"] for a in alarms]
+    # the POS hears of the block through the feed: refused without asking the server
+    card_no = acct["cards"][0]["card_no"]
+    cache = Cache(Database(rig.pos.data / "cache.db", synchronous="NORMAL"))
+    try:
+        wait_until(lambda: getattr(cache.card(card_no), "status", "") == "blocked", 10, 0.05)
+    finally:
+        cache.db.close()
+    again = rig.sale(100)
+    assert (again["approved"], again["detail"]) == (False, "blocked"), again
+    rig.remove()

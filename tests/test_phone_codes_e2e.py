@@ -170,7 +170,8 @@ def test_offline_forward_scan_and_a_code_used_at_two_offline_terminals(
         kinds = [(t["kind"], t["amount_fen"]) for t in acct["bills"]]
         assert kinds.count(("sale", -700)) == 2 and kinds.count(("reversal", 700)) == 1
         assert acct["balance_fen"] == 5000 - 800 - 700
-        assert acct["status"] == "frozen" and "double_spend" in acct["flags"]
+        # R12: flagged for the desk, not frozen (a replayed screenshot looks the same)
+        assert acct["status"] == "normal" and "double_spend" in acct["flags"]
         alarms = server.admin().call("GET", "/v1/admin/alarms")["alarms"]
         assert [x["kind"] for x in alarms] == ["double_spend"]
         assert server.admin().call("GET", "/v1/admin/ledger/check")["ok"]

@@ -65,6 +65,7 @@ JSON = {"Content-Type": "application/json"}
         (b'{"amount_fen": null}', "amount_fen"),
         (b'{"amount_fen": 100, "tip": 5}', "tip"),
         (b'{"amount_fen": 100, "confirm": "yes"}', "confirm"),
+        (b'{"amount_fen": 100, "confirm": 1}', "confirm"),
     ],
 )
 def test_bad_amounts_are_refused(shop: tuple[ServerProc, PosProc], body: bytes, field: str) -> None:

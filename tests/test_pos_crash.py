@@ -20,6 +20,7 @@ import requests
 from sim.control import AgentControl
 from sim.errors import SimError
 from tests.helpers import PosProc, ServerProc, wait_until
+from tests.phone_helpers import Phone, wait_codes_known
 from tests.posutil import (
     dead_url,
     journal_rows,
@@ -45,6 +46,7 @@ def test_sigkill_during_a_stream_of_sales_loses_and_duplicates_nothing(tmp_path:
             server,
             offline_max_purchase_fen=100000,
             offline_max_card_day_fen=10_000_000,
+            offline_max_card_fen=65535,
             offline_max_total_fen=10_000_000,
         )
         cards = [
@@ -226,6 +228,71 @@ def test_a_lost_journal_is_reported_and_the_agent_lives_on(tmp_path: Path) -> No
         st = pos.status()
         assert st["queued"] == 1 and "ack" in st["push_error"]
         assert sale_amounts(server.account("R3")) == [100, 200]  # nothing refused was applied
+    finally:
+        pos.stop(signal.SIGKILL)
+        server.stop(signal.SIGKILL)
+
+
+def test_sigkill_during_reverse_scan_sales_leaves_a_sale_or_a_refund(tmp_path: Path) -> None:
+    """Reverse scan (R8) moves the money when the phone pays, before the terminal journals
+    anything.  The agent is killed with SIGKILL while a paid request waits for its proof, right
+    after the proof was accepted, and at a random instant while the proof is being keyed; it
+    restarts with the network back.  Every payment then ends as the sale the journal holds
+    (charged once) or refunded: nothing charged without a journaled sale (docs/security.md)."""
+    rng = random.Random(SEED)
+    server = ServerProc(tmp_path / "server").start()
+    card = server.add_account("RV1", 41, topup_fen=10000)
+    phone = Phone(server, "RV1", card["password"], tmp_path / "w.json")
+    pos = PosProc(tmp_path / "pos", server, token=server.enroll_token("rv-crash")).start()
+    pos.token = None  # later starts reuse the identity
+    try:
+        wait_codes_known(pos)
+        paid: dict[int, int] = {}  # order -> amount the phone paid
+        reported: set[int] = set()  # orders the agent said were sold
+        for rnd in range(6):
+            pos.stop()
+            pos.proc = None
+            pos.server_url = dead_url()  # the terminal's network is cut: reverse scan
+            pos.start()
+            ctl = AgentControl(pos.url, timeout=5)
+            amount = 100 + rnd
+            s = ctl.reverse(amount)
+            got = phone.scan(s["request_text"])
+            paid[s["order"]] = amount
+            proc = pos.proc
+            assert proc is not None
+            how = rnd % 3
+            if how == 1:  # killed right after the sale was approved
+                out = ctl.proof_code(got["proof_code"])
+                assert out["approved"], out
+                reported.add(s["order"])
+            elif how == 2:  # killed at a random instant while the proof is keyed
+                timer = threading.Timer(rng.uniform(0.0, 0.05), proc.send_signal, (signal.SIGKILL,))
+                timer.start()
+                try:
+                    if ctl.proof_code(got["proof_code"])["approved"]:
+                        reported.add(s["order"])
+                except SimError:
+                    pass  # died before it answered: in doubt
+                timer.join()
+            proc.send_signal(signal.SIGKILL)  # how == 0: killed while the proof is awaited
+            proc.wait(10)
+            pos.stop()
+            pos.proc = None
+        pos.server_url = ""  # the network is back
+        pos.start()
+        pos.wait_synced(30)
+        pos.stop()
+
+        rows = journal_rows(pos.data)
+        sold = {r["x"]["order"] for r in rows if r["kind"] == "sale"}
+        assert reported <= sold, "an approved reverse-scan sale is missing from the journal"
+        acct = server.account("RV1")
+        assert acct["balance_fen"] == 10000 - sum(paid[o] for o in sold)
+        refunds = sorted(b["amount_fen"] for b in acct["bills"] if b["kind"] == "refund")
+        assert refunds == sorted(paid[o] for o in paid if o not in sold)
+        assert server.admin().call("GET", "/v1/admin/alarms")["alarms"] == []
+        assert server.admin().call("GET", "/v1/admin/ledger/check")["ok"] is True
     finally:
         pos.stop(signal.SIGKILL)
         server.stop(signal.SIGKILL)

@@ -43,8 +43,13 @@ LIMIT = DEFAULT_DAILY_LIMIT_FEN  # ¥50.00
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     with running_shop(tmp_path_factory, "limit") as (server, pos):
         # offline risk limits well above the daily limit, so offline sales reach R6
-        set_policy(server, offline_max_purchase_fen=20000, offline_max_card_day_fen=100000)
-        wait_policy_cached(pos, offline_max_purchase_fen=20000, offline_max_card_day_fen=100000)
+        limits = {
+            "offline_max_purchase_fen": 20000,
+            "offline_max_card_day_fen": 100000,
+            "offline_max_card_fen": 65535,
+        }
+        set_policy(server, **limits)
+        wait_policy_cached(pos, **limits)
         yield server, pos
 
 

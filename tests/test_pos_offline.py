@@ -142,8 +142,14 @@ def test_offline_double_spend_on_two_terminals_is_applied_and_flagged(tmp_path: 
     """Two terminals each sell within the cached balance; at sync both sales are applied, the
     balance goes negative and the account is flagged and frozen (docs/architecture.md, R12)."""
     server = ServerProc(tmp_path / "server").start()
-    one = PosProc(tmp_path / "pos1", server, token=server.enroll_token("off-3")).start()
-    two = PosProc(tmp_path / "pos2", server, token=server.enroll_token("off-4")).start()
+    # one card, two tills: the agents share the simulated card (each its own would be a clone)
+    reader = f"sim://r1?cards={tmp_path / 'cards'}"
+    one = PosProc(
+        tmp_path / "pos1", server, token=server.enroll_token("off-3"), reader=reader
+    ).start()
+    two = PosProc(
+        tmp_path / "pos2", server, token=server.enroll_token("off-4"), reader=reader
+    ).start()
     try:
         set_policy(server, offline_max_purchase_fen=10000)
         card = server.add_account("O20", 20, topup_fen=5000, limit_fen=100000)

@@ -8,12 +8,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from sync.passwords import verify_password
 from sync.server import accounts, authorize, holder_ops, holders, policy
+from sync.server import codes as server_codes
 from sync.server.context import Context
 from sync.server.errors import Conflict
 from tests.helpers import id_card
@@ -61,7 +63,7 @@ def test_two_policy_changes_at_once_both_stay(
             errors.append(exc)
 
     threads = [
-        threading.Thread(target=change, args=({"hold_ttl_s": 700},)),
+        threading.Thread(target=change, args=({"reverse_refund_s": 700},)),
         threading.Thread(target=change, args=({"code_valid_s": 200, "channels": {"app": False}},)),
     ]
     for t in threads:
@@ -71,7 +73,11 @@ def test_two_policy_changes_at_once_both_stay(
     assert errors == []
     monkeypatch.setattr(ctx, "setting", real)
     now = ctx.policy()
-    assert (now["hold_ttl_s"], now["code_valid_s"], now["channels"]["app"]) == (700, 200, False)
+    assert (now["reverse_refund_s"], now["code_valid_s"], now["channels"]["app"]) == (
+        700,
+        200,
+        False,
+    )
 
 
 def test_a_password_changed_meanwhile_is_not_overwritten_with_the_old_one(
@@ -155,3 +161,43 @@ def test_a_roster_line_added_meanwhile_is_a_line_error(
     out = accounts.import_roster(ctx, csv)
     assert out["added"] == 2, out
     assert [e["line"] for e in out["errors"]] == [3], out
+
+
+def test_a_loss_report_committed_while_a_code_is_checked_refuses_it(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """R18 (issue 10 items 13, 18): a gate asks about an authentication code while the holder
+    reports the loss.  The account's state is read in the transaction that uses the code up, so
+    the report either comes first and refuses the code, or waits for it: never a code admitted
+    on an account already reported lost."""
+    acct = _account(ctx, "S2032005", 25)
+    now_s = ctx.now_ms() // 1000
+    seen = SimpleNamespace(
+        account_id=acct["id"], code=SimpleNamespace(serial=1, counter=1, time=now_s)
+    )
+    monkeypatch.setattr(server_codes, "verifier", lambda c: SimpleNamespace(verify=lambda *a: seen))
+    real = server_codes.account_refusal
+    loss_done = threading.Event()
+    threads: list[threading.Thread] = []
+    before: list[bool] = []
+
+    def refusal_then_loss(c: Context, a: dict[str, Any]) -> str | None:
+        out = real(c, a)
+
+        def report() -> None:
+            accounts.change_status(ctx, "S2032005", "report-loss")
+            loss_done.set()
+
+        t = threading.Thread(target=report)
+        t.start()
+        threads.append(t)
+        t.join(1.0)  # the loss report commits now, unless it waits for the code's transaction
+        before.append(loss_done.is_set())
+        return out
+
+    monkeypatch.setattr(server_codes, "account_refusal", refusal_then_loss)
+    out = server_codes.verify_auth_code(ctx, "code")
+    for t in threads:
+        t.join()
+    assert loss_done.is_set() and before == [False], (before, out)
+    assert out["allowed"], out  # the code came first; the loss report after it

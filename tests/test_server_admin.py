@@ -193,8 +193,13 @@ def test_bad_topup_amounts(module_server: ServerProc, amount: Any) -> None:
     assert module_server.account(acct["number"])["balance_fen"] == 1000
 
 
-@pytest.mark.parametrize("channel", ["app", "wechat", "cash"])
-def test_topup_channels_into_the_wallet(module_server: ServerProc, channel: str) -> None:
+@pytest.mark.parametrize("channel", ["app", "wechat", "alipay", "bank", "cash"])
+def test_the_desk_tops_up_cash_into_the_wallet_and_nothing_else(
+    module_server: ServerProc, channel: str
+) -> None:
+    """R7: cash at the desk goes into the wallet; money of the other channels enters only
+    through an order paid at their payment provider (issue 10 item 1, tests/test_topups.py),
+    never by hand."""
     acct = fresh_account(module_server)
     resp = admin_raw(
         module_server,
@@ -202,41 +207,48 @@ def test_topup_channels_into_the_wallet(module_server: ServerProc, channel: str)
         f"/v1/admin/accounts/{acct['number']}/topups",
         {"amount_fen": 1234, "channel": channel},
     )
+    if channel != "cash":
+        refused(resp, 422, "invalid")
+        assert module_server.account(acct["number"])["bills"] == []
+        return
     assert resp.status_code == 200 and resp.json()["applied"]
     assert (resp.json()["balance_fen"], resp.json()["transition_fen"]) == (1234, 0)
     bills = module_server.account(acct["number"])["bills"]
     assert [(b["kind"], b["amount_fen"]) for b in bills] == [("topup", 1234)]
 
 
-def test_r7_bank_channel_is_off_by_default(module_server: ServerProc) -> None:
+def test_r7_channels_switch_and_bank_is_off_by_default(module_server: ServerProc) -> None:
     acct = fresh_account(module_server)
     path = f"/v1/admin/accounts/{acct['number']}/topups"
-    refused(
-        admin_raw(module_server, "POST", path, {"amount_fen": 100, "channel": "bank"}),
-        409,
-        "channel_off",
-    )
+    policy = admin_raw(module_server, "GET", "/v1/admin/policy").json()
+    assert policy["channels"] == {
+        "app": True,
+        "wechat": True,
+        "alipay": True,
+        "bank": False,
+        "cash": True,
+    }
     refused(
         admin_raw(module_server, "POST", path, {"amount_fen": 100, "channel": "paypal"}),
         422,
         "invalid",
     )
-    assert module_server.account(acct["number"])["balance_fen"] == 0
-    on = {"values": {"channels": {"bank": True}}}
+    off = {"values": {"channels": {"cash": False}}}
     try:
-        assert admin_raw(module_server, "PUT", "/v1/admin/policy", on).json()["channels"]["bank"]
-        resp = admin_raw(module_server, "POST", path, {"amount_fen": 100, "channel": "bank"})
-        assert resp.status_code == 200 and resp.json()["balance_fen"] == 100
-        off = {"values": {"channels": {"wechat": False}}}
-        admin_raw(module_server, "PUT", "/v1/admin/policy", off)
+        assert not admin_raw(module_server, "PUT", "/v1/admin/policy", off).json()["channels"][
+            "cash"
+        ]
         refused(
-            admin_raw(module_server, "POST", path, {"amount_fen": 100, "channel": "wechat"}),
+            admin_raw(module_server, "POST", path, {"amount_fen": 100, "channel": "cash"}),
             409,
             "channel_off",
         )
     finally:
-        back = {"values": {"channels": {"bank": False, "wechat": True}}}
+        back = {"values": {"channels": {"cash": True}}}
         assert admin_raw(module_server, "PUT", "/v1/admin/policy", back).status_code == 200
+    assert module_server.account(acct["number"])["balance_fen"] == 0
+    resp = admin_raw(module_server, "POST", path, {"amount_fen": 100, "channel": "cash"})
+    assert resp.status_code == 200 and resp.json()["balance_fen"] == 100
 
 
 def test_topup_request_id_makes_a_retry_harmless(module_server: ServerProc) -> None:

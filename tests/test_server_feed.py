@@ -214,7 +214,7 @@ def test_policy_appears_when_changed(module_server: ServerProc) -> None:
         {"offline_max_total_fen": -1},
         {"offline_max_total_fen": True},
         {"offline_max_total_fen": "100"},
-        {"hold_ttl_s": 10**30},
+        {"reverse_refund_s": 10**30},
         {"pin_max_tries": 2**63},
         {"auto_freeze_pin_lockout": 1},
         {"channels": {"bank": "yes"}},

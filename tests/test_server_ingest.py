@@ -279,10 +279,9 @@ MALFORMED: list[tuple[str, Any]] = [
         "lone surrogate",
         lambda t: {"records": [{"body": json.dumps(t.fields(1, 100, op="\ud800")), "sig": ""}]},
     ),
-    ("amount over 64 bits", lambda t: {"records": [_signed_body(t, amt=2**63)]}),
-    ("time out of range", lambda t: {"records": [_signed_body(t, ts=2**62)]}),
-    ("negative time", lambda t: {"records": [_signed_body(t, ts=-1)]}),
-    ("account over 64 bits", lambda t: {"records": [_signed_body(t, acct=2**70)]}),
+    # (a record that can be placed in the chain but whose amount, time or account is out of
+    # range is refused on its own, with an alarm, and does not block the terminal: issue 10
+    # item 7, tests/test_wire_bounds.py)
     ("sequence over 64 bits", lambda t: {"records": [_signed_body(t, seq=2**63)]}),
     ("body not a string", lambda t: {"records": [{"body": {"v": 1}, "sig": ""}]}),
     ("sig missing", lambda t: {"records": [{"body": "{}"}]}),

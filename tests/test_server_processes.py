@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 import requests
 
-from sync import protocol
+from sync import paygate, protocol
 from sync.card.keys import Keystore
 from sync.client import ServerClient
 from sync.crypto import SigningKey
+from sync.paygate import Notification
 from sync.records import to_json
 from tests.handterm import HandTerminal, admin_raw, fresh_account, ledger_ok
 from tests.helpers import ServerProc, id_card, ykt
@@ -381,3 +382,56 @@ def test_every_process_issues_and_reads_cards_and_codes_with_the_same_keys(
             timeout=60,
         )
         assert done.returncode == 2 and "other card keys" in done.stderr, done.stderr
+
+
+def test_r7_one_payment_notified_to_both_processes_at_once_credits_once(
+    pair: list[ServerProc],
+) -> None:
+    """Issue 10 item 1: the provider's notification delivered to both processes at the same
+    moment (a redelivery racing the first delivery behind a load balancer): credited once,
+    the others acknowledged as duplicates."""
+    a, b = pair
+    provider = SigningKey.generate()
+    a.register_paygate("wechat", "http://127.0.0.1:9", provider.public.to_b64())
+    acct = fresh_account(a)
+    login = requests.post(
+        a.url + "/v1/app/login",
+        json={"number": acct["number"], "password": acct["password"]},
+        timeout=10,
+    ).json()
+    order = requests.post(
+        b.url + "/v1/app/topups",
+        json={"amount_fen": 888, "channel": "wechat", "password": acct["password"]},
+        headers={"Authorization": f"Bearer {login['token']}"},
+        timeout=10,
+    ).json()
+    note = Notification(
+        id="N-race-000001",
+        event="payment.succeeded",
+        order_id=order["order_id"],
+        txn_id="P-race-000001",
+        channel="wechat",
+        amount_fen=888,
+        currency="CNY",
+        paid_ms=int(time.time() * 1000),
+        attach=acct["number"],
+    )
+    body = paygate.encode(note)
+
+    def deliver(server: ServerProc) -> Callable[[], Any]:
+        def go() -> Any:
+            headers = paygate.sign(provider, body, int(time.time() * 1000))
+            r = requests.post(
+                server.url + "/v1/paygate/wechat/notify",
+                data=body,
+                headers={**headers, "Content-Type": "application/json"},
+                timeout=30,
+            )
+            return r.status_code, r.json().get("credited")
+
+        return go
+
+    got = at_once(*(deliver(s) for s in pair for _ in range(4)))
+    assert sorted(got) == [(200, False)] * 7 + [(200, True)], got
+    assert balance(a, acct["number"]) == 888
+    ledger_ok(b)

@@ -420,7 +420,9 @@ class KioskEngine:
                 blob = base64.b64decode(out["write"]["identity"])
                 self._write_identity(cc, str(proof["card_no"]), blob, "consume_password")
                 view = cc.read()
-                cc.write_counters(view, view.counters.next(tries=0))
+                # the wrong tries start again in the server's new epoch (R5, as the desk's reset)
+                epoch = int(out["write"].get("pin_epoch", view.counters.epoch))
+                cc.write_counters(view, view.counters.next(tries=0, epoch=epoch))
                 if not cc.check_pin(cc.read(), new):
                     raise HolderError("card_io", "写卡校验失败 / the card did not read back")
             self._outcome(

@@ -40,7 +40,7 @@ from sync.card.keys import Keystore
 from sync.client import ServerClient
 from sync.clock import Clock, SystemClock, iso
 from sync.db import Database
-from sync.errors import CardRefused
+from sync.errors import CardRefused, YktError
 from sync.records import CardRow
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,10 @@ class PosAgent:
         self.qr = QrDecider(
             self.decider, self.ident.terminal_id, self.ident.campus_id, key, self.rng
         )
+        try:  # a reverse-scan request shown when the terminal stopped can no longer be paid here
+            self.qr.close_open("the terminal started again")
+        except YktError as exc:
+            log.error("open reverse-scan requests not closed yet: %s", exc)
         self.engine = Engine(
             self.decider,
             self.clock,

@@ -43,7 +43,7 @@ import segno
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -51,29 +51,30 @@ from edge.devices import control_routers
 from edge.pos import controltoken
 from edge.pos.agent import PosAgent
 from kiosk_ui import page
+from sync.bounds import Fen
 from sync.errors import YktError
-from sync.money import MAX_AMOUNT_FEN
 
 
-# Strict types: money is an integer number of fen, never "12" or true (sync.money).
-class AmountIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    amount_fen: StrictInt = Field(gt=0, le=MAX_AMOUNT_FEN)
-    confirm: StrictBool = True
+# Strict types: money is an integer number of fen with the bounds of sync/bounds.py, never "12"
+# or true; a boolean is true or false, never 1.
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class PinIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    pin: StrictStr = Field(pattern=r"^[0-9]{6}$")  # ASCII digits only (a PIN pad's keys)
+class AmountIn(_In):
+    amount_fen: Fen
+    confirm: bool = True
 
 
-class CodeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PinIn(_In):
+    pin: str = Field(pattern=r"^[0-9]{6}$")  # ASCII digits only (a PIN pad's keys)
+
+
+class CodeIn(_In):
     text: str = Field(min_length=1, max_length=1000)
 
 
-class ProofCodeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ProofCodeIn(_In):
     code: str = Field(min_length=1, max_length=32)
 
 

@@ -3,17 +3,23 @@
 1. Read the card (:class:`sync.card.app.CampusCard`): identity checked against the issuer
    signature and the UID (a clone or altered data is refused), counters from the newest valid
    slot.
-2. Card-level checks that work offline: the card number's issued UID and generation from
-   the cache (R11), the card's expiry (R13), the consumption-password lockout kept on the card
-   (R5; the desk's reset arrives as the account's ``pin_epoch`` and clears it).
-3. R6 from the card's counters: over the limit, ask for the consumption password; check it
-   against the card's verifier; a wrong one is counted *on the card* (then journaled).
-4. Authorize: online, the server checks status, generation, holds and balance with the card's
-   facts (it no longer re-decides R6 at account level); offline, the caches, the journal and
-   the risk limits decide.
-5. Write the new counters to the card (tear-safe: the other slot), then journal (durably),
-   then approve.  A card pulled away during the write is declined with nothing charged; if
-   the write did land, the counters are put back the next time the card is seen here.
+2. Card-level checks that work offline: the card number's issued UID, generation and status
+   from the cache (R11; a card the server blocked), the card's expiry (R13), the
+   consumption-password lockout (R5: the highest of the card's tries, the account's from the
+   feed and this terminal's later records; the desk's reset arrives as the account's
+   ``pin_epoch`` and clears it).
+3. R6 from the card's counters: over the limit, ask for the consumption password.  The try is
+   counted *on the card* first, then the password is checked against the card's verifier (as
+   EMV PIN try counters are): a wrong one stays counted (and is journaled), a right one is
+   taken back by the sale's write, or by a write of the counters as they were when no sale
+   follows.
+4. Authorize: online, the server checks status, generation, holds, R5/R6 and balance with the
+   card's facts; offline, the caches, the journal and the risk limits decide, with the card's
+   own offline amount against the per-card limit (it holds across terminals).
+5. Write the new counters to the card (tear-safe: the other slot; the offline amount 0 after an
+   online approval, plus the sale after an offline one), then journal (durably), then approve.
+   A card pulled away during the write is declined with nothing charged; if the write did
+   land, the counters are put back the next time the card is seen here.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from edge.journal import Journal
 from edge.link import Link
 from edge.pos.cardkeys import KeyProvider
 from sync import records, rules
+from sync.card import layout
 from sync.card.app import BadSignature, CampusCard, CardView
 from sync.card.layout import Counters
 from sync.client import ServerClient
@@ -86,8 +93,9 @@ class Decider:
         self.tz = tz
         self.keys = keys
         self.operator = operator
-        #: uid -> (counters we tried to write, counters before) of sales torn mid-write
-        self._torn: dict[bytes, tuple[Counters, Counters]] = {}
+        #: uid -> (what the card may show, what to put back) of sales torn mid-write and of
+        #: right passwords whose counted try was not taken back (the card left)
+        self._torn: dict[bytes, tuple[tuple[Counters, ...], Counters]] = {}
 
     # -- entry --------------------------------------------------------------------------------
     def decide(self, card: PresentCard, amount_fen: int, pin: str | None) -> Outcome:
@@ -155,6 +163,13 @@ class Decider:
                 return no(
                     "declined", "card UID does not match the issued card (clone?)", detail="clone"
                 )
+            if known.status == "blocked":
+                return no(
+                    "declined",
+                    "card blocked: its counters went back (a copied or restored card); "
+                    "see the service desk",
+                    detail="blocked",
+                )
             if known.generation != ident.generation or known.status != "active":
                 return no("declined", "card replaced by a newer card (R11)", detail="replaced")
         # R13: the account's validity when this terminal knows it (a desk extension applies at
@@ -163,21 +178,20 @@ class Decider:
         if expires and today > expires:
             return no("declined", "card expired (R13): see the service desk", detail="expired")
 
-        # R5: wrong tries live on the card; the desk's reset arrives as the account's epoch
-        max_tries = self.cache.policy.pin_max_tries
-        counters = view.counters
-        if counters.tries >= max_tries and self.link.online and self.refresh():
+        # R5: wrong tries live on the card and in the account (the server's count, with this
+        # terminal's later records): the higher one counts, so a card restored from an old image
+        # or a new card does not start again; the desk's reset arrives as the account's epoch
+        max_tries = min(self.cache.policy.pin_max_tries, layout.MAX_CARD_TRIES)
+        counters, tries, local = self._tries(view, acct)
+        if tries >= max_tries and self.link.online and self.refresh():
             acct = self.cache.account(ident.account_id)
-        epoch = None if acct is None else acct.pin_epoch & 0xFF
-        if epoch is not None and epoch != counters.epoch:
-            if counters.tries:
-                log.info("card %s: wrong tries cleared by the desk", uid_hex)
-            counters = replace(counters, tries=0, epoch=epoch)
-        locked = counters.tries >= max_tries
+            counters, tries, local = self._tries(view, acct)
+        if counters.tries < view.counters.tries:
+            log.info("card %s: wrong tries cleared by the desk", uid_hex)
+        locked = tries >= max_tries
 
         # R6 from the card's counters and the account's amount (the snapshot and this
         # terminal's later records); a locked password blocks only what needs it (R5)
-        local = None if acct is None else self.local_view(acct)
         limit = None if acct is None else acct.limit_fen
         tracker = rules.LimitTracker(counters.day or "", counters.spent_fen)
         needs = (
@@ -187,56 +201,93 @@ class Decider:
         )
         if locked and (needs or pin is not None):
             return no("pin_locked", "consumption password locked (R5): see the service desk")
-        pin_fact: Literal["none", "ok"] = "none"
-        if pin is not None:
-            if not app.check_pin(view, pin):
-                new = counters.next(tries=counters.tries + 1)
-                app.write_counters(view, new)  # counted on the card first
-                self.journal.append(
-                    records.card_pin_fail(
-                        ts=self.clock.now_ms(),
-                        card_no=ident.card_no,
-                        card=self._card_x(view, new),
-                        acct=ident.account_id,
-                        off=not self._reachable(),
-                        spent=tracker.spent_on(today),
-                        lim=limit or 0,
-                        op=self.operator,
-                    )
-                )
-                if self.link.online:
-                    self._push_now()  # the desk sees the count (and a lockout) at once
-                left = max_tries - new.tries
+        if pin is None:
+            if needs and limit is not None:
                 return no(
-                    "wrong_pin",
-                    "wrong consumption password (R5)"
-                    + (f", {left} tries left" if left > 0 else "; now locked"),
-                    tries_left=max(left, 0),
+                    "needs_pin",
+                    f"over the daily limit {format_fen(limit)}: consumption password required (R6)",
+                    tries_left=max_tries - tries,
                 )
-            pin_fact = "ok"
-        elif needs and limit is not None:
-            return no(
-                "needs_pin",
-                f"over the daily limit {format_fen(limit)}: consumption password required (R6)",
-                tries_left=max_tries - counters.tries,
+            return self._sell(app, view, acct, account, counters, amount, "none", tracker, tries, t)
+        # R5, as EMV PIN try counters: the try is counted on the card first (tear-safe), then
+        # the password is checked; a right one takes the count back.  A card pulled away before
+        # the count is written was never checked (a count that landed after all is put back
+        # the next time the card is here); one pulled away after it keeps a wrong try.
+        counted = view.counters.next(
+            tries=min(tries + 1, layout.MAX_CARD_TRIES), epoch=counters.epoch
+        )
+        try:
+            app.write_counters(view, counted)
+        except CardGone:  # never checked: a count that landed is put back at the next tap
+            self._torn[view.uid] = ((counted,), counters)
+            raise
+        if not app.check_pin(view, pin):
+            self.journal.append(
+                records.card_pin_fail(
+                    ts=self.clock.now_ms(),
+                    card_no=ident.card_no,
+                    card=self._card_x(view, counted),
+                    acct=ident.account_id,
+                    off=not self._reachable(),
+                    spent=tracker.spent_on(today),
+                    lim=limit or 0,
+                    op=self.operator,
+                )
             )
-        spent_before = 0 if pin_fact == "ok" else tracker.spent_on(today)
+            if self.link.online:
+                self._push_now()  # the desk sees the count (and a lockout) at once
+            left = max_tries - counted.tries
+            return no(
+                "wrong_pin",
+                "wrong consumption password (R5)"
+                + (f", {left} tries left" if left > 0 else "; now locked"),
+                tries_left=max(left, 0),
+            )
+        out = self._sell(app, view, acct, account, counters, amount, "ok", tracker, tries, t)
+        if not out.approved:  # the right password, and no sale: the try is taken back
+            self._put_back(app, view, (counted,), counters)
+        return out
 
-        # authorize
+    def _sell(
+        self,
+        app: CampusCard,
+        view: CardView,
+        acct: CachedAccount | None,
+        account: dict[str, Any],
+        counters: Counters,
+        amount: int,
+        pin_fact: Literal["none", "ok"],
+        tracker: rules.LimitTracker,
+        tries: int,
+        t: dict[str, int],
+    ) -> Outcome:
+        """Authorize (online, else offline), write the counters, journal.  ``counters`` are the
+        card's (the desk's reset applied), before any try counted now; ``tries`` the wrong
+        tries that count (R5); ``account`` gets what the server says of the account."""
+        ident = view.identity
+        today = campus_date(self.clock.now_ms(), self.tz)
+        max_tries = min(self.cache.policy.pin_max_tries, layout.MAX_CARD_TRIES)
+        spent_before = 0 if pin_fact == "ok" else tracker.spent_on(today)
         auth: AuthorizeAnswer | None = None
         if self.link.try_online():
             got = self._online(view, counters, amount, pin_fact, account)
             if isinstance(got, Outcome):
                 if got.code == "needs_pin":
-                    if locked:
-                        return no(
-                            "pin_locked", "consumption password locked (R5): see the service desk"
-                        )
-                    got.tries_left = max_tries - counters.tries
+                    if tries >= max_tries:
+                        got.code = "pin_locked"
+                        got.reason = "consumption password locked (R5): see the service desk"
+                    got.tries_left = max(max_tries - tries, 0)
                 return got
             auth = got
         if auth is None:
-            checked = self._offline_checks(acct, ident.account_id, amount, today, local)
+            checked = self._offline_checks(
+                acct,
+                ident.account_id,
+                amount,
+                today,
+                self.local_view(acct) if acct is not None else None,
+                card_offline_fen=counters.offline_fen,
+            )
             if isinstance(checked, Outcome):
                 checked.account = account
                 return checked
@@ -248,18 +299,29 @@ class Decider:
 
         # the card first (tear-safe), then the journal, then the approval
         after = tracker.after_purchase(today, amount, pin_fact == "ok")
-        new = counters.next(
+        new = view.counters.next(
             day=today,
             spent_fen=after.spent_fen,
             taps=counters.taps + 1,
             tries=0 if pin_fact == "ok" else counters.tries,
+            epoch=counters.epoch,
+            # what the card spent offline since its last online approval: an online approval
+            # starts it again (docs/security.md)
+            offline_fen=min(counters.offline_fen + amount, layout.MAX_CARD_OFFLINE_FEN)
+            if off
+            else 0,
         )
         before = view.counters
         try:
             app.write_counters(view, new)
         except CardGone:
-            self._torn[view.uid] = (new, before)
-            log.warning("card %s left during the counter write: sale declined", uid_hex)
+            # put back the next time the card is here: the sale was declined (and with a right
+            # password, the try counted before it is taken back too)
+            if pin_fact == "none":
+                self._torn[view.uid] = ((new,), before)
+            else:
+                self._torn[view.uid] = ((new, before), counters)
+            log.warning("card %s left during the counter write: sale declined", view.uid_hex)
             raise
         t0 = time.perf_counter_ns()
         rec = records.card_sale(
@@ -289,6 +351,23 @@ class Decider:
             card_no=ident.card_no,
         )
 
+    def _tries(
+        self, view: CardView, acct: CachedAccount | None
+    ) -> tuple[Counters, int, tuple[rules.LimitTracker, int, int] | None]:
+        """The card's counters with the desk's reset applied (the account's ``pin_epoch``),
+        the wrong tries that count (R5: the highest of the card's, the account's as the server
+        had it, and what this terminal's later records left on the card), and
+        :meth:`local_view` of the account."""
+        counters = view.counters
+        if acct is None:
+            return counters, counters.tries, None
+        epoch = acct.pin_epoch & 0xFF
+        if epoch != counters.epoch:
+            counters = replace(counters, tries=0, epoch=epoch)
+        local = self.local_view(acct)
+        here = self.journal.card_tries_after(acct.id, acct.as_of_seq, epoch)
+        return counters, max(counters.tries, acct.pin_tries, here), local
+
     # -- helpers ------------------------------------------------------------------------------
     @staticmethod
     def _card_x(view: CardView, new: Counters) -> records.CardX:
@@ -302,19 +381,31 @@ class Decider:
         )
 
     def _recover_torn(self, app: CampusCard, view: CardView) -> None:
-        """A sale declined because the card left during its counter write, whose write did
-        land after all: put the counters back (nothing was charged)."""
+        """A sale declined because the card left during a counter write whose write did land
+        after all, or a right password whose counted try was not taken back: put the counters
+        back (nothing was charged)."""
         torn = self._torn.pop(view.uid, None)
         if torn is None:
             return
-        attempted, before = torn
-        if view.counters == attempted:
-            restored = replace(before, seq=(attempted.seq + 1) & 0xFFFF)
-            app.write_counters(view, restored)
+        found, restore = torn
+        if view.counters in found:
+            self._put_back(app, view, found, restore)
             log.warning(
                 "card %s: counters of the interrupted sale put back (nothing was charged)",
                 view.uid_hex,
             )
+
+    def _put_back(
+        self, app: CampusCard, view: CardView, found: tuple[Counters, ...], restore: Counters
+    ) -> None:
+        """Write ``restore``'s values as the card's next counters; a card pulled away meanwhile
+        is put back the next time it is here (while it still shows one of ``found``)."""
+        back = replace(restore, seq=view.counters.next().seq, version=layout.COUNTER_VERSION)
+        try:
+            app.write_counters(view, back)
+        except CardGone:
+            self._torn[view.uid] = ((*found, back), restore)
+            log.warning("card %s left before its counters were put back", view.uid_hex)
 
     def _reachable(self) -> bool:
         """Whether the server answers now (a cheap probe; the link remembers a failure, so a
@@ -432,6 +523,17 @@ class Decider:
             return "this terminal holds too much unsynced offline money; waiting for the network"
         return None
 
+    def card_risk_refusal(self, card_offline_fen: int, amount: int) -> str | None:
+        """The per-card offline limit (docs/security.md): what a card spends offline since its
+        last online approval, at every terminal together, is carried on the card."""
+        most = min(self.cache.policy.offline_max_card_fen, layout.MAX_CARD_OFFLINE_FEN)
+        if card_offline_fen + amount > most:
+            return (
+                f"over what a card may spend offline ({format_fen(most)}; this card has spent "
+                f"{format_fen(card_offline_fen)} offline since its last online payment)"
+            )
+        return None
+
     def local_view(self, acct: CachedAccount) -> tuple[rules.LimitTracker, int, int]:
         """The account snapshot plus what this terminal did after it: R6 tracking at account
         level (phone codes; cards carry their own counters), amount spent here (for the
@@ -455,9 +557,12 @@ class Decider:
         amount: int,
         today: str,
         local: tuple[rules.LimitTracker, int, int] | None = None,
+        card_offline_fen: int | None = None,
     ) -> int | Outcome:
         """The balance left after the sale, or why an offline sale is refused.  ``local`` is
-        :meth:`local_view` of ``acct`` when the caller already has it."""
+        :meth:`local_view` of ``acct`` when the caller already has it; ``card_offline_fen``
+        what the card spent offline since its last online approval (its own counter, so the
+        limit holds across terminals)."""
 
         def no(code: str, reason: str, **kw: Any) -> Outcome:
             return Outcome(False, code, reason, True, **kw)
@@ -470,6 +575,8 @@ class Decider:
         if reason:
             return no("declined", reason)
         risk = self.risk_refusal(account_id, amount, today)
+        if risk is None and card_offline_fen is not None:
+            risk = self.card_risk_refusal(card_offline_fen, amount)
         if risk:
             return no("risk_limit", risk)
         _tracker, spent_local, _tries = local or self.local_view(acct)

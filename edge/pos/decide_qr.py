@@ -11,7 +11,10 @@ Reverse scan (反扫, only while offline, R8)
     The terminal shows a payment request signed with its own key; the phone pays it online
     and shows the server's proof (QR, checked against the issuer key) or the cashier keys the
     proof's short code (an HMAC under the key this terminal shares with the server).  The
-    sale is journaled with method ``qr-reverse``; the money moved when the phone paid.
+    sale is journaled with method ``qr-reverse``; the money moved when the phone paid.  The
+    request is kept open in the journal database from before it is shown until a record
+    closes it: its sale, or a ``void`` (cancelled, too many wrong proofs, or found open at the
+    next start), after which the server refunds a payment made for it (docs/security.md).
 """
 
 from __future__ import annotations
@@ -236,18 +239,46 @@ class QrDecider:
             )
         if not self._issuer_keys() or not b.cache.codes.proof_key:
             raise ReverseRefused("this terminal has not received the code keys yet (sync once)")
+
+        def make(order: int) -> str:
+            raw = codes.make_request(
+                self.key,
+                self.campus,
+                codes.terminal_number(self.terminal_id),
+                order,
+                amount,
+                b.clock.now_ms() // 1000,
+                self.rng.getrandbits(64).to_bytes(8, "big"),
+            )
+            return codes.to_text(raw, numeric=True)
+
         with self._order_lock:
-            order = b.journal.next_order()
-        req_raw = codes.make_request(
-            self.key,
-            self.campus,
-            codes.terminal_number(self.terminal_id),
-            order,
-            amount,
-            b.clock.now_ms() // 1000,
-            self.rng.getrandbits(64).to_bytes(8, "big"),
+            # one request at a time: one still open was left by a crash or a failed close
+            self.close_open("a new request was started")
+            _order, text = b.journal.open_order(amount, make)
+        return Pending(codes.parse_request(codes.unpack_text(text)), text)
+
+    def close_open(self, why: str) -> int:
+        """Close every reverse-scan request still open with a ``void`` record (the terminal
+        started again while one was shown, or its close failed): a phone that paid one is
+        refunded when the record syncs.  Returns how many."""
+        n = 0
+        for o in self.base.journal.open_orders():
+            self._void(o.order, o.amount, why)
+            n += 1
+        return n
+
+    def void(self, pending: Pending, why: str) -> None:
+        """Close the request on screen without a sale (cancelled, or too many wrong proofs)."""
+        self._void(pending.request.order, pending.request.amount_fen, why)
+
+    def _void(self, order: int, amount: int, why: str) -> None:
+        b = self.base
+        rec = records.reverse_void(ts=b.clock.now_ms(), order=order, amt=amount, op=b.operator)
+        done = b.journal.append(rec, order=order)
+        log.warning(
+            "reverse-scan request %d closed without a sale (record %d): %s", order, done.seq, why
         )
-        return Pending(codes.parse_request(req_raw), codes.to_text(req_raw, numeric=True))
 
     def _server_answers(self) -> bool:
         """A quick probe: reverse scan is for a terminal that cannot reach the server."""
@@ -298,7 +329,7 @@ class QrDecider:
             acct=acct_id,
             payment=payment,
         )
-        done = b.journal.append(rec)
+        done = b.journal.append(rec, order=req.order)  # closes the request with the sale
         account = {"account_id": acct_id} if acct_id else {}
         return Outcome(
             True,

@@ -255,13 +255,22 @@ class Engine:
             self._check_not_deciding()
             self._let_go()
             if self._pending is not None:
-                log.warning(
-                    "reverse-scan request %d cancelled while waiting for its proof",
-                    self._pending.request.order,
-                )
-            self._pending = None
+                self._close_pending("cancelled by the cashier while waiting for its proof")
             self._set(State.IDLE)
             return self._screen.as_dict()
+
+    def _close_pending(self, why: str) -> None:
+        """Close the reverse-scan request on screen without a sale (a ``void`` record: a
+        phone that paid it is refunded); caller holds the condition.  When the journal cannot
+        take the record the request stays open in it and is closed at the next request or
+        start (QrDecider.close_open)."""
+        pending, self._pending = self._pending, None
+        if pending is None or self.qr is None:
+            return
+        try:
+            self.qr.void(pending, why)
+        except YktError as exc:
+            log.error("reverse-scan request %d not closed yet: %s", pending.request.order, exc)
 
     @property
     def waiting_for_card(self) -> bool:
@@ -379,13 +388,25 @@ class Engine:
             if s.state not in (State.AMOUNT_KEYED, State.WAIT_CREDENTIAL) or s.amount_fen is None:
                 raise EngineError(f"key an amount before reverse scan (state {s.state})")
             amount = s.amount_fen
-        pending = self.qr.start_reverse(amount)  # ReverseRefused (RuleError) while online
+            self._deciding = True  # one request at a time; the sale cannot change meanwhile
+        try:
+            pending = self.qr.start_reverse(amount)  # ReverseRefused (RuleError) while online
+        except BaseException:
+            with self._cond:
+                self._deciding = False
+            raise
         with self._cond:
-            self._check_not_deciding()
+            self._deciding = False
             if self._screen.amount_fen != amount or self._screen.state not in (
                 State.AMOUNT_KEYED,
                 State.WAIT_CREDENTIAL,
             ):
+                try:  # never shown: close it now (a concurrent request may be on screen)
+                    self.qr.void(pending, "the sale changed before the request was shown")
+                except YktError as exc:
+                    log.error(
+                        "reverse-scan request %d not closed yet: %s", pending.request.order, exc
+                    )
                 raise EngineError("the sale changed while the request was made; try again")
             self._pending = pending
             self._let_go()
@@ -458,7 +479,7 @@ class Engine:
         if pending is None or s.state != State.WAIT_PROOF:
             return
         if out.tries_left == 0:
-            self._pending = None
+            self._close_pending("too many wrong proof codes")
             self._set(
                 State.DECLINED,
                 amount_fen=s.amount_fen,

@@ -5,9 +5,11 @@ processes); ``--seconds`` of load per measurement (default 5, 1 with ``--quick``
 Real ``ykt server`` processes on loopback; client processes (so the client's own Python does
 not cap the figure) send a mix of what the app and the terminals send most: the holder's
 account (``GET /v1/app/me``), a page of bills (``GET /v1/app/bills``), a signed online
-authorization (``POST /v1/pos/authorize``), and an app top-up with the query password
-(``POST /v1/app/topups``, a write with a password check).  Bounded in time and count; figures
-only, nothing fails on them.  :mod:`sim.bench.db_load` runs the same mix on PostgreSQL.
+authorization (``POST /v1/pos/authorize``), and an app top-up order with the query password
+(``POST /v1/app/topups``, a write with a password check; a payment provider is registered for
+the channel, nothing is paid, so nothing is credited).  Bounded in time and count; figures
+only, nothing fails on them (a top-up order past the per-account rate limit counts as an
+error).  :mod:`sim.bench.db_load` runs the same mix on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -97,6 +99,8 @@ def _setup(server: ServerProcess, accounts: int) -> dict[str, Any]:
             }
         )
     s.close()
+    # R7: an app top-up is an order at a registered payment provider (never paid here)
+    server.register_paygate("app", "http://127.0.0.1:9", SigningKey.generate().public.to_b64())
     terminals = [enroll(server, f"bench-{w}") for w in range(8)]
     return {"people": people, "terminals": terminals}
 

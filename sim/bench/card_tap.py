@@ -80,7 +80,11 @@ def _setup(server: ServerProcess, data: Path) -> tuple[Any, str]:
         admin.call(
             "POST", "/v1/admin/accounts/B1/topups", {"amount_fen": 10_000_000, "channel": "cash"}
         )
-        policy = {"offline_max_purchase_fen": 100000, "offline_max_card_day_fen": 10_000_000}
+        policy = {
+            "offline_max_purchase_fen": 100000,
+            "offline_max_card_day_fen": 10_000_000,
+            "offline_max_card_fen": 65535,  # the most a card holds (¥655.35 at 100 fen a tap)
+        }
         admin.call("PUT", "/v1/admin/policy", {"values": policy})
         uid = "04BE4C11"
         rec = admin.call("POST", "/v1/admin/accounts/B1/cards", {"uid": uid})

@@ -26,7 +26,14 @@ from sync.admin.common import AdminClient
 from sync.client import ServerClient
 from sync.crypto import SigningKey
 
-__all__ = ["AdminApi", "PosProcess", "ServerProcess", "StartFailed", "YktProcess"]
+__all__ = [
+    "AdminApi",
+    "PaygateProcess",
+    "PosProcess",
+    "ServerProcess",
+    "StartFailed",
+    "YktProcess",
+]
 
 
 class AdminApi:
@@ -65,6 +72,13 @@ class AdminApi:
         body = {"role": role, "name": name, "simulated": simulated}
         got = self.admin_call("POST", "/v1/admin/terminals/tokens", body)
         return str(got["token"])
+
+    def register_paygate(self, channel: str, url: str, public_key: str) -> dict[str, Any]:
+        """Register a payment provider for a top-up channel (R7), as
+        ``ykt admin paygate set`` does."""
+        notify = f"{self.url}/v1/paygate/{channel}/notify"
+        body = {"url": url, "public_key": public_key, "notify_url": notify}
+        return self.admin_call("PUT", f"/v1/admin/paygates/{channel}", body)
 
     def enroll(self, name: str, key: SigningKey, role: str = "pos") -> str:
         """Enroll a (simulated) terminal with ``key`` as the agent would; its terminal id."""
@@ -260,3 +274,31 @@ class KioskProcess(YktProcess):
         """The header a request that changes the kiosk's state carries (its control token)."""
         token = (self.data / controltoken.FILE).read_text().strip()
         return {controltoken.HEADER: token}
+
+
+@dataclass
+class PaygateProcess(YktProcess):
+    """``ykt sim paygate``: the stand-in payment provider (R7), its state and key in ``data``
+    (``data/provider.pub``: the public key to register at the server).  ``retry_s``: its
+    first redelivery delay."""
+
+    retry_s: float = 0.2
+
+    HEALTH: ClassVar[str] = "/v1/health"
+
+    def args(self) -> list[str]:
+        return [
+            "sim",
+            "paygate",
+            "--dir",
+            str(self.data),
+            "--port",
+            str(self.port),
+            "--retry-s",
+            str(self.retry_s),
+            *self.extra,
+        ]
+
+    @property
+    def public_key(self) -> str:
+        return (self.data / "provider.pub").read_text().strip()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sync.admin import desk
+from sync.admin import desk, topups
 from sync.admin.common import (
     AdminClient,
     account_path,
@@ -51,12 +53,50 @@ def account_pin_reset(args: argparse.Namespace) -> int:
     return emit(args, data, print_account)
 
 
+#: the most CSV text sent in one request (the server reads a body of at most 1 MiB)
+ROSTER_PART_BYTES = 400_000
+
+
+def roster_parts(text: str, part_bytes: int = ROSTER_PART_BYTES) -> list[tuple[int, str]]:
+    """A roster CSV as parts the server takes in one request each: ``(offset, text)``, every
+    part with the header line; a line number ``n`` the server reports for a part is line
+    ``n + offset`` of the whole file.  Parts end between records, never inside a quoted
+    field."""
+    lines = text.splitlines(keepends=True)
+    if len(text.encode()) <= part_bytes or len(lines) < 3:
+        return [(0, text)]
+    reader = csv.reader(io.StringIO(text))
+    ends: list[int] = []  # the physical line each record ends on (1-based)
+    try:
+        for _row in reader:
+            ends.append(reader.line_num)
+    except csv.Error:
+        return [(0, text)]  # the server says where and why
+    header, parts = lines[: ends[0]], []
+    start, size = ends[0], 0  # 0-based index of the part's first line
+    prev = ends[0]
+    for end in ends[1:]:
+        chunk = sum(len(line.encode()) for line in lines[prev:end])
+        if size and size + chunk > part_bytes:
+            parts.append((start - len(header), "".join(header + lines[start:prev])))
+            start, size = prev, 0
+        size += chunk
+        prev = end
+    parts.append((start - len(header), "".join(header + lines[start:])))
+    return parts
+
+
 def roster_import(args: argparse.Namespace) -> int:
     try:
         text = Path(args.file).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read roster {args.file}: {exc}") from exc
-    data = client_for(args).call("POST", "/v1/admin/roster", {"csv": text})
+    client = client_for(args)
+    data: dict[str, Any] = {"added": 0, "errors": []}
+    for offset, part in roster_parts(text):
+        got = client.call("POST", "/v1/admin/roster", {"csv": part})
+        data["added"] += got["added"]
+        data["errors"] += [{**e, "line": e["line"] + offset} for e in got["errors"]]
 
     def show(d: dict[str, Any]) -> None:
         print(f"added {d['added']} accounts")
@@ -108,7 +148,8 @@ def card_read(args: argparse.Namespace) -> int:
             f"card {d['card_no']} (uid {d['uid']}, generation {d['generation']}, {d['type']}, "
             f"expires {d['expires'] or 'never'}): today's tracked amount "
             f"{format_fen(c['spent_fen'])} on {c['day'] or '-'}, {c['taps']} taps, "
-            f"{c['pin_tries']} wrong passwords"
+            f"{c['pin_tries']} wrong passwords, {format_fen(c['offline_fen'])} spent offline "
+            f"since its last online payment (counter record {c['version']})"
         )
 
     return emit(args, data, show)
@@ -283,12 +324,17 @@ def add_parser(sub: Sub) -> None:
     c.add_argument("--out", required=True, help="file to write (mode 0600)")
 
     c = cmd(
-        groups, "topup", topup, "top up an account (R7; alipay lands in the transition balance)"
+        groups,
+        "topup",
+        topup,
+        "cash top-up at the desk (R7; the finance role): the other channels are orders paid "
+        "at their payment provider (ykt sim wallet topup, ykt admin paygate)",
     )
     c.add_argument("--number", required=True)
     c.add_argument("--amount", required=True, type=amount_arg, help="yuan, e.g. 100.00")
-    c.add_argument("--channel", required=True, choices=["cash", "app", "wechat", "alipay", "bank"])
+    c.add_argument("--channel", default="cash", choices=["cash"], help="cash (the default)")
     c.add_argument("--request-id", help="idempotency key: a retried top-up with it applies once")
+    topups.add_commands(groups)  # paygate set|list, report topups
 
     term = group(groups, "terminal", "terminals")
     c = cmd(term, "enroll", terminal_enroll, "create a one-time enrollment token (printed alone)")

@@ -166,13 +166,20 @@ class CampusCard:
 
     # -- the desk: encode a blank card ------------------------------------------------------
     def encode(
-        self, blob: bytes, tag: bytes | None = None, counters: layout.Counters | None = None
+        self,
+        blob: bytes,
+        tag: bytes | None = None,
+        counters: layout.Counters | None = None,
+        *,
+        keep_counters: bool = False,
     ) -> None:
-        """Write an issued identity (``blob`` from the issuer) and its first counters (R6:
-        the account's amount of the day, from the issuer; none when not given), with this
-        campus's diversified keys in every trailer.  Sector by sector: data blocks first, the
-        trailer last, so a card pulled away mid-way can be encoded again (each sector opens
-        either with the transport key or already with ours)."""
+        """Write an issued identity (``blob`` from the issuer) and its first counters (R5, R6:
+        the account's tries and amount of the day, from the issuer; none when not given), with
+        this campus's diversified keys in every trailer.  Sector by sector: data blocks first,
+        the trailer last, so a card pulled away mid-way can be encoded again (each sector opens
+        either with the transport key or already with ours).  ``keep_counters``: the card was
+        issued before (the same card again): counters already on it, under our keys and with a
+        valid slot, are kept, so encoding it again never puts them back."""
         uid = self.uid
         blocks = layout.card_blocks(uid, blob, self.keys, tag=tag, counters=counters)
         plan = {
@@ -183,10 +190,18 @@ class CampusCard:
             5: ("id_write", (20, 21, 22)),
         }
         for sector, (key_name, data_blocks) in plan.items():
-            self._open_for_writing(sector, self.keys.sector_key(key_name, uid))
+            ours = self._open_for_writing(sector, self.keys.sector_key(key_name, uid))
+            if sector == layout.COUNTER_SECTOR and ours and keep_counters and self._has_counters():
+                log.info("card %s: counters kept (issued before)", uid.hex())
+                continue
             for b in data_blocks:
                 self._timed(self.mf.write_block, b, blocks[b])
             self._timed(self.mf.write_block, sector * 4 + 3, blocks[sector * 4 + 3])
+
+    def _has_counters(self) -> bool:
+        """Whether the counter sector (open) holds a valid slot."""
+        slots = (layout.Counters.decode(self._read(b), self.keys, self.uid) for b in layout.B_SLOTS)
+        return any(c is not None for c in slots)
 
     def write_identity(self, blob: bytes) -> None:
         """Rewrite the identity of a card of this campus (a kiosk's R5 password change or R20
@@ -205,16 +220,19 @@ class CampusCard:
             for b, data in blocks.items():
                 self._timed(self.mf.write_block, b, data)
 
-    def _open_for_writing(self, sector: int, campus_key_b: bytes) -> None:
+    def _open_for_writing(self, sector: int, campus_key_b: bytes) -> bool:
+        """Authenticate ``sector`` for writing: with the transport key (a blank sector: False)
+        or with this campus's key B (written before: True)."""
         self._timed(self.mf.load_key, 0, TRANSPORT_KEY)
         try:
             self._auth(sector, KEY_A, 0)
-            return
+            return False
         except CardAuthError:
             self._timed(self.card.reset)
         self._timed(self.mf.load_key, 1, campus_key_b)
         try:
             self._auth(sector, KEY_B, 1)
+            return True
         except CardAuthError:
             raise CardRefused(
                 "foreign_card",

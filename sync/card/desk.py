@@ -81,7 +81,10 @@ def issue_on_reader(
             raise DeskError(f"the server's answer for card {uid}: {exc}") from exc
         try:
             with card.exclusive():
-                CampusCard(card, keys).encode(blob, tag, counters)
+                # issued before (an interrupted write, or the command run twice): counters
+                # already on the card stay (never put back: docs/card-format.md)
+                keep = bool(rec.get("already_issued"))
+                CampusCard(card, keys).encode(blob, tag, counters, keep_counters=keep)
                 check = CampusCard(card, keys).read()
         except CardGone as exc:
             raise DeskError(

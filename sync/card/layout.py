@@ -26,16 +26,21 @@ The issuer signature (Ed25519, the central server's issuer key) covers
 ``"ykt-card/1" ‖ UID ‖ block 4 ‖ block 5 ‖ block 6``: the identity is bound to the UID, so the
 same data on another card is refused, and no terminal can make one.
 
-A counter slot (16 bytes, big-endian)::
+A counter slot (16 bytes, big-endian) holds a *counter record*; two versions exist, told apart by
+the MAC (each version MACs under its own domain), so a terminal reads cards of both and writes
+version 2 (cards in the field are rewritten one tap at a time)::
 
-    seq u16 | day u16 | spent u24 | taps u24 | tries u8 | epoch u8 | mac 4 bytes
+    version 1: seq u16 | day u16 | spent u24 | taps u24 | tries u8 | epoch u8 | mac 4 bytes
+    version 2: seq u8 | day u16 | spent u24 | taps u20 ‖ tries u4 | epoch u8 | offline u16 | mac 4
 
 ``day`` counts days since 2000-01-01 (0: never used); ``spent`` is the R6 amount spent since
 campus midnight or the last correct consumption password (fen); ``taps`` counts sales;
 ``tries`` counts wrong consumption passwords (R5); ``epoch`` is the desk's password-reset
-count (mod 256) the tries belong to; ``mac`` = AES-CMAC(ctr_mac(UID), "ctr" ‖ UID ‖ bytes
-0-11)[:4].  A write goes into the slot that is *not* the newest valid one, so a card pulled
-away mid-write keeps its last good slot (tearing); the newest valid slot wins (serial
+count (mod 256) the tries belong to; ``offline`` (version 2) is what the card spent offline since
+its last online approval (fen; docs/security.md); ``mac`` = AES-CMAC(ctr_mac(UID), domain ‖ UID ‖
+bytes 0-11)[:4] with domain "ctr" (version 1) or "ctr2" (version 2).  A write goes into the slot
+that is *not* the newest valid one, so a card pulled away mid-write keeps its last good slot
+(tearing); the newest valid slot wins (a version 2 slot over a version 1 slot, else serial
 arithmetic on ``seq``).
 """
 
@@ -227,10 +232,13 @@ def card_blocks(
     """Every block ykt writes on a card: identity, signature, counters, proof tag, trailers.
 
     ``missing_key`` stands in for keys this keystore does not hold (simulated cards only);
-    ``counters`` are what the new card starts with (R6 carried from the account), else none."""
+    ``counters`` are what the new card starts with (R5 and R6 carried from the account), else
+    none; they are written as their own counter record version (tests make cards of the earlier
+    format so)."""
     if tag is not None and len(tag) != 16:
         raise ValueError("a card proof tag is 16 bytes")
     header, number, verifier, sig = split_blob(blob)
+    first = counters or Counters()
 
     def key(name: str) -> bytes:
         if keys.has(name):
@@ -253,8 +261,8 @@ def card_blocks(
         B_TAG: tag or bytes(16),
         21: bytes(16),
         22: bytes(16),
-        B_SLOTS[0]: replace(counters or Counters(), seq=1).encode(keys, uid),
-        B_SLOTS[1]: Counters(seq=0).encode(keys, uid),
+        B_SLOTS[0]: replace(first, seq=1).encode(keys, uid),
+        B_SLOTS[1]: Counters(seq=0, version=first.version).encode(keys, uid),
     }
     id_trailer = trailer(key("id_read"), ACCESS, key("id_write"))
     for s in IDENTITY_SECTORS:
@@ -264,7 +272,18 @@ def card_blocks(
     return blocks
 
 
-# -- counters (R5, R6), two slots -----------------------------------------------------------
+# -- counters (R5, R6, offline risk), two slots ----------------------------------------------
+#: The counter record a terminal writes (it reads versions 1 and 2).
+COUNTER_VERSION = 2
+#: What a version 2 record holds at most: wrong tries (a lockout after more is not possible on
+#: the card, so the policy's ``pin_max_tries`` is at most this) and the offline amount (fen).
+MAX_CARD_TRIES = 0xF
+MAX_CARD_OFFLINE_FEN = 0xFFFF
+MAX_CARD_TAPS = 0xFFFFF
+_SEQ_BITS = {1: 16, 2: 8}
+_MAC_DOMAIN = {1: b"ctr", 2: b"ctr2"}
+
+
 @dataclass(frozen=True)
 class Counters:
     seq: int = 0
@@ -273,6 +292,8 @@ class Counters:
     taps: int = 0  # sales on this card
     tries: int = 0  # R5: wrong consumption passwords since the last correct one / desk reset
     epoch: int = 0  # the desk reset (mod 256) the tries count from
+    offline_fen: int = 0  # spent offline since the card's last online approval (version 2)
+    version: int = COUNTER_VERSION  # the counter record it was read from / is written as
 
     def describe(self) -> dict[str, Any]:
         """The counters as the desk and the dump print them."""
@@ -283,72 +304,120 @@ class Counters:
             "taps": self.taps,
             "pin_tries": self.tries,
             "pin_epoch": self.epoch,
+            "offline_fen": self.offline_fen,
+            "version": self.version,
         }
 
     def body(self) -> bytes:
         day = 0 if self.day is None else day_number(self.day) + 1
+        if self.version == 1:
+            return (
+                (self.seq & 0xFFFF).to_bytes(2, "big")
+                + day.to_bytes(2, "big")
+                + min(self.spent_fen, 0xFFFFFF).to_bytes(3, "big")
+                + min(self.taps, 0xFFFFFF).to_bytes(3, "big")
+                + min(self.tries, 0xFF).to_bytes(1, "big")
+                + (self.epoch & 0xFF).to_bytes(1, "big")
+            )
+        if self.version != 2:
+            raise ValueError(f"counter record version {self.version} does not exist")
+        taps_tries = min(self.taps, MAX_CARD_TAPS) << 4 | min(self.tries, MAX_CARD_TRIES)
         return (
-            (self.seq & 0xFFFF).to_bytes(2, "big")
+            (self.seq & 0xFF).to_bytes(1, "big")
             + day.to_bytes(2, "big")
             + min(self.spent_fen, 0xFFFFFF).to_bytes(3, "big")
-            + min(self.taps, 0xFFFFFF).to_bytes(3, "big")
-            + min(self.tries, 0xFF).to_bytes(1, "big")
+            + taps_tries.to_bytes(3, "big")
             + (self.epoch & 0xFF).to_bytes(1, "big")
+            + min(self.offline_fen, MAX_CARD_OFFLINE_FEN).to_bytes(2, "big")
         )
 
     @classmethod
     def carried(cls, given: object) -> Counters:
         """The counters a new card starts with, from the issuer's ``counters`` object
-        (``{"day": "YYYY-MM-DD" | None, "spent_fen": N}``); ValueError when it is malformed."""
+        (``{"day": "YYYY-MM-DD" | None, "spent_fen": N, "pin_tries": N, "pin_epoch": N}``;
+        an issuer of an earlier version sends no tries: 0); ValueError when it is malformed."""
         if given is None:
             return cls()
         if not isinstance(given, dict):
             raise ValueError("card counters must be an object")
         day, spent = given.get("day"), given.get("spent_fen", 0)
+        tries, epoch = given.get("pin_tries", 0), given.get("pin_epoch", 0)
         if day is not None and not isinstance(day, str):
             raise ValueError("card counters: day must be a date or null")
         if isinstance(spent, bool) or not isinstance(spent, int) or not 0 <= spent <= 0xFFFFFF:
             raise ValueError("card counters: spent_fen must be 0 … 16777215 fen")
+        for name, value in (("pin_tries", tries), ("pin_epoch", epoch)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFF:
+                raise ValueError(f"card counters: {name} must be 0 … 255")
         if day:
             day_number(day)  # a date the card can hold, or ValueError
-        return cls(day=day or None, spent_fen=spent if day else 0)
+        return cls(
+            day=day or None,
+            spent_fen=spent if day else 0,
+            tries=min(tries, MAX_CARD_TRIES),
+            epoch=epoch,
+        )
 
     def encode(self, keys: Keystore, uid: bytes) -> bytes:
+        """The slot's 16 bytes, as counter record :attr:`version`."""
         body = self.body()
-        return body + _ctr_mac(keys, uid, body)
+        return body + _ctr_mac(keys, uid, body, self.version)
 
     @classmethod
     def decode(cls, block: bytes, keys: Keystore, uid: bytes) -> Counters | None:
-        """The slot's counters, or None when its MAC fails (torn, damaged or forged)."""
+        """The slot's counters (either version), or None when its MAC fails (torn, damaged or
+        forged)."""
         body, mac = block[:12], block[12:16]
-        if not hmac.compare_digest(_ctr_mac(keys, uid, body), mac):
-            return None
-        return cls.parse(block)
+        for version in (2, 1):
+            if hmac.compare_digest(_ctr_mac(keys, uid, body, version), mac):
+                return cls.parse(block, version)
+        return None
 
     @classmethod
-    def parse(cls, block: bytes) -> Counters:
-        """The fields of a slot, unchecked (for dumps: the MAC needs the ctr_mac key)."""
+    def parse(cls, block: bytes, version: int) -> Counters:
+        """The fields of a slot read as counter record ``version``, unchecked (for dumps: the
+        MAC, and so the version, needs the ctr_mac key)."""
         body = block[:12]
-        day = int.from_bytes(body[2:4], "big")
+        if version == 1:
+            day = int.from_bytes(body[2:4], "big")
+            return cls(
+                seq=int.from_bytes(body[0:2], "big"),
+                day=None if day == 0 else day_text(day - 1),
+                spent_fen=int.from_bytes(body[4:7], "big"),
+                taps=int.from_bytes(body[7:10], "big"),
+                tries=body[10],
+                epoch=body[11],
+                version=1,
+            )
+        day = int.from_bytes(body[1:3], "big")
+        taps_tries = int.from_bytes(body[6:9], "big")
         return cls(
-            seq=int.from_bytes(body[0:2], "big"),
+            seq=body[0],
             day=None if day == 0 else day_text(day - 1),
-            spent_fen=int.from_bytes(body[4:7], "big"),
-            taps=int.from_bytes(body[7:10], "big"),
-            tries=body[10],
-            epoch=body[11],
+            spent_fen=int.from_bytes(body[3:6], "big"),
+            taps=taps_tries >> 4,
+            tries=taps_tries & 0xF,
+            epoch=body[9],
+            offline_fen=int.from_bytes(body[10:12], "big"),
+            version=2,
         )
 
     def newer_than(self, other: Counters) -> bool:
-        """Serial-number arithmetic on the 16-bit sequence (RFC 1982)."""
-        return 0 < ((self.seq - other.seq) & 0xFFFF) < 0x8000
+        """A version 2 record is newer than a version 1 record (a terminal never writes version
+        1 again); within a version, serial-number arithmetic on ``seq`` (RFC 1982)."""
+        if self.version != other.version:
+            return self.version > other.version
+        mod = 1 << _SEQ_BITS[self.version]
+        return 0 < ((self.seq - other.seq) % mod) < mod // 2
 
     def next(self, **changes: object) -> Counters:
-        return replace(self, seq=(self.seq + 1) & 0xFFFF, **changes)  # type: ignore[arg-type]
+        """The next state, written as the current counter record version."""
+        seq = (self.seq + 1) % (1 << _SEQ_BITS[COUNTER_VERSION])
+        return replace(self, seq=seq, version=COUNTER_VERSION, **changes)  # type: ignore[arg-type]
 
 
-def _ctr_mac(keys: Keystore, uid: bytes, body: bytes) -> bytes:
-    return aes_cmac(keys.derive("ctr_mac", uid), b"ctr" + uid + body)[:4]
+def _ctr_mac(keys: Keystore, uid: bytes, body: bytes, version: int) -> bytes:
+    return aes_cmac(keys.derive("ctr_mac", uid), _MAC_DOMAIN[version] + uid + body)[:4]
 
 
 def choose_slot(a: Counters | None, b: Counters | None) -> tuple[int, Counters]:

@@ -478,12 +478,22 @@ def issue_card_tx(ctx: Context, tx: Tx, account_id: int, uid: str, actor: str) -
 
 
 def card_counters(tx: Tx, account_id: int) -> dict[str, Any]:
-    """R6 carried onto a newly written card: the account's tracked amount of the day as the
-    server has it (spent since campus midnight or the last correct consumption password), so
-    a new card does not start the day's limit again (docs/card-format.md)."""
-    row = tx.one("SELECT spent_day, spent_fen FROM accounts WHERE id = ?", (account_id,))
+    """What a newly written card starts with (docs/card-format.md): R6, the account's tracked
+    amount of the day as the server has it (spent since campus midnight or the last correct
+    consumption password), so a new card does not start the day's limit again; R5, the
+    account's wrong consumption passwords and the desk's reset epoch they count in, so a new
+    card does not start the lockout again."""
+    row = tx.one(
+        "SELECT spent_day, spent_fen, pin_tries, pin_epoch FROM accounts WHERE id = ?",
+        (account_id,),
+    )
     day = str(row["spent_day"] or "") if row is not None else ""
-    return {"day": day or None, "spent_fen": int(row["spent_fen"]) if row and day else 0}
+    return {
+        "day": day or None,
+        "spent_fen": int(row["spent_fen"]) if row and day else 0,
+        "pin_tries": min(int(row["pin_tries"]), 255) if row else 0,
+        "pin_epoch": int(row["pin_epoch"]) & 0xFF if row else 0,
+    }
 
 
 def _card_answer(ctx: Context, tx: Tx, card: dict[str, Any], again: bool = False) -> dict[str, Any]:
@@ -562,17 +572,26 @@ def topup(
     request_id: str | None = None,
     actor: str = "admin",
 ) -> dict[str, Any]:
+    """R7 cash top-up at the desk.  Money of the other channels enters only through an order
+    paid at the channel's payment provider (:mod:`sync.server.topups`): no one credits it by
+    hand."""
     try:
         ch = rules.Channel(channel)
         check_fen(amount_fen)
     except ValueError as exc:
         raise Invalid(str(exc), "bad_topup") from exc
+    if ch is not rules.Channel.CASH:
+        raise Invalid(
+            f"{ch.value} money enters only through a top-up order paid at its payment provider "
+            "(R7); the desk takes cash",
+            "needs_payer",
+        )
     if not ctx.policy()["channels"].get(ch.value, False):
         raise Conflict(f"top-up channel {ch.value} is switched off (R7)", "channel_off")
     a = get_account(ctx, number)
     if a["status"] == AccountStatus.CANCELLED:
         raise Conflict("the account is cancelled (R14)", "bad_status")
-    target = ledger.transition(a["id"]) if rules.lands_in_transition(ch) else ledger.wallet(a["id"])
+    target = ledger.wallet(a["id"])
     tid = f"topup:{request_id}" if request_id else f"topup:{ctx.rng.getrandbits(64):016x}"
     with ctx.db.tx() as tx:
         ledger.ensure(tx, ledger.channel(ch.value), "channel")

@@ -1,6 +1,10 @@
 """Request and response models of the card-holder, kiosk and service-desk API (pydantic; they
 make the OpenAPI document at ``/openapi.json``).  Every field is validated here: amounts are
 positive and bounded, passwords are six digits, ID-card numbers pass the GB 11643 check digit.
+
+Request models are **strict** (:class:`Strict`): ``true``, ``"100"`` and ``100.0`` are not
+integers, ``1`` and ``"true"`` are not booleans, and every integer has the bounds of
+:mod:`sync.bounds` (issue 10 items 7 and 20).
 """
 
 from __future__ import annotations
@@ -10,11 +14,10 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from sync import rules
-from sync.money import MAX_AMOUNT_FEN
+from sync.bounds import CardWord, Fen
 from sync.server.codes_models import WalletOut
 
 # -- field types ---------------------------------------------------------------------------------
-Fen = Annotated[int, Field(gt=0, le=MAX_AMOUNT_FEN, description="an amount in fen (分), positive")]
 Password6 = Annotated[str, Field(pattern=r"^[0-9]{6}$", description="six digits (R3)")]
 Number = Annotated[
     str,
@@ -54,7 +57,9 @@ IdCard = Annotated[
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: no unknown fields, and strict types (no ``true`` for an integer)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -77,6 +82,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (403, "not allowed (wrong_role, not_permitted, locked, bad_card_proof, …)"),
         (404, "no such account, card, room, order, …"),
         (409, "a state that does not allow the operation (bad_status, insufficient, …)"),
+        (413, "a request body over the limit (1 MiB): too_large"),
         (422, "a field that breaks a rule or a format (invalid, bad_password, …)"),
         (429, "rate limited (card-less operations R10, wrong query passwords of a client)"),
         (503, "the database is unavailable"),
@@ -205,20 +211,6 @@ class ChangePasswordIn(Strict):
     new_password: Password6
 
 
-class AppTopupIn(Strict):
-    amount_fen: Fen
-    channel: Literal["app", "wechat", "alipay", "bank"]
-    password: Password6 = Field(description="query password confirms the top-up (R7)")
-    request_id: RequestId | None = None
-
-
-class AppTopupOut(BaseModel):
-    transfer_id: str
-    applied: bool
-    balance_fen: int
-    transition_fen: int
-
-
 class ElectricityIn(Strict):
     building: Code
     room: Code
@@ -303,7 +295,7 @@ class CardProof(Strict):
 
     card_no: CardNo
     uid: Uid
-    generation: int = Field(ge=1, le=1_000_000)
+    generation: CardWord = Field(ge=1)
     tag: str = Field(pattern=r"^[0-9A-Fa-f]{32}$", description="the card's proof tag")
 
 
@@ -354,11 +346,18 @@ class KioskReadOut(BaseModel):
 
 
 class CardCounters(BaseModel):
-    """The R6 counters a newly written card starts with (a correction leaves them alone)."""
+    """The R5 and R6 counters a newly written card starts with (a correction leaves them
+    alone)."""
 
     day: str | None = Field(description="campus date the amount belongs to (None: nothing yet)")
     spent_fen: int = Field(
         ge=0, description="spent that day since midnight or the last correct consumption password"
+    )
+    pin_tries: int = Field(
+        default=0, ge=0, le=255, description="the account's wrong consumption passwords (R5)"
+    )
+    pin_epoch: int = Field(
+        default=0, ge=0, le=255, description="the desk's reset (mod 256) the tries count in"
     )
 
 
@@ -558,6 +557,12 @@ class TerminalsOut(BaseModel):
 class RevokedOut(BaseModel):
     terminal_id: str
     status: str
+    holds_released: int = Field(
+        default=0, description="holds of its approved, never-synced sales released"
+    )
+    reverse_refunded: int = Field(
+        default=0, description="reverse-scan payments waiting for its record, refunded"
+    )
 
 
 class Mismatch(BaseModel):

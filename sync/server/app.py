@@ -6,6 +6,7 @@ of :mod:`sync.server.errors`.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -18,6 +19,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sync.bodylimit import MAX_BODY_BYTES, BodyLimit
+from sync.bounds import MAX_ID
 from sync.errors import StoreError, StoreRefused, YktError
 from sync.records import to_json
 from sync.server import (
@@ -29,6 +32,7 @@ from sync.server import (
     ingest,
     ledger,
     policy,
+    reconcile,
     reverse,
     terminals,
 )
@@ -77,11 +81,14 @@ from sync.server.models import (
     TopupIn,
 )
 from sync.server.routes_business import create_router
+from sync.server.routes_topups import create_router as create_topups_router
 from sync.server.staff import Actor
 
 log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 30.0
+#: how often each server process refunds the reverse-scan payments that will meet no record
+SETTLE_EVERY_S = 60.0
 NumberPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")]
 TerminalPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 
@@ -101,10 +108,23 @@ FIELD_CODES = {"number": "bad_number", "id_card": "bad_id_card", "uid": "bad_uid
 def create_app(ctx: Context) -> FastAPI:
     api_auth = ApiAuth(ctx)
 
+    async def settle_reverse_payments() -> None:
+        """Refund reverse-scan payments that will meet no record (sync/server/reconcile.py)."""
+        while True:
+            try:
+                await run_in_threadpool(reconcile.settle, ctx)
+            except (YktError, OSError):  # the database is away for a moment: next round
+                log.exception("settling reverse-scan payments failed")
+            await asyncio.sleep(SETTLE_EVERY_S)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.notifier.bind(asyncio.get_running_loop())
+        settler = asyncio.get_running_loop().create_task(settle_reverse_payments())
         yield
+        settler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await settler
         await ctx.notifier.unbind()
 
     app = FastAPI(
@@ -120,6 +140,8 @@ def create_app(ctx: Context) -> FastAPI:
         responses=ERROR_RESPONSES,
     )
     app.state.ctx = ctx
+    # no request body over MAX_BODY_BYTES is buffered or parsed: 413 (sync.bodylimit)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
     @app.exception_handler(YktError)
     async def _ykt_error(request: Request, exc: YktError) -> JSONResponse:
@@ -146,7 +168,7 @@ def create_app(ctx: Context) -> FastAPI:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. nested too deep)
             return _error(422, "invalid", "the request body is not JSON that can be read")
-        code = {404: "not_found", 405: "method_not_allowed"}.get(
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
             exc.status_code, f"http_{exc.status_code}"
         )
         return _error(exc.status_code, code, str(exc.detail), headers=exc.headers)
@@ -226,9 +248,9 @@ def create_app(ctx: Context) -> FastAPI:
 
     @app.post("/v1/admin/accounts/{number}/topups", tags=["admin"], response_model=TopupOut)
     def topup(number: NumberPath, body: TopupIn, actor: Topups) -> dict[str, Any]:
-        """R7: cash at the desk; other channels need the finance permission (topup.any)."""
-        if body.channel != "cash":
-            actor.require("topup.any")
+        """R7: cash at the desk (permission ``topup.cash``, the finance role).  Money of the
+        other channels enters only through an order paid at the channel's payment provider
+        (``POST /v1/app/topups``)."""
         return accounts.topup(
             ctx, number, body.amount_fen, body.channel, body.request_id, actor.name
         )
@@ -297,7 +319,9 @@ def create_app(ctx: Context) -> FastAPI:
         """R6: the holder confirms with the query password before a payment that goes over
         the daily limit (wrong passwords count toward the sign-in lockout).  The grant it
         returns covers one over-limit reverse-scan payment for ``confirm_ttl_s``."""
-        return holders.confirm(ctx, who, body.password, client_of(request))
+        return holders.confirm(
+            ctx, who, body.password, body.serial, body.counter, client=client_of(request)
+        )
 
     @app.post("/v1/app/reverse/describe", tags=["app"], response_model=ReverseRequestOut)
     def app_reverse_describe(body: ReversePayIn, who: Holder) -> dict[str, Any]:
@@ -350,7 +374,7 @@ def create_app(ctx: Context) -> FastAPI:
     async def pull_feed(
         request: Request,
         term: Terminal,
-        since: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        since: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
         wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -372,4 +396,6 @@ def create_app(ctx: Context) -> FastAPI:
 
     # -- the business of card holders, kiosks and the desk (sync.server.routes_business) ------
     app.include_router(create_router(ctx, api_auth))
+    # -- R7 top-ups by order, payment providers, reconciliation (sync.server.routes_topups) ---
+    app.include_router(create_topups_router(ctx, api_auth))
     return app

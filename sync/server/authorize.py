@@ -3,18 +3,29 @@
 The POS asks before it journals: the server checks the credential (a card: R11 generation;
 a phone's payment code: :func:`sync.server.codes.check_payment_code` and the seen-set), R2
 account status, R13 expiry, the daily limit (R6: over it the consumption password R5 for a
-card, the query-password confirmation carried by a payment code), and the balance, and puts
+card; for a payment code, the server's grant for that code from the holder's confirmation with
+the query password, never the code's own flag), and the balance, and puts
 a *hold* on the amount under the record's id (terminal, sequence).  No money moves here: the
-charge is the journal record, applied when it syncs, and applying it releases the hold.  A
-terminal that crashes before journaling reuses the sequence number, which replaces the hold;
-an abandoned hold expires.
+charge is the journal record, applied when it syncs.
+
+A hold has no time limit: it lasts until the terminal's journal has synced past its sequence
+number (whatever record sits there: ingest releases the holds of the numbers it applies), or
+until the terminal asks for that number again (a terminal that crashed before journaling
+reuses the number: its earlier approval was abandoned), or until the terminal is revoked (its
+records can never arrive).  A wall-clock expiry would free money that an approved, journaled
+sale still needs when the terminal is offline for a while (docs/security.md).  A phone code
+claimed by an online authorization is released with the hold (:func:`release`).
 
 R6 with a card: the POS sends the card's own facts (``card``: generation, the tracked day
 and amount from the card's counters, the wrong tries, whether the consumption password was
 checked correct against the card's verifier).  The limit is then decided from those facts, so
-it holds across offline terminals, and the password never reaches the server.  Without card
-facts (legacy card requests) R6 is decided at account level, with the consumption password
-checked here (R5).
+it holds across offline terminals, and the password never reaches the server.  R5 counts the
+card's wrong tries or the account's, whichever is higher: a locked account refuses even a
+password the card accepted (a card restored from an old image, or a new card, does not start
+the count again).  A card whose facts show fewer sales than a synced record left on it went back
+(:mod:`sync.server.cardrisk`): an alarm, and by policy the card is blocked.  Without card facts
+(legacy card requests) R6 is decided at account level, with the consumption password checked
+here (R5).
 """
 
 from __future__ import annotations
@@ -23,15 +34,20 @@ from typing import Any
 
 from sync import rules
 from sync.codes import Verified
+from sync.db import Tx
 from sync.errors import CodeError
 from sync.money import format_fen
 from sync.passwords import verify_password
 from sync.records import UNSET, AuthorizeAnswer, decline
 from sync.rules import AccountStatus
-from sync.server import codes, ledger
+from sync.server import cardrisk, codes, holders, ledger
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid
+
+BLOCKED_REASON = (
+    "card blocked: its counters went back (a copied or restored card); see the service desk"
+)
 
 
 def _decline(reason: str, code: str = "declined", **extra: Any) -> AuthorizeAnswer:
@@ -51,6 +67,8 @@ def credential_refusal(ctx: Context, row: dict[str, Any], uid: str | None) -> st
     """Why a card may not pay, or None (R2, R11, R13)."""
     if uid is not None and uid.upper() != row["uid"]:
         return "card UID does not match the issued card (clone?)"
+    if row["card_status"] == cardrisk.BLOCKED:
+        return BLOCKED_REASON
     if row["card_status"] != "active":
         return "card replaced by a newer card (R11)"
     reason = rules.blocking_reason(row["status"])
@@ -59,6 +77,21 @@ def credential_refusal(ctx: Context, row: dict[str, Any], uid: str | None) -> st
     if row["expires"] and ctx.today() > row["expires"]:
         return "card expired (R13): see the service desk"
     return None
+
+
+def release(tx: Tx, terminal_id: str, seq: int, last: int | None = None) -> None:
+    """Release what online authorization gave the terminal's sequence numbers ``seq`` ..
+    ``last`` (just ``seq`` by default): the holds and the provisional claims on phone codes.
+    Called when those numbers are synced (ingest: the records there are what counts now) and
+    when the terminal asks for a number again (its earlier approval there was abandoned)."""
+    hi = seq if last is None else last
+    tx.execute(
+        "DELETE FROM holds WHERE terminal_id = ? AND seq BETWEEN ? AND ?", (terminal_id, seq, hi)
+    )
+    tx.execute(
+        "DELETE FROM code_uses WHERE terminal_id = ? AND seq BETWEEN ? AND ?",
+        (terminal_id, seq, hi),
+    )
 
 
 def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> AuthorizeAnswer:
@@ -95,77 +128,113 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
             raise Conflict(
                 f"sequence number {seq} is already journaled here (head {head})", "seq_used"
             )
-        held = tx.all(
-            "SELECT amount, pin_ok FROM holds WHERE account_id = ? AND expires_ms > ? "
-            "AND NOT (terminal_id = ? AND seq = ?) ORDER BY created_ms, terminal_id, seq",
-            (aid, now, tid, seq),
-        )
-        holds = sum(int(h["amount"]) for h in held)
+        # The terminal asks for a sequence number above its synced head: whatever it was
+        # approved under this number before was never journaled (a terminal journals an
+        # approval under the number it asked with, and asks again only after a crash).  That
+        # approval is abandoned: its hold and its claim on a phone code go, whatever this
+        # request's outcome.
+        release(tx, tid, seq)
         acct = tx.one(
-            "SELECT spent_day, spent_fen, pin_tries, consume_pw, status, limit_fen, pin_epoch "
-            "FROM accounts WHERE id = ?",
+            "SELECT spent_day, spent_fen, pin_tries, consume_pw, status, limit_fen, pin_epoch, "
+            "expires FROM accounts WHERE id = ?",
             (aid,),
         )
         assert acct is not None
-        # R2/R11 again inside the transaction: a loss report, a freeze or a new card committed
-        # after the lookup above must not get a hold
-        again = rules.blocking_reason(acct["status"])
+        # R2/R11/R13 again inside the transaction: a loss report, a freeze or a new card
+        # committed after the lookup above must not get a hold
+        blocked = rules.blocking_reason(acct["status"])
+        if blocked is None and acct["expires"] and today > acct["expires"]:
+            blocked = "card expired (R13): see the service desk"
         if (
-            qr is None
+            blocked is None
+            and qr is None
             and tx.scalar("SELECT status FROM cards WHERE card_no = ?", (req["card_no"],))
             != "active"
         ):
-            again = "card replaced by a newer card (R11)"
-        if again:
-            return _decline(again, **base)
+            blocked = "card replaced by a newer card (R11)"
+        if blocked:
+            return _decline(blocked, **base)
+        held = tx.all(
+            "SELECT amount, pin_ok FROM holds WHERE account_id = ? "
+            "ORDER BY created_ms, terminal_id, seq",
+            (aid,),
+        )
+        holds = sum(int(h["amount"]) for h in held)
         pin_ok = False
         # R6: today's tracked amount, then the sales authorized but not yet synced (holds)
         tracker = account_tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"]).then(
             today, ((int(h["amount"]), bool(h["pin_ok"])) for h in held)
         )
-        if facts is not None:  # R6 from the card's counters and the account's amount
-            tries = int(facts.get("tries") or 0)
-            if (
-                facts.get("epoch") == acct["pin_epoch"] & 0xFF and tries > acct["pin_tries"]
-            ):  # R5: the card's wrong tries, known here at once (the journal follows)
+        if facts is not None:  # R5, R6 from the card's counters and the account's
+            if cardrisk.check_facts(  # a card showing fewer sales than it made went back
+                ctx,
+                tx,
+                row["card_no"],
+                aid,
+                int(facts["taps"]),
+                tid,
+                cardrisk.store_alarm(ctx, tx, tid),
+            ) and policy.get("auto_block_card_rollback", True):
+                return _decline(BLOCKED_REASON, **base)
+            same_epoch = facts.get("epoch") == acct["pin_epoch"] & 0xFF
+            card_tries = int(facts.get("tries") or 0) if same_epoch else 0
+            if card_tries > acct["pin_tries"]:
+                # R5: the card's wrong tries, known here at once (the journal follows)
                 tx.execute(
                     "UPDATE accounts SET pin_tries = ?, version = ? WHERE id = ?",
-                    (tries, next_version(tx), aid),
+                    (card_tries, next_version(tx), aid),
                 )
                 ctx.notifier.notify()
+            # R5: the card's tries or the account's, the higher (a card restored from an old
+            # image, or a new card, does not start the count again)
+            tries = max(card_tries, int(acct["pin_tries"]))
             tracker = rules.LimitTracker(facts.get("day") or "", facts["spent_fen"])
             pin_ok = facts.get("pin") == "ok"
-            if not pin_ok and rules.card_tap_needs_password(
+            needs = rules.card_tap_needs_password(
                 tracker, account_tracker, today, amount, acct["limit_fen"]
-            ):
+            )
+            if (pin_ok or needs) and tries >= policy["pin_max_tries"]:
+                return _decline(
+                    "consumption password locked (R5): see the service desk",
+                    "pin_locked",
+                    tries_left=0,
+                    **base,
+                )
+            if not pin_ok and needs:
                 return _decline(
                     f"over the daily limit {format_fen(acct['limit_fen'])}: "
                     "consumption password required (R6)",
                     "needs_pin",
                     limit_fen=acct["limit_fen"],
+                    tries_left=policy["pin_max_tries"] - tries,
                     **base,
                 )
+        grant = False
         if qr is not None:
             used = tx.one(
                 "SELECT terminal_id, seq FROM code_uses WHERE serial = ? AND counter = ?",
                 (qr.code.serial, qr.code.counter),
             )
-            if used is not None and (used["terminal_id"], used["seq"]) != (tid, seq):
+            if used is not None:  # (this terminal's claim under this seq was released above)
                 return _decline(
                     "this code was already used: refresh the code on the phone",
                     "replayed",
                     **base,
                 )
         if qr is not None and tracker.needs_password(today, amount, acct["limit_fen"]):
-            # R6: over the limit the phone must have confirmed with the query password
-            if not qr.code.confirmed:
+            # R6: over the limit the holder must have confirmed with the query password.  The
+            # code's flag is the phone's own claim; what counts is the server's grant for this
+            # very code (POST /v1/app/codes/confirm with its serial and counter).
+            if not qr.code.confirmed or not holders.code_grant(
+                tx, aid, qr.code.serial, qr.code.counter, now
+            ):
                 return _decline(
                     f"over the daily limit {format_fen(acct['limit_fen'])}: confirm on the "
                     "phone with the query password and show the new code (R6)",
                     "needs_confirm",
                     **base,
                 )
-            pin_ok = True
+            pin_ok = grant = True
         elif facts is None and tracker.needs_password(today, amount, acct["limit_fen"]):  # R6
             tries_left = policy["pin_max_tries"] - acct["pin_tries"]
             if tries_left <= 0:
@@ -219,16 +288,15 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
             )
         tx.execute(
             "INSERT INTO holds (terminal_id, seq, account_id, amount, expires_ms, pin_ok,"
-            " created_ms) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (terminal_id, seq) DO UPDATE"
-            " SET account_id = excluded.account_id, amount = excluded.amount, "
-            "expires_ms = excluded.expires_ms, pin_ok = excluded.pin_ok, "
-            "created_ms = excluded.created_ms",
-            (tid, seq, aid, amount, now + policy["hold_ttl_s"] * 1000, int(pin_ok), now),
+            " created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (tid, seq, aid, amount, ledger.HOLD_UNTIL_SYNCED, int(pin_ok), now),
         )
-        if qr is not None:  # the server's seen-set: this code is spent on (tid, seq)
+        if qr is not None and grant:  # R6: the server's confirmation of this code is spent
+            holders.use_code_grant(tx, aid, qr.code.serial, qr.code.counter)
+        if qr is not None:  # the server's seen-set: this code is claimed by (tid, seq)
             tx.execute(
                 "INSERT INTO code_uses (serial, counter, kind, terminal_id, seq, ts_ms) "
-                "VALUES (?, ?, 'pay', ?, ?, ?) ON CONFLICT (serial, counter) DO NOTHING",
+                "VALUES (?, ?, 'pay', ?, ?, ?)",
                 (qr.code.serial, qr.code.counter, tid, seq, now),
             )
     spent_before = 0 if pin_ok else tracker.spent_on(today)

@@ -65,6 +65,12 @@ def verify(ctx: Context, proof: dict[str, Any]) -> dict[str, Any]:
         or not hmac.compare_digest(proof["tag"].upper(), want)
     ):
         raise bad
+    if row["card_status"] == "blocked":  # sync.server.cardrisk
+        raise Conflict(
+            "this card is blocked: its counters went back (a copied or restored card); "
+            "see the service desk",
+            "card_blocked",
+        )
     if row["card_status"] != "active":
         raise Conflict("this card was replaced by a newer card (R11)", "card_replaced")
     return dict(row)

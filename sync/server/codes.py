@@ -145,36 +145,37 @@ def check_payment_code(ctx: Context, text: str) -> tuple[codes.Verified, dict[st
 
 def verify_auth_code(ctx: Context, text: str) -> dict[str, Any]:
     """R18: who an authentication code belongs to and whether access is allowed.  A code is
-    admitted once (a screenshot cannot be replayed)."""
+    admitted once (a screenshot cannot be replayed).  The account's state is read in the
+    transaction that uses the code up: a loss report committed meanwhile refuses it."""
     now = ctx.now_ms()
     try:
         verified = verifier(ctx).verify(text, now, (codes.Kind.AUTH,))
     except CodeError as exc:
         return {"valid": False, "allowed": False, "code": exc.reason, "reason": exc.message}
-    acct = ctx.db.one(
-        "SELECT id, number, name, type, status, expires FROM accounts WHERE id = ?",
-        (verified.account_id,),
-    )
-    if acct is None:
-        return {
-            "valid": False,
-            "allowed": False,
-            "code": "unknown_account",
-            "reason": "the code's account does not exist",
-        }
-    who = {k: acct[k] for k in ("number", "name", "type", "status")}
-    out: dict[str, Any] = {
-        "valid": True,
-        "kind": "authentication",
-        "account": who,
-        "cert": verified.code.serial,
-        "counter": verified.code.counter,
-        "code_time_ms": verified.code.time * 1000,
-    }
-    refusal = account_refusal(ctx, dict(acct))
-    if refusal:
-        return {**out, "allowed": False, "code": "account_blocked", "reason": refusal}
     with ctx.db.tx() as tx:
+        acct = tx.one(
+            "SELECT id, number, name, type, status, expires FROM accounts WHERE id = ?",
+            (verified.account_id,),
+        )
+        if acct is None:
+            return {
+                "valid": False,
+                "allowed": False,
+                "code": "unknown_account",
+                "reason": "the code's account does not exist",
+            }
+        who = {k: acct[k] for k in ("number", "name", "type", "status")}
+        out: dict[str, Any] = {
+            "valid": True,
+            "kind": "authentication",
+            "account": who,
+            "cert": verified.code.serial,
+            "counter": verified.code.counter,
+            "code_time_ms": verified.code.time * 1000,
+        }
+        refusal = account_refusal(ctx, dict(acct))
+        if refusal:
+            return {**out, "allowed": False, "code": "account_blocked", "reason": refusal}
         used = tx.one(
             "SELECT ts_ms FROM code_uses WHERE serial = ? AND counter = ?",
             (verified.code.serial, verified.code.counter),

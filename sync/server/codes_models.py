@@ -27,7 +27,10 @@ class WalletOut(CodeKeysOut):
 
 class ConfirmOut(BaseModel):
     confirmed: bool
-    grant: str = Field(description="covers one over-limit reverse-scan payment (R6)")
+    grant: str = Field(
+        description="covers one over-limit payment (R6): the payment code named by serial and "
+        "counter, or a reverse-scan payment that presents the grant"
+    )
     expires_ms: int
 
 

@@ -44,6 +44,9 @@ POLL_S = 0.25
 DEFAULT_POLICY: dict[str, Any] = {
     "offline_max_purchase_fen": 5000,
     "offline_max_card_day_fen": 10000,
+    # what one card spends offline since its last online approval, at every terminal together
+    # (carried on the card: at most MAX_CARD_OFFLINE_FEN; docs/security.md)
+    "offline_max_card_fen": 10000,
     "offline_max_total_fen": 500000,
     "pin_max_tries": DEFAULT_PIN_MAX_TRIES,
     "reissue_fee_fen": 2000,
@@ -51,16 +54,22 @@ DEFAULT_POLICY: dict[str, Any] = {
     "auto_freeze_negative_balance": True,
     "auto_freeze_pin_lockout": False,
     "auto_freeze_query_lockout": False,
-    "hold_ttl_s": 600,
     # phone codes (docs/codes.md): validity window and clock-skew tolerance of payment and
     # authentication codes, how long a reverse-scan payment request can be paid, how long a
-    # query-password confirmation (R6) covers one over-limit reverse-scan payment, and the R12
-    # rule for a code used twice (found at sync)
+    # query-password confirmation (R6) covers one over-limit payment, and how long a
+    # reverse-scan payment waits for its terminal's record before it is refunded by itself
+    # (docs/security.md).  A hold of an online authorization has no time limit: it lasts until
+    # the terminal's journal has synced past it (sync/server/authorize.py).
     "code_valid_s": 300,
     "code_skew_s": 60,
     "reverse_valid_s": 600,
     "confirm_ttl_s": 600,
-    "auto_freeze_double_spend": True,
+    "reverse_refund_s": 86400,
+    # R7: how long a top-up order can be paid at its payment provider (sync.server.topups)
+    "topup_order_ttl_s": 900,
+    # a card whose counters went back (a copied card, or one restored from an old image) is
+    # blocked as soon as the server sees it (docs/security.md); the alarm is raised either way
+    "auto_block_card_rollback": True,
 }
 
 
@@ -261,7 +270,8 @@ class Context:
     def policy(self) -> dict[str, Any]:
         stored = self.setting("policy", {}) or {}
         merged = dict(DEFAULT_POLICY)
-        merged.update(stored)
+        # keys a release retired (hold_ttl_s, auto_freeze_double_spend) are no longer policy
+        merged.update((k, v) for k, v in stored.items() if k in DEFAULT_POLICY)
         merged["channels"] = {**DEFAULT_POLICY["channels"], **stored.get("channels", {})}
         return merged
 

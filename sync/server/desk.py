@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from sync import rules
+from sync.db import Tx
 from sync.money import check_fen, format_fen
 from sync.rules import AccountStatus
 from sync.server import ledger
@@ -51,13 +52,51 @@ def extend(ctx: Context, number: str, expires: str, actor: str) -> dict[str, Any
     return show_account(ctx, number, history=False)
 
 
+def in_flight(tx: Tx, aid: int, doing: str) -> None:
+    """Refuse (Conflict ``held``) while money of the account is in flight: held for sales
+    approved online whose records have not synced, or paid by phone for a reverse-scan sale
+    whose terminal has not yet reported it (sold, or cancelled and refunded).  That money is
+    not the holder's to take (docs/security.md)."""
+    held = tx.all(
+        "SELECT terminal_id, COUNT(*) AS n, SUM(amount) AS fen FROM holds WHERE account_id = ? "
+        "GROUP BY terminal_id ORDER BY terminal_id",
+        (aid,),
+    )
+    if held:
+        total = sum(int(h["fen"]) for h in held)
+        where = ", ".join(f"{h['terminal_id']} ({h['n']})" for h in held)
+        raise Conflict(
+            f"{format_fen(total)} is held for sales approved online that have not synced yet "
+            f"(terminals {where}): finish {doing} once they have synced, or once the operator "
+            "has revoked a terminal that will never sync",
+            "held",
+        )
+    paid = tx.all(
+        "SELECT terminal_id, amount FROM reverse_payments WHERE account_id = ? "
+        "AND journal_seq IS NULL AND refund_id IS NULL ORDER BY terminal_id",
+        (aid,),
+    )
+    if paid:
+        total = sum(int(p["amount"]) for p in paid)
+        where = ", ".join(sorted({str(p["terminal_id"]) for p in paid}))
+        raise Conflict(
+            f"{format_fen(total)} paid by phone (reverse scan) waits for the record of terminal "
+            f"{where}: finish {doing} once it has synced (or the payment was refunded by "
+            "itself)",
+            "held",
+        )
+
+
 def cancel(ctx: Context, number: str, actor: str) -> dict[str, Any]:
     """R14: on the day of the leaving procedure the account's functions are cancelled.  The
     transition balance moves into the balance, and the balance is paid out in cash at the desk
-    (a ``payout`` transfer to the cash channel).  A negative balance is settled first."""
+    (a ``payout`` transfer to the cash channel).  A negative balance is settled first.  Money
+    in flight (held for sales approved online, or paid by phone for a reverse-scan sale not yet
+    reconciled) is not the holder's: the cancellation waits for it (:func:`in_flight`)."""
     with ctx.db.tx() as tx:
         a = account_row(tx, number, cancelled="the account is already cancelled (R14)")
         aid = a["id"]
+        in_flight(tx, aid, "cancelling (R14)")
         wallet, trans = ledger.balances(tx, aid)
         if wallet + trans < 0:
             raise Conflict(
@@ -99,7 +138,6 @@ def cancel(ctx: Context, number: str, actor: str) -> dict[str, Any]:
             )
         set_status(ctx, tx, aid, AccountStatus.CANCELLED, "account cancelled (R14)", actor)
         tx.execute("UPDATE sessions SET revoked = 1 WHERE account_id = ?", (aid,))
-        tx.execute("DELETE FROM holds WHERE account_id = ?", (aid,))
     ctx.notifier.notify()
     out = show_account(ctx, number, history=False)
     out["paid_out_fen"] = paid
@@ -129,20 +167,38 @@ def refund(
             raise Invalid(str(exc), "bad_amount") from exc
     with ctx.db.tx() as tx:
         if request_id is not None:
-            done = tx.one("SELECT transfer_id FROM refunds WHERE request_id = ?", (request_id,))
+            done = tx.one(
+                "SELECT transfer_id, original, amount, reason FROM refunds WHERE request_id = ?",
+                (request_id,),
+            )
             if done is not None:
+                # a retry is harmless; the key reused for another refund (another original,
+                # reason or amount) is refused, never answered as if that one were made
+                if (done["original"], done["reason"]) != (transfer_id, reason) or (
+                    amount_fen is not None and int(done["amount"]) != amount_fen
+                ):
+                    raise Conflict(
+                        f"request_id {request_id!r} was used for another refund",
+                        "request_id_reused",
+                    )
                 return _refund_answer(ctx, tx, str(done["transfer_id"]), applied=False)
         orig = tx.one("SELECT * FROM transfers WHERE id = ?", (transfer_id,))
         if orig is None:
             raise NotFound(f"no transfer {transfer_id!r}", "no_transfer")
         if orig["kind"] not in REFUNDABLE or orig["account_id"] is None:
             raise Conflict(f"a {orig['kind']} transfer cannot be refunded", "not_refundable")
-        already = int(
-            tx.scalar(
-                "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE original = ?", (transfer_id,)
+        if tx.one(
+            "SELECT 1 FROM reverse_payments WHERE transfer_id = ? AND journal_seq IS NULL "
+            "AND refund_id IS NULL",
+            (transfer_id,),
+        ):
+            raise Conflict(
+                "this reverse-scan payment waits for its terminal's record: it is refunded by "
+                "itself when the terminal reports the request cancelled, or after "
+                "reverse_refund_s (docs/security.md)",
+                "in_flight",
             )
-        )
-        left = int(orig["amount"]) - already
+        left = int(orig["amount"]) - ledger.corrected(tx, transfer_id)
         amount = left if amount_fen is None else amount_fen
         if amount <= 0 or amount > left:
             raise Conflict(
@@ -166,12 +222,16 @@ def refund(
             if t < amount:
                 debit = ledger.wallet(aid)
         if debit in (ledger.wallet(aid), ledger.transition(aid)):
+            # money held for sales approved online is not the holder's: never take it back
+            # (held money may be served from the transition balance by a card sale, R7, but
+            # from the wallet alone by a phone payment: count it against the wallet)
             w, t = ledger.balances(tx, aid)
-            have = w if debit == ledger.wallet(aid) else t
+            held = ledger.held(tx, aid)
+            have = w - held if debit == ledger.wallet(aid) else min(t, w + t - held)
             if have < amount:
                 raise Conflict(
-                    f"the account holds {format_fen(max(have, 0))}: cannot take back "
-                    f"{format_fen(amount)}",
+                    f"the account holds {format_fen(max(have, 0))} that is not held for sales "
+                    f"in flight: cannot take back {format_fen(amount)}",
                     "insufficient",
                 )
         n = int(tx.scalar("SELECT COUNT(*) FROM refunds WHERE original = ?", (transfer_id,)))

@@ -113,10 +113,18 @@ def transfer(
         assert a is not None
         if not rules.may_spend_online(a["status"]):
             raise Conflict(f"the account is {a['status']}: no transfers (R2)", "bad_status")
-        if tx.one("SELECT 1 FROM transfers WHERE id = ?", (tid,)):
+        done = tx.one("SELECT credit, amount FROM transfers WHERE id = ?", (tid,))
+        if done is not None:
+            # a retry of the same transfer is harmless; the key reused for another room or
+            # amount is refused, never answered as if that other transfer were made
+            if (done["credit"], int(done["amount"])) != (target, amount_fen):
+                raise Conflict(
+                    f"request_id {request_id!r} was used for another electricity transfer",
+                    "request_id_reused",
+                )
             applied = False
         else:
-            spendable = ledger.spendable(tx, aid, ctx.now_ms())
+            spendable = ledger.spendable(tx, aid)
             if amount_fen > spendable:
                 raise Conflict(
                     f"insufficient balance ({format_fen(max(spendable, 0))})", "insufficient"

@@ -1,7 +1,8 @@
 """What a signed-in card holder does in the app, on WeChat or on the website, and the
-card-less kiosk operations: query password (R4), loss and unlock (R10, rate limited), top-up by
-channel (R7).  Bills and flow are in :mod:`sync.server.queries`, electricity (R15) in
-:mod:`sync.server.electricity`, found cards (R17) in :mod:`sync.server.found_cards`.
+card-less kiosk operations: query password (R4), loss and unlock (R10, rate limited).  Top-up
+orders (R7) are in :mod:`sync.server.topups`, bills and flow in :mod:`sync.server.queries`,
+electricity (R15) in :mod:`sync.server.electricity`, found cards (R17) in
+:mod:`sync.server.found_cards`.
 
 Every function here takes the account from the caller's session (or from the number + query
 password it was given): no holder operation names another account.
@@ -98,26 +99,3 @@ def session_status(ctx: Context, acct: dict[str, Any], action: str) -> dict[str,
         "loss/unlock requests for this account",
     )
     return _status(ctx, acct, action, "app")
-
-
-def app_topup(
-    ctx: Context,
-    acct: dict[str, Any],
-    amount_fen: int,
-    channel: str,
-    password: str,
-    request_id: str | None,
-) -> dict[str, Any]:
-    """R7: top-up from the app: amount and query password; the channel must be switched on;
-    Alipay lands in the transition balance.  Cash is only taken at the desk."""
-    if channel == rules.Channel.CASH:
-        raise Invalid("cash is topped up at the service desk (R7)", "bad_channel")
-    holders.verify_query_password(ctx, acct, password)
-    rid = f"app{acct['id']}-{request_id}" if request_id else None
-    out = accounts.topup(ctx, acct["number"], amount_fen, channel, rid, actor="app")
-    return {
-        "transfer_id": out["transfer_id"],
-        "applied": out["applied"],
-        "balance_fen": out["balance_fen"],
-        "transition_fen": out["transition_fen"],
-    }

@@ -309,19 +309,37 @@ def _grant_hash(grant: str) -> str:
 
 
 def confirm(
-    ctx: Context, holder: dict[str, Any], password: str, client: str | None = None
+    ctx: Context,
+    holder: dict[str, Any],
+    password: str,
+    serial: int | None = None,
+    counter: int | None = None,
+    client: str | None = None,
 ) -> dict[str, Any]:
-    """R6/R4: check the query password; returns a grant for one over-limit payment."""
+    """R6/R4: check the query password (counted against the lockout, and per ``client``);
+    returns a grant for one over-limit payment.
+
+    With ``serial`` and ``counter`` the grant is bound to that payment code of the phone: the
+    code's own "confirmed" flag is only the phone's claim, and online authorization of the
+    code over the limit spends this grant (:func:`use_code_grant`).  The grant itself covers a
+    reverse-scan payment that presents it (:func:`use_grant`)."""
     verify_query_password(ctx, holder, password, client)
     grant = secrets.token_urlsafe(24)
-    expires = ctx.now_ms() + int(ctx.policy()["confirm_ttl_s"]) * 1000
+    now = ctx.now_ms()
+    expires = now + int(ctx.policy()["confirm_ttl_s"]) * 1000
     with ctx.db.tx() as tx:
-        tx.execute("DELETE FROM confirmations WHERE expires_ms < ?", (ctx.now_ms(),))
+        # kept a while after they lapse: an offline sale of a confirmed code syncs later
+        tx.execute("DELETE FROM confirmations WHERE expires_ms < ?", (now - GRANT_KEEP_MS,))
         tx.execute(
-            "INSERT INTO confirmations (grant_hash, account_id, expires_ms) VALUES (?, ?, ?)",
-            (_grant_hash(grant), holder["id"], expires),
+            "INSERT INTO confirmations (grant_hash, account_id, expires_ms, serial, counter) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (_grant_hash(grant), holder["id"], expires, serial, counter),
         )
     return {"confirmed": True, "grant": grant, "expires_ms": expires}
+
+
+#: how long a lapsed confirmation is kept (an offline sale of its code may sync later)
+GRANT_KEEP_MS = 30 * 24 * 3600 * 1000
 
 
 def use_grant(ctx: Context, tx: Any, account_id: int, grant: str) -> bool:
@@ -330,5 +348,39 @@ def use_grant(ctx: Context, tx: Any, account_id: int, grant: str) -> bool:
         "UPDATE confirmations SET used = 1 WHERE grant_hash = ? AND account_id = ? "
         "AND used = 0 AND expires_ms >= ?",
         (_grant_hash(grant), account_id, ctx.now_ms()),
+    )
+    return bool(n)
+
+
+def code_grant(tx: Any, account_id: int, serial: int, counter: int, now_ms: int | None) -> bool:
+    """Whether the server confirmed this payment code (R6): an unspent grant of the account
+    bound to (serial, counter), still valid at ``now_ms`` (None: however old; a code decided
+    offline was checked for time by the terminal)."""
+    row = tx.one(
+        "SELECT expires_ms FROM confirmations WHERE account_id = ? AND serial = ? "
+        "AND counter = ? AND used = 0",
+        (account_id, serial, counter),
+    )
+    return row is not None and (now_ms is None or int(row["expires_ms"]) >= now_ms)
+
+
+def code_confirmed(tx: Any, account_id: int, serial: int, counter: int) -> bool:
+    """Whether the holder confirmed this payment code with the query password (R6), spent or
+    not (a grant bound to a code covers that code, and a code pays once); marks it spent."""
+    if not tx.one(
+        "SELECT 1 FROM confirmations WHERE account_id = ? AND serial = ? AND counter = ?",
+        (account_id, serial, counter),
+    ):
+        return False
+    use_code_grant(tx, account_id, serial, counter)
+    return True
+
+
+def use_code_grant(tx: Any, account_id: int, serial: int, counter: int) -> bool:
+    """Spend the grant bound to this payment code (in the caller's transaction)."""
+    n = tx.execute(
+        "UPDATE confirmations SET used = 1 WHERE account_id = ? AND serial = ? AND counter = ? "
+        "AND used = 0",
+        (account_id, serial, counter),
     )
     return bool(n)

@@ -9,32 +9,47 @@ For each batch:
    ``head + 1`` is checked link by link (``prev`` = SHA-256 of the previous body);
 4. the signature of the newest record of the run is verified: it authenticates every record
    behind it (a bad one makes us walk back to the newest record whose signature holds);
-5. the run is applied exactly once, in one transaction (records, transfers, holds released,
-   R6 tracking, R5 wrong tries, R12 flags; phone-code sales through
-   :mod:`sync.server.codeuse`: a code used twice is reversed, a reverse-scan record is linked
-   to the phone's payment and charges nothing), and the head moves;
+5. the run is applied exactly once, in one transaction (records, transfers, the holds and
+   provisional code claims of those sequence numbers released, R6 tracking, R5 wrong tries,
+   R12 flags, the card counters each record left (:mod:`sync.server.cardrisk`: a card that
+   went back is an alarm); phone-code sales through :mod:`sync.server.codeuse`: a code used twice is
+   reversed; reverse-scan records through :mod:`sync.server.reconcile`: a sale is linked to
+   the phone's payment and charges nothing, a ``void`` refunds it), and the head moves;
 6. records after a gap are held in ``pending_records`` until the gap is filled.
 
 The answer acks the highest contiguous sequence number.  Nothing that fails a check is ever
 applied; every failure is an alarm.
+
+A record whose place in the chain can be read (``v``, ``term``, ``seq``, ``prev``: the
+*envelope*) but whose content is not valid — an amount, id or counter outside the bounds of
+:mod:`sync.bounds`, an unknown kind — is **refused**: it takes its place in the chain like any
+record (its body is stored, its hash is the next record's ``prev``, the newest signature
+authenticates it), moves no money, and raises a ``record_refused`` alarm.  So one absurd
+record cannot block a terminal's later records, and the chain stays verifiable end to end.  A
+body whose envelope cannot be read cannot be placed: the whole batch is refused (422), as
+before (docs/protocol.md).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from sync import protocol, rules
+from sync.bounds import PosId
 from sync.clock import CampusDays
 from sync.crypto import VerifyKey
 from sync.db import Tx, placeholders
 from sync.errors import ProtocolError
 from sync.records import Alarm, JournalRecord, PushAck
 from sync.rules import AccountStatus
-from sync.server import codeuse, ledger, roles
+from sync.server import authorize, cardrisk, codeuse, holders, ledger, reconcile, roles
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version
 from sync.server.errors import Forbidden, Invalid
@@ -50,8 +65,44 @@ class Incoming:
     seq: int
     body: bytes
     sig: str
-    rec: JournalRecord
+    #: None: a refused record (``refused`` says why): chained, stored, never applied
+    rec: JournalRecord | None
     hash: str = ""
+    refused: str = ""
+
+
+class _Envelope(msgspec.Struct, frozen=True):
+    """What places a record in its terminal's chain (the other fields are ignored here)."""
+
+    v: Literal[1]
+    term: str
+    seq: PosId
+    prev: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+
+
+def _read(body_text: str) -> tuple[int, str, JournalRecord | None, str]:
+    """``(seq, term, record, why refused)`` of a body; ``record`` is None when the content is
+    not valid but the envelope is (a refused record).  ProtocolError: the body cannot be
+    placed in a chain (not JSON, not canonical, no valid envelope)."""
+    body = body_text.encode()
+    try:
+        rec = JournalRecord.parse(body_text)  # str: the faster input
+        if rec.body() != body:
+            raise ProtocolError("body is not in canonical form")
+        return rec.seq, rec.term, rec, ""
+    except ProtocolError as exc:
+        why = str(exc)
+    try:
+        env = _ENVELOPE.decode(body)
+        canonical = protocol.canonical(json.loads(body))
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError):
+        raise ProtocolError(why) from None
+    if canonical != body:
+        raise ProtocolError("body is not in canonical form")
+    return env.seq, env.term, None, why
 
 
 def _decode(terminal_id: str, role: str, wire: Sequence[Mapping[str, Any]]) -> list[Incoming]:
@@ -63,22 +114,18 @@ def _decode(terminal_id: str, role: str, wire: Sequence[Mapping[str, Any]]) -> l
         if not isinstance(body_text, str) or not isinstance(sig, str):
             raise Invalid(f"record {i}: body and sig must be strings", "bad_record")
         try:
-            body = body_text.encode()
-            rec = JournalRecord.parse(body_text)  # str: the faster input
-            canonical = rec.body()
+            seq, term, rec, why = _read(body_text)
         except (ProtocolError, UnicodeEncodeError) as exc:
             raise Invalid(f"record {i}: {exc}", "bad_record") from exc
-        if canonical != body:
-            raise Invalid(f"record {i}: body is not in canonical form", "bad_record")
-        if rec.term != terminal_id:
-            raise Invalid(f"record {i} belongs to terminal {rec.term}", "foreign_record")
-        if not roles.may_write(role, rec.kind, rec.method):
+        if term != terminal_id:
+            raise Invalid(f"record {i} belongs to terminal {term}", "foreign_record")
+        if rec is not None and not roles.may_write(role, rec.kind, rec.method):
             raise Forbidden(
                 f"record {i}: a {role} terminal does not write {rec.kind} records by "
                 f"{rec.method} (docs/security.md)",
                 "record_not_allowed",
             )
-        out.append(Incoming(rec.seq, body, sig, rec))
+        out.append(Incoming(seq, body_text.encode(), sig, rec, refused=why))
     return out
 
 
@@ -182,8 +229,8 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
             "SELECT seq, body, sig FROM pending_records WHERE terminal_id = ? ORDER BY seq", (tid,)
         )
         for r in held_before:
-            body = r["body"].encode()
-            fresh[r["seq"]] = Incoming(r["seq"], body, r["sig"], JournalRecord.parse(body))
+            _seq, _term, rec, why = _read(r["body"])  # read when it came: readable now
+            fresh[r["seq"]] = Incoming(r["seq"], r["body"].encode(), r["sig"], rec, refused=why)
         for i in items:
             if i.seq <= head:
                 continue
@@ -197,7 +244,7 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
         prev, seq = head_hash, head + 1
         while seq in fresh:
             item = fresh[seq]
-            if item.rec.prev != prev:
+            if _prev_of(item) != prev:
                 _alarm(
                     tx,
                     ctx,
@@ -249,40 +296,91 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
     return res
 
 
+def _prev_of(item: Incoming) -> str:
+    if item.rec is not None:
+        return item.rec.prev
+    return str(_ENVELOPE.decode(item.body).prev)
+
+
 def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) -> None:
     now = ctx.now_ms()
     policy = ctx.policy()
-    acct_ids = sorted({i.rec.acct for i in run})
-    accounts = {
-        r["id"]: dict(r)
-        for r in tx.all(
-            "SELECT id, status, spent_day, spent_fen, pin_tries, pin_epoch, flags FROM accounts "
-            f"WHERE id IN ({placeholders(len(acct_ids))})",
-            acct_ids,
-        )
-    }
-    ledger_ids = [ledger.transition(a) for a in accounts] + [ledger.wallet(a) for a in accounts]
+    # the records at these sequence numbers are what counts now: whatever online authorization
+    # gave the numbers (holds, provisional claims on phone codes) goes, sale or not
+    authorize.release(tx, tid, run[0].seq, run[-1].seq)
+    accounts: dict[int, dict[str, Any]] = {}
     bal: dict[str, int] = {}
-    if ledger_ids:  # none when no record names a known account
-        bal = {
-            r["id"]: int(r["balance"])
-            for r in tx.all(
-                "SELECT id, balance FROM ledger_accounts "
-                f"WHERE id IN ({placeholders(len(ledger_ids))})",
-                ledger_ids,
-            )
-        }
+    _load(tx, sorted({i.rec.acct for i in run if i.rec is not None}), accounts, bal)
     transfers: list[ledger.Transfer] = []
     merchant = ledger.merchant(tid)
     day_of = CampusDays(ctx.config.tz)
     touched: set[int] = set()
+    refused = 0
+
+    def flag(acct: dict[str, Any], name: str) -> bool:
+        """Add flag ``name``; True when it is new."""
+        if name in acct["flags"].split(","):
+            return False
+        acct["flags"] = ",".join(f for f in [*acct["flags"].split(","), name] if f)
+        return True
+
+    def charged(acct: dict[str, Any], seq: int, freeze: bool) -> None:
+        """After a charge: R12, a balance gone negative is flagged (and, by policy, frozen)."""
+        aid = acct["id"]
+        if bal[ledger.wallet(aid)] < 0 and flag(acct, "overdrawn"):
+            event(
+                tx,
+                ctx,
+                aid,
+                "flag",
+                f"balance negative after offline sale {tid}:{seq} (R12)",
+                "system",
+            )
+            # not when a code of the account was found double-spent: the overdraft may be the
+            # replay's doing, not the holder's (R12, docs/security.md)
+            if (
+                freeze
+                and policy["auto_freeze_negative_balance"]
+                and acct["status"] == AccountStatus.NORMAL
+                and "double_spend" not in acct["flags"].split(",")
+            ):
+                acct["status"] = AccountStatus.FROZEN.value
+                acct["frozen_now"] = True
+
     for item in run:
         rec = item.rec
+        if rec is None:  # outside the bounds or not valid: in the chain, never applied
+            refused += 1
+            _alarm(
+                tx,
+                ctx,
+                res,
+                tid,
+                "record_refused",
+                f"record {item.seq} refused, nothing of it applied: {item.refused[:300]}",
+            )
+            continue
+        if rec.kind == "void":  # a reverse-scan request closed without a sale
+            problem = reconcile.void(ctx, tx, tid, item.seq, rec)
+            if problem:
+                _alarm(tx, ctx, res, tid, "reverse_void", f"record {item.seq}: {problem}")
+            continue
         if rec.kind == "sale" and rec.method == "qr-reverse":
             # the phone's online payment moved the money already: link, never charge twice
-            problem = codeuse.reverse_problem(tx, tid, item.seq, rec)
+            problem, late = reconcile.link(tx, tid, item.seq, rec)
             if problem:
-                _alarm(tx, ctx, res, tid, "reverse_unpaid", f"record {item.seq}: {problem}")
+                kind = "reverse_late" if late else "reverse_unpaid"
+                _alarm(tx, ctx, res, tid, kind, f"record {item.seq}: {problem}")
+            if late is not None:
+                _load(tx, [late.account_id], accounts, bal)
+                acct = accounts.get(late.account_id)
+                if acct is not None:
+                    transfers.append(late.transfer)
+                    bal[late.transfer.debit] = (
+                        bal.get(late.transfer.debit, 0) - late.transfer.amount
+                    )
+                    charged(acct, item.seq, freeze=False)  # the refund was ours, not an overspend
+                    touched.add(late.account_id)
             continue
         acct = accounts.get(rec.acct)
         if acct is None:
@@ -329,7 +427,7 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
             bal[w] = bal.get(w, 0) - rec.amt
             problem = None
             if rec.method == "qr-forward":
-                problem = codeuse.forward_problem(tx, tid, item.seq, rec, now)
+                problem = codeuse.forward_problem(tx, tid, item.seq, rec, now, run[-1].seq)
             if problem:  # a code used twice (or not genuine): a new correcting transfer
                 transfers.append(
                     ledger.Transfer(
@@ -344,43 +442,26 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
                     )
                 )
                 bal[w] += rec.amt
-                flag = problem.split(":", 1)[0]
-                _alarm(tx, ctx, res, tid, flag, f"record {item.seq}: {problem}")
+                kind = problem.split(":", 1)[0]
+                _alarm(tx, ctx, res, tid, kind, f"record {item.seq}: {problem}")
                 event(tx, ctx, aid, "reversal", f"{problem}; charge reversed", "system")
-                if flag == "double_spend":  # R12: the holder's code was used twice
-                    if flag not in acct["flags"].split(","):
-                        acct["flags"] = ",".join(f for f in [*acct["flags"].split(","), flag] if f)
-                    if (
-                        policy["auto_freeze_double_spend"]
-                        and acct["status"] == AccountStatus.NORMAL
-                    ):
-                        acct["status"] = AccountStatus.FROZEN.value
-                        acct["frozen_now"] = True
+                if kind == "double_spend":
+                    # R12: flagged for the desk, never frozen for it: a screenshot of the code
+                    # replayed at an offline till looks just the same (docs/security.md)
+                    flag(acct, kind)
                 touched.add(aid)
                 continue
+            pin_ok = rec.pin == "ok"
+            if pin_ok and rec.method == "qr-forward" and rec.off:
+                pin_ok = _offline_confirmation(ctx, tx, res, tid, item.seq, rec)
             # R6 tracking at account level: records of a past day do not move today's amount
             if day >= acct["spent_day"]:
                 tracker = rules.LimitTracker(acct["spent_day"], acct["spent_fen"])
-                after = tracker.after_purchase(day, rec.amt, rec.pin == "ok")
+                after = tracker.after_purchase(day, rec.amt, pin_ok)
                 acct["spent_day"], acct["spent_fen"] = after.day, after.spent_fen
             if rec.pin == "ok" and rec.method == "card":  # R5 tries are the card's
                 acct["pin_tries"] = 0
-            if bal[w] < 0 and "overdrawn" not in acct["flags"].split(","):
-                acct["flags"] = ",".join(f for f in [*acct["flags"].split(","), "overdrawn"] if f)
-                event(
-                    tx,
-                    ctx,
-                    aid,
-                    "flag",
-                    f"balance negative after offline sale {tid}:{item.seq} (R12)",
-                    "system",
-                )
-                if (
-                    policy["auto_freeze_negative_balance"]
-                    and acct["status"] == AccountStatus.NORMAL
-                ):
-                    acct["status"] = AccountStatus.FROZEN.value
-                    acct["frozen_now"] = True
+            charged(acct, item.seq, freeze=True)
         elif rec.kind == "pin_fail" and (rec.off or rec.x_has("card")):
             # R5: wrong passwords keyed offline count toward the lockout once they sync (online
             # passwords checked by the server itself were counted when it checked them).  A
@@ -401,14 +482,18 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
                 acct["frozen_now"] = True
         touched.add(aid)
     ledger.apply_many(tx, transfers)
+    # the card counters the records left: a card that went back is an alarm (and blocked)
+    cardrisk.note_records(
+        ctx,
+        tx,
+        tid,
+        [(i.seq, i.rec) for i in run if i.rec is not None],
+        lambda kind, detail: _alarm(tx, ctx, res, tid, kind, detail),
+    )
     tx.insert_rows(
         "records",
         ("terminal_id", "seq", "hash", "body", "sig", "received_ms"),
         [(tid, i.seq, i.hash, i.body.decode(), i.sig, now) for i in run],
-    )
-    tx.execute(
-        "DELETE FROM holds WHERE terminal_id = ? AND seq BETWEEN ? AND ?",
-        (tid, run[0].seq, run[-1].seq),
     )
     if touched:
         version = next_version(tx)
@@ -438,4 +523,52 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
                 for a in touched
             ],
         )
-    res.applied = len(run)
+    res.applied = len(run) - refused
+    res.refused = refused
+
+
+def _load(
+    tx: Tx, acct_ids: list[int], accounts: dict[int, dict[str, Any]], bal: dict[str, int]
+) -> None:
+    """Read the accounts ``acct_ids`` (those not read yet) and their balances."""
+    ids = [a for a in acct_ids if a not in accounts]
+    if not ids:
+        return
+    for r in tx.all(
+        "SELECT id, status, spent_day, spent_fen, pin_tries, pin_epoch, flags FROM accounts "
+        f"WHERE id IN ({placeholders(len(ids))})",
+        ids,
+    ):
+        accounts[r["id"]] = dict(r)
+    found = [a for a in ids if a in accounts]
+    ledger_ids = [ledger.transition(a) for a in found] + [ledger.wallet(a) for a in found]
+    if ledger_ids:  # none when no record names a known account
+        for r in tx.all(
+            "SELECT id, balance FROM ledger_accounts "
+            f"WHERE id IN ({placeholders(len(ledger_ids))})",
+            ledger_ids,
+        ):
+            bal[r["id"]] = int(r["balance"])
+
+
+def _offline_confirmation(
+    ctx: Context, tx: Tx, res: PushAck, tid: str, seq: int, rec: JournalRecord
+) -> bool:
+    """R6: an offline terminal took the phone's word (the code's "confirmed" flag) that the
+    holder confirmed with the query password.  The server's grant for that code is what counts:
+    spent here when it exists; without it the sale stands (the terminal approved it) but does
+    not reset the tracked amount, and the desk hears of a phone that claims what it was not
+    given."""
+    ids = codeuse.code_ids(rec.cred)
+    if ids is not None and holders.code_confirmed(tx, rec.acct, *ids):
+        return True
+    _alarm(
+        tx,
+        ctx,
+        res,
+        tid,
+        "unconfirmed_code",
+        f"record {seq}: the code claims a confirmation with the query password (R6) that the "
+        "server never gave",
+    )
+    return False

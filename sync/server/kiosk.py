@@ -135,10 +135,14 @@ def change_consume_password(
     verifier = hash_password(new, log2_n=ctx.config.password_log2_n)
     with ctx.db.tx() as tx:
         still_current(tx)
+        # the wrong tries start again in a new epoch, as the desk's reset does (R5): a count
+        # written after it is never one the card showed before (sync.server.cardrisk)
         tx.execute(
-            "UPDATE accounts SET consume_pw = ?, pin_tries = 0, version = ? WHERE id = ?",
+            "UPDATE accounts SET consume_pw = ?, pin_tries = 0, pin_epoch = pin_epoch + 1, "
+            "version = ? WHERE id = ?",
             (verifier, next_version(tx), row["id"]),
         )
+        epoch = int(tx.scalar("SELECT pin_epoch FROM accounts WHERE id = ?", (row["id"],)))
         # the card's own verifier (docs/card-format.md) lives in its signed identity
         identity = set_card_password(ctx, tx, row["id"], new)
         event(
@@ -153,7 +157,12 @@ def change_consume_password(
     return {
         "card_no": row["card_no"],
         "changed": "consume_password",
-        "write": {"pin_verifier": verifier, "pin_tries": 0, "identity": identity},
+        "write": {
+            "pin_verifier": verifier,
+            "pin_tries": 0,
+            "pin_epoch": epoch & 0xFF,
+            "identity": identity,
+        },
     }
 
 

@@ -50,15 +50,50 @@ def ensure(tx: Tx, ledger_id: str, kind: str, owner: int | None = None) -> None:
     )
 
 
-def spendable(tx: Tx, account_id: int, now_ms: int) -> int:
-    """What an online payment may take from the account: its wallet balance less the amounts
-    held for sales authorized and not yet journaled (holds that have not expired)."""
-    wallet_fen, _transition = balances(tx, account_id)
-    held = tx.scalar(
-        "SELECT COALESCE(SUM(amount), 0) FROM holds WHERE account_id = ? AND expires_ms > ?",
-        (account_id, now_ms),
+#: ``holds.expires_ms`` of every hold written since holds stopped expiring by the clock: a hold
+#: lasts until the terminal's journal has synced past its sequence number (or the terminal
+#: reuses that number, or is revoked): sync/server/authorize.py.
+HOLD_UNTIL_SYNCED = 2**62
+
+
+def held(tx: Tx | Database, account_id: int) -> int:
+    """The amount held on an account for sales approved online whose records have not synced
+    yet: money that is no longer the holder's to spend, pay out or take back."""
+    return int(
+        tx.scalar("SELECT COALESCE(SUM(amount), 0) FROM holds WHERE account_id = ?", (account_id,))
     )
-    return wallet_fen - int(held)
+
+
+def spendable(tx: Tx, account_id: int) -> int:
+    """What an online payment may take from the account: its wallet balance less the amounts
+    held for sales approved and not yet synced."""
+    wallet_fen, _transition = balances(tx, account_id)
+    return wallet_fen - held(tx, account_id)
+
+
+def reversal_of(original: str) -> str | None:
+    """The id of the reversal ingest writes for a journaled sale (``sale:<term>:<seq>`` ->
+    ``reversal:<term>:<seq>``), or None for a transfer that is never reversed at sync."""
+    return "reversal:" + original[5:] if original.startswith("sale:") else None
+
+
+def corrected(tx: Tx, original: str) -> int:
+    """How much of transfer ``original`` has been given back already: its refunds (the desk's
+    and the automatic ones) and, for a journaled sale, the reversal ingest wrote when its phone
+    code turned out double-spent or forged.  What is left to give back is the original amount
+    less this: nothing is ever given back twice."""
+    refunded = int(
+        tx.scalar("SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE original = ?", (original,))
+    )
+    rev = reversal_of(original)
+    if rev is not None:
+        refunded += int(
+            tx.scalar(
+                "SELECT COALESCE(SUM(amount), 0) FROM transfers WHERE id = ? AND kind = 'reversal'",
+                (rev,),
+            )
+        )
+    return refunded
 
 
 class Transfer(NamedTuple):

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator, with_config
+from pydantic import ConfigDict, Field, StrictBool, model_validator, with_config
 from typing_extensions import TypedDict  # pydantic wants this one before Python 3.12
 
-from sync.money import MAX_AMOUNT_FEN
-from sync.server.api_models import IdCard, Number, Password6
+from sync.bounds import CardByte, CardCount, CardWord, Fen, PosId
+from sync.server.api_models import IdCard, Number, Password6, Strict
 
-#: Integers are strict: ``true``, ``"100"`` and ``100.0`` are not amounts.
-Fen = Field(gt=0, le=MAX_AMOUNT_FEN, strict=True, description="an amount in fen (分), positive")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+#: Every model here is :class:`Strict` (``true``, ``"100"`` and ``100.0`` are not integers) and
+#: every integer has the bounds of sync/bounds.py.
 
 
 class AccountIn(Strict):
@@ -23,13 +19,15 @@ class AccountIn(Strict):
     name: str = Field(min_length=1, max_length=64)
     type: Literal["temporary", "student", "staff", "consumer"]
     id_card: IdCard
-    limit_fen: int | None = Field(default=None, gt=0, le=MAX_AMOUNT_FEN, strict=True)
+    limit_fen: Fen | None = None
     expires: str | None = Field(default=None, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 
 class RosterIn(Strict):
     csv: str = Field(
-        max_length=10_000_000, description="CSV text: number,name,type,id_card[,limit][,expires]"
+        max_length=1_000_000,
+        description="CSV text: number,name,type,id_card[,limit][,expires] (the request body is "
+        "at most 1 MiB: `ykt admin roster import` sends a larger file in parts)",
     )
 
 
@@ -46,8 +44,11 @@ class CardIn(Strict):
 
 
 class TopupIn(Strict):
-    amount_fen: int = Fen
-    channel: Literal["app", "wechat", "alipay", "bank", "cash"]
+    """R7 at the desk: cash only (the other channels are orders paid at a payment provider,
+    sync.server.topups)."""
+
+    amount_fen: Fen
+    channel: Literal["cash"] = "cash"
     request_id: str | None = Field(
         default=None,
         min_length=8,
@@ -91,6 +92,28 @@ class LoginIn(Strict):
 
 class ConfirmIn(Strict):
     password: Password6 = Field(description="query password (R4)")
+    serial: int | None = Field(
+        default=None,
+        ge=1,
+        lt=2**32,
+        strict=True,
+        description="the phone's certificate serial of the payment code this confirmation is "
+        "for (with counter): online authorization of that code over the daily limit (R6) "
+        "spends it",
+    )
+    counter: int | None = Field(
+        default=None,
+        ge=0,
+        lt=2**32,
+        strict=True,
+        description="the counter of that payment code",
+    )
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> ConfirmIn:
+        if (self.serial is None) != (self.counter is None):
+            raise ValueError("serial and counter come together")
+        return self
 
 
 class CodeTextIn(Strict):
@@ -124,22 +147,20 @@ class EnrollIn(Strict):
 class CardFactsIn(Strict):
     """What the POS read from the card (R6 counters, R11 generation) and decided with it."""
 
-    generation: int = Field(ge=0, le=65535)
+    generation: CardWord
     day: str | None = Field(default=None, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-    spent_fen: int = Field(ge=0, le=2**24)
-    taps: int = Field(ge=0, le=2**24)
-    tries: int = Field(default=0, ge=0, le=255, description="wrong consumption passwords (R5)")
-    epoch: int | None = Field(
-        default=None, ge=0, le=255, description="the desk reset the tries count from"
-    )
+    spent_fen: CardCount
+    taps: CardCount
+    tries: CardByte = Field(default=0, description="wrong consumption passwords (R5)")
+    epoch: CardByte | None = Field(default=None, description="the desk reset the tries count from")
     pin: Literal["none", "ok"] = "none"
 
 
 class AuthorizeIn(Strict):
-    seq: int = Field(ge=1, le=2**62, strict=True)
+    seq: PosId
     card_no: str | None = Field(default=None, min_length=1, max_length=32)
     uid: str | None = Field(default=None, max_length=32)
-    amount_fen: int = Fen
+    amount_fen: Fen
     method: Literal["card", "qr-forward"] = "card"
     pin: str | None = Field(default=None, pattern=r"^[0-9]{6}$")
     card: CardFactsIn | None = Field(
@@ -158,7 +179,7 @@ class AuthorizeIn(Strict):
         return self
 
 
-@with_config(ConfigDict(extra="forbid"))
+@with_config(ConfigDict(extra="forbid", strict=True))
 class WireRecord(TypedDict):
     """One journal record on the wire.  A TypedDict, not a model: a batch holds up to 2000 and
     ingest wants plain dicts (no model instances to build and dump on the hot path)."""

@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sync.card import layout
 from sync.server.context import DEFAULT_POLICY, Context, next_version
 from sync.server.errors import Invalid
 
 #: The largest value of an integer policy key (fen or seconds); it keeps every computation
 #: with it (e.g. a hold's expiry in ms) inside a 64-bit database integer.
 MAX_VALUE = 10**12
+#: Keys with narrower bounds: what a card's counter record can hold (docs/card-format.md), so a
+#: limit the card cannot count to is never set.
+BOUNDS = {
+    "pin_max_tries": (1, layout.MAX_CARD_TRIES),
+    "offline_max_card_fen": (0, layout.MAX_CARD_OFFLINE_FEN),
+}
 
 
 def set_policy(ctx: Context, values: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +56,9 @@ def _checked(values: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(default, bool):
             if not isinstance(val, bool):
                 raise Invalid(f"{key} must be true or false", "bad_policy")
-        elif isinstance(val, bool) or not isinstance(val, int) or not 0 <= val <= MAX_VALUE:
-            raise Invalid(f"{key} must be an integer from 0 to {MAX_VALUE}", "bad_policy")
+        else:
+            low, high = BOUNDS.get(key, (0, MAX_VALUE))
+            if isinstance(val, bool) or not isinstance(val, int) or not low <= val <= high:
+                raise Invalid(f"{key} must be an integer from {low} to {high}", "bad_policy")
         out[key] = val
     return out

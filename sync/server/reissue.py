@@ -128,7 +128,7 @@ def quote(ctx: Context, acct: dict[str, Any]) -> dict[str, Any]:
     fee = int(ctx.policy()["reissue_fee_fen"])
     with ctx.db.read() as tx:
         wallet, _trans = ledger.balances(tx, acct["id"])
-        spendable = ledger.spendable(tx, acct["id"], ctx.now_ms())
+        spendable = ledger.spendable(tx, acct["id"])
     if spendable < fee:
         raise Conflict(
             f"the reissue fee {format_fen(fee)} is more than the balance "
@@ -166,6 +166,12 @@ def reissue(
         if order is not None:
             if order["account_id"] != account_id:
                 raise Conflict("this order id belongs to another reissue", "order_conflict")
+            if not charge_fee and order["fee_fen"] > 0:  # not a retry of this order
+                raise Conflict(
+                    f"order {order_id} was a reissue with the fee (R11): a reissue without "
+                    "it needs its own order id",
+                    "request_id_reused",
+                )
             card = tx.one("SELECT uid, status FROM cards WHERE card_no = ?", (order["card_no"],))
             assert card is not None
             if uid is not None and new_uid != card["uid"]:
@@ -190,7 +196,7 @@ def reissue(
         if at_kiosk and status in (AccountStatus.FROZEN, AccountStatus.EXPIRED):
             raise Conflict(f"the account is {status.value}: see the service desk", "bad_status")
         if fee:
-            spendable = ledger.spendable(tx, account_id, ctx.now_ms())
+            spendable = ledger.spendable(tx, account_id)
             if spendable < fee:
                 raise Conflict(
                     f"the reissue fee {format_fen(fee)} is more than the balance "

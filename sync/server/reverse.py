@@ -5,7 +5,9 @@ The money moves here, once: transfer ``rsale:<terminal>:<order>`` from the holde
 the terminal's merchant account, under the unique (terminal, order) of the request.  Paying the
 same request again returns the same proof and charges nothing.  When the terminal's journal
 record of that sale (method ``qr-reverse``) syncs later, ingest links it to this payment and
-moves no money (:func:`sync.server.codeuse.reverse_problem`).
+moves no money; when the terminal closed the request without a sale, or no record comes in
+time, the payment is refunded (:mod:`sync.server.reconcile`).  A request the terminal has
+closed already cannot be paid.
 """
 
 from __future__ import annotations
@@ -97,6 +99,12 @@ def pay(
         verify_query_password(ctx, holder, password, client)
     now, today = ctx.now_ms(), ctx.today()
     with ctx.db.tx() as tx:
+        if tx.one(
+            "SELECT 1 FROM reverse_voids WHERE terminal_id = ? AND order_no = ?", (tid, req.order)
+        ):
+            raise Conflict(
+                "the cashier cancelled this payment request: ask for a new one", "request_closed"
+            )
         paid = tx.one(
             "SELECT id, account_id, request, amount FROM reverse_payments "
             "WHERE terminal_id = ? AND order_no = ?",
@@ -118,9 +126,9 @@ def pay(
         if refusal:
             raise Conflict(refusal, "account_blocked")
         held = tx.all(
-            "SELECT amount, pin_ok FROM holds WHERE account_id = ? AND expires_ms > ? "
+            "SELECT amount, pin_ok FROM holds WHERE account_id = ? "
             "ORDER BY created_ms, terminal_id, seq",
-            (aid, now),
+            (aid,),
         )
         holds = sum(int(h["amount"]) for h in held)
         # R6 as online authorization counts it: today's tracked amount, then the holds in order

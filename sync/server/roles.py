@@ -52,6 +52,7 @@ RECORDS: dict[str, frozenset[tuple[str, str]]] = {
             ("sale", "qr-forward"),
             ("sale", "qr-reverse"),
             ("pin_fail", "card"),
+            ("void", "qr-reverse"),  # a reverse-scan request closed without a sale (R14)
         }
     ),
     KIOSK: frozenset(),  # kiosks act online; they move no money by journal

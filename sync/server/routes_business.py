@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
+from sync.bounds import MAX_ID
 from sync.server import (
     desk,
     electricity,
@@ -20,8 +21,6 @@ from sync.server import (
 )
 from sync.server.api_auth import ApiAuth, client_of
 from sync.server.api_models import (
-    AppTopupIn,
-    AppTopupOut,
     AuditOut,
     BuildingIn,
     BuildingOut,
@@ -145,14 +144,6 @@ def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
     def app_unlock(who: Holder) -> dict[str, Any]:
         """R10: undo a loss report (a frozen account is unfrozen only at the desk, R12)."""
         return holder_ops.session_status(ctx, who, "unlock")
-
-    @r.post("/v1/app/topups", tags=["app"], response_model=AppTopupOut)
-    def app_topup(body: AppTopupIn, who: Holder) -> dict[str, Any]:
-        """R7: top up by channel (switched on or off by the operator); Alipay lands in the
-        transition balance and moves in at the next card transaction on a POS."""
-        return holder_ops.app_topup(
-            ctx, who, body.amount_fen, body.channel, body.password, body.request_id
-        )
 
     @r.get("/v1/app/electricity/buildings", tags=["app"], response_model=BuildingsOut)
     def app_buildings(who: Holder) -> dict[str, Any]:
@@ -336,7 +327,7 @@ def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
 
     @r.post("/v1/admin/found-cards/{found_id}/close", tags=["desk"], response_model=FoundClosedOut)
     def desk_found_close(
-        found_id: Annotated[int, Path(ge=1, le=2**62)], actor: FoundCards
+        found_id: Annotated[int, Path(ge=1, le=MAX_ID)], actor: FoundCards
     ) -> dict[str, Any]:
         """R17: the card went back to its owner (or was destroyed)."""
         return found_cards.close(ctx, found_id, actor.name)
@@ -384,7 +375,7 @@ def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
     def audit_log(
         actor: Auditor,
         limit: Limit = 100,
-        before_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+        before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
         who: Annotated[str | None, Query(max_length=32)] = None,
     ) -> dict[str, Any]:
         """The audit log, newest first."""

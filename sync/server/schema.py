@@ -307,13 +307,81 @@ MIGRATIONS.add(
     """,
 )
 
+MIGRATIONS.add(
+    "0008-topup-orders",
+    """
+    CREATE TABLE paygates (
+        channel {text} PRIMARY KEY,
+        url {text} NOT NULL,
+        public_key {text} NOT NULL,
+        notify_url {text} NOT NULL,
+        updated_ms {int} NOT NULL,
+        actor {text} NOT NULL
+    );
+    CREATE TABLE topup_orders (
+        order_id {text} PRIMARY KEY,
+        account_id {int} NOT NULL REFERENCES accounts (id),
+        channel {text} NOT NULL,
+        amount {int} NOT NULL CHECK (amount > 0),
+        currency {text} NOT NULL,
+        request_id {text},
+        status {text} NOT NULL,
+        created_ms {int} NOT NULL,
+        expires_ms {int} NOT NULL,
+        txn_id {text},
+        paid_ms {int},
+        credited_ms {int},
+        transfer_id {text},
+        problem {text} NOT NULL DEFAULT '',
+        UNIQUE (account_id, request_id),
+        UNIQUE (channel, txn_id)
+    );
+    CREATE INDEX topup_orders_paid ON topup_orders (paid_ms);
+    CREATE INDEX topup_orders_open ON topup_orders (status, expires_ms);
+    CREATE TABLE paygate_notices (
+        id {id},
+        channel {text} NOT NULL,
+        order_id {text} NOT NULL,
+        txn_id {text} NOT NULL,
+        amount {int} NOT NULL,
+        currency {text} NOT NULL,
+        paid_ms {int} NOT NULL,
+        received_ms {int} NOT NULL,
+        outcome {text} NOT NULL,
+        body {text} NOT NULL
+    );
+    CREATE INDEX paygate_notices_paid ON paygate_notices (paid_ms);
+    CREATE INDEX paygate_notices_txn ON paygate_notices (channel, txn_id)
+    """,
+)
+
+MIGRATIONS.add(
+    "0009-held-money",
+    """
+    ALTER TABLE reverse_payments ADD COLUMN refund_id {text};
+    CREATE INDEX reverse_payments_account ON reverse_payments (account_id);
+    CREATE INDEX reverse_payments_open ON reverse_payments (paid_ms)
+        WHERE journal_seq IS NULL AND refund_id IS NULL;
+    CREATE TABLE reverse_voids (
+        terminal_id {text} NOT NULL,
+        order_no {int} NOT NULL,
+        seq {int} NOT NULL,
+        ts_ms {int} NOT NULL,
+        PRIMARY KEY (terminal_id, order_no)
+    );
+    CREATE INDEX code_uses_terminal ON code_uses (terminal_id, seq);
+    ALTER TABLE confirmations ADD COLUMN serial {int};
+    ALTER TABLE confirmations ADD COLUMN counter {int}
+    """,
+)
+
 # issue 10: wrong query passwords are counted before the check (sync/server/holders.py); tries
 # are forgotten a while after the last one, and unknown numbers are counted and locked like
 # known ones (query_guard), so the answers do not tell which numbers exist.  A terminal enrolled
 # as simulated (tests, demos: sim:// readers) is the only one the feed sends the cards' signed
 # identities, which hold the consumption-password verifiers (sync/server/feed.py).
 MIGRATIONS.add(
-    "0008-trust-ident",
+    "0010-trust-ident",
     """
     ALTER TABLE accounts ADD COLUMN query_tried_ms {int} NOT NULL DEFAULT 0;
     ALTER TABLE enroll_tokens ADD COLUMN simulated {int} NOT NULL DEFAULT 0;
@@ -327,3 +395,67 @@ MIGRATIONS.add(
     CREATE INDEX query_guard_tried ON query_guard (tried_ms)
     """,
 )
+
+MIGRATIONS.add(
+    "0011-card-marks",
+    """
+    ALTER TABLE cards ADD COLUMN taps_seen {int} NOT NULL DEFAULT 0;
+    CREATE TABLE card_marks (
+        card_no {text} NOT NULL,
+        taps {int} NOT NULL,
+        mark {text} NOT NULL,
+        terminal_id {text} NOT NULL,
+        seq {int} NOT NULL,
+        PRIMARY KEY (card_no, taps, mark)
+    ) {without_rowid}
+    """,
+)
+
+
+def _card_marks_of_earlier_records(tx: Tx) -> None:
+    """The marks of the card records synced before 0011 (sync.server.cardrisk), so a card put
+    back to a state of before the upgrade is seen too.  Read here from the stored bodies as
+    they were written then (``cred`` ``card:<number>:<UID>``, ``x.card`` taps/tries/ep)."""
+    marks: dict[tuple[str, int, str], tuple[str, int]] = {}
+    seen: dict[str, int] = {}
+    for t in [r["terminal_id"] for r in tx.all("SELECT DISTINCT terminal_id FROM records")]:
+        last = 0
+        while True:
+            rows = tx.all(
+                "SELECT seq, body FROM records WHERE terminal_id = ? AND seq > ? "
+                "ORDER BY seq LIMIT 5000",
+                (t, last),
+            )
+            if not rows:
+                break
+            last = int(rows[-1]["seq"])
+            for r in rows:
+                if '"card":{' not in r["body"]:
+                    continue
+                rec = json.loads(r["body"])
+                card, cred = (rec.get("x") or {}).get("card"), str(rec.get("cred", ""))
+                number, sep, _uid = cred[5:].rpartition(":")
+                if not (cred.startswith("card:") and sep and number and isinstance(card, dict)):
+                    continue
+                taps = card.get("taps")
+                if rec.get("method") != "card" or not isinstance(taps, int):
+                    continue
+                if rec.get("kind") == "sale":
+                    mark = "sale"
+                    seen[number] = max(seen.get(number, 0), taps)
+                elif rec.get("kind") == "pin_fail":
+                    mark = f"pin:{card.get('ep')}:{card.get('tries')}"
+                else:
+                    continue
+                marks.setdefault((number, taps, mark), (t, int(r["seq"])))
+    tx.insert_rows(
+        "card_marks",
+        ("card_no", "taps", "mark", "terminal_id", "seq"),
+        [(*k, *v) for k, v in sorted(marks.items())],
+    )
+    tx.executemany(
+        "UPDATE cards SET taps_seen = ? WHERE card_no = ?", sorted((n, c) for c, n in seen.items())
+    )
+
+
+MIGRATIONS.add_fn("0012-card-marks-of-earlier-records", _card_marks_of_earlier_records)

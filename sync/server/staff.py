@@ -9,12 +9,19 @@ Roles and what they may do (:data:`ROLE_PERMISSIONS`):
 
 =========== ==================================================================================
 superuser   everything, including staff accounts
-operator    terminals, policy (R7 channels, R12 freeze rules), alarms, electricity registry
+operator    terminals, policy (R7 channels, R12 freeze rules), the payment providers (R7),
+            alarms, electricity registry
 desk        card holders' business at the counter: accounts, roster, loss/unlock, freeze,
-            extension, cancellation, card issue and reissue, cash top-up, found cards
-finance     top-ups on every channel, refunds, the ledger check
-auditor     read only: accounts, audit log, alarms, ledger check
+            extension, cancellation, card issue and reissue, found cards
+finance     cash top-ups at the desk (R7), refunds, the ledger check, the top-up reconciliation
+auditor     read only: accounts, audit log, alarms, ledger check, top-up reconciliation
 =========== ==================================================================================
+
+Money enters only from a payer (issue 10 item 1): cash is taken by the finance role at the
+desk; app, WeChat, Alipay and bank money only through an order paid at the channel's payment
+provider, whose public key an operator registers (``paygate``) — so no one role both decides
+whose signature credits money and reconciles it, and no staff role credits a provider channel
+by hand.
 """
 
 from __future__ import annotations
@@ -39,14 +46,14 @@ PERMISSIONS = {
     "status": "report loss / unlock (R10), freeze / unfreeze (R12)",
     "cards": "issue and reissue cards (R11), extension (R13), cancellation (R14)",
     "topup.cash": "cash top-up at the desk (R7)",
-    "topup.any": "top-up on any channel (R7)",
+    "paygate": "register the payment provider of a top-up channel (R7)",
     "refund": "refunds (correcting transfers)",
     "found_cards": "found cards (R17)",
     "electricity": "the building/room registry (R15)",
     "terminals": "enroll, list and revoke terminals",
     "policy.read": "read the terminal policy",
     "policy.write": "change the policy: channels (R7), fee (R11), freeze rules (R12)",
-    "ledger": "ledger check and alarms",
+    "ledger": "ledger check, alarms, the top-up reconciliation (R7)",
     "audit": "read the audit log",
     "staff": "staff accounts",
 }
@@ -54,22 +61,20 @@ PERMISSIONS = {
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "superuser": frozenset(PERMISSIONS),
     "operator": frozenset(
-        {"accounts.read", "terminals", "policy.read", "policy.write", "ledger", "electricity"}
-    ),
-    "desk": frozenset(
         {
             "accounts.read",
-            "accounts.write",
-            "status",
-            "cards",
-            "topup.cash",
-            "found_cards",
+            "terminals",
             "policy.read",
+            "policy.write",
+            "paygate",
+            "ledger",
+            "electricity",
         }
     ),
-    "finance": frozenset(
-        {"accounts.read", "topup.cash", "topup.any", "refund", "ledger", "policy.read"}
+    "desk": frozenset(
+        {"accounts.read", "accounts.write", "status", "cards", "found_cards", "policy.read"}
     ),
+    "finance": frozenset({"accounts.read", "topup.cash", "refund", "ledger", "policy.read"}),
     "auditor": frozenset({"accounts.read", "audit", "ledger", "policy.read"}),
 }
 ROLES = tuple(ROLE_PERMISSIONS)

@@ -18,6 +18,7 @@ from typing import Any
 from sync import protocol
 from sync.crypto import VerifyKey
 from sync.errors import ProtocolError, SignatureError
+from sync.server import reconcile
 from sync.server.context import Context
 from sync.server.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from sync.server.roles import ROLES
@@ -122,10 +123,32 @@ def list_terminals(ctx: Context) -> list[dict[str, Any]]:
 
 
 def revoke(ctx: Context, terminal_id: str) -> dict[str, Any]:
+    """A revoked terminal is refused on every request, so its unsynced records can never
+    arrive: what it was approved online but never synced is released (holds, provisional
+    claims on phone codes), and its reverse-scan payments still waiting for a record are
+    refunded (docs/security.md).  Its unsynced offline sales are the merchant's loss."""
     with ctx.db.tx() as tx:
-        if tx.execute("UPDATE terminals SET status = 'revoked' WHERE id = ?", (terminal_id,)) == 0:
+        row = tx.one("SELECT head_seq FROM terminals WHERE id = ?", (terminal_id,))
+        if row is None:
             raise NotFound(f"no terminal {terminal_id}", "no_terminal")
-    return {"terminal_id": terminal_id, "status": "revoked"}
+        tx.execute("UPDATE terminals SET status = 'revoked' WHERE id = ?", (terminal_id,))
+        released = int(
+            tx.scalar("SELECT COUNT(*) FROM holds WHERE terminal_id = ?", (terminal_id,))
+        )
+        tx.execute("DELETE FROM holds WHERE terminal_id = ?", (terminal_id,))
+        tx.execute(
+            "DELETE FROM code_uses WHERE terminal_id = ? AND seq > ?",
+            (terminal_id, row["head_seq"]),
+        )
+        refunded = reconcile.settle(ctx, terminal_id, tx)
+    if released or refunded:
+        ctx.notifier.notify()
+    return {
+        "terminal_id": terminal_id,
+        "status": "revoked",
+        "holds_released": released,
+        "reverse_refunded": refunded,
+    }
 
 
 class NonceCache:

@@ -48,6 +48,7 @@ PROOF_KEY = bytes(range(100, 132))
 POLICY = {
     "offline_max_purchase_fen": 5000,
     "offline_max_card_day_fen": 10000,
+    "offline_max_card_fen": 10000,
     "offline_max_total_fen": 500000,
     "pin_max_tries": 3,
     "code_valid_s": 300,
@@ -79,13 +80,17 @@ def issued_card(
     acct: int = CARD_ACCT,
     generation: int = 1,
     expires: str = "2030-12-31",
+    counters: layout.Counters | None = None,
 ) -> MifareClassic1K:
-    """A campus card as a desk writes it (a 2^10 scrypt verifier of :data:`PIN`: fast)."""
+    """A campus card as a desk writes it (a 2^10 scrypt verifier of :data:`PIN`: fast), with
+    ``counters`` (of their record version) as the issuer carries them."""
     raw_uid = bytes.fromhex(uid)
     ident = layout.Identity(card_no, acct, "student", generation, expires, "2026-01-01")
     verifier = layout.make_verifier(keys, acct, PIN, log2n=10)
     blob = layout.issue_blob(keys, raw_uid, ident, verifier)
-    return encoded_card(raw_uid, base64.b64encode(blob).decode(), keys, tag=bytes(16))
+    return encoded_card(
+        raw_uid, base64.b64encode(blob).decode(), keys, tag=bytes(16), counters=counters
+    )
 
 
 def account(aid: int, number: str, balance: int, limit: int, **kw: Any) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -81,13 +82,19 @@ def test_identity_refuses_other_layouts() -> None:
     spent=st.integers(0, 2**24 - 1),
     taps=st.integers(0, 2**24 - 1),
     tries=st.integers(0, 255),
+    offline=st.integers(0, 2**16 - 1),
+    version=st.sampled_from([1, 2]),
     flip=st.integers(0, 127),
 )
-@settings(max_examples=50)
+@settings(max_examples=100)
 def test_counters_mac_detects_every_bit_flip(
-    seq: int, spent: int, taps: int, tries: int, flip: int
+    seq: int, spent: int, taps: int, tries: int, offline: int, version: int, flip: int
 ) -> None:
-    c = Counters(seq, "2026-05-01", spent, taps, tries, 3)
+    """Both counter record versions, each field at the width its version holds."""
+    if version == 1:
+        c = Counters(seq, "2026-05-01", spent, taps, tries, 3, version=1)
+    else:
+        c = Counters(seq & 0xFF, "2026-05-01", spent, taps >> 4, tries & 0xF, 3, offline)
     block = c.encode(POS, UID)
     assert Counters.decode(block, POS, UID) == c
     bad = bytearray(block)
@@ -332,3 +339,26 @@ def test_identity_rewritten_keeps_the_counters() -> None:
     assert view2.counters.spent_fen == 700 and view2.counters.taps == 3
     with pytest.raises(ConfigError, match="id_write"):  # a POS cannot write an identity
         CampusCard(reader.current_card(), POS).write_identity(blob2)  # type: ignore[arg-type]
+
+
+def test_issuing_the_same_card_again_keeps_its_counters() -> None:
+    """The desk runs ``card issue`` again on a card already written and used: its counters
+    stay (putting them back would look like a card restored from an old image)."""
+    card = cardimage.new_card(UID)
+    reader = SimReader("t")
+    CampusCard(reader.present(card), DESK).encode(BLOB)
+    app = CampusCard(reader.present(card), POS)
+    view = app.read()
+    used = view.counters.next(day="2026-01-02", spent_fen=900, taps=5, tries=2, offline_fen=900)
+    app.write_counters(view, used)
+    carried = Counters.carried({"day": "2026-01-02", "spent_fen": 0})
+    CampusCard(reader.present(card), DESK).encode(BLOB, counters=carried, keep_counters=True)
+    assert CampusCard(reader.present(card), POS).read().counters == used
+    # a card pulled away before its counter sector was written gets the carried counters
+    fresh = cardimage.new_card(UID)
+    fresh.tear_after(12, "before")  # during sector 3
+    with pytest.raises(CardGone):
+        CampusCard(reader.present(fresh), DESK).encode(BLOB, counters=carried)
+    fresh.tear_after(None)
+    CampusCard(reader.present(fresh), DESK).encode(BLOB, counters=carried, keep_counters=True)
+    assert CampusCard(reader.present(fresh), POS).read().counters == replace(carried, seq=1)

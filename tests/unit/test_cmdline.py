@@ -13,7 +13,17 @@ from sim import wallet_business_cli
 from sync.admin import cli as admin_cli
 from sync.admin import desk as admin_desk
 
-ANSWER = {"balance_fen": 1, "transition_fen": 0, "amount_fen": 1, "building": "B1", "room": "1"}
+ANSWER = {
+    "balance_fen": 1,
+    "transition_fen": 0,
+    "amount_fen": 1,
+    "building": "B1",
+    "room": "1",
+    # a top-up order (R7), as if credited already: the wallet pays nothing more
+    "order_id": "T0000000000000000000a",
+    "status": "credited",
+    "channel": "app",
+}
 
 
 class Recorder:

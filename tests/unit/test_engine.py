@@ -152,6 +152,34 @@ def test_reverse_scan_waits_for_its_proof(w: World, engine: Engine) -> None:
     assert [r.method for r in w.records()] == ["qr-reverse"]
 
 
+def test_one_reverse_scan_request_at_a_time(
+    w: World, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w.offline()
+    engine.key_amount(600)
+    assert engine.qr is not None
+    make = engine.qr.start_reverse
+    refused: list[str] = []
+
+    def meanwhile(amount: int) -> Any:
+        # while the request is being made (and stored open), the sale cannot change and no
+        # second request can be made: it would be paid for a sale no record closes
+        if refused:
+            return make(amount)
+        refused.append("making")
+        for attempt in (engine.start_reverse, lambda: engine.key_amount(100)):
+            with pytest.raises(EngineError) as err:
+                attempt()
+            refused.append(str(err.value))
+        return make(amount)
+
+    monkeypatch.setattr(engine.qr, "start_reverse", meanwhile)
+    s = engine.start_reverse()
+    assert (s["state"], s["order"], s["amount_fen"]) == (State.WAIT_PROOF, 1, 600)
+    assert len(refused) == 3 and all("decided" in r for r in refused[1:]), refused
+    assert [o.order for o in w.journal.open_orders()] == [1] and w.records() == []
+
+
 def test_too_many_wrong_proofs_cancel_the_request(w: World, engine: Engine) -> None:
     w.offline()
     engine.key_amount(600)
@@ -159,4 +187,6 @@ def test_too_many_wrong_proofs_cancel_the_request(w: World, engine: Engine) -> N
     for _ in range(5):
         s = engine.key_proof_code("00000000")
     assert (s["state"], s["code"]) == (State.DECLINED, "forged")
-    assert w.records() == []
+    # nothing sold; the request is closed by a void record (a phone that paid it is refunded)
+    assert [(r.kind, r.x_value("order")) for r in w.records()] == [("void", 1)]
+    assert w.journal.open_orders() == []

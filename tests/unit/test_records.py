@@ -1,6 +1,8 @@
 """sync.records: the typed journal record accepts exactly the bodies the dict-based code accepted
-(a copy of that code is the oracle here), encodes exactly its canonical bytes, and the typed
-server answers keep their JSON shape."""
+(a copy of that code is the oracle here, with the bounds of sync/bounds.py that issue 10 item 7
+gave every integer on the wire: an amount is one operation, ids at most 2^53 - 1, and the known
+parts of ``x`` are checked), encodes exactly its canonical bytes, and the typed server answers
+keep their JSON shape."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sync import protocol
+from sync.bounds import MAX_AMOUNT_FEN, MAX_ID
 from sync.card.layout import Counters
 from sync.errors import ProtocolError
 from sync.records import (
@@ -59,14 +62,41 @@ _OLD_FIELDS: dict[str, tuple[type, ...]] = {
     "auth": (str, type(None)),
 }
 _OLD_BOUNDS = {
-    "seq": (1, 2**62),
+    "seq": (1, MAX_ID),
     "ts": (0, 253_402_300_799_999),
-    "acct": (1, 2**62),
-    "amt": (0, 2**62),
-    "spent": (-(2**62), 2**62),
-    "lim": (-(2**62), 2**62),
-    "bal": (-(2**62), 2**62),
+    "acct": (1, MAX_ID),
+    "amt": (0, MAX_AMOUNT_FEN),
+    "spent": (-MAX_ID, MAX_ID),
+    "lim": (-MAX_ID, MAX_ID),
+    "bal": (-MAX_ID, MAX_ID),
 }
+#: the known parts of ``x`` (issue 10 item 7): the card's counters as wide as the card has them
+_CARD_X = {"gen": 0xFFFF, "ctr": 0xFFFF, "taps": 0xFFFFFF, "tries": 0xFF, "ep": 0xFF}
+
+
+def _int_in(val: Any, lo: int, hi: int) -> bool:
+    return isinstance(val, int) and not isinstance(val, bool) and lo <= val <= hi
+
+
+def _old_check_x(rec: dict[str, Any]) -> None:
+    x = rec.get("x") or {}
+    if "card" in x:
+        card = x["card"]
+        if not isinstance(card, dict) or not isinstance(card.get("uid"), str):
+            raise ProtocolError("x.card")
+        if not all(_int_in(card.get(k), 0, hi) for k, hi in _CARD_X.items()):
+            raise ProtocolError("x.card")
+    for key in ("order", "payment"):
+        if key in x and not _int_in(x[key], 0, MAX_ID):
+            raise ProtocolError(f"x.{key}")
+    if rec["method"] == "qr-forward" and rec["cred"].startswith("qr:"):
+        parts = rec["cred"].split(":")
+        if len(parts) != 3 or not all(
+            p.isascii() and p.isdigit() and len(p) <= 16 and int(p) <= MAX_ID for p in parts[1:]
+        ):
+            raise ProtocolError("cred")
+
+
 _OLD_ENC = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -107,6 +137,7 @@ def _old_check(rec: Any) -> dict[str, Any]:
         raise ProtocolError("amt")
     if not re.fullmatch(r"[0-9a-f]{64}", rec["prev"]):
         raise ProtocolError("prev")
+    _old_check_x(rec)
     return dict(rec)
 
 
@@ -156,7 +187,12 @@ VALUES = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
-    st.sampled_from([0, 1, 2**62, 2**62 + 1, 253_402_300_799_999, 253_402_300_799_999 + 1]),
+    st.sampled_from(
+        [
+            *(0, 1, 2**62, 2**62 + 1, 253_402_300_799_999, 253_402_300_799_999 + 1),
+            *(MAX_AMOUNT_FEN, MAX_AMOUNT_FEN + 1, MAX_ID, MAX_ID + 1, -MAX_ID, -MAX_ID - 1),
+        ]
+    ),
     st.floats(allow_nan=True),
     st.text(max_size=12),
     st.sampled_from(["sale", "pin_fail", "card", "qr-reverse", "ok", "fail", PREV, "\ud800"]),
@@ -181,6 +217,11 @@ X = st.recursive(
 @example({"amt": 0, "kind": "pin_fail"}, None, ())
 @example({}, {"f": 1e16, "n": float("nan"), "i": float("inf")}, ())
 @example({"op": "\ud800"}, None, ())
+@example({"amt": MAX_AMOUNT_FEN + 1}, None, ())
+@example({}, {"card": {"uid": "AB", "gen": 1, "ctr": 2, "taps": 3, "tries": 2**64, "ep": 0}}, ())
+@example({"method": "qr-reverse"}, {"order": 2**70, "payment": 1}, ())
+@example({"method": "qr-forward", "cred": "qr:1:²"}, {"code": "x"}, ())
+@example({"method": "qr-forward", "cred": f"qr:{MAX_ID + 1}:1"}, None, ())
 def test_accepts_exactly_what_the_old_code_accepted(
     changes: dict[str, Any], x: dict[str, Any] | None, drop: tuple[str, ...]
 ) -> None:
@@ -300,8 +341,11 @@ def test_builders_make_the_records_the_pos_made() -> None:
 def test_card_x_reads_only_a_well_formed_card() -> None:
     x = {"card": {"uid": "AB", "gen": 1, "ctr": 2, "taps": 3, "tries": 1, "ep": 0}}
     assert JournalRecord.from_fields(rec(x=x)).card_x() == CardX("AB", 1, 2, 3, 1, 0)
-    assert JournalRecord.from_fields(rec(x={"card": {"tries": "1"}})).card_x() is None
     assert JournalRecord.from_fields(rec()).card_x() is None
+    # a card part that is malformed or wider than the card keeps it refuses the record (item 7)
+    for bad in ({"tries": "1"}, {**x["card"], "tries": 256}, {**x["card"], "taps": 2**64}):
+        with pytest.raises(ProtocolError, match=r"x\.card"):
+            JournalRecord.from_fields(rec(x={"card": bad}))
 
 
 # --- answers ------------------------------------------------------------------------------------

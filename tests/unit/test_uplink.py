@@ -3,12 +3,16 @@ rewinding after a server restored from a backup, backoff, unavailable versus ref
 
 from __future__ import annotations
 
+import functools
+import json
 import random
 from pathlib import Path
 
 import pytest
 
+from edge.journal import PUSH_MAX_BYTES
 from edge.uplink import Backoff, Retry, Uplink
+from sync.bodylimit import MAX_BODY_BYTES
 from tests.unit.fakes import CARD_ACCT, World, error
 
 
@@ -161,3 +165,22 @@ def test_a_failed_pull_backs_off_and_a_bad_page_is_not_stored(w: World) -> None:
     retry = up.pull_page(w.client, Backoff(random.Random(1)))
     assert retry is not None and not retry.early
     assert w.cache.version == 1 and w.cache.policy.pin_max_tries == 3
+
+
+def test_a_batch_stays_under_the_servers_request_limit(w: World) -> None:
+    """Issue 10 item 18: the server refuses a body over 1 MiB; a batch holds at most
+    ``PUSH_MAX_BYTES`` of records (always one), so big records never block the push."""
+    sell(w, 6)
+    sizes = [
+        len(json.dumps(r["body"], ensure_ascii=False).encode()) + len(r["sig"]) + 20
+        for r in w.journal.unsent(100)
+    ]
+    assert len(w.journal.unsent(100, max_bytes=sum(sizes[:3]))) == 3
+    assert len(w.journal.unsent(100, max_bytes=1)) == 1
+    assert len(w.journal.unsent(100)) == 6 and PUSH_MAX_BYTES <= MAX_BODY_BYTES // 2
+    w.server.down = False
+    up = w.uplink(batch=100)
+    budget = max(sizes) * 2
+    up.journal.unsent = functools.partial(w.journal.unsent, max_bytes=budget)  # type: ignore[method-assign]
+    assert drain(up, w, Backoff(random.Random(1))) == 3
+    assert w.journal.acked == 6

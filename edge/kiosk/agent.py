@@ -121,6 +121,8 @@ class KioskAgent:
             raise
 
     def encoder_card(self, timeout: float) -> PresentCard:
+        """The card at the encoder, waiting up to ``timeout`` for the reader to report it;
+        DeviceUnavailable when none comes (or the reader is gone)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -130,19 +132,31 @@ class KioskAgent:
                 if card is not None and card.uid:
                     return card
                 left = deadline - time.monotonic()
-                if left <= 0:
-                    raise DeviceUnavailable(
-                        f"no card at the encoder {self.cfg.encoder} within {timeout:.0f} s"
-                    )
-                self.encoder.wait_for_card(min(left, 0.5))
-            except DeviceUnavailable:
+                if left > 0:
+                    self.encoder.wait_for_card(min(left, 0.5))
+            except DeviceUnavailable as exc:  # the reader or its service went away: reopen
                 _close(self.encoder)
                 self.encoder = None
                 if time.monotonic() >= deadline:
-                    raise
+                    raise DeviceUnavailable(f"encoder {self.cfg.encoder}: {exc}") from exc
                 time.sleep(0.1)
+                continue
+            if time.monotonic() >= deadline:
+                raise DeviceUnavailable(
+                    f"no card at the encoder {self.cfg.encoder} within {timeout:.0f} s"
+                )
+
+    def _open_encoder(self) -> None:
+        """The encoder's reader, opened before the dispenser moves a card to it (a simulated
+        dispenser puts the blank on the simulated reader of that name, which must exist)."""
+        if self.encoder is None:
+            try:
+                self.encoder = open_device("reader", self.cfg.encoder)
+            except DriverError as exc:
+                log.warning("encoder %s: %s", self.cfg.encoder, exc)
 
     def dispenser(self) -> CardDispenser:
+        self._open_encoder()
         if self._dispenser is None:
             try:
                 disp: CardDispenser = open_device("dispenser", self.cfg.dispenser)

@@ -10,6 +10,7 @@ words and exits 1.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,14 @@ def electricity(args: argparse.Namespace) -> int:
 
 
 def reissue(args: argparse.Namespace) -> int:
-    if args.auth_code is not None:
+    if args.auth_code is not None and _sim_camera(args):
+        # shown to the kiosk's simulated camera, read and decoded there as a phone would be
+        picture = base64.b64encode(_read(args.auth_code)).decode()
+        _call(args, "/control/sim/frame", {"image_b64": picture, "wait": 0})
+        _call(args, "/control/reissue/scan")
+        out = _call(args, "/control/reissue/confirm")
+        return _print(args, out, _issued(out))
+    if args.auth_code is not None:  # another camera, or none: decoded here, as a scanner would
         try:
             image = decode_image_bytes(args.auth_code.read_bytes(), str(args.auth_code))
             texts = get_decoder().decode_still(image)
@@ -113,12 +121,26 @@ def reissue(args: argparse.Namespace) -> int:
         ident = {"number": args.number, "id_card": args.id_card}
     _call(args, "/control/reissue/quote", ident)
     out = _call(args, "/control/reissue/confirm")
-    return _print(
-        args,
-        out,
+    return _print(args, out, _issued(out))
+
+
+def _issued(out: dict[str, Any]) -> str:
+    return (
         f"order {out['order_id']}: card {out['card_no']} (UID {out['uid']}) at the mouth; fee "
-        f"{format_fen(out['fee_fen'])}, balance {format_fen(out['balance_fen'])}",
+        f"{format_fen(out['fee_fen'])}, balance {format_fen(out['balance_fen'])}"
     )
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SimUsageError(f"--auth-code {path}: {exc}") from exc
+
+
+def _sim_camera(args: argparse.Namespace) -> bool:
+    ctl = AgentControl(args.agent, timeout=args.timeout, token_file=args.token_file)
+    return str(ctl.status().get("camera") or "").startswith("sim://")
 
 
 def add_parser(cmds: Sub) -> None:

@@ -107,6 +107,7 @@ class Kiosk:
             reader="pcsc://" + self.readers.slot(HOLDER)["name"],
             encoder="pcsc://" + self.readers.slot(ENCODER)["name"],
             dispenser=self.disp.url,
+            camera="sim://kcam",  # the app's code is shown to it (ykt sim kiosk --auth-code)
             env={**self.env, **env},
             extra=("--idle", str(IDLE_S)),
         )

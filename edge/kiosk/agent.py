@@ -26,6 +26,7 @@ from typing import Any
 
 from drivers.dispenser.base import CardDispenser, DispenserStatus
 from drivers.errors import DeviceUnavailable, DispenserError, DriverError
+from drivers.qr.base import QrSource
 from drivers.reader.base import CardReader, PresentCard
 from drivers.registry import open_device
 from edge import identity
@@ -98,6 +99,8 @@ class KioskAgent:
         self.reader: CardReader | None = None
         self.encoder: CardReader | None = None
         self._dispenser: CardDispenser | None = None
+        self.camera: QrSource | None = None
+        self.camera_error = ""
         self.reader_error = ""
         self.dispenser_error = ""
         self.dispenser_status: DispenserStatus | None = None
@@ -155,6 +158,17 @@ class KioskAgent:
             except DriverError as exc:
                 log.warning("encoder %s: %s", self.cfg.encoder, exc)
 
+    def _open_camera(self) -> None:
+        url = self.cfg.camera or ""
+        if url.startswith(("camera:", "sim:")) and "decoder=" not in url:
+            url += ("&" if "?" in url else "?") + "decoder=zxing"
+        try:
+            self.camera = open_device("qr", url)
+            self.camera_error = ""
+        except DriverError as exc:
+            self.camera_error = str(exc)
+            log.error("camera %s unavailable: %s", self.cfg.camera, exc)
+
     def dispenser(self) -> CardDispenser:
         self._open_encoder()
         if self._dispenser is None:
@@ -169,6 +183,26 @@ class KioskAgent:
 
     def keys(self) -> Keystore:
         return self.key_provider.get()
+
+    def read_code(self, timeout: float) -> str | None:
+        if not self.cfg.camera:
+            raise DeviceUnavailable("this kiosk has no camera (--camera)")
+        if self.camera is None:
+            self._open_camera()
+        if self.camera is None:
+            raise DeviceUnavailable(f"camera {self.cfg.camera}: {self.camera_error}")
+        deadline = time.monotonic() + timeout
+        self.camera.rearm()
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                got = self.camera.read(min(left, 0.5))
+            except DriverError as exc:
+                _close(self.camera)
+                self.camera = None
+                raise DeviceUnavailable(f"camera {self.cfg.camera}: {exc}") from exc
+            if got is not None:
+                return got.text
+        return None
 
     # -- what device providers see (edge.devices.TerminalHost) ------------------------------
     @property
@@ -291,6 +325,8 @@ class KioskAgent:
                 self.key_provider.get()
             except CardRefused as exc:
                 log.warning("card keys not available yet (%s)", exc.reason)
+        if self.cfg.camera:
+            self._open_camera()  # now: its picture may be shown before the first scan
         self._thread = threading.Thread(target=self._loop, name="kiosk-devices", daemon=True)
         self._thread.start()
 
@@ -300,9 +336,10 @@ class KioskAgent:
             self.reader.wake()
         if self._thread is not None:
             self._thread.join(10)
-        for dev in (self.reader, self.encoder, self._dispenser):
+        for dev in (self.reader, self.encoder, self._dispenser, self.camera):
             _close(dev)
         self.reader = self.encoder = self._dispenser = None
+        self.camera = None
         self.journal.close()
 
     def alive(self) -> bool:
@@ -327,6 +364,7 @@ class KioskAgent:
             "dispenser": self.cfg.dispenser,
             "dispenser_state": disp,
             "camera": self.cfg.camera,
+            "camera_error": self.camera_error,
             "card_keys": "loaded"
             if self.key_provider.loaded()
             else f"missing: {self.key_provider.error}",

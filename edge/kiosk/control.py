@@ -20,6 +20,7 @@ carries the per-boot token (``X-Ykt-Control-Token``, :mod:`edge.pos.controltoken
 ``POST /control/holder/unlock``        ``{"number", "password"}`` (R10)
 ``POST /control/holder/found-cards``   ``{"number", "password"}``: the lost-card query (R17)
 ``POST /control/reissue/quote``        ``{"number", "id_card"}`` or ``{"auth_code"}``: fee (R11)
+``POST /control/reissue/scan``         the same by the app's code held up to the camera
 ``POST /control/reissue/confirm``      take a blank, encode, verify, issue to the mouth
 ``GET  /kiosk``                        the kiosk's touch screen
 =====================================  ========================================================
@@ -213,6 +214,11 @@ def create_control_app(agent: KioskAgent, token: str) -> FastAPI:
             )
         return dict(run(lambda: engine.reissue_quote(ident)))
 
+    @app.post("/control/reissue/scan")
+    def reissue_scan() -> dict[str, Any]:
+        """R11 by the app's authentication code held up to the kiosk's camera (15 s)."""
+        return dict(run(engine.reissue_scan))
+
     @app.post("/control/reissue/confirm")
     def reissue_confirm() -> dict[str, Any]:
         return dict(run(engine.reissue_confirm))
@@ -232,7 +238,11 @@ def create_control_app(agent: KioskAgent, token: str) -> FastAPI:
     def index() -> HTMLResponse:
         return HTMLResponse('<a href="/kiosk">kiosk screen</a>')
 
-    devices: dict[str, str | None] = {"reader": agent.cfg.reader, "dispenser": agent.cfg.dispenser}
+    devices: dict[str, str | None] = {
+        "reader": agent.cfg.reader,
+        "dispenser": agent.cfg.dispenser,
+        "qr": agent.cfg.camera,
+    }
     for router in control_routers(devices, agent):
         app.include_router(router)
     return app

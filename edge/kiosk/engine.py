@@ -108,6 +108,11 @@ class Devices(Protocol):
 
     def keys(self) -> Keystore: ...
 
+    def read_code(self, timeout: float) -> str | None:
+        """The text of a QR code held up to the camera within ``timeout`` (None: none read);
+        DeviceUnavailable without a camera."""
+        ...
+
 
 # -- plain words for the screens (zh-CN first, English beside) ------------------------------------
 WORDS: dict[str, str] = {
@@ -548,6 +553,28 @@ class KioskEngine:
                 f"{format_fen(quote['balance_after_fen'])} / reissue fee and balance after",
             )
             return quote
+
+        return self._guard(go)
+
+    def reissue_scan(self, timeout: float = 15.0) -> dict[str, Any]:
+        """R11 by the app's authentication code held up to the kiosk's camera."""
+
+        def go() -> dict[str, Any]:
+            try:
+                text = self.dev.read_code(timeout)
+            except DeviceUnavailable as exc:
+                raise KioskFault(
+                    "no_camera",
+                    "摄像头不可用，请输入学工号和身份证号 / the camera does not work: give the "
+                    "number and ID-card number",
+                ) from exc
+            if not text:
+                raise HolderError(
+                    "no_code",
+                    "未识别到认证码，请把手机上的认证码对准摄像头 / no authentication code was "
+                    "read: hold the app's code up to the camera",
+                )
+            return self.reissue_quote({"auth_code": text})
 
         return self._guard(go)
 

@@ -148,6 +148,11 @@ class Rig:
     def keys(self) -> Keystore:
         return self.kiosk_keys
 
+    shown: str | None = None  # the code held up to the camera
+
+    def read_code(self, timeout: float) -> str | None:
+        return self.shown
+
     # -- checks ---------------------------------------------------------------------------------
     def take_and_read(self) -> layout.Identity:
         """The holder takes the card at the mouth; a terminal reads it (signature, UID)."""
@@ -404,3 +409,12 @@ def test_an_order_the_server_refused_to_make_is_undone(
     summary = rig.disp.mech.summary()
     assert summary["at_encoder"] is None and summary["issued"] == []  # the blank: reject bin
     assert rig.engine.screen()["state"] == "fault"
+
+
+def test_a_reissue_by_the_code_held_up_to_the_camera(rig: Rig) -> None:
+    with pytest.raises(HolderError) as err:
+        rig.engine.reissue_scan(0.1)
+    assert err.value.code == "no_code" and "认证码" in str(err.value)
+    rig.shown = "YKT1-AUTH-CODE-TEXT"
+    assert rig.engine.reissue_scan(0.1)["fee_fen"] == FEE
+    assert rig.engine.screen()["state"] == "quote"

@@ -73,6 +73,15 @@ def set_limit(args: argparse.Namespace) -> int:
     return _print(args, out, f"daily limit {format_fen(out['limit_fen'])}")
 
 
+def pull_transition(args: argparse.Namespace) -> int:
+    out = _call(args, "/control/card/transition")
+    return _print(
+        args,
+        out,
+        f"moved {format_fen(out['moved_fen'])}: balance {format_fen(out['balance_fen'])}",
+    )
+
+
 def correct(args: argparse.Namespace) -> int:
     out = _call(args, "/control/card/correct")
     return _print(args, out, f"card {out['card_no']} corrected")
@@ -176,6 +185,11 @@ def add_parser(cmds: Sub) -> None:
     c.add_argument("--amount", required=True, type=_amount, help="yuan, e.g. 80.00")
     c.add_argument("--pin", required=True, help="the consumption password")
     act("correct", correct, "R20 card correction: rewrite the card's data from the server")
+    act(
+        "pull-transition",
+        pull_transition,
+        "R7: move the transition balance of the card on the reader onto the account",
+    )
     for name, action, text in (
         ("report-loss", "report-loss", "R10: report the card lost (no card needed)"),
         ("unlock", "unlock", "R10: undo a loss report (no card needed)"),

@@ -178,6 +178,8 @@ def test_balance_of_the_card_on_the_reader(k: Kiosk) -> None:
     out = k.sim("balance")
     assert out["number"] == h["number"] and out["balance_fen"] == 12345
     assert out["card_no"] == h["card_no"] and out["status"] == "normal"
+    assert ("topup", 12345) in [(r["kind"], r["amount_fen"]) for r in out["recent"]]  # R9
+    assert k.sim("pull-transition")["moved_fen"] == 0  # R7: nothing in the transition balance
     k.remove(HOLDER)
 
 

@@ -15,8 +15,10 @@ import pytest
 from sim import wallet, wallet_codes
 from sync import codes
 from sync.client import ServerClient
+from sync.clock import SystemClock
 from sync.errors import AuthError, ServerRefused
 from tests.live import Live, proof
+from tests.paygate_helpers import open_gate, register, topped_up
 
 
 def kcall(k: ServerClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -122,3 +124,24 @@ def test_a_reissue_by_the_apps_authentication_code(live: Live, tmp_path: Path) -
         kcall(other, "/v1/kiosk/reissue", {"order_id": oid, "uid": "04AA0004"})
     assert kcall(k, f"/v1/kiosk/reissue/{oid}/done", {})["status"] == "done"
     assert live.admin("GET", "/v1/admin/accounts/Q5")["balance_fen"] == 3000
+
+
+def test_r7_the_transition_balance_moves_in_at_the_kiosk_once(live: Live, tmp_path: Path) -> None:
+    h = live.add_account("Q6", 46, topup_fen=1000)
+    gate = open_gate(tmp_path / "gate", SystemClock(), retry_s=0.05)
+    try:
+        register(live, gate, "alipay")
+        topped_up(live, gate, "Q6", h["password"], "alipay", 3000)  # R7: into the transition
+    finally:
+        gate.stop()
+    k = live.terminal("kiosk")
+    read = kcall(k, "/v1/kiosk/card", {"card": proof(h)})
+    assert (read["balance_fen"], read["transition_fen"]) == (1000, 3000)
+    assert [line["kind"] for line in read["recent"]][:1] == ["topup"]  # R9, newest first
+    out = kcall(k, "/v1/kiosk/card/transition", {"card": proof(h)})
+    assert (out["moved_fen"], out["balance_fen"], out["transition_fen"]) == (3000, 4000, 0)
+    again = kcall(k, "/v1/kiosk/card/transition", {"card": proof(h)})
+    assert (again["moved_fen"], again["balance_fen"]) == (0, 4000)
+    flow = kcall(k, "/v1/kiosk/card", {"card": proof(h)})["recent"]
+    assert flow[0]["kind"] == "transition" and flow[0]["amount_fen"] == 3000
+    assert live.admin("GET", "/v1/admin/ledger/check")["ok"] is True

@@ -14,6 +14,7 @@ carries the per-boot token (``X-Ykt-Control-Token``, :mod:`edge.pos.controltoken
 ``POST /control/card/query-password``  ``{"old", "new"}`` (R4)
 ``POST /control/card/consume-password`` ``{"old", "new"}`` written onto the card (R5)
 ``POST /control/card/limit``           ``{"amount_fen", "pin"}`` (R6, consumption password)
+``POST /control/card/transition``      the transition balance onto the account (R7)
 ``POST /control/card/correct``         card correction (R20)
 ``POST /control/card/electricity``     ``{"building", "room", "amount_fen", "password"}`` (R15)
 ``POST /control/holder/report-loss``   ``{"number", "password"}`` without the card (R10)
@@ -173,6 +174,10 @@ def create_control_app(agent: KioskAgent, token: str) -> FastAPI:
     @app.post("/control/card/limit")
     def card_limit(body: LimitIn) -> dict[str, Any]:
         return dict(run(lambda: engine.set_limit(body.amount_fen, body.pin)))
+
+    @app.post("/control/card/transition")
+    def card_transition() -> dict[str, Any]:
+        return dict(run(engine.pull_transition))
 
     @app.post("/control/card/correct")
     def card_correct() -> dict[str, Any]:

@@ -462,6 +462,25 @@ class KioskEngine:
 
         return self._guard(go)
 
+    def pull_transition(self) -> dict[str, Any]:
+        """R7: the transition balance (过渡余额) onto the account now."""
+
+        def go() -> dict[str, Any]:
+            out = self.server.pull_transition(self._proof(self._card()))
+            moved = int(out["moved_fen"])
+            self._outcome(
+                True,
+                f"过渡余额 {format_fen(moved)} 已转入账户 / moved onto the account"
+                if moved
+                else "没有过渡余额 / there is no transition balance",
+            )
+            if self._screen.account is not None:
+                acct = {**self._screen.account, "balance_fen": out["balance_fen"]}
+                self._set(account={**acct, "transition_fen": out["transition_fen"]})
+            return out
+
+        return self._guard(go)
+
     def correct(self) -> dict[str, Any]:
         """R20 card correction: the card's basic data and validity rewritten from the server."""
 

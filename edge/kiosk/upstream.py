@@ -41,6 +41,9 @@ class KioskServer:
         body = {"card": proof, "consume_password": pin, "limit_fen": limit_fen}
         return self._post("/v1/kiosk/card/limit", body)
 
+    def pull_transition(self, proof: dict[str, Any]) -> dict[str, Any]:
+        return self._post("/v1/kiosk/card/transition", {"card": proof})
+
     def correction(self, proof: dict[str, Any]) -> dict[str, Any]:
         return self._post("/v1/kiosk/card/correction", {"card": proof})
 

@@ -159,6 +159,16 @@ function render(s) {
   $("a-card").textContent = a.card_no || ""; $("a-balance").textContent = yuan(a.balance_fen);
   $("a-transition").textContent = yuan(a.transition_fen); $("a-limit").textContent = yuan(a.limit_fen);
   $("a-status").textContent = a.status || ""; $("a-expires").textContent = a.expires || "";
+  const recent = $("a-recent");
+  recent.textContent = "";
+  for (const line of a.recent || []) {
+    const tr = document.createElement("tr");
+    for (const v of [line.time.slice(0, 16).replace("T", " "), line.memo || line.kind,
+                     line.amount_fen === null ? "" : yuan(line.amount_fen)]) {
+      const td = document.createElement("td"); td.textContent = v; tr.append(td);
+    }
+    recent.append(tr);
+  }
   const q = s.quote || {};
   $("q-name").textContent = q.name || ""; $("q-number").textContent = q.number || "";
   $("q-fee").textContent = yuan(q.fee_fen); $("q-after").textContent = yuan(q.balance_after_fen);
@@ -200,6 +210,9 @@ window.addEventListener("DOMContentLoaded", () => {
       }
     };
   }
+  $("a-transition-in").onclick = async () => {
+    try { await api("POST", "/control/card/transition"); } catch (err) { /* shown by the agent */ }
+  };
   $("form").onsubmit = submitForm;
   $("f-cancel").onclick = closeForm;
   $("home").onclick = async () => { closeForm(); try { await api("POST", "/control/home"); } catch (e) { /* issuing */ } };

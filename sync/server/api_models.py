@@ -334,6 +334,7 @@ class KioskFoundIn(Strict):
 
 
 class KioskReadOut(BaseModel):
+    recent: list[PageLine] = Field(description="the last lines of the transaction flow (R9)")
     card_no: str
     number: str
     name: str
@@ -343,6 +344,13 @@ class KioskReadOut(BaseModel):
     transition_fen: int
     limit_fen: int
     expires: str | None
+
+
+class TransitionOut(BaseModel):
+    card_no: str
+    moved_fen: int = Field(description="what moved from the transition balance (0: nothing)")
+    balance_fen: int
+    transition_fen: int
 
 
 class CardCounters(BaseModel):

@@ -22,7 +22,7 @@ from sync.errors import RuleError
 from sync.money import MAX_AMOUNT_FEN, format_fen
 from sync.passwords import hash_password, verify_password
 from sync.rules import AccountStatus
-from sync.server import accounts, cardproof, found_cards, holder_ops, holders, ledger
+from sync.server import accounts, cardproof, found_cards, holder_ops, holders, ledger, queries
 from sync.server.accounts import event, set_card_password
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Forbidden, Invalid
@@ -36,10 +36,16 @@ def _usable_card(ctx: Context, proof: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+#: the transaction flow lines a kiosk shows with the balance (R9, R20)
+RECENT = 5
+
+
 def read(ctx: Context, terminal: dict[str, Any], proof: dict[str, Any]) -> dict[str, Any]:
     row = cardproof.verify(ctx, proof)
     bal, trans = ledger.balances(ctx.db, row["id"])
+    recent = queries.page(ctx, row["id"], "flow", limit=RECENT)["items"]
     return {
+        "recent": recent,
         "card_no": row["card_no"],
         "number": row["number"],
         "name": row["name"],
@@ -196,6 +202,41 @@ def change_limit(
         )
     ctx.notifier.notify()
     return {"card_no": row["card_no"], "changed": "limit", "write": {"limit_fen": limit_fen}}
+
+
+def pull_transition(
+    ctx: Context, terminal: dict[str, Any], proof: dict[str, Any]
+) -> dict[str, Any]:
+    """R7 at the kiosk: the transition balance (过渡余额) moves onto the account now, as it
+    would at the next card transaction.  Safe to repeat: a second pull moves nothing."""
+    row = _usable_card(ctx, proof)
+    aid = int(row["id"])
+    with ctx.db.tx() as tx:
+        _wallet, trans = ledger.balances(tx, aid)
+        if trans > 0:
+            ledger.transfer(
+                tx,
+                ledger.Transfer(
+                    id=f"trans:kiosk:{terminal['id']}:{ctx.rng.getrandbits(64):016x}",
+                    ts_ms=ctx.now_ms(),
+                    debit=ledger.transition(aid),
+                    credit=ledger.wallet(aid),
+                    amount=trans,
+                    kind="transition",
+                    account_id=aid,
+                    memo=f"transition balance moved in at kiosk {terminal['id']} (R7)",
+                ),
+            )
+            tx.execute("UPDATE accounts SET version = ? WHERE id = ?", (next_version(tx), aid))
+        wallet, left = ledger.balances(tx, aid)
+    if trans > 0:
+        ctx.notifier.notify()
+    return {
+        "card_no": row["card_no"],
+        "moved_fen": max(trans, 0),
+        "balance_fen": wallet,
+        "transition_fen": left,
+    }
 
 
 def correction(ctx: Context, terminal: dict[str, Any], proof: dict[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ ENDPOINTS: dict[str, frozenset[str]] = {
     "POST /v1/kiosk/card/consume-password": frozenset({KIOSK}),
     "POST /v1/kiosk/card/limit": frozenset({KIOSK}),
     "POST /v1/kiosk/card/correction": frozenset({KIOSK}),
+    "POST /v1/kiosk/card/transition": frozenset({KIOSK}),
     "POST /v1/kiosk/found-cards": frozenset({KIOSK}),
     "POST /v1/kiosk/reissue/quote": frozenset({KIOSK}),
     "POST /v1/kiosk/reissue": frozenset({KIOSK}),

@@ -62,6 +62,7 @@ from sync.server.api_models import (
     StaffListOut,
     StaffOut,
     StatusOut,
+    TransitionOut,
 )
 from sync.server.context import Context
 from sync.server.staff import Actor
@@ -239,6 +240,11 @@ def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
             body.limit_fen,
             body.consume_password,
         )
+
+    @r.post("/v1/kiosk/card/transition", tags=["kiosk"], response_model=TransitionOut)
+    def kiosk_transition(body: KioskCardIn, term: Kiosk) -> dict[str, Any]:
+        """R7 with the card: move the transition balance onto the account now."""
+        return kiosk.pull_transition(ctx, term, body.card.model_dump())
 
     @r.post("/v1/kiosk/card/correction", tags=["kiosk"], response_model=CardWriteOut)
     def kiosk_correction(body: KioskCardIn, term: Kiosk) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from sync import codes
 from tests.card_helpers import issue_image, server_keys
 from tests.helpers import ROOT, PosProc, ServerProc, id_card, wait_until, ykt
 from tests.phone_helpers import Phone, png
-from tests.posutil import restart_server, server_away
+from tests.posutil import restart_server, server_away, wait_account_cached
 from tests.test_screens import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow
@@ -91,7 +91,7 @@ class Kiosk:
             env=env,
         ).start()
         self.stack.callback(lambda: self.pos.stop())
-        self.disp = Dispenser(self.readers, "kd", blanks=14)
+        self.disp = Dispenser(self.readers, "kd", blanks=24)
         self.stack.callback(self.disp.stop)
         self.kiosk = self.start_kiosk(token=self.server.enroll_token("kiosk-1", role="kiosk"))
         self.stack.callback(lambda: self.kiosk.stop())
@@ -220,10 +220,13 @@ def test_report_loss_stops_the_card_at_the_pos_within_3_s_and_unlock_restores_it
     h = k.holder()
     k.pos.wait_card_known(h["card_no"])
     cred = ("--number", h["number"], "--password", h["password"])
-    t0 = time.monotonic()
+    aid = int(k.server.account(h["number"])["id"])
     k.sim("report-loss", *cred)
+    reported = time.monotonic()  # the kiosk has answered: the server recorded the loss
+    wait_account_cached(k.pos, aid, status="lost")  # the POS's feed brought it
+    assert time.monotonic() - reported < 3.0
     declined = k.sale(h["card"], 100)
-    assert not declined["approved"] and time.monotonic() - t0 < 3.0, declined
+    assert not declined["approved"] and "挂失" in declined["reason"], declined
     assert k.sim("found-card", *cred)["found"] == []  # R17: nobody handed it in yet
     k.sim("unlock", *cred)
     assert wait_until(lambda: k.sale(h["card"], 100)["approved"], 5)
@@ -255,25 +258,41 @@ def test_a_consumer_cards_reissue_is_refused_naming_the_desk(k: Kiosk) -> None:
     assert k.disp.cli("status")["hopper"] == before["hopper"]
 
 
-def test_a_kiosk_sigkilled_mid_encode_ends_with_one_fee_and_one_working_card(
-    k: Kiosk, tmp_path: Path
+#: where the kiosk is SIGKILLed (edge/kiosk/engine.py crash points), and what the restart does:
+#: whether the order is finished, and how many cards it put into the reject bin
+CRASHES = [
+    ("fed", "undone", 1),  # a blank at the encoder, the server not asked: nothing charged
+    ("ordered", "at_mouth", 1),  # the server's order, nothing written yet: a fresh blank
+    ("encode:20", "at_mouth", 1),  # mid-encode: the half-encoded card to the reject bin
+    ("encoded", "at_mouth", 0),  # written and read back: verified again, issued
+    ("done", "at_mouth", 0),  # the order closed: issued
+]
+
+
+@pytest.mark.parametrize(("where", "ends", "rejected"), CRASHES, ids=[c[0] for c in CRASHES])
+def test_a_kiosk_sigkilled_at_any_step_ends_with_one_fee_and_one_working_card(
+    k: Kiosk, tmp_path: Path, where: str, ends: str, rejected: int
 ) -> None:
     h = k.holder(topup=10000)
     k.kiosk.stop()
-    k.kiosk = k.start_kiosk(YKT_KIOSK_CRASH="encode:20")
+    k.kiosk = k.start_kiosk(YKT_KIOSK_CRASH=where)
     out = k.sim("reissue", "--number", h["number"], "--id-card", h["id_card"], check=False)
-    assert out.returncode != 0  # the kiosk died mid-encode
+    assert out.returncode != 0  # the kiosk died
     crashed = k.kiosk
     assert crashed.proc is not None and crashed.proc.wait(10) == -signal.SIGKILL
     crashed.stop()
-    half = k.disp.cli("status")
-    assert half["at_mouth"] is None
-    k.kiosk = k.start_kiosk()  # the restart finishes the order
+    assert k.disp.cli("status")["at_mouth"] is None  # nothing handed out yet
+    k.kiosk = k.start_kiosk()  # the restart finishes or undoes the order
     done = wait_until(lambda: (s := k.kiosk.status())["open_orders"] == [] and s, 30)
     (order,) = [o for o in done["orders"] if o["number"] == h["number"]]
-    assert order["step"] == "at_mouth" and order["rejected"] == 1
+    assert (order["step"], order["rejected"]) == (ends, rejected), order
     status = k.disp.cli("status")
-    assert status["at_mouth"] == order["uid"] and len(status["rejected"]) >= 1
+    if ends == "undone":
+        assert status["at_mouth"] is None and status["at_encoder"] is None
+        assert k.balance(h["number"]) == 10000  # nothing charged
+        assert k.sale(h["card"], 100)["approved"]  # the old card still works
+        return
+    assert status["at_mouth"] == order["uid"]
     assert k.balance(h["number"]) == 10000 - 2000  # the fee once
     new = k.disp.take(tmp_path / "new.img")
     k.pos.wait_card_known(order["card_no"])

@@ -279,6 +279,7 @@ class KioskEngine:
             self._forget()
 
     def _forget(self) -> None:
+        self._pending_identity = None  # what the holder keyed goes with the visit
         s = self._screen
         s.state, s.account, s.quote, s.order = "idle", None, None, None
         s.message, s.ok, s.code = "", True, ""
@@ -724,8 +725,10 @@ class KioskEngine:
         Otherwise it stays open in the journal and the kiosk finishes it when it can (at its
         next start): the fee is already charged and is never charged again."""
         if order.step == "feeding" or (refused and order.step == "ordered" and not order.answer):
-            self._capture_quietly()
-            self.journal.step(order, "undone", note=f"{code}: nothing charged")
+            captured = self._capture_quietly()
+            self.journal.step(
+                order, "undone", note=f"{code}: nothing charged", rejected=order.rejected + captured
+            )
             return KioskFault(code, f"{text}；未扣费 / nothing was charged")
         self.journal.step(order, order.step, note=code)
         return KioskFault(
@@ -735,11 +738,16 @@ class KioskEngine:
             "kiosk works again, or at the service desk",
         )
 
-    def _capture_quietly(self) -> None:
+    def _capture_quietly(self) -> int:
+        """Put a card in the channel into the reject bin; how many cards went there (0, 1)."""
         try:
-            self.dev.dispenser().capture()
+            disp = self.dev.dispenser()
+            there = disp.status().card_at != "none"
+            disp.capture()
+            return int(there)
         except (DispenserError, DeviceUnavailable) as exc:
             log.warning("cannot capture the card at the encoder: %s", exc)
+            return 0
 
     def _steps(self, order: Order, disp: CardDispenser) -> Order:
         st = disp.status()
@@ -847,8 +855,13 @@ class KioskEngine:
         for order in self.journal.open_orders():
             log.warning("order %s was interrupted at %s: resuming", order.order_id, order.step)
             if order.step == "feeding":
-                self._capture_quietly()
-                done = self.journal.step(order, "undone", note="interrupted before the server")
+                captured = self._capture_quietly()
+                done = self.journal.step(
+                    order,
+                    "undone",
+                    note="interrupted before the server: nothing charged",
+                    rejected=order.rejected + captured,
+                )
                 out.append(done.public())
                 continue
             with self._cond:

@@ -18,6 +18,7 @@ import pytest
 
 from drivers.errors import DeviceUnavailable
 from drivers.reader.base import PresentCard
+from edge.errors import EngineError
 from edge.kiosk import engine as engine_mod
 from edge.kiosk.engine import HolderError, KioskEngine, KioskFault
 from edge.kiosk.orders import KioskJournal
@@ -418,3 +419,11 @@ def test_a_reissue_by_the_code_held_up_to_the_camera(rig: Rig) -> None:
     rig.shown = "YKT1-AUTH-CODE-TEXT"
     assert rig.engine.reissue_scan(0.1)["fee_fen"] == FEE
     assert rig.engine.screen()["state"] == "quote"
+
+
+def test_going_home_forgets_the_identity_keyed(rig: Rig) -> None:
+    rig.engine.reissue_quote(IDENT)
+    rig.engine.home()
+    with pytest.raises(EngineError):
+        rig.engine.reissue_confirm()
+    assert rig.server.charges == 0 and rig.journal.open_orders() == []

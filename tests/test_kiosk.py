@@ -1,175 +1,35 @@
-"""The self-service kiosk (issue 11) through the real lower layers: ``ykt kiosk`` with its
-holder's reader and its encoder in a private pcscd (vpcd slots), the simulated CRT-591 on a
-pseudo-terminal (``ykt sim dispenser``), a real server, and a real POS on a third vpcd slot
-that the same card images are carried to.  Driven as a test engineer would: ``ykt sim kiosk``.
+"""The self-service kiosk (issue 11) through the real lower layers (tests/kioskutil.py: pcscd and
+vpcd for both readers, a pty for the dispenser, a real server and POS), driven as a test engineer
+would: ``ykt sim kiosk``.
 
 The "Done when" of the issue: the consumption password lives on the card (a POS accepts only the
 new one, offline too); a daily limit of 80.00 lets a 70.00 sale through without a password; a
-loss report stops the card at every POS within 3 s and unlock restores it; a reissue takes one
-blank, charges the fee once, the new card sells and the old one is declined; a kiosk SIGKILLed
-mid-encode and restarted ends with the fee charged once and exactly one working new card; a
-consumer card's reissue is refused naming the desk."""
+loss report stops the card at the POS within 3 s and unlock restores it; a reissue takes one
+blank, charges the fee once, the new card sells and the old one is declined; a consumer card's
+reissue is refused naming the desk.  Crashes and jams: tests/test_kiosk_crash.py; the screens in
+Chromium: tests/test_kiosk_screens.py."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from sim import cardimage
-from sim.control import AgentControl
-from sim.harness import pcscd
-from sim.harness.ykt import KioskProcess
-from sim.mifare import MifareClassic1K
-from sim.vicc import VirtualCard
 from sync import codes
-from tests.card_helpers import issue_image, server_keys
-from tests.helpers import ROOT, PosProc, ServerProc, id_card, wait_until, ykt
+from tests.helpers import wait_until
+from tests.kioskutil import HOLDER, NEW_PIN, Kiosk, running_kiosk
 from tests.phone_helpers import Phone, png
 from tests.posutil import restart_server, server_away, wait_account_cached
-from tests.test_screens import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow
-
-HOLDER, ENCODER, POS = 0, 1, 2
-NEW_PIN = "246802"
-IDLE_S = 5  # the kiosk's idle timeout in these tests (--idle)
-
-
-def initial_password(n: int) -> str:
-    c = id_card(n)
-    return c[-7:-1] if c[-1] == "X" else c[-6:]
-
-
-class Dispenser:
-    """One ``ykt sim dispenser`` unit on a pty, its encoder in the vpcd slot ENCODER."""
-
-    def __init__(self, readers: pcscd.VirtualReaders, name: str, blanks: int) -> None:
-        self.dir, self.name = str(readers.dir), name
-        out = ykt(
-            "sim", "dispenser", "start", "--dir", self.dir, "--name", name,
-            "--blanks", str(blanks), "--encoder-slot", str(ENCODER), "--json",
-        )  # fmt: skip
-        self.url = f"serial://{json.loads(out.stdout)['device']}?baud=9600"
-
-    def cli(self, *args: str) -> dict[str, Any]:
-        out = ykt("sim", "dispenser", *args, "--dir", self.dir, "--name", self.name, "--json")
-        return dict(json.loads(out.stdout))
-
-    def take(self, out: Path) -> MifareClassic1K:
-        self.cli("take", "--out", str(out))
-        return cardimage.load(out)
-
-    def stop(self) -> None:
-        ykt("sim", "dispenser", "stop", "--dir", self.dir, "--name", self.name, check=False)
-
-
-class Kiosk:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.stack = contextlib.ExitStack()
-        self.readers = pcscd.VirtualReaders(tmp / "readers")
-        self.readers.start(3)
-        self.stack.callback(self.readers.stop)
-        self.server = ServerProc(tmp / "server").start()
-        self.stack.callback(lambda: self.server.stop())
-        self.keys = server_keys(self.server)
-        env = {"PCSCLITE_CSOCK_NAME": str(self.readers.socket_path)}
-        self.env = env
-        self.pos = PosProc(
-            tmp / "pos",
-            self.server,
-            token=self.server.enroll_token("canteen-k"),
-            reader="pcsc://" + self.readers.slot(POS)["name"],
-            env=env,
-        ).start()
-        self.stack.callback(lambda: self.pos.stop())
-        self.disp = Dispenser(self.readers, "kd", blanks=24)
-        self.stack.callback(self.disp.stop)
-        self.kiosk = self.start_kiosk(token=self.server.enroll_token("kiosk-1", role="kiosk"))
-        self.stack.callback(lambda: self.kiosk.stop())
-        self.cards: dict[int, VirtualCard] = {}
-        self.stack.callback(self.remove_all)
-        self.n = 600
-
-    def start_kiosk(self, token: str | None = None, **env: str) -> KioskProcess:
-        proc = KioskProcess(
-            self.tmp / "kiosk",
-            server_url=self.server.url,
-            token=token,
-            reader="pcsc://" + self.readers.slot(HOLDER)["name"],
-            encoder="pcsc://" + self.readers.slot(ENCODER)["name"],
-            dispenser=self.disp.url,
-            camera="sim://kcam",  # the app's code is shown to it (ykt sim kiosk --auth-code)
-            env={**self.env, **env},
-            extra=("--idle", str(IDLE_S)),
-        )
-        return proc.start()
-
-    # -- cards --------------------------------------------------------------------------------
-    def holder(self, kind: str = "student", topup: int = 30000) -> dict[str, Any]:
-        """A new account with a card image the desk wrote; returns its facts and the image."""
-        self.n += 1
-        n, number = self.n, f"K{self.n}"
-        self.server.add_account(number, n, kind, topup_fen=topup)
-        uid = f"04{n:06X}"
-        path = self.tmp / f"{number}.img"
-        rec = issue_image(self.server, number, uid, path, self.keys)
-        return {
-            "number": number,
-            "id_card": id_card(n),
-            "password": initial_password(n),
-            "card_no": rec["card_no"],
-            "card": cardimage.load(path),
-        }
-
-    def present(self, slot: int, card: MifareClassic1K) -> None:
-        self.remove(slot)
-        card.power_on()
-        vc = VirtualCard(card, self.readers.slot(slot)["port"]).start()
-        vc.wait_inserted()
-        self.cards[slot] = vc
-
-    def remove(self, slot: int) -> None:
-        vc = self.cards.pop(slot, None)
-        if vc is not None:
-            vc.remove()
-
-    def remove_all(self) -> None:
-        for slot in list(self.cards):
-            self.remove(slot)
-
-    # -- doing things -------------------------------------------------------------------------
-    def sim(self, action: str, *args: str, check: bool = True) -> Any:
-        out = ykt("sim", "kiosk", "--agent", self.kiosk.url, action, *args, "--json", check=check)
-        return json.loads(out.stdout) if out.returncode == 0 else out
-
-    def sale(self, card: MifareClassic1K, fen: int, pin: str | None = None) -> dict[str, Any]:
-        self.present(POS, card)
-        try:
-            return AgentControl(self.pos.url, timeout=10).sale(fen, pin=pin)
-        finally:
-            self.remove(POS)
-            wait_until(lambda: "ready" in self.pos.status()["reader_status"], 5)
-
-    def balance(self, number: str) -> int:
-        return int(self.server.account(number)["balance_fen"])
 
 
 @pytest.fixture(scope="module")
 def k(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kiosk]:
-    rig = Kiosk(tmp_path_factory.mktemp("kiosk"))
-    try:
-        yield rig
-    finally:
-        rig.stack.close()
+    yield from running_kiosk(tmp_path_factory, "kiosk")
 
 
 def test_balance_of_the_card_on_the_reader(k: Kiosk) -> None:
@@ -260,46 +120,6 @@ def test_a_consumer_cards_reissue_is_refused_naming_the_desk(k: Kiosk) -> None:
 
 #: where the kiosk is SIGKILLed (edge/kiosk/engine.py crash points), and what the restart does:
 #: whether the order is finished, and how many cards it put into the reject bin
-CRASHES = [
-    ("fed", "undone", 1),  # a blank at the encoder, the server not asked: nothing charged
-    ("ordered", "at_mouth", 1),  # the server's order, nothing written yet: a fresh blank
-    ("encode:20", "at_mouth", 1),  # mid-encode: the half-encoded card to the reject bin
-    ("encoded", "at_mouth", 0),  # written and read back: verified again, issued
-    ("done", "at_mouth", 0),  # the order closed: issued
-]
-
-
-@pytest.mark.parametrize(("where", "ends", "rejected"), CRASHES, ids=[c[0] for c in CRASHES])
-def test_a_kiosk_sigkilled_at_any_step_ends_with_one_fee_and_one_working_card(
-    k: Kiosk, tmp_path: Path, where: str, ends: str, rejected: int
-) -> None:
-    h = k.holder(topup=10000)
-    k.kiosk.stop()
-    k.kiosk = k.start_kiosk(YKT_KIOSK_CRASH=where)
-    out = k.sim("reissue", "--number", h["number"], "--id-card", h["id_card"], check=False)
-    assert out.returncode != 0  # the kiosk died
-    crashed = k.kiosk
-    assert crashed.proc is not None and crashed.proc.wait(10) == -signal.SIGKILL
-    crashed.stop()
-    assert k.disp.cli("status")["at_mouth"] is None  # nothing handed out yet
-    k.kiosk = k.start_kiosk()  # the restart finishes or undoes the order
-    done = wait_until(lambda: (s := k.kiosk.status())["open_orders"] == [] and s, 30)
-    (order,) = [o for o in done["orders"] if o["number"] == h["number"]]
-    assert (order["step"], order["rejected"]) == (ends, rejected), order
-    status = k.disp.cli("status")
-    if ends == "undone":
-        assert status["at_mouth"] is None and status["at_encoder"] is None
-        assert k.balance(h["number"]) == 10000  # nothing charged
-        assert k.sale(h["card"], 100)["approved"]  # the old card still works
-        return
-    assert status["at_mouth"] == order["uid"]
-    assert k.balance(h["number"]) == 10000 - 2000  # the fee once
-    new = k.disp.take(tmp_path / "new.img")
-    k.pos.wait_card_known(order["card_no"])
-    assert k.sale(new, 100)["approved"]
-    assert not k.sale(h["card"], 100)["approved"]
-
-
 def test_card_correction_and_electricity_with_the_card_on_the_reader(k: Kiosk) -> None:
     h = k.holder(topup=10000)
     k.server.admin().call(
@@ -330,20 +150,6 @@ def test_a_reissue_by_the_apps_authentication_code_shown_to_the_kiosk(
     assert k.sale(new, 100)["approved"]
 
 
-@pytest.mark.parametrize("where", ["encoder", "mouth"])
-def test_a_jammed_dispenser_is_reset_and_the_reissue_finishes_charged_once(
-    k: Kiosk, tmp_path: Path, where: str
-) -> None:
-    h = k.holder(topup=5000)
-    k.disp.cli("fault", "--jam-at", where)
-    out = k.sim("reissue", "--number", h["number"], "--id-card", h["id_card"])
-    assert out["balance_fen"] == 3000 and k.balance(h["number"]) == 3000
-    assert k.disp.cli("status")["at_mouth"] == out["uid"]
-    new = k.disp.take(tmp_path / f"jam-{where}.img")
-    k.pos.wait_card_known(out["card_no"])
-    assert k.sale(new, 100)["approved"]
-
-
 def test_server_unreachable_is_said_in_plain_words_and_passes(k: Kiosk) -> None:
     h = k.holder()
     k.present(HOLDER, h["card"])
@@ -358,95 +164,3 @@ def test_server_unreachable_is_said_in_plain_words_and_passes(k: Kiosk) -> None:
     assert k.sim("balance")["number"] == h["number"]
     assert k.kiosk.status()["screen"]["notices"] == []
     k.remove(HOLDER)
-
-
-# -- the touch screen in Debian's Chromium (Playwright) ---------------------------------------------
-#: screenshots kept as test artefacts (look at them: the Chinese must render in Noto CJK)
-SHOTS = ROOT / "build" / "test-artifacts" / "kiosk"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def screen(browser: Browser, k: Kiosk) -> Iterator[Page]:
-    page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="zh-CN")
-    page.goto(k.kiosk.url + "/kiosk")
-    expect(page.get_by_test_id("state")).to_have_attribute("data-state", "idle")
-    yield page
-    page.close()
-
-
-def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-def test_screen_balance(screen: Page, k: Kiosk) -> None:
-    h = k.holder(topup=4321)
-    k.present(HOLDER, h["card"])
-    screen.get_by_test_id("go-balance").click()
-    expect(screen.get_by_test_id("balance")).to_have_text("¥43.21")
-    expect(screen.get_by_test_id("state")).to_have_attribute("data-state", "card")
-    shot(screen, "balance")
-    k.remove(HOLDER)
-
-
-def test_screen_query_password_change(screen: Page, k: Kiosk) -> None:
-    h = k.holder()
-    k.present(HOLDER, h["card"])
-    screen.get_by_test_id("go-query-password").click()
-    screen.get_by_test_id("in-old").fill(h["password"])
-    screen.get_by_test_id("in-new").fill("864202")
-    shot(screen, "query-password-form")
-    screen.get_by_test_id("submit").click()
-    expect(screen.get_by_test_id("message")).to_contain_text("查询密码已修改")
-    shot(screen, "query-password-done")
-    k.remove(HOLDER)
-    # the new query password works where it counts: a card-less loss report, then unlock
-    k.sim("report-loss", "--number", h["number"], "--password", "864202")
-    k.sim("unlock", "--number", h["number"], "--password", "864202")
-
-
-def test_screen_full_reissue(screen: Page, k: Kiosk, tmp_path: Path) -> None:
-    h = k.holder(topup=5000)
-    screen.get_by_test_id("go-reissue").click()
-    screen.get_by_test_id("in-number").fill(h["number"])
-    screen.get_by_test_id("in-id_card").fill(h["id_card"])
-    screen.get_by_test_id("submit").click()
-    expect(screen.get_by_test_id("fee")).to_have_text("¥20.00")
-    expect(screen.get_by_test_id("balance-after")).to_have_text("¥30.00")
-    shot(screen, "reissue-quote")
-    screen.get_by_test_id("confirm").click()
-    expect(screen.get_by_test_id("state")).to_have_attribute(
-        "data-state", "take_card", timeout=30_000
-    )
-    expect(screen.get_by_test_id("message")).to_contain_text("请取走新卡")
-    shot(screen, "reissue-take-card")
-    card_no = screen.get_by_test_id("new-card").inner_text()
-    new = k.disp.take(tmp_path / "screen-new.img")
-    k.pos.wait_card_known(card_no)
-    assert k.sale(new, 100)["approved"]
-    assert k.balance(h["number"]) == 5000 - 2000 - 100
-
-
-def test_screen_idle_timeout_forgets_the_visit(screen: Page, k: Kiosk) -> None:
-    h = k.holder(topup=777)
-    k.present(HOLDER, h["card"])
-    screen.get_by_test_id("go-balance").click()
-    expect(screen.get_by_test_id("balance")).to_have_text("¥7.77")
-    k.remove(HOLDER)
-    screen.get_by_test_id("go-report-loss").click()
-    screen.get_by_test_id("in-number").fill(h["number"])
-    expect(screen.get_by_test_id("state")).to_have_attribute(
-        "data-state", "idle", timeout=3_000 + IDLE_S * 1000
-    )
-    expect(screen.get_by_test_id("account")).to_be_hidden()
-    expect(screen.get_by_test_id("form")).to_be_hidden()  # what was keyed is gone
-    expect(screen.get_by_test_id("menu")).to_be_visible()
-    shot(screen, "idle")

@@ -4,16 +4,23 @@ small helpers."""
 
 from __future__ import annotations
 
+import secrets
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import requests
 
 from edge.cache import Cache
 from sim.harness import procs
 from sim.harness.procs import free_port, ykt_cmd
 from sim.harness.ykt import PosProcess, ServerProcess
+from sync import paygate
+from sync.crypto import SigningKey
 from sync.db import Database
+from sync.paygate import Notification
 from tests import dbs
 
 __all__ = [
@@ -108,6 +115,49 @@ class ServerProc(ServerProcess):
 
     def account(self, number: str) -> dict[str, Any]:
         return self.admin().call("GET", f"/v1/admin/accounts/{number}")
+
+    def provider_topup(self, number: str, password: str, channel: str, amount_fen: int) -> None:
+        """Money of a provider's channel (R7) as it really arrives: the holder's order, then
+        the provider's signed notification of its payment (a key this test registered for the
+        channel; nothing listens at the provider's URL: the notification is sent from here)."""
+        key = _provider_keys.get((self.url, channel))
+        if key is None:
+            key = _provider_keys[(self.url, channel)] = SigningKey.generate()
+            self.register_paygate(channel, "http://127.0.0.1:9", key.public.to_b64())
+        login = requests.post(
+            f"{self.url}/v1/app/login", json={"number": number, "password": password}, timeout=10
+        )
+        login.raise_for_status()
+        auth = {"Authorization": f"Bearer {login.json()['token']}"}
+        body = {"amount_fen": amount_fen, "channel": channel, "password": password}
+        got = requests.post(f"{self.url}/v1/app/topups", json=body, headers=auth, timeout=10)
+        got.raise_for_status()
+        order = got.json()["pay"]["order"]
+        txn = secrets.token_hex(8)
+        note = paygate.encode(
+            Notification(
+                id=f"N{txn}",
+                event="payment.succeeded",
+                order_id=order["order_id"],
+                txn_id=f"X{txn}",
+                channel=channel,  # type: ignore[arg-type]
+                amount_fen=amount_fen,
+                currency=order["currency"],
+                paid_ms=int(time.time() * 1000),
+                attach=order["attach"],
+            )
+        )
+        headers = paygate.sign(key, note, int(time.time() * 1000))
+        done = requests.post(
+            f"{self.url}/v1/paygate/{channel}/notify",
+            data=note,
+            headers={**headers, "Content-Type": "application/json"},
+            timeout=10,
+        )
+        assert done.status_code == 200 and done.json()["credited"], done.text
+
+
+_provider_keys: dict[tuple[str, str], SigningKey] = {}
 
 
 class PosProc(PosProcess):

@@ -248,11 +248,8 @@ def test_r7_alipay_lands_in_transition_and_moves_at_the_next_card_sale(
     module_server: ServerProc, term: HandTerminal
 ) -> None:
     acct = fresh_account(module_server)
-    a = module_server.admin().call(
-        "POST",
-        f"/v1/admin/accounts/{acct['number']}/topups",
-        {"amount_fen": 3000, "channel": "alipay"},
-    )
+    module_server.provider_topup(acct["number"], acct["password"], "alipay", 3000)
+    a = account(module_server, acct)
     assert (a["balance_fen"], a["transition_fen"]) == (0, 3000)
     out = term.authorize(1, acct["card_no"], 2000)  # a card sale may use it
     assert out["approved"] and out["balance_fen"] == 1000
@@ -268,11 +265,7 @@ def test_r7_phone_payments_do_not_move_the_transition_balance(
     module_server: ServerProc, term: HandTerminal
 ) -> None:
     acct = fresh_account(module_server, topup_fen=5000)
-    module_server.admin().call(
-        "POST",
-        f"/v1/admin/accounts/{acct['number']}/topups",
-        {"amount_fen": 3000, "channel": "alipay"},
-    )
+    module_server.provider_topup(acct["number"], acct["password"], "alipay", 3000)
     term.record(acct["id"], 1000, method="qr-forward")
     term.push(term.wire([1]))
     shown = account(module_server, acct)

@@ -263,12 +263,12 @@ def test_the_policy_can_keep_such_a_card_working(
 
 # -- the upgrade --------------------------------------------------------------------------------
 def test_records_synced_before_the_upgrade_are_marked(tmp_path: Path) -> None:
-    """Migration 0009 marks the card records stored before 0008, so a card put back to a state
+    """Migration 0012 marks the card records stored before 0011, so a card put back to a state
     of before the upgrade is found too."""
     url = dbs.fresh_url()
     db = dbs.opened(url, Database(url or tmp_path / "ykt.db"))
     ids = [step for step, _fn in MIGRATIONS.steps]
-    before = Migrations(steps=MIGRATIONS.steps[: ids.index("0008-card-marks")])
+    before = Migrations(steps=MIGRATIONS.steps[: ids.index("0011-card-marks")])
     db.migrate(before)
     with db.tx() as tx:
         tx.execute(
@@ -305,7 +305,7 @@ def test_records_synced_before_the_upgrade_are_marked(tmp_path: Path) -> None:
                 "VALUES ('T1', ?, ?, ?, '', 0)",
                 (seq, prev, body.decode()),
             )
-    assert db.migrate(MIGRATIONS) == ["0008-card-marks", "0009-card-marks-of-earlier-records"]
+    assert db.migrate(MIGRATIONS) == ["0011-card-marks", "0012-card-marks-of-earlier-records"]
     marks = db.all("SELECT card_no, taps, mark, terminal_id, seq FROM card_marks ORDER BY seq")
     assert [tuple(m) for m in marks] == [
         ("10000001", 1, "sale", "T1", 1),

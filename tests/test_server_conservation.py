@@ -31,9 +31,12 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from sync import paygate
 from sync.clock import ManualClock
+from sync.crypto import SigningKey
+from sync.paygate import Notification
 from sync.records import to_json
-from sync.server import accounts, authorize, ledger, policy
+from sync.server import accounts, authorize, ledger, policy, topups
 from sync.server.errors import Conflict
 from tests.helpers import id_card
 from tests.inproc import InProcTerminal, make_context
@@ -84,6 +87,8 @@ class Conservation(RuleBasedStateMachine):
         self.topups = 0
         self.sales = 0
         self.bank_on = False
+        self.gates: dict[str, SigningKey] = {}
+        self.txns = 0
 
     def teardown(self) -> None:
         self.ctx.db.close()
@@ -125,21 +130,56 @@ class Conservation(RuleBasedStateMachine):
         channel=st.sampled_from(["app", "wechat", "alipay", "bank", "cash"]),
     )
     def topup(self, i: int, amount: int, channel: str) -> None:
+        """R7: cash at the desk; the other channels only as an order paid at the channel's
+        provider, credited by its signed notification (delivered twice: credited once)."""
         h = self.pick(i)
         if channel == "bank" and not self.bank_on:  # R7: off by default
             try:
-                accounts.topup(self.ctx, h.number, amount, channel)
+                self.provider_topup(h, amount, channel)
             except Conflict as exc:
                 assert exc.code == "channel_off"
                 return
             raise AssertionError("a top-up through a switched-off channel went through")
-        out = accounts.topup(self.ctx, h.number, amount, channel)
-        assert out["applied"]
+        if channel == "cash":
+            assert accounts.topup(self.ctx, h.number, amount, channel)["applied"]
+        else:
+            self.provider_topup(h, amount, channel)
         if channel == "alipay":  # R7: lands in the transition balance
             h.transition += amount
         else:
             h.wallet += amount
         self.topups += amount
+
+    def provider_topup(self, h: Holder, amount: int, channel: str) -> None:
+        if channel not in self.gates:
+            self.gates[channel] = SigningKey.generate()
+            topups.register(
+                self.ctx,
+                channel,
+                "http://127.0.0.1:9",
+                self.gates[channel].public.to_b64(),
+                "http://127.0.0.1:9/notify",
+                "test",
+            )
+        acct = accounts.get_account(self.ctx, h.number)
+        o = topups.create_order(self.ctx, acct, amount, channel, h.password, None)["pay"]["order"]
+        self.txns += 1
+        body = paygate.encode(
+            Notification(
+                id=f"N{self.txns:08d}",
+                event="payment.succeeded",
+                order_id=o["order_id"],
+                txn_id=f"X{self.txns:08d}",
+                channel=o["channel"],
+                amount_fen=amount,
+                currency=o["currency"],
+                paid_ms=self.ctx.now_ms(),
+                attach=o["attach"],
+            )
+        )
+        for credited in (True, False):  # the provider redelivers: credited once
+            headers = paygate.sign(self.gates[channel], body, self.ctx.now_ms())
+            assert topups.notify(self.ctx, channel, body, headers)["credited"] is credited
 
     @rule(on=st.booleans())
     def switch_bank(self, on: bool) -> None:

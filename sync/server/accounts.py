@@ -589,11 +589,15 @@ def topup(
     if not ctx.policy()["channels"].get(ch.value, False):
         raise Conflict(f"top-up channel {ch.value} is switched off (R7)", "channel_off")
     a = get_account(ctx, number)
-    if a["status"] == AccountStatus.CANCELLED:
-        raise Conflict("the account is cancelled (R14)", "bad_status")
     target = ledger.wallet(a["id"])
     tid = f"topup:{request_id}" if request_id else f"topup:{ctx.rng.getrandbits(64):016x}"
     with ctx.db.tx() as tx:
+        # R14 inside the transaction: a cancellation committed after the lookup above has paid
+        # the balance out, and money must not land after it
+        if tx.scalar("SELECT status FROM accounts WHERE id = ?", (a["id"],)) == (
+            AccountStatus.CANCELLED
+        ):
+            raise Conflict("the account is cancelled (R14)", "bad_status")
         ledger.ensure(tx, ledger.channel(ch.value), "channel")
         applied = ledger.transfer(
             tx,

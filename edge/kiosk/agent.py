@@ -43,6 +43,7 @@ from sync.records import CardRow
 log = logging.getLogger(__name__)
 
 DISPENSER_POLL_S = 5.0
+CARD_GONE_S = 5.0  # the card off the reader this long: its account leaves the screen
 
 
 @dataclass
@@ -110,6 +111,7 @@ class KioskAgent:
         self._stop = threading.Event()
         self._beat = time.monotonic()
         self._dispenser_checked = 0.0
+        self._card_gone_since: float | None = None
 
     # -- the devices (edge.kiosk.engine.Devices) ---------------------------------------------
     def holder_card(self) -> PresentCard | None:
@@ -312,11 +314,32 @@ class KioskAgent:
             if self.reader.healthy():
                 self._reader_ok()
             if card is not None:
+                self._card_gone_since = None
                 try:
                     self.engine.card_arrived(card)
                 except Exception:  # the agent never dies on one bad card
                     log.exception("a card on %s failed", card.reader)
+            else:
+                self._watch_card_left()
         self._run_jobs()
+
+    def _watch_card_left(self) -> None:
+        """While the screen shows a card's account: the card taken away for ``CARD_GONE_S``
+        ends that (the account leaves the screen)."""
+        if not self.engine.showing_card or self.reader is None:
+            self._card_gone_since = None
+            return
+        try:
+            there = self.reader.current_card() is not None
+        except DriverError:
+            there = False
+        if there:
+            self._card_gone_since = None
+        elif self._card_gone_since is None:
+            self._card_gone_since = time.monotonic()
+        elif time.monotonic() - self._card_gone_since >= CARD_GONE_S:
+            self._card_gone_since = None
+            self.engine.card_left()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:

@@ -286,6 +286,18 @@ class KioskEngine:
         s.version += 1
         self._cond.notify_all()
 
+    @property
+    def showing_card(self) -> bool:
+        """The screen shows the account of a card (which should still be on the reader)."""
+        return self._screen.state == "card"
+
+    def card_left(self) -> None:
+        """The card was taken off the reader: its account leaves the screen (the next person
+        at the kiosk must not see it)."""
+        with self._cond:
+            if self._screen.state == "card" and not self._issuing:
+                self._forget()
+
     def home(self) -> dict[str, Any]:
         """Back to the start screen, forgetting the visit (not while a card is being issued)."""
         with self._cond:

@@ -427,3 +427,12 @@ def test_going_home_forgets_the_identity_keyed(rig: Rig) -> None:
     with pytest.raises(EngineError):
         rig.engine.reissue_confirm()
     assert rig.server.charges == 0 and rig.journal.open_orders() == []
+
+
+def test_a_card_taken_away_takes_its_account_off_the_screen(rig: Rig) -> None:
+    rig.reader.present(issued_card(rig.issuer), stays=True)
+    rig.engine.read_card()
+    assert rig.engine.showing_card and rig.engine.screen()["account"] is not None
+    rig.engine.card_left()
+    screen = rig.engine.screen()
+    assert screen["state"] == "idle" and screen["account"] is None

@@ -44,10 +44,12 @@ from typing import Any, Protocol
 
 from drivers.dispenser.base import CardDispenser
 from drivers.errors import (
+    CardError,
     CardGone,
     DeviceUnavailable,
     DispenserError,
     DispenserJammed,
+    DispenserLineError,
     DriverError,
     HopperEmpty,
 )
@@ -679,14 +681,16 @@ class KioskEngine:
         for attempt in range(3):
             try:
                 return self._steps(order, disp)
-            except _EncodeFailed as exc:
+            except (_EncodeFailed, CardError) as exc:
+                # the card at the encoder failed (not written, not read back, gone): it goes to
+                # the reject bin and the order takes another blank
                 log.warning("order %s: the new card failed (%s): reject bin", order.order_id, exc)
                 order = self.journal.get(order.order_id) or order
                 if attempt == 2:
                     raise self._undo_or_keep(
                         order, "encode_failed", f"写卡失败 / writing the card failed: {exc}"
                     ) from exc
-            except DispenserJammed as exc:
+            except (DispenserJammed, DispenserLineError) as exc:  # stuck, or the outcome unknown
                 log.warning("order %s: dispenser jammed (%s): reset", order.order_id, exc)
                 order = self.journal.get(order.order_id) or order
                 if not self._reset(disp) or attempt == 2:

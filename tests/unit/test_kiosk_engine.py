@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from drivers.errors import DeviceUnavailable
+from drivers.errors import DeviceUnavailable, DispenserLineError
 from drivers.reader.base import PresentCard
 from edge.errors import EngineError
 from edge.kiosk import engine as engine_mod
@@ -436,3 +436,24 @@ def test_a_card_taken_away_takes_its_account_off_the_screen(rig: Rig) -> None:
     rig.engine.card_left()
     screen = rig.engine.screen()
     assert screen["state"] == "idle" and screen["account"] is None
+
+
+def test_line_noise_on_a_move_is_reset_and_the_order_finishes(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dispenser's answer to a move was lost (DispenserLineError: the outcome unknown):
+    the kiosk resets, asks where the card is, and carries on."""
+    rig.engine.reissue_quote(IDENT)
+    real = rig.disp.to_mouth
+    calls = []
+
+    def noisy() -> None:
+        calls.append(1)
+        real()  # the card did move; only the answer was lost
+        if len(calls) == 1:
+            raise DispenserLineError("a short frame: the answer was lost", "")
+
+    monkeypatch.setattr(rig.disp, "to_mouth", noisy)
+    out = rig.engine.reissue_confirm()
+    assert rig.disp.mech.summary()["at_mouth"] == out["uid"] and rig.server.charges == 1
+    assert len(calls) == 2  # asked again: at the mouth already, nothing moved

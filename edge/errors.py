@@ -8,8 +8,8 @@
     └── EdgeError                   the terminal's own failures
         ├── JournalError                the journal is damaged or cannot take a record
         ├── EngineError                 an action the engine's state does not allow (HTTP 409)
-        │   ├── HolderError                 (edge.kiosk.engine) the holder's input or card does not allow it (422)
-        │   └── KioskFault                  (edge.kiosk.engine) a kiosk device or the server cannot now (503)
+        │   ├── HolderError                 (edge.kiosk.common) the holder's input or card does not allow it (422)
+        │   └── KioskFault                  (edge.kiosk.common) a kiosk device or the server cannot now (503)
         └── VerifyError                 ``ykt verify`` could not read or check a code
 """
 

@@ -30,7 +30,8 @@ from drivers.qr.base import QrSource
 from drivers.reader.base import CardReader, PresentCard
 from drivers.registry import open_device
 from edge import identity
-from edge.kiosk.engine import WORDS, KioskEngine
+from edge.kiosk.common import WORDS
+from edge.kiosk.engine import KioskEngine
 from edge.kiosk.orders import KioskJournal
 from edge.kiosk.upstream import KioskServer
 from edge.pos.cardkeys import KeyProvider

@@ -43,7 +43,7 @@ from starlette.exceptions import HTTPException
 
 from edge.devices import control_routers
 from edge.kiosk.agent import KioskAgent
-from edge.kiosk.engine import HolderError
+from edge.kiosk.common import HolderError
 from edge.pos import controltoken
 from edge.pos.control import PAGE_HEADERS, _loopback, allowed_hosts
 from kiosk_ui import page

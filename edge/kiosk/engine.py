@@ -14,7 +14,7 @@ decided; the screen follows from :meth:`screen` (long-polled).  After ``idle_s``
 touch the visit ends and everything the holder keyed or read is forgotten (not while a card is
 being issued).
 
-**The reissue order** (:mod:`edge.kiosk.orders` has the steps): identify (the server's quote:
+**The reissue order** (:mod:`edge.kiosk.reissue` runs it, :mod:`edge.kiosk.orders` has the steps): identify (the server's quote:
 fee, balance, desk-only card types refused), then on confirmation: a blank from the hopper to
 the encoder, the order at the server for that blank's UID (the order id is the kiosk's; the
 server charges the fee once per order id), encode, read back and verify, close the order, issue
@@ -31,113 +31,30 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import random
-import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from drivers.dispenser.base import CardDispenser
-from drivers.errors import (
-    CardError,
-    CardGone,
-    DeviceUnavailable,
-    DispenserError,
-    DispenserJammed,
-    DispenserLineError,
-    DriverError,
-    HopperEmpty,
-)
+from drivers.errors import CardGone, DeviceUnavailable, DispenserError, DriverError
 from drivers.reader.base import PresentCard
 from edge.errors import EngineError
-from edge.kiosk.orders import KioskJournal, Order
+from edge.kiosk.common import WORDS, Devices, HolderError, KioskFault, words
+from edge.kiosk.orders import KioskJournal
+from edge.kiosk.reissue import OrderRunner
 from edge.kiosk.upstream import KioskServer
 from sync import rules
 from sync.card.app import CampusCard
-from sync.card.keys import Keystore
-from sync.card.layout import Counters
 from sync.clock import Clock
-from sync.errors import CardRefused, RuleError, ServerRefused, ServerUnavailable, YktError
+from sync.errors import CardRefused, RuleError, ServerRefused, ServerUnavailable
 from sync.money import format_fen
 
 log = logging.getLogger(__name__)
 
 IDLE_S = 60.0
-ENCODER_WAIT_S = 5.0
-CRASH_ENV = "YKT_KIOSK_CRASH"  # tests: "STEP" or "encode:N" (SIGKILL the kiosk there)
-
-
-class KioskFault(EngineError):
-    """An action the kiosk cannot do now (a device or the server): the screen says what still
-    works.  ``code`` names it for scripts."""
-
-    http_status = 503
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class HolderError(EngineError):
-    """The holder's input or card does not allow the action (shown, then they may try again)."""
-
-    http_status = 422
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class Devices(Protocol):
-    """The kiosk's hardware as the engine uses it (:class:`edge.kiosk.agent.KioskAgent`)."""
-
-    def holder_card(self) -> PresentCard | None:
-        """The card on the holder's reader, or None; DeviceUnavailable when the reader is gone."""
-        ...
-
-    def encoder_card(self, timeout: float) -> PresentCard:
-        """The card at the encoder (waits up to ``timeout``); DeviceUnavailable otherwise."""
-        ...
-
-    def dispenser(self) -> CardDispenser:
-        """The dispenser; DeviceUnavailable when it cannot be opened."""
-        ...
-
-    def keys(self) -> Keystore: ...
-
-    def read_code(self, timeout: float) -> str | None:
-        """The text of a QR code held up to the camera within ``timeout`` (None: none read);
-        DeviceUnavailable without a camera."""
-        ...
-
-
-# -- plain words for the screens (zh-CN first, English beside) ------------------------------------
-WORDS: dict[str, str] = {
-    "no_card": "请把校园卡放在读卡区 / Please put your campus card on the reader",
-    "reader_gone": "读卡器故障，只能办理无卡业务（挂失、解挂、补卡） / The card reader is out of "
-    "order: only services without the card work (loss, unlock, reissue)",
-    "server_down": "暂时连不上一卡通中心，请稍后再试或到服务台办理 / Cannot reach the card "
-    "centre now: try again later or go to the service desk",
-    "hopper_empty": "空白卡已用完，暂停自助补卡，请到服务台办理 / No blank cards left: "
-    "self-service reissue is paused, please go to the service desk",
-    "dispenser_gone": "发卡机故障，暂停自助补卡，请到服务台办理 / The card dispenser is out of "
-    "order: self-service reissue is paused, please go to the service desk",
-    "dispenser_jammed": "发卡机卡住了，暂停自助补卡，请到服务台办理 / The card dispenser is "
-    "jammed: self-service reissue is paused, please go to the service desk",
-    "foreign_card": "无法识别这张卡，请到服务台 / This card is not recognised: please go to the "
-    "service desk",
-    "desk_only": "此类卡（消费卡、临时卡）请到服务台补办 / Consumer and temporary cards are "
-    "reissued at the service desk",
-}
-
-
-def words(code: str, fallback: str) -> str:
-    return WORDS.get(code, fallback)
 
 
 @dataclass
@@ -166,52 +83,6 @@ class Screen:
         }
 
 
-def _crash_point(name: str) -> None:
-    """Tests: SIGKILL this process at ``name`` when ``YKT_KIOSK_CRASH`` names it."""
-    if os.environ.get(CRASH_ENV) == name:
-        log.warning("crash point %s: SIGKILL", name)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-class _CrashingCard:
-    """A card whose ``transmit`` SIGKILLs the process after ``n`` APDUs (``encode:N``)."""
-
-    def __init__(self, card: PresentCard, n: int) -> None:
-        self._card, self._left = card, n
-        self.reader, self.atr, self.detected_ns = card.reader, card.atr, card.detected_ns
-
-    @property
-    def uid(self) -> bytes:
-        return self._card.uid
-
-    def transmit(self, apdu: bytes) -> bytes:
-        if self._left <= 0:
-            _crash_point(os.environ.get(CRASH_ENV, ""))
-        self._left -= 1
-        return self._card.transmit(apdu)
-
-    def exclusive(self) -> AbstractContextManager[None]:
-        return self._card.exclusive()
-
-    def reset(self) -> None:
-        self._card.reset()
-
-    def close(self) -> None:
-        self._card.close()
-
-
-def _maybe_crashing(card: PresentCard) -> PresentCard:
-    spec = os.environ.get(CRASH_ENV, "")
-    if spec.startswith("encode:"):
-        return _CrashingCard(card, int(spec.split(":", 1)[1]))
-    return card
-
-
-class _EncodeFailed(Exception):
-    """The card at the encoder was not written or does not read back: it goes to the reject
-    bin and the order takes another blank."""
-
-
 class KioskEngine:
     def __init__(
         self,
@@ -235,12 +106,7 @@ class KioskEngine:
         self._touched = time.monotonic()
         self._issuing = False
         self._pending_identity: dict[str, str] | None = None
-        #: where the time of the last reissues went, in ms (benchmarks): the blank fed to the
-        #: encoder, the server's order, encoding and read-back, the order closed, the card moved
-        #: to the mouth, and confirm -> card at the mouth in all
-        self.issue_timings: deque[dict[str, float]] = deque(maxlen=100)
-        self._mark = time.perf_counter()
-        self._lap: dict[str, float] = {}
+        self.orders = OrderRunner(devices, server, journal, self.notice)
 
     # -- the screen ---------------------------------------------------------------------------
     def screen(self) -> dict[str, Any]:
@@ -299,6 +165,11 @@ class KioskEngine:
         with self._cond:
             if self._screen.state == "card" and not self._issuing:
                 self._forget()
+
+    @property
+    def issue_timings(self) -> deque[dict[str, float]]:
+        """Where the time of the last reissues went (:class:`edge.kiosk.reissue.OrderRunner`)."""
+        return self.orders.issue_timings
 
     def home(self) -> dict[str, Any]:
         """Back to the start screen, forgetting the visit (not while a card is being issued)."""
@@ -637,8 +508,7 @@ class KioskEngine:
             raise EngineError("identify first (reissue quote), then confirm")
         quote = dict(self._screen.quote or {})
         self.touch()
-        t0 = self._mark = time.perf_counter()
-        self._lap = {}
+        t0 = self.orders.start_lap()
         order_id = f"k{self.clock.now_ms():x}{self.rng.getrandbits(48):012x}"
         order = self.journal.create(order_id, str(quote.get("number", "")), identity)
         self._pending_identity = None
@@ -646,7 +516,7 @@ class KioskEngine:
             self._issuing = True
         self._set("issuing", order=order.public(), message="正在制卡，请稍候 / making your card")
         try:
-            order = self._run(order)
+            order = self.orders.run(order)
         except (KioskFault, HolderError) as exc:
             self._outcome(False, str(exc), exc.code, state="fault")
             raise
@@ -654,8 +524,7 @@ class KioskEngine:
             with self._cond:
                 self._issuing = False
                 self._touched = time.monotonic()
-        self._lap["total_ms"] = (time.perf_counter() - t0) * 1000
-        self.issue_timings.append(dict(self._lap))
+        self.orders.end_lap(t0)
         answer = order.answer
         self._set(
             "take_card",
@@ -672,206 +541,13 @@ class KioskEngine:
             "balance_fen": int(answer.get("balance_fen", order.balance_fen)),
         }
 
-    def _run(self, order: Order) -> Order:
-        """Drive ``order`` from its journaled step to the mouth (also used by :meth:`recover`)."""
-        try:
-            disp = self.dev.dispenser()
-        except DeviceUnavailable as exc:
-            raise self._undo_or_keep(order, "dispenser_gone", WORDS["dispenser_gone"]) from exc
-        for attempt in range(3):
-            try:
-                return self._steps(order, disp)
-            except (_EncodeFailed, CardError) as exc:
-                # the card at the encoder failed (not written, not read back, gone): it goes to
-                # the reject bin and the order takes another blank
-                log.warning("order %s: the new card failed (%s): reject bin", order.order_id, exc)
-                order = self.journal.get(order.order_id) or order
-                if attempt == 2:
-                    raise self._undo_or_keep(
-                        order, "encode_failed", f"写卡失败 / writing the card failed: {exc}"
-                    ) from exc
-            except (DispenserJammed, DispenserLineError) as exc:  # stuck, or the outcome unknown
-                log.warning("order %s: dispenser jammed (%s): reset", order.order_id, exc)
-                order = self.journal.get(order.order_id) or order
-                if not self._reset(disp) or attempt == 2:
-                    self.notice("dispenser", WORDS["dispenser_jammed"])
-                    raise self._undo_or_keep(
-                        order, "dispenser_jammed", WORDS["dispenser_jammed"]
-                    ) from exc
-            except HopperEmpty as exc:
-                self.notice("dispenser", WORDS["hopper_empty"])
-                order = self.journal.get(order.order_id) or order
-                raise self._undo_or_keep(order, "hopper_empty", WORDS["hopper_empty"]) from exc
-            except (DeviceUnavailable, DispenserError) as exc:
-                self.notice("dispenser", WORDS["dispenser_gone"])
-                order = self.journal.get(order.order_id) or order
-                raise self._undo_or_keep(
-                    order, "dispenser_gone", f"{WORDS['dispenser_gone']} ({exc})"
-                ) from exc
-            except ServerUnavailable as exc:
-                self.notice("server", WORDS["server_down"])
-                order = self.journal.get(order.order_id) or order
-                raise self._undo_or_keep(order, "server_unavailable", WORDS["server_down"]) from exc
-            except ServerRefused as exc:
-                order = self.journal.get(order.order_id) or order
-                text = words(exc.code, exc.message)
-                raise self._undo_or_keep(order, exc.code, text, refused=True) from exc
-            order = self.journal.get(order.order_id) or order
-        raise AssertionError("unreachable")
-
-    def _split(self, name: str) -> None:
-        now = time.perf_counter()
-        self._lap[name] = self._lap.get(name, 0.0) + (now - self._mark) * 1000
-        self._mark = now
-
-    def _reset(self, disp: CardDispenser) -> bool:
-        try:
-            disp.reset()
-            return not disp.status().jammed
-        except DispenserError:
-            return False
-
-    def _undo_or_keep(
-        self, order: Order, code: str, text: str, refused: bool = False
-    ) -> KioskFault:
-        """A fault stopped ``order``.  Before the server knew of it, the order is undone
-        (nothing was charged; a blank at the encoder is captured); so it is when the server
-        refused to make it (``refused``, 4xx: nothing was written, and a retry of an order the
-        server has would not be refused: the kiosk that opened it is not identified again).
-        Otherwise it stays open in the journal and the kiosk finishes it when it can (at its
-        next start): the fee is already charged and is never charged again."""
-        if order.step == "feeding" or (refused and order.step == "ordered" and not order.answer):
-            captured = self._capture_quietly()
-            self.journal.step(
-                order, "undone", note=f"{code}: nothing charged", rejected=order.rejected + captured
-            )
-            return KioskFault(code, f"{text}；未扣费 / nothing was charged")
-        self.journal.step(order, order.step, note=code)
-        return KioskFault(
-            code,
-            f"{text}；已登记补卡单 {order.order_id}，工本费只收一次，恢复后自动完成或到服务台领取 / "
-            f"order {order.order_id} is kept: the fee is charged once; it is finished when the "
-            "kiosk works again, or at the service desk",
-        )
-
-    def _capture_quietly(self) -> int:
-        """Put a card in the channel into the reject bin; how many cards went there (0, 1)."""
-        try:
-            disp = self.dev.dispenser()
-            there = disp.status().card_at != "none"
-            disp.capture()
-            return int(there)
-        except (DispenserError, DeviceUnavailable) as exc:
-            log.warning("cannot capture the card at the encoder: %s", exc)
-            return 0
-
-    def _steps(self, order: Order, disp: CardDispenser) -> Order:
-        st = disp.status()
-        if st.jammed:
-            raise DispenserJammed("jammed", "10")
-        if order.step in ("feeding", "ordered", "encoding"):
-            keep = (
-                order.step == "ordered"
-                and st.card_at == "encoder"
-                and self._uid_at_encoder() == order.uid
-            )
-            if st.card_at != "none" and not keep:
-                # a card this order cannot hand out: one left at the mouth, one of unknown
-                # origin at the encoder, or one a crash or fault left half-encoded
-                log.warning(
-                    "order %s: the card at the %s goes to the reject bin",
-                    order.order_id,
-                    st.card_at,
-                )
-                disp.capture()
-                order = self.journal.step(order, order.step, rejected=order.rejected + 1)
-            disp.to_encoder()
-            _crash_point("fed")
-            self._split("feed_ms")
-            blank = self.dev.encoder_card(ENCODER_WAIT_S)
-            uid = blank.uid.hex().upper()
-            order = self.journal.step(order, "ordered", uid=uid)
-            answer = self.server.reissue(order.order_id, uid, order.identity)
-            card = answer["card"]
-            order = self.journal.step(
-                order,
-                "encoding",
-                answer=answer,
-                card_no=str(card["card_no"]),
-                fee_fen=int(answer["fee_fen"]),
-                balance_fen=int(answer["balance_fen"]),
-            )
-            _crash_point("ordered")
-            self._split("order_ms")
-            self._encode(order, blank)
-            order = self.journal.step(order, "encoded")
-            _crash_point("encoded")
-            self._split("encode_ms")
-        if order.step == "encoded":
-            st = disp.status()
-            if st.card_at == "encoder":
-                try:
-                    self._verify(order, self.dev.encoder_card(ENCODER_WAIT_S))
-                except _EncodeFailed:
-                    self.journal.step(order, "encoding")  # captured and made again
-                    raise
-            elif st.card_at != "mouth":
-                raise KioskFault("card_lost", "新卡不在发卡通道中 / the new card left the channel")
-            answer = self.server.reissue_done(order.order_id)
-            order = self.journal.step(order, "done", balance_fen=int(answer["balance_fen"]))
-            _crash_point("done")
-            self._split("done_ms")
-        if order.step == "done":
-            disp.to_mouth()
-            order = self.journal.step(order, "at_mouth")
-            self._split("mouth_ms")
-        return order
-
-    def _uid_at_encoder(self) -> str | None:
-        try:
-            return self.dev.encoder_card(ENCODER_WAIT_S).uid.hex().upper()
-        except DriverError:
-            return None
-
-    def _encode(self, order: Order, blank: PresentCard) -> None:
-        card = order.answer["card"]
-        blob = base64.b64decode(card["identity"])
-        tag = bytes.fromhex(card["tag"])
-        try:
-            counters = Counters.carried(card.get("counters"))
-        except ValueError as exc:
-            raise KioskFault("bad_answer", f"the server's card data: {exc}") from exc
-        wid = self.journal.write_started(order.card_no, order.uid, f"reissue {order.order_id}")
-        try:
-            writer = _maybe_crashing(blank)
-            with blank.exclusive():
-                CampusCard(writer, self.dev.keys()).encode(blob, tag, counters)
-            self._verify(order, blank)
-        except (DriverError, CardRefused, _EncodeFailed) as exc:
-            self.journal.write_ended(wid, f"failed: {exc}")
-            raise _EncodeFailed(str(exc)) from exc
-        self.journal.write_ended(wid, "ok")
-
-    def _verify(self, order: Order, card: PresentCard) -> None:
-        """Read the card back: the card number, UID, generation and tag the server issued."""
-        want = order.answer["card"]
-        try:
-            with card.exclusive():
-                proof = CampusCard(card, self.dev.keys()).read_proof()
-        except (DriverError, CardRefused) as exc:
-            raise _EncodeFailed(f"reading the new card back: {exc}") from exc
-        got = (proof["card_no"], proof["uid"], proof["generation"], proof["tag"])
-        exp = (want["card_no"], order.uid, want["generation"], str(want["tag"]).upper())
-        if got != exp:
-            raise _EncodeFailed(f"the new card reads back as {got}, not {exp}")
-
     def recover(self) -> list[dict[str, Any]]:
         """At start: finish (or undo) every order a crash or fault left open."""
         out = []
         for order in self.journal.open_orders():
             log.warning("order %s was interrupted at %s: resuming", order.order_id, order.step)
             if order.step == "feeding":
-                captured = self._capture_quietly()
+                captured = self.orders.capture_quietly()
                 done = self.journal.step(
                     order,
                     "undone",
@@ -884,7 +560,7 @@ class KioskEngine:
                 self._issuing = True
             self._set("issuing", order=order.public(), message="正在完成补卡 / finishing a reissue")
             try:
-                done = self._run(order)
+                done = self.orders.run(order)
                 self._set(
                     "take_card",
                     order=done.public(),
@@ -912,4 +588,4 @@ def _password(pw: str) -> None:
         raise HolderError("bad_password", f"密码为6位数字 / {exc}") from exc
 
 
-__all__ = ["Devices", "HolderError", "KioskEngine", "KioskFault", "Screen", "YktError"]
+__all__ = ["Devices", "HolderError", "KioskEngine", "KioskFault", "Screen"]

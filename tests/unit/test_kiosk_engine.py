@@ -19,8 +19,9 @@ import pytest
 from drivers.errors import DeviceUnavailable, DispenserLineError
 from drivers.reader.base import PresentCard
 from edge.errors import EngineError
-from edge.kiosk import engine as engine_mod
-from edge.kiosk.engine import HolderError, KioskEngine, KioskFault
+from edge.kiosk import reissue as reissue_mod
+from edge.kiosk.common import HolderError, KioskFault
+from edge.kiosk.engine import KioskEngine
 from edge.kiosk.orders import KioskJournal
 from sim import reader as sim_reader
 from sim.dispenser import local as sim_dispenser
@@ -227,7 +228,7 @@ def _crash_after(monkeypatch: pytest.MonkeyPatch, apdus: int) -> None:
         def close(self) -> None:
             self.card.close()
 
-    monkeypatch.setattr(engine_mod, "_maybe_crashing", Dying)
+    monkeypatch.setattr(reissue_mod, "_maybe_crashing", Dying)
 
 
 @pytest.mark.parametrize("apdus", [1, 9, 20])

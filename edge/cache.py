@@ -1,5 +1,7 @@
 """The terminal's caches, fed by the server's delta feed: account snapshots (the hotlist is the
-``status`` column), cards, wallet certificates and code keys (phone codes), policy.  Kept in their own SQLite file (synchronous=NORMAL): they can
+``status`` column), cards, wallet certificates and code keys (phone codes), the operators of
+the terminal's merchant (with the slow-hash verifier of each PIN, and the wrong tries counted
+here), policy.  Kept in their own SQLite file (synchronous=NORMAL): they can
 always be pulled again, unlike the journal.
 
 Each account snapshot remembers ``as_of_seq``, this terminal's acked sequence number when the
@@ -15,7 +17,15 @@ import threading
 import msgspec
 
 from sync.db import Database, Migrations, placeholders
-from sync.records import UNSET, CachedAccount, CardRow, CodesInfo, FeedPage, TerminalPolicy
+from sync.records import (
+    UNSET,
+    CachedAccount,
+    CardRow,
+    CodesInfo,
+    FeedPage,
+    OperatorRow,
+    TerminalPolicy,
+)
 
 MIGRATIONS = Migrations()
 MIGRATIONS.add(
@@ -85,6 +95,25 @@ MIGRATIONS.add(
     """,
 )
 
+MIGRATIONS.add(
+    "0010-operators",
+    """
+    CREATE TABLE operators (
+        number {text} PRIMARY KEY,
+        name {text} NOT NULL,
+        role {text} NOT NULL,
+        status {text} NOT NULL,
+        verifier {text} NOT NULL,
+        version {int} NOT NULL
+    );
+    CREATE TABLE operator_tries (
+        number {text} PRIMARY KEY,
+        tries {int} NOT NULL,
+        locked_until_ms {int} NOT NULL
+    )
+    """,
+)
+
 _ACCOUNT_COLS = (
     "id",
     "number",
@@ -121,6 +150,8 @@ SELECT_CARD = f"SELECT {', '.join(_CARD_COLS)} FROM cards WHERE card_no = ?"
 UPSERT_CARD = _upsert("cards", _CARD_COLS, "card_no")
 UPSERT_CERT = _upsert("certs", ("serial", "account_id", "raw", "revoked"), "serial")
 UPSERT_META = _upsert("meta", ("key", "value"), "key")
+_OPERATOR_COLS = ("number", "name", "role", "status", "verifier", "version")
+UPSERT_OPERATOR = _upsert("operators", _OPERATOR_COLS, "number")
 
 
 class Cache:
@@ -153,6 +184,7 @@ class Cache:
                 tx.execute("DELETE FROM accounts")
                 tx.execute("DELETE FROM cards")
                 tx.execute("DELETE FROM certs")
+                tx.execute("DELETE FROM operators")
             tx.executemany(  # no password hash is kept, even from a server that sends one
                 UPSERT_ACCOUNT,
                 [
@@ -170,6 +202,10 @@ class Cache:
             tx.executemany(
                 UPSERT_CERT,
                 [(c.serial, c.account_id, c.raw, int(c.revoked)) for c in page.certs],
+            )
+            tx.executemany(
+                UPSERT_OPERATOR,
+                [tuple(getattr(o, n) for n in _OPERATOR_COLS) for o in page.operators],
             )
             meta = {"version": str(page.version)}
             if page.codes is not UNSET:
@@ -209,8 +245,36 @@ class Cache:
         row = self.db.one(SELECT_ACCOUNT, (account_id,))
         return None if row is None else CachedAccount(**{c: row[c] for c in _STORED_ACCOUNT_COLS})
 
+    def operator(self, number: str) -> OperatorRow | None:
+        """An operator of this terminal's merchant, as the feed last said."""
+        row = self.db.one(
+            "SELECT number, name, role, status, verifier, version FROM operators WHERE number = ?",
+            (number,),
+        )
+        return None if row is None else OperatorRow(**{n: row[n] for n in _OPERATOR_COLS})
+
+    def has_operators(self) -> bool:
+        """Whether this terminal's merchant has operators (then the POS sells only with a
+        signed-in cashier)."""
+        return self.db.scalar("SELECT 1 FROM operators LIMIT 1") is not None
+
+    def operator_tries(self, number: str) -> tuple[int, int]:
+        """(wrong PINs in a row, locked until) of an operator on this terminal."""
+        row = self.db.one(
+            "SELECT tries, locked_until_ms FROM operator_tries WHERE number = ?", (number,)
+        )
+        return (0, 0) if row is None else (int(row["tries"]), int(row["locked_until_ms"]))
+
+    def set_operator_tries(self, number: str, tries: int, locked_until_ms: int) -> None:
+        with self.db.tx() as tx:
+            tx.execute(
+                _upsert("operator_tries", ("number", "tries", "locked_until_ms"), "number"),
+                (number, tries, locked_until_ms),
+            )
+
     def counts(self) -> dict[str, int]:
         return {
+            "operators": int(self.db.scalar("SELECT COUNT(*) FROM operators")),
             "accounts": int(self.db.scalar("SELECT COUNT(*) FROM accounts")),
             "cards": int(self.db.scalar("SELECT COUNT(*) FROM cards")),
             "certs": int(self.db.scalar("SELECT COUNT(*) FROM certs")),

@@ -84,6 +84,26 @@ MIGRATIONS.add(
     """,
 )
 
+MIGRATIONS.add(
+    "0010-till",
+    """
+    CREATE TABLE till_refunds (
+        sale_seq {int} PRIMARY KEY,
+        refund_seq {int} NOT NULL,
+        amount {int} NOT NULL
+    );
+    CREATE TABLE shifts (
+        shift_no {int} PRIMARY KEY,
+        opened_ms {int} NOT NULL,
+        opened_by {text} NOT NULL,
+        first_seq {int} NOT NULL,
+        closed_ms {int},
+        closed_by {text},
+        report {text},
+        pushed {int} NOT NULL DEFAULT 0
+    )
+    """,
+)
 
 INSERT = (
     "INSERT INTO journal (seq, hash, body, sig, account_id, kind, amount, day, offline, pin)"
@@ -170,7 +190,11 @@ class Journal:
             return self._head_seq
 
     def append(
-        self, entry: Entry, code: tuple[int, int] | None = None, order: int | None = None
+        self,
+        entry: Entry,
+        code: tuple[int, int] | None = None,
+        order: int | None = None,
+        refund_of: int | None = None,
     ) -> Appended:
         """Seal ``entry`` as the next record (the journal adds v/term/seq/prev); durable on
         return.
@@ -178,7 +202,9 @@ class Journal:
         ``code`` (certificate serial, counter) enters the seen-set of phone codes in the same
         transaction, so a code is spent exactly when its sale is journaled.  ``order`` closes
         that open reverse-scan request in the same transaction (sold by a sale, voided by a
-        ``void``): :class:`JournalError`, and nothing journaled, when it is not open."""
+        ``void``): :class:`JournalError`, and nothing journaled, when it is not open.  ``refund_of`` (a sale's sequence number) enters the refunded sales,
+        so a sale is refunded once at the till (a second refund fails the transaction:
+        :class:`JournalError`)."""
         with self._lock:
             try:
                 rec = entry.chained(self.terminal_id, self._head_seq + 1, self._head_hash)
@@ -200,6 +226,13 @@ class Journal:
                     tx.execute(
                         "INSERT INTO seen_codes (serial, counter, seq) VALUES (?, ?, ?)",
                         (code[0], code[1], rec.seq),
+                    )
+                if refund_of is not None:
+                    if tx.one("SELECT 1 FROM till_refunds WHERE sale_seq = ?", (refund_of,)):
+                        raise JournalError(f"sale {refund_of} was refunded already")
+                    tx.execute(
+                        "INSERT INTO till_refunds (sale_seq, refund_seq, amount) VALUES (?, ?, ?)",
+                        (refund_of, rec.seq, rec.amt),
                     )
             self._head_seq, self._head_hash = rec.seq, h
             if rec.at_risk and rec.kind == "sale":
@@ -370,6 +403,25 @@ class Journal:
                 (account_id, day),
             )
         )
+
+    def record(self, seq: int) -> JournalRecord | None:
+        """This terminal's record ``seq``, or None."""
+        body = self.db.scalar("SELECT body FROM journal WHERE seq = ?", (seq,))
+        return None if body is None else JournalRecord.parse(str(body))
+
+    def records(self, first: int, last: int) -> list[JournalRecord]:
+        """This terminal's records ``first`` to ``last``, in order."""
+        return [
+            JournalRecord.parse(str(r["body"]))
+            for r in self.db.all(
+                "SELECT body FROM journal WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)
+            )
+        ]
+
+    def refunded(self, sale_seq: int) -> int | None:
+        """The sequence number of the refund of sale ``sale_seq`` made here, or None."""
+        seq = self.db.scalar("SELECT refund_seq FROM till_refunds WHERE sale_seq = ?", (sale_seq,))
+        return None if seq is None else int(seq)
 
     # -- integrity ----------------------------------------------------------------------------
     def verify(self, public: VerifyKey | None = None) -> int:

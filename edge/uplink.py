@@ -16,7 +16,7 @@ from edge.journal import Journal
 from edge.link import Link
 from sync.client import ServerClient
 from sync.errors import ServerRefused, SyncError, YktError
-from sync.records import to_json
+from sync.records import Alarm, to_json
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,10 @@ class Uplink:
         self._threads: list[threading.Thread] = []
         self.synced = threading.Condition()  # notified after every ack and every feed page
         self.last_push_error = ""
+        #: run after the queue is drained while online (the till pushes its shift reports)
+        self.after_push: Callable[[ServerClient], object] | None = None
+        #: told the alarms the server raised on a pushed batch, before the ack is taken
+        self.alarm_sink: Callable[[list[Alarm]], None] | None = None
 
     def start(self) -> None:
         for name, fn in (("uplink-push", self._push_loop), ("uplink-feed", self._feed_loop)):
@@ -108,6 +112,12 @@ class Uplink:
                     self._kick.clear()
                 else:
                     self._stop.wait(retry.delay)
+            after = self.after_push
+            if after is not None and self.link.online and not self._stop.is_set():
+                try:
+                    after(client)
+                except Exception:  # the push thread never dies of it
+                    log.exception("pushing after the journal failed")
 
     def push_batch(self, client: ServerClient, backoff: Backoff) -> Retry | None:
         """Push the oldest unsent batch and take the server's ack.  None: it went through
@@ -127,6 +137,9 @@ class Uplink:
         self._feed_wake.set()  # the server is back: the feed need not sit out its backoff
         for alarm in resp.alarms:
             log.error("server raised an alarm on our journal: %s", alarm)
+        sink = self.alarm_sink
+        if resp.alarms and sink is not None:
+            sink(resp.alarms)
         if self._server_behind(resp.ack, before):
             backoff.reset()
             return None  # push again from the server's ack
@@ -185,7 +198,7 @@ class Uplink:
         wait = self.poll_wait_s if self.link.online else 0
         acked = self.journal.acked
         try:
-            resp = client.feed(self.cache.version, wait=wait)
+            resp = client.feed(self.cache.version, wait=wait, head=self.journal.head_seq)
         except SyncError as exc:
             self.link.down(str(exc))
             delay = backoff.next()

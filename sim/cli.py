@@ -1,6 +1,7 @@
 """``ykt sim``: drive simulated hardware.
 
-- on a running agent, through its control API: ``sale``, ``tap``, ``state``;
+- on a running agent, through its control API: ``sale``, ``tap``, ``state``, and the till's
+  ``cashier sign-in|sign-out``, ``shift open|close``, ``refund``;
 - virtual PC/SC readers in a private pcscd: ``reader start|stop|restart|status``;
 - simulated MIFARE Classic 1K cards as image files: ``card new|present|remove|tear|dump``;
 - a simulated card dispenser on a pseudo-terminal: ``dispenser start|status|fault|take|stop``.
@@ -14,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sim import cardcli
+from sim import cardcli, till_cli
+from sim.chaos.cli import add_chaos_parser
 from sim.control import AgentControl, token_file_option
 from sim.dispenser import cli as dispenser_cli
 from sim.errors import SimUsageError
@@ -195,10 +197,12 @@ def add_parser(sub: Sub) -> None:
     c.add_argument("--card", required=True)
     c.add_argument("--uid")
     cmd("state", state, "print the agent's screen and status")
+    till_cli.add_parsers(cmds)  # cashier sign-in|sign-out, shift open|close, refund
     add_wallet_parser(cmds)
 
     add_idp_parser(cmds)
     add_paygate_parser(cmds)
+    add_chaos_parser(cmds)
 
     cardcli.add_parsers(cmds)
     dispenser_cli.add_parsers(cmds)

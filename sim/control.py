@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -123,6 +124,59 @@ class AgentControl:
             if s["version"] > after and s["state"] in until:
                 return s
             after = max(after, s["version"])
+
+    # -- the till (edge.pos.till) -------------------------------------------------------------
+    def till(self) -> dict[str, Any]:
+        return self._call("GET", "/control/till")
+
+    def sign_in(self, number: str, pin: str) -> dict[str, Any]:
+        return self._call("POST", "/control/cashier/sign-in", {"number": number, "pin": pin})
+
+    def sign_out(self) -> dict[str, Any]:
+        return self._call("POST", "/control/cashier/sign-out")
+
+    def shift_open(self) -> dict[str, Any]:
+        return self._call("POST", "/control/shift/open")
+
+    def shift_close(self) -> dict[str, Any]:
+        return self._call("POST", "/control/shift/close")
+
+    def refund(
+        self,
+        sale: str | None,
+        supervisor: str,
+        supervisor_pin: str,
+        amount_fen: int | None = None,
+    ) -> dict[str, Any]:
+        """Refund sale ``sale`` (its sequence number), or with None the newest sale of today of
+        the card lying on the reader."""
+        body: dict[str, Any] = {"supervisor": supervisor, "supervisor_pin": supervisor_pin}
+        body.update({"sale": sale} if sale is not None else {"card": True})
+        if amount_fen is not None:
+            body["amount_fen"] = amount_fen
+        return self._call("POST", "/control/refund", body)
+
+    def refund_by_tap(
+        self,
+        supervisor: str,
+        supervisor_pin: str,
+        amount_fen: int | None = None,
+        card_no: str | None = None,
+    ) -> dict[str, Any]:
+        """A refund found by the card: the agent waits for a tap; ``card_no`` is tapped on the
+        simulated reader once it waits (without it, the card must lie on the reader or be put
+        there meanwhile)."""
+        with ThreadPoolExecutor(1) as pool:
+            version = self.state()["version"]  # the agent bumps it when it starts waiting
+            asked = pool.submit(self.refund, None, supervisor, supervisor_pin, amount_fen)
+            deadline = time.monotonic() + self.timeout
+            while card_no is not None and not asked.done() and time.monotonic() < deadline:
+                if self.till().get("waiting_for_tap"):
+                    self.present(card_no)
+                    break
+                s = self._call("GET", f"/control/state?after={version}&wait=2", timeout=10)
+                version = max(version, s["version"])
+            return asked.result()
 
     def amount(self, amount_fen: int) -> dict[str, Any]:
         return self._call("POST", "/control/amount", {"amount_fen": amount_fen})

@@ -252,11 +252,16 @@ class ServerClient:
             PushAck, "POST", "/v1/journal", body={"records": records}, timeout=(2.0, 30.0)
         )
 
-    def feed(self, since: int, wait: float = 0) -> FeedPage:
+    def feed(self, since: int, wait: float = 0, head: int | None = None) -> FeedPage:
+        """A feed page; ``head``: this terminal's journal head, reported to the server (its
+        settlement report shows the records not synced yet)."""
+        params: dict[str, Any] = {"since": since, "wait": wait}
+        if head is not None:
+            params["head"] = head
         return self._typed(
             FeedPage,
             "GET",
             "/v1/feed",
-            params={"since": since, "wait": wait},
+            params=params,
             timeout=(2.0, wait + 15.0),
         )

@@ -96,7 +96,9 @@ __all__ = [
     "FeedPage",
     "IssuerKey",
     "JournalRecord",
+    "OperatorRow",
     "PushAck",
+    "RefundX",
     "TerminalPolicy",
     "UnsetType",
     "answer",
@@ -104,6 +106,7 @@ __all__ = [
     "card_sale",
     "code_sale",
     "offline_sale",
+    "refund",
     "reverse_sale",
     "reverse_void",
     "to_json",
@@ -112,8 +115,9 @@ __all__ = [
 RECORD_VERSION: Literal[1] = 1
 
 #: Record kinds: a sale, a wrong consumption password keyed offline (R5/R6 lockout counting),
-#: a reverse-scan request closed without a sale (``void``: its payment, if any, is refunded).
-Kind = Literal["sale", "pin_fail", "void"]
+#: a reverse-scan request closed without a sale (``void``: its payment, if any, is refunded),
+#: a refund of one of the terminal's own sales (``x.refund``: :class:`RefundX`).
+Kind = Literal["sale", "pin_fail", "void", "refund"]
 Method = Literal["card", "qr-forward", "qr-reverse"]
 PinFact = Literal["none", "ok", "fail"]
 KINDS = frozenset(get_args(Kind))
@@ -164,12 +168,19 @@ class JournalRecord(Struct, frozen=True, forbid_unknown_fields=True):
         """The checks across fields (the types check the rest when a body is decoded)."""
         if self.acct == 0 and self.method != "qr-reverse":
             raise ProtocolError("invalid record: 'acct' is out of range")
-        if self.kind == "sale" and self.amt == 0:
-            raise ProtocolError("invalid record: a sale's amount must be positive")
+        if self.kind in ("sale", "refund") and self.amt == 0:
+            raise ProtocolError(f"invalid record: a {self.kind}'s amount must be positive")
         if self.kind == "void" and self.method != "qr-reverse":
             raise ProtocolError("invalid record: a void closes a reverse-scan request")
         if self.x is not UNSET:
             self._check_x(self.x)
+        if self.kind == "refund":
+            ref = self.refund_x()
+            if ref is None or ref.seq >= self.seq:
+                raise ProtocolError(
+                    "invalid record: a refund names an earlier sale of its terminal and the "
+                    "supervisor (x.refund)"
+                )
         if self.method == "qr-forward" and self.cred.startswith("qr:"):
             parts = self.cred.split(":")
             if len(parts) != 3 or parse_id(parts[1]) is None or parse_id(parts[2]) is None:
@@ -262,6 +273,17 @@ class JournalRecord(Struct, frozen=True, forbid_unknown_fields=True):
         except msgspec.ValidationError:
             return None
 
+    def refund_x(self) -> RefundX | None:
+        """``x.refund`` of a refund record (the sale it refunds, the supervisor), when
+        well-formed."""
+        ref = self.x.get("refund") if self.x is not UNSET else None
+        if not isinstance(ref, dict):
+            return None
+        try:
+            return msgspec.convert(ref, RefundX, strict=True)
+        except msgspec.ValidationError:
+            return None
+
     def x_value(self, key: str) -> Any:
         """``x[key]``, or None."""
         return None if self.x is UNSET else self.x.get(key)
@@ -351,6 +373,39 @@ class CardX(Struct, frozen=True):
 
 #: the parts of a record's open ``x`` the server reads, and their types
 _KNOWN_X: tuple[tuple[str, Any], ...] = (("card", CardX), ("order", Id), ("payment", Id))
+
+
+class RefundX(Struct, frozen=True, forbid_unknown_fields=True):
+    """``x.refund`` of a refund record: the sequence number of the sale (of the same
+    terminal) it refunds and the supervisor who allowed it."""
+
+    seq: Seq
+    sup: Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{1,32}$")]
+
+
+def refund(
+    *,
+    ts: int,
+    sale: JournalRecord,
+    amt: int,
+    off: bool,
+    op: str,
+    supervisor: str,
+    bal: int | None,
+) -> Entry:
+    """A refund of ``sale`` (a sale of this terminal), allowed by ``supervisor``."""
+    return Entry(
+        ts=ts,
+        kind="refund",
+        acct=sale.acct,
+        cred=sale.cred,
+        amt=amt,
+        method=sale.method,
+        off=off,
+        bal=bal,
+        op=op,
+        x={"refund": {"seq": sale.seq, "sup": supervisor}},
+    )
 
 
 def card_cred(card_no: str, uid_hex: str) -> str:
@@ -719,6 +774,19 @@ class TerminalPolicy(Struct, frozen=True, kw_only=True):
             raise ProtocolError(f"invalid policy: {exc}") from None
 
 
+class OperatorRow(Struct, frozen=True, kw_only=True):
+    """An operator of the terminal's merchant (a cashier or supervisor) as the feed sends it:
+    what the terminal checks a PIN with offline (``verifier``: a slow hash, empty once the
+    operator is disabled)."""
+
+    number: str
+    name: str
+    role: Literal["cashier", "supervisor"]
+    status: Literal["active", "disabled"]
+    verifier: str
+    version: int
+
+
 class FeedPage(Struct, frozen=True, kw_only=True):
     """One page of the delta feed (docs/architecture.md)."""
 
@@ -729,6 +797,8 @@ class FeedPage(Struct, frozen=True, kw_only=True):
     accounts: list[AccountSnapshot] = msgspec.field(default_factory=list)
     cards: list[CardRow] = msgspec.field(default_factory=list)
     certs: list[CertRow] = msgspec.field(default_factory=list)
+    #: the operators of the terminal's merchant (an older server sends none)
+    operators: list[OperatorRow] = msgspec.field(default_factory=list)
     codes: CodesInfo | UnsetType = UNSET
     campus_id: str | UnsetType = UNSET
     tz: str | UnsetType = UNSET

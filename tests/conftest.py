@@ -68,6 +68,8 @@ BOTH_DBS = {
     "test_phone_codes_server",
     "test_bench_db",
     "test_db",
+    "test_merchants_server",
+    "test_till_refunds_held",
     "test_wire_bounds",
     "test_idempotency",
     "test_topups",

@@ -9,6 +9,7 @@ from sync.money import MAX_AMOUNT_FEN
 from sync.server.api_auth import ApiAuth
 from sync.server.app import FIELD_CODES, create_app
 from sync.server.routes_business import create_router
+from sync.server.routes_merchants import create_merchant_router
 from sync.server.routes_topups import create_router as create_topups_router
 from tests.live import Live
 
@@ -28,6 +29,7 @@ def test_openapi_describes_every_endpoint(live: Live) -> None:
     every = [
         *create_app(live.ctx).routes,
         *create_router(live.ctx, auth).routes,
+        *create_merchant_router(live.ctx, auth).routes,
         *create_topups_router(live.ctx, auth).routes,
     ]
     routes = {

@@ -32,11 +32,11 @@ from hypothesis.stateful import (
 )
 
 from sync import paygate
-from sync.clock import ManualClock
+from sync.clock import CampusDays, ManualClock
 from sync.crypto import SigningKey
 from sync.paygate import Notification
 from sync.records import to_json
-from sync.server import accounts, authorize, ledger, policy, topups
+from sync.server import accounts, authorize, ledger, merchants, policy, topups
 from sync.server.errors import Conflict
 from tests.helpers import id_card
 from tests.inproc import InProcTerminal, make_context
@@ -70,6 +70,9 @@ class Sealed:
     amt: int
     method: str
     online_at: int | None  # when the server approved it (its hold), None for offline sales
+    kind: str = "sale"
+    ts: int = 0
+    sale_seq: int = 0  # a refund at the till: the sale it refunds
 
 
 class Conservation(RuleBasedStateMachine):
@@ -81,6 +84,9 @@ class Conservation(RuleBasedStateMachine):
         assert isinstance(clock, ManualClock)
         self.clock = clock
         self.term = InProcTerminal(self.ctx)
+        # refunds at the till need a supervisor of the terminal's merchant (DEFAULT)
+        merchants.add_operator(self.ctx, "DEFAULT", "SUP", "主管", "supervisor", "135790")
+        self.till_refunded: set[int] = set()
         self.holders: list[Holder] = []
         self.sealed: list[Sealed] = []
         self.acked = 0
@@ -250,7 +256,8 @@ class Conservation(RuleBasedStateMachine):
         assert amount <= available, (out, available)  # holds: never more than the balance
         assert out["balance_fen"] == available - amount
         wire = self.term.record(h.id, amount, off=False, pin=out["pin"], auth=out["auth_id"])
-        self.sealed.append(Sealed(seq, wire, h.id, amount, "card", self.clock.now_ms()))
+        now = self.clock.now_ms()
+        self.sealed.append(Sealed(seq, wire, h.id, amount, "card", now, ts=now))
 
     @precondition(lambda self: self.holders)
     @rule(
@@ -264,18 +271,60 @@ class Conservation(RuleBasedStateMachine):
         """Offline sales are applied at sync even when they overdraw (docs/architecture.md)."""
         h = self.pick(i)
         wire = self.term.record(h.id, amount, method=method, off=True)
-        self.sealed.append(Sealed(len(self.sealed) + 1, wire, h.id, amount, method, None))
+        self.sealed.append(
+            Sealed(len(self.sealed) + 1, wire, h.id, amount, method, None, ts=self.clock.now_ms())
+        )
+
+    @precondition(lambda self: any(s.kind == "sale" for s in self.sealed))
+    @rule(j=st.integers(0, 99), percent=st.integers(1, 120))
+    def refund_at_till(self, j: int, percent: int) -> None:
+        """A refund at the till of one of the terminal's sales (sync/server/posrefund.py): at
+        most the sale, once, on the sale's campus day; otherwise refused at ingest."""
+        sales = [s for s in self.sealed if s.kind == "sale"]
+        sale = sales[j % len(sales)]
+        amount = max(1, sale.amt * percent // 100)
+        wire = self.term.record(
+            sale.acct,
+            amount,
+            kind="refund",
+            method=sale.method,
+            x={"refund": {"seq": sale.seq, "sup": "SUP"}},
+        )
+        self.sealed.append(
+            Sealed(
+                len(self.sealed) + 1,
+                wire,
+                sale.acct,
+                amount,
+                sale.method,
+                None,
+                kind="refund",
+                ts=self.clock.now_ms(),
+                sale_seq=sale.seq,
+            )
+        )
 
     # -- sync ---------------------------------------------------------------------------------
     def pushed(self, out: dict[str, Any]) -> None:
-        assert out["alarms"] == [], out
         assert out["ack"] >= self.acked
-        for s in self.sealed[self.acked : out["ack"]]:
-            self.apply(s)
+        refused = sum(not self.apply(s) for s in self.sealed[self.acked : out["ack"]])
+        assert [a["kind"] for a in out["alarms"]] == ["refund_refused"] * refused, out
         self.acked = out["ack"]
 
-    def apply(self, s: Sealed) -> None:
+    def apply(self, s: Sealed) -> bool:
+        """The model's effect of a record; False for a refund the server must refuse."""
         h = next(h for h in self.holders if h.id == s.acct)
+        if s.kind == "refund":
+            sale = self.sealed[s.sale_seq - 1]
+            day = CampusDays(self.ctx.config.tz)
+            if s.sale_seq in self.till_refunded or s.amt > sale.amt or day(s.ts) != day(sale.ts):
+                event("a refund at the till refused")
+                return False
+            self.till_refunded.add(s.sale_seq)
+            h.wallet += s.amt
+            self.sales -= s.amt
+            event("a refund at the till")
+            return True
         if s.method == "card":  # R7: the transition balance moves in at a card transaction
             h.wallet += h.transition
             h.transition = 0
@@ -286,6 +335,7 @@ class Conservation(RuleBasedStateMachine):
             h.overdrawn = True
             if h.status == "normal":
                 h.status = "frozen"
+        return True
 
     @precondition(lambda self: self.sealed)
     @rule(how=st.sampled_from(["all", "out of order", "duplicates"]), data=st.data())

@@ -29,13 +29,16 @@ from drivers.reader.base import CardReader, PresentCard
 from drivers.registry import open_device
 from edge import identity
 from edge.cache import Cache
+from edge.errors import TillError, TillNotFound
 from edge.journal import Journal
 from edge.link import Link
 from edge.pos.cardkeys import KeyProvider
 from edge.pos.decide import Decider
 from edge.pos.decide_qr import QrDecider
 from edge.pos.engine import Engine
+from edge.pos.till import Till
 from edge.uplink import Uplink
+from sync.card.app import CampusCard
 from sync.card.keys import Keystore
 from sync.client import ServerClient
 from sync.clock import Clock, SystemClock, iso
@@ -113,6 +116,20 @@ class PosAgent:
             self.keys,
             operator=cfg.operator,
         )
+        self.till = Till(
+            self.journal,
+            self.cache,
+            self.link,
+            self.clock,
+            self.ident.tz,
+            self.ident.terminal_id,
+            cfg.operator,
+            self._set_operator,
+        )
+        self.uplink.after_push = self.till.push_reports
+        self.uplink.alarm_sink = self.till.note_alarms
+        self._tap_lock = threading.Lock()
+        self._tap_waiter: Future[int] | None = None  # a refund waiting for a card tap
         self._jobs: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
         self._reader_thread: threading.Thread | None = None
         self.qr = QrDecider(
@@ -129,7 +146,9 @@ class PosAgent:
             on_armed=self._rearm_camera,
             submit=self.submit,
             card_source=self._lying,
+            gate=self._may_sell,
         )
+        self.till.on_change = self.engine.touch
         self.reader: CardReader | None = None
         self.camera: QrSource | None = None
         self.camera_error = ""
@@ -140,6 +159,72 @@ class PosAgent:
         self._problem_since: float | None = None
         self._stop = threading.Event()
         self._reader_beat = time.monotonic()
+
+    # -- the till ----------------------------------------------------------------------------
+    def _set_operator(self, number: str) -> None:
+        """The operator every record journaled from now on carries (``op``)."""
+        self.decider.operator = number
+
+    def _may_sell(self) -> None:
+        reason = self.till.refusal()
+        if reason is not None:
+            raise TillError(reason, "sign_in_required")
+
+    def card_account(self, wait_s: float = 15.0) -> int:
+        """The account of the next card tapped (or lying on the reader): a refund found by
+        tapping the card.  The tap goes to the till, not to a sale."""
+        if self.engine.waiting_for_card:
+            raise TillError("a sale waits for a card: cancel it first", "sale_open")
+        fut: Future[int] = Future()
+        with self._tap_lock:
+            if self._tap_waiter is not None:
+                raise TillError("a refund already waits for a card", "tap_waiting")
+            self._tap_waiter = fut
+        self.engine.touch()
+
+        def lying() -> None:
+            card = self._lying()
+            if card is not None:
+                self._take_tap(card)
+
+        self.submit(lying)
+        try:
+            return fut.result(timeout=wait_s)
+        except TimeoutError:
+            raise TillNotFound(f"no card was tapped within {wait_s:.0f} s", "no_card") from None
+        finally:
+            with self._tap_lock:
+                if self._tap_waiter is fut:
+                    self._tap_waiter = None
+            self.engine.touch()
+
+    def wait_acked(self, seq: int, timeout: float) -> bool:
+        """Wait until the server has acked record ``seq`` (False after ``timeout``)."""
+        self.uplink.kick()
+        with self.uplink.synced:
+            return self.uplink.synced.wait_for(lambda: self.journal.acked >= seq, timeout)
+
+    @property
+    def tap_waiting(self) -> bool:
+        """A refund waits for a card to be tapped."""
+        with self._tap_lock:
+            return self._tap_waiter is not None
+
+    def _take_tap(self, card: PresentCard) -> bool:
+        """Hand a card to a refund waiting for a tap (card thread); False when none waits."""
+        with self._tap_lock:
+            fut, self._tap_waiter = self._tap_waiter, None
+        if fut is None:
+            return False
+        try:
+            with card.exclusive():
+                view = CampusCard(card, self.keys.get()).read()
+            fut.set_result(view.identity.account_id)
+        except (DriverError, CardRefused) as exc:
+            fut.set_exception(TillError(f"the card could not be read: {exc}", "card_error"))
+        finally:
+            card.close()
+        return True
 
     # -- the card thread ----------------------------------------------------------------------
     def submit(self, fn: Callable[[], Any]) -> Future[Any]:
@@ -194,6 +279,8 @@ class PosAgent:
 
     def _on_card(self, card: PresentCard) -> None:
         try:
+            if not self.engine.waiting_for_card and self._take_tap(card):
+                return
             if not self.engine.on_card(card):
                 card.close()
         except Exception:  # the agent never dies on one bad tap
@@ -386,4 +473,5 @@ class PosAgent:
             "camera_status": self.camera.status() if self.camera else "unavailable",
             "camera_error": self.camera_error,
             "camera_stats": self.camera.stats() if self.camera else {},
+            "till": {**self.till.state(), "waiting_for_tap": self.tap_waiting},
         }

@@ -23,6 +23,13 @@ Used by the cashier screen, the customer screen (``kiosk_ui``) and ``ykt sim``:
 ``POST /control/reverse``        start a reverse scan (offline only, R8)
 ``POST /control/proof``          the reverse-scan proof's short code, keyed (``{"code": …}``)
 ``GET  /control/request.svg``    the reverse-scan request as a QR picture (404 when none is shown)
+``GET  /control/till``           who is signed in, the open shift, whether sales need a cashier
+``POST /control/cashier/sign-in`` an operator signs in (``{"number", "pin"}``; opens a shift)
+``POST /control/cashier/sign-out`` the operator signs out
+``POST /control/shift/open``     open a shift; ``/control/shift/close`` closes it: the Z report
+``GET  /control/shifts``         the reports of closed shifts (and whether the server has them)
+``POST /control/refund``         refund a sale of today (``{"sale": "17", "supervisor",
+                                 "supervisor_pin"[, "amount_fen"]}``)
 ``GET  /cashier``                the cashier's screen
 ``GET  /customer``               the customer's screen
 ===============================  =================================================================
@@ -48,6 +55,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from edge.devices import control_routers
+from edge.errors import TillInvalid
 from edge.pos import controltoken
 from edge.pos.agent import PosAgent
 from kiosk_ui import page
@@ -76,6 +84,23 @@ class CodeIn(_In):
 
 class ProofCodeIn(_In):
     code: str = Field(min_length=1, max_length=32)
+
+
+class SignInIn(_In):
+    number: str = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    pin: str = Field(pattern=r"^[0-9]{6,12}$")
+
+
+class RefundIn(_In):
+    """A refund of a sale of this terminal (``sale``: its journal sequence number, or
+    ``TERMINAL:SEQ`` as a receipt prints it)."""
+
+    sale: str | None = Field(default=None, pattern=r"^([A-Za-z0-9_-]{1,32}:)?[0-9]{1,19}$")
+    #: instead of ``sale``: the newest unrefunded sale of today of the card lying on the reader
+    card: bool = False
+    amount_fen: Fen | None = None
+    supervisor: str = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    supervisor_pin: str = Field(pattern=r"^[0-9]{6,12}$")
 
 
 def _err(status: int, code: str, message: str) -> JSONResponse:
@@ -227,6 +252,49 @@ def create_control_app(agent: PosAgent, token: str) -> FastAPI:
         buf = io.BytesIO()
         segno.make(text, error="m", micro=False).save(buf, kind="svg", scale=6, border=4)
         return Response(buf.getvalue(), media_type="image/svg+xml")
+
+    # -- the till: operators, shifts, refunds (edge.pos.till) -------------------------------
+    till = agent.till
+
+    @app.get("/control/till")
+    def till_state() -> dict[str, Any]:
+        """Who is signed in, the open shift, whether sales need a cashier, whether a refund
+        waits for a card to be tapped."""
+        return {**till.state(), "waiting_for_tap": agent.tap_waiting}
+
+    @app.post("/control/cashier/sign-in")
+    def sign_in(body: SignInIn) -> dict[str, Any]:
+        return till.sign_in(body.number, body.pin)
+
+    @app.post("/control/cashier/sign-out")
+    def sign_out() -> dict[str, Any]:
+        return till.sign_out()
+
+    @app.post("/control/shift/open")
+    def shift_open() -> dict[str, Any]:
+        return till.open_shift()
+
+    @app.post("/control/shift/close")
+    def shift_close() -> dict[str, Any]:
+        """Close the shift: its Z report (pushed to the server now, or when it is back)."""
+        report = till.close_shift()
+        agent.uplink.kick()
+        return report
+
+    @app.get("/control/shifts")
+    def shifts() -> dict[str, Any]:
+        return {"shifts": till.shifts()}
+
+    @app.post("/control/refund")
+    def refund(body: RefundIn) -> dict[str, Any]:
+        """Refund a sale of this terminal from today, with a supervisor's PIN."""
+        if (body.sale is None) == (not body.card):
+            raise TillInvalid("name the sale (sale) or tap the card (card: true)", "invalid")
+        sale = body.sale if body.sale is not None else till.sale_of_account(agent.card_account())
+        out = till.refund(sale, body.supervisor, body.supervisor_pin, body.amount_fen)
+        if not out["offline"]:  # online: say what the server made of it (a moment at most)
+            agent.wait_acked(out["seq"], 3.0)
+        return {**journaled(out), "server": till.verdict(out["seq"])}
 
     @app.get("/cashier", response_class=HTMLResponse)
     def cashier() -> HTMLResponse:

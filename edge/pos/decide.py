@@ -548,6 +548,8 @@ class Decider:
                     tries = 0
             elif r.kind == "pin_fail" and r.offline:
                 tries += 1
+            elif r.kind == "refund":  # a refund at this till gives the money back
+                spent_local -= r.amount
         return tracker, spent_local, tries
 
     def _offline_checks(

@@ -123,6 +123,7 @@ class Engine:
         on_armed: Callable[[], None] | None = None,
         submit: Submit | None = None,
         card_source: Callable[[], PresentCard | None] | None = None,
+        gate: Callable[[], None] | None = None,
     ) -> None:
         self.decider = decider
         self.clock = clock
@@ -130,6 +131,8 @@ class Engine:
         self.on_armed = on_armed  # a sale now waits for a credential (the camera re-arms)
         self.submit: Submit = submit or _inline
         self.card_source = card_source
+        #: raises when no sale may start now (the till: no cashier signed in)
+        self.gate = gate
         self._pending: Pending | None = None
         self._cond = threading.Condition()
         self._screen = Screen(since_ms=clock.now_ms())
@@ -218,7 +221,15 @@ class Engine:
                 message="超时 / timed out",
             )
 
+    def touch(self) -> None:
+        """Something the screens show besides the sale changed (the till): wake them."""
+        with self._cond:
+            self._screen.version += 1
+            self._cond.notify_all()
+
     def key_amount(self, amount_fen: int, confirm: bool = True) -> dict[str, Any]:
+        if self.gate is not None:
+            self.gate()
         with self._cond:
             self._check_not_deciding()
             self._expire_pin()  # a timed-out password prompt does not block the next sale

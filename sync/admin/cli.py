@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sync.admin import desk, topups
+from sync.admin import desk, merchants, topups
 from sync.admin.common import (
     AdminClient,
     account_path,
@@ -180,6 +180,8 @@ def topup(args: argparse.Namespace) -> int:
 
 def terminal_enroll(args: argparse.Namespace) -> int:
     body = {"role": args.role, "name": args.name, "simulated": args.simulated}
+    if args.merchant:
+        body["merchant"] = args.merchant
     data = client_for(args).call("POST", "/v1/admin/terminals/tokens", body)
     return emit(args, data, lambda d: print(d["token"]))
 
@@ -191,6 +193,7 @@ def terminal_list(args: argparse.Namespace) -> int:
         for t in d["terminals"]:
             print(
                 f"{t['id']}  {t['name']:<16} {t['role']:<6} {t['status']:<8} head {t['head_seq']}"
+                f"  merchant {t['merchant']}"
             )
 
     return emit(args, data, show)
@@ -334,7 +337,7 @@ def add_parser(sub: Sub) -> None:
     c.add_argument("--amount", required=True, type=amount_arg, help="yuan, e.g. 100.00")
     c.add_argument("--channel", default="cash", choices=["cash"], help="cash (the default)")
     c.add_argument("--request-id", help="idempotency key: a retried top-up with it applies once")
-    topups.add_commands(groups)  # paygate set|list, report topups
+    report = topups.add_commands(groups)  # paygate set|list, report topups
 
     term = group(groups, "terminal", "terminals")
     c = cmd(term, "enroll", terminal_enroll, "create a one-time enrollment token (printed alone)")
@@ -347,6 +350,9 @@ def add_parser(sub: Sub) -> None:
         "identities (with their consumption-password verifiers) to make simulated cards; "
         "never on a live campus",
     )
+    c.add_argument(
+        "--merchant", help="the merchant whose account its sales credit (default: DEFAULT)"
+    )
     cmd(term, "list", terminal_list, "list terminals")
     c = cmd(term, "revoke", terminal_revoke, "revoke a terminal's key")
     c.add_argument("terminal_id")
@@ -358,3 +364,4 @@ def add_parser(sub: Sub) -> None:
     cmd(pol, "show", policy_show, "show the policy terminals receive")
     c = cmd(pol, "set", policy_set, "set policy values, e.g. offline_max_purchase_fen=3000")
     c.add_argument("values", nargs="+", metavar="KEY=VALUE")
+    merchants.add_commands(groups, report)  # merchant, operator, report settlement|shifts

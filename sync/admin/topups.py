@@ -79,8 +79,9 @@ def report_topups(args: argparse.Namespace) -> int:
     return 0 if data["ok"] else 1
 
 
-def add_commands(groups: Sub) -> None:
-    """Add ``paygate`` and ``report`` to ``ykt admin``."""
+def add_commands(groups: Sub) -> Sub:
+    """Add ``paygate`` and ``report`` to ``ykt admin``; returns the ``report`` group (other
+    reports join it)."""
     gates = group(groups, "paygate", "payment providers of top-ups (R7)")
     c = cmd(
         gates,
@@ -112,3 +113,4 @@ def add_commands(groups: Sub) -> None:
         "difference flagged (exit 1 when there is one)",
     )
     c.add_argument("--date", help="campus day YYYY-MM-DD (default today)")
+    return report

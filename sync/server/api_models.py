@@ -543,6 +543,7 @@ class EnrollTokenOut(BaseModel):
     token: str
     role: str
     name: str
+    merchant: str
     expires_ms: int
     simulated: bool
 
@@ -555,6 +556,8 @@ class TerminalOut(BaseModel):
     head_seq: int
     enrolled_ms: int
     last_seen_ms: int
+    merchant: str
+    reported_head: int
     simulated: bool
 
 
@@ -609,6 +612,7 @@ class EnrolledOut(BaseModel):
     terminal_id: str
     name: str
     role: str
+    merchant: str
     campus_id: str
     tz: str
     server_time_ms: int

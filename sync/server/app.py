@@ -31,6 +31,7 @@ from sync.server import (
     holders,
     ingest,
     ledger,
+    merchants,
     policy,
     reconcile,
     reverse,
@@ -81,6 +82,7 @@ from sync.server.models import (
     TopupIn,
 )
 from sync.server.routes_business import create_router
+from sync.server.routes_merchants import create_merchant_router
 from sync.server.routes_topups import create_router as create_topups_router
 from sync.server.staff import Actor
 
@@ -262,7 +264,9 @@ def create_app(ctx: Context) -> FastAPI:
         response_model=EnrollTokenOut,
     )
     def enroll_token(body: TokenIn, actor: Terminals) -> dict[str, Any]:
-        return terminals.create_enroll_token(ctx, body.role, body.name, body.simulated)
+        return terminals.create_enroll_token(
+            ctx, body.role, body.name, body.simulated, body.merchant
+        )
 
     @app.get("/v1/admin/terminals", tags=["admin"], response_model=TerminalsOut)
     def list_terminals(actor: Terminals) -> dict[str, Any]:
@@ -376,7 +380,12 @@ def create_app(ctx: Context) -> FastAPI:
         term: Terminal,
         since: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
         wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
+        head: Annotated[int | None, Query(ge=0, le=2**62)] = None,
     ) -> dict[str, Any]:
+        """The delta feed; ``head``: the terminal's journal head (its records not synced yet
+        are reported by the settlement report)."""
+        if head is not None:
+            await run_in_threadpool(merchants.report_head, ctx, term["id"], head)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         notifier = ctx.notifier
@@ -398,4 +407,6 @@ def create_app(ctx: Context) -> FastAPI:
     app.include_router(create_router(ctx, api_auth))
     # -- R7 top-ups by order, payment providers, reconciliation (sync.server.routes_topups) ---
     app.include_router(create_topups_router(ctx, api_auth))
+    # -- merchants, operators, shift reports, settlement (sync.server.routes_merchants) --------
+    app.include_router(create_merchant_router(ctx, api_auth))
     return app

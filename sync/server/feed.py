@@ -1,6 +1,7 @@
 """The delta feed terminals pull by version (docs/architecture.md): hotlist and account snapshots for
 offline decisions, cards (generations, replaced cards), wallet certificates and the code keys
-(phone codes, docs/codes.md), and policy.
+(phone codes, docs/codes.md), the operators of the terminal's merchant
+(:mod:`sync.server.merchants`), and policy.
 
 Every change takes the next feed version (:func:`sync.server.context.next_version`) and stamps
 the rows it touches, so "everything since version V" is one indexed query per table.  A page
@@ -16,7 +17,7 @@ import msgspec
 
 from sync.db import Tx
 from sync.records import UNSET, AccountSnapshot, CardRow, CertRow, CodesInfo, FeedPage, IssuerKey
-from sync.server import codes
+from sync.server import codes, merchants
 from sync.server.context import Context
 
 PAGE = 2000
@@ -32,6 +33,9 @@ def _rows(rd: Tx, cls: type[_Row], sql: str, params: tuple[int, ...]) -> list[_R
 
 def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) -> FeedPage:
     with ctx.db.read() as rd:
+        merchant = str(
+            rd.scalar("SELECT merchant FROM terminals WHERE id = ?", (terminal["id"],)) or "DEFAULT"
+        )
         current = int(rd.scalar("SELECT value FROM versions WHERE name = 'feed'"))
         reset = since > current  # the server's data was replaced: start over
         if reset:
@@ -40,9 +44,10 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
         cut = rd.scalar(
             "SELECT version FROM (SELECT version FROM accounts WHERE version > ? "
             "UNION ALL SELECT version FROM cards WHERE version > ? "
-            "UNION ALL SELECT version FROM wallet_certs WHERE version > ?) AS changed "
-            "ORDER BY version LIMIT 1 OFFSET ?",
-            (since, since, since, page),
+            "UNION ALL SELECT version FROM wallet_certs WHERE version > ? "
+            "UNION ALL SELECT version FROM operators WHERE merchant = ? AND version > ?) "
+            "AS changed ORDER BY version LIMIT 1 OFFSET ?",
+            (since, since, since, merchant, since, page),
         )
         if cut is not None:
             upto = int(cut) - 1 if int(cut) - 1 > since else int(cut)
@@ -76,6 +81,7 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
             "WHERE version > ? AND version <= ? ORDER BY version, serial",
             (since, upto),
         )
+        operators = merchants.feed_operators(rd, merchant, since, upto)
         ack = int(rd.scalar("SELECT head_seq FROM terminals WHERE id = ?", (terminal["id"],)))
         policy_version = int(
             rd.scalar("SELECT value FROM settings WHERE key = 'policy_version'") or 0
@@ -90,6 +96,7 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
         accounts=accounts,
         cards=cards,
         certs=certs,
+        operators=operators,
         codes=CodesInfo(
             campus_id=info["campus_id"],
             campus_tag=info["campus_tag"],

@@ -49,7 +49,7 @@ from sync.db import Tx, placeholders
 from sync.errors import ProtocolError
 from sync.records import Alarm, JournalRecord, PushAck
 from sync.rules import AccountStatus
-from sync.server import authorize, cardrisk, codeuse, holders, ledger, reconcile, roles
+from sync.server import authorize, cardrisk, codeuse, holders, ledger, posrefund, reconcile, roles
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version
 from sync.server.errors import Forbidden, Invalid
@@ -302,6 +302,33 @@ def _prev_of(item: Incoming) -> str:
     return str(_ENVELOPE.decode(item.body).prev)
 
 
+def _operator_check(
+    tx: Tx,
+    ctx: Context,
+    res: PushAck,
+    tid: str,
+    merchant_code: str,
+    seq: int,
+    rec: JournalRecord,
+    run: posrefund.RunState,
+) -> None:
+    """A sale made by an operator the server knows as disabled before the sale's time (a
+    terminal offline since): the sale stands (the card was charged), the alarm tells."""
+    op = posrefund.operator_row(tx, run, rec.op)
+    if op is None or op["merchant"] != merchant_code:
+        return  # a name given with --operator (terminals without operators): nothing to check
+    if op["status"] != "active" and int(op["disabled_ms"]) <= rec.ts:
+        _alarm(
+            tx,
+            ctx,
+            res,
+            tid,
+            "operator_disabled",
+            f"record {seq}: sale by operator {rec.op}, disabled before it (the terminal was "
+            "offline); the sale stands",
+        )
+
+
 def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) -> None:
     now = ctx.now_ms()
     policy = ctx.policy()
@@ -312,10 +339,14 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
     bal: dict[str, int] = {}
     _load(tx, sorted({i.rec.acct for i in run if i.rec is not None}), accounts, bal)
     transfers: list[ledger.Transfer] = []
-    merchant = ledger.merchant(tid)
+    merchant_code = str(
+        tx.scalar("SELECT merchant FROM terminals WHERE id = ?", (tid,)) or "DEFAULT"
+    )
+    merchant = ledger.merchant_account(merchant_code)
     day_of = CampusDays(ctx.config.tz)
     touched: set[int] = set()
     refused = 0
+    refunds = posrefund.RunState()
 
     def flag(acct: dict[str, Any], name: str) -> bool:
         """Add flag ``name``; True when it is new."""
@@ -359,6 +390,23 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
                 "record_refused",
                 f"record {item.seq} refused, nothing of it applied: {item.refused[:300]}",
             )
+            continue
+        refunds.records[item.seq] = rec
+        if rec.op and rec.kind == "sale":
+            _operator_check(tx, ctx, res, tid, merchant_code, item.seq, rec, refunds)
+        if rec.kind == "refund":
+            try:
+                rt = posrefund.check(tx, tid, merchant_code, item.seq, rec, refunds, day_of)
+            except posrefund.Refused as exc:
+                _alarm(tx, ctx, res, tid, "refund_refused", f"record {item.seq}: {exc}")
+                continue
+            transfers.append(rt)
+            refunds.transfers[rt.id] = rt
+            refunded = rt.account_id or 0
+            _load(tx, [refunded], accounts, bal)
+            if refunded in accounts:
+                bal[rt.credit] = bal.get(rt.credit, 0) + rt.amount
+                touched.add(refunded)
             continue
         if rec.kind == "void":  # a reverse-scan request closed without a sale
             problem = reconcile.void(ctx, tx, tid, item.seq, rec)
@@ -425,6 +473,7 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
                 )
             )
             bal[w] = bal.get(w, 0) - rec.amt
+            refunds.transfers[transfers[-1].id] = transfers[-1]
             problem = None
             if rec.method == "qr-forward":
                 problem = codeuse.forward_problem(tx, tid, item.seq, rec, now, run[-1].seq)
@@ -442,6 +491,7 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
                     )
                 )
                 bal[w] += rec.amt
+                refunds.transfers[transfers[-1].id] = transfers[-1]
                 kind = problem.split(":", 1)[0]
                 _alarm(tx, ctx, res, tid, kind, f"record {item.seq}: {problem}")
                 event(tx, ctx, aid, "reversal", f"{problem}; charge reversed", "system")
@@ -482,6 +532,7 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
                 acct["frozen_now"] = True
         touched.add(aid)
     ledger.apply_many(tx, transfers)
+    posrefund.write_rows(tx, refunds)
     # the card counters the records left: a card that went back is an alarm (and blocked)
     cardrisk.note_records(
         ctx,

@@ -6,7 +6,9 @@ applied at most once, never edited or deleted.  Ledger accounts:
 ============== ============================================================
 ``w:<id>``     a card holder's wallet (the card balance)
 ``t:<id>``     a card holder's transition balance (过渡余额, R7)
-``m:<term>``   the merchant behind a POS terminal
+``mc:<code>``  a merchant (a canteen and its windows): the money of its terminals' sales
+``m:<term>``   the merchant behind a POS terminal, before merchants existed (history only: the
+               sales of a terminal since the merchants migration credit ``mc:<code>``)
 ``c:<channel>`` a top-up channel (R7): cash, app, wechat, alipay, bank
 ``fee``        fee income (R11 reissue fee)
 ============== ============================================================
@@ -33,7 +35,19 @@ def transition(account_id: int) -> str:
 
 
 def merchant(terminal_id: str) -> str:
+    """The ledger account of a terminal before merchants (history; see :func:`merchant_of`)."""
     return f"m:{terminal_id}"
+
+
+def merchant_account(code: str) -> str:
+    """The ledger account of merchant ``code``."""
+    return f"mc:{code}"
+
+
+def merchant_of(tx: Tx | Database, terminal_id: str) -> str:
+    """The ledger account the sales of ``terminal_id`` credit: its merchant's."""
+    code = tx.scalar("SELECT merchant FROM terminals WHERE id = ?", (terminal_id,))
+    return merchant_account(str(code or "DEFAULT"))
 
 
 def channel(name: str) -> str:

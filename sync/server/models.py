@@ -72,6 +72,11 @@ class TokenIn(Strict):
         "sends it the cards' signed identities, consumption-password verifiers included. "
         "Never on a live campus.",
     )
+    merchant: str = Field(
+        default="DEFAULT",
+        pattern=r"^[A-Za-z0-9_-]{1,32}$",
+        description="the merchant whose account the terminal's sales credit",
+    )
 
 
 class PolicyIn(Strict):

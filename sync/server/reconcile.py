@@ -85,7 +85,7 @@ def link(tx: Tx, tid: str, seq: int, rec: JournalRecord) -> tuple[str | None, La
         f"rsale-late:{tid}:{order}",
         rec.ts,
         ledger.wallet(aid),
-        ledger.merchant(tid),
+        ledger.merchant_of(tx, tid),
         refunded,
         "sale",
         aid,
@@ -139,7 +139,12 @@ def _refund(ctx: Context, tx: Tx, row: dict[str, Any], why: str) -> bool:
             ledger.Transfer(
                 rid,
                 now,
-                ledger.merchant(tid),
+                # back from the account the payment credited (its merchant's, or before
+                # merchants existed the terminal's)
+                str(
+                    tx.scalar("SELECT credit FROM transfers WHERE id = ?", (row["transfer_id"],))
+                    or ledger.merchant_of(tx, tid)
+                ),
                 ledger.wallet(aid),
                 left,
                 "refund",

@@ -157,7 +157,7 @@ def pay(
                 transfer_id,
                 now,
                 ledger.wallet(aid),
-                ledger.merchant(tid),
+                ledger.merchant_of(tx, tid),
                 req.amount_fen,
                 "sale",
                 aid,

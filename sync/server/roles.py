@@ -30,6 +30,8 @@ ENDPOINTS: dict[str, frozenset[str]] = {
     "POST /v1/pos/authorize": frozenset({POS}),
     "POST /v1/journal": frozenset({POS}),
     "GET /v1/feed": frozenset({POS}),
+    # the report of a closed shift at the till (sync.server.merchants)
+    "POST /v1/pos/shift": frozenset({POS}),
     # R18 authentication codes: who it is, whether to open (uses the code up)
     "POST /v1/codes/verify": frozenset({GATE}),
     # card-present operations at a self-service kiosk (R20, R4-R6, R11, R17)
@@ -54,6 +56,10 @@ RECORDS: dict[str, frozenset[tuple[str, str]]] = {
             ("sale", "qr-reverse"),
             ("pin_fail", "card"),
             ("void", "qr-reverse"),  # a reverse-scan request closed without a sale (R14)
+            # a refund at the till of one of its own sales (sync.server.posrefund)
+            ("refund", "card"),
+            ("refund", "qr-forward"),
+            ("refund", "qr-reverse"),
         }
     ),
     KIOSK: frozenset(),  # kiosks act online; they move no money by journal

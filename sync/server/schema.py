@@ -459,3 +459,55 @@ def _card_marks_of_earlier_records(tx: Tx) -> None:
 
 
 MIGRATIONS.add_fn("0012-card-marks-of-earlier-records", _card_marks_of_earlier_records)
+
+MIGRATIONS.add(
+    "0013-merchants-operators-shifts",
+    """
+    CREATE TABLE merchants (
+        code {text} PRIMARY KEY,
+        name {text} NOT NULL,
+        created_ms {int} NOT NULL
+    );
+    INSERT INTO merchants (code, name, created_ms) VALUES ('DEFAULT', '默认商户', 0);
+    INSERT INTO ledger_accounts (id, kind) VALUES ('mc:DEFAULT', 'merchant');
+    ALTER TABLE terminals ADD COLUMN merchant {text} NOT NULL DEFAULT 'DEFAULT';
+    ALTER TABLE terminals ADD COLUMN reported_head {int} NOT NULL DEFAULT 0;
+    ALTER TABLE terminals ADD COLUMN reported_ms {int} NOT NULL DEFAULT 0;
+    ALTER TABLE enroll_tokens ADD COLUMN merchant {text} NOT NULL DEFAULT 'DEFAULT';
+    CREATE TABLE operators (
+        number {text} PRIMARY KEY,
+        merchant {text} NOT NULL REFERENCES merchants (code),
+        name {text} NOT NULL,
+        role {text} NOT NULL,
+        pin_hash {text} NOT NULL,
+        verifier {text} NOT NULL,
+        status {text} NOT NULL DEFAULT 'active',
+        disabled_ms {int} NOT NULL DEFAULT 0,
+        created_ms {int} NOT NULL,
+        version {int} NOT NULL
+    );
+    CREATE INDEX operators_version ON operators (merchant, version);
+    CREATE TABLE pos_refunds (
+        terminal_id {text} NOT NULL,
+        seq {int} NOT NULL,
+        sale_seq {int} NOT NULL,
+        transfer_id {text} NOT NULL,
+        amount {int} NOT NULL,
+        supervisor {text} NOT NULL,
+        operator {text} NOT NULL,
+        ts_ms {int} NOT NULL,
+        PRIMARY KEY (terminal_id, seq)
+    );
+    CREATE UNIQUE INDEX pos_refunds_sale ON pos_refunds (terminal_id, sale_seq);
+    CREATE TABLE shift_reports (
+        terminal_id {text} NOT NULL,
+        shift_no {int} NOT NULL,
+        operator {text} NOT NULL,
+        opened_ms {int} NOT NULL,
+        closed_ms {int} NOT NULL,
+        report {text} NOT NULL,
+        received_ms {int} NOT NULL,
+        PRIMARY KEY (terminal_id, shift_no)
+    )
+    """,
+)

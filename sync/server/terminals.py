@@ -32,12 +32,12 @@ def _token_hash(token: str) -> str:
 
 
 def create_enroll_token(
-    ctx: Context, role: str, name: str, simulated: bool = False
+    ctx: Context, role: str, name: str, simulated: bool = False, merchant: str = "DEFAULT"
 ) -> dict[str, Any]:
-    """A one-time token that enrolls a terminal of ``role``.  ``simulated``: a test or demo
-    terminal with simulated card readers, which the feed sends the cards' signed identities
-    (with their consumption-password verifiers) to make simulated cards from: never on a live
-    campus (docs/security.md)."""
+    """A one-time token that enrolls a terminal of ``role`` for ``merchant`` (whose account its
+    sales credit).  ``simulated``: a test or demo terminal with simulated card readers, which
+    the feed sends the cards' signed identities (with their consumption-password verifiers) to
+    make simulated cards from: never on a live campus (docs/security.md)."""
     if role not in ROLES:
         raise Invalid(f"role must be one of {', '.join(ROLES)}", "bad_role")
     if not _NAME.match(name or ""):
@@ -47,15 +47,18 @@ def create_enroll_token(
         token = secrets.token_urlsafe(18)
     now = ctx.now_ms()
     with ctx.db.tx() as tx:
+        if tx.one("SELECT 1 FROM merchants WHERE code = ?", (merchant,)) is None:
+            raise NotFound(f"no merchant {merchant!r} (ykt admin merchant add)", "no_merchant")
         tx.execute(
             "INSERT INTO enroll_tokens (token_hash, role, name, created_ms, expires_ms, "
-            "simulated) VALUES (?, ?, ?, ?, ?, ?)",
-            (_token_hash(token), role, name, now, now + TOKEN_TTL_MS, int(simulated)),
+            "simulated, merchant) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (_token_hash(token), role, name, now, now + TOKEN_TTL_MS, int(simulated), merchant),
         )
     return {
         "token": token,
         "role": role,
         "name": name,
+        "merchant": merchant,
         "expires_ms": now + TOKEN_TTL_MS,
         "simulated": simulated,
     }
@@ -82,8 +85,8 @@ def enroll(ctx: Context, token: str, public_key: str, role: str | None = None) -
         n = int(tx.scalar("SELECT COUNT(*) FROM terminals")) + 1
         tid = f"T{n:05d}"
         tx.execute(
-            "INSERT INTO terminals (id, name, role, pubkey, head_hash, enrolled_ms, simulated) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO terminals (id, name, role, pubkey, head_hash, enrolled_ms, simulated, "
+            "merchant) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 tid,
                 row["name"],
@@ -92,12 +95,8 @@ def enroll(ctx: Context, token: str, public_key: str, role: str | None = None) -
                 protocol.genesis_hash(tid),
                 now,
                 int(row["simulated"]),
+                row["merchant"],
             ),
-        )
-        tx.execute(
-            "INSERT INTO ledger_accounts (id, kind) VALUES (?, 'merchant') "
-            "ON CONFLICT (id) DO NOTHING",
-            (f"m:{tid}",),
         )
         tx.execute(
             "UPDATE enroll_tokens SET used_by = ? WHERE token_hash = ?", (tid, row["token_hash"])
@@ -106,6 +105,7 @@ def enroll(ctx: Context, token: str, public_key: str, role: str | None = None) -
         "terminal_id": tid,
         "name": row["name"],
         "role": row["role"],
+        "merchant": row["merchant"],
         "campus_id": ctx.config.campus_id,
         "tz": ctx.config.tz,
         "server_time_ms": now,
@@ -116,8 +116,8 @@ def list_terminals(ctx: Context) -> list[dict[str, Any]]:
     return [
         dict(r)
         for r in ctx.db.all(
-            "SELECT id, name, role, status, head_seq, enrolled_ms, last_seen_ms, simulated "
-            "FROM terminals ORDER BY id"
+            "SELECT id, name, role, status, head_seq, enrolled_ms, last_seen_ms, simulated, "
+            "merchant, reported_head FROM terminals ORDER BY id"
         )
     ]
 

@@ -21,6 +21,7 @@ from sync.errors import YktError, exit_code
 COMMAND_MODULES = (
     "sync.server.cli",  # ykt server
     "edge.pos.cli",  # ykt pos
+    "edge.kiosk.cli",  # ykt kiosk
     "sync.admin.cli",  # ykt admin
     "sim.cli",  # ykt sim
     "sim.demo",  # ykt demo

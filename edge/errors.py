@@ -8,6 +8,8 @@
     └── EdgeError                   the terminal's own failures
         ├── JournalError                the journal is damaged or cannot take a record
         ├── EngineError                 an action the engine's state does not allow (HTTP 409)
+        │   ├── HolderError                 (edge.kiosk.common) the holder's input or card does not allow it (422)
+        │   └── KioskFault                  (edge.kiosk.common) a kiosk device or the server cannot now (503)
         ├── TillError                   a till action refused (HTTP 409; edge.pos.till)
         │   ├── TillForbidden               unknown/disabled operator, wrong PIN (403)
         │   ├── TillLocked                  too many wrong PINs of an operator (423)

@@ -21,6 +21,7 @@ from sim.control import AgentControl, token_file_option
 from sim.dispenser import cli as dispenser_cli
 from sim.errors import SimUsageError
 from sim.idp import add_idp_parser
+from sim.kiosk_cli import add_parser as add_kiosk_parser
 from sim.paygate import add_paygate_parser
 from sim.phone_screen import qr_png
 from sim.wallet_cli import add_wallet_parser
@@ -206,3 +207,4 @@ def add_parser(sub: Sub) -> None:
     cardcli.add_parsers(cmds)
     periph_cli.add_parsers(cmds)
     dispenser_cli.add_parsers(cmds)
+    add_kiosk_parser(cmds)

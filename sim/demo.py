@@ -1,9 +1,10 @@
 """``ykt demo``: the whole system on one machine with embedded defaults.
 
 Starts the central server on SQLite, one POS agent on a simulated reader with a simulated receipt
-printer (``ykt sim printer``, on a pseudo-terminal) and a stand-in payment
-provider (``ykt sim paygate``, registered for the app, WeChat and Alipay top-ups, R7), creates
-one demo account per card type (R1) with a card and ¥100.00, and prints how to sell.  State lives in
+printer (``ykt sim printer``, on a pseudo-terminal), one self-service kiosk with a simulated
+card dispenser and a stand-in payment provider (``ykt sim paygate``, registered for the app,
+WeChat and Alipay top-ups, R7), creates one demo account per card type (R1) with a card and
+¥100.00, and prints how to sell and how to reissue a card at the kiosk.  State lives in
 ``--data`` (default ``.demo``) so a second start continues where the first stopped.
 ``ykt demo server stop|start`` stops and restarts the demo's server from another shell, to
 watch the POS sell offline and drain its queue.
@@ -23,7 +24,7 @@ from typing import Any
 from sim import periph_cli
 from sim.harness import procs
 from sim.harness.procs import StartFailed
-from sim.harness.ykt import PaygateProcess, PosProcess, ServerProcess, YktProcess
+from sim.harness.ykt import KioskProcess, PaygateProcess, PosProcess, ServerProcess, YktProcess
 from sync import rules
 from sync.errors import ConfigError, SyncError
 from sync.files import private_dir, write_private
@@ -37,7 +38,7 @@ DEMO_ACCOUNTS = [
 ]
 
 
-SERVER_PORT, CONTROL_PORT, PAYGATE_PORT = 8700, 8701, 8702  # the demo's defaults (README)
+SERVER_PORT, CONTROL_PORT, PAYGATE_PORT, KIOSK_PORT = 8700, 8701, 8702, 8703  # the defaults
 PRINTER = "printer1"  # the simulated receipt printer, in DATA/devices
 #: the top-up channels the demo's payment provider is registered for (R7; bank is off)
 PAYGATE_CHANNELS = ("app", "wechat", "alipay")
@@ -114,7 +115,8 @@ def _setup(data: Path, server: ServerProcess) -> dict[str, Any]:
         "/v1/admin/terminals/tokens",
         {"role": "pos", "name": "canteen-1", "simulated": True},
     )
-    state = {"cards": cards, "pos_token": enroll["token"]}
+    kiosk = admin("POST", "/v1/admin/terminals/tokens", {"role": "kiosk", "name": "kiosk-1"})
+    state = {"cards": cards, "pos_token": enroll["token"], "kiosk_token": kiosk["token"]}
     # the demo holders' passwords and a terminal enrollment token: private, as the data is
     write_private(state_path, json.dumps(state, ensure_ascii=False, indent=2).encode())
     return state
@@ -130,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the children as Ctrl-C does
     _require_free(args.control_port, "POS control API", "--control-port")
     _require_free(args.paygate_port, "payment provider", "--paygate-port")
+    _require_free(args.kiosk_port, "kiosk control API", "--kiosk-port")
+    kiosk_url = f"http://127.0.0.1:{args.kiosk_port}"
     started = _start_server(data, args.server_port)
     children: list[YktProcess] = [started]
     try:
@@ -166,7 +170,20 @@ def run(args: argparse.Namespace) -> int:
         )
         children.append(pos)
         _started(pos)
-        _print_instructions(data, server, agent, state, args.server_port)
+        kiosk = KioskProcess(
+            data / "kiosk1",
+            server_url=server,
+            token=state.get("kiosk_token"),
+            reader="sim://kiosk",
+            encoder="sim://encoder",
+            dispenser="sim://dispenser?encoder=encoder&blanks=20",
+            port=args.kiosk_port,
+            log_path=data / "kiosk.log",
+            new_session=True,
+        )
+        children.append(kiosk)
+        _started(kiosk)
+        _print_instructions(data, server, agent, kiosk_url, state, args.server_port)
         assert pos.proc is not None
         code = pos.proc.wait()  # until the agent ends, or Ctrl-C / SIGTERM ends the demo
         print(f"the POS agent exited with {code}; see {data / 'pos.log'}")
@@ -187,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_instructions(
-    data: Path, server: str, agent: str, state: dict[str, Any], port: int
+    data: Path, server: str, agent: str, kiosk: str, state: dict[str, Any], port: int
 ) -> None:
     token = data / "server" / "admin.token"
     port_opt = "" if port == SERVER_PORT else f" --server-port {port}"
@@ -200,6 +217,7 @@ ykt demo is running (state in {data}; Ctrl-C stops it).
   central server   {server}            (API docs {server}/docs)
   POS cashier      {agent}/cashier
   POS customer     {agent}/customer
+  kiosk screen     {kiosk}/kiosk
 
 Demo cards (each ¥100.00; passwords by R3 from the ID-card number):""")
     for c in state["cards"]:
@@ -222,6 +240,8 @@ Phone payment code of {second["name"]} (the simulated phone signs in; its code g
   (over the ¥50.00 daily limit the phone confirms first: pay-code --confirm-password {second["password"]})
 Top-up by WeChat (R7: an order, paid at the stand-in payment provider, credited by its signed notification):
   ykt sim wallet topup --wallet W.json --channel wechat --amount 20.00 --password {second["password"]}
+Self-service kiosk: {second["name"]} reissues the card (fee from the balance; the old card stops working):
+  ykt sim kiosk --agent {kiosk} reissue --number {second["number"]} --id-card {DEMO_ACCOUNTS[1][3]}
 Network outage:
   {stop}     # the POS keeps selling offline
   ykt sim sale --agent {agent} --card {first["card_no"]} --amount 3.00
@@ -284,6 +304,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=int,
         default=PAYGATE_PORT,
         help=f"port of the stand-in payment provider (default {PAYGATE_PORT})",
+    )
+    p.add_argument(
+        "--kiosk-port",
+        type=int,
+        default=KIOSK_PORT,
+        help=f"the kiosk's control API and screen (default {KIOSK_PORT})",
     )
     p.set_defaults(func=run)
     ds = p.add_subparsers(dest="demo_command", metavar="ACTION")

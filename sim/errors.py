@@ -10,6 +10,7 @@
         ├── BenchmarkError              (sim.bench.errors) the system under a benchmark misbehaved
         │   └── HttpError                   (sim.bench.http11) a benchmark's HTTP/1.1 exchange failed
         ├── PaygateRefused              (sim.paygate) the stand-in provider refuses a payment
+        ├── KioskRefused                (sim.kiosk_cli) the kiosk refused a holder's action
         ├── StartFailed                 (sim.harness.procs) a child process did not get ready
         └── PgUnavailable               (sim.harness.pg) no PostgreSQL to start a cluster with
 """

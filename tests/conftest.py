@@ -55,6 +55,7 @@ BOTH_DBS = {
     "test_crash_money",
     "test_access",
     "test_kiosk_card_present",
+    "test_kiosk_server",
     "test_openapi",
     "test_api_fuzz",
     "test_conservation",

@@ -33,8 +33,9 @@ def test_quick_json_has_every_figure(tmp_path: Path) -> None:
     assert out["quick"] is True and out["machine"]["cpus"] >= 1
     b = out["benchmarks"]
     assert list(b) == [
-        "sqlite", "journal", "ingest", "sale", "api", "qr", "card", "db", "hotlist", "printer"
-    ]  # fmt: skip
+        *("sqlite", "journal", "ingest", "sale", "api", "qr", "card", "db", "hotlist"),
+        *("printer", "kiosk"),
+    ]
 
     _latency(b["sqlite"]["commit"], 200)
     assert b["sqlite"]["batch_small_rows"]["rows_per_s"] > 0
@@ -110,6 +111,14 @@ def test_quick_json_has_every_figure(tmp_path: Path) -> None:
     for part in ("with_printer", "paper_out", "receipt"):
         assert p[part]["n"] == 20 and p[part]["p50_ms"] <= p[part]["p99_ms"]
     assert p["queued_with_paper_out"] == 20 and p["drain_s"] > 0
+
+    k = b["kiosk"]  # --quick: 3 reissues through pcscd and the pty dispenser
+    if "skipped" not in k:
+        assert k["reissues"] == 3 and k["budget_p99_ms"] == 3000
+        _latency(k["confirm_to_mouth"], 3)
+        assert set(k["steps"]) == {"feed_ms", "order_ms", "encode_ms", "done_ms", "mouth_ms"}
+        for step in k["steps"].values():
+            _latency(step, 3)
 
 
 def test_only_and_text_output(tmp_path: Path) -> None:

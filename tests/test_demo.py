@@ -30,12 +30,12 @@ def _run(tmp_path: Path, line: str) -> str:
 @pytest.mark.timeout(240)
 def test_the_demo_runs_and_every_printed_command_works(tmp_path: Path) -> None:
     data = tmp_path / ".demo"
-    sport, cport, gport = free_port(), free_port(), free_port()
+    sport, cport, gport, kport = free_port(), free_port(), free_port(), free_port()
     demo = subprocess.Popen(
         ykt_cmd(
             *("demo", "--data", str(data)),
             *("--server-port", str(sport), "--control-port", str(cport)),
-            *("--paygate-port", str(gport)),
+            *("--paygate-port", str(gport), "--kiosk-port", str(kport)),
         ),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -52,9 +52,10 @@ def test_the_demo_runs_and_every_printed_command_works(tmp_path: Path) -> None:
         text = "".join(printed)
         assert f"http://127.0.0.1:{cport}/cashier" in text, text
         commands = [line.strip() for line in printed if line.startswith("  ykt ")]
-        assert len(commands) == 13, commands
+        assert f"http://127.0.0.1:{kport}/kiosk" in text, text
+        assert len(commands) == 14, commands
         readme = {_command(line) for line in README.read_text(encoding="utf-8").splitlines()}
-        as_printed_by_default = [_default(c, data, sport, cport) for c in commands]
+        as_printed_by_default = [_default(c, data, sport, cport, kport) for c in commands]
         missing = [c for c in as_printed_by_default if c not in readme]
         assert not missing, f"README.md's demo does not show {missing}"
 
@@ -70,10 +71,12 @@ def test_the_demo_runs_and_every_printed_command_works(tmp_path: Path) -> None:
         assert "APPROVED ¥9.00" in said[7] and "balance ¥91.00" in said[7]  # the phone's code
         # R7: a top-up order paid at the demo's payment provider, credited by its notification
         assert "topped up ¥20.00 by wechat" in said[8] and "balance ¥111.00" in said[8]
-        assert "stopped" in said[9]
-        assert "APPROVED ¥3.00" in said[10] and "offline" in said[10]  # through the outage
-        assert "started" in said[11]
-        assert "ledger OK" in said[12]
+        # the kiosk reissues 李老师's card: the fee (¥20.00) once, from the balance
+        assert "at the mouth" in said[9] and "balance ¥91.00" in said[9], said[9]
+        assert "stopped" in said[10]
+        assert "APPROVED ¥3.00" in said[11] and "offline" in said[11]  # through the outage
+        assert "started" in said[12]
+        assert "ledger OK" in said[13]
 
         # the offline sale drains to the server, once
         show = commands[4] + " --json"
@@ -83,7 +86,7 @@ def test_the_demo_runs_and_every_printed_command_works(tmp_path: Path) -> None:
             return [-b["amount_fen"] for b in bills if b["kind"] == "sale"]
 
         assert wait_until(lambda: sales() == [1250, 4500, 300], timeout=30)
-        assert "ledger OK" in _run(tmp_path, commands[12])
+        assert "ledger OK" in _run(tmp_path, commands[13])
     finally:
         # SIGTERM (kill, a service manager) stops the demo and all it started, as Ctrl-C does;
         # SIGINT would not do here: a test run started in the background ignores it
@@ -96,7 +99,7 @@ def test_the_demo_runs_and_every_printed_command_works(tmp_path: Path) -> None:
         if demo.stdout is not None:
             demo.stdout.close()
     assert demo.returncode == 0
-    for port in (sport, cport, gport):  # the server, the POS and the provider are gone with it
+    for port in (sport, cport, gport, kport):  # the server, POS, provider, kiosk: all gone
         assert wait_until(lambda port=port: _closed(port), timeout=15), port
 
 
@@ -108,11 +111,12 @@ def _command(line: str) -> str:
     return " ".join(line.split("#", 1)[0].split())
 
 
-def _default(line: str, data: Path, sport: int, cport: int) -> str:
+def _default(line: str, data: Path, sport: int, cport: int, kport: int) -> str:
     """What the demo prints with its default ports, run from the directory holding ``.demo``."""
     line = line.replace(f" --server-port {sport}", "")
     line = line.replace(f"127.0.0.1:{sport}", "127.0.0.1:8700")
     line = line.replace(f"127.0.0.1:{cport}", "127.0.0.1:8701")
+    line = line.replace(f"127.0.0.1:{kport}", "127.0.0.1:8703")
     return _command(line.replace(str(data), ".demo"))
 
 

@@ -13,6 +13,7 @@ of them passes or fails on a timing.
 ``hotlist``       :mod:`.hotlist`: loss report → the card on the hotlist of 500 long-polling terminals
 ``printer``       :mod:`.printer`: sales with a receipt printer (pty): approval not delayed, receipt
                   printed after the approval, paper out and back
+``kiosk``         :mod:`.kiosk`: a kiosk reissue, confirm → card at the mouth (pcscd, a pty dispenser)
 ================  ===========================================================================
 """
 
@@ -79,6 +80,7 @@ MODULES = {
     "db": "db_load",
     "hotlist": "hotlist",
     "printer": "printer",
+    "kiosk": "kiosk",
 }
 
 

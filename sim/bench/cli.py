@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "(empty and with 1,000,000 queued records), server ingest over loopback, sale latency "
         "on the simulated reader, API requests/s with 1 and 2 server processes, QR frame to "
         "decision on rendered phone screens, a card tap through pcscd, ingest and API on SQLite "
-        "and PostgreSQL, and a loss report reaching the hotlist of 500 terminals.  Prints "
+        "and PostgreSQL, a loss report reaching the hotlist of 500 terminals, and a kiosk reissue from the holder's confirm to the card at the mouth.  Prints "
         "figures next to the docs/benchmarks.md budgets; the exit status never depends on a timing.",
     )
     p.add_argument(

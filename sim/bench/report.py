@@ -215,6 +215,24 @@ def printer(f: dict[str, Any]) -> list[str]:
     ]
 
 
+def kiosk(f: dict[str, Any]) -> list[str]:
+    lines = ["Kiosk reissue through pcscd + vpcd and the CRT-591 on a pty (confirm → at the mouth)"]
+    if "skipped" in f:
+        return [*lines, f"  {f['skipped']}"]
+    lines.append(f"  {f['reissues']} reissues   {_lat(f['confirm_to_mouth'])}")
+    names = {
+        "feed_ms": "blank fed, seen by pcscd",
+        "order_ms": "the server's order",
+        "encode_ms": "encode + read back",
+        "done_ms": "order closed",
+        "mouth_ms": "to the mouth",
+    }
+    for key, name in names.items():
+        lines.append(f"    {name:<26} {_lat(f['steps'][key])}")
+    lines.append(f"  budget: confirm → card at the mouth p99 ≤ {f['budget_p99_ms'] / 1000:.0f} s")
+    return lines
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "sqlite": sqlite,
     "journal": journal,
@@ -226,6 +244,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "db": db,
     "hotlist": hotlist,
     "printer": printer,
+    "kiosk": kiosk,
 }
 
 

@@ -241,6 +241,42 @@ class PosProcess(YktProcess):
 
 
 @dataclass
+class KioskProcess(YktProcess):
+    """``ykt kiosk`` talking to ``server_url``, its control API on ``port``: the holder's
+    ``reader``, the ``encoder`` and the ``dispenser`` by URL (pcsc:// readers need the
+    environment's ``PCSCLITE_CSOCK_NAME`` of a private pcscd)."""
+
+    server_url: str = ""
+    token: str | None = None
+    reader: str = "sim://kiosk"
+    encoder: str = "sim://encoder"
+    dispenser: str = "sim://dispenser?encoder=encoder"
+    camera: str | None = None
+    log_level: str | None = "INFO"
+
+    HEALTH: ClassVar[str] = "/control/status"
+
+    def args(self) -> list[str]:
+        out = ["--log-level", self.log_level] if self.log_level else []
+        out += ["kiosk", "--server", self.server_url, "--data", str(self.data)]
+        out += ["--reader", self.reader, "--encoder", self.encoder]
+        out += ["--dispenser", self.dispenser, "--control-port", str(self.port)]
+        if self.token:
+            out += ["--enroll", self.token]
+        if self.camera:
+            out += ["--camera", self.camera]
+        return [*out, *self.extra]
+
+    def status(self) -> dict[str, Any]:
+        return dict(requests.get(self.url + "/control/status", timeout=5).json())
+
+    def control_headers(self) -> dict[str, str]:
+        """The header a request that changes the kiosk's state carries (its control token)."""
+        token = (self.data / controltoken.FILE).read_text().strip()
+        return {controltoken.HEADER: token}
+
+
+@dataclass
 class PaygateProcess(YktProcess):
     """``ykt sim paygate``: the stand-in payment provider (R7), its state and key in ``data``
     (``data/provider.pub``: the public key to register at the server).  ``retry_s``: its

@@ -310,14 +310,21 @@ class KioskQueryPasswordIn(Strict):
 
 
 class KioskConsumePasswordIn(Strict):
+    """The holder confirms with the query password (R4) or the current consumption password
+    (R5, its wrong tries counted toward the lock): exactly one of them."""
+
     card: CardProof
-    query_password: Password6
+    query_password: Password6 | None = None
+    consume_password: Password6 | None = None
     new_password: Password6
 
 
 class KioskLimitIn(Strict):
+    """As :class:`KioskConsumePasswordIn`: the query or the consumption password confirms."""
+
     card: CardProof
-    query_password: Password6
+    query_password: Password6 | None = None
+    consume_password: Password6 | None = None
     limit_fen: Fen
 
 
@@ -327,6 +334,7 @@ class KioskFoundIn(Strict):
 
 
 class KioskReadOut(BaseModel):
+    recent: list[PageLine] = Field(description="the last lines of the transaction flow (R9)")
     card_no: str
     number: str
     name: str
@@ -336,6 +344,13 @@ class KioskReadOut(BaseModel):
     transition_fen: int
     limit_fen: int
     expires: str | None
+
+
+class TransitionOut(BaseModel):
+    card_no: str
+    moved_fen: int = Field(description="what moved from the transition balance (0: nothing)")
+    balance_fen: int
+    transition_fen: int
 
 
 class CardCounters(BaseModel):
@@ -385,6 +400,24 @@ class KioskReissueIn(Strict):
     number: Number | None = None
     id_card: IdCard | None = None
     auth_code: str | None = Field(default=None, min_length=8, max_length=512)
+
+
+class KioskQuoteIn(Strict):
+    number: Number | None = None
+    id_card: IdCard | None = None
+    auth_code: str | None = Field(default=None, min_length=8, max_length=512)
+
+
+class ReissueQuoteOut(BaseModel):
+    """What a kiosk shows before the holder confirms a reissue (R11)."""
+
+    number: str
+    name: str
+    type: str
+    via: str
+    fee_fen: int
+    balance_fen: int
+    balance_after_fen: int
 
 
 class ReissueOut(BaseModel):

@@ -13,17 +13,19 @@ Reissue (R11) is in :mod:`sync.server.reissue`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sync import rules
+from sync.db import Tx
 from sync.errors import RuleError
 from sync.money import MAX_AMOUNT_FEN, format_fen
-from sync.passwords import hash_password
+from sync.passwords import hash_password, verify_password
 from sync.rules import AccountStatus
-from sync.server import accounts, cardproof, found_cards, holder_ops, holders, ledger
+from sync.server import accounts, cardproof, found_cards, holder_ops, holders, ledger, queries
 from sync.server.accounts import event, set_card_password
 from sync.server.context import Context, next_version
-from sync.server.errors import Conflict, Invalid
+from sync.server.errors import Conflict, Forbidden, Invalid
 
 
 def _usable_card(ctx: Context, proof: dict[str, Any]) -> dict[str, Any]:
@@ -34,10 +36,16 @@ def _usable_card(ctx: Context, proof: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+#: the transaction flow lines a kiosk shows with the balance (R9, R20)
+RECENT = 5
+
+
 def read(ctx: Context, terminal: dict[str, Any], proof: dict[str, Any]) -> dict[str, Any]:
     row = cardproof.verify(ctx, proof)
     bal, trans = ledger.balances(ctx.db, row["id"])
+    recent = queries.page(ctx, row["id"], "flow", limit=RECENT)["items"]
     return {
+        "recent": recent,
         "card_no": row["card_no"],
         "number": row["number"],
         "name": row["name"],
@@ -59,12 +67,69 @@ def change_query_password(
     )
 
 
+def _confirm(
+    ctx: Context,
+    terminal: dict[str, Any],
+    row: dict[str, Any],
+    query_password: str | None,
+    consume_password: str | None,
+) -> Callable[[Tx], None]:
+    """The holder confirms a card-present change with the query password (R4, with its
+    lockout) or with the current consumption password (R5: the try is counted before the slow
+    hash, atomically; a locked password is refused).  Returns the check the change runs in its
+    write transaction: the password checked is still the current one (and a correct
+    consumption password clears the count)."""
+    if (query_password is None) == (consume_password is None):
+        raise Invalid("give query_password or consume_password (one of them)", "bad_password")
+    if query_password is not None:
+        checked = holders.verify_query_password(ctx, row, query_password, f"kiosk:{terminal['id']}")
+        return lambda tx: holders.still_current(tx, row["id"], checked)
+    assert consume_password is not None
+    max_tries = int(ctx.policy()["pin_max_tries"])
+    with ctx.db.tx() as tx:
+        now = tx.one("SELECT pin_tries, consume_pw FROM accounts WHERE id = ?", (row["id"],))
+        assert now is not None
+        tries = int(now["pin_tries"])
+        if tries < max_tries:
+            tx.execute(
+                "UPDATE accounts SET pin_tries = ?, version = ? WHERE id = ?",
+                (tries + 1, next_version(tx), row["id"]),
+            )
+    if tries >= max_tries:
+        raise Conflict("consumption password locked (R5): see the service desk", "pin_locked")
+    stored = str(now["consume_pw"])
+    if not verify_password(consume_password, stored):
+        with ctx.db.tx() as tx:
+            event(
+                tx,
+                ctx,
+                row["id"],
+                "pin_fail",
+                f"wrong consumption password at kiosk {terminal['id']}",
+                terminal["id"],
+            )
+        ctx.notifier.notify()
+        left = max(max_tries - tries - 1, 0)
+        raise Forbidden(f"wrong consumption password (R5), {left} tries left", "wrong_pin")
+
+    def still_current(tx: Tx) -> None:
+        if tx.scalar("SELECT consume_pw FROM accounts WHERE id = ?", (row["id"],)) != stored:
+            raise Conflict(
+                "the consumption password changed meanwhile: try again with the current one",
+                "password_changed",
+            )
+        tx.execute("UPDATE accounts SET pin_tries = 0 WHERE id = ?", (row["id"],))
+
+    return still_current
+
+
 def change_consume_password(
     ctx: Context,
     terminal: dict[str, Any],
     proof: dict[str, Any],
-    query_password: str,
+    query_password: str | None,
     new: str,
+    consume_password: str | None = None,
 ) -> dict[str, Any]:
     """R5: the consumption password is written on the card; it changes only with the card."""
     row = _usable_card(ctx, proof)
@@ -72,10 +137,10 @@ def change_consume_password(
         rules.check_password_format(new)
     except RuleError as exc:
         raise Invalid(str(exc), "bad_password") from exc
-    checked = holders.verify_query_password(ctx, row, query_password, f"kiosk:{terminal['id']}")
+    still_current = _confirm(ctx, terminal, row, query_password, consume_password)
     verifier = hash_password(new, log2_n=ctx.config.password_log2_n)
     with ctx.db.tx() as tx:
-        holders.still_current(tx, row["id"], checked)
+        still_current(tx)
         # the wrong tries start again in a new epoch, as the desk's reset does (R5): a count
         # written after it is never one the card showed before (sync.server.cardrisk)
         tx.execute(
@@ -111,16 +176,17 @@ def change_limit(
     ctx: Context,
     terminal: dict[str, Any],
     proof: dict[str, Any],
-    query_password: str,
+    query_password: str | None,
     limit_fen: int,
+    consume_password: str | None = None,
 ) -> dict[str, Any]:
     """R6: the daily limit changes only with the card at a kiosk (or by desk staff)."""
     row = _usable_card(ctx, proof)
     if isinstance(limit_fen, bool) or not 0 < limit_fen <= MAX_AMOUNT_FEN:
         raise Invalid(f"limit_fen: 1 to {MAX_AMOUNT_FEN}", "bad_amount")
-    checked = holders.verify_query_password(ctx, row, query_password, f"kiosk:{terminal['id']}")
+    still_current = _confirm(ctx, terminal, row, query_password, consume_password)
     with ctx.db.tx() as tx:
-        holders.still_current(tx, row["id"], checked)
+        still_current(tx)
         before = int(tx.scalar("SELECT limit_fen FROM accounts WHERE id = ?", (row["id"],)))
         tx.execute(
             "UPDATE accounts SET limit_fen = ?, version = ? WHERE id = ?",
@@ -136,6 +202,41 @@ def change_limit(
         )
     ctx.notifier.notify()
     return {"card_no": row["card_no"], "changed": "limit", "write": {"limit_fen": limit_fen}}
+
+
+def pull_transition(
+    ctx: Context, terminal: dict[str, Any], proof: dict[str, Any]
+) -> dict[str, Any]:
+    """R7 at the kiosk: the transition balance (过渡余额) moves onto the account now, as it
+    would at the next card transaction.  Safe to repeat: a second pull moves nothing."""
+    row = _usable_card(ctx, proof)
+    aid = int(row["id"])
+    with ctx.db.tx() as tx:
+        _wallet, trans = ledger.balances(tx, aid)
+        if trans > 0:
+            ledger.transfer(
+                tx,
+                ledger.Transfer(
+                    id=f"trans:kiosk:{terminal['id']}:{ctx.rng.getrandbits(64):016x}",
+                    ts_ms=ctx.now_ms(),
+                    debit=ledger.transition(aid),
+                    credit=ledger.wallet(aid),
+                    amount=trans,
+                    kind="transition",
+                    account_id=aid,
+                    memo=f"transition balance moved in at kiosk {terminal['id']} (R7)",
+                ),
+            )
+            tx.execute("UPDATE accounts SET version = ? WHERE id = ?", (next_version(tx), aid))
+        wallet, left = ledger.balances(tx, aid)
+    if trans > 0:
+        ctx.notifier.notify()
+    return {
+        "card_no": row["card_no"],
+        "moved_fen": max(trans, 0),
+        "balance_fen": wallet,
+        "transition_fen": left,
+    }
 
 
 def correction(ctx: Context, terminal: dict[str, Any], proof: dict[str, Any]) -> dict[str, Any]:

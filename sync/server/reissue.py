@@ -16,24 +16,59 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from sync import rules
+from sync import codes, rules
 from sync.db import Tx
+from sync.errors import CodeError
 from sync.money import format_fen
 from sync.rules import AccountStatus
 from sync.server import accounts, ledger, ratelimit
+from sync.server import codes as server_codes
 from sync.server.accounts import check_uid, event, issue_card_tx, set_status
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Forbidden, Invalid, NotFound
 
 _ORDER = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
-#: R11 "or a scan of the app's code": the phone authentication code verifier (issue 4,
-#: phone codes) plugs in here: ``verifier(ctx, code) -> account id``.  None: not available.
-AUTH_CODE_VERIFIER: Callable[[Context, str], int] | None = None
+
+def auth_code_account(ctx: Context, text: str, use: bool = True) -> int:
+    """R11 "or a scan of the app's code": the account of a valid phone authentication code
+    (R18, docs/codes.md).  ``use``: the code is used up (admitted once, as at a gate); the
+    kiosk's quote only looks (the order that follows uses it)."""
+    now = ctx.now_ms()
+    try:
+        verified = server_codes.verifier(ctx).verify(text, now, (codes.Kind.AUTH,))
+    except CodeError as exc:
+        raise Forbidden(
+            f"the authentication code is not valid: {exc.message}", "bad_auth_code"
+        ) from exc
+    with ctx.db.tx() as tx:
+        used = tx.one(
+            "SELECT ts_ms FROM code_uses WHERE serial = ? AND counter = ?",
+            (verified.code.serial, verified.code.counter),
+        )
+        if used is not None:
+            raise Forbidden(
+                "this code was already used: refresh the code on the phone", "bad_auth_code"
+            )
+        if use:
+            tx.execute(
+                "INSERT INTO code_uses (serial, counter, kind, ts_ms) VALUES (?, ?, 'auth', ?)",
+                (verified.code.serial, verified.code.counter, now),
+            )
+    return int(verified.account_id)
+
+
+#: R11 "or a scan of the app's code": ``verifier(ctx, code, use) -> account id``.
+AUTH_CODE_VERIFIER: Callable[[Context, str, bool], int] | None = auth_code_account
 
 
 def identify_at_kiosk(
-    ctx: Context, *, number: str | None, id_card: str | None, auth_code: str | None
+    ctx: Context,
+    *,
+    number: str | None,
+    id_card: str | None,
+    auth_code: str | None,
+    use_code: bool = True,
 ) -> dict[str, Any]:
     """R11: who asks for a reissue at a kiosk: number + ID-card number, or a phone code."""
     if auth_code:
@@ -41,7 +76,7 @@ def identify_at_kiosk(
             raise Conflict(
                 "phone authentication codes are not available on this server", "no_auth_codes"
             )
-        aid = AUTH_CODE_VERIFIER(ctx, auth_code)
+        aid = AUTH_CODE_VERIFIER(ctx, auth_code, use_code)
         row = ctx.db.one("SELECT * FROM accounts WHERE id = ?", (aid,))
         via = "auth_code"
     else:
@@ -68,6 +103,47 @@ def identify_at_kiosk(
         raise Forbidden("this identity does not allow a reissue (R11)", "identity_mismatch")
     acct["via"] = via
     return acct
+
+
+def kiosk_order(ctx: Context, order_id: str, terminal_id: str) -> dict[str, Any] | None:
+    """The account of an order this kiosk opened before (a retry, a restart after a crash):
+    the holder was identified when the order was made, and is not asked again (an
+    authentication code is used up by then)."""
+    row = ctx.db.one(
+        "SELECT o.via, a.* FROM reissue_orders o JOIN accounts a ON a.id = o.account_id "
+        "WHERE o.order_id = ? AND o.actor = ?",
+        (order_id, terminal_id),
+    )
+    return None if row is None else dict(row)
+
+
+def quote(ctx: Context, acct: dict[str, Any]) -> dict[str, Any]:
+    """What a reissue would cost the identified holder (R11), refusing what the order would
+    refuse; nothing changes."""
+    status = AccountStatus(acct["status"])
+    if status is AccountStatus.CANCELLED:
+        raise Conflict("the account is cancelled (R14)", "bad_status")
+    if status in (AccountStatus.FROZEN, AccountStatus.EXPIRED):
+        raise Conflict(f"the account is {status.value}: see the service desk", "bad_status")
+    fee = int(ctx.policy()["reissue_fee_fen"])
+    with ctx.db.read() as tx:
+        wallet, _trans = ledger.balances(tx, acct["id"])
+        spendable = ledger.spendable(tx, acct["id"])
+    if spendable < fee:
+        raise Conflict(
+            f"the reissue fee {format_fen(fee)} is more than the balance "
+            f"{format_fen(max(spendable, 0))}: top up first (R11)",
+            "insufficient",
+        )
+    return {
+        "number": acct["number"],
+        "name": acct["name"],
+        "type": acct["type"],
+        "via": acct["via"],
+        "fee_fen": fee,
+        "balance_fen": wallet,
+        "balance_after_fen": wallet - fee,
+    }
 
 
 def reissue(

@@ -40,7 +40,9 @@ ENDPOINTS: dict[str, frozenset[str]] = {
     "POST /v1/kiosk/card/consume-password": frozenset({KIOSK}),
     "POST /v1/kiosk/card/limit": frozenset({KIOSK}),
     "POST /v1/kiosk/card/correction": frozenset({KIOSK}),
+    "POST /v1/kiosk/card/transition": frozenset({KIOSK}),
     "POST /v1/kiosk/found-cards": frozenset({KIOSK}),
+    "POST /v1/kiosk/reissue/quote": frozenset({KIOSK}),
     "POST /v1/kiosk/reissue": frozenset({KIOSK}),
     "POST /v1/kiosk/reissue/{order_id}/done": frozenset({KIOSK}),
 }

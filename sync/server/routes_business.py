@@ -44,6 +44,7 @@ from sync.server.api_models import (
     KioskFoundIn,
     KioskLimitIn,
     KioskQueryPasswordIn,
+    KioskQuoteIn,
     KioskReadOut,
     KioskReissueIn,
     LoginOut,
@@ -52,6 +53,7 @@ from sync.server.api_models import (
     RefundIn,
     RefundOut,
     ReissueOut,
+    ReissueQuoteOut,
     RoomOut,
     RoomsOut,
     SsoFinishIn,
@@ -60,6 +62,7 @@ from sync.server.api_models import (
     StaffListOut,
     StaffOut,
     StatusOut,
+    TransitionOut,
 )
 from sync.server.context import Context
 from sync.server.staff import Actor
@@ -218,15 +221,30 @@ def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
     def kiosk_consume_password(body: KioskConsumePasswordIn, term: Kiosk) -> dict[str, Any]:
         """R5: change the consumption password with the card; answers what to write on it."""
         return kiosk.change_consume_password(
-            ctx, term, body.card.model_dump(), body.query_password, body.new_password
+            ctx,
+            term,
+            body.card.model_dump(),
+            body.query_password,
+            body.new_password,
+            body.consume_password,
         )
 
     @r.post("/v1/kiosk/card/limit", tags=["kiosk"], response_model=CardWriteOut)
     def kiosk_limit(body: KioskLimitIn, term: Kiosk) -> dict[str, Any]:
         """R6: change the daily limit with the card; answers what to write on it."""
         return kiosk.change_limit(
-            ctx, term, body.card.model_dump(), body.query_password, body.limit_fen
+            ctx,
+            term,
+            body.card.model_dump(),
+            body.query_password,
+            body.limit_fen,
+            body.consume_password,
         )
+
+    @r.post("/v1/kiosk/card/transition", tags=["kiosk"], response_model=TransitionOut)
+    def kiosk_transition(body: KioskCardIn, term: Kiosk) -> dict[str, Any]:
+        """R7 with the card: move the transition balance onto the account now."""
+        return kiosk.pull_transition(ctx, term, body.card.model_dump())
 
     @r.post("/v1/kiosk/card/correction", tags=["kiosk"], response_model=CardWriteOut)
     def kiosk_correction(body: KioskCardIn, term: Kiosk) -> dict[str, Any]:
@@ -238,12 +256,23 @@ def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
         """R17 at the kiosk: the finder puts the found card on the reader."""
         return kiosk.register_found(ctx, term, body.card.model_dump(), body.place)
 
+    @r.post("/v1/kiosk/reissue/quote", tags=["kiosk"], response_model=ReissueQuoteOut)
+    def kiosk_reissue_quote(body: KioskQuoteIn, term: Kiosk) -> dict[str, Any]:
+        """R11 before the holder confirms: who it is, the fee, the balance after it; refuses
+        what the order would refuse (desk-only card types, a fee over the balance).  Nothing
+        is charged or changed."""
+        acct = reissue.identify_at_kiosk(
+            ctx, number=body.number, id_card=body.id_card, auth_code=body.auth_code, use_code=False
+        )
+        return reissue.quote(ctx, acct)
+
     @r.post("/v1/kiosk/reissue", tags=["kiosk"], response_model=ReissueOut)
     def kiosk_reissue(body: KioskReissueIn, term: Kiosk) -> dict[str, Any]:
         """R11 self-service reissue (student and staff cards): identity by number + ID-card
         number or a phone authentication code; the fee comes from the balance; idempotent by
-        order id."""
-        acct = reissue.identify_at_kiosk(
+        order id (a retry of an order this kiosk opened is not identified again: the holder
+        was, and an authentication code is used up)."""
+        acct = reissue.kiosk_order(ctx, body.order_id, term["id"]) or reissue.identify_at_kiosk(
             ctx, number=body.number, id_card=body.id_card, auth_code=body.auth_code
         )
         return reissue.reissue(

@@ -110,11 +110,19 @@ def offline_bound(
     return out
 
 
-def hotlist(blocked: str | None, approved: bool, key: str) -> list[Violation]:
-    """Once a loss report or freeze has reached a terminal's cache (``blocked``: what the cache
-    said before the decision), that terminal approves nothing for that card or account."""
-    if blocked and approved:
-        return [_v("hotlist", f"{key}: approved although the cache had {blocked}")]
+def hotlist(
+    in_cache: str | None, at_server: str | None, approved: bool, offline: bool, key: str
+) -> list[Violation]:
+    """Once a loss report or freeze has reached a terminal's cache (``in_cache``: what the cache
+    said against the sale before it was decided), that terminal approves nothing for that card
+    or account while it is in force (``at_server``: what the server says then).  Offline, the
+    cache is all the terminal has: it must refuse whatever it says.  Online the server decides,
+    and an unlock the cache has not seen yet is in force (a restore from a backup older than the
+    report undoes the report, docs/operations.md)."""
+    if approved and in_cache and (offline or at_server):
+        return [_v("hotlist", f"{key}: approved although the cache had {in_cache}")]
+    if approved and at_server and not offline:
+        return [_v("hotlist", f"{key}: approved online although the server has {at_server}")]
     return []
 
 

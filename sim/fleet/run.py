@@ -51,8 +51,8 @@ FAULT_KINDS = (
 START_DAY = "2026-09-07"  # a Monday of term
 MIN = 60_000
 HOUR = 60 * MIN
-SALES_PER_DAY = 24  # a terminal-day: 24 sales in three meal peaks, a sync every 20 minutes
-SYNC_EVERY = 20 * MIN
+SALES_PER_DAY = 24  # a terminal-day: 24 sales in three meal peaks, a sync every 30 minutes
+SYNC_EVERY = 30 * MIN
 MEALS = ((7 * HOUR, 90 * MIN, 0.2), (11 * HOUR, 120 * MIN, 0.45), (17 * HOUR, 120 * MIN, 0.35))
 LAST_EVENTS = 25
 FULL_EVERY = 100  # steps between checks of every balance against its transfers
@@ -138,6 +138,8 @@ class Fleet:
         self.ledger_sales: dict[inv.Key, int] = {}
         self.reversals: dict[inv.Key, int] = {}
         self.new_codes: set[str] = set()
+        self.fresh: set[inv.Key] = set()  # ledger sales not yet checked
+        self.dirty: set[str] = set()  # terminals that journaled since the last look
         self.ledger_boot = -1
         self.ledger_row = 0
         self.rev_payments = 0
@@ -171,7 +173,7 @@ class Fleet:
     # -- set up ---------------------------------------------------------------------------------
     def setup(self) -> None:
         ctx = self.server.context
-        n_holders = max(24, 6 * self.opts.terminals)
+        n_holders = max(24, 3 * self.opts.terminals)
         self.campus.setup(n_holders)
         for h in self.campus.holders:  # everyone starts the term with some money
             self.campus.topup(h, 30_000 + 1000 * self.rng.randrange(40), self.clock.now_ms())
@@ -430,6 +432,7 @@ class Fleet:
         blocked = self._blocked(term, h, card if how == "card" else None)
         at_server = self._blocked_at_server(h, card if how == "card" else None)
         head = term.journal.head_seq
+        self.dirty.add(term.id)
         key = f"{term.id} {how} {h.acct} {amount}"
         self.result.sales += 1
         torn = False
@@ -556,8 +559,9 @@ class Fleet:
         return e.key_proof_code(str(paid["proof_code"]))
 
     # -- invariants -----------------------------------------------------------------------------
-    def _read_journals(self) -> None:
-        for term in self.terms:
+    def _read_journals(self, everything: bool = False) -> None:
+        """The sale records journaled since the last look (terminals that sold meanwhile)."""
+        for term in self.terms if everything else [t for t in self.terms if t.id in self.dirty]:
             after = self.read_to.get(term.id, 0)
             rows = term.journal.db.all(
                 "SELECT seq, body, amount FROM journal WHERE seq > ? AND kind = 'sale' "
@@ -573,6 +577,7 @@ class Fleet:
                 elif rec.method == "qr-reverse":
                     self.reverse_orders[k] = int(rec.x_value("order") or 0)
             self.read_to[term.id] = max(after, term.journal.head_seq)
+        self.dirty.clear()
 
     def check(self, final: bool) -> None:
         """The invariants on the state as it is now.  Every step: the ledger sums to zero, the
@@ -582,7 +587,7 @@ class Fleet:
         if not self.server.up:
             return
         db = self.server.context.db
-        self._read_journals()
+        self._read_journals(everything=final)
         full = final or self.step % FULL_EVERY == 0
         if full:
             check = ledger.check(db)
@@ -603,15 +608,20 @@ class Fleet:
             )
         )
         self._read_ledger(db)
-        lost = {k for k, o in self.reverse_orders.items() if (k[0], o) in self.lost_payments}
-        self.violate(
-            inv.sales_once(
-                {k: v for k, v in self.approved.items() if k not in lost} if final else {},
-                {k: v for k, v in self.journal_sales.items() if k not in lost},
-                self.ledger_sales,
-                final,
+        if final:
+            lost = {k for k, o in self.reverse_orders.items() if (k[0], o) in self.lost_payments}
+            self.violate(
+                inv.sales_once(
+                    {k: v for k, v in self.approved.items() if k not in lost},
+                    {k: v for k, v in self.journal_sales.items() if k not in lost},
+                    self.ledger_sales,
+                    final=True,
+                )
             )
-        )
+        else:  # the sales the ledger gained in this step
+            fresh = {k: self.ledger_sales[k] for k in self.fresh if k in self.ledger_sales}
+            self.violate(inv.sales_once({}, self.journal_sales, fresh, final=False))
+        self.fresh.clear()
         wallets = {
             int(r["owner"]): int(r["balance"])
             for r in db.all(
@@ -647,6 +657,7 @@ class Fleet:
             self.ledger_boot, self.ledger_row = self.server.boots, 0
             self.ledger_sales.clear()
             self.reversals.clear()
+            self.fresh.clear()
             self.rev_payments = 0
         for row in db.all(
             "SELECT rowid AS r, id, amount FROM transfers WHERE rowid > ? "
@@ -658,6 +669,7 @@ class Fleet:
             k = (tid, int(seq))
             if what == "sale":
                 self.ledger_sales[k] = int(row["amount"])
+                self.fresh.add(k)
             elif what == "reversal":
                 self.reversals[k] = int(row["amount"])
                 cred = self.journal_codes.get(k)
@@ -677,9 +689,9 @@ class Fleet:
             "|| CAST(p.order_no AS TEXT) WHERE p.journal_seq IS NOT NULL AND p.id > ?",
             (self.rev_payments,),
         ):
-            self.ledger_sales[(str(row["terminal_id"]), int(row["journal_seq"]))] = int(
-                row["net"]
-            )
+            k = (str(row["terminal_id"]), int(row["journal_seq"]))
+            self.ledger_sales[k] = int(row["net"])
+            self.fresh.add(k)
         self.rev_payments = int(
             db.scalar(
                 "SELECT COALESCE(MIN(id) - 1, (SELECT COALESCE(MAX(id), 0) FROM reverse_payments)) "

@@ -18,6 +18,7 @@ from sim import cardcli
 from sim.control import AgentControl, token_file_option
 from sim.dispenser import cli as dispenser_cli
 from sim.errors import SimUsageError
+from sim.fleet.cli import add_fleet_parser
 from sim.idp import add_idp_parser
 from sim.paygate import add_paygate_parser
 from sim.phone_screen import qr_png
@@ -198,6 +199,7 @@ def add_parser(sub: Sub) -> None:
 
     add_idp_parser(cmds)
     add_paygate_parser(cmds)
+    add_fleet_parser(cmds)
 
     cardcli.add_parsers(cmds)
     dispenser_cli.add_parsers(cmds)

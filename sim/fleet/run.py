@@ -296,7 +296,8 @@ class Fleet:
     # -- events ---------------------------------------------------------------------------------
     def ev_sync(self, ti: int) -> None:
         term = self.terms[ti]
-        self._guarded(term, lambda: term.sync(), "sync")
+        ok = self._guarded(term, lambda: term.sync(), "sync")
+        self.log("sync", t=term.id, ok=ok, acked=term.journal.acked, version=term.cache.version)
 
     def _guarded(self, term: SimTerminal, fn: Any, what: str) -> Any:
         try:

@@ -1,7 +1,7 @@
 """The central server in the simulator: the real services on a SQLite file, behind the four
 terminal routes a POS calls (keystore, authorize, journal, feed).
 
-A request goes through what the FastAPI route does, minus HTTP: the real signature, freshness
+A request goes through what the FastAPI route does, minus HTTP (and the public health probe): the real signature, freshness
 and replay check (:class:`sync.server.terminals.TerminalAuth`), the role table
 (:func:`sync.server.roles.require`), the strict request models, the service, and the same
 mapping of errors to a status and ``{"error": {"code", "message"}}`` body.  Not through the
@@ -31,7 +31,7 @@ from sync.clock import Clock
 from sync.db import Database
 from sync.records import to_json
 from sync.server import authorize, feed, ingest, roles
-from sync.server.context import Context, ServerConfig, boot_number
+from sync.server.context import Context, ServerConfig, boot_number, current_version
 from sync.server.models import AuthorizeIn, JournalIn
 from sync.server.schema import MIGRATIONS
 from sync.server.terminals import TerminalAuth
@@ -112,6 +112,14 @@ class SimServer:
         ctx, auth = self.context, self.auth
         assert auth is not None
         split = urlsplit(target)
+        if (method, split.path) == ("GET", "/v1/health"):  # public: the decider's probe
+            out = {
+                "ok": True,
+                "campus_id": ctx.config.campus_id,
+                "time_ms": ctx.now_ms(),
+                "version": current_version(ctx.db),
+            }
+            return 200, json.dumps(out).encode()
         route = ROUTES.get((method, split.path))
         if route is None:
             return _error(404, "not_found", split.path)

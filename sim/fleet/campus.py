@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sim.cards import encoded_card
 from sim.fleet.server import SimServer
@@ -22,6 +22,7 @@ from sync.card import layout
 from sync.crypto import SigningKey
 from sync.server import accounts, holders, reverse, topups
 from sync.server.context import Context
+
 
 @contextmanager
 def cheap_verifiers() -> Iterator[None]:
@@ -37,7 +38,7 @@ def cheap_verifiers() -> Iterator[None]:
 
 
 _W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-CHANNEL = "wechat"
+CHANNEL: Literal["wechat"] = "wechat"
 
 
 def id_card(n: int) -> str:

@@ -20,7 +20,7 @@ from sim.fleet.server import SimServer
 from sync.client import Request, Response
 
 
-class Crash(BaseException):  # noqa: N818 - the process dies here; not an error anyone handles
+class Crash(BaseException):
     """A terminal process dies at this instant (BaseException: no ``except Exception`` of the
     product catches it; it unwinds like a kill)."""
 

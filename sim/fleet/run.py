@@ -58,6 +58,15 @@ LAST_EVENTS = 25
 FULL_EVERY = 100  # steps between checks of every balance against its transfers
 
 
+def meal(x: float) -> tuple[int, int]:
+    """The meal (its start after midnight and its length) a uniform ``x`` falls in."""
+    for start, span, share in MEALS:
+        if x < share:
+            return start, span
+        x -= share
+    return MEALS[-1][0], MEALS[-1][1]
+
+
 @dataclass
 class Options:
     seed: int
@@ -95,7 +104,7 @@ class Result:
         }
 
 
-class Violated(Exception):  # noqa: N818 - the run stops here
+class Violated(Exception):
     pass
 
 
@@ -205,11 +214,7 @@ class Fleet:
 
         for ti in range(len(self.terms)):
             for _ in range(self.opts.sales_per_day):
-                x = r.random()
-                for start, span, share in MEALS:
-                    if x < share:
-                        break
-                    x -= share
+                start, span = meal(r.random())
                 add(base + start + r.randrange(span), "sale", ti)
             off = r.randrange(SYNC_EVERY)
             for t in range(base + 6 * HOUR + off, base + 21 * HOUR, SYNC_EVERY):
@@ -233,7 +238,11 @@ class Fleet:
                 add(t0, "cut", (ti, t0 + r.randrange(10 * MIN, 2 * HOUR)))
         if self._on("server_crash"):
             for _ in range(r.choice((0, 1, 1, 2))):
-                add(base + 6 * HOUR + r.randrange(15 * HOUR), "server_crash", r.randrange(MIN, 40 * MIN))
+                add(
+                    base + 6 * HOUR + r.randrange(15 * HOUR),
+                    "server_crash",
+                    r.randrange(MIN, 40 * MIN),
+                )
         if self._on("server_restore") and r.random() < 0.6:
             t0 = base + 6 * HOUR + r.randrange(8 * HOUR)
             add(t0, "backup", None)
@@ -391,11 +400,11 @@ class Fleet:
                 self.log("desk." + act, acct=h.acct)
             elif x < 0.5:
                 status = accounts.get_account(ctx, h.number)["status"]
-                act = {"lost": "unlock", "frozen": "unfreeze"}.get(status)
-                if act is None:
+                undo = {"lost": "unlock", "frozen": "unfreeze"}.get(status)
+                if undo is None:
                     return
-                accounts.change_status(ctx, h.number, act, "desk")
-                self.log("desk." + act, acct=h.acct)
+                accounts.change_status(ctx, h.number, undo, "desk")
+                self.log("desk." + undo, acct=h.acct)
             elif x < 0.6:
                 self.campus.issue(h)
                 self.log("desk.reissue", acct=h.acct, card=h.card_no)
@@ -762,7 +771,9 @@ class Fleet:
                 str(r["id"]): int(r["head_seq"])
                 for r in db.all("SELECT id, head_seq FROM terminals")
             }
-            if all(heads.get(t.id) == t.journal.head_seq and t.journal.queued == 0 for t in self.terms):
+            if all(
+                heads.get(t.id) == t.journal.head_seq and t.journal.queued == 0 for t in self.terms
+            ):
                 break
             self.clock.advance(MIN)
         for t in self.terms:

@@ -45,10 +45,9 @@ def test_the_seed_set_injects_every_fault_kind() -> None:
 
 
 def test_a_seed_replays_to_the_same_trace_and_another_seed_does_not() -> None:
-    small = {"terminals": 3, "days": 1}
-    a = run_fleet(Options(seed=11, **small))
-    b = run_fleet(Options(seed=11, **small))
-    c = run_fleet(Options(seed=12, **small))
+    a = run_fleet(Options(seed=11, terminals=3, days=1))
+    b = run_fleet(Options(seed=11, terminals=3, days=1))
+    c = run_fleet(Options(seed=12, terminals=3, days=1))
     assert a.trace_hash == b.trace_hash and a.summary() == b.summary()
     assert c.trace_hash != a.trace_hash
 

@@ -32,7 +32,7 @@ from sync.clock import ManualClock, campus_midnight_ms
 from sync.crypto import SigningKey
 from sync.errors import YktError
 from sync.records import JournalRecord
-from sync.server import accounts, desk, ledger, terminals
+from sync.server import accounts, desk, ledger, reconcile, terminals
 from sync.server.context import DEFAULT_POLICY
 
 FAULT_KINDS = (
@@ -55,6 +55,7 @@ SALES_PER_DAY = 24  # a terminal-day: 24 sales in three meal peaks, a sync every
 SYNC_EVERY = 30 * MIN
 MEALS = ((7 * HOUR, 90 * MIN, 0.2), (11 * HOUR, 120 * MIN, 0.45), (17 * HOUR, 120 * MIN, 0.35))
 LAST_EVENTS = 25
+SETTLE_EVERY = 30 * MIN  # the server settles reverse-scan payments (every minute on a real one)
 FULL_EVERY = 100  # steps between checks of every balance against its transfers
 
 
@@ -247,6 +248,8 @@ class Fleet:
             t0 = base + 6 * HOUR + r.randrange(8 * HOUR)
             add(t0, "backup", None)
             add(t0 + r.randrange(30 * MIN, 6 * HOUR), "restore", None)
+        for t in range(base, base + 24 * HOUR, SETTLE_EVERY):  # the server's own round
+            add(t + 1, "settle", None)
         n_people = max(4, len(self.terms))
         for _ in range(n_people):
             add(base + 8 * HOUR + r.randrange(12 * HOUR), "desk", r.random())
@@ -369,6 +372,14 @@ class Fleet:
                 self.lost_payments.add((tid, order))
         self.campus.reverse_paid = [x for x in self.campus.reverse_paid if x[0] <= t0]
         self.fault("server_restore", backup_t=t0)
+
+    def ev_settle(self, _arg: None) -> None:
+        """The server's background round (sync/server/app.py): refund the reverse-scan
+        payments no record will meet (sync/server/reconcile.py)."""
+        if self.server.up:
+            n = reconcile.settle(self.server.context)
+            if n:
+                self.log("server.settled", refunds=n)
 
     def ev_topup(self, pick: int) -> None:
         if not self.server.up:

@@ -2,7 +2,8 @@
 its own files, a clock of its own (skew), and a client whose transport is the simulated network.
 
 A crash (:class:`sim.fleet.net.Crash`, armed to fire at the n-th crash point: before or after
-a journal write, before a request leaves, while its answer is on the way) unwinds the call in
+a journal write, a reverse-scan request, an ack or a feed page stored; before a request
+leaves; while its answer is on the way) unwinds the call in
 progress; :meth:`SimTerminal.restart` then drops every in-memory object and starts again from
 the files as ``ykt pos`` does (edge/pos/agent.py): open reverse-scan requests are voided.
 The journal's SQLite file keeps exactly what was committed (a process crash; the files are
@@ -102,7 +103,9 @@ class SimTerminal:
         )
         self._wrap(self.journal, "append")
         self._wrap(self.journal, "open_order")
+        self._wrap(self.journal, "set_acked")
         self.cache = Cache(Database(self.data / "cache.db", synchronous="OFF"))
+        self._wrap(self.cache, "apply")
         self.link = Link(self.clock)
         self.client = ServerClient(
             "http://server.sim",

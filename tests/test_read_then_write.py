@@ -73,7 +73,11 @@ def test_two_policy_changes_at_once_both_stay(
     assert errors == []
     monkeypatch.setattr(ctx, "setting", real)
     now = ctx.policy()
-    assert (now["reverse_refund_s"], now["code_valid_s"], now["channels"]["app"]) == (700, 200, False)
+    assert (now["reverse_refund_s"], now["code_valid_s"], now["channels"]["app"]) == (
+        700,
+        200,
+        False,
+    )
 
 
 def test_a_password_changed_meanwhile_is_not_overwritten_with_the_old_one(

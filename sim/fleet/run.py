@@ -183,7 +183,7 @@ class Fleet:
     # -- set up ---------------------------------------------------------------------------------
     def setup(self) -> None:
         ctx = self.server.context
-        n_holders = max(24, 3 * self.opts.terminals)
+        n_holders = max(24, 8 * self.opts.terminals)  # about three meals each a day
         self.campus.setup(n_holders)
         for h in self.campus.holders:  # everyone starts the term with some money
             self.campus.topup(h, 30_000 + 1000 * self.rng.randrange(40), self.clock.now_ms())

@@ -33,7 +33,7 @@ from sync.crypto import SigningKey
 from sync.db import Database
 from sync.errors import YktError
 
-SYNC_PAGES = 8  # feed pages one sync step pulls at most
+SYNC_PAGES = 8  # feed pages a forced sync step (the heal) pulls at most
 SYNC_BATCHES = 8  # journal batches one sync step pushes at most
 
 
@@ -149,7 +149,7 @@ class SimTerminal:
         now = self.clock.base.now_ms()
         if not force and now < self.retry_at_ms:
             return False
-        for _ in range(SYNC_PAGES):
+        for _ in range(SYNC_PAGES if force else 1):  # the next page comes at the next step
             version = self.cache.version
             retry = self.uplink.pull_page(self.client, self.feed_backoff)
             if retry is not None:

@@ -89,6 +89,11 @@ class Result:
     violations: list[dict[str, Any]] = field(default_factory=list)
     trace_hash: str = ""
     steps: int = 0
+    #: reverse-scan payments a restore took away (their sales charge nothing: finding 1)
+    lost_payments: int = 0
+    #: online approvals the server gave while the terminal's cache still had a report the
+    #: server no longer has (an unlock not yet seen, or a restore that undid it: finding 2)
+    cache_behind: int = 0
     last_events: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -285,6 +290,7 @@ class Fleet:
         r.faults = dict(sorted(self.faults.items()))
         r.trace_hash = self.digest.hexdigest()
         r.steps = self.step
+        r.lost_payments = len(self.lost_payments)
         r.last_events = list(self.recent)
         return r
 
@@ -497,6 +503,9 @@ class Fleet:
         self.violate(inv.declined_clean(approved, new, key, seq))
         offline = bool(shown.get("offline")) or how == "reverse"
         self.violate(inv.hotlist(blocked, at_server, approved, offline, key))
+        if approved and blocked and not offline:
+            self.result.cache_behind += 1
+            self.log("sale.cache_behind", t=term.id, acct=h.acct, cache=blocked)
         if approved and seq is not None:
             self.result.approved += 1
             self.approved[(term.id, int(seq))] = amount

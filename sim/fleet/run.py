@@ -94,6 +94,8 @@ class Result:
     #: online approvals the server gave while the terminal's cache still had a report the
     #: server no longer has (an unlock not yet seen, or a restore that undid it: finding 2)
     cache_behind: int = 0
+    #: replayed codes (screenshots) an offline till approved: double spends found at sync
+    replays_approved: int = 0
     last_events: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -140,7 +142,6 @@ class Fleet:
         self.approved: dict[inv.Key, int] = {}
         self.offline_approved: Counter[int] = Counter()
         self.backup: tuple[Path, int, int, int] | None = None  # path, time, topped, paid
-        self.money_events: list[tuple[int, str, int]] = []
         self.step = 0
         self.down_until = 0
         self.policy = dict(DEFAULT_POLICY)
@@ -192,7 +193,6 @@ class Fleet:
         self.campus.setup(n_holders)
         for h in self.campus.holders:  # everyone starts the term with some money
             self.campus.topup(h, 30_000 + 1000 * self.rng.randrange(40), self.clock.now_ms())
-            self.money_events.append((self.clock.now_ms(), "in", 0))
         for i in range(self.opts.terminals):
             name = f"pos{i + 1:03d}"
             key = SigningKey.from_seed(self.rng.randbytes(32))
@@ -444,14 +444,14 @@ class Fleet:
             self.log("desk.refused", acct=h.acct, code=exc.code)
 
     # -- a sale ---------------------------------------------------------------------------------
-    def ev_sale(self, ti: int) -> None:
+    def ev_sale(self, ti: int, replay: Holder | None = None) -> None:
         term, r = self.terms[ti], self.rng
-        h = r.choice(self.campus.holders)
+        h = replay or r.choice(self.campus.holders)
         amount = r.choice((400, 600, 800, 1000, 1200, 1500, 1800, 2200, 2500))
         if r.random() < 0.03:
             amount = r.randrange(4000, 6000, 100)  # over the daily limit (R6): the password
-        how = "card"
-        if h.phone is not None and r.random() < 0.4:
+        how = "card" if replay is None else "replay"
+        if replay is None and h.phone is not None and r.random() < 0.4:
             how = "reverse" if not term.link.online and r.random() < 0.5 else "code"
         card = h.card
         if how == "card" and h.old_cards and r.random() < 0.1:
@@ -509,6 +509,8 @@ class Fleet:
         if approved and seq is not None:
             self.result.approved += 1
             self.approved[(term.id, int(seq))] = amount
+            if how == "replay":
+                self.result.replays_approved += 1
             if shown.get("offline") or how == "reverse":
                 self.result.offline_approved += 1
                 self.offline_approved[h.acct] += amount
@@ -517,6 +519,10 @@ class Fleet:
         except Crash as exc:
             self.fault("terminal_crash", t=term.id, where=str(exc), during="push")
             term.restart()
+        if how == "code" and approved and len(self.terms) > 1 and r.random() < 0.05:
+            other = r.choice([i for i in range(len(self.terms)) if i != ti])
+            self.log("code.replay", t=self.terms[other].id, acct=h.acct)
+            self.ev_sale(other, replay=h)
 
     def _blocked(self, term: SimTerminal, h: Holder, card: Any) -> str | None:
         """What the terminal's cache says against this sale before it is decided."""
@@ -549,7 +555,9 @@ class Fleet:
     ) -> dict[str, Any]:
         e = term.engine
         e.key_amount(amount)
-        if how == "code":
+        if how == "replay":  # a screenshot of the code the holder just showed, at another till
+            e.on_code(h.codes_made[-1])
+        elif how == "code":
             e.on_code(self.campus.code(h, self.clock.now_ms()))
         elif how == "reverse":
             shown = self._reverse(term, h, amount)

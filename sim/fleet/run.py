@@ -56,6 +56,7 @@ SYNC_EVERY = 30 * MIN
 MEALS = ((7 * HOUR, 90 * MIN, 0.2), (11 * HOUR, 120 * MIN, 0.45), (17 * HOUR, 120 * MIN, 0.35))
 LAST_EVENTS = 25
 SETTLE_EVERY = 30 * MIN  # the server settles reverse-scan payments (every minute on a real one)
+TORN_SHARE = 0.03  # of card sales: the card is pulled away mid-sale
 FULL_EVERY = 100  # steps between checks of every balance against its transfers
 
 
@@ -463,8 +464,9 @@ class Fleet:
         key = f"{term.id} {how} {h.acct} {amount}"
         self.result.sales += 1
         torn = False
-        if how == "card" and card is not None and self._on("torn_write") and r.random() < 0.03:
-            card.tear_after(r.randrange(1, 14), r.choice(TEAR_MODES))
+        if how == "card" and card is not None and self._on("torn_write") and r.random() < TORN_SHARE:
+            # a sale is 16 APDUs (32 with the password): the tear may hit any, writes too
+            card.tear_after(r.randrange(1, 34), r.choice(TEAR_MODES))
             torn = True
         try:
             shown = self._sell(term, h, card, how, amount)

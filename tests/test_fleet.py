@@ -56,9 +56,9 @@ def test_the_seed_set_injects_every_fault_kind() -> None:
 
 
 def test_a_screenshot_of_a_code_pays_once_at_two_offline_tills() -> None:
-    """Seeds 2 and 5 of the set approve a replayed code (a screenshot) at an offline till:
+    """Seeds 2 and 3 of the set approve a replayed code (a screenshot) at an offline till:
     ingest reverses the second charge (double_spend) and ``code_once`` holds."""
-    for seed in (2, 5):
+    for seed in (2, 3):
         r = fleet_run(seed)
         assert r.replays_approved >= 1 and r.violations == []
 

@@ -464,7 +464,12 @@ class Fleet:
         key = f"{term.id} {how} {h.acct} {amount}"
         self.result.sales += 1
         torn = False
-        if how == "card" and card is not None and self._on("torn_write") and r.random() < TORN_SHARE:
+        if (
+            how == "card"
+            and card is not None
+            and self._on("torn_write")
+            and r.random() < TORN_SHARE
+        ):
             # a sale is 16 APDUs (32 with the password): the tear may hit any, writes too
             card.tear_after(r.randrange(1, 34), r.choice(TEAR_MODES))
             torn = True

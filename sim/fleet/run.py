@@ -508,7 +508,9 @@ class Fleet:
             torn=torn,
         )
         self.violate(inv.declined_clean(approved, new, key, seq))
-        offline = bool(shown.get("offline")) or how == "reverse"
+        # a reverse-scan payment is the server's decision (the phone pays it online, R2 checked
+        # there); the till, shown a short proof code, does not know who paid
+        offline = bool(shown.get("offline")) and how != "reverse"
         self.violate(inv.hotlist(blocked, at_server, approved, offline, key))
         if approved and blocked and not offline:
             self.result.cache_behind += 1

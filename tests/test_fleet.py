@@ -134,7 +134,9 @@ def test_the_soak_runs_seed_after_seed_until_its_terminal_days(
     assert got["sales"] == 2 * 2 * 24 and sum(got["faults"].values()) > 0
 
 
-@pytest.mark.xfail(strict=True, reason="open finding 5 (docs/fleet.md): a restore widens overdrafts")
+@pytest.mark.xfail(
+    strict=True, reason="open finding 5 (docs/fleet.md): a restore widens overdrafts"
+)
 def test_after_a_restore_no_account_is_paid_out_or_approved_past_its_bound() -> None:
     """Soak seed 2009 (20 terminals): an 8-yuan sale approved online and synced is lost by a
     restore; before its terminal pushes it again the desk cancels the account and pays out the

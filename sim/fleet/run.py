@@ -488,6 +488,8 @@ class Fleet:
             self.log("sale.crashed", t=term.id, acct=h.acct, how=how, amount=amount)
             return
         approved = shown.get("state") == State.APPROVED
+        if how == "reverse" and shown.get("method") != "qr-reverse":
+            how = "card"  # the phone could not pay: the holder's card paid instead
         seq = shown.get("seq") if approved else None
         new = [
             int(row["seq"])

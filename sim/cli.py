@@ -20,6 +20,7 @@ from sim.chaos.cli import add_chaos_parser
 from sim.control import AgentControl, token_file_option
 from sim.dispenser import cli as dispenser_cli
 from sim.errors import SimUsageError
+from sim.fleet.cli import add_fleet_parser
 from sim.idp import add_idp_parser
 from sim.kiosk_cli import add_parser as add_kiosk_parser
 from sim.paygate import add_paygate_parser
@@ -203,6 +204,7 @@ def add_parser(sub: Sub) -> None:
     add_idp_parser(cmds)
     add_paygate_parser(cmds)
     add_chaos_parser(cmds)
+    add_fleet_parser(cmds)
 
     cardcli.add_parsers(cmds)
     periph_cli.add_parsers(cmds)

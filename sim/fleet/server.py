@@ -1,0 +1,151 @@
+"""The central server in the simulator: the real services on a SQLite file, behind the four
+terminal routes a POS calls (keystore, authorize, journal, feed).
+
+A request goes through what the FastAPI route does, minus HTTP (and the public health probe): the real signature, freshness
+and replay check (:class:`sync.server.terminals.TerminalAuth`), the role table
+(:func:`sync.server.roles.require`), the strict request models, the service, and the same
+mapping of errors to a status and ``{"error": {"code", "message"}}`` body.  Not through the
+app itself: a request through Starlette's test client costs about 1 ms of routing, threads and
+an event loop per call, more than the service, and covers only routing and serialisation, which
+the HTTP tests cover already.
+
+A crash drops the process's memory (the nonce cache, the keys it read); a restart opens the
+database again (a new boot number, so new ids).  A backup is a copy of the database at one
+step; a restore puts such a copy back and restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import msgspec
+
+from drivers.errors import YktError
+from sync.clock import Clock
+from sync.db import Database
+from sync.records import to_json
+from sync.server import authorize, feed, ingest, roles
+from sync.server.context import Context, ServerConfig, boot_number, current_version
+from sync.server.models import AuthorizeIn, JournalIn
+from sync.server.schema import MIGRATIONS
+from sync.server.terminals import TerminalAuth
+
+#: the routes a POS calls, as the role table names them
+ROUTES = {
+    ("GET", "/v1/terminals/keystore"): "GET /v1/terminals/keystore",
+    ("POST", "/v1/pos/authorize"): "POST /v1/pos/authorize",
+    ("POST", "/v1/journal"): "POST /v1/journal",
+    ("GET", "/v1/feed"): "GET /v1/feed",
+}
+
+
+def _error(status: int, code: str, message: str) -> tuple[int, bytes]:
+    return status, json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+class SimServer:
+    def __init__(self, data: Path, clock: Clock, seed: int) -> None:
+        self.data = data
+        self.clock = clock
+        self.seed = seed
+        self.config = ServerConfig(data_dir=data, password_log2_n=10, seed=seed)
+        data.mkdir(parents=True, exist_ok=True)
+        self.ctx: Context | None = None
+        self.auth: TerminalAuth | None = None
+        self.boots = 0
+        self.start()
+
+    @property
+    def up(self) -> bool:
+        return self.ctx is not None
+
+    def start(self) -> None:
+        db = Database(self.config.db_path, synchronous="OFF", migrations=MIGRATIONS)
+        boot = boot_number(db)
+        self.boots += 1
+        rng = random.Random(f"{self.seed}/server/{boot}")
+        self.ctx = Context(config=self.config, db=db, clock=self.clock, rng=rng)
+        self.ctx.shared_keys()
+        self.auth = TerminalAuth(self.ctx)
+
+    def crash(self) -> None:
+        """The process dies: what it held in memory is gone, the database stays as committed."""
+        if self.ctx is not None:
+            self.ctx.db.close()
+        self.ctx = None
+        self.auth = None
+
+    def backup(self, dest: Path) -> None:
+        """A consistent copy of the database as it is now (SQLite's online backup)."""
+        src = sqlite3.connect(self.config.db_path)
+        out = sqlite3.connect(dest)
+        try:
+            src.backup(out)
+        finally:
+            out.close()
+            src.close()
+
+    def restore(self, backup: Path) -> None:
+        """The server is restored from an older backup, then started again."""
+        self.crash()
+        for suffix in ("-wal", "-shm"):
+            Path(f"{self.config.db_path}{suffix}").unlink(missing_ok=True)
+        shutil.copyfile(backup, self.config.db_path)
+        self.start()
+
+    @property
+    def context(self) -> Context:
+        assert self.ctx is not None, "the server is down"
+        return self.ctx
+
+    # -- the terminal routes -------------------------------------------------------------------
+    def handle(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes]:
+        """One request of a terminal: ``(status, body)``.  The server must be up."""
+        ctx, auth = self.context, self.auth
+        assert auth is not None
+        split = urlsplit(target)
+        if (method, split.path) == ("GET", "/v1/health"):  # public: the decider's probe
+            out = {
+                "ok": True,
+                "campus_id": ctx.config.campus_id,
+                "time_ms": ctx.now_ms(),
+                "version": current_version(ctx.db),
+            }
+            return 200, json.dumps(out).encode()
+        route = ROUTES.get((method, split.path))
+        if route is None:
+            return _error(404, "not_found", split.path)
+        try:
+            term = auth.authenticate(method, target, body, headers)
+            roles.require(term, route)
+            out = self._serve(ctx, term, split.path, split.query, body)
+        except YktError as exc:
+            return _error(exc.http_status, exc.code, str(exc))
+        except (msgspec.ValidationError, ValueError) as exc:  # the models' own refusals
+            return _error(422, "invalid", str(exc)[:200])
+        return 200, json.dumps(out).encode()
+
+    def _serve(
+        self, ctx: Context, term: dict[str, Any], path: str, query: str, body: bytes
+    ) -> dict[str, Any]:
+        if path == "/v1/pos/authorize":
+            req = AuthorizeIn.model_validate_json(body)
+            return to_json(authorize.authorize(ctx, term, req.model_dump()))
+        if path == "/v1/journal":
+            push = JournalIn.model_validate_json(body)
+            full = ctx.db.one("SELECT * FROM terminals WHERE id = ?", (term["id"],))
+            assert full is not None
+            return to_json(ingest.ingest(ctx, dict(full), push.records))
+        if path == "/v1/feed":
+            q = parse_qs(query)
+            since = int(q.get("since", ["0"])[0])
+            return to_json(feed.delta(ctx, term, since))  # a long poll answers at once here
+        return ctx.card_keys.for_role(term["role"]).to_dict()

@@ -2,7 +2,9 @@
 
 =========== ==============================================================================
 ``zxing``   zxing-cpp ``read_barcodes`` restricted to QR (the default: 10-12× faster than
-            all formats, and the best read rate measured on phone screens, docs/benchmarks.md)
+            all formats, and the best read rate measured on phone screens, docs/benchmarks.md);
+            a symbol it locates but cannot read (blur, glare) gets a second look at a crop
+            around it, so extra work is spent only on frames that show a code
 ``zbar``    pyzbar on Debian's ``libzbar0``, with an inverted pass for dark-mode codes
 =========== ==============================================================================
 

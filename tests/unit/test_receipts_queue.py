@@ -101,3 +101,38 @@ def test_a_replaced_journal_starts_the_receipts_again(
     assert q.catch_up() == [] and q.catch_up() == []
     assert q.catch_up() == [] and _sale(fresh, clock, 400) == 1
     assert q.catch_up() == [1]
+
+
+def test_a_shift_report_prints_after_the_shifts_receipts(
+    parts: tuple[Journal, ManualClock, Path],
+) -> None:
+    journal, clock, path = parts
+    q = PrintQueue(Database(path), journal, IDENT, clock)
+    seq = _sale(journal, clock, 1250)  # not caught up yet: add_report does it first
+    sales = {"count": 1, "total_fen": 1250}
+    none = {"count": 0, "total_fen": 0}
+    report = {
+        "terminal_id": IDENT.terminal_id, "shift_no": 3, "opened_ms": NOON,
+        "closed_ms": clock.now_ms(), "opened_by": "C01", "closed_by": "C01", "first_seq": 1,
+        "last_seq": seq, "sales": sales,
+        "sales_by_method": {"card": sales, "qr-forward": none, "qr-reverse": none},
+        "offline_sales": none, "refunds": {"count": 1, "total_fen": 250},
+        "refunds_by_method": {}, "net_fen": 1000,
+        "pending_sync": {"records": 2, "offline_fen": 0},
+    }  # fmt: skip
+    q.add_report(report)
+    jobs = []
+    while (job := q.next()) is not None:
+        jobs.append(job)
+        q.printed(job.id)
+    assert [j.seq for j in jobs] == [seq, 0]
+    z = jobs[1].doc
+    assert z.qr is None and z.title == IDENT.name and z.lines[0] == "交班报表 Z REPORT"
+    assert "班次 Shift:    3" in z.lines and "净额 Net:      ￥10.00" in z.lines
+    assert "消费 Sales:       1  ￥12.50" in z.lines and "退款 Refunds:     1  ￥2.50" in z.lines
+    assert "  校园卡 card:    1  ￥12.50" in z.lines
+    assert not any("付款码" in line for line in z.lines)  # methods without sales left out
+    assert "未同步 Unsynced: 2 records, offline ￥0.00" in z.lines
+    q.reprint()  # a copy is of the last sale's receipt, never of the report
+    job = q.next()
+    assert job is not None and (job.seq, job.copy) == (seq, 1)

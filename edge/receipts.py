@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,11 +57,11 @@ METHODS = {"card": "校园卡 card", "qr-forward": "付款码 pay code", "qr-rev
 KINDS = {"sale": "消费 SALE", "refund": "退款 REFUND"}
 
 
-def merchant_line(ident: Identity) -> str:
-    """The merchant and window printed at the top of a receipt: what the terminal knows of its
-    merchant (today its own name, e.g. "一食堂 3号窗口"; the one place to change when terminals
-    learn their merchant)."""
-    return ident.name
+def merchant_line(ident: Identity, merchant: str = "") -> str:
+    """The merchant and window printed at the top of a receipt: the merchant's name as the feed
+    brought it and the terminal's name (e.g. "第一食堂 window-3"); the terminal's name alone for
+    a terminal of no merchant of its own."""
+    return f"{merchant} {ident.name}" if merchant else ident.name
 
 
 def yuan(fen: int) -> str:
@@ -69,7 +70,9 @@ def yuan(fen: int) -> str:
     return f"{sign}{fen // 100}.{fen % 100:02d}"
 
 
-def build(rec: JournalRecord, qr: str, ident: Identity, tz: str, copy: int = 0) -> Receipt:
+def build(
+    rec: JournalRecord, qr: str, ident: Identity, tz: str, copy: int = 0, merchant: str = ""
+) -> Receipt:
     """The receipt document of a journal record."""
     lines = [
         f"交易 Type:     {KINDS.get(rec.kind, rec.kind)}",
@@ -86,14 +89,14 @@ def build(rec: JournalRecord, qr: str, ident: Identity, tz: str, copy: int = 0) 
     if copy:
         lines.append(f"*** 补打 COPY {copy} ***")
     return Receipt(
-        title=merchant_line(ident),
+        title=merchant_line(ident, merchant),
         lines=lines,
         qr=qr,
         footer=["扫码验证 scan to verify", "谢谢惠顾 thank you"],
     )
 
 
-def shift_report(report: dict[str, Any], ident: Identity, tz: str) -> Receipt:
+def shift_report(report: dict[str, Any], ident: Identity, tz: str, merchant: str = "") -> Receipt:
     """The printed Z report of a closed shift (:meth:`edge.pos.till.Till.report`): the same
     figures the server stores, no QR (it is not a journal record)."""
 
@@ -126,7 +129,9 @@ def shift_report(report: dict[str, Any], ident: Identity, tz: str) -> Receipt:
             f"未同步 Unsynced: {pending['records']} records, "
             f"offline ￥{yuan(pending['offline_fen'])}"
         )
-    return Receipt(title=merchant_line(ident), lines=lines, qr=None, footer=["交班 END OF SHIFT"])
+    return Receipt(
+        title=merchant_line(ident, merchant), lines=lines, qr=None, footer=["交班 END OF SHIFT"]
+    )
 
 
 def to_json(doc: Receipt) -> str:
@@ -151,8 +156,17 @@ class Queued:
 
 
 class PrintQueue:
-    def __init__(self, db: Database, journal: Journal, ident: Identity, clock: Clock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        journal: Journal,
+        ident: Identity,
+        clock: Clock,
+        merchant: Callable[[], str] = lambda: "",
+    ) -> None:
+        """``merchant``: the name of the terminal's merchant now (the feed's)."""
         self.db = db
+        self.merchant = merchant
         db.migrate(MIGRATIONS)
         self.journal = journal
         self.ident = ident
@@ -188,7 +202,7 @@ class PrintQueue:
 
     def _add(self, rec: JournalRecord, record_hash: str, copy: int) -> int:
         qr = receipt_code.sign(receipt_code.facts_of(rec, record_hash), self.journal.key)
-        doc = build(rec, qr, self.ident, self.journal.tz, copy)
+        doc = build(rec, qr, self.ident, self.journal.tz, copy, self.merchant())
         with self.db.tx() as tx:
             return tx.insert(
                 "INSERT INTO receipts (seq, copy, doc, state, tries, error, queued_ms, "
@@ -218,7 +232,7 @@ class PrintQueue:
         """Queue the printed Z report of a shift just closed (``seq`` 0 in the queue: not a
         journal record, never a copy's source); its id."""
         self.catch_up()  # the shift's last receipts print before its report
-        doc = shift_report(report, self.ident, self.journal.tz)
+        doc = shift_report(report, self.ident, self.journal.tz, self.merchant())
         with self._lock, self.db.tx() as tx:
             rid = tx.insert(
                 "INSERT INTO receipts (seq, copy, doc, state, tries, error, queued_ms, "

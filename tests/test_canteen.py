@@ -91,6 +91,7 @@ def shift(server: ServerProc, pos: PosProc, devices: Devices, tmp: Path) -> None
     receipt = printed_with(sale["seq"], "12.50")
     raw = devices.printed()
     assert "金额".encode("gb18030") in raw and "￥12.50".encode("gb18030") in raw
+    assert "第一食堂 window-1".encode("gb18030") in raw  # the merchant (from the feed), window
     assert any(line.startswith("金额") and line.endswith("12.50") for line in receipt)
     (qr,) = render(raw).qrs[0]
     verify = ("verify-receipt", "--server", server.url, "--json", "--text")
@@ -142,6 +143,7 @@ def shift(server: ServerProc, pos: PosProc, devices: Devices, tmp: Path) -> None
     z = wait_until(
         lambda: next((r for r in devices.receipts() if "交班报表 Z REPORT" in r), None), 15, 0.05
     )
+    assert z[0] == "第一食堂 window-1"
     assert f"净额 Net:      ￥{yuan(net)}" in z and f"班次 Shift:    {report['shift_no']}" in z
     assert any(x.startswith("退款 Refunds:") and x.endswith("￥12.50") for x in z), z
     pos.wait_synced()

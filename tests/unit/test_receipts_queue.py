@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.cache import Cache
 from edge.identity import Identity
 from edge.journal import Journal
 from edge.receipts import PrintQueue
@@ -15,7 +16,7 @@ from sync import receipt
 from sync.clock import ManualClock
 from sync.crypto import SigningKey
 from sync.db import Database
-from sync.records import Entry
+from sync.records import Entry, FeedPage
 
 TZ = "Asia/Shanghai"
 IDENT = Identity("T00042", "一食堂 3号窗口", "pos", "http://server", "campus", TZ)
@@ -136,3 +137,29 @@ def test_a_shift_report_prints_after_the_shifts_receipts(
     q.reprint()  # a copy is of the last sale's receipt, never of the report
     job = q.next()
     assert job is not None and (job.seq, job.copy) == (seq, 1)
+
+
+def test_the_merchant_heads_the_receipt(parts: tuple[Journal, ManualClock, Path]) -> None:
+    journal, clock, path = parts
+    merchant = ["第一食堂"]  # as the feed says now
+    q = PrintQueue(Database(path), journal, IDENT, clock, merchant=lambda: merchant[0])
+    _sale(journal, clock, 100)
+    q.catch_up()
+    merchant[0] = ""  # a terminal of no merchant of its own: its name alone
+    _sale(journal, clock, 200)
+    q.catch_up()
+    titles = []
+    while (job := q.next()) is not None:
+        titles.append(job.doc.title)
+        q.printed(job.id)
+    assert titles == ["第一食堂 一食堂 3号窗口", "一食堂 3号窗口"]
+
+
+def test_the_terminal_learns_its_merchant_from_the_feed(tmp_path: Path) -> None:
+    cache = Cache(Database(tmp_path / "cache.db", synchronous="NORMAL"))
+    assert cache.merchant_name == ""
+    cache.apply(FeedPage(version=1, merchant_name="第一食堂"))
+    cache.apply(FeedPage(version=2))  # a page without it (an older server) changes nothing
+    assert cache.merchant_name == "第一食堂"
+    cache.apply(FeedPage(version=3, merchant_name=""))  # moved to no merchant of its own
+    assert cache.merchant_name == ""

@@ -199,11 +199,16 @@ def test_reprint_from_the_cashier(shop: Any) -> None:
     server, pos, counter = shop
     card = new_card((server, pos))
     out = AgentControl(pos.url).sale(120, card["card_no"])
+    # the sale's own receipt first (queued by the printer's side a moment after the approval:
+    # an empty queue alone may be the moment before)
+    seq_line = f"流水 Seq:      {out['seq']}"
+    wait_until(lambda: any(seq_line in r for r in printed_receipts(counter)), 10)
     wait_until(lambda: receipts(pos)["counts"]["queued"] == 0, 10)
     before = len(printed_receipts(counter))
     AgentControl(pos.url).reprint(out["seq"])
     wait_until(lambda: len(printed_receipts(counter)) > before, 10)
-    assert any("COPY 1" in line for line in printed_receipts(counter)[-1])
+    last = printed_receipts(counter)[-1]
+    assert seq_line in last and any("COPY 1" in line for line in last), last
 
 
 @pytest.fixture(scope="module")

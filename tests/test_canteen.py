@@ -51,7 +51,7 @@ def test_a_shift_at_the_canteen_counter(tmp_path: Path) -> None:
             tmp_path / "pos", server, token=enroll(server, "window-1"),
             extra=devices.args(),
         ).start()  # fmt: skip
-        shift(server, pos, devices, tmp_path)
+        shift(server, pos, devices)
     finally:
         if pos is not None:
             pos.stop()
@@ -59,7 +59,7 @@ def test_a_shift_at_the_canteen_counter(tmp_path: Path) -> None:
         devices.stop()
 
 
-def shift(server: ServerProc, pos: PosProc, devices: Devices, tmp: Path) -> None:
+def shift(server: ServerProc, pos: PosProc, devices: Devices) -> None:
     admin = admin_args(server)
     ctl = AgentControl(pos.url)
 

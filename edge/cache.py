@@ -172,6 +172,11 @@ class Cache:
         return int(self._meta("version") or 0)
 
     @property
+    def merchant_name(self) -> str:
+        """The name of this terminal's merchant as the feed last said ("": none of its own)."""
+        return self._meta("merchant_name") or ""
+
+    @property
     def policy(self) -> TerminalPolicy:
         with self._lock:
             return self._policy
@@ -212,7 +217,7 @@ class Cache:
                 meta["codes"] = msgspec.json.encode(page.codes).decode()
             if page.policy is not UNSET:
                 meta["policy"] = json.dumps(page.policy)
-            for key in ("campus_id", "tz"):
+            for key in ("campus_id", "tz", "merchant_name"):
                 value = getattr(page, key)
                 if value is not UNSET:
                     meta[key] = str(value)

@@ -253,10 +253,13 @@ class Counter:
                 continue
             self.queue.printed(job.id)
             self._ok("printer")
-            found = self.queue.journal.record_and_hash(job.seq)
+            found = self.queue.journal.record_and_hash(job.seq) if job.seq else None
             if found is not None and job.copy == 0:
                 self.latencies_ms.append(self.clock.now_ms() - found[0].ts)
-            log.info("receipt of seq %d printed (copy %d)", job.seq, job.copy)
+            if job.seq:
+                log.info("receipt of seq %d printed (copy %d)", job.seq, job.copy)
+            else:
+                log.info("shift report printed")
 
     def _idle_printer(self) -> None:
         """Nothing to print: wait for a receipt, looking at the printer now and then so its

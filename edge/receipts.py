@@ -4,7 +4,8 @@ A sale never waits for the printer: once a record is journaled the receipt is qu
 ``DATA/receipts.db``, synchronous FULL) and the printer thread (:mod:`edge.counter`) prints it
 when it can; a receipt the printer did not finish (paper out, cover open, the printer gone)
 stays queued and prints when the printer is back.  The cashier can ask for a copy of any
-receipt (``reprint``).  At start the queue takes the journal's sales it has not queued yet
+receipt (``reprint``).  A shift's Z report is printed through the same queue (``add_report``,
+``seq`` 0).  At start the queue takes the journal's sales it has not queued yet
 (a crash between the approval and the queueing loses no receipt).
 
 The receipt (Chinese, GB18030 on the wire) carries the merchant and window, terminal, time,
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,11 +57,11 @@ METHODS = {"card": "校园卡 card", "qr-forward": "付款码 pay code", "qr-rev
 KINDS = {"sale": "消费 SALE", "refund": "退款 REFUND"}
 
 
-def merchant_line(ident: Identity) -> str:
-    """The merchant and window printed at the top of a receipt: what the terminal knows of its
-    merchant (today its own name, e.g. "一食堂 3号窗口"; the one place to change when terminals
-    learn their merchant)."""
-    return ident.name
+def merchant_line(ident: Identity, merchant: str = "") -> str:
+    """The merchant and window printed at the top of a receipt: the merchant's name as the feed
+    brought it and the terminal's name (e.g. "第一食堂 window-3"); the terminal's name alone for
+    a terminal of no merchant of its own."""
+    return f"{merchant} {ident.name}" if merchant else ident.name
 
 
 def yuan(fen: int) -> str:
@@ -68,7 +70,9 @@ def yuan(fen: int) -> str:
     return f"{sign}{fen // 100}.{fen % 100:02d}"
 
 
-def build(rec: JournalRecord, qr: str, ident: Identity, tz: str, copy: int = 0) -> Receipt:
+def build(
+    rec: JournalRecord, qr: str, ident: Identity, tz: str, copy: int = 0, merchant: str = ""
+) -> Receipt:
     """The receipt document of a journal record."""
     lines = [
         f"交易 Type:     {KINDS.get(rec.kind, rec.kind)}",
@@ -85,10 +89,48 @@ def build(rec: JournalRecord, qr: str, ident: Identity, tz: str, copy: int = 0) 
     if copy:
         lines.append(f"*** 补打 COPY {copy} ***")
     return Receipt(
-        title=merchant_line(ident),
+        title=merchant_line(ident, merchant),
         lines=lines,
         qr=qr,
         footer=["扫码验证 scan to verify", "谢谢惠顾 thank you"],
+    )
+
+
+def shift_report(report: dict[str, Any], ident: Identity, tz: str, merchant: str = "") -> Receipt:
+    """The printed Z report of a closed shift (:meth:`edge.pos.till.Till.report`): the same
+    figures the server stores, no QR (it is not a journal record)."""
+
+    def when(ms: int) -> str:
+        return iso(ms, tz)[:19].replace("T", " ")
+
+    def figure(t: dict[str, int]) -> str:
+        return f"{t['count']:>4}  ￥{yuan(t['total_fen'])}"
+
+    lines = [
+        "交班报表 Z REPORT",
+        f"终端 Terminal: {report['terminal_id']}",
+        f"班次 Shift:    {report['shift_no']}",
+        f"开班 Opened:   {when(report['opened_ms'])} {report['opened_by']}",
+        f"交班 Closed:   {when(report['closed_ms'])} {report['closed_by']}",
+        f"流水 Seq:      {report['first_seq']}-{report['last_seq']}",
+        f"消费 Sales:    {figure(report['sales'])}",
+    ]
+    for method, t in report["sales_by_method"].items():
+        if t["count"]:
+            lines.append(f"  {METHODS.get(method, method)}: {figure(t)}")
+    lines += [
+        f"离线 Offline:  {figure(report['offline_sales'])}",
+        f"退款 Refunds:  {figure(report['refunds'])}",
+        f"净额 Net:      ￥{yuan(report['net_fen'])}",
+    ]
+    pending = report["pending_sync"]
+    if pending["records"]:
+        lines.append(
+            f"未同步 Unsynced: {pending['records']} records, "
+            f"offline ￥{yuan(pending['offline_fen'])}"
+        )
+    return Receipt(
+        title=merchant_line(ident, merchant), lines=lines, qr=None, footer=["交班 END OF SHIFT"]
     )
 
 
@@ -114,8 +156,17 @@ class Queued:
 
 
 class PrintQueue:
-    def __init__(self, db: Database, journal: Journal, ident: Identity, clock: Clock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        journal: Journal,
+        ident: Identity,
+        clock: Clock,
+        merchant: Callable[[], str] = lambda: "",
+    ) -> None:
+        """``merchant``: the name of the terminal's merchant now (the feed's)."""
         self.db = db
+        self.merchant = merchant
         db.migrate(MIGRATIONS)
         self.journal = journal
         self.ident = ident
@@ -151,7 +202,7 @@ class PrintQueue:
 
     def _add(self, rec: JournalRecord, record_hash: str, copy: int) -> int:
         qr = receipt_code.sign(receipt_code.facts_of(rec, record_hash), self.journal.key)
-        doc = build(rec, qr, self.ident, self.journal.tz, copy)
+        doc = build(rec, qr, self.ident, self.journal.tz, copy, self.merchant())
         with self.db.tx() as tx:
             return tx.insert(
                 "INSERT INTO receipts (seq, copy, doc, state, tries, error, queued_ms, "
@@ -173,6 +224,21 @@ class PrintQueue:
                 raise LookupError(f"no sale or refund with journal seq {seq} on this terminal")
             copies = int(self.db.scalar("SELECT COUNT(*) FROM receipts WHERE seq = ?", (seq,)))
             rid = self._add(found[0], found[1], copies)
+        with self.changed:
+            self.changed.notify_all()
+        return rid
+
+    def add_report(self, report: dict[str, Any]) -> int:
+        """Queue the printed Z report of a shift just closed (``seq`` 0 in the queue: not a
+        journal record, never a copy's source); its id."""
+        self.catch_up()  # the shift's last receipts print before its report
+        doc = shift_report(report, self.ident, self.journal.tz, self.merchant())
+        with self._lock, self.db.tx() as tx:
+            rid = tx.insert(
+                "INSERT INTO receipts (seq, copy, doc, state, tries, error, queued_ms, "
+                "printed_ms) VALUES (0, 0, ?, 'queued', 0, '', ?, 0) RETURNING id",
+                (to_json(doc), self.clock.now_ms()),
+            )
         with self.changed:
             self.changed.notify_all()
         return rid

@@ -802,6 +802,9 @@ class FeedPage(Struct, frozen=True, kw_only=True):
     codes: CodesInfo | UnsetType = UNSET
     campus_id: str | UnsetType = UNSET
     tz: str | UnsetType = UNSET
+    #: the name of the terminal's merchant, printed on its receipts ("" for a terminal of no
+    #: merchant of its own, ``DEFAULT``; an older server sends none)
+    merchant_name: str | UnsetType = UNSET
     server_time_ms: Ts | UnsetType = UNSET
     #: the server's whole policy (sent when it changed): :class:`TerminalPolicy` is what a
     #: terminal reads of it

@@ -22,13 +22,12 @@ import requests
 from sim.control import AgentControl
 from sim.errors import SimUsageError
 from sync.clock import campus_date
+from tests.counterutil import CASHIER, CASHIER_PIN, CODE, SUPER, SUPER_PIN, add_merchant, enroll
+from tests.counterutil import merchant_balance as merchant_balance_of
 from tests.helpers import PosProc, ServerProc, wait_until, ykt
 from tests.netcut import NetCut
 from tests.posutil import NewCards, admin_args, server_records
 
-CODE = "CANTEEN1"
-CASHIER, CASHIER_PIN = "C01", "135790"
-SUPER, SUPER_PIN = "S01", "864200"
 START = 100_00
 new_card = NewCards("CA", 7100, START)
 
@@ -50,8 +49,7 @@ class Counter:
         return int(self.server.account(number)["balance_fen"])
 
     def merchant_balance(self) -> int:
-        rows = self.server.admin().call("GET", "/v1/admin/merchants")["merchants"]
-        return int(next(m["balance_fen"] for m in rows if m["code"] == CODE))
+        return merchant_balance_of(self.server)
 
 
 @pytest.fixture(scope="module")
@@ -62,30 +60,15 @@ def counter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Counter]:
     pos: list[PosProc] = []
     try:
         # as an operator would, by `ykt admin` (the rest through the same API, faster)
-        args = admin_args(server)
-        ykt(*args, "merchant", "add", "--code", CODE, "--name", "第一食堂")
-        ykt(
-            *args, "operator", "add", "--merchant", CODE, "--number", CASHIER,
-            "--name", "李收银", "--role", "cashier", "--pin", CASHIER_PIN,
-        )  # fmt: skip
-        admin = server.admin()
-        admin.call(
-            "POST",
-            "/v1/admin/operators",
-            {"merchant": CODE, "number": SUPER, "name": "张主管", "role": "supervisor",
-             "pin": SUPER_PIN},
-        )  # fmt: skip
+        add_merchant(server)
         tokens = [
-            ykt(
-                *args, "terminal", "enroll", "--role", "pos", "--name", "window-1",
-                "--merchant", CODE, "--simulated",
-            ).stdout.strip(),
-            admin.call(
+            enroll(server, "window-1"),
+            server.admin().call(
                 "POST",
                 "/v1/admin/terminals/tokens",
                 {"role": "pos", "name": "window-2", "merchant": CODE, "simulated": True},
             )["token"],
-        ]  # fmt: skip
+        ]
         for name, url, token in zip(("window-1", "window-2"), (net.url, ""), tokens, strict=True):
             pos.append(PosProc(tmp / name, server, token=token, server_url=url).start())
         for p in pos:

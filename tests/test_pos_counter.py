@@ -20,42 +20,12 @@ import pytest
 from sim.control import AgentControl
 from sim.escpos_stream import render
 from sync.rules import DEFAULT_DAILY_LIMIT_FEN
+from tests.counterutil import Devices as Counter
+from tests.counterutil import sim
 from tests.helpers import PosProc, ServerProc, wait_until, ykt
 from tests.posutil import NewCards
 
 new_card = NewCards("PR", 700, topup_fen=30000)
-
-
-def sim(*args: str) -> dict[str, Any]:
-    out: dict[str, Any] = json.loads(ykt("sim", *args, "--json").stdout)
-    return out
-
-
-class Counter:
-    def __init__(self, tmp: Path) -> None:
-        self.dir = tmp / "devices"
-        self.dir.mkdir()
-        self.printer = sim("printer", "start", "--dir", str(self.dir), "--name", "p1")["device"]
-        self.display = sim("display", "start", "--dir", str(self.dir), "--name", "d1")["device"]
-        self.pinpad = sim("pinpad", "start", "--dir", str(self.dir), "--name", "k1")["device"]
-
-    def args(self) -> list[str]:
-        return [
-            "--printer", f"escpos+serial://{self.printer}",
-            "--display", f"serial://{self.display}",
-            "--pinpad", f"serial://{self.pinpad}",
-        ]  # fmt: skip
-
-    def printed(self) -> bytes:
-        p = self.dir / "p1.escpos"
-        return p.read_bytes() if p.exists() else b""
-
-    def fault(self, *args: str) -> dict[str, Any]:
-        return sim("printer", "fault", "--dir", str(self.dir), "--name", "p1", *args)
-
-    def stop(self) -> None:
-        for name in ("p1", "d1", "k1"):
-            ykt("sim", "printer", "stop", "--dir", str(self.dir), "--name", name, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -229,11 +199,16 @@ def test_reprint_from_the_cashier(shop: Any) -> None:
     server, pos, counter = shop
     card = new_card((server, pos))
     out = AgentControl(pos.url).sale(120, card["card_no"])
+    # the sale's own receipt first (queued by the printer's side a moment after the approval:
+    # an empty queue alone may be the moment before)
+    seq_line = f"流水 Seq:      {out['seq']}"
+    wait_until(lambda: any(seq_line in r for r in printed_receipts(counter)), 10)
     wait_until(lambda: receipts(pos)["counts"]["queued"] == 0, 10)
     before = len(printed_receipts(counter))
     AgentControl(pos.url).reprint(out["seq"])
     wait_until(lambda: len(printed_receipts(counter)) > before, 10)
-    assert any("COPY 1" in line for line in printed_receipts(counter)[-1])
+    last = printed_receipts(counter)[-1]
+    assert seq_line in last and any("COPY 1" in line for line in last), last
 
 
 @pytest.fixture(scope="module")

@@ -159,7 +159,11 @@ class PosAgent:
             self.journal,
             self.ident,
             self.clock,
+            merchant=lambda: self.cache.merchant_name,
         )
+        self.till.on_journaled = self.receipts.catch_up  # a refund's receipt
+        if cfg.printer:  # the Z report of each shift closed is printed, after its receipts
+            self.till.on_closed = self.receipts.add_report
         self._notices: dict[str, str] = {}
         self._notice_lock = threading.Lock()
         self.counter = Counter(

@@ -83,6 +83,10 @@ class Till:
         self._cashier: OperatorRow | None = None
         self._refused: dict[int, str] = {}  # refund records the server refused: why
         self.on_change: Callable[[], None] | None = None  # screens long-poll the engine
+        #: called after a refund is journaled (its receipt is queued at once)
+        self.on_journaled: Callable[[], object] | None = None
+        #: called with the Z report of each shift closed (the receipt printer prints it)
+        self.on_closed: Callable[[dict[str, Any]], object] | None = None
 
     # -- operators ---------------------------------------------------------------------------
     def _check_pin(self, number: str, pin: str, role: str | None = None) -> OperatorRow:
@@ -227,6 +231,11 @@ class Till:
             self._cashier = None
             self._set_operator(self.default_operator)
         log.info("shift %d closed by %s", shift["shift_no"], who or "-")
+        if self.on_closed is not None:
+            try:
+                self.on_closed(report)
+            except Exception:  # the shift is closed and its report kept: printing is extra
+                log.exception("shift %d: report not printed", shift["shift_no"])
         self._changed()
         return report
 
@@ -359,6 +368,11 @@ class Till:
                 ),
                 refund_of=sale.seq,
             )
+        if self.on_journaled is not None:
+            try:
+                self.on_journaled()
+            except Exception:  # the refund stands; its receipt is queued at the next catch-up
+                log.exception("refund record %d: receipt not queued yet", done_rec.seq)
         log.info(
             "sale %d refunded (%d fen) as record %d, supervisor %s",
             sale.seq,

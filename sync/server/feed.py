@@ -36,6 +36,11 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
         merchant = str(
             rd.scalar("SELECT merchant FROM terminals WHERE id = ?", (terminal["id"],)) or "DEFAULT"
         )
+        merchant_name = (  # "" for no merchant of its own: the receipt has the terminal's name
+            ""
+            if merchant == "DEFAULT"
+            else str(rd.scalar("SELECT name FROM merchants WHERE code = ?", (merchant,)) or "")
+        )
         current = int(rd.scalar("SELECT value FROM versions WHERE name = 'feed'"))
         reset = since > current  # the server's data was replaced: start over
         if reset:
@@ -107,6 +112,7 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
         ),
         campus_id=ctx.config.campus_id,
         tz=ctx.config.tz,
+        merchant_name=merchant_name,
         server_time_ms=ctx.now_ms(),
         policy=ctx.policy() if send_policy else UNSET,
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.cache import Cache
 from edge.identity import Identity
 from edge.journal import Journal
 from edge.receipts import PrintQueue
@@ -15,7 +16,7 @@ from sync import receipt
 from sync.clock import ManualClock
 from sync.crypto import SigningKey
 from sync.db import Database
-from sync.records import Entry
+from sync.records import Entry, FeedPage
 
 TZ = "Asia/Shanghai"
 IDENT = Identity("T00042", "一食堂 3号窗口", "pos", "http://server", "campus", TZ)
@@ -101,3 +102,64 @@ def test_a_replaced_journal_starts_the_receipts_again(
     assert q.catch_up() == [] and q.catch_up() == []
     assert q.catch_up() == [] and _sale(fresh, clock, 400) == 1
     assert q.catch_up() == [1]
+
+
+def test_a_shift_report_prints_after_the_shifts_receipts(
+    parts: tuple[Journal, ManualClock, Path],
+) -> None:
+    journal, clock, path = parts
+    q = PrintQueue(Database(path), journal, IDENT, clock)
+    seq = _sale(journal, clock, 1250)  # not caught up yet: add_report does it first
+    sales = {"count": 1, "total_fen": 1250}
+    none = {"count": 0, "total_fen": 0}
+    report = {
+        "terminal_id": IDENT.terminal_id, "shift_no": 3, "opened_ms": NOON,
+        "closed_ms": clock.now_ms(), "opened_by": "C01", "closed_by": "C01", "first_seq": 1,
+        "last_seq": seq, "sales": sales,
+        "sales_by_method": {"card": sales, "qr-forward": none, "qr-reverse": none},
+        "offline_sales": none, "refunds": {"count": 1, "total_fen": 250},
+        "refunds_by_method": {}, "net_fen": 1000,
+        "pending_sync": {"records": 2, "offline_fen": 0},
+    }  # fmt: skip
+    q.add_report(report)
+    jobs = []
+    while (job := q.next()) is not None:
+        jobs.append(job)
+        q.printed(job.id)
+    assert [j.seq for j in jobs] == [seq, 0]
+    z = jobs[1].doc
+    assert z.qr is None and z.title == IDENT.name and z.lines[0] == "交班报表 Z REPORT"
+    assert "班次 Shift:    3" in z.lines and "净额 Net:      ￥10.00" in z.lines
+    assert "消费 Sales:       1  ￥12.50" in z.lines and "退款 Refunds:     1  ￥2.50" in z.lines
+    assert "  校园卡 card:    1  ￥12.50" in z.lines
+    assert not any("付款码" in line for line in z.lines)  # methods without sales left out
+    assert "未同步 Unsynced: 2 records, offline ￥0.00" in z.lines
+    q.reprint()  # a copy is of the last sale's receipt, never of the report
+    job = q.next()
+    assert job is not None and (job.seq, job.copy) == (seq, 1)
+
+
+def test_the_merchant_heads_the_receipt(parts: tuple[Journal, ManualClock, Path]) -> None:
+    journal, clock, path = parts
+    merchant = ["第一食堂"]  # as the feed says now
+    q = PrintQueue(Database(path), journal, IDENT, clock, merchant=lambda: merchant[0])
+    _sale(journal, clock, 100)
+    q.catch_up()
+    merchant[0] = ""  # a terminal of no merchant of its own: its name alone
+    _sale(journal, clock, 200)
+    q.catch_up()
+    titles = []
+    while (job := q.next()) is not None:
+        titles.append(job.doc.title)
+        q.printed(job.id)
+    assert titles == ["第一食堂 一食堂 3号窗口", "一食堂 3号窗口"]
+
+
+def test_the_terminal_learns_its_merchant_from_the_feed(tmp_path: Path) -> None:
+    cache = Cache(Database(tmp_path / "cache.db", synchronous="NORMAL"))
+    assert cache.merchant_name == ""
+    cache.apply(FeedPage(version=1, merchant_name="第一食堂"))
+    cache.apply(FeedPage(version=2))  # a page without it (an older server) changes nothing
+    assert cache.merchant_name == "第一食堂"
+    cache.apply(FeedPage(version=3, merchant_name=""))  # moved to no merchant of its own
+    assert cache.merchant_name == ""

@@ -11,6 +11,8 @@ of them passes or fails on a timing.
 ``card``          :mod:`.card_tap`: a tap through pcscd + vpcd, online and offline
 ``db``            :mod:`.db_load`: ingest and API on SQLite and PostgreSQL
 ``hotlist``       :mod:`.hotlist`: loss report → the card on the hotlist of 500 long-polling terminals
+``peak``          :mod:`.peak`: a lunch peak on one SQLite server process (then ``peak_pg``)
+``peak_pg``       :mod:`.peak_pg`: the same on PostgreSQL with two server processes
 ================  ===========================================================================
 """
 
@@ -76,7 +78,11 @@ MODULES = {
     "card": "card_tap",
     "db": "db_load",
     "hotlist": "hotlist",
+    "peak": "peak",
+    "peak_pg": "peak_pg",
 }
+#: ``--only NAME`` runs these too
+ALSO = {"peak": ("peak_pg",)}
 
 
 def _run(name: str, work: Path, opts: Options) -> dict[str, Any]:
@@ -86,7 +92,10 @@ def _run(name: str, work: Path, opts: Options) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
-    names = [n for n in MODULES if not args.only or n in args.only]
+    only = set(args.only or ())
+    for n in list(only):
+        only.update(ALSO.get(n, ()))
+    names = [n for n in MODULES if not only or n in only]
     cache_dir: Path | None = None
     if not args.no_cache:
         cache_dir = args.cache_dir or Path(tempfile.gettempdir()) / "ykt-bench-cache"

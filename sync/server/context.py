@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 FEED_CHANNEL = "ykt_feed"
 #: how often a process polls the feed version when the database cannot notify (SQLite)
 POLL_S = 0.25
+#: a change that only moves balances (plain sales) wakes the long-polls at most this often
+LAZY_S = 1.0
 
 #: The policy the server sends to terminals (docs/architecture.md offline risk limits, R7 channels, R11 fee,
 #: R12 automatic freeze rules).  Operators change it with ``ykt admin policy set``.
@@ -111,9 +113,21 @@ class Notifier:
     NOTIFY that wakes every process's.  One watcher task per process also reads the version
     every POLL_S (SQLite: the only way to see another process's change; PostgreSQL: a safety
     net), so the waiters themselves never query the database while nothing changes: each wake
-    moves ``generation``, and a waiter reads the version only when it moved."""
+    moves ``generation``, and a waiter reads the version only when it moved; the waiters woken
+    together share one read of it (:meth:`version`).
 
-    def __init__(self) -> None:
+    A change that only moves balances (``notify(lazy=True)``: plain sales) does not wake at
+    once: the watcher wakes for it at most every ``lazy_s`` seconds, so a lunch peak's sales do
+    not answer every parked long-poll a hundred times a second (each answer is a new signed
+    request of every terminal).  A status change (a loss report, a freeze) wakes at once.  The
+    watcher coalesces whatever it sees moved from another SQLite process too, so there a
+    status change made by another process is seen within ``lazy_s`` (PostgreSQL: at once, by
+    NOTIFY)."""
+
+    def __init__(self, lazy_s: float = LAZY_S) -> None:
+        self.lazy_s = lazy_s
+        self._fired_at = 0.0  # loop time of the last wake
+        self._version: tuple[int, asyncio.Future[int]] | None = None  # generation, its read
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
         self._lock = threading.Lock()
@@ -151,17 +165,25 @@ class Notifier:
         """Another process may have moved the version (SQLite cannot notify); look every POLL_S."""
 
         seen: int | None = None
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 now = await run_in_threadpool(current_version, db)
                 if seen is not None and now != seen:
+                    if loop.time() - self._fired_at < self.lazy_s:
+                        await asyncio.sleep(POLL_S)
+                        continue  # woke lately: this one waits (``seen`` kept)
                     self._fire()
                 seen = now
             except Exception as exc:  # the database is busy or gone: try again later
                 log.debug("feed version poll: %s", exc)
             await asyncio.sleep(POLL_S)
 
-    def notify(self) -> None:
+    def notify(self, lazy: bool = False) -> None:
+        """The feed version moved: wake the long-polls at once, or (``lazy``: only balances
+        moved) at the watcher's next look, at most every ``lazy_s``."""
+        if lazy:
+            return  # the watcher sees the version move and wakes, coalesced
         db = self._db
         if db is not None and db.can_listen():
             try:
@@ -178,11 +200,23 @@ class Notifier:
                 loop.call_soon_threadsafe(self._fire)
 
     def _fire(self) -> None:
+        if self._loop is not None:
+            self._fired_at = self._loop.time()
         self.generation += 1
         ev = self._event
         self._event = asyncio.Event()
         if ev is not None:
             ev.set()
+
+    async def version(self, db: Database) -> int:
+        """The feed version, read once for all the waiters of one generation (a wake answers
+        hundreds of long-polls: they share one read, not one each)."""
+        gen = self.generation
+        cached = self._version
+        if cached is None or cached[0] != gen or (cached[1].done() and cached[1].exception()):
+            fut = asyncio.ensure_future(run_in_threadpool(current_version, db))
+            cached = self._version = (gen, fut)
+        return await asyncio.shield(cached[1])
 
     async def wait(self, generation: int, timeout: float) -> None:
         """Until a wake after ``generation`` (read it before reading the version) or timeout."""

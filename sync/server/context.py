@@ -38,8 +38,11 @@ log = logging.getLogger(__name__)
 FEED_CHANNEL = "ykt_feed"
 #: how often a process polls the feed version when the database cannot notify (SQLite)
 POLL_S = 0.25
-#: a change that only moves balances (plain sales) wakes the long-polls at most this often
-LAZY_S = 1.0
+#: a change that only moves balances (plain sales) wakes the parked long-polls at most this
+#: many answers a second (1,000 parked terminals: every 5 s; a handful: every POLL_S) …
+LAZY_ANSWERS_PER_S = 200.0
+#: … and at least every LAZY_MAX_S
+LAZY_MAX_S = 10.0
 
 #: The policy the server sends to terminals (docs/architecture.md offline risk limits, R7 channels, R11 fee,
 #: R12 automatic freeze rules).  Operators change it with ``ykt admin policy set``.
@@ -117,15 +120,16 @@ class Notifier:
     together share one read of it (:meth:`version`).
 
     A change that only moves balances (``notify(lazy=True)``: plain sales) does not wake at
-    once: the watcher wakes for it at most every ``lazy_s`` seconds, so a lunch peak's sales do
-    not answer every parked long-poll a hundred times a second (each answer is a new signed
-    request of every terminal).  A status change (a loss report, a freeze) wakes at once.  The
-    watcher coalesces whatever it sees moved from another SQLite process too, so there a
-    status change made by another process is seen within ``lazy_s`` (PostgreSQL: at once, by
-    NOTIFY)."""
+    once: the watcher wakes for it, coalesced, at most :data:`LAZY_ANSWERS_PER_S` answers a
+    second to the long-polls parked here (:meth:`lazy_s`), so a lunch peak's 100 sales a second
+    do not answer each of 1,000 parked long-polls 100 times a second (each answer brings a new
+    signed request from every terminal).  A status change (a loss report, a freeze) wakes at
+    once.  The watcher coalesces whatever it sees moved from another SQLite process too, so
+    there a status change made by another process is seen within :meth:`lazy_s` (PostgreSQL:
+    at once, by NOTIFY)."""
 
-    def __init__(self, lazy_s: float = LAZY_S) -> None:
-        self.lazy_s = lazy_s
+    def __init__(self) -> None:
+        self.waiting = 0  # long-polls parked in wait() now
         self._fired_at = 0.0  # loop time of the last wake
         self._version: tuple[int, asyncio.Future[int]] | None = None  # generation, its read
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -170,7 +174,7 @@ class Notifier:
             try:
                 now = await run_in_threadpool(current_version, db)
                 if seen is not None and now != seen:
-                    if loop.time() - self._fired_at < self.lazy_s:
+                    if loop.time() - self._fired_at < self.lazy_s():
                         await asyncio.sleep(POLL_S)
                         continue  # woke lately: this one waits (``seen`` kept)
                     self._fire()
@@ -208,6 +212,11 @@ class Notifier:
         if ev is not None:
             ev.set()
 
+    def lazy_s(self) -> float:
+        """How long a balance-only change may wait for its wake: the parked long-polls over
+        the answers a second they may cost, between POLL_S and LAZY_MAX_S."""
+        return min(LAZY_MAX_S, max(POLL_S, self.waiting / LAZY_ANSWERS_PER_S))
+
     async def version(self, db: Database) -> int:
         """The feed version, read once for all the waiters of one generation (a wake answers
         hundreds of long-polls: they share one read, not one each)."""
@@ -226,10 +235,13 @@ class Notifier:
         if ev is None:
             await asyncio.sleep(timeout)
             return
+        self.waiting += 1
         try:
             await asyncio.wait_for(ev.wait(), timeout)
         except TimeoutError:
             pass
+        finally:
+            self.waiting -= 1
 
 
 @dataclass

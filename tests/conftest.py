@@ -73,6 +73,7 @@ BOTH_DBS = {
     "test_wire_bounds",
     "test_idempotency",
     "test_topups",
+    "test_nonce_group",
 }
 
 

@@ -14,6 +14,8 @@ of them passes or fails on a timing.
 ``printer``       :mod:`.printer`: sales with a receipt printer (pty): approval not delayed, receipt
                   printed after the approval, paper out and back
 ``kiosk``         :mod:`.kiosk`: a kiosk reissue, confirm → card at the mouth (pcscd, a pty dispenser)
+``peak``          :mod:`.peak`: a lunch peak on one SQLite server process (then ``peak_pg``)
+``peak_pg``       :mod:`.peak_pg`: the same on PostgreSQL with two server processes
 ================  ===========================================================================
 """
 
@@ -81,7 +83,11 @@ MODULES = {
     "hotlist": "hotlist",
     "printer": "printer",
     "kiosk": "kiosk",
+    "peak": "peak",
+    "peak_pg": "peak_pg",
 }
+#: ``--only NAME`` runs these too
+ALSO = {"peak": ("peak_pg",)}
 
 
 def _run(name: str, work: Path, opts: Options) -> dict[str, Any]:
@@ -91,7 +97,10 @@ def _run(name: str, work: Path, opts: Options) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
-    names = [n for n in MODULES if not args.only or n in args.only]
+    only = set(args.only or ())
+    for n in list(only):
+        only.update(ALSO.get(n, ()))
+    names = [n for n in MODULES if not only or n in only]
     cache_dir: Path | None = None
     if not args.no_cache:
         cache_dir = args.cache_dir or Path(tempfile.gettempdir()) / "ykt-bench-cache"

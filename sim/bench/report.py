@@ -233,6 +233,34 @@ def kiosk(f: dict[str, Any]) -> list[str]:
     return lines
 
 
+def peak(f: dict[str, Any]) -> list[str]:
+    if "skipped" in f:
+        return [f"Lunch peak: skipped ({f['skipped']})"]
+
+    def pp(x: dict[str, Any]) -> str:
+        return f"p50 {x['p50_ms']} / p99 {x['p99_ms']} ms (n={x['n']})"
+
+    a, idle = f["authorize"], f["authorize_idle"]
+    ratio = f"{a['p99_ms'] / idle['p99_ms']:.1f}× idle" if a["p99_ms"] and idle["p99_ms"] else "n/a"
+    h = f["hotlist"]
+    return [
+        f"Lunch peak on {f['db']}, {f['server_processes']} server process(es): "
+        f"{f['terminals']} terminals long-polling, {f['pos']} POS at {f['sales_per_s']}/s "
+        f"(target {f['sales_per_s_target']}), holders at {f['holders_per_s']}/s, "
+        f"{h['reports']} loss reports, {f['peak_s']} s of peak",
+        f"  authorize under the peak {pp(a)}; {ratio}   budget p99 ≤ 25 ms and ≤ 3× idle",
+        f"  authorize on an idle server {pp(idle)}",
+        f"  journal push ack p99 {f['push_ack']['p99_ms']} ms; holder p99 "
+        f"{f['holder']['p99_ms']} ms",
+        f"  loss → every terminal {pp(h)}, missed {h['missed']}   budget p99 ≤ 2 s, none missed",
+        f"  server CPU {f['server_cpu_per_s']} s per s; load clients' CPU "
+        f"{f['client_cpu_per_s']} s per s ({f['client_processes']} processes)",
+        f"  errors {f['errors']} {f['errors_by_kind']}; skipped (POS or holder still busy) "
+        f"{f['skipped_sales']} sales, {f['skipped_holders']} holder requests",
+        f"  load average before {f['loadavg']['before']}, after {f['loadavg']['after']}",
+    ]
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "sqlite": sqlite,
     "journal": journal,
@@ -245,6 +273,8 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "hotlist": hotlist,
     "printer": printer,
     "kiosk": kiosk,
+    "peak": peak,
+    "peak_pg": peak,
 }
 
 

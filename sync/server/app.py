@@ -400,7 +400,7 @@ def create_app(ctx: Context) -> FastAPI:
         deadline = loop.time() + wait
         notifier = ctx.notifier
         seen = notifier.generation
-        current = await run_in_threadpool(current_version, ctx.db)
+        current = await notifier.version(ctx.db)
         while True:
             remaining = deadline - loop.time()
             if current != since or remaining <= 0 or notifier.closing:
@@ -410,7 +410,7 @@ def create_app(ctx: Context) -> FastAPI:
             await notifier.wait(seen, min(remaining, 1.0))
             if notifier.generation != seen:  # woken: the version may have moved
                 seen = notifier.generation
-                current = await run_in_threadpool(current_version, ctx.db)
+                current = await notifier.version(ctx.db)
         return await run_in_threadpool(lambda: to_json(feed.delta(ctx, term, since)))
 
     # -- the business of card holders, kiosks and the desk (sync.server.routes_business) ------

@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 FEED_CHANNEL = "ykt_feed"
 #: how often a process polls the feed version when the database cannot notify (SQLite)
 POLL_S = 0.25
+#: a change that only moves balances (plain sales) wakes the parked long-polls at most this
+#: many answers a second (1,000 parked terminals: every 5 s; a handful: every POLL_S) …
+LAZY_ANSWERS_PER_S = 200.0
+#: … and at least every LAZY_MAX_S
+LAZY_MAX_S = 10.0
 
 #: The policy the server sends to terminals (docs/architecture.md offline risk limits, R7 channels, R11 fee,
 #: R12 automatic freeze rules).  Operators change it with ``ykt admin policy set``.
@@ -111,9 +116,22 @@ class Notifier:
     NOTIFY that wakes every process's.  One watcher task per process also reads the version
     every POLL_S (SQLite: the only way to see another process's change; PostgreSQL: a safety
     net), so the waiters themselves never query the database while nothing changes: each wake
-    moves ``generation``, and a waiter reads the version only when it moved."""
+    moves ``generation``, and a waiter reads the version only when it moved; the waiters woken
+    together share one read of it (:meth:`version`).
+
+    A change that only moves balances (``notify(lazy=True)``: plain sales) does not wake at
+    once: the watcher wakes for it, coalesced, at most :data:`LAZY_ANSWERS_PER_S` answers a
+    second to the long-polls parked here (:meth:`lazy_s`), so a lunch peak's 100 sales a second
+    do not answer each of 1,000 parked long-polls 100 times a second (each answer brings a new
+    signed request from every terminal).  A status change (a loss report, a freeze) wakes at
+    once.  The watcher coalesces whatever it sees moved from another SQLite process too, so
+    there a status change made by another process is seen within :meth:`lazy_s` (PostgreSQL:
+    at once, by NOTIFY)."""
 
     def __init__(self) -> None:
+        self.waiting = 0  # long-polls parked in wait() now
+        self._fired_at = 0.0  # loop time of the last wake
+        self._version: tuple[int, asyncio.Future[int]] | None = None  # generation, its read
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
         self._lock = threading.Lock()
@@ -151,17 +169,25 @@ class Notifier:
         """Another process may have moved the version (SQLite cannot notify); look every POLL_S."""
 
         seen: int | None = None
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 now = await run_in_threadpool(current_version, db)
                 if seen is not None and now != seen:
+                    if loop.time() - self._fired_at < self.lazy_s():
+                        await asyncio.sleep(POLL_S)
+                        continue  # woke lately: this one waits (``seen`` kept)
                     self._fire()
                 seen = now
             except Exception as exc:  # the database is busy or gone: try again later
                 log.debug("feed version poll: %s", exc)
             await asyncio.sleep(POLL_S)
 
-    def notify(self) -> None:
+    def notify(self, lazy: bool = False) -> None:
+        """The feed version moved: wake the long-polls at once, or (``lazy``: only balances
+        moved) at the watcher's next look, at most every ``lazy_s``."""
+        if lazy:
+            return  # the watcher sees the version move and wakes, coalesced
         db = self._db
         if db is not None and db.can_listen():
             try:
@@ -178,11 +204,28 @@ class Notifier:
                 loop.call_soon_threadsafe(self._fire)
 
     def _fire(self) -> None:
+        if self._loop is not None:
+            self._fired_at = self._loop.time()
         self.generation += 1
         ev = self._event
         self._event = asyncio.Event()
         if ev is not None:
             ev.set()
+
+    def lazy_s(self) -> float:
+        """How long a balance-only change may wait for its wake: the parked long-polls over
+        the answers a second they may cost, between POLL_S and LAZY_MAX_S."""
+        return min(LAZY_MAX_S, max(POLL_S, self.waiting / LAZY_ANSWERS_PER_S))
+
+    async def version(self, db: Database) -> int:
+        """The feed version, read once for all the waiters of one generation (a wake answers
+        hundreds of long-polls: they share one read, not one each)."""
+        gen = self.generation
+        cached = self._version
+        if cached is None or cached[0] != gen or (cached[1].done() and cached[1].exception()):
+            fut = asyncio.ensure_future(run_in_threadpool(current_version, db))
+            cached = self._version = (gen, fut)
+        return await asyncio.shield(cached[1])
 
     async def wait(self, generation: int, timeout: float) -> None:
         """Until a wake after ``generation`` (read it before reading the version) or timeout."""
@@ -192,10 +235,13 @@ class Notifier:
         if ev is None:
             await asyncio.sleep(timeout)
             return
+        self.waiting += 1
         try:
             await asyncio.wait_for(ev.wait(), timeout)
         except TimeoutError:
             pass
+        finally:
+            self.waiting -= 1
 
 
 @dataclass

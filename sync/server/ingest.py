@@ -198,6 +198,7 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
         assert head_row is not None
         head, head_hash = int(head_row["head_seq"]), str(head_row["head_hash"])
         res = PushAck(ack=head)
+        urgent = False
 
         # 2. duplicates
         dups = [i for i in items if i.seq <= head]
@@ -274,7 +275,7 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
 
         # 5. apply
         if run:
-            _apply(ctx, tx, tid, run, res)
+            urgent = _apply(ctx, tx, tid, run, res) or urgent
             res.ack = run[-1].seq
             tx.execute(
                 "UPDATE terminals SET head_seq = ?, head_hash = ?, last_seen_ms = ? WHERE id = ?",
@@ -292,7 +293,9 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
         )
         res.pending = min(len(keep), MAX_PENDING)
     if res.applied:
-        ctx.notifier.notify()
+        # plain sales move balances only: their wake is coalesced (Notifier.notify), so a
+        # lunch peak's 100 sales/s do not answer every parked long-poll 100 times a second
+        ctx.notifier.notify(lazy=not urgent)
     return res
 
 
@@ -329,8 +332,11 @@ def _operator_check(
         )
 
 
-def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) -> None:
+def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) -> bool:
+    """Apply ``run``; True when it changed more than balances and spending (a status, a
+    password count, anything but a plain sale): the terminals must hear of it at once."""
     now = ctx.now_ms()
+    urgent = any(i.rec is not None and i.rec.kind != "sale" for i in run)
     policy = ctx.policy()
     # the records at these sequence numbers are what counts now: whatever online authorization
     # gave the numbers (holds, provisional claims on phone codes) goes, sale or not
@@ -551,6 +557,7 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
         for aid in touched:
             a = accounts[aid]
             if a.pop("frozen_now", False):
+                urgent = True
                 set_status(
                     ctx,
                     tx,
@@ -576,6 +583,7 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
         )
     res.applied = len(run) - refused
     res.refused = refused
+    return urgent
 
 
 def _load(

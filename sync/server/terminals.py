@@ -13,6 +13,7 @@ import re
 import secrets
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sync import protocol
@@ -151,36 +152,76 @@ def revoke(ctx: Context, terminal_id: str) -> dict[str, Any]:
     }
 
 
+@dataclass
+class _Claim:
+    terminal_id: str
+    nonce: str
+    time_ms: int
+    result: bool | None = None
+    error: BaseException | None = None
+
+
 class NonceCache:
     """Nonces seen inside the freshness window, kept in the database (``nonces``), so neither
     a restart nor a second server process reopens the window for replays, and a terminal whose
     clock runs a little behind is not refused after a restart.  A nonce is forgotten once the
-    time it was stamped with has left the window: the request would be stale by then."""
+    time it was stamped with has left the window: the request would be stale by then.
+
+    Claims made at the same time share one commit (group commit): while one thread commits,
+    the claims that arrive queue up, and the next thread to take the turn writes them all in
+    one transaction, each INSERT still answering for its own nonce.  A feed wake answers
+    hundreds of long-polls whose next signed requests all arrive together: one commit each
+    made the online authorizations queue behind hundreds of commits for the writer lock."""
 
     def __init__(self, ctx: Context, window_ms: int) -> None:
         self.ctx = ctx
         self.window_ms = window_ms
         self._pruned_ms = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the queue and the prune time
+        self._turn = threading.Lock()  # the one thread writing a group
+        self._queue: list[_Claim] = []
 
     def claim(self, terminal_id: str, nonce: str, time_ms: int, now_ms: int) -> bool:
+        item = _Claim(terminal_id, nonce, time_ms)
         with self._lock:
-            prune = now_ms - self._pruned_ms > self.window_ms // 4
-            if prune:
-                self._pruned_ms = now_ms
-        # not exclusive: each statement stands alone (the INSERT claims or finds the nonce), so
-        # a signed request does not queue behind a journal batch for the writer lock
-        with self.ctx.db.tx(exclusive=False) as tx:
-            if prune:
-                tx.execute("DELETE FROM nonces WHERE ts_ms < ?", (now_ms - self.window_ms,))
-            return (
-                tx.execute(
-                    "INSERT INTO nonces (terminal_id, nonce, ts_ms) VALUES (?, ?, ?) "
-                    "ON CONFLICT (terminal_id, nonce) DO NOTHING",
-                    (terminal_id, nonce, time_ms),
-                )
-                == 1
-            )
+            self._queue.append(item)
+        with self._turn:
+            if item.result is None and item.error is None:  # nobody wrote it yet: write all
+                with self._lock:
+                    group, self._queue = self._queue, []
+                    prune = now_ms - self._pruned_ms > self.window_ms // 4
+                    if prune:
+                        self._pruned_ms = now_ms
+                self._write(group, now_ms if prune else None)
+        if item.error is not None:
+            raise item.error
+        return bool(item.result)
+
+    def _write(self, group: list[_Claim], prune_at: int | None) -> None:
+        try:
+            # not exclusive: each statement stands alone (the INSERT claims or finds the
+            # nonce), so a signed request does not queue behind a journal batch for the
+            # writer lock
+            with self.ctx.db.tx(exclusive=False) as tx:
+                if prune_at is not None:
+                    tx.execute("DELETE FROM nonces WHERE ts_ms < ?", (prune_at - self.window_ms,))
+                got = [
+                    tx.execute(
+                        "INSERT INTO nonces (terminal_id, nonce, ts_ms) VALUES (?, ?, ?) "
+                        "ON CONFLICT (terminal_id, nonce) DO NOTHING",
+                        (c.terminal_id, c.nonce, c.time_ms),
+                    )
+                    == 1
+                    for c in group
+                ]
+        except BaseException as exc:  # every claim of the group failed with it
+            for c in group:
+                c.error = exc
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for c, ok in zip(group, got, strict=True):
+            c.result = ok
 
 
 class TerminalAuth:

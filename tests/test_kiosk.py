@@ -11,12 +11,16 @@ Chromium: tests/test_kiosk_screens.py."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from sync import codes
 from tests.helpers import wait_until
@@ -164,3 +168,49 @@ def test_server_unreachable_is_said_in_plain_words_and_passes(k: Kiosk) -> None:
     assert k.sim("balance")["number"] == h["number"]
     assert k.kiosk.status()["screen"]["notices"] == []
     k.remove(HOLDER)
+
+
+def test_the_feed_lets_a_kiosk_refuse_a_lost_card_and_say_the_fee_with_the_server_away(
+    k: Kiosk,
+) -> None:
+    """The kiosk pulls the delta feed as a POS does (GET /v1/feed, role kiosk): a card reported
+    lost in the app is refused at the kiosk's reader in plain words with the server stopped, and
+    the reissue fee comes from the cached policy."""
+    h = k.holder()
+    login = requests.post(
+        f"{k.server.url}/v1/app/login",
+        json={"number": h["number"], "password": h["password"]},
+        timeout=10,
+    )
+    login.raise_for_status()
+    auth = {"Authorization": f"Bearer {login.json()['token']}"}
+    requests.post(f"{k.server.url}/v1/app/report-loss", headers=auth, timeout=10).raise_for_status()
+    version = int(requests.get(f"{k.server.url}/v1/health", timeout=5).json()["version"])
+    wait_until(lambda: k.kiosk.status()["feed_version"] >= version, 10, 0.05)
+    st = k.kiosk.status()
+    assert st["online"] and st["feed_pulled_ms"] > 0, st
+    assert st["reissue_fee_fen"] == 2000 and st["cache"]["operators"] == 0, st
+    cache_db = k.kiosk.data / "cache.db"
+    assert stat.S_IMODE(cache_db.stat().st_mode) == 0o600
+    with contextlib.closing(sqlite3.connect(cache_db)) as db:
+        status, verifier = db.execute(
+            "SELECT status, pin_verifier FROM accounts WHERE number = ?", (h["number"],)
+        ).fetchone()
+        identities = db.execute("SELECT COUNT(*) FROM cards WHERE identity <> ''").fetchone()
+    assert (status, verifier) == ("lost", "") and identities == (0,)
+    k.present(HOLDER, h["card"])
+    k.server.stop(signal.SIGKILL)
+    try:
+        out = k.sim("balance", check=False)
+        assert out.returncode != 0 and "已挂失" in out.stderr and "reported lost" in out.stderr
+        screen = k.kiosk.status()["screen"]
+        assert screen["code"] == "card_lost" and not screen["ok"], screen
+        quote = k.sim("reissue", "--number", h["number"], "--id-card", h["id_card"], check=False)
+        assert quote.returncode != 0 and "连不上" in quote.stderr, quote.stderr
+        assert "补卡工本费 ¥20.00" in quote.stderr, quote.stderr
+        st = k.kiosk.status()
+        assert not st["online"] and st["feed_version"] >= version, st
+    finally:
+        restart_server(k.server)
+        k.remove(HOLDER)
+    wait_until(lambda: k.kiosk.status()["online"], 15, 0.1)

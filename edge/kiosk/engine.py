@@ -41,6 +41,7 @@ from typing import Any
 
 from drivers.errors import CardGone, DeviceUnavailable, DispenserError, DriverError
 from drivers.reader.base import PresentCard
+from edge.cache import Cache
 from edge.errors import EngineError
 from edge.kiosk.common import WORDS, Devices, HolderError, KioskFault, words
 from edge.kiosk.orders import KioskJournal
@@ -93,6 +94,7 @@ class KioskEngine:
         rng: random.Random,
         idle_s: float = IDLE_S,
         pin_max_tries: int = rules.DEFAULT_PIN_MAX_TRIES,
+        cache: Cache | None = None,
     ) -> None:
         self.dev = devices
         self.server = server
@@ -101,11 +103,15 @@ class KioskEngine:
         self.rng = rng
         self.idle_s = idle_s
         self.pin_max_tries = pin_max_tries
+        #: what the delta feed brought (hotlist, policy, account snapshots): what the kiosk
+        #: knows while the server is unreachable
+        self.cache = cache
         self._cond = threading.Condition()
         self._screen = Screen()
         self._touched = time.monotonic()
         self._issuing = False
         self._pending_identity: dict[str, str] | None = None
+        self._card_no = ""  # the card number last read off the holder's reader
         self.orders = OrderRunner(devices, server, journal, self.notice)
 
     # -- the screen ---------------------------------------------------------------------------
@@ -196,15 +202,28 @@ class KioskEngine:
         self._set(state, message=message, ok=ok, code=code)
 
     # -- errors: plain words ------------------------------------------------------------------
-    def _guard(self, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """Run a holder action: its failures become the screen's message and a clear error."""
+    def _guard(
+        self, fn: Callable[[], dict[str, Any]], offline: Callable[[], str] | None = None
+    ) -> dict[str, Any]:
+        """Run a holder action: its failures become the screen's message and a clear error.
+        ``offline``: what to add to the plain words when the server is unreachable."""
         self.touch()
+        self._card_no = ""  # a card-present action reads it again (_proof)
         try:
             out = fn()
         except ServerUnavailable as exc:
             self.notice("server", WORDS["server_down"])
-            self._outcome(False, WORDS["server_down"], "server_unavailable")
-            raise KioskFault("server_unavailable", f"{WORDS['server_down']} ({exc})") from exc
+            hot = self._hotlisted()
+            if hot is not None:  # the feed said so: refused, server or not
+                text = words(hot, WORDS["card_blocked"])
+                self._outcome(False, text, hot)
+                raise HolderError(hot, text) from exc
+            text = WORDS["server_down"]
+            extra = offline() if offline is not None else ""
+            if extra:
+                text = f"{text}\n{extra}"
+            self._outcome(False, text, "server_unavailable")
+            raise KioskFault("server_unavailable", f"{text} ({exc})") from exc
         except ServerRefused as exc:
             self.notice("server", None)
             text = words(exc.code, exc.message)
@@ -240,7 +259,30 @@ class KioskEngine:
 
     def _proof(self, card: PresentCard) -> dict[str, Any]:
         with card.exclusive():
-            return dict(CampusCard(card, self.dev.keys()).read_proof())
+            proof = dict(CampusCard(card, self.dev.keys()).read_proof())
+        self._card_no = str(proof.get("card_no", ""))
+        return proof
+
+    def _hotlisted(self) -> str | None:
+        """Whether the card last read on the reader is on the hotlist the feed brought: the
+        WORDS code of its refusal (lost, frozen, cancelled, expired, replaced by a new card),
+        or None (not known to be refused)."""
+        card_no, cache = self._card_no, self.cache
+        if not card_no or cache is None:
+            return None
+        row = cache.card(card_no)
+        if row is None:
+            return None
+        if row.status != "active":
+            return "card_replaced" if row.status == "replaced" else "card_blocked"
+        acct = cache.account(row.account_id)
+        if acct is None or acct.status == rules.AccountStatus.NORMAL:
+            return None
+        return f"card_{acct.status}"
+
+    def cached_fee(self) -> int | None:
+        """R11's reissue fee as the feed's policy last said (None: no policy pulled yet)."""
+        return None if self.cache is None else self.cache.policy.reissue_fee_fen
 
     def card_arrived(self, card: PresentCard) -> None:
         """The reader saw a card arrive: show its account (failures are shown, not raised)."""
@@ -459,7 +501,13 @@ class KioskEngine:
             )
             return quote
 
-        return self._guard(go)
+        return self._guard(go, offline=self._offline_fee)
+
+    def _offline_fee(self) -> str:
+        fee = self.cached_fee()
+        if fee is None:
+            return ""
+        return f"补卡工本费 {format_fen(fee)} / the reissue fee is {format_fen(fee)}"
 
     def reissue_scan(self, timeout: float = 15.0) -> dict[str, Any]:
         """R11 by the app's authentication code held up to the kiosk's camera."""

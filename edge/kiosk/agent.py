@@ -31,12 +31,14 @@ from drivers.reader.base import CardReader, PresentCard
 from drivers.registry import open_device
 from edge import identity
 from edge.cache import Cache
+from edge.counter import Counter
 from edge.kiosk.common import WORDS
 from edge.kiosk.engine import KioskEngine
 from edge.kiosk.orders import KioskJournal
 from edge.kiosk.upstream import KioskServer
 from edge.link import Link
 from edge.pos.cardkeys import KeyProvider
+from edge.receipts import ReceiptQueue, merchant_line, service_receipt
 from edge.uplink import Uplink
 from sync.card.keys import Keystore
 from sync.client import ServerClient
@@ -60,6 +62,7 @@ class KioskConfig:
     encoder: str = "sim://encoder"
     dispenser: str = "sim://dispenser?encoder=encoder"
     camera: str | None = None
+    printer: str | None = None  # receipt printer (drivers/printer): escpos+serial://…, sim://…
     keystore: Path | None = None
     control_host: str = "127.0.0.1"
     control_port: int = 8702
@@ -108,8 +111,21 @@ class KioskAgent:
         )
         self.engine = KioskEngine(
             self, KioskServer(client(), holder_client), self.journal, self.clock, self.rng,
-            idle_s=cfg.idle_s, cache=self.cache,
+            idle_s=cfg.idle_s, tz=self.ident.tz, cache=self.cache,
         )  # fmt: skip
+        # the receipt printer (optional): the POS's durable queue and printer thread
+        # (edge.receipts, edge.counter), fed with a receipt per reissue and transfer
+        self.receipts: ReceiptQueue | None = None
+        self.counter: Counter | None = None
+        if cfg.printer:
+            self.receipts = ReceiptQueue(
+                Database(cfg.data / "receipts.db", synchronous="FULL"), self.clock
+            )
+            self.counter = Counter(
+                None, self.receipts, self.clock, self.ident.tz, printer=cfg.printer,
+                set_notice=self.engine.notice,
+            )  # fmt: skip
+            self.engine.on_receipt = self._queue_receipt
         self.reader: CardReader | None = None
         self.encoder: CardReader | None = None
         self._dispenser: CardDispenser | None = None
@@ -125,6 +141,10 @@ class KioskAgent:
         self._beat = time.monotonic()
         self._dispenser_checked = 0.0
         self._card_gone_since: float | None = None
+
+    def _queue_receipt(self, kind: str, fields: list[tuple[str, str]]) -> None:
+        if self.receipts is not None:
+            self.receipts.enqueue(service_receipt(merchant_line(self.ident), kind, fields))
 
     # -- the devices (edge.kiosk.engine.Devices) ---------------------------------------------
     def holder_card(self) -> PresentCard | None:
@@ -366,9 +386,13 @@ class KioskAgent:
         self._thread = threading.Thread(target=self._loop, name="kiosk-devices", daemon=True)
         self._thread.start()
         self.uplink.start()
+        if self.counter is not None:
+            self.counter.start()
 
     def stop(self) -> None:
         self.uplink.stop()
+        if self.counter is not None:
+            self.counter.stop()
         self._stop.set()
         if self.reader is not None:
             self.reader.wake()
@@ -386,6 +410,7 @@ class KioskAgent:
             and self._thread.is_alive()
             and time.monotonic() - self._beat < 120  # a reissue may hold the thread a while
             and self.uplink.alive()
+            and (self.counter is None or self.counter.alive())
         )
 
     def status(self) -> dict[str, Any]:
@@ -419,4 +444,5 @@ class KioskAgent:
             "feed_pulled_ms": self.uplink.last_pull_ms,
             "cache": self.cache.counts(),
             "reissue_fee_fen": self.engine.cached_fee(),
+            "printer": self.counter.status()["printer"] if self.counter else None,
         }

@@ -49,7 +49,7 @@ from edge.kiosk.reissue import OrderRunner
 from edge.kiosk.upstream import KioskServer
 from sync import rules
 from sync.card.app import CampusCard
-from sync.clock import Clock
+from sync.clock import DEFAULT_TZ, Clock, iso
 from sync.errors import CardRefused, RuleError, ServerRefused, ServerUnavailable
 from sync.money import format_fen
 
@@ -93,6 +93,7 @@ class KioskEngine:
         clock: Clock,
         rng: random.Random,
         idle_s: float = IDLE_S,
+        tz: str = DEFAULT_TZ,
         pin_max_tries: int = rules.DEFAULT_PIN_MAX_TRIES,
         cache: Cache | None = None,
     ) -> None:
@@ -102,10 +103,14 @@ class KioskEngine:
         self.clock = clock
         self.rng = rng
         self.idle_s = idle_s
+        self.tz = tz
         self.pin_max_tries = pin_max_tries
         #: what the delta feed brought (hotlist, policy, account snapshots): what the kiosk
         #: knows while the server is unreachable
         self.cache = cache
+        #: told each completed reissue or transfer (its kind and fields): the receipt printer
+        #: queues it (:class:`edge.kiosk.agent.KioskAgent`); it never raises into the action
+        self.on_receipt: Callable[[str, list[tuple[str, str]]], None] | None = None
         self._cond = threading.Condition()
         self._screen = Screen()
         self._touched = time.monotonic()
@@ -197,6 +202,30 @@ class KioskEngine:
                 self._screen.notices[code] = text
             self._screen.version += 1
             self._cond.notify_all()
+
+    def _receipt(self, kind: str, fields: list[tuple[str, str]]) -> None:
+        hook = self.on_receipt
+        if hook is None:
+            return
+        try:
+            hook(kind, fields)
+        except Exception:  # a receipt problem never undoes nor blocks what was done
+            log.exception("the receipt of a %s was not queued", kind)
+
+    def _reissued(self, order_id: str, card_no: str, fee_fen: int, balance_fen: int) -> None:
+        self._receipt(
+            "补卡 REISSUE",
+            [
+                ("卡号 Card no:", card_no),
+                ("工本费 Fee:", format_fen(fee_fen)),
+                ("余额 Balance:", format_fen(balance_fen)),
+                ("时间 Time:", self._now()),
+                ("订单 Order:", order_id),
+            ],
+        )
+
+    def _now(self) -> str:
+        return iso(self.clock.now_ms(), self.tz)[:19].replace("T", " ")
 
     def _outcome(self, ok: bool, message: str, code: str = "", state: str | None = None) -> None:
         self._set(state, message=message, ok=ok, code=code)
@@ -445,6 +474,16 @@ class KioskEngine:
                 True,
                 f"已向 {building}-{room} 转入电费 {format_fen(amount_fen)} / electricity paid",
             )
+            self._receipt(
+                "电费转账 ELECTRICITY",
+                [
+                    ("卡号 Card no:", str(proof["card_no"])),
+                    ("房间 Room:", f"{building}-{room}"),
+                    ("金额 Amount:", format_fen(amount_fen)),
+                    ("时间 Time:", self._now()),
+                    ("流水 Request:", rid),
+                ],
+            )
             return out
 
         return self._guard(go)
@@ -581,12 +620,14 @@ class KioskEngine:
             ok=True,
             code="",
         )
+        balance = int(answer.get("balance_fen", order.balance_fen))
+        self._reissued(order.order_id, order.card_no, order.fee_fen, balance)
         return {
             "order_id": order.order_id,
             "fee_fen": order.fee_fen,
             "card_no": order.card_no,
             "uid": order.uid,
-            "balance_fen": int(answer.get("balance_fen", order.balance_fen)),
+            "balance_fen": balance,
         }
 
     def recover(self) -> list[dict[str, Any]]:
@@ -617,6 +658,8 @@ class KioskEngine:
                     code="",
                 )
                 out.append(done.public())
+                bal = int(done.answer.get("balance_fen", done.balance_fen))
+                self._reissued(done.order_id, done.card_no, done.fee_fen, bal)
             except (KioskFault, HolderError) as exc:
                 log.error("order %s could not be finished: %s", order.order_id, exc)
                 fresh = self.journal.get(order.order_id)

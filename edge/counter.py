@@ -1,4 +1,5 @@
-"""The counter peripherals of a POS: receipt printer, customer display, PIN pad.
+"""The counter peripherals of a POS: receipt printer, customer display, PIN pad.  A kiosk
+uses the printer half alone (``engine=None``: no screen to follow, it queues its receipts).
 
 None of them is in a sale's path: the engine decides and journals as before, and this module
 follows its screens (:meth:`edge.pos.engine.Engine.wait`) on threads of its own.
@@ -34,7 +35,7 @@ from drivers.pinpad.base import PinPad
 from drivers.printer.base import Printer, PrinterNotReady
 from drivers.registry import open_device
 from edge.pos.engine import Engine
-from edge.receipts import PrintQueue, yuan
+from edge.receipts import ReceiptQueue, yuan
 from sync.clock import Clock, iso
 from sync.errors import YktError
 
@@ -65,8 +66,8 @@ class DeviceState:
 class Counter:
     def __init__(
         self,
-        engine: Engine,
-        queue: PrintQueue,
+        engine: Engine | None,
+        queue: ReceiptQueue,
         clock: Clock,
         tz: str,
         *,
@@ -144,10 +145,11 @@ class Counter:
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         self.queue.catch_up()
-        self._spawn("screen", self._screen_loop)
+        if self.engine is not None:
+            self._spawn("screen", self._screen_loop)
         if self.dev["printer"].url:
             self._spawn("printer", self._printer_loop)
-        if self.dev["pinpad"].url:
+        if self.dev["pinpad"].url and self.engine is not None:
             self._spawn("pinpad", self._pinpad_loop)
 
     def _spawn(self, name: str, fn: Callable[[], None]) -> None:
@@ -172,6 +174,7 @@ class Counter:
 
     # -- screens: display, PIN pad prompt, receipts ----------------------------------------
     def _screen_loop(self) -> None:
+        assert self.engine is not None  # started only with an engine
         version = -1
         while not self._stop.is_set():
             self._beat["screen"] = time.monotonic()
@@ -253,13 +256,13 @@ class Counter:
                 continue
             self.queue.printed(job.id)
             self._ok("printer")
-            found = self.queue.journal.record_and_hash(job.seq) if job.seq else None
-            if found is not None and job.copy == 0:
-                self.latencies_ms.append(self.clock.now_ms() - found[0].ts)
+            made = self.queue.record_ts(job.seq) if job.seq else None
+            if made is not None and job.copy == 0:
+                self.latencies_ms.append(self.clock.now_ms() - made)
             if job.seq:
                 log.info("receipt of seq %d printed (copy %d)", job.seq, job.copy)
             else:
-                log.info("shift report printed")
+                log.info("a receipt of no journal record printed (a shift report, a service)")
 
     def _idle_printer(self) -> None:
         """Nothing to print: wait for a receipt, looking at the printer now and then so its
@@ -295,6 +298,7 @@ class Counter:
                 pad.close()
 
     def _pinpad_loop(self) -> None:
+        assert self.engine is not None  # started only with an engine
         while not self._stop.is_set():
             self._beat["pinpad"] = time.monotonic()
             if self.pinpad is None:

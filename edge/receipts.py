@@ -155,89 +155,42 @@ class Queued:
     tries: int
 
 
-class PrintQueue:
-    def __init__(
-        self,
-        db: Database,
-        journal: Journal,
-        ident: Identity,
-        clock: Clock,
-        merchant: Callable[[], str] = lambda: "",
-    ) -> None:
-        """``merchant``: the name of the terminal's merchant now (the feed's)."""
+def service_receipt(title: str, kind: str, fields: list[tuple[str, str]], copy: int = 0) -> Receipt:
+    """The receipt of a service at a self-service kiosk (a reissue, an electricity transfer):
+    the same layout as a sale's, without the signed QR (no journal record stands behind it:
+    the order id or request id names it at the service desk)."""
+    lines = [f"业务 Service:  {kind}", *(f"{k} {v}" for k, v in fields)]
+    if copy:
+        lines.append(f"*** 补打 COPY {copy} ***")
+    return Receipt(title=title, lines=lines, qr=None, footer=["请妥善保管 keep this receipt"])
+
+
+class ReceiptQueue:
+    """The durable print queue (``receipts.db``): documents waiting for the printer, printed
+    in order, each kept with its tries and last error (:class:`edge.counter.Counter` prints)."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
-        self.merchant = merchant
         db.migrate(MIGRATIONS)
-        self.journal = journal
-        self.ident = ident
         self.clock = clock
         self._lock = threading.Lock()
         self.changed = threading.Condition()
-        last = db.scalar("SELECT MAX(seq) FROM receipts")
-        # a new queue takes only what is journaled from now on; so does one whose journal is
-        # behind it (the journal was replaced: its seqs start again)
-        head = journal.head_seq
-        self._seen = head if last is None or int(last) > head else int(last)
 
     def catch_up(self) -> list[int]:
-        """Queue a receipt for each sale journaled since the last one queued (the seqs)."""
-        with self._lock:
-            head = self.journal.head_seq
-            if head <= self._seen:
-                return []
-            added = []
-            for seq in range(self._seen + 1, head + 1):
-                found = self.journal.record_and_hash(seq)
-                if found is None:
-                    continue
-                rec, h = found
-                if rec.kind in RECEIPT_KINDS:
-                    self._add(rec, h, 0)
-                    added.append(seq)
-            self._seen = head
-        if added:
-            with self.changed:
-                self.changed.notify_all()
-        return added
+        """Queue what the terminal did since (a POS: its journal's sales); here nothing."""
+        return []
 
-    def _add(self, rec: JournalRecord, record_hash: str, copy: int) -> int:
-        qr = receipt_code.sign(receipt_code.facts_of(rec, record_hash), self.journal.key)
-        doc = build(rec, qr, self.ident, self.journal.tz, copy, self.merchant())
+    def record_ts(self, seq: int) -> int | None:
+        """When the record a receipt of ``seq`` is for was made (None: not known)."""
+        return None
+
+    def enqueue(self, doc: Receipt, seq: int = 0, copy: int = 0) -> int:
+        """Queue ``doc`` for the printer; its id."""
         with self.db.tx() as tx:
-            return tx.insert(
-                "INSERT INTO receipts (seq, copy, doc, state, tries, error, queued_ms, "
-                "printed_ms) VALUES (?, ?, ?, 'queued', 0, '', ?, 0) RETURNING id",
-                (rec.seq, copy, to_json(doc), self.clock.now_ms()),
-            )
-
-    def reprint(self, seq: int | None = None) -> int:
-        """Queue a copy of the receipt of ``seq`` (default: the last receipt); its id."""
-        self.catch_up()  # a sale approved a moment ago has its receipt before its copy
-        with self._lock:
-            if seq is None:
-                last = self.db.scalar("SELECT MAX(seq) FROM receipts")
-                if last is None:
-                    raise LookupError("no receipt to print again")
-                seq = int(last)
-            found = self.journal.record_and_hash(seq)
-            if found is None or found[0].kind not in RECEIPT_KINDS:
-                raise LookupError(f"no sale or refund with journal seq {seq} on this terminal")
-            copies = int(self.db.scalar("SELECT COUNT(*) FROM receipts WHERE seq = ?", (seq,)))
-            rid = self._add(found[0], found[1], copies)
-        with self.changed:
-            self.changed.notify_all()
-        return rid
-
-    def add_report(self, report: dict[str, Any]) -> int:
-        """Queue the printed Z report of a shift just closed (``seq`` 0 in the queue: not a
-        journal record, never a copy's source); its id."""
-        self.catch_up()  # the shift's last receipts print before its report
-        doc = shift_report(report, self.ident, self.journal.tz, self.merchant())
-        with self._lock, self.db.tx() as tx:
             rid = tx.insert(
                 "INSERT INTO receipts (seq, copy, doc, state, tries, error, queued_ms, "
-                "printed_ms) VALUES (0, 0, ?, 'queued', 0, '', ?, 0) RETURNING id",
-                (to_json(doc), self.clock.now_ms()),
+                "printed_ms) VALUES (?, ?, ?, 'queued', 0, '', ?, 0) RETURNING id",
+                (seq, copy, to_json(doc), self.clock.now_ms()),
             )
         with self.changed:
             self.changed.notify_all()
@@ -291,3 +244,87 @@ class PrintQueue:
                 (limit,),
             )
         ]
+
+
+class PrintQueue(ReceiptQueue):
+    """A POS's queue: a receipt for each sale or refund its journal holds, and copies."""
+
+    def __init__(
+        self,
+        db: Database,
+        journal: Journal,
+        ident: Identity,
+        clock: Clock,
+        merchant: Callable[[], str] = lambda: "",
+    ) -> None:
+        """``merchant``: the name of the terminal's merchant now (the feed's)."""
+        super().__init__(db, clock)
+        self.merchant = merchant
+        self.journal = journal
+        self.ident = ident
+        last = db.scalar("SELECT MAX(seq) FROM receipts")
+        # a new queue takes only what is journaled from now on; so does one whose journal is
+        # behind it (the journal was replaced: its seqs start again)
+        head = journal.head_seq
+        self._seen = head if last is None or int(last) > head else int(last)
+
+    def catch_up(self) -> list[int]:
+        """Queue a receipt for each sale journaled since the last one queued (the seqs)."""
+        with self._lock:
+            head = self.journal.head_seq
+            if head <= self._seen:
+                return []
+            added = []
+            for seq in range(self._seen + 1, head + 1):
+                found = self.journal.record_and_hash(seq)
+                if found is None:
+                    continue
+                rec, h = found
+                if rec.kind in RECEIPT_KINDS:
+                    self._add(rec, h, 0)
+                    added.append(seq)
+            self._seen = head
+        if added:
+            with self.changed:
+                self.changed.notify_all()
+        return added
+
+    def record_ts(self, seq: int) -> int | None:
+        found = self.journal.record_and_hash(seq)
+        return None if found is None else found[0].ts
+
+    def _add(self, rec: JournalRecord, record_hash: str, copy: int) -> int:
+        qr = receipt_code.sign(receipt_code.facts_of(rec, record_hash), self.journal.key)
+        doc = build(rec, qr, self.ident, self.journal.tz, copy, self.merchant())
+        with self.db.tx() as tx:
+            return tx.insert(
+                "INSERT INTO receipts (seq, copy, doc, state, tries, error, queued_ms, "
+                "printed_ms) VALUES (?, ?, ?, 'queued', 0, '', ?, 0) RETURNING id",
+                (rec.seq, copy, to_json(doc), self.clock.now_ms()),
+            )
+
+    def reprint(self, seq: int | None = None) -> int:
+        """Queue a copy of the receipt of ``seq`` (default: the last receipt); its id."""
+        self.catch_up()  # a sale approved a moment ago has its receipt before its copy
+        with self._lock:
+            if seq is None:
+                last = self.db.scalar("SELECT MAX(seq) FROM receipts")
+                if last is None:
+                    raise LookupError("no receipt to print again")
+                seq = int(last)
+            found = self.journal.record_and_hash(seq)
+            if found is None or found[0].kind not in RECEIPT_KINDS:
+                raise LookupError(f"no sale or refund with journal seq {seq} on this terminal")
+            copies = int(self.db.scalar("SELECT COUNT(*) FROM receipts WHERE seq = ?", (seq,)))
+            rid = self._add(found[0], found[1], copies)
+        with self.changed:
+            self.changed.notify_all()
+        return rid
+
+    def add_report(self, report: dict[str, Any]) -> int:
+        """Queue the printed Z report of a shift just closed (``seq`` 0 in the queue: not a
+        journal record, never a copy's source); its id."""
+        self.catch_up()  # the shift's last receipts print before its report
+        doc = shift_report(report, self.ident, self.journal.tz, self.merchant())
+        with self._lock:
+            return self.enqueue(doc)

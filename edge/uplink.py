@@ -1,6 +1,7 @@
 """The terminal's background link to the server: pushes the journal in batches and pulls the
 delta feed (long-poll), with exponential backoff and jitter while the server is unreachable.
 It resumes after restarts from the journal's acked sequence and the cache's feed version.
+A terminal that moves no money by journal (a kiosk) runs the feed half alone (``journal=None``).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Retry:
 class Uplink:
     def __init__(
         self,
-        journal: Journal,
+        journal: Journal | None,
         cache: Cache,
         client_factory: Callable[[], ServerClient],
         link: Link,
@@ -69,13 +70,17 @@ class Uplink:
         self._threads: list[threading.Thread] = []
         self.synced = threading.Condition()  # notified after every ack and every feed page
         self.last_push_error = ""
+        self.last_pull_ms: int | None = None  # when a feed page was last stored
         #: run after the queue is drained while online (the till pushes its shift reports)
         self.after_push: Callable[[ServerClient], object] | None = None
         #: told the alarms the server raised on a pushed batch, before the ack is taken
         self.alarm_sink: Callable[[list[Alarm]], None] | None = None
 
     def start(self) -> None:
-        for name, fn in (("uplink-push", self._push_loop), ("uplink-feed", self._feed_loop)):
+        loops = [("uplink-feed", self._feed_loop)]
+        if self.journal is not None:
+            loops.insert(0, ("uplink-push", self._push_loop))
+        for name, fn in loops:
             t = threading.Thread(target=fn, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -98,6 +103,7 @@ class Uplink:
 
     # -- push ---------------------------------------------------------------------------------
     def _push_loop(self) -> None:
+        assert self.journal is not None  # started only with a journal
         client = self.client_factory()
         backoff = Backoff(self.rng)
         while not self._stop.is_set():
@@ -122,6 +128,7 @@ class Uplink:
     def push_batch(self, client: ServerClient, backoff: Backoff) -> Retry | None:
         """Push the oldest unsent batch and take the server's ack.  None: it went through
         (push the next one now); else how long to wait before trying again."""
+        assert self.journal is not None, "a feed-only uplink pushes nothing"
         batch = self.journal.unsent(self.batch)
         before = self.journal.acked
         try:
@@ -165,7 +172,7 @@ class Uplink:
     def _server_behind(self, ack: int, acked_before: int) -> bool:
         """The server's ack is below what it had acked before the request was sent: its data
         was restored from a backup and lost our later records.  Queue them again."""
-        if not 0 <= ack < acked_before:
+        if self.journal is None or not 0 <= ack < acked_before:
             return False
         queued = self.journal.rewind(ack)
         if queued:
@@ -196,9 +203,11 @@ class Uplink:
         """Pull one page of the feed (a long poll while online) into the cache.  None: pull
         the next one now; else how long to wait before trying again."""
         wait = self.poll_wait_s if self.link.online else 0
-        acked = self.journal.acked
+        journal = self.journal
+        acked = journal.acked if journal is not None else 0
+        head = journal.head_seq if journal is not None else None
         try:
-            resp = client.feed(self.cache.version, wait=wait, head=self.journal.head_seq)
+            resp = client.feed(self.cache.version, wait=wait, head=head)
         except SyncError as exc:
             self.link.down(str(exc))
             delay = backoff.next()
@@ -211,6 +220,7 @@ class Uplink:
             log.error("feed page not stored (%s); retrying in %.1fs", exc, delay)
             return Retry(delay, early=False)
         was_online = self.link.online
+        self.last_pull_ms = self.link.clock.now_ms()
         self.link.up()
         backoff.reset()
         self._notify()

@@ -763,6 +763,9 @@ class TerminalPolicy(Struct, frozen=True, kw_only=True):
     pin_max_tries: Id = DEFAULT_PIN_MAX_TRIES  # R5
     code_valid_s: Id = 60
     code_skew_s: Id = 30
+    #: R11: the fee of a card reissue (a kiosk shows it while the server is unreachable);
+    #: None until the feed brings the policy
+    reissue_fee_fen: Id | None = None
 
     @classmethod
     def from_feed(cls, policy: Mapping[str, Any]) -> TerminalPolicy:

@@ -85,7 +85,9 @@ class Kiosk:
         self.stack.callback(self.remove_all)
         self.n = 600
 
-    def start_kiosk(self, token: str | None = None, **env: str) -> KioskProcess:
+    def start_kiosk(
+        self, token: str | None = None, extra: tuple[str, ...] = (), **env: str
+    ) -> KioskProcess:
         proc = KioskProcess(
             self.tmp / "kiosk",
             server_url=self.server.url,
@@ -95,7 +97,7 @@ class Kiosk:
             dispenser=self.disp.url,
             camera="sim://kcam",  # the app's code is shown to it (ykt sim kiosk --auth-code)
             env={**self.env, **env},
-            extra=("--idle", str(IDLE_S)),
+            extra=("--idle", str(IDLE_S), *extra),
         )
         return proc.start()
 

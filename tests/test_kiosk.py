@@ -11,15 +11,21 @@ Chromium: tests/test_kiosk_screens.py."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
+import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
 from sync import codes
-from tests.helpers import wait_until
+from tests.helpers import wait_until, ykt
 from tests.kioskutil import HOLDER, NEW_PIN, Kiosk, running_kiosk
 from tests.phone_helpers import Phone, png
 from tests.posutil import restart_server, server_away, wait_account_cached
@@ -164,3 +170,110 @@ def test_server_unreachable_is_said_in_plain_words_and_passes(k: Kiosk) -> None:
     assert k.sim("balance")["number"] == h["number"]
     assert k.kiosk.status()["screen"]["notices"] == []
     k.remove(HOLDER)
+
+
+def test_the_feed_lets_a_kiosk_refuse_a_lost_card_and_say_the_fee_with_the_server_away(
+    k: Kiosk,
+) -> None:
+    """The kiosk pulls the delta feed as a POS does (GET /v1/feed, role kiosk): a card reported
+    lost in the app is refused at the kiosk's reader in plain words with the server stopped, and
+    the reissue fee comes from the cached policy."""
+    h = k.holder()
+    login = requests.post(
+        f"{k.server.url}/v1/app/login",
+        json={"number": h["number"], "password": h["password"]},
+        timeout=10,
+    )
+    login.raise_for_status()
+    auth = {"Authorization": f"Bearer {login.json()['token']}"}
+    requests.post(f"{k.server.url}/v1/app/report-loss", headers=auth, timeout=10).raise_for_status()
+    version = int(requests.get(f"{k.server.url}/v1/health", timeout=5).json()["version"])
+    wait_until(lambda: k.kiosk.status()["feed_version"] >= version, 10, 0.05)
+    st = k.kiosk.status()
+    assert st["online"] and st["feed_pulled_ms"] > 0, st
+    assert st["reissue_fee_fen"] == 2000 and st["cache"]["operators"] == 0, st
+    cache_db = k.kiosk.data / "cache.db"
+    assert stat.S_IMODE(cache_db.stat().st_mode) == 0o600
+    with contextlib.closing(sqlite3.connect(cache_db)) as db:
+        status, verifier = db.execute(
+            "SELECT status, pin_verifier FROM accounts WHERE number = ?", (h["number"],)
+        ).fetchone()
+    # no password verifier (the rig enrolls its terminals --simulated: the cards' identities
+    # come too, as to a simulated POS; tests/test_server_feed.py checks a real kiosk's page)
+    assert (status, verifier) == ("lost", "")
+    k.present(HOLDER, h["card"])
+    k.server.stop(signal.SIGKILL)
+    try:
+        out = k.sim("balance", check=False)
+        assert out.returncode != 0 and "已挂失" in out.stderr and "reported lost" in out.stderr
+        screen = k.kiosk.status()["screen"]
+        assert screen["code"] == "card_lost" and not screen["ok"], screen
+        quote = k.sim("reissue", "--number", h["number"], "--id-card", h["id_card"], check=False)
+        assert quote.returncode != 0 and "连不上" in quote.stderr, quote.stderr
+        assert "补卡工本费 ¥20.00" in quote.stderr, quote.stderr
+        st = k.kiosk.status()
+        assert not st["online"] and st["feed_version"] >= version, st
+    finally:
+        restart_server(k.server)
+        k.remove(HOLDER)
+    wait_until(lambda: k.kiosk.status()["online"], 15, 0.1)
+
+
+def test_a_kiosk_prints_a_receipt_for_a_reissue_and_a_transfer_on_the_pos_printer(
+    k: Kiosk, tmp_path: Path
+) -> None:
+    """``ykt kiosk --printer``: the POS's printer driver and print queue; the simulated printer
+    on a pty decodes what it printed (GB18030).  A printer out of paper does not stop a reissue:
+    its receipt waits in the queue and prints when the paper is back."""
+    devices = tmp_path / "devices"
+    devices.mkdir()
+
+    def printer(*args: str) -> dict[str, Any]:
+        out = ykt("sim", "printer", *args, "--dir", str(devices), "--name", "kp", "--json")
+        return dict(json.loads(out.stdout))
+
+    pty = printer("start")["device"]
+    k.kiosk.stop()
+    k.kiosk = k.start_kiosk(extra=("--printer", f"escpos+serial://{pty}"))
+    try:
+        h = k.holder(topup=10000)
+        out = k.sim("reissue", "--number", h["number"], "--id-card", h["id_card"])
+        k.disp.take(tmp_path / "new.img")
+        wait_until(lambda: len(printer("show")["receipts"]) == 1, 10)
+        text = "\n".join(printer("show")["receipts"][0])
+        for want in ("补卡 REISSUE", out["card_no"], "¥20.00", "¥80.00", out["order_id"]):
+            assert want in text, text
+        assert k.kiosk.status()["printer"]["queue"] == {"queued": 0, "printed": 1}
+
+        k.server.admin().call(
+            "POST",
+            "/v1/admin/electricity/buildings",
+            {"code": "B9", "name": "9号楼", "rooms": ["101"]},
+        )
+        new = k.holder(topup=5000)
+        k.present(HOLDER, new["card"])
+        paid = k.sim(
+            "electricity", "--building", "B9", "--room", "101", "--amount", "12.50",
+            "--password", new["password"],
+        )  # fmt: skip
+        k.remove(HOLDER)
+        assert paid["amount_fen"] == 1250, paid
+        wait_until(lambda: len(printer("show")["receipts"]) == 2, 10)
+        text = "\n".join(printer("show")["receipts"][1])
+        for want in ("电费转账 ELECTRICITY", "B9-101", "¥12.50", new["card_no"]):
+            assert want in text, text
+
+        printer("fault", "--paper", "out")
+        wait_until(lambda: k.kiosk.status()["printer"]["state"].startswith("paper out"), 15)
+        again = k.holder(topup=10000)
+        done = k.sim("reissue", "--number", again["number"], "--id-card", again["id_card"])
+        assert done["fee_fen"] == 2000  # the reissue went through without the printer
+        k.disp.take(tmp_path / "third.img")
+        assert len(printer("show")["receipts"]) == 2
+        printer("fault", "--paper", "ok")
+        wait_until(lambda: len(printer("show")["receipts"]) == 3, 15)
+        assert done["order_id"] in "\n".join(printer("show")["receipts"][2])
+    finally:
+        k.kiosk.stop()
+        k.kiosk = k.start_kiosk()
+        ykt("sim", "printer", "stop", "--dir", str(devices), "--name", "kp", check=False)

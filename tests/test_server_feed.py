@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from sync.crypto import SigningKey
 from sync.errors import ServerRefused
 from sync.records import to_json
-from sync.server import accounts, feed, policy
+from sync.server import accounts, feed, merchants, policy, terminals
 from sync.server.context import Context, current_version
 from tests.handterm import HandTerminal, admin_raw, error_of, fresh_account
 from tests.helpers import ServerProc, id_card
@@ -129,6 +130,27 @@ def test_snapshot_carries_what_offline_decisions_need(busy: tuple[Context, InPro
     cards = [c for c in out["cards"] if c["account_id"] == snap["F1"]["id"]]
     assert sorted((c["generation"], c["status"]) for c in cards) == [(1, "replaced"), (2, "active")]
     assert out["ack"] == 5
+
+
+def test_a_kiosk_gets_the_hotlist_and_policy_but_no_operator_nor_card_secret(
+    busy: tuple[Context, InProcTerminal],
+) -> None:
+    """A kiosk pulls the feed too (sync/server/roles.py): account snapshots with their status and
+    the policy (the reissue fee), but not the PIN verifiers of its merchant's operators (a POS
+    of the same merchant gets them) nor, unless enrolled --simulated, the cards' identities."""
+    ctx, pos = busy
+    merchants.add_operator(ctx, "DEFAULT", "op-feed", "收银员", "cashier", "135790")
+    token = terminals.create_enroll_token(ctx, "kiosk", "kiosk-feed")["token"]
+    key = SigningKey.from_seed(bytes(range(32)))
+    kid = terminals.enroll(ctx, token, key.public.to_b64())["terminal_id"]
+    kiosk = ctx.db.one("SELECT * FROM terminals WHERE id = ?", (kid,))
+    assert kiosk is not None and kiosk["role"] == "kiosk"
+    out = page_of(ctx, dict(kiosk), 0)
+    assert out["operators"] == [] and out["policy"]["reissue_fee_fen"] == 2000
+    assert {a["number"]: a["status"] for a in out["accounts"]}["F7"] == "lost"
+    assert all(a["pin_verifier"] == "" for a in out["accounts"])
+    assert out["cards"] and all(c["identity"] == "" for c in out["cards"])
+    assert [o["number"] for o in page_of(ctx, pos.row, 0)["operators"]] == ["op-feed"]
 
 
 # --- over loopback ------------------------------------------------------------------------------

@@ -30,14 +30,20 @@ from drivers.qr.base import QrSource
 from drivers.reader.base import CardReader, PresentCard
 from drivers.registry import open_device
 from edge import identity
+from edge.cache import Cache
+from edge.counter import Counter
 from edge.kiosk.common import WORDS
 from edge.kiosk.engine import KioskEngine
 from edge.kiosk.orders import KioskJournal
 from edge.kiosk.upstream import KioskServer
+from edge.link import Link
 from edge.pos.cardkeys import KeyProvider
+from edge.receipts import ReceiptQueue, merchant_line, service_receipt
+from edge.uplink import Uplink
 from sync.card.keys import Keystore
 from sync.client import ServerClient
 from sync.clock import Clock, SystemClock
+from sync.db import Database
 from sync.errors import CardRefused
 from sync.records import CardRow
 
@@ -56,10 +62,12 @@ class KioskConfig:
     encoder: str = "sim://encoder"
     dispenser: str = "sim://dispenser?encoder=encoder"
     camera: str | None = None
+    printer: str | None = None  # receipt printer (drivers/printer): escpos+serial://…, sim://…
     keystore: Path | None = None
     control_host: str = "127.0.0.1"
     control_port: int = 8702
     idle_s: float = 60.0
+    poll_wait_s: float = 20.0
     seed: int | None = None
 
 
@@ -89,6 +97,13 @@ class KioskAgent:
                 headers={"Authorization": f"Bearer {token}"},
             )
 
+        # the delta feed, pulled as a POS does (edge.uplink, feed half only): the hotlist,
+        # policy and account snapshots, without any password verifier (docs/security.md)
+        self.cache = Cache(Database(cfg.data / "cache.db", synchronous="NORMAL"))
+        self.link = Link(self.clock)
+        self.uplink = Uplink(
+            None, self.cache, client, self.link, self.rng, poll_wait_s=cfg.poll_wait_s
+        )
         self.key_provider = KeyProvider(
             cfg.keystore or cfg.data / "card-keys.json",
             None if cfg.keystore else client().keystore,
@@ -96,8 +111,21 @@ class KioskAgent:
         )
         self.engine = KioskEngine(
             self, KioskServer(client(), holder_client), self.journal, self.clock, self.rng,
-            idle_s=cfg.idle_s,
+            idle_s=cfg.idle_s, tz=self.ident.tz, cache=self.cache,
         )  # fmt: skip
+        # the receipt printer (optional): the POS's durable queue and printer thread
+        # (edge.receipts, edge.counter), fed with a receipt per reissue and transfer
+        self.receipts: ReceiptQueue | None = None
+        self.counter: Counter | None = None
+        if cfg.printer:
+            self.receipts = ReceiptQueue(
+                Database(cfg.data / "receipts.db", synchronous="FULL"), self.clock
+            )
+            self.counter = Counter(
+                None, self.receipts, self.clock, self.ident.tz, printer=cfg.printer,
+                set_notice=self.engine.notice,
+            )  # fmt: skip
+            self.engine.on_receipt = self._queue_receipt
         self.reader: CardReader | None = None
         self.encoder: CardReader | None = None
         self._dispenser: CardDispenser | None = None
@@ -113,6 +141,10 @@ class KioskAgent:
         self._beat = time.monotonic()
         self._dispenser_checked = 0.0
         self._card_gone_since: float | None = None
+
+    def _queue_receipt(self, kind: str, fields: list[tuple[str, str]]) -> None:
+        if self.receipts is not None:
+            self.receipts.enqueue(service_receipt(merchant_line(self.ident), kind, fields))
 
     # -- the devices (edge.kiosk.engine.Devices) ---------------------------------------------
     def holder_card(self) -> PresentCard | None:
@@ -213,7 +245,7 @@ class KioskAgent:
         return self.cfg.data
 
     def card_record(self, card_no: str) -> CardRow | None:
-        return None  # a kiosk keeps no card cache: a simulated card it is shown is blank
+        return None  # a kiosk makes no simulated card from its cache: it is shown images
 
     def card_keys(self) -> Keystore:
         return self.key_provider.get()
@@ -353,8 +385,14 @@ class KioskAgent:
             self._open_camera()  # now: its picture may be shown before the first scan
         self._thread = threading.Thread(target=self._loop, name="kiosk-devices", daemon=True)
         self._thread.start()
+        self.uplink.start()
+        if self.counter is not None:
+            self.counter.start()
 
     def stop(self) -> None:
+        self.uplink.stop()
+        if self.counter is not None:
+            self.counter.stop()
         self._stop.set()
         if self.reader is not None:
             self.reader.wake()
@@ -371,6 +409,8 @@ class KioskAgent:
             self._thread is not None
             and self._thread.is_alive()
             and time.monotonic() - self._beat < 120  # a reissue may hold the thread a while
+            and self.uplink.alive()
+            and (self.counter is None or self.counter.alive())
         )
 
     def status(self) -> dict[str, Any]:
@@ -397,4 +437,12 @@ class KioskAgent:
             "recovered": self.recovered,
             "card_writes": self.journal.writes(),
             "issue_timings": list(self.engine.issue_timings)[-20:],
+            # the delta feed (edge.uplink): how fresh the hotlist and policy are
+            "online": self.link.online,
+            "link_error": self.link.last_error,
+            "feed_version": self.cache.version,
+            "feed_pulled_ms": self.uplink.last_pull_ms,
+            "cache": self.cache.counts(),
+            "reissue_fee_fen": self.engine.cached_fee(),
+            "printer": self.counter.status()["printer"] if self.counter else None,
         }

@@ -57,6 +57,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "default none: identification by number + ID-card number only",
     )
     p.add_argument(
+        "--printer",
+        help="receipt printer for reissues and electricity transfers, as the POS's: "
+        "escpos+serial:///dev/ttyS1?baud=9600, escpos+usb://VID:PID, escpos+net://HOST:9100, "
+        "sim://NAME?dir=D; default none (a printer problem never blocks a reissue)",
+    )
+    p.add_argument(
         "--keystore",
         type=Path,
         help="card keystore file (ykt admin keys export --role kiosk); default: fetched from "
@@ -81,6 +87,7 @@ CONFIG_KEYS: dict[str, tuple[type, object]] = {
     "encoder": (str, "sim://encoder"),
     "dispenser": (str, "sim://dispenser?encoder=encoder"),
     "camera": (str, None),
+    "printer": (str, None),
     "keystore": (str, None),
     "control_host": (str, "127.0.0.1"),
     "control_port": (int, 8702),
@@ -122,6 +129,7 @@ def load_config(args: argparse.Namespace) -> KioskConfig:
         encoder=values["encoder"],
         dispenser=values["dispenser"],
         camera=values["camera"],
+        printer=values["printer"],
         keystore=Path(values["keystore"]) if values["keystore"] else None,
         control_host=values["control_host"],
         control_port=int(values["control_port"]),
@@ -146,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
     def banner() -> str:
         return (
             f"ykt kiosk {agent.ident.terminal_id} ({agent.ident.name}) ready; reader "
-            f"{cfg.reader}; encoder {cfg.encoder}; dispenser {cfg.dispenser}; screen {base}/kiosk"
+            f"{cfg.reader}; encoder {cfg.encoder}; dispenser {cfg.dispenser}; printer "
+            f"{cfg.printer or 'none'}; screen {base}/kiosk"
         )
 
     try:

@@ -70,6 +70,20 @@ WORDS: dict[str, str] = {
     "jammed: self-service reissue is paused, please go to the service desk",
     "foreign_card": "无法识别这张卡，请到服务台 / This card is not recognised: please go to the "
     "service desk",
+    # the hotlist the delta feed brought (said while the server is unreachable too)
+    "card_lost": "这张卡已挂失，不能使用。如已找回，请用学工号和查询密码解挂 / This card is "
+    "reported lost and cannot be used: if you found it again, unlock it with your number and "
+    "query password",
+    "card_frozen": "这张卡已冻结，请到服务台办理 / This card is frozen: please go to the "
+    "service desk",
+    "card_cancelled": "这张卡已注销，不能使用 / This card's account is closed: the card cannot be "
+    "used",
+    "card_expired": "这张卡已过期，请到服务台办理 / This card has expired: please go to the "
+    "service desk",
+    "card_replaced": "这张卡已被新卡取代，不能使用 / This card was replaced by a new card and "
+    "cannot be used",
+    "card_blocked": "这张卡已停用，请到服务台办理 / This card is blocked: please go to the "
+    "service desk",
     "desk_only": "此类卡（消费卡、临时卡）请到服务台补办 / Consumer and temporary cards are "
     "reissued at the service desk",
 }

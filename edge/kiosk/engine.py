@@ -41,6 +41,7 @@ from typing import Any
 
 from drivers.errors import CardGone, DeviceUnavailable, DispenserError, DriverError
 from drivers.reader.base import PresentCard
+from edge.cache import Cache
 from edge.errors import EngineError
 from edge.kiosk.common import WORDS, Devices, HolderError, KioskFault, words
 from edge.kiosk.orders import KioskJournal
@@ -48,7 +49,7 @@ from edge.kiosk.reissue import OrderRunner
 from edge.kiosk.upstream import KioskServer
 from sync import rules
 from sync.card.app import CampusCard
-from sync.clock import Clock
+from sync.clock import DEFAULT_TZ, Clock, iso
 from sync.errors import CardRefused, RuleError, ServerRefused, ServerUnavailable
 from sync.money import format_fen
 
@@ -92,7 +93,9 @@ class KioskEngine:
         clock: Clock,
         rng: random.Random,
         idle_s: float = IDLE_S,
+        tz: str = DEFAULT_TZ,
         pin_max_tries: int = rules.DEFAULT_PIN_MAX_TRIES,
+        cache: Cache | None = None,
     ) -> None:
         self.dev = devices
         self.server = server
@@ -100,12 +103,20 @@ class KioskEngine:
         self.clock = clock
         self.rng = rng
         self.idle_s = idle_s
+        self.tz = tz
         self.pin_max_tries = pin_max_tries
+        #: what the delta feed brought (hotlist, policy, account snapshots): what the kiosk
+        #: knows while the server is unreachable
+        self.cache = cache
+        #: told each completed reissue or transfer (its kind and fields): the receipt printer
+        #: queues it (:class:`edge.kiosk.agent.KioskAgent`); it never raises into the action
+        self.on_receipt: Callable[[str, list[tuple[str, str]]], None] | None = None
         self._cond = threading.Condition()
         self._screen = Screen()
         self._touched = time.monotonic()
         self._issuing = False
         self._pending_identity: dict[str, str] | None = None
+        self._card_no = ""  # the card number last read off the holder's reader
         self.orders = OrderRunner(devices, server, journal, self.notice)
 
     # -- the screen ---------------------------------------------------------------------------
@@ -192,19 +203,56 @@ class KioskEngine:
             self._screen.version += 1
             self._cond.notify_all()
 
+    def _receipt(self, kind: str, fields: list[tuple[str, str]]) -> None:
+        hook = self.on_receipt
+        if hook is None:
+            return
+        try:
+            hook(kind, fields)
+        except Exception:  # a receipt problem never undoes nor blocks what was done
+            log.exception("the receipt of a %s was not queued", kind)
+
+    def _reissued(self, order_id: str, card_no: str, fee_fen: int, balance_fen: int) -> None:
+        self._receipt(
+            "补卡 REISSUE",
+            [
+                ("卡号 Card no:", card_no),
+                ("工本费 Fee:", format_fen(fee_fen)),
+                ("余额 Balance:", format_fen(balance_fen)),
+                ("时间 Time:", self._now()),
+                ("订单 Order:", order_id),
+            ],
+        )
+
+    def _now(self) -> str:
+        return iso(self.clock.now_ms(), self.tz)[:19].replace("T", " ")
+
     def _outcome(self, ok: bool, message: str, code: str = "", state: str | None = None) -> None:
         self._set(state, message=message, ok=ok, code=code)
 
     # -- errors: plain words ------------------------------------------------------------------
-    def _guard(self, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """Run a holder action: its failures become the screen's message and a clear error."""
+    def _guard(
+        self, fn: Callable[[], dict[str, Any]], offline: Callable[[], str] | None = None
+    ) -> dict[str, Any]:
+        """Run a holder action: its failures become the screen's message and a clear error.
+        ``offline``: what to add to the plain words when the server is unreachable."""
         self.touch()
+        self._card_no = ""  # a card-present action reads it again (_proof)
         try:
             out = fn()
         except ServerUnavailable as exc:
             self.notice("server", WORDS["server_down"])
-            self._outcome(False, WORDS["server_down"], "server_unavailable")
-            raise KioskFault("server_unavailable", f"{WORDS['server_down']} ({exc})") from exc
+            hot = self._hotlisted()
+            if hot is not None:  # the feed said so: refused, server or not
+                text = words(hot, WORDS["card_blocked"])
+                self._outcome(False, text, hot)
+                raise HolderError(hot, text) from exc
+            text = WORDS["server_down"]
+            extra = offline() if offline is not None else ""
+            if extra:
+                text = f"{text}\n{extra}"
+            self._outcome(False, text, "server_unavailable")
+            raise KioskFault("server_unavailable", f"{text} ({exc})") from exc
         except ServerRefused as exc:
             self.notice("server", None)
             text = words(exc.code, exc.message)
@@ -240,7 +288,30 @@ class KioskEngine:
 
     def _proof(self, card: PresentCard) -> dict[str, Any]:
         with card.exclusive():
-            return dict(CampusCard(card, self.dev.keys()).read_proof())
+            proof = dict(CampusCard(card, self.dev.keys()).read_proof())
+        self._card_no = str(proof.get("card_no", ""))
+        return proof
+
+    def _hotlisted(self) -> str | None:
+        """Whether the card last read on the reader is on the hotlist the feed brought: the
+        WORDS code of its refusal (lost, frozen, cancelled, expired, replaced by a new card),
+        or None (not known to be refused)."""
+        card_no, cache = self._card_no, self.cache
+        if not card_no or cache is None:
+            return None
+        row = cache.card(card_no)
+        if row is None:
+            return None
+        if row.status != "active":
+            return "card_replaced" if row.status == "replaced" else "card_blocked"
+        acct = cache.account(row.account_id)
+        if acct is None or acct.status == rules.AccountStatus.NORMAL:
+            return None
+        return f"card_{acct.status}"
+
+    def cached_fee(self) -> int | None:
+        """R11's reissue fee as the feed's policy last said (None: no policy pulled yet)."""
+        return None if self.cache is None else self.cache.policy.reissue_fee_fen
 
     def card_arrived(self, card: PresentCard) -> None:
         """The reader saw a card arrive: show its account (failures are shown, not raised)."""
@@ -403,6 +474,16 @@ class KioskEngine:
                 True,
                 f"已向 {building}-{room} 转入电费 {format_fen(amount_fen)} / electricity paid",
             )
+            self._receipt(
+                "电费转账 ELECTRICITY",
+                [
+                    ("卡号 Card no:", str(proof["card_no"])),
+                    ("房间 Room:", f"{building}-{room}"),
+                    ("金额 Amount:", format_fen(amount_fen)),
+                    ("时间 Time:", self._now()),
+                    ("流水 Request:", rid),
+                ],
+            )
             return out
 
         return self._guard(go)
@@ -459,7 +540,13 @@ class KioskEngine:
             )
             return quote
 
-        return self._guard(go)
+        return self._guard(go, offline=self._offline_fee)
+
+    def _offline_fee(self) -> str:
+        fee = self.cached_fee()
+        if fee is None:
+            return ""
+        return f"补卡工本费 {format_fen(fee)} / the reissue fee is {format_fen(fee)}"
 
     def reissue_scan(self, timeout: float = 15.0) -> dict[str, Any]:
         """R11 by the app's authentication code held up to the kiosk's camera."""
@@ -533,12 +620,14 @@ class KioskEngine:
             ok=True,
             code="",
         )
+        balance = int(answer.get("balance_fen", order.balance_fen))
+        self._reissued(order.order_id, order.card_no, order.fee_fen, balance)
         return {
             "order_id": order.order_id,
             "fee_fen": order.fee_fen,
             "card_no": order.card_no,
             "uid": order.uid,
-            "balance_fen": int(answer.get("balance_fen", order.balance_fen)),
+            "balance_fen": balance,
         }
 
     def recover(self) -> list[dict[str, Any]]:
@@ -569,6 +658,8 @@ class KioskEngine:
                     code="",
                 )
                 out.append(done.public())
+                bal = int(done.answer.get("balance_fen", done.balance_fen))
+                self._reissued(done.order_id, done.card_no, done.fee_fen, bal)
             except (KioskFault, HolderError) as exc:
                 log.error("order %s could not be finished: %s", order.order_id, exc)
                 fresh = self.journal.get(order.order_id)

@@ -86,7 +86,12 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
             "WHERE version > ? AND version <= ? ORDER BY version, serial",
             (since, upto),
         )
-        operators = merchants.feed_operators(rd, merchant, since, upto)
+        # the operators' PIN verifiers go only to the tills that sign them in (a kiosk has none)
+        operators = (
+            merchants.feed_operators(rd, merchant, since, upto)
+            if terminal.get("role", "pos") == "pos"
+            else []
+        )
         ack = int(rd.scalar("SELECT head_seq FROM terminals WHERE id = ?", (terminal["id"],)))
         policy_version = int(
             rd.scalar("SELECT value FROM settings WHERE key = 'policy_version'") or 0

@@ -29,7 +29,10 @@ ENDPOINTS: dict[str, frozenset[str]] = {
     # selling: online authorization, the journal, the delta feed it decides offline with
     "POST /v1/pos/authorize": frozenset({POS}),
     "POST /v1/journal": frozenset({POS}),
-    "GET /v1/feed": frozenset({POS}),
+    # a kiosk pulls it too: the hotlist, policy (the reissue fee) and account snapshots, to
+    # refuse a lost card and say the fee while the server is unreachable (no operators: those
+    # go to the terminals of a merchant that sell, sync.server.feed)
+    "GET /v1/feed": frozenset({POS, KIOSK}),
     # the report of a closed shift at the till (sync.server.merchants)
     "POST /v1/pos/shift": frozenset({POS}),
     # R18 authentication codes: who it is, whether to open (uses the code up)

@@ -18,6 +18,7 @@ import pytest
 
 from drivers.errors import DeviceUnavailable, DispenserLineError
 from drivers.reader.base import PresentCard
+from edge.cache import Cache
 from edge.errors import EngineError
 from edge.kiosk import reissue as reissue_mod
 from edge.kiosk.common import HolderError, KioskFault
@@ -29,7 +30,9 @@ from sync.card import layout
 from sync.card.app import CampusCard
 from sync.card.keys import Keystore
 from sync.clock import ManualClock
+from sync.db import Database
 from sync.errors import ServerRefused, ServerUnavailable
+from sync.records import UNSET, AccountSnapshot, CardRow, FeedPage
 from tests.unit.fakes import CARD_ACCT, CARD_NO, NOON_MS, PIN, card_keystore, issued_card
 
 NUMBER, ID_CARD, FEE = "S2026001", "110101200401011234", 2000
@@ -458,3 +461,47 @@ def test_line_noise_on_a_move_is_reset_and_the_order_finishes(
     out = rig.engine.reissue_confirm()
     assert rig.disp.mech.summary()["at_mouth"] == out["uid"] and rig.server.charges == 1
     assert len(calls) == 2  # asked again: at the mouth already, nothing moved
+
+
+def _feed(status: str, version: int, policy: dict[str, Any] | None = None) -> FeedPage:
+    acct = AccountSnapshot(
+        id=CARD_ACCT, number=NUMBER, name="张三", type="student", status=status,
+        balance_fen=5000, transition_fen=0, limit_fen=5000, spent_day="", spent_fen=0,
+        pin_tries=0, expires="2030-12-31", version=version,
+    )  # fmt: skip
+    card = CardRow(card_no=CARD_NO, account_id=CARD_ACCT, uid="", generation=1, status="active")
+    return FeedPage(
+        version=version, accounts=[acct], cards=[card], policy=policy if policy else UNSET
+    )
+
+
+def test_with_the_server_away_the_feed_refuses_a_lost_card_and_says_the_fee(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delta feed's hotlist and policy (edge.cache) are what the kiosk knows offline."""
+    cache = Cache(Database(":memory:"))
+    engine = KioskEngine(rig, rig.server, rig.journal, rig.clock, random.Random(1), cache=cache)  # type: ignore[arg-type]
+
+    def down(*a: Any) -> Any:
+        raise ServerUnavailable(0, "unreachable", "connection refused")
+
+    monkeypatch.setattr(rig.server, "read_card", down)
+    monkeypatch.setattr(rig.server, "reissue_quote", down)
+    monkeypatch.setattr(rig.server, "holder_status", down, raising=False)
+    rig.reader.present(issued_card(rig.issuer), stays=True)
+    with pytest.raises(KioskFault) as fault:  # nothing pulled yet: only "cannot reach"
+        engine.read_card()
+    assert fault.value.code == "server_unavailable"
+    cache.apply(_feed("lost", 1, {"reissue_fee_fen": 2500, "pin_max_tries": 5}))
+    with pytest.raises(HolderError) as refused:
+        engine.read_card()
+    assert refused.value.code == "card_lost" and "reported lost" in str(refused.value)
+    assert "已挂失" in engine.screen()["message"]
+    with pytest.raises(KioskFault) as quote:  # not about the card on the reader
+        engine.reissue_quote(IDENT)
+    assert quote.value.code == "server_unavailable" and "补卡工本费 ¥25.00" in str(quote.value)
+    with pytest.raises(KioskFault):  # a card-less action never borrows the card's verdict
+        engine.holder_status("unlock", NUMBER, "123456")
+    cache.apply(_feed("normal", 2))  # unlocked: the server's word again
+    with pytest.raises(KioskFault):
+        engine.read_card()

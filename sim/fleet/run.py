@@ -692,7 +692,7 @@ class Fleet:
             str(r["id"]): (int(r["head_seq"]), str(r["head_hash"]))
             for r in db.all("SELECT id, head_seq, head_hash FROM terminals")
         }
-        jheads = {t.id: (t.journal.head_seq, t.journal._head_hash) for t in self.terms}
+        jheads = {t.id: (t.journal._head_seq, t.journal._head_hash) for t in self.terms}
         verified = {t.id: self._verifies(t) for t in self.terms} if final else {}
         self.violate(inv.chains(heads, jheads, verified, final))
         if self.new_codes or full:

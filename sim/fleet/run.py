@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -160,6 +161,8 @@ class Fleet:
         self.ledger_boot = -1
         self.ledger_row = 0
         self.rev_payments = 0
+        self.policy_boot = -1
+        self.day_cap = 0
 
     # -- plumbing -------------------------------------------------------------------------------
     def _on(self, kind: str) -> bool:
@@ -638,15 +641,23 @@ class Fleet:
         db = self.server.context.db
         self._read_journals(everything=final)
         full = final or self.step % FULL_EVERY == 0
-        if full:
-            check = ledger.check(db)
-        else:
-            total = int(db.scalar("SELECT COALESCE(SUM(balance), 0) FROM ledger_accounts"))
-            check = {"ok": total == 0, "sum_fen": total, "mismatched": []}
-        chan = {
-            r["id"]: int(r["balance"])
-            for r in db.all("SELECT id, balance FROM ledger_accounts WHERE kind = 'channel'")
-        }
+        # one statement: the ledger's sum, the channels, the wallets below zero
+        total = 0
+        chan: dict[Any, int] = {}
+        wallets: dict[int, int] = {}
+        for r in db.all(
+            "SELECT 'sum' AS kind, '' AS id, 0 AS owner, COALESCE(SUM(balance), 0) AS balance "
+            "FROM ledger_accounts UNION ALL SELECT kind, id, owner, balance FROM ledger_accounts "
+            "WHERE kind = 'channel' OR (kind = 'wallet' AND balance < 0)"
+        ):
+            if r["kind"] == "sum":
+                total = int(r["balance"])
+            elif r["kind"] == "channel":
+                chan[r["id"]] = int(r["balance"])
+            else:
+                wallets[int(r["owner"])] = int(r["balance"])
+        fast = {"ok": total == 0, "sum_fen": total, "mismatched": []}
+        check = ledger.check(db) if full else fast
         self.violate(
             inv.conservation(
                 check,
@@ -671,20 +682,17 @@ class Fleet:
             fresh = {k: self.ledger_sales[k] for k in self.fresh if k in self.ledger_sales}
             self.violate(inv.sales_once({}, self.journal_sales, fresh, final=False))
         self.fresh.clear()
-        wallets = {
-            int(r["owner"]): int(r["balance"])
-            for r in db.all(
-                "SELECT owner, balance FROM ledger_accounts WHERE kind = 'wallet' AND balance < 0"
-            )
-        }
-        d = int(self.server.context.policy()["offline_max_card_day_fen"])
+        if self.policy_boot != self.server.boots:  # the sim never sets a policy: per boot
+            self.policy_boot = self.server.boots
+            self.day_cap = int(self.server.context.policy()["offline_max_card_day_fen"])
+        d = self.day_cap
         days = self.opts.terminals * (self.opts.days + 1)  # terminal-days, the offline tail too
         self.violate(inv.offline_bound(wallets, self.offline_approved, d, days))
         heads = {
             str(r["id"]): (int(r["head_seq"]), str(r["head_hash"]))
             for r in db.all("SELECT id, head_seq, head_hash FROM terminals")
         }
-        jheads = {t.id: (t.journal.head_seq, t.journal._head_hash) for t in self.terms}
+        jheads = {t.id: (t.journal._head_seq, t.journal._head_hash) for t in self.terms}
         verified = {t.id: self._verifies(t) for t in self.terms} if final else {}
         self.violate(inv.chains(heads, jheads, verified, final))
         if self.new_codes or full:
@@ -708,11 +716,19 @@ class Fleet:
             self.reversals.clear()
             self.fresh.clear()
             self.rev_payments = 0
+        # the new sales and reversals, then one row ('' as id) with the ledger's last row and
+        # the reverse-scan payments settled so far (all before the first one still open)
         for row in db.all(
             "SELECT rowid AS r, id, amount FROM transfers WHERE rowid > ? "
-            "AND kind IN ('sale', 'reversal') ORDER BY rowid",
+            "AND kind IN ('sale', 'reversal') UNION ALL "
+            "SELECT (SELECT COALESCE(MAX(rowid), 0) FROM transfers), '', "
+            "(SELECT COALESCE(MIN(id) - 1, (SELECT COALESCE(MAX(id), 0) FROM reverse_payments)) "
+            "FROM reverse_payments WHERE journal_seq IS NULL) ORDER BY 1, 2 DESC",
             (self.ledger_row,),
         ):
+            if row["id"] == "":
+                top, rev_to = int(row["r"]), int(row["amount"])
+                continue
             self.ledger_row = max(self.ledger_row, int(row["r"]))
             what, tid, seq = str(row["id"]).split(":")
             k = (tid, int(seq))
@@ -726,7 +742,6 @@ class Fleet:
                     self.new_codes.add(cred)
             if what == "sale" and k in self.journal_codes:
                 self.new_codes.add(self.journal_codes[k])
-        top = int(db.scalar("SELECT COALESCE(MAX(rowid), 0) FROM transfers"))
         self.ledger_row = max(self.ledger_row, top)
         # a reverse-scan sale: the phone's payment (rsale:T:ORDER), linked to its record,
         # less a refund made before the record came, plus the late charge then (reconcile.py)
@@ -741,12 +756,7 @@ class Fleet:
             k = (str(row["terminal_id"]), int(row["journal_seq"]))
             self.ledger_sales[k] = int(row["net"])
             self.fresh.add(k)
-        self.rev_payments = int(
-            db.scalar(
-                "SELECT COALESCE(MIN(id) - 1, (SELECT COALESCE(MAX(id), 0) FROM reverse_payments)) "
-                "FROM reverse_payments WHERE journal_seq IS NULL"
-            )
-        )
+        self.rev_payments = rev_to
 
     def _check_final(self, db: Any) -> None:
         server_recs: dict[str, set[int]] = {}
@@ -820,8 +830,17 @@ class Fleet:
         self.log("healed")
 
 
+def _scratch() -> str | None:
+    """Where a run keeps its databases: in memory (``/dev/shm``) where there is one.  The crash
+    model does not need a disk: a terminal or server crash is a process crash, which keeps every
+    committed transaction (the operating system, which survives, holds it) and loses what was
+    not committed; nothing in the simulator ever drops the page cache."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
 def run_fleet(opts: Options, trace_path: Path | None = None) -> Result:
-    work = Path(tempfile.mkdtemp(prefix="ykt-fleet-"))
+    work = Path(tempfile.mkdtemp(prefix="ykt-fleet-", dir=_scratch()))
     trace = trace_path.open("w", encoding="utf-8") if trace_path else None
     try:
         return Fleet(opts, work, trace).run()

@@ -83,6 +83,7 @@ def main() -> None:
     import tempfile
 
     from edge import cache, journal, receipts
+    from edge.kiosk import orders as kiosk_orders
     from sim import paygate
     from sync.db import Database, Migrations
     from sync.server.schema import MIGRATIONS
@@ -90,7 +91,12 @@ def main() -> None:
 
     sets: dict[str, list[Migrations]] = {
         "server": [MIGRATIONS],
-        "terminal": [journal.MIGRATIONS, cache.MIGRATIONS, receipts.MIGRATIONS],
+        "terminal": [
+            journal.MIGRATIONS,
+            cache.MIGRATIONS,
+            receipts.MIGRATIONS,
+            kiosk_orders.MIGRATIONS,
+        ],
         "test_db": [test_db.SCHEMA],
         "paygate": [paygate.MIGRATIONS],
     }

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from edge import cache, journal, receipts
+from edge.kiosk import orders as kiosk_orders
 from sim import paygate as sim_paygate
 from sync.db import Database, Migrations
 from sync.db.backend import fill_types
@@ -49,6 +50,8 @@ ENGINE_OWN = {
     "sim/harness/pg.py": "creates and drops PostgreSQL databases",
     "sim/bench/sqlite_floor.py": "measures raw SQLite through sqlite3, not sync.db",
     "tests/schemas.py": "reads each engine's catalog",
+    "sim/fleet/run.py": "the fleet simulator's checker: its server is always SQLite on a file "
+    "(sim/fleet/server.py), read by rowid to see what the ledger gained since the last step",
     "tests/test_db_statements.py": "this test",
 }
 
@@ -74,7 +77,12 @@ ON_PURPOSE = {
 #: the schemas a statement may be meant for: a fresh database migrated with these
 SCHEMAS: dict[str, list[Migrations]] = {
     "server": [SERVER],
-    "terminal": [journal.MIGRATIONS, cache.MIGRATIONS, receipts.MIGRATIONS],
+    "terminal": [
+        journal.MIGRATIONS,
+        cache.MIGRATIONS,
+        receipts.MIGRATIONS,
+        kiosk_orders.MIGRATIONS,
+    ],
     "test_db": [test_db.SCHEMA],
     "paygate": [sim_paygate.MIGRATIONS],  # the stand-in payment provider's own database
 }

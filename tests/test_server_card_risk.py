@@ -305,7 +305,8 @@ def test_records_synced_before_the_upgrade_are_marked(tmp_path: Path) -> None:
                 "VALUES ('T1', ?, ?, ?, '', 0)",
                 (seq, prev, body.decode()),
             )
-    assert db.migrate(MIGRATIONS) == ["0011-card-marks", "0012-card-marks-of-earlier-records"]
+    applied = db.migrate(MIGRATIONS)  # and the steps added after them
+    assert applied[:2] == ["0011-card-marks", "0012-card-marks-of-earlier-records"]
     marks = db.all("SELECT card_no, taps, mark, terminal_id, seq FROM card_marks ORDER BY seq")
     assert [tuple(m) for m in marks] == [
         ("10000001", 1, "sale", "T1", 1),

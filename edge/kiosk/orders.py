@@ -40,7 +40,21 @@ from pathlib import Path
 from typing import Any
 
 from sync.clock import Clock
-from sync.db import Database, Migrations
+from sync.db import Database, Migrations, placeholders
+
+#: the columns of an order a step may change, in the order of the UPDATE in :meth:`step`
+_MUTABLE = (
+    "step",
+    "identity",
+    "uid",
+    "card_no",
+    "fee_fen",
+    "balance_fen",
+    "answer",
+    "rejected",
+    "note",
+    "updated_ms",
+)
 
 MIGRATIONS = Migrations()
 MIGRATIONS.add(
@@ -140,9 +154,10 @@ class KioskJournal:
         return None if row is None else _order(row)
 
     def open_orders(self) -> list[Order]:
-        marks = ", ".join("?" for _ in OPEN_STEPS)
         rows = self.db.all(
-            f"SELECT * FROM orders WHERE step IN ({marks}) ORDER BY created_ms", OPEN_STEPS
+            f"SELECT * FROM orders WHERE step IN ({placeholders(len(OPEN_STEPS))}) "
+            "ORDER BY created_ms",
+            OPEN_STEPS,
         )
         return [_order(r) for r in rows]
 
@@ -159,10 +174,17 @@ class KioskJournal:
             cols[key] = json.dumps(val) if key == "answer" else val
         if step in ("at_mouth", "undone"):
             cols["identity"] = "{}"
-        sets = ", ".join(f"{k} = ?" for k in cols)
+        unknown = set(cols) - set(_MUTABLE)
+        assert not unknown, unknown
         with self._lock, self.db.tx() as tx:
+            row = tx.one("SELECT * FROM orders WHERE order_id = ?", (order.order_id,))
+            assert row is not None, order.order_id
+            merged = {k: cols.get(k, row[k]) for k in _MUTABLE}
             tx.execute(
-                f"UPDATE orders SET {sets} WHERE order_id = ?", (*cols.values(), order.order_id)
+                "UPDATE orders SET step = ?, identity = ?, uid = ?, card_no = ?, fee_fen = ?, "
+                "balance_fen = ?, answer = ?, rejected = ?, note = ?, updated_ms = ? "
+                "WHERE order_id = ?",
+                (*(merged[k] for k in _MUTABLE), order.order_id),
             )
         fresh = self.get(order.order_id)
         assert fresh is not None

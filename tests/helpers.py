@@ -190,6 +190,21 @@ class PosProc(PosProcess):
             )
         )
 
+    def wait_account_tries(self, card_no: str, tries: int, timeout: float = 10.0) -> None:
+        """Wait until the delta feed has brought the server's count of wrong consumption
+        passwords (R5) of this card's account to the terminal's cache."""
+        cache = Cache(Database(self.data / "cache.db", synchronous="NORMAL"))
+
+        def synced() -> bool:
+            card = cache.card(card_no)
+            acct = cache.account(card.account_id) if card is not None else None
+            return acct is not None and acct.pin_tries == tries
+
+        try:
+            wait_until(synced, timeout, 0.05)
+        finally:
+            cache.db.close()
+
     def wait_card_known(self, card_no: str, timeout: float = 10.0) -> None:
         """Wait until the delta feed has brought this card to the terminal's cache."""
         cache = Cache(Database(self.data / "cache.db", synchronous="NORMAL"))

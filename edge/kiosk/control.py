@@ -31,21 +31,17 @@ Errors answer ``{"error": {"code", "message"}}``; the message is in plain words,
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 
 from edge.devices import control_routers
 from edge.kiosk.agent import KioskAgent
 from edge.kiosk.common import HolderError
-from edge.pos import controltoken
-from edge.pos.control import PAGE_HEADERS, _loopback, allowed_hosts
+from edge.pos.control import PAGE_HEADERS, guard
 from kiosk_ui import page
 from sync.errors import ServerRefused, YktError
 from sync.money import MAX_AMOUNT_FEN
@@ -92,39 +88,7 @@ def _err(status: int, code: str, message: str) -> JSONResponse:
 def create_control_app(agent: KioskAgent, token: str) -> FastAPI:
     app = FastAPI(title="ykt kiosk control API", version="1")
     engine = agent.engine
-    hosts = allowed_hosts(agent.cfg.control_host, agent.cfg.control_port)
-    want = token.encode()
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Any:
-        if not _loopback(request.client.host if request.client else None):
-            return _err(403, "loopback_only", "the control API answers only on loopback")
-        if request.headers.get("host", "").lower() not in hosts:
-            return _err(
-                403,
-                "bad_host",
-                "the control API answers only requests for its own loopback address and port",
-            )
-        if request.method not in ("GET", "HEAD"):
-            got = request.headers.get(controltoken.HEADER, "").encode()
-            if not hmac.compare_digest(got, want):
-                return _err(
-                    401,
-                    "bad_control_token",
-                    "a request that changes state needs the agent's control token (header "
-                    f"{controltoken.HEADER}, from DATA/{controltoken.FILE})",
-                )
-        return await call_next(request)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return _err(422, "invalid", f"{where}: {first.get('msg', 'invalid request')}")
-
-    @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        return _err(exc.status_code, "http", f"{request.method} {request.url.path}: {exc.detail}")
+    guard(app, agent.cfg.control_host, agent.cfg.control_port, token)
 
     @app.exception_handler(YktError)
     async def _ykt_error(request: Request, exc: YktError) -> JSONResponse:

@@ -150,14 +150,15 @@ def _with_token(name: str, token: str) -> HTMLResponse:
     return HTMLResponse(text, headers=PAGE_HEADERS)
 
 
-def create_control_app(agent: PosAgent, token: str) -> FastAPI:
-    app = FastAPI(title="ykt POS control API", version="1")
-    engine = agent.engine
-    hosts = allowed_hosts(agent.cfg.control_host, agent.cfg.control_port)
+def guard(app: FastAPI, host: str, port: int, token: str) -> None:
+    """The control API's trust boundary, one for every agent (POS, kiosk): loopback clients
+    only, the agent's own ``Host`` (no DNS rebinding), the per-boot token for any state change
+    (docs/security.md); and its answers to malformed requests."""
+    hosts = allowed_hosts(host, port)
     want = token.encode()
 
     @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Any:
+    async def _guard(request: Request, call_next: Any) -> Any:
         if not _loopback(request.client.host if request.client else None):
             return _err(403, "loopback_only", "the control API answers only on loopback")
         if request.headers.get("host", "").lower() not in hosts:
@@ -187,6 +188,12 @@ def create_control_app(agent: PosAgent, token: str) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         return _err(exc.status_code, "http", f"{request.method} {request.url.path}: {exc.detail}")
+
+
+def create_control_app(agent: PosAgent, token: str) -> FastAPI:
+    app = FastAPI(title="ykt POS control API", version="1")
+    engine = agent.engine
+    guard(app, agent.cfg.control_host, agent.cfg.control_port, token)
 
     @app.exception_handler(YktError)
     async def _ykt_error(request: Request, exc: YktError) -> JSONResponse:

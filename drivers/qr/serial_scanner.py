@@ -13,32 +13,19 @@ import logging
 import threading
 import time
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-from drivers.errors import DeviceUnavailable, DeviceUrlError
+from drivers.errors import DeviceUnavailable
 from drivers.qr.base import QrRead
+from drivers.transport import serial_url
 
 log = logging.getLogger(__name__)
 
 MAX_LINE = 2048
-BAUDS = {1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400}
 
 
 def parse_url(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    if parts.scheme != "serial" or parts.netloc or not parts.path.startswith("/"):
-        raise DeviceUrlError(f"a serial scanner is serial:///dev/ttyXXX?baud=9600, got {url!r}")
-    q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    unknown = set(q) - {"baud"}
-    if unknown:
-        raise DeviceUrlError(f"{url}: unknown option(s) {', '.join(sorted(unknown))}")
-    try:
-        baud = int(q.get("baud", "9600"))
-    except ValueError:
-        raise DeviceUrlError(f"{url}: baud is a number") from None
-    if baud not in BAUDS:
-        raise DeviceUrlError(f"{url}: baud must be one of {sorted(BAUDS)}")
-    return parts.path, baud
+    """``serial:///dev/ttyXXX?baud=9600`` -> (path, baud): the serial URL of every driver."""
+    return serial_url(url)
 
 
 class SerialScanner:

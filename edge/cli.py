@@ -1,8 +1,9 @@
 """``ykt``: the one command, with a subcommand per job.
 
 Each subcommand lives next to the code it drives and registers itself through its module's
-``add_parser``; this module names those modules by path (so it imports none of them, the
-simulator's included, until the command line is read) and is the one place that turns an error
+``add_parser``; this module names those modules by path and imports only the one of the
+subcommand the command line names (so ``ykt sim fleet`` does not import the server's web app,
+nor ``ykt server`` the simulator) and is the one place that turns an error
 into an exit status (:func:`sync.errors.exit_code`): 0 done, 1 the operation failed (message
 on stderr), 2 bad usage or configuration.
 """
@@ -17,21 +18,74 @@ from collections.abc import Sequence
 
 from sync.errors import YktError, exit_code
 
-#: the modules that add the subcommands, in the order ``ykt --help`` lists them
-COMMAND_MODULES = (
-    "sync.server.cli",  # ykt server
-    "edge.pos.cli",  # ykt pos
-    "edge.kiosk.cli",  # ykt kiosk
-    "sync.admin.cli",  # ykt admin
-    "sim.cli",  # ykt sim
-    "sim.demo",  # ykt demo
-    "edge.verify_cli",  # ykt verify-code
-    "edge.receipt_cli",  # ykt verify-receipt
-    "sim.bench.cli",  # ykt bench
+#: the subcommands in the order ``ykt --help`` lists them: (name, the module whose
+#: ``add_parser`` adds it, its one-line help as that module gives it; tests/unit/test_cli_lazy.py
+#: checks the two agree)
+COMMANDS = (
+    (
+        "server",
+        "sync.server.cli",
+        "run the central server (API, ledger, journal ingest, delta feed)",
+    ),
+    (
+        "pos",
+        "edge.pos.cli",
+        "run a canteen POS agent (card reader, journal, sync, control API and screens)",
+    ),
+    (
+        "kiosk",
+        "edge.kiosk.cli",
+        "run a self-service kiosk agent (holder's reader, encoder, card dispenser, touch screen)",
+    ),
+    ("admin", "sync.admin.cli", "service-desk and operator commands against the central server"),
+    (
+        "sim",
+        "sim.cli",
+        "simulated hardware and phone: tap cards, show codes, sell on a running agent",
+    ),
+    (
+        "demo",
+        "sim.demo",
+        "run the server and a POS agent on simulated hardware, with demo accounts",
+    ),
+    (
+        "verify-code",
+        "edge.verify_cli",
+        "verify an authentication code (R18): who it is and whether access is allowed",
+    ),
+    (
+        "verify-receipt",
+        "edge.receipt_cli",
+        "check a paper receipt's QR code: genuine, altered or unknown",
+    ),
+    ("bench", "sim.bench.cli", "run the benchmarks and print figures (docs/benchmarks.md)"),
 )
+#: the modules that add the subcommands, in the order ``ykt --help`` lists them
+COMMAND_MODULES = tuple(module for _name, module, _help in COMMANDS)
+#: the options of ``ykt`` itself that take a value (before the command)
+_VALUED = ("--log-level",)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names (its first word that is not an option of ``ykt`` itself
+    or such an option's value), or None when it names none."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in _VALUED:
+            skip = True
+        elif word == "--" or not word.startswith("-"):
+            return None if word == "--" else word
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``ykt`` parser.  Without ``argv``, every subcommand's module is imported and adds
+    its whole tree (the docs and the tests walk it).  With ``argv``, only the module of the
+    subcommand it names is imported (starting the server or the simulator imports neither
+    the other's code nor its libraries); the others are listed by name and help alone, which
+    is all ``ykt --help`` shows of them."""
     parser = argparse.ArgumentParser(
         prog="ykt",
         description="Campus one-card (校园一卡通) terminal software: central server, POS agent, "
@@ -44,13 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="log level (default WARNING)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).add_parser(sub)
+    chosen = None if argv is None else command_in(argv)
+    for name, module, text in COMMANDS:
+        if argv is None or name == chosen:
+            importlib.import_module(module).add_parser(sub)
+        else:
+            sub.add_parser(name, help=text)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level),

@@ -11,13 +11,14 @@ provider sees the terminal only through :class:`TerminalHost`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
-
-from fastapi import APIRouter
+from typing import TYPE_CHECKING, Protocol
 
 from drivers.registry import provider
 from sync.card.keys import Keystore
 from sync.records import CardRow
+
+if TYPE_CHECKING:  # only named here: the engine imports this module, the web app stays out
+    from fastapi import APIRouter
 
 
 class TerminalHost(Protocol):

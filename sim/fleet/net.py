@@ -58,6 +58,9 @@ class Net:
     late: list[Late] = field(default_factory=list)
     sent: int = 0
     last_delivered: dict[str, int] = field(default_factory=dict)
+    #: terminals whose journal push reached the server since the invariants last looked (only
+    #: a push moves the server's head of a terminal; a restore moves them all)
+    pushed: set[str] = field(default_factory=set)
 
     def transport(self, terminal: str, crash_hook: Callable[[str], None]) -> SimTransport:
         return SimTransport(self, terminal, crash_hook)
@@ -66,6 +69,8 @@ class Net:
         if order < self.last_delivered.get(terminal, -1):
             self.faults["reorder"] += 1
         self.last_delivered[terminal] = max(order, self.last_delivered.get(terminal, -1))
+        if req.path == "/v1/journal":
+            self.pushed.add(terminal)
         return self.server.handle(req.method, req.target, dict(req.headers), req.content)
 
     def tick(self) -> None:

@@ -31,6 +31,7 @@ from sim.mifare import TEAR_MODES
 from sync import protocol
 from sync.clock import ManualClock, campus_midnight_ms
 from sync.crypto import SigningKey
+from sync.db import placeholders
 from sync.errors import YktError
 from sync.records import JournalRecord
 from sync.server import accounts, desk, ledger, reconcile, terminals
@@ -163,6 +164,10 @@ class Fleet:
         self.rev_payments = 0
         self.policy_boot = -1
         self.day_cap = 0
+        self.money_seen = (-1, -1)  # (boot, the ledger's last row) the money was checked at
+        self.wallets: dict[int, int] = {}  # the wallets below zero then
+        self.heads_boot = -1
+        self.server_heads: dict[str, tuple[int, str]] = {}
 
     # -- plumbing -------------------------------------------------------------------------------
     def _on(self, kind: str) -> bool:
@@ -635,39 +640,22 @@ class Fleet:
         """The invariants on the state as it is now.  Every step: the ledger sums to zero, the
         money in and out matches, no account is below its bound, every new ledger sale is a
         journaled one, every code pays once, the chains hold.  Every ``FULL_EVERY`` steps and at
-        the end also every balance against its transfers; at the end, everything synced."""
+        the end also every balance against its transfers; at the end, everything synced.
+
+        Incremental between full checks: the balances are read again only when the ledger
+        gained a transfer (the only way money moves), the server's heads only of the terminals
+        whose push reached it (the only way a head moves; a restart or restore reads them
+        all); the terminals' own heads are compared at every step."""
         if not self.server.up:
             return
         db = self.server.context.db
         self._read_journals(everything=final)
         full = final or self.step % FULL_EVERY == 0
-        # one statement: the ledger's sum, the channels, the wallets below zero
-        total = 0
-        chan: dict[Any, int] = {}
-        wallets: dict[int, int] = {}
-        for r in db.all(
-            "SELECT 'sum' AS kind, '' AS id, 0 AS owner, COALESCE(SUM(balance), 0) AS balance "
-            "FROM ledger_accounts UNION ALL SELECT kind, id, owner, balance FROM ledger_accounts "
-            "WHERE kind = 'channel' OR (kind = 'wallet' AND balance < 0)"
-        ):
-            if r["kind"] == "sum":
-                total = int(r["balance"])
-            elif r["kind"] == "channel":
-                chan[r["id"]] = int(r["balance"])
-            else:
-                wallets[int(r["owner"])] = int(r["balance"])
-        fast = {"ok": total == 0, "sum_fen": total, "mismatched": []}
-        check = ledger.check(db) if full else fast
-        self.violate(
-            inv.conservation(
-                check,
-                -chan.get(ledger.channel("wechat"), 0),
-                chan.get(ledger.channel("cash"), 0),
-                self.campus.topped_up,
-                self.campus.paid_out,
-            )
-        )
-        self._read_ledger(db)
+        boot = self.server.boots
+        top = self._read_ledger(db)
+        if full or (boot, top) != self.money_seen:
+            self.money_seen = (boot, top)
+            self._check_money(db, full)
         if final:
             lost = {k for k, o in self.reverse_orders.items() if (k[0], o) in self.lost_payments}
             self.violate(
@@ -678,23 +666,31 @@ class Fleet:
                     final=True,
                 )
             )
-        else:  # the sales the ledger gained in this step
+        elif self.fresh:  # the sales the ledger gained in this step
             fresh = {k: self.ledger_sales[k] for k in self.fresh if k in self.ledger_sales}
             self.violate(inv.sales_once({}, self.journal_sales, fresh, final=False))
         self.fresh.clear()
-        if self.policy_boot != self.server.boots:  # the sim never sets a policy: per boot
-            self.policy_boot = self.server.boots
-            self.day_cap = int(self.server.context.policy()["offline_max_card_day_fen"])
         d = self.day_cap
         days = self.opts.terminals * (self.opts.days + 1)  # terminal-days, the offline tail too
-        self.violate(inv.offline_bound(wallets, self.offline_approved, d, days))
-        heads = {
-            str(r["id"]): (int(r["head_seq"]), str(r["head_hash"]))
-            for r in db.all("SELECT id, head_seq, head_hash FROM terminals")
-        }
+        self.violate(inv.offline_bound(self.wallets, self.offline_approved, d, days))
+        pushed = self.net.pushed
+        if full or boot != self.heads_boot:
+            self.heads_boot = boot
+            rows = db.all("SELECT id, head_seq, head_hash FROM terminals")
+        elif pushed:
+            ids = sorted(pushed)
+            rows = db.all(
+                f"SELECT id, head_seq, head_hash FROM terminals WHERE id IN ({placeholders(len(ids))})",
+                ids,
+            )
+        else:
+            rows = []
+        pushed.clear()
+        for r in rows:
+            self.server_heads[str(r["id"])] = (int(r["head_seq"]), str(r["head_hash"]))
         jheads = {t.id: (t.journal._head_seq, t.journal._head_hash) for t in self.terms}
         verified = {t.id: self._verifies(t) for t in self.terms} if final else {}
-        self.violate(inv.chains(heads, jheads, verified, final))
+        self.violate(inv.chains(self.server_heads, jheads, verified, final))
         if self.new_codes or full:
             charges: dict[str, list[tuple[int, int]]] = {}
             for k, cred in self.journal_codes.items():
@@ -707,9 +703,44 @@ class Fleet:
         if final:
             self._check_final(db)
 
-    def _read_ledger(self, db: Any) -> None:
+    def _check_money(self, db: Any, full: bool) -> None:
+        """The ledger sums to zero (every balance equals its transfers: ``full``), the
+        provider's and the cash channel match what the campus paid in and out; the wallets
+        below zero are kept for :func:`inv.offline_bound`."""
+        total = 0
+        chan: dict[Any, int] = {}
+        wallets: dict[int, int] = {}
+        # one statement: the ledger's sum, the channels, the wallets below zero
+        for r in db.all(
+            "SELECT 'sum' AS kind, '' AS id, 0 AS owner, COALESCE(SUM(balance), 0) AS balance "
+            "FROM ledger_accounts UNION ALL SELECT kind, id, owner, balance FROM ledger_accounts "
+            "WHERE kind = 'channel' OR (kind = 'wallet' AND balance < 0)"
+        ):
+            if r["kind"] == "sum":
+                total = int(r["balance"])
+            elif r["kind"] == "channel":
+                chan[r["id"]] = int(r["balance"])
+            else:
+                wallets[int(r["owner"])] = int(r["balance"])
+        self.wallets = wallets
+        fast = {"ok": total == 0, "sum_fen": total, "mismatched": []}
+        check = ledger.check(db) if full else fast
+        self.violate(
+            inv.conservation(
+                check,
+                -chan.get(ledger.channel("wechat"), 0),
+                chan.get(ledger.channel("cash"), 0),
+                self.campus.topped_up,
+                self.campus.paid_out,
+            )
+        )
+        if self.policy_boot != self.server.boots:  # the sim never sets a policy: per boot
+            self.policy_boot = self.server.boots
+            self.day_cap = int(self.server.context.policy()["offline_max_card_day_fen"])
+
+    def _read_ledger(self, db: Any) -> int:
         """The sales and reversals the ledger gained since the last look (all of them again
-        after a restore: the ledger went back)."""
+        after a restore: the ledger went back); returns the ledger's last row."""
         if self.server.boots != self.ledger_boot:
             self.ledger_boot, self.ledger_row = self.server.boots, 0
             self.ledger_sales.clear()
@@ -757,6 +788,7 @@ class Fleet:
             self.ledger_sales[k] = int(row["net"])
             self.fresh.add(k)
         self.rev_payments = rev_to
+        return top
 
     def _check_final(self, db: Any) -> None:
         server_recs: dict[str, set[int]] = {}

@@ -27,10 +27,11 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any, cast
 
 from sync.db import sqlite
@@ -102,6 +103,28 @@ class Tx:
                 self._s.execute(stmt, ())
 
 
+class _InTx:
+    """The backend's transaction as a :class:`Tx` (a plain class: a generator context around
+    the backend's own would cost a terminal's every transaction one more)."""
+
+    __slots__ = ("_cm", "_types")
+
+    def __init__(self, cm: AbstractContextManager[Session], types: Mapping[str, str]) -> None:
+        self._cm = cm
+        self._types = types
+
+    def __enter__(self) -> Tx:
+        return Tx(self._cm.__enter__(), self._types)
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        return self._cm.__exit__(kind, exc, tb)
+
+
 def is_postgres_url(target: object) -> bool:
     return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
 
@@ -165,22 +188,18 @@ class Database:
         return self.backend.name
 
     # -- transactions and reads ------------------------------------------------------------
-    @contextmanager
-    def tx(self, *, exclusive: bool = True) -> Iterator[Tx]:
+    def tx(self, *, exclusive: bool = True) -> AbstractContextManager[Tx]:
         """A write transaction (``BEGIN IMMEDIATE``): commits on success, rolls back on error.
 
         ``exclusive=False`` lets a PostgreSQL transaction run beside other writers (it skips
         the writer lock; SQLite ignores it): only for transactions whose every statement is
         right on its own, whatever commits beside it (``INSERT … ON CONFLICT DO NOTHING``, a
         ``DELETE`` by a condition), never read-then-write."""
-        with self.backend.write(exclusive) as session:
-            yield Tx(session, self._types)
+        return _InTx(self.backend.write(exclusive), self._types)
 
-    @contextmanager
-    def read(self) -> Iterator[Tx]:
+    def read(self) -> AbstractContextManager[Tx]:
         """A read transaction: every statement in it sees the same snapshot."""
-        with self.backend.read() as session:
-            yield Tx(session, self._types)
+        return _InTx(self.backend.read(), self._types)
 
     def all(self, sql: str, params: Params = ()) -> list[Row]:
         return self.backend.all(sql, params)

@@ -167,29 +167,47 @@ class Backend:
 
     @contextmanager
     def write(self, exclusive: bool = True) -> Iterator[Session]:
-        """``BEGIN IMMEDIATE`` (``exclusive`` makes no difference: SQLite has one writer)."""
-        with self._writer_turn(), self._maybe_locked():
-            conn = self._conn()
+        """``BEGIN IMMEDIATE`` (``exclusive`` makes no difference: SQLite has one writer).
+
+        The locks are taken here rather than through :meth:`_writer_turn` and
+        :meth:`_maybe_locked`: a terminal makes thousands of small transactions, and each
+        nested generator context costs as much as a statement."""
+        if not self._write_lock.acquire(timeout=self._busy / 1000):
+            raise StoreError(
+                f"the database is busy: no turn to write within {self._busy} ms (another "
+                "writer of this process holds it)"
+            )
+        shared = self._shared_lock if self._shared is not None else None
+        try:
+            if shared is not None:
+                shared.acquire()
             try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot begin a transaction: {exc}") from exc
-            try:
-                yield Session(conn)
-            except sqlite3.IntegrityError as exc:
-                conn.execute("ROLLBACK")
-                raise StoreConflict(str(exc)) from exc
-            except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
-                raise StoreError(f"transaction failed: {exc}") from exc
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
-                raise StoreError(f"commit failed: {exc}") from exc
+                conn = self._conn()
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    raise StoreError(f"cannot begin a transaction: {exc}") from exc
+                try:
+                    yield Session(conn)
+                except sqlite3.IntegrityError as exc:
+                    conn.execute("ROLLBACK")
+                    raise StoreConflict(str(exc)) from exc
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK")
+                    raise StoreError(f"transaction failed: {exc}") from exc
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK")
+                    raise StoreError(f"commit failed: {exc}") from exc
+            finally:
+                if shared is not None:
+                    shared.release()
+        finally:
+            self._write_lock.release()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -206,11 +224,16 @@ class Backend:
                 raise StoreError(f"read failed: {exc}") from exc
 
     def all(self, sql: str, params: Params) -> list[Row]:
-        with self._maybe_locked():
-            try:
-                return list(self._conn().execute(sql, params).fetchall())
-            except sqlite3.Error as exc:
-                raise StoreError(f"query failed: {exc}") from exc
+        if self._shared is not None:
+            with self._shared_lock:
+                return self._all(sql, params)
+        return self._all(sql, params)
+
+    def _all(self, sql: str, params: Params) -> list[Row]:
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"query failed: {exc}") from exc
 
     def scrub(self) -> None:
         """Copy the write-ahead log into the database and truncate it: the log keeps the old

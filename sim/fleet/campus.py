@@ -8,6 +8,7 @@ when the server is down they cannot act, and the act is skipped.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +36,42 @@ def cheap_verifiers() -> Iterator[None]:
         yield
     finally:
         layout.make_verifier.__defaults__ = saved
+
+
+@contextmanager
+def remembered_scrypt() -> Iterator[None]:
+    """For the length of a run, :func:`hashlib.scrypt` answers a (password, salt, cost) it
+    computed before from memory.  scrypt is a pure function, so every check gives the answer
+    it would: the product still hashes, stores, derives and compares as it does (a wrong
+    password is a new input, computed and refused).  What goes is the deliberate slowness of
+    hashing the same password with the same salt again: a holder's query password set at the
+    desk and checked at every top-up, a card's consumption-password verifier made at issuing
+    and checked at every sale over the R6 limit (about 2.5 ms each at the minimum cost, 2^10,
+    a quarter of the CPU time of a fleet run before)."""
+    real = hashlib.scrypt
+    memo: dict[tuple[bytes, bytes, int, int, int, int], bytes] = {}
+
+    def scrypt(
+        password: bytes,
+        *,
+        salt: bytes,
+        n: int,
+        r: int,
+        p: int,
+        maxmem: int = 0,
+        dklen: int = 64,
+    ) -> bytes:
+        key = (bytes(password), bytes(salt), n, r, p, dklen)
+        got = memo.get(key)
+        if got is None:
+            got = memo[key] = real(password, salt=salt, n=n, r=r, p=p, maxmem=maxmem, dklen=dklen)
+        return got
+
+    hashlib.scrypt = scrypt  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        hashlib.scrypt = real
 
 
 _W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)

@@ -22,7 +22,7 @@ from typing import Any
 
 from edge.pos.engine import State
 from sim.fleet import invariants as inv
-from sim.fleet.campus import Campus, Holder, cheap_verifiers
+from sim.fleet.campus import Campus, Holder, cheap_verifiers, remembered_scrypt
 from sim.fleet.determinism import seeded
 from sim.fleet.net import Crash, Net, Rates
 from sim.fleet.server import SimServer
@@ -274,7 +274,7 @@ class Fleet:
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> Result:
-        with seeded(self._sub("secrets")), cheap_verifiers():
+        with seeded(self._sub("secrets")), cheap_verifiers(), remembered_scrypt():
             try:
                 self.setup()
                 for day in range(self.opts.days):

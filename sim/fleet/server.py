@@ -25,11 +25,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
+from msgspec import Struct
 
 from drivers.errors import YktError
 from sync.clock import Clock
 from sync.db import Database
-from sync.records import to_json
 from sync.server import authorize, feed, ingest, roles
 from sync.server.context import Context, ServerConfig, boot_number, current_version
 from sync.server.models import AuthorizeIn, JournalIn
@@ -43,6 +43,12 @@ ROUTES = {
     ("POST", "/v1/journal"): "POST /v1/journal",
     ("GET", "/v1/feed"): "GET /v1/feed",
 }
+
+
+def _encode(out: Struct | dict[str, Any]) -> bytes:
+    """The answer's JSON: what the route's ``to_json`` (``msgspec.to_builtins``, unset fields
+    left out) and the app's JSON response make of it, in one step."""
+    return msgspec.json.encode(out)
 
 
 def _error(status: int, code: str, message: str) -> tuple[int, bytes]:
@@ -113,13 +119,13 @@ class SimServer:
         assert auth is not None
         split = urlsplit(target)
         if (method, split.path) == ("GET", "/v1/health"):  # public: the decider's probe
-            out = {
+            probe = {
                 "ok": True,
                 "campus_id": ctx.config.campus_id,
                 "time_ms": ctx.now_ms(),
                 "version": current_version(ctx.db),
             }
-            return 200, json.dumps(out).encode()
+            return 200, _encode(probe)
         route = ROUTES.get((method, split.path))
         if route is None:
             return _error(404, "not_found", split.path)
@@ -131,21 +137,23 @@ class SimServer:
             return _error(exc.http_status, exc.code, str(exc))
         except (msgspec.ValidationError, ValueError) as exc:  # the models' own refusals
             return _error(422, "invalid", str(exc)[:200])
-        return 200, json.dumps(out).encode()
+        return 200, _encode(out)
 
     def _serve(
         self, ctx: Context, term: dict[str, Any], path: str, query: str, body: bytes
-    ) -> dict[str, Any]:
+    ) -> Struct | dict[str, Any]:
+        """The service's answer, as the route returns it (the route's ``to_json`` of it is
+        what :func:`_encode` writes)."""
         if path == "/v1/pos/authorize":
             req = AuthorizeIn.model_validate_json(body)
-            return to_json(authorize.authorize(ctx, term, req.model_dump()))
+            return authorize.authorize(ctx, term, req.model_dump())
         if path == "/v1/journal":
             push = JournalIn.model_validate_json(body)
             full = ctx.db.one("SELECT * FROM terminals WHERE id = ?", (term["id"],))
             assert full is not None
-            return to_json(ingest.ingest(ctx, dict(full), push.records))
+            return ingest.ingest(ctx, dict(full), push.records)
         if path == "/v1/feed":
             q = parse_qs(query)
             since = int(q.get("since", ["0"])[0])
-            return to_json(feed.delta(ctx, term, since))  # a long poll answers at once here
+            return feed.delta(ctx, term, since)  # a long poll answers at once here
         return ctx.card_keys.for_role(term["role"]).to_dict()

@@ -62,6 +62,10 @@ COMMANDS = (
 )
 #: the modules that add the subcommands, in the order ``ykt --help`` lists them
 COMMAND_MODULES = tuple(module for _name, module, _help in COMMANDS)
+#: commands of a group built alone when the command line names them: (group, command) → (the
+#: module and function that add the group, the module and function that add the command) —
+#: the fleet simulator runs without importing the rest of ``ykt sim`` (a web app among them)
+ALONE = {("sim", "fleet"): ("sim.group", "add_sim_group", "sim.fleet.cli", "add_fleet_parser")}
 #: the options of ``ykt`` itself that take a value (before the command)
 _VALUED = ("--log-level",)
 
@@ -69,14 +73,19 @@ _VALUED = ("--log-level",)
 def command_in(argv: Sequence[str]) -> str | None:
     """The subcommand ``argv`` names (its first word that is not an option of ``ykt`` itself
     or such an option's value), or None when it names none."""
+    at = _command_at(argv)
+    return None if at is None else argv[at]
+
+
+def _command_at(argv: Sequence[str]) -> int | None:
     skip = False
-    for word in argv:
+    for i, word in enumerate(argv):
         if skip:
             skip = False
         elif word in _VALUED:
             skip = True
         elif word == "--" or not word.startswith("-"):
-            return None if word == "--" else word
+            return None if word == "--" else i
     return None
 
 
@@ -98,9 +107,16 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="log level (default WARNING)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    chosen = None if argv is None else command_in(argv)
+    at = None if argv is None else _command_at(argv)
+    chosen = None if argv is None or at is None else argv[at]
+    action = None if argv is None or at is None or at + 1 >= len(argv) else argv[at + 1]
     for name, module, text in COMMANDS:
-        if argv is None or name == chosen:
+        alone = ALONE.get((name, action or ""))
+        if argv is not None and name == chosen and alone is not None:
+            group_module, add_group, command_module, add_command = alone
+            cmds = getattr(importlib.import_module(group_module), add_group)(sub)
+            getattr(importlib.import_module(command_module), add_command)(cmds)
+        elif argv is None or name == chosen:
             importlib.import_module(module).add_parser(sub)
         else:
             sub.add_parser(name, help=text)

@@ -21,6 +21,7 @@ from sim.control import AgentControl, token_file_option
 from sim.dispenser import cli as dispenser_cli
 from sim.errors import SimUsageError
 from sim.fleet.cli import add_fleet_parser
+from sim.group import add_sim_group
 from sim.idp import add_idp_parser
 from sim.kiosk_cli import add_parser as add_kiosk_parser
 from sim.paygate import add_paygate_parser
@@ -137,12 +138,7 @@ def state(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Sub) -> None:
-    p = sub.add_parser(
-        "sim",
-        help="simulated hardware and phone: tap cards, show codes, sell on a running agent",
-        description="Drive the simulated devices of a running agent through its control API.",
-    )
-    cmds = p.add_subparsers(dest="sim_command", metavar="ACTION", required=True)
+    cmds = add_sim_group(sub)
 
     def cmd(name: str, fn: Run, help_text: str) -> argparse.ArgumentParser:
         c = command(cmds, name, fn, help_text, json=False)

@@ -13,7 +13,7 @@ import pytest
 @pytest.mark.parametrize(
     ("argv", "absent"),
     [
-        (["sim", "fleet"], ("sync.server.app", "edge.pos.agent")),
+        (["sim", "fleet"], ("sync.server.app", "edge.pos.agent", "sim.cli", "fastapi")),
         (["server"], ("sim.cli", "sim.fleet.run", "edge.pos.agent")),
         (["--help"], ("sync.server.cli", "sim.cli", "edge.pos.cli", "fastapi")),
     ],

@@ -52,3 +52,15 @@ def test_an_unknown_command_is_refused(capsys: pytest.CaptureFixture[str]) -> No
         build_parser(["nonsense"]).parse_args(["nonsense"])
     assert exc.value.code == 2
     assert "invalid choice: 'nonsense'" in capsys.readouterr().err
+
+
+def test_a_command_built_alone_has_the_help_of_the_whole_tree(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``ykt sim fleet`` is built without the rest of ``ykt sim`` (edge.cli.ALONE)."""
+    texts = []
+    for parser in (build_parser(["sim", "fleet", "--help"]), build_parser()):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["sim", "fleet", "--help"])
+        texts.append(capsys.readouterr().out)
+    assert texts[0] == texts[1] and "--terminals" in texts[0]

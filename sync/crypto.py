@@ -8,6 +8,8 @@ written with mode 0600 before any byte of the key goes into it.
 from __future__ import annotations
 
 import base64
+import hashlib
+import threading
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -126,3 +128,28 @@ class VerifyKey:
         except (CryptoError, ValueError, TypeError):
             return False
         return True
+
+    def ok_remembered(self, signature: bytes, message: bytes) -> bool:
+        """:meth:`ok`, for what is checked again and again (a card's signed identity, at every
+        tap): a signature found good is remembered (process-wide, the last
+        :data:`REMEMBERED` of them, by this key, the signature and the message's SHA-256) and
+        not worked out again.  Only good answers are kept, so no input can make a bad
+        signature pass; Ed25519 verification is a pure function of the three."""
+        if len(signature) != 64:  # fixed, so key ‖ signature ‖ message reads one way only
+            return False
+        seen = hashlib.sha256(self._raw + bytes(signature) + bytes(message)).digest()
+        if seen in _GOOD:
+            return True
+        if not self.ok(signature, message):
+            return False
+        with _GOOD_LOCK:
+            if len(_GOOD) >= REMEMBERED:
+                del _GOOD[next(iter(_GOOD))]  # the oldest
+            _GOOD[seen] = None
+        return True
+
+
+#: how many good signatures :meth:`VerifyKey.ok_remembered` keeps (about 100 bytes each)
+REMEMBERED = 16_384
+_GOOD: dict[bytes, None] = {}
+_GOOD_LOCK = threading.Lock()

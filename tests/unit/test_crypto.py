@@ -68,3 +68,19 @@ def test_a_small_order_public_key_verifies_nothing() -> None:
     identity = bytes([1]) + bytes(31)
     forged = identity + bytes(32)
     assert not VerifyKey.from_bytes(identity).ok(forged, b"any message")
+
+
+def test_a_remembered_signature_is_one_found_good() -> None:
+    """``ok_remembered`` (a card's identity, checked at every tap) answers as ``ok`` does,
+    the second time from memory, and a signature moved into the message is not taken for the
+    remembered one."""
+    key = SigningKey.generate()
+    message = b"card 2026000123, generation 2"
+    sig = key.sign(message)
+    for _ in range(2):
+        assert key.public.ok_remembered(sig, message)
+        assert not key.public.ok_remembered(sig, message + b"!")
+        assert not key.public.ok_remembered(sig[:63] + bytes([sig[63] ^ 1]), message)
+    assert not key.public.ok_remembered(sig + message[:1], message[1:])
+    assert not key.public.ok_remembered(sig[:63], sig[63:] + message)
+    assert not SigningKey.generate().public.ok_remembered(sig, message)

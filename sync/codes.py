@@ -26,6 +26,7 @@ Parsing never raises anything but :class:`sync.errors.CodeError`, whatever the i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import struct
@@ -79,6 +80,7 @@ def header(kind: Kind) -> int:
     return (FORMAT << 4) | int(kind)
 
 
+@functools.lru_cache(maxsize=64)
 def campus_tag(campus_id: str) -> int:
     """The 2-byte campus tag codes carry, so another campus's codes get a clear refusal before
     any signature check (their issuer key differs anyway)."""

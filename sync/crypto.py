@@ -8,6 +8,7 @@ written with mode 0600 before any byte of the key goes into it.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import threading
 from pathlib import Path
@@ -62,8 +63,9 @@ class SigningKey:
             serialization.NoEncryption(),
         )
 
-    @property
+    @functools.cached_property
     def public(self) -> VerifyKey:
+        """The public key (made once: the feed, every journal check and code use it)."""
         return VerifyKey(self._key.public_key())
 
     def save(self, path: Path) -> None:

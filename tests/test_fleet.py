@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from sim.fleet import cli
+from sim.fleet import run as fleet_run_module
 from sim.fleet.run import FAULT_KINDS, Options, Result, run_fleet
 from sync.server import ledger
 from tests.helpers import ykt
@@ -118,6 +119,36 @@ def test_a_bug_in_the_product_is_caught_and_the_replay_printed(
     assert json.loads(out)["violations"][0]["invariant"] == "sale_once"
     assert "seed 4: invariant sale_once violated" in err
     assert "replay: ykt sim fleet --seed 4 --terminals 2 --days 1 --faults none" in err
+
+
+def _leaking(real: Any) -> Any:
+    """Every sale's debit moved one fen less than its credit: money out of nothing, in the
+    balances only (the transfer rows are right)."""
+
+    def apply_many(tx: Any, transfers: Iterable[ledger.Transfer]) -> None:
+        transfers = list(transfers)
+        real(tx, transfers)
+        for t in transfers:
+            if t.kind == "sale":
+                tx.execute(
+                    "UPDATE ledger_accounts SET balance = balance + 1 WHERE id = ?", (t.debit,)
+                )
+
+    return apply_many
+
+
+def test_money_made_from_nothing_is_caught_between_full_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The balances are read incrementally between full checks (the accounts the new
+    transfers moved): a sale whose debit side moved one fen short breaks money_conserved at
+    once, before any full check."""
+    monkeypatch.setattr(ledger, "apply_many", _leaking(ledger.apply_many))
+    monkeypatch.setattr(fleet_run_module, "FULL_EVERY", 10**9)  # no full check but the last
+    r = run_fleet(Options(seed=4, terminals=2, days=1, faults=frozenset()))
+    assert r.violations and r.violations[0]["invariant"] == "money_conserved"
+    assert "ledger does not balance: sum 1" in r.violations[0]["detail"]
+    assert r.steps < 60  # the first sale synced, not the end of the day
 
 
 def test_the_soak_runs_seed_after_seed_until_its_terminal_days(

@@ -166,6 +166,11 @@ class Fleet:
         self.day_cap = 0
         self.money_seen = (-1, -1)  # (boot, the ledger's last row) the money was checked at
         self.wallets: dict[int, int] = {}  # the wallets below zero then
+        self.balances: dict[str, int] = {}  # every ledger account's balance as last read
+        self.channels: dict[str, int] = {}
+        self.ledger_total = 0
+        self.balances_boot = -1
+        self.touched: set[str] = set()  # ledger accounts moved since the balances were read
         self.heads_boot = -1
         self.server_heads: dict[str, tuple[int, str]] = {}
 
@@ -706,30 +711,49 @@ class Fleet:
     def _check_money(self, db: Any, full: bool) -> None:
         """The ledger sums to zero (every balance equals its transfers: ``full``), the
         provider's and the cash channel match what the campus paid in and out; the wallets
-        below zero are kept for :func:`inv.offline_bound`."""
-        total = 0
-        chan: dict[Any, int] = {}
-        wallets: dict[int, int] = {}
-        # one statement: the ledger's sum, the channels, the wallets below zero
-        for r in db.all(
-            "SELECT 'sum' AS kind, '' AS id, 0 AS owner, COALESCE(SUM(balance), 0) AS balance "
-            "FROM ledger_accounts UNION ALL SELECT kind, id, owner, balance FROM ledger_accounts "
-            "WHERE kind = 'channel' OR (kind = 'wallet' AND balance < 0)"
-        ):
-            if r["kind"] == "sum":
-                total = int(r["balance"])
-            elif r["kind"] == "channel":
-                chan[r["id"]] = int(r["balance"])
-            else:
-                wallets[int(r["owner"])] = int(r["balance"])
-        self.wallets = wallets
+        below zero are kept for :func:`inv.offline_bound`.
+
+        Every balance is read at a full check and when the server started (a restore moved
+        them all); between, only those of the ledger accounts the new transfers moved, and
+        the sum is carried forward by their changes (a balance changed without a transfer
+        is found by the next full check, within ``FULL_EVERY`` steps)."""
+        boot = self.server.boots
+        if full or boot != self.balances_boot:
+            self.balances_boot = boot
+            self.balances.clear()
+            self.channels.clear()
+            self.wallets.clear()
+            self.ledger_total = 0
+            rows = db.all("SELECT id, kind, owner, balance FROM ledger_accounts")
+        elif self.touched:
+            ids = sorted(self.touched)
+            rows = db.all(
+                "SELECT id, kind, owner, balance FROM ledger_accounts "
+                f"WHERE id IN ({placeholders(len(ids))})",
+                ids,
+            )
+        else:
+            rows = []
+        self.touched.clear()
+        for r in rows:
+            aid, kind, bal = str(r["id"]), str(r["kind"]), int(r["balance"])
+            self.ledger_total += bal - self.balances.get(aid, 0)
+            self.balances[aid] = bal
+            if kind == "channel":
+                self.channels[aid] = bal
+            elif kind == "wallet":
+                if bal < 0:
+                    self.wallets[int(r["owner"])] = bal
+                else:
+                    self.wallets.pop(int(r["owner"]), None)
+        total = self.ledger_total
         fast = {"ok": total == 0, "sum_fen": total, "mismatched": []}
         check = ledger.check(db) if full else fast
         self.violate(
             inv.conservation(
                 check,
-                -chan.get(ledger.channel("wechat"), 0),
-                chan.get(ledger.channel("cash"), 0),
+                -self.channels.get(ledger.channel("wechat"), 0),
+                self.channels.get(ledger.channel("cash"), 0),
                 self.campus.topped_up,
                 self.campus.paid_out,
             )
@@ -740,7 +764,8 @@ class Fleet:
 
     def _read_ledger(self, db: Any) -> int:
         """The sales and reversals the ledger gained since the last look (all of them again
-        after a restore: the ledger went back); returns the ledger's last row."""
+        after a restore: the ledger went back), and the ledger accounts their transfers moved
+        (:attr:`touched`); returns the ledger's last row."""
         if self.server.boots != self.ledger_boot:
             self.ledger_boot, self.ledger_row = self.server.boots, 0
             self.ledger_sales.clear()
@@ -750,17 +775,20 @@ class Fleet:
         # the new sales and reversals, then one row ('' as id) with the ledger's last row and
         # the reverse-scan payments settled so far (all before the first one still open)
         for row in db.all(
-            "SELECT rowid AS r, id, amount FROM transfers WHERE rowid > ? "
-            "AND kind IN ('sale', 'reversal') UNION ALL "
+            "SELECT rowid AS r, id, amount, kind, debit, credit FROM transfers WHERE rowid > ? "
+            "UNION ALL "
             "SELECT (SELECT COALESCE(MAX(rowid), 0) FROM transfers), '', "
             "(SELECT COALESCE(MIN(id) - 1, (SELECT COALESCE(MAX(id), 0) FROM reverse_payments)) "
-            "FROM reverse_payments WHERE journal_seq IS NULL) ORDER BY 1, 2 DESC",
+            "FROM reverse_payments WHERE journal_seq IS NULL), '', '', '' ORDER BY 1, 2 DESC",
             (self.ledger_row,),
         ):
             if row["id"] == "":
                 top, rev_to = int(row["r"]), int(row["amount"])
                 continue
             self.ledger_row = max(self.ledger_row, int(row["r"]))
+            self.touched.update((str(row["debit"]), str(row["credit"])))
+            if row["kind"] not in ("sale", "reversal"):
+                continue
             what, tid, seq = str(row["id"]).split(":")
             k = (tid, int(seq))
             if what == "sale":

@@ -677,7 +677,9 @@ class Fleet:
         self.fresh.clear()
         d = self.day_cap
         days = self.opts.terminals * (self.opts.days + 1)  # terminal-days, the offline tail too
-        self.violate(inv.offline_bound(self.wallets, self.offline_approved, d, days))
+        # by account, as the ledger lists them (the incremental reads add them out of order)
+        wallets = dict(sorted(self.wallets.items()))
+        self.violate(inv.offline_bound(wallets, self.offline_approved, d, days))
         pushed = self.net.pushed
         if full or boot != self.heads_boot:
             self.heads_boot = boot

@@ -18,7 +18,7 @@ import pytest
 from sim.fleet import cli
 from sim.fleet import run as fleet_run_module
 from sim.fleet.run import FAULT_KINDS, Options, Result, run_fleet
-from sync.server import ledger
+from sync.server import ingest, ledger
 from tests.helpers import ykt
 
 #: seeds of 6 terminals × 2 days that together inject every fault kind, and regressions
@@ -149,6 +149,24 @@ def test_money_made_from_nothing_is_caught_between_full_checks(
     assert r.violations and r.violations[0]["invariant"] == "money_conserved"
     assert "ledger does not balance: sum 1" in r.violations[0]["detail"]
     assert r.steps < 60  # the first sale synced, not the end of the day
+
+
+def test_a_server_head_off_the_chain_is_caught_at_the_push(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's heads are read only for the terminals whose push arrived (and all at a
+    full check): a head stored with the wrong hash breaks ``chain`` at that push."""
+    real = ingest.ingest
+
+    def misfiling(ctx: Any, terminal: dict[str, Any], records: Any) -> Any:
+        out = real(ctx, terminal, records)
+        with ctx.db.tx() as tx:
+            tx.execute("UPDATE terminals SET head_hash = 'x' WHERE id = ?", (terminal["id"],))
+        return out
+
+    monkeypatch.setattr(ingest, "ingest", misfiling)
+    monkeypatch.setattr(fleet_run_module, "FULL_EVERY", 10**9)  # no full check but the last
+    r = run_fleet(Options(seed=4, terminals=2, days=1, faults=frozenset()))
+    assert r.violations and r.violations[0]["invariant"] == "chain"
+    assert r.steps < 60
 
 
 def test_the_soak_runs_seed_after_seed_until_its_terminal_days(

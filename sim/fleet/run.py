@@ -173,6 +173,7 @@ class Fleet:
         self.touched: set[str] = set()  # ledger accounts moved since the balances were read
         self.heads_boot = -1
         self.server_heads: dict[str, tuple[int, str]] = {}
+        self.jheads_seen: dict[str, tuple[int, str]] = {}
 
     # -- plumbing -------------------------------------------------------------------------------
     def _on(self, kind: str) -> bool:
@@ -693,11 +694,23 @@ class Fleet:
         else:
             rows = []
         pushed.clear()
+        moved = set()  # terminals whose head here or at the server moved since the last look
         for r in rows:
-            self.server_heads[str(r["id"])] = (int(r["head_seq"]), str(r["head_hash"]))
+            tid, head = str(r["id"]), (int(r["head_seq"]), str(r["head_hash"]))
+            if full or self.server_heads.get(tid) != head:
+                moved.add(tid)
+            self.server_heads[tid] = head
         jheads = {t.id: (t.journal._head_seq, t.journal._head_hash) for t in self.terms}
+        for tid, head in jheads.items():
+            if self.jheads_seen.get(tid) != head:
+                moved.add(tid)
+        self.jheads_seen = jheads
         verified = {t.id: self._verifies(t) for t in self.terms} if final else {}
-        self.violate(inv.chains(self.server_heads, jheads, verified, final))
+        if moved:
+            heads = {k: v for k, v in self.server_heads.items() if k in moved}
+            self.violate(inv.chains(heads, jheads, verified, final))
+        elif verified:
+            self.violate(inv.chains({}, jheads, verified, final))
         if self.new_codes or full:
             charges: dict[str, list[tuple[int, int]]] = {}
             for k, cred in self.journal_codes.items():

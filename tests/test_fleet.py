@@ -17,7 +17,10 @@ import pytest
 
 from sim.fleet import cli
 from sim.fleet import run as fleet_run_module
-from sim.fleet.run import FAULT_KINDS, Options, Result, run_fleet
+from sim.fleet.campus import cheap_verifiers, remembered_scrypt
+from sim.fleet.determinism import seeded
+from sim.fleet.net import Crash
+from sim.fleet.run import FAULT_KINDS, Fleet, Options, Result, run_fleet
 from sync.server import ingest, ledger
 from tests.helpers import ykt
 
@@ -193,3 +196,31 @@ def test_after_a_restore_no_account_is_paid_out_or_approved_past_its_bound() -> 
     offline.  The server cannot know what the restore lost until the terminals push again."""
     r = run_fleet(Options(seed=2009, terminals=20, days=1))
     assert r.violations == []
+
+
+def test_a_sale_journaled_before_a_crash_counts_toward_the_offline_bound(tmp_path: Any) -> None:
+    """Soak seed 1017 (20 terminals × 10 days, no restores): an offline till died right after
+    journaling a sale; nobody saw it approved, but its record charges the account, so it counts
+    toward the account's offline bound (finding 7 in docs/fleet.md)."""
+    fleet = Fleet(Options(seed=4, terminals=2, days=1, faults=frozenset()), tmp_path)
+    with seeded(fleet._sub("secrets")), cheap_verifiers(), remembered_scrypt():
+        fleet.setup()
+        term = fleet.terms[0]
+        fleet.net.cut.add(term.id)  # offline: the till decides from its cache
+        real = term.journal.append
+
+        def append(*args: Any, **kw: Any) -> Any:
+            real(*args, **kw)
+            raise Crash(f"{term.name} died after append")
+
+        term.journal.append = append  # type: ignore[method-assign]
+        for _ in range(20):
+            fleet.ev_sale(0)
+            if any(e["ev"] == "sale.crashed" for e in fleet.recent):
+                break
+        crashed = [e for e in fleet.recent if e["ev"] == "sale.crashed"]
+        assert crashed, "no sale was journaled in 20 tries"
+        acct, amount = crashed[0]["acct"], crashed[0]["amount"]
+        assert fleet.offline_approved[acct] >= amount
+        for t in fleet.terms:
+            t.close()

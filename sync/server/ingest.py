@@ -45,7 +45,7 @@ from sync import protocol, rules
 from sync.bounds import PosId
 from sync.clock import CampusDays
 from sync.crypto import VerifyKey
-from sync.db import Tx, placeholders
+from sync.db import Params, Tx, placeholders, value_rows
 from sync.errors import ProtocolError
 from sync.records import Alarm, JournalRecord, PushAck
 from sync.rules import AccountStatus
@@ -69,6 +69,8 @@ class Incoming:
     rec: JournalRecord | None
     hash: str = ""
     refused: str = ""
+    #: the signature checked already (before the transaction): its answer
+    sig_valid: bool | None = None
 
 
 class _Envelope(msgspec.Struct, frozen=True):
@@ -130,11 +132,14 @@ def _decode(terminal_id: str, role: str, wire: Sequence[Mapping[str, Any]]) -> l
 
 
 def _sig_ok(key: VerifyKey, item: Incoming) -> bool:
-    try:
-        sig = base64.b64decode(item.sig, validate=True)
-    except ValueError:
-        return False
-    return len(sig) == 64 and key.ok(sig, item.body)
+    if item.sig_valid is None:
+        try:
+            sig = base64.b64decode(item.sig, validate=True)
+        except ValueError:
+            item.sig_valid = False
+        else:
+            item.sig_valid = len(sig) == 64 and key.ok(sig, item.body)
+    return item.sig_valid
 
 
 def _alarm(tx: Tx, ctx: Context, res: PushAck | None, tid: str, kind: str, detail: str) -> None:
@@ -193,10 +198,26 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
                 _alarm(tx, ctx, None, tid, exc.code, exc.message)
         raise
     key = VerifyKey.from_b64(terminal["pubkey"])
+    # what needs no database is done before the writer's turn, which every server process
+    # waits for: each record's hash, and the signature of the newest record, which
+    # authenticates the run when the run reaches it (step 4 checks it there)
+    for i in items:
+        i.hash = protocol.record_hash(i.body)
+    if items:
+        _sig_ok(key, max(items, key=lambda i: i.seq))
     with ctx.db.tx() as tx:
-        head_row = tx.one("SELECT head_seq, head_hash FROM terminals WHERE id = ?", (tid,))
-        assert head_row is not None
-        head, head_hash = int(head_row["head_seq"]), str(head_row["head_hash"])
+        head_rows, held_before = tx.batch(
+            [
+                ("SELECT head_seq, head_hash, merchant FROM terminals WHERE id = ?", (tid,)),
+                (
+                    "SELECT seq, body, sig FROM pending_records WHERE terminal_id = ? ORDER BY seq",
+                    (tid,),
+                ),
+            ]
+        )
+        assert head_rows
+        head, head_hash = int(head_rows[0]["head_seq"]), str(head_rows[0]["head_hash"])
+        merchant_code = str(head_rows[0]["merchant"] or "DEFAULT")
         res = PushAck(ack=head)
         urgent = False
 
@@ -212,7 +233,7 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
                 )
             }
             for d in dups:
-                if stored.get(d.seq) != protocol.record_hash(d.body):
+                if stored.get(d.seq) != d.hash:
                     _alarm(
                         tx,
                         ctx,
@@ -226,12 +247,12 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
 
         # 3. merge with held-back records; find the contiguous run
         fresh: dict[int, Incoming] = {}
-        held_before = tx.all(
-            "SELECT seq, body, sig FROM pending_records WHERE terminal_id = ? ORDER BY seq", (tid,)
-        )
         for r in held_before:
             _seq, _term, rec, why = _read(r["body"])  # read when it came: readable now
-            fresh[r["seq"]] = Incoming(r["seq"], r["body"].encode(), r["sig"], rec, refused=why)
+            body = r["body"].encode()
+            fresh[r["seq"]] = Incoming(
+                r["seq"], body, r["sig"], rec, protocol.record_hash(body), refused=why
+            )
         for i in items:
             if i.seq <= head:
                 continue
@@ -256,7 +277,6 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
                 )
                 rejected.add(seq)
                 break
-            item.hash = protocol.record_hash(item.body)
             run.append(item)
             prev, seq = item.hash, seq + 1
 
@@ -273,19 +293,26 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
             while run and not _sig_ok(key, run[-1]):
                 rejected.add(run.pop().seq)
 
-        # 5. apply
+        # 5. apply (its last writes, ``tail``, go with the ones below in one round trip)
+        tail: list[tuple[str, Params]] = []
         if run:
-            urgent = _apply(ctx, tx, tid, run, res) or urgent
+            urgent = _apply(ctx, tx, tid, merchant_code, run, res, tail) or urgent
             res.ack = run[-1].seq
-            tx.execute(
-                "UPDATE terminals SET head_seq = ?, head_hash = ?, last_seen_ms = ? WHERE id = ?",
-                (run[-1].seq, run[-1].hash, ctx.now_ms(), tid),
+            tail.append(
+                (
+                    "UPDATE terminals SET head_seq = ?, head_hash = ?, last_seen_ms = ? "
+                    "WHERE id = ?",
+                    (run[-1].seq, run[-1].hash, ctx.now_ms(), tid),
+                )
             )
 
         # 6. hold back what lies beyond a gap (never what failed a check)
         keep = [i for s, i in sorted(fresh.items()) if s > res.ack and s not in rejected]
         _gap_alarm(tx, ctx, res, tid, items, had_pending=bool(held_before), keep=keep)
-        tx.execute("DELETE FROM pending_records WHERE terminal_id = ?", (tid,))
+        if held_before:
+            tail.append(("DELETE FROM pending_records WHERE terminal_id = ?", (tid,)))
+        if tail:
+            tx.batch(tail)
         tx.insert_rows(
             "pending_records",
             ("terminal_id", "seq", "body", "sig"),
@@ -332,22 +359,35 @@ def _operator_check(
         )
 
 
-def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) -> bool:
+def _apply(
+    ctx: Context,
+    tx: Tx,
+    tid: str,
+    merchant_code: str,
+    run: list[Incoming],
+    res: PushAck,
+    tail: list[tuple[str, Params]],
+) -> bool:
     """Apply ``run``; True when it changed more than balances and spending (a status, a
-    password count, anything but a plain sale): the terminals must hear of it at once."""
+    password count, anything but a plain sale): the terminals must hear of it at once.  The
+    accounts' last update is appended to ``tail``, for the caller to run (in this
+    transaction, before anything reads those accounts again)."""
     now = ctx.now_ms()
     urgent = any(i.rec is not None and i.rec.kind != "sale" for i in run)
     policy = ctx.policy()
     # the records at these sequence numbers are what counts now: whatever online authorization
-    # gave the numbers (holds, provisional claims on phone codes) goes, sale or not
-    authorize.release(tx, tid, run[0].seq, run[-1].seq)
+    # gave the numbers (holds, provisional claims on phone codes) goes, sale or not; sent in
+    # one round trip with the reads of the run's accounts
     accounts: dict[int, dict[str, Any]] = {}
     bal: dict[str, int] = {}
-    _load(tx, sorted({i.rec.acct for i in run if i.rec is not None}), accounts, bal)
-    transfers: list[ledger.Transfer] = []
-    merchant_code = str(
-        tx.scalar("SELECT merchant FROM terminals WHERE id = ?", (tid,)) or "DEFAULT"
+    _load(
+        tx,
+        sorted({i.rec.acct for i in run if i.rec is not None}),
+        accounts,
+        bal,
+        first=authorize.release_statements(tid, run[0].seq, run[-1].seq),
     )
+    transfers: list[ledger.Transfer] = []
     merchant = ledger.merchant_account(merchant_code)
     day_of = CampusDays(ctx.config.tz)
     touched: set[int] = set()
@@ -566,48 +606,68 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
                     "frozen automatically by a rule (R12)",
                     "system",
                 )
-        tx.executemany(
-            "UPDATE accounts SET spent_day = ?, spent_fen = ?, pin_tries = ?, flags = ?, "
-            "version = ? WHERE id = ?",
-            [
+        changed = [
+            (
+                accounts[a]["spent_day"],
+                accounts[a]["spent_fen"],
+                accounts[a]["pin_tries"],
+                accounts[a]["flags"],
+                a,
+            )
+            for a in sorted(touched)
+        ]
+        for start in range(0, len(changed), ledger.SET_ROWS):
+            part = changed[start : start + ledger.SET_ROWS]
+            tail.append(
                 (
-                    accounts[a]["spent_day"],
-                    accounts[a]["spent_fen"],
-                    accounts[a]["pin_tries"],
-                    accounts[a]["flags"],
-                    version,
-                    a,
+                    "UPDATE accounts SET spent_day = v.column1, "
+                    "spent_fen = CAST(v.column2 AS BIGINT), "
+                    "pin_tries = CAST(v.column3 AS BIGINT), flags = v.column4, version = ? "
+                    f"FROM (VALUES {value_rows(len(part), 5)}) AS v "
+                    "WHERE accounts.id = CAST(v.column5 AS BIGINT)",
+                    [version, *(x for row in part for x in row)],
                 )
-                for a in touched
-            ],
-        )
+            )
     res.applied = len(run) - refused
     res.refused = refused
     return urgent
 
 
 def _load(
-    tx: Tx, acct_ids: list[int], accounts: dict[int, dict[str, Any]], bal: dict[str, int]
+    tx: Tx,
+    acct_ids: list[int],
+    accounts: dict[int, dict[str, Any]],
+    bal: dict[str, int],
+    first: Sequence[tuple[str, Params]] = (),
 ) -> None:
-    """Read the accounts ``acct_ids`` (those not read yet) and their balances."""
+    """Read the accounts ``acct_ids`` (those not read yet) and their balances, in one round
+    trip, after the statements ``first`` (sent with them)."""
     ids = [a for a in acct_ids if a not in accounts]
     if not ids:
+        if first:
+            tx.batch(first)
         return
-    for r in tx.all(
-        "SELECT id, status, spent_day, spent_fen, pin_tries, pin_epoch, flags FROM accounts "
-        f"WHERE id IN ({placeholders(len(ids))})",
-        ids,
-    ):
+    # the ledger accounts of every id asked for: an unknown account has none
+    ledger_ids = [ledger.transition(a) for a in ids] + [ledger.wallet(a) for a in ids]
+    *_, rows, balances = tx.batch(
+        [
+            *first,
+            (
+                "SELECT id, status, spent_day, spent_fen, pin_tries, pin_epoch, flags "
+                f"FROM accounts WHERE id IN ({placeholders(len(ids))})",
+                ids,
+            ),
+            (
+                "SELECT id, balance FROM ledger_accounts "
+                f"WHERE id IN ({placeholders(len(ledger_ids))})",
+                ledger_ids,
+            ),
+        ]
+    )
+    for r in rows:
         accounts[r["id"]] = dict(r)
-    found = [a for a in ids if a in accounts]
-    ledger_ids = [ledger.transition(a) for a in found] + [ledger.wallet(a) for a in found]
-    if ledger_ids:  # none when no record names a known account
-        for r in tx.all(
-            "SELECT id, balance FROM ledger_accounts "
-            f"WHERE id IN ({placeholders(len(ledger_ids))})",
-            ledger_ids,
-        ):
-            bal[r["id"]] = int(r["balance"])
+    for r in balances:
+        bal[r["id"]] = int(r["balance"])
 
 
 def _offline_confirmation(

@@ -327,7 +327,7 @@ def next_version(tx: Tx) -> int:
 
     The UPDATE also takes the write lock on the counter, so versions become visible in order."""
     rows = tx.all("UPDATE versions SET value = value + 1 WHERE name = 'feed' RETURNING value")
-    return int(rows[0][0])
+    return int(rows[0]["value"])
 
 
 def boot_number(db: Database) -> int:

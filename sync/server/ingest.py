@@ -71,6 +71,8 @@ class Incoming:
     refused: str = ""
     #: the signature checked already (before the transaction): its answer
     sig_valid: bool | None = None
+    #: ``body`` as text, as it came (what the records table stores)
+    text: str = ""
 
 
 class _Envelope(msgspec.Struct, frozen=True):
@@ -127,7 +129,7 @@ def _decode(terminal_id: str, role: str, wire: Sequence[Mapping[str, Any]]) -> l
                 f"{rec.method} (docs/security.md)",
                 "record_not_allowed",
             )
-        out.append(Incoming(seq, body_text.encode(), sig, rec, refused=why))
+        out.append(Incoming(seq, body_text.encode(), sig, rec, refused=why, text=body_text))
     return out
 
 
@@ -251,7 +253,13 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
             _seq, _term, rec, why = _read(r["body"])  # read when it came: readable now
             body = r["body"].encode()
             fresh[r["seq"]] = Incoming(
-                r["seq"], body, r["sig"], rec, protocol.record_hash(body), refused=why
+                r["seq"],
+                body,
+                r["sig"],
+                rec,
+                protocol.record_hash(body),
+                refused=why,
+                text=r["body"],
             )
         for i in items:
             if i.seq <= head:
@@ -316,7 +324,7 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
         tx.insert_rows(
             "pending_records",
             ("terminal_id", "seq", "body", "sig"),
-            [(tid, i.seq, i.body.decode(), i.sig) for i in keep[:MAX_PENDING]],
+            [(tid, i.seq, i.text or i.body.decode(), i.sig) for i in keep[:MAX_PENDING]],
         )
         res.pending = min(len(keep), MAX_PENDING)
     if res.applied:
@@ -590,7 +598,7 @@ def _apply(
     tx.insert_rows(
         "records",
         ("terminal_id", "seq", "hash", "body", "sig", "received_ms"),
-        [(tid, i.seq, i.hash, i.body.decode(), i.sig, now) for i in run],
+        [(tid, i.seq, i.hash, i.text or i.body.decode(), i.sig, now) for i in run],
     )
     if touched:
         version = next_version(tx)

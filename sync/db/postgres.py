@@ -239,6 +239,8 @@ class Session:
         """The statements in one pipeline (libpq's pipeline mode): sent together, answered
         together, one round trip instead of one each; the first that fails ends the
         transaction (as it would alone) and is raised."""
+        if not psycopg.Pipeline.is_supported():  # a libpq older than 14: one at a time
+            return [self.execute(sql, params).fetchall() for sql, params in statements]
         try:
             with self.raw.pipeline():
                 cursors = [self.raw.execute(pg_params(sql), params) for sql, params in statements]

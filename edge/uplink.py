@@ -207,7 +207,9 @@ class Uplink:
         acked = journal.acked if journal is not None else 0
         head = journal.head_seq if journal is not None else None
         try:
-            resp = client.feed(self.cache.version, wait=wait, head=head)
+            resp = client.feed(
+                self.cache.version, wait=wait, head=head, acked=acked if journal else None
+            )
         except SyncError as exc:
             self.link.down(str(exc))
             delay = backoff.next()

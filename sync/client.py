@@ -252,12 +252,18 @@ class ServerClient:
             PushAck, "POST", "/v1/journal", body={"records": records}, timeout=(2.0, 30.0)
         )
 
-    def feed(self, since: int, wait: float = 0, head: int | None = None) -> FeedPage:
+    def feed(
+        self, since: int, wait: float = 0, head: int | None = None, acked: int | None = None
+    ) -> FeedPage:
         """A feed page; ``head``: this terminal's journal head, reported to the server (its
-        settlement report shows the records not synced yet)."""
+        settlement report shows the records not synced yet); ``acked``: the head the server
+        acked (a server that holds less was restored from a backup: it stops paying out until
+        every terminal has pushed again, docs/operations.md)."""
         params: dict[str, Any] = {"since": since, "wait": wait}
         if head is not None:
             params["head"] = head
+            if acked is not None:
+                params["acked"] = acked
         return self._typed(
             FeedPage,
             "GET",

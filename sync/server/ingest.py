@@ -49,7 +49,17 @@ from sync.db import Tx, placeholders
 from sync.errors import ProtocolError
 from sync.records import Alarm, JournalRecord, PushAck
 from sync.rules import AccountStatus
-from sync.server import authorize, cardrisk, codeuse, holders, ledger, posrefund, reconcile, roles
+from sync.server import (
+    authorize,
+    cardrisk,
+    codeuse,
+    holders,
+    ledger,
+    posrefund,
+    reconcile,
+    recovery,
+    roles,
+)
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version
 from sync.server.errors import Forbidden, Invalid
@@ -292,6 +302,8 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
             [(tid, i.seq, i.body.decode(), i.sig) for i in keep[:MAX_PENDING]],
         )
         res.pending = min(len(keep), MAX_PENDING)
+    if res.applied and recovery.state(ctx.db) is not None:
+        recovery.check(ctx)  # restored from a backup: this push may be the last one waited for
     if res.applied:
         # plain sales move balances only: their wake is coalesced (Notifier.notify), so a
         # lunch peak's 100 sales/s do not answer every parked long-poll 100 times a second

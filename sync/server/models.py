@@ -58,6 +58,23 @@ class TopupIn(Strict):
     )
 
 
+class RestoredIn(Strict):
+    reason: str = Field(
+        "restored from a backup",
+        min_length=1,
+        max_length=200,
+        description="what was restored (kept in the alarm)",
+    )
+
+
+class ResumeIn(Strict):
+    force: StrictBool = Field(
+        False,
+        description="end the recovering state although terminals are still to push (their "
+        "sales since the backup are not known yet: docs/operations.md)",
+    )
+
+
 class TokenIn(Strict):
     role: Literal["pos", "kiosk", "gate"]
     name: str = Field(

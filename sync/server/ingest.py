@@ -433,9 +433,9 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
             continue
         if rec.kind == "sale" and rec.method == "qr-reverse":
             # the phone's online payment moved the money already: link, never charge twice
-            problem, late = reconcile.link(tx, tid, item.seq, rec)
+            problem, late = reconcile.link(ctx, tx, tid, item.seq, rec)
             if problem:
-                kind = "reverse_late" if late else "reverse_unpaid"
+                kind = late.kind if late else "reverse_unpaid"
                 _alarm(tx, ctx, res, tid, kind, f"record {item.seq}: {problem}")
             if late is not None:
                 _load(tx, [late.account_id], accounts, bal)

@@ -213,19 +213,33 @@ def saw_ack(ctx: Context, tx: Tx, terminal_id: str, acked: int) -> None:
 
 def put_back(db_path: Path, backup: Path, keep: bool = True) -> Path | None:
     """Put a SQLite backup in the place of the database ``db_path`` (the server stopped):
-    check that it is a ykt database, keep the one it replaces (``keep``: as
-    ``ykt.db.replaced-N`` with its ``-wal``/``-shm``, returned; else they are deleted),
-    copy the backup in (mode 0600).  The caller opens it (migrating an older backup) and
-    enters the recovering state (:func:`enter`)."""
+    the backup (with its ``-wal`` when one lies beside it: a copy of a stopped server's data
+    directory) is copied next to the database, checked to be a ykt database and made whole
+    (its WAL folded in; the backup itself is not touched), the database it replaces is kept
+    (``keep``: as ``ykt.db.replaced-N`` with its ``-wal``/``-shm``, returned; else deleted),
+    and the copy takes its place (mode 0600).  The caller opens it (migrating an older
+    backup) and enters the recovering state (:func:`enter`)."""
+    tmp = db_path.with_name(db_path.name + ".restoring")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(backup, tmp)
+    if Path(f"{backup}-wal").exists():
+        shutil.copyfile(f"{backup}-wal", f"{tmp}-wal")
+    tmp.chmod(0o600)
     try:
-        con = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
+        con = sqlite3.connect(tmp)
         try:
             con.execute("SELECT value FROM settings WHERE key = 'policy'").fetchall()
             con.execute("SELECT head_seq FROM terminals LIMIT 1").fetchall()
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            con.execute("PRAGMA journal_mode = DELETE").fetchall()  # one file, no WAL
         finally:
             con.close()
     except sqlite3.Error as exc:
+        tmp.unlink(missing_ok=True)
         raise ConfigError(f"{backup} is not a backup of a ykt server's database: {exc}") from exc
+    for suffix in ("-wal", "-shm"):
+        Path(f"{tmp}{suffix}").unlink(missing_ok=True)
     kept: Path | None = None
     if keep and db_path.exists():
         n = 1
@@ -237,8 +251,5 @@ def put_back(db_path: Path, backup: Path, keep: bool = True) -> Path | None:
                 old.replace(f"{kept}{suffix}")
     for suffix in ("-wal", "-shm", "-journal"):
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
-    tmp = db_path.with_name(db_path.name + ".restoring")
-    shutil.copyfile(backup, tmp)
-    tmp.chmod(0o600)
     tmp.replace(db_path)
     return kept

@@ -18,6 +18,7 @@ from sim.control import AgentControl
 from tests.handterm import admin_raw, error_of
 from tests.helpers import PosProc, ServerProc, wait_until, ykt
 from tests.posutil import (
+    admin_args,
     journal_rows,
     restart_server,
     sale_amounts,
@@ -55,7 +56,8 @@ def test_server_restored_from_a_backup_gets_the_lost_sales_again(
         if how == "copy":  # by hand: the terminal's feed request shows the server went back
             shutil.rmtree(server.data)
             shutil.copytree(backup, server.data)
-        else:
+        else:  # the terminal is off meanwhile: the server waits for it
+            pos.stop()
             db = str(backup / "ykt.db")
             out = ykt("server", "restore", "--data", str(server.data), "--from", db).stdout
             assert "recovering until 1 terminals have pushed again" in out, out
@@ -65,6 +67,9 @@ def test_server_restored_from_a_backup_gets_the_lost_sales_again(
             assert server.admin().call("GET", "/v1/admin/recovery")["recovering"] is True
             r = admin_raw(server, "POST", f"/v1/admin/accounts/{number}/cancel")
             assert (r.status_code, error_of(r)["code"]) == (409, "recovering"), r.text
+            shown = ykt(*admin_args(server), "server", "status").stdout
+            assert "recovering since" in shown and "waiting for T00001" in shown, shown
+            pos.start()
         expected = [500, 700, 900]
         if then == "new sale":  # its push is answered with the old ack
             sold = ctl.sale(300, card["card_no"])

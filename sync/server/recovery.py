@@ -22,8 +22,8 @@ was spent (:func:`refuse`): online authorizations answer 503 ``recovering`` (the
 decides offline, within the offline bound, as when the server is down), reverse-scan payments
 and transfers out of a balance likewise, desk cancellations and refunds that take money out
 of a balance 409 ``recovering``; each names the terminals still to push.  It leaves the state
-by itself (:func:`check`) once every enrolled, non-revoked terminal has reported its journal
-head in a feed request since the restore and the server holds its journal up to that head;
+by itself (:func:`check`) once every enrolled, non-revoked terminal that pushes a journal (a
+POS) has reported its journal head in a feed request since the restore and the server holds its journal up to that head;
 or when an administrator forces it (``ykt admin server resume --force``, audited), e.g. for a
 terminal that will never come back (revoking it also takes it out of the wait).
 """
@@ -37,10 +37,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from sync.db import Database, Tx
+from sync.db import Database, Tx, placeholders
 from sync.errors import ConfigError
 from sync.server.context import Context
 from sync.server.errors import Conflict, ServiceError
+from sync.server.roles import ENDPOINTS
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,11 @@ def state(rd: Database | Tx) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+#: the roles whose journals the server ingests: only theirs can have been lost (a kiosk keeps
+#: no journal the server holds, so it is never waited for)
+JOURNALING = tuple(sorted(ENDPOINTS["POST /v1/journal"]))
+
+
 def waiting(rd: Database | Tx, since_ms: int) -> list[dict[str, Any]]:
     """The active terminals the server still waits for: no head reported since ``since_ms``,
     or a journal not synced up to the head reported."""
@@ -74,9 +80,9 @@ def waiting(rd: Database | Tx, since_ms: int) -> list[dict[str, Any]]:
         dict(r)
         for r in rd.all(
             "SELECT id, name, role, head_seq, reported_head, reported_ms FROM terminals "
-            "WHERE status = 'active' AND (reported_ms < ? OR head_seq < reported_head) "
-            "ORDER BY id",
-            (since_ms,),
+            f"WHERE status = 'active' AND role IN ({placeholders(len(JOURNALING))}) "
+            "AND (reported_ms < ? OR head_seq < reported_head) ORDER BY id",
+            (*JOURNALING, since_ms),
         )
     ]
 

@@ -33,7 +33,7 @@ from sync.clock import ManualClock, campus_midnight_ms
 from sync.crypto import SigningKey
 from sync.errors import YktError
 from sync.records import JournalRecord
-from sync.server import accounts, desk, ledger, reconcile, terminals
+from sync.server import accounts, desk, ledger, reconcile, recovery, terminals
 from sync.server.context import DEFAULT_POLICY
 
 FAULT_KINDS = (
@@ -795,7 +795,7 @@ class Fleet:
                 "WHERE journal_seq IS NULL AND refund_id IS NULL"
             )
         )
-        self.violate(inv.settled(holds, open_rev))
+        self.violate(inv.settled(holds, open_rev, recovery.state(db) is not None))
 
     @staticmethod
     def _journal_head(t: SimTerminal) -> tuple[int, str]:

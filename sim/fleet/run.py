@@ -155,6 +155,8 @@ class Fleet:
         self.read_to: dict[str, int] = {}
         self.lost_payments: set[tuple[str, int]] = set()  # reverse-scan payments a restore lost
         self.proofs_shown: set[tuple[str, int]] = set()  # reverse scans with the proof shown
+        self.cut_at: dict[str, int] = {}  # when each terminal was last cut off
+        self.restored_from: int | None = None  # the time of the backup last restored
         self.reverse_orders: dict[inv.Key, int] = {}
         self.ledger_sales: dict[inv.Key, int] = {}
         self.reversals: dict[inv.Key, int] = {}
@@ -338,6 +340,7 @@ class Fleet:
         if term.id in self.net.cut:
             return
         self.net.cut.add(term.id)
+        self.cut_at[term.id] = self.clock.now_ms()
         if until - self.clock.now_ms() < 24 * HOUR:
             self.faults["partition"] += 1
         self.log("net.cut", t=term.id, until=until)
@@ -378,6 +381,7 @@ class Fleet:
         # provider's statement shows it at reconciliation (docs/security.md); tally it out
         self.campus.topped_up, self.campus.paid_out = topped, paid
         self.campus.after_restore()
+        self.restored_from = t0
         # so is a phone's reverse-scan payment made since: a sale record with the proof shown
         # carries it and ingest charges the payer it names; one with the short code keyed meets
         # no payment (alarm reverse_unpaid) and charges nothing: the desk charges it
@@ -397,6 +401,22 @@ class Fleet:
             n = reconcile.settle(self.server.context)
             if n:
                 self.log("server.settled", refunds=n)
+            self._operator_after_restore()
+
+    def _operator_after_restore(self) -> None:
+        """The operator's look at a server recovering from a restore (docs/operations.md): a
+        terminal cut off since before the backup cannot hold a record the restore took away,
+        so when only such terminals are waited for, the operator ends the state with
+        ``--force`` (``ykt admin server resume --force``)."""
+        ctx = self.server.context
+        if self.restored_from is None or recovery.state(ctx.db) is None:
+            return
+        since = self.restored_from
+        off = {t for t in self.net.cut if self.cut_at.get(t, since + 1) <= since}
+        wait = [str(w["id"]) for w in recovery.status(ctx)["waiting"]]
+        if wait and set(wait) <= off:
+            recovery.resume(ctx, "operator", force=True)
+            self.log("server.recovery_forced", waiting=wait)
 
     def ev_topup(self, pick: int) -> None:
         if not self.server.up:

@@ -132,7 +132,7 @@ class Uplink:
         batch = self.journal.unsent(self.batch)
         before = self.journal.acked
         try:
-            resp = client.push(batch)
+            resp = client.push(batch, acked=before)
         except SyncError as exc:
             self.last_push_error = str(exc)
             if not isinstance(exc, ServerRefused):  # refused: the server is up

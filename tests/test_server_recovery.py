@@ -166,6 +166,32 @@ def test_a_terminal_reporting_an_ack_the_server_does_not_hold_puts_it_in_recover
     assert alarm_kinds(live) == ["server_recovered", "server_recovering"]
 
 
+def test_a_push_from_beyond_the_servers_head_puts_it_in_recovery_before_it_applies(
+    live: Live,
+) -> None:
+    """The safety net when a terminal pushes before any feed request: its push says the server
+    had acked record 1; the server holds none of its records, so it is recovering before the
+    push is applied, and stays so until the terminal has also reported its head."""
+    card = live.add_account("R4", 4, topup_fen=1000)
+    aid = int(live.admin("GET", "/v1/admin/accounts/R4")["id"])
+    t1 = terminal(live, "t1")
+    sales = [t1.record(aid, 100), t1.record(aid, 150)]
+    assert t1.push(sales[:1], acked=0)["ack"] == 1  # the normal case
+    assert live.admin("GET", "/v1/admin/recovery")["recovering"] is False
+    t2 = terminal(live, "t2")
+    later = [t2.record(aid, 200)]
+    assert t2.push(later, acked=1)["ack"] == 1  # as if the server had lost t2's record 1
+    st = live.admin("GET", "/v1/admin/recovery")
+    assert st["recovering"] and st["by"] == "detected" and "record 1" in st["reason"]
+    with pytest.raises(ServerUnavailable):
+        t1.authorize(4, card["card_no"], 100, uid=card["uid"])
+    report(t1)
+    report(t2)
+    assert waiting(live) == [t1.terminal_id]  # its record 2 is not pushed yet
+    assert t1.push(sales[1:], acked=1)["ack"] == 2
+    assert live.admin("GET", "/v1/admin/recovery")["recovering"] is False
+
+
 def test_a_crash_while_recovering_stays_recovering(live: Live) -> None:
     t1 = terminal(live, "t1")
     recovery.enter(live.ctx, "restored", "ykt server restore")

@@ -141,9 +141,7 @@ class SimServer:
             return to_json(authorize.authorize(ctx, term, req.model_dump()))
         if path == "/v1/journal":
             push = JournalIn.model_validate_json(body)
-            full = ctx.db.one("SELECT * FROM terminals WHERE id = ?", (term["id"],))
-            assert full is not None
-            return to_json(ingest.ingest(ctx, dict(full), push.records))
+            return to_json(ingest.push(ctx, term["id"], push.records, push.acked))
         if path == "/v1/feed":
             q = parse_qs(query)
             since = int(q.get("since", ["0"])[0])

@@ -401,9 +401,7 @@ def create_app(ctx: Context) -> FastAPI:
 
     @app.post("/v1/journal", tags=["terminal"])
     def push_journal(body: JournalIn, term: Terminal) -> dict[str, Any]:
-        full = ctx.db.one("SELECT * FROM terminals WHERE id = ?", (term["id"],))
-        assert full is not None
-        return to_json(ingest.ingest(ctx, dict(full), body.records))
+        return to_json(ingest.push(ctx, term["id"], body.records, body.acked))
 
     @app.get("/v1/feed", tags=["terminal"])
     async def pull_feed(

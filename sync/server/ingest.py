@@ -191,6 +191,21 @@ def _gap_alarm(
     )
 
 
+def push(
+    ctx: Context, terminal_id: str, wire: Sequence[Mapping[str, Any]], acked: int | None
+) -> PushAck:
+    """``POST /v1/journal``: ``acked``, the head the server had acked to the terminal, above
+    the head it holds proves the server lost records (restored from a backup): it enters the
+    recovering state before applying anything (:func:`sync.server.recovery.saw_ack`), even
+    when no feed request came first."""
+    full = ctx.db.one("SELECT * FROM terminals WHERE id = ?", (terminal_id,))
+    assert full is not None  # the caller authenticated it
+    if acked is not None and acked > int(full["head_seq"]):
+        with ctx.db.tx() as tx:
+            recovery.saw_ack(ctx, tx, terminal_id, acked)
+    return ingest(ctx, dict(full), wire)
+
+
 def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, Any]]) -> PushAck:
     tid = terminal["id"]
     try:

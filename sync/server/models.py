@@ -212,3 +212,6 @@ class WireRecord(TypedDict):
 
 class JournalIn(Strict):
     records: list[WireRecord] = Field(max_length=2000)
+    #: the head the server had acked to the terminal before this push (above what the server
+    #: holds: it was restored from a backup, :mod:`sync.server.recovery`)
+    acked: int | None = Field(default=None, ge=0, le=2**62)

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from drivers.errors import DeviceUnavailable
+from drivers.qr import glare
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,10 @@ def _deblurred(gray: Any) -> Iterator[Any]:
 #: the most partial detections of a located-but-unread symbol that the crop is laid around
 _MAX_LOCATED = 6
 
+#: the crop's margin (of one detection's size) when only parts of a symbol were located, a
+#: finder pattern and what is around it: the rest of the symbol may lie on any side
+_FINDER_ONLY_MARGIN = 1.5
+
 
 def _crop_box(shape: tuple[int, ...], quad: Any, margin: float = 0.35) -> tuple[int, int, int, int]:
     """The box (x0, y0, x1, y1) around a located symbol's corners, widened by ``margin`` of its
@@ -110,6 +115,42 @@ def _crop_box(shape: tuple[int, ...], quad: Any, margin: float = 0.35) -> tuple[
     )
 
 
+def _corners(found: list[Any]) -> list[tuple[float, float]]:
+    """The four corners of every detection, in turn."""
+    return [
+        (c.x, c.y)
+        for b in found
+        for c in (
+            b.position.top_left,
+            b.position.top_right,
+            b.position.bottom_right,
+            b.position.bottom_left,
+        )
+    ]
+
+
+def _around_finders(shape: tuple[int, ...], corners: list[tuple[float, float]]) -> tuple[int, ...]:
+    """The box (x0, y0, x1, y1) around partial detections (four corners each) widened by
+    :data:`_FINDER_ONLY_MARGIN` of the largest one's size on every side, clipped to the frame."""
+    import numpy as np
+
+    pts = np.asarray(corners, np.float32).reshape(-1, 4, 2)
+    sides = (pts.max(1) - pts.min(1)).max(1)
+    side = max(float(sides.max()), 32.0)
+    # the detections of one symbol: those near the first (others are stray)
+    centres = pts.mean(1)
+    pts = pts[np.linalg.norm(centres - centres[0], axis=1) <= 3 * side]
+    m = _FINDER_ONLY_MARGIN * side
+    (x0, y0), (x1, y1) = pts.reshape(-1, 2).min(0), pts.reshape(-1, 2).max(0)
+    h, w = shape[:2]
+    return (
+        max(0, int(x0 - m)),
+        max(0, int(y0 - m)),
+        min(w, int(x1 + m) + 1),
+        min(h, int(y1 + m) + 1),
+    )
+
+
 def _wiener(gray: Any, sigma: float, k: float) -> Any:
     """Wiener deconvolution of a Gaussian blur of ``sigma`` pixels (on a crop: about 1 ms)."""
     import cv2
@@ -124,7 +165,7 @@ def _wiener(gray: Any, sigma: float, k: float) -> Any:
     return np.clip(out[:h, :w], 0, 255).astype(np.uint8)
 
 
-def _crop_looks(crop: Any) -> Iterator[Any]:
+def _crop_looks(crop: Any, deblur: bool = True) -> Iterator[Any]:
     """Extra looks at the crop around a located-but-unread symbol, in the order that read most
     of the rendered blurred and glared frames the plain pass missed (sim/phone_screen.py):
     unsharp-masked (blur); thresholded against the local mean (glare: around a highlight the
@@ -141,7 +182,8 @@ def _crop_looks(crop: Any) -> Iterator[Any]:
     mean = cv2.blur(smooth, (21, 21)).astype(np.int16)
     dark = (smooth < mean - 2) | ((smooth < 252) & (mean > 242))
     yield np.where(dark, 0, 255).astype(np.uint8)
-    yield _wiener(crop, 3.0, 0.001)
+    if deblur:
+        yield _wiener(crop, 3.0, 0.001)
 
 
 class ZxingDecoder:
@@ -178,23 +220,32 @@ class ZxingDecoder:
         if texts or not found:
             return texts
         # zxing-cpp reports one symbol as several partial detections: one crop around them all
-        corners = [
-            (c.x, c.y)
-            for b in found[:_MAX_LOCATED]
-            for c in (
-                b.position.top_left,
-                b.position.top_right,
-                b.position.bottom_right,
-                b.position.bottom_left,
-            )
-        ]
-        x0, y0, x1, y1 = _crop_box(gray.shape, corners)
-        if x1 - x0 < 16 or y1 - y0 < 16 or gray.ndim != 2:
+        corners = _corners(found[:_MAX_LOCATED])
+        if gray.ndim != 2:
             return []
         import numpy as np
 
+        # a highlight: the modules it washed out are read as erasures (drivers/qr/glare.py);
+        # with no whole symbol located (a finder lost in the light) the crop must reach as far
+        # as the symbol may extend from the finder that was found
+        located = found[:_MAX_LOCATED]
+        whole = [b for b in located if b.format == self._z.BarcodeFormat.QRCode]
+        if whole:
+            x0, y0, x1, y1 = _crop_box(gray.shape, _corners(whole[:1]))
+        else:
+            x0, y0, x1, y1 = _around_finders(gray.shape, _corners(located))
+        wide = gray[y0:y1, x0:x1]
+        highlight = x1 - x0 >= 16 and y1 - y0 >= 16 and int(wide.max()) >= glare.SATURATED
+        if highlight:
+            got = glare.read(np.ascontiguousarray(wide))
+            if got:
+                return got
+        x0, y0, x1, y1 = _crop_box(gray.shape, corners)
+        if x1 - x0 < 16 or y1 - y0 < 16:
+            return []
         crop = np.ascontiguousarray(gray[y0:y1, x0:x1])
-        for look in _crop_looks(crop):
+        # under a highlight the deconvolution read none of the rendered frames the rest missed
+        for look in _crop_looks(crop, deblur=not highlight):
             got = self._read(look, try_rotate=False)
             if got:
                 return got

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ ALPHANUMERIC = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 
 #: a module this bright (grey level, of 255) inside a highlight is taken as saturated
 SATURATED = 248
-_DT = int(__import__("os").environ.get("DT", "200"))
+#: … and erased when the darkest module next to it is lifted at least this far by the light
+LIFTED = 200
 
 #: at most this many (hypothesis, version) module grids are tried per crop
 _MAX_TRIES = 6
@@ -114,6 +116,7 @@ def alignment_centers(version: int) -> list[int]:
     return [6] + [last - step * (count - 2 - i) for i in range(count - 1)]
 
 
+@lru_cache(maxsize=16)
 def function_mask(version: int) -> Any:
     """Boolean N×N: True where a module is not data (finders, separators, timing, alignment,
     format and version information, the dark module)."""
@@ -133,11 +136,12 @@ def function_mask(version: int) -> Any:
                 continue
             f[r - 2 : r + 3, c - 2 : c + 3] = True
     if version >= 7:
-        f[: 6, n - 11 : n - 8] = True
+        f[:6, n - 11 : n - 8] = True
         f[n - 11 : n - 8, :6] = True
     return f
 
 
+@lru_cache(maxsize=16)
 def _mask_bits(mask: int, n: int) -> Any:
     import numpy as np
 
@@ -155,25 +159,30 @@ def _mask_bits(mask: int, n: int) -> Any:
     return conds[mask]
 
 
-def data_order(version: int) -> list[tuple[int, int]]:
-    """The data modules (row, column) in the order their bits are placed (two columns at a
-    time from the right, up and down in turn, skipping the vertical timing pattern)."""
+@lru_cache(maxsize=16)
+def data_order(version: int) -> tuple[Any, Any]:
+    """The rows and columns of the data modules in the order their bits are placed (two
+    columns at a time from the right, up and down in turn, skipping the vertical timing
+    pattern)."""
+    import numpy as np
+
     n = 4 * version + 17
     func = function_mask(version)
-    out = []
+    rows: list[int] = []
+    cols: list[int] = []
     upward = True
     col = n - 1
     while col > 0:
         if col == 6:
             col -= 1
-        rows = range(n - 1, -1, -1) if upward else range(n)
-        for r in rows:
+        for r in range(n - 1, -1, -1) if upward else range(n):
             for c in (col, col - 1):
                 if not func[r, c]:
-                    out.append((r, c))
+                    rows.append(r)
+                    cols.append(c)
         upward = not upward
         col -= 2
-    return out
+    return np.array(rows, np.intp), np.array(cols, np.intp)
 
 
 def decode_modules(dark: Any, erased: Any) -> str | None:
@@ -190,9 +199,7 @@ def decode_modules(dark: Any, erased: Any) -> str | None:
     if level_mask is None:
         return None
     level, mask = level_mask
-    order = data_order(version)
-    rows = np.fromiter((r for r, _ in order), np.intp, len(order))
-    cols = np.fromiter((c for _, c in order), np.intp, len(order))
+    rows, cols = data_order(version)
     bits = dark[rows, cols] ^ _mask_bits(mask, n)[rows, cols]
     gone = erased[rows, cols]
     blocks = EC_BLOCKS[version][level]
@@ -229,11 +236,127 @@ def _read_format(dark: Any, erased: Any) -> tuple[str, int] | None:
     return best[1], best[2]
 
 
+# -- Reed-Solomon over GF(256) (x^8+x^4+x^3+x^2+1, generator roots 2^0 .. 2^(nsym-1)) ---------
+
+_EXP = [0] * 512
+_LOG = [0] * 256
+_v = 1
+for _i in range(255):
+    _EXP[_i] = _v
+    _LOG[_v] = _i
+    _v <<= 1
+    if _v & 0x100:
+        _v ^= 0x11D
+for _i in range(255, 512):
+    _EXP[_i] = _EXP[_i - 255]
+del _v, _i
+
+
+def _mul(a: int, b: int) -> int:
+    return 0 if a == 0 or b == 0 else _EXP[_LOG[a] + _LOG[b]]
+
+
+def _syndromes(block: list[int], nsym: int) -> list[int]:
+    import numpy as np
+
+    r = np.asarray(block, np.int64)
+    n = len(block)
+    nz = np.nonzero(r)[0]
+    if nz.size == 0:
+        return [0] * nsym
+    logs = np.asarray(_LOG, np.int64)[r[nz]]
+    powers = (n - 1 - nz).astype(np.int64)
+    j = np.arange(nsym, dtype=np.int64)
+    terms = np.asarray(_EXP, np.int64)[(logs[None, :] + j[:, None] * powers[None, :]) % 255]
+    return [int(v) for v in np.bitwise_xor.reduce(terms, axis=1)]
+
+
+def rs_correct(block: list[int], nsym: int, erasures: list[int]) -> tuple[list[int], int] | None:
+    """``block`` (data then EC codewords, as a QR stores them) with its errors and the erasures
+    (positions) corrected, and the number of errors found; None when it cannot be corrected
+    (errors-and-erasures Berlekamp-Massey, Chien search, Forney)."""
+    import numpy as np
+
+    n = len(block)
+    synd = _syndromes(block, nsym)
+    if not any(synd) and not erasures:
+        return list(block), 0
+    # the erasure locator, then Berlekamp-Massey on top of it
+    lam = [1]
+    for pos in erasures:
+        x = _EXP[n - 1 - pos]
+        lam = [a ^ _mul(x, b) for a, b in zip([*lam, 0], [0, *lam], strict=True)]
+    e = len(erasures)
+    big_l = e
+    b_poly = list(lam)
+    for r in range(e + 1, nsym + 1):
+        delta = 0
+        for j, c in enumerate(lam):
+            if r - 1 - j >= 0:
+                delta ^= _mul(c, synd[r - 1 - j])
+        xb = [0, *b_poly]
+        if delta == 0:
+            b_poly = xb
+            continue
+        size = max(len(lam), len(xb))
+        new = [
+            (lam[k] if k < len(lam) else 0) ^ (_mul(delta, xb[k]) if k < len(xb) else 0)
+            for k in range(size)
+        ]
+        if 2 * big_l <= r - 1 + e:
+            inv = _EXP[255 - _LOG[delta]]
+            b_poly = [_mul(c, inv) for c in lam]
+            big_l = r - big_l + e
+        else:
+            b_poly = xb
+        lam = new
+    while len(lam) > 1 and lam[-1] == 0:
+        lam.pop()
+    degree = len(lam) - 1
+    if degree != big_l or 2 * (degree - e) + e > nsym:
+        return None
+    # Chien search: the roots X^-1 among the block's positions
+    positions = np.arange(n, dtype=np.int64)
+    exp_t, log_t = np.asarray(_EXP, np.int64), np.asarray(_LOG, np.int64)
+    value = np.zeros(n, np.int64)
+    for d, c in enumerate(lam):
+        if c:
+            value ^= exp_t[(log_t[c] - d * (n - 1 - positions)) % 255]
+    roots = [int(i) for i in np.nonzero(value == 0)[0]]
+    if len(roots) != degree:
+        return None
+    # Forney: error value X * Omega(X^-1) / Psi'(X^-1)
+    omega = [0] * nsym
+    for i, s in enumerate(synd):
+        if s:
+            for j, c in enumerate(lam):
+                if i + j < nsym:
+                    omega[i + j] ^= _mul(s, c)
+    out = list(block)
+    for i in roots:
+        xl = n - 1 - i  # log of X
+        xinv = (255 - xl) % 255
+        num = 0
+        for d, c in enumerate(omega):
+            if c:
+                num ^= _EXP[(_LOG[c] + d * xinv) % 255]
+        den = 0
+        for d in range(1, len(lam), 2):
+            if lam[d]:
+                den ^= _EXP[(_LOG[lam[d]] + (d - 1) * xinv) % 255]
+        if den == 0:
+            return None
+        out[i] ^= _mul(_EXP[xl], _mul(num, _EXP[255 - _LOG[den]])) if num else 0
+    if any(_syndromes(out, nsym)):
+        return None
+    return out, degree - e
+
+
 def _correct(
     codewords: list[int], lost: list[bool], blocks: tuple[tuple[int, int, int], ...]
 ) -> bytes | None:
-    import reedsolo
-
+    """The data codewords of all blocks, de-interleaved and corrected; None if any block is
+    beyond repair (a margin of one symbol is kept against a wrong "correction")."""
     shapes = [(t, d) for b, t, d in blocks for _ in range(b)]
     data_idx: list[list[int]] = [[] for _ in shapes]
     k = 0
@@ -251,20 +374,14 @@ def _correct(
     out = bytearray()
     for bi, (t, d) in enumerate(shapes):
         idx = data_idx[bi] + ec_idx[bi]
-        block = bytearray(codewords[j] for j in idx)
         erase = [p for p, j in enumerate(idx) if lost[j]]
         nsym = t - d
-        if len(erase) > nsym - 1:  # keep a margin against a wrong "correction"
+        if len(erase) > nsym - 1:
             return None
-        try:
-            rs = reedsolo.RSCodec(nsym, nsize=255, fcr=0, prim=0x11D, generator=2, c_exp=8)
-            fixed, _, errata = rs.decode(block, erase_pos=erase or None)
-        except reedsolo.ReedSolomonError:
+        fixed = rs_correct([codewords[j] for j in idx], nsym, erase)
+        if fixed is None or 2 * fixed[1] + len(erase) > nsym - 1:
             return None
-        errors = len(errata) - len(erase)
-        if 2 * errors + len(erase) > nsym - 1:
-            return None
-        out += bytes(fixed)
+        out += bytes(fixed[0][:d])
     return bytes(out)
 
 
@@ -377,7 +494,7 @@ def _finders(crop: Any) -> list[tuple[float, float, float]]:
             continue
         if not (1.3 < a_out / a_hole < 3.5 and 2.5 < a_out / a_core < 12):
             continue
-        x, y, w, hh = cv2.boundingRect(cnt)
+        _, _, w, hh = cv2.boundingRect(cnt)
         if not 0.5 < w / hh < 2.0:
             continue
         m = cv2.moments(contours[core])
@@ -421,7 +538,7 @@ def _triples(
     h, w = bright.shape
 
     def washed(p: Any, pitch: float) -> bool:
-        x, y = int(round(p[0])), int(round(p[1]))
+        x, y = int(p[0]), int(p[1])
         r = max(1, int(3.5 * pitch))  # the finder's own area
         if not (0 <= x < w and 0 <= y < h):
             return False
@@ -446,21 +563,24 @@ def _triples(
                     yield tl, tr, bl, pitch
 
 
-def _grid_maps(tl: Any, tr: Any, bl: Any, pitch: float) -> Iterator[tuple[int, Any]]:
-    """(N, homography from module coordinates to the crop) for the likely versions."""
+def _grid_maps(tl: Any, tr: Any, bl: Any, pitch: float) -> list[tuple[int, Any]]:
+    """(N, affine map from module coordinates to the crop as a 3×3 matrix) for the versions
+    the finders' spacing suggests, the likeliest first."""
     import cv2
     import numpy as np
 
     span = (np.linalg.norm(tr - tl) + np.linalg.norm(bl - tl)) / 2
     guess = (span / pitch + 7 - 17) / 4
-    versions = sorted({min(10, max(1, round(guess) + d)) for d in (0, -1, 1)}, key=lambda v: abs(v - guess))
+    versions = sorted(
+        {min(10, max(1, round(guess) + d)) for d in (0, -1, 1)}, key=lambda v: abs(v - guess)
+    )
+    out = []
     for version in versions:
         n = 4 * version + 17
         src = np.array([[3.5, 3.5], [n - 3.5, 3.5], [3.5, n - 3.5]], np.float32)
         dst = np.array([tl, tr, bl], np.float32)
-        aff = cv2.getAffineTransform(src, dst)
-        hom = np.vstack([aff, [0, 0, 1]])
-        yield n, hom
+        out.append((n, np.vstack([cv2.getAffineTransform(src, dst), [0, 0, 1]])))
+    return out
 
 
 def _refine(hom: Any, n: int, version: int, gray: Any, bright: Any) -> Any:
@@ -474,9 +594,8 @@ def _refine(hom: Any, n: int, version: int, gray: Any, bright: Any) -> Any:
     pt = hom @ np.array([c, c, 1.0])
     px, py = pt[0] / pt[2], pt[1] / pt[2]
     step = np.linalg.norm(hom[:2, 0])
-    s = max(2, int(round(step)))
-    tpl = np.full((5 * s, 5 * s), 255, np.uint8)
-    tpl[:, :] = 0
+    s = max(2, round(float(step)))
+    tpl = np.zeros((5 * s, 5 * s), np.uint8)  # dark ring, light ring, dark centre
     tpl[s : 4 * s, s : 4 * s] = 255
     tpl[2 * s : 3 * s, 2 * s : 3 * s] = 0
     r = int(2.5 * step) + 5 * s // 2
@@ -501,9 +620,10 @@ def _refine(hom: Any, n: int, version: int, gray: Any, bright: Any) -> Any:
     return cv2.getPerspectiveTransform(src, dst)
 
 
-def sample(gray: Any, hom: Any, n: int) -> tuple[Any, Any]:
-    """(dark, erased) N×N booleans: each module's centre compared with the light and dark
-    levels around it; saturated modules in saturated surroundings are erased."""
+def sample(smooth: Any, hom: Any, n: int) -> tuple[Any, Any]:
+    """(dark, erased) N×N booleans from ``smooth`` (the crop, lightly blurred): each module's
+    centre compared with the light and dark levels around it; saturated modules where even the
+    dark ones around are lifted near saturation are erased."""
     import cv2
     import numpy as np
 
@@ -512,8 +632,6 @@ def sample(gray: Any, hom: Any, n: int) -> tuple[Any, Any]:
     img = hom @ pts
     xs = (img[0] / img[2]).reshape(n, n).astype(np.float32)
     ys = (img[1] / img[2]).reshape(n, n).astype(np.float32)
-    step = float(np.linalg.norm(hom[:2, 0]))
-    smooth = cv2.GaussianBlur(gray, (0, 0), max(0.5, step / 5))
     v = cv2.remap(smooth, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     v = v.astype(np.float32)
     k3, k5 = np.ones((3, 3), np.uint8), np.ones((5, 5), np.uint8)
@@ -525,32 +643,33 @@ def sample(gray: Any, hom: Any, n: int) -> tuple[Any, Any]:
     dark = v < (light + deep) / 2
     # washed out: saturated where even the dark modules around are lifted near saturation;
     # no contrast: nothing to tell dark from light
-    erased = ((v >= SATURATED) & (deep3 >= _DT)) | (light - deep5 < 25)
+    erased = ((v >= SATURATED) & (deep3 >= LIFTED)) | (light - deep5 < 25)
     return dark, erased
 
 
 def read(gray: Any) -> list[str]:
-    """The text of a partly washed-out QR symbol in ``gray`` (a crop around it), or []."""
+    """The text of a partly washed-out QR symbol in ``gray`` (a crop around it), or [] (at
+    once when nothing in the crop is saturated)."""
+    import cv2
     import numpy as np
 
     bright = gray >= SATURATED
-    if bright.sum() < 16:
+    if np.count_nonzero(bright) < 16:
         return []
     finders = _finders(gray)
     if len(finders) < 2:
         return []
-    tries = 0
-    for tl, tr, bl, pitch in _triples(finders, bright):
-        for n, hom in _grid_maps(tl, tr, bl, pitch):
-            tries += 1
-            if tries > _MAX_TRIES:
-                return []
-            hom = _refine(hom, n, (n - 17) // 4, gray, bright)
-            dark, erased = sample(gray, hom, n)
-            if erased.mean() > 0.3:
-                continue
-            text = decode_modules(dark, erased)
-            if text:
-                return [text]
-    _ = np
+    pitch = float(np.median([p for _, _, p in finders]))
+    smooth = cv2.GaussianBlur(gray, (0, 0), max(0.5, pitch / 5))
+    grids = [_grid_maps(tl, tr, bl, p) for tl, tr, bl, p in _triples(finders, bright)]
+    # the likeliest version of every hypothesis first, then the neighbouring versions
+    order = [g[k] for k in range(3) for g in grids if k < len(g)][:_MAX_TRIES]
+    for n, hom in order:
+        hom = _refine(hom, n, (n - 17) // 4, gray, bright)
+        dark, erased = sample(smooth, hom, n)
+        if erased.mean() > 0.3:
+            continue
+        text = decode_modules(dark, erased)
+        if text:
+            return [text]
     return []

@@ -114,7 +114,7 @@ def test_a_blob_beyond_the_error_correction_gives_no_text() -> None:
 def _old_path(img: Any) -> list[str]:
     """The zxing decoder before the glare reader: one pass over the frame, then the crop looks
     (sharpened, thresholded, highlight-aware, deconvolved) on a crop around every detection."""
-    dec = get_decoder("zxing")
+    dec = decoders.ZxingDecoder()
     got = dec._read(img)
     if got:
         return got

@@ -4,7 +4,8 @@
 ``zxing``   zxing-cpp ``read_barcodes`` restricted to QR (the default: 10-12× faster than
             all formats, and the best read rate measured on phone screens, docs/benchmarks.md);
             a symbol it locates but cannot read (blur, glare) gets a second look at a crop
-            around it, so extra work is spent only on frames that show a code
+            around it, so extra work is spent only on frames that show a code; under a
+            highlight that look is :mod:`drivers.qr.glare` (washed-out modules as erasures)
 ``zbar``    pyzbar on Debian's ``libzbar0``, with an inverted pass for dark-mode codes
 =========== ==============================================================================
 
@@ -209,8 +210,10 @@ class ZxingDecoder:
 
     def decode(self, gray: Any) -> list[str]:
         """The codes in one camera frame.  A symbol that zxing-cpp located but could not read
-        (a checksum or format error: blur, glare) gets a second look at a crop around it,
-        sharpened, binarized locally, deblurred; a frame with no symbol costs nothing more."""
+        (a checksum or format error: blur, glare) gets a second look at a crop around it: under
+        a highlight first the glare reader (its saturated modules as Reed-Solomon erasures),
+        then sharpened, binarized locally, deblurred (not under a highlight); a frame with no
+        symbol costs nothing more."""
         try:
             found = self._z.read_barcodes(gray, formats=self._fmt, return_errors=True)
         except Exception as exc:  # the library's own errors: no code in this frame
@@ -252,7 +255,9 @@ class ZxingDecoder:
         return []
 
     def decode_still(self, gray: Any) -> list[str]:
-        got = self._read(gray) or self._read(gray, binarizer=self._z.Binarizer.GlobalHistogram)
+        """The codes in a still picture: the camera path first (with its second look at a
+        located symbol), then whole-picture passes on sharpened, thresholded, deblurred looks."""
+        got = self.decode(gray) or self._read(gray, binarizer=self._z.Binarizer.GlobalHistogram)
         for look in _hard_looks(gray):
             if got:
                 break

@@ -240,7 +240,11 @@ class ZxingDecoder:
         wide = gray[y0:y1, x0:x1]
         highlight = x1 - x0 >= 16 and y1 - y0 >= 16 and int(wide.max()) >= glare.SATURATED
         if highlight:
-            got = glare.read(np.ascontiguousarray(wide))
+            try:
+                got = glare.read(np.ascontiguousarray(wide))
+            except Exception as exc:  # odd geometry: no code from this look, never a crash
+                log.debug("glare reader failed on a crop: %s", exc)
+                got = []
             if got:
                 return got
         x0, y0, x1, y1 = _crop_box(gray.shape, corners)

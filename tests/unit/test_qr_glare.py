@@ -154,10 +154,49 @@ def test_a_highlight_with_no_code_located_costs_no_second_look(
     assert get_decoder("zxing").decode(img) == []
 
 
-def test_the_glare_reader_gives_nothing_for_crops_without_a_symbol() -> None:
+def test_the_glare_reader_gives_nothing_for_crops_without_a_symbol(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     rng = np.random.default_rng(5)
     noise = rng.integers(0, 256, (300, 300), dtype=np.uint8)
     noise[100:160, 100:200] = 255
     assert glare.read(noise) == []
     assert glare.read(np.full((200, 200), 255, np.uint8)) == []
+    # three finders at a right angle around noise and a highlight: a grid is sampled, no text
+    junk = rng.integers(0, 256, (300, 300), dtype=np.uint8)
+    for x, y in ((40, 40), (215, 40), (40, 215)):
+        _finder(junk, x, y, 6)
+    junk[120:170, 110:200] = 255
+    calls = []
+    real = glare.decode_modules
+
+    def counted(dark: Any, erased: Any) -> str | None:
+        calls.append(dark.shape)
+        return real(dark, erased)
+
+    monkeypatch.setattr(glare, "decode_modules", counted)
+    assert glare.read(junk) == []
+    assert calls  # the grid was read and refused
     assert glare.read(np.zeros((40, 40), np.uint8)) == []
+
+
+def _finder(img: Any, x: int, y: int, m: int) -> None:
+    img[y : y + 7 * m, x : x + 7 * m] = 20
+    img[y + m : y + 6 * m, x + m : x + 6 * m] = 235
+    img[y + 2 * m : y + 5 * m, x + 2 * m : x + 5 * m] = 20
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.lists(st.tuples(st.integers(0, 200), st.integers(0, 200), st.integers(2, 8)), max_size=4),
+)
+def test_the_glare_reader_never_raises_on_finder_like_junk(
+    seed: int, finders: list[tuple[int, int, int]]
+) -> None:
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (260, 260), dtype=np.uint8)
+    for x, y, m in finders:
+        _finder(img, x, y, m)
+    img[rng.integers(0, 200) :, rng.integers(0, 200) :][:50, :70] = 255  # a highlight
+    assert glare.read(img) == []

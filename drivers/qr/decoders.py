@@ -90,9 +90,9 @@ def _deblurred(gray: Any) -> Iterator[Any]:
 #: the most partial detections of a located-but-unread symbol that the crop is laid around
 _MAX_LOCATED = 6
 
-#: the crop's margin (of one detection's size) when only parts of a symbol were located, a
-#: finder pattern and what is around it: the rest of the symbol may lie on any side
-_FINDER_ONLY_MARGIN = 1.5
+#: how far (in sides of a located part) a symbol may reach from the finder of a part of it
+#: that zxing-cpp located on its own (a version 10 symbol is 57 modules, a part 11-17)
+_FINDER_ONLY_REACH = 3.0
 
 
 def _crop_box(shape: tuple[int, ...], quad: Any, margin: float = 0.35) -> tuple[int, int, int, int]:
@@ -131,24 +131,32 @@ def _corners(found: list[Any]) -> list[tuple[float, float]]:
 
 
 def _around_finders(shape: tuple[int, ...], corners: list[tuple[float, float]]) -> tuple[int, ...]:
-    """The box (x0, y0, x1, y1) around partial detections (four corners each) widened by
-    :data:`_FINDER_ONLY_MARGIN` of the largest one's size on every side, clipped to the frame."""
+    """The box (x0, y0, x1, y1) a symbol fits in when only parts of it were located (four
+    corners each, as zxing-cpp reports a micro-symbol-like part: its finder at the top-left
+    corner, the rest of the part inward): from each part's finder corner, up to
+    :data:`_FINDER_ONLY_REACH` of the part's sides inward and a little outward; clipped to the
+    frame."""
     import numpy as np
 
     pts = np.asarray(corners, np.float32).reshape(-1, 4, 2)
     sides = (pts.max(1) - pts.min(1)).max(1)
     side = max(float(sides.max()), 32.0)
-    # the detections of one symbol: those near the first (others are stray)
+    # the parts of one symbol: those near the first (others are stray)
     centres = pts.mean(1)
     pts = pts[np.linalg.norm(centres - centres[0], axis=1) <= 3 * side]
-    m = _FINDER_ONLY_MARGIN * side
-    (x0, y0), (x1, y1) = pts.reshape(-1, 2).min(0), pts.reshape(-1, 2).max(0)
+    ends = []
+    for tl, tr, _, bl in pts:
+        u, v = tr - tl, bl - tl
+        for a in (-0.3, _FINDER_ONLY_REACH):
+            for b in (-0.3, _FINDER_ONLY_REACH):
+                ends.append(tl + a * u + b * v)
+    (x0, y0), (x1, y1) = np.min(ends, 0), np.max(ends, 0)
     h, w = shape[:2]
     return (
-        max(0, int(x0 - m)),
-        max(0, int(y0 - m)),
-        min(w, int(x1 + m) + 1),
-        min(h, int(y1 + m) + 1),
+        max(0, int(x0)),
+        max(0, int(y0)),
+        min(w, int(x1) + 1),
+        min(h, int(y1) + 1),
     )
 
 

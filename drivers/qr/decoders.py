@@ -246,7 +246,7 @@ class ZxingDecoder:
         else:
             x0, y0, x1, y1 = _around_finders(gray.shape, _corners(located))
         wide = gray[y0:y1, x0:x1]
-        highlight = x1 - x0 >= 16 and y1 - y0 >= 16 and int(wide.max()) >= glare.SATURATED
+        highlight = x1 - x0 >= 16 and y1 - y0 >= 16 and glare.has_highlight(wide)
         if highlight:
             try:
                 got = glare.read(np.ascontiguousarray(wide))

@@ -82,6 +82,17 @@ SATURATED = 248
 #: … and erased when the darkest module next to it is lifted at least this far by the light
 LIFTED = 200
 
+#: a crop with fewer saturated pixels has no highlight (sensor noise makes a few)
+HIGHLIGHT_PIXELS = 64
+
+
+def has_highlight(gray: Any) -> bool:
+    """Whether a crop holds a highlight (:data:`HIGHLIGHT_PIXELS` saturated pixels or more)."""
+    import numpy as np
+
+    return int(np.count_nonzero(gray >= SATURATED)) >= HIGHLIGHT_PIXELS
+
+
 #: at most this many (hypothesis, version) module grids are tried per crop
 _MAX_TRIES = 6
 
@@ -654,7 +665,7 @@ def read(gray: Any) -> list[str]:
     import numpy as np
 
     bright = gray >= SATURATED
-    if np.count_nonzero(bright) < 16:
+    if np.count_nonzero(bright) < HIGHLIGHT_PIXELS:
         return []
     finders = _finders(gray)
     if len(finders) < 2:

@@ -217,11 +217,17 @@ def decode_modules(dark: Any, erased: Any) -> str | None:
     total = sum(b * t for b, t, _ in blocks)
     bits, gone = bits[: total * 8], gone[: total * 8]
     codewords = np.packbits(bits.astype(np.uint8)).tolist()
-    lost = gone.reshape(total, 8).any(1).tolist()
-    data = _correct(codewords, lost, blocks)
-    if data is None:
-        return None
-    return _parse(data, version)
+    # a codeword with an erased module is an erasure; when that is more than the blocks carry,
+    # the codewords at the highlight's rim with a single erased module keep their guess (a
+    # saturated module there is most likely light), then those with two
+    counts = gone.reshape(total, 8).sum(1)
+    for least in (1, 2, 3):
+        if least > 1 and not np.any(counts == least - 1):
+            continue
+        data = _correct(codewords, (counts >= least).tolist(), blocks)
+        if data is not None:
+            return _parse(data, version)
+    return None
 
 
 def _read_format(dark: Any, erased: Any) -> tuple[str, int] | None:

@@ -104,6 +104,18 @@ def test_a_washed_out_blob_is_read_as_erasures_where_guessing_it_light_fails() -
     assert glare.decode_modules(seen, lost) == CODE  # erased: corrected
 
 
+def test_light_modules_at_the_rim_keep_their_guess_when_erasing_all_is_too_much() -> None:
+    m = _matrix(CODE, error="m")
+    n = m.shape[0]
+    core = _blob(n, 20, 15, 6)
+    rim = _blob(n, 20, 15, 8.5) & ~core & ~m  # saturated, but light modules: guessed right
+    lost = core | rim
+    rows, cols = glare.data_order(5)
+    touched = lost[rows, cols][: 134 * 8].reshape(134, 8).any(1)
+    assert touched[0::2].sum() > 24 or touched[1::2].sum() > 24  # more than a block can erase
+    assert glare.decode_modules(m & ~lost, lost) == CODE
+
+
 def test_a_blob_beyond_the_error_correction_gives_no_text() -> None:
     m = _matrix(CODE, error="m")
     lost = _blob(m.shape[0], 20, 15, 9)  # about 400 modules: more than 24 codewords a block

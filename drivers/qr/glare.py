@@ -25,13 +25,11 @@ verifier like any other.
 
 from __future__ import annotations
 
-import logging
+import itertools
 import math
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 #: version -> EC level -> ((blocks, total codewords per block, data codewords per block), ...)
 EC_BLOCKS: dict[int, dict[str, tuple[tuple[int, int, int], ...]]] = {
@@ -569,9 +567,10 @@ def _triples(
             a, b = pts[i][0], pts[j][0]
             pitch = (pts[i][1] + pts[j][1]) / 2
             d = b - a
-            # a = top-left, b = top-right: bottom-left hidden
+            # a = top-left and b = top-right (bottom-left hidden), or b = bottom-left (top-right
+            # hidden); a = top-right and b = bottom-left (top-left hidden); the swapped pair is
+            # another (i, j)
             hyps = [(a, b, a + perp(d)), (a, a - perp(d), b)]
-            # a = top-right, b = bottom-left: top-left hidden
             mid = (a + b) / 2
             hyps.append((mid - perp(a - b) / 2, a, b))
             for tl, tr, bl in hyps:
@@ -678,7 +677,8 @@ def read(gray: Any) -> list[str]:
         return []
     pitch = float(np.median([p for _, _, p in finders]))
     smooth = cv2.GaussianBlur(gray, (0, 0), max(0.5, pitch / 5))
-    grids = [_grid_maps(tl, tr, bl, p) for tl, tr, bl, p in _triples(finders, bright)]
+    hypotheses = itertools.islice(_triples(finders, bright), _MAX_TRIES)
+    grids = [_grid_maps(tl, tr, bl, p) for tl, tr, bl, p in hypotheses]
     # the likeliest version of every hypothesis first, then the neighbouring versions
     order = [g[k] for k in range(3) for g in grids if k < len(g)][:_MAX_TRIES]
     for n, hom in order:

@@ -665,7 +665,7 @@ def sample(smooth: Any, hom: Any, n: int) -> tuple[Any, Any]:
 
 def read(gray: Any) -> list[str]:
     """The text of a partly washed-out QR symbol in ``gray`` (a crop around it), or [] (at
-    once when nothing in the crop is saturated)."""
+    once when the crop holds no highlight, or fewer than two finder patterns)."""
     import cv2
     import numpy as np
 

@@ -40,7 +40,7 @@ from sync.money import format_fen
 from sync.passwords import verify_password
 from sync.records import UNSET, AuthorizeAnswer, decline
 from sync.rules import AccountStatus
-from sync.server import cardrisk, codes, holders, ledger
+from sync.server import cardrisk, codes, holders, ledger, recovery
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid
@@ -109,6 +109,9 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
     seq, amount = req["seq"], req["amount_fen"]
     if seq < 1:
         raise Invalid("seq starts at 1", "bad_seq")
+    # restored from a backup: balances may not yet show sales synced since the backup, so no
+    # online approval; 503, the terminal decides offline within the offline bound
+    recovery.refuse(ctx.db, "online approval", online=True)
     qr: Verified | None = None
     if req.get("method") == "qr-forward":  # R8 forward scan: the phone's payment code
         try:

@@ -49,7 +49,17 @@ from sync.db import Params, Tx, placeholders, value_rows
 from sync.errors import ProtocolError
 from sync.records import Alarm, JournalRecord, PushAck
 from sync.rules import AccountStatus
-from sync.server import authorize, cardrisk, codeuse, holders, ledger, posrefund, reconcile, roles
+from sync.server import (
+    authorize,
+    cardrisk,
+    codeuse,
+    holders,
+    ledger,
+    posrefund,
+    reconcile,
+    recovery,
+    roles,
+)
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version
 from sync.server.errors import Forbidden, Invalid
@@ -186,6 +196,21 @@ def _gap_alarm(
         f"{missing}, pushed again without it; records {keep[0].seq}–{keep[-1].seq} are held "
         "behind the gap, not applied",
     )
+
+
+def push(
+    ctx: Context, terminal_id: str, wire: Sequence[Mapping[str, Any]], acked: int | None
+) -> PushAck:
+    """``POST /v1/journal``: ``acked``, the head the server had acked to the terminal, above
+    the head it holds proves the server lost records (restored from a backup): it enters the
+    recovering state before applying anything (:func:`sync.server.recovery.saw_ack`), even
+    when no feed request came first."""
+    full = ctx.db.one("SELECT * FROM terminals WHERE id = ?", (terminal_id,))
+    assert full is not None  # the caller authenticated it
+    if acked is not None and acked > int(full["head_seq"]):
+        with ctx.db.tx() as tx:
+            recovery.saw_ack(ctx, tx, terminal_id, acked)
+    return ingest(ctx, dict(full), wire)
 
 
 def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, Any]]) -> PushAck:
@@ -327,6 +352,8 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
             [(tid, i.seq, i.text or i.body.decode(), i.sig) for i in keep[:MAX_PENDING]],
         )
         res.pending = min(len(keep), MAX_PENDING)
+    if res.applied and recovery.state(ctx.db) is not None:
+        recovery.check(ctx)  # restored from a backup: this push may be the last one waited for
     if res.applied:
         # plain sales move balances only: their wake is coalesced (Notifier.notify), so a
         # lunch peak's 100 sales/s do not answer every parked long-poll 100 times a second
@@ -469,9 +496,9 @@ def _apply(
             continue
         if rec.kind == "sale" and rec.method == "qr-reverse":
             # the phone's online payment moved the money already: link, never charge twice
-            problem, late = reconcile.link(tx, tid, item.seq, rec)
+            problem, late = reconcile.link(ctx, tx, tid, item.seq, rec)
             if problem:
-                kind = "reverse_late" if late else "reverse_unpaid"
+                kind = late.kind if late else "reverse_unpaid"
                 _alarm(tx, ctx, res, tid, kind, f"record {item.seq}: {problem}")
             if late is not None:
                 _load(tx, [late.account_id], accounts, bal)

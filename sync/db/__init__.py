@@ -62,9 +62,11 @@ log = logging.getLogger(__name__)
 class Tx:
     """A transaction in progress: the only way to write."""
 
-    def __init__(self, session: Session, types: Mapping[str, str]) -> None:
+    def __init__(self, session: Session, types: Mapping[str, str], dialect: str) -> None:
         self._s = session
         self._types = types
+        #: ``"sqlite"`` or ``"postgresql"``: only for a migration step that differs by engine
+        self.dialect = dialect
 
     def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; returns the number of rows changed."""
@@ -190,13 +192,13 @@ class Database:
         right on its own, whatever commits beside it (``INSERT … ON CONFLICT DO NOTHING``, a
         ``DELETE`` by a condition), never read-then-write."""
         with self.backend.write(exclusive) as session:
-            yield Tx(session, self._types)
+            yield Tx(session, self._types, self.backend.dialect)
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
         """A read transaction: every statement in it sees the same snapshot."""
         with self.backend.read() as session:
-            yield Tx(session, self._types)
+            yield Tx(session, self._types, self.backend.dialect)
 
     def all(self, sql: str, params: Params = ()) -> list[Row]:
         return self.backend.all(sql, params)

@@ -48,6 +48,7 @@ BOTH_DBS = {
     "test_server_conservation",
     "test_server_feed",
     "test_server_ingest",
+    "test_server_recovery",
     "test_holder_business",
     "test_holder_login",
     "test_desk",

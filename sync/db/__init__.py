@@ -35,7 +35,15 @@ from types import TracebackType
 from typing import Any, cast
 
 from sync.db import sqlite
-from sync.db.backend import Backend, Params, Row, Session, fill_types, placeholders
+from sync.db.backend import (
+    Backend,
+    Params,
+    Row,
+    Session,
+    fill_types,
+    placeholders,
+    value_rows,
+)
 from sync.errors import StoreError
 
 __all__ = [
@@ -46,6 +54,7 @@ __all__ = [
     "Tx",
     "is_postgres_url",
     "placeholders",
+    "value_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,9 +63,11 @@ log = logging.getLogger(__name__)
 class Tx:
     """A transaction in progress: the only way to write."""
 
-    def __init__(self, session: Session, types: Mapping[str, str]) -> None:
+    def __init__(self, session: Session, types: Mapping[str, str], dialect: str) -> None:
         self._s = session
         self._types = types
+        #: ``"sqlite"`` or ``"postgresql"``: only for a migration step that differs by engine
+        self.dialect = dialect
 
     def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; returns the number of rows changed."""
@@ -84,6 +95,13 @@ class Tx:
         identity then moves past them, as SQLite's rowid does."""
         return self._s.insert_rows(table, columns, rows, chunk)
 
+    def batch(self, statements: Sequence[tuple[str, Params]]) -> list[list[Row]]:
+        """Run ``statements`` in order and return the rows of each: on PostgreSQL sent as one
+        pipeline (one round trip for all; a transaction holding the writer lock spends less
+        of its time waiting for answers), on SQLite one after the other.  For statements
+        whose parameters do not depend on each other's results."""
+        return self._s.batch(statements)
+
     def all(self, sql: str, params: Params = ()) -> list[Row]:
         return list(self._s.execute(sql, params).fetchall())
 
@@ -107,14 +125,17 @@ class _InTx:
     """The backend's transaction as a :class:`Tx` (a plain class: a generator context around
     the backend's own would cost a terminal's every transaction one more)."""
 
-    __slots__ = ("_cm", "_types")
+    __slots__ = ("_cm", "_dialect", "_types")
 
-    def __init__(self, cm: AbstractContextManager[Session], types: Mapping[str, str]) -> None:
+    def __init__(
+        self, cm: AbstractContextManager[Session], types: Mapping[str, str], dialect: str
+    ) -> None:
         self._cm = cm
         self._types = types
+        self._dialect = dialect
 
     def __enter__(self) -> Tx:
-        return Tx(self._cm.__enter__(), self._types)
+        return Tx(self._cm.__enter__(), self._types, self._dialect)
 
     def __exit__(
         self,
@@ -195,11 +216,11 @@ class Database:
         the writer lock; SQLite ignores it): only for transactions whose every statement is
         right on its own, whatever commits beside it (``INSERT … ON CONFLICT DO NOTHING``, a
         ``DELETE`` by a condition), never read-then-write."""
-        return _InTx(self.backend.write(exclusive), self._types)
+        return _InTx(self.backend.write(exclusive), self._types, self.backend.dialect)
 
     def read(self) -> AbstractContextManager[Tx]:
         """A read transaction: every statement in it sees the same snapshot."""
-        return _InTx(self.backend.read(), self._types)
+        return _InTx(self.backend.read(), self._types, self.backend.dialect)
 
     def all(self, sql: str, params: Params = ()) -> list[Row]:
         return self.backend.all(sql, params)

@@ -11,12 +11,23 @@ never splits a version, so a terminal that stores the returned version never mis
 from __future__ import annotations
 
 import base64
+import threading
 from typing import Any, TypeVar
 
 import msgspec
 
 from sync.db import Tx
-from sync.records import UNSET, AccountSnapshot, CardRow, CertRow, CodesInfo, FeedPage, IssuerKey
+from sync.records import (
+    UNSET,
+    AccountSnapshot,
+    CardRow,
+    CertRow,
+    CodesInfo,
+    FeedPage,
+    IssuerKey,
+    OperatorRow,
+    UnsetType,
+)
 from sync.server import codes, merchants
 from sync.server.context import Context
 
@@ -31,17 +42,47 @@ def _rows(rd: Tx, cls: type[_Row], sql: str, params: tuple[int, ...]) -> list[_R
     return [msgspec.convert(dict(r), cls, strict=False) for r in rd.all(sql, params)]
 
 
-def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) -> FeedPage:
+def _terminal_bits(rd: Tx, terminal_id: str) -> tuple[str, int, int]:
+    """What a page asks of its terminal's row (its merchant, the journal ack) and the current
+    feed version, read together."""
+    row = rd.one(
+        "SELECT t.merchant, t.head_seq, v.value AS current FROM terminals t, versions v "
+        "WHERE t.id = ? AND v.name = 'feed'",
+        (terminal_id,),
+    )
+    if row is None:  # the terminal row went away (the server's data replaced): no ack
+        return "DEFAULT", 0, int(rd.scalar("SELECT value FROM versions WHERE name = 'feed'"))
+    return str(row["merchant"] or "DEFAULT"), int(row["head_seq"]), int(row["current"])
+
+
+class _Shared(msgspec.Struct, frozen=True):
+    """What every page of one key carries alike (:class:`FeedShare`)."""
+
+    version: int
+    more: bool
+    reset: bool
+    accounts: list[AccountSnapshot]
+    cards: list[CardRow]
+    certs: list[CertRow]
+    operators: list[OperatorRow]
+    codes: dict[str, Any]
+    merchant_name: str
+    policy: dict[str, Any] | UnsetType
+
+
+#: what the shared part of a page depends on: since, the current version, the merchant, whether
+#: the terminal signs operators in (a POS), whether it is simulated, the page size
+_Key = tuple[int, int, str, bool, bool, int]
+
+
+def _shared(ctx: Context, key: _Key) -> _Shared:
+    since, current, merchant, is_pos, simulated, page = key
     with ctx.db.read() as rd:
-        merchant = str(
-            rd.scalar("SELECT merchant FROM terminals WHERE id = ?", (terminal["id"],)) or "DEFAULT"
-        )
         merchant_name = (  # "" for no merchant of its own: the receipt has the terminal's name
             ""
             if merchant == "DEFAULT"
             else str(rd.scalar("SELECT name FROM merchants WHERE code = ?", (merchant,)) or "")
         )
-        current = int(rd.scalar("SELECT value FROM versions WHERE name = 'feed'"))
         reset = since > current  # the server's data was replaced: start over
         if reset:
             since = 0
@@ -54,7 +95,7 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
             "AS changed ORDER BY version LIMIT 1 OFFSET ?",
             (since, since, since, merchant, since, page),
         )
-        if cut is not None:
+        if cut is not None and int(cut) <= current:
             upto = int(cut) - 1 if int(cut) - 1 > since else int(cut)
         accounts = _rows(
             rd,
@@ -77,7 +118,7 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
             "SELECT card_no, account_id, uid, generation, status, version, "
             "CASE WHEN ? = 1 THEN identity ELSE '' END AS identity FROM cards "
             "WHERE version > ? AND version <= ? ORDER BY version, card_no",
-            (int(bool(terminal.get("simulated"))), since, upto),
+            (int(simulated), since, upto),
         )
         certs = _rows(
             rd,
@@ -87,37 +128,119 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
             (since, upto),
         )
         # the operators' PIN verifiers go only to the tills that sign them in (a kiosk has none)
-        operators = (
-            merchants.feed_operators(rd, merchant, since, upto)
-            if terminal.get("role", "pos") == "pos"
-            else []
-        )
-        ack = int(rd.scalar("SELECT head_seq FROM terminals WHERE id = ?", (terminal["id"],)))
+        operators = merchants.feed_operators(rd, merchant, since, upto) if is_pos else []
         policy_version = int(
             rd.scalar("SELECT value FROM settings WHERE key = 'policy_version'") or 0
         )
-    info = codes.public_info(ctx)
     send_policy = since == 0 or since < policy_version <= upto or reset
-    return FeedPage(
+    return _Shared(
         version=upto,
         more=upto < current,
         reset=reset,
-        ack=ack,
         accounts=accounts,
         cards=cards,
         certs=certs,
         operators=operators,
+        codes=codes.public_info(ctx),
+        merchant_name=merchant_name,
+        policy=ctx.policy() if send_policy else UNSET,
+    )
+
+
+def _page(ctx: Context, terminal_id: str, ack: int, part: _Shared) -> FeedPage:
+    info = part.codes
+    return FeedPage(
+        version=part.version,
+        more=part.more,
+        reset=part.reset,
+        ack=ack,
+        accounts=part.accounts,
+        cards=part.cards,
+        certs=part.certs,
+        operators=part.operators,
         codes=CodesInfo(
             campus_id=info["campus_id"],
             campus_tag=info["campus_tag"],
             keys=[IssuerKey(k["kid"], k["public_key"]) for k in info["keys"]],
             code_valid_s=info["code_valid_s"],
             code_skew_s=info["code_skew_s"],
-            proof_key=base64.b64encode(codes.proof_key(ctx, terminal["id"])).decode(),
+            proof_key=base64.b64encode(codes.proof_key(ctx, terminal_id)).decode(),
         ),
         campus_id=ctx.config.campus_id,
         tz=ctx.config.tz,
-        merchant_name=merchant_name,
+        merchant_name=part.merchant_name,
         server_time_ms=ctx.now_ms(),
-        policy=ctx.policy() if send_policy else UNSET,
+        policy=part.policy,
     )
+
+
+def _key(ctx: Context, terminal: dict[str, Any], since: int, page: int) -> tuple[_Key, int]:
+    with ctx.db.read() as rd:
+        merchant, ack, current = _terminal_bits(rd, terminal["id"])
+    is_pos = terminal.get("role", "pos") == "pos"
+    return (since, current, merchant, is_pos, bool(terminal.get("simulated")), page), ack
+
+
+def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) -> FeedPage:
+    """The page of changes after ``since`` for ``terminal`` (at most ``page`` changed rows,
+    never splitting a version)."""
+    key, ack = _key(ctx, terminal, since, page)
+    return _page(ctx, terminal["id"], ack, _shared(ctx, key))
+
+
+class FeedShare:
+    """The feed pages of one server process, their common part computed once.
+
+    A wake answers every parked long-poll at once (1,000 at a lunch peak), and the pages of
+    terminals that asked from the same version differ only in the terminal's own fields (the
+    journal ack, its reverse-scan proof key, the server's time): the rows (accounts, cards,
+    certificates), the merchant's operators, the code keys and the policy depend only on
+    (since, the current version, the merchant, the terminal's role, whether it is simulated).
+    That part is read once per key, by the first thread to ask, while the others of the key wait
+    for it; each page still reads its terminal's row and the current version itself.  A part
+    stays correct after the data moves on: a row changed again takes a later version, which the
+    terminal's next page (from this page's version) carries."""
+
+    def __init__(self, keep: int = 64) -> None:
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._parts: dict[_Key, _Slot] = {}
+        self.computed = 0  # shared parts read (tests, benchmarks)
+
+    def page(
+        self, ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE
+    ) -> FeedPage:
+        key, ack = _key(ctx, terminal, since, page)
+        return _page(ctx, terminal["id"], ack, self._part(ctx, key))
+
+    def _part(self, ctx: Context, key: _Key) -> _Shared:
+        with self._lock:
+            slot = self._parts.get(key)
+            owner = slot is None
+            if slot is None:
+                slot = self._parts[key] = _Slot()
+                slot.lock.acquire()
+                while len(self._parts) > self.keep:
+                    del self._parts[next(iter(self._parts))]
+        if owner:
+            try:
+                slot.part = _shared(ctx, key)
+                self.computed += 1
+            finally:
+                slot.lock.release()
+                if slot.part is None:  # it failed: the next asker reads it again
+                    with self._lock:
+                        if self._parts.get(key) is slot:
+                            del self._parts[key]
+        else:
+            with slot.lock:
+                pass
+        return slot.part if slot.part is not None else _shared(ctx, key)
+
+
+class _Slot:
+    __slots__ = ("lock", "part")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.part: _Shared | None = None

@@ -78,7 +78,7 @@ class ApiAuth:
         check = self.terminal_auth.authenticate
         args = (request.method, target, body, request.headers)
         if request.url.path == FEED_PATH:
-            term = await self.feed_thread(check, *args)
+            term = await self.terminal_auth.authenticate_async(*args, run=self.feed_thread)
         else:
             term = await run_in_threadpool(check, *args)
         route = request.scope.get("route")

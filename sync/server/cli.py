@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import secrets
+import sys
 from pathlib import Path
 
 import requests
@@ -111,8 +112,15 @@ def ensure_admin_token(ctx: Context) -> tuple[Path, bool]:
     return path, True
 
 
-def run(args: argparse.Namespace) -> int:
+#: how long a thread holds the GIL while another waits for it (Python's default: 5 ms).  The
+#: server's threads give the GIL up around every database statement, and each statement's
+#: thread then waits for it again up to this long behind a thread that computes: a transaction
+#: of 20 statements beside a busy event loop waited about 20 × 5 ms (docs/benchmarks.md, peak)
+SWITCH_INTERVAL_S = 0.0005
 
+
+def run(args: argparse.Namespace) -> int:
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     if args.db is not None and not is_postgres_url(args.db):
         raise ConfigError(f"--db takes a postgresql://USER@HOST/DB URL, not {args.db!r}")
     config = ServerConfig(

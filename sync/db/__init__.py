@@ -56,6 +56,8 @@ class Tx:
     def __init__(self, session: Session, types: Mapping[str, str]) -> None:
         self._s = session
         self._types = types
+        #: the feed versions this transaction took (``sync.server.context.next_version``)
+        self.versions: list[int] = []
 
     def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; returns the number of rows changed."""

@@ -293,9 +293,9 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
         )
         res.pending = min(len(keep), MAX_PENDING)
     if res.applied:
-        # plain sales move balances only: their wake is coalesced (Notifier.notify), so a
-        # lunch peak's 100 sales/s do not answer every parked long-poll 100 times a second
-        ctx.notifier.notify(lazy=not urgent)
+        # plain sales move balances only: they wake no parked long-poll (Notifier.notify), so
+        # a lunch peak's 100 sales/s do not answer every parked long-poll again and again
+        ctx.notifier.notify(lazy=not urgent, versions=tx.versions)
     return res
 
 

@@ -75,12 +75,10 @@ class ApiAuth:
         (:data:`sync.server.roles.ENDPOINTS`; 403 ``wrong_role`` otherwise)."""
         body = await request.body()
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        check = self.terminal_auth.authenticate
-        args = (request.method, target, body, request.headers)
-        if request.url.path == FEED_PATH:
-            term = await self.terminal_auth.authenticate_async(*args, run=self.feed_thread)
-        else:
-            term = await run_in_threadpool(check, *args)
+        run = self.feed_thread if request.url.path == FEED_PATH else run_in_threadpool
+        term = await self.terminal_auth.authenticate_async(
+            request.method, target, body, request.headers, run=run
+        )
         route = request.scope.get("route")
         roles.require(term, f"{request.method} {getattr(route, 'path', request.url.path)}")
         return term

@@ -112,6 +112,7 @@ FIELD_CODES = {"number": "bad_number", "id_card": "bad_id_card", "uid": "bad_uid
 def create_app(ctx: Context) -> FastAPI:
     api_auth = ApiAuth(ctx)
     pages = feed.FeedShare()
+    pacer = feed.Pacer()
     feed_thread = api_auth.feed_thread
 
     async def settle_reverse_payments() -> None:
@@ -413,6 +414,7 @@ def create_app(ctx: Context) -> FastAPI:
             if notifier.generation != seen:  # woken: the version may have moved
                 seen = notifier.generation
                 current = await notifier.version(ctx.db)
+        await pacer.turn()
         body = await feed_thread(lambda: to_bytes(pages.page(ctx, term, since)))
         return Response(body, media_type="application/json")
 

@@ -113,10 +113,11 @@ def ensure_admin_token(ctx: Context) -> tuple[Path, bool]:
 
 
 #: how long a thread holds the GIL while another waits for it (Python's default: 5 ms).  The
-#: server's threads give the GIL up around every database statement, and each statement's
-#: thread then waits for it again up to this long behind a thread that computes: a transaction
-#: of 20 statements beside a busy event loop waited about 20 × 5 ms (docs/benchmarks.md, peak)
-SWITCH_INTERVAL_S = 0.0005
+#: server's threads give the GIL up around every database statement and then wait for it again
+#: up to this long behind the event loop: with 5 ms, a write transaction of a dozen statements
+#: held the database's writer turn for tens of milliseconds at a lunch peak, and every other
+#: writer queued behind it (docs/benchmarks.md, peak)
+SWITCH_INTERVAL_S = 0.0001
 
 
 def run(args: argparse.Namespace) -> int:

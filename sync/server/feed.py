@@ -10,6 +10,7 @@ never splits a version, so a terminal that stores the returned version never mis
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import threading
 from typing import Any, TypeVar
@@ -244,3 +245,30 @@ class _Slot:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.part: _Shared | None = None
+
+
+#: the feed answers a server process sends a second at most when many are due at once (a wake
+#: answers every parked long-poll): 1,000 parked terminals are answered within about 1 s
+ANSWERS_PER_S = 1000.0
+
+
+class Pacer:
+    """Spaces the feed's answers at most :data:`ANSWERS_PER_S` a second (event loop only).
+
+    A wake makes every parked long-poll due at once; answered all together, their responses
+    and the terminals' next signed requests filled the event loop for the better part of a
+    second, and an online authorization that arrived then waited behind all of them.  Spaced,
+    they leave the loop free between them.  A terminal whose page is due while nothing else is
+    is answered at once."""
+
+    def __init__(self, per_s: float = ANSWERS_PER_S) -> None:
+        self.interval = 1.0 / per_s
+        self._next = 0.0
+
+    async def turn(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        at = max(now, self._next)
+        self._next = at + self.interval
+        if at > now:
+            await asyncio.sleep(at - now)

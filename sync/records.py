@@ -832,10 +832,10 @@ def to_json(obj: Struct) -> dict[str, Any]:
     return out
 
 
-_ENCODER = msgspec.json.Encoder()
+_WIRE_ENCODER = msgspec.json.Encoder()
 
 
 def to_bytes(obj: Struct) -> bytes:
     """A typed value as the JSON text :func:`to_json` gives the HTTP layer, encoded at once
     (unset fields left out): a route that returns it skips the framework's own encoding."""
-    return _ENCODER.encode(obj)
+    return _WIRE_ENCODER.encode(obj)

@@ -58,6 +58,25 @@ def test_shared_pages_are_each_terminals_own_page(tmp_path: Path) -> None:
     assert share.computed == 2
 
 
+def test_one_read_from_the_lowest_since_serves_the_later_ones(tmp_path: Path) -> None:
+    ctx, terms, _ids = _world(tmp_path)
+    top = int(to_json(feed.delta(ctx, terms[0].row, 0))["version"])
+    share = feed.FeedShare()
+    order = [top - 2, top - 4, top - 1, top - 3, 0, top, 2, top - 4]
+    for n, since in enumerate(order):
+        t = terms[n % 3]
+        assert _own(to_json(share.page(ctx, t.row, since))) == _own(
+            to_json(feed.delta(ctx, t.row, since))
+        ), since
+    assert share.computed == 3  # each new lowest since: top - 2, top - 4, 0
+    # a page cut (more rows than fit) is read for itself, whole pages as before
+    cut = to_json(share.page(ctx, terms[1].row, 0, page=1))
+    assert cut["more"] and cut == {
+        **to_json(feed.delta(ctx, terms[1].row, 0, page=1)),
+        "server_time_ms": cut["server_time_ms"],
+    }
+
+
 def test_a_plain_sale_wakes_no_long_poll_a_status_change_does(tmp_path: Path) -> None:
     ctx, terms, ids = _world(tmp_path)
     notifier = ctx.notifier

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import threading
 from typing import Any, TypeVar
 
@@ -27,7 +28,6 @@ from sync.records import (
     FeedPage,
     IssuerKey,
     OperatorRow,
-    UnsetType,
 )
 from sync.server import codes, merchants
 from sync.server.context import Context
@@ -57,8 +57,11 @@ def _terminal_bits(rd: Tx, terminal_id: str) -> tuple[str, int, int]:
 
 
 class _Shared(msgspec.Struct, frozen=True):
-    """What every page of one key carries alike (:class:`FeedShare`)."""
+    """What the pages asking from ``since`` carry alike (:class:`FeedShare`); one that was not
+    cut (``more`` and ``reset`` false) holds every row of (since, version] and so serves any
+    ``since`` in between too (:func:`_view`)."""
 
+    since: int
     version: int
     more: bool
     reset: bool
@@ -68,16 +71,18 @@ class _Shared(msgspec.Struct, frozen=True):
     operators: list[OperatorRow]
     codes: dict[str, Any]
     merchant_name: str
-    policy: dict[str, Any] | UnsetType
+    policy_version: int
+    policy: dict[str, Any]
 
 
-#: what the shared part of a page depends on: since, the current version, the merchant, whether
-#: the terminal signs operators in (a POS), whether it is simulated, the page size
-_Key = tuple[int, int, str, bool, bool, int]
+#: what the common part of a page depends on besides ``since``: the current version, the
+#: merchant, whether the terminal signs operators in (a POS), whether it is simulated, the
+#: page size
+_Key = tuple[int, str, bool, bool, int]
 
 
-def _shared(ctx: Context, key: _Key) -> _Shared:
-    since, current, merchant, is_pos, simulated, page = key
+def _shared(ctx: Context, key: _Key, since: int) -> _Shared:
+    current, merchant, is_pos, simulated, page = key
     with ctx.db.read() as rd:
         merchant_name = (  # "" for no merchant of its own: the receipt has the terminal's name
             ""
@@ -96,6 +101,7 @@ def _shared(ctx: Context, key: _Key) -> _Shared:
             "AS changed ORDER BY version LIMIT 1 OFFSET ?",
             (since, since, since, merchant, since, page),
         )
+        # (rows committed after ``current`` was read lie beyond it: they are not cut here)
         if cut is not None and int(cut) <= current:
             upto = int(cut) - 1 if int(cut) - 1 > since else int(cut)
         accounts = _rows(
@@ -133,8 +139,8 @@ def _shared(ctx: Context, key: _Key) -> _Shared:
         policy_version = int(
             rd.scalar("SELECT value FROM settings WHERE key = 'policy_version'") or 0
         )
-    send_policy = since == 0 or since < policy_version <= upto or reset
     return _Shared(
+        since=since,
         version=upto,
         more=upto < current,
         reset=reset,
@@ -144,11 +150,38 @@ def _shared(ctx: Context, key: _Key) -> _Shared:
         operators=operators,
         codes=codes.public_info(ctx),
         merchant_name=merchant_name,
-        policy=ctx.policy() if send_policy else UNSET,
+        policy_version=policy_version,
+        policy=ctx.policy(),
     )
 
 
-def _page(ctx: Context, terminal_id: str, ack: int, part: _Shared) -> FeedPage:
+def _covers(part: _Shared, since: int) -> bool:
+    """Whether ``part`` (not cut) holds the page asked from ``since``."""
+    return not (part.more or part.reset) and part.since <= since <= part.version
+
+
+def _version(row: AccountSnapshot | CardRow | CertRow | OperatorRow) -> int:
+    return row.version if isinstance(row.version, int) else 0
+
+
+def _after(rows: list[_R], since: int) -> list[_R]:
+    """The rows (in version order) of versions above ``since``."""
+    return rows[bisect.bisect_right(rows, since, key=_version) :]
+
+
+def _page(ctx: Context, terminal_id: str, ack: int, part: _Shared, since: int) -> FeedPage:
+    """The page from ``since`` (one ``part`` covers) for ``terminal_id``."""
+    if since != part.since:
+        part = msgspec.structs.replace(
+            part,
+            since=since,
+            accounts=_after(part.accounts, since),
+            cards=_after(part.cards, since),
+            certs=_after(part.certs, since),
+            operators=_after(part.operators, since),
+        )
+    first = part.since  # 0 after a reset
+    send_policy = first == 0 or first < part.policy_version <= part.version or part.reset
     info = part.codes
     return FeedPage(
         version=part.version,
@@ -171,72 +204,73 @@ def _page(ctx: Context, terminal_id: str, ack: int, part: _Shared) -> FeedPage:
         tz=ctx.config.tz,
         merchant_name=part.merchant_name,
         server_time_ms=ctx.now_ms(),
-        policy=part.policy,
+        policy=part.policy if send_policy else UNSET,
     )
 
 
-def _key(ctx: Context, terminal: dict[str, Any], since: int, page: int) -> tuple[_Key, int]:
+def _key(ctx: Context, terminal: dict[str, Any], page: int) -> tuple[_Key, int]:
     with ctx.db.read() as rd:
         merchant, ack, current = _terminal_bits(rd, terminal["id"])
     is_pos = terminal.get("role", "pos") == "pos"
-    return (since, current, merchant, is_pos, bool(terminal.get("simulated")), page), ack
+    return (current, merchant, is_pos, bool(terminal.get("simulated")), page), ack
 
 
 def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) -> FeedPage:
     """The page of changes after ``since`` for ``terminal`` (at most ``page`` changed rows,
     never splitting a version)."""
-    key, ack = _key(ctx, terminal, since, page)
-    return _page(ctx, terminal["id"], ack, _shared(ctx, key))
+    key, ack = _key(ctx, terminal, page)
+    part = _shared(ctx, key, since)
+    return _page(ctx, terminal["id"], ack, part, part.since)
 
 
 class FeedShare:
-    """The feed pages of one server process, their common part computed once.
+    """The feed pages of one server process, their common part read once.
 
-    A wake answers every parked long-poll at once (1,000 at a lunch peak), and the pages of
-    terminals that asked from the same version differ only in the terminal's own fields (the
-    journal ack, its reverse-scan proof key, the server's time): the rows (accounts, cards,
-    certificates), the merchant's operators, the code keys and the policy depend only on
-    (since, the current version, the merchant, the terminal's role, whether it is simulated).
-    That part is read once per key, by the first thread to ask, while the others of the key wait
-    for it; each page still reads its terminal's row and the current version itself.  A part
-    stays correct after the data moves on: a row changed again takes a later version, which the
-    terminal's next page (from this page's version) carries."""
+    A wake answers every parked long-poll at once (1,000 at a lunch peak), and their pages
+    differ only in the terminal's own fields (the journal ack, its reverse-scan proof key, the
+    server's time) and in where they start: the rows (accounts, cards, certificates), the
+    merchant's operators, the code keys and the policy depend only on the current version, the
+    merchant, the terminal's role and whether it is simulated (:data:`_Key`).  So one read of
+    the rows after the lowest ``since`` asked serves every page of the key: each takes the rows
+    after its own ``since`` (they are in version order).  A request from further back reads
+    them again from there (in a random order of requests that happens a handful of times for
+    1,000); one whose rows would not fit in a page reads its own, cut.  Each page still reads
+    its terminal's row and the current version itself.  A part stays right after the data
+    moves on: a row changed again takes a later version, which the terminal's next page (from
+    this page's version) carries."""
 
     def __init__(self, keep: int = 64) -> None:
         self.keep = keep
         self._lock = threading.Lock()
         self._parts: dict[_Key, _Slot] = {}
-        self.computed = 0  # shared parts read (tests, benchmarks)
+        self.computed = 0  # parts read (tests, benchmarks)
 
     def page(
         self, ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE
     ) -> FeedPage:
-        key, ack = _key(ctx, terminal, since, page)
-        return _page(ctx, terminal["id"], ack, self._part(ctx, key))
+        key, ack = _key(ctx, terminal, page)
+        part = self._part(ctx, key, since)
+        return _page(ctx, terminal["id"], ack, part, part.since if part.reset else since)
 
-    def _part(self, ctx: Context, key: _Key) -> _Shared:
+    def _part(self, ctx: Context, key: _Key, since: int) -> _Shared:
         with self._lock:
             slot = self._parts.get(key)
-            owner = slot is None
             if slot is None:
                 slot = self._parts[key] = _Slot()
-                slot.lock.acquire()
                 while len(self._parts) > self.keep:
                     del self._parts[next(iter(self._parts))]
-        if owner:
-            try:
-                slot.part = _shared(ctx, key)
-                self.computed += 1
-            finally:
-                slot.lock.release()
-                if slot.part is None:  # it failed: the next asker reads it again
-                    with self._lock:
-                        if self._parts.get(key) is slot:
-                            del self._parts[key]
-        else:
-            with slot.lock:
-                pass
-        return slot.part if slot.part is not None else _shared(ctx, key)
+        with slot.lock:  # one reads while the others of the key wait for its rows
+            part = slot.part
+            if part is not None and _covers(part, since):
+                return part
+            part = _shared(ctx, key, since)
+            self.computed += 1
+            if _covers(part, since) and (slot.part is None or part.since < slot.part.since):
+                slot.part = part
+            return part
+
+
+_R = TypeVar("_R", AccountSnapshot, CardRow, CertRow, OperatorRow)
 
 
 class _Slot:

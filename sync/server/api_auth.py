@@ -44,7 +44,7 @@ def bearer(request: Request) -> str:
 
 
 #: the threads at most that work for feed long-polls at once (:meth:`ApiAuth.feed_thread`)
-FEED_THREADS = 4
+FEED_THREADS = 16
 #: the route whose thread work runs on the feed's own threads
 FEED_PATH = "/v1/feed"
 

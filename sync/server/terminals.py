@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import anyio.to_thread
 
 from sync import protocol
@@ -212,7 +213,7 @@ class NonceCache:
     ) -> bool:
         """:meth:`claim` for a request waiting on the event loop: the claims that arrive
         while a group is written wait on the loop, not on a thread each, and the next group
-        takes them all (written on a worker thread of the shared pool).  A wake's 1,000 long-polls
+        takes them all (written on a worker thread of its own).  A wake's 1,000 long-polls
         send their next signed requests together: their nonces take a few commits, not a
         thread and a commit each."""
         item = _Claim(terminal_id, nonce, time_ms)
@@ -228,6 +229,7 @@ class NonceCache:
         return bool(item.result)
 
     async def _drain_loop(self) -> None:
+        writer = anyio.CapacityLimiter(1)
         while self._waiting:
             batch, self._waiting = self._waiting, []
             group = [c for c, _ in batch]
@@ -242,7 +244,8 @@ class NonceCache:
                     self._write(group, now_ms if prune else None)
 
             try:
-                await anyio.to_thread.run_sync(write)
+                # a thread of its own: not behind the shared pool's queue
+                await anyio.to_thread.run_sync(write, limiter=writer)
             except BaseException as exc:  # the write never ran: every claim of it failed
                 for c in group:
                     if c.result is None and c.error is None:

@@ -556,6 +556,8 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
         version = next_version(tx)
         for aid in touched:
             a = accounts[aid]
+            if a["pin_tries"] != a.pop("pin_tries_before", a["pin_tries"]):
+                urgent = True  # R5: the terminals go by the count offline
             if a.pop("frozen_now", False):
                 urgent = True
                 set_status(
@@ -598,7 +600,7 @@ def _load(
         f"WHERE id IN ({placeholders(len(ids))})",
         ids,
     ):
-        accounts[r["id"]] = dict(r)
+        accounts[r["id"]] = {**dict(r), "pin_tries_before": r["pin_tries"]}
     found = [a for a in ids if a in accounts]
     ledger_ids = [ledger.transition(a) for a in found] + [ledger.wallet(a) for a in found]
     if ledger_ids:  # none when no record names a known account

@@ -132,7 +132,7 @@ class Uplink:
         batch = self.journal.unsent(self.batch)
         before = self.journal.acked
         try:
-            resp = client.push(batch)
+            resp = client.push(batch, acked=before)
         except SyncError as exc:
             self.last_push_error = str(exc)
             if not isinstance(exc, ServerRefused):  # refused: the server is up
@@ -207,7 +207,9 @@ class Uplink:
         acked = journal.acked if journal is not None else 0
         head = journal.head_seq if journal is not None else None
         try:
-            resp = client.feed(self.cache.version, wait=wait, head=head)
+            resp = client.feed(
+                self.cache.version, wait=wait, head=head, acked=acked if journal else None
+            )
         except SyncError as exc:
             self.link.down(str(exc))
             delay = backoff.next()

@@ -247,17 +247,27 @@ class ServerClient:
         got = self.request("GET", "/v1/terminals/keystore", timeout=(2.0, 10.0))
         return Keystore.from_dict(got, "the server's keystore")
 
-    def push(self, records: list[dict[str, str]]) -> PushAck:
-        return self._typed(
-            PushAck, "POST", "/v1/journal", body={"records": records}, timeout=(2.0, 30.0)
-        )
+    def push(self, records: list[dict[str, str]], acked: int | None = None) -> PushAck:
+        """Push a batch; ``acked``: the head the server acked before (a server that holds
+        less was restored from a backup and stops paying out until the terminals pushed again,
+        docs/operations.md)."""
+        body: dict[str, Any] = {"records": records}
+        if acked is not None:
+            body["acked"] = acked
+        return self._typed(PushAck, "POST", "/v1/journal", body=body, timeout=(2.0, 30.0))
 
-    def feed(self, since: int, wait: float = 0, head: int | None = None) -> FeedPage:
+    def feed(
+        self, since: int, wait: float = 0, head: int | None = None, acked: int | None = None
+    ) -> FeedPage:
         """A feed page; ``head``: this terminal's journal head, reported to the server (its
-        settlement report shows the records not synced yet)."""
+        settlement report shows the records not synced yet); ``acked``: the head the server
+        acked (a server that holds less was restored from a backup: it stops paying out until
+        every terminal has pushed again, docs/operations.md)."""
         params: dict[str, Any] = {"since": since, "wait": wait}
         if head is not None:
             params["head"] = head
+            if acked is not None:
+                params["acked"] = acked
         return self._typed(
             FeedPage,
             "GET",

@@ -52,6 +52,7 @@ Why msgspec
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar, get_args
@@ -372,8 +373,17 @@ class CardX(Struct, frozen=True):
     ep: CardByte
 
 
+#: ``x.proof`` of a reverse-scan sale: ``"code"`` (the short code was keyed) or the
+#: server-signed payment proof the terminal verified, base64 (docs/protocol.md)
+ProofX = Annotated[str, msgspec.Meta(min_length=1, max_length=400, pattern="^[A-Za-z0-9+/=]+$")]
+
 #: the parts of a record's open ``x`` the server reads, and their types
-_KNOWN_X: tuple[tuple[str, Any], ...] = (("card", CardX), ("order", Id), ("payment", Id))
+_KNOWN_X: tuple[tuple[str, Any], ...] = (
+    ("card", CardX),
+    ("order", Id),
+    ("payment", Id),
+    ("proof", ProofX),
+)
 
 
 class RefundX(Struct, frozen=True, forbid_unknown_fields=True):
@@ -501,11 +511,22 @@ def code_sale(
 
 
 def reverse_sale(
-    *, ts: int, order: int, amt: int, op: str, acct: int, payment: int | None
+    *,
+    ts: int,
+    order: int,
+    amt: int,
+    op: str,
+    acct: int,
+    payment: int | None,
+    proof: bytes | None = None,
 ) -> Entry:
     """A reverse-scan sale (R8, offline): the phone paid online.  With the proof shown,
-    ``acct`` and the server's ``payment``; with the short code keyed, ``acct`` 0."""
+    ``acct`` and the server's ``payment``, and the proof itself (``x.proof``, base64: signed
+    by the server, it lets ingest charge the payer if the server lost the payment, restored
+    from a backup); with the short code keyed, ``acct`` 0 and ``x.proof`` ``"code"``."""
     extra: dict[str, Any] = {"payment": payment} if payment is not None else {"proof": "code"}
+    if payment is not None and proof is not None:
+        extra["proof"] = base64.b64encode(proof).decode()
     return Entry(
         ts=ts,
         acct=acct,

@@ -49,6 +49,7 @@ BOTH_DBS = {
     "test_server_feed",
     "test_feed_share",
     "test_server_ingest",
+    "test_server_recovery",
     "test_holder_business",
     "test_holder_login",
     "test_desk",

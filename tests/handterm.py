@@ -88,9 +88,10 @@ class HandTerminal:
         return [self.journal[s - 1][1] for s in seqs]
 
     # -- requests -----------------------------------------------------------------------------
-    def push(self, records: list[dict[str, str]]) -> dict[str, Any]:
-        """The server's answer (:class:`sync.records.PushAck`) as JSON."""
-        return to_json(self.client.push(records))
+    def push(self, records: list[dict[str, str]], acked: int | None = None) -> dict[str, Any]:
+        """The server's answer (:class:`sync.records.PushAck`) as JSON; ``acked``: the head
+        the server had acked before, as the uplink sends it."""
+        return to_json(self.client.push(records, acked=acked))
 
     def push_raw(self, body: bytes) -> requests.Response:
         """POST arbitrary bytes to /v1/journal, correctly signed."""

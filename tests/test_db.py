@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sync.db import Database, Migrations, placeholders
+from sync.db import Database, Migrations, placeholders, value_rows
 from sync.db.backend import fill_types
 from sync.db.sqlite import TYPES as SQLITE_TYPES
 from sync.errors import StoreConflict, StoreError
@@ -131,6 +131,49 @@ def test_identity_moves_past_ids_given_explicitly(db: Database) -> None:
         assert tx.insert("INSERT INTO things (name) VALUES (?) RETURNING id", ("next",)) == 11
         with pytest.raises(StoreError, match="RETURNING"):
             tx.insert("INSERT INTO things (name) VALUES (?)", ("no id back",))
+
+
+def test_statements_in_one_batch_and_set_based_updates(db: Database) -> None:
+    """Tx.batch (PostgreSQL: one pipeline) runs its statements in order and gives the rows of
+    each; a failing one fails the transaction like a statement alone.  ``value_rows`` makes the
+    VALUES list of one UPDATE … FROM that changes many rows, each from its own row."""
+    with db.tx() as tx:
+        tx.insert_rows("things", ("id", "name", "n"), [(i, f"n{i}", i) for i in range(1, 8)])
+        got = tx.batch(
+            [
+                ("UPDATE things SET n = n + 100 WHERE id = ?", (1,)),
+                ("SELECT n FROM things WHERE id = ?", (1,)),
+                ("DELETE FROM things WHERE id = ?", (7,)),
+                ("SELECT id FROM things WHERE id > ? ORDER BY id", (4,)),
+            ]
+        )
+        assert [[tuple(r) for r in rows] for rows in got] == [[], [(101,)], [], [(5,), (6,)]]
+        moves = [("n2", 5), ("n4", -3), ("n6", 2**40)]
+        changed = tx.execute(
+            "UPDATE things SET n = n + CAST(v.column2 AS BIGINT) "
+            f"FROM (VALUES {value_rows(len(moves), 2)}) AS v WHERE things.name = v.column1",
+            [x for m in moves for x in m],
+        )
+        assert changed == 3
+    assert [tuple(r) for r in db.all("SELECT id, n FROM things ORDER BY id")] == [
+        (1, 101),
+        (2, 7),
+        (3, 3),
+        (4, 1),
+        (5, 5),
+        (6, 6 + 2**40),
+    ]
+    with pytest.raises(StoreConflict), db.tx() as tx:
+        tx.batch(
+            [
+                ("UPDATE things SET n = 0 WHERE id = ?", (1,)),
+                ("INSERT INTO things (name) VALUES (?)", ("n2",)),  # taken
+                ("UPDATE things SET n = 0 WHERE id = ?", (2,)),
+            ]
+        )
+    assert db.scalar("SELECT SUM(n) FROM things WHERE id IN (1, 2)") == 108  # rolled back
+    with pytest.raises(ValueError):
+        value_rows(0, 2)
 
 
 def test_constraint_violations_are_conflicts_and_roll_back_the_transaction(db: Database) -> None:

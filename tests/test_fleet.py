@@ -38,14 +38,16 @@ def test_a_seed_of_the_set_keeps_every_invariant(seed: int) -> None:
     assert r.approved > 0 and r.sales >= r.approved
 
 
-def test_a_restore_takes_away_reverse_scan_payments_and_nothing_else() -> None:
+def test_a_restore_loses_no_reverse_scan_payment_whose_proof_was_shown() -> None:
     """Finding 1 (docs/fleet.md): a phone's reverse-scan payment made after the server's backup
-    is gone after the restore; its sale record charges nothing (alarm reverse_unpaid).  Seed 3
-    of the set meets it among every other fault, this one with restores alone."""
-    assert fleet_run(3).lost_payments > 0
+    is gone after the restore.  The sale record carries the server-signed proof the till
+    verified, so ingest charges the payer it names (alarm reverse_restored); only a proof keyed
+    as its short code names nobody (reverse_unpaid, the desk).  Seed 3 of the set meets it
+    among every other fault, this one with restores alone: both were lost before the fix."""
+    assert (fleet_run(3).proof_charged, fleet_run(3).lost_payments) == (1, 0)
     only = frozenset({"server_restore", "partition", "offline_days"})
     r = run_fleet(Options(seed=3, terminals=4, days=2, faults=only))
-    assert r.lost_payments == 1 and r.violations == []
+    assert (r.proof_charged, r.lost_payments, r.violations) == (1, 0, [])
 
 
 def test_the_seed_set_injects_every_fault_kind() -> None:
@@ -134,13 +136,11 @@ def test_the_soak_runs_seed_after_seed_until_its_terminal_days(
     assert got["sales"] == 2 * 2 * 24 and sum(got["faults"].values()) > 0
 
 
-@pytest.mark.xfail(
-    strict=True, reason="open finding 5 (docs/fleet.md): a restore widens overdrafts"
-)
 def test_after_a_restore_no_account_is_paid_out_or_approved_past_its_bound() -> None:
-    """Soak seed 2009 (20 terminals): an 8-yuan sale approved online and synced is lost by a
-    restore; before its terminal pushes it again the desk cancels the account and pays out the
-    whole balance; the sale then syncs and leaves the account at -8 yuan, with nothing sold
-    offline.  The server cannot know what the restore lost until the terminals push again."""
+    """Finding 5, soak seed 2009 (20 terminals): an 8-yuan sale approved online and synced is
+    lost by a restore; before its terminal pushed it again the desk cancelled the account and
+    paid out the whole balance, and the sale then left the account at -8 yuan with nothing sold
+    offline.  Now the restore (``ykt server restore``) leaves the server recovering: the
+    cancellation waits until every terminal has pushed again (sync/server/recovery.py)."""
     r = run_fleet(Options(seed=2009, terminals=20, days=1))
     assert r.violations == []

@@ -471,3 +471,53 @@ def test_a_linked_payment_is_never_refunded_and_revocation_refunds_the_rest(
     assert reconcile.settle(live.ctx) == 0
     assert h.balance == 700
     ledger_ok(live)
+
+
+# -- finding 1 (docs/fleet.md): a reverse-scan payment a restore took away -----------------------
+def test_a_payment_lost_by_a_restore_is_charged_once_from_the_proof_in_the_sale_record(
+    live: Live, tmp_path: Path
+) -> None:
+    """After a restore from a backup older than the phone's payment the server has no payment
+    for the terminal's sale.  The record carries the server-signed proof the till verified: it
+    names the payer, so ingest charges them, once (``rsale:T:ORDER``), and says so
+    (``reverse_restored``).  A short code keyed on the PIN pad names nobody: ``reverse_unpaid``,
+    the desk charges it.  A proof of another payer, order or campus charges nobody."""
+    h, other = Holder(live, tmp_path, 21, topup=1000), Holder(live, tmp_path, 22, topup=1000)
+    t1 = terminal(live, "t1")
+    iss = live.ctx.code_issuer
+
+    def proof_of(order: int, amount: int, payer: int, key: Any = iss.key) -> str:
+        req = codes.parse_request(codes.unpack_text(request_text(t1, amount, order, live)))
+        return base64.b64encode(codes.make_proof(key, iss.kid, req, payer, 99)).decode()
+
+    def shown(order: int, amount: int, acct: int, proof: str) -> dict[str, str]:
+        x = {"order": order, "payment": 99, "proof": proof}
+        return t1.record(acct, amount, method="qr-reverse", cred=f"qr-reverse:{order}", x=x)
+
+    # the payment for order 1 was made after the backup: the restored server has none
+    out = t1.push([shown(1, 300, h.id, proof_of(1, 300, h.id))])
+    assert [a["kind"] for a in out["alarms"]] == ["reverse_restored"], out
+    assert h.balance == 700
+    assert (
+        live.ctx.db.scalar(
+            "SELECT journal_seq FROM reverse_payments WHERE terminal_id = ? AND order_no = 1",
+            (t1.terminal_id,),
+        )
+        == 1
+    )  # linked to its record: never refunded, never charged again
+    # the same order again charges nothing
+    out = t1.push([shown(1, 300, h.id, proof_of(1, 300, h.id))])
+    assert [a["kind"] for a in out["alarms"]] == ["reverse_unpaid"], out
+    assert "already journaled as record 1" in out["alarms"][0]["detail"]
+    # proofs that do not name this payment: another payer than the record's, a forged key
+    out = t1.push([shown(2, 300, h.id, proof_of(2, 300, other.id))])
+    assert "another payer" in out["alarms"][0]["detail"], out
+    forged = SigningKey.generate()
+    out = t1.push([shown(3, 300, h.id, proof_of(3, 300, h.id, key=forged))])
+    assert "not signed by this campus" in out["alarms"][0]["detail"], out
+    # the short code keyed: nobody is named
+    out = t1.push([reverse_record(t1, "sale", 4, 300)])
+    assert [a["kind"] for a in out["alarms"]] == ["reverse_unpaid"], out
+    assert "short code" in out["alarms"][0]["detail"]
+    assert (h.balance, other.balance) == (700, 1000)
+    ledger_ok(live)

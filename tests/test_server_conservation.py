@@ -39,7 +39,7 @@ from sync.records import to_json
 from sync.server import accounts, authorize, ledger, merchants, policy, topups
 from sync.server.errors import Conflict
 from tests.helpers import id_card
-from tests.inproc import InProcTerminal, make_context
+from tests.inproc import NOON_MS, InProcTerminal, make_context
 
 TRANSITIONS = {  # R10, R12: action -> (allowed from, to)
     "report-loss": ({"normal"}, "lost"),
@@ -402,3 +402,34 @@ def test_money_is_conserved_on_postgresql(db_kind: str) -> None:
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+
+
+def test_a_transfer_naming_no_ledger_account_applies_nothing(tmp_path: Path, db_kind: str) -> None:
+    """The ledger checks that every account a batch of transfers names exists (on PostgreSQL in
+    place of the foreign keys, migration 0014): one unknown account fails the whole batch, a
+    net move of zero included, and no balance or transfer is left behind."""
+    ctx = make_context(tmp_path / "s")
+    ids = [
+        int(
+            accounts.add_account(
+                ctx, number=f"C{i}", name="甲", type="student", id_card=id_card(i)
+            )["id"]
+        )
+        for i in (1, 2)
+    ]
+    src, w = ledger.wallet(ids[0]), ledger.wallet(ids[1])
+    good = ledger.Transfer("t-good", NOON_MS, src, w, 500, "transfer", ids[1])
+    with ctx.db.tx() as tx:
+        ledger.apply_many(tx, [good])
+    for bad in (
+        [ledger.Transfer("t-1", NOON_MS, w, "w:999999", 100, "sale", ids[1])],
+        [  # to and back: a net move of zero for both ends
+            ledger.Transfer("t-2", NOON_MS, w, "nowhere", 100, "sale", None),
+            ledger.Transfer("t-3", NOON_MS, "nowhere", w, 100, "sale", None),
+        ],
+    ):
+        with pytest.raises(ledger.UnknownLedgerAccount), ctx.db.tx() as tx:
+            ledger.apply_many(tx, bad)
+    assert ledger.check(ctx.db)["ok"]
+    assert ctx.db.scalar("SELECT COUNT(*) FROM transfers") == 1
+    assert ledger.balances(ctx.db, ids[1]) == (500, 0)

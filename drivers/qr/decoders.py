@@ -4,7 +4,8 @@
 ``zxing``   zxing-cpp ``read_barcodes`` restricted to QR (the default: 10-12× faster than
             all formats, and the best read rate measured on phone screens, docs/benchmarks.md);
             a symbol it locates but cannot read (blur, glare) gets a second look at a crop
-            around it, so extra work is spent only on frames that show a code
+            around it, so extra work is spent only on frames that show a code; under a
+            highlight that look is :mod:`drivers.qr.glare` (washed-out modules as erasures)
 ``zbar``    pyzbar on Debian's ``libzbar0``, with an inverted pass for dark-mode codes
 =========== ==============================================================================
 
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from drivers.errors import DeviceUnavailable
+from drivers.qr import glare
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,10 @@ def _deblurred(gray: Any) -> Iterator[Any]:
 #: the most partial detections of a located-but-unread symbol that the crop is laid around
 _MAX_LOCATED = 6
 
+#: how far (in sides of a located part) a symbol may reach from the finder of a part of it
+#: that zxing-cpp located on its own (a version 10 symbol is 57 modules, a part 11-17)
+_FINDER_ONLY_REACH = 3.0
+
 
 def _crop_box(shape: tuple[int, ...], quad: Any, margin: float = 0.35) -> tuple[int, int, int, int]:
     """The box (x0, y0, x1, y1) around a located symbol's corners, widened by ``margin`` of its
@@ -110,6 +116,50 @@ def _crop_box(shape: tuple[int, ...], quad: Any, margin: float = 0.35) -> tuple[
     )
 
 
+def _corners(found: list[Any]) -> list[tuple[float, float]]:
+    """The four corners of every detection, in turn."""
+    return [
+        (c.x, c.y)
+        for b in found
+        for c in (
+            b.position.top_left,
+            b.position.top_right,
+            b.position.bottom_right,
+            b.position.bottom_left,
+        )
+    ]
+
+
+def _around_finders(shape: tuple[int, ...], corners: list[tuple[float, float]]) -> tuple[int, ...]:
+    """The box (x0, y0, x1, y1) a symbol fits in when only parts of it were located (four
+    corners each, as zxing-cpp reports a micro-symbol-like part: its finder at the top-left
+    corner, the rest of the part inward): from each part's finder corner, up to
+    :data:`_FINDER_ONLY_REACH` of the part's sides inward and a little outward; clipped to the
+    frame."""
+    import numpy as np
+
+    pts = np.asarray(corners, np.float32).reshape(-1, 4, 2)
+    sides = (pts.max(1) - pts.min(1)).max(1)
+    side = max(float(sides.max()), 32.0)
+    # the parts of one symbol: those near the first (others are stray)
+    centres = pts.mean(1)
+    pts = pts[np.linalg.norm(centres - centres[0], axis=1) <= 3 * side]
+    ends = []
+    for tl, tr, _, bl in pts:
+        u, v = tr - tl, bl - tl
+        for a in (-0.3, _FINDER_ONLY_REACH):
+            for b in (-0.3, _FINDER_ONLY_REACH):
+                ends.append(tl + a * u + b * v)
+    (x0, y0), (x1, y1) = np.min(ends, 0), np.max(ends, 0)
+    h, w = shape[:2]
+    return (
+        max(0, int(x0)),
+        max(0, int(y0)),
+        min(w, int(x1) + 1),
+        min(h, int(y1) + 1),
+    )
+
+
 def _wiener(gray: Any, sigma: float, k: float) -> Any:
     """Wiener deconvolution of a Gaussian blur of ``sigma`` pixels (on a crop: about 1 ms)."""
     import cv2
@@ -124,7 +174,7 @@ def _wiener(gray: Any, sigma: float, k: float) -> Any:
     return np.clip(out[:h, :w], 0, 255).astype(np.uint8)
 
 
-def _crop_looks(crop: Any) -> Iterator[Any]:
+def _crop_looks(crop: Any, deblur: bool = True) -> Iterator[Any]:
     """Extra looks at the crop around a located-but-unread symbol, in the order that read most
     of the rendered blurred and glared frames the plain pass missed (sim/phone_screen.py):
     unsharp-masked (blur); thresholded against the local mean (glare: around a highlight the
@@ -141,7 +191,8 @@ def _crop_looks(crop: Any) -> Iterator[Any]:
     mean = cv2.blur(smooth, (21, 21)).astype(np.int16)
     dark = (smooth < mean - 2) | ((smooth < 252) & (mean > 242))
     yield np.where(dark, 0, 255).astype(np.uint8)
-    yield _wiener(crop, 3.0, 0.001)
+    if deblur:
+        yield _wiener(crop, 3.0, 0.001)
 
 
 class ZxingDecoder:
@@ -167,8 +218,10 @@ class ZxingDecoder:
 
     def decode(self, gray: Any) -> list[str]:
         """The codes in one camera frame.  A symbol that zxing-cpp located but could not read
-        (a checksum or format error: blur, glare) gets a second look at a crop around it,
-        sharpened, binarized locally, deblurred; a frame with no symbol costs nothing more."""
+        (a checksum or format error: blur, glare) gets a second look at a crop around it: under
+        a highlight first the glare reader (its saturated modules as Reed-Solomon erasures),
+        then sharpened, binarized locally, deblurred (not under a highlight); a frame with no
+        symbol costs nothing more."""
         try:
             found = self._z.read_barcodes(gray, formats=self._fmt, return_errors=True)
         except Exception as exc:  # the library's own errors: no code in this frame
@@ -178,30 +231,45 @@ class ZxingDecoder:
         if texts or not found:
             return texts
         # zxing-cpp reports one symbol as several partial detections: one crop around them all
-        corners = [
-            (c.x, c.y)
-            for b in found[:_MAX_LOCATED]
-            for c in (
-                b.position.top_left,
-                b.position.top_right,
-                b.position.bottom_right,
-                b.position.bottom_left,
-            )
-        ]
-        x0, y0, x1, y1 = _crop_box(gray.shape, corners)
-        if x1 - x0 < 16 or y1 - y0 < 16 or gray.ndim != 2:
+        corners = _corners(found[:_MAX_LOCATED])
+        if gray.ndim != 2:
             return []
         import numpy as np
 
+        # a highlight: the modules it washed out are read as erasures (drivers/qr/glare.py);
+        # with no whole symbol located (a finder lost in the light) the crop must reach as far
+        # as the symbol may extend from the finder that was found
+        located = found[:_MAX_LOCATED]
+        whole = [b for b in located if b.format == self._z.BarcodeFormat.QRCode]
+        if whole:
+            x0, y0, x1, y1 = _crop_box(gray.shape, _corners(whole[:1]))
+        else:
+            x0, y0, x1, y1 = _around_finders(gray.shape, _corners(located))
+        wide = gray[y0:y1, x0:x1]
+        highlight = x1 - x0 >= 16 and y1 - y0 >= 16 and glare.has_highlight(wide)
+        if highlight:
+            try:
+                got = glare.read(np.ascontiguousarray(wide))
+            except Exception as exc:  # odd geometry: no code from this look, never a crash
+                log.debug("glare reader failed on a crop: %s", exc)
+                got = []
+            if got:
+                return got
+        x0, y0, x1, y1 = _crop_box(gray.shape, corners)
+        if x1 - x0 < 16 or y1 - y0 < 16:
+            return []
         crop = np.ascontiguousarray(gray[y0:y1, x0:x1])
-        for look in _crop_looks(crop):
+        # under a highlight the deconvolution read none of the rendered frames the rest missed
+        for look in _crop_looks(crop, deblur=not highlight):
             got = self._read(look, try_rotate=False)
             if got:
                 return got
         return []
 
     def decode_still(self, gray: Any) -> list[str]:
-        got = self._read(gray) or self._read(gray, binarizer=self._z.Binarizer.GlobalHistogram)
+        """The codes in a still picture: the camera path first (with its second look at a
+        located symbol), then whole-picture passes on sharpened, thresholded, deblurred looks."""
+        got = self.decode(gray) or self._read(gray, binarizer=self._z.Binarizer.GlobalHistogram)
         for look in _hard_looks(gray):
             if got:
                 break

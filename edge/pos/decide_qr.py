@@ -295,7 +295,7 @@ class QrDecider:
             codes.check_proof(proof, self._issuer_keys(), pending.request)
         except CodeError as exc:
             return Outcome(False, exc.reason, exc.message, True, method="qr-reverse")
-        return self._reverse_sale(pending, proof.account_id, proof.payment)
+        return self._reverse_sale(pending, proof.account_id, proof.payment, proof.raw)
 
     def accept_proof_code(self, pending: Pending, digits: str) -> Outcome:
         """A proof keyed on the PIN pad (8 digits)."""
@@ -316,9 +316,12 @@ class QrDecider:
             )
         return self._reverse_sale(pending, 0, None)
 
-    def _reverse_sale(self, pending: Pending, acct_id: int, payment: int | None) -> Outcome:
+    def _reverse_sale(
+        self, pending: Pending, acct_id: int, payment: int | None, proof: bytes | None = None
+    ) -> Outcome:
         """``acct_id`` 0 and no ``payment`` when only the short code was keyed: the server
-        knows who paid."""
+        knows who paid.  ``proof``: the server-signed proof shown, journaled with the sale (a
+        server restored from a backup older than the payment charges the payer from it)."""
         b = self.base
         req = pending.request
         rec = records.reverse_sale(
@@ -328,6 +331,7 @@ class QrDecider:
             op=b.operator,
             acct=acct_id,
             payment=payment,
+            proof=proof,
         )
         done = b.journal.append(rec, order=req.order)  # closes the request with the sale
         account = {"account_id": acct_id} if acct_id else {}

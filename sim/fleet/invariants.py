@@ -173,12 +173,15 @@ def code_once(charges: Mapping[str, list[tuple[int, int]]]) -> list[Violation]:
     return out
 
 
-def settled(holds: int, unsettled_reverse: int) -> list[Violation]:
+def settled(holds: int, unsettled_reverse: int, recovering: bool = False) -> list[Violation]:
     """After the heal no money is in flight: no hold left, every reverse-scan payment linked to
-    its sale or refunded."""
+    its sale or refunded, and a server restored from a backup no longer recovering (every
+    terminal has pushed again: sync/server/recovery.py)."""
     out = []
     if holds:
         out.append(_v("settled", f"{holds} holds left after every record synced"))
     if unsettled_reverse:
         out.append(_v("settled", f"{unsettled_reverse} reverse-scan payments never settled"))
+    if recovering:
+        out.append(_v("settled", "still recovering from a restore after every terminal synced"))
     return out

@@ -33,7 +33,7 @@ from sync.clock import ManualClock, campus_midnight_ms
 from sync.crypto import SigningKey
 from sync.errors import YktError
 from sync.records import JournalRecord
-from sync.server import accounts, desk, ledger, reconcile, terminals
+from sync.server import accounts, desk, ledger, reconcile, recovery, terminals
 from sync.server.context import DEFAULT_POLICY
 
 FAULT_KINDS = (
@@ -93,6 +93,8 @@ class Result:
     steps: int = 0
     #: reverse-scan payments a restore took away (their sales charge nothing: finding 1)
     lost_payments: int = 0
+    #: … and those charged again from the server-signed proof in the sale record (finding 1)
+    proof_charged: int = 0
     #: online approvals the server gave while the terminal's cache still had a report the
     #: server no longer has (an unlock not yet seen, or a restore that undid it: finding 2)
     cache_behind: int = 0
@@ -152,6 +154,9 @@ class Fleet:
         self.journal_codes: dict[inv.Key, str] = {}
         self.read_to: dict[str, int] = {}
         self.lost_payments: set[tuple[str, int]] = set()  # reverse-scan payments a restore lost
+        self.proofs_shown: set[tuple[str, int]] = set()  # reverse scans with the proof shown
+        self.cut_at: dict[str, int] = {}  # when each terminal was last cut off
+        self.restored_from: int | None = None  # the time of the backup last restored
         self.reverse_orders: dict[inv.Key, int] = {}
         self.ledger_sales: dict[inv.Key, int] = {}
         self.reversals: dict[inv.Key, int] = {}
@@ -335,6 +340,7 @@ class Fleet:
         if term.id in self.net.cut:
             return
         self.net.cut.add(term.id)
+        self.cut_at[term.id] = self.clock.now_ms()
         if until - self.clock.now_ms() < 24 * HOUR:
             self.faults["partition"] += 1
         self.log("net.cut", t=term.id, until=until)
@@ -375,11 +381,16 @@ class Fleet:
         # provider's statement shows it at reconciliation (docs/security.md); tally it out
         self.campus.topped_up, self.campus.paid_out = topped, paid
         self.campus.after_restore()
-        # so is a phone's reverse-scan payment made since: its sale record meets no payment
-        # (alarm reverse_unpaid) and charges nothing; the desk charges it from the alarm
+        self.restored_from = t0
+        # so is a phone's reverse-scan payment made since: a sale record with the proof shown
+        # carries it and ingest charges the payer it names; one with the short code keyed meets
+        # no payment (alarm reverse_unpaid) and charges nothing: the desk charges it
         for paid_ms, tid, order in self.campus.reverse_paid:
             if paid_ms > t0:
-                self.lost_payments.add((tid, order))
+                if (tid, order) in self.proofs_shown:
+                    self.result.proof_charged += 1
+                else:
+                    self.lost_payments.add((tid, order))
         self.campus.reverse_paid = [x for x in self.campus.reverse_paid if x[0] <= t0]
         self.fault("server_restore", backup_t=t0)
 
@@ -390,6 +401,22 @@ class Fleet:
             n = reconcile.settle(self.server.context)
             if n:
                 self.log("server.settled", refunds=n)
+            self._operator_after_restore()
+
+    def _operator_after_restore(self) -> None:
+        """The operator's look at a server recovering from a restore (docs/operations.md): a
+        terminal cut off since before the backup cannot hold a record the restore took away,
+        so when only such terminals are waited for, the operator ends the state with
+        ``--force`` (``ykt admin server resume --force``)."""
+        ctx = self.server.context
+        if self.restored_from is None or recovery.state(ctx.db) is None:
+            return
+        since = self.restored_from
+        off = {t for t in self.net.cut if self.cut_at.get(t, since + 1) <= since}
+        wait = [str(w["id"]) for w in recovery.status(ctx)["waiting"]]
+        if wait and set(wait) <= off:
+            recovery.resume(ctx, "operator", force=True)
+            self.log("server.recovery_forced", waiting=wait)
 
     def ev_topup(self, pick: int) -> None:
         if not self.server.up:
@@ -592,8 +619,10 @@ class Fleet:
         return shown
 
     def _reverse(self, term: SimTerminal, h: Holder, amount: int) -> dict[str, Any] | None:
-        """Reverse scan: the till shows a request, the phone pays it, the cashier keys the
-        proof's code.  None: the till or the phone could not (a card pays instead)."""
+        """Reverse scan: the till shows a request, the phone pays it, the phone's proof is
+        shown to the till's camera or the cashier keys the proof's code (one in five: the
+        camera could not read the phone's screen; drawn apart from the run's stream).  None: the till or the phone could not (a card pays
+        instead)."""
         e = term.engine
         try:
             s = e.start_reverse()
@@ -608,6 +637,11 @@ class Fleet:
             self.log("phone.refused", acct=h.acct, code=exc.code)
             e.cancel()
             return None
+        order = (str(paid["terminal_id"]), int(paid["order"]))
+        if random.Random(f"{self.opts.seed}/proof/{order}").random() < 0.8:
+            self.proofs_shown.add(order)  # the record carries the signed proof
+            e.on_code(str(paid["proof_text"]))
+            return e.screen()
         return e.key_proof_code(str(paid["proof_code"]))
 
     # -- invariants -----------------------------------------------------------------------------
@@ -781,7 +815,7 @@ class Fleet:
                 "WHERE journal_seq IS NULL AND refund_id IS NULL"
             )
         )
-        self.violate(inv.settled(holds, open_rev))
+        self.violate(inv.settled(holds, open_rev, recovery.state(db) is not None))
 
     @staticmethod
     def _journal_head(t: SimTerminal) -> tuple[int, str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from drivers.errors import YktError
 from sync.clock import Clock
 from sync.db import Database
 from sync.records import to_json
-from sync.server import authorize, feed, ingest, roles
+from sync.server import authorize, feed, ingest, merchants, recovery, roles
 from sync.server.context import Context, ServerConfig, boot_number, current_version
 from sync.server.models import AuthorizeIn, JournalIn
 from sync.server.schema import MIGRATIONS
@@ -92,12 +91,13 @@ class SimServer:
             src.close()
 
     def restore(self, backup: Path) -> None:
-        """The server is restored from an older backup, then started again."""
+        """The server is restored from an older backup with the product's step (``ykt server
+        restore --from BACKUP``: the file put back, the database marked recovering), then
+        started again."""
         self.crash()
-        for suffix in ("-wal", "-shm"):
-            Path(f"{self.config.db_path}{suffix}").unlink(missing_ok=True)
-        shutil.copyfile(backup, self.config.db_path)
+        recovery.put_back(self.config.db_path, backup, keep=False)
         self.start()
+        recovery.enter(self.context, f"restored from {backup.name}", "ykt server restore")
 
     @property
     def context(self) -> Context:
@@ -141,11 +141,12 @@ class SimServer:
             return to_json(authorize.authorize(ctx, term, req.model_dump()))
         if path == "/v1/journal":
             push = JournalIn.model_validate_json(body)
-            full = ctx.db.one("SELECT * FROM terminals WHERE id = ?", (term["id"],))
-            assert full is not None
-            return to_json(ingest.ingest(ctx, dict(full), push.records))
+            return to_json(ingest.push(ctx, term["id"], push.records, push.acked))
         if path == "/v1/feed":
             q = parse_qs(query)
             since = int(q.get("since", ["0"])[0])
+            if "head" in q:  # what the route does (sync/server/app.py)
+                acked = int(q["acked"][0]) if "acked" in q else None
+                merchants.report_head(ctx, term["id"], int(q["head"][0]), acked)
             return to_json(feed.delta(ctx, term, since))  # a long poll answers at once here
         return ctx.card_keys.for_role(term["role"]).to_dict()

@@ -199,6 +199,36 @@ def terminal_list(args: argparse.Namespace) -> int:
     return emit(args, data, show)
 
 
+def _print_recovery(d: dict[str, Any]) -> None:
+    if not d["recovering"]:
+        print("not recovering: the server pays out and approves online as usual")
+        return
+    print(f"recovering since {d['since_ms']} ({d['reason']}; by {d['by']})")
+    if not d["waiting"]:
+        print("  every terminal has pushed: the state ends at the next push or feed request")
+    for t in d["waiting"]:
+        what = (
+            f"head {t['head_seq']} of {t['reported_head']} reported"
+            if t["head_seq"] < t["reported_head"]
+            else f"head {t['head_seq']}, not heard from since the restore"
+        )
+        print(f"  waiting for {t['id']}  {t['name']:<16} {t['role']:<6} {what}")
+
+
+def server_status(args: argparse.Namespace) -> int:
+    return emit(args, client_for(args).call("GET", "/v1/admin/recovery"), _print_recovery)
+
+
+def server_restored(args: argparse.Namespace) -> int:
+    data = client_for(args).call("POST", "/v1/admin/recovery", {"reason": args.reason})
+    return emit(args, data, _print_recovery)
+
+
+def server_resume(args: argparse.Namespace) -> int:
+    data = client_for(args).call("POST", "/v1/admin/recovery/end", {"force": args.force})
+    return emit(args, data, _print_recovery)
+
+
 def terminal_revoke(args: argparse.Namespace) -> int:
     data = client_for(args).call("POST", f"/v1/admin/terminals/{quote(args.terminal_id)}/revoke")
     return emit(args, data, lambda d: print(f"{d['terminal_id']} revoked"))
@@ -356,6 +386,36 @@ def add_parser(sub: Sub) -> None:
     cmd(term, "list", terminal_list, "list terminals")
     c = cmd(term, "revoke", terminal_revoke, "revoke a terminal's key")
     c.add_argument("terminal_id")
+
+    srv = group(groups, "server", "the server's recovering state after a restore from a backup")
+    cmd(
+        srv,
+        "status",
+        server_status,
+        "whether the server is recovering from a restore, and the terminals still to push",
+    )
+    c = cmd(
+        srv,
+        "restored",
+        server_restored,
+        "the database was restored from a backup (pg_restore): refuse pay-outs and online "
+        "approvals until every terminal has pushed again (ykt server restore does it for "
+        "SQLite)",
+    )
+    c.add_argument("--reason", default="restored from a backup", help="kept in the alarm")
+    c = cmd(
+        srv,
+        "resume",
+        server_resume,
+        "end the recovering state: when every terminal has pushed, or anyway with --force "
+        "(audited)",
+    )
+    c.add_argument(
+        "--force",
+        action="store_true",
+        help="although terminals are still to push: their sales since the backup are not "
+        "known yet, so a pay-out may pay out money they spent",
+    )
 
     led = group(groups, "ledger", "the ledger")
     cmd(led, "check", ledger_check, "check money conservation (exit 1 when it does not hold)")

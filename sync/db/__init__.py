@@ -34,7 +34,15 @@ from pathlib import Path
 from typing import Any, cast
 
 from sync.db import sqlite
-from sync.db.backend import Backend, Params, Row, Session, fill_types, placeholders
+from sync.db.backend import (
+    Backend,
+    Params,
+    Row,
+    Session,
+    fill_types,
+    placeholders,
+    value_rows,
+)
 from sync.errors import StoreError
 
 __all__ = [
@@ -45,6 +53,7 @@ __all__ = [
     "Tx",
     "is_postgres_url",
     "placeholders",
+    "value_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,11 +62,13 @@ log = logging.getLogger(__name__)
 class Tx:
     """A transaction in progress: the only way to write."""
 
-    def __init__(self, session: Session, types: Mapping[str, str]) -> None:
+    def __init__(self, session: Session, types: Mapping[str, str], dialect: str) -> None:
         self._s = session
         self._types = types
         #: the feed versions this transaction took (``sync.server.context.next_version``)
         self.versions: list[int] = []
+        #: ``"sqlite"`` or ``"postgresql"``: only for a migration step that differs by engine
+        self.dialect = dialect
 
     def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; returns the number of rows changed."""
@@ -84,6 +95,13 @@ class Tx:
         column's values yourself in a table whose ids are also generated: PostgreSQL's
         identity then moves past them, as SQLite's rowid does."""
         return self._s.insert_rows(table, columns, rows, chunk)
+
+    def batch(self, statements: Sequence[tuple[str, Params]]) -> list[list[Row]]:
+        """Run ``statements`` in order and return the rows of each: on PostgreSQL sent as one
+        pipeline (one round trip for all; a transaction holding the writer lock spends less
+        of its time waiting for answers), on SQLite one after the other.  For statements
+        whose parameters do not depend on each other's results."""
+        return self._s.batch(statements)
 
     def all(self, sql: str, params: Params = ()) -> list[Row]:
         return list(self._s.execute(sql, params).fetchall())
@@ -176,13 +194,13 @@ class Database:
         right on its own, whatever commits beside it (``INSERT … ON CONFLICT DO NOTHING``, a
         ``DELETE`` by a condition), never read-then-write."""
         with self.backend.write(exclusive) as session:
-            yield Tx(session, self._types)
+            yield Tx(session, self._types, self.backend.dialect)
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
         """A read transaction: every statement in it sees the same snapshot."""
         with self.backend.read() as session:
-            yield Tx(session, self._types)
+            yield Tx(session, self._types, self.backend.dialect)
 
     def all(self, sql: str, params: Params = ()) -> list[Row]:
         return self.backend.all(sql, params)

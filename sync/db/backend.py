@@ -54,6 +54,19 @@ def placeholders(n: int) -> str:
     return ", ".join("?" * n)
 
 
+def value_rows(n: int, width: int) -> str:
+    """``(?, ?), (?, ?), …``: ``n`` rows of ``width`` parameters, the ``VALUES`` list of one
+    set-based statement instead of one statement per row (``UPDATE t SET c = v.column2 FROM
+    (VALUES …) AS v WHERE t.id = v.column1``: both engines name a ``VALUES`` list's columns
+    ``column1``, ``column2``, …).  A parameter in a ``VALUES`` list has no column to take its
+    type from (PostgreSQL reads it as text), so the statement casts where it uses a value
+    that is not text: ``CAST(v.column2 AS BIGINT)`` (docs/database.md).  ``n`` of 0 is
+    refused, as by :func:`placeholders`."""
+    if n < 1 or width < 1:
+        raise ValueError("a VALUES list needs at least one row (decide the empty case in Python)")
+    return ", ".join(["(" + ", ".join("?" * width) + ")"] * n)
+
+
 class Result(Protocol):
     """What one statement gives back (a ``sqlite3.Cursor`` is one)."""
 
@@ -75,6 +88,11 @@ class Session(Protocol):
     def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], chunk: int
     ) -> int: ...
+
+    def batch(self, statements: Sequence[tuple[str, Params]]) -> list[list[Any]]:
+        """Run ``statements`` in order, as one round trip where the engine allows it; the rows
+        of each (empty for a statement that returns none)."""
+        ...
 
 
 class Backend(Protocol):

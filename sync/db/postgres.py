@@ -235,6 +235,19 @@ class Session:
         except psycopg.Error as exc:
             raise convert(exc, "query failed") from exc
 
+    def batch(self, statements: Sequence[tuple[str, Params]]) -> list[list[Any]]:
+        """The statements in one pipeline (libpq's pipeline mode): sent together, answered
+        together, one round trip instead of one each; the first that fails ends the
+        transaction (as it would alone) and is raised."""
+        if not psycopg.Pipeline.is_supported():  # a libpq older than 14: one at a time
+            return [self.execute(sql, params).fetchall() for sql, params in statements]
+        try:
+            with self.raw.pipeline():
+                cursors = [self.raw.execute(pg_params(sql), params) for sql, params in statements]
+            return [c.fetchall() if c.description is not None else [] for c in cursors]
+        except psycopg.Error as exc:
+            raise convert(exc, "query failed") from exc
+
     def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], chunk: int
     ) -> int:

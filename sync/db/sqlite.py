@@ -46,6 +46,10 @@ class Session:
     def executemany(self, sql: str, rows: Iterable[Params]) -> int:
         return self.conn.executemany(sql, rows).rowcount
 
+    def batch(self, statements: Sequence[tuple[str, Params]]) -> list[list[Any]]:
+        """One after the other (in process, a statement costs no round trip)."""
+        return [self.conn.execute(sql, params).fetchall() for sql, params in statements]
+
     def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], chunk: int
     ) -> int:

@@ -565,6 +565,26 @@ class TerminalsOut(BaseModel):
     terminals: list[TerminalOut]
 
 
+class WaitedTerminalOut(BaseModel):
+    id: str
+    name: str
+    role: str
+    head_seq: int = Field(description="the journal head the server holds")
+    reported_head: int = Field(description="the journal head the terminal last reported")
+    reported_ms: int = Field(description="when it reported it (before the restore: not yet)")
+
+
+class RecoveryOut(BaseModel):
+    recovering: bool = Field(
+        description="restored from a backup: no pay-outs, refunds out of a balance or online "
+        "approvals until every terminal has pushed again (docs/operations.md)"
+    )
+    since_ms: int | None
+    reason: str
+    by: str
+    waiting: list[WaitedTerminalOut] = Field(description="the terminals still to push")
+
+
 class RevokedOut(BaseModel):
     terminal_id: str
     status: str

@@ -35,6 +35,7 @@ from sync.server import (
     policy,
     receipts,
     reconcile,
+    recovery,
     reverse,
     terminals,
 )
@@ -52,6 +53,7 @@ from sync.server.api_models import (
     LedgerCheckOut,
     LoginOut,
     LogoutOut,
+    RecoveryOut,
     RevokedOut,
     RosterOut,
     TerminalsOut,
@@ -76,6 +78,8 @@ from sync.server.models import (
     JournalIn,
     LoginIn,
     PolicyIn,
+    RestoredIn,
+    ResumeIn,
     ReversePayIn,
     RosterIn,
     StatusIn,
@@ -281,6 +285,23 @@ def create_app(ctx: Context) -> FastAPI:
     def revoke_terminal(terminal_id: TerminalPath, actor: Terminals) -> dict[str, Any]:
         return terminals.revoke(ctx, terminal_id)
 
+    @app.get("/v1/admin/recovery", tags=["admin"], response_model=RecoveryOut)
+    def recovery_status(actor: Terminals) -> dict[str, Any]:
+        """Whether the server is recovering from a restore, and the terminals it waits for."""
+        return recovery.status(ctx)
+
+    @app.post("/v1/admin/recovery", tags=["admin"], response_model=RecoveryOut)
+    def recovery_restored(body: RestoredIn, actor: Terminals) -> dict[str, Any]:
+        """The database was restored from a backup (a PostgreSQL ``pg_restore``): refuse
+        pay-outs and online approvals until every terminal has pushed again."""
+        return recovery.enter(ctx, body.reason, actor.name)
+
+    @app.post("/v1/admin/recovery/end", tags=["admin"], response_model=RecoveryOut)
+    def recovery_end(body: ResumeIn, actor: Terminals) -> dict[str, Any]:
+        """End the recovering state: when no terminal is waited for, or anyway with
+        ``force`` (audited)."""
+        return recovery.resume(ctx, actor.name, body.force)
+
     @app.get("/v1/admin/keystore", tags=["admin"], response_model=KeystoreOut)
     def admin_keystore(
         actor: Cards, role: Annotated[str, Query(pattern=r"^(desk|kiosk|pos|gate)$")] = "desk"
@@ -383,9 +404,7 @@ def create_app(ctx: Context) -> FastAPI:
 
     @app.post("/v1/journal", tags=["terminal"])
     def push_journal(body: JournalIn, term: Terminal) -> dict[str, Any]:
-        full = ctx.db.one("SELECT * FROM terminals WHERE id = ?", (term["id"],))
-        assert full is not None
-        return to_json(ingest.ingest(ctx, dict(full), body.records))
+        return to_json(ingest.push(ctx, term["id"], body.records, body.acked))
 
     @app.get("/v1/feed", tags=["terminal"], response_model=dict[str, Any])
     async def pull_feed(
@@ -394,11 +413,13 @@ def create_app(ctx: Context) -> FastAPI:
         since: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
         wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
         head: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+        acked: Annotated[int | None, Query(ge=0, le=2**62)] = None,
     ) -> Response:
         """The delta feed; ``head``: the terminal's journal head (its records not synced yet
-        are reported by the settlement report)."""
+        are reported by the settlement report); ``acked``: the head the server acked to it
+        (above what the server holds: it was restored from a backup, sync.server.recovery)."""
         if head is not None:
-            await feed_thread(merchants.report_head, ctx, term["id"], head)
+            await feed_thread(merchants.report_head, ctx, term["id"], head, acked)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         notifier = ctx.notifier

@@ -34,13 +34,13 @@ from typing import Any
 
 from sync import rules
 from sync.codes import Verified
-from sync.db import Tx
+from sync.db import Params, Tx
 from sync.errors import CodeError
 from sync.money import format_fen
 from sync.passwords import verify_password
 from sync.records import UNSET, AuthorizeAnswer, decline
 from sync.rules import AccountStatus
-from sync.server import cardrisk, codes, holders, ledger
+from sync.server import cardrisk, codes, holders, ledger, recovery
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid
@@ -84,14 +84,24 @@ def release(tx: Tx, terminal_id: str, seq: int, last: int | None = None) -> None
     ``last`` (just ``seq`` by default): the holds and the provisional claims on phone codes.
     Called when those numbers are synced (ingest: the records there are what counts now) and
     when the terminal asks for a number again (its earlier approval there was abandoned)."""
+    tx.batch(release_statements(terminal_id, seq, last))
+
+
+def release_statements(
+    terminal_id: str, seq: int, last: int | None = None
+) -> list[tuple[str, Params]]:
+    """The statements of :func:`release`, for a caller that sends them with others."""
     hi = seq if last is None else last
-    tx.execute(
-        "DELETE FROM holds WHERE terminal_id = ? AND seq BETWEEN ? AND ?", (terminal_id, seq, hi)
-    )
-    tx.execute(
-        "DELETE FROM code_uses WHERE terminal_id = ? AND seq BETWEEN ? AND ?",
-        (terminal_id, seq, hi),
-    )
+    return [
+        (
+            "DELETE FROM holds WHERE terminal_id = ? AND seq BETWEEN ? AND ?",
+            (terminal_id, seq, hi),
+        ),
+        (
+            "DELETE FROM code_uses WHERE terminal_id = ? AND seq BETWEEN ? AND ?",
+            (terminal_id, seq, hi),
+        ),
+    ]
 
 
 def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> AuthorizeAnswer:
@@ -99,6 +109,9 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
     seq, amount = req["seq"], req["amount_fen"]
     if seq < 1:
         raise Invalid("seq starts at 1", "bad_seq")
+    # restored from a backup: balances may not yet show sales synced since the backup, so no
+    # online approval; 503, the terminal decides offline within the offline bound
+    recovery.refuse(ctx.db, "online approval", online=True)
     qr: Verified | None = None
     if req.get("method") == "qr-forward":  # R8 forward scan: the phone's payment code
         try:

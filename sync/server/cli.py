@@ -12,13 +12,14 @@ from pathlib import Path
 
 import requests
 
-from sync.db import is_postgres_url
+from sync.db import Database, is_postgres_url
 from sync.errors import ConfigError
-from sync.files import write_private
+from sync.files import private_dir, write_private
 from sync.passwords import MAX_LOG2_N, MIN_LOG2_N
-from sync.server import sso
+from sync.server import recovery, sso
 from sync.server.app import create_app
 from sync.server.context import SSO_ALGORITHMS, Context, ServerConfig
+from sync.server.schema import MIGRATIONS
 from sync.service import serve
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "may share it.",
     )
     p.add_argument(
-        "--data", type=Path, required=True, help="state directory (SQLite database, admin token)"
+        "--data", type=Path, help="state directory (SQLite database, admin token); required"
     )
     p.add_argument(
         "--db",
@@ -77,6 +78,31 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "the key, only alone)",
     )
     p.set_defaults(func=run)
+    actions = p.add_subparsers(title="actions", metavar="[ACTION]")
+    r = actions.add_parser(
+        "restore",
+        help="restore the database from a backup (the server stopped); the server then "
+        "refuses pay-outs and online approvals until every terminal has pushed again",
+        description="Restore the server's database from a backup, with the server stopped.  "
+        "SQLite: --from BACKUP puts the backup in place of DATA/ykt.db (the replaced database "
+        "is kept as DATA/ykt.db.replaced-N).  PostgreSQL: restore with pg_restore first, then "
+        "run this with --db and no --from.  Either way the restored database is marked "
+        "*recovering*: until every enrolled terminal has pushed its journal again (the sales "
+        "it synced since the backup), the server refuses cancellation pay-outs, refunds out "
+        "of a balance, transfers out and online approvals (terminals decide offline).  "
+        "`ykt admin server status` shows the terminals still to push (docs/operations.md).",
+    )
+    r.add_argument("--data", type=Path, required=True, help="the server's state directory")
+    r.add_argument("--db", metavar="URL", help="the PostgreSQL database pg_restore filled")
+    r.add_argument(
+        "--from",
+        dest="backup",
+        type=Path,
+        metavar="BACKUP",
+        help="SQLite: the backup file (sqlite3 .backup, or a copy of a stopped server's ykt.db)",
+    )
+    r.add_argument("--reason", default="", help="kept in the alarm (default: the backup's name)")
+    r.set_defaults(func=restore)
 
 
 def _secret(path: Path | None) -> str:
@@ -120,7 +146,44 @@ def ensure_admin_token(ctx: Context) -> tuple[Path, bool]:
 SWITCH_INTERVAL_S = 0.0001
 
 
+def restore(args: argparse.Namespace) -> int:
+    """``ykt server restore``: put a SQLite backup in place, or mark a database pg_restore
+    filled, and enter the recovering state (:mod:`sync.server.recovery`)."""
+    if args.db is not None:
+        if not is_postgres_url(args.db):
+            raise ConfigError(f"--db takes a postgresql://USER@HOST/DB URL, not {args.db!r}")
+        if args.backup is not None:
+            raise ConfigError("--from is for SQLite; restore PostgreSQL with pg_restore first")
+    elif args.backup is None:
+        raise ConfigError("--from BACKUP: the SQLite backup to restore (or --db URL)")
+    config = ServerConfig(data_dir=args.data, db_url=args.db)
+    kept = None
+    if args.backup is not None:
+        if not args.backup.is_file():
+            raise ConfigError(f"no backup file {args.backup}")
+        private_dir(args.data)
+        kept = recovery.put_back(config.db_path, args.backup)
+    db = Database(config.db_target, synchronous="FULL", migrations=MIGRATIONS)
+    try:
+        ctx = Context(config=config, db=db)
+        reason = args.reason or (
+            f"restored from {args.backup.name}" if args.backup else "restored with pg_restore"
+        )
+        state = recovery.enter(ctx, reason, "ykt server restore")
+    finally:
+        db.close()
+    where = f"{config.db_path} (the replaced one kept as {kept.name})" if kept else db.name
+    print(
+        f"restored: {where}; the server is recovering until {len(state['waiting'])} terminals "
+        "have pushed again (ykt admin server status)",
+        flush=True,
+    )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.data is None:
+        raise ConfigError("ykt server: --data DIR is required")
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     if args.db is not None and not is_postgres_url(args.db):
         raise ConfigError(f"--db takes a postgresql://USER@HOST/DB URL, not {args.db!r}")

@@ -357,8 +357,8 @@ def next_version(tx: Tx) -> int:
     """Take the next feed version; every row a transaction changes gets the same one.
 
     The UPDATE also takes the write lock on the counter, so versions become visible in order."""
-    tx.execute("UPDATE versions SET value = value + 1 WHERE name = 'feed'")
-    version = int(tx.scalar("SELECT value FROM versions WHERE name = 'feed'"))
+    rows = tx.all("UPDATE versions SET value = value + 1 WHERE name = 'feed' RETURNING value")
+    version = int(rows[0]["value"])
     tx.versions.append(version)
     return version
 

@@ -13,7 +13,7 @@ from sync import rules
 from sync.db import Tx
 from sync.money import check_fen, format_fen
 from sync.rules import AccountStatus
-from sync.server import ledger
+from sync.server import ledger, recovery
 from sync.server.accounts import account_row, event, get_account, set_status, show_account
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid, NotFound
@@ -96,6 +96,7 @@ def cancel(ctx: Context, number: str, actor: str) -> dict[str, Any]:
     with ctx.db.tx() as tx:
         a = account_row(tx, number, cancelled="the account is already cancelled (R14)")
         aid = a["id"]
+        recovery.refuse(tx, "cancellation pay-out")
         in_flight(tx, aid, "cancelling (R14)")
         wallet, trans = ledger.balances(tx, aid)
         if wallet + trans < 0:
@@ -222,6 +223,7 @@ def refund(
             if t < amount:
                 debit = ledger.wallet(aid)
         if debit in (ledger.wallet(aid), ledger.transition(aid)):
+            recovery.refuse(tx, "refund out of a balance")
             # money held for sales approved online is not the holder's: never take it back
             # (held money may be served from the transition balance by a card sale, R7, but
             # from the wallet alone by a phone payment: count it against the wallet)

@@ -8,7 +8,7 @@ from typing import Any
 
 from sync import rules
 from sync.money import format_fen
-from sync.server import ledger
+from sync.server import ledger, recovery
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid, NotFound
 
@@ -109,6 +109,7 @@ def transfer(
     tid = f"elec:{aid}:{request_id}" if request_id else f"elec:{aid}:{ctx.rng.getrandbits(64):016x}"
     target = room_account(building, room)
     with ctx.db.tx() as tx:
+        recovery.refuse(tx, "transfer out of a balance")
         a = tx.one("SELECT status FROM accounts WHERE id = ?", (aid,))
         assert a is not None
         if not rules.may_spend_online(a["status"]):

@@ -14,7 +14,9 @@
     │   ├── Forbidden           403 authenticated, but not allowed (revoked terminal, wrong role)
     │   ├── NotFound            404 no such account, card, terminal
     │   ├── Conflict            409 a duplicate, or a state that does not allow the operation
-    │   └── TooManyRequests     429 a rate limit (card-less operations, R10); ``retry_after_s``
+    │   ├── TooManyRequests     429 a rate limit (card-less operations, R10); ``retry_after_s``
+    │   └── Recovering          (sync.server.recovery) 503 an online approval while the server
+    │                           recovers from a restore: the terminal decides offline
     └── SsoError            (sync.server.sso) 401 the identity provider could not be reached
                             or answered something we cannot accept (the sign-in answers
                             Unauthorized ``sso_failed``)

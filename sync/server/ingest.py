@@ -45,11 +45,21 @@ from sync import protocol, rules
 from sync.bounds import PosId
 from sync.clock import CampusDays
 from sync.crypto import VerifyKey
-from sync.db import Tx, placeholders
+from sync.db import Params, Tx, placeholders, value_rows
 from sync.errors import ProtocolError
 from sync.records import Alarm, JournalRecord, PushAck
 from sync.rules import AccountStatus
-from sync.server import authorize, cardrisk, codeuse, holders, ledger, posrefund, reconcile, roles
+from sync.server import (
+    authorize,
+    cardrisk,
+    codeuse,
+    holders,
+    ledger,
+    posrefund,
+    reconcile,
+    recovery,
+    roles,
+)
 from sync.server.accounts import event, set_status
 from sync.server.context import Context, next_version
 from sync.server.errors import Forbidden, Invalid
@@ -69,6 +79,10 @@ class Incoming:
     rec: JournalRecord | None
     hash: str = ""
     refused: str = ""
+    #: the signature checked already (before the transaction): its answer
+    sig_valid: bool | None = None
+    #: ``body`` as text, as it came (what the records table stores)
+    text: str = ""
 
 
 class _Envelope(msgspec.Struct, frozen=True):
@@ -125,16 +139,19 @@ def _decode(terminal_id: str, role: str, wire: Sequence[Mapping[str, Any]]) -> l
                 f"{rec.method} (docs/security.md)",
                 "record_not_allowed",
             )
-        out.append(Incoming(seq, body_text.encode(), sig, rec, refused=why))
+        out.append(Incoming(seq, body_text.encode(), sig, rec, refused=why, text=body_text))
     return out
 
 
 def _sig_ok(key: VerifyKey, item: Incoming) -> bool:
-    try:
-        sig = base64.b64decode(item.sig, validate=True)
-    except ValueError:
-        return False
-    return len(sig) == 64 and key.ok(sig, item.body)
+    if item.sig_valid is None:
+        try:
+            sig = base64.b64decode(item.sig, validate=True)
+        except ValueError:
+            item.sig_valid = False
+        else:
+            item.sig_valid = len(sig) == 64 and key.ok(sig, item.body)
+    return item.sig_valid
 
 
 def _alarm(tx: Tx, ctx: Context, res: PushAck | None, tid: str, kind: str, detail: str) -> None:
@@ -181,6 +198,21 @@ def _gap_alarm(
     )
 
 
+def push(
+    ctx: Context, terminal_id: str, wire: Sequence[Mapping[str, Any]], acked: int | None
+) -> PushAck:
+    """``POST /v1/journal``: ``acked``, the head the server had acked to the terminal, above
+    the head it holds proves the server lost records (restored from a backup): it enters the
+    recovering state before applying anything (:func:`sync.server.recovery.saw_ack`), even
+    when no feed request came first."""
+    full = ctx.db.one("SELECT * FROM terminals WHERE id = ?", (terminal_id,))
+    assert full is not None  # the caller authenticated it
+    if acked is not None and acked > int(full["head_seq"]):
+        with ctx.db.tx() as tx:
+            recovery.saw_ack(ctx, tx, terminal_id, acked)
+    return ingest(ctx, dict(full), wire)
+
+
 def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, Any]]) -> PushAck:
     tid = terminal["id"]
     try:
@@ -193,10 +225,26 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
                 _alarm(tx, ctx, None, tid, exc.code, exc.message)
         raise
     key = VerifyKey.from_b64(terminal["pubkey"])
+    # what needs no database is done before the writer's turn, which every server process
+    # waits for: each record's hash, and the signature of the newest record, which
+    # authenticates the run when the run reaches it (step 4 checks it there)
+    for i in items:
+        i.hash = protocol.record_hash(i.body)
+    if items:
+        _sig_ok(key, max(items, key=lambda i: i.seq))
     with ctx.db.tx() as tx:
-        head_row = tx.one("SELECT head_seq, head_hash FROM terminals WHERE id = ?", (tid,))
-        assert head_row is not None
-        head, head_hash = int(head_row["head_seq"]), str(head_row["head_hash"])
+        head_rows, held_before = tx.batch(
+            [
+                ("SELECT head_seq, head_hash, merchant FROM terminals WHERE id = ?", (tid,)),
+                (
+                    "SELECT seq, body, sig FROM pending_records WHERE terminal_id = ? ORDER BY seq",
+                    (tid,),
+                ),
+            ]
+        )
+        assert head_rows
+        head, head_hash = int(head_rows[0]["head_seq"]), str(head_rows[0]["head_hash"])
+        merchant_code = str(head_rows[0]["merchant"] or "DEFAULT")
         res = PushAck(ack=head)
         urgent = False
 
@@ -212,7 +260,7 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
                 )
             }
             for d in dups:
-                if stored.get(d.seq) != protocol.record_hash(d.body):
+                if stored.get(d.seq) != d.hash:
                     _alarm(
                         tx,
                         ctx,
@@ -226,12 +274,18 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
 
         # 3. merge with held-back records; find the contiguous run
         fresh: dict[int, Incoming] = {}
-        held_before = tx.all(
-            "SELECT seq, body, sig FROM pending_records WHERE terminal_id = ? ORDER BY seq", (tid,)
-        )
         for r in held_before:
             _seq, _term, rec, why = _read(r["body"])  # read when it came: readable now
-            fresh[r["seq"]] = Incoming(r["seq"], r["body"].encode(), r["sig"], rec, refused=why)
+            body = r["body"].encode()
+            fresh[r["seq"]] = Incoming(
+                r["seq"],
+                body,
+                r["sig"],
+                rec,
+                protocol.record_hash(body),
+                refused=why,
+                text=r["body"],
+            )
         for i in items:
             if i.seq <= head:
                 continue
@@ -256,7 +310,6 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
                 )
                 rejected.add(seq)
                 break
-            item.hash = protocol.record_hash(item.body)
             run.append(item)
             prev, seq = item.hash, seq + 1
 
@@ -273,25 +326,34 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
             while run and not _sig_ok(key, run[-1]):
                 rejected.add(run.pop().seq)
 
-        # 5. apply
+        # 5. apply (its last writes, ``tail``, go with the ones below in one round trip)
+        tail: list[tuple[str, Params]] = []
         if run:
-            urgent = _apply(ctx, tx, tid, run, res) or urgent
+            urgent = _apply(ctx, tx, tid, merchant_code, run, res, tail) or urgent
             res.ack = run[-1].seq
-            tx.execute(
-                "UPDATE terminals SET head_seq = ?, head_hash = ?, last_seen_ms = ? WHERE id = ?",
-                (run[-1].seq, run[-1].hash, ctx.now_ms(), tid),
+            tail.append(
+                (
+                    "UPDATE terminals SET head_seq = ?, head_hash = ?, last_seen_ms = ? "
+                    "WHERE id = ?",
+                    (run[-1].seq, run[-1].hash, ctx.now_ms(), tid),
+                )
             )
 
         # 6. hold back what lies beyond a gap (never what failed a check)
         keep = [i for s, i in sorted(fresh.items()) if s > res.ack and s not in rejected]
         _gap_alarm(tx, ctx, res, tid, items, had_pending=bool(held_before), keep=keep)
-        tx.execute("DELETE FROM pending_records WHERE terminal_id = ?", (tid,))
+        if held_before:
+            tail.append(("DELETE FROM pending_records WHERE terminal_id = ?", (tid,)))
+        if tail:
+            tx.batch(tail)
         tx.insert_rows(
             "pending_records",
             ("terminal_id", "seq", "body", "sig"),
-            [(tid, i.seq, i.body.decode(), i.sig) for i in keep[:MAX_PENDING]],
+            [(tid, i.seq, i.text or i.body.decode(), i.sig) for i in keep[:MAX_PENDING]],
         )
         res.pending = min(len(keep), MAX_PENDING)
+    if res.applied and recovery.state(ctx.db) is not None:
+        recovery.check(ctx)  # restored from a backup: this push may be the last one waited for
     if res.applied:
         # plain sales move balances only: they wake no parked long-poll (Notifier.notify), so
         # a lunch peak's 100 sales/s do not answer every parked long-poll again and again
@@ -332,22 +394,35 @@ def _operator_check(
         )
 
 
-def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) -> bool:
+def _apply(
+    ctx: Context,
+    tx: Tx,
+    tid: str,
+    merchant_code: str,
+    run: list[Incoming],
+    res: PushAck,
+    tail: list[tuple[str, Params]],
+) -> bool:
     """Apply ``run``; True when it changed more than balances and spending (a status, a
-    password count, anything but a plain sale): the terminals must hear of it at once."""
+    password count, anything but a plain sale): the terminals must hear of it at once.  The
+    accounts' last update is appended to ``tail``, for the caller to run (in this
+    transaction, before anything reads those accounts again)."""
     now = ctx.now_ms()
     urgent = any(i.rec is not None and i.rec.kind != "sale" for i in run)
     policy = ctx.policy()
     # the records at these sequence numbers are what counts now: whatever online authorization
-    # gave the numbers (holds, provisional claims on phone codes) goes, sale or not
-    authorize.release(tx, tid, run[0].seq, run[-1].seq)
+    # gave the numbers (holds, provisional claims on phone codes) goes, sale or not; sent in
+    # one round trip with the reads of the run's accounts
     accounts: dict[int, dict[str, Any]] = {}
     bal: dict[str, int] = {}
-    _load(tx, sorted({i.rec.acct for i in run if i.rec is not None}), accounts, bal)
-    transfers: list[ledger.Transfer] = []
-    merchant_code = str(
-        tx.scalar("SELECT merchant FROM terminals WHERE id = ?", (tid,)) or "DEFAULT"
+    _load(
+        tx,
+        sorted({i.rec.acct for i in run if i.rec is not None}),
+        accounts,
+        bal,
+        first=authorize.release_statements(tid, run[0].seq, run[-1].seq),
     )
+    transfers: list[ledger.Transfer] = []
     merchant = ledger.merchant_account(merchant_code)
     day_of = CampusDays(ctx.config.tz)
     touched: set[int] = set()
@@ -421,9 +496,9 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
             continue
         if rec.kind == "sale" and rec.method == "qr-reverse":
             # the phone's online payment moved the money already: link, never charge twice
-            problem, late = reconcile.link(tx, tid, item.seq, rec)
+            problem, late = reconcile.link(ctx, tx, tid, item.seq, rec)
             if problem:
-                kind = "reverse_late" if late else "reverse_unpaid"
+                kind = late.kind if late else "reverse_unpaid"
                 _alarm(tx, ctx, res, tid, kind, f"record {item.seq}: {problem}")
             if late is not None:
                 _load(tx, [late.account_id], accounts, bal)
@@ -550,7 +625,7 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
     tx.insert_rows(
         "records",
         ("terminal_id", "seq", "hash", "body", "sig", "received_ms"),
-        [(tid, i.seq, i.hash, i.body.decode(), i.sig, now) for i in run],
+        [(tid, i.seq, i.hash, i.text or i.body.decode(), i.sig, now) for i in run],
     )
     if touched:
         version = next_version(tx)
@@ -568,48 +643,68 @@ def _apply(ctx: Context, tx: Tx, tid: str, run: list[Incoming], res: PushAck) ->
                     "frozen automatically by a rule (R12)",
                     "system",
                 )
-        tx.executemany(
-            "UPDATE accounts SET spent_day = ?, spent_fen = ?, pin_tries = ?, flags = ?, "
-            "version = ? WHERE id = ?",
-            [
+        changed = [
+            (
+                accounts[a]["spent_day"],
+                accounts[a]["spent_fen"],
+                accounts[a]["pin_tries"],
+                accounts[a]["flags"],
+                a,
+            )
+            for a in sorted(touched)
+        ]
+        for start in range(0, len(changed), ledger.SET_ROWS):
+            part = changed[start : start + ledger.SET_ROWS]
+            tail.append(
                 (
-                    accounts[a]["spent_day"],
-                    accounts[a]["spent_fen"],
-                    accounts[a]["pin_tries"],
-                    accounts[a]["flags"],
-                    version,
-                    a,
+                    "UPDATE accounts SET spent_day = v.column1, "
+                    "spent_fen = CAST(v.column2 AS BIGINT), "
+                    "pin_tries = CAST(v.column3 AS BIGINT), flags = v.column4, version = ? "
+                    f"FROM (VALUES {value_rows(len(part), 5)}) AS v "
+                    "WHERE accounts.id = CAST(v.column5 AS BIGINT)",
+                    [version, *(x for row in part for x in row)],
                 )
-                for a in touched
-            ],
-        )
+            )
     res.applied = len(run) - refused
     res.refused = refused
     return urgent
 
 
 def _load(
-    tx: Tx, acct_ids: list[int], accounts: dict[int, dict[str, Any]], bal: dict[str, int]
+    tx: Tx,
+    acct_ids: list[int],
+    accounts: dict[int, dict[str, Any]],
+    bal: dict[str, int],
+    first: Sequence[tuple[str, Params]] = (),
 ) -> None:
-    """Read the accounts ``acct_ids`` (those not read yet) and their balances."""
+    """Read the accounts ``acct_ids`` (those not read yet) and their balances, in one round
+    trip, after the statements ``first`` (sent with them)."""
     ids = [a for a in acct_ids if a not in accounts]
     if not ids:
+        if first:
+            tx.batch(first)
         return
-    for r in tx.all(
-        "SELECT id, status, spent_day, spent_fen, pin_tries, pin_epoch, flags FROM accounts "
-        f"WHERE id IN ({placeholders(len(ids))})",
-        ids,
-    ):
+    # the ledger accounts of every id asked for: an unknown account has none
+    ledger_ids = [ledger.transition(a) for a in ids] + [ledger.wallet(a) for a in ids]
+    *_, rows, balances = tx.batch(
+        [
+            *first,
+            (
+                "SELECT id, status, spent_day, spent_fen, pin_tries, pin_epoch, flags "
+                f"FROM accounts WHERE id IN ({placeholders(len(ids))})",
+                ids,
+            ),
+            (
+                "SELECT id, balance FROM ledger_accounts "
+                f"WHERE id IN ({placeholders(len(ledger_ids))})",
+                ledger_ids,
+            ),
+        ]
+    )
+    for r in rows:
         accounts[r["id"]] = {**dict(r), "pin_tries_before": r["pin_tries"]}
-    found = [a for a in ids if a in accounts]
-    ledger_ids = [ledger.transition(a) for a in found] + [ledger.wallet(a) for a in found]
-    if ledger_ids:  # none when no record names a known account
-        for r in tx.all(
-            "SELECT id, balance FROM ledger_accounts "
-            f"WHERE id IN ({placeholders(len(ledger_ids))})",
-            ledger_ids,
-        ):
-            bal[r["id"]] = int(r["balance"])
+    for r in balances:
+        bal[r["id"]] = int(r["balance"])
 
 
 def _offline_confirmation(

@@ -20,7 +20,7 @@ from typing import Any
 
 from sync import passwords
 from sync.records import OperatorRow
-from sync.server import ledger
+from sync.server import ledger, recovery
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid, NotFound
 
@@ -164,15 +164,33 @@ def feed_operators(rd: Any, merchant: str, since: int, upto: int) -> list[Operat
 
 
 # -- what terminals report -----------------------------------------------------------------------
-def report_head(ctx: Context, terminal_id: str, head: int) -> None:
+def report_head(ctx: Context, terminal_id: str, head: int, acked: int | None = None) -> None:
     """The terminal's journal head as its feed request says (the records it has not synced
-    yet are ``head - head_seq``: the settlement report shows them)."""
+    yet are ``head - head_seq``: the settlement report shows them), and the head the server
+    acked to it (``acked``: above what the server holds, the server lost records and enters
+    the recovering state, :mod:`sync.server.recovery`).  While recovering every report is
+    kept with its time (it tells that the terminal was heard from since the restore), and the
+    state ends once no terminal is waited for."""
+    row = ctx.db.one(
+        "SELECT head_seq, (SELECT value FROM settings WHERE key = 'recovery') AS recovery "
+        "FROM terminals WHERE id = ?",
+        (terminal_id,),
+    )
+    if row is None:
+        return
+    recovering = row["recovery"] not in (None, "null")
+    if acked is not None and acked > int(row["head_seq"]) and not recovering:
+        with ctx.db.tx() as tx:
+            recovery.saw_ack(ctx, tx, terminal_id, acked)
+        recovering = True
     with ctx.db.tx(exclusive=False) as tx:
         tx.execute(
             "UPDATE terminals SET reported_head = ?, reported_ms = ? WHERE id = ? "
-            "AND reported_head <> ?",
-            (head, ctx.now_ms(), terminal_id, head),
+            "AND (reported_head <> ? OR ? = 1)",
+            (head, ctx.now_ms(), terminal_id, head, int(recovering)),
         )
+    if recovering:
+        recovery.check(ctx)
 
 
 def store_shift(ctx: Context, terminal: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:

@@ -58,6 +58,23 @@ class TopupIn(Strict):
     )
 
 
+class RestoredIn(Strict):
+    reason: str = Field(
+        "restored from a backup",
+        min_length=1,
+        max_length=200,
+        description="what was restored (kept in the alarm)",
+    )
+
+
+class ResumeIn(Strict):
+    force: StrictBool = Field(
+        False,
+        description="end the recovering state although terminals are still to push (their "
+        "sales since the backup are not known yet: docs/operations.md)",
+    )
+
+
 class TokenIn(Strict):
     role: Literal["pos", "kiosk", "gate"]
     name: str = Field(
@@ -195,3 +212,6 @@ class WireRecord(TypedDict):
 
 class JournalIn(Strict):
     records: list[WireRecord] = Field(max_length=2000)
+    #: the head the server had acked to the terminal before this push (above what the server
+    #: holds: it was restored from a backup, :mod:`sync.server.recovery`)
+    acked: int | None = Field(default=None, ge=0, le=2**62)

@@ -24,12 +24,16 @@ voided is refused.
 
 from __future__ import annotations
 
+import base64
 import logging
 from dataclasses import dataclass
 from typing import Any
 
+from sync import codes
 from sync.db import Tx
+from sync.errors import CodeError
 from sync.records import JournalRecord
+from sync.server import codes as server_codes
 from sync.server import ledger
 from sync.server.accounts import event
 from sync.server.context import Context, next_version
@@ -39,10 +43,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Late:
-    """A sale record that arrived after its payment was refunded by itself: charge again."""
+    """A sale record that arrived after its payment was refunded by itself (``kind``
+    ``reverse_late``), or whose payment the server lost to a restore and whose server-signed
+    proof names the payer (``reverse_restored``): charge it."""
 
     account_id: int
     transfer: ledger.Transfer
+    kind: str = "reverse_late"
 
 
 def _order(rec: JournalRecord) -> int | None:
@@ -52,7 +59,9 @@ def _order(rec: JournalRecord) -> int | None:
     return order
 
 
-def link(tx: Tx, tid: str, seq: int, rec: JournalRecord) -> tuple[str | None, Late | None]:
+def link(
+    ctx: Context, tx: Tx, tid: str, seq: int, rec: JournalRecord
+) -> tuple[str | None, Late | None]:
     """Link a ``qr-reverse`` sale record to the payment the phone made.  Returns (the problem
     to raise as an alarm, or None; the late charge to apply, or None)."""
     order = _order(rec)
@@ -64,7 +73,7 @@ def link(tx: Tx, tid: str, seq: int, rec: JournalRecord) -> tuple[str | None, La
         (tid, order),
     )
     if row is None:
-        return f"order {order} was never paid by a phone, but the terminal accepted a proof", None
+        return from_proof(ctx, tx, tid, seq, order, rec)
     if row["amount"] != rec.amt:
         return f"order {order} was paid {row['amount']} fen, the record says {rec.amt}", None
     if row["journal_seq"] is not None:
@@ -96,6 +105,74 @@ def link(tx: Tx, tid: str, seq: int, rec: JournalRecord) -> tuple[str | None, La
         f"order {order}: the sale record came after the payment was refunded by itself; "
         "charged again",
         Late(aid, late),
+    )
+
+
+def _proof_names(ctx: Context, tid: str, order: int, rec: JournalRecord) -> str | None:
+    """Why the record's ``x.proof`` is not a server-signed proof of this very payment (this
+    campus, terminal, order, amount and payer), or None when it is."""
+    text = rec.x_value("proof")
+    if not isinstance(text, str) or text == "code":
+        return "the cashier keyed the proof's short code, which names no payer"
+    try:
+        proof = codes.parse_proof(base64.b64decode(text, validate=True))
+        if (proof.campus, proof.terminal, proof.order, proof.amount_fen, proof.account_id) != (
+            server_codes.campus(ctx),
+            codes.terminal_number(tid),
+            order,
+            rec.amt,
+            rec.acct,
+        ):
+            return "the proof in the record pays another request or names another payer"
+        key = ctx.code_issuer.public_keys().get(proof.kid)
+        if key is None or not key.ok(proof.sig, proof.signed):
+            return "the proof in the record is not signed by this campus"
+    except (ValueError, CodeError) as exc:
+        return f"the proof in the record cannot be read: {exc}"
+    return None
+
+
+def from_proof(
+    ctx: Context, tx: Tx, tid: str, seq: int, order: int, rec: JournalRecord
+) -> tuple[str | None, Late | None]:
+    """A ``qr-reverse`` sale whose payment the server does not have: it was lost when the
+    server was restored from a backup older than the payment (a payment is made before the
+    record, and a record never names an order it was not paid for).  When the record carries
+    the server-signed proof the terminal verified, the proof names the payer: charge them now,
+    once (transfer ``rsale:<terminal>:<order>``, the payment's own id) and keep the payment as
+    linked to this record.  With only the short code keyed nobody can be named: the alarm
+    ``reverse_unpaid`` tells the desk (docs/operations.md)."""
+    why = _proof_names(ctx, tid, order, rec)
+    if why is not None:
+        return (
+            f"order {order} was never paid by a phone, but the terminal accepted a proof ({why})",
+            None,
+        )
+    if tx.one("SELECT 1 FROM accounts WHERE id = ?", (rec.acct,)) is None:
+        return f"order {order}: the proof names account {rec.acct}, which does not exist", None
+    transfer_id = f"rsale:{tid}:{order}"
+    if tx.one("SELECT 1 FROM transfers WHERE id = ?", (transfer_id,)) is not None:
+        return f"order {order} is charged ({transfer_id}) but has no payment row", None
+    charge = ledger.Transfer(
+        transfer_id,
+        rec.ts,
+        ledger.wallet(rec.acct),
+        ledger.merchant_of(tx, tid),
+        rec.amt,
+        "sale",
+        rec.acct,
+        f"qr-reverse sale at {tid} (order {order}): its phone payment was not on the server "
+        "(restored from a backup?); charged from the server-signed proof in the record",
+    )
+    tx.execute(
+        "INSERT INTO reverse_payments (terminal_id, order_no, account_id, amount, request, "
+        "transfer_id, paid_ms, journal_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (tid, order, rec.acct, rec.amt, "", transfer_id, rec.ts, seq),
+    )
+    return (
+        f"order {order}: its phone payment was not on the server (restored from a backup?); "
+        f"charged to account {rec.acct} from the server-signed proof in the record",
+        Late(rec.acct, charge, "reverse_restored"),
     )
 
 

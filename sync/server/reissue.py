@@ -21,7 +21,7 @@ from sync.db import Tx
 from sync.errors import CodeError
 from sync.money import format_fen
 from sync.rules import AccountStatus
-from sync.server import accounts, ledger, ratelimit
+from sync.server import accounts, ledger, ratelimit, recovery
 from sync.server import codes as server_codes
 from sync.server.accounts import check_uid, event, issue_card_tx, set_status
 from sync.server.context import Context, next_version
@@ -196,6 +196,7 @@ def reissue(
         if at_kiosk and status in (AccountStatus.FROZEN, AccountStatus.EXPIRED):
             raise Conflict(f"the account is {status.value}: see the service desk", "bad_status")
         if fee:
+            recovery.refuse(tx, "reissue fee charged to a balance")
             spendable = ledger.spendable(tx, account_id)
             if spendable < fee:
                 raise Conflict(

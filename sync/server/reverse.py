@@ -19,7 +19,7 @@ from sync import codes, rules
 from sync.crypto import VerifyKey
 from sync.errors import CodeError
 from sync.money import format_fen
-from sync.server import ledger
+from sync.server import ledger, recovery
 from sync.server.codes import account_refusal, campus, proof_key
 from sync.server.context import Context, next_version
 from sync.server.errors import Conflict, Invalid
@@ -93,6 +93,7 @@ def pay(
     client: str | None = None,
 ) -> dict[str, Any]:
     req = check_request(ctx, text)
+    recovery.refuse(ctx.db, "reverse-scan payment", online=True)  # as an online approval
     tid, aid = req.terminal_id, holder["id"]
     req_b64 = base64.b64encode(req.raw).decode()
     if password is not None:  # R4: counts wrong tries and locks like any sign-in

@@ -92,6 +92,7 @@ def test_settled_fires_on_money_left_in_flight() -> None:
     assert inv.settled(0, 0) == []
     assert names(inv.settled(1, 0)) == {"settled"}
     assert names(inv.settled(0, 2)) == {"settled"}
+    assert names(inv.settled(0, 0, recovering=True)) == {"settled"}
 
 
 def test_the_fault_list_is_parsed_strictly() -> None:

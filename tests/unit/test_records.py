@@ -334,8 +334,15 @@ def test_builders_make_the_records_the_pos_made() -> None:
     assert shown.x == {"order": 4, "payment": 9001} and shown.cred == "qr-reverse:4"
     assert keyed.x == {"order": 5, "proof": "code"} and keyed.acct == 0
     assert shown.off and keyed.off and shown.method == "qr-reverse"
-    for entry in (sale, fail, code, shown, keyed):
+    # with the server-signed proof shown: it is journaled too (finding 1, docs/fleet.md)
+    proved = reverse_sale(ts=1, order=6, amt=5, op="", acct=2, payment=9002, proof=b"\x01" * 88)
+    assert proved.x == {"order": 6, "payment": 9002, "proof": "AQEB" * 29 + "AQ=="}
+    for entry in (sale, fail, code, shown, keyed, proved):
         assert JournalRecord.parse(entry.chained("T1", 1, PREV).checked_body())
+    # a proof that is not base64 (or absurdly long) refuses the record
+    for bad in ("not base64!", "A" * 401, 7):
+        with pytest.raises(ProtocolError, match=r"x\.proof"):
+            JournalRecord.from_fields(rec(method="qr-reverse", x={"order": 6, "proof": bad}))
 
 
 def test_card_x_reads_only_a_well_formed_card() -> None:

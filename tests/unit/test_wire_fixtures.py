@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sync import protocol
+from sync import codes, protocol
 from sync.crypto import SigningKey
 from sync.records import JournalRecord
 from tests.unit import make_wire_fixtures
@@ -78,12 +78,13 @@ def test_todays_deciders_make_the_stored_records(tmp_path: Path) -> None:
     more counter write and ``x.card.ctr`` (the card's write counter after the record) of the
     later card records is higher.  The expected records are the stored fields with only that
     value changed, sealed and chained again through the dict-based path
-    (:func:`sync.protocol.seal` of the fields)."""
+    (:func:`sync.protocol.seal` of the fields).  And one was added: a reverse-scan sale with
+    the server's proof shown carries that proof (``x.proof``; finding 1 of docs/fleet.md)."""
     world = make_wire_fixtures.run_scenario(tmp_path)
     got = make_wire_fixtures.journal_records(world)
     key = SigningKey.from_seed(bytes.fromhex(STORED["pos"]["key_seed_hex"]))
     prev = STORED["pos"]["genesis"]
-    expected, moved = [], []
+    expected, moved, proofs = [], [], 0
     for new, old in zip(got, STORED["pos"]["records"], strict=True):
         fields = json.loads(json.dumps(old["fields"]))
         card = fields.get("x", {}).get("card")
@@ -91,6 +92,18 @@ def test_todays_deciders_make_the_stored_records(tmp_path: Path) -> None:
             now = new["fields"]["x"]["card"]["ctr"]
             moved.append(now - card["ctr"])
             card["ctr"] = now
+        x = fields.get("x", {})
+        if fields["method"] == "qr-reverse" and "payment" in x:
+            # added since: the server-signed proof shown, the very one of this payment
+            proof = codes.parse_proof(base64.b64decode(new["fields"]["x"]["proof"]))
+            assert (proof.order, proof.amount_fen, proof.account_id, proof.payment) == (
+                x["order"],
+                fields["amt"],
+                fields["acct"],
+                x["payment"],
+            )
+            x["proof"] = new["fields"]["x"]["proof"]
+            proofs += 1
         fields["prev"] = prev
         body, sig = protocol.seal(key, fields)
         digest = protocol.record_hash(body)
@@ -105,7 +118,7 @@ def test_todays_deciders_make_the_stored_records(tmp_path: Path) -> None:
             }
         )
         prev = digest
-    assert got == expected
+    assert got == expected and proofs == 1
     # records 1-6 are the card's: one more write for each right password checked (3 and 6)
     assert moved == [0, 0, 1, 1, 1, 2]
     assert world.server.pushed == STORED["pos"]["pushed_online"]

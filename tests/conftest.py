@@ -47,6 +47,7 @@ BOTH_DBS = {
     "test_server_card_risk",
     "test_server_conservation",
     "test_server_feed",
+    "test_feed_share",
     "test_server_ingest",
     "test_server_recovery",
     "test_holder_business",

@@ -66,6 +66,8 @@ class Tx:
     def __init__(self, session: Session, types: Mapping[str, str], dialect: str) -> None:
         self._s = session
         self._types = types
+        #: the feed versions this transaction took (``sync.server.context.next_version``)
+        self.versions: list[int] = []
         #: ``"sqlite"`` or ``"postgresql"``: only for a migration step that differs by engine
         self.dialect = dialect
 

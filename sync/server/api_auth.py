@@ -10,10 +10,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -22,6 +25,8 @@ from sync.server import holders, roles, staff, terminals
 from sync.server.context import Context
 from sync.server.errors import ServiceError, Unauthorized
 from sync.server.staff import Actor
+
+T = TypeVar("T")
 
 
 def client_of(request: Request) -> str:
@@ -38,10 +43,31 @@ def bearer(request: Request) -> str:
     return header[7:].strip()
 
 
+#: the threads at most that work for feed long-polls at once (:meth:`ApiAuth.feed_thread`)
+FEED_THREADS = 16
+#: the route whose thread work runs on the feed's own threads
+FEED_PATH = "/v1/feed"
+
+
 class ApiAuth:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.terminal_auth = terminals.TerminalAuth(ctx)
+        self._feed_limiter: anyio.CapacityLimiter | None = None
+
+    async def feed_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on a worker thread of the feed's own few (:data:`FEED_THREADS`).
+
+        A wake answers every parked long-poll at once and each terminal then sends its next
+        signed request: on the shared thread pool the online authorizations, journal pushes
+        and holders' requests queued behind hundreds of them.  On threads of their own, the
+        feed's answers and checks take turns among themselves while the other requests go on
+        (they share the CPU, but no queue)."""
+        if self._feed_limiter is None:  # made on the event loop's thread (anyio needs one)
+            self._feed_limiter = anyio.CapacityLimiter(FEED_THREADS)
+        return await anyio.to_thread.run_sync(
+            functools.partial(fn, *args), limiter=self._feed_limiter
+        )
 
     # -- terminals ---------------------------------------------------------------------------
     async def terminal(self, request: Request) -> dict[str, Any]:
@@ -49,8 +75,9 @@ class ApiAuth:
         (:data:`sync.server.roles.ENDPOINTS`; 403 ``wrong_role`` otherwise)."""
         body = await request.body()
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        term = await run_in_threadpool(
-            self.terminal_auth.authenticate, request.method, target, body, request.headers
+        run = self.feed_thread if request.url.path == FEED_PATH else run_in_threadpool
+        term = await self.terminal_auth.authenticate_async(
+            request.method, target, body, request.headers, run=run
         )
         route = request.scope.get("route")
         roles.require(term, f"{request.method} {getattr(route, 'path', request.url.path)}")

@@ -15,14 +15,14 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sync.bodylimit import MAX_BODY_BYTES, BodyLimit
 from sync.bounds import MAX_ID
 from sync.errors import StoreError, StoreRefused, YktError
-from sync.records import to_json
+from sync.records import to_bytes, to_json
 from sync.server import (
     accounts,
     authorize,
@@ -115,6 +115,9 @@ FIELD_CODES = {"number": "bad_number", "id_card": "bad_id_card", "uid": "bad_uid
 
 def create_app(ctx: Context) -> FastAPI:
     api_auth = ApiAuth(ctx)
+    pages = feed.FeedShare()
+    pacer = feed.Pacer()
+    feed_thread = api_auth.feed_thread
 
     async def settle_reverse_payments() -> None:
         """Refund reverse-scan payments that will meet no record (sync/server/reconcile.py)."""
@@ -403,7 +406,7 @@ def create_app(ctx: Context) -> FastAPI:
     def push_journal(body: JournalIn, term: Terminal) -> dict[str, Any]:
         return to_json(ingest.push(ctx, term["id"], body.records, body.acked))
 
-    @app.get("/v1/feed", tags=["terminal"])
+    @app.get("/v1/feed", tags=["terminal"], response_model=dict[str, Any])
     async def pull_feed(
         request: Request,
         term: Terminal,
@@ -411,12 +414,12 @@ def create_app(ctx: Context) -> FastAPI:
         wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
         head: Annotated[int | None, Query(ge=0, le=2**62)] = None,
         acked: Annotated[int | None, Query(ge=0, le=2**62)] = None,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """The delta feed; ``head``: the terminal's journal head (its records not synced yet
         are reported by the settlement report); ``acked``: the head the server acked to it
         (above what the server holds: it was restored from a backup, sync.server.recovery)."""
         if head is not None:
-            await run_in_threadpool(merchants.report_head, ctx, term["id"], head, acked)
+            await feed_thread(merchants.report_head, ctx, term["id"], head, acked)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         notifier = ctx.notifier
@@ -432,7 +435,9 @@ def create_app(ctx: Context) -> FastAPI:
             if notifier.generation != seen:  # woken: the version may have moved
                 seen = notifier.generation
                 current = await notifier.version(ctx.db)
-        return await run_in_threadpool(lambda: to_json(feed.delta(ctx, term, since)))
+        await pacer.turn()
+        body = await feed_thread(lambda: to_bytes(pages.page(ctx, term, since)))
+        return Response(body, media_type="application/json")
 
     # -- the business of card holders, kiosks and the desk (sync.server.routes_business) ------
     app.include_router(create_router(ctx, api_auth))

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import secrets
+import sys
 from pathlib import Path
 
 import requests
@@ -137,6 +138,14 @@ def ensure_admin_token(ctx: Context) -> tuple[Path, bool]:
     return path, True
 
 
+#: how long a thread holds the GIL while another waits for it (Python's default: 5 ms).  The
+#: server's threads give the GIL up around every database statement and then wait for it again
+#: up to this long behind the event loop: with 5 ms, a write transaction of a dozen statements
+#: held the database's writer turn for tens of milliseconds at a lunch peak, and every other
+#: writer queued behind it (docs/benchmarks.md, peak)
+SWITCH_INTERVAL_S = 0.0001
+
+
 def restore(args: argparse.Namespace) -> int:
     """``ykt server restore``: put a SQLite backup in place, or mark a database pg_restore
     filled, and enter the recovering state (:mod:`sync.server.recovery`)."""
@@ -175,7 +184,7 @@ def restore(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.data is None:
         raise ConfigError("ykt server: --data DIR is required")
-
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     if args.db is not None and not is_postgres_url(args.db):
         raise ConfigError(f"--db takes a postgresql://USER@HOST/DB URL, not {args.db!r}")
     config = ServerConfig(

@@ -38,11 +38,13 @@ log = logging.getLogger(__name__)
 FEED_CHANNEL = "ykt_feed"
 #: how often a process polls the feed version when the database cannot notify (SQLite)
 POLL_S = 0.25
-#: a change that only moves balances (plain sales) wakes the parked long-polls at most this
-#: many answers a second (1,000 parked terminals: every 5 s; a handful: every POLL_S) …
+#: another SQLite process's changes (the watcher cannot tell a status change from a plain sale
+#: there) wake the parked long-polls at most this many answers a second (1,000 parked: every
+#: 5 s; a handful: every POLL_S) …
 LAZY_ANSWERS_PER_S = 200.0
 #: … and at least every LAZY_MAX_S
 LAZY_MAX_S = 10.0
+
 
 #: The policy the server sends to terminals (docs/architecture.md offline risk limits, R7 channels, R11 fee,
 #: R12 automatic freeze rules).  Operators change it with ``ykt admin policy set``.
@@ -119,14 +121,18 @@ class Notifier:
     moves ``generation``, and a waiter reads the version only when it moved; the waiters woken
     together share one read of it (:meth:`version`).
 
-    A change that only moves balances (``notify(lazy=True)``: plain sales) does not wake at
-    once: the watcher wakes for it, coalesced, at most :data:`LAZY_ANSWERS_PER_S` answers a
-    second to the long-polls parked here (:meth:`lazy_s`), so a lunch peak's 100 sales a second
-    do not answer each of 1,000 parked long-polls 100 times a second (each answer brings a new
-    signed request from every terminal).  A status change (a loss report, a freeze) wakes at
-    once.  The watcher coalesces whatever it sees moved from another SQLite process too, so
-    there a status change made by another process is seen within :meth:`lazy_s` (PostgreSQL:
-    at once, by NOTIFY)."""
+    A change that only moves balances (``notify(lazy=True, versions=…)``: plain sales) wakes
+    nobody: the account snapshots in the feed are for offline decisions, and they ride the next
+    answer each terminal gets anyway (its long-poll's timeout, 20 s for the POS uplink, or a
+    status change).  At a lunch peak 100 sales a second woke the 1,000 parked long-polls
+    (coalesced, every 5 s) and each answer brought a new signed request from its terminal: the
+    feed took most of the server.  A status change (a loss report, a freeze, a wrong password,
+    a card blocked) wakes at once, as before.  The watcher knows the versions this process's
+    plain sales took (``versions``), so it does not wake for them either; a move it cannot
+    explain is another process's: on PostgreSQL its status changes arrived by NOTIFY (so
+    nothing more is done), on SQLite it wakes, coalesced, at most :data:`LAZY_ANSWERS_PER_S`
+    answers a second (:meth:`lazy_s`), so a status change made by another SQLite process is
+    seen within :meth:`lazy_s` (docs/operations.md)."""
 
     def __init__(self) -> None:
         self.waiting = 0  # long-polls parked in wait() now
@@ -139,6 +145,7 @@ class Notifier:
         self._watch: asyncio.Task[None] | None = None
         self.closing = False  # the server is stopping: long-polls answer at once
         self.generation = 0  # moves at every wake (event loop thread only)
+        self._quiet: set[int] = set()  # versions of this process's balance-only changes
 
     def attach(self, db: Database) -> None:
         self._db = db
@@ -168,26 +175,50 @@ class Notifier:
     async def _poll(self, db: Database) -> None:
         """Another process may have moved the version (SQLite cannot notify); look every POLL_S."""
 
-        seen: int | None = None
+        # the versions up to ``judged`` are judged; those up to ``last`` (the previous look)
+        # are judged now: a sale's versions are known to be quiet by then, as its notify
+        # follows its commit within far less than POLL_S
+        judged: int | None = None
+        last: int | None = None
         loop = asyncio.get_running_loop()
+        pending = False  # a move not explained yet waits for its coalesced wake
         while True:
             try:
                 now = await run_in_threadpool(current_version, db)
-                if seen is not None and now != seen:
-                    if loop.time() - self._fired_at < self.lazy_s():
-                        await asyncio.sleep(POLL_S)
-                        continue  # woke lately: this one waits (``seen`` kept)
-                    self._fire()
-                seen = now
+                if judged is not None and last is not None and last != judged:
+                    pending = self._unexplained(judged, last) or pending
+                if now < (last if last is not None else now):  # the data was replaced
+                    pending = True
+                judged = last if last is not None and last <= now else now
+                last = now
+                if pending and not db.can_listen():
+                    if loop.time() - self._fired_at >= self.lazy_s():
+                        pending = False
+                        self._fire()
+                else:
+                    pending = False  # PostgreSQL: NOTIFY woke for the other processes
             except Exception as exc:  # the database is busy or gone: try again later
                 log.debug("feed version poll: %s", exc)
             await asyncio.sleep(POLL_S)
 
-    def notify(self, lazy: bool = False) -> None:
+    def _unexplained(self, seen: int, now: int) -> bool:
+        """Whether a version in (seen, now] is not one of this process's balance-only
+        changes (forgetting those up to ``now``)."""
+        if now < seen:  # the data was replaced
+            return True
+        with self._lock:
+            quiet = self._quiet
+            unexplained = any(v not in quiet for v in range(seen + 1, now + 1))
+            self._quiet = {v for v in quiet if v > now}
+        return unexplained
+
+    def notify(self, lazy: bool = False, versions: list[int] | tuple[int, ...] = ()) -> None:
         """The feed version moved: wake the long-polls at once, or (``lazy``: only balances
-        moved) at the watcher's next look, at most every ``lazy_s``."""
+        moved, in ``versions``, what the transaction took: ``Tx.versions``) not at all."""
         if lazy:
-            return  # the watcher sees the version move and wakes, coalesced
+            with self._lock:
+                self._quiet.update(versions)
+            return
         db = self._db
         if db is not None and db.can_listen():
             try:
@@ -327,7 +358,9 @@ def next_version(tx: Tx) -> int:
 
     The UPDATE also takes the write lock on the counter, so versions become visible in order."""
     rows = tx.all("UPDATE versions SET value = value + 1 WHERE name = 'feed' RETURNING value")
-    return int(rows[0]["value"])
+    version = int(rows[0]["value"])
+    tx.versions.append(version)
+    return version
 
 
 def boot_number(db: Database) -> int:

@@ -10,14 +10,26 @@ never splits a version, so a terminal that stores the returned version never mis
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import bisect
+import threading
 from types import GenericAlias
 from typing import Any, TypeVar
 
 import msgspec
 
 from sync.db import Tx
-from sync.records import UNSET, AccountSnapshot, CardRow, CertRow, CodesInfo, FeedPage, IssuerKey
+from sync.records import (
+    UNSET,
+    AccountSnapshot,
+    CardRow,
+    CertRow,
+    CodesInfo,
+    FeedPage,
+    IssuerKey,
+    OperatorRow,
+)
 from sync.server import codes, merchants
 from sync.server.context import Context
 
@@ -40,17 +52,52 @@ def _rows(rd: Tx, cls: type[_Row], sql: str, params: tuple[int, ...]) -> list[_R
     return out
 
 
-def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) -> FeedPage:
+def _terminal_bits(rd: Tx, terminal_id: str) -> tuple[str, int, int]:
+    """What a page asks of its terminal's row (its merchant, the journal ack) and the current
+    feed version, read together."""
+    row = rd.one(
+        "SELECT t.merchant, t.head_seq, v.value AS current FROM terminals t, versions v "
+        "WHERE t.id = ? AND v.name = 'feed'",
+        (terminal_id,),
+    )
+    if row is None:  # the terminal row went away (the server's data replaced): no ack
+        return "DEFAULT", 0, int(rd.scalar("SELECT value FROM versions WHERE name = 'feed'"))
+    return str(row["merchant"] or "DEFAULT"), int(row["head_seq"]), int(row["current"])
+
+
+class _Shared(msgspec.Struct, frozen=True):
+    """What the pages asking from ``since`` carry alike (:class:`FeedShare`); one that was not
+    cut (``more`` and ``reset`` false) holds every row of (since, version] and so serves any
+    ``since`` in between too (:func:`_view`)."""
+
+    since: int
+    version: int
+    more: bool
+    reset: bool
+    accounts: list[AccountSnapshot]
+    cards: list[CardRow]
+    certs: list[CertRow]
+    operators: list[OperatorRow]
+    codes: dict[str, Any]
+    merchant_name: str
+    policy_version: int
+    policy: dict[str, Any]
+
+
+#: what the common part of a page depends on besides ``since``: the current version, the
+#: merchant, whether the terminal signs operators in (a POS), whether it is simulated, the
+#: page size
+_Key = tuple[int, str, bool, bool, int]
+
+
+def _shared(ctx: Context, key: _Key, since: int) -> _Shared:
+    current, merchant, is_pos, simulated, page = key
     with ctx.db.read() as rd:
-        merchant = str(
-            rd.scalar("SELECT merchant FROM terminals WHERE id = ?", (terminal["id"],)) or "DEFAULT"
-        )
         merchant_name = (  # "" for no merchant of its own: the receipt has the terminal's name
             ""
             if merchant == "DEFAULT"
             else str(rd.scalar("SELECT name FROM merchants WHERE code = ?", (merchant,)) or "")
         )
-        current = int(rd.scalar("SELECT value FROM versions WHERE name = 'feed'"))
         reset = since > current  # the server's data was replaced: start over
         if reset:
             since = 0
@@ -63,7 +110,8 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
             "AS changed ORDER BY version LIMIT 1 OFFSET ?",
             (since, since, since, merchant, since, page),
         )
-        if cut is not None:
+        # (rows committed after ``current`` was read lie beyond it: they are not cut here)
+        if cut is not None and int(cut) <= current:
             upto = int(cut) - 1 if int(cut) - 1 > since else int(cut)
         accounts = _rows(
             rd,
@@ -86,7 +134,7 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
             "SELECT card_no, account_id, uid, generation, status, version, "
             "CASE WHEN ? = 1 THEN identity ELSE '' END AS identity FROM cards "
             "WHERE version > ? AND version <= ? ORDER BY version, card_no",
-            (int(bool(terminal.get("simulated"))), since, upto),
+            (int(simulated), since, upto),
         )
         certs = _rows(
             rd,
@@ -96,37 +144,174 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
             (since, upto),
         )
         # the operators' PIN verifiers go only to the tills that sign them in (a kiosk has none)
-        operators = (
-            merchants.feed_operators(rd, merchant, since, upto)
-            if terminal.get("role", "pos") == "pos"
-            else []
-        )
-        ack = int(rd.scalar("SELECT head_seq FROM terminals WHERE id = ?", (terminal["id"],)))
+        operators = merchants.feed_operators(rd, merchant, since, upto) if is_pos else []
         policy_version = int(
             rd.scalar("SELECT value FROM settings WHERE key = 'policy_version'") or 0
         )
-    info = codes.public_info(ctx)
-    send_policy = since == 0 or since < policy_version <= upto or reset
-    return FeedPage(
+    return _Shared(
+        since=since,
         version=upto,
         more=upto < current,
         reset=reset,
-        ack=ack,
         accounts=accounts,
         cards=cards,
         certs=certs,
         operators=operators,
+        codes=codes.public_info(ctx),
+        merchant_name=merchant_name,
+        policy_version=policy_version,
+        policy=ctx.policy(),
+    )
+
+
+def _covers(part: _Shared, since: int) -> bool:
+    """Whether ``part`` (not cut) holds the page asked from ``since``."""
+    return not (part.more or part.reset) and part.since <= since <= part.version
+
+
+def _version(row: AccountSnapshot | CardRow | CertRow | OperatorRow) -> int:
+    return row.version if isinstance(row.version, int) else 0
+
+
+def _after(rows: list[_R], since: int) -> list[_R]:
+    """The rows (in version order) of versions above ``since``."""
+    return rows[bisect.bisect_right(rows, since, key=_version) :]
+
+
+def _page(ctx: Context, terminal_id: str, ack: int, part: _Shared, since: int) -> FeedPage:
+    """The page from ``since`` (one ``part`` covers) for ``terminal_id``."""
+    if since != part.since:
+        part = msgspec.structs.replace(
+            part,
+            since=since,
+            accounts=_after(part.accounts, since),
+            cards=_after(part.cards, since),
+            certs=_after(part.certs, since),
+            operators=_after(part.operators, since),
+        )
+    first = part.since  # 0 after a reset
+    send_policy = first == 0 or first < part.policy_version <= part.version or part.reset
+    info = part.codes
+    return FeedPage(
+        version=part.version,
+        more=part.more,
+        reset=part.reset,
+        ack=ack,
+        accounts=part.accounts,
+        cards=part.cards,
+        certs=part.certs,
+        operators=part.operators,
         codes=CodesInfo(
             campus_id=info["campus_id"],
             campus_tag=info["campus_tag"],
             keys=[IssuerKey(k["kid"], k["public_key"]) for k in info["keys"]],
             code_valid_s=info["code_valid_s"],
             code_skew_s=info["code_skew_s"],
-            proof_key=base64.b64encode(codes.proof_key(ctx, terminal["id"])).decode(),
+            proof_key=base64.b64encode(codes.proof_key(ctx, terminal_id)).decode(),
         ),
         campus_id=ctx.config.campus_id,
         tz=ctx.config.tz,
-        merchant_name=merchant_name,
+        merchant_name=part.merchant_name,
         server_time_ms=ctx.now_ms(),
-        policy=ctx.policy() if send_policy else UNSET,
+        policy=part.policy if send_policy else UNSET,
     )
+
+
+def _key(ctx: Context, terminal: dict[str, Any], page: int) -> tuple[_Key, int]:
+    with ctx.db.read() as rd:
+        merchant, ack, current = _terminal_bits(rd, terminal["id"])
+    is_pos = terminal.get("role", "pos") == "pos"
+    return (current, merchant, is_pos, bool(terminal.get("simulated")), page), ack
+
+
+def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) -> FeedPage:
+    """The page of changes after ``since`` for ``terminal`` (at most ``page`` changed rows,
+    never splitting a version)."""
+    key, ack = _key(ctx, terminal, page)
+    part = _shared(ctx, key, since)
+    return _page(ctx, terminal["id"], ack, part, part.since)
+
+
+class FeedShare:
+    """The feed pages of one server process, their common part read once.
+
+    A wake answers every parked long-poll at once (1,000 at a lunch peak), and their pages
+    differ only in the terminal's own fields (the journal ack, its reverse-scan proof key, the
+    server's time) and in where they start: the rows (accounts, cards, certificates), the
+    merchant's operators, the code keys and the policy depend only on the current version, the
+    merchant, the terminal's role and whether it is simulated (:data:`_Key`).  So one read of
+    the rows after the lowest ``since`` asked serves every page of the key: each takes the rows
+    after its own ``since`` (they are in version order).  A request from further back reads
+    them again from there (in a random order of requests that happens a handful of times for
+    1,000); one whose rows would not fit in a page reads its own, cut.  Each page still reads
+    its terminal's row and the current version itself.  A part stays right after the data
+    moves on: a row changed again takes a later version, which the terminal's next page (from
+    this page's version) carries."""
+
+    def __init__(self, keep: int = 64) -> None:
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._parts: dict[_Key, _Slot] = {}
+        self.computed = 0  # parts read (tests, benchmarks)
+
+    def page(
+        self, ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE
+    ) -> FeedPage:
+        key, ack = _key(ctx, terminal, page)
+        part = self._part(ctx, key, since)
+        return _page(ctx, terminal["id"], ack, part, part.since if part.reset else since)
+
+    def _part(self, ctx: Context, key: _Key, since: int) -> _Shared:
+        with self._lock:
+            slot = self._parts.get(key)
+            if slot is None:
+                slot = self._parts[key] = _Slot()
+                while len(self._parts) > self.keep:
+                    del self._parts[next(iter(self._parts))]
+        with slot.lock:  # one reads while the others of the key wait for its rows
+            part = slot.part
+            if part is not None and _covers(part, since):
+                return part
+            part = _shared(ctx, key, since)
+            self.computed += 1
+            if _covers(part, since) and (slot.part is None or part.since < slot.part.since):
+                slot.part = part
+            return part
+
+
+_R = TypeVar("_R", AccountSnapshot, CardRow, CertRow, OperatorRow)
+
+
+class _Slot:
+    __slots__ = ("lock", "part")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.part: _Shared | None = None
+
+
+#: the feed answers a server process sends a second at most when many are due at once (a wake
+#: answers every parked long-poll): 1,000 parked terminals are answered within about 1 s
+ANSWERS_PER_S = 1000.0
+
+
+class Pacer:
+    """Spaces the feed's answers at most :data:`ANSWERS_PER_S` a second (event loop only).
+
+    A wake makes every parked long-poll due at once; answered all together, their responses
+    and the terminals' next signed requests filled the event loop for the better part of a
+    second, and an online authorization that arrived then waited behind all of them.  Spaced,
+    they leave the loop free between them.  A terminal whose page is due while nothing else is
+    is answered at once."""
+
+    def __init__(self, per_s: float = ANSWERS_PER_S) -> None:
+        self.interval = 1.0 / per_s
+        self._next = 0.0
+
+    async def turn(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        at = max(now, self._next)
+        self._next = at + self.interval
+        if at > now:
+            await asyncio.sleep(at - now)

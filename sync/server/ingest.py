@@ -355,9 +355,9 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
     if res.applied and recovery.state(ctx.db) is not None:
         recovery.check(ctx)  # restored from a backup: this push may be the last one waited for
     if res.applied:
-        # plain sales move balances only: their wake is coalesced (Notifier.notify), so a
-        # lunch peak's 100 sales/s do not answer every parked long-poll 100 times a second
-        ctx.notifier.notify(lazy=not urgent)
+        # plain sales move balances only: they wake no parked long-poll (Notifier.notify), so
+        # a lunch peak's 100 sales/s do not answer every parked long-poll again and again
+        ctx.notifier.notify(lazy=not urgent, versions=tx.versions)
     return res
 
 
@@ -631,6 +631,8 @@ def _apply(
         version = next_version(tx)
         for aid in touched:
             a = accounts[aid]
+            if a["pin_tries"] != a.pop("pin_tries_before", a["pin_tries"]):
+                urgent = True  # R5: the terminals go by the count offline
             if a.pop("frozen_now", False):
                 urgent = True
                 set_status(
@@ -700,7 +702,7 @@ def _load(
         ]
     )
     for r in rows:
-        accounts[r["id"]] = dict(r)
+        accounts[r["id"]] = {**dict(r), "pin_tries_before": r["pin_tries"]}
     for r in balances:
         bal[r["id"]] = int(r["balance"])
 

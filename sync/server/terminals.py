@@ -8,17 +8,21 @@ refused here.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+import anyio.to_thread
+
 from sync import protocol
 from sync.crypto import VerifyKey
-from sync.errors import ProtocolError, SignatureError
+from sync.errors import ProtocolError, SignatureError, StoreError
 from sync.server import reconcile
 from sync.server.context import Context
 from sync.server.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
@@ -180,6 +184,9 @@ class NonceCache:
         self._lock = threading.Lock()  # the queue and the prune time
         self._turn = threading.Lock()  # the one thread writing a group
         self._queue: list[_Claim] = []
+        # claims waiting on the event loop (claim_async) and the task writing them
+        self._waiting: list[tuple[_Claim, asyncio.Future[None]]] = []
+        self._drain: asyncio.Task[None] | None = None
 
     def claim(self, terminal_id: str, nonce: str, time_ms: int, now_ms: int) -> bool:
         item = _Claim(terminal_id, nonce, time_ms)
@@ -196,6 +203,62 @@ class NonceCache:
         if item.error is not None:
             raise item.error
         return bool(item.result)
+
+    async def claim_async(
+        self,
+        terminal_id: str,
+        nonce: str,
+        time_ms: int,
+        now_ms: int,
+    ) -> bool:
+        """:meth:`claim` for a request waiting on the event loop: the claims that arrive
+        while a group is written wait on the loop, not on a thread each, and the next group
+        takes them all (written on a worker thread of its own).  A wake's 1,000 long-polls
+        send their next signed requests together: their nonces take a few commits, not a
+        thread and a commit each."""
+        item = _Claim(terminal_id, nonce, time_ms)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._waiting.append((item, done))
+        drain = self._drain
+        if drain is None or drain.done() or drain.get_loop() is not loop:
+            self._drain = loop.create_task(self._drain_loop())
+        await asyncio.shield(done)
+        if item.error is not None:
+            raise item.error
+        return bool(item.result)
+
+    async def _drain_loop(self) -> None:
+        writer = anyio.CapacityLimiter(1)
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            group = [c for c, _ in batch]
+            now_ms = self.ctx.now_ms()
+
+            def write(group: list[_Claim] = group, now_ms: int = now_ms) -> None:
+                with self._turn:
+                    with self._lock:
+                        prune = now_ms - self._pruned_ms > self.window_ms // 4
+                        if prune:
+                            self._pruned_ms = now_ms
+                    self._write(group, now_ms if prune else None)
+
+            try:
+                # a thread of its own: not behind the shared pool's queue
+                await anyio.to_thread.run_sync(write, limiter=writer)
+            except BaseException as exc:  # the write never ran: every claim of it failed
+                for c in group:
+                    if c.result is None and c.error is None:
+                        c.error = exc if isinstance(exc, Exception) else StoreError(repr(exc))
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
     def _write(self, group: list[_Claim], prune_at: int | None) -> None:
         try:
@@ -234,6 +297,35 @@ class TerminalAuth:
         self, method: str, target: str, body: bytes, headers: Mapping[str, str]
     ) -> dict[str, Any]:
         """The terminal row of a correctly signed, fresh, unreplayed request."""
+        row, (tid, nonce, time_ms, now) = self.check(method, target, body, headers)
+        if not self.nonces.claim(tid, nonce, time_ms, now):
+            raise Unauthorized("request was replayed", "replayed_request")
+        return row
+
+    async def authenticate_async(
+        self,
+        method: str,
+        target: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        run: Callable[..., Awaitable[Any]],
+    ) -> dict[str, Any]:
+        """:meth:`authenticate` from the event loop: the checks on a worker thread (``run``),
+        the nonce claimed in a group with the others arriving together
+        (:meth:`NonceCache.claim_async`)."""
+        checked: tuple[dict[str, Any], tuple[str, str, int, int]] = await run(
+            self.check, method, target, body, headers
+        )
+        row, (tid, nonce, time_ms, now) = checked
+        if not await self.nonces.claim_async(tid, nonce, time_ms, now):
+            raise Unauthorized("request was replayed", "replayed_request")
+        return row
+
+    def check(
+        self, method: str, target: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[dict[str, Any], tuple[str, str, int, int]]:
+        """The terminal row of a correctly signed, fresh request, and its nonce claim
+        (terminal, nonce, signed time, now) still to be made."""
         tid = headers.get(protocol.H_TERMINAL)
         if not tid:
             raise Unauthorized("request is not signed by a terminal", "unsigned")
@@ -254,6 +346,4 @@ class TerminalAuth:
         now = self.ctx.now_ms()
         if abs(now - time_ms) > self.ctx.config.max_skew_ms:
             raise Unauthorized("request is stale (check the terminal's clock)", "stale_request")
-        if not self.nonces.claim(tid, nonce, time_ms, now):
-            raise Unauthorized("request was replayed", "replayed_request")
-        return dict(row)
+        return dict(row), (tid, nonce, time_ms, now)

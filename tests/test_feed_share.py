@@ -1,0 +1,120 @@
+"""The feed at a lunch peak (docs/benchmarks.md, peak): the pages of one wake share their common
+part (:class:`sync.server.feed.FeedShare`), and a plain sale wakes no parked long-poll while a
+status change does (:class:`sync.server.context.Notifier`)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from sync.records import to_json
+from sync.server import accounts, feed
+from sync.server.context import POLL_S, Context, next_version
+from tests.helpers import id_card
+from tests.inproc import InProcTerminal, make_context
+
+
+def _world(tmp_path: Path) -> tuple[Context, list[InProcTerminal], list[int]]:
+    ctx = make_context(tmp_path / "server")
+    terms = [InProcTerminal(ctx, name=f"pos{n}", seed=10 + n) for n in range(3)]
+    ids = []
+    for n in range(1, 4):
+        acct = accounts.add_account(
+            ctx, number=f"S{n}", name="n", type="student", id_card=id_card(n)
+        )
+        accounts.topup(ctx, f"S{n}", 10_000, "cash")
+        ids.append(int(acct["id"]))
+    terms[0].push([terms[0].record(ids[0], 100)])  # its ack moves; the others' do not
+    return ctx, terms, ids
+
+
+def _own(page: dict[str, Any]) -> dict[str, Any]:
+    """A page without the fields each answer has of its own (the server's time)."""
+    return {k: v for k, v in page.items() if k != "server_time_ms"}
+
+
+def test_shared_pages_are_each_terminals_own_page(tmp_path: Path) -> None:
+    ctx, terms, ids = _world(tmp_path)
+    share = feed.FeedShare()
+    pages = [to_json(share.page(ctx, t.row, 0)) for t in terms]
+    assert share.computed == 1  # one key: the same since, version, merchant and role
+    for t, page in zip(terms, pages, strict=True):
+        assert _own(page) == _own(to_json(feed.delta(ctx, t.row, 0)))
+    assert [p["ack"] for p in pages] == [1, 0, 0]
+    assert len({p["codes"]["proof_key"] for p in pages}) == 3  # each terminal's own key
+    assert {a["id"] for a in pages[1]["accounts"]} == set(ids)
+    # what changes after a part was read comes in the next page, from that page's version
+    since = pages[1]["version"]
+    accounts.change_status(ctx, "S2", "report-loss")
+    nxt = to_json(share.page(ctx, terms[1].row, since))
+    assert share.computed == 2
+    assert [(a["number"], a["status"]) for a in nxt["accounts"]] == [("S2", "lost")]
+    assert _own(nxt) == _own(to_json(feed.delta(ctx, terms[1].row, since)))
+    # the same page asked again comes from the part already read
+    assert _own(to_json(share.page(ctx, terms[2].row, since))) == _own(
+        to_json(feed.delta(ctx, terms[2].row, since))
+    )
+    assert share.computed == 2
+
+
+def test_one_read_from_the_lowest_since_serves_the_later_ones(tmp_path: Path) -> None:
+    ctx, terms, _ids = _world(tmp_path)
+    top = int(to_json(feed.delta(ctx, terms[0].row, 0))["version"])
+    share = feed.FeedShare()
+    order = [top - 2, top - 4, top - 1, top - 3, 0, top, 2, top - 4]
+    for n, since in enumerate(order):
+        t = terms[n % 3]
+        assert _own(to_json(share.page(ctx, t.row, since))) == _own(
+            to_json(feed.delta(ctx, t.row, since))
+        ), since
+    assert share.computed == 3  # each new lowest since: top - 2, top - 4, 0
+    # a page cut (more rows than fit) is read for itself, whole pages as before
+    cut = to_json(share.page(ctx, terms[1].row, 0, page=1))
+    assert cut["more"] and cut == {
+        **to_json(feed.delta(ctx, terms[1].row, 0, page=1)),
+        "server_time_ms": cut["server_time_ms"],
+    }
+
+
+def test_a_plain_sale_wakes_no_long_poll_a_status_change_does(tmp_path: Path) -> None:
+    ctx, terms, ids = _world(tmp_path)
+    notifier = ctx.notifier
+
+    async def woken(timeout: float) -> bool:
+        gen = notifier.generation
+        await notifier.wait(gen, timeout)
+        return notifier.generation != gen
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        notifier.bind(loop)
+        try:
+            await asyncio.sleep(2 * POLL_S)  # the watcher has looked
+            # a plain sale (ingest: balances only) moves the version and wakes nobody, not
+            # even at the watcher's later looks
+            sale = asyncio.create_task(woken(8 * POLL_S))
+            await asyncio.sleep(0)
+            await asyncio.to_thread(terms[1].push, [terms[1].record(ids[1], 50)])
+            assert not await sale
+            # a status change wakes at once
+            loss = asyncio.create_task(woken(5.0))
+            await asyncio.sleep(0)
+            t0 = loop.time()
+            await asyncio.to_thread(accounts.change_status, ctx, "S3", "report-loss")
+            assert await loss
+            assert loop.time() - t0 < 1.0
+            if ctx.db.can_listen():
+                return  # PostgreSQL: another process's change wakes by NOTIFY
+            # SQLite: a move this process did not make (another process's) wakes by the watcher
+            # (which also wakes once more, coalesced, for the status change: let that pass)
+            await asyncio.sleep(4 * POLL_S)
+            other = asyncio.create_task(woken(5.0))
+            await asyncio.sleep(0)
+            with ctx.db.tx() as tx:
+                next_version(tx)
+            assert await other
+        finally:
+            await notifier.unbind()
+
+    asyncio.run(main())

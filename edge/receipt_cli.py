@@ -18,8 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from drivers.errors import DriverError
-from drivers.qr.decoders import get_decoder, read_image
+from edge import stills
 from edge.errors import VerifyError
 from sync import receipt
 from sync.client import ServerClient
@@ -53,19 +52,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--strict", action="store_true", help="exit 3 unless the receipt is genuine")
     p.set_defaults(func=run)
-
-
-def _decode(path: Path, decoder: str) -> str:
-    try:
-        texts = get_decoder(decoder).decode_still(read_image(path))
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    except DriverError as exc:
-        raise VerifyError(str(exc)) from exc
-    found = [t for t in texts if t.startswith(receipt.PREFIX + "|")]
-    if not (found or texts):
-        raise VerifyError(f"no QR code found in {path}")
-    return (found or texts)[0]
 
 
 def check(server: str, text: str) -> dict[str, Any]:
@@ -163,7 +149,11 @@ def compare_printed(out: dict[str, Any], printed: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    text = args.text if args.text is not None else _decode(args.png, args.decoder)
+    text = (
+        args.text
+        if args.text is not None
+        else stills.code_in(args.png, args.decoder, receipt.PREFIX + "|")
+    )
     out = check(args.server, text)
     if args.printed is not None:
         try:

@@ -15,12 +15,10 @@ import argparse
 import json
 from pathlib import Path
 
-from drivers.errors import DriverError
-from drivers.qr.decoders import get_decoder, read_image
-from edge import identity
+from edge import identity, stills
 from edge.errors import VerifyError
 from sync.client import ServerClient
-from sync.errors import ConfigError, SyncError
+from sync.errors import SyncError
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,21 +52,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(func=run)
 
 
-def _decode(path: Path, decoder: str) -> str:
-
-    try:
-        texts = get_decoder(decoder).decode_still(read_image(path))
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    except DriverError as exc:
-        raise VerifyError(str(exc)) from exc
-    if not texts:
-        raise VerifyError(f"no QR code found in {path}")
-    return texts[0]
-
-
 def run(args: argparse.Namespace) -> int:
-    text = args.text if args.text is not None else _decode(args.png, args.decoder)
+    text = args.text if args.text is not None else stills.code_in(args.png, args.decoder)
     ident, key = identity.load_or_enroll(args.data, args.server, args.enroll, "gate")
     client = ServerClient(args.server, terminal_id=ident.terminal_id, key=key)
     try:

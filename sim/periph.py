@@ -35,6 +35,7 @@ from typing import Any
 from drivers.display.dmd import CLR
 from drivers.pinpad.framed import ACK, NAK, FrameReader, frame
 from sim.escpos_stream import PrinterModel, Tokenizer
+from sim.harness.procs import recv_line
 
 log = logging.getLogger(__name__)
 
@@ -225,12 +226,7 @@ class Device:
         conn, _ = srv.accept()
         conn.settimeout(5)
         with conn:
-            raw = b""
-            while not raw.endswith(b"\n"):
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                raw += chunk
+            raw = recv_line(conn)
             try:
                 answer = self.command(json.loads(raw))
             except (ValueError, KeyError, TypeError) as exc:

@@ -19,6 +19,7 @@ import segno
 
 from sim.errors import SimError, SimUsageError
 from sim.escpos_stream import render
+from sim.harness.procs import pid_alive, recv_line
 from sim.spawn import spawn_detached
 from sync.cmdline import Run, Sub, command
 
@@ -33,23 +34,13 @@ def _info_path(folder: Path, name: str) -> Path:
     return folder / f"{name}.json"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def running(folder: Path, name: str) -> dict[str, Any] | None:
     """The device NAME's record when its process runs, else None."""
     try:
         info: dict[str, Any] = json.loads(_info_path(folder, name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return info if _alive(int(info.get("pid", 0))) else None
+    return info if pid_alive(int(info.get("pid", 0))) else None
 
 
 def start(kind: str, folder: Path, name: str, net: bool = False, port: int = 0) -> dict[str, Any]:
@@ -67,7 +58,7 @@ def start(kind: str, folder: Path, name: str, net: bool = False, port: int = 0) 
         info = running(folder, name)
         if info is not None and info.get("pid") == pid:
             return info
-        if not _alive(pid):
+        if not pid_alive(pid):
             break
         time.sleep(0.02)  # the process writes NAME.json when its device is there
     log = (folder / f"{name}.log").read_text(encoding="utf-8", errors="replace")[-800:]
@@ -81,12 +72,7 @@ def control(folder: Path, name: str, req: dict[str, Any]) -> dict[str, Any]:
     try:
         with socket.create_connection(("127.0.0.1", int(info["control"])), timeout=5) as s:
             s.sendall(json.dumps(req).encode() + b"\n")
-            raw = b""
-            while not raw.endswith(b"\n"):
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                raw += chunk
+            raw = recv_line(s)
     except OSError as exc:
         raise SimError(f"simulated device {name}: {exc}") from exc
     answer: dict[str, Any] = json.loads(raw)
@@ -100,7 +86,7 @@ def stop(folder: Path, name: str) -> bool:
     pid = int(info["pid"])
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     return True
 

@@ -26,7 +26,7 @@ from typing import Any
 from sim.dispenser import process
 from sim.errors import SimError, SimUsageError
 from sim.harness import pcscd
-from sim.harness.procs import log_tail, poll
+from sim.harness.procs import log_tail, pid_alive, poll
 from sim.named import NAME_PATTERN
 from sim.spawn import spawn_detached
 from sync.cmdline import Sub, command, group
@@ -43,16 +43,6 @@ def _name(text: str) -> str:
     return text
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def running(where: Path, name: str) -> dict[str, Any] | None:
     """The state of dispenser ``name`` in ``where`` while its process runs, else None."""
     try:
@@ -60,7 +50,7 @@ def running(where: Path, name: str) -> dict[str, Any] | None:
     except SimUsageError:
         return None
     pid = int(st.get("pid", 0))
-    return st if st.get("running") and pid > 0 and _alive(pid) else None
+    return st if st.get("running") and pid > 0 and pid_alive(pid) else None
 
 
 def start(args: argparse.Namespace) -> int:
@@ -97,7 +87,7 @@ def start(args: argparse.Namespace) -> int:
         st = running(args.dir, args.name)
         if st is not None and st.get("pid") == pid:
             return st
-        if not _alive(pid):
+        if not pid_alive(pid):
             raise SimError(f"the simulated dispenser exited at start:\n{log_tail(log, 2000)}")
         return None
 
@@ -177,7 +167,7 @@ def stop(args: argparse.Namespace) -> int:
         process.request(args.dir, args.name, "stop", timeout=5.0)
     except SimError:
         os.kill(pid, signal.SIGTERM)
-    if not poll(lambda: not _alive(pid) or not running(args.dir, args.name), 10.0):
+    if not poll(lambda: not pid_alive(pid) or not running(args.dir, args.name), 10.0):
         os.kill(pid, signal.SIGKILL)
     return _print(args, {"stopped": True}, f"the dispenser {args.name!r} stopped")
 

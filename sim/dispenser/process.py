@@ -35,6 +35,7 @@ from sim.dispenser.crt591 import Crt591Device
 from sim.dispenser.mechanism import Mechanism, State, Stop, blank_uids
 from sim.errors import SimError, SimUsageError
 from sim.harness import pcscd
+from sim.harness.procs import recv_line
 from sim.vicc import VirtualCard
 
 log = logging.getLogger(__name__)
@@ -70,12 +71,7 @@ def request(where: Path, name: str, op: str, timeout: float = 10.0, **args: Any)
                 f"the simulated dispenser {name!r} in {where} is not running"
             ) from exc
         s.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_line(s, 65536)
     try:
         answer = dict(json.loads(data))
     except ValueError as exc:

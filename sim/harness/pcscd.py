@@ -33,7 +33,7 @@ from typing import Any
 
 from sim import cardimage
 from sim.errors import SimError, SimUsageError
-from sim.harness.procs import log_tail, poll, worker_slice
+from sim.harness.procs import log_tail, pid_alive, poll, worker_slice
 from sim.spawn import spawn_detached
 
 VPCD_DRIVER_CANDIDATES = (
@@ -78,22 +78,8 @@ def pick_ports(entries: int, base: int = DEFAULT_BASE_PORT) -> int:
 
 def _wait_gone(pid: int, timeout: float) -> None:
     """Wait until process ``pid`` has ended; SIGKILL when it has not within ``timeout``."""
-    if not poll(lambda: not _pid_alive(pid), timeout, 0.01) and _pid_alive(pid):
+    if not poll(lambda: not pid_alive(pid), timeout, 0.01) and pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours is not alive
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        return True
 
 
 def _entry_name(k: int) -> str:
@@ -136,7 +122,7 @@ class VirtualReaders:
 
     def running(self) -> bool:
         try:
-            return _pid_alive(int(self.state()["pid"]))
+            return pid_alive(int(self.state()["pid"]))
         except SimUsageError:
             return False
 
@@ -214,7 +200,7 @@ class VirtualReaders:
         want = self._expected(entries, skip)
 
         def listed() -> list[str] | None:
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 raise SimError(f"pcscd exited at start:\n{log_tail(self.dir / 'pcscd.log', 2000)}")
             names = list_readers(self.socket_path)
             if names is None:
@@ -350,7 +336,7 @@ def stop_card(readers: VirtualReaders, n: int, timeout: float = 5.0) -> bool:
 
 def _kill_card(readers: VirtualReaders, n: int, st: dict[str, Any], timeout: float) -> bool:
     pid = int(st.get("pid", 0))
-    was = pid > 0 and _pid_alive(pid)
+    was = pid > 0 and pid_alive(pid)
     if was:
         os.kill(pid, signal.SIGTERM)
         _wait_gone(pid, timeout)
@@ -395,7 +381,7 @@ def present_card(
         st = card_state(readers, n)
         if st and st.get("pid") == pid and st.get("status") in ("in", "torn"):
             return st
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             raise SimError(f"the card process ended; see slot-{n}.log")
         return None
 

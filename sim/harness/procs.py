@@ -37,6 +37,33 @@ def worker_slice() -> tuple[int, int]:
     return int(name[2:]) % count, count
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie child of ours does not: it is reaped here)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:  # not our child: os.kill said it is there
+        return True
+
+
+def recv_line(sock: socket.socket, bufsize: int = 4096) -> bytes:
+    """Read from ``sock`` up to a newline or the end: one message of the simulated devices'
+    JSON-lines control protocols."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(bufsize)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now (of this xdist worker's
     residue class)."""

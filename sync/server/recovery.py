@@ -162,15 +162,13 @@ def check(ctx: Context) -> bool:
         st = state(tx)
         if st is None or waiting(tx, int(st["since_ms"])):
             return False
-        ctx.put_setting(tx, KEY, None)
-        _alarm(
-            tx,
-            ctx,
-            None,
-            "server_recovered",
-            "every terminal has pushed its journal again since the restore",
-        )
+        _end(ctx, tx, "every terminal has pushed its journal again since the restore")
     return True
+
+
+def _end(ctx: Context, tx: Tx, why: str) -> None:
+    ctx.put_setting(tx, KEY, None)
+    _alarm(tx, ctx, None, "server_recovered", why)
 
 
 def resume(ctx: Context, actor: str, force: bool) -> dict[str, Any]:
@@ -187,12 +185,9 @@ def resume(ctx: Context, actor: str, force: bool) -> dict[str, Any]:
                 "will never come back, or end the state anyway with --force)",
                 "recovering",
             )
-        ctx.put_setting(tx, KEY, None)
-        _alarm(
-            tx,
+        _end(
             ctx,
-            None,
-            "server_recovered",
+            tx,
             f"ended by {actor}"
             + (f" with --force, not waiting for: {_names(rows)}" if rows else ""),
         )

@@ -416,6 +416,10 @@ class KioskAgent:
     def status(self) -> dict[str, Any]:
         st = self.dispenser_status
         disp = {"status": asdict(st) if st else "unknown", "error": self.dispenser_error}
+        # the open orders first: an order only moves on, so one that is finished when they are
+        # read is finished in ``orders`` too (read the other way round, an order finishing in
+        # between showed as open in ``orders`` and missing from ``open_orders``)
+        open_orders = [o.public() for o in self.journal.open_orders()]
         return {
             "terminal_id": self.ident.terminal_id,
             "name": self.ident.name,
@@ -433,7 +437,7 @@ class KioskAgent:
             if self.key_provider.loaded()
             else f"missing: {self.key_provider.error}",
             "orders": self.journal.recent(),
-            "open_orders": [o.public() for o in self.journal.open_orders()],
+            "open_orders": open_orders,
             "recovered": self.recovered,
             "card_writes": self.journal.writes(),
             "issue_timings": list(self.engine.issue_timings)[-20:],

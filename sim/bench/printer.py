@@ -29,6 +29,7 @@ from sim.bench.errors import BenchmarkError
 from sim.bench.sale import AMOUNT_FEN, _quiet
 from sim.bench.server import BenchServer, wait_until
 from sim.bench.stats import summary_ms
+from sim.harness import procs
 from sim.reader import SimReader
 
 if TYPE_CHECKING:
@@ -105,10 +106,17 @@ def _sales(
     printed_each: bool,
 ) -> list[int]:  # fmt: skip
     totals = []
+    printed = a.receipts.counts()["printed"]
     for i in range(n):
         totals.append(_sale(a, reader, cards[i % len(cards)]))
-        if printed_each:
-            wait_until(lambda: a.receipts.counts()["queued"] == 0, 10, "the receipt printing")
+        if printed_each:  # this sale's receipt printed (the queue takes it from the journal a
+            # moment after the approval: an empty queue alone may be before it is there)
+            want = printed + i + 1
+            wait_until(
+                lambda want=want: a.receipts.counts()["printed"] >= want,
+                10,
+                "the receipt printing",
+            )
     return totals
 
 
@@ -124,11 +132,12 @@ def _measure(a: PosAgent, work: Path, cards: list[dict[str, Any]], n: int) -> di
     with_printer = _sales(a, reader, cards, n, True)
     receipt_ms = list(a.counter.latencies_ms)
     periph_cli.control(work, "bench", {"cmd": "paper", "value": "out"})
-    wait_until(
-        lambda: a.counter.dev["printer"].state.startswith("paper out")
-        or a.receipts.counts()["queued"] == 0, 10, "the printer noticing",
-    )  # fmt: skip
+    wait_until(  # before the next sale: its receipt must find the paper out, not print
+        lambda: a.counter.dev["printer"].state.startswith("paper out"), 10, "the printer noticing"
+    )
     paper_out = _sales(a, reader, cards, n, False)
+    # the queue takes each receipt from the journal a moment after its approval
+    procs.poll(lambda: a.receipts.counts()["queued"] >= n, 10)
     queued = a.receipts.counts()["queued"]
     t0 = time.perf_counter()
     periph_cli.control(work, "bench", {"cmd": "paper", "value": "ok"})

@@ -47,7 +47,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _content_length(scope)
+        declared = content_length(scope)
         if declared is not None and declared > self.max_bytes:
             if declared <= DRAIN_BYTES:
                 await _drain(receive, DRAIN_BYTES)
@@ -101,7 +101,8 @@ def _message(max_bytes: int) -> str:
     return f"the request body is larger than {max_bytes} bytes (the limit of this API)"
 
 
-def _content_length(scope: Scope) -> int | None:
+def content_length(scope: Scope) -> int | None:
+    """The declared ``Content-Length`` of a request, or None (none, or not a number)."""
     for name, value in scope.get("headers", []):
         if name == b"content-length":
             try:

@@ -466,8 +466,9 @@ def measure(sp: Shape, processes: int, db_url: str | None) -> dict[str, Any]:
         procs, go, out, _ = _spawn(ctx, jobs, 600)
         setup_s = round(time.perf_counter() - t_setup, 1)
         token = servers[0].token_file.read_text().strip()
-        admin = requests.Session()
-        admin.headers["Authorization"] = f"Bearer {token}"
+        # a connection of its own for each report: one kept between reports (seconds apart)
+        # can meet the server's keep-alive timeout closing it as it is reused
+        admin = {"Authorization": f"Bearer {token}", "Connection": "close"}
         load0 = os.getloadavg()
         cpu0 = [cpu_seconds(s.pid) for s in servers]
         t0 = time.perf_counter()
@@ -477,9 +478,10 @@ def measure(sp: Shape, processes: int, db_url: str | None) -> dict[str, Any]:
             due = t0 + sp.seconds * (i + 0.5) / len(world["lost"])
             time.sleep(max(0.0, due - time.perf_counter()))
             at = time.time_ns()
-            answer = admin.post(
+            answer = requests.post(
                 f"{urls[i % len(urls)]}/v1/admin/accounts/{acct['number']}/status",
                 json={"action": "report-loss"},
+                headers=admin,
                 timeout=30,
             )
             if answer.status_code != 200 or answer.json().get("status") != "lost":
@@ -491,7 +493,6 @@ def measure(sp: Shape, processes: int, db_url: str | None) -> dict[str, Any]:
         peak_s = time.perf_counter() - t0
         server_cpu = sum(cpu_seconds(s.pid) - c for s, c in zip(servers, cpu0, strict=True))
         load1 = os.getloadavg()
-        admin.close()
         results = _collect(procs, out, 120)
     finally:
         bench_api.stop_servers(servers)

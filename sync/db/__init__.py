@@ -211,14 +211,21 @@ class Database:
         return self.backend.name
 
     # -- transactions and reads ------------------------------------------------------------
-    def tx(self, *, exclusive: bool = True) -> AbstractContextManager[Tx]:
+    def tx(self, *, exclusive: bool = True, durable: bool = True) -> AbstractContextManager[Tx]:
         """A write transaction (``BEGIN IMMEDIATE``): commits on success, rolls back on error.
 
         ``exclusive=False`` lets a PostgreSQL transaction run beside other writers (it skips
         the writer lock; SQLite ignores it): only for transactions whose every statement is
         right on its own, whatever commits beside it (``INSERT … ON CONFLICT DO NOTHING``, a
-        ``DELETE`` by a condition), never read-then-write."""
-        return _InTx(self.backend.write(exclusive), self._types, self.backend.dialect)
+        ``DELETE`` by a condition), never read-then-write.
+
+        ``durable=False``: the commit does not wait for the disk (SQLite ``synchronous=NORMAL``
+        for it, PostgreSQL ``synchronous_commit = off``); the next durable commit, of any
+        connection, makes it durable too (both flush their write-ahead log in order).  A power
+        cut may lose it, and only it and the commits after it: only for writes whose loss
+        matters no more than that of the durable writes that follow them (a request's nonce,
+        :class:`sync.server.terminals.NonceCache`)."""
+        return _InTx(self.backend.write(exclusive, durable), self._types, self.backend.dialect)
 
     def read(self) -> AbstractContextManager[Tx]:
         """A read transaction: every statement in it sees the same snapshot."""
@@ -276,6 +283,13 @@ class Database:
 
     def can_listen(self) -> bool:
         return self.backend.can_listen()
+
+    def writes_inline(self) -> bool:
+        """Whether a short write transaction may run on an event loop's own thread now: on
+        SQLite (in process: a statement waits on nothing but the disk) while no other thread
+        of this process has its writer turn.  Never on PostgreSQL: a statement there waits on
+        the network and on other processes' row locks, and the loop would wait with it."""
+        return self.backend.writes_inline()
 
     def listen(self, channel: str, callback: Callable[[], None]) -> None:
         """PostgreSQL only: call ``callback`` from a thread whenever ``channel`` is notified."""

@@ -450,12 +450,16 @@ class Backend:
             raise
         self._put(conn)
 
-    def write(self, exclusive: bool = True) -> AbstractContextManager[Session]:
+    def write(
+        self, exclusive: bool = True, durable: bool = True
+    ) -> AbstractContextManager[Session]:
         """A write transaction: waits its turn on the writer lock (``BEGIN IMMEDIATE``), unless
-        ``exclusive`` is False (see :meth:`sync.db.Database.tx`)."""
+        ``exclusive`` is False; not ``durable``: its commit does not wait for the WAL flush
+        (see :meth:`sync.db.Database.tx`)."""
+        begin = "BEGIN" if durable else "BEGIN; SET LOCAL synchronous_commit = off"
         if not exclusive:
-            return self._session("BEGIN")
-        return self._session(f"BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+            return self._session(begin)
+        return self._session(f"{begin}; SELECT pg_advisory_xact_lock({WRITER_LOCK})")
 
     def read(self) -> AbstractContextManager[Session]:
         """A read transaction: one snapshot, never waits for writers."""
@@ -477,6 +481,9 @@ class Backend:
         operator's, docs/operations.md)."""
 
     # -- notifications (LISTEN/NOTIFY) ------------------------------------------------------
+    def writes_inline(self) -> bool:
+        return False
+
     def can_listen(self) -> bool:
         return True
 

@@ -170,8 +170,11 @@ class Backend:
             self._write_lock.release()
 
     @contextmanager
-    def write(self, exclusive: bool = True) -> Iterator[Session]:
-        """``BEGIN IMMEDIATE`` (``exclusive`` makes no difference: SQLite has one writer).
+    def write(self, exclusive: bool = True, durable: bool = True) -> Iterator[Session]:
+        """``BEGIN IMMEDIATE`` (``exclusive`` makes no difference: SQLite has one writer);
+        not ``durable``: committed without the fsync of ``synchronous=FULL`` (the next
+        durable commit's fsync of the write-ahead log covers it; see
+        :meth:`sync.db.Database.tx`).
 
         The locks are taken here rather than through :meth:`_writer_turn` and
         :meth:`_maybe_locked`: a terminal makes thousands of small transactions, and each
@@ -185,8 +188,11 @@ class Backend:
         try:
             if shared is not None:
                 shared.acquire()
+            relax = not durable and self._sync.upper() == "FULL"
             try:
                 conn = self._conn()
+                if relax:
+                    conn.execute("PRAGMA synchronous=NORMAL")
                 try:
                     conn.execute("BEGIN IMMEDIATE")
                 except sqlite3.Error as exc:
@@ -208,6 +214,8 @@ class Backend:
                     conn.execute("ROLLBACK")
                     raise StoreError(f"commit failed: {exc}") from exc
             finally:
+                if relax:
+                    conn.execute(f"PRAGMA synchronous={self._sync}")
                 if shared is not None:
                     shared.release()
         finally:
@@ -251,6 +259,12 @@ class Backend:
                 raise StoreError(f"checkpoint of {self.path} failed: {exc}") from exc
 
     # -- notifications: none between processes (listeners poll) ----------------------------
+    def writes_inline(self) -> bool:
+        if not self._write_lock.acquire(blocking=False):  # another thread's writer turn
+            return False
+        self._write_lock.release()
+        return True
+
     def can_listen(self) -> bool:
         return False
 

@@ -8,7 +8,7 @@ of :mod:`sync.server.errors`.
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -18,20 +18,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from sync.bodylimit import MAX_BODY_BYTES, BodyLimit
 from sync.bounds import MAX_ID
-from sync.errors import StoreError, StoreRefused, YktError
-from sync.records import to_bytes, to_json
+from sync.errors import YktError
+from sync.records import to_json
 from sync.server import (
     accounts,
     authorize,
     codes,
-    feed,
     holders,
+    hot,
     ingest,
     ledger,
-    merchants,
     policy,
     receipts,
     reconcile,
@@ -39,6 +39,7 @@ from sync.server import (
     reverse,
     terminals,
 )
+from sync.server.answers import error, error_response
 from sync.server.api_auth import ApiAuth, bearer, client_of
 from sync.server.api_models import (
     ERROR_RESPONSES,
@@ -67,7 +68,6 @@ from sync.server.codes_models import (
     ReverseRequestOut,
 )
 from sync.server.context import Context, current_version
-from sync.server.errors import TooManyRequests
 from sync.server.models import (
     AccountIn,
     AuthorizeIn,
@@ -94,30 +94,33 @@ from sync.server.staff import Actor
 
 log = logging.getLogger(__name__)
 
-MAX_WAIT_S = 30.0
 #: how often each server process refunds the reverse-scan payments that will meet no record
 SETTLE_EVERY_S = 60.0
 NumberPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")]
 TerminalPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 
 
-def _error(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None, **extra: Any
-) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message, **extra}}, status_code=status, headers=headers
-    )
-
-
 #: The stable error code of a request field that fails validation (else "invalid").
 FIELD_CODES = {"number": "bad_number", "id_card": "bad_id_card", "uid": "bad_uid"}
 
 
+class ServerApp(FastAPI):
+    """The FastAPI app, with the terminal routes of a lunch peak in front of it
+    (:mod:`sync.server.hot`: their ordinary requests skip the framework's layers)."""
+
+    hot_routes: hot.HotRoutes | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = None if self.hot_routes is None else self.hot_routes.route(scope)
+        if route is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await route(scope, receive, send, super().__call__)
+
+
 def create_app(ctx: Context) -> FastAPI:
     api_auth = ApiAuth(ctx)
-    pages = feed.FeedShare()
-    pacer = feed.Pacer()
-    feed_thread = api_auth.feed_thread
+    poll = hot.LongPoll(ctx, api_auth)
 
     async def settle_reverse_payments() -> None:
         """Refund reverse-scan payments that will meet no record (sync/server/reconcile.py)."""
@@ -138,7 +141,7 @@ def create_app(ctx: Context) -> FastAPI:
             await settler
         await ctx.notifier.unbind()
 
-    app = FastAPI(
+    app = ServerApp(
         title="ykt central server",
         version="1",
         description="Accounts, ledger, terminals, journal ingest and delta feed of the campus "
@@ -157,32 +160,16 @@ def create_app(ctx: Context) -> FastAPI:
     @app.exception_handler(YktError)
     async def _ykt_error(request: Request, exc: YktError) -> JSONResponse:
         """Every error of ours answers with its own status and code (sync.errors)."""
-        if isinstance(exc, StoreRefused):
-            log.warning("value refused by the database on %s: %s", request.url.path, exc)
-            return _error(
-                exc.http_status,
-                exc.code,
-                "a value in the request cannot be stored (e.g. a NUL character)",
-            )
-        if isinstance(exc, StoreError):
-            log.error("store error on %s: %s", request.url.path, exc)
-            return _error(exc.http_status, exc.code, "the database is unavailable; retry later")
-        if isinstance(exc, TooManyRequests):
-            resp = _error(exc.http_status, exc.code, str(exc), retry_after_s=exc.retry_after_s)
-            resp.headers["Retry-After"] = str(exc.retry_after_s)
-            return resp
-        if exc.http_status >= 500:
-            log.error("%s on %s: %s", type(exc).__name__, request.url.path, exc)
-        return _error(exc.http_status, exc.code, str(exc))
+        return error_response(exc, request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. nested too deep)
-            return _error(422, "invalid", "the request body is not JSON that can be read")
+            return error(422, "invalid", "the request body is not JSON that can be read")
         code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
             exc.status_code, f"http_{exc.status_code}"
         )
-        return _error(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        return error(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -196,7 +183,7 @@ def create_app(ctx: Context) -> FastAPI:
             ("_type", "_parsing")
         )  # present and of the right type, but not a valid value: the field's own code
         code = FIELD_CODES.get(loc[-1], "invalid") if malformed and len(loc) >= 2 else "invalid"
-        return _error(
+        return error(
             422, code, f"{'.'.join(loc)}: {first.get('msg', 'invalid request')}", details=details
         )
 
@@ -411,32 +398,18 @@ def create_app(ctx: Context) -> FastAPI:
         request: Request,
         term: Terminal,
         since: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-        wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
-        head: Annotated[int | None, Query(ge=0, le=2**62)] = None,
-        acked: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+        wait: Annotated[float, Query(ge=0, le=hot.MAX_WAIT_S)] = 0,
+        head: Annotated[int | None, Query(ge=0, le=hot.MAX_HEAD)] = None,
+        acked: Annotated[int | None, Query(ge=0, le=hot.MAX_HEAD)] = None,
     ) -> Response:
-        """The delta feed; ``head``: the terminal's journal head (its records not synced yet
-        are reported by the settlement report); ``acked``: the head the server acked to it
-        (above what the server holds: it was restored from a backup, sync.server.recovery)."""
-        if head is not None:
-            await feed_thread(merchants.report_head, ctx, term["id"], head, acked)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        notifier = ctx.notifier
-        seen = notifier.generation
-        current = await notifier.version(ctx.db)
-        while True:
-            remaining = deadline - loop.time()
-            if current != since or remaining <= 0 or notifier.closing:
-                break
-            if await request.is_disconnected():  # the terminal went away: stop waiting
-                break
-            await notifier.wait(seen, min(remaining, 1.0))
-            if notifier.generation != seen:  # woken: the version may have moved
-                seen = notifier.generation
-                current = await notifier.version(ctx.db)
-        await pacer.turn()
-        body = await feed_thread(lambda: to_bytes(pages.page(ctx, term, since)))
+        """The delta feed (:meth:`sync.server.hot.LongPoll.answer`; the ordinary requests are
+        served by :mod:`sync.server.hot`, this route answers the others)."""
+        await request.body()  # read: what arrives next is the terminal going away
+        gone = asyncio.ensure_future(hot.until_disconnect(request.receive))
+        try:
+            body = await poll.answer(term, since, wait, head, acked, gone)
+        finally:
+            gone.cancel()
         return Response(body, media_type="application/json")
 
     # -- the business of card holders, kiosks and the desk (sync.server.routes_business) ------
@@ -445,4 +418,5 @@ def create_app(ctx: Context) -> FastAPI:
     app.include_router(create_topups_router(ctx, api_auth))
     # -- merchants, operators, shift reports, settlement (sync.server.routes_merchants) --------
     app.include_router(create_merchant_router(ctx, api_auth))
+    app.hot_routes = hot.HotRoutes(ctx, api_auth, poll)
     return app

@@ -258,20 +258,26 @@ class Notifier:
             cached = self._version = (gen, fut)
         return await asyncio.shield(cached[1])
 
-    async def wait(self, generation: int, timeout: float) -> None:
-        """Until a wake after ``generation`` (read it before reading the version) or timeout."""
+    async def wait(
+        self, generation: int, timeout: float, gone: asyncio.Future[None] | None = None
+    ) -> None:
+        """Until a wake after ``generation`` (read it before reading the version), timeout,
+        or ``gone`` is done (the long-poll's terminal went away)."""
         ev = self._event
         if self.generation != generation:
             return
         if ev is None:
-            await asyncio.sleep(timeout)
-            return
+            ev = asyncio.Event()  # not bound to a loop: only the timeout or ``gone`` ends it
         self.waiting += 1
+        woken = asyncio.ensure_future(ev.wait())
         try:
-            await asyncio.wait_for(ev.wait(), timeout)
-        except TimeoutError:
-            pass
+            await asyncio.wait(
+                (woken,) if gone is None else (woken, gone),
+                timeout=timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
+            woken.cancel()
             self.waiting -= 1
 
 

@@ -244,8 +244,10 @@ class NonceCache:
                     self._write(group, now_ms if prune else None)
 
             try:
-                # a thread of its own: not behind the shared pool's queue
-                await anyio.to_thread.run_sync(write, limiter=writer)
+                if self.ctx.db.writes_inline():  # SQLite, nobody writing: here (sync.server.hot)
+                    write()
+                else:  # a thread of its own: not behind the shared pool's queue
+                    await anyio.to_thread.run_sync(write, limiter=writer)
             except BaseException as exc:  # the write never ran: every claim of it failed
                 for c in group:
                     if c.result is None and c.error is None:
@@ -264,8 +266,10 @@ class NonceCache:
         try:
             # not exclusive: each statement stands alone (the INSERT claims or finds the
             # nonce), so a signed request does not queue behind a journal batch for the
-            # writer lock
-            with self.ctx.db.tx(exclusive=False) as tx:
+            # writer lock.  Not durable: a claim lost at a power cut matters only if what the
+            # request did was kept, and the request's own durable commit, after the claim,
+            # keeps the claim too (sync.db.Database.tx); a fsync a request less
+            with self.ctx.db.tx(exclusive=False, durable=False) as tx:
                 if prune_at is not None:
                     tx.execute("DELETE FROM nonces WHERE ts_ms < ?", (prune_at - self.window_ms,))
                 got = [

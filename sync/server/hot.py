@@ -1,0 +1,355 @@
+"""The terminal routes a lunch peak is made of, served without the framework's layers.
+
+At a canteen's busiest minutes nearly every request is one of three: a POS's online
+``POST /v1/pos/authorize``, its ``POST /v1/journal`` push, and the feed long-poll
+``GET /v1/feed`` every terminal holds.  Through FastAPI each crossed a dozen layers (its
+middlewares, routing, the dependency solver, response encoding) on the event loop's thread,
+and the loop was the server's bottleneck: py-spy put the business of a sale at a few percent
+of the server and the layers at most of it (docs/benchmarks.md, peak).
+
+:class:`HotRoutes` serves those three when the request is an ordinary one: a JSON body of the
+route's model within :data:`~sync.bodylimit.MAX_BODY_BYTES`, or the feed's four query
+parameters in their plain form.  The checks are the same ones, in the same order, and the
+answers the same: the signed request is checked and its nonce claimed
+(:class:`~sync.server.terminals.TerminalAuth`), the role checked (:mod:`sync.server.roles`),
+then the service runs; an error answers through
+:func:`sync.server.answers.error_response`, as on every route.
+A sale takes one worker-thread hop (check, claim, authorize) where it took three.
+
+Anything else (no or another content type, a body that is not JSON or not of the model, an
+odd query, a body over the limit) goes to the FastAPI route of the same path, which stays
+the reference: it answers with its own validation errors, and it documents the route in the
+OpenAPI schema.  A body already read is handed on as it came.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sync.bodylimit import MAX_BODY_BYTES, content_length
+from sync.bounds import MAX_ID
+from sync.errors import YktError
+from sync.records import to_bytes
+from sync.server import authorize, feed, ingest, merchants, roles
+from sync.server.answers import error_response
+from sync.server.api_auth import ApiAuth
+from sync.server.context import Context
+from sync.server.models import AuthorizeIn, JournalIn
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: runs ``fn(*args)`` for a coroutine: on a worker thread, or where it is
+Run = Callable[..., Awaitable[Any]]
+
+#: the longest a feed long-poll waits (``wait``), seconds
+MAX_WAIT_S = 30.0
+#: the largest journal head a terminal reports (``head``, ``acked``)
+MAX_HEAD = 2**62
+
+AUTHORIZE = "/v1/pos/authorize"
+JOURNAL = "/v1/journal"
+FEED = "/v1/feed"
+
+
+async def until_disconnect(receive: Receive) -> None:
+    """Returns when the client has gone (call it once the request's body is read)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class LongPoll:
+    """The feed long-poll (``GET /v1/feed``), for the hot route and the FastAPI one alike."""
+
+    def __init__(self, ctx: Context, api_auth: ApiAuth) -> None:
+        self.ctx = ctx
+        self.pages = feed.FeedShare()
+        self.pacer = feed.Pacer()
+        self.feed_thread = api_auth.feed_thread
+
+    async def answer(
+        self,
+        term: dict[str, Any],
+        since: int,
+        wait: float,
+        head: int | None,
+        acked: int | None,
+        gone: asyncio.Future[None],
+        run: Run | None = None,
+    ) -> bytes:
+        """The page of the feed after ``since``, once there is one or ``wait`` seconds have
+        passed (or the server stops, or the terminal goes away: ``gone``).  ``head``: the
+        terminal's journal head (its records not synced yet are reported by the settlement
+        report); ``acked``: the head the server acked to it (above what the server holds: it
+        was restored from a backup, :mod:`sync.server.recovery`).  ``run`` runs its database
+        work (by default on the feed's own threads)."""
+        ctx = self.ctx
+        run = run or self.feed_thread
+        if head is not None:
+            await run(merchants.report_head, ctx, term["id"], head, acked)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        notifier = ctx.notifier
+        seen = notifier.generation
+        current = await notifier.version(ctx.db)
+        while True:
+            remaining = deadline - loop.time()
+            if current != since or remaining <= 0 or notifier.closing or gone.done():
+                break
+            await notifier.wait(seen, remaining, gone)
+            if notifier.generation != seen:  # woken: the version may have moved
+                seen = notifier.generation
+                current = await notifier.version(ctx.db)
+        await self.pacer.turn()
+        return await run(lambda: to_bytes(self.pages.page(ctx, term, since)))
+
+
+# -- the ordinary requests -----------------------------------------------------------------------
+_UINT = re.compile(rb"[0-9]{1,19}")
+_WAIT = re.compile(rb"[0-9]{1,6}(\.[0-9]{1,9})?")
+_FEED_BOUNDS = {b"since": MAX_ID, b"head": MAX_HEAD, b"acked": MAX_HEAD}
+
+
+def feed_query(raw: bytes) -> dict[str, Any] | None:
+    """``since``, ``wait``, ``head`` and ``acked`` of a feed query in their plain form (each
+    at most once, digits, within the route's bounds), or None for anything else."""
+    out: dict[str, Any] = {}
+    if not raw:
+        return out
+    for part in raw.split(b"&"):
+        name, eq, value = part.partition(b"=")
+        key = name.decode("ascii", "replace")
+        if not eq or key in out:
+            return None
+        if name == b"wait":
+            if _WAIT.fullmatch(value) is None or float(value) > MAX_WAIT_S:
+                return None
+            out[key] = float(value)
+        elif name in _FEED_BOUNDS:
+            if _UINT.fullmatch(value) is None or int(value) > _FEED_BOUNDS[name]:
+                return None
+            out[key] = int(value)
+        else:
+            return None
+    return out
+
+
+def _json_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return bool(value.split(b";", 1)[0].strip().lower() == b"application/json")
+    return False
+
+
+async def _read(receive: Receive) -> bytes | None:
+    """The whole body, or None if the client went away first."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` with the body already read given back first."""
+    given = False
+
+    async def again() -> Message:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return again
+
+
+def _model(model: type[BaseModel], body: bytes) -> BaseModel | None:
+    try:
+        return model.model_validate(json.loads(body))
+    except (ValueError, RecursionError, ValidationError):  # json's errors, nesting too deep
+        return None
+
+
+async def _send_json(send: Send, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class HotRoutes:
+    """Serves the ordinary requests of the hot routes; hands the rest to ``fallback`` (the
+    FastAPI app)."""
+
+    def __init__(self, ctx: Context, api_auth: ApiAuth, poll: LongPoll) -> None:
+        self.ctx = ctx
+        self.auth = api_auth.terminal_auth
+        self.feed_thread = api_auth.feed_thread
+        self.poll = poll
+        self.routes: dict[
+            tuple[str, str], Callable[[Scope, Receive, Send, ASGIApp], Awaitable[None]]
+        ]
+        self.routes = {
+            ("POST", AUTHORIZE): self._authorize,
+            ("POST", JOURNAL): self._journal,
+            ("GET", FEED): self._feed,
+        }
+
+    def route(
+        self, scope: Scope
+    ) -> Callable[[Scope, Receive, Send, ASGIApp], Awaitable[None]] | None:
+        if scope["type"] != "http" or scope.get("root_path"):
+            return None
+        return self.routes.get((scope["method"], scope["path"]))
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` here on the event loop's thread when the database allows it now
+        (:meth:`sync.db.Database.writes_inline`: SQLite, no other thread writing), else on the
+        feed's threads.  On a worker thread a transaction gives the GIL up at every statement
+        and waits for it again behind the loop and the other threads, all the while holding
+        the one writer turn: at a lunch peak a sale's transaction held it 5–10 times longer
+        than alone, and the writer turn was the server's limit (docs/benchmarks.md, peak).
+        Here a sale's transactions take about a millisecond of the loop."""
+        if self.ctx.db.writes_inline():
+            return fn(*args)
+        return await self.feed_thread(fn, *args)
+
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send, work: Callable[[], bytes]
+    ) -> None:
+        """Run ``work`` (:meth:`_run`, else on the shared worker threads); send its JSON or
+        the error it raised."""
+        try:
+            if self.ctx.db.writes_inline():
+                body = work()
+            else:
+                body = await run_in_threadpool(work)
+        except YktError as exc:
+            await error_response(exc, scope["path"])(scope, receive, send)
+            return
+        await _send_json(send, body)
+
+    async def _posted(
+        self, scope: Scope, receive: Receive, send: Send, fallback: ASGIApp, model: type[BaseModel]
+    ) -> tuple[bytes, BaseModel, Headers] | None:
+        """The body and model of an ordinary POST, or None (then handed to ``fallback``)."""
+        length = content_length(scope)
+        if length is None or length > MAX_BODY_BYTES or not _json_body(scope):
+            await fallback(scope, receive, send)
+            return None
+        body = await _read(receive)
+        if body is None:  # gone before its body arrived: nobody to answer
+            return None
+        parsed = _model(model, body)
+        if parsed is None:
+            await fallback(scope, _replay(body, receive), send)
+            return None
+        return body, parsed, Headers(scope=scope)
+
+    @staticmethod
+    def _target(scope: Scope) -> str | None:
+        query: bytes = scope.get("query_string", b"")
+        if not query:
+            return str(scope["path"])
+        try:
+            return f"{scope['path']}?{query.decode('ascii')}"
+        except UnicodeDecodeError:
+            return None
+
+    async def _authorize(
+        self, scope: Scope, receive: Receive, send: Send, fallback: ASGIApp
+    ) -> None:
+        target = self._target(scope)
+        if target is None:
+            await fallback(scope, receive, send)
+            return
+        got = await self._posted(scope, receive, send, fallback, AuthorizeIn)
+        if got is None:
+            return
+        body, req, headers = got
+        ctx = self.ctx
+
+        def work() -> bytes:
+            term = self.auth.authenticate("POST", target, body, headers)
+            roles.require(term, f"POST {AUTHORIZE}")
+            return to_bytes(authorize.authorize(ctx, term, req.model_dump()))
+
+        await self._answer(scope, receive, send, work)
+
+    async def _journal(self, scope: Scope, receive: Receive, send: Send, fallback: ASGIApp) -> None:
+        target = self._target(scope)
+        if target is None:
+            await fallback(scope, receive, send)
+            return
+        got = await self._posted(scope, receive, send, fallback, JournalIn)
+        if got is None:
+            return
+        body, push, headers = got
+        assert isinstance(push, JournalIn)
+        ctx = self.ctx
+
+        def work() -> bytes:
+            term = self.auth.authenticate("POST", target, body, headers)
+            roles.require(term, f"POST {JOURNAL}")
+            return to_bytes(ingest.push(ctx, term["id"], push.records, push.acked))
+
+        await self._answer(scope, receive, send, work)
+
+    async def _feed(self, scope: Scope, receive: Receive, send: Send, fallback: ASGIApp) -> None:
+        query = feed_query(scope.get("query_string", b""))
+        target = self._target(scope)
+        if query is None or target is None or content_length(scope) or _chunked(scope):
+            await fallback(scope, receive, send)
+            return
+        body = await _read(receive)
+        if body is None:
+            return
+        try:
+            term = await self.auth.authenticate_async(
+                "GET", target, body, Headers(scope=scope), run=self._run
+            )
+            roles.require(term, f"GET {FEED}")
+            gone = asyncio.ensure_future(until_disconnect(receive))
+            try:
+                page = await self.poll.answer(
+                    term,
+                    query.get("since", 0),
+                    query.get("wait", 0.0),
+                    query.get("head"),
+                    query.get("acked"),
+                    gone,
+                    self._run,
+                )
+            finally:
+                gone.cancel()
+        except YktError as exc:
+            await error_response(exc, FEED)(scope, receive, send)
+            return
+        await _send_json(send, page)
+
+
+def _chunked(scope: Scope) -> bool:
+    return any(name == b"transfer-encoding" for name, _ in scope["headers"])

@@ -285,10 +285,11 @@ class Database:
         return self.backend.can_listen()
 
     def writes_inline(self) -> bool:
-        """Whether a short write transaction may run on an event loop's own thread now: on
-        SQLite (in process: a statement waits on nothing but the disk) while no other thread
-        of this process has its writer turn.  Never on PostgreSQL: a statement there waits on
-        the network and on other processes' row locks, and the loop would wait with it."""
+        """Whether short transactions may run on an event loop's own thread: on SQLite (in
+        process: a statement waits on nothing but the disk, and a write for the writer turn
+        of this process's other threads, which every writer waits for anyway).  Never on
+        PostgreSQL: a statement there waits on the network and on other processes' row
+        locks, and the loop would wait with it."""
         return self.backend.writes_inline()
 
     def listen(self, channel: str, callback: Callable[[], None]) -> None:

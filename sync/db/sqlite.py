@@ -260,9 +260,6 @@ class Backend:
 
     # -- notifications: none between processes (listeners poll) ----------------------------
     def writes_inline(self) -> bool:
-        if not self._write_lock.acquire(blocking=False):  # another thread's writer turn
-            return False
-        self._write_lock.release()
         return True
 
     def can_listen(self) -> bool:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
 import secrets
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,8 @@ log = logging.getLogger(__name__)
 FEED_CHANNEL = "ykt_feed"
 #: how often a process polls the feed version when the database cannot notify (SQLite)
 POLL_S = 0.25
+#: the parked long-polls one wake releases per turn of the event loop (Notifier._release)
+WAKE_CHUNK = 50
 #: another SQLite process's changes (the watcher cannot tell a status change from a plain sale
 #: there) wake the parked long-polls at most this many answers a second (1,000 parked: every
 #: 5 s; a handful: every POLL_S) …
@@ -139,12 +143,18 @@ class Notifier:
         self._fired_at = 0.0  # loop time of the last wake
         self._version: tuple[int, asyncio.Future[int]] | None = None  # generation, its read
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._event: asyncio.Event | None = None
+        # parked in wait(), in arrival order (a dict: each leaves it at once when it ends)
+        self._waiters: dict[asyncio.Future[None], None] = {}
         self._lock = threading.Lock()
         self._db: Database | None = None
         self._watch: asyncio.Task[None] | None = None
         self.closing = False  # the server is stopping: long-polls answer at once
         self.generation = 0  # moves at every wake (event loop thread only)
+        # the feed version read first after the last wake (None: none read yet) and the
+        # highest version known here (reads, pages): see :meth:`news_for`
+        self.floor: int | None = None
+        self.known = 0
+        self._floor_due = True
         self._quiet: set[int] = set()  # versions of this process's balance-only changes
 
     def attach(self, db: Database) -> None:
@@ -157,7 +167,6 @@ class Notifier:
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
             self._loop = loop
-            self._event = asyncio.Event()
         db = self._db
         if db is None:
             return
@@ -189,6 +198,7 @@ class Notifier:
                     pending = self._unexplained(judged, last) or pending
                 if now < (last if last is not None else now):  # the data was replaced
                     pending = True
+                    self.known = now
                 judged = last if last is not None and last <= now else now
                 last = now
                 if pending and not db.can_listen():
@@ -238,10 +248,21 @@ class Notifier:
         if self._loop is not None:
             self._fired_at = self._loop.time()
         self.generation += 1
-        ev = self._event
-        self._event = asyncio.Event()
-        if ev is not None:
-            ev.set()
+        self._floor_due = True
+        woken, self._waiters = self._waiters, {}
+        self._release(deque(woken))
+
+    def _release(self, woken: deque[asyncio.Future[None]]) -> None:
+        """Wake the parked long-polls :data:`WAKE_CHUNK` at a time, one chunk per turn of the
+        event loop.  Woken all at once, 1,000 of them ran before anything else did (tens of
+        milliseconds that an online authorization waited); their answers are paced anyway
+        (:class:`sync.server.feed.Pacer`)."""
+        for _ in range(min(WAKE_CHUNK, len(woken))):
+            fut = woken.popleft()
+            if not fut.done():
+                fut.set_result(None)
+        if woken and self._loop is not None:
+            self._loop.call_soon(self._release, woken)
 
     def lazy_s(self) -> float:
         """How long a balance-only change may wait for its wake: the parked long-polls over
@@ -255,29 +276,65 @@ class Notifier:
         cached = self._version
         if cached is None or cached[0] != gen or (cached[1].done() and cached[1].exception()):
             fut = asyncio.ensure_future(run_in_threadpool(current_version, db))
+            fut.add_done_callback(functools.partial(self._read, self._floor_due))
+            self._floor_due = False
             cached = self._version = (gen, fut)
         return await asyncio.shield(cached[1])
+
+    def _read(self, floor: bool, fut: asyncio.Future[int]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            self._floor_due = self._floor_due or floor
+            return
+        version = fut.result()
+        self.saw(version)
+        if floor:
+            self.floor = version
+
+    def saw(self, version: int) -> None:
+        """A feed version read here (a page's)."""
+        self.known = max(self.known, version)
+
+    def news_for(self, since: int, current: int) -> bool:
+        """Whether a long-poll from ``since`` has news to answer at once, ``current`` being
+        the version read for this wake.  A terminal ahead of every version known here has:
+        the data was replaced (a restore).  Otherwise only a change the terminal has not seen
+        and that woke the long-polls (a loss report, a freeze: not a plain sale, whose
+        balances ride the next answer, :meth:`notify`) makes news: a terminal's ``since``
+        from a page read after the last wake has seen them all.  (Compared with ``current``
+        alone, every answer to a terminal was news again at its next request while sales
+        moved the version, and 1,000 parked terminals polled the server without rest.)"""
+        if since > self.known:
+            return True
+        return current > since and (self.floor is None or since < self.floor)
 
     async def wait(
         self, generation: int, timeout: float, gone: asyncio.Future[None] | None = None
     ) -> None:
         """Until a wake after ``generation`` (read it before reading the version), timeout,
         or ``gone`` is done (the long-poll's terminal went away)."""
-        ev = self._event
         if self.generation != generation:
             return
-        if ev is None:
-            ev = asyncio.Event()  # not bound to a loop: only the timeout or ``gone`` ends it
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def end(_: object = None) -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        timer = loop.call_later(timeout, end)
+        if gone is not None:
+            gone.add_done_callback(end)
+        self._waiters[fut] = None
         self.waiting += 1
-        woken = asyncio.ensure_future(ev.wait())
         try:
-            await asyncio.wait(
-                (woken,) if gone is None else (woken, gone),
-                timeout=timeout,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            await fut
         finally:
-            woken.cancel()
+            timer.cancel()
+            if gone is not None:
+                gone.remove_done_callback(end)
+            self._waiters.pop(fut, None)
+            if not fut.done():  # cancelled: a wake skips it
+                fut.cancel()
             self.waiting -= 1
 
 

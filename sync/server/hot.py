@@ -103,17 +103,23 @@ class LongPoll:
         deadline = loop.time() + wait
         notifier = ctx.notifier
         seen = notifier.generation
-        current = await notifier.version(ctx.db)
+        news = notifier.news_for(since, await notifier.version(ctx.db))
         while True:
             remaining = deadline - loop.time()
-            if current != since or remaining <= 0 or notifier.closing or gone.done():
+            if news or remaining <= 0 or notifier.closing or gone.done():
                 break
             await notifier.wait(seen, remaining, gone)
             if notifier.generation != seen:  # woken: the version may have moved
                 seen = notifier.generation
-                current = await notifier.version(ctx.db)
+                news = await notifier.version(ctx.db) != since
         await self.pacer.turn()
-        return await run(lambda: to_bytes(self.pages.page(ctx, term, since)))
+
+        def page() -> bytes:
+            got = self.pages.page(ctx, term, since)
+            notifier.saw(got.version)
+            return to_bytes(got)
+
+        return await run(page)
 
 
 # -- the ordinary requests -----------------------------------------------------------------------
@@ -226,9 +232,8 @@ class HotRoutes:
         return self.routes.get((scope["method"], scope["path"]))
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` here on the event loop's thread when the database allows it now
-        (:meth:`sync.db.Database.writes_inline`: SQLite, no other thread writing), else on the
-        feed's threads.  On a worker thread a transaction gives the GIL up at every statement
+        """``fn(*args)`` here on the event loop's thread when the database allows it
+        (:meth:`sync.db.Database.writes_inline`: SQLite), else on the feed's threads.  On a worker thread a transaction gives the GIL up at every statement
         and waits for it again behind the loop and the other threads, all the while holding
         the one writer turn: at a lunch peak a sale's transaction held it 5–10 times longer
         than alone, and the writer turn was the server's limit (docs/benchmarks.md, peak).

@@ -191,6 +191,47 @@ def test_long_poll_without_change_waits_then_answers(module_server: ServerProc) 
     assert 0.9 <= took < 3
 
 
+def test_a_long_poll_behind_only_by_sales_parks_and_a_loss_report_answers_it(
+    module_server: ServerProc,
+) -> None:
+    """A plain sale moves the version but is no news for a long-poll (its balances ride the
+    next answer): the poll parks for its whole wait instead of answering at once (at a lunch
+    peak every poll was answered at once while sales moved the version).  A loss report is
+    news: it answers the parked poll at once."""
+    term = HandTerminal.enroll(module_server, "feed-sales")
+    acct = fresh_account(module_server, topup_fen=10_000)
+    since = term.feed(0)["version"]
+    term.record(acct["id"], 100)
+    assert term.push(term.wire([1]))["ack"] == 1
+    t0 = time.monotonic()
+    out = term.feed(since, wait=1)
+    took = time.monotonic() - t0
+    assert 0.9 <= took < 3  # parked for the wait, then answered with the sale's balance
+    assert out["version"] > since
+    assert [a["number"] for a in out["accounts"]] == [acct["number"]]
+    since = out["version"]
+    term.record(acct["id"], 100)
+    term.push(term.wire([2]))
+    got: dict[str, Any] = {}
+
+    def poll() -> None:
+        got["out"] = term.feed(since, wait=20)
+        got["at"] = time.monotonic()
+
+    t = threading.Thread(target=poll)
+    t.start()
+    time.sleep(0.3)  # no event tells that the server has parked the poll
+    assert t.is_alive()
+    changed = time.monotonic()
+    module_server.admin().call(
+        "POST", f"/v1/admin/accounts/{acct['number']}/status", {"action": "report-loss"}
+    )
+    t.join(10)
+    assert not t.is_alive()
+    assert got["at"] - changed < 1.5
+    assert {a["number"]: a["status"] for a in got["out"]["accounts"]} == {acct["number"]: "lost"}
+
+
 @pytest.mark.parametrize(("action", "status"), [("report-loss", "lost"), ("freeze", "frozen")])
 def test_hotlist_status_in_the_snapshot(
     module_server: ServerProc, action: str, status: str

@@ -235,11 +235,12 @@ class HotRoutes:
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` here on the event loop's thread when the database allows it
-        (:meth:`sync.db.Database.writes_inline`: SQLite), else on the feed's threads.  On a worker thread a transaction gives the GIL up at every statement
-        and waits for it again behind the loop and the other threads, all the while holding
-        the one writer turn: at a lunch peak a sale's transaction held it 5–10 times longer
-        than alone, and the writer turn was the server's limit (docs/benchmarks.md, peak).
-        Here a sale's transactions take about a millisecond of the loop."""
+        (:meth:`sync.db.Database.writes_inline`: SQLite), else on the feed's threads.  On a
+        worker thread a transaction gives the GIL up at every statement and waits for it
+        again behind the loop and the other threads, all the while holding the one writer
+        turn: at a lunch peak a sale's transaction held it 5–10 times longer than alone, and
+        the writer turn was the server's limit (docs/benchmarks.md, peak).  Here a sale's
+        transactions take about a millisecond of the loop."""
         if self.ctx.db.writes_inline():
             return fn(*args)
         return await self.feed_thread(fn, *args)

@@ -244,7 +244,7 @@ class NonceCache:
                     self._write(group, now_ms if prune else None)
 
             try:
-                if self.ctx.db.writes_inline():  # SQLite, nobody writing: here (sync.server.hot)
+                if self.ctx.db.writes_inline():  # SQLite: here on the loop (sync.server.hot)
                     write()
                 else:  # a thread of its own: not behind the shared pool's queue
                     await anyio.to_thread.run_sync(write, limiter=writer)

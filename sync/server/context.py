@@ -195,11 +195,7 @@ class Notifier:
             try:
                 now = await run_in_threadpool(current_version, db)
                 if judged is not None and last is not None and last != judged:
-                    # what the first read after the last wake saw, the woken long-polls
-                    # answered: no second wake for a status change of this process
-                    lo = judged if self.floor is None else max(judged, min(self.floor, last))
-                    if last != lo:
-                        pending = self._unexplained(lo, last) or pending
+                    pending = self._unexplained(judged, last) or pending
                 if now < (last if last is not None else now):  # the data was replaced
                     pending = True
                     self.known = now

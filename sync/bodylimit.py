@@ -82,19 +82,16 @@ class BodyLimit:
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps({"error": {"code": "too_large", "message": _message(self.max_bytes)}})
-        raw = body.encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(raw)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": raw})
+        await send_json(send, 413, body.encode(), close=True)
+
+
+async def send_json(send: Send, status: int, raw: bytes, *, close: bool = False) -> None:
+    """Answer with ``raw`` JSON (an ASGI ``send``), closing the connection after if ``close``."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": raw})
 
 
 def _message(max_bytes: int) -> str:

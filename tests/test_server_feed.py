@@ -158,6 +158,17 @@ def test_long_poll_returns_soon_after_a_loss_report(module_server: ServerProc) -
     term = HandTerminal.enroll(module_server, "feed-poll")
     acct = fresh_account(module_server, topup_fen=1000)
     since = term.feed(0)["version"]
+    out, took = _loss_report_answers_a_parked_poll(module_server, term, acct, since)
+    assert took < 1.5
+    snap = {a["number"]: a for a in out["accounts"]}
+    assert snap[acct["number"]]["status"] == "lost"
+
+
+def _loss_report_answers_a_parked_poll(
+    server: ServerProc, term: HandTerminal, acct: dict[str, Any], since: int
+) -> tuple[dict[str, Any], float]:
+    """Park a long-poll from ``since``, report ``acct`` lost: the page it got, and the seconds
+    from the report to its answer."""
     got: dict[str, Any] = {}
 
     def poll() -> None:
@@ -171,14 +182,12 @@ def test_long_poll_returns_soon_after_a_loss_report(module_server: ServerProc) -
     time.sleep(0.3)
     assert t.is_alive()
     changed = time.monotonic()
-    module_server.admin().call(
+    server.admin().call(
         "POST", f"/v1/admin/accounts/{acct['number']}/status", {"action": "report-loss"}
     )
     t.join(10)
     assert not t.is_alive()
-    assert got["at"] - changed < 1.5
-    snap = {a["number"]: a for a in got["out"]["accounts"]}
-    assert snap[acct["number"]]["status"] == "lost"
+    return got["out"], got["at"] - changed
 
 
 def test_long_poll_without_change_waits_then_answers(module_server: ServerProc) -> None:
@@ -215,24 +224,9 @@ def test_a_long_poll_behind_only_by_sales_parks_and_a_loss_report_answers_it(
     since = out["version"]
     term.record(acct["id"], 100)
     term.push(term.wire([2]))
-    got: dict[str, Any] = {}
-
-    def poll() -> None:
-        got["out"] = term.feed(since, wait=20)
-        got["at"] = time.monotonic()
-
-    t = threading.Thread(target=poll)
-    t.start()
-    time.sleep(0.3)  # no event tells that the server has parked the poll
-    assert t.is_alive()
-    changed = time.monotonic()
-    module_server.admin().call(
-        "POST", f"/v1/admin/accounts/{acct['number']}/status", {"action": "report-loss"}
-    )
-    t.join(10)
-    assert not t.is_alive()
-    assert got["at"] - changed < 1.5
-    assert {a["number"]: a["status"] for a in got["out"]["accounts"]} == {acct["number"]: "lost"}
+    out, took = _loss_report_answers_a_parked_poll(module_server, term, acct, since)
+    assert took < 1.5
+    assert {a["number"]: a["status"] for a in out["accounts"]} == {acct["number"]: "lost"}
 
 
 @pytest.mark.parametrize(("action", "status"), [("report-loss", "lost"), ("freeze", "frozen")])

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sync.bodylimit import MAX_BODY_BYTES, content_length
+from sync.bodylimit import MAX_BODY_BYTES, content_length, send_json
 from sync.bounds import MAX_ID
 from sync.errors import YktError
 from sync.records import to_bytes
@@ -193,20 +193,6 @@ def _model(model: type[BaseModel], body: bytes) -> BaseModel | None:
         return None
 
 
-async def _send_json(send: Send, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 class HotRoutes:
     """Serves the ordinary requests of the hot routes; hands the rest to ``fallback`` (the
     FastAPI app)."""
@@ -266,7 +252,7 @@ class HotRoutes:
         except YktError as exc:
             await error_response(exc, scope["path"])(scope, receive, send)
             return
-        await _send_json(send, body)
+        await send_json(send, 200, body)
 
     async def _posted(
         self, scope: Scope, receive: Receive, send: Send, fallback: ASGIApp, model: type[BaseModel]
@@ -298,39 +284,44 @@ class HotRoutes:
     async def _authorize(
         self, scope: Scope, receive: Receive, send: Send, fallback: ASGIApp
     ) -> None:
-        target = self._target(scope)
-        if target is None:
-            await fallback(scope, receive, send)
-            return
-        got = await self._posted(scope, receive, send, fallback, AuthorizeIn)
-        if got is None:
-            return
-        body, req, headers = got
-        ctx = self.ctx
+        def serve(term: dict[str, Any], req: BaseModel) -> Any:
+            return authorize.authorize(self.ctx, term, req.model_dump())
 
-        def work() -> bytes:
-            term = self.auth.authenticate("POST", target, body, headers)
-            roles.require(term, f"POST {AUTHORIZE}")
-            return to_bytes(authorize.authorize(ctx, term, req.model_dump()))
-
-        await self._answer(scope, receive, send, work)
+        await self._signed_post(scope, receive, send, fallback, AuthorizeIn, serve)
 
     async def _journal(self, scope: Scope, receive: Receive, send: Send, fallback: ASGIApp) -> None:
+        def serve(term: dict[str, Any], push: BaseModel) -> Any:
+            assert isinstance(push, JournalIn)
+            return ingest.push(self.ctx, term["id"], push.records, push.acked)
+
+        await self._signed_post(scope, receive, send, fallback, JournalIn, serve)
+
+    async def _signed_post(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        fallback: ASGIApp,
+        model: type[BaseModel],
+        serve: Callable[[dict[str, Any], BaseModel], Any],
+    ) -> None:
+        """A terminal's signed POST: the signature and nonce
+        (:meth:`~sync.server.terminals.TerminalAuth.authenticate`), the role, then
+        ``serve(terminal, body)``, whose answer goes out as JSON."""
         target = self._target(scope)
         if target is None:
             await fallback(scope, receive, send)
             return
-        got = await self._posted(scope, receive, send, fallback, JournalIn)
+        got = await self._posted(scope, receive, send, fallback, model)
         if got is None:
             return
-        body, push, headers = got
-        assert isinstance(push, JournalIn)
-        ctx = self.ctx
+        body, parsed, headers = got
+        endpoint = f"POST {scope['path']}"
 
         def work() -> bytes:
             term = self.auth.authenticate("POST", target, body, headers)
-            roles.require(term, f"POST {JOURNAL}")
-            return to_bytes(ingest.push(ctx, term["id"], push.records, push.acked))
+            roles.require(term, endpoint)
+            return to_bytes(serve(term, parsed))
 
         await self._answer(scope, receive, send, work)
 
@@ -364,7 +355,7 @@ class HotRoutes:
         except YktError as exc:
             await error_response(exc, FEED)(scope, receive, send)
             return
-        await _send_json(send, page)
+        await send_json(send, 200, page)
 
 
 def _chunked(scope: Scope) -> bool:

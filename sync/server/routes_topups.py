@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from sync.server import topup_report, topups
+from sync.server import hot, topup_report, topups
 from sync.server.api_auth import ApiAuth
 from sync.server.api_models import Date
 from sync.server.context import Context
@@ -27,8 +27,6 @@ from sync.server.topup_models import (
 
 OrderPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
 ChannelPath = Annotated[ProviderChannel, Path()]
-#: how long ``GET /v1/app/topups/{order_id}?wait=S`` may wait for the order to change
-MAX_WAIT_S = 30.0
 
 
 def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
@@ -52,7 +50,7 @@ def create_router(ctx: Context, auth: ApiAuth) -> APIRouter:
     async def app_topup_order(
         order_id: OrderPath,
         who: Holder,
-        wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0,
+        wait: Annotated[float, Query(ge=0, le=hot.MAX_WAIT_S)] = 0,
     ) -> dict[str, Any]:
         """One of your top-up orders; with ``wait``, answers once it is no longer open (or
         after ``wait`` seconds)."""

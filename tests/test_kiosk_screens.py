@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.helpers import ROOT
+from edge.kiosk.agent import CARD_GONE_S
 from tests.kioskutil import HOLDER, IDLE_S, Kiosk, running_kiosk
 from tests.test_screens import CHROMIUM_ARGS
 
@@ -39,7 +40,11 @@ def browser() -> Iterator[Browser]:
 def screen(browser: Browser, k: Kiosk) -> Iterator[Page]:
     page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="zh-CN")
     page.goto(k.kiosk.url + "/kiosk")
-    expect(page.get_by_test_id("state")).to_have_attribute("data-state", "idle")
+    # the last test's card left the reader just now: its account stays on the screen until the
+    # kiosk has seen the reader empty for CARD_GONE_S (polled every 0.5 s), so wait past that
+    expect(page.get_by_test_id("state")).to_have_attribute(
+        "data-state", "idle", timeout=(CARD_GONE_S + 10) * 1000
+    )
     yield page
     page.close()
 

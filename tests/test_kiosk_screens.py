@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.helpers import ROOT
 from edge.kiosk.agent import CARD_GONE_S
+from tests.helpers import ROOT
 from tests.kioskutil import HOLDER, IDLE_S, Kiosk, running_kiosk
 from tests.test_screens import CHROMIUM_ARGS
 

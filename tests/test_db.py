@@ -133,6 +133,26 @@ def test_identity_moves_past_ids_given_explicitly(db: Database) -> None:
             tx.insert("INSERT INTO things (name) VALUES (?)", ("no id back",))
 
 
+def test_an_insert_goes_into_a_batch_only_where_that_saves_a_round_trip(db: Database) -> None:
+    """Tx.insert_statement: on PostgreSQL a few rows without identity values are one plain
+    INSERT for a batch; many rows (COPY), identity values given (the identity must move past
+    them) and SQLite (in process: no round trip to save) get None, and insert_rows does it."""
+    rows = [("a", 1, "x"), ("b", 2, "y")]
+    with db.tx() as tx:
+        stmt = tx.insert_statement("pairs", ("a", "b", "v"), rows)
+        if db.dialect == "postgresql":
+            assert stmt is not None
+            got = tx.batch([stmt, ("SELECT a, b, v FROM pairs ORDER BY a", ())])
+            assert [tuple(r) for r in got[1]] == rows
+            many = [(f"m{i}", i, None) for i in range(50)]
+            assert tx.insert_statement("pairs", ("a", "b", "v"), many) is None
+            assert tx.insert_statement("things", ("id", "name"), [(9, "n9")]) is None
+            assert tx.insert_statement("things", ("name",), [("n9",)]) is not None
+        else:
+            assert stmt is None
+        assert tx.insert_statement("pairs", ("a", "b", "v"), []) is None
+
+
 def test_statements_in_one_batch_and_set_based_updates(db: Database) -> None:
     """Tx.batch (PostgreSQL: one pipeline) runs its statements in order and gives the rows of
     each; a failing one fails the transaction like a statement alone.  ``value_rows`` makes the

@@ -65,6 +65,10 @@ PIECES = {
     ("edge/cache.py", "INSERT INTO {table}"): (
         "_upsert(): its statements are module constants (UPSERT_*), checked here as such"
     ),
+    ("sync/db/backend.py", "INSERT INTO {table}"): (
+        "values_insert(): the multi-row INSERT of Tx.insert_rows/insert_statement (journal "
+        "records and transfers: tests/test_server_ingest.py on both databases)"
+    ),
 }
 
 #: tests whose SQL is one engine's own on purpose (decorators included)

@@ -97,6 +97,14 @@ class Tx:
         identity then moves past them, as SQLite's rowid does."""
         return self._s.insert_rows(table, columns, rows, chunk)
 
+    def insert_statement(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], chunk: int = 100
+    ) -> tuple[str, Params] | None:
+        """:meth:`insert_rows` as one statement to send in a :meth:`batch` with others, where
+        that saves a round trip (PostgreSQL) and it would be one plain ``INSERT`` (a few rows,
+        no identity values given); else None (then :meth:`insert_rows`)."""
+        return self._s.insert_statement(table, columns, rows, chunk)
+
     def batch(self, statements: Sequence[tuple[str, Params]]) -> list[list[Row]]:
         """Run ``statements`` in order and return the rows of each: on PostgreSQL sent as one
         pipeline (one round trip for all; a transaction holding the writer lock spends less

@@ -67,6 +67,16 @@ def value_rows(n: int, width: int) -> str:
     return ", ".join(["(" + ", ".join("?" * width) + ")"] * n)
 
 
+def values_insert(
+    table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> tuple[str, Params]:
+    """One multi-row ``INSERT INTO table (columns) VALUES (…), (…)`` of ``rows``."""
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {value_rows(len(rows), len(columns))}",
+        [v for row in rows for v in row],
+    )
+
+
 class Result(Protocol):
     """What one statement gives back (a ``sqlite3.Cursor`` is one)."""
 
@@ -88,6 +98,14 @@ class Session(Protocol):
     def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], chunk: int
     ) -> int: ...
+
+    def insert_statement(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], chunk: int
+    ) -> tuple[str, Params] | None:
+        """:meth:`insert_rows` as one statement, for a :meth:`batch`, where that saves a round
+        trip and it would be one plain ``INSERT`` (a few rows, no identity values given); else
+        None."""
+        ...
 
     def batch(self, statements: Sequence[tuple[str, Params]]) -> list[list[Any]]:
         """Run ``statements`` in order, as one round trip where the engine allows it; the rows

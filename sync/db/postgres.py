@@ -48,7 +48,7 @@ from psycopg import errors as pgerr
 from psycopg.adapt import Dumper, Loader
 from psycopg.rows import RowMaker
 
-from sync.db.backend import Params
+from sync.db.backend import Params, values_insert
 from sync.errors import StoreConflict, StoreError, StoreRefused
 
 log = logging.getLogger(__name__)
@@ -247,6 +247,19 @@ class Session:
             return [c.fetchall() if c.description is not None else [] for c in cursors]
         except psycopg.Error as exc:
             raise convert(exc, "query failed") from exc
+
+    def insert_statement(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], chunk: int
+    ) -> tuple[str, Params] | None:
+        if not rows or len(rows) >= COPY_ROWS:
+            return None
+        try:
+            ident = self.catalog.identity(self, table)
+        except psycopg.Error as exc:
+            raise convert(exc, "query failed") from exc
+        if ident is not None and ident in columns:
+            return None  # the identity must move past the values given (insert_rows)
+        return values_insert(table, columns, rows)
 
     def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], chunk: int

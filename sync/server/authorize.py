@@ -34,7 +34,7 @@ from typing import Any
 
 from sync import rules
 from sync.codes import Verified
-from sync.db import Params, Tx
+from sync.db import Params
 from sync.errors import CodeError
 from sync.money import format_fen
 from sync.passwords import verify_password
@@ -79,18 +79,14 @@ def credential_refusal(ctx: Context, row: dict[str, Any], uid: str | None) -> st
     return None
 
 
-def release(tx: Tx, terminal_id: str, seq: int, last: int | None = None) -> None:
-    """Release what online authorization gave the terminal's sequence numbers ``seq`` ..
-    ``last`` (just ``seq`` by default): the holds and the provisional claims on phone codes.
-    Called when those numbers are synced (ingest: the records there are what counts now) and
-    when the terminal asks for a number again (its earlier approval there was abandoned)."""
-    tx.batch(release_statements(terminal_id, seq, last))
-
-
 def release_statements(
     terminal_id: str, seq: int, last: int | None = None
 ) -> list[tuple[str, Params]]:
-    """The statements of :func:`release`, for a caller that sends them with others."""
+    """Release what online authorization gave the terminal's sequence numbers ``seq`` ..
+    ``last`` (just ``seq`` by default): the holds and the provisional claims on phone codes.
+    Sent when those numbers are synced (ingest: the records there are what counts now) and
+    when the terminal asks for a number again (its earlier approval there was abandoned),
+    with the other statements of that moment (``Tx.batch``)."""
     hi = seq if last is None else last
     return [
         (
@@ -136,7 +132,30 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
     now, today = ctx.now_ms(), ctx.today()
     aid = row["id"]
     with ctx.db.tx() as tx:
-        head = int(tx.scalar("SELECT head_seq FROM terminals WHERE id = ?", (tid,)))
+        # The reads below go to the database together, in this order, in one round trip (on
+        # PostgreSQL, where this transaction holds the writer lock of every server process
+        # meanwhile): the terminal's head, the release of an abandoned approval (see below),
+        # the account, the card's status, the account's holds (after the release) and its
+        # balances.  A refusal below rolls the release back with everything else.
+        head_rows, _, _, acct_rows, card_rows, held, balance_rows = tx.batch(
+            [
+                ("SELECT head_seq FROM terminals WHERE id = ?", (tid,)),
+                *release_statements(tid, seq),
+                (
+                    "SELECT spent_day, spent_fen, pin_tries, consume_pw, status, limit_fen, "
+                    "pin_epoch, expires FROM accounts WHERE id = ?",
+                    (aid,),
+                ),
+                ("SELECT status FROM cards WHERE card_no = ?", (req.get("card_no") or "",)),
+                (
+                    "SELECT amount, pin_ok FROM holds WHERE account_id = ? "
+                    "ORDER BY created_ms, terminal_id, seq",
+                    (aid,),
+                ),
+                ledger.balances_statement(aid),
+            ]
+        )
+        head = int(head_rows[0]["head_seq"])
         if seq <= head:  # a hold under it would never be released by an ingest
             raise Conflict(
                 f"sequence number {seq} is already journaled here (head {head})", "seq_used"
@@ -144,34 +163,19 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
         # The terminal asks for a sequence number above its synced head: whatever it was
         # approved under this number before was never journaled (a terminal journals an
         # approval under the number it asked with, and asks again only after a crash).  That
-        # approval is abandoned: its hold and its claim on a phone code go, whatever this
-        # request's outcome.
-        release(tx, tid, seq)
-        acct = tx.one(
-            "SELECT spent_day, spent_fen, pin_tries, consume_pw, status, limit_fen, pin_epoch, "
-            "expires FROM accounts WHERE id = ?",
-            (aid,),
-        )
-        assert acct is not None
+        # approval is abandoned: its hold and its claim on a phone code went above
+        # (release_statements), whatever this request's outcome.
+        assert acct_rows
+        acct = acct_rows[0]
         # R2/R11/R13 again inside the transaction: a loss report, a freeze or a new card
         # committed after the lookup above must not get a hold
         blocked = rules.blocking_reason(acct["status"])
         if blocked is None and acct["expires"] and today > acct["expires"]:
             blocked = "card expired (R13): see the service desk"
-        if (
-            blocked is None
-            and qr is None
-            and tx.scalar("SELECT status FROM cards WHERE card_no = ?", (req["card_no"],))
-            != "active"
-        ):
+        if blocked is None and qr is None and (not card_rows or card_rows[0]["status"] != "active"):
             blocked = "card replaced by a newer card (R11)"
         if blocked:
             return _decline(blocked, **base)
-        held = tx.all(
-            "SELECT amount, pin_ok FROM holds WHERE account_id = ? "
-            "ORDER BY created_ms, terminal_id, seq",
-            (aid,),
-        )
         holds = sum(int(h["amount"]) for h in held)
         pin_ok = False
         # R6: today's tracked amount, then the sales authorized but not yet synced (holds)
@@ -289,7 +293,7 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
                     **base,
                 )
             pin_ok = True
-        wallet, trans = ledger.balances(tx, aid)
+        wallet, trans = ledger.balances_of(aid, balance_rows)
         usable = wallet + (trans if rules.moves_transition(req.get("method", "card")) else 0)
         available = usable - holds
         if amount > available:

@@ -416,11 +416,20 @@ class Context:
         return merged
 
 
+#: the statement of :func:`next_version`, for a caller that sends it with others
+#: (``Tx.batch``); :func:`took_version` takes its rows
+NEXT_VERSION = ("UPDATE versions SET value = value + 1 WHERE name = 'feed' RETURNING value", ())
+
+
 def next_version(tx: Tx) -> int:
     """Take the next feed version; every row a transaction changes gets the same one.
 
     The UPDATE also takes the write lock on the counter, so versions become visible in order."""
-    rows = tx.all("UPDATE versions SET value = value + 1 WHERE name = 'feed' RETURNING value")
+    return took_version(tx, tx.all(*NEXT_VERSION))
+
+
+def took_version(tx: Tx, rows: list[Any]) -> int:
+    """The version :data:`NEXT_VERSION` took (its rows), noted as this transaction's."""
     version = int(rows[0]["value"])
     tx.versions.append(version)
     return version

@@ -61,13 +61,15 @@ from sync.server import (
     roles,
 )
 from sync.server.accounts import event, set_status
-from sync.server.context import Context, next_version
+from sync.server.context import NEXT_VERSION, Context, took_version
 from sync.server.errors import Forbidden, Invalid
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 2000
 MAX_PENDING = 20000
+#: the columns of a stored journal record
+RECORD_COLUMNS = ("terminal_id", "seq", "hash", "body", "sig", "received_ms")
 
 
 @dataclass
@@ -612,7 +614,13 @@ def _apply(
                 acct["status"] = AccountStatus.FROZEN.value
                 acct["frozen_now"] = True
         touched.add(aid)
-    ledger.apply_many(tx, transfers)
+    # the transfers, the records and the feed version (when accounts changed) go in one round
+    # trip where they are few (a POS's push of a sale or two): on PostgreSQL this transaction
+    # holds the writer lock of every server process
+    records = [(tid, i.seq, i.hash, i.text or i.body.decode(), i.sig, now) for i in run]
+    insert = tx.insert_statement("records", RECORD_COLUMNS, records)
+    also = ([insert] if insert is not None else []) + ([NEXT_VERSION] if touched else [])
+    got = ledger.apply_many(tx, transfers, also)
     posrefund.write_rows(tx, refunds)
     # the card counters the records left: a card that went back is an alarm (and blocked)
     cardrisk.note_records(
@@ -622,13 +630,10 @@ def _apply(
         [(i.seq, i.rec) for i in run if i.rec is not None],
         lambda kind, detail: _alarm(tx, ctx, res, tid, kind, detail),
     )
-    tx.insert_rows(
-        "records",
-        ("terminal_id", "seq", "hash", "body", "sig", "received_ms"),
-        [(tid, i.seq, i.hash, i.text or i.body.decode(), i.sig, now) for i in run],
-    )
+    if insert is None:
+        tx.insert_rows("records", RECORD_COLUMNS, records)
     if touched:
-        version = next_version(tx)
+        version = took_version(tx, got[-1])
         for aid in touched:
             a = accounts[aid]
             if a["pin_tries"] != a.pop("pin_tries_before", a["pin_tries"]):

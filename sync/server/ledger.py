@@ -20,10 +20,10 @@ and :func:`check` recomputes every balance from the transfers.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from sync.db import Database, Tx, value_rows
+from sync.db import Database, Params, Tx, value_rows
 
 
 def wallet(account_id: int) -> str:
@@ -146,9 +146,12 @@ SET_ROWS = 500
 TRANSFER_COLUMNS = ("id", "ts_ms", "debit", "credit", "amount", "kind", "account_id", "memo")
 
 
-def apply_many(tx: Tx, transfers: Iterable[Transfer]) -> None:
+def apply_many(
+    tx: Tx, transfers: Iterable[Transfer], also: Sequence[tuple[str, Params]] = ()
+) -> list[list[Any]]:
     """Insert new transfers and move the balances: one UPDATE for all the ledger accounts
-    touched (up to :data:`SET_ROWS` each).
+    touched (up to :data:`SET_ROWS` each), sent with the INSERT of a few transfers and the
+    statements ``also`` in one round trip (``Tx.batch``); returns the rows of ``also``.
 
     The transfer ids must be new: a repeated id fails the whole transaction (applied at most
     once is enforced by the primary key).  Every ledger account a transfer names must exist:
@@ -161,30 +164,46 @@ def apply_many(tx: Tx, transfers: Iterable[Transfer]) -> None:
         rows.append((t.id, t.ts_ms, t.debit, t.credit, t.amount, t.kind, t.account_id, t.memo))
         delta[t.debit] -= t.amount
         delta[t.credit] += t.amount
-    if not rows:
-        return
     moves = list(delta.items())  # a net move of 0 too: its accounts must exist all the same
-    for start in range(0, len(moves), SET_ROWS):
-        part = moves[start : start + SET_ROWS]
-        changed = tx.execute(
+    parts = [moves[start : start + SET_ROWS] for start in range(0, len(moves), SET_ROWS)]
+    statements: list[tuple[str, Params]] = [
+        (
             "UPDATE ledger_accounts SET balance = balance + CAST(v.column2 AS BIGINT) "
             f"FROM (VALUES {value_rows(len(part), 2)}) AS v "
-            "WHERE ledger_accounts.id = v.column1",
+            "WHERE ledger_accounts.id = v.column1 RETURNING ledger_accounts.id",
             [x for move in part for x in move],
         )
-        if changed != len(part):
+        for part in parts
+    ]
+    insert = tx.insert_statement("transfers", TRANSFER_COLUMNS, rows)
+    if insert is not None:
+        statements.append(insert)
+    got = tx.batch([*statements, *also]) if statements or also else []
+    for part, changed in zip(parts, got, strict=False):
+        if len(changed) != len(part):
             raise UnknownLedgerAccount(
-                f"{len(part) - changed} of the ledger accounts of these transfers do not exist"
+                f"{len(part) - len(changed)} of the ledger accounts of these transfers do not exist"
             )
-    tx.insert_rows("transfers", TRANSFER_COLUMNS, rows)
+    if rows and insert is None:
+        tx.insert_rows("transfers", TRANSFER_COLUMNS, rows)
+    return got[len(statements) :]
 
 
 def balances(tx: Tx | Database, account_id: int) -> tuple[int, int]:
     """(wallet, transition) balances of a card holder."""
-    rows = tx.all(
+    return balances_of(account_id, tx.all(*balances_statement(account_id)))
+
+
+def balances_statement(account_id: int) -> tuple[str, Params]:
+    """The read of :func:`balances`, for a caller that sends it with others (``Tx.batch``)."""
+    return (
         "SELECT id, balance FROM ledger_accounts WHERE id IN (?, ?)",
         (wallet(account_id), transition(account_id)),
     )
+
+
+def balances_of(account_id: int, rows: Sequence[Any]) -> tuple[int, int]:
+    """(wallet, transition) from the rows of :func:`balances_statement`."""
     got = {r["id"]: int(r["balance"]) for r in rows}
     return got.get(wallet(account_id), 0), got.get(transition(account_id), 0)
 

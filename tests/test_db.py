@@ -480,3 +480,32 @@ def test_server_refuses_a_db_url_it_cannot_use(tmp_path: Path, db_kind: str) -> 
         done = ykt("server", "--data", str(tmp_path), "--db", url, check=False, timeout=60)
         assert done.returncode == 2 and "postgresql://" in done.stderr, done.stderr
     assert not (tmp_path / "ykt.db").exists()
+
+
+def test_a_pooled_connection_found_dead_is_replaced_without_losing_the_transaction(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL: a transaction's start goes out with its first statements
+    (``Session.opening``); a pooled connection that died meanwhile (the server restarted, an
+    administrator ended it) is replaced there and the whole sent again, as nothing of the
+    transaction had run.  A transaction that runs no statement sends nothing."""
+    url = dbs.fresh_url()
+    if url is None:
+        pytest.skip("the pool and its connections are PostgreSQL's")
+    db = dbs.opened(url, Database(url, migrations=SCHEMA))
+    with db.tx() as tx:
+        tx.execute("INSERT INTO things (name) VALUES (?)", ("before",))
+        mine = tx.scalar("SELECT pg_backend_pid()")
+    with db.tx():
+        pass  # no statement: nothing sent, nothing to commit
+    with db.read() as rd:
+        assert rd.scalar("SELECT pg_backend_pid()") == mine  # the one pooled connection
+    other = Database(url)  # a connection of its own, to end the pool's
+    try:
+        assert other.scalar("SELECT pg_terminate_backend(?)", (mine,))
+    finally:
+        other.close()
+    with db.tx() as tx:  # the pooled connection is dead: replaced as the transaction starts
+        tx.execute("INSERT INTO things (name) VALUES (?)", ("after",))
+        assert tx.scalar("SELECT pg_backend_pid()") != mine
+    assert [r[0] for r in db.all("SELECT name FROM things ORDER BY id")] == ["before", "after"]

@@ -76,6 +76,10 @@ ON_PURPOSE = {
     ("tests/test_db.py", "test_sqlite_only_sql_fails_on_postgresql_with_a_store_error"),
     ("tests/test_db.py", "test_column_types_are_filled_in_by_the_backend"),
     ("tests/test_db.py", "test_postgresql_swaps_parameter_marks_outside_literals"),
+    (
+        "tests/test_db.py",
+        "test_a_pooled_connection_found_dead_is_replaced_without_losing_the_transaction",
+    ),
     # a migration step run on PostgreSQL only (it drops constraints SQLite cannot name); every
     # PostgreSQL test database runs it
     ("sync/server/schema.py", "_transfers_checked_by_the_ledger"),

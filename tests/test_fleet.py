@@ -103,8 +103,9 @@ def test_the_command_prints_one_json_object(tmp_path: Any) -> None:
 
 
 def _overcharging(real: Any) -> Any:
-    def apply_many(tx: Any, transfers: Iterable[ledger.Transfer]) -> None:
-        real(tx, [t._replace(amount=t.amount + 1) if t.kind == "sale" else t for t in transfers])
+    def apply_many(tx: Any, transfers: Iterable[ledger.Transfer], also: Any = ()) -> Any:
+        moved = [t._replace(amount=t.amount + 1) if t.kind == "sale" else t for t in transfers]
+        return real(tx, moved, also)
 
     return apply_many
 
@@ -130,14 +131,15 @@ def _leaking(real: Any) -> Any:
     """Every sale's debit moved one fen less than its credit: money out of nothing, in the
     balances only (the transfer rows are right)."""
 
-    def apply_many(tx: Any, transfers: Iterable[ledger.Transfer]) -> None:
+    def apply_many(tx: Any, transfers: Iterable[ledger.Transfer], also: Any = ()) -> Any:
         transfers = list(transfers)
-        real(tx, transfers)
+        got = real(tx, transfers, also)
         for t in transfers:
             if t.kind == "sale":
                 tx.execute(
                     "UPDATE ledger_accounts SET balance = balance + 1 WHERE id = ?", (t.debit,)
                 )
+        return got
 
     return apply_many
 

@@ -211,14 +211,55 @@ class Session:
     def __init__(self, raw: psycopg.Connection[Row], catalog: Catalog) -> None:
         self.raw = raw
         self.catalog = catalog
+        #: the start of a transaction not sent yet (``BEGIN``, the writer lock): it goes with
+        #: the transaction's first statements, in their round trip (:meth:`Backend._session`)
+        self.opening: list[str] = []
+        #: a new connection like this one, for one found dead when the opening is sent
+        self.redial: Callable[[], psycopg.Connection[Row]] | None = None
 
     @property
     def broken(self) -> bool:
         return self.raw.closed or self.raw.broken
 
+    def _send(self, statements: Sequence[tuple[str, Params]]) -> list[psycopg.Cursor[Row]]:
+        """``statements`` after the opening, if one is due, in one pipeline; their cursors.  A
+        connection found dead as the opening goes out is replaced and the whole sent again
+        (nothing of the transaction ran: the one failure that can be retried)."""
+        opening, self.opening = self.opening, []
+        todo = [*((sql, ()) for sql in opening), *statements]
+        for attempt in range(3):
+            try:
+                if not psycopg.Pipeline.is_supported():  # a libpq older than 14
+                    cursors = [self.raw.execute(pg_params(q), p) for q, p in todo]
+                else:
+                    with self.raw.pipeline():
+                        cursors = [
+                            self.raw.execute(
+                                pg_params(q), p, prepare=False if i < len(opening) else None
+                            )
+                            for i, (q, p) in enumerate(todo)
+                        ]
+                return cursors[len(opening) :]
+            except psycopg.Error as exc:
+                if not (opening and self.broken and self.redial is not None and attempt < 2):
+                    raise convert(exc, "query failed") from exc
+                log.warning("database connection lost; reconnecting")
+                self.close()
+                self.raw = self.redial()
+        raise AssertionError("unreachable")
+
+    def _open(self) -> None:
+        """Send the opening alone, if it is still due (before a statement that cannot go in a
+        pipeline: COPY, executemany, the catalog's queries)."""
+        if self.opening:
+            self._send([])
+
     def execute(self, sql: str, params: Params = ()) -> Cursor:
         try:
-            cur = self.raw.execute(pg_params(sql), params)
+            if self.opening:
+                cur = self._send([(sql, params)])[0]
+            else:
+                cur = self.raw.execute(pg_params(sql), params)
             rows = cur.fetchall() if cur.description is not None else []
             return Cursor(cur.rowcount, rows)
         except psycopg.Error as exc:
@@ -228,6 +269,7 @@ class Session:
         batch = list(rows)
         if not batch:
             return 0
+        self._open()
         try:
             with self.raw.cursor() as cur:
                 cur.executemany(pg_params(sql), batch)
@@ -239,11 +281,8 @@ class Session:
         """The statements in one pipeline (libpq's pipeline mode): sent together, answered
         together, one round trip instead of one each; the first that fails ends the
         transaction (as it would alone) and is raised."""
-        if not psycopg.Pipeline.is_supported():  # a libpq older than 14: one at a time
-            return [self.execute(sql, params).fetchall() for sql, params in statements]
         try:
-            with self.raw.pipeline():
-                cursors = [self.raw.execute(pg_params(sql), params) for sql, params in statements]
+            cursors = self._send(statements)
             return [c.fetchall() if c.description is not None else [] for c in cursors]
         except psycopg.Error as exc:
             raise convert(exc, "query failed") from exc
@@ -268,6 +307,7 @@ class Session:
         identity past it."""
         if not rows:
             return 0
+        self._open()
         cols = ", ".join(columns)
         try:
             if len(rows) >= COPY_ROWS:
@@ -297,6 +337,7 @@ class Session:
 
     def run(self, sql: str) -> None:
         """Run our own statement (no parameters): BEGIN, COMMIT, SET …"""
+        self._open()
         try:
             self.raw.execute(sql)
         except psycopg.Error as exc:
@@ -378,7 +419,8 @@ class Backend:
         self._put(self._connect())  # open one now so a bad URL fails here
 
     # -- pool ------------------------------------------------------------------------------
-    def _connect(self) -> Session:
+    def _dial(self) -> psycopg.Connection[Row]:
+        """A new connection, set up as every one of the pool."""
         try:
             raw = psycopg.connect(
                 self.url, autocommit=True, row_factory=_row_factory, connect_timeout=10
@@ -387,11 +429,19 @@ class Backend:
             raise StoreError(f"cannot open database {self.name}: {exc}") from exc
         raw.adapters.register_loader("numeric", _NumericLoader)
         raw.adapters.register_dumper(bool, _BoolDumper)
-        conn = Session(raw, self._catalog)
-        conn.run(
-            f"SET lock_timeout = {int(self._busy)}; SET synchronous_commit = {self._sync}; "
-            "SET idle_in_transaction_session_timeout = 60000; SET TIME ZONE 'UTC'"
-        )
+        try:
+            raw.execute(
+                f"SET lock_timeout = {int(self._busy)}; SET synchronous_commit = {self._sync}; "
+                "SET idle_in_transaction_session_timeout = 60000; SET TIME ZONE 'UTC'"
+            )
+        except psycopg.Error as exc:
+            raw.close()
+            raise StoreError(f"cannot set up a connection to {self.name}: {exc}") from exc
+        return raw
+
+    def _connect(self) -> Session:
+        conn = Session(self._dial(), self._catalog)
+        conn.redial = self._dial
         with self._cond:
             self._open += 1
         return conn
@@ -422,38 +472,32 @@ class Backend:
         self._put(conn)
 
     @contextmanager
-    def _session(self, begin: str) -> Iterator[Session]:
-        """A pooled connection inside ``begin``; a connection found dead before the body runs is
-        replaced (the one failure that can be retried without running the body twice)."""
+    def _session(self, opening: list[str]) -> Iterator[Session]:
+        """A pooled connection inside a transaction that ``opening`` starts (``BEGIN`` …): sent
+        with the transaction's first statements, in their round trip (a write transaction
+        waits for the writer lock there and has its first answers at once); a connection found
+        dead then is replaced (:meth:`Session._send`).  A transaction that ran no statement
+        sends nothing."""
         if getattr(self._local, "conn", None) is not None:
             raise StoreError("cannot start a transaction within a transaction")
-        for attempt in range(3):
-            conn = self._get()
-            try:
-                conn.run(begin)
-                break
-            except StoreError:
-                broken = conn.broken
-                if broken:
-                    self._discard(conn)
-                else:  # e.g. the writer lock timed out: end the aborted transaction
-                    try:
-                        conn.run("ROLLBACK")
-                    except StoreError:
-                        conn.close()
-                    self._put(conn)
-                if not broken or attempt == 2:
-                    raise
-                log.warning("database connection to %s lost; reconnecting", self.name)
+        conn = self._get()
+        conn.opening = list(opening)
         self._local.conn = conn
         try:
             yield conn
         except BaseException:
             self._local.conn = None
-            _rollback_quietly(conn)
+            if conn.opening:  # nothing was sent
+                conn.opening = []
+            else:
+                _rollback_quietly(conn)
             self._put(conn)
             raise
         self._local.conn = None
+        if conn.opening:  # no statement ran: no transaction to end
+            conn.opening = []
+            self._put(conn)
+            return
         try:
             conn.run("COMMIT")
         except StoreError:
@@ -469,14 +513,16 @@ class Backend:
         """A write transaction: waits its turn on the writer lock (``BEGIN IMMEDIATE``), unless
         ``exclusive`` is False; not ``durable``: its commit does not wait for the WAL flush
         (see :meth:`sync.db.Database.tx`)."""
-        begin = "BEGIN" if durable else "BEGIN; SET LOCAL synchronous_commit = off"
-        if not exclusive:
-            return self._session(begin)
-        return self._session(f"{begin}; SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+        opening = ["BEGIN"]
+        if not durable:
+            opening.append("SET LOCAL synchronous_commit = off")
+        if exclusive:
+            opening.append(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+        return self._session(opening)
 
     def read(self) -> AbstractContextManager[Session]:
         """A read transaction: one snapshot, never waits for writers."""
-        return self._session("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return self._session(["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"])
 
     def all(self, sql: str, params: Params = ()) -> list[Any]:
         """One statement: in the thread's transaction if it has one, else on its own."""

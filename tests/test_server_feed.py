@@ -13,6 +13,7 @@ from sync.errors import ServerRefused
 from sync.records import to_json
 from sync.server import accounts, feed, merchants, policy, terminals
 from sync.server.context import Context, current_version
+from sync.server.hot import WAIT_SPREAD
 from tests.handterm import HandTerminal, admin_raw, error_of, fresh_account
 from tests.helpers import ServerProc, id_card
 from tests.inproc import InProcTerminal, make_context
@@ -197,7 +198,8 @@ def test_long_poll_without_change_waits_then_answers(module_server: ServerProc) 
     out = term.feed(since, wait=1)
     took = time.monotonic() - t0
     assert out["version"] == since and out["accounts"] == [] and out["cards"] == []
-    assert 0.9 <= took < 3
+    # it ends in the later half of its wait (hot.WAIT_SPREAD: polls parked together end apart)
+    assert (1 - WAIT_SPREAD) * 0.95 <= took < 3
 
 
 def test_a_long_poll_behind_only_by_sales_parks_and_a_loss_report_answers_it(
@@ -218,7 +220,8 @@ def test_a_long_poll_behind_only_by_sales_parks_and_a_loss_report_answers_it(
     t0 = time.monotonic()
     out = term.feed(since, wait=1)
     took = time.monotonic() - t0
-    assert 0.9 <= took < 3  # parked for the wait, then answered with the sale's balance
+    # parked for (the later half of) the wait, then answered with the sale's balance
+    assert (1 - WAIT_SPREAD) * 0.95 <= took < 3
     assert out["version"] > since
     assert [a["number"] for a in out["accounts"]] == [acct["number"]]
     since = out["version"]
@@ -296,3 +299,29 @@ def test_feed_query_is_checked(module_server: ServerProc) -> None:
         with pytest.raises(ServerRefused) as err:
             term.client.request("GET", "/v1/feed", params=params)
         assert (err.value.status, err.value.code) == (422, "invalid")
+
+
+def test_long_polls_parked_together_end_apart(module_server: ServerProc) -> None:
+    """Long-polls with no news that start together end at random points of the later half of
+    their wait (hot.WAIT_SPREAD): a wake answers every parked poll at once, and with a fixed
+    end their next polls would all end together, again and again (a burst every ``wait``)."""
+    terms = [HandTerminal.enroll(module_server, f"feed-spread-{i}") for i in range(8)]
+    since = [t.feed(0)["version"] for t in terms]
+    ends: list[float] = []
+    lock = threading.Lock()
+
+    def poll(t: HandTerminal, v: int) -> None:
+        t.feed(v, wait=2)
+        with lock:
+            ends.append(time.monotonic())
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=poll, args=tv) for tv in zip(terms, since, strict=True)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(10)
+    assert len(ends) == 8
+    took = sorted(e - t0 for e in ends)
+    assert took[0] >= (1 - WAIT_SPREAD) * 2 * 0.95 and took[-1] < 2.5
+    assert took[-1] - took[0] >= 0.2  # 8 ends spread over 1 s: all within 0.2 s is ~1e-4

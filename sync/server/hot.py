@@ -55,6 +55,12 @@ Run = Callable[..., Awaitable[Any]]
 
 #: the longest a feed long-poll waits (``wait``), seconds
 MAX_WAIT_S = 30.0
+#: a long-poll with no news ends at a random point of the later half of its ``wait``: a wake
+#: answers every parked poll at once, their next polls arrive together, and with a fixed end
+#: they would all end together again ``wait`` seconds later, and again and again: at a lunch
+#: peak on PostgreSQL each such burst (500 polls a process) queued the online authorizations
+#: for about a second (docs/benchmarks.md, peak).  Spread, the ends come a few dozen a second.
+WAIT_SPREAD = 0.5
 #: the largest journal head a terminal reports (``head``, ``acked``)
 MAX_HEAD = 2**62
 
@@ -101,7 +107,7 @@ class LongPoll:
         if head is not None:
             await run(merchants.report_head, ctx, term["id"], head, acked)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
+        deadline = loop.time() + wait * (1.0 - WAIT_SPREAD * ctx.rng.random())
         notifier = ctx.notifier
         seen = notifier.generation
         news = notifier.news_for(since, await notifier.version(ctx.db))

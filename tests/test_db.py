@@ -482,16 +482,16 @@ def test_server_refuses_a_db_url_it_cannot_use(tmp_path: Path, db_kind: str) -> 
     assert not (tmp_path / "ykt.db").exists()
 
 
+@pytest.mark.postgres
 def test_a_pooled_connection_found_dead_is_replaced_without_losing_the_transaction(
-    tmp_path: Path,
+    db_kind: str,
 ) -> None:
     """PostgreSQL: a transaction's start goes out with its first statements
     (``Session.opening``); a pooled connection that died meanwhile (the server restarted, an
     administrator ended it) is replaced there and the whole sent again, as nothing of the
     transaction had run.  A transaction that runs no statement sends nothing."""
     url = dbs.fresh_url()
-    if url is None:
-        pytest.skip("the pool and its connections are PostgreSQL's")
+    assert db_kind == "postgres" and url is not None  # the pool and its connections
     db = dbs.opened(url, Database(url, migrations=SCHEMA))
     with db.tx() as tx:
         tx.execute("INSERT INTO things (name) VALUES (?)", ("before",))

@@ -243,14 +243,14 @@ class Session:
             except psycopg.Error as exc:
                 if not (opening and self.broken and self.redial is not None and attempt < 2):
                     raise convert(exc, "query failed") from exc
-                log.warning("database connection lost; reconnecting")
+                log.warning("database connection lost; reconnecting: %s", exc)
                 self.close()
                 self.raw = self.redial()
         raise AssertionError("unreachable")
 
     def _open(self) -> None:
-        """Send the opening alone, if it is still due (before a statement that cannot go in a
-        pipeline: COPY, executemany, the catalog's queries)."""
+        """Send the opening alone, if it is still due (before a statement that does not go in
+        a pipeline here: COPY, executemany, our own statements such as COMMIT)."""
         if self.opening:
             self._send([])
 
@@ -466,10 +466,6 @@ class Backend:
             else:
                 self._idle.append(conn)
             self._cond.notify()
-
-    def _discard(self, conn: Session) -> None:
-        conn.close()
-        self._put(conn)
 
     @contextmanager
     def _session(self, opening: list[str]) -> Iterator[Session]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sync.server.context import Context
-from sync.server.terminals import NonceCache
+from sync.server.terminals import NonceCache, _Claim
 from tests.inproc import make_context
 
 
@@ -65,3 +65,21 @@ def test_a_failed_group_fails_its_claims(ctx: Context, monkeypatch: pytest.Monke
         cache.claim("T1", "n1", now, now)
     monkeypatch.undo()
     assert cache.claim("T1", "n1", now, now) is True  # nothing was written: admitted now
+
+
+def test_a_nonce_twice_in_one_group_is_admitted_once(ctx: Context) -> None:
+    """A group's claims are one INSERT: a replay sent in parallel with its original (both in
+    the same group) and a nonce seen before are refused, each other nonce admitted."""
+    cache = NonceCache(ctx, 60_000)
+    now = ctx.now_ms()
+    assert cache.claim("T1", "seen", now, now) is True
+    group = [
+        _Claim("T1", "n1", now),
+        _Claim("T1", "n1", now),  # the same request again
+        _Claim("T2", "n1", now),  # another terminal's nonce may be the same string
+        _Claim("T1", "seen", now),
+        _Claim("T1", "n2", now),
+    ]
+    cache._write(group, None)
+    assert [c.result for c in group] == [True, False, True, False, True]
+    assert all(c.error is None for c in group)

@@ -10,13 +10,10 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-import anyio
-import anyio.to_thread
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -25,6 +22,7 @@ from sync.server import holders, roles, staff, terminals
 from sync.server.context import Context
 from sync.server.errors import ServiceError, Unauthorized
 from sync.server.staff import Actor
+from sync.server.workers import Workers
 
 T = TypeVar("T")
 
@@ -43,8 +41,12 @@ def bearer(request: Request) -> str:
     return header[7:].strip()
 
 
-#: the threads at most that work for feed long-polls at once (:meth:`ApiAuth.feed_thread`)
-FEED_THREADS = 16
+#: the threads that work for feed long-polls (:meth:`ApiAuth.feed_thread`).  Few: their work
+#: is a round trip or two each, and every thread more in a wake is one more taking the GIL
+#: from the thread of the POS's sales (:mod:`sync.server.hot`) at each of its round trips;
+#: at a lunch peak on PostgreSQL ×2, 16 → 2 threads took authorize p99 from about 0.8 to
+#: 0.6 s, and the holders' from about 0.5 to 0.1 s (docs/benchmarks.md, peak)
+FEED_THREADS = 2
 #: the route whose thread work runs on the feed's own threads
 FEED_PATH = "/v1/feed"
 
@@ -53,7 +55,7 @@ class ApiAuth:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.terminal_auth = terminals.TerminalAuth(ctx)
-        self._feed_limiter: anyio.CapacityLimiter | None = None
+        self.feed_workers = Workers("ykt-feed", FEED_THREADS)
 
     async def feed_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on a worker thread of the feed's own few (:data:`FEED_THREADS`).
@@ -63,11 +65,11 @@ class ApiAuth:
         and holders' requests queued behind hundreds of them.  On threads of their own, the
         feed's answers and checks take turns among themselves while the other requests go on
         (they share the CPU, but no queue)."""
-        if self._feed_limiter is None:  # made on the event loop's thread (anyio needs one)
-            self._feed_limiter = anyio.CapacityLimiter(FEED_THREADS)
-        return await anyio.to_thread.run_sync(
-            functools.partial(fn, *args), limiter=self._feed_limiter
-        )
+        return await self.feed_workers.run(fn, *args)
+
+    def close(self) -> None:
+        """Let the feed's threads end (the app's shutdown)."""
+        self.feed_workers.close()
 
     # -- terminals ---------------------------------------------------------------------------
     async def terminal(self, request: Request) -> dict[str, Any]:

@@ -132,7 +132,7 @@ def create_app(ctx: Context) -> FastAPI:
             await asyncio.sleep(SETTLE_EVERY_S)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         ctx.notifier.bind(asyncio.get_running_loop())
         settler = asyncio.get_running_loop().create_task(settle_reverse_payments())
         yield
@@ -140,6 +140,9 @@ def create_app(ctx: Context) -> FastAPI:
         with contextlib.suppress(asyncio.CancelledError):
             await settler
         await ctx.notifier.unbind()
+        api_auth.close()
+        if app.hot_routes is not None:
+            app.hot_routes.one.close()
 
     app = ServerApp(
         title="ykt central server",

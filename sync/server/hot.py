@@ -31,8 +31,6 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import anyio
-import anyio.to_thread
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -46,6 +44,7 @@ from sync.server.answers import error_response
 from sync.server.api_auth import ApiAuth
 from sync.server.context import Context
 from sync.server.models import AuthorizeIn, JournalIn
+from sync.server.workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +207,8 @@ class HotRoutes:
         self.auth = api_auth.terminal_auth
         self.feed_thread = api_auth.feed_thread
         self.poll = poll
-        self._limiter: anyio.CapacityLimiter | None = None
+        #: the one thread of the hot routes' transactions (off SQLite)
+        self.one = Workers("ykt-hot", 1)
         self.routes: dict[
             tuple[str, str], Callable[[Scope, Receive, Send, ASGIApp], Awaitable[None]]
         ]
@@ -237,24 +237,18 @@ class HotRoutes:
             return fn(*args)
         return await self.feed_thread(fn, *args)
 
-    def _one(self) -> anyio.CapacityLimiter:
-        """The one worker thread of the hot routes' transactions (off SQLite)."""
-        if self._limiter is None:  # made on the event loop's thread (anyio needs one)
-            self._limiter = anyio.CapacityLimiter(1)
-        return self._limiter
-
     async def _answer(
         self, scope: Scope, receive: Receive, send: Send, work: Callable[[], bytes]
     ) -> None:
-        """Run ``work`` (on the loop as :meth:`_run` does, else on one worker thread at a
-        time: the writer turn is one for all processes on PostgreSQL, and more threads only
-        fought over the GIL while holding it; measured at the peak, authorize p50 77 → 11 ms);
-        send its JSON or the error it raised."""
+        """Run ``work`` (on the loop as :meth:`_run` does, else on the one thread of
+        :attr:`one`: the writer turn is one for all processes on PostgreSQL, and more threads
+        only fought over the GIL while holding it; measured at the peak, authorize p50 77 →
+        11 ms); send its JSON or the error it raised."""
         try:
             if self.ctx.db.writes_inline():
                 body = work()
             else:
-                body = await anyio.to_thread.run_sync(work, limiter=self._one())
+                body = await self.one.run(work)
         except YktError as exc:
             await error_response(exc, scope["path"])(scope, receive, send)
             return

@@ -55,15 +55,14 @@ def _rows(rd: Tx, cls: type[_Row], sql: str, params: tuple[int, ...]) -> list[_R
 def _terminal_bits(ctx: Context, terminal_id: str) -> tuple[str, int, int]:
     """What a page asks of its terminal's row (its merchant, the journal ack) and the current
     feed version, read together: one statement on its own (a wake reads it for every parked
-    terminal; a transaction around it was two more round trips and half the cost of a
-    page)."""
+    terminal; in a transaction it was two more round trips, and 22 % of a server process's
+    GIL time in a wake: docs/benchmarks.md, peak)."""
     row = ctx.db.one(
         "SELECT t.merchant, t.head_seq, v.value AS current FROM versions v "
         "LEFT JOIN terminals t ON t.id = ? WHERE v.name = 'feed'",
         (terminal_id,),
     )
-    if row is None:  # no feed version yet: an empty database
-        return "DEFAULT", 0, 0
+    assert row is not None  # the schema's own row (sync/server/schema.py)
     # no terminal row (the server's data replaced): no ack
     return str(row["merchant"] or "DEFAULT"), int(row["head_seq"] or 0), int(row["current"])
 

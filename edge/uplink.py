@@ -17,7 +17,7 @@ from edge.journal import Journal
 from edge.link import Link
 from sync.client import ServerClient
 from sync.errors import ServerRefused, SyncError, YktError
-from sync.records import Alarm, to_json
+from sync.records import Alarm, FeedPage, to_json
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,10 @@ class Uplink:
         client = self.client_factory()
         backoff = Backoff(self.rng)
         while not self._stop.is_set():
-            retry = self.pull_page(client, backoff)
+            if self.link.online and self.poll_wait_s > 0:
+                retry = self.pull_stream(client, backoff)
+            else:
+                retry = self.pull_page(client, backoff)
             if retry is None:
                 continue
             if retry.early:
@@ -215,6 +218,41 @@ class Uplink:
             delay = backoff.next()
             log.warning("feed pull failed (%s); retrying in %.1fs", exc, delay)
             return Retry(delay, early=True)
+        return self._store(resp, acked, backoff)
+
+    def pull_stream(self, client: ServerClient, backoff: Backoff) -> Retry | None:
+        """Hold a feed stream (online) and store each page as it arrives, until the server
+        ends it (about :attr:`poll_wait_s`).  A loss report reaches this terminal as a page on
+        the open request: the server does not take a new signed request from every terminal
+        at once for it (docs/api.md).  None: open the next one now; else how long to wait."""
+        journal = self.journal
+        acked = journal.acked if journal is not None else 0
+        head = journal.head_seq if journal is not None else None
+        pages = client.feed_stream(
+            self.cache.version,
+            wait=self.poll_wait_s,
+            head=head,
+            acked=acked if journal else None,
+        )
+        try:
+            for resp in pages:
+                # the ack the journal had when the stream opened: every page's is at least
+                # that unless the server lost data (a later value may be above a page built
+                # before a push's ack came back)
+                retry = self._store(resp, acked, backoff)
+                if retry is not None or self._stop.is_set():
+                    return retry
+        except SyncError as exc:
+            self.link.down(str(exc))
+            delay = backoff.next()
+            log.warning("feed stream failed (%s); retrying in %.1fs", exc, delay)
+            return Retry(delay, early=True)
+        finally:
+            pages.close()
+        return None
+
+    def _store(self, resp: FeedPage, acked: int, backoff: Backoff) -> Retry | None:
+        """Store a feed page in the cache; ``acked``: the journal's ack when it was asked."""
         try:
             self.cache.apply(resp)
         except YktError as exc:  # a page the cache cannot take (e.g. a bad policy)

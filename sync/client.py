@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode
@@ -82,11 +82,29 @@ class Response:
         return json.loads(self.content)
 
 
+@dataclass(frozen=True)
+class Streamed:
+    """An answer read as it arrives: its status, then the lines of its body (reading them may
+    raise ``OSError``); ``close`` ends it early."""
+
+    status: int
+    lines: Iterator[bytes]
+    close: Callable[[], None] = lambda: None
+
+    @classmethod
+    def of(cls, resp: Response) -> Streamed:
+        """A whole answer, read as a stream (a transport that has no other way)."""
+        return cls(resp.status, iter(resp.content.splitlines()))
+
+
 class Transport(Protocol):
     """Sends one request and returns the server's answer, whatever its status; raises
-    ``OSError`` (``ConnectionError``, ``TimeoutError`` …) when no answer came."""
+    ``OSError`` (``ConnectionError``, ``TimeoutError`` …) when no answer came.  ``stream``:
+    the same, the body read a line at a time as it arrives (the feed stream)."""
 
     def send(self, request: Request) -> Response: ...
+
+    def stream(self, request: Request) -> Streamed: ...
 
     def close(self) -> None: ...
 
@@ -108,6 +126,25 @@ class RequestsTransport:
         )
         return Response(resp.status_code, resp.content)
 
+    def stream(self, request: Request) -> Streamed:
+        resp = self.session.request(
+            request.method,
+            request.url,
+            data=request.content or None,
+            headers=dict(request.headers),
+            timeout=request.timeout,
+            stream=True,
+        )
+
+        def lines() -> Iterator[bytes]:
+            try:
+                # each chunk as it arrives; the read timeout bounds the wait for the next
+                yield from resp.iter_lines(chunk_size=None, delimiter=b"\n")
+            finally:
+                resp.close()
+
+        return Streamed(resp.status_code, lines(), resp.close)
+
     def close(self) -> None:
         self.session.close()
 
@@ -125,8 +162,15 @@ class MockTransport:
         self.sent.append(request)
         return self.handler(request)
 
+    def stream(self, request: Request) -> Streamed:
+        return Streamed.of(self.send(request))
+
     def close(self) -> None:
         self.closed = True
+
+
+def _unreachable(method: str, path: str, exc: OSError) -> ServerUnavailable:
+    return ServerUnavailable(0, "unreachable", f"{method} {path}: {exc.__class__.__name__}: {exc}")
 
 
 def _failure(method: str, path: str, resp: Response) -> ServerRefused | ServerUnavailable:
@@ -178,6 +222,25 @@ class ServerClient:
         timeout: tuple[float, float] | float | None = None,
     ) -> bytes:
         """Send a request; the body of a 2xx answer, or the error the failure is."""
+        req = self._request(method, path, body, params, signed, timeout)
+        try:
+            resp = self.transport.send(req)
+        except OSError as exc:
+            raise _unreachable(method, path, exc) from exc
+        if not 200 <= resp.status < 300:
+            raise _failure(method, path, resp)
+        return resp.content
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        params: Mapping[str, Any] | None,
+        signed: bool,
+        timeout: tuple[float, float] | float | None,
+    ) -> Request:
+        """The request :meth:`send` sends (signed if ``signed``)."""
         target = path + (f"?{urlencode(params)}" if params else "")
         if isinstance(body, msgspec.Struct):
             body = msgspec.to_builtins(body)
@@ -193,18 +256,9 @@ class ServerClient:
                     self.key, self.terminal_id, method, target, data, self.clock.now_ms()
                 )
             )
-        req = Request(
+        return Request(
             method, self.base_url + target, target, headers, data, timeout or self.timeout
         )
-        try:
-            resp = self.transport.send(req)
-        except OSError as exc:
-            raise ServerUnavailable(
-                0, "unreachable", f"{method} {path}: {exc.__class__.__name__}: {exc}"
-            ) from exc
-        if not 200 <= resp.status < 300:
-            raise _failure(method, path, resp)
-        return resp.content
 
     def request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         """A request (the arguments of :meth:`send`) whose answer is a JSON object."""
@@ -275,3 +329,45 @@ class ServerClient:
             params=params,
             timeout=(2.0, wait + 15.0),
         )
+
+    def feed_stream(
+        self, since: int, wait: float, head: int | None = None, acked: int | None = None
+    ) -> Generator[FeedPage, None, None]:
+        """The feed as a stream (``stream=1``, docs/api.md): each page after ``since`` as the
+        server sends it, for about ``wait`` seconds (the arguments of :meth:`feed`).  A wake
+        then costs the server a page on the open request, not a new signed request from every
+        terminal.  Raises as :meth:`send` does, also midway (the pages before were whole)."""
+        params: dict[str, Any] = {"since": since, "wait": wait, "stream": 1}
+        if head is not None:
+            params["head"] = head
+            if acked is not None:
+                params["acked"] = acked
+        method, path = "GET", "/v1/feed"
+        req = self._request(method, path, None, params, True, (2.0, wait + 15.0))
+        try:
+            got = self.transport.stream(req)
+        except OSError as exc:
+            raise _unreachable(method, path, exc) from exc
+        try:
+            if not 200 <= got.status < 300:
+                try:
+                    content = b"\n".join(got.lines)
+                except OSError:
+                    content = b""
+                raise _failure(method, path, Response(got.status, content))
+            while True:
+                try:
+                    line = next(got.lines, None)
+                except OSError as exc:
+                    raise _unreachable(method, path, exc) from exc
+                if line is None:
+                    return
+                if not line.strip():
+                    continue
+                try:
+                    page = answer(line, FeedPage)
+                except ProtocolError as exc:
+                    raise ServerUnavailable(200, "bad_answer", f"{method} {path}: {exc}") from None
+                yield page
+        finally:
+            got.close()

@@ -5,11 +5,14 @@ status change does (:class:`sync.server.context.Notifier`)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 from sync.records import to_json
-from sync.server import accounts, feed
+from sync.server import accounts, feed, hot
+from sync.server.api_auth import ApiAuth
 from sync.server.context import POLL_S, Context, next_version
 from tests.helpers import id_card
 from tests.inproc import InProcTerminal, make_context
@@ -118,3 +121,42 @@ def test_a_plain_sale_wakes_no_long_poll_a_status_change_does(tmp_path: Path) ->
             await notifier.unbind()
 
     asyncio.run(main())
+
+
+def test_the_pages_asked_in_one_turn_are_built_in_one_job(tmp_path: Path) -> None:
+    """A wake releases the parked requests a chunk a turn of the event loop; their pages are
+    built together, up to PAGE_BATCH in one job (one statement for the terminals' rows), each
+    still its own terminal's page (``LongPoll._page``)."""
+    ctx, terms, ids = _world(tmp_path)
+    jobs: list[int] = []
+
+    async def run(fn: Any, *args: Any) -> Any:
+        jobs.append(1)
+        return fn(*args)
+
+    poll = hot.LongPoll(ctx, cast(ApiAuth, SimpleNamespace(feed_thread=run)))
+    asks = [terms[n % 3] for n in range(hot.PAGE_BATCH + 20)]
+
+    async def main() -> list[tuple[bytes, int]]:
+        return await asyncio.gather(*(poll._page(t.row, 0, run) for t in asks))
+
+    got = asyncio.run(main())
+    assert len(jobs) == 2  # PAGE_BATCH, then the 20 left
+    for t, (body, version) in zip(asks, got, strict=True):
+        page = json.loads(body)
+        assert page["version"] == version
+        assert _own(page) == _own(to_json(feed.delta(ctx, t.row, 0)))
+    assert [json.loads(got[n][0])["ack"] for n in range(3)] == [1, 0, 0]
+    # a terminal without a row (the data replaced): its page has no ack, the others theirs
+    ghost = {**terms[1].row, "id": "no-such-terminal"}
+    jobs.clear()
+
+    async def mixed() -> list[tuple[bytes, int]]:
+        return list(
+            await asyncio.gather(poll._page(terms[0].row, 0, run), poll._page(ghost, 0, run))
+        )
+
+    (mine, _), (theirs, _) = asyncio.run(mixed())
+    assert len(jobs) == 1
+    assert json.loads(mine)["ack"] == 1 and json.loads(theirs)["ack"] == 0
+    assert {a["id"] for a in json.loads(theirs)["accounts"]} == set(ids)

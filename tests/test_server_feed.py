@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
 
 import pytest
+import requests
 
+from sync import protocol
+from sync.client import ServerClient
 from sync.crypto import SigningKey
-from sync.errors import ServerRefused
+from sync.errors import AuthError, ServerRefused
 from sync.records import to_json
 from sync.server import accounts, feed, merchants, policy, terminals
 from sync.server.context import Context, current_version
@@ -325,3 +329,72 @@ def test_long_polls_parked_together_end_apart(module_server: ServerProc) -> None
     took = sorted(e - t0 for e in ends)
     assert took[0] >= (1 - WAIT_SPREAD) * 2 * 0.95 and took[-1] < 2.5
     assert took[-1] - took[0] >= 0.2  # 8 ends spread over 1 s: all within 0.2 s is ~1e-4
+
+
+def test_a_feed_stream_sends_each_page_on_the_open_request(module_server: ServerProc) -> None:
+    """``stream=1``: a loss report's page comes on the request the terminal holds, and the
+    next one on the same request; with no news left it ends (in the later half of its wait)
+    with one last page."""
+    term = HandTerminal.enroll(module_server, "feed-stream")
+    first = fresh_account(module_server, topup_fen=1000)
+    second = fresh_account(module_server, topup_fen=1000)
+    time.sleep(1.5)  # the watcher's coalesced wake for the accounts' own changes passes
+    since = term.feed(0)["version"]
+    got: list[tuple[dict[str, Any], float]] = []
+    arrived = threading.Condition()
+
+    def hold() -> None:
+        for page in term.client.feed_stream(since, wait=6):
+            with arrived:
+                got.append((to_json(page), time.monotonic()))
+                arrived.notify_all()
+
+    t0 = time.monotonic()
+    t = threading.Thread(target=hold)
+    t.start()
+    for n, acct in enumerate((first, second), start=1):
+        time.sleep(0.5)  # parked (no event tells; the page count below shows it was)
+        assert len(got) == n - 1 and t.is_alive()
+        reported = time.monotonic()
+        module_server.admin().call(
+            "POST", f"/v1/admin/accounts/{acct['number']}/status", {"action": "report-loss"}
+        )
+        with arrived:
+            assert arrived.wait_for(lambda: len(got) == n, timeout=5)  # noqa: B023
+        page, at = got[-1]
+        assert at - reported < 1.5
+        assert [(a["number"], a["status"]) for a in page["accounts"]] == [(acct["number"], "lost")]
+    t.join(10)
+    assert not t.is_alive()
+    assert len(got) == 3  # the two reports', then the last one at the end of its wait
+    versions = [p["version"] for p, _ in got]
+    assert since < versions[0] < versions[1] <= versions[2]
+    assert got[2][0]["accounts"] == []
+    assert (1 - WAIT_SPREAD) * 6 * 0.95 <= got[2][1] - t0 < 8
+
+
+def test_a_feed_stream_is_checked_as_a_long_poll_is(module_server: ServerProc) -> None:
+    """Its signature and role are checked before anything is sent: a refusal is the route's
+    JSON error, not a stream; a plain stream with nothing new is one page; the FastAPI route
+    (a query in another form: ``stream=true``) streams the same way."""
+    term = HandTerminal.enroll(module_server, "feed-stream-check")
+    since = term.feed(0)["version"]
+    pages = [to_json(p) for p in term.client.feed_stream(since, wait=0)]
+    assert len(pages) == 1 and pages[0]["version"] >= since
+    kiosk_only = HandTerminal.enroll(module_server, "feed-stream-kiosk", role="kiosk")
+    assert len(list(kiosk_only.client.feed_stream(0, wait=0))) == 1  # a kiosk holds one too
+    stranger = ServerClient(
+        module_server.url, terminal_id=term.terminal_id, key=SigningKey.generate()
+    )
+    with pytest.raises(AuthError) as err:
+        list(stranger.feed_stream(since, wait=5))
+    assert err.value.status == 401
+    target = f"/v1/feed?since={since}&wait=0&stream=true"
+    headers = protocol.sign_request(
+        term.key, term.terminal_id, "GET", target, b"", int(time.time() * 1000)
+    )
+    resp = requests.get(module_server.url + target, headers=headers, timeout=10)
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("application/x-ndjson")
+    lines = resp.content.splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["version"] >= since

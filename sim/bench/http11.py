@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -101,9 +102,52 @@ class Client:
             await self.close()
             raise
 
+    async def lines(
+        self, target: str, headers: dict[str, str] | None = None, timeout: float = 30
+    ) -> AsyncIterator[bytes]:
+        """The lines of a GET's chunked answer (a feed stream), each as soon as it arrived;
+        ``timeout``: the longest wait for the next.  An answer of another status raises
+        :class:`HttpError`, as does a failure on the way (the connection is then closed)."""
+        try:
+            async with asyncio.timeout(timeout):
+                status, got = await self._head("GET", target, b"", headers or {})
+            if status >= 400 or got.get("transfer-encoding", "").lower() != "chunked":
+                async with asyncio.timeout(timeout):
+                    data = await self._body(got)
+                raise HttpError(f"GET {target}: HTTP {status}: {data[:200]!r}")
+            assert self._reader is not None
+            rest = b""
+            while True:
+                async with asyncio.timeout(timeout):
+                    size = int((await self._reader.readline()).split(b";")[0], 16)
+                    if not size:
+                        await self._reader.readline()  # the empty trailer
+                        break
+                    rest += await self._reader.readexactly(size)
+                    await self._reader.readexactly(2)
+                *done, rest = rest.split(b"\n")
+                for line in done:
+                    yield line
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            await self.close()
+            raise HttpError(f"GET {target}: {exc!r}") from exc
+        except BaseException:
+            await self.close()  # an error, or the caller stopped reading mid-stream
+            raise
+
     async def _exchange(
         self, method: str, target: str, body: bytes, headers: dict[str, str]
     ) -> Response:
+        status, got = await self._head(method, target, body, headers)
+        data = await self._body(got)
+        if got.get("connection", "").lower() == "close":
+            await self.close()
+        return Response(status, got, data)
+
+    async def _head(
+        self, method: str, target: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str]]:
+        """Send a request; the answer's status and headers."""
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         assert self._reader is not None
@@ -121,6 +165,10 @@ class Client:
         while (line := await self._reader.readline()) not in (b"\r\n", b"\n", b""):
             name, _, value = line.decode("latin-1").partition(":")
             got[name.strip().lower()] = value.strip()
+        return status, got
+
+    async def _body(self, got: dict[str, str]) -> bytes:
+        assert self._reader is not None
         if got.get("transfer-encoding", "").lower() == "chunked":
             data = b""
             while size := int((await self._reader.readline()).split(b";")[0], 16):
@@ -129,6 +177,4 @@ class Client:
             await self._reader.readline()  # the empty trailer
         else:
             data = await self._reader.readexactly(int(got.get("content-length", "0")))
-        if got.get("connection", "").lower() == "close":
-            await self.close()
-        return Response(status, got, data)
+        return data

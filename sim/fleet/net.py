@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sim.fleet.server import SimServer
-from sync.client import Request, Response
+from sync.client import Request, Response, Streamed
 
 
 class Crash(BaseException):
@@ -126,6 +126,9 @@ class SimTransport:
             net.faults["loss"] += 1
             raise TimeoutError("answer lost after the server applied the request")
         return Response(status, body)
+
+    def stream(self, request: Request) -> Streamed:
+        return Streamed.of(self.send(request))  # the simulated server answers whole
 
     def close(self) -> None:
         pass

@@ -404,10 +404,15 @@ def create_app(ctx: Context) -> FastAPI:
         wait: Annotated[float, Query(ge=0, le=hot.MAX_WAIT_S)] = 0,
         head: Annotated[int | None, Query(ge=0, le=hot.MAX_HEAD)] = None,
         acked: Annotated[int | None, Query(ge=0, le=hot.MAX_HEAD)] = None,
+        stream: bool = False,
     ) -> Response:
-        """The delta feed (:meth:`sync.server.hot.LongPoll.answer`; the ordinary requests are
-        served by :mod:`sync.server.hot`, this route answers the others)."""
+        """The delta feed (:meth:`sync.server.hot.LongPoll.answer`; with ``stream``, every
+        page as it comes, one JSON a line: :meth:`~sync.server.hot.LongPoll.pages`; the
+        ordinary requests are served by :mod:`sync.server.hot`, this route answers the
+        others)."""
         await request.body()  # read: what arrives next is the terminal going away
+        if stream:
+            return hot.PageStream(lambda gone: poll.pages(term, since, wait, head, acked, gone))
         gone = asyncio.ensure_future(hot.until_disconnect(request.receive))
         try:
             body = await poll.answer(term, since, wait, head, acked, gone)

@@ -255,8 +255,8 @@ class Notifier:
     def _release(self, woken: deque[asyncio.Future[None]]) -> None:
         """Wake the parked long-polls :data:`WAKE_CHUNK` at a time, one chunk per turn of the
         event loop.  Woken all at once, 1,000 of them ran before anything else did (tens of
-        milliseconds that an online authorization waited); their answers are paced anyway
-        (:class:`sync.server.feed.Pacer`)."""
+        milliseconds that an online authorization waited); each chunk's pages are then built
+        together (:meth:`sync.server.hot.LongPoll._page`)."""
         for _ in range(min(WAKE_CHUNK, len(woken))):
             fut = woken.popleft()
             if not fut.done():

@@ -10,7 +10,6 @@ never splits a version, so a terminal that stores the returned version never mis
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import bisect
 import threading
@@ -19,7 +18,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from sync.db import Tx
+from sync.db import Tx, placeholders
 from sync.records import (
     UNSET,
     AccountSnapshot,
@@ -52,19 +51,25 @@ def _rows(rd: Tx, cls: type[_Row], sql: str, params: tuple[int, ...]) -> list[_R
     return out
 
 
-def _terminal_bits(ctx: Context, terminal_id: str) -> tuple[str, int, int]:
-    """What a page asks of its terminal's row (its merchant, the journal ack) and the current
-    feed version, read together: one statement on its own (a wake reads it for every parked
-    terminal; in a transaction it was two more round trips, and 22 % of a server process's
-    GIL time in a wake: docs/benchmarks.md, peak)."""
-    row = ctx.db.one(
-        "SELECT t.merchant, t.head_seq, v.value AS current FROM versions v "
-        "LEFT JOIN terminals t ON t.id = ? WHERE v.name = 'feed'",
-        (terminal_id,),
+def _terminal_bits(ctx: Context, ids: list[str]) -> tuple[dict[str, tuple[str, int]], int]:
+    """What the pages ask of their terminals' rows (each one's merchant and journal ack) and
+    the current feed version, read together: one statement for a whole wake's batch of pages
+    (:meth:`FeedShare.pages`).  Read a terminal at a time, in a read transaction, it was 22 %
+    of a server process's GIL time in a wake; as one statement a page, still the most of a
+    page's cost (docs/benchmarks.md, peak).  A terminal without a row (the server's data
+    replaced) is not in the map: no ack."""
+    rows = ctx.db.all(
+        "SELECT v.value AS current, t.id, t.merchant, t.head_seq FROM versions v "
+        f"LEFT JOIN terminals t ON t.id IN ({placeholders(len(ids))}) WHERE v.name = 'feed'",
+        tuple(ids),
     )
-    assert row is not None  # the schema's own row (sync/server/schema.py)
-    # no terminal row (the server's data replaced): no ack
-    return str(row["merchant"] or "DEFAULT"), int(row["head_seq"] or 0), int(row["current"])
+    assert rows  # the schema's own versions row (sync/server/schema.py)
+    bits = {
+        str(r["id"]): (str(r["merchant"] or "DEFAULT"), int(r["head_seq"] or 0))
+        for r in rows
+        if r["id"] is not None
+    }
+    return bits, int(rows[0]["current"])
 
 
 class _Shared(msgspec.Struct, frozen=True):
@@ -219,18 +224,22 @@ def _page(ctx: Context, terminal_id: str, ack: int, part: _Shared, since: int) -
     )
 
 
-def _key(ctx: Context, terminal: dict[str, Any], page: int) -> tuple[_Key, int]:
-    merchant, ack, current = _terminal_bits(ctx, terminal["id"])
+def _key(terminal: dict[str, Any], merchant: str, current: int, page: int) -> _Key:
     is_pos = terminal.get("role", "pos") == "pos"
-    return (current, merchant, is_pos, bool(terminal.get("simulated")), page), ack
+    return (current, merchant, is_pos, bool(terminal.get("simulated")), page)
 
 
 def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) -> FeedPage:
     """The page of changes after ``since`` for ``terminal`` (at most ``page`` changed rows,
     never splitting a version)."""
-    key, ack = _key(ctx, terminal, page)
-    part = _shared(ctx, key, since)
+    bits, current = _terminal_bits(ctx, [terminal["id"]])
+    merchant, ack = bits.get(terminal["id"], _NO_ROW)
+    part = _shared(ctx, _key(terminal, merchant, current, page), since)
     return _page(ctx, terminal["id"], ack, part, part.since)
+
+
+#: the merchant and ack of a terminal without a row
+_NO_ROW = ("DEFAULT", 0)
 
 
 class FeedShare:
@@ -244,8 +253,8 @@ class FeedShare:
     the rows after the lowest ``since`` asked serves every page of the key: each takes the rows
     after its own ``since`` (they are in version order).  A request from further back reads
     them again from there (in a random order of requests that happens a handful of times for
-    1,000); one whose rows would not fit in a page reads its own, cut.  Each page still reads
-    its terminal's row and the current version itself.  A part stays right after the data
+    1,000); one whose rows would not fit in a page reads its own, cut.  The pages of a batch
+    (:meth:`pages`) read their terminals' rows and the current version in one statement.  A part stays right after the data
     moves on: a row changed again takes a later version, which the terminal's next page (from
     this page's version) carries."""
 
@@ -258,9 +267,19 @@ class FeedShare:
     def page(
         self, ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE
     ) -> FeedPage:
-        key, ack = _key(ctx, terminal, page)
-        part = self._part(ctx, key, since)
-        return _page(ctx, terminal["id"], ack, part, part.since if part.reset else since)
+        return self.pages(ctx, [(terminal, since)], page)[0]
+
+    def pages(
+        self, ctx: Context, asks: list[tuple[dict[str, Any], int]], page: int = PAGE
+    ) -> list[FeedPage]:
+        """The page of each (terminal, since) asked, their terminals' rows read together."""
+        bits, current = _terminal_bits(ctx, list({term["id"]: None for term, _ in asks}))
+        out = []
+        for term, since in asks:
+            merchant, ack = bits.get(term["id"], _NO_ROW)
+            part = self._part(ctx, _key(term, merchant, current, page), since)
+            out.append(_page(ctx, term["id"], ack, part, part.since if part.reset else since))
+        return out
 
     def _part(self, ctx: Context, key: _Key, since: int) -> _Shared:
         with self._lock:
@@ -289,30 +308,3 @@ class _Slot:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.part: _Shared | None = None
-
-
-#: the feed answers a server process sends a second at most when many are due at once (a wake
-#: answers every parked long-poll): 1,000 parked terminals are answered within about 1 s
-ANSWERS_PER_S = 1000.0
-
-
-class Pacer:
-    """Spaces the feed's answers at most :data:`ANSWERS_PER_S` a second (event loop only).
-
-    A wake makes every parked long-poll due at once; answered all together, their responses
-    and the terminals' next signed requests filled the event loop for the better part of a
-    second, and an online authorization that arrived then waited behind all of them.  Spaced,
-    they leave the loop free between them.  A terminal whose page is due while nothing else is
-    is answered at once."""
-
-    def __init__(self, per_s: float = ANSWERS_PER_S) -> None:
-        self.interval = 1.0 / per_s
-        self._next = 0.0
-
-    async def turn(self) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        at = max(now, self._next)
-        self._next = at + self.interval
-        if at > now:
-            await asyncio.sleep(at - now)

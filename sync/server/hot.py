@@ -28,11 +28,12 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import Headers
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sync.bodylimit import MAX_BODY_BYTES, content_length, send_json
@@ -51,6 +52,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: runs ``fn(*args)`` for a coroutine: on a worker thread, or where it is
 Run = Callable[..., Awaitable[Any]]
+#: a feed page's JSON and its version
+Page = tuple[bytes, int]
+#: the most feed pages built in one job (:meth:`LongPoll._page`)
+PAGE_BATCH = 100
 
 #: the longest a feed long-poll waits (``wait``), seconds
 MAX_WAIT_S = 30.0
@@ -81,8 +86,9 @@ class LongPoll:
 
     def __init__(self, ctx: Context, api_auth: ApiAuth) -> None:
         self.ctx = ctx
-        self.pages = feed.FeedShare()
-        self.pacer = feed.Pacer()
+        self.pages_share = feed.FeedShare()
+        self._asked: list[tuple[dict[str, Any], int, asyncio.Future[Page]]] = []
+        self._building: set[asyncio.Task[None]] = set()
         self.feed_thread = api_auth.feed_thread
 
     async def answer(
@@ -101,12 +107,64 @@ class LongPoll:
         report); ``acked``: the head the server acked to it (above what the server holds: it
         was restored from a backup, :mod:`sync.server.recovery`).  ``run`` runs its database
         work (by default on the feed's own threads)."""
-        ctx = self.ctx
         run = run or self.feed_thread
+        deadline = await self._open(term, wait, head, acked, run)
+        body, _, _ = await self._next(term, since, deadline, gone, run)
+        return body
+
+    async def pages(
+        self,
+        term: dict[str, Any],
+        since: int,
+        wait: float,
+        head: int | None,
+        acked: int | None,
+        gone: asyncio.Future[None],
+        run: Run | None = None,
+    ) -> AsyncIterator[bytes]:
+        """The feed as a stream (``stream=1``): each page after ``since`` as soon as there
+        is news, for ``wait`` seconds (spread as :data:`WAIT_SPREAD` says), then one last page
+        (whose account snapshots ride it, as a long-poll's answer at its timeout does).
+
+        A wake answers every parked long-poll at once, and each answer brings its terminal's
+        next signed request (a new request parsed, its signature checked, its nonce claimed,
+        its head stored, the version read): at a lunch peak on PostgreSQL, 1,000 of those a
+        wake took the 2-core machine for about a second while the online authorizations
+        queued (docs/benchmarks.md, peak).  A stream sends the page on the request it has and
+        goes on waiting.  It is checked once, when it opens, and lasts no longer than a
+        long-poll (:data:`MAX_WAIT_S`), so a terminal disabled meanwhile is served no longer
+        than a long-poll parked before it was."""
+        run = run or self.feed_thread
+        loop = asyncio.get_running_loop()
+        deadline = await self._open(term, wait, head, acked, run)
+        while True:
+            body, since, news = await self._next(term, since, deadline, gone, run)
+            yield body
+            if not news or loop.time() >= deadline or gone.done() or self.ctx.notifier.closing:
+                return
+
+    async def _open(
+        self, term: dict[str, Any], wait: float, head: int | None, acked: int | None, run: Run
+    ) -> float:
+        """Store the reported ``head``; the loop time the request's wait ends at."""
+        ctx = self.ctx
         if head is not None:
             await run(merchants.report_head, ctx, term["id"], head, acked)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait * (1.0 - WAIT_SPREAD * ctx.rng.random())
+        return loop.time() + wait * (1.0 - WAIT_SPREAD * ctx.rng.random())
+
+    async def _next(
+        self,
+        term: dict[str, Any],
+        since: int,
+        deadline: float,
+        gone: asyncio.Future[None],
+        run: Run,
+    ) -> tuple[bytes, int, bool]:
+        """The next page after ``since`` once there is news or at ``deadline``: its JSON, its
+        version, and whether it was news."""
+        ctx = self.ctx
+        loop = asyncio.get_running_loop()
         notifier = ctx.notifier
         seen = notifier.generation
         news = notifier.news_for(since, await notifier.version(ctx.db))
@@ -118,25 +176,108 @@ class LongPoll:
             if notifier.generation != seen:  # woken: the version may have moved
                 seen = notifier.generation
                 news = await notifier.version(ctx.db) != since
-        await self.pacer.turn()
+        body, version = await self._page(term, since, run)
+        return body, version, news
 
-        def page() -> bytes:
-            got = self.pages.page(ctx, term, since)
-            notifier.saw(got.version)
-            return to_bytes(got)
+    def _page(self, term: dict[str, Any], since: int, run: Run) -> asyncio.Future[Page]:
+        """The page after ``since`` for ``term``: built with the others asked for in the same
+        turn of the event loop (a wake releases the parked requests :data:`~sync.server.context
+        .WAKE_CHUNK` a turn), up to :data:`PAGE_BATCH` in one job of ``run``, their terminals'
+        rows read in one statement (:meth:`sync.server.feed.FeedShare.pages`).  A page at a
+        time, a wake's thousand pages were a thousand thread hops and statements."""
+        fut: asyncio.Future[Page] = asyncio.get_running_loop().create_future()
+        self._asked.append((term, since, fut))
+        if len(self._asked) == 1:
+            asyncio.get_running_loop().call_soon(self._build, run)
+        return fut
 
-        return await run(page)
+    def _build(self, run: Run) -> None:
+        while self._asked:
+            batch, self._asked = self._asked[:PAGE_BATCH], self._asked[PAGE_BATCH:]
+            task = asyncio.ensure_future(self._fill(batch, run))
+            self._building.add(task)
+            task.add_done_callback(self._building.discard)
+
+    async def _fill(
+        self, batch: list[tuple[dict[str, Any], int, asyncio.Future[Page]]], run: Run
+    ) -> None:
+        ctx = self.ctx
+        notifier = ctx.notifier
+
+        def build() -> list[Page]:
+            got = self.pages_share.pages(ctx, [(term, since) for term, since, _ in batch])
+            for page in got:
+                notifier.saw(page.version)
+            return [(to_bytes(page), page.version) for page in got]
+
+        try:
+            pages = await run(build)
+        except BaseException as exc:  # every page of the batch fails alike (the database)
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, _, fut), page in zip(batch, pages, strict=True):
+            if not fut.done():  # its request went away meanwhile
+                fut.set_result(page)
+
+
+#: the media type of a feed stream: one page of JSON a line
+NDJSON = b"application/x-ndjson"
+
+
+async def send_pages(
+    pages: AsyncIterator[bytes], scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Answer with the pages of a feed stream (:meth:`LongPoll.pages`), one JSON a line, each
+    sent as it comes.  An error before the first page answers as on every route; after it,
+    the stream ends there (the status is gone) and the terminal asks again."""
+    started = False
+    try:
+        async for page in pages:
+            if not started:
+                start = {"type": "http.response.start", "status": 200}
+                start["headers"] = [(b"content-type", NDJSON)]
+                await send(start)
+                started = True
+            await send({"type": "http.response.body", "body": page + b"\n", "more_body": True})
+    except YktError as exc:
+        if not started:
+            await error_response(exc, FEED)(scope, receive, send)
+            return
+        log.warning("feed stream ended early: %s", exc)
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class PageStream(Response):
+    """A feed stream as a route's answer (the FastAPI route of ``GET /v1/feed``):
+    ``open_pages(gone)`` gives the pages, ``gone`` being done once the terminal went away."""
+
+    def __init__(self, open_pages: Callable[[asyncio.Future[None]], AsyncIterator[bytes]]) -> None:
+        super().__init__(media_type=NDJSON.decode())
+        self.open_pages = open_pages
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gone = asyncio.ensure_future(until_disconnect(receive))
+        try:
+            await send_pages(self.open_pages(gone), scope, receive, send)
+        finally:
+            gone.cancel()
 
 
 # -- the ordinary requests -----------------------------------------------------------------------
 _UINT = re.compile(rb"[0-9]{1,19}")
 _WAIT = re.compile(rb"[0-9]{1,6}(\.[0-9]{1,9})?")
 _FEED_BOUNDS = {b"since": MAX_ID, b"head": MAX_HEAD, b"acked": MAX_HEAD}
+_FLAG = {b"0": False, b"1": True}
 
 
 def feed_query(raw: bytes) -> dict[str, Any] | None:
-    """``since``, ``wait``, ``head`` and ``acked`` of a feed query in their plain form (each
-    at most once, digits, within the route's bounds), or None for anything else."""
+    """``since``, ``wait``, ``head``, ``acked`` and ``stream`` of a feed query in their plain
+    form (each at most once, digits, within the route's bounds; ``stream`` 0 or 1), or None
+    for anything else."""
     out: dict[str, Any] = {}
     if not raw:
         return out
@@ -153,6 +294,8 @@ def feed_query(raw: bytes) -> dict[str, Any] | None:
             if _UINT.fullmatch(value) is None or int(value) > _FEED_BOUNDS[name]:
                 return None
             out[key] = int(value)
+        elif name == b"stream" and value in _FLAG:
+            out[key] = _FLAG[value]
         else:
             return None
     return out
@@ -339,17 +482,20 @@ class HotRoutes:
                 "GET", target, body, Headers(scope=scope), run=self._run
             )
             roles.require(term, f"GET {FEED}")
+            args = (
+                term,
+                query.get("since", 0),
+                query.get("wait", 0.0),
+                query.get("head"),
+                query.get("acked"),
+            )
             gone = asyncio.ensure_future(until_disconnect(receive))
             try:
-                page = await self.poll.answer(
-                    term,
-                    query.get("since", 0),
-                    query.get("wait", 0.0),
-                    query.get("head"),
-                    query.get("acked"),
-                    gone,
-                    self._run,
-                )
+                if query.get("stream"):
+                    pages = self.poll.pages(*args, gone, self._run)
+                    await send_pages(pages, scope, receive, send)
+                    return
+                page = await self.poll.answer(*args, gone, self._run)
             finally:
                 gone.cancel()
         except YktError as exc:

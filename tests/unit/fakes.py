@@ -139,7 +139,7 @@ class FakeServer:
     (``(503, …)``, ``(409, …)``).  ``auth``: the answers to authorize requests, in order.
     Pushed records are applied when they continue the chain (``head``); setting ``head``
     lower is a server restored from a backup.  ``pages``: feed pages to hand out, in order
-    (then an empty page at ``version``)."""
+    (then an empty page at ``version``); a feed stream hands them all out at once."""
 
     def __init__(self) -> None:
         self.down = False
@@ -151,9 +151,27 @@ class FakeServer:
         self.pages: list[dict[str, Any]] = []
         self.version = 0
         self.requests: list[tuple[str, str, Any]] = []
+        self.garbage = False
 
     def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         self.requests.append((method, path, body))
+        return self._answer(method, path, body)
+
+    def stream(self, path: str) -> tuple[int, list[Any]]:
+        """A feed stream: every page left, then the last one (``garbage``: a line that is
+        not a page, after the first)."""
+        self.requests.append(("GET", path, None))
+        if self.failing is not None:
+            return self.failing[0], [self.failing[1]]
+        lines: list[Any] = []
+        while self.pages:
+            lines.append(self._answer("GET", path, None)[1])
+            if self.garbage and len(lines) == 1:
+                lines.append("not a page")
+        lines.append(self._answer("GET", path, None)[1])
+        return 200, lines
+
+    def _answer(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         if self.failing is not None:
             return self.failing
         if path == "/v1/health":
@@ -200,6 +218,9 @@ def client_for(server: FakeServer, clock: ManualClock, key: SigningKey) -> Serve
     def handler(req: Request) -> Response:
         if server.down:
             raise ConnectionError("refused")
+        if "stream=1" in req.target:
+            status, lines = server.stream(req.path)
+            return Response(status, b"\n".join(json.dumps(x).encode() for x in lines))
         status, out = server.handle(req.method, req.path, req.json())
         return Response(status, json.dumps(out).encode())
 

@@ -7,6 +7,7 @@ import functools
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -165,6 +166,49 @@ def test_a_failed_pull_backs_off_and_a_bad_page_is_not_stored(w: World) -> None:
     retry = up.pull_page(w.client, Backoff(random.Random(1)))
     assert retry is not None and not retry.early
     assert w.cache.version == 1 and w.cache.policy.pin_max_tries == 3
+
+
+def test_a_feed_stream_stores_each_page_as_it_comes(w: World) -> None:
+    """Online, the uplink holds a stream (``stream=1``): every page on it reaches the cache,
+    and the stream is one request."""
+    w.server.down = False
+    w.link.up()
+    frozen = {**w.account_row(CARD_ACCT), "status": "frozen", "version": 2}
+    lost = {**w.account_row(CARD_ACCT), "status": "lost", "version": 3}
+    w.server.pages += [{"version": 2, "accounts": [frozen]}, {"version": 3, "accounts": [lost]}]
+    up = w.uplink()
+    seen: list[int] = []
+    w.cache.apply = _spy(w.cache.apply, seen)  # type: ignore[method-assign]
+    assert up.pull_stream(w.client, Backoff(random.Random(1))) is None
+    assert seen == [2, 3, 3]  # the two pages, then the last one at the end of its wait
+    acct = w.cache.account(CARD_ACCT)
+    assert acct is not None and acct.status == "lost" and w.cache.version == 3
+    assert w.server.paths() == ["/v1/feed"]
+
+
+def test_a_stream_broken_midway_keeps_the_pages_before_it(w: World) -> None:
+    sell(w, 3)
+    w.server.down = False
+    w.link.up()
+    up = w.uplink()
+    drain(up, w, Backoff(random.Random(1)))
+    w.server.head = 1  # restored from a backup: the stream's page acks below ours
+    w.server.garbage = True
+    w.server.pages.append({"version": 2})
+    retry = up.pull_stream(w.client, Backoff(random.Random(1)))
+    assert retry is not None and retry.early and not w.link.online
+    assert w.cache.version == 2
+    assert (w.journal.acked, w.journal.queued) == (1, 2)  # the first page's ack was taken
+    w.server.down = True
+    assert up.pull_stream(w.client, Backoff(random.Random(1))) is not None
+
+
+def _spy(apply: Any, seen: list[int]) -> Any:
+    def spied(page: Any) -> Any:
+        seen.append(page.version)
+        return apply(page)
+
+    return spied
 
 
 def test_a_batch_stays_under_the_servers_request_limit(w: World) -> None:

@@ -333,7 +333,7 @@ def test_long_polls_parked_together_end_apart(module_server: ServerProc) -> None
 
 def test_a_feed_stream_sends_each_page_on_the_open_request(module_server: ServerProc) -> None:
     """``stream=1``: a loss report's page comes on the request the terminal holds, and the
-    next one on the same request; with no news left it ends (in the later half of its wait)
+    next one on the same request; once no news came for (the later half of) its wait it ends
     with one last page."""
     term = HandTerminal.enroll(module_server, "feed-stream")
     first = fresh_account(module_server, topup_fen=1000)
@@ -364,13 +364,15 @@ def test_a_feed_stream_sends_each_page_on_the_open_request(module_server: Server
         page, at = got[-1]
         assert at - reported < 1.5
         assert [(a["number"], a["status"]) for a in page["accounts"]] == [(acct["number"], "lost")]
-    t.join(10)
+    t.join(15)
     assert not t.is_alive()
     assert len(got) == 3  # the two reports', then the last one at the end of its wait
     versions = [p["version"] for p, _ in got]
     assert since < versions[0] < versions[1] <= versions[2]
     assert got[2][0]["accounts"] == []
-    assert (1 - WAIT_SPREAD) * 6 * 0.95 <= got[2][1] - t0 < 8
+    # each page with news began the wait again: the stream outlived its first wait
+    assert (1 - WAIT_SPREAD) * 6 * 0.95 <= got[2][1] - got[1][1] < 7
+    assert got[1][1] - t0 > 1.0
 
 
 def test_a_feed_stream_is_checked_as_a_long_poll_is(module_server: ServerProc) -> None:
@@ -398,3 +400,35 @@ def test_a_feed_stream_is_checked_as_a_long_poll_is(module_server: ServerProc) -
     assert resp.headers["content-type"].startswith("application/x-ndjson")
     lines = resp.content.splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["version"] >= since
+
+
+def test_a_stream_of_a_terminal_revoked_meanwhile_gets_no_further_page(
+    module_server: ServerProc,
+) -> None:
+    """A stream is signed once, when it opens; every page checks the terminal's row again, so
+    a terminal revoked while it holds one is refused at the next page (a parked stream has
+    sent nothing yet: its answer is the route's 403)."""
+    term = HandTerminal.enroll(module_server, "feed-stream-revoked")
+    acct = fresh_account(module_server, topup_fen=1000)
+    time.sleep(1.5)  # the watcher's coalesced wake for the account's own changes passes
+    since = term.feed(0)["version"]
+    got: dict[str, Any] = {}
+
+    def hold() -> None:
+        try:
+            got["pages"] = [to_json(p) for p in term.client.feed_stream(since, wait=20)]
+        except AuthError as exc:
+            got["error"] = exc
+
+    t = threading.Thread(target=hold)
+    t.start()
+    time.sleep(0.5)  # parked (no event tells; is_alive below shows it was)
+    assert t.is_alive()
+    module_server.admin().call("POST", f"/v1/admin/terminals/{term.terminal_id}/revoke")
+    module_server.admin().call(
+        "POST", f"/v1/admin/accounts/{acct['number']}/status", {"action": "report-loss"}
+    )
+    t.join(10)
+    assert not t.is_alive()
+    assert "pages" not in got
+    assert (got["error"].status, got["error"].code) == (403, "terminal_revoked")

@@ -2,9 +2,9 @@
 500 simulated terminals).
 
 A real ``ykt server`` (uvicorn on loopback, SQLite) with 500 enrolled terminals.  Each simulated
-terminal speaks the terminal protocol as the POS agent's uplink does (``edge.uplink``): signed
-``GET /v1/feed?since=V&wait=20`` long-polls, the next one sent as soon as a page arrives, pages
-followed while ``more`` is set.  For each round the benchmark reports one card holder's card lost
+terminal speaks the terminal protocol as the POS agent's uplink does (``edge.uplink``): a signed
+``GET /v1/feed?since=V&wait=20&stream=1`` held open, its pages arriving on it as they come (a
+page with ``more`` followed at once), the next one sent when it ends.  For each round the benchmark reports one card holder's card lost
 through the admin API and times, for every terminal, the moment a feed page showing the account
 ``lost`` arrived (the status a terminal declines on, R2/R10).  The clock starts when the report
 is sent.  All terminals run on asyncio in the benchmark's process, on the same two cores as the
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ class Terminal:
     terminal_id: str
     key: SigningKey
     version: int = 0
-    parked: asyncio.Event = field(default_factory=asyncio.Event)  # in a long-poll at the head
+    parked: asyncio.Event = field(default_factory=asyncio.Event)  # holding a stream at the head
     seen: dict[int, int] = field(default_factory=dict)  # account id -> perf_counter_ns of "lost"
     errors: int = 0
 
@@ -61,30 +62,32 @@ class Round:
 
 
 async def _poll(client: Client, term: Terminal, rounds: dict[int, Round]) -> None:
-    """One terminal: long-poll the feed for ever (cancelled at the end)."""
+    """One terminal: hold the feed's stream for ever (cancelled at the end)."""
     while True:
         wait = WAIT_S if term.version else 0.0
-        target = "/v1/feed?" + urlencode({"since": term.version, "wait": wait})
+        target = "/v1/feed?" + urlencode({"since": term.version, "wait": wait, "stream": 1})
         if wait:
             term.parked.set()
         try:
-            resp = await client.get(target, headers=term.headers(target), timeout=wait + 15)
-            page = resp.raise_for_status().json()
+            async for line in client.lines(target, term.headers(target), wait + 15):
+                _page(term, rounds, json.loads(line))
         except (HttpError, ValueError):
             term.errors += 1
             term.parked.clear()
             await asyncio.sleep(0.5)  # the uplink backs off too
             continue
-        got = time.perf_counter_ns()
-        term.parked.clear()
-        for acct in page["accounts"]:
-            r = rounds.get(int(acct["id"]))
-            if r is not None and acct["status"] == "lost" and r.account_id not in term.seen:
-                term.seen[r.account_id] = got
-                r.waiting_for -= 1
-                if r.waiting_for == 0:
-                    r.arrived.set()
-        term.version = int(page["version"])  # with "more" set, the next page at once
+
+
+def _page(term: Terminal, rounds: dict[int, Round], page: dict[str, Any]) -> None:
+    got = time.perf_counter_ns()
+    for acct in page["accounts"]:
+        r = rounds.get(int(acct["id"]))
+        if r is not None and acct["status"] == "lost" and r.account_id not in term.seen:
+            term.seen[r.account_id] = got
+            r.waiting_for -= 1
+            if r.waiting_for == 0:
+                r.arrived.set()
+    term.version = int(page["version"])  # with "more" set, the next page follows at once
 
 
 async def _measure(

@@ -51,21 +51,29 @@ def _rows(rd: Tx, cls: type[_Row], sql: str, params: tuple[int, ...]) -> list[_R
     return out
 
 
-def _terminal_bits(ctx: Context, ids: list[str]) -> tuple[dict[str, tuple[str, int]], int]:
-    """What the pages ask of their terminals' rows (each one's merchant and journal ack) and
-    the current feed version, read together: one statement for a whole wake's batch of pages
-    (:meth:`FeedShare.pages`).  Read a terminal at a time, in a read transaction, it was 22 %
-    of a server process's GIL time in a wake; as one statement a page, still the most of a
-    page's cost (docs/benchmarks.md, peak).  A terminal without a row (the server's data
-    replaced) is not in the map: no ack."""
+def _terminal_bits(
+    ctx: Context, ids: list[str]
+) -> tuple[dict[str, tuple[str, int, str, str]], int]:
+    """What the pages ask of their terminals' rows (each one's merchant, journal ack, status
+    and key) and the current feed version, read together: one statement for a whole wake's
+    batch of pages (:meth:`FeedShare.pages`).  Read a terminal at a time, in a read
+    transaction, it was 22 % of a server process's GIL time in a wake; as one statement a
+    page, still the most of a page's cost (docs/benchmarks.md, peak).  A terminal without a
+    row (the server's data replaced) is not in the map: no ack."""
     rows = ctx.db.all(
-        "SELECT v.value AS current, t.id, t.merchant, t.head_seq FROM versions v "
-        f"LEFT JOIN terminals t ON t.id IN ({placeholders(len(ids))}) WHERE v.name = 'feed'",
+        "SELECT v.value AS current, t.id, t.merchant, t.head_seq, t.status, t.pubkey "
+        f"FROM versions v LEFT JOIN terminals t ON t.id IN ({placeholders(len(ids))}) "
+        "WHERE v.name = 'feed'",
         tuple(ids),
     )
     assert rows  # the schema's own versions row (sync/server/schema.py)
     bits = {
-        str(r["id"]): (str(r["merchant"] or "DEFAULT"), int(r["head_seq"] or 0))
+        str(r["id"]): (
+            str(r["merchant"] or "DEFAULT"),
+            int(r["head_seq"] or 0),
+            str(r["status"]),
+            str(r["pubkey"]),
+        )
         for r in rows
         if r["id"] is not None
     }
@@ -233,13 +241,13 @@ def delta(ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE) 
     """The page of changes after ``since`` for ``terminal`` (at most ``page`` changed rows,
     never splitting a version)."""
     bits, current = _terminal_bits(ctx, [terminal["id"]])
-    merchant, ack = bits.get(terminal["id"], _NO_ROW)
+    merchant, ack, _, _ = bits.get(terminal["id"], _NO_ROW)
     part = _shared(ctx, _key(terminal, merchant, current, page), since)
     return _page(ctx, terminal["id"], ack, part, part.since)
 
 
-#: the merchant and ack of a terminal without a row
-_NO_ROW = ("DEFAULT", 0)
+#: the merchant, ack, status and key of a terminal without a row (no key to compare)
+_NO_ROW = ("DEFAULT", 0, "active", "")
 
 
 class FeedShare:
@@ -267,16 +275,25 @@ class FeedShare:
     def page(
         self, ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE
     ) -> FeedPage:
-        return self.pages(ctx, [(terminal, since)], page)[0]
+        got = self.pages(ctx, [(terminal, since)], page)[0]
+        assert got is not None, "a page for a terminal whose row was checked"
+        return got
 
     def pages(
         self, ctx: Context, asks: list[tuple[dict[str, Any], int]], page: int = PAGE
-    ) -> list[FeedPage]:
-        """The page of each (terminal, since) asked, their terminals' rows read together."""
+    ) -> list[FeedPage | None]:
+        """The page of each (terminal, since) asked, their terminals' rows read together;
+        None for a terminal whose row is no longer what its request was checked against
+        (revoked, or another key: a stream checked when it opened gets no further page).  A
+        terminal without a row (the server's data replaced) still gets its page, without an
+        ack, as before."""
         bits, current = _terminal_bits(ctx, list({term["id"]: None for term, _ in asks}))
-        out = []
+        out: list[FeedPage | None] = []
         for term, since in asks:
-            merchant, ack = bits.get(term["id"], _NO_ROW)
+            merchant, ack, status, key = bits.get(term["id"], _NO_ROW)
+            if status != "active" or (key and key != term.get("pubkey", key)):
+                out.append(None)
+                continue
             part = self._part(ctx, _key(term, merchant, current, page), since)
             out.append(_page(ctx, term["id"], ack, part, part.since if part.reset else since))
         return out

@@ -44,6 +44,7 @@ from sync.server import authorize, feed, ingest, merchants, roles
 from sync.server.answers import error_response
 from sync.server.api_auth import ApiAuth
 from sync.server.context import Context
+from sync.server.errors import Forbidden
 from sync.server.models import AuthorizeIn, JournalIn
 from sync.server.workers import Workers
 
@@ -54,11 +55,16 @@ T = TypeVar("T")
 Run = Callable[..., Awaitable[Any]]
 #: a feed page's JSON and its version
 Page = tuple[bytes, int]
-#: the most feed pages built in one job (:meth:`LongPoll._page`)
+#: the most feed pages built in one job on a worker thread (:meth:`LongPoll._page`) …
 PAGE_BATCH = 100
+#: … and on the event loop (SQLite): a wake's pages a few milliseconds a turn, the sales between
+INLINE_BATCH = 10
 
 #: the longest a feed long-poll waits (``wait``), seconds
 MAX_WAIT_S = 30.0
+#: the longest a feed stream lasts, seconds (its ``head`` report is as old at most; a terminal
+#: opens the next one at once)
+MAX_STREAM_S = 120.0
 #: a long-poll with no news ends at a random point of the later half of its ``wait``: a wake
 #: answers every parked poll at once, their next polls arrive together, and with a fixed end
 #: they would all end together again ``wait`` seconds later, and again and again: at a lunch
@@ -89,6 +95,7 @@ class LongPoll:
         self.pages_share = feed.FeedShare()
         self._asked: list[tuple[dict[str, Any], int, asyncio.Future[Page]]] = []
         self._building: set[asyncio.Task[None]] = set()
+        self._filling = False  # a batch is on its way (the next starts when it ends)
         self.feed_thread = api_auth.feed_thread
 
     async def answer(
@@ -123,25 +130,34 @@ class LongPoll:
         run: Run | None = None,
     ) -> AsyncIterator[bytes]:
         """The feed as a stream (``stream=1``): each page after ``since`` as soon as there
-        is news, for ``wait`` seconds (spread as :data:`WAIT_SPREAD` says), then one last page
-        (whose account snapshots ride it, as a long-poll's answer at its timeout does).
+        is news, until ``wait`` seconds (spread as :data:`WAIT_SPREAD` says) pass without any,
+        then one last page (whose account snapshots ride it, as a long-poll's answer at its
+        timeout does); a stream lasts :data:`MAX_STREAM_S` at most.
 
         A wake answers every parked long-poll at once, and each answer brings its terminal's
         next signed request (a new request parsed, its signature checked, its nonce claimed,
         its head stored, the version read): at a lunch peak on PostgreSQL, 1,000 of those a
         wake took the 2-core machine for about a second while the online authorizations
         queued (docs/benchmarks.md, peak).  A stream sends the page on the request it has and
-        goes on waiting.  It is checked once, when it opens, and lasts no longer than a
-        long-poll (:data:`MAX_WAIT_S`), so a terminal disabled meanwhile is served no longer
-        than a long-poll parked before it was."""
+        goes on waiting, its wait begun again as a new long-poll's would be (a stream that
+        ended at its first wait, news or not, cost more requests than the long-polls it
+        replaced: a wake every 12 s answers long-polls before most reach their end).  Every
+        page checks its terminal's row as the request's signature check did (still active,
+        the same key: :meth:`sync.server.feed.FeedShare.pages`), so a terminal revoked or
+        re-keyed meanwhile gets no further page."""
         run = run or self.feed_thread
         loop = asyncio.get_running_loop()
+        opened = loop.time()
         deadline = await self._open(term, wait, head, acked, run)
         while True:
             body, since, news = await self._next(term, since, deadline, gone, run)
             yield body
-            if not news or loop.time() >= deadline or gone.done() or self.ctx.notifier.closing:
+            now = loop.time()
+            if not news or now >= deadline or gone.done() or self.ctx.notifier.closing:
                 return
+            if now - opened >= MAX_STREAM_S:
+                return
+            deadline = self._wait_end(now, wait)
 
     async def _open(
         self, term: dict[str, Any], wait: float, head: int | None, acked: int | None, run: Run
@@ -150,8 +166,12 @@ class LongPoll:
         ctx = self.ctx
         if head is not None:
             await run(merchants.report_head, ctx, term["id"], head, acked)
-        loop = asyncio.get_running_loop()
-        return loop.time() + wait * (1.0 - WAIT_SPREAD * ctx.rng.random())
+        return self._wait_end(asyncio.get_running_loop().time(), wait)
+
+    def _wait_end(self, now: float, wait: float) -> float:
+        """When a wait of ``wait`` seconds begun ``now`` ends: at a random point of its later
+        half (:data:`WAIT_SPREAD`)."""
+        return now + wait * (1.0 - WAIT_SPREAD * self.ctx.rng.random())
 
     async def _next(
         self,
@@ -180,23 +200,35 @@ class LongPoll:
         return body, version, news
 
     def _page(self, term: dict[str, Any], since: int, run: Run) -> asyncio.Future[Page]:
-        """The page after ``since`` for ``term``: built with the others asked for in the same
-        turn of the event loop (a wake releases the parked requests :data:`~sync.server.context
-        .WAKE_CHUNK` a turn), up to :data:`PAGE_BATCH` in one job of ``run``, their terminals'
+        """The page after ``since`` for ``term``: built with the others asked for meanwhile
+        (a wake releases the parked requests :data:`~sync.server.context.WAKE_CHUNK` a turn
+        of the event loop), a batch at a time, in one job of ``run`` with their terminals'
         rows read in one statement (:meth:`sync.server.feed.FeedShare.pages`).  A page at a
-        time, a wake's thousand pages were a thousand thread hops and statements."""
-        fut: asyncio.Future[Page] = asyncio.get_running_loop().create_future()
+        time, a wake's thousand pages were a thousand thread hops and statements.  A batch
+        is :data:`PAGE_BATCH` pages on a worker thread; where the database work runs on the
+        event loop (SQLite) :data:`INLINE_BATCH`, one batch a turn, so that the sales in
+        between are not held up for the whole wake."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Page] = loop.create_future()
         self._asked.append((term, since, fut))
-        if len(self._asked) == 1:
-            asyncio.get_running_loop().call_soon(self._build, run)
+        if not self._filling:
+            self._filling = True
+            loop.call_soon(self._build, run)
         return fut
 
     def _build(self, run: Run) -> None:
-        while self._asked:
-            batch, self._asked = self._asked[:PAGE_BATCH], self._asked[PAGE_BATCH:]
-            task = asyncio.ensure_future(self._fill(batch, run))
-            self._building.add(task)
-            task.add_done_callback(self._building.discard)
+        """Start the next batch (the last one ended)."""
+        size = INLINE_BATCH if self.ctx.db.writes_inline() else PAGE_BATCH
+        batch, self._asked = self._asked[:size], self._asked[size:]
+        task = asyncio.ensure_future(self._fill(batch, run))
+        self._building.add(task)
+        task.add_done_callback(self._building.discard)
+
+    def _built(self, run: Run) -> None:
+        if self._asked:
+            asyncio.get_running_loop().call_soon(self._build, run)
+        else:
+            self._filling = False
 
     async def _fill(
         self, batch: list[tuple[dict[str, Any], int, asyncio.Future[Page]]], run: Run
@@ -204,11 +236,12 @@ class LongPoll:
         ctx = self.ctx
         notifier = ctx.notifier
 
-        def build() -> list[Page]:
+        def build() -> list[Page | None]:
             got = self.pages_share.pages(ctx, [(term, since) for term, since, _ in batch])
             for page in got:
-                notifier.saw(page.version)
-            return [(to_bytes(page), page.version) for page in got]
+                if page is not None:
+                    notifier.saw(page.version)
+            return [None if page is None else (to_bytes(page), page.version) for page in got]
 
         try:
             pages = await run(build)
@@ -219,8 +252,16 @@ class LongPoll:
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, _, fut), page in zip(batch, pages, strict=True):
-            if not fut.done():  # its request went away meanwhile
+        finally:
+            self._built(run)
+        for (term, _, fut), page in zip(batch, pages, strict=True):
+            if fut.done():  # its request went away meanwhile
+                continue
+            if page is None:
+                fut.set_exception(
+                    Forbidden(f"terminal {term['id']} is revoked", "terminal_revoked")
+                )
+            else:
                 fut.set_result(page)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -128,8 +129,8 @@ class Backend:
         conn.row_factory = sqlite3.Row
         try:
             conn.execute(f"PRAGMA busy_timeout={int(self._busy)}")
-            if self._shared is None and conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
+            if self._shared is None:
+                self._wal(conn)
             conn.execute(f"PRAGMA synchronous={self._sync}")
             conn.execute("PRAGMA foreign_keys=ON")
             # deleted and overwritten values are zeroed where that costs no extra write, so a
@@ -137,6 +138,22 @@ class Backend:
             conn.execute("PRAGMA secure_delete=FAST")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot prepare database: {exc}") from exc
+
+    def _wal(self, conn: sqlite3.Connection) -> None:
+        """Put a file database in WAL mode.  The switch takes the file for itself and does
+        not wait on the busy timeout for a connection opening at the same moment (processes
+        starting together on a fresh file: "database is locked" now and then, under load);
+        it is tried again until the busy timeout has passed."""
+        deadline = time.monotonic() + self._busy / 1000
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     def _conn(self) -> sqlite3.Connection:
         if self._shared is not None:

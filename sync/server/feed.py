@@ -262,9 +262,9 @@ class FeedShare:
     after its own ``since`` (they are in version order).  A request from further back reads
     them again from there (in a random order of requests that happens a handful of times for
     1,000); one whose rows would not fit in a page reads its own, cut.  The pages of a batch
-    (:meth:`pages`) read their terminals' rows and the current version in one statement.  A part stays right after the data
-    moves on: a row changed again takes a later version, which the terminal's next page (from
-    this page's version) carries."""
+    (:meth:`pages`) read their terminals' rows and the current version in one statement.  A
+    part stays right after the data moves on: a row changed again takes a later version, which
+    the terminal's next page (from this page's version) carries."""
 
     def __init__(self, keep: int = 64) -> None:
         self.keep = keep
@@ -276,7 +276,7 @@ class FeedShare:
         self, ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE
     ) -> FeedPage:
         got = self.pages(ctx, [(terminal, since)], page)[0]
-        assert got is not None, "a page for a terminal whose row was checked"
+        assert got is not None, "page() is for a terminal known to be active (tests)"
         return got
 
     def pages(

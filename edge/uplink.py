@@ -222,7 +222,7 @@ class Uplink:
 
     def pull_stream(self, client: ServerClient, backoff: Backoff) -> Retry | None:
         """Hold a feed stream (online) and store each page as it arrives, until the server
-        ends it (about :attr:`poll_wait_s`).  A loss report reaches this terminal as a page on
+        ends it (:attr:`poll_wait_s` without news, 120 s at most).  A loss report reaches this terminal as a page on
         the open request: the server does not take a new signed request from every terminal
         at once for it (docs/api.md).  None: open the next one now; else how long to wait."""
         journal = self.journal

@@ -334,9 +334,10 @@ class ServerClient:
         self, since: int, wait: float, head: int | None = None, acked: int | None = None
     ) -> Generator[FeedPage, None, None]:
         """The feed as a stream (``stream=1``, docs/api.md): each page after ``since`` as the
-        server sends it, for about ``wait`` seconds (the arguments of :meth:`feed`).  A wake
-        then costs the server a page on the open request, not a new signed request from every
-        terminal.  Raises as :meth:`send` does, also midway (the pages before were whole)."""
+        server sends it, until ``wait`` seconds pass without news (120 s at most; the
+        arguments of :meth:`feed`).  A wake then costs the server a page on the open request,
+        not a new signed request from every terminal.  Raises as :meth:`send` does, also
+        midway (the pages before were whole)."""
         params: dict[str, Any] = {"since": since, "wait": wait, "stream": 1}
         if head is not None:
             params["head"] = head

@@ -117,24 +117,11 @@ class RequestsTransport:
         self.session.headers.update(headers or {})
 
     def send(self, request: Request) -> Response:
-        resp = self.session.request(
-            request.method,
-            request.url,
-            data=request.content or None,
-            headers=dict(request.headers),
-            timeout=request.timeout,
-        )
+        resp = self._call(request, stream=False)
         return Response(resp.status_code, resp.content)
 
     def stream(self, request: Request) -> Streamed:
-        resp = self.session.request(
-            request.method,
-            request.url,
-            data=request.content or None,
-            headers=dict(request.headers),
-            timeout=request.timeout,
-            stream=True,
-        )
+        resp = self._call(request, stream=True)
 
         def lines() -> Iterator[bytes]:
             try:
@@ -144,6 +131,16 @@ class RequestsTransport:
                 resp.close()
 
         return Streamed(resp.status_code, lines(), resp.close)
+
+    def _call(self, request: Request, stream: bool) -> requests.Response:
+        return self.session.request(
+            request.method,
+            request.url,
+            data=request.content or None,
+            headers=dict(request.headers),
+            timeout=request.timeout,
+            stream=stream,
+        )
 
     def close(self) -> None:
         self.session.close()
@@ -167,6 +164,16 @@ class MockTransport:
 
     def close(self) -> None:
         self.closed = True
+
+
+def _feed_params(since: int, wait: float, head: int | None, acked: int | None) -> dict[str, Any]:
+    """The query of a feed request (``acked`` goes only with ``head``)."""
+    params: dict[str, Any] = {"since": since, "wait": wait}
+    if head is not None:
+        params["head"] = head
+        if acked is not None:
+            params["acked"] = acked
+    return params
 
 
 def _unreachable(method: str, path: str, exc: OSError) -> ServerUnavailable:
@@ -317,16 +324,11 @@ class ServerClient:
         settlement report shows the records not synced yet); ``acked``: the head the server
         acked (a server that holds less was restored from a backup: it stops paying out until
         every terminal has pushed again, docs/operations.md)."""
-        params: dict[str, Any] = {"since": since, "wait": wait}
-        if head is not None:
-            params["head"] = head
-            if acked is not None:
-                params["acked"] = acked
         return self._typed(
             FeedPage,
             "GET",
             "/v1/feed",
-            params=params,
+            params=_feed_params(since, wait, head, acked),
             timeout=(2.0, wait + 15.0),
         )
 
@@ -338,11 +340,7 @@ class ServerClient:
         arguments of :meth:`feed`).  A wake then costs the server a page on the open request,
         not a new signed request from every terminal.  Raises as :meth:`send` does, also
         midway (the pages before were whole)."""
-        params: dict[str, Any] = {"since": since, "wait": wait, "stream": 1}
-        if head is not None:
-            params["head"] = head
-            if acked is not None:
-                params["acked"] = acked
+        params = {**_feed_params(since, wait, head, acked), "stream": 1}
         method, path = "GET", "/v1/feed"
         req = self._request(method, path, None, params, True, (2.0, wait + 15.0))
         try:

@@ -32,6 +32,15 @@ def _world(tmp_path: Path) -> tuple[Context, list[InProcTerminal], list[int]]:
     return ctx, terms, ids
 
 
+def _page(
+    share: feed.FeedShare, ctx: Context, row: dict[str, Any], since: int, page: int = feed.PAGE
+) -> Any:
+    """One terminal's page through the share (a batch of one)."""
+    got = share.pages(ctx, [(row, since)], page)[0]
+    assert got is not None  # the terminal is active
+    return got
+
+
 def _own(page: dict[str, Any]) -> dict[str, Any]:
     """A page without the fields each answer has of its own (the server's time)."""
     return {k: v for k, v in page.items() if k != "server_time_ms"}
@@ -40,7 +49,7 @@ def _own(page: dict[str, Any]) -> dict[str, Any]:
 def test_shared_pages_are_each_terminals_own_page(tmp_path: Path) -> None:
     ctx, terms, ids = _world(tmp_path)
     share = feed.FeedShare()
-    pages = [to_json(share.page(ctx, t.row, 0)) for t in terms]
+    pages = [to_json(_page(share, ctx, t.row, 0)) for t in terms]
     assert share.computed == 1  # one key: the same since, version, merchant and role
     for t, page in zip(terms, pages, strict=True):
         assert _own(page) == _own(to_json(feed.delta(ctx, t.row, 0)))
@@ -50,12 +59,12 @@ def test_shared_pages_are_each_terminals_own_page(tmp_path: Path) -> None:
     # what changes after a part was read comes in the next page, from that page's version
     since = pages[1]["version"]
     accounts.change_status(ctx, "S2", "report-loss")
-    nxt = to_json(share.page(ctx, terms[1].row, since))
+    nxt = to_json(_page(share, ctx, terms[1].row, since))
     assert share.computed == 2
     assert [(a["number"], a["status"]) for a in nxt["accounts"]] == [("S2", "lost")]
     assert _own(nxt) == _own(to_json(feed.delta(ctx, terms[1].row, since)))
     # the same page asked again comes from the part already read
-    assert _own(to_json(share.page(ctx, terms[2].row, since))) == _own(
+    assert _own(to_json(_page(share, ctx, terms[2].row, since))) == _own(
         to_json(feed.delta(ctx, terms[2].row, since))
     )
     assert share.computed == 2
@@ -68,12 +77,12 @@ def test_one_read_from_the_lowest_since_serves_the_later_ones(tmp_path: Path) ->
     order = [top - 2, top - 4, top - 1, top - 3, 0, top, 2, top - 4]
     for n, since in enumerate(order):
         t = terms[n % 3]
-        assert _own(to_json(share.page(ctx, t.row, since))) == _own(
+        assert _own(to_json(_page(share, ctx, t.row, since))) == _own(
             to_json(feed.delta(ctx, t.row, since))
         ), since
     assert share.computed == 3  # each new lowest since: top - 2, top - 4, 0
     # a page cut (more rows than fit) is read for itself, whole pages as before
-    cut = to_json(share.page(ctx, terms[1].row, 0, page=1))
+    cut = to_json(_page(share, ctx, terms[1].row, 0, page=1))
     assert cut["more"] and cut == {
         **to_json(feed.delta(ctx, terms[1].row, 0, page=1)),
         "server_time_ms": cut["server_time_ms"],

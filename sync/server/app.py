@@ -411,11 +411,12 @@ def create_app(ctx: Context) -> FastAPI:
         ordinary requests are served by :mod:`sync.server.hot`, this route answers the
         others)."""
         await request.body()  # read: what arrives next is the terminal going away
+        ask = hot.FeedAsk(term, since, wait, head, acked)
         if stream:
-            return hot.PageStream(lambda gone: poll.pages(term, since, wait, head, acked, gone))
+            return hot.PageStream(lambda gone: poll.pages(ask, gone))
         gone = asyncio.ensure_future(hot.until_disconnect(request.receive))
         try:
-            body = await poll.answer(term, since, wait, head, acked, gone)
+            body = await poll.answer(ask, gone)
         finally:
             gone.cancel()
         return Response(body, media_type="application/json")

@@ -272,13 +272,6 @@ class FeedShare:
         self._parts: dict[_Key, _Slot] = {}
         self.computed = 0  # parts read (tests, benchmarks)
 
-    def page(
-        self, ctx: Context, terminal: dict[str, Any], since: int, page: int = PAGE
-    ) -> FeedPage:
-        got = self.pages(ctx, [(terminal, since)], page)[0]
-        assert got is not None, "page() is for a terminal known to be active (tests)"
-        return got
-
     def pages(
         self, ctx: Context, asks: list[tuple[dict[str, Any], int]], page: int = PAGE
     ) -> list[FeedPage | None]:

@@ -29,6 +29,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -87,6 +88,20 @@ async def until_disconnect(receive: Receive) -> None:
             return
 
 
+@dataclass(frozen=True)
+class FeedAsk:
+    """A feed request, checked: its terminal (the row its signature was checked against),
+    ``since``, ``wait``, ``head`` (the terminal's journal head: its records not synced yet are
+    reported by the settlement report) and ``acked`` (the head the server acked to it: above
+    what the server holds, it was restored from a backup, :mod:`sync.server.recovery`)."""
+
+    term: dict[str, Any]
+    since: int
+    wait: float
+    head: int | None
+    acked: int | None
+
+
 class LongPoll:
     """The feed long-poll (``GET /v1/feed``), for the hot route and the FastAPI one alike."""
 
@@ -99,35 +114,18 @@ class LongPoll:
         self.feed_thread = api_auth.feed_thread
 
     async def answer(
-        self,
-        term: dict[str, Any],
-        since: int,
-        wait: float,
-        head: int | None,
-        acked: int | None,
-        gone: asyncio.Future[None],
-        run: Run | None = None,
+        self, ask: FeedAsk, gone: asyncio.Future[None], run: Run | None = None
     ) -> bytes:
-        """The page of the feed after ``since``, once there is one or ``wait`` seconds have
-        passed (or the server stops, or the terminal goes away: ``gone``).  ``head``: the
-        terminal's journal head (its records not synced yet are reported by the settlement
-        report); ``acked``: the head the server acked to it (above what the server holds: it
-        was restored from a backup, :mod:`sync.server.recovery`).  ``run`` runs its database
-        work (by default on the feed's own threads)."""
+        """The page of the feed after ``ask.since``, once there is one or ``ask.wait`` seconds
+        have passed (or the server stops, or the terminal goes away: ``gone``).  ``run`` runs
+        its database work (by default on the feed's own threads)."""
         run = run or self.feed_thread
-        deadline = await self._open(term, wait, head, acked, run)
-        body, _, _ = await self._next(term, since, deadline, gone, run)
+        deadline = await self._open(ask, run)
+        body, _, _ = await self._next(ask.term, ask.since, deadline, gone, run)
         return body
 
     async def pages(
-        self,
-        term: dict[str, Any],
-        since: int,
-        wait: float,
-        head: int | None,
-        acked: int | None,
-        gone: asyncio.Future[None],
-        run: Run | None = None,
+        self, ask: FeedAsk, gone: asyncio.Future[None], run: Run | None = None
     ) -> AsyncIterator[bytes]:
         """The feed as a stream (``stream=1``): each page after ``since`` as soon as there
         is news, until ``wait`` seconds (spread as :data:`WAIT_SPREAD` says) pass without any,
@@ -148,25 +146,23 @@ class LongPoll:
         run = run or self.feed_thread
         loop = asyncio.get_running_loop()
         opened = loop.time()
-        deadline = await self._open(term, wait, head, acked, run)
+        deadline = await self._open(ask, run)
+        since = ask.since
         while True:
-            body, since, news = await self._next(term, since, deadline, gone, run)
+            body, since, news = await self._next(ask.term, since, deadline, gone, run)
             yield body
             now = loop.time()
             if not news or now >= deadline or gone.done() or self.ctx.notifier.closing:
                 return
             if now - opened >= MAX_STREAM_S:
                 return
-            deadline = self._wait_end(now, wait)
+            deadline = self._wait_end(now, ask.wait)
 
-    async def _open(
-        self, term: dict[str, Any], wait: float, head: int | None, acked: int | None, run: Run
-    ) -> float:
+    async def _open(self, ask: FeedAsk, run: Run) -> float:
         """Store the reported ``head``; the loop time the request's wait ends at."""
-        ctx = self.ctx
-        if head is not None:
-            await run(merchants.report_head, ctx, term["id"], head, acked)
-        return self._wait_end(asyncio.get_running_loop().time(), wait)
+        if ask.head is not None:
+            await run(merchants.report_head, self.ctx, ask.term["id"], ask.head, ask.acked)
+        return self._wait_end(asyncio.get_running_loop().time(), ask.wait)
 
     def _wait_end(self, now: float, wait: float) -> float:
         """When a wait of ``wait`` seconds begun ``now`` ends: at a random point of its later
@@ -279,9 +275,8 @@ async def send_pages(
     try:
         async for page in pages:
             if not started:
-                start = {"type": "http.response.start", "status": 200}
-                start["headers"] = [(b"content-type", NDJSON)]
-                await send(start)
+                headers = [(b"content-type", NDJSON)]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
                 started = True
             await send({"type": "http.response.body", "body": page + b"\n", "more_body": True})
     except YktError as exc:
@@ -523,7 +518,7 @@ class HotRoutes:
                 "GET", target, body, Headers(scope=scope), run=self._run
             )
             roles.require(term, f"GET {FEED}")
-            args = (
+            ask = FeedAsk(
                 term,
                 query.get("since", 0),
                 query.get("wait", 0.0),
@@ -533,10 +528,9 @@ class HotRoutes:
             gone = asyncio.ensure_future(until_disconnect(receive))
             try:
                 if query.get("stream"):
-                    pages = self.poll.pages(*args, gone, self._run)
-                    await send_pages(pages, scope, receive, send)
+                    await send_pages(self.poll.pages(ask, gone, self._run), scope, receive, send)
                     return
-                page = await self.poll.answer(*args, gone, self._run)
+                page = await self.poll.answer(ask, gone, self._run)
             finally:
                 gone.cancel()
         except YktError as exc:

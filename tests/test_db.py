@@ -6,7 +6,7 @@ tests/test_db_statements.py runs every statement of the code on both engines."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from sync.errors import StoreConflict, StoreError
 from sync.server.context import current_version, next_version
 from tests import dbs
 from tests.helpers import ykt
+from tests.turns import Turns
 
 SCHEMA = Migrations()
 SCHEMA.add(
@@ -207,6 +208,119 @@ def test_constraint_violations_are_conflicts_and_roll_back_the_transaction(db: D
         tx.execute("INSERT INTO things (name) VALUES ('z')")
         raise RuntimeError("the body failed")
     assert db.scalar("SELECT COUNT(*) FROM things") == 1
+
+
+def test_a_write_left_for_later_runs_before_the_next_statement_or_at_the_commit(
+    db: Database,
+) -> None:
+    """Tx.later: a write whose answer nobody reads goes with the transaction's next statement
+    (which sees it) or with its commit; its error ends the transaction as a statement's would,
+    nothing of it kept."""
+    with db.tx() as tx:
+        tx.later("INSERT INTO things (name) VALUES (?)", ("a",))
+        assert tx.scalar("SELECT COUNT(*) FROM things WHERE name = 'a'") == 1
+        tx.later("INSERT INTO things (name, n) VALUES (?, ?)", ("b", 2))
+    assert [tuple(r) for r in db.all("SELECT name, n FROM things ORDER BY id")] == [
+        ("a", 0),
+        ("b", 2),
+    ]
+    with pytest.raises(StoreConflict), db.tx() as tx:
+        tx.execute("INSERT INTO things (name) VALUES ('c')")
+        tx.later("INSERT INTO things (name) VALUES (?)", ("a",))  # taken: refused
+    assert db.scalar("SELECT COUNT(*) FROM things") == 2  # 'c' rolled back with it
+    with db.tx() as tx:  # the connection goes on
+        tx.later("UPDATE things SET n = n + 1 WHERE name = ?", ("a",))
+    assert db.scalar("SELECT n FROM things WHERE name = 'a'") == 1
+
+
+def test_a_last_batch_ends_the_transaction(db: Database) -> None:
+    """Tx.batch(last=True): the rows of each statement, and the transaction committed (on
+    PostgreSQL in their round trip); a refused one keeps nothing."""
+    with db.tx() as tx:
+        tx.execute("INSERT INTO things (name) VALUES ('a')")
+        got = tx.batch(
+            [
+                ("INSERT INTO things (name) VALUES (?) RETURNING name", ("b",)),
+                ("SELECT COUNT(*) AS n FROM things", ()),
+            ],
+            last=True,
+        )
+    assert [[tuple(r) for r in rows] for rows in got] == [[("b",)], [(2,)]]
+    assert db.scalar("SELECT COUNT(*) FROM things") == 2
+    with pytest.raises(StoreConflict), db.tx() as tx:
+        tx.later("INSERT INTO things (name) VALUES ('c')")
+        tx.batch([("INSERT INTO things (name) VALUES (?)", ("a",))], last=True)
+    assert db.scalar("SELECT COUNT(*) FROM things") == 2
+    with db.tx() as tx:
+        tx.batch([("DELETE FROM things WHERE name = ?", ("b",))], last=True)
+    assert db.scalar("SELECT COUNT(*) FROM things") == 1
+
+
+def test_reads_outside_a_transaction_give_each_statement_its_rows(db: Database) -> None:
+    with db.tx() as tx:
+        tx.execute("INSERT INTO things (name, n) VALUES ('a', 5)")
+    got = db.reads(
+        [
+            ("SELECT n FROM things WHERE name = ?", ("a",)),
+            ("SELECT n FROM things WHERE name = ?", ("zz",)),
+            ("SELECT COUNT(*) FROM things", ()),
+        ]
+    )
+    assert [[tuple(r) for r in rows] for rows in got] == [[(5,)], [], [(1,)]]
+    with db.tx() as tx:  # inside a transaction: its own writes are seen
+        tx.execute("INSERT INTO things (name) VALUES ('b')")
+        assert db.reads([("SELECT COUNT(*) FROM things", ())])[0][0][0] == 2
+
+
+@pytest.mark.postgres
+def test_what_goes_together_takes_one_round_trip(db_kind: str) -> None:
+    """PostgreSQL: counted by a relay between the pool and the server (tests/turns.py): a
+    write left for later goes with the commit, a last batch takes its commit along, reads
+    outside a transaction go together.  (A statement and then the commit: two.)"""
+    url = dbs.fresh_url()
+    assert db_kind == "postgres" and url is not None
+    dbs.opened(url, Database(url, migrations=SCHEMA))
+    relay, through = Turns.for_url(url)
+    db = Database(through)
+    try:
+        db.all("SELECT 1")  # the pool's connection made
+
+        def turns(work: Callable[[], object]) -> int:
+            relay.reset()
+            work()
+            return relay.count
+
+        def one_then_commit() -> None:
+            with db.tx() as tx:
+                tx.execute("INSERT INTO things (name) VALUES ('a')")
+
+        def later_then_commit() -> None:
+            with db.tx() as tx:
+                tx.later("INSERT INTO things (name) VALUES ('b')")
+                tx.later("UPDATE things SET n = 7 WHERE name = 'b'")
+
+        def last_batch() -> None:
+            with db.tx(exclusive=False, durable=False) as tx:
+                tx.batch([("INSERT INTO things (name) VALUES ('c') RETURNING id", ())], last=True)
+
+        def reads() -> None:
+            db.reads([("SELECT 1", ()), ("SELECT 2", ()), ("SELECT COUNT(*) FROM things", ())])
+
+        def batch_later_commit() -> None:
+            with db.tx() as tx:
+                tx.batch([("SELECT n FROM things WHERE name = 'b'", ())])
+                tx.later("UPDATE things SET n = 8 WHERE name = 'b'")
+
+        assert turns(one_then_commit) == 2  # the relay counts
+        assert turns(later_then_commit) == 1
+        assert turns(last_batch) == 1
+        assert turns(reads) == 1
+        assert turns(batch_later_commit) == 2
+        assert db.scalar("SELECT n FROM things WHERE name = 'b'") == 8
+        assert db.scalar("SELECT COUNT(*) FROM things") == 3
+    finally:
+        db.close()
+        relay.close()
 
 
 def test_errors_are_store_errors_and_the_connection_survives(db: Database) -> None:

@@ -105,12 +105,23 @@ class Tx:
         no identity values given); else None (then :meth:`insert_rows`)."""
         return self._s.insert_statement(table, columns, rows, chunk)
 
-    def batch(self, statements: Sequence[tuple[str, Params]]) -> list[list[Row]]:
+    def batch(
+        self, statements: Sequence[tuple[str, Params]], *, last: bool = False
+    ) -> list[list[Row]]:
         """Run ``statements`` in order and return the rows of each: on PostgreSQL sent as one
         pipeline (one round trip for all; a transaction holding the writer lock spends less
         of its time waiting for answers), on SQLite one after the other.  For statements
-        whose parameters do not depend on each other's results."""
-        return self._s.batch(statements)
+        whose parameters do not depend on each other's results.  ``last``: they end the
+        transaction, and on PostgreSQL its ``COMMIT`` goes in their round trip (no statement
+        may follow; an error of the commit is raised here)."""
+        return self._s.batch(statements, last)
+
+    def later(self, sql: str, params: Params = ()) -> None:
+        """Run a write whose answer nobody reads (no rows, no count): on PostgreSQL it goes
+        with the transaction's next statement or its ``COMMIT``, in that one's round trip,
+        and its error is raised there (at the end of the ``with`` block for the commit); on
+        SQLite now.  Not for a statement whose failure the caller handles by itself."""
+        self._s.later(((sql, params),))
 
     def all(self, sql: str, params: Params = ()) -> list[Row]:
         return list(self._s.execute(sql, params).fetchall())
@@ -245,6 +256,11 @@ class Database:
     def one(self, sql: str, params: Params = ()) -> Row | None:
         rows = self.all(sql, params)
         return rows[0] if rows else None
+
+    def reads(self, statements: Sequence[tuple[str, Params]]) -> list[list[Row]]:
+        """The rows of each statement as :meth:`all` would give them (each its own snapshot
+        outside a transaction), on PostgreSQL sent together in one round trip."""
+        return self.backend.reads(statements)
 
     def scalar(self, sql: str, params: Params = ()) -> Any:
         row = self.one(sql, params)

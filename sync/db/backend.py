@@ -107,9 +107,17 @@ class Session(Protocol):
         None."""
         ...
 
-    def batch(self, statements: Sequence[tuple[str, Params]]) -> list[list[Any]]:
+    def batch(
+        self, statements: Sequence[tuple[str, Params]], last: bool = False
+    ) -> list[list[Any]]:
         """Run ``statements`` in order, as one round trip where the engine allows it; the rows
-        of each (empty for a statement that returns none)."""
+        of each (empty for a statement that returns none).  ``last``: the transaction's
+        commit goes in that round trip too."""
+        ...
+
+    def later(self, statements: Sequence[tuple[str, Params]]) -> None:
+        """Run ``statements``, whose answers nobody reads, by the transaction's next
+        statement or its commit, in that one's round trip where the engine allows it."""
         ...
 
 
@@ -141,6 +149,11 @@ class Backend(Protocol):
 
     def all(self, sql: str, params: Params) -> list[Row]:
         """One statement's rows, in the thread's transaction if it has one."""
+        ...
+
+    def reads(self, statements: Sequence[tuple[str, Params]]) -> list[list[Row]]:
+        """The rows of each statement, as :meth:`all` gives them, in one round trip where the
+        engine allows it."""
         ...
 
     def scrub(self) -> None:

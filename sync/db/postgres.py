@@ -214,6 +214,10 @@ class Session:
         #: the start of a transaction not sent yet (``BEGIN``, the writer lock): it goes with
         #: the transaction's first statements, in their round trip (:meth:`Backend._session`)
         self.opening: list[str] = []
+        #: statements whose answers nobody reads (:meth:`later`), not sent yet: they go with
+        #: the transaction's next statement or its ``COMMIT``, in that one's round trip
+        self.pending: list[tuple[str, Params]] = []
+        self.ended = False  # committed by a batch's last round trip (:meth:`batch`)
         #: a new connection like this one, for one found dead when the opening is sent
         self.redial: Callable[[], psycopg.Connection[Row]] | None = None
 
@@ -221,12 +225,20 @@ class Session:
     def broken(self) -> bool:
         return self.raw.closed or self.raw.broken
 
-    def _send(self, statements: Sequence[tuple[str, Params]]) -> list[psycopg.Cursor[Row]]:
-        """``statements`` after the opening, if one is due, in one pipeline; their cursors.  A
-        connection found dead as the opening goes out is replaced and the whole sent again
-        (nothing of the transaction ran: the one failure that can be retried)."""
+    def _send(
+        self, statements: Sequence[tuple[str, Params]], commit: bool = False
+    ) -> list[psycopg.Cursor[Row]]:
+        """``statements`` after the opening, if one is due, and the statements waiting
+        (:meth:`later`), in one pipeline, then ``COMMIT`` if ``commit``; the cursors of
+        ``statements``.  A connection found dead as the opening goes out is replaced and the
+        whole sent again (nothing of the transaction ran: the one failure that can be
+        retried)."""
         opening, self.opening = self.opening, []
-        todo = [*((sql, ()) for sql in opening), *statements]
+        ours = [*((sql, ()) for sql in opening), *self.pending]
+        self.pending = []
+        todo = [*ours, *statements, *((("COMMIT", ()),) if commit else ())]
+        # ours (BEGIN, SET, COMMIT …) are never prepared; the others are when they recur
+        plain = {*range(len(opening)), *((len(todo) - 1,) if commit else ())}
         for attempt in range(3):
             try:
                 if not psycopg.Pipeline.is_supported():  # a libpq older than 14
@@ -234,12 +246,10 @@ class Session:
                 else:
                     with self.raw.pipeline():
                         cursors = [
-                            self.raw.execute(
-                                pg_params(q), p, prepare=False if i < len(opening) else None
-                            )
+                            self.raw.execute(pg_params(q), p, prepare=False if i in plain else None)
                             for i, (q, p) in enumerate(todo)
                         ]
-                return cursors[len(opening) :]
+                return cursors[len(ours) : len(ours) + len(statements)]
             except psycopg.Error as exc:
                 if not (opening and self.broken and self.redial is not None and attempt < 2):
                     raise convert(exc, "query failed") from exc
@@ -249,14 +259,47 @@ class Session:
         raise AssertionError("unreachable")
 
     def _open(self) -> None:
-        """Send the opening alone, if it is still due (before a statement that does not go in
-        a pipeline here: COPY, executemany, our own statements such as COMMIT)."""
-        if self.opening:
+        """Send the opening and the statements waiting, if any (before a statement that does
+        not go in a pipeline here: COPY, executemany, our own statements such as SET)."""
+        self._live()
+        if self.opening or self.pending:
             self._send([])
 
+    def _live(self) -> None:
+        if self.ended:  # what follows would run outside the transaction
+            raise StoreError("the transaction has already committed")
+
+    def later(self, statements: Sequence[tuple[str, Params]]) -> None:
+        """Run ``statements`` (whose answers nobody reads) before the transaction's next
+        statement or its commit, in that one's round trip; an error of theirs is raised
+        there."""
+        self._live()
+        self.pending.extend(statements)
+
+    def commit(self) -> None:
+        """``COMMIT``, with the statements still waiting (:meth:`later`) in its round trip;
+        nothing at all for a transaction that sent and has nothing to send."""
+        if self.ended:
+            self.ended = False
+            return
+        if not self.pending:
+            if self.opening:  # no statement ran: no transaction to end
+                self.opening = []
+            else:
+                self.run("COMMIT")
+            return
+        self._send([], commit=True)
+
+    def forget(self) -> None:
+        """Drop what was not sent (the transaction is rolled back)."""
+        self.opening = []
+        self.pending = []
+        self.ended = False
+
     def execute(self, sql: str, params: Params = ()) -> Cursor:
+        self._live()
         try:
-            if self.opening:
+            if self.opening or self.pending:
                 cur = self._send([(sql, params)])[0]
             else:
                 cur = self.raw.execute(pg_params(sql), params)
@@ -277,12 +320,17 @@ class Session:
         except psycopg.Error as exc:
             raise convert(exc, "query failed") from exc
 
-    def batch(self, statements: Sequence[tuple[str, Params]]) -> list[list[Any]]:
+    def batch(
+        self, statements: Sequence[tuple[str, Params]], last: bool = False
+    ) -> list[list[Any]]:
         """The statements in one pipeline (libpq's pipeline mode): sent together, answered
         together, one round trip instead of one each; the first that fails ends the
-        transaction (as it would alone) and is raised."""
+        transaction (as it would alone) and is raised.  ``last``: the transaction's
+        ``COMMIT`` goes with them (nothing may follow)."""
+        self._live()
         try:
-            cursors = self._send(statements)
+            cursors = self._send(statements, commit=last)
+            self.ended = last
             return [c.fetchall() if c.description is not None else [] for c in cursors]
         except psycopg.Error as exc:
             raise convert(exc, "query failed") from exc
@@ -483,19 +531,15 @@ class Backend:
             yield conn
         except BaseException:
             self._local.conn = None
-            if conn.opening:  # nothing was sent
-                conn.opening = []
-            else:
+            sent = not conn.opening
+            conn.forget()
+            if sent:
                 _rollback_quietly(conn)
             self._put(conn)
             raise
         self._local.conn = None
-        if conn.opening:  # no statement ran: no transaction to end
-            conn.opening = []
-            self._put(conn)
-            return
         try:
-            conn.run("COMMIT")
+            conn.commit()
         except StoreError:
             if not conn.broken:
                 _rollback_quietly(conn)
@@ -528,6 +572,18 @@ class Backend:
         conn = self._get()
         try:
             return conn.execute(sql, params).fetchall()
+        finally:
+            self._put(conn)
+
+    def reads(self, statements: Sequence[tuple[str, Params]]) -> list[list[Any]]:
+        """Several statements in one pipeline: in the thread's transaction if it has one, else
+        each on its own, as :meth:`all` would run them, in one round trip."""
+        current: Session | None = getattr(self._local, "conn", None)
+        if current is not None:
+            return current.batch(statements)
+        conn = self._get()
+        try:
+            return conn.batch(statements)
         finally:
             self._put(conn)
 

@@ -47,9 +47,17 @@ class Session:
     def executemany(self, sql: str, rows: Iterable[Params]) -> int:
         return self.conn.executemany(sql, rows).rowcount
 
-    def batch(self, statements: Sequence[tuple[str, Params]]) -> list[list[Any]]:
-        """One after the other (in process, a statement costs no round trip)."""
+    def batch(
+        self, statements: Sequence[tuple[str, Params]], last: bool = False
+    ) -> list[list[Any]]:
+        """One after the other (in process, a statement costs no round trip); ``last`` makes
+        no difference here (the commit follows)."""
         return [self.conn.execute(sql, params).fetchall() for sql, params in statements]
+
+    def later(self, statements: Sequence[tuple[str, Params]]) -> None:
+        """Now (in process, a statement costs no round trip)."""
+        for sql, params in statements:
+            self.conn.execute(sql, params)
 
     def insert_statement(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], chunk: int
@@ -260,6 +268,10 @@ class Backend:
             with self._shared_lock:
                 return self._all(sql, params)
         return self._all(sql, params)
+
+    def reads(self, statements: Sequence[tuple[str, Params]]) -> list[list[Row]]:
+        """One after the other (in process, a statement costs no round trip)."""
+        return [self.all(sql, params) for sql, params in statements]
 
     def _all(self, sql: str, params: Params) -> list[Row]:
         try:

@@ -125,14 +125,14 @@ def test_a_loss_report_committed_during_an_authorization_declines_it(
     accounts.topup(ctx, "S2032002", 5000, "cash", None, "desk")
     card = accounts.issue_card(ctx, "S2032002", "04A1B2C3D4E5F6")
     pos = InProcTerminal(ctx, "race-pos")
-    real = authorize.lookup_card
+    real = authorize.credential_refusal
 
-    def lookup_then_loss(c: Context, card_no: str) -> dict[str, Any] | None:
-        row = real(c, card_no)
+    def checked_then_loss(c: Context, row: dict[str, Any], uid: str | None) -> str | None:
+        refusal = real(c, row, uid)  # the card as looked up: fine
         accounts.change_status(ctx, "S2032002", "report-loss")
-        return row
+        return refusal
 
-    monkeypatch.setattr(authorize, "lookup_card", lookup_then_loss)
+    monkeypatch.setattr(authorize, "credential_refusal", checked_then_loss)
     out = authorize.authorize(
         ctx, pos.row, {"seq": 1, "card_no": card["card_no"], "amount_fen": 100, "method": "card"}
     )

@@ -149,7 +149,7 @@ class SimServer:
             return authorize.authorize(ctx, term, req.model_dump())
         if path == "/v1/journal":
             push = JournalIn.model_validate_json(body)
-            return ingest.push(ctx, term["id"], push.records, push.acked)
+            return ingest.push(ctx, term, push.records, push.acked)
         if path == "/v1/feed":
             q = parse_qs(query)
             since = int(q.get("since", ["0"])[0])

@@ -394,7 +394,7 @@ def create_app(ctx: Context) -> FastAPI:
 
     @app.post("/v1/journal", tags=["terminal"])
     def push_journal(body: JournalIn, term: Terminal) -> dict[str, Any]:
-        return to_json(ingest.push(ctx, term["id"], body.records, body.acked))
+        return to_json(ingest.push(ctx, term, body.records, body.acked))
 
     @app.get("/v1/feed", tags=["terminal"], response_model=dict[str, Any])
     async def pull_feed(

@@ -42,7 +42,7 @@ from sync.records import UNSET, AuthorizeAnswer, decline
 from sync.rules import AccountStatus
 from sync.server import cardrisk, codes, holders, ledger, recovery
 from sync.server.accounts import event, set_status
-from sync.server.context import Context, next_version
+from sync.server.context import POLICY_READ, Context, next_version
 from sync.server.errors import Conflict, Invalid
 
 BLOCKED_REASON = (
@@ -54,13 +54,11 @@ def _decline(reason: str, code: str = "declined", **extra: Any) -> AuthorizeAnsw
     return decline(code, reason, **extra)
 
 
-def lookup_card(ctx: Context, card_no: str) -> dict[str, Any] | None:
-    row = ctx.db.one(
-        "SELECT c.card_no, c.uid, c.generation, c.status AS card_status, a.* "
-        "FROM cards c JOIN accounts a ON a.id = c.account_id WHERE c.card_no = ?",
-        (card_no,),
-    )
-    return None if row is None else dict(row)
+#: a card with its account, by the card's number
+CARD_READ = (
+    "SELECT c.card_no, c.uid, c.generation, c.status AS card_status, a.* "
+    "FROM cards c JOIN accounts a ON a.id = c.account_id WHERE c.card_no = ?"
+)
 
 
 def credential_refusal(ctx: Context, row: dict[str, Any], uid: str | None) -> str | None:
@@ -105,11 +103,17 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
     seq, amount = req["seq"], req["amount_fen"]
     if seq < 1:
         raise Invalid("seq starts at 1", "bad_seq")
+    forward = req.get("method") == "qr-forward"  # R8 forward scan: the phone's payment code
+    # what is read before the transaction goes in one round trip (PostgreSQL): the recovering
+    # state, the policy and (a card) the card with its account
+    read = ctx.db.reads(
+        [recovery.STATE_READ, POLICY_READ, *(() if forward else ((CARD_READ, (req["card_no"],)),))]
+    )
     # restored from a backup: balances may not yet show sales synced since the backup, so no
     # online approval; 503, the terminal decides offline within the offline bound
-    recovery.refuse(ctx.db, "online approval", online=True)
+    recovery.refuse(ctx.db, "online approval", online=True, read=read[0])
     qr: Verified | None = None
-    if req.get("method") == "qr-forward":  # R8 forward scan: the phone's payment code
+    if forward:
         try:
             qr, row = codes.check_payment_code(ctx, req.get("qr") or "")
         except CodeError as exc:
@@ -117,10 +121,9 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
         base = {"account_id": row["id"], "number": row["number"], "name": row["name"]}
         refusal = codes.account_refusal(ctx, row)  # R2: the account blocks its codes too
     else:
-        card = lookup_card(ctx, req["card_no"])
-        if card is None:
+        if not read[2]:
             return _decline("unknown card")
-        row = card
+        row = dict(read[2][0])
         base = {"account_id": row["id"], "number": row["number"], "name": row["name"]}
         refusal = credential_refusal(ctx, row, req.get("uid"))
     if refusal:
@@ -128,7 +131,7 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
     facts = req.get("card")
     if facts is not None and facts["generation"] != row["generation"]:
         return _decline("card replaced by a newer card (R11: old generation)", **base)
-    policy = ctx.policy()
+    policy = ctx.policy_of(read[1])
     now, today = ctx.now_ms(), ctx.today()
     aid = row["id"]
     with ctx.db.tx() as tx:
@@ -147,7 +150,10 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
                     "pin_epoch, expires FROM accounts WHERE id = ?",
                     (aid,),
                 ),
-                ("SELECT status FROM cards WHERE card_no = ?", (req.get("card_no") or "",)),
+                (
+                    "SELECT status, taps_seen FROM cards WHERE card_no = ?",
+                    (req.get("card_no") or "",),
+                ),
                 (
                     "SELECT amount, pin_ok FROM holds WHERE account_id = ? "
                     "ORDER BY created_ms, terminal_id, seq",
@@ -190,6 +196,7 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
                 row["card_no"],
                 aid,
                 int(facts["taps"]),
+                int(card_rows[0]["taps_seen"] or 0) if card_rows else 0,
                 tid,
                 cardrisk.store_alarm(ctx, tx, tid),
             ) and policy.get("auto_block_card_rollback", True):
@@ -304,7 +311,7 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
                 balance_fen=available,
                 **base,
             )
-        tx.execute(
+        tx.later(  # with the commit, in its round trip (PostgreSQL)
             "INSERT INTO holds (terminal_id, seq, account_id, amount, expires_ms, pin_ok,"
             " created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (tid, seq, aid, amount, ledger.HOLD_UNTIL_SYNCED, int(pin_ok), now),

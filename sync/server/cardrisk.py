@@ -131,12 +131,13 @@ def check_facts(
     card_no: str,
     account_id: int,
     taps: int,
+    seen: int,
     terminal_id: str,
     alarm: Callable[[str, str], None],
 ) -> bool:
     """Online authorization: whether card ``card_no`` shows fewer sales (``taps``) than a
-    synced record already left on it; when it does, :func:`went_back_to` has run."""
-    seen = int(tx.scalar("SELECT taps_seen FROM cards WHERE card_no = ?", (card_no,)) or 0)
+    synced record already left on it (``seen``: its ``taps_seen``, read in the caller's
+    transaction); when it does, :func:`went_back_to` has run."""
     if taps >= seen:
         return False
     went_back_to(

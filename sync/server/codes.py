@@ -33,9 +33,10 @@ def proof_key(ctx: Context, terminal_id: str) -> bytes:
     return codes.derive_proof_key(ctx.code_issuer.proof_secret, terminal_id)
 
 
-def public_info(ctx: Context) -> dict[str, Any]:
-    """What a verifier needs besides certificates: campus, issuer keys, window."""
-    pol = ctx.policy()
+def public_info(ctx: Context, policy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a verifier needs besides certificates: campus, issuer keys, window (``policy``:
+    the policy, when the caller has read it)."""
+    pol = ctx.policy() if policy is None else policy
     iss = ctx.code_issuer
     return {
         "campus_id": ctx.config.campus_id,

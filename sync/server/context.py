@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from sync.card.keys import Keystore
 from sync.clock import DEFAULT_TZ, Clock, SystemClock, campus_date
-from sync.db import Database, Tx
+from sync.db import Database, Row, Tx
 from sync.files import private_dir
 from sync.passwords import DEFAULT_LOG2_N
 from sync.rules import DEFAULT_CHANNELS, DEFAULT_PIN_MAX_TRIES
@@ -408,13 +408,22 @@ class Context:
     put_setting = staticmethod(keys.put_setting)
 
     def policy(self) -> dict[str, Any]:
-        stored = self.setting("policy", {}) or {}
+        return self.policy_of(self.db.all(*POLICY_READ))
+
+    @staticmethod
+    def policy_of(rows: list[Row]) -> dict[str, Any]:
+        """The policy from the rows of :data:`POLICY_READ` (sent with other statements)."""
+        stored = (json.loads(rows[0]["value"]) if rows else None) or {}
         merged = dict(DEFAULT_POLICY)
         # keys a release retired (hold_ttl_s, auto_freeze_double_spend) are no longer policy
         merged.update((k, v) for k, v in stored.items() if k in DEFAULT_POLICY)
         merged["channels"] = {**DEFAULT_POLICY["channels"], **stored.get("channels", {})}
         return merged
 
+
+#: the statement :meth:`Context.policy` reads, for a caller that sends it with others
+#: (``Database.reads``, ``Tx.batch``); :meth:`Context.policy_of` takes its rows
+POLICY_READ = ("SELECT value FROM settings WHERE key = ?", ("policy",))
 
 #: the statement of :func:`next_version`, for a caller that sends it with others
 #: (``Tx.batch``); :func:`took_version` takes its rows

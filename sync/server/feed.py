@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from sync.db import Tx, placeholders
+from sync.db import Row, placeholders
 from sync.records import (
     UNSET,
     AccountSnapshot,
@@ -30,19 +30,18 @@ from sync.records import (
     OperatorRow,
 )
 from sync.server import codes, merchants
-from sync.server.context import Context
+from sync.server.context import POLICY_READ, Context
 
 PAGE = 2000
 
 _Row = TypeVar("_Row", AccountSnapshot, CardRow, CertRow)
 
 
-def _rows(rd: Tx, cls: type[_Row], sql: str, params: tuple[int, ...]) -> list[_Row]:
-    """The rows of ``sql``, whose columns are named as the fields of ``cls`` (0/1 read as
+def _rows(cls: type[_Row], rows: list[Row]) -> list[_Row]:
+    """``rows``, whose columns are named as the fields of ``cls``, as ``cls`` (0/1 read as
     ``false``/``true`` where the field is a boolean: SQLite has no boolean type).  One
     conversion for the page, of plain dicts (half the time of a conversion a row: a page of a
     busy campus has thousands)."""
-    rows = rd.all(sql, params)
     if not rows:
         return []
     names = tuple(rows[0].keys())
@@ -106,76 +105,88 @@ _Key = tuple[int, str, bool, bool, int]
 
 
 def _shared(ctx: Context, key: _Key, since: int) -> _Shared:
+    """The common part of the pages from ``since`` of ``key``: one snapshot, read in two round
+    trips on PostgreSQL (what bounds the page, then its rows with the snapshot's end): a
+    statement at a time it was ten, and a lunch peak's feed reads one part for every few pages
+    (the version moves with every sale)."""
     current, merchant, is_pos, simulated, page = key
+    reset = since > current  # the server's data was replaced: start over
+    if reset:
+        since = 0
     with ctx.db.read() as rd:
-        merchant_name = (  # "" for no merchant of its own: the receipt has the terminal's name
-            ""
-            if merchant == "DEFAULT"
-            else str(rd.scalar("SELECT name FROM merchants WHERE code = ?", (merchant,)) or "")
+        cut_rows, policy_version_rows, policy_rows, *name_rows = rd.batch(
+            [
+                (
+                    "SELECT version FROM (SELECT version FROM accounts WHERE version > ? "
+                    "UNION ALL SELECT version FROM cards WHERE version > ? "
+                    "UNION ALL SELECT version FROM wallet_certs WHERE version > ? "
+                    "UNION ALL SELECT version FROM operators WHERE merchant = ? AND version > ?) "
+                    "AS changed ORDER BY version LIMIT 1 OFFSET ?",
+                    (since, since, since, merchant, since, page),
+                ),
+                ("SELECT value FROM settings WHERE key = 'policy_version'", ()),
+                POLICY_READ,
+                # "" for no merchant of its own: the receipt has the terminal's name
+                *(
+                    ()
+                    if merchant == "DEFAULT"
+                    else (("SELECT name FROM merchants WHERE code = ?", (merchant,)),)
+                ),
+            ]
         )
-        reset = since > current  # the server's data was replaced: start over
-        if reset:
-            since = 0
         upto = current
-        cut = rd.scalar(
-            "SELECT version FROM (SELECT version FROM accounts WHERE version > ? "
-            "UNION ALL SELECT version FROM cards WHERE version > ? "
-            "UNION ALL SELECT version FROM wallet_certs WHERE version > ? "
-            "UNION ALL SELECT version FROM operators WHERE merchant = ? AND version > ?) "
-            "AS changed ORDER BY version LIMIT 1 OFFSET ?",
-            (since, since, since, merchant, since, page),
-        )
+        cut = cut_rows[0]["version"] if cut_rows else None
         # (rows committed after ``current`` was read lie beyond it: they are not cut here)
         if cut is not None and int(cut) <= current:
             upto = int(cut) - 1 if int(cut) - 1 > since else int(cut)
-        accounts = _rows(
-            rd,
-            AccountSnapshot,
-            "SELECT a.id, a.number, a.name, a.type, a.status, "
-            "COALESCE(w.balance, 0) AS balance_fen, COALESCE(t.balance, 0) AS transition_fen, "
-            "a.limit_fen, a.spent_day, a.spent_fen, a.pin_tries, "
-            "a.pin_epoch, a.expires, a.version FROM accounts a "
-            "LEFT JOIN ledger_accounts w ON w.id = 'w:' || a.id "
-            "LEFT JOIN ledger_accounts t ON t.id = 't:' || a.id "
-            "WHERE a.version > ? AND a.version <= ? ORDER BY a.version, a.id",
-            (since, upto),
+        account_rows, card_rows, cert_rows, *operator_rows = rd.batch(
+            [
+                (
+                    "SELECT a.id, a.number, a.name, a.type, a.status, "
+                    "COALESCE(w.balance, 0) AS balance_fen, "
+                    "COALESCE(t.balance, 0) AS transition_fen, "
+                    "a.limit_fen, a.spent_day, a.spent_fen, a.pin_tries, "
+                    "a.pin_epoch, a.expires, a.version FROM accounts a "
+                    "LEFT JOIN ledger_accounts w ON w.id = 'w:' || a.id "
+                    "LEFT JOIN ledger_accounts t ON t.id = 't:' || a.id "
+                    "WHERE a.version > ? AND a.version <= ? ORDER BY a.version, a.id",
+                    (since, upto),
+                ),
+                # a card's signed identity holds its consumption-password verifier (R5), which
+                # a terminal with the POS card keys could attack offline: only a simulated
+                # terminal (tests, demos) gets it, to make simulated cards from
+                # (docs/security.md)
+                (
+                    "SELECT card_no, account_id, uid, generation, status, version, "
+                    "CASE WHEN ? = 1 THEN identity ELSE '' END AS identity FROM cards "
+                    "WHERE version > ? AND version <= ? ORDER BY version, card_no",
+                    (int(simulated), since, upto),
+                ),
+                (
+                    "SELECT serial, account_id, raw, revoked, version FROM wallet_certs "
+                    "WHERE version > ? AND version <= ? ORDER BY version, serial",
+                    (since, upto),
+                ),
+                # the operators' PIN verifiers go only to the tills that sign them in (a kiosk
+                # has none)
+                *((merchants.feed_operators_read(merchant, since, upto),) if is_pos else ()),
+            ],
+            last=True,
         )
-        # a card's signed identity holds its consumption-password verifier (R5), which a
-        # terminal with the POS card keys could attack offline: only a simulated terminal
-        # (tests, demos) gets it, to make simulated cards from (docs/security.md)
-        cards = _rows(
-            rd,
-            CardRow,
-            "SELECT card_no, account_id, uid, generation, status, version, "
-            "CASE WHEN ? = 1 THEN identity ELSE '' END AS identity FROM cards "
-            "WHERE version > ? AND version <= ? ORDER BY version, card_no",
-            (int(simulated), since, upto),
-        )
-        certs = _rows(
-            rd,
-            CertRow,
-            "SELECT serial, account_id, raw, revoked, version FROM wallet_certs "
-            "WHERE version > ? AND version <= ? ORDER BY version, serial",
-            (since, upto),
-        )
-        # the operators' PIN verifiers go only to the tills that sign them in (a kiosk has none)
-        operators = merchants.feed_operators(rd, merchant, since, upto) if is_pos else []
-        policy_version = int(
-            rd.scalar("SELECT value FROM settings WHERE key = 'policy_version'") or 0
-        )
+    policy = ctx.policy_of(policy_rows)
     return _Shared(
         since=since,
         version=upto,
         more=upto < current,
         reset=reset,
-        accounts=accounts,
-        cards=cards,
-        certs=certs,
-        operators=operators,
-        codes=codes.public_info(ctx),
-        merchant_name=merchant_name,
-        policy_version=policy_version,
-        policy=ctx.policy(),
+        accounts=_rows(AccountSnapshot, account_rows),
+        cards=_rows(CardRow, card_rows),
+        certs=_rows(CertRow, cert_rows),
+        operators=merchants.operator_rows(operator_rows[0]) if operator_rows else [],
+        codes=codes.public_info(ctx, policy),
+        merchant_name=str(name_rows[0][0]["name"] or "") if name_rows and name_rows[0] else "",
+        policy_version=int(policy_version_rows[0]["value"]) if policy_version_rows else 0,
+        policy=policy,
     )
 
 

@@ -471,7 +471,7 @@ class HotRoutes:
     async def _journal(self, scope: Scope, receive: Receive, send: Send, fallback: ASGIApp) -> None:
         def serve(term: dict[str, Any], push: BaseModel) -> Any:
             assert isinstance(push, JournalIn)
-            return ingest.push(self.ctx, term["id"], push.records, push.acked)
+            return ingest.push(self.ctx, term, push.records, push.acked)
 
         await self._signed_post(scope, receive, send, fallback, JournalIn, serve)
 

@@ -61,7 +61,7 @@ from sync.server import (
     roles,
 )
 from sync.server.accounts import event, set_status
-from sync.server.context import NEXT_VERSION, Context, took_version
+from sync.server.context import NEXT_VERSION, POLICY_READ, Context, took_version
 from sync.server.errors import Forbidden, Invalid
 
 log = logging.getLogger(__name__)
@@ -201,18 +201,18 @@ def _gap_alarm(
 
 
 def push(
-    ctx: Context, terminal_id: str, wire: Sequence[Mapping[str, Any]], acked: int | None
+    ctx: Context, terminal: Mapping[str, Any], wire: Sequence[Mapping[str, Any]], acked: int | None
 ) -> PushAck:
-    """``POST /v1/journal``: ``acked``, the head the server had acked to the terminal, above
-    the head it holds proves the server lost records (restored from a backup): it enters the
-    recovering state before applying anything (:func:`sync.server.recovery.saw_ack`), even
-    when no feed request came first."""
-    full = ctx.db.one("SELECT * FROM terminals WHERE id = ?", (terminal_id,))
-    assert full is not None  # the caller authenticated it
-    if acked is not None and acked > int(full["head_seq"]):
+    """``POST /v1/journal`` of ``terminal`` (its row as its request was checked against:
+    :meth:`sync.server.terminals.TerminalAuth.check`): ``acked``, the head the server had
+    acked to the terminal, above the head it holds proves the server lost records (restored
+    from a backup): it enters the recovering state before applying anything
+    (:func:`sync.server.recovery.saw_ack`, which reads the head again under the writer
+    lock), even when no feed request came first."""
+    if acked is not None and acked > int(terminal["head_seq"]):
         with ctx.db.tx() as tx:
-            recovery.saw_ack(ctx, tx, terminal_id, acked)
-    return ingest(ctx, dict(full), wire)
+            recovery.saw_ack(ctx, tx, terminal["id"], acked)
+    return ingest(ctx, dict(terminal), wire)
 
 
 def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, Any]]) -> PushAck:
@@ -235,13 +235,18 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
     if items:
         _sig_ok(key, max(items, key=lambda i: i.seq))
     with ctx.db.tx() as tx:
-        head_rows, held_before = tx.batch(
+        # with the policy and the recovering state: read here, they cost no round trip of
+        # their own (the state cannot change before this transaction ends: it is changed
+        # under the writer lock this transaction holds)
+        head_rows, held_before, policy_rows, recovering = tx.batch(
             [
                 ("SELECT head_seq, head_hash, merchant FROM terminals WHERE id = ?", (tid,)),
                 (
                     "SELECT seq, body, sig FROM pending_records WHERE terminal_id = ? ORDER BY seq",
                     (tid,),
                 ),
+                POLICY_READ,
+                recovery.STATE_READ,
             ]
         )
         assert head_rows
@@ -331,7 +336,8 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
         # 5. apply (its last writes, ``tail``, go with the ones below in one round trip)
         tail: list[tuple[str, Params]] = []
         if run:
-            urgent = _apply(ctx, tx, tid, merchant_code, run, res, tail) or urgent
+            policy = ctx.policy_of(policy_rows)
+            urgent = _apply(ctx, tx, tid, merchant_code, run, res, tail, policy) or urgent
             res.ack = run[-1].seq
             tail.append(
                 (
@@ -346,15 +352,15 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
         _gap_alarm(tx, ctx, res, tid, items, had_pending=bool(held_before), keep=keep)
         if held_before:
             tail.append(("DELETE FROM pending_records WHERE terminal_id = ?", (tid,)))
-        if tail:
-            tx.batch(tail)
+        for sql, params in tail:  # with the next statement or the commit (PostgreSQL)
+            tx.later(sql, params)
         tx.insert_rows(
             "pending_records",
             ("terminal_id", "seq", "body", "sig"),
             [(tid, i.seq, i.text or i.body.decode(), i.sig) for i in keep[:MAX_PENDING]],
         )
         res.pending = min(len(keep), MAX_PENDING)
-    if res.applied and recovery.state(ctx.db) is not None:
+    if res.applied and recovery.state_of(recovering) is not None:
         recovery.check(ctx)  # restored from a backup: this push may be the last one waited for
     if res.applied:
         # plain sales move balances only: they wake no parked long-poll (Notifier.notify), so
@@ -404,14 +410,14 @@ def _apply(
     run: list[Incoming],
     res: PushAck,
     tail: list[tuple[str, Params]],
+    policy: dict[str, Any],
 ) -> bool:
-    """Apply ``run``; True when it changed more than balances and spending (a status, a
-    password count, anything but a plain sale): the terminals must hear of it at once.  The
-    accounts' last update is appended to ``tail``, for the caller to run (in this
+    """Apply ``run`` under ``policy``; True when it changed more than balances and spending
+    (a status, a password count, anything but a plain sale): the terminals must hear of it at
+    once.  The accounts' last update is appended to ``tail``, for the caller to run (in this
     transaction, before anything reads those accounts again)."""
     now = ctx.now_ms()
     urgent = any(i.rec is not None and i.rec.kind != "sale" for i in run)
-    policy = ctx.policy()
     # the records at these sequence numbers are what counts now: whatever online authorization
     # gave the numbers (holds, provisional claims on phone codes) goes, sale or not; sent in
     # one round trip with the reads of the run's accounts

@@ -19,6 +19,7 @@ import re
 from typing import Any
 
 from sync import passwords
+from sync.db import Params, Row
 from sync.records import OperatorRow
 from sync.server import ledger, recovery
 from sync.server.context import Context, next_version
@@ -143,9 +144,19 @@ def disable_operator(ctx: Context, number: str) -> dict[str, Any]:
     return operator(ctx, number)
 
 
-def feed_operators(rd: Any, merchant: str, since: int, upto: int) -> list[OperatorRow]:
-    """The operators of ``merchant`` changed in (since, upto]: what its terminals check a PIN
-    with offline (a disabled operator's verifier is not sent)."""
+def feed_operators_read(merchant: str, since: int, upto: int) -> tuple[str, Params]:
+    """The statement of the operators of ``merchant`` changed in (since, upto]: what its
+    terminals check a PIN with offline (:func:`operator_rows` takes its rows)."""
+    return (
+        "SELECT number, name, role, status, verifier, version FROM operators "
+        "WHERE merchant = ? AND version > ? AND version <= ? ORDER BY version, number",
+        (merchant, since, upto),
+    )
+
+
+def operator_rows(rows: list[Row]) -> list[OperatorRow]:
+    """The rows of :func:`feed_operators_read` as the feed sends them (a disabled operator's
+    verifier is not sent)."""
     return [
         OperatorRow(
             number=r["number"],
@@ -155,11 +166,7 @@ def feed_operators(rd: Any, merchant: str, since: int, upto: int) -> list[Operat
             verifier=r["verifier"] if r["status"] == "active" else "",
             version=int(r["version"]),
         )
-        for r in rd.all(
-            "SELECT number, name, role, status, verifier, version FROM operators "
-            "WHERE merchant = ? AND version > ? AND version <= ? ORDER BY version, number",
-            (merchant, since, upto),
-        )
+        for r in rows
     ]
 
 

@@ -37,7 +37,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from sync.db import Database, Tx, placeholders
+from sync.db import Database, Row, Tx, placeholders
 from sync.errors import ConfigError
 from sync.server.context import Context
 from sync.server.errors import Conflict, ServiceError
@@ -59,12 +59,21 @@ class Recovering(ServiceError):
     code = "recovering"
 
 
+#: the statement :func:`state` reads, for a caller that sends it with others
+#: (``Database.reads``, ``Tx.batch``); :func:`state_of` takes its rows
+STATE_READ = ("SELECT value FROM settings WHERE key = ?", (KEY,))
+
+
 def state(rd: Database | Tx) -> dict[str, Any] | None:
     """The recovering state (``since_ms``, ``reason``, ``by``), or None."""
-    raw = rd.scalar("SELECT value FROM settings WHERE key = ?", (KEY,))
-    if raw is None:
+    return state_of(rd.all(*STATE_READ))
+
+
+def state_of(rows: list[Row]) -> dict[str, Any] | None:
+    """The recovering state from the rows of :data:`STATE_READ`."""
+    if not rows or rows[0]["value"] is None:
         return None
-    value = json.loads(raw)
+    value = json.loads(rows[0]["value"])
     return value if isinstance(value, dict) else None
 
 
@@ -134,11 +143,14 @@ def _names(rows: list[dict[str, Any]]) -> str:
     return named + more
 
 
-def refuse(rd: Database | Tx, doing: str, online: bool = False) -> None:
+def refuse(
+    rd: Database | Tx, doing: str, online: bool = False, read: list[Row] | None = None
+) -> None:
     """Raise while recovering: ``doing`` would spend or pay out money the server may no longer
     know was spent.  ``online``: an online approval (503 :class:`Recovering`: the terminal
-    decides offline); else 409 ``recovering`` (the desk waits)."""
-    st = state(rd)
+    decides offline); else 409 ``recovering`` (the desk waits).  ``read``: the rows of
+    :data:`STATE_READ`, when the caller read them with other statements."""
+    st = state(rd) if read is None else state_of(read)
     if st is None:
         return
     rows = waiting(rd, int(st["since_ms"]))

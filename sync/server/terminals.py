@@ -22,7 +22,7 @@ import anyio.to_thread
 
 from sync import protocol
 from sync.crypto import VerifyKey
-from sync.db.backend import values_insert
+from sync.db.backend import Params, values_insert
 from sync.errors import ProtocolError, SignatureError, StoreError
 from sync.server import reconcile
 from sync.server.context import Context
@@ -269,7 +269,7 @@ class NonceCache:
 
     def _write(self, group: list[_Claim], prune_at: int | None) -> None:
         """Write ``group``'s claims in one transaction of one INSERT a :data:`CLAIM_ROWS`
-        (a wake's few hundred claims in a round trip or two, not one each); a claim is
+        (a wake's few hundred claims in one round trip, not one each); a claim is
         admitted if its row is among those the INSERT added (``RETURNING``).  A nonce twice
         in one group (a replay sent in parallel) is added once: its first claim is admitted,
         the other refused."""
@@ -278,24 +278,33 @@ class NonceCache:
             # request does not queue behind a journal batch for the writer lock.  Not
             # durable: a claim lost at a power cut matters only if what the request did was
             # kept, and the request's own durable commit, after the claim, keeps the claim
-            # too (sync.db.Database.tx); a fsync a request less
-            added: set[tuple[str, str]] = set()
-            with self.ctx.db.tx(exclusive=False, durable=False) as tx:
-                if prune_at is not None:
-                    tx.execute("DELETE FROM nonces WHERE ts_ms < ?", (prune_at - self.window_ms,))
-                for at in range(0, len(group), CLAIM_ROWS):
-                    part = group[at : at + CLAIM_ROWS]
-                    sql, params = values_insert(
-                        "nonces",
-                        ("terminal_id", "nonce", "ts_ms"),
-                        [(c.terminal_id, c.nonce, c.time_ms) for c in part],
-                    )
-                    rows = tx.all(
+            # too (sync.db.Database.tx); a fsync a request less.  Its statements and its
+            # commit go in one round trip (``last``)
+            statements: list[tuple[str, Params]] = []
+            if prune_at is not None:
+                statements.append(
+                    ("DELETE FROM nonces WHERE ts_ms < ?", (prune_at - self.window_ms,))
+                )
+            for at in range(0, len(group), CLAIM_ROWS):
+                sql, params = values_insert(
+                    "nonces",
+                    ("terminal_id", "nonce", "ts_ms"),
+                    [(c.terminal_id, c.nonce, c.time_ms) for c in group[at : at + CLAIM_ROWS]],
+                )
+                statements.append(
+                    (
                         sql + " ON CONFLICT (terminal_id, nonce) DO NOTHING "
                         "RETURNING terminal_id, nonce",
                         params,
                     )
-                    added.update((str(r["terminal_id"]), str(r["nonce"])) for r in rows)
+                )
+            with self.ctx.db.tx(exclusive=False, durable=False) as tx:
+                answers = tx.batch(statements, last=True)
+            added = {
+                (str(r["terminal_id"]), str(r["nonce"]))
+                for rows in answers[1 if prune_at is not None else 0 :]
+                for r in rows
+            }
         except BaseException as exc:  # every claim of the group failed with it
             for c in group:
                 c.error = exc
@@ -351,7 +360,9 @@ class TerminalAuth:
         if not tid:
             raise Unauthorized("request is not signed by a terminal", "unsigned")
         row = self.ctx.db.one(
-            "SELECT id, name, role, pubkey, status, simulated FROM terminals WHERE id = ?", (tid,)
+            "SELECT id, name, role, pubkey, status, simulated, head_seq FROM terminals "
+            "WHERE id = ?",
+            (tid,),
         )
         if row is None:
             raise Unauthorized(f"unknown terminal {tid}", "unknown_terminal")

@@ -171,3 +171,38 @@ def test_the_pages_asked_together_are_built_in_batches(tmp_path: Path) -> None:
     assert len(jobs) == 1
     assert json.loads(mine)["ack"] == 1 and json.loads(theirs)["ack"] == 0
     assert {a["id"] for a in json.loads(theirs)["accounts"]} == set(ids)
+
+
+def test_a_stream_goes_on_after_a_quiet_wait_and_ends_within_its_length(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream sends a page whenever a wait passes without news and goes on (a stream ended
+    there came back with every other one just before the next wake), until its length, a
+    random part of the later quarter of MAX_STREAM_S (streams opened together are renewed
+    apart); with ``wait`` 0 it is one page."""
+    ctx, terms, _ = _world(tmp_path)
+
+    async def run(fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    poll = hot.LongPoll(ctx, cast(ApiAuth, SimpleNamespace(feed_thread=run)))
+    monkeypatch.setattr(hot, "MAX_STREAM_S", 2.0)
+    since = feed.delta(ctx, terms[1].row, 0).version
+
+    async def hold(wait: float) -> list[float]:
+        loop = asyncio.get_running_loop()
+        gone: asyncio.Future[None] = loop.create_future()
+        t0 = loop.time()
+        at = []
+        ask = hot.FeedAsk(terms[1].row, since, wait, None, None)
+        async for body in poll.pages(ask, gone, run):
+            assert json.loads(body)["accounts"] == []  # no news: quiet pages
+            at.append(loop.time() - t0)
+        return at
+
+    at = asyncio.run(hold(0.4))
+    gaps = [b - a for a, b in zip([0.0, *at], at, strict=False)]
+    assert len(at) >= 4  # (2 s at most, a page every 0.2–0.4 s)
+    assert all((1 - hot.WAIT_SPREAD) * 0.4 * 0.9 <= g < 0.4 + 0.3 for g in gaps), gaps
+    assert (1 - hot.STREAM_SPREAD) * 2.0 * 0.95 <= at[-1] < 2.0 + 0.3, at
+    assert len(asyncio.run(hold(0.0))) == 1

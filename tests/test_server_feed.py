@@ -333,8 +333,8 @@ def test_long_polls_parked_together_end_apart(module_server: ServerProc) -> None
 
 def test_a_feed_stream_sends_each_page_on_the_open_request(module_server: ServerProc) -> None:
     """``stream=1``: a loss report's page comes on the request the terminal holds, and the
-    next one on the same request; once no news came for (the later half of) its wait it ends
-    with one last page."""
+    next one on the same request; whenever no news came for (the later half of) its wait, a
+    page without news, and the stream goes on."""
     term = HandTerminal.enroll(module_server, "feed-stream")
     first = fresh_account(module_server, topup_fen=1000)
     second = fresh_account(module_server, topup_fen=1000)
@@ -348,6 +348,8 @@ def test_a_feed_stream_sends_each_page_on_the_open_request(module_server: Server
             with arrived:
                 got.append((to_json(page), time.monotonic()))
                 arrived.notify_all()
+            if len(got) == 4:
+                return  # the terminal stops reading: its request ends
 
     t0 = time.monotonic()
     t = threading.Thread(target=hold)
@@ -364,14 +366,15 @@ def test_a_feed_stream_sends_each_page_on_the_open_request(module_server: Server
         page, at = got[-1]
         assert at - reported < 1.5
         assert [(a["number"], a["status"]) for a in page["accounts"]] == [(acct["number"], "lost")]
-    t.join(15)
+    t.join(20)
     assert not t.is_alive()
-    assert len(got) == 3  # the two reports', then the last one at the end of its wait
+    assert len(got) == 4  # the two reports', then one at the end of each wait
     versions = [p["version"] for p, _ in got]
-    assert since < versions[0] < versions[1] <= versions[2]
-    assert got[2][0]["accounts"] == []
-    # each page with news began the wait again: the stream outlived its first wait
-    assert (1 - WAIT_SPREAD) * 6 * 0.95 <= got[2][1] - got[1][1] < 7
+    assert since < versions[0] < versions[1] <= versions[2] <= versions[3]
+    assert got[2][0]["accounts"] == got[3][0]["accounts"] == []
+    # each page began the wait again: the stream outlived its first wait, and its second
+    for n in (2, 3):
+        assert (1 - WAIT_SPREAD) * 6 * 0.95 <= got[n][1] - got[n - 1][1] < 7
     assert got[1][1] - t0 > 1.0
 
 

@@ -64,8 +64,11 @@ INLINE_BATCH = 10
 #: the longest a feed long-poll waits (``wait``), seconds
 MAX_WAIT_S = 30.0
 #: the longest a feed stream lasts, seconds (its ``head`` report is as old at most; a terminal
-#: opens the next one at once)
+#: opens the next one at once) …
 MAX_STREAM_S = 120.0
+#: … and each stream lasts a random part of its later quarter: streams opened together (a
+#: server's restart, a network back) are renewed apart the next time
+STREAM_SPREAD = 0.25
 #: a long-poll with no news ends at a random point of the later half of its ``wait``: a wake
 #: answers every parked poll at once, their next polls arrive together, and with a fixed end
 #: they would all end together again ``wait`` seconds later, and again and again: at a lunch
@@ -128,33 +131,33 @@ class LongPoll:
         self, ask: FeedAsk, gone: asyncio.Future[None], run: Run | None = None
     ) -> AsyncIterator[bytes]:
         """The feed as a stream (``stream=1``): each page after ``since`` as soon as there
-        is news, until ``wait`` seconds (spread as :data:`WAIT_SPREAD` says) pass without any,
-        then one last page (whose account snapshots ride it, as a long-poll's answer at its
-        timeout does); a stream lasts :data:`MAX_STREAM_S` at most.
+        is news, and one whenever ``wait`` seconds (spread as :data:`WAIT_SPREAD` says) pass
+        without any (whose account snapshots ride it, as a long-poll's answer at its timeout
+        does), on the one request, for :data:`MAX_STREAM_S` at most (spread as
+        :data:`STREAM_SPREAD` says); with ``wait`` 0, one page.
 
         A wake answers every parked long-poll at once, and each answer brings its terminal's
         next signed request (a new request parsed, its signature checked, its nonce claimed,
         its head stored, the version read): at a lunch peak on PostgreSQL, 1,000 of those a
         wake took the 2-core machine for about a second while the online authorizations
         queued (docs/benchmarks.md, peak).  A stream sends the page on the request it has and
-        goes on waiting, its wait begun again as a new long-poll's would be (a stream that
-        ended at its first wait, news or not, cost more requests than the long-polls it
-        replaced: a wake every 12 s answers long-polls before most reach their end).  Every
-        page checks its terminal's row as the request's signature check did (still active,
-        the same key: :meth:`sync.server.feed.FeedShare.pages`), so a terminal revoked or
+        goes on waiting, its wait begun again as a new long-poll's would be.  It does not end
+        when a wait passes without news either: a wake begins every stream's wait at once, so
+        the streams that ended so came back together (a fifth of them, with reports 12 s
+        apart), just before the next wake, as a second burst of signed requests.  Every page
+        checks its terminal's row as the request's signature check did (still active, the
+        same key: :meth:`sync.server.feed.FeedShare.pages`), so a terminal revoked or
         re-keyed meanwhile gets no further page."""
         run = run or self.feed_thread
         loop = asyncio.get_running_loop()
-        opened = loop.time()
+        ends = loop.time() + MAX_STREAM_S * (1.0 - STREAM_SPREAD * self.ctx.rng.random())
         deadline = await self._open(ask, run)
         since = ask.since
         while True:
-            body, since, news = await self._next(ask.term, since, deadline, gone, run)
+            body, since, _ = await self._next(ask.term, since, min(deadline, ends), gone, run)
             yield body
             now = loop.time()
-            if not news or now >= deadline or gone.done() or self.ctx.notifier.closing:
-                return
-            if now - opened >= MAX_STREAM_S:
+            if ask.wait <= 0 or now >= ends or gone.done() or self.ctx.notifier.closing:
                 return
             deadline = self._wait_end(now, ask.wait)
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+import pytest
+
 from sync.records import to_json
 from sync.server import accounts, feed, hot
 from sync.server.api_auth import ApiAuth

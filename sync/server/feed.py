@@ -185,7 +185,7 @@ def _shared(ctx: Context, key: _Key, since: int) -> _Shared:
         operators=merchants.operator_rows(operator_rows[0]) if operator_rows else [],
         codes=codes.public_info(ctx, policy),
         merchant_name=str(name_rows[0][0]["name"] or "") if name_rows and name_rows[0] else "",
-        policy_version=int(policy_version_rows[0]["value"]) if policy_version_rows else 0,
+        policy_version=int(policy_version_rows[0]["value"] or 0) if policy_version_rows else 0,
         policy=policy,
     )
 

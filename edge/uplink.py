@@ -223,8 +223,9 @@ class Uplink:
     def pull_stream(self, client: ServerClient, backoff: Backoff) -> Retry | None:
         """Hold a feed stream (online) and store each page as it arrives (a page at least
         every :attr:`poll_wait_s`), until the server ends it (after 90–120 s).  A loss report
-        reaches this terminal as a page on the open request: the server does not take a new signed request from every terminal
-        at once for it (docs/api.md).  None: open the next one now; else how long to wait."""
+        reaches this terminal as a page on the open request: the server does not take a new
+        signed request from every terminal at once for it (docs/api.md).  None: open the
+        next one now; else how long to wait."""
         journal = self.journal
         acked = journal.acked if journal is not None else 0
         head = journal.head_seq if journal is not None else None

@@ -339,8 +339,8 @@ class ServerClient:
         server sends it, news or, every ``wait`` seconds, none (with ``wait`` 0, one page),
         until the server ends it (after 90–120 s; the arguments of :meth:`feed`).  A wake
         then costs the server a page on the open request, not a new signed request from
-        every terminal.  Raises as :meth:`send` does, also
-        midway (the pages before were whole)."""
+        every terminal.  Raises as :meth:`send` does, also midway (the pages before were
+        whole)."""
         params = {**_feed_params(since, wait, head, acked), "stream": 1}
         method, path = "GET", "/v1/feed"
         req = self._request(method, path, None, params, True, (2.0, wait + 15.0))

@@ -124,7 +124,7 @@ class LongPoll:
         its database work (by default on the feed's own threads)."""
         run = run or self.feed_thread
         deadline = await self._open(ask, run)
-        body, _, _ = await self._next(ask.term, ask.since, deadline, gone, run)
+        body, _ = await self._next(ask.term, ask.since, deadline, gone, run)
         return body
 
     async def pages(
@@ -154,7 +154,7 @@ class LongPoll:
         deadline = await self._open(ask, run)
         since = ask.since
         while True:
-            body, since, _ = await self._next(ask.term, since, min(deadline, ends), gone, run)
+            body, since = await self._next(ask.term, since, min(deadline, ends), gone, run)
             yield body
             now = loop.time()
             if ask.wait <= 0 or now >= ends or gone.done() or self.ctx.notifier.closing:
@@ -179,9 +179,9 @@ class LongPoll:
         deadline: float,
         gone: asyncio.Future[None],
         run: Run,
-    ) -> tuple[bytes, int, bool]:
-        """The next page after ``since`` once there is news or at ``deadline``: its JSON, its
-        version, and whether it was news."""
+    ) -> Page:
+        """The next page after ``since`` once there is news or at ``deadline``: its JSON and
+        its version."""
         ctx = self.ctx
         loop = asyncio.get_running_loop()
         notifier = ctx.notifier
@@ -195,8 +195,7 @@ class LongPoll:
             if notifier.generation != seen:  # woken: the version may have moved
                 seen = notifier.generation
                 news = await notifier.version(ctx.db) != since
-        body, version = await self._page(term, since, run)
-        return body, version, news
+        return await self._page(term, since, run)
 
     def _page(self, term: dict[str, Any], since: int, run: Run) -> asyncio.Future[Page]:
         """The page after ``since`` for ``term``: built with the others asked for meanwhile

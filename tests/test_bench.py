@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from sim.bench import peak
 from tests.helpers import ROOT, ykt
 
 LATENCY_KEYS = {"n", "p50_ms", "p99_ms", "max_ms", "mean_ms"}
@@ -138,6 +139,30 @@ def _peak(p: dict[str, Any], db: str, processes: int) -> None:
     assert p["hotlist"]["n"] == 200 and p["hotlist"]["missed"] == 0
     assert isinstance(p["errors"], int)  # a request timed out on a busy machine: a figure
     assert p["sales_per_s"] > 0 and p["server_cpu_per_s"] > 0 and p["client_cpu_per_s"] > 0
+    slow = p["authorize_slow"]
+    assert slow["n"] == slow["after_report"] + slow["first_second"] + slow["other"]
+    assert slow["n"] <= p["authorize"]["n"]
+    assert sum(w["over"] for w in slow["worst_seconds"]) <= slow["n"]
+
+
+def test_the_peak_counts_its_slow_sales_by_when_they_were_sent() -> None:
+    """Over 25 ms: within 1.5 s after a loss report (its wake), in the peak's first second,
+    or elsewhere; the seconds with the most, the most first (then the earlier)."""
+    sales = [(100.2, 5.0), (100.5, 30.0), (100.9, 27.0), (106.0, 40.0), (106.4, 10.0)]
+    sales += [(107.2, 90.0), (110.0, 26.0)]
+    got = peak._slow(sales, 100.0, [105.5])
+    assert {k: got[k] for k in ("n", "after_report", "first_second", "other")} == {
+        "n": 5,
+        "after_report": 1,
+        "first_second": 2,
+        "other": 2,
+    }
+    assert got["worst_seconds"] == [
+        {"second": 0, "sales": 3, "over": 2, "max_ms": 30.0},
+        {"second": 6, "sales": 2, "over": 1, "max_ms": 40.0},
+        {"second": 7, "sales": 1, "over": 1, "max_ms": 90.0},
+        {"second": 10, "sales": 1, "over": 1, "max_ms": 26.0},
+    ]
 
 
 def test_only_and_text_output(tmp_path: Path) -> None:

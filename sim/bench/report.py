@@ -240,7 +240,7 @@ def peak(f: dict[str, Any]) -> list[str]:
     def pp(x: dict[str, Any]) -> str:
         return f"p50 {x['p50_ms']} / p99 {x['p99_ms']} ms (n={x['n']})"
 
-    a, idle = f["authorize"], f["authorize_idle"]
+    a, idle, slow = f["authorize"], f["authorize_idle"], f["authorize_slow"]
     ratio = f"{a['p99_ms'] / idle['p99_ms']:.1f}× idle" if a["p99_ms"] and idle["p99_ms"] else "n/a"
     h = f["hotlist"]
     return [
@@ -250,6 +250,17 @@ def peak(f: dict[str, Any]) -> list[str]:
         f"{h['reports']} loss reports, {f['peak_s']} s of peak",
         f"  authorize under the peak {pp(a)}; {ratio}   budget p99 ≤ 25 ms and ≤ 3× idle",
         f"  authorize on an idle server {pp(idle)}",
+        f"  authorize over {slow['over_ms']:g} ms: {slow['n']} sales: {slow['after_report']} "
+        f"within {slow['after_report_s']:g} s after a loss report, {slow['first_second']} "
+        f"in the first second, {slow['other']} elsewhere; worst seconds (second: over/sales, "
+        "max) "
+        + (
+            ", ".join(
+                f"{w['second']}: {w['over']}/{w['sales']}, {w['max_ms']} ms"
+                for w in slow["worst_seconds"][:4]
+            )
+            or "none"
+        ),
         f"  journal push ack p99 {f['push_ack']['p99_ms']} ms; holder p99 "
         f"{f['holder']['p99_ms']} ms",
         f"  loss → every terminal {pp(h)}, missed {h['missed']}   budget p99 ≤ 2 s, none missed",

@@ -260,8 +260,12 @@ def test_replaced_card_in_the_feed(module_server: ServerProc) -> None:
 
 
 def test_policy_appears_when_changed(module_server: ServerProc) -> None:
+    """The whole policy comes in a terminal's first page (from version 0: it has nothing) and
+    then only when it changed."""
+    fresh_account(module_server)  # a server of its own (the test alone) is at version 0 else
     term = HandTerminal.enroll(module_server, "feed-policy")
     first = term.feed(0)
+    assert first["version"] > 0
     assert "policy" in first
     since = first["version"]
     assert "policy" not in term.feed(since)

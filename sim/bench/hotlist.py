@@ -5,12 +5,13 @@ A real ``ykt server`` (uvicorn on loopback, SQLite) with 500 enrolled terminals.
 terminal speaks the terminal protocol as the POS agent's uplink does (``edge.uplink``): a signed
 ``GET /v1/feed?since=V&wait=20&stream=1`` held open, its pages arriving on it as they come (a
 page with ``more`` followed at once), the next one sent when it ends.  For each round the
-benchmark reports one card holder's card lost through the admin API and times, for every terminal, the moment a feed page showing the account
-``lost`` arrived (the status a terminal declines on, R2/R10).  The clock starts when the report
-is sent.  All terminals run on asyncio in the benchmark's process, on the same two cores as the
-server, so the figures include that contention; a real terminal only adds writing the page to
-its cache file.  (An online POS also declines at once through the online authorize, which
-checks the status on the server; the feed is what makes the decline hold when it goes offline.)
+benchmark reports one card holder's card lost through the admin API and times, for every
+terminal, the moment a feed page showing the account ``lost`` arrived (the status a terminal
+declines on, R2/R10).  The clock starts when the report is sent.  All terminals run on asyncio
+in the benchmark's process, on the same two cores as the server, so the figures include that
+contention; a real terminal only adds writing the page to its cache file.  (An online POS also
+declines at once through the online authorize, which checks the status on the server; the feed
+is what makes the decline hold when it goes offline.)
 """
 
 from __future__ import annotations

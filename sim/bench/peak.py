@@ -419,23 +419,14 @@ def _slow(sales: list[tuple[float, float]], start: float, reports: list[float]) 
             out["first_second"] += 1
         else:
             out["other"] += 1
-    worst = sorted(
-        (
-            (sum(1 for x in v if x > SLOW_MS), -sec, len(v), round(max(v), 1))
-            for sec, v in by_second.items()
-        ),
-        reverse=True,
-    )[:8]
-    return {
-        "over_ms": SLOW_MS,
-        "after_report_s": AFTER_REPORT_S,
-        **out,
-        "worst_seconds": [
-            {"second": -neg, "sales": n, "over": over, "max_ms": top}
-            for over, neg, n, top in worst
-            if over
-        ],
-    }
+    seconds = [
+        {"second": sec, "sales": len(v), "over": sum(x > SLOW_MS for x in v), "max_ms": max(v)}
+        for sec, v in sorted(by_second.items())
+    ]
+    worst = sorted((x for x in seconds if x["over"]), key=lambda x: -x["over"])[:8]
+    for x in worst:
+        x["max_ms"] = round(x["max_ms"], 1)
+    return {"over_ms": SLOW_MS, "after_report_s": AFTER_REPORT_S, **out, "worst_seconds": worst}
 
 
 def _ms(values: list[float]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from sim.bench import peak
 from tests.helpers import ROOT, ykt
@@ -143,6 +144,12 @@ def _peak(p: dict[str, Any], db: str, processes: int) -> None:
     assert slow["n"] == slow["after_report"] + slow["first_second"] + slow["other"]
     assert slow["n"] <= p["authorize"]["n"]
     assert sum(w["over"] for w in slow["worst_seconds"]) <= slow["n"]
+    assert p["client_processes"] == 4 and set(p["client_lag"]) == {"sales", "streams"}
+    assert (p["routing"], p["feed_nice"]) == (
+        ("one process", 0) if processes == 1 else ("by path", 10)
+    )
+    for lag in p["client_lag"].values():
+        assert lag["n"] == 0 or lag["max_ms"] > lag["over_ms"]
 
 
 def test_the_peak_counts_its_slow_sales_by_when_they_were_sent() -> None:
@@ -173,3 +180,21 @@ def test_only_and_text_output(tmp_path: Path) -> None:
     assert list((tmp_path / "work").iterdir()) == []  # each run's databases are removed
     bad = _bench(tmp_path, "--only", "nosuch")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_a_server_started_nice_runs_every_thread_at_that_priority(tmp_path: Path) -> None:
+    """The peak's feed process (``start_servers(nice=…)``, as ``nice -n`` or systemd's
+    ``Nice=`` would start it): every thread of it runs at that priority, those started later
+    too (a nice value is a thread's own on Linux), and it serves as any other."""
+    from sim.bench import api_load
+
+    (server,) = api_load.start_servers(tmp_path / "server", 1, nice=7)
+    try:
+        assert requests.get(server.url + "/v1/health", timeout=10).json()["ok"] is True
+        tasks = list(Path(f"/proc/{server.pid}/task").iterdir())
+        assert len(tasks) > 1
+        for task in tasks:
+            stat = (task / "stat").read_text()
+            assert int(stat.rsplit(")", 1)[1].split()[16]) == 7, task
+    finally:
+        api_load.stop_servers([server])

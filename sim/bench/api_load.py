@@ -43,17 +43,18 @@ def _initial(idc: str) -> str:
     return idc[-7:-1] if idc[-1] == "X" else idc[-6:]
 
 
-def start_servers(data: Path, processes: int, db_url: str | None = None) -> list[ServerProcess]:
-    """``processes`` servers on one database (SQLite in ``data``, or ``db_url``); each logs
-    to its own file next to ``data``.  The first has made the database and the admin token
-    before the others start."""
+def start_servers(
+    data: Path, processes: int, db_url: str | None = None, nice: int = 0
+) -> list[ServerProcess]:
+    """``processes`` servers on one database (SQLite in ``data``, or ``db_url``), at CPU
+    priority ``nice``; each logs to its own file next to ``data``.  The first has made the
+    database and the admin token before the others start."""
     servers: list[ServerProcess] = []
     try:
         for _ in range(processes):
             port = procs.free_port()
-            server = ServerProcess(
-                data, port=port, db_url=db_url, log_path=data.parent / f"server-{port}.log"
-            )
+            log = data.parent / f"server-{port}.log"
+            server = ServerProcess(data, port=port, db_url=db_url, log_path=log, nice=nice)
             servers.append(server)
             server.start()
     except BaseException:

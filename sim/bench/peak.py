@@ -1,7 +1,10 @@
 """``ykt bench --only peak``: a canteen's lunch peak on one server (issue 14).
 
 A real ``ykt server`` (one process on SQLite; then, as ``peak_pg``, two processes on a
-throwaway PostgreSQL cluster) under everything at once:
+throwaway PostgreSQL cluster, deployed as docs/operations.md says for two: the first serves the
+terminals' transactions and the admin API, the second, at CPU priority ``nice`` 10
+(:data:`FEED_NICE`), the feed streams and the holders' app; the clients go to each directly, as
+a proxy routing by path would send them) under everything at once:
 
 - 1,000 enrolled terminals (``--quick``: 100), each with its own key and its own connection,
   each holding its signed feed stream (``GET /v1/feed?since=V&wait=20&stream=1``) as the POS
@@ -17,8 +20,12 @@ throwaway PostgreSQL cluster) under everything at once:
   showing the account ``lost``.
 
 The load comes from client processes of their own (multiprocessing, ``spawn``), each an asyncio
-loop over its share of the terminals on the HTTP/1.1 client of :mod:`sim.bench.http11`; their
-CPU is reported next to the server's, as both share the machine's cores.  Before the peak, one
+loop on the HTTP/1.1 client of :mod:`sim.bench.http11`: two hold the 1,000 feed streams and read
+their pages, two others sell on the POS's request connections and ask the holders' requests, and
+only these time anything.  (Held in the same loop, a wake's 500 pages kept a seller's answers
+waiting 20–36 ms at a time: the load generator measuring itself.)  Each process reports how late
+its own loop ran (``client_lag``) and its CPU, next to the server's, as they share the machine's
+cores.  Before the peak, one
 client process sells alone at 5 sales/s (one POS, nothing else running) for the idle authorize
 figure.  ``--seconds`` sets the peak's length (default 60; ``--quick`` 4).  Figures only:
 nothing passes or fails on them; a refused or failed request is counted in ``errors``.
@@ -58,7 +65,14 @@ if TYPE_CHECKING:
     from sim.bench import Options
 
 WAIT_S = 20.0  # the POS uplink's long-poll wait (edge.uplink)
-CLIENT_PROCS = 2
+#: the CPU priority of the feed process (the second of two: docs/operations.md)
+FEED_NICE = 10
+STREAM_PROCS = 2  # client processes holding the feed streams …
+SALE_PROCS = 2  # … and those selling and asking the holders' requests
+#: each client process's own loop: how late it runs is looked at every LAG_TICK_S, and each
+#: time later than LAG_OVER_MS is counted (``client_lag``)
+LAG_TICK_S = 0.01
+LAG_OVER_MS = 5.0
 HOLDER_KINDS = ("/v1/app/bills?limit=20", "/v1/app/flow?limit=20", "/v1/app/me")
 
 
@@ -227,6 +241,18 @@ async def _holder(client: Client, target: str, session: str, tally: Tally) -> No
     tally.holder.append((time.perf_counter() - t0) * 1000)
 
 
+async def _lag_probe(stop: asyncio.Event, late: list[float]) -> None:
+    """Until ``stop``: every :data:`LAG_TICK_S`, how much later than asked this process's loop
+    woke; each delay over :data:`LAG_OVER_MS` goes into ``late`` (ms).  A seller's answer
+    read that late was timed that much slower than the server answered it."""
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        await asyncio.sleep(LAG_TICK_S)
+        ms = (time.perf_counter() - t0 - LAG_TICK_S) * 1000
+        if ms > LAG_OVER_MS:
+            late.append(ms)
+
+
 async def _paced(rate: float, end: float, step: Any) -> None:
     """Call ``step(n)`` ``rate`` times a second until ``end`` (monotonic), on schedule."""
     if rate <= 0:
@@ -247,17 +273,13 @@ async def _client_main(job: dict[str, Any], ready: Any, go: Any) -> dict[str, An
     tally = Tally()
     stop = asyncio.Event()
     watch = set(job["watch"])
-    terms = [
-        Term(
-            t["id"],
-            SigningKey.from_seed(bytes.fromhex(t["seed"])),
-            t["url"],
-            watch,
-            prev=protocol.genesis_hash(t["id"]),
-        )
-        for t in job["terminals"]
-    ]
-    pos = terms[: job["pos"]]
+
+    def term(t: dict[str, Any]) -> Term:
+        key = SigningKey.from_seed(bytes.fromhex(t["seed"]))
+        return Term(t["id"], key, t["url"], watch, prev=protocol.genesis_hash(t["id"]))
+
+    terms = [term(t) for t in job["terminals"]]  # the feed streams this process holds
+    pos = [term(t) for t in job["pos"]]  # the POS this process sells on
     people = job["people"]
     tasks: set[asyncio.Task[None]] = set()
 
@@ -284,6 +306,9 @@ async def _client_main(job: dict[str, Any], ready: Any, go: Any) -> dict[str, An
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         t_start = time.monotonic()
         end = t_start + job["seconds"]
+        late: list[float] = []
+        probe_stop = asyncio.Event()
+        probe = asyncio.create_task(_lag_probe(probe_stop, late))
 
         def sell(n: int) -> None:
             t = pos[n % len(pos)]
@@ -315,6 +340,9 @@ async def _client_main(job: dict[str, Any], ready: Any, go: Any) -> dict[str, An
         await asyncio.gather(
             _paced(job["sales_per_s"], end, sell), _paced(job["holders_per_s"], end, ask)
         )
+        await asyncio.sleep(max(0.0, end - time.monotonic()))  # a stream holder's peak
+        probe_stop.set()
+        await probe
         # the loss reports' pages may still be on their way: wait for them (bounded)
         settle_end = time.monotonic() + job["settle_s"]
         while time.monotonic() < settle_end and any(len(t.seen) < len(watch) for t in terms):
@@ -340,6 +368,8 @@ async def _client_main(job: dict[str, Any], ready: Any, go: Any) -> dict[str, An
         "cpu_s": cpu,
         "elapsed_s": elapsed,
         "sales": len(tally.push_ack),
+        "late_ms": late,
+        "role": job.get("role", "sales"),
     }
 
 
@@ -441,6 +471,16 @@ def _ms(values: list[float]) -> dict[str, Any]:
     }
 
 
+def _late(late: list[float]) -> dict[str, Any]:
+    """How late the client processes' own loops ran (:func:`_lag_probe`)."""
+    return {
+        "over_ms": LAG_OVER_MS,
+        "n": len(late),
+        "max_ms": round(max(late, default=0.0), 1),
+        "total_s": round(sum(late) / 1000, 3),
+    }
+
+
 def _spawn(ctx: Any, jobs: list[dict[str, Any]], timeout: float) -> tuple[list[Any], Any, Any, Any]:
     ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     procs = [ctx.Process(target=_client, args=(j, ready, go, out)) for j in jobs]
@@ -462,15 +502,17 @@ def _collect(procs: list[Any], out: Any, timeout: float) -> list[dict[str, Any]]
     return results
 
 
-def _idle(ctx: Any, world: dict[str, Any], urls: list[str], sp: Shape) -> dict[str, Any]:
+def _idle(
+    ctx: Any, world: dict[str, Any], till: str, feeds: list[str], sp: Shape
+) -> dict[str, Any]:
     """One POS selling alone at 5 sales/s: the authorize figure of an idle server."""
     term = world["terminals"][-1]  # not one of the peak's POS: its chain is its own
     job = {
         "wid": 99,
-        "terminals": [{**term, "url": urls[0]}],
-        "pos": 1,
+        "terminals": [{**term, "url": feeds[0]}],
+        "pos": [{**term, "url": till}],
         "people": world["people"],
-        "urls": urls,
+        "urls": feeds,
         "holder_conns": 1,
         "watch": [],
         "seconds": sp.idle_sales / 5.0,
@@ -492,35 +534,52 @@ def measure(sp: Shape, processes: int, db_url: str | None) -> dict[str, Any]:
     try:
         servers = bench_api.start_servers(base / "server", 1, db_url)
         world = _world(servers[0], n_people=100, n_lost=sp.reports, n_terms=sp.terminals + 1)
-        servers += bench_api.start_servers(base / "server", processes - 1, db_url)
-        urls = [s.url for s in servers]
+        servers += bench_api.start_servers(base / "server", processes - 1, db_url, nice=FEED_NICE)
+        # the first process: the terminals' transactions and the admin API; the others (at
+        # FEED_NICE) the feed streams and the holders' app: one process does all on SQLite
+        till = servers[0].url
+        feeds = [s.url for s in servers[1:]] or [till]
         ctx = mp.get_context("spawn")
-        idle = _idle(ctx, world, urls, sp)
+        idle = _idle(ctx, world, till, feeds, sp)
         terms = [
-            {**t, "url": urls[i % len(urls)]}
+            {**t, "url": feeds[i % len(feeds)]}
             for i, t in enumerate(world["terminals"][: sp.terminals])
         ]
-        per = sp.terminals // CLIENT_PROCS
-        pos_per = sp.pos // CLIENT_PROCS
-        jobs = []
-        for w in range(CLIENT_PROCS):
-            mine = terms[w * per : (w + 1) * per]
-            # each process's first pos_per terminals are its POS
-            jobs.append(
-                {
-                    "wid": w,
-                    "terminals": mine,
-                    "pos": pos_per,
-                    "people": world["people"],
-                    "urls": urls,
-                    "holder_conns": 10,
-                    "watch": [a["id"] for a in world["lost"]],
-                    "seconds": sp.seconds,
-                    "sales_per_s": sp.sales_per_s / CLIENT_PROCS,
-                    "holders_per_s": sp.holders_per_s / CLIENT_PROCS,
-                    "settle_s": 10.0,
-                }
-            )
+        job = {
+            "people": world["people"],
+            "urls": feeds,
+            "watch": [a["id"] for a in world["lost"]],
+            "seconds": sp.seconds,
+            "settle_s": 10.0,
+        }
+        per = -(-sp.terminals // STREAM_PROCS)
+        jobs = [
+            {
+                **job,
+                "wid": w,
+                "role": "streams",
+                "terminals": terms[w * per : (w + 1) * per],
+                "pos": [],
+                "holder_conns": 0,
+                "sales_per_s": 0.0,
+                "holders_per_s": 0.0,
+            }
+            for w in range(STREAM_PROCS)
+        ]
+        # the first sp.pos terminals are the POS (their streams are held above)
+        jobs += [
+            {
+                **job,
+                "wid": STREAM_PROCS + w,
+                "role": "sales",
+                "terminals": [],
+                "pos": [{**t, "url": till} for t in terms[w : sp.pos : SALE_PROCS]],
+                "holder_conns": 10,
+                "sales_per_s": sp.sales_per_s / SALE_PROCS,
+                "holders_per_s": sp.holders_per_s / SALE_PROCS,
+            }
+            for w in range(SALE_PROCS)
+        ]
         procs, go, out, _ = _spawn(ctx, jobs, 600)
         setup_s = round(time.perf_counter() - t_setup, 1)
         token = servers[0].token_file.read_text().strip()
@@ -538,7 +597,7 @@ def measure(sp: Shape, processes: int, db_url: str | None) -> dict[str, Any]:
             time.sleep(max(0.0, due - time.perf_counter()))
             at = time.time_ns()
             answer = requests.post(
-                f"{urls[i % len(urls)]}/v1/admin/accounts/{acct['number']}/status",
+                f"{till}/v1/admin/accounts/{acct['number']}/status",
                 json={"action": "report-loss"},
                 headers=admin,
                 timeout=30,
@@ -577,7 +636,11 @@ def measure(sp: Shape, processes: int, db_url: str | None) -> dict[str, Any]:
         "server_processes": processes,
         "terminals": sp.terminals,
         "pos": sp.pos,
-        "client_processes": CLIENT_PROCS,
+        "client_processes": STREAM_PROCS + SALE_PROCS,
+        # where the load went: every request to the one process, or the transactions and the
+        # admin API to the first and the streams and the holders to the others, at feed_nice
+        "routing": "one process" if processes == 1 else "by path",
+        "feed_nice": FEED_NICE if processes > 1 else 0,
         "peak_s": round(peak_s, 1),
         "setup_s": setup_s,
         "sales_per_s_target": sp.sales_per_s,
@@ -600,6 +663,10 @@ def measure(sp: Shape, processes: int, db_url: str | None) -> dict[str, Any]:
         "errors_by_kind": errors,
         "server_cpu_per_s": round(server_cpu / peak_s, 3),
         "client_cpu_per_s": round(client_cpu / elapsed, 3),
+        "client_lag": {
+            role: _late([x for r in results if r["role"] == role for x in r["late_ms"]])
+            for role in ("sales", "streams")
+        },
         "loadavg": {"before": [round(x, 2) for x in load0], "after": [round(x, 2) for x in load1]},
     }
 

@@ -242,12 +242,21 @@ def peak(f: dict[str, Any]) -> list[str]:
 
     a, idle, slow = f["authorize"], f["authorize_idle"], f["authorize_slow"]
     ratio = f"{a['p99_ms'] / idle['p99_ms']:.1f}× idle" if a["p99_ms"] and idle["p99_ms"] else "n/a"
-    h = f["hotlist"]
+    h, lag = f["hotlist"], f["client_lag"]
+
+    def late(x: dict[str, Any]) -> str:
+        return f"{x['n']} times (max {x['max_ms']} ms, {x['total_s']} s in all)"
+
     return [
         f"Lunch peak on {f['db']}, {f['server_processes']} server process(es): "
         f"{f['terminals']} terminals long-polling, {f['pos']} POS at {f['sales_per_s']}/s "
         f"(target {f['sales_per_s_target']}), holders at {f['holders_per_s']}/s, "
-        f"{h['reports']} loss reports, {f['peak_s']} s of peak",
+        f"{h['reports']} loss reports, {f['peak_s']} s of peak"
+        + (
+            f"; streams and holders on a process of their own at nice {f['feed_nice']}"
+            if f.get("routing") == "by path"
+            else ""
+        ),
         f"  authorize under the peak {pp(a)}; {ratio}   budget p99 ≤ 25 ms and ≤ 3× idle",
         f"  authorize on an idle server {pp(idle)}",
         f"  authorize over {slow['over_ms']:g} ms: {slow['n']} sales: {slow['after_report']} "
@@ -266,6 +275,9 @@ def peak(f: dict[str, Any]) -> list[str]:
         f"  loss → every terminal {pp(h)}, missed {h['missed']}   budget p99 ≤ 2 s, none missed",
         f"  server CPU {f['server_cpu_per_s']} s per s; load clients' CPU "
         f"{f['client_cpu_per_s']} s per s ({f['client_processes']} processes)",
+        "  load clients' own loops later than "
+        f"{lag['sales']['over_ms']:g} ms: sellers {late(lag['sales'])}; stream holders "
+        f"{late(lag['streams'])}",
         f"  errors {f['errors']} {f['errors_by_kind']}; skipped (POS or holder still busy) "
         f"{f['skipped_sales']} sales, {f['skipped_holders']} holder requests",
         f"  load average before {f['loadavg']['before']}, after {f['loadavg']['after']}",

@@ -93,8 +93,9 @@ class AdminApi:
 @dataclass
 class YktProcess:
     """What a ``ykt`` child answering HTTP on a loopback port needs: its data directory, port,
-    environment (added to ours), log, and whether it gets its own session (the demo's children
-    outlive a Ctrl-C sent to the terminal's process group until the demo stops them)."""
+    environment (added to ours), log, whether it gets its own session (the demo's children
+    outlive a Ctrl-C sent to the terminal's process group until the demo stops them), and its
+    CPU priority (``nice``: run under ``nice -n``, as systemd's ``Nice=`` would)."""
 
     data: Path
     port: int = field(default_factory=free_port)
@@ -102,6 +103,7 @@ class YktProcess:
     extra: tuple[str, ...] = ()
     log_path: Path | None = None
     new_session: bool = False
+    nice: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log: IO[bytes] | None = None
 
@@ -133,8 +135,11 @@ class YktProcess:
         self.prepare()
         if self.log is None:
             self.log = open(self.logfile, "ab")  # noqa: SIM115 - closed in stop()
+        cmd = ykt_cmd(*self.args())
+        if self.nice:
+            cmd = ["nice", "-n", str(self.nice), *cmd]  # execs the command: the same pid
         self.proc = subprocess.Popen(
-            ykt_cmd(*self.args()),
+            cmd,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **self.env},

@@ -292,7 +292,7 @@ async def _client_main(job: dict[str, Any], ready: Any, go: Any) -> dict[str, An
         feed = [await stack.enter_async_context(Client(t.url)) for t in terms]
         sales = [await stack.enter_async_context(Client(t.url)) for t in pos]
         holders = [
-            await stack.enter_async_context(Client(job["urls"][i % len(job["urls"])]))
+            await stack.enter_async_context(Client(job["holder_urls"][i % len(job["holder_urls"])]))
             for i in range(job["holder_conns"])
         ]
         pollers = [
@@ -512,8 +512,8 @@ def _idle(
         "terminals": [{**term, "url": feeds[0]}],
         "pos": [{**term, "url": till}],
         "people": world["people"],
-        "urls": feeds,
-        "holder_conns": 1,
+        "holder_urls": feeds,
+        "holder_conns": 0,
         "watch": [],
         "seconds": sp.idle_sales / 5.0,
         "sales_per_s": 5.0,
@@ -547,7 +547,7 @@ def measure(sp: Shape, processes: int, db_url: str | None) -> dict[str, Any]:
         ]
         job = {
             "people": world["people"],
-            "urls": feeds,
+            "holder_urls": feeds,  # the holders' app goes where the streams go
             "watch": [a["id"] for a in world["lost"]],
             "seconds": sp.seconds,
             "settle_s": 10.0,

@@ -323,6 +323,76 @@ def test_what_goes_together_takes_one_round_trip(db_kind: str) -> None:
         relay.close()
 
 
+@pytest.mark.postgres
+def test_a_rider_commits_with_the_next_write_or_fails_it_in_the_same_round_trips(
+    db_kind: str,
+) -> None:
+    """PostgreSQL (:meth:`sync.db.Database.rider`, how a request's nonce claim goes with its
+    work): the rider's statements go in the first round trip of the next write transaction
+    of the thread (reads do not take them), commit with it, or fail it and nothing of it
+    stays; a transaction that did not commit hands them on to the next."""
+    url = dbs.fresh_url()
+    assert db_kind == "postgres" and url is not None
+    dbs.opened(url, Database(url, migrations=SCHEMA))
+    relay, through = Turns.for_url(url)
+    db = Database(through)
+    claim = ("INSERT INTO pairs (a, b) VALUES (?, ?)", ("nonce", 1))
+
+    def names() -> list[str]:
+        return [r["name"] for r in db.all("SELECT name FROM things ORDER BY name")]
+
+    try:
+        db.all("SELECT 1")  # the pool's connection made
+        with db.rider([claim]) as rider:
+            assert rider is not None and not rider.committed
+            with db.read() as rd:
+                rd.all("SELECT COUNT(*) FROM things")
+            db.reads([("SELECT 1", ())])
+            relay.reset()
+            with db.tx() as tx:
+                tx.execute("INSERT INTO things (name) VALUES ('a')")
+            assert relay.count == 2  # as without the rider: the statement, the commit
+            assert rider.committed
+            with db.tx() as tx:  # the next one goes alone
+                tx.execute("INSERT INTO things (name) VALUES ('b')")
+        assert db.scalar("SELECT COUNT(*) FROM pairs") == 1 and names() == ["a", "b"]
+
+        with db.rider([claim]) as rider:  # the same key again: refused with what it rides
+            assert rider is not None
+            for name in ("c", "d"):
+                with pytest.raises(StoreConflict), db.tx() as tx:
+                    tx.execute("INSERT INTO things (name) VALUES (?)", (name,))
+            assert not rider.committed
+        with db.tx() as tx:  # out of the block: nothing rides
+            tx.execute("INSERT INTO things (name) VALUES ('e')")
+        assert names() == ["a", "b", "e"]
+
+        other = ("INSERT INTO pairs (a, b) VALUES (?, ?)", ("nonce", 2))
+        with db.rider([other]) as rider:
+            assert rider is not None
+            with pytest.raises(ZeroDivisionError), db.tx() as tx:
+                tx.execute("INSERT INTO things (name) VALUES ('f')")
+                raise ZeroDivisionError
+            assert not rider.committed
+            with db.tx(exclusive=False, durable=False):
+                pass  # no statement of its own: the rider and the commit, one round trip
+            assert rider.committed
+        assert db.scalar("SELECT COUNT(*) FROM pairs") == 2 and "f" not in names()
+        with db.rider([other]) as rider:  # a block that writes nothing sends nothing
+            assert rider is not None and not rider.committed
+        with pytest.raises(StoreError), db.rider([claim]), db.rider([other]):
+            pass  # one rider at a time
+    finally:
+        db.close()
+        relay.close()
+
+
+def test_a_rider_is_for_postgresql_only(db: Database) -> None:
+    with db.rider([("INSERT INTO things (name) VALUES ('x')", ())]) as rider:
+        assert (rider is None) == (db.dialect == "sqlite")
+    assert db.scalar("SELECT COUNT(*) FROM things") == 0
+
+
 def test_errors_are_store_errors_and_the_connection_survives(db: Database) -> None:
     with pytest.raises(StoreError):
         db.all("SELECT nope FROM things")

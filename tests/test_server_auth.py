@@ -3,6 +3,7 @@ unsigned, stale, replayed or foreign-signed requests are refused), enrollment to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,42 @@ def test_replayed_nonce_is_refused(module_server: ServerProc) -> None:
     resp = requests.post(term.url + "/v1/journal", data=other, headers=h2, timeout=5)
     refused(resp, 401, "replayed_request")
     assert module_server.account(acct["number"])["balance_fen"] == 10_000 - 100
+
+
+def signed_authorize(
+    term: HandTerminal, body: dict[str, object]
+) -> Callable[[], requests.Response]:
+    """One signed authorize request, to send as often as a replayer would."""
+    raw = protocol.canonical(body)
+    headers = protocol.sign_request(
+        term.key, term.terminal_id, "POST", "/v1/pos/authorize", raw, SystemClock().now_ms()
+    )
+    headers["Content-Type"] = "application/json"
+    return lambda: requests.post(
+        term.url + "/v1/pos/authorize", data=raw, headers=headers, timeout=10
+    )
+
+
+def test_a_replay_is_refused_whatever_the_first_answer_was(module_server: ServerProc) -> None:
+    """The nonce is claimed with the request's own work where the database allows it
+    (:meth:`sync.server.terminals.NonceCache.riding`): an approval, a decline read before
+    any transaction, a refusal whose transaction was rolled back; each replay is refused,
+    and only the approval holds money."""
+    term = HandTerminal.enroll(module_server, "auth-replay-any")
+    acct = fresh_account(module_server, topup_fen=10_000)
+    approve = signed_authorize(term, {"seq": 1, "card_no": acct["card_no"], "amount_fen": 700})
+    first = approve()
+    assert first.status_code == 200 and first.json()["approved"], first.text
+    refused(approve(), 401, "replayed_request")
+    unknown = signed_authorize(term, {"seq": 2, "card_no": "NO-SUCH-CARD", "amount_fen": 1})
+    first = unknown()
+    assert first.status_code == 200 and not first.json()["approved"], first.text
+    refused(unknown(), 401, "replayed_request")
+    term.push([term.record(acct["id"], 700)])  # seq 1 journaled: asking for it again is refused
+    used = signed_authorize(term, {"seq": 1, "card_no": acct["card_no"], "amount_fen": 700})
+    refused(used(), 409, "seq_used")
+    refused(used(), 401, "replayed_request")
+    assert module_server.account(acct["number"])["balance_fen"] == 10_000 - 700
 
 
 def test_request_signed_by_another_key_is_refused(module_server: ServerProc) -> None:

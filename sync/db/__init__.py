@@ -38,6 +38,7 @@ from sync.db import sqlite
 from sync.db.backend import (
     Backend,
     Params,
+    Rider,
     Row,
     Session,
     fill_types,
@@ -50,6 +51,7 @@ __all__ = [
     "Database",
     "Migrations",
     "Params",
+    "Rider",
     "Row",
     "Tx",
     "is_postgres_url",
@@ -307,6 +309,15 @@ class Database:
 
     def can_listen(self) -> bool:
         return self.backend.can_listen()
+
+    def rider(
+        self, statements: Sequence[tuple[str, Params]]
+    ) -> AbstractContextManager[Rider | None]:
+        """On PostgreSQL: ``statements`` go with the thread's next write transaction begun in
+        the ``with`` block, in its first round trip, and commit with it or fail it
+        (:meth:`sync.db.postgres.Backend.rider`; ``committed`` says which); None on SQLite,
+        whose round trips cost nothing (the caller writes them by itself)."""
+        return self.backend.rider(statements)
 
     def writes_inline(self) -> bool:
         """Whether short transactions may run on an event loop's own thread: on SQLite (in

@@ -121,6 +121,17 @@ class Session(Protocol):
         ...
 
 
+class Rider:
+    """Statements that go with a thread's next write transaction (:meth:`Backend.rider`):
+    ``committed`` once that transaction committed with them."""
+
+    __slots__ = ("committed", "statements")
+
+    def __init__(self, statements: Sequence[tuple[str, Params]]) -> None:
+        self.statements = list(statements)
+        self.committed = False
+
+
 class Backend(Protocol):
     """One database: connections, transactions, errors, notifications."""
 
@@ -145,6 +156,13 @@ class Backend(Protocol):
 
     def read(self) -> AbstractContextManager[Session]:
         """A read transaction: one snapshot."""
+        ...
+
+    def rider(
+        self, statements: Sequence[tuple[str, Params]]
+    ) -> AbstractContextManager[Rider | None]:
+        """``statements`` to send with the thread's next write transaction, or None where
+        round trips cost nothing (SQLite: the caller runs them by itself)."""
         ...
 
     def all(self, sql: str, params: Params) -> list[Row]:

@@ -48,7 +48,7 @@ from psycopg import errors as pgerr
 from psycopg.adapt import Dumper, Loader
 from psycopg.rows import RowMaker
 
-from sync.db.backend import Params, values_insert
+from sync.db.backend import Params, Rider, values_insert
 from sync.errors import StoreConflict, StoreError, StoreRefused
 
 log = logging.getLogger(__name__)
@@ -142,8 +142,16 @@ def _row_class(names: tuple[str, ...]) -> type[Row]:
 
 
 def _row_factory(cursor: psycopg.Cursor[Any]) -> RowMaker[Row]:
-    desc = cursor.description
-    cls = _row_class(tuple(c.name for c in desc) if desc else ())
+    """Rows of the cursor's current result, named by its columns: read from the result itself
+    (``cursor.description`` builds a column object for each, for every statement: at a lunch
+    peak a sixth of the time the sales' thread held the GIL, docs/benchmarks.md, peak)."""
+    res = cursor.pgresult
+    names = (
+        ()
+        if res is None
+        else tuple(bytes(res.fname(i) or b"").decode() for i in range(res.nfields))
+    )
+    cls = _row_class(names)
     return lambda values: cls(values)
 
 
@@ -516,7 +524,7 @@ class Backend:
             self._cond.notify()
 
     @contextmanager
-    def _session(self, opening: list[str]) -> Iterator[Session]:
+    def _session(self, opening: list[str], write: bool = False) -> Iterator[Session]:
         """A pooled connection inside a transaction that ``opening`` starts (``BEGIN`` …): sent
         with the transaction's first statements, in their round trip (a write transaction
         waits for the writer lock there and has its first answers at once); a connection found
@@ -526,11 +534,17 @@ class Backend:
             raise StoreError("cannot start a transaction within a transaction")
         conn = self._get()
         conn.opening = list(opening)
+        rider: Rider | None = None
+        if write:
+            rider, self._local.rider = getattr(self._local, "rider", None), None
+            if rider is not None:  # ahead of the transaction's own statements
+                conn.pending.extend(rider.statements)
         self._local.conn = conn
         try:
             yield conn
         except BaseException:
             self._local.conn = None
+            self._local.rider = rider  # not committed: it rides the next one
             sent = not conn.opening
             conn.forget()
             if sent:
@@ -541,11 +555,14 @@ class Backend:
         try:
             conn.commit()
         except StoreError:
+            self._local.rider = rider
             if not conn.broken:
                 _rollback_quietly(conn)
             self._put(conn)
             raise
         self._put(conn)
+        if rider is not None:
+            rider.committed = True
 
     def write(
         self, exclusive: bool = True, durable: bool = True
@@ -558,7 +575,24 @@ class Backend:
             opening.append("SET LOCAL synchronous_commit = off")
         if exclusive:
             opening.append(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
-        return self._session(opening)
+        return self._session(opening, write=True)
+
+    @contextmanager
+    def rider(self, statements: Sequence[tuple[str, Params]]) -> Iterator[Rider]:
+        """Send ``statements`` with this thread's next write transaction begun inside the
+        ``with`` block, ahead of its own statements and in their first round trip (or its
+        ``COMMIT``'s): they commit with it, or fail it (``StoreConflict`` for a constraint)
+        and nothing of it stays.  A transaction that did not commit hands them on to the
+        next one of the block.  ``committed`` tells whether one committed with them; a block
+        whose work committed no write transaction leaves it false."""
+        if getattr(self._local, "rider", None) is not None:
+            raise StoreError("a rider is already waiting for this thread's next transaction")
+        rider = Rider(statements)
+        self._local.rider = rider
+        try:
+            yield rider
+        finally:
+            self._local.rider = None
 
     def read(self) -> AbstractContextManager[Session]:
         """A read transaction: one snapshot, never waits for writers."""

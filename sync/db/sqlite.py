@@ -14,15 +14,16 @@ central server's default ``DATA/ykt.db``).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from sync.db.backend import Params, Row, values_insert
+from sync.db.backend import Params, Rider, Row, values_insert
 from sync.errors import StoreConflict, StoreError
 from sync.files import private_file
 
@@ -291,6 +292,12 @@ class Backend:
                 raise StoreError(f"checkpoint of {self.path} failed: {exc}") from exc
 
     # -- notifications: none between processes (listeners poll) ----------------------------
+    def rider(
+        self, statements: Sequence[tuple[str, Params]]
+    ) -> AbstractContextManager[Rider | None]:
+        """None: a statement here costs no round trip (the caller runs it by itself)."""
+        return contextlib.nullcontext(None)
+
     def writes_inline(self) -> bool:
         return True
 

@@ -486,9 +486,11 @@ class HotRoutes:
         model: type[BaseModel],
         serve: Callable[[dict[str, Any], BaseModel], Any],
     ) -> None:
-        """A terminal's signed POST: the signature and nonce
-        (:meth:`~sync.server.terminals.TerminalAuth.authenticate`), the role, then
-        ``serve(terminal, body)``, whose answer goes out as JSON."""
+        """A terminal's signed POST: the signature
+        (:meth:`~sync.server.terminals.TerminalAuth.check`), the role, then
+        ``serve(terminal, body)`` with the request's nonce claimed in its first write
+        transaction (:meth:`~sync.server.terminals.NonceCache.riding`), whose answer goes out
+        as JSON."""
         target = self._target(scope)
         if target is None:
             await fallback(scope, receive, send)
@@ -500,9 +502,10 @@ class HotRoutes:
         endpoint = f"POST {scope['path']}"
 
         def work() -> bytes:
-            term = self.auth.authenticate("POST", target, body, headers)
+            term, (tid, nonce, time_ms, now) = self.auth.check("POST", target, body, headers)
             roles.require(term, endpoint)
-            return to_bytes(serve(term, parsed))
+            with self.auth.nonces.riding(tid, nonce, time_ms, now):
+                return to_bytes(serve(term, parsed))
 
         await self._answer(scope, receive, send, work)
 

@@ -13,7 +13,8 @@ import hashlib
 import re
 import secrets
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,6 +209,46 @@ class NonceCache:
         if item.error is not None:
             raise item.error
         return bool(item.result)
+
+    @contextmanager
+    def riding(self, terminal_id: str, nonce: str, time_ms: int, now_ms: int) -> Iterator[None]:
+        """The claim of a request whose work runs inside the ``with`` block, on this thread.
+
+        On PostgreSQL the claim (a plain ``INSERT``: the nonces' key refuses a nonce seen
+        before) rides the first write transaction of the work, in its first round trip
+        (:meth:`sync.db.Database.rider`): the claim commits with what the request did, or
+        fails it and nothing of it stays.  A signed sale then costs two round trips fewer
+        (its claim and its push's), which the one thread of the sales spent waiting at a
+        lunch peak (docs/benchmarks.md, peak).  Work that committed no write (a decline read
+        before any transaction, an error) is claimed after it, before its answer goes out,
+        as is any request when a prune is due (:meth:`claim`, which prunes).  A replay is
+        refused (``replayed_request``) whichever way its claim went, its answer never sent.
+        SQLite: claimed first, as always (a statement costs no round trip there)."""
+        with self._lock:
+            due = now_ms - self._pruned_ms > self.window_ms // 4
+        insert = (
+            "INSERT INTO nonces (terminal_id, nonce, ts_ms) VALUES (?, ?, ?)",
+            (terminal_id, nonce, time_ms),
+        )
+        riding = not due and self.ctx.db.dialect == "postgresql"
+        if not riding:
+            if not self.claim(terminal_id, nonce, time_ms, now_ms):
+                raise Unauthorized("request was replayed", "replayed_request")
+            yield
+            return
+        failure: BaseException | None = None
+        with self.ctx.db.rider((insert,)) as rider:
+            try:
+                yield
+            except BaseException as exc:  # answered below, once the claim is known
+                failure = exc
+        # out of the block: a claim of its own here does not take the rider along
+        if not (rider is not None and rider.committed) and not self.claim(
+            terminal_id, nonce, time_ms, now_ms
+        ):
+            raise Unauthorized("request was replayed", "replayed_request") from None
+        if failure is not None:
+            raise failure
 
     async def claim_async(
         self,

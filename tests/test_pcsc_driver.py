@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +29,7 @@ from drivers.errors import (
 )
 from drivers.reader import pcsc
 from sim.harness import pcscd
+from sim.harness.procs import pid_alive
 from sim.vicc import VirtualCard
 from tests.card_helpers import Scripted
 
@@ -203,3 +206,38 @@ def test_feedback_only_on_readers_that_have_it(
     finally:
         pc.close()
         vc.remove()
+
+
+def test_readers_start_again_on_other_ports_when_one_is_taken_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A port picked free can be taken (by an outgoing connection) before pcscd's driver binds
+    it: that pcscd never lists the reader; it is stopped and the readers start on ports picked
+    again (:meth:`sim.harness.pcscd.VirtualReaders.start`)."""
+    taken = socket.socket()
+    taken.bind(("0.0.0.0", 0))
+    taken.listen()
+    busy = taken.getsockname()[1]
+    picks = iter([busy - 1])  # the first entry's second slot: the port held above
+    real_pick = pcscd.pick_ports
+    monkeypatch.setattr(
+        pcscd, "pick_ports", lambda n, base: next(picks, None) or real_pick(n, base)
+    )
+    launched: list[int] = []
+    real_launch = pcscd.VirtualReaders._launch
+
+    def launch(self: pcscd.VirtualReaders) -> int:
+        launched.append(real_launch(self))
+        return launched[-1]
+
+    monkeypatch.setattr(pcscd.VirtualReaders, "_launch", launch)
+    vr = pcscd.VirtualReaders(tmp_path / "readers")
+    try:
+        st = vr.start(2, timeout=3.0)
+        assert len(launched) == 2 and not pid_alive(launched[0])
+        assert st["base_port"] != busy - 1
+        listed = pcscd.list_readers(vr.socket_path) or []
+        assert {s["name"] for s in st["slots"]} <= set(listed) and len(st["slots"]) == 2
+    finally:
+        vr.stop()
+        taken.close()

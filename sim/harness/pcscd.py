@@ -53,6 +53,10 @@ def vpcd_driver() -> Path:
     raise SimError("vpcd is not installed (Debian: apt-get install vsmartcard-vpcd)")
 
 
+#: how many times :meth:`VirtualReaders.start` starts pcscd before it gives up
+START_TRIES = 3
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -175,10 +179,21 @@ class VirtualReaders:
         if self.state_path.exists() and self.running():
             raise SimUsageError(f"virtual readers already run in {self.dir} (stop them first)")
         entries = (slots + 1) // 2
-        base = pick_ports(entries, base_port or DEFAULT_BASE_PORT)
-        self._write_config(entries, base, frozenset())
-        pid = self._launch()
-        names = self._wait_readers(entries, frozenset(), pid, timeout)
+        # the ports are free when picked, but they lie in the range the kernel hands out to
+        # outgoing connections: one can take a port before pcscd's driver binds it ("Address
+        # already in use" in pcscd.log, the reader never listed; seen once under a full test
+        # run).  Then pcscd is stopped and the readers started again on ports picked again.
+        for attempt in range(START_TRIES):
+            base = pick_ports(entries, base_port or DEFAULT_BASE_PORT)
+            self._write_config(entries, base, frozenset())
+            pid = self._launch()
+            try:
+                names = self._wait_readers(entries, frozenset(), pid, timeout)
+                break
+            except SimError:
+                self._kill_pcscd(pid)
+                if attempt == START_TRIES - 1:
+                    raise
         state = {
             "socket": str(self.socket_path.resolve()),
             "pid": pid,

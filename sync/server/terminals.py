@@ -220,10 +220,10 @@ class NonceCache:
         fails it and nothing of it stays.  A signed sale then costs two round trips fewer
         (its claim and its push's), which the one thread of the sales spent waiting at a
         lunch peak (docs/benchmarks.md, peak).  Work that committed no write (a decline read
-        before any transaction, an error) is claimed after it, before its answer goes out,
-        as is any request when a prune is due (:meth:`claim`, which prunes).  A replay is
-        refused (``replayed_request``) whichever way its claim went, its answer never sent.
-        SQLite: claimed first, as always (a statement costs no round trip there)."""
+        before any transaction, an error) is claimed after it, before its answer goes out.
+        A replay is refused (``replayed_request``) whichever way its claim went, its answer
+        never sent.  Claimed first, as always, on SQLite (a statement costs no round trip
+        there) and when a prune is due (:meth:`claim`, which prunes)."""
         with self._lock:
             due = now_ms - self._pruned_ms > self.window_ms // 4
         insert = (

@@ -347,6 +347,8 @@ def test_a_rider_commits_with_the_next_write_or_fails_it_in_the_same_round_trips
             assert rider is not None and not rider.committed
             with db.read() as rd:
                 rd.all("SELECT COUNT(*) FROM things")
+            with pytest.raises(StoreError), db.read() as rd:  # a failed read keeps it waiting
+                rd.all("SELECT nope FROM things")
             db.reads([("SELECT 1", ())])
             relay.reset()
             with db.tx() as tx:

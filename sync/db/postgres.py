@@ -544,7 +544,8 @@ class Backend:
             yield conn
         except BaseException:
             self._local.conn = None
-            self._local.rider = rider  # not committed: it rides the next one
+            if rider is not None:  # not committed: it rides the next write
+                self._local.rider = rider
             sent = not conn.opening
             conn.forget()
             if sent:
@@ -555,7 +556,8 @@ class Backend:
         try:
             conn.commit()
         except StoreError:
-            self._local.rider = rider
+            if rider is not None:
+                self._local.rider = rider
             if not conn.broken:
                 _rollback_quietly(conn)
             self._put(conn)

@@ -324,6 +324,39 @@ def test_what_goes_together_takes_one_round_trip(db_kind: str) -> None:
 
 
 @pytest.mark.postgres
+def test_a_failed_pipeline_leaves_no_statement_counted_prepared_that_is_not(
+    db_kind: str,
+) -> None:
+    """PostgreSQL: psycopg prepares a statement once it ran five times, and in a pipeline
+    counts it prepared once its PREPARE is sent; but the server skips every message after an
+    error until the pipeline's end.  A replay's nonce (its INSERT first in a sale's first
+    round trip) failed just as the sale's reads were being prepared: every later sale on that
+    connection failed with 'prepared statement "_pg3_N" does not exist'.  Found by a test of
+    revoked terminals (tests/test_server_auth.py)."""
+    url = dbs.fresh_url()
+    assert db_kind == "postgres" and url is not None
+    db = dbs.opened(url, Database(url, migrations=SCHEMA))
+    try:
+        with db.tx() as tx:
+            tx.execute("INSERT INTO things (name) VALUES ('taken')")
+        read = ("SELECT COUNT(*) FROM things WHERE name = ?", ("taken",))
+        taken = ("INSERT INTO things (name) VALUES ('taken')", ())
+        with pytest.raises(StoreConflict), db.tx() as tx:  # an earlier failure: rolled back
+            tx.batch([taken])
+        for _ in range(5):  # psycopg's threshold: prepared the next time
+            with db.tx() as tx:
+                assert tx.batch([read])[0][0][0] == 1
+        with pytest.raises(StoreConflict), db.tx() as tx:  # PREPARE sent after the error
+            tx.batch([taken, read])
+        for _ in range(3):  # the same connection (one thread, one at a time: the pool's last)
+            with db.tx() as tx:
+                assert tx.batch([read])[0][0][0] == 1
+            assert db.reads([read])[0][0][0] == 1
+    finally:
+        db.close()
+
+
+@pytest.mark.postgres
 def test_a_rider_commits_with_the_next_write_or_fails_it_in_the_same_round_trips(
     db_kind: str,
 ) -> None:

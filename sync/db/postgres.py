@@ -226,6 +226,9 @@ class Session:
         #: the transaction's next statement or its ``COMMIT``, in that one's round trip
         self.pending: list[tuple[str, Params]] = []
         self.ended = False  # committed by a batch's last round trip (:meth:`batch`)
+        #: a pipeline failed: psycopg may count statements prepared that are not
+        #: (:meth:`forget_prepared`, once the transaction is over)
+        self.misprepared = False
         #: a new connection like this one, for one found dead when the opening is sent
         self.redial: Callable[[], psycopg.Connection[Row]] | None = None
 
@@ -260,6 +263,7 @@ class Session:
                 return cursors[len(ours) : len(ours) + len(statements)]
             except psycopg.Error as exc:
                 if not (opening and self.broken and self.redial is not None and attempt < 2):
+                    self.misprepared = psycopg.Pipeline.is_supported()
                     raise convert(exc, "query failed") from exc
                 log.warning("database connection lost; reconnecting: %s", exc)
                 self.close()
@@ -399,6 +403,23 @@ class Session:
         except psycopg.Error as exc:
             raise convert(exc, sql.split()[0].lower()) from exc
 
+    def forget_prepared(self) -> None:
+        """Forget the statements psycopg prepared on this connection, after a pipeline
+        failed (call it once no transaction is open).  psycopg (3.3) counts a statement as
+        prepared once its PREPARE is in a pipeline, but the server skips every message after
+        an error until the pipeline ends: that PREPARE never ran, and every later use of the
+        statement on this connection failed ('prepared statement "_pg3_N" does not exist').
+        psycopg clears its own count only when it sees a ``ROLLBACK`` run for the first time
+        on a connection.  Cleared here, it deallocates them all before its next statement and
+        prepares them again as they recur; without its cache (another psycopg) the connection
+        is closed instead (the pool opens another)."""
+        self.misprepared = False
+        clear = getattr(getattr(self.raw, "_prepared", None), "clear", None)
+        if callable(clear):
+            clear()
+        else:
+            self.close()
+
     def close(self) -> None:
         try:
             self.raw.close()
@@ -515,6 +536,8 @@ class Backend:
         return self._connect()
 
     def _put(self, conn: Session) -> None:
+        if conn.misprepared and not conn.broken:  # its transaction is over (rolled back)
+            conn.forget_prepared()
         with self._cond:
             if conn.broken or self._closed:
                 self._open -= 1

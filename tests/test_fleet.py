@@ -163,8 +163,8 @@ def test_a_server_head_off_the_chain_is_caught_at_the_push(monkeypatch: pytest.M
     full check): a head stored with the wrong hash breaks ``chain`` at that push."""
     real = ingest.ingest
 
-    def misfiling(ctx: Any, terminal: dict[str, Any], records: Any) -> Any:
-        out = real(ctx, terminal, records)
+    def misfiling(ctx: Any, terminal: dict[str, Any], records: Any, acked: Any = None) -> Any:
+        out = real(ctx, terminal, records, acked)
         with ctx.db.tx() as tx:
             tx.execute("UPDATE terminals SET head_hash = 'x' WHERE id = ?", (terminal["id"],))
         return out

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from sync.passwords import verify_password
-from sync.server import accounts, authorize, holder_ops, holders, policy
+from sync.server import accounts, authorize, holder_ops, holders, ingest, policy, terminals
 from sync.server import codes as server_codes
 from sync.server.context import Context
-from sync.server.errors import Conflict
+from sync.server.errors import Conflict, Forbidden
 from tests.helpers import id_card
 from tests.inproc import InProcTerminal, make_context
 
@@ -138,6 +138,38 @@ def test_a_loss_report_committed_during_an_authorization_declines_it(
     )
     assert not out.approved and "lost" in out.reason, out
     assert ctx.db.scalar("SELECT COUNT(*) FROM holds") == 0
+
+
+def test_a_revocation_committed_during_an_authorization_or_a_push_refuses_it(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The terminal's row was checked active, then the terminal was revoked (which released
+    its holds) before the sale's transaction: no hold that nothing would ever release, and a
+    push checked before the revocation applies nothing."""
+    acct = _account(ctx, "S2032003", 23)
+    accounts.topup(ctx, "S2032003", 5000, "cash", None, "desk")
+    card = accounts.issue_card(ctx, "S2032003", "04A1B2C3D4E5F7")
+    pos = InProcTerminal(ctx, "revoked-pos")
+    checked = pos.row  # as the request's signature check read it: active
+    real = authorize.credential_refusal
+
+    def checked_then_revoked(c: Context, row: dict[str, Any], uid: str | None) -> str | None:
+        terminals.revoke(ctx, pos.id)
+        return real(c, row, uid)
+
+    monkeypatch.setattr(authorize, "credential_refusal", checked_then_revoked)
+    with pytest.raises(Forbidden) as err:
+        authorize.authorize(
+            ctx,
+            checked,
+            {"seq": 1, "card_no": card["card_no"], "amount_fen": 100, "method": "card"},
+        )
+    assert err.value.code == "terminal_revoked"
+    assert ctx.db.scalar("SELECT COUNT(*) FROM holds") == 0
+    with pytest.raises(Forbidden) as err:
+        ingest.ingest(ctx, checked, [pos.record(int(acct["id"]), 100)])
+    assert err.value.code == "terminal_revoked"
+    assert ctx.db.scalar("SELECT COUNT(*) FROM records") == 0
 
 
 def test_a_roster_line_added_meanwhile_is_a_line_error(

@@ -3,6 +3,7 @@ unsigned, stale, replayed or foreign-signed requests are refused), enrollment to
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,9 +17,10 @@ from sync.clock import ManualClock, SystemClock
 from sync.crypto import SigningKey, b64e
 from sync.errors import AuthError, ServerRefused
 from sync.server import terminals
+from sync.server.errors import Forbidden
 from tests.handterm import HandTerminal, admin_raw, error_of, fresh_account
 from tests.helpers import ServerProc
-from tests.inproc import make_context
+from tests.inproc import InProcTerminal, make_context
 
 SKEW_MS = 120_000  # the server's default freshness window
 
@@ -263,3 +265,106 @@ def test_a_token_for_another_role_is_refused_and_not_used_up(module_server: Serv
     assert (err.value.status, err.value.code) == (409, "wrong_role")
     assert client.enroll(token, key, "kiosk")["role"] == "kiosk"
     client.close()
+
+
+def test_a_terminal_revoked_after_its_last_request_gets_nothing_more(
+    module_server: ServerProc,
+) -> None:
+    """The hot routes may check a signature against the key of a row an earlier request found
+    active (:meth:`sync.server.terminals.TerminalAuth.signed`); once the terminal is revoked,
+    a sale, a decline and a push are all refused, and no hold is left behind on the account."""
+    term = HandTerminal.enroll(module_server, "auth-revoked-later")
+    other = HandTerminal.enroll(module_server, "auth-revoked-other")
+    acct = fresh_account(module_server, topup_fen=4_000)  # within R6's daily limit of ¥50
+    first = term.authorize(1, acct["card_no"], 700, uid=acct["uid"])
+    assert first["approved"], first
+    assert term.push([term.record(acct["id"], 700)])["ack"] == 1
+    module_server.admin().call("POST", f"/v1/admin/terminals/{term.terminal_id}/revoke")
+    for ask in (
+        lambda: term.authorize(2, acct["card_no"], 3_000, uid=acct["uid"]),  # would approve
+        lambda: term.authorize(3, "NO-SUCH-CARD", 100),  # a decline read before any write
+        lambda: term.push([term.record(acct["id"], 100)]),
+    ):
+        with raises(AuthError) as err:
+            ask()
+        assert (err.value.status, err.value.code) == (403, "terminal_revoked")
+    # no hold of the revoked terminal stands in the way of the whole balance
+    whole = other.authorize(1, acct["card_no"], 3_300, uid=acct["uid"])
+    assert whole["approved"] and whole["balance_fen"] == 0, whole
+
+
+def _signed(t: InProcTerminal, body: bytes, now_ms: int) -> dict[str, str]:
+    return protocol.sign_request(t.key, t.id, "POST", "/v1/journal", body, now_ms)
+
+
+def test_a_row_found_active_is_read_again_only_where_the_claim_cannot_ride(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the terminal's row is read for its first signed request only: the next
+    ones are checked against its key and the claim rides the work's transaction guarded by the
+    row (:meth:`sync.server.terminals.Known.guarded_insert`).  On SQLite it is read for every
+    request (the claim does not ride there)."""
+    ctx = make_context(tmp_path)
+    auth = terminals.TerminalAuth(ctx)
+    t = InProcTerminal(ctx, "rows")
+    reads: list[object] = []
+    one = ctx.db.one
+
+    def counted(sql: str, params: object = ()) -> object:
+        if sql == terminals.TERMINAL_READ:
+            reads.append(params)
+        return one(sql, params)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ctx.db, "one", counted)
+    for i in range(3):
+        headers = _signed(t, b"{}", ctx.now_ms() + i)
+        with auth.signed("POST", "/v1/journal", b"{}", headers, "POST /v1/journal") as term:
+            assert term["id"] == t.id
+            with ctx.db.tx() as tx:
+                tx.execute("UPDATE terminals SET last_seen_ms = ? WHERE id = ?", (i, t.id))
+    assert len(reads) == (1 if ctx.db.dialect == "postgresql" else 3)
+    # a request whose work wrote nothing has its row read before its claim
+    headers = _signed(t, b"{}", ctx.now_ms() + 3)
+    with auth.signed("POST", "/v1/journal", b"{}", headers, "POST /v1/journal"):
+        pass
+    assert len(reads) == (2 if ctx.db.dialect == "postgresql" else 4)
+    terminals.revoke(ctx, t.id)
+    for write in (True, False):
+        headers = _signed(t, b"{}", ctx.now_ms() + 4 + write)
+        with (
+            raises(Forbidden) as err,
+            auth.signed("POST", "/v1/journal", b"{}", headers, "POST /v1/journal"),
+        ):
+            if write:
+                with ctx.db.tx() as tx:
+                    tx.execute("UPDATE terminals SET last_seen_ms = 99 WHERE id = ?", (t.id,))
+        assert err.value.code == "terminal_revoked"
+    assert ctx.db.scalar("SELECT last_seen_ms FROM terminals WHERE id = ?", (t.id,)) == 2
+
+
+@pytest.mark.postgres
+def test_a_revocation_between_the_check_and_the_work_fails_the_work(tmp_path: Path) -> None:
+    """A terminal revoked after its request was checked and before the request's transaction:
+    that transaction fails (its claim is guarded by the row, read under the writer lock that
+    the revocation takes too), so nothing it did stays: a hold there would never be released
+    (the revocation released the terminal's holds before it)."""
+    ctx = make_context(tmp_path)
+    auth = terminals.TerminalAuth(ctx)
+    t = InProcTerminal(ctx, "race")
+    headers = _signed(t, b"{}", ctx.now_ms())
+    with auth.signed("POST", "/v1/journal", b"{}", headers, "POST /v1/journal"):
+        pass  # the row is known from now on
+    seen = ctx.db.scalar("SELECT last_seen_ms FROM terminals WHERE id = ?", (t.id,))
+    headers = _signed(t, b"{}", ctx.now_ms() + 1)
+    with (
+        raises(Forbidden) as err,
+        auth.signed("POST", "/v1/journal", b"{}", headers, "POST /v1/journal"),
+    ):
+        revoking = threading.Thread(target=terminals.revoke, args=(ctx, t.id))
+        revoking.start()
+        revoking.join()
+        with ctx.db.tx() as tx:
+            tx.execute("UPDATE terminals SET last_seen_ms = 99 WHERE id = ?", (t.id,))
+    assert err.value.code == "terminal_revoked"
+    assert ctx.db.scalar("SELECT last_seen_ms FROM terminals WHERE id = ?", (t.id,)) == seen != 99
+    assert ctx.db.scalar("SELECT COUNT(*) FROM nonces WHERE terminal_id = ?", (t.id,)) == 1

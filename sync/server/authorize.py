@@ -40,7 +40,7 @@ from sync.money import format_fen
 from sync.passwords import verify_password
 from sync.records import UNSET, AuthorizeAnswer, decline
 from sync.rules import AccountStatus
-from sync.server import cardrisk, codes, holders, ledger, recovery
+from sync.server import cardrisk, codes, holders, ledger, recovery, terminals
 from sync.server.accounts import event, set_status
 from sync.server.context import POLICY_READ, Context, next_version
 from sync.server.errors import Conflict, Invalid
@@ -137,13 +137,13 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
     with ctx.db.tx() as tx:
         # The reads below go to the database together, in this order, in one round trip (on
         # PostgreSQL, where this transaction holds the writer lock of every server process
-        # meanwhile): the terminal's head, the release of an abandoned approval (see below),
+        # meanwhile): the terminal's head and status, the release of an abandoned approval (see below),
         # the account, the card's status, the account's holds (after the release) and its
         # balances.  The release stands whatever the outcome, as it always did (a decline
         # commits it); only a sequence number already journaled (the Conflict below) undoes it.
         head_rows, _, _, acct_rows, card_rows, held, balance_rows = tx.batch(
             [
-                ("SELECT head_seq FROM terminals WHERE id = ?", (tid,)),
+                ("SELECT head_seq, status FROM terminals WHERE id = ?", (tid,)),
                 *release_statements(tid, seq),
                 (
                     "SELECT spent_day, spent_fen, pin_tries, consume_pw, status, limit_fen, "
@@ -162,6 +162,7 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
                 ledger.balances_statement(aid),
             ]
         )
+        terminals.admit(tid, head_rows[0] if head_rows else None)  # revoked meanwhile?
         head = int(head_rows[0]["head_seq"])
         if seq <= head:  # a hold under it would never be released by an ingest
             raise Conflict(

@@ -486,11 +486,10 @@ class HotRoutes:
         model: type[BaseModel],
         serve: Callable[[dict[str, Any], BaseModel], Any],
     ) -> None:
-        """A terminal's signed POST: the signature
-        (:meth:`~sync.server.terminals.TerminalAuth.check`), the role, then
-        ``serve(terminal, body)`` with the request's nonce claimed in its first write
-        transaction (:meth:`~sync.server.terminals.NonceCache.riding`), whose answer goes out
-        as JSON."""
+        """A terminal's signed POST: the signature, the role, then ``serve(terminal, body)``
+        with the request's nonce claimed in its first write transaction
+        (:meth:`~sync.server.terminals.TerminalAuth.signed`), whose answer goes out as
+        JSON."""
         target = self._target(scope)
         if target is None:
             await fallback(scope, receive, send)
@@ -502,9 +501,7 @@ class HotRoutes:
         endpoint = f"POST {scope['path']}"
 
         def work() -> bytes:
-            term, (tid, nonce, time_ms, now) = self.auth.check("POST", target, body, headers)
-            roles.require(term, endpoint)
-            with self.auth.nonces.riding(tid, nonce, time_ms, now):
+            with self.auth.signed("POST", target, body, headers, endpoint) as term:
                 return to_bytes(serve(term, parsed))
 
         await self._answer(scope, receive, send, work)

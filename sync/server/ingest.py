@@ -59,6 +59,7 @@ from sync.server import (
     reconcile,
     recovery,
     roles,
+    terminals,
 )
 from sync.server.accounts import event, set_status
 from sync.server.context import NEXT_VERSION, POLICY_READ, Context, took_version
@@ -204,18 +205,22 @@ def push(
     ctx: Context, terminal: Mapping[str, Any], wire: Sequence[Mapping[str, Any]], acked: int | None
 ) -> PushAck:
     """``POST /v1/journal`` of ``terminal`` (its row as its request was checked against:
-    :meth:`sync.server.terminals.TerminalAuth.check`): ``acked``, the head the server had
-    acked to the terminal, above the head it holds proves the server lost records (restored
-    from a backup): it enters the recovering state before applying anything
-    (:func:`sync.server.recovery.saw_ack`, which reads the head again under the writer
-    lock), even when no feed request came first."""
-    if acked is not None and acked > int(terminal["head_seq"]):
-        with ctx.db.tx() as tx:
-            recovery.saw_ack(ctx, tx, terminal["id"], acked)
-    return ingest(ctx, dict(terminal), wire)
+    :meth:`sync.server.terminals.TerminalAuth.check`; its ``head_seq`` may be an earlier
+    request's, :meth:`~sync.server.terminals.TerminalAuth.signed`)."""
+    return ingest(ctx, dict(terminal), wire, acked)
 
 
-def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, Any]]) -> PushAck:
+def ingest(
+    ctx: Context,
+    terminal: dict[str, Any],
+    wire: Sequence[Mapping[str, Any]],
+    acked: int | None = None,
+) -> PushAck:
+    """Apply ``terminal``'s pushed records.  ``acked``, the head the server had acked to the
+    terminal, above the head it holds proves the server lost records (restored from a
+    backup): it enters the recovering state before applying anything
+    (:func:`sync.server.recovery.saw_ack`), even when no feed request came first: in the
+    transaction that applies them, under the writer lock, with the head read there."""
     tid = terminal["id"]
     try:
         items = _decode(tid, str(terminal["role"]), wire)
@@ -240,7 +245,10 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
         # under the writer lock this transaction holds)
         head_rows, held_before, policy_rows, recovering = tx.batch(
             [
-                ("SELECT head_seq, head_hash, merchant FROM terminals WHERE id = ?", (tid,)),
+                (
+                    "SELECT head_seq, head_hash, merchant, status FROM terminals WHERE id = ?",
+                    (tid,),
+                ),
                 (
                     "SELECT seq, body, sig FROM pending_records WHERE terminal_id = ? ORDER BY seq",
                     (tid,),
@@ -249,8 +257,11 @@ def ingest(ctx: Context, terminal: dict[str, Any], wire: Sequence[Mapping[str, A
                 recovery.STATE_READ,
             ]
         )
-        assert head_rows
+        terminals.admit(tid, head_rows[0] if head_rows else None)  # revoked meanwhile?
         head, head_hash = int(head_rows[0]["head_seq"]), str(head_rows[0]["head_hash"])
+        if acked is not None and acked > head:  # restored from a backup: recovering now
+            recovery.saw_ack(ctx, tx, tid, acked)
+            recovering = tx.all(*recovery.STATE_READ)
         merchant_code = str(head_rows[0]["merchant"] or "DEFAULT")
         res = PushAck(ack=head)
         urgent = False

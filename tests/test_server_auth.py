@@ -3,6 +3,7 @@ unsigned, stale, replayed or foreign-signed requests are refused), enrollment to
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -15,12 +16,14 @@ from sync import protocol
 from sync.client import ServerClient
 from sync.clock import ManualClock, SystemClock
 from sync.crypto import SigningKey, b64e
+from sync.db import Database
 from sync.errors import AuthError, ServerRefused
-from sync.server import terminals
+from sync.server import accounts, authorize, ingest, terminals
 from sync.server.errors import Forbidden
 from tests.handterm import HandTerminal, admin_raw, error_of, fresh_account
-from tests.helpers import ServerProc
+from tests.helpers import ServerProc, id_card
 from tests.inproc import InProcTerminal, make_context
+from tests.turns import Turns
 
 SKEW_MS = 120_000  # the server's default freshness window
 
@@ -368,3 +371,51 @@ def test_a_revocation_between_the_check_and_the_work_fails_the_work(tmp_path: Pa
     assert err.value.code == "terminal_revoked"
     assert ctx.db.scalar("SELECT last_seen_ms FROM terminals WHERE id = ?", (t.id,)) == seen != 99
     assert ctx.db.scalar("SELECT COUNT(*) FROM nonces WHERE terminal_id = ?", (t.id,)) == 1
+
+
+@pytest.mark.postgres
+def test_a_known_terminals_sale_and_its_push_take_three_round_trips_each(tmp_path: Path) -> None:
+    """PostgreSQL, counted by a relay (tests/turns.py), as the hot routes run them: a sale of a
+    terminal whose row is known (the reads, the transaction's first statements with the nonce
+    guarded by the row, the commit with the hold) and its push (the head, held records, policy,
+    state and the records' accounts; the transfers; the commit with the rest)."""
+    made = make_context(tmp_path)
+    url = made.config.db_url
+    assert url is not None
+    relay, through = Turns.for_url(url)
+    ctx = dataclasses.replace(made, db=Database(through))
+    try:
+        accounts.add_account(ctx, number="RT001", name="往返", type="student", id_card=id_card(71))
+        accounts.topup(ctx, "RT001", 5000, "cash", None, "desk")
+        card = accounts.issue_card(ctx, "RT001", "04A1B2C3D4E5A1")
+        auth = terminals.TerminalAuth(ctx)
+        t = InProcTerminal(ctx, "trips")
+        counts: list[int] = []
+        for seq in (1, 2, 3):
+            req = {"seq": seq, "card_no": card["card_no"], "amount_fen": 100, "method": "card"}
+            body = protocol.canonical(req)
+            relay.reset()
+            headers = protocol.sign_request(
+                t.key, t.id, "POST", "/v1/pos/authorize", body, ctx.now_ms() + seq
+            )
+            endpoint = "POST /v1/pos/authorize"
+            with auth.signed("POST", "/v1/pos/authorize", body, headers, endpoint) as term:
+                answer = authorize.authorize(ctx, term, req)
+            assert answer.approved, answer
+            counts.append(relay.count)
+            wire = t.record(int(card["account_id"]), 100)
+            body = protocol.canonical({"records": [wire]})
+            relay.reset()
+            headers = protocol.sign_request(
+                t.key, t.id, "POST", "/v1/journal", body, ctx.now_ms() + seq
+            )
+            with auth.signed("POST", "/v1/journal", body, headers, "POST /v1/journal") as term:
+                assert ingest.push(ctx, term, [wire], seq - 1).ack == seq
+            counts.append(relay.count)
+        # the first sale reads the terminal's row and claims its nonce on its own (a prune of
+        # old nonces is due at a process's first claim); then 3 each
+        assert counts == [5, 3, 3, 3, 3, 3], counts
+    finally:
+        ctx.db.close()
+        made.db.close()
+        relay.close()

@@ -45,7 +45,7 @@ from sync import protocol, rules
 from sync.bounds import PosId
 from sync.clock import CampusDays
 from sync.crypto import VerifyKey
-from sync.db import Params, Tx, placeholders, value_rows
+from sync.db import Params, Row, Tx, placeholders, value_rows
 from sync.errors import ProtocolError
 from sync.records import Alarm, JournalRecord, PushAck
 from sync.rules import AccountStatus
@@ -243,7 +243,11 @@ def ingest(
         # with the policy and the recovering state: read here, they cost no round trip of
         # their own (the state cannot change before this transaction ends: it is changed
         # under the writer lock this transaction holds)
-        head_rows, held_before, policy_rows, recovering = tx.batch(
+        # and the accounts of the records pushed with their balances (step 5 reads them)
+        accounts: dict[int, dict[str, Any]] = {}
+        bal: dict[str, int] = {}
+        loads = _load_statements(sorted({i.rec.acct for i in items if i.rec is not None}))
+        head_rows, held_before, policy_rows, recovering, *loaded = tx.batch(
             [
                 (
                     "SELECT head_seq, head_hash, merchant, status FROM terminals WHERE id = ?",
@@ -255,8 +259,11 @@ def ingest(
                 ),
                 POLICY_READ,
                 recovery.STATE_READ,
+                *loads,
             ]
         )
+        if loaded:
+            _loaded(loaded[0], loaded[1], accounts, bal)
         terminals.admit(tid, head_rows[0] if head_rows else None)  # revoked meanwhile?
         head, head_hash = int(head_rows[0]["head_seq"]), str(head_rows[0]["head_hash"])
         if acked is not None and acked > head:  # restored from a backup: recovering now
@@ -348,7 +355,9 @@ def ingest(
         tail: list[tuple[str, Params]] = []
         if run:
             policy = ctx.policy_of(policy_rows)
-            urgent = _apply(ctx, tx, tid, merchant_code, run, res, tail, policy) or urgent
+            urgent = (
+                _apply(ctx, tx, tid, merchant_code, run, res, tail, policy, accounts, bal) or urgent
+            )
             res.ack = run[-1].seq
             tail.append(
                 (
@@ -422,18 +431,20 @@ def _apply(
     res: PushAck,
     tail: list[tuple[str, Params]],
     policy: dict[str, Any],
+    accounts: dict[int, dict[str, Any]],
+    bal: dict[str, int],
 ) -> bool:
     """Apply ``run`` under ``policy``; True when it changed more than balances and spending
     (a status, a password count, anything but a plain sale): the terminals must hear of it at
     once.  The accounts' last update is appended to ``tail``, for the caller to run (in this
-    transaction, before anything reads those accounts again)."""
+    transaction, before anything reads those accounts again).  ``accounts`` and ``bal``: the
+    accounts and balances read already in this transaction (:func:`_load`)."""
     now = ctx.now_ms()
     urgent = any(i.rec is not None and i.rec.kind != "sale" for i in run)
     # the records at these sequence numbers are what counts now: whatever online authorization
     # gave the numbers (holds, provisional claims on phone codes) goes, sale or not; sent in
-    # one round trip with the reads of the run's accounts
-    accounts: dict[int, dict[str, Any]] = {}
-    bal: dict[str, int] = {}
+    # one round trip with the reads of the run's accounts not read yet (or with the next
+    # statement)
     _load(
         tx,
         sorted({i.rec.acct for i in run if i.rec is not None}),
@@ -700,29 +711,40 @@ def _load(
     first: Sequence[tuple[str, Params]] = (),
 ) -> None:
     """Read the accounts ``acct_ids`` (those not read yet) and their balances, in one round
-    trip, after the statements ``first`` (sent with them)."""
+    trip, after the statements ``first`` (sent with them; with the next statement when every
+    account was read already)."""
     ids = [a for a in acct_ids if a not in accounts]
     if not ids:
-        if first:
-            tx.batch(first)
+        for sql, params in first:
+            tx.later(sql, params)
         return
+    *_, rows, balances = tx.batch([*first, *_load_statements(ids)])
+    _loaded(rows, balances, accounts, bal)
+
+
+def _load_statements(ids: list[int]) -> list[tuple[str, Params]]:
+    """The reads of the accounts ``ids`` and of their balances (none for no id)."""
+    if not ids:
+        return []
     # the ledger accounts of every id asked for: an unknown account has none
     ledger_ids = [ledger.transition(a) for a in ids] + [ledger.wallet(a) for a in ids]
-    *_, rows, balances = tx.batch(
-        [
-            *first,
-            (
-                "SELECT id, status, spent_day, spent_fen, pin_tries, pin_epoch, flags "
-                f"FROM accounts WHERE id IN ({placeholders(len(ids))})",
-                ids,
-            ),
-            (
-                "SELECT id, balance FROM ledger_accounts "
-                f"WHERE id IN ({placeholders(len(ledger_ids))})",
-                ledger_ids,
-            ),
-        ]
-    )
+    return [
+        (
+            "SELECT id, status, spent_day, spent_fen, pin_tries, pin_epoch, flags "
+            f"FROM accounts WHERE id IN ({placeholders(len(ids))})",
+            ids,
+        ),
+        (
+            f"SELECT id, balance FROM ledger_accounts WHERE id IN ({placeholders(len(ledger_ids))})",
+            ledger_ids,
+        ),
+    ]
+
+
+def _loaded(
+    rows: list[Row], balances: list[Row], accounts: dict[int, dict[str, Any]], bal: dict[str, int]
+) -> None:
+    """Keep the rows of :func:`_load_statements`."""
     for r in rows:
         accounts[r["id"]] = {**dict(r), "pin_tries_before": r["pin_tries"]}
     for r in balances:

@@ -137,9 +137,9 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
     with ctx.db.tx() as tx:
         # The reads below go to the database together, in this order, in one round trip (on
         # PostgreSQL, where this transaction holds the writer lock of every server process
-        # meanwhile): the terminal's head and status, the release of an abandoned approval (see below),
-        # the account, the card's status, the account's holds (after the release) and its
-        # balances.  The release stands whatever the outcome, as it always did (a decline
+        # meanwhile): the terminal's head and status, the release of an abandoned approval
+        # (see below), the account, the card's status, the account's holds (after the
+        # release) and its balances.  The release stands whatever the outcome, as it always did (a decline
         # commits it); only a sequence number already journaled (the Conflict below) undoes it.
         head_rows, _, _, acct_rows, card_rows, held, balance_rows = tx.batch(
             [

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -13,9 +14,9 @@ from typing import Any, cast
 import pytest
 
 from sync.records import to_json
-from sync.server import accounts, feed, hot
+from sync.server import accounts, context, feed, hot
 from sync.server.api_auth import ApiAuth
-from sync.server.context import POLL_S, Context, next_version
+from sync.server.context import POLL_S, Context, Notifier, next_version
 from tests.helpers import id_card
 from tests.inproc import InProcTerminal, make_context
 
@@ -132,6 +133,54 @@ def test_a_plain_sale_wakes_no_long_poll_a_status_change_does(tmp_path: Path) ->
             await notifier.unbind()
 
     asyncio.run(main())
+
+
+def test_a_read_begun_before_a_later_wake_does_not_lower_the_floor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The versions read after two wakes close together (two loss reports) end in the other
+    order: the first wake's read (version 10) after the second's (20).  A terminal whose page
+    is at 15 has not seen what the second wake was for: it still has news
+    (:meth:`sync.server.context.Notifier.news_for`)."""
+    ctx = make_context(tmp_path)
+    notifier = Notifier()
+    gates = [threading.Event(), threading.Event()]
+    values = iter([(gates[0], 10), (gates[1], 20)])
+
+    def slow_version(db: object) -> int:
+        gate, value = next(values)
+        assert gate.wait(10)
+        return value
+
+    monkeypatch.setattr(context, "current_version", slow_version)
+
+    async def woken() -> int:
+        gen = notifier.generation
+        notifier.notify()  # no database attached: this process's wake only
+        while notifier.generation == gen:
+            await asyncio.sleep(0.001)
+        return notifier.generation
+
+    async def main() -> None:
+        notifier.bind(asyncio.get_running_loop())
+        await woken()
+        first = asyncio.ensure_future(notifier.version(ctx.db))  # the first wake's read
+        await asyncio.sleep(0.01)
+        await woken()
+        second = asyncio.ensure_future(notifier.version(ctx.db))  # the second wake's
+        gates[1].set()
+        assert await second == 20
+        gates[0].set()
+        assert await first == 10
+        assert notifier.news_for(15, 20)
+        assert not notifier.news_for(20, 20)
+
+    try:
+        asyncio.run(main())
+    finally:
+        for gate in gates:
+            gate.set()
+        ctx.db.close()
 
 
 def test_the_pages_asked_together_are_built_in_batches(tmp_path: Path) -> None:

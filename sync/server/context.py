@@ -276,18 +276,22 @@ class Notifier:
         cached = self._version
         if cached is None or cached[0] != gen or (cached[1].done() and cached[1].exception()):
             fut = asyncio.ensure_future(run_in_threadpool(current_version, db))
-            fut.add_done_callback(functools.partial(self._read, self._floor_due))
+            fut.add_done_callback(functools.partial(self._read, gen, self._floor_due))
             self._floor_due = False
             cached = self._version = (gen, fut)
         return await asyncio.shield(cached[1])
 
-    def _read(self, floor: bool, fut: asyncio.Future[int]) -> None:
+    def _read(self, gen: int, floor: bool, fut: asyncio.Future[int]) -> None:
         if fut.cancelled() or fut.exception() is not None:
             self._floor_due = self._floor_due or floor
             return
         version = fut.result()
         self.saw(version)
-        if floor:
+        # the floor is the first read after the *last* wake: a read begun before a later
+        # wake, ending after that wake's own read, would lower it to a version older than the
+        # change that woke, and a stream between the two would take its page for news seen
+        # (it heard of a loss report only when its wait ended, 10-20 s late)
+        if floor and gen == self.generation:
             self.floor = version
 
     def saw(self, version: int) -> None:

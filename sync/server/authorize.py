@@ -139,8 +139,9 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
         # PostgreSQL, where this transaction holds the writer lock of every server process
         # meanwhile): the terminal's head and status, the release of an abandoned approval
         # (see below), the account, the card's status, the account's holds (after the
-        # release) and its balances.  The release stands whatever the outcome, as it always did (a decline
-        # commits it); only a sequence number already journaled (the Conflict below) undoes it.
+        # release) and its balances.  The release stands whatever the outcome, as it always
+        # did (a decline commits it); only a sequence number already journaled (the Conflict
+        # below) undoes it.
         head_rows, _, _, acct_rows, card_rows, held, balance_rows = tx.batch(
             [
                 ("SELECT head_seq, status FROM terminals WHERE id = ?", (tid,)),

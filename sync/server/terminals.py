@@ -224,6 +224,7 @@ class NonceCache:
         nonce: str,
         time_ms: int,
         now_ms: int,
+        ride: bool,
         known: Known | None = None,
     ) -> Iterator[None]:
         """The claim of a request whose work runs inside the ``with`` block, on this thread.
@@ -236,26 +237,29 @@ class NonceCache:
         lunch peak (docs/benchmarks.md, peak).  Work that committed no write (a decline read
         before any transaction, an error) is claimed after it, before its answer goes out.
         A replay is refused (``replayed_request``) whichever way its claim went, its answer
-        never sent.  Claimed first, as always, on SQLite (a statement costs no round trip
-        there) and when a prune is due (:meth:`claim`, which prunes).
+        never sent.  ``ride`` (:meth:`rides`, asked once for the request): else claimed
+        first, as always, on SQLite (a statement costs no round trip there) and when a prune
+        is due (:meth:`claim`, which prunes).
 
-        ``known``: the terminal's row was not read for this request; its signature was
-        checked against the key of a row found active before (:meth:`TerminalAuth.signed`).
-        The claim then rides only while the row is still active with that key and role (the
-        INSERT fails its transaction otherwise: nothing of the request stays), and a claim
-        of its own reads the row first (:meth:`Known.confirm`)."""
-        insert: tuple[str, Params]
-        if known is None:
-            insert = (
+        ``known`` (only where the claim rides): the terminal's row was not read for this
+        request; its signature was checked against the key of a row found active before
+        (:meth:`TerminalAuth.signed`).  The claim then rides only while the row is still
+        active with that key and role (the INSERT fails its transaction otherwise: nothing of
+        the request stays), and a claim of its own reads the row first
+        (:meth:`Known.confirm`)."""
+        if not ride:
+            assert known is None  # a row not read for this request needs the guard that rides
+            self._claim_alone(terminal_id, nonce, time_ms, now_ms, None)
+            yield
+            return
+        insert: tuple[str, Params] = (
+            (
                 "INSERT INTO nonces (terminal_id, nonce, ts_ms) VALUES (?, ?, ?)",
                 (terminal_id, nonce, time_ms),
             )
-        else:
-            insert = known.guarded_insert(nonce, time_ms)
-        if not self.rides(now_ms):
-            self._claim_alone(terminal_id, nonce, time_ms, now_ms, known)
-            yield
-            return
+            if known is None
+            else known.guarded_insert(nonce, time_ms)
+        )
         failure: BaseException | None = None
         with self.ctx.db.rider((insert,)) as rider:
             try:
@@ -473,11 +477,13 @@ class TerminalAuth:
         terminal is revoked or unknown forgets the row."""
         tid = headers.get(protocol.H_TERMINAL) or ""
         try:
-            cached = self.nonces.rides(self.ctx.now_ms()) and tid in self._active
-            term, (tid, nonce, time_ms, now) = self._checked(method, target, body, headers, cached)
+            ride = self.nonces.rides(self.ctx.now_ms())
+            term, (tid, nonce, time_ms, now), cached = self._checked(
+                method, target, body, headers, ride
+            )
             roles.require(term, endpoint)
             known = Known(tid, str(term["pubkey"]), str(term["role"])) if cached else None
-            with self.nonces.riding(tid, nonce, time_ms, now, known):
+            with self.nonces.riding(tid, nonce, time_ms, now, ride, known):
                 yield term
         except (Unauthorized, Forbidden) as exc:
             if exc.code in ("unknown_terminal", "terminal_revoked", "bad_signature"):
@@ -517,7 +523,8 @@ class TerminalAuth:
     ) -> tuple[dict[str, Any], tuple[str, str, int, int]]:
         """The terminal row of a correctly signed, fresh request, and its nonce claim
         (terminal, nonce, signed time, now) still to be made."""
-        return self._checked(method, target, body, headers, False)
+        row, claim, _ = self._checked(method, target, body, headers, False)
+        return row, claim
 
     def _checked(
         self,
@@ -525,14 +532,16 @@ class TerminalAuth:
         target: str,
         body: bytes,
         headers: Mapping[str, str],
-        cached: bool,
-    ) -> tuple[dict[str, Any], tuple[str, str, int, int]]:
-        """:meth:`check`; ``cached``: with the row an earlier check found active, not read
-        again (:meth:`signed`: the caller checks it in the work's transaction)."""
+        may_keep: bool,
+    ) -> tuple[dict[str, Any], tuple[str, str, int, int], bool]:
+        """:meth:`check`, and whether the row is one an earlier check found active, not read
+        again (only if ``may_keep``: :meth:`signed`, whose claim checks it in the work's
+        transaction)."""
         tid = headers.get(protocol.H_TERMINAL)
         if not tid:
             raise Unauthorized("request is not signed by a terminal", "unsigned")
-        row = self._active.get(tid) if cached else None
+        row = self._active.get(tid) if may_keep else None
+        kept = row is not None
         if row is None:
             found = self.ctx.db.one(TERMINAL_READ, (tid,))
             admit(tid, found)
@@ -548,4 +557,4 @@ class TerminalAuth:
         now = self.ctx.now_ms()
         if abs(now - time_ms) > self.ctx.config.max_skew_ms:
             raise Unauthorized("request is stale (check the terminal's clock)", "stale_request")
-        return dict(row), (tid, nonce, time_ms, now)
+        return dict(row), (tid, nonce, time_ms, now), kept

@@ -130,14 +130,17 @@ class Tally:
 
 
 async def _poll(client: Client, t: Term, tally: Tally, stop: asyncio.Event) -> None:
+    """Hold ``t``'s feed stream, as a terminal's uplink does.  The stream counts as held
+    (``parked``) once its first page came on it: the server has then checked the request
+    and goes on waiting on it.  (Counted held once the request was sent, the peak began
+    while the server was still checking the 1,000 streams' requests: its first second
+    measured a server's start, not a lunch peak.)"""
     while not stop.is_set():
-        wait = WAIT_S if t.version else 0.0
-        target = "/v1/feed?" + urlencode({"since": t.version, "wait": wait, "stream": 1})
-        if wait:
-            t.parked.set()
+        target = "/v1/feed?" + urlencode({"since": t.version, "wait": WAIT_S, "stream": 1})
         try:
-            async for line in client.lines(target, t.signed("GET", target, b""), wait + 15):
+            async for line in client.lines(target, t.signed("GET", target, b""), WAIT_S + 15):
                 _page(t, _SEEN.decode(line))
+                t.parked.set()
         except (HttpError, ValueError):
             if stop.is_set():
                 return

@@ -117,22 +117,32 @@ def test_a_password_changed_meanwhile_is_not_overwritten_with_the_old_one(
     assert verify_password("222222", stored) and not verify_password("111111", stored)
 
 
+def _first_tx_after(ctx: Context, monkeypatch: pytest.MonkeyPatch, change: Any) -> None:
+    """Commit ``change()`` just before the next write transaction of ``ctx`` begins (once)."""
+    real = ctx.db.tx
+    done: list[bool] = []
+
+    def tx(**kw: Any) -> Any:
+        if not done:
+            done.append(True)
+            change()
+        return real(**kw)
+
+    monkeypatch.setattr(ctx.db, "tx", tx)
+
+
 def test_a_loss_report_committed_during_an_authorization_declines_it(
     ctx: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """R2: the card was looked up as fine, then reported lost before the hold: no hold."""
+    """R2: the sale's request was checked (its terminal, its signature), then the card was
+    reported lost before the sale's transaction: no hold (the card is read in it)."""
     _account(ctx, "S2032002", 22)
     accounts.topup(ctx, "S2032002", 5000, "cash", None, "desk")
     card = accounts.issue_card(ctx, "S2032002", "04A1B2C3D4E5F6")
     pos = InProcTerminal(ctx, "race-pos")
-    real = authorize.credential_refusal
-
-    def checked_then_loss(c: Context, row: dict[str, Any], uid: str | None) -> str | None:
-        refusal = real(c, row, uid)  # the card as looked up: fine
-        accounts.change_status(ctx, "S2032002", "report-loss")
-        return refusal
-
-    monkeypatch.setattr(authorize, "credential_refusal", checked_then_loss)
+    _first_tx_after(
+        ctx, monkeypatch, lambda: accounts.change_status(ctx, "S2032002", "report-loss")
+    )
     out = authorize.authorize(
         ctx, pos.row, {"seq": 1, "card_no": card["card_no"], "amount_fen": 100, "method": "card"}
     )
@@ -151,13 +161,7 @@ def test_a_revocation_committed_during_an_authorization_or_a_push_refuses_it(
     card = accounts.issue_card(ctx, "S2032003", "04A1B2C3D4E5F7")
     pos = InProcTerminal(ctx, "revoked-pos")
     checked = pos.row  # as the request's signature check read it: active
-    real = authorize.credential_refusal
-
-    def checked_then_revoked(c: Context, row: dict[str, Any], uid: str | None) -> str | None:
-        terminals.revoke(ctx, pos.id)
-        return real(c, row, uid)
-
-    monkeypatch.setattr(authorize, "credential_refusal", checked_then_revoked)
+    _first_tx_after(ctx, monkeypatch, lambda: terminals.revoke(ctx, pos.id))
     with pytest.raises(Forbidden) as err:
         authorize.authorize(
             ctx,

@@ -56,9 +56,13 @@ def _decline(reason: str, code: str = "declined", **extra: Any) -> AuthorizeAnsw
 
 #: a card with its account, by the card's number
 CARD_READ = (
-    "SELECT c.card_no, c.uid, c.generation, c.status AS card_status, a.* "
+    "SELECT c.card_no, c.uid, c.generation, c.status AS card_status, c.taps_seen, a.* "
     "FROM cards c JOIN accounts a ON a.id = c.account_id WHERE c.card_no = ?"
 )
+#: the account of the card numbered ``?``, inside a statement
+CARD_ACCOUNT = "(SELECT account_id FROM cards WHERE card_no = ?)"
+#: an account by its id
+ACCOUNT_READ = "SELECT * FROM accounts WHERE id = ?"
 
 
 def credential_refusal(ctx: Context, row: dict[str, Any], uid: str | None) -> str | None:
@@ -103,66 +107,53 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
     seq, amount = req["seq"], req["amount_fen"]
     if seq < 1:
         raise Invalid("seq starts at 1", "bad_seq")
-    forward = req.get("method") == "qr-forward"  # R8 forward scan: the phone's payment code
-    # what is read before the transaction goes in one round trip (PostgreSQL): the recovering
-    # state, the policy and (a card) the card with its account
-    read = ctx.db.reads(
-        [recovery.STATE_READ, POLICY_READ, *(() if forward else ((CARD_READ, (req["card_no"],)),))]
-    )
-    # restored from a backup: balances may not yet show sales synced since the backup, so no
-    # online approval; 503, the terminal decides offline within the offline bound
-    recovery.refuse(ctx.db, "online approval", online=True, read=read[0])
     qr: Verified | None = None
-    if forward:
+    bad_code: CodeError | None = None
+    key: Any  # the account's id, or the card's number
+    if req.get("method") == "qr-forward":  # R8 forward scan: the phone's payment code
+        # verified before the transaction (its keys and certificates); its account is read
+        # again inside
         try:
-            qr, row = codes.check_payment_code(ctx, req.get("qr") or "")
+            qr, found = codes.check_payment_code(ctx, req.get("qr") or "")
         except CodeError as exc:
-            return _decline(exc.message, exc.reason)
-        base = {"account_id": row["id"], "number": row["number"], "name": row["name"]}
-        refusal = codes.account_refusal(ctx, row)  # R2: the account blocks its codes too
+            bad_code = exc  # declined in the transaction, after the recovering state
+        key = found["id"] if qr is not None else None
+        account: tuple[str, Params] = (ACCOUNT_READ, (key,))
+        who = "?"
+        balances = ledger.balances_statement(key or 0)
     else:
-        if not read[2]:
-            return _decline("unknown card")
-        row = dict(read[2][0])
-        base = {"account_id": row["id"], "number": row["number"], "name": row["name"]}
-        refusal = credential_refusal(ctx, row, req.get("uid"))
-    if refusal:
-        return _decline(refusal, **base)
-    facts = req.get("card")
-    if facts is not None and facts["generation"] != row["generation"]:
-        return _decline("card replaced by a newer card (R11: old generation)", **base)
-    policy = ctx.policy_of(read[1])
+        key = req.get("card_no") or ""
+        account, who = (CARD_READ, (key,)), CARD_ACCOUNT
+        balances = ledger.balances_where(who, key)
     now, today = ctx.now_ms(), ctx.today()
-    aid = row["id"]
     with ctx.db.tx() as tx:
-        # The reads below go to the database together, in this order, in one round trip (on
-        # PostgreSQL, where this transaction holds the writer lock of every server process
-        # meanwhile): the terminal's head and status, the release of an abandoned approval
-        # (see below), the account, the card's status, the account's holds (after the
-        # release) and its balances.  The release stands whatever the outcome, as it always
-        # did (a decline commits it); only a sequence number already journaled (the Conflict
-        # below) undoes it.
-        head_rows, _, _, acct_rows, card_rows, held, balance_rows = tx.batch(
+        # Everything this sale reads goes to the database together, in this order, in one
+        # round trip (on PostgreSQL, where this transaction holds the writer lock of every
+        # server process meanwhile): the recovering state, the policy, the terminal's head and
+        # status, the release of an abandoned approval (see below), the card with its account
+        # (or the code's account), the account's holds (after the release) and its balances.
+        # Read under the writer lock, a loss report, a freeze or a new card committed before
+        # is seen here and none after can come before the hold.  The release stands whatever
+        # the outcome, as it always did (a decline commits it); only a sequence number already
+        # journaled (the Conflict below) undoes it.
+        state, policy_rows, head_rows, _, _, acct_rows, held, balance_rows = tx.batch(
             [
+                recovery.STATE_READ,
+                POLICY_READ,
                 ("SELECT head_seq, status FROM terminals WHERE id = ?", (tid,)),
                 *release_statements(tid, seq),
+                account,
                 (
-                    "SELECT spent_day, spent_fen, pin_tries, consume_pw, status, limit_fen, "
-                    "pin_epoch, expires FROM accounts WHERE id = ?",
-                    (aid,),
-                ),
-                (
-                    "SELECT status, taps_seen FROM cards WHERE card_no = ?",
-                    (req.get("card_no") or "",),
-                ),
-                (
-                    "SELECT amount, pin_ok FROM holds WHERE account_id = ? "
+                    f"SELECT amount, pin_ok FROM holds WHERE account_id = {who} "
                     "ORDER BY created_ms, terminal_id, seq",
-                    (aid,),
+                    (key,),
                 ),
-                ledger.balances_statement(aid),
+                balances,
             ]
         )
+        # restored from a backup: balances may not yet show sales synced since the backup, so
+        # no online approval; 503, the terminal decides offline within the offline bound
+        recovery.refuse(tx, "online approval", online=True, read=state)
         terminals.admit(tid, head_rows[0] if head_rows else None)  # revoked meanwhile?
         head = int(head_rows[0]["head_seq"])
         if seq <= head:  # a hold under it would never be released by an ingest
@@ -174,17 +165,25 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
         # approval under the number it asked with, and asks again only after a crash).  That
         # approval is abandoned: its hold and its claim on a phone code went above
         # (release_statements), whatever this request's outcome.
-        assert acct_rows
-        acct = acct_rows[0]
-        # R2/R11/R13 again inside the transaction: a loss report, a freeze or a new card
-        # committed after the lookup above must not get a hold
-        blocked = rules.blocking_reason(acct["status"])
-        if blocked is None and acct["expires"] and today > acct["expires"]:
-            blocked = "card expired (R13): see the service desk"
-        if blocked is None and qr is None and (not card_rows or card_rows[0]["status"] != "active"):
-            blocked = "card replaced by a newer card (R11)"
-        if blocked:
-            return _decline(blocked, **base)
+        if bad_code is not None:
+            return _decline(bad_code.message, bad_code.reason)
+        if not acct_rows:
+            if qr is not None:
+                return _decline("the code's account does not exist", "unknown_account")
+            return _decline("unknown card")
+        acct = row = dict(acct_rows[0])
+        base = {"account_id": row["id"], "number": row["number"], "name": row["name"]}
+        if qr is not None:  # R2/R13: the account blocks its codes too
+            refusal = codes.account_refusal(ctx, acct)
+        else:  # R2, R11, R13
+            refusal = credential_refusal(ctx, row, req.get("uid"))
+        if refusal:
+            return _decline(refusal, **base)
+        facts = req.get("card") if qr is None else None
+        if facts is not None and facts["generation"] != row["generation"]:
+            return _decline("card replaced by a newer card (R11: old generation)", **base)
+        policy = ctx.policy_of(policy_rows)
+        aid = row["id"]
         holds = sum(int(h["amount"]) for h in held)
         pin_ok = False
         # R6: today's tracked amount, then the sales authorized but not yet synced (holds)
@@ -198,7 +197,7 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
                 row["card_no"],
                 aid,
                 int(facts["taps"]),
-                int(card_rows[0]["taps_seen"] or 0) if card_rows else 0,
+                int(row["taps_seen"] or 0),
                 tid,
                 cardrisk.store_alarm(ctx, tx, tid),
             ) and policy.get("auto_block_card_rollback", True):

@@ -25,13 +25,16 @@ from typing import Any, NamedTuple
 
 from sync.db import Database, Params, Tx, value_rows
 
+#: the ids of a holder's two ledger accounts: these prefixes and the account's id
+WALLET, TRANSITION = "w:", "t:"
+
 
 def wallet(account_id: int) -> str:
-    return f"w:{account_id}"
+    return f"{WALLET}{account_id}"
 
 
 def transition(account_id: int) -> str:
-    return f"t:{account_id}"
+    return f"{TRANSITION}{account_id}"
 
 
 def merchant(terminal_id: str) -> str:
@@ -199,6 +202,18 @@ def balances_statement(account_id: int) -> tuple[str, Params]:
     return (
         "SELECT id, balance FROM ledger_accounts WHERE id IN (?, ?)",
         (wallet(account_id), transition(account_id)),
+    )
+
+
+def balances_where(account: str, param: Any) -> tuple[str, Params]:
+    """The read of :func:`balances` for the account an expression ``account`` gives (a
+    subquery with one parameter, ``param``), for a caller that reads the account in the same
+    round trip (authorize: a card's account, by the card's number)."""
+    key = f"CAST({account} AS TEXT)"
+    return (
+        f"SELECT id, balance FROM ledger_accounts WHERE id IN ('{WALLET}' || {key}, "
+        f"'{TRANSITION}' || {key})",
+        (param, param),
     )
 
 

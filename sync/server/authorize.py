@@ -59,10 +59,24 @@ CARD_READ = (
     "SELECT c.card_no, c.uid, c.generation, c.status AS card_status, c.taps_seen, a.* "
     "FROM cards c JOIN accounts a ON a.id = c.account_id WHERE c.card_no = ?"
 )
-#: the account of the card numbered ``?``, inside a statement
-CARD_ACCOUNT = "(SELECT account_id FROM cards WHERE card_no = ?)"
 #: an account by its id
 ACCOUNT_READ = "SELECT * FROM accounts WHERE id = ?"
+#: an account's holds, by the account's id …
+HOLDS_READ = (
+    "SELECT amount, pin_ok FROM holds WHERE account_id = ? ORDER BY created_ms, terminal_id, seq"
+)
+#: … and by its card's number
+CARD_HOLDS_READ = (
+    "SELECT amount, pin_ok FROM holds WHERE account_id = "
+    "(SELECT account_id FROM cards WHERE card_no = ?) ORDER BY created_ms, terminal_id, seq"
+)
+#: the balances of the account of the card numbered ``?`` (given twice):
+#: :func:`sync.server.ledger.balances_statement` by the card
+CARD_BALANCES_READ = (
+    "SELECT id, balance FROM ledger_accounts WHERE id IN "
+    f"('{ledger.WALLET}' || CAST((SELECT account_id FROM cards WHERE card_no = ?) AS TEXT), "
+    f"'{ledger.TRANSITION}' || CAST((SELECT account_id FROM cards WHERE card_no = ?) AS TEXT))"
+)
 
 
 def credential_refusal(ctx: Context, row: dict[str, Any], uid: str | None) -> str | None:
@@ -109,7 +123,6 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
         raise Invalid("seq starts at 1", "bad_seq")
     qr: Verified | None = None
     bad_code: CodeError | None = None
-    key: Any  # the account's id, or the card's number
     if req.get("method") == "qr-forward":  # R8 forward scan: the phone's payment code
         # verified before the transaction (its keys and certificates); its account is read
         # again inside
@@ -117,14 +130,14 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
             qr, found = codes.check_payment_code(ctx, req.get("qr") or "")
         except CodeError as exc:
             bad_code = exc  # declined in the transaction, after the recovering state
-        key = found["id"] if qr is not None else None
-        account: tuple[str, Params] = (ACCOUNT_READ, (key,))
-        who = "?"
-        balances = ledger.balances_statement(key or 0)
+        aid = found["id"] if qr is not None else 0
+        account: tuple[str, Params] = (ACCOUNT_READ, (aid,))
+        holds_read: tuple[str, Params] = (HOLDS_READ, (aid,))
+        balances = ledger.balances_statement(aid)
     else:
-        key = req.get("card_no") or ""
-        account, who = (CARD_READ, (key,)), CARD_ACCOUNT
-        balances = ledger.balances_where(who, key)
+        card_no = req.get("card_no") or ""
+        account, holds_read = (CARD_READ, (card_no,)), (CARD_HOLDS_READ, (card_no,))
+        balances = (CARD_BALANCES_READ, (card_no, card_no))
     now, today = ctx.now_ms(), ctx.today()
     with ctx.db.tx() as tx:
         # Everything this sale reads goes to the database together, in this order, in one
@@ -143,11 +156,7 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
                 ("SELECT head_seq, status FROM terminals WHERE id = ?", (tid,)),
                 *release_statements(tid, seq),
                 account,
-                (
-                    f"SELECT amount, pin_ok FROM holds WHERE account_id = {who} "
-                    "ORDER BY created_ms, terminal_id, seq",
-                    (key,),
-                ),
+                holds_read,
                 balances,
             ]
         )

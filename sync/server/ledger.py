@@ -205,18 +205,6 @@ def balances_statement(account_id: int) -> tuple[str, Params]:
     )
 
 
-def balances_where(account: str, param: Any) -> tuple[str, Params]:
-    """The read of :func:`balances` for the account an expression ``account`` gives (a
-    subquery with one parameter, ``param``), for a caller that reads the account in the same
-    round trip (authorize: a card's account, by the card's number)."""
-    key = f"CAST({account} AS TEXT)"
-    return (
-        f"SELECT id, balance FROM ledger_accounts WHERE id IN ('{WALLET}' || {key}, "
-        f"'{TRANSITION}' || {key})",
-        (param, param),
-    )
-
-
 def balances_of(account_id: int, rows: Sequence[Any]) -> tuple[int, int]:
     """(wallet, transition) from the rows of :func:`balances_statement`."""
     got = {r["id"]: int(r["balance"]) for r in rows}

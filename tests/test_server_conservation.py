@@ -34,6 +34,7 @@ from hypothesis.stateful import (
 from sync import paygate
 from sync.clock import CampusDays, ManualClock
 from sync.crypto import SigningKey
+from sync.errors import StoreConflict
 from sync.paygate import Notification
 from sync.records import to_json
 from sync.server import accounts, authorize, ledger, merchants, policy, topups
@@ -430,6 +431,44 @@ def test_a_transfer_naming_no_ledger_account_applies_nothing(tmp_path: Path, db_
     ):
         with pytest.raises(ledger.UnknownLedgerAccount), ctx.db.tx() as tx:
             ledger.apply_many(tx, bad)
+        # the accounts a caller read are not taken on trust for one it did not read
+        with pytest.raises(ledger.UnknownLedgerAccount), ctx.db.tx() as tx:
+            ledger.apply_many(tx, bad, known={w})
     assert ledger.check(ctx.db)["ok"]
     assert ctx.db.scalar("SELECT COUNT(*) FROM transfers") == 1
     assert ledger.balances(ctx.db, ids[1]) == (500, 0)
+
+
+def test_a_push_whose_writes_fail_with_its_commit_leaves_nothing(
+    tmp_path: Path, db_kind: str
+) -> None:
+    """A POS's push of a sale sends its transfers, its record, its account's update and its
+    head with the commit (PostgreSQL: ``ledger.apply_many`` with the ledger accounts read
+    first): one of them refused there (a transfer id already taken) fails all of it, as it
+    did a round trip earlier: no money moved, no record, the head and the hold where they
+    were, the ledger whole."""
+    ctx = make_context(tmp_path / "s")
+    aid = int(
+        accounts.add_account(ctx, number="C9", name="甲", type="student", id_card=id_card(9))["id"]
+    )
+    accounts.topup(ctx, "C9", 5000, "cash", None, "desk")
+    pos = InProcTerminal(ctx, "commit-fails")
+    card = accounts.issue_card(ctx, "C9", "04A1B2C3D4E5C9")
+    req = {"seq": 1, "card_no": card["card_no"], "amount_fen": 300, "method": "card"}
+    assert authorize.authorize(ctx, pos.row, req).approved
+    merchant = ledger.merchant_of(ctx.db, pos.id)
+    taken = ledger.Transfer(
+        f"sale:{pos.id}:1", NOON_MS, ledger.wallet(aid), merchant, 1, "sale", aid
+    )
+    with ctx.db.tx() as tx:  # the id the sale at seq 1 takes
+        ledger.apply_many(tx, [taken])
+    version = ctx.db.scalar("SELECT version FROM accounts WHERE id = ?", (aid,))
+    with pytest.raises(StoreConflict):
+        pos.push([pos.record(aid, 300)])
+    assert ledger.balances(ctx.db, aid) == (4999, 0)
+    assert ctx.db.scalar("SELECT COUNT(*) FROM records") == 0
+    assert ctx.db.scalar("SELECT head_seq FROM terminals WHERE id = ?", (pos.id,)) == 0
+    assert ctx.db.scalar("SELECT COUNT(*) FROM holds WHERE terminal_id = ?", (pos.id,)) == 1
+    assert ctx.db.scalar("SELECT version FROM accounts WHERE id = ?", (aid,)) == version
+    assert ledger.check(ctx.db)["ok"]
+    ctx.db.close()

@@ -243,11 +243,12 @@ def ingest(
         # with the policy and the recovering state: read here, they cost no round trip of
         # their own (the state cannot change before this transaction ends: it is changed
         # under the writer lock this transaction holds)
-        # and the accounts of the records pushed with their balances (step 5 reads them)
+        # and the accounts of the records pushed with their balances, and the ledger account of
+        # the terminal's merchant (step 5 reads them)
         accounts: dict[int, dict[str, Any]] = {}
         bal: dict[str, int] = {}
         loads = _load_statements(sorted({i.rec.acct for i in items if i.rec is not None}))
-        head_rows, held_before, policy_rows, recovering, *loaded = tx.batch(
+        head_rows, held_before, policy_rows, recovering, merchant_rows, *loaded = tx.batch(
             [
                 (
                     "SELECT head_seq, head_hash, merchant, status FROM terminals WHERE id = ?",
@@ -259,9 +260,11 @@ def ingest(
                 ),
                 POLICY_READ,
                 recovery.STATE_READ,
+                (ledger.TERMINAL_MERCHANT_READ, (tid,)),
                 *loads,
             ]
         )
+        known = {str(r["id"]) for r in merchant_rows}  # ledger accounts that exist
         if loaded:
             _loaded(loaded[0], loaded[1], accounts, bal)
         terminals.admit(tid, head_rows[0] if head_rows else None)  # revoked meanwhile?
@@ -356,7 +359,8 @@ def ingest(
         if run:
             policy = ctx.policy_of(policy_rows)
             urgent = (
-                _apply(ctx, tx, tid, merchant_code, run, res, tail, policy, accounts, bal) or urgent
+                _apply(ctx, tx, tid, merchant_code, run, res, tail, policy, accounts, bal, known)
+                or urgent
             )
             res.ack = run[-1].seq
             tail.append(
@@ -433,12 +437,14 @@ def _apply(
     policy: dict[str, Any],
     accounts: dict[int, dict[str, Any]],
     bal: dict[str, int],
+    known: set[str],
 ) -> bool:
     """Apply ``run`` under ``policy``; True when it changed more than balances and spending
     (a status, a password count, anything but a plain sale): the terminals must hear of it at
     once.  The accounts' last update is appended to ``tail``, for the caller to run (in this
     transaction, before anything reads those accounts again).  ``accounts`` and ``bal``: the
-    accounts and balances read already in this transaction (:func:`_load`)."""
+    accounts and balances read already in this transaction (:func:`_load`); ``known``: the
+    ledger accounts read so (the merchant's too)."""
     now = ctx.now_ms()
     urgent = any(i.rec is not None and i.rec.kind != "sale" for i in run)
     # the records at these sequence numbers are what counts now: whatever online authorization
@@ -452,6 +458,7 @@ def _apply(
         bal,
         first=authorize.release_statements(tid, run[0].seq, run[-1].seq),
     )
+    known.update(bal)  # the run's holders' ledger accounts, as read (before any move below)
     transfers: list[ledger.Transfer] = []
     merchant = ledger.merchant_account(merchant_code)
     day_of = CampusDays(ctx.config.tz)
@@ -643,12 +650,13 @@ def _apply(
                 acct["frozen_now"] = True
         touched.add(aid)
     # the transfers, the records and the feed version (when accounts changed) go in one round
-    # trip where they are few (a POS's push of a sale or two): on PostgreSQL this transaction
-    # holds the writer lock of every server process
+    # trip where they are few (a POS's push of a sale or two), with the commit where their
+    # ledger accounts were read (ledger.apply_many): on PostgreSQL this transaction holds the
+    # writer lock of every server process
     records = [(tid, i.seq, i.hash, i.text or i.body.decode(), i.sig, now) for i in run]
     insert = tx.insert_statement("records", RECORD_COLUMNS, records)
     also = ([insert] if insert is not None else []) + ([NEXT_VERSION] if touched else [])
-    got = ledger.apply_many(tx, transfers, also)
+    got = ledger.apply_many(tx, transfers, also, known)
     posrefund.write_rows(tx, refunds)
     # the card counters the records left: a card that went back is an alarm (and blocked)
     cardrisk.note_records(
@@ -661,7 +669,9 @@ def _apply(
     if insert is None:
         tx.insert_rows("records", RECORD_COLUMNS, records)
     if touched:
-        version = took_version(tx, got[-1])
+        if got is not None:  # (sent with the commit: its version is read below, in SQL; the
+            # versions a transaction took matter only to SQLite's watcher, Notifier.notify)
+            took_version(tx, got[-1])
         for aid in touched:
             a = accounts[aid]
             if a["pin_tries"] != a.pop("pin_tries_before", a["pin_tries"]):
@@ -692,10 +702,11 @@ def _apply(
                 (
                     "UPDATE accounts SET spent_day = v.column1, "
                     "spent_fen = CAST(v.column2 AS BIGINT), "
-                    "pin_tries = CAST(v.column3 AS BIGINT), flags = v.column4, version = ? "
+                    "pin_tries = CAST(v.column3 AS BIGINT), flags = v.column4, "
+                    "version = (SELECT value FROM versions WHERE name = 'feed') "
                     f"FROM (VALUES {value_rows(len(part), 5)}) AS v "
                     "WHERE accounts.id = CAST(v.column5 AS BIGINT)",
-                    [version, *(x for row in part for x in row)],
+                    [x for row in part for x in row],
                 )
             )
     res.applied = len(run) - refused

@@ -103,9 +103,11 @@ def test_the_command_prints_one_json_object(tmp_path: Any) -> None:
 
 
 def _overcharging(real: Any) -> Any:
-    def apply_many(tx: Any, transfers: Iterable[ledger.Transfer], also: Any = ()) -> Any:
+    def apply_many(
+        tx: Any, transfers: Iterable[ledger.Transfer], also: Any = (), known: Any = ()
+    ) -> Any:
         moved = [t._replace(amount=t.amount + 1) if t.kind == "sale" else t for t in transfers]
-        return real(tx, moved, also)
+        return real(tx, moved, also, known)
 
     return apply_many
 
@@ -131,9 +133,11 @@ def _leaking(real: Any) -> Any:
     """Every sale's debit moved one fen less than its credit: money out of nothing, in the
     balances only (the transfer rows are right)."""
 
-    def apply_many(tx: Any, transfers: Iterable[ledger.Transfer], also: Any = ()) -> Any:
+    def apply_many(
+        tx: Any, transfers: Iterable[ledger.Transfer], also: Any = (), known: Any = ()
+    ) -> Any:
         transfers = list(transfers)
-        got = real(tx, transfers, also)
+        got = real(tx, transfers, also, known)
         for t in transfers:
             if t.kind == "sale":
                 tx.execute(

@@ -87,12 +87,7 @@ def credential_refusal(ctx: Context, row: dict[str, Any], uid: str | None) -> st
         return BLOCKED_REASON
     if row["card_status"] != "active":
         return "card replaced by a newer card (R11)"
-    reason = rules.blocking_reason(row["status"])
-    if reason:
-        return reason
-    if row["expires"] and ctx.today() > row["expires"]:
-        return "card expired (R13): see the service desk"
-    return None
+    return codes.account_refusal(ctx, row)  # R2, R13: the account's state
 
 
 def release_statements(
@@ -180,19 +175,19 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
             if qr is not None:
                 return _decline("the code's account does not exist", "unknown_account")
             return _decline("unknown card")
-        acct = row = dict(acct_rows[0])
-        base = {"account_id": row["id"], "number": row["number"], "name": row["name"]}
+        acct = dict(acct_rows[0])  # with its card's columns (a card sale)
+        base = {"account_id": acct["id"], "number": acct["number"], "name": acct["name"]}
         if qr is not None:  # R2/R13: the account blocks its codes too
             refusal = codes.account_refusal(ctx, acct)
         else:  # R2, R11, R13
-            refusal = credential_refusal(ctx, row, req.get("uid"))
+            refusal = credential_refusal(ctx, acct, req.get("uid"))
         if refusal:
             return _decline(refusal, **base)
         facts = req.get("card") if qr is None else None
-        if facts is not None and facts["generation"] != row["generation"]:
+        if facts is not None and facts["generation"] != acct["generation"]:
             return _decline("card replaced by a newer card (R11: old generation)", **base)
         policy = ctx.policy_of(policy_rows)
-        aid = row["id"]
+        aid = acct["id"]
         holds = sum(int(h["amount"]) for h in held)
         pin_ok = False
         # R6: today's tracked amount, then the sales authorized but not yet synced (holds)
@@ -203,10 +198,10 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
             if cardrisk.check_facts(  # a card showing fewer sales than it made went back
                 ctx,
                 tx,
-                row["card_no"],
+                acct["card_no"],
                 aid,
                 int(facts["taps"]),
-                int(row["taps_seen"] or 0),
+                int(acct["taps_seen"] or 0),
                 tid,
                 cardrisk.store_alarm(ctx, tx, tid),
             ) and policy.get("auto_block_card_rollback", True):
@@ -347,7 +342,7 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
         pin_epoch=acct["pin_epoch"],
         cred=UNSET if qr is None else qr.code.cred,
         confirmed=UNSET if qr is None else qr.code.confirmed,
-        account_id=row["id"],
-        number=row["number"],
-        name=row["name"],
+        account_id=acct["id"],
+        number=acct["number"],
+        name=acct["name"],
     )

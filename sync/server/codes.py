@@ -127,7 +127,9 @@ def verifier(ctx: Context) -> codes.CodeVerifier:
 
 
 def account_refusal(ctx: Context, acct: dict[str, Any]) -> str | None:
-    """R2/R13: the account's state blocks its phone codes as it blocks its cards."""
+    """Why the account may not pay, by its state (R2) or its expiry (R13), or None: the one
+    check of both for its cards (:func:`sync.server.authorize.credential_refusal`) and its
+    phone codes."""
     reason = rules.blocking_reason(acct["status"])
     if reason is None and acct["expires"] and ctx.today() > acct["expires"]:
         reason = "card expired (R13): see the service desk"

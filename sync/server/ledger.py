@@ -47,7 +47,7 @@ def merchant(terminal_id: str) -> str:
 #: if it exists
 TERMINAL_MERCHANT_READ = (
     f"SELECT id FROM ledger_accounts WHERE id = '{MERCHANT}' || "
-    "(SELECT COALESCE(NULLIF(merchant, ''), 'DEFAULT') FROM terminals WHERE id = ?)"
+    "(SELECT merchant FROM terminals WHERE id = ?)"
 )
 
 
@@ -200,7 +200,7 @@ def apply_many(
     insert = tx.insert_statement("transfers", TRANSFER_COLUMNS, rows)
     if insert is not None:
         statements.append(insert)
-    if (
+    if (  # (on SQLite a statement costs no round trip, and the caller keeps the rows of also)
         tx.dialect == "postgresql"
         and len(parts) <= 1
         and (insert is not None or not rows)

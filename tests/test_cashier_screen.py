@@ -128,8 +128,11 @@ def test_touch_cashier_signs_in_sells_refunds_and_closes_the_shift(
     page.click("#amount")
     key(page, "#keys", "3")
     page.click("#charge")
+    # the screen still shows the first sale's "approved" until the agent has this one
+    expect(page.get_by_test_id("state")).to_have_attribute("data-state", "wait_credential")
     AgentControl(pos.url).present(card["card_no"])
     expect(page.get_by_test_id("state")).to_have_attribute("data-state", "approved")
+    expect(page.get_by_test_id("state")).to_contain_text("¥47.00")
     page.click("#refund")
     expect(page.locator("#sup")).to_have_value(SUPER)  # the supervisor stays filled in
     page.click("#suppin")

@@ -257,3 +257,38 @@ def test_a_stream_goes_on_after_a_quiet_wait_and_ends_within_its_length(
     assert all((1 - hot.WAIT_SPREAD) * 0.4 * 0.9 <= g < 0.4 + 0.3 for g in gaps), gaps
     assert (1 - hot.STREAM_SPREAD) * 2.0 * 0.95 <= at[-1] < 2.0 + 0.3, at
     assert len(asyncio.run(hold(0.0))) == 1
+
+
+def test_quiet_pages_of_waits_ending_within_a_tick_are_built_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streams' waits (and their ends) fall on a tick of the loop's clock (hot.WAIT_TICK_S):
+    the quiet pages of the waits that end within one tick are built as one batch, from one
+    read of what they share, not one batch and one read each (a lunch peak: the streams a
+    wake began together sent 100 quiet pages a second before the next report)."""
+    ctx, terms, _ = _world(tmp_path)
+    batches: list[int] = []
+
+    async def run(fn: Any, *args: Any) -> Any:
+        batches.append(len(poll._asked))
+        return fn(*args)
+
+    poll = hot.LongPoll(ctx, cast(ApiAuth, SimpleNamespace(feed_thread=run)))
+    monkeypatch.setattr(hot, "MAX_STREAM_S", 1.0)
+    since = feed.delta(ctx, terms[1].row, 0).version
+
+    async def hold(term: InProcTerminal) -> list[float]:
+        loop = asyncio.get_running_loop()
+        gone: asyncio.Future[None] = loop.create_future()
+        ask = hot.FeedAsk(term.row, since, 0.4, None, None)
+        return [loop.time() async for _ in poll.pages(ask, gone, run)]
+
+    async def streams() -> list[list[float]]:
+        return list(await asyncio.gather(*(hold(terms[n % 3]) for n in range(30))))
+
+    pages = [at for got in asyncio.run(streams()) for at in got]
+    assert len(pages) >= 60  # each stream: a quiet page every 0.2–0.4 s for 0.75–1 s
+    ticks = {round(at / hot.WAIT_TICK_S) for at in pages}
+    assert len(ticks) <= 5, sorted(ticks)
+    assert len(batches) <= 2 * len(ticks), (len(batches), len(pages))
+    # (a random end each: a batch and a read for nearly every page)

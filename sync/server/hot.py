@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -75,6 +76,21 @@ STREAM_SPREAD = 0.25
 #: peak on PostgreSQL each such burst (500 polls a process) queued the online authorizations
 #: for about a second (docs/benchmarks.md, peak).  Spread, the ends come a few dozen a second.
 WAIT_SPREAD = 0.5
+#: … on a tick of the event loop's clock of this many seconds: the waits that end within one
+#: tick end together, and their pages are built as one batch from one read of what they share
+#: (:class:`sync.server.feed.FeedShare`).  Apart, each quiet page of a stream read its own
+#: rows: a wake begins every stream's wait at once, so their quiet pages came 100 a second
+#: for the two seconds before the next report at a lunch peak, a read each, and on
+#: PostgreSQL ×2 they took the feed process from 0.15 to 0.3–0.4 of a core while the sales
+#: queued (docs/benchmarks.md, peak)
+WAIT_TICK_S = 0.25
+
+
+def _on_tick(at: float) -> float:
+    """The first tick of the loop's clock (:data:`WAIT_TICK_S`) at or after ``at``."""
+    return math.ceil(at / WAIT_TICK_S) * WAIT_TICK_S
+
+
 #: the largest journal head a terminal reports (``head``, ``acked``)
 MAX_HEAD = 2**62
 
@@ -150,7 +166,7 @@ class LongPoll:
         re-keyed meanwhile gets no further page."""
         run = run or self.feed_thread
         loop = asyncio.get_running_loop()
-        ends = loop.time() + MAX_STREAM_S * (1.0 - STREAM_SPREAD * self.ctx.rng.random())
+        ends = _on_tick(loop.time() + MAX_STREAM_S * (1.0 - STREAM_SPREAD * self.ctx.rng.random()))
         deadline = await self._open(ask, run)
         since = ask.since
         while True:
@@ -169,8 +185,10 @@ class LongPoll:
 
     def _wait_end(self, now: float, wait: float) -> float:
         """When a wait of ``wait`` seconds begun ``now`` ends: at a random point of its later
-        half (:data:`WAIT_SPREAD`)."""
-        return now + wait * (1.0 - WAIT_SPREAD * self.ctx.rng.random())
+        half (:data:`WAIT_SPREAD`), on the next tick (:data:`WAIT_TICK_S`); no wait: now."""
+        if wait <= 0:
+            return now
+        return _on_tick(now + wait * (1.0 - WAIT_SPREAD * self.ctx.rng.random()))
 
     async def _next(
         self,

@@ -148,6 +148,7 @@ def _peak(p: dict[str, Any], db: str, processes: int) -> None:
     assert (p["routing"], p["feed_nice"]) == (
         ("one process", 0) if processes == 1 else ("by path", 10)
     )
+    assert p["stream_clients_nice"] == 10
     for lag in p["client_lag"].values():
         assert lag["n"] == 0 or lag["max_ms"] > lag["over_ms"]
 

@@ -267,10 +267,10 @@ def test_quiet_pages_of_waits_ending_within_a_tick_are_built_together(
     read of what they share, not one batch and one read each (a lunch peak: the streams a
     wake began together sent 100 quiet pages a second before the next report)."""
     ctx, terms, _ = _world(tmp_path)
-    batches: list[int] = []
+    batches: list[Any] = []  # each job run: one batch of pages
 
     async def run(fn: Any, *args: Any) -> Any:
-        batches.append(len(poll._asked))
+        batches.append(fn)
         return fn(*args)
 
     poll = hot.LongPoll(ctx, cast(ApiAuth, SimpleNamespace(feed_thread=run)))
@@ -289,6 +289,6 @@ def test_quiet_pages_of_waits_ending_within_a_tick_are_built_together(
     pages = [at for got in asyncio.run(streams()) for at in got]
     assert len(pages) >= 60  # each stream: a quiet page every 0.2–0.4 s for 0.75–1 s
     ticks = {round(at / hot.WAIT_TICK_S) for at in pages}
-    assert len(ticks) <= 5, sorted(ticks)
+    assert len(ticks) <= 6, sorted(ticks)  # (5 in 1.25 s; one more for a late loop)
     assert len(batches) <= 2 * len(ticks), (len(batches), len(pages))
     # (a random end each: a batch and a read for nearly every page)

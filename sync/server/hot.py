@@ -80,9 +80,9 @@ WAIT_SPREAD = 0.5
 #: tick end together, and their pages are built as one batch from one read of what they share
 #: (:class:`sync.server.feed.FeedShare`).  Apart, each quiet page of a stream read its own
 #: rows: a wake begins every stream's wait at once, so their quiet pages came 100 a second
-#: for the two seconds before the next report at a lunch peak, a read each, and on
-#: PostgreSQL ×2 they took the feed process from 0.15 to 0.3–0.4 of a core while the sales
-#: queued (docs/benchmarks.md, peak)
+#: for the two seconds before the next report at a lunch peak, a read each: on PostgreSQL ×2
+#: the feed process rose from 0.13 to 0.2 of a core there (0.38 in a run whose sales stalled
+#: then) and its backends from 0.03 to 0.06 (docs/benchmarks.md, peak)
 WAIT_TICK_S = 0.25
 
 

@@ -224,6 +224,20 @@ def test_the_pages_asked_together_are_built_in_batches(tmp_path: Path) -> None:
     assert {a["id"] for a in json.loads(theirs)["accounts"]} == set(ids)
 
 
+async def _quiet_pages(
+    poll: hot.LongPoll, row: dict[str, Any], since: int, wait: float, run: Any
+) -> list[float]:
+    """The loop's time at each page of a stream from ``since`` while nothing changes (each
+    page checked quiet), until the stream ends."""
+    loop = asyncio.get_running_loop()
+    gone: asyncio.Future[None] = loop.create_future()
+    at = []
+    async for body in poll.pages(hot.FeedAsk(row, since, wait, None, None), gone, run):
+        assert json.loads(body)["accounts"] == []  # no news: quiet pages
+        at.append(loop.time())
+    return at
+
+
 def test_a_stream_goes_on_after_a_quiet_wait_and_ends_within_its_length(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -241,15 +255,8 @@ def test_a_stream_goes_on_after_a_quiet_wait_and_ends_within_its_length(
     since = feed.delta(ctx, terms[1].row, 0).version
 
     async def hold(wait: float) -> list[float]:
-        loop = asyncio.get_running_loop()
-        gone: asyncio.Future[None] = loop.create_future()
-        t0 = loop.time()
-        at = []
-        ask = hot.FeedAsk(terms[1].row, since, wait, None, None)
-        async for body in poll.pages(ask, gone, run):
-            assert json.loads(body)["accounts"] == []  # no news: quiet pages
-            at.append(loop.time() - t0)
-        return at
+        t0 = asyncio.get_running_loop().time()
+        return [at - t0 for at in await _quiet_pages(poll, terms[1].row, since, wait, run)]
 
     at = asyncio.run(hold(0.4))
     gaps = [b - a for a, b in zip([0.0, *at], at, strict=False)]
@@ -277,14 +284,9 @@ def test_quiet_pages_of_waits_ending_within_a_tick_are_built_together(
     monkeypatch.setattr(hot, "MAX_STREAM_S", 1.0)
     since = feed.delta(ctx, terms[1].row, 0).version
 
-    async def hold(term: InProcTerminal) -> list[float]:
-        loop = asyncio.get_running_loop()
-        gone: asyncio.Future[None] = loop.create_future()
-        ask = hot.FeedAsk(term.row, since, 0.4, None, None)
-        return [loop.time() async for _ in poll.pages(ask, gone, run)]
-
     async def streams() -> list[list[float]]:
-        return list(await asyncio.gather(*(hold(terms[n % 3]) for n in range(30))))
+        held = (_quiet_pages(poll, terms[n % 3].row, since, 0.4, run) for n in range(30))
+        return list(await asyncio.gather(*held))
 
     pages = [at for got in asyncio.run(streams()) for at in got]
     assert len(pages) >= 60  # each stream: a quiet page every 0.2–0.4 s for 0.75–1 s

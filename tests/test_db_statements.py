@@ -53,6 +53,7 @@ ENGINE_OWN = {
     "sim/fleet/run.py": "the fleet simulator's checker: its server is always SQLite on a file "
     "(sim/fleet/server.py), read by rowid to see what the ledger gained since the last step",
     "tests/test_db_statements.py": "this test",
+    "tests/test_group_commit.py": "reads PostgreSQL's WAL positions (its own cluster)",
 }
 
 #: SQL in the code that is only a piece of a statement put together at run time, with where the

@@ -51,12 +51,20 @@ def bin_dir() -> Path:
 class TempCluster:
     """``with TempCluster() as pg: url = pg.create_database("t1")``."""
 
-    def __init__(self, *, durable: bool = False, max_connections: int = 300) -> None:
+    def __init__(
+        self,
+        *,
+        durable: bool = False,
+        max_connections: int = 300,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         self.durable = durable
         self.max_connections = max_connections
+        self.settings = dict(settings or {})  # more of the server's settings (-c name=value)
         self.port = free_port()
         self.base: Path | None = None
         self.user: str | None = None  # the OS user the server runs as (None: us)
+        self._opts = ""  # the server's options (postgres -c …)
         self._bin = bin_dir()
         self._n = 0
 
@@ -100,6 +108,8 @@ class TempCluster:
         ]
         if not self.durable:  # tests: durability across power loss is not what they check
             opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        opts += [f"-c {name}={value}" for name, value in self.settings.items()]
+        self._opts = " ".join(opts)
         self._run(
             str(self._bin / "initdb"),
             "-D",
@@ -112,19 +122,7 @@ class TempCluster:
             "--no-sync",
         )
         try:
-            self._run(
-                str(self._bin / "pg_ctl"),
-                "-D",
-                str(self.data),
-                "-l",
-                str(self.base / "server.log"),
-                "-o",
-                " ".join(opts),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            )
+            self._pg_ctl_start()
         except PgUnavailable as exc:
             log_text = ""
             try:
@@ -135,6 +133,30 @@ class TempCluster:
             raise PgUnavailable(f"{exc}\n{log_text}") from None
         log.info("PostgreSQL on 127.0.0.1:%d (%s)", self.port, self.base)
         return self
+
+    def _pg_ctl_start(self) -> None:
+        assert self.base is not None
+        self._run(
+            str(self._bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.base / "server.log"),
+            "-o",
+            self._opts,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
+    def crash(self) -> None:
+        """Stop the server at once, as a crash would (``pg_ctl stop -m immediate``: no
+        checkpoint, no flush; what never left its memory is lost, as in a power cut, which
+        loses too what the system had not yet written), then start it again: it recovers
+        from its WAL."""
+        self._run(str(self._bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        self._pg_ctl_start()
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"

@@ -27,8 +27,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -37,6 +37,7 @@ from typing import Any, cast
 from sync.db import sqlite
 from sync.db.backend import (
     Backend,
+    CommitGroup,
     Params,
     Rider,
     Row,
@@ -48,6 +49,7 @@ from sync.db.backend import (
 from sync.errors import StoreError
 
 __all__ = [
+    "CommitGroup",
     "Database",
     "Migrations",
     "Params",
@@ -117,6 +119,19 @@ class Tx:
         transaction, and on PostgreSQL its ``COMMIT`` goes in their round trip (no statement
         may follow; an error of the commit is raised here)."""
         return self._s.batch(statements, last)
+
+    def defer_commit(self) -> None:
+        """Its commit may leave the disk for later where this thread's commits may
+        (:meth:`Database.grouped`): only for a transaction whose effects its caller tells
+        nobody outside the database of before :meth:`Database.flush` (a sale's hold, whose
+        approval is answered after it: ``sync.server.authorize``)."""
+        self._s.defer_commit()
+
+    def hold_durable(self) -> None:
+        """Its commit waits for the disk, whatever :meth:`defer_commit` said: others learn of
+        what it wrote as soon as it commits (a feed version, which terminals keep as theirs:
+        ``sync.server.context.next_version``)."""
+        self._s.hold_durable()
 
     def later(self, sql: str, params: Params = ()) -> None:
         """Run a write whose answer nobody reads (no rows, no count): on PostgreSQL it goes
@@ -326,6 +341,27 @@ class Database:
         PostgreSQL: a statement there waits on the network and on other processes' row
         locks, and the loop would wait with it."""
         return self.backend.writes_inline()
+
+    @contextmanager
+    def grouped(self, group: CommitGroup) -> Iterator[CommitGroup]:
+        """Within the block, this thread's write transactions that asked for it
+        (:meth:`Tx.defer_commit`) commit without waiting for the disk whenever
+        ``group.when()`` says so at their commit, unless they took a feed version or sent a
+        notification (:meth:`Tx.hold_durable`); ``group.deferred`` tells that one did.  What such a commit wrote is seen by other transactions at once but is
+        on disk only after :meth:`flush`: the caller tells nobody outside the database of it
+        before (``sync.server.workers.GroupCommit``).  On PostgreSQL the writer lock then
+        passes on with the commit record instead of after its fsync, and one fsync serves a
+        queue of transactions; on SQLite nothing changes."""
+        self.backend.group(group)
+        try:
+            yield group
+        finally:
+            self.backend.group(None)
+
+    def flush(self) -> None:
+        """Return once every commit made before the call is on disk (call it outside a
+        transaction)."""
+        self.backend.flush()
 
     def listen(self, channel: str, callback: Callable[[], None]) -> None:
         """PostgreSQL only: call ``callback`` from a thread whenever ``channel`` is notified."""

@@ -120,6 +120,37 @@ class Session(Protocol):
         statement or its commit, in that one's round trip where the engine allows it."""
         ...
 
+    def defer_commit(self) -> None:
+        """This transaction's commit may leave the disk for later on a thread whose commits
+        may (:class:`CommitGroup`), unless :meth:`hold_durable` was called."""
+        ...
+
+    def hold_durable(self) -> None:
+        """This transaction's commit waits for the disk whatever else says: others learn of
+        what it wrote (a feed version, a notification) as soon as it commits."""
+        ...
+
+
+class CommitGroup:
+    """A thread's leave to commit without waiting for the disk (:meth:`Backend.group`): a
+    write transaction that asked for it (:meth:`Session.defer_commit`) and took no feed
+    version and sent no notification commits so whenever ``when()`` says yes at its commit,
+    and ``deferred`` becomes true.  While ``waiting`` (the group's owner has such commits to
+    put on disk), a transaction that wrote and whose commit waited for the disk sets
+    ``flushed``: every commit before it is on disk too (PostgreSQL flushes its WAL in
+    order).  Whoever set
+    the group answers for what follows: nothing that such a commit did may be told to anyone
+    outside the database until :meth:`Backend.flush` has returned (a power cut before it
+    loses the commit, and only it and the commits after it)."""
+
+    __slots__ = ("deferred", "flushed", "waiting", "when")
+
+    def __init__(self, when: Callable[[], bool]) -> None:
+        self.when = when
+        self.deferred = False
+        self.flushed = False
+        self.waiting = False
+
 
 class Rider:
     """Statements that go with a thread's next write transaction (:meth:`Backend.rider`):
@@ -182,6 +213,15 @@ class Backend(Protocol):
     def can_listen(self) -> bool: ...
 
     def writes_inline(self) -> bool: ...
+
+    def group(self, group: CommitGroup | None) -> None:
+        """Set (or, with None, clear) this thread's :class:`CommitGroup`.  SQLite: nothing (a
+        commit there always waits for the disk)."""
+        ...
+
+    def flush(self) -> None:
+        """Return once every commit made before the call, by any connection, is on disk."""
+        ...
 
     def notify(self, channel: str) -> None: ...
 

@@ -48,7 +48,7 @@ from psycopg import errors as pgerr
 from psycopg.adapt import Dumper, Loader
 from psycopg.rows import RowMaker
 
-from sync.db.backend import Params, Rider, values_insert
+from sync.db.backend import CommitGroup, Params, Rider, values_insert
 from sync.errors import StoreConflict, StoreError, StoreRefused
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,11 @@ TYPES = {
     "real": "DOUBLE PRECISION",
     "without_rowid": "",
 }
+
+#: whether the transaction wrote (it has a transaction id: a row written or locked, which the
+#: WAL records; then its commit record is in the WAL, and a commit that waits for the disk
+#: flushes the WAL up to it)
+WROTE = "SELECT pg_current_xact_id_if_assigned() IS NOT NULL"
 
 #: insert_rows sends this many rows or more as one COPY (psycopg's executemany costs a few
 #: dozen µs of Python per row, and a journal batch inserts a thousand rows while it holds the
@@ -231,6 +236,12 @@ class Session:
         self.misprepared = False
         #: a new connection like this one, for one found dead when the opening is sent
         self.redial: Callable[[], psycopg.Connection[Row]] | None = None
+        #: the thread's leave to commit without waiting for the disk (a write transaction's)
+        self.group: CommitGroup | None = None
+        self.may_defer = False  # :meth:`defer_commit`: its commit may leave the disk for later
+        self.sync_on = True  # the connection's commits wait for the disk (synchronous_commit)
+        self.waits = True  # this transaction's commit waits for the disk, unless lazy
+        self.must_flush = False  # :meth:`hold_durable`: this transaction's commit waits
 
     @property
     def broken(self) -> bool:
@@ -247,9 +258,18 @@ class Session:
         opening, self.opening = self.opening, []
         ours = [*((sql, ()) for sql in opening), *self.pending]
         self.pending = []
-        todo = [*ours, *statements, *((("COMMIT", ()),) if commit else ())]
+        ending = [("COMMIT", ())] if commit else []
+        lazy = commit and self._lazy()
+        # a commit that waits for the disk on a thread whose answers wait for a flush: did
+        # it write (then its flush covers every commit before it)?
+        probe = commit and not lazy and self.group is not None and self.group.waiting
+        if lazy:  # the writer lock goes with the commit record, not after its fsync
+            ending.insert(0, ("SET LOCAL synchronous_commit = off", ()))
+        elif probe:
+            ending.insert(0, (WROTE, ()))
+        todo = [*ours, *statements, *ending]
         # ours (BEGIN, SET, COMMIT …) are never prepared; the others are when they recur
-        plain = {*range(len(opening)), *((len(todo) - 1,) if commit else ())}
+        plain = {*range(len(opening)), *range(len(todo) - len(ending), len(todo))}
         for attempt in range(3):
             try:
                 if not psycopg.Pipeline.is_supported():  # a libpq older than 14
@@ -260,6 +280,12 @@ class Session:
                             self.raw.execute(pg_params(q), p, prepare=False if i in plain else None)
                             for i, (q, p) in enumerate(todo)
                         ]
+                if self.group is not None:
+                    if lazy:
+                        self.group.deferred = True
+                    if probe and self.waits:
+                        wrote = cursors[-2].fetchone()
+                        self.group.flushed = wrote is not None and bool(wrote[0])
                 return cursors[len(ours) : len(ours) + len(statements)]
             except psycopg.Error as exc:
                 if not (opening and self.broken and self.redial is not None and attempt < 2):
@@ -269,6 +295,18 @@ class Session:
                 self.close()
                 self.raw = self.redial()
         raise AssertionError("unreachable")
+
+    def _lazy(self) -> bool:
+        """Whether this commit may leave the disk for later (:class:`CommitGroup`)."""
+        return (
+            self.group is not None and self.may_defer and not self.must_flush and self.group.when()
+        )
+
+    def defer_commit(self) -> None:
+        self.may_defer = True
+
+    def hold_durable(self) -> None:
+        self.must_flush = True
 
     def _open(self) -> None:
         """Send the opening and the statements waiting, if any (before a statement that does
@@ -294,13 +332,12 @@ class Session:
         if self.ended:
             self.ended = False
             return
-        if not self.pending:
-            if self.opening:  # no statement ran: no transaction to end
-                self.opening = []
-            else:
-                self.run("COMMIT")
-            return
-        self._send([], commit=True)
+        if self.opening and not self.pending:  # no statement ran: no transaction to end
+            self.opening = []
+        elif self.pending or self.group is not None:
+            self._send([], commit=True)
+        else:
+            self.run("COMMIT")
 
     def forget(self) -> None:
         """Drop what was not sent (the transaction is rolled back)."""
@@ -519,6 +556,7 @@ class Backend:
     def _connect(self) -> Session:
         conn = Session(self._dial(), self._catalog)
         conn.redial = self._dial
+        conn.sync_on = self._sync == "on"
         with self._cond:
             self._open += 1
         return conn
@@ -547,7 +585,9 @@ class Backend:
             self._cond.notify()
 
     @contextmanager
-    def _session(self, opening: list[str], write: bool = False) -> Iterator[Session]:
+    def _session(
+        self, opening: list[str], write: bool = False, durable: bool = True
+    ) -> Iterator[Session]:
         """A pooled connection inside a transaction that ``opening`` starts (``BEGIN`` …): sent
         with the transaction's first statements, in their round trip (a write transaction
         waits for the writer lock there and has its first answers at once); a connection found
@@ -557,6 +597,9 @@ class Backend:
             raise StoreError("cannot start a transaction within a transaction")
         conn = self._get()
         conn.opening = list(opening)
+        conn.group = getattr(self._local, "group", None) if write else None
+        conn.may_defer = conn.must_flush = False
+        conn.waits = durable and conn.sync_on
         rider: Rider | None = None
         if write:
             rider, self._local.rider = getattr(self._local, "rider", None), None
@@ -600,7 +643,7 @@ class Backend:
             opening.append("SET LOCAL synchronous_commit = off")
         if exclusive:
             opening.append(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
-        return self._session(opening, write=True)
+        return self._session(opening, write=True, durable=durable)
 
     @contextmanager
     def rider(self, statements: Sequence[tuple[str, Params]]) -> Iterator[Rider]:
@@ -658,8 +701,31 @@ class Backend:
         return True
 
     def notify(self, channel: str) -> None:
-        """Tell every process listening on ``channel``; inside a transaction, at its commit."""
+        """Tell every process listening on ``channel``; inside a transaction, at its commit
+        (which then waits for the disk: the listeners act on what it wrote at once)."""
+        current: Session | None = getattr(self._local, "conn", None)
+        if current is not None:
+            current.must_flush = True
         self.all("SELECT pg_notify(?, '')", (channel,))
+
+    # -- commits grouped on the disk ---------------------------------------------------------
+    def group(self, group: CommitGroup | None) -> None:
+        """This thread's write transactions commit without waiting for the disk when
+        ``group`` says so (``SET LOCAL synchronous_commit = off`` in the ``COMMIT``'s round
+        trip): the writer lock passes on with the commit record instead of after its fsync."""
+        self._local.group = group
+
+    def flush(self) -> None:
+        """A transaction that writes one record to the WAL (a logical message, which no table
+        keeps) and commits waiting for the disk: PostgreSQL flushes its WAL in order, so every
+        commit before it is on disk too.  It takes no writer lock."""
+        group, self._local.group = getattr(self._local, "group", None), None
+        try:
+            # (it waits for the disk whatever the server's setting; no writer lock)
+            with self._session(["BEGIN", "SET LOCAL synchronous_commit = on"], write=True) as conn:
+                conn.execute("SELECT pg_logical_emit_message(true, 'ykt', 'flush')")
+        finally:
+            self._local.group = group
 
     def listen(self, channel: str, callback: Callable[[], None]) -> None:
         """Call ``callback`` (from a thread of its own) whenever ``channel`` is notified, and

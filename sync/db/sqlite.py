@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from sync.db.backend import Params, Rider, Row, values_insert
+from sync.db.backend import CommitGroup, Params, Rider, Row, values_insert
 from sync.errors import StoreConflict, StoreError
 from sync.files import private_file
 
@@ -59,6 +59,12 @@ class Session:
         """Now (in process, a statement costs no round trip)."""
         for sql, params in statements:
             self.conn.execute(sql, params)
+
+    def defer_commit(self) -> None:
+        """Nothing: every commit here waits for the disk (as its ``synchronous`` says)."""
+
+    def hold_durable(self) -> None:
+        """Nothing: every commit here waits for the disk (as its ``synchronous`` says)."""
 
     def insert_statement(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], chunk: int
@@ -300,6 +306,13 @@ class Backend:
 
     def writes_inline(self) -> bool:
         return True
+
+    def group(self, group: CommitGroup | None) -> None:
+        """Nothing: a commit here always waits for the disk (its writes run on the event
+        loop's thread, one at a time: there is no queue to group)."""
+
+    def flush(self) -> None:
+        """Nothing: every commit here was on disk when it returned."""
 
     def can_listen(self) -> bool:
         return False

@@ -316,6 +316,10 @@ def authorize(ctx: Context, terminal: dict[str, Any], req: dict[str, Any]) -> Au
                 balance_fen=available,
                 **base,
             )
+        # The approval is answered only once its hold is on disk; a queue of sales waiting
+        # for the writer lock lets it go before the fsync and shares one flush
+        # (sync.server.workers.GroupCommit; a version taken above keeps it durable).
+        tx.defer_commit()
         tx.later(  # with the commit, in its round trip (PostgreSQL)
             "INSERT INTO holds (terminal_id, seq, account_id, amount, expires_ms, pin_ok,"
             " created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",

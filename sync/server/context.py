@@ -445,6 +445,7 @@ def took_version(tx: Tx, rows: list[Any]) -> int:
     """The version :data:`NEXT_VERSION` took (its rows), noted as this transaction's."""
     version = int(rows[0]["value"])
     tx.versions.append(version)
+    tx.hold_durable()  # a terminal may keep it as its own as soon as it commits
     return version
 
 

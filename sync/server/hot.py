@@ -48,7 +48,7 @@ from sync.server.api_auth import ApiAuth
 from sync.server.context import Context
 from sync.server.errors import Forbidden
 from sync.server.models import AuthorizeIn, JournalIn
-from sync.server.workers import Workers
+from sync.server.workers import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -406,8 +406,9 @@ class HotRoutes:
         self.auth = api_auth.terminal_auth
         self.feed_thread = api_auth.feed_thread
         self.poll = poll
-        #: the one thread of the hot routes' transactions (off SQLite)
-        self.one = Workers("ykt-hot", 1)
+        #: the one thread of the hot routes' transactions (off SQLite), whose queued sales
+        #: share the disk's flush
+        self.one = GroupCommit(ctx.db, "ykt-hot")
         self.routes: dict[
             tuple[str, str], Callable[[Scope, Receive, Send, ASGIApp], Awaitable[None]]
         ]

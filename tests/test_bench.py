@@ -173,6 +173,18 @@ def test_the_peak_counts_its_slow_sales_by_when_they_were_sent() -> None:
     ]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_peak_on_postgresql_with_a_slower_disk(tmp_path: Path) -> None:
+    """``--pg-flush-delay-ms``: the benchmark's PostgreSQL runs with every WAL flush later
+    (read back from the server) and the peak runs; the text report says so."""
+    done = _bench(tmp_path, "--quick", "--only", "peak_pg", "--pg-flush-delay-ms", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "every WAL flush 2 ms later" in done.stdout, done.stdout
+    bad = _bench(tmp_path, "--quick", "--only", "peak_pg", "--pg-flush-delay-ms", "500")
+    assert bad.returncode != 0 and "0 to 100" in bad.stderr
+
+
 def test_only_and_text_output(tmp_path: Path) -> None:
     done = _bench(tmp_path, "--quick", "--only", "sqlite")
     assert done.returncode == 0, done.stderr[-3000:]

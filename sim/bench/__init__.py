@@ -67,6 +67,7 @@ class Options:
     quick: bool
     cache_dir: Path | None
     seconds: float | None = None  # api: load time per measurement
+    pg_flush_delay_ms: float = 0.0  # peak_pg: every WAL flush of PostgreSQL waits this long more
 
 
 #: benchmark name -> module of sim.bench with ``run(work: Path, opts: Options) -> dict``
@@ -113,7 +114,10 @@ def main(args: argparse.Namespace) -> int:
         print(report.header(out), flush=True)
     try:
         opts = Options(
-            quick=bool(args.quick), cache_dir=cache_dir, seconds=getattr(args, "seconds", None)
+            quick=bool(args.quick),
+            cache_dir=cache_dir,
+            seconds=getattr(args, "seconds", None),
+            pg_flush_delay_ms=getattr(args, "pg_flush_delay_ms", 0.0) or 0.0,
         )
         for name in names:
             if not args.json:

@@ -44,6 +44,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "second (default 5 s; with --quick 1 s, and one presentation for qr)",
     )
     p.add_argument(
+        "--pg-flush-delay-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="peak_pg: a slower disk: every WAL flush of the benchmark's PostgreSQL waits MS "
+        "milliseconds more (its commit_delay, at most 100), as on a disk whose flush takes that "
+        "long (default 0: this machine's disk)",
+    )
+    p.add_argument(
         "--dir",
         type=Path,
         default=None,

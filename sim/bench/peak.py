@@ -691,11 +691,25 @@ def run(work: Path, opts: Options) -> dict[str, Any]:
 
 def run_pg(work: Path, opts: Options) -> dict[str, Any]:
     """``peak_pg``: PostgreSQL, two server processes (skipped without Debian's postgresql)."""
+    import psycopg  # (only here: PostgreSQL is optional)
+
+    if not 0 <= opts.pg_flush_delay_ms <= 100:
+        raise BenchmarkError("--pg-flush-delay-ms is 0 to 100 (PostgreSQL's commit_delay)")
+    delay_us = round(opts.pg_flush_delay_ms * 1000)
+    # commit_delay: PostgreSQL waits this long before each WAL flush, holding the WAL's write
+    # lock (commit_siblings 0: always), as a disk whose flush takes that much longer would
+    slow = {"commit_delay": str(delay_us), "commit_siblings": "0"} if delay_us else {}
     try:
-        cluster = TempCluster(durable=True, max_connections=300).start()
+        cluster = TempCluster(durable=True, max_connections=300, settings=slow).start()
     except PgUnavailable as exc:
         return {"skipped": str(exc)}
     try:
-        return measure(shape(opts), 2, cluster.create_database())
+        url = cluster.create_database()
+        figures = measure(shape(opts), 2, url)
+        # what the server ran with, read back from it
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SHOW commit_delay").fetchone()  # (microseconds)
+        figures["pg_commit_delay_us"] = int(row[0]) if row else None
+        return figures
     finally:
         cluster.stop()

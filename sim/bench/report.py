@@ -256,6 +256,12 @@ def peak(f: dict[str, Any]) -> list[str]:
             f"; streams and holders on a process of their own at nice {f['feed_nice']}"
             if f.get("routing") == "by path"
             else ""
+        )
+        + (
+            f"; every WAL flush {f['pg_commit_delay_us'] / 1000:g} ms later (commit_delay: a "
+            "slower disk)"
+            if f.get("pg_commit_delay_us")
+            else ""
         ),
         f"  authorize under the peak {pp(a)}; {ratio}   budget p99 ≤ 25 ms and ≤ 3× idle",
         f"  authorize on an idle server {pp(idle)}",

@@ -345,13 +345,14 @@ class Database:
     @contextmanager
     def grouped(self, group: CommitGroup) -> Iterator[CommitGroup]:
         """Within the block, this thread's write transactions that asked for it
-        (:meth:`Tx.defer_commit`) commit without waiting for the disk whenever
-        ``group.when()`` says so at their commit, unless they took a feed version or sent a
-        notification (:meth:`Tx.hold_durable`); ``group.deferred`` tells that one did.  What such a commit wrote is seen by other transactions at once but is
-        on disk only after :meth:`flush`: the caller tells nobody outside the database of it
-        before (``sync.server.workers.GroupCommit``).  On PostgreSQL the writer lock then
-        passes on with the commit record instead of after its fsync, and one fsync serves a
-        queue of transactions; on SQLite nothing changes."""
+        (:meth:`Tx.defer_commit`) commit without waiting for the disk whenever ``group.when()``
+        says so at their commit, unless they took a feed version or sent a notification
+        (:meth:`Tx.hold_durable`); ``group.deferred`` tells that one did. What such a commit
+        wrote is seen by other transactions at once but is on disk only after :meth:`flush`: the
+        caller tells nobody outside the database of it before
+        (``sync.server.workers.GroupCommit``). On PostgreSQL the writer lock then passes on with
+        the commit record instead of after its fsync, and one fsync serves a queue of
+        transactions; on SQLite nothing changes."""
         self.backend.group(group)
         try:
             yield group

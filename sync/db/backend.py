@@ -132,16 +132,15 @@ class Session(Protocol):
 
 
 class CommitGroup:
-    """A thread's leave to commit without waiting for the disk (:meth:`Backend.group`): a
-    write transaction that asked for it (:meth:`Session.defer_commit`) and took no feed
-    version and sent no notification commits so whenever ``when()`` says yes at its commit,
-    and ``deferred`` becomes true.  While ``waiting`` (the group's owner has such commits to
-    put on disk), a transaction that wrote and whose commit waited for the disk sets
-    ``flushed``: every commit before it is on disk too (PostgreSQL flushes its WAL in
-    order).  Whoever set
-    the group answers for what follows: nothing that such a commit did may be told to anyone
-    outside the database until :meth:`Backend.flush` has returned (a power cut before it
-    loses the commit, and only it and the commits after it)."""
+    """A thread's leave to commit without waiting for the disk (:meth:`Backend.group`): a write
+    transaction that asked for it (:meth:`Session.defer_commit`) and took no feed version and
+    sent no notification commits so whenever ``when()`` says yes at its commit, and ``deferred``
+    becomes true. While ``waiting`` (the group's owner has such commits to put on disk), a
+    transaction that wrote and whose commit waited for the disk sets ``flushed``: every commit
+    before it is on disk too (PostgreSQL flushes its WAL in order). Whoever set the group
+    answers for what follows: nothing that such a commit did may be told to anyone outside the
+    database until ``flushed`` or :meth:`Backend.flush` has returned (a crash before then may
+    lose it, and only it and the commits after it)."""
 
     __slots__ = ("deferred", "flushed", "waiting", "when")
 

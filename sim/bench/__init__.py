@@ -117,7 +117,7 @@ def main(args: argparse.Namespace) -> int:
             quick=bool(args.quick),
             cache_dir=cache_dir,
             seconds=getattr(args, "seconds", None),
-            pg_flush_delay_ms=getattr(args, "pg_flush_delay_ms", 0.0) or 0.0,
+            pg_flush_delay_ms=getattr(args, "pg_flush_delay_ms", 0.0),
         )
         for name in names:
             if not args.json:

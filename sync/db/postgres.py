@@ -239,7 +239,6 @@ class Session:
         #: the thread's leave to commit without waiting for the disk (a write transaction's)
         self.group: CommitGroup | None = None
         self.may_defer = False  # :meth:`defer_commit`: its commit may leave the disk for later
-        self.sync_on = True  # the connection's commits wait for the disk (synchronous_commit)
         self.waits = True  # this transaction's commit waits for the disk, unless lazy
         self.must_flush = False  # :meth:`hold_durable`: this transaction's commit waits
 
@@ -262,7 +261,7 @@ class Session:
         lazy = commit and self._lazy()
         # a commit that waits for the disk on a thread whose answers wait for a flush: did
         # it write (then its flush covers every commit before it)?
-        probe = commit and not lazy and self.group is not None and self.group.waiting
+        probe = commit and not lazy and self.waits and self.group is not None and self.group.waiting
         if lazy:  # the writer lock goes with the commit record, not after its fsync
             ending.insert(0, ("SET LOCAL synchronous_commit = off", ()))
         elif probe:
@@ -283,7 +282,7 @@ class Session:
                 if self.group is not None:
                     if lazy:
                         self.group.deferred = True
-                    if probe and self.waits:
+                    if probe:
                         wrote = cursors[-2].fetchone()
                         self.group.flushed = wrote is not None and bool(wrote[0])
                 return cursors[len(ours) : len(ours) + len(statements)]
@@ -556,7 +555,6 @@ class Backend:
     def _connect(self) -> Session:
         conn = Session(self._dial(), self._catalog)
         conn.redial = self._dial
-        conn.sync_on = self._sync == "on"
         with self._cond:
             self._open += 1
         return conn
@@ -599,7 +597,7 @@ class Backend:
         conn.opening = list(opening)
         conn.group = getattr(self._local, "group", None) if write else None
         conn.may_defer = conn.must_flush = False
-        conn.waits = durable and conn.sync_on
+        conn.waits = durable and self._sync == "on"
         rider: Rider | None = None
         if write:
             rider, self._local.rider = getattr(self._local, "rider", None), None

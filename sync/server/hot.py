@@ -86,17 +86,17 @@ WAIT_SPREAD = 0.5
 WAIT_TICK_S = 0.25
 
 
-def _on_tick(at: float) -> float:
-    """The first tick of the loop's clock (:data:`WAIT_TICK_S`) at or after ``at``."""
-    return math.ceil(at / WAIT_TICK_S) * WAIT_TICK_S
-
-
 #: the largest journal head a terminal reports (``head``, ``acked``)
 MAX_HEAD = 2**62
 
 AUTHORIZE = "/v1/pos/authorize"
 JOURNAL = "/v1/journal"
 FEED = "/v1/feed"
+
+
+def _on_tick(at: float) -> float:
+    """The first tick of the loop's clock (:data:`WAIT_TICK_S`) at or after ``at``."""
+    return math.ceil(at / WAIT_TICK_S) * WAIT_TICK_S
 
 
 async def until_disconnect(receive: Receive) -> None:

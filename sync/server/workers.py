@@ -189,14 +189,12 @@ class GroupCommit:
                 if not self._held:
                     self._held_since = self.clock()
                 self._held.append(job)
-                if self._queue.empty() or self._full():
-                    self._release()
-                continue
-            job.settle()  # nothing of its own waits for the disk
-            if self._held and group.flushed:  # its commit put the held ones on disk
-                self.shared += 1
-                self._settle_held()
-            elif self._held and (self._queue.empty() or self._full()):
+            else:
+                job.settle()  # nothing of its own waits for the disk
+                if self._held and group.flushed:  # its commit put the held ones on disk
+                    self.shared += 1
+                    self._settle_held()
+            if self._held and (self._queue.empty() or self._full()):
                 self._release()
 
     def _settle_held(self) -> None:
